@@ -1,0 +1,1 @@
+"""golfkit: train, quantize, evaluate and pack Parameter Golf submissions."""

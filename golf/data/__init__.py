@@ -1,0 +1,1 @@
+"""Challenge data: shard format, preparation, and the training token stream."""

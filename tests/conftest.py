@@ -1,0 +1,62 @@
+"""Shared fixtures: paths to ../shared/data, the embedded corpus built once per session,
+and a tiny model configuration that trains in seconds on CPU."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SHARED_DATA = Path(os.environ.get("GOLF_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+OFFICIAL_TOKENIZER = SHARED_DATA / "tokenizers" / "fineweb_1024_bpe.model"
+OFFICIAL_TOKENIZER_SHA256 = "4f5e8adb109c66b4886963bc75a7befd73bda36d27fd7102df8e9e66503b0e2a"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"../shared/data not found at {SHARED_DATA}: byte-exactness tests need the "
+                    "shared corpora (set GOLF_SHARED_DATA to point at them)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def official_tokenizer(shared_data: Path) -> Path:
+    if not OFFICIAL_TOKENIZER.is_file():
+        pytest.skip(f"official tokenizer missing at {OFFICIAL_TOKENIZER}")
+    return OFFICIAL_TOKENIZER
+
+
+@pytest.fixture(scope="session")
+def embedded_data(tmp_path_factory):
+    """The embedded corpus (shards + tokenizer), built once per test session."""
+    from golf.data.prepare import prepare_embedded
+    root = tmp_path_factory.mktemp("embedded_data")
+    return prepare_embedded(root)
+
+
+@pytest.fixture()
+def tiny_config(embedded_data):
+    """A 2-layer model over the embedded corpus: every feature on, seconds per dozen steps."""
+    from golf.config import Config
+    return Config.from_env({}, cpu_preset=True).replace(
+        data_path=str(embedded_data.dataset_dir),
+        tokenizer_path=str(embedded_data.tokenizer_path),
+        num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0,
+        train_seq_len=64, train_batch_tokens=1024, iterations=20, warmup_steps=0,
+        warmdown_iters=5, max_wallclock_seconds=0.0, val_loss_every=0, train_log_every=5,
+        val_batch_size=8192, eval_seq_len=64, eval_stride=0, compile=False,
+        gptq_calib_batches=2, ema_decay=0.9)
