@@ -95,6 +95,7 @@ class Config:
     val_batch_size: int = 524_288        # VAL_BATCH_SIZE (tokens per eval forward, global)
     eval_seq_len: int = 0                # EVAL_SEQ_LEN (0 = TRAIN_SEQ_LEN)
     eval_stride: int = 64                # EVAL_STRIDE (sliding window stride; 0 = non-overlapping only)
+    max_eval_tokens: int = 0             # MAX_EVAL_TOKENS (0 = the whole val split; >0 = partial, labelled)
     # --- quantization / packing ---------------------------------------------------------
     quant_method: str = "gptq"           # QUANT_METHOD (gptq | rtn | int8)
     gptq_calib_batches: int = 16         # GPTQ_CALIB_BATCHES (training batches for Hessians)

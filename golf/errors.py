@@ -1,0 +1,26 @@
+"""One readable line for bad input instead of a traceback.
+
+Every module raises a ValueError subclass (ShardError, TokenizerError, BudgetError,
+ArtifactError, ...) whose message names the file and the fix; the CLIs wrap their work
+in `user_errors()` so users see that message alone. GOLF_DEBUG=1 shows the traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+
+@contextmanager
+def user_errors(exit_code: int = 2) -> Iterator[None]:
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as exc:
+        if os.environ.get("GOLF_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exit_code) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

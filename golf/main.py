@@ -1,0 +1,245 @@
+"""The engine behind train_gpt.py: one command trains, calibrates, quantizes, evaluates and packs.
+
+Phases (each writes files into the run directory that the next one reads):
+  prepare  -> builds the embedded corpus when the default data is missing (CPU preset)
+  train    -> config.json, train.log, metrics.jsonl, model.pt, ema.pt, hessians.pt
+  quantize -> final_model.gkq (fitted to the byte budget), quant_report.{json,png}
+  evaluate -> eval.json (pre- vs post-quant val_bpb, same tokens, same mode)
+  pack     -> submission/ (repo checkout only; the packed file skips it)
+
+`EVAL_ONLY=1 ARTIFACT=path` instead evaluates an artifact and prints the
+`final_roundtrip_exact` line that pack.py's round-trip proof compares bit for bit.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from golf.config import Config
+
+EMBEDDED_DATASET = "embedded_sp1024"
+ARTIFACT_NAME = "final_model.gkq"
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class PhaseTimer:
+    """Wall time per pipeline phase, in the order they ran."""
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str, log: Callable[[str], None]) -> Iterator[None]:
+        log(f"phase:{name} start")
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - t0
+            log(f"phase:{name} done seconds:{self.seconds[name]:.1f}")
+
+
+# ----------------------------------------------------------------------------- helpers
+def ensure_embedded_data(cfg: Config, log: Callable[[str], None]) -> None:
+    """Build the embedded corpus when the configured data is the embedded default and absent."""
+    data_path = Path(cfg.data_path)
+    if data_path.name != EMBEDDED_DATASET:
+        return
+    if data_path.is_dir() and any(data_path.glob("fineweb_val_*.bin")) and Path(cfg.tokenizer_path).is_file():
+        return
+    from golf.data.prepare import prepare_embedded
+    root = data_path.parent.parent  # <root>/datasets/embedded_sp1024
+    log(f"prepare:embedded building corpus under {root} (first run only)")
+    paths = prepare_embedded(root)
+    log(f"prepare:embedded dataset:{paths.dataset_dir} tokenizer:{paths.tokenizer_path}")
+
+
+def shipped_code_bytes() -> int:
+    """Exact bytes of the train_gpt.py that ships: from pack.py in a checkout, or the
+    running file itself when this *is* the packed single-file script."""
+    try:
+        from golf import pack  # not embedded in the packed script
+    except ImportError:
+        return len(Path(sys.argv[0]).read_bytes())
+    return pack.code_bytes()
+
+
+def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Path:
+    """EMA weights + training-data Hessians -> budget-fitted artifact and its report."""
+    import torch
+    import quant
+    from golf.model import GPT
+
+    ckpt = torch.load(run_dir / "ema.pt", map_location="cpu", weights_only=False)
+    model = GPT(Config.from_dict(ckpt["config"]))
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    hessians = None
+    calib = run_dir / "hessians.pt"
+    if calib.is_file():
+        hessians = torch.load(calib, map_location="cpu", weights_only=False)["hessians"]
+    elif cfg.quant_method == "gptq":
+        log("quant:warning no hessians.pt in the run; GPTQ falls back to identity Hessians")
+    code_bytes = shipped_code_bytes()
+    budget = None
+    if cfg.quant_method != "int8":
+        budget = cfg.budget_bytes - code_bytes - cfg.budget_margin_bytes
+    log(f"quant:start method:{cfg.quant_method} code_bytes:{code_bytes} "
+        f"model_budget_bytes:{budget if budget is not None else 'none'}")
+    qmodel = quant.quantize_model(model, hessians=hessians, method=cfg.quant_method,
+                                  budget_bytes=budget, seed=cfg.seed, log=log,
+                                  meta={"config": cfg.to_dict(), "code_bytes": code_bytes,
+                                        "run_id": run_dir.name})
+    path = run_dir / ARTIFACT_NAME
+    nbytes = quant.save_artifact(path, qmodel)
+    quant.write_report(qmodel, run_dir / "quant_report.json", run_dir / "quant_report.png")
+    log(quant.format_report(qmodel))
+    log(f"quant:done artifact:{path} bytes:{nbytes}")
+    return path
+
+
+def evaluate_run(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> dict:
+    """Pre- (EMA, full precision) vs post-quant (artifact) val_bpb on the same tokens."""
+    from golf.evaluate import run_eval
+    mode = "both" if cfg.eval_stride > 0 else "chunked"
+    return run_eval(run_dir=run_dir, mode=mode, log=log)
+
+
+def print_summary(summary: dict, log: Callable[[str], None]) -> None:
+    rows = [
+        ("pre-quant val_bpb", f"{summary['pre_val_bpb']:.6f}"),
+        ("post-quant val_bpb", f"{summary['post_val_bpb']:.6f}"),
+        ("gap (post - pre)", f"{summary['gap']:+.6f}"),
+        ("eval mode", summary["eval_mode"] + (" (partial)" if summary.get("partial") else "")),
+        ("code bytes", f"{summary['code_bytes']:,}"),
+        ("model bytes", f"{summary['model_bytes']:,}"),
+        ("total bytes", f"{summary['total_bytes']:,}"),
+        ("headroom to 16,000,000", f"{summary['headroom_bytes']:,}"),
+    ] + [(f"time {k}", f"{v:.1f} s") for k, v in summary["phase_seconds"].items()]
+    width = max(len(k) for k, _ in rows)
+    log("=" * (width + 24))
+    log("golfkit summary")
+    for k, v in rows:
+        log(f"  {k:<{width}}  {v}")
+    log("=" * (width + 24))
+
+
+# ----------------------------------------------------------------------------- modes
+def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | None = None) -> dict:
+    """Train -> quantize -> evaluate (-> pack) and return the summary dict (rank 0)."""
+    from golf.train import init_distributed, train
+
+    dist_info = init_distributed()
+    is_main = dist_info.rank == 0
+    timer = PhaseTimer()
+    boot_log = print if is_main else (lambda _msg: None)
+
+    with timer.phase("prepare", boot_log):
+        if is_main:
+            ensure_embedded_data(cfg, boot_log)
+        _barrier()
+    with timer.phase("train", boot_log):
+        result = train(cfg)
+    run_dir = Path(result.run_dir)
+    from golf.train import make_logger
+    log = make_logger(run_dir, dist_info.rank)
+
+    if is_main:
+        with timer.phase("quantize", log):
+            artifact = quantize_run(cfg, run_dir, log)
+    _barrier()
+    with timer.phase("evaluate", log):
+        report = evaluate_run(cfg, run_dir, log)
+    if not is_main:
+        return {}
+
+    from golf.plots import plot_loss_curves
+    plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"run {run_dir.name}")
+
+    code_bytes = shipped_code_bytes()
+    model_bytes = (run_dir / ARTIFACT_NAME).stat().st_size
+    summary = {
+        "run_dir": str(run_dir),
+        "pre_val_bpb": report["pre"]["val_bpb"], "post_val_bpb": report["post"]["val_bpb"],
+        "pre_val_loss": report["pre"]["val_loss"], "post_val_loss": report["post"]["val_loss"],
+        "gap": report["gap"], "eval_mode": report["mode"], "partial": report.get("partial", False),
+        "code_bytes": code_bytes, "model_bytes": model_bytes,
+        "total_bytes": code_bytes + model_bytes,
+        "headroom_bytes": cfg.budget_bytes - code_bytes - model_bytes,
+        "steps": result.steps, "train_time_ms": result.train_time_ms,
+        "phase_seconds": timer.seconds,
+    }
+    _write_json(run_dir / "summary.json", summary)
+
+    if do_pack is None:
+        do_pack = _truthy(os.environ.get("PACK", "1"))
+    if do_pack:
+        try:
+            from golf.pack import pack_run
+        except ImportError:
+            log("pack:skipped (this is already a packed submission script)")
+        else:
+            with timer.phase("pack", log):
+                packed = pack_run(run_dir, out_dir or os.environ.get("SUBMISSION_DIR", "submission"))
+            summary["code_bytes"] = packed.budget.code_bytes
+            summary["model_bytes"] = packed.budget.model_bytes
+            summary["total_bytes"] = packed.budget.total
+            summary["headroom_bytes"] = packed.budget.headroom
+            summary["submission_dir"] = str(packed.out_dir)
+            summary["phase_seconds"] = timer.seconds
+            _write_json(run_dir / "summary.json", summary)
+    print_summary(summary, log)
+    return summary
+
+
+def eval_only() -> int:
+    """Evaluate ARTIFACT (the round-trip proof's mode) and print the exact-result line."""
+    from golf.evaluate import evaluate_source
+    artifact = os.environ.get("ARTIFACT", ARTIFACT_NAME)
+    cfg = Config.from_env()
+    seq_len = cfg.eval_seq_len or int(os.environ.get("TRAIN_SEQ_LEN", "0")) or cfg.train_seq_len
+    res = evaluate_source(artifact, cfg.data_path, cfg.tokenizer_path,
+                          seq_len=seq_len, stride=cfg.eval_stride,
+                          max_tokens=cfg.max_eval_tokens or None,
+                          batch_tokens=cfg.val_batch_size, device=_eval_device())
+    label = "sliding" if cfg.eval_stride > 0 else "chunked"
+    print(f"eval_mode:{label} seq_len:{seq_len} stride:{cfg.eval_stride} tokens:{res.tokens} "
+          f"bytes:{res.bytes} partial:{int(res.partial)} eval_time:{res.seconds * 1000:.0f}ms")
+    print(f"final_roundtrip_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} "
+          f"val_bpb_hex:{float(res.val_bpb).hex()}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from golf.errors import user_errors
+    with user_errors():
+        if _truthy(os.environ.get("EVAL_ONLY")):
+            return eval_only()
+        run_pipeline(Config.from_env())
+    return 0
+
+
+# ----------------------------------------------------------------------------- utils
+def _eval_device() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)

@@ -1,0 +1,57 @@
+"""The main job at tiny scale, through the same code path as `python train_gpt.py`:
+train -> calibrate -> quantize (budget fitter) -> evaluate pre/post -> pack (+ round trip)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory, embedded_data):
+    from golf.config import Config
+    from golf.main import run_pipeline
+    tmp = tmp_path_factory.mktemp("e2e")
+    cfg = Config.from_env({}, cpu_preset=True).replace(
+        data_path=str(embedded_data.dataset_dir), tokenizer_path=str(embedded_data.tokenizer_path),
+        num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0,
+        train_seq_len=64, train_batch_tokens=1024, iterations=12, warmup_steps=0,
+        warmdown_iters=4, max_wallclock_seconds=0.0, val_loss_every=6, train_log_every=3,
+        val_batch_size=8192, eval_seq_len=64, eval_stride=0, max_eval_tokens=4096,
+        compile=False, gptq_calib_batches=2, ema_decay=0.9,
+        runs_dir=str(tmp / "runs"), run_id="e2e")
+    summary = run_pipeline(cfg, do_pack=True, out_dir=str(tmp / "submission"))
+    return cfg, summary, tmp
+
+
+def test_summary_numbers_are_consistent(e2e):
+    cfg, s, _ = e2e
+    assert s["gap"] == pytest.approx(s["post_val_bpb"] - s["pre_val_bpb"], abs=1e-12)
+    assert s["total_bytes"] == s["code_bytes"] + s["model_bytes"]
+    assert s["total_bytes"] <= cfg.budget_bytes
+    assert s["headroom_bytes"] == cfg.budget_bytes - s["total_bytes"]
+    assert 0.0 < s["pre_val_bpb"] < 20.0 and 0.0 < s["post_val_bpb"] < 20.0
+    assert set(s["phase_seconds"]) >= {"prepare", "train", "quantize", "evaluate", "pack"}
+
+
+def test_bytes_match_the_files_that_ship(e2e):
+    _, s, tmp = e2e
+    sub = tmp / "submission"
+    assert (sub / "train_gpt.py").stat().st_size == s["code_bytes"]
+    assert (sub / "final_model.gkq").stat().st_size == s["model_bytes"]
+    meta = json.loads((sub / "submission.json").read_text())
+    assert meta["bytes_total"] == s["total_bytes"]
+    assert meta["val_bpb"] == s["post_val_bpb"]          # round trip proved equal in pack
+    assert meta["pre_quant_val_bpb"] == s["pre_val_bpb"]
+
+
+def test_run_dir_has_plots_and_reports(e2e):
+    _, s, tmp = e2e
+    from pathlib import Path
+    run = Path(s["run_dir"])
+    for name in ("config.json", "train.log", "metrics.jsonl", "ema.pt", "hessians.pt",
+                 "final_model.gkq", "quant_report.json", "eval.json", "summary.json"):
+        assert (run / name).is_file(), name
+    for png in ("loss.png", "quant_report.png"):
+        data = (run / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", png
