@@ -1,0 +1,103 @@
+"""Exact bits-per-byte: a per-token byte table and the loss -> bpb conversion.
+
+Bytes are those of the normalized, decoded text (what `sp.decode` returns), which is what
+the challenge scores; the only context-dependent term is the leading "▁", worth one
+space byte unless the previous token is a control/boundary token.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class ByteLUTError(ValueError):
+    """A tokenizer whose pieces the standard byte table would miscount."""
+
+
+@dataclass(frozen=True)
+class ByteLUT:
+    base_bytes: np.ndarray         # int16: UTF-8 bytes of the piece without a leading ▁
+    has_leading_space: np.ndarray  # bool: piece starts with ▁
+    is_boundary: np.ndarray        # bool: control/unknown/unused (and ids beyond the sp vocab)
+
+    def torch(self, device="cpu"):
+        """The three tables as torch tensors (for scoring on an accelerator)."""
+        import torch
+        return (torch.as_tensor(self.base_bytes.astype(np.int64), device=device),
+                torch.as_tensor(self.has_leading_space, device=device),
+                torch.as_tensor(self.is_boundary, device=device))
+
+
+def build_byte_lut(sp_or_path, vocab_size: int) -> ByteLUT:
+    """Per-token byte table for any SentencePiece model (rules: challenge README "Score")."""
+    sp = sp_or_path
+    where = "<tokenizer>"
+    if isinstance(sp_or_path, (str, os.PathLike)):
+        from golf.data.tokenizer import load_tokenizer
+        where = str(sp_or_path)
+        sp = load_tokenizer(sp_or_path)
+    n = sp.vocab_size()
+    size = max(n, vocab_size)
+    base = np.zeros(size, dtype=np.int16)
+    lead = np.zeros(size, dtype=bool)
+    boundary = np.ones(size, dtype=bool)
+    space_id = sp.piece_to_id("▁")
+    if space_id == sp.unk_id() or sp.id_to_piece(space_id) != "▁":
+        raise ByteLUTError(f"{where}: tokenizer has no standalone '▁' piece, so space bytes "
+                           "would be miscounted; retrain it with the challenge's settings")
+    for t in range(n):
+        if sp.is_control(t) or sp.is_unknown(t) or sp.is_unused(t):
+            continue
+        if _is_user_defined(sp, t):
+            raise ByteLUTError(f"{where}: piece {t} ({sp.id_to_piece(t)!r}) is user_defined; the "
+                               "byte table cannot count it exactly, use a byte sidecar or "
+                               "a tokenizer without user_defined symbols")
+        boundary[t] = False
+        if sp.is_byte(t):
+            base[t] = 1
+            continue
+        piece = sp.id_to_piece(t)
+        if piece.startswith("▁"):
+            lead[t] = True
+            piece = piece[1:]
+        base[t] = len(piece.encode("utf-8"))
+    return ByteLUT(base, lead, boundary)
+
+
+def _is_user_defined(sp, t: int) -> bool:
+    """Piece type from the model proto (the processor has no IsUserDefined)."""
+    types = getattr(sp, "_golf_piece_types", None)
+    if types is None:
+        from sentencepiece import sentencepiece_model_pb2 as pb
+        proto = pb.ModelProto()
+        proto.ParseFromString(sp.serialized_model_proto())
+        types = [p.type for p in proto.pieces]
+        try:
+            sp._golf_piece_types = types
+        except AttributeError:
+            pass
+    return types[t] == 4  # ModelProto.SentencePiece.USER_DEFINED
+
+
+def target_bytes(prev_ids, target_ids, lut: ByteLUT):
+    """Bytes each target contributes: base + 1 for a leading ▁ not right after a boundary."""
+    if hasattr(target_ids, "device") and not isinstance(target_ids, np.ndarray):
+        import torch
+        base, lead, bound = lut.torch(target_ids.device)
+        t = target_ids.long()
+        p = prev_ids.long()
+        return base[t] + (lead[t] & ~bound[p]).long()
+    t = np.asarray(target_ids).astype(np.int64)
+    p = np.asarray(prev_ids).astype(np.int64)
+    return lut.base_bytes[t].astype(np.int64) + (lut.has_leading_space[t] & ~lut.is_boundary[p])
+
+
+def bpb_from_sums(nll_sum_nats: float, n_tokens: int, n_bytes: int) -> tuple[float, float]:
+    """(val_loss nats/token, val_bpb bits/byte) from summed NLL, scored targets and their bytes."""
+    if n_tokens <= 0 or n_bytes <= 0:
+        raise ValueError(f"cannot score: {n_tokens} tokens and {n_bytes} bytes (need > 0 of each)")
+    val_loss = nll_sum_nats / n_tokens
+    return val_loss, nll_sum_nats / math.log(2) / n_bytes

@@ -1,0 +1,406 @@
+"""Data preparation: `python -m golf.data.prepare {embedded,text,fineweb} [options]`.
+
+embedded: an offline corpus from documentation text that ships with CPython, its own
+          challenge-settings BPE tokenizer, and shards in the challenge layout.
+text:     tokenize local .txt / .jsonl / .jsonl.gz documents into shards.
+fineweb:  download the challenge's published sp1024 shards and tokenizer.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import importlib
+import inspect
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from golf.data.shards import ShardError, read_header, write_shard
+from golf.data.tokenizer import load_tokenizer
+
+EMBEDDED_DATASET = "embedded_sp1024"
+EMBEDDED_TOKENIZER = "embedded_1024_bpe"
+BOS_ID = 1
+DEFAULT_SHARD_TOKENS = 10**8
+HF_BASE = "https://huggingface.co/datasets/willdepueoai/parameter-golf/resolve/main"
+
+# Fixed, sorted list: the corpus must not depend on what happens to be installed or imported.
+STDLIB_MODULES: tuple[str, ...] = tuple(sorted((
+    "abc", "argparse", "array", "ast", "asyncio", "base64", "bisect", "builtins", "bz2",
+    "calendar", "cmath", "codecs", "collections", "collections.abc", "concurrent.futures",
+    "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal",
+    "difflib", "dis", "email", "email.message", "enum", "filecmp", "fnmatch", "fractions",
+    "ftplib", "functools", "gc", "getopt", "gettext", "glob", "gzip", "hashlib", "heapq",
+    "hmac", "html", "html.parser", "http", "http.client", "http.cookies", "http.server",
+    "imaplib", "importlib", "inspect", "io", "ipaddress", "itertools", "json", "keyword",
+    "linecache", "locale", "logging", "logging.handlers", "lzma", "mailbox", "marshal",
+    "math", "mimetypes", "mmap", "multiprocessing", "netrc", "numbers", "operator",
+    "optparse", "os", "os.path", "pathlib", "pickle", "pickletools", "pkgutil", "platform",
+    "plistlib", "poplib", "pprint", "queue", "quopri", "random", "re", "reprlib", "sched",
+    "secrets", "select", "selectors", "shelve", "shlex", "shutil", "signal", "smtplib",
+    "socket", "socketserver", "sqlite3", "ssl", "stat", "statistics", "string",
+    "stringprep", "struct", "subprocess", "symtable", "sys", "tarfile", "tempfile",
+    "textwrap", "threading", "time", "timeit", "token", "tokenize", "tomllib", "trace",
+    "traceback", "types", "typing", "unicodedata", "unittest", "unittest.mock",
+    "urllib.parse", "urllib.request", "uuid", "warnings", "wave", "weakref", "xml.dom",
+    "xml.dom.minidom", "xml.etree.ElementTree", "xml.sax", "zipfile", "zlib", "zoneinfo",
+    "asyncio.base_events", "asyncio.events", "asyncio.futures", "asyncio.locks", "asyncio.queues",
+    "asyncio.streams", "asyncio.subprocess", "asyncio.tasks", "bdb", "cProfile", "cmd", "code",
+    "codeop", "compileall", "concurrent.futures.process", "concurrent.futures.thread",
+    "contextvars", "copyreg", "ctypes", "doctest", "email.charset", "email.header",
+    "email.headerregistry", "email.parser", "email.policy", "email.utils", "fileinput",
+    "graphlib", "importlib.abc", "importlib.machinery", "importlib.metadata",
+    "importlib.resources", "importlib.util", "json.decoder", "json.encoder", "logging.config",
+    "modulefinder", "multiprocessing.connection", "multiprocessing.managers",
+    "multiprocessing.pool", "multiprocessing.queues", "multiprocessing.shared_memory",
+    "multiprocessing.synchronize", "ntpath", "pdb", "posixpath", "profile", "pstats", "pty",
+    "py_compile", "pyclbr", "pydoc", "runpy", "sqlite3.dbapi2", "sysconfig", "tabnanny",
+    "tracemalloc", "tty", "unittest.case", "unittest.loader", "unittest.result",
+    "unittest.runner", "unittest.suite", "urllib.error", "urllib.robotparser", "wsgiref.handlers",
+    "wsgiref.simple_server", "wsgiref.util", "wsgiref.validate", "xml.etree.ElementPath",
+    "xml.sax.handler", "xml.sax.saxutils", "xml.sax.xmlreader", "xmlrpc.client",
+    "xmlrpc.server", "zipapp", "zipimport",
+)))
+
+TRAINER_SETTINGS = dict(
+    model_type="bpe", vocab_size=1024, byte_fallback=True, normalization_rule_name="nmt_nfkc",
+    add_dummy_prefix=False, remove_extra_whitespaces=True, split_digits=True,
+    character_coverage=0.999, pad_id=0, bos_id=1, eos_id=2, unk_id=3, hard_vocab_limit=False,
+    max_sentencepiece_length=16, num_threads=1, shuffle_input_sentence=False,
+    input_sentence_size=0, seed_sentencepiece_size=1_000_000, minloglevel=2,
+)
+
+
+class PrepareError(ValueError):
+    """Bad preparation input or a failed download; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class EmbeddedPaths:
+    dataset_dir: Path
+    tokenizer_path: Path
+
+
+# ---------------------------------------------------------------- embedded corpus
+def embedded_documents() -> list[str]:
+    """pydoc topics + stdlib docstrings, in a fixed order, deduplicated."""
+    from pydoc_data.topics import topics
+    docs: list[str] = [topics[k] for k in sorted(topics)]
+    with warnings.catch_warnings():  # deprecated modules warn on import and attribute access
+        warnings.simplefilter("ignore")
+        for name in STDLIB_MODULES:
+            try:
+                mod = importlib.import_module(name)
+            except Exception:
+                continue
+            docs.extend(_module_docs(mod))
+    seen: set[str] = set()
+    out = []
+    for d in docs:
+        d = inspect.cleandoc(d).strip() if d else ""
+        if len(d) >= 40 and d not in seen:
+            seen.add(d)
+            out.append(d)
+    return out
+
+
+def _module_docs(mod) -> Iterator[str]:
+    if isinstance(mod.__doc__, str):
+        yield mod.__doc__
+    for attr in sorted(vars(mod)):
+        if attr.startswith("_"):
+            continue
+        obj = vars(mod)[attr]
+        if not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj)):
+            continue
+        if getattr(obj, "__module__", None) != mod.__name__:
+            continue
+        if isinstance(obj.__doc__, str):
+            yield obj.__doc__
+        if inspect.isclass(obj):
+            for m in sorted(vars(obj)):
+                if not m.startswith("_"):
+                    doc = getattr(vars(obj)[m], "__doc__", None)
+                    if isinstance(doc, str) and callable(vars(obj)[m]):
+                        yield doc
+
+
+def is_val_doc(text: str, val_percent: int = 10) -> bool:
+    """Deterministic split by content hash: stable across runs and orderings."""
+    h = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+    return h % 100 < val_percent
+
+
+def train_tokenizer(docs: list[str], model_path: Path, vocab_size: int = 1024) -> None:
+    """Train a challenge-settings BPE model; write .model/.vocab atomically.
+
+    Input comes from an iterator and the model from a writer, so no temp path is recorded
+    in the model's trainer spec (same inputs -> same bytes).
+    """
+    import sentencepiece as spm
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [line[:4000] for d in docs for line in d.splitlines() if line.strip()]
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf,
+                                   **{**TRAINER_SETTINGS, "vocab_size": vocab_size})
+    model = buf.getvalue()
+    sp = spm.SentencePieceProcessor()
+    sp.LoadFromSerializedProto(model)
+    vocab = "".join(f"{sp.id_to_piece(i)}\t{sp.GetScore(i):g}\n" for i in range(sp.vocab_size()))
+    _write_bytes_atomic(model_path.with_suffix(".vocab"), vocab.encode("utf-8"))
+    _write_bytes_atomic(model_path, model)
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def encode_docs(sp, docs: Iterable[str]) -> np.ndarray:
+    """[BOS] + ids per document, concatenated."""
+    parts = []
+    for ids in sp.encode(list(docs)):
+        parts.append(np.array([BOS_ID] + ids, dtype=np.uint16))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
+
+
+def write_split(out_dir: Path, split: str, tokens: np.ndarray, shard_tokens: int) -> list[Path]:
+    paths = []
+    n = max(1, -(-len(tokens) // shard_tokens))
+    for i in range(n):
+        p = out_dir / f"fineweb_{split}_{i:06d}.bin"
+        write_shard(p, tokens[i * shard_tokens:(i + 1) * shard_tokens])
+        paths.append(p)
+    return paths
+
+
+def _sha256(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _embedded_valid(ds: Path, tok: Path) -> bool:
+    man = ds / "manifest.json"
+    if not (man.is_file() and tok.is_file()):
+        return False
+    try:
+        files = json.loads(man.read_text())["sha256"]
+        return all((ds / n).is_file() and _sha256(ds / n) == h for n, h in files.items())
+    except (ValueError, KeyError, OSError):
+        return False
+
+
+def prepare_embedded(root: str | Path = "./data", force: bool = False) -> EmbeddedPaths:
+    """Build the offline corpus, tokenizer and shards (skips when present and valid)."""
+    import sentencepiece as spm
+    root = Path(root)
+    ds = root / "datasets" / EMBEDDED_DATASET
+    tok = root / "tokenizers" / f"{EMBEDDED_TOKENIZER}.model"
+    if not force and _embedded_valid(ds, tok):
+        return EmbeddedPaths(ds, tok)
+    docs = embedded_documents()
+    train = [d for d in docs if not is_val_doc(d)]
+    val = [d for d in docs if is_val_doc(d)]
+    train_tokenizer(train, tok)
+    sp = load_tokenizer(tok, expected_vocab=1024)
+    ds.mkdir(parents=True, exist_ok=True)
+    for old in ds.glob("fineweb_*.bin"):
+        old.unlink()
+    files = write_split(ds, "val", encode_docs(sp, val), DEFAULT_SHARD_TOKENS)
+    files += write_split(ds, "train", encode_docs(sp, train), DEFAULT_SHARD_TOKENS)
+    _write_json_atomic(ds / "manifest.json", {
+        "name": EMBEDDED_DATASET, "tokenizer": tok.name, "tokenizer_sha256": _sha256(tok),
+        "docs": {"train": len(train), "val": len(val)},
+        "text_bytes": {"train": sum(len(d.encode()) for d in train),
+                       "val": sum(len(d.encode()) for d in val)},
+        "tokens": {p.name: read_header(p) for p in files},
+        "sha256": {p.name: _sha256(p) for p in files},
+        "python": platform.python_version(), "sentencepiece": spm.__version__,
+    })
+    return EmbeddedPaths(ds, tok)
+
+
+# ---------------------------------------------------------------- local text
+def iter_text_docs(paths: Iterable[str | Path]) -> Iterator[str]:
+    """Documents from .txt (one per file), .jsonl / .jsonl.gz / .json.gz (field "text")."""
+    for path in paths:
+        p = Path(path)
+        if not p.is_file():
+            raise PrepareError(f"{p}: input file not found; fix the --input path")
+        name = p.name.lower()
+        if name.endswith(".txt"):
+            yield p.read_text(encoding="utf-8")
+        elif name.endswith((".jsonl", ".jsonl.gz", ".json.gz", ".json")):
+            opener = gzip.open if name.endswith(".gz") else open
+            with opener(p, "rt", encoding="utf-8") as f:
+                for lineno, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        text = json.loads(line)["text"]
+                    except (ValueError, KeyError, TypeError):
+                        raise PrepareError(f"{p}:{lineno}: not a JSON object with a \"text\" "
+                                           "field; fix the line or the --input file") from None
+                    yield text
+        else:
+            raise PrepareError(f"{p}: unsupported input type; use .txt, .jsonl or .jsonl.gz")
+
+
+def prepare_text(inputs: list[str | Path], tokenizer: str | Path, out_dir: str | Path, *,
+                 val_docs: int = 0, val_fraction: float = 0.0,
+                 shard_tokens: int = DEFAULT_SHARD_TOKENS, vocab_size: int | None = None) -> dict:
+    """Tokenize documents into train/val shards; the first `val_docs` (or a hashed fraction) are val."""
+    sp = load_tokenizer(tokenizer, expected_vocab=vocab_size)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train, val = [], []
+    n_bytes = 0
+    for i, doc in enumerate(iter_text_docs(inputs)):
+        n_bytes += len(doc.encode("utf-8"))
+        to_val = i < val_docs if val_docs else (val_fraction > 0 and
+                                                is_val_doc(doc, int(round(val_fraction * 100))))
+        (val if to_val else train).append(doc)
+    stats = {"docs": {"train": len(train), "val": len(val)}, "text_bytes": n_bytes, "files": {}}
+    for split, docs in (("val", val), ("train", train)):
+        if docs:
+            for p in write_split(out, split, encode_docs(sp, docs), shard_tokens):
+                stats["files"][p.name] = read_header(p)
+    return stats
+
+
+# ---------------------------------------------------------------- fineweb download
+def _fetch(url: str, dest: Path, timeout: float, label: str) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, os.fdopen(fd, "wb") as f:
+            total = int(r.headers.get("Content-Length") or 0)
+            done = 0
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+                done += len(chunk)
+                if total:
+                    print(f"\r{label}: {done / 1e6:.1f}/{total / 1e6:.1f} MB", end="", file=sys.stderr)
+            print(file=sys.stderr)
+        if dest.suffix == ".bin":
+            read_header(tmp)
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(exc, ShardError):
+            raise PrepareError(f"{dest}: downloaded shard is invalid ({exc}); run the command again") from None
+        raise PrepareError(f"{url}: download failed ({exc}); check the network (or set "
+                           "GOLF_HF_BASE to a reachable mirror) and run the command again") from None
+
+
+def prepare_fineweb(root: str | Path = "./data", train_shards: int = 1, *, base_url: str | None = None,
+                    timeout: float = 10.0) -> EmbeddedPaths:
+    """Download sp1024 val shards + N train shards + tokenizer (skips files already valid)."""
+    base = (base_url or os.environ.get("GOLF_HF_BASE") or HF_BASE).rstrip("/")
+    root = Path(root)
+    ds = root / "datasets" / "fineweb10B_sp1024"
+    tokdir = root / "tokenizers"
+    _fetch(f"{base}/datasets/manifest.json", root / "datasets" / "manifest.json", timeout, "manifest")
+    names = _shard_names(json.loads((root / "datasets" / "manifest.json").read_text()))
+    val = sorted(n for n in names if n.startswith("fineweb_val_"))
+    train = sorted(n for n in names if n.startswith("fineweb_train_"))[:train_shards]
+    if not val:  # manifest layout not recognised: fall back to the challenge's file naming
+        val = ["fineweb_val_000000.bin"]
+        train = [f"fineweb_train_{i:06d}.bin" for i in range(train_shards)]
+    for n in val + train:
+        dest = ds / n
+        try:
+            read_header(dest)
+            continue
+        except ShardError:
+            pass
+        _fetch(f"{base}/datasets/fineweb10B_sp1024/{n}", dest, timeout, n)
+    for ext in (".model", ".vocab"):
+        dest = tokdir / f"fineweb_1024_bpe{ext}"
+        if not dest.is_file():
+            _fetch(f"{base}/tokenizers/fineweb_1024_bpe{ext}", dest, timeout, dest.name)
+    return EmbeddedPaths(ds, tokdir / "fineweb_1024_bpe.model")
+
+
+def _shard_names(manifest) -> list[str]:
+    """Shard file names for the sp1024 variant, whatever nesting the manifest uses."""
+    found: list[str] = []
+
+    def walk(o):
+        if isinstance(o, str):
+            base = o.rsplit("/", 1)[-1]
+            if base.startswith("fineweb_") and base.endswith(".bin") and ("sp1024" in o or "/" not in o):
+                found.append(base)
+        elif isinstance(o, dict):
+            for k, v in o.items():
+                if isinstance(v, (dict, list)) and "sp" in str(k) and "1024" not in str(k):
+                    continue
+                walk(k)
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+    walk(manifest)
+    return sorted(set(found))
+
+
+# ---------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    from golf.errors import user_errors
+    ap = argparse.ArgumentParser(prog="python -m golf.data.prepare", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("embedded", help="build the offline CPython-docs corpus + tokenizer")
+    e.add_argument("--root", default="./data")
+    e.add_argument("--force", action="store_true")
+    t = sub.add_parser("text", help="tokenize local documents into shards")
+    t.add_argument("--input", nargs="+", required=True)
+    t.add_argument("--tokenizer", required=True)
+    t.add_argument("--name", required=True, help="dataset folder name under ROOT/datasets")
+    t.add_argument("--root", default="./data")
+    t.add_argument("--val-docs", type=int, default=0, help="first N documents are val")
+    t.add_argument("--val-fraction", type=float, default=0.1, help="hashed val fraction (if no --val-docs)")
+    t.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS)
+    f = sub.add_parser("fineweb", help="download the challenge's sp1024 shards")
+    f.add_argument("--root", default="./data")
+    f.add_argument("--train-shards", type=int, default=1)
+    f.add_argument("--timeout", type=float, default=10.0)
+    args = ap.parse_args(argv)
+    with user_errors():
+        if args.cmd == "embedded":
+            p = prepare_embedded(args.root, force=args.force)
+            print(f"dataset {p.dataset_dir}\ntokenizer {p.tokenizer_path}")
+        elif args.cmd == "text":
+            out = Path(args.root) / "datasets" / args.name
+            stats = prepare_text(args.input, args.tokenizer, out, val_docs=args.val_docs,
+                                 val_fraction=args.val_fraction, shard_tokens=args.shard_tokens)
+            print(json.dumps(stats, indent=2))
+        else:
+            p = prepare_fineweb(args.root, args.train_shards, timeout=args.timeout)
+            print(f"dataset {p.dataset_dir}\ntokenizer {p.tokenizer_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Round-trip proof: the shipped train_gpt.py, run alone on the shipped artifact, reproduces
+the run's post-quant val_bpb bit for bit.
+
+Why outside the repo with a clean environment: the proof must show that nothing of ours on
+sys.path (or in the cwd) is needed, so it copies both files into a fresh temp dir.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from golf.packing.errors import RoundTripError
+
+_LINE = re.compile(r"final_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)(?: val_bpb_hex:(\S+))?")
+_KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+             "CUDA_VISIBLE_DEVICES", "SYSTEMROOT")
+
+
+@dataclass(frozen=True)
+class RoundTripResult:
+    val_loss: float
+    val_bpb: float
+    expected_bpb: float
+    seconds: float
+    output_tail: str
+
+    @property
+    def exact(self) -> bool:
+        return self.val_bpb.hex() == self.expected_bpb.hex()
+
+
+def parse_roundtrip_line(output: str) -> tuple[float, float]:
+    """(val_loss, val_bpb) from the last final_roundtrip_exact line (hex wins when present)."""
+    found = _LINE.findall(output)
+    if not found:
+        raise RoundTripError("train_gpt.py printed no 'final_roundtrip_exact' line; check that "
+                             "its EVAL_ONLY mode is intact (output tail below)\n" + output[-2000:])
+    loss, bpb, bpb_hex = found[-1]
+    return float(loss), (float.fromhex(bpb_hex) if bpb_hex else float(bpb))
+
+
+def clean_env(settings: Mapping[str, str]) -> dict[str, str]:
+    """A minimal environment: no PYTHONPATH, no inherited golfkit settings, only `settings`."""
+    env = {k: os.environ[k] for k in _KEEP_ENV if k in os.environ}
+    env.update({k: str(v) for k, v in settings.items()})
+    return env
+
+
+def run_roundtrip(script: str | os.PathLike, artifact: str | os.PathLike, *,
+                  settings: Mapping[str, str], expected_bpb: float, tolerance: float = 0.0,
+                  timeout: float = 1800.0, python: str = sys.executable,
+                  label: str | None = None) -> RoundTripResult:
+    """Run `script` with EVAL_ONLY=1 on `artifact` in a fresh temp dir and compare val_bpb.
+
+    `label` names the artifact in error messages (the user's file, not the temp copy)."""
+    import time
+    label = label or str(artifact)
+    work = Path(tempfile.mkdtemp(prefix="golf_roundtrip_"))
+    try:
+        shutil.copyfile(script, work / "train_gpt.py")
+        shutil.copyfile(artifact, work / Path(artifact).name)
+        env = clean_env({**settings, "EVAL_ONLY": "1", "ARTIFACT": str(work / Path(artifact).name)})
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run([python, "-I", "train_gpt.py"], cwd=work, env=env, timeout=timeout,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        except subprocess.TimeoutExpired:
+            raise RoundTripError(f"{script}: round-trip evaluation took over {timeout:.0f} s; "
+                                 "pass a larger timeout or set MAX_EVAL_TOKENS") from None
+        seconds = time.perf_counter() - t0
+        out = proc.stdout
+        if proc.returncode != 0:
+            raise RoundTripError(f"{label}: the packed train_gpt.py failed the round trip on this "
+                                 f"artifact (exit {proc.returncode}); its output ends:\n" + out[-2000:])
+        loss, bpb = parse_roundtrip_line(out)
+        res = RoundTripResult(loss, bpb, float(expected_bpb), seconds, out[-2000:])
+        if not res.exact and abs(bpb - expected_bpb) > tolerance:
+            raise RoundTripError(
+                f"{label}: round-trip val_bpb {bpb!r} ({bpb.hex()}) != run's post-quant val_bpb "
+                f"{expected_bpb!r} ({float(expected_bpb).hex()}); the shipped file or artifact "
+                "differs from what was evaluated: re-run eval on this artifact, then pack again")
+        return res
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,109 @@
+"""Preparation: the embedded build is deterministic and val-clean; text and offline fineweb paths."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+
+from golf.data.prepare import (PrepareError, embedded_documents, is_val_doc, prepare_embedded,
+                               prepare_fineweb, prepare_text)
+from golf.data.shards import find_shards, read_shard
+
+
+def _hashes(root):
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_embedded_deterministic(tmp_path):
+    a = prepare_embedded(tmp_path / "a")
+    b = prepare_embedded(tmp_path / "b")
+    ha, hb = _hashes(tmp_path / "a"), _hashes(tmp_path / "b")
+    assert ha == hb and len(ha) >= 5  # 2 shards, manifest, .model, .vocab
+    assert a.tokenizer_path.name == "embedded_1024_bpe.model"
+    assert a.dataset_dir.name == "embedded_sp1024"
+
+
+def test_embedded_layout_and_split(embedded_data):
+    sp = spm.SentencePieceProcessor()
+    sp.Load(str(embedded_data.tokenizer_path))
+    assert sp.vocab_size() == 1024 and sp.bos_id() == 1 and sp.pad_id() == 0
+    assert all(sp.is_byte(i) for i in range(4, 260))
+    man = json.loads((embedded_data.dataset_dir / "manifest.json").read_text())
+    docs = embedded_documents()
+    assert len(docs) == len(set(docs)) == man["docs"]["train"] + man["docs"]["val"]
+    val_docs = [d for d in docs if is_val_doc(d)]
+    assert 0.03 < len(val_docs) / len(docs) < 0.2
+    val = np.asarray(read_shard(find_shards(str(embedded_data.dataset_dir / "fineweb_val_*.bin"))[0]))
+    assert val[0] == 1 and int((val == 1).sum()) == len(val_docs)
+    # decoding the val stream gives back exactly the val documents (normalized), in order
+    starts = np.flatnonzero(val == 1).tolist() + [len(val)]
+    first = sp.decode(val[starts[0] + 1:starts[1]].tolist())
+    assert first == sp.decode(sp.encode(val_docs[0]))
+    # the tokenizer never saw val text: train tokens exist, and no val doc is in the train split
+    assert not set(val_docs) & {d for d in docs if not is_val_doc(d)}
+
+
+def test_embedded_skips_when_valid_and_rebuilds_when_corrupt(tmp_path):
+    paths = prepare_embedded(tmp_path)
+    shard = paths.dataset_dir / "fineweb_train_000000.bin"
+    mtime = shard.stat().st_mtime_ns
+    prepare_embedded(tmp_path)
+    assert shard.stat().st_mtime_ns == mtime
+    good = shard.read_bytes()
+    shard.write_bytes(good[:-10])
+    prepare_embedded(tmp_path)
+    assert shard.read_bytes() == good
+
+
+def test_text_jsonl_and_txt(tmp_path, embedded_data):
+    docs = [f"Document number {i}: the quick brown fox jumps over {i} lazy dogs." for i in range(20)]
+    gz = tmp_path / "d.jsonl.gz"
+    with gzip.open(gz, "wt", encoding="utf-8") as f:
+        for d in docs:
+            f.write(json.dumps({"text": d}) + "\n")
+    txt = tmp_path / "extra.txt"
+    txt.write_text("A plain text file is one document.")
+    out = tmp_path / "ds"
+    stats = prepare_text([gz, txt], embedded_data.tokenizer_path, out, val_docs=3, shard_tokens=100)
+    assert stats["docs"] == {"train": 18, "val": 3}
+    sp = spm.SentencePieceProcessor()
+    sp.Load(str(embedded_data.tokenizer_path))
+    val = np.concatenate([np.asarray(read_shard(p)) for p in find_shards(str(out / "fineweb_val_*.bin"))])
+    expect = np.concatenate([[1] + sp.encode(d) for d in docs[:3]])
+    np.testing.assert_array_equal(val, expect)
+    train_files = find_shards(str(out / "fineweb_train_*.bin"))
+    assert len(train_files) > 1 and all(len(read_shard(p)) <= 100 for p in train_files)
+
+
+def test_text_bad_inputs(tmp_path, embedded_data):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\nnot json\n')
+    with pytest.raises(PrepareError, match="bad.jsonl:2"):
+        prepare_text([bad], embedded_data.tokenizer_path, tmp_path / "o")
+    with pytest.raises(PrepareError, match="nope.txt"):
+        prepare_text([tmp_path / "nope.txt"], embedded_data.tokenizer_path, tmp_path / "o")
+
+
+def test_fineweb_offline_fails_fast(tmp_path):
+    import time
+    t0 = time.time()
+    with pytest.raises(PrepareError, match="download failed"):
+        prepare_fineweb(tmp_path, 1, base_url="http://127.0.0.1:9/none", timeout=2)
+    assert time.time() - t0 < 10
+    assert not list((tmp_path).rglob("*.bin"))
+
+
+def test_cli_prints_one_line_error(tmp_path, repo_root):
+    r = subprocess.run([sys.executable, "-m", "golf.data.prepare", "text", "--input",
+                        str(tmp_path / "missing.jsonl"), "--tokenizer", str(tmp_path / "x.model"),
+                        "--name", "n", "--root", str(tmp_path)],
+                       cwd=repo_root, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr and "x.model" in r.stderr
