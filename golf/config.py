@@ -24,6 +24,7 @@ CPU_PRESET: dict[str, Any] = {
     "num_kv_heads": 2,
     "train_seq_len": 256,
     "train_batch_tokens": 8192,
+    "grad_accum_steps": 1,
     "iterations": 400,
     "warmdown_iters": 120,
     "max_wallclock_seconds": 240.0,

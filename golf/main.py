@@ -188,7 +188,9 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
             log("pack:skipped (this is already a packed submission script)")
         else:
             with timer.phase("pack", log):
-                packed = pack_run(run_dir, out_dir or os.environ.get("SUBMISSION_DIR", "submission"))
+                packed = pack_run(run_dir, out_dir or os.environ.get("SUBMISSION_DIR") or None,
+                                  name=os.environ.get("GOLF_NAME", ""),
+                                  github_id=os.environ.get("GOLF_GITHUB_ID", ""), log=log)
             summary["code_bytes"] = packed.budget.code_bytes
             summary["model_bytes"] = packed.budget.model_bytes
             summary["total_bytes"] = packed.budget.total

@@ -202,8 +202,17 @@ def build_submission_json(runs: Sequence[RunInfo], table: BudgetTable, *, name: 
     primary = runs[0]
     ev = primary.eval
     mode = ev.get("mode", "chunked")
+    c = primary.config
+    auto_name = (f"golfkit {c.get('num_layers')}L d{c.get('model_dim')} "
+                 f"{c.get('quant_method', 'gptq')}")
+    auto_blurb = (f"{c.get('num_layers')}-layer d{c.get('model_dim')} GQA {c.get('num_heads')}/"
+                  f"{c.get('num_kv_heads')} XSA (last {c.get('xsa_last_n')}) QK-gain "
+                  f"{c.get('qk_gain_init')}, Muon+Adam, EMA {c.get('ema_decay')}; "
+                  f"{c.get('quant_method', 'gptq')} quantization fitted to the byte budget "
+                  f"(golfkit).")
     sub: dict[str, Any] = {
-        "author": name, "name": name, "github_id": github_id, "blurb": blurb,
+        "author": os.environ.get("GOLF_AUTHOR", "") or name, "name": name or auto_name,
+        "github_id": github_id, "blurb": blurb or auto_blurb,
         "date": date or _dt.date.today().isoformat(), "track": track,
         "val_bpb": mean_std(bpbs)[0], "val_loss": mean_std(losses)[0],
         "pre_quant_val_bpb": mean_std(pres)[0] if None not in pres else None,
@@ -309,7 +318,12 @@ def _swap_in(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
-def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "submission", *,
+def default_out_dir(run_dir: str | os.PathLike) -> Path:
+    """submission/<RUN_ID>: one record folder per run, beside the tracked submission/README.md."""
+    return Path("submission") / Path(run_dir).resolve().name
+
+
+def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
              name: str = "", github_id: str = "", blurb: str = "",
              extra_runs: Sequence[str | os.PathLike] = (), baseline: Any = None,
              compress: str | bool = "auto", roundtrip: bool = True, record: bool = False,
@@ -337,7 +351,7 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "submissio
     else:
         order = ["plain"]
 
-    out = Path(out_dir).resolve()
+    out = Path(out_dir if out_dir is not None else default_out_dir(run_dir)).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -383,7 +397,7 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "submissio
             if r_total > cap:
                 raise BudgetError(f"{r.run_dir / ARTIFACT}: seed {r.seed} totals {r_total:,} bytes, "
                                   f"over the cap of {cap:,} by {r_total - cap:,}; refit its model")
-        checks = [check_budget([table]), check_fields(sub)]
+        checks = [check_budget([table]), check_fields(sub, record=record)]
         for r in runs:
             checks.append(check_calibration(r.hessians, r.seed))
             checks.append(check_wallclock(r.train_time_ms, r.hardware, r.seed))
@@ -411,7 +425,8 @@ def _parse_args(argv: Sequence[str] | None):
     import argparse
     ap = argparse.ArgumentParser(prog="pack.py", description="Pack run(s) into a submission folder.")
     ap.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="first = shipped artifact")
-    ap.add_argument("--out", default="submission")
+    ap.add_argument("--out", default=None,
+                    help="record folder to write (default: submission/<RUN_ID>)")
     ap.add_argument("--name", default=os.environ.get("GOLF_NAME", ""))
     ap.add_argument("--github-id", default=os.environ.get("GOLF_GITHUB_ID", ""))
     ap.add_argument("--blurb", default="")

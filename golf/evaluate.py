@@ -1,0 +1,574 @@
+"""Scoring: exact val_bpb of a model over a token stream, chunked or sliding window.
+
+Why this module exists: the challenge score is Σ NLL / (ln 2 · Σ bytes) over *every* validation
+target, and the hand-rolled scripts get the bookkeeping subtly wrong (the baseline drops the
+tail; the first sliding-window eval scored the tail up to 16 times). Here the set of scored
+targets is planned by a pure function (`window_plan`), checked to cover each target exactly
+once, and the byte denominator is checked against the decoded text (ground truth).
+
+Stream convention: a stream of N+1 tokens gives N targets; target t (0-based) is token t+1,
+predicted from tokens [.., t] and its byte count uses prev = token t.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Bytes of the official 50k-doc FineWeb val split (sp1024), back-computed from official logs.
+OFFICIAL_VAL_BYTES = 151_080_168
+OFFICIAL_VAL_TARGETS_SP1024 = 62_021_845   # untruncated stream (62,021,846 tokens) - 1
+
+
+class EvalError(ValueError):
+    """Bad evaluation input; the message names the file and the fix."""
+
+
+@dataclass
+class EvalResult:
+    """One scored pass. `partial` is True when max_tokens cut the val stream short."""
+    val_loss: float
+    val_bpb: float
+    tokens: int
+    bytes: int
+    seconds: float
+    tokens_per_s: float
+    mode: str
+    seq_len: int
+    stride: int
+    partial: bool
+    decoded_bytes: int | None = None     # ground truth: UTF-8 length of the decoded scored text
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- planning
+def window_plan(n_targets: int, seq_len: int, stride: int = 0) -> list[tuple[int, int, int]]:
+    """Windows as (start, score_from, score_to): input tokens[start:score_to], targets
+    tokens[start+1:score_to+1], of which targets [score_from, score_to) are scored.
+
+    stride 0 (chunked): non-overlapping seq_len windows; the tail is a shorter last window,
+    so all n_targets are scored (the baseline instead drops up to seq_len-1 tail targets).
+    stride S (sliding): the first window scores all of its positions; each later window
+    scores the next S targets with the seq_len-1 preceding tokens as context (the window
+    ends at its last scored target). The tail window therefore still has a full window of
+    context, and no target is scored twice.
+    """
+    if n_targets < 0:
+        raise EvalError(f"n_targets must be >= 0, got {n_targets}")
+    if seq_len <= 0:
+        raise EvalError(f"seq_len must be > 0, got {seq_len}; set EVAL_SEQ_LEN / --seq-len")
+    if stride < 0 or stride > seq_len:
+        raise EvalError(f"stride must be in [0, seq_len={seq_len}], got {stride}; "
+                        "set EVAL_STRIDE / --stride (0 = non-overlapping chunks)")
+    plan: list[tuple[int, int, int]] = []
+    if stride == 0:
+        for s in range(0, n_targets, seq_len):
+            plan.append((s, s, min(s + seq_len, n_targets)))
+        return plan
+    if n_targets == 0:
+        return plan
+    first = min(seq_len, n_targets)
+    plan.append((0, 0, first))
+    done = first
+    while done < n_targets:
+        end = min(done + stride, n_targets)
+        plan.append((max(0, end - seq_len), done, end))
+        done = end
+    return plan
+
+
+def plan_coverage(plan: Sequence[tuple[int, int, int]], n_targets: int) -> np.ndarray:
+    """How many times each target is scored by `plan` (must be all ones)."""
+    counts = np.zeros(n_targets, dtype=np.int64)
+    for _, a, b in plan:
+        counts[a:b] += 1
+    return counts
+
+
+def rank_slice(n_items: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Contiguous share of `n_items` for `rank` (shares differ by at most one)."""
+    return n_items * rank // world_size, n_items * (rank + 1) // world_size
+
+
+# ----------------------------------------------------------------------------- scoring
+def _dist_active(world_size: int) -> bool:
+    import torch.distributed as dist
+    return world_size > 1 and dist.is_available() and dist.is_initialized()
+
+
+def _batches(plan: Sequence[tuple[int, int, int]], rows: int) -> list[list[tuple[int, int, int]]]:
+    """Consecutive windows of equal length, at most `rows` per batch."""
+    out: list[list[tuple[int, int, int]]] = []
+    for w in plan:
+        if out and len(out[-1]) < rows and (out[-1][0][2] - out[-1][0][0]) == (w[2] - w[0]):
+            out[-1].append(w)
+        else:
+            out.append([w])
+    return out
+
+
+def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_len: int,
+                 stride: int = 0, batch_tokens: int = 65536, device: str | torch.device = "cpu",
+                 max_tokens: int | None = None, rank: int = 0,
+                 world_size: int = 1) -> EvalResult:
+    """val_loss (nats/token) and val_bpb of `model` over the stream `tokens`.
+
+    Chunked mode (stride 0) scores the short tail window too, so tokens == N exactly; the
+    challenge baseline drops up to seq_len-1 tail targets, so its count is a little lower.
+    Sliding mode's tail window gets a full seq_len of context (the record scripts give it
+    less), all other windows match the record scripts' `ws + ctx < N` form.
+    NLL is float32 cross-entropy per scored target, summed in float64; bytes come from
+    `golf.bpb.target_bytes(prev, target, lut)`. Every target is scored exactly once (raises
+    otherwise). Under torch.distributed the windows are split across ranks and the three
+    sums all-reduced, so every rank returns the same result.
+    """
+    from golf.bpb import bpb_from_sums, target_bytes
+
+    t0 = time.perf_counter()
+    toks = np.asarray(tokens)
+    n_total = max(0, len(toks) - 1)
+    n = n_total if max_tokens is None else min(n_total, int(max_tokens))
+    partial = n < n_total
+    if n <= 0:
+        raise EvalError(f"no validation targets to score (stream of {len(toks)} tokens, "
+                        f"max_tokens={max_tokens}); check DATA_PATH / --max-tokens")
+    plan = window_plan(n, seq_len, stride)
+    lo, hi = rank_slice(len(plan), rank, world_size)
+    my_plan = plan[lo:hi]
+    dev = torch.device(device)
+    stream = torch.from_numpy(toks[: n + 1].astype(np.int32))   # int32 halves host memory
+    rows = max(1, batch_tokens // max(1, world_size) // seq_len)
+
+    nll_sum = 0.0
+    n_scored = 0
+    n_bytes = 0
+    was_training = model.training
+    model.eval()
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
+    try:
+        with torch.inference_mode(), autocast:
+            for batch in _batches(my_plan, rows):
+                x = torch.stack([stream[s:e] for s, _, e in batch]).to(dev).long()
+                logits = model(x)
+                picked = [logits[i, a - s:e - s] for i, (s, a, e) in enumerate(batch)]
+                tgt = torch.cat([stream[a + 1:e + 1] for _, a, e in batch]).to(dev).long()
+                nll = F.cross_entropy(torch.cat(picked).float(), tgt, reduction="none")
+                nll_sum += float(nll.double().sum().item())
+                n_scored += int(tgt.numel())
+    finally:
+        model.train(was_training)
+    if my_plan:  # a rank's windows score one contiguous target range: count its bytes at once
+        a, e = my_plan[0][1], my_plan[-1][2]
+        b = target_bytes(toks[a:e].astype(np.int64), toks[a + 1:e + 1].astype(np.int64), lut)
+        n_bytes = int(np.asarray(b, dtype=np.int64).sum())
+
+    if _dist_active(world_size):
+        import torch.distributed as dist
+        red_dev = dev if dist.get_backend() == "nccl" else torch.device("cpu")
+        sums = torch.tensor([nll_sum, float(n_scored), float(n_bytes)], dtype=torch.float64,
+                            device=red_dev)
+        dist.all_reduce(sums)
+        nll_sum, n_scored, n_bytes = float(sums[0]), int(round(float(sums[1]))), int(round(float(sums[2])))
+        world_plan_ok = True
+    else:
+        world_plan_ok = world_size == 1
+    if world_plan_ok and n_scored != n:
+        raise EvalError(f"scored {n_scored} targets but the stream has {n}: a window plan bug "
+                        f"(seq_len={seq_len}, stride={stride}); please report it")
+    if not world_plan_ok and (n_scored == 0 or n_bytes == 0):   # an empty simulated shard
+        val_loss = val_bpb = float("nan")
+    elif n_bytes <= 0:
+        raise EvalError("the scored targets have 0 bytes: the byte LUT does not fit this "
+                        "tokenizer (check TOKENIZER_PATH / --tokenizer)")
+    else:
+        val_loss, val_bpb = bpb_from_sums(nll_sum, n_scored, n_bytes)
+    secs = time.perf_counter() - t0
+    return EvalResult(val_loss=float(val_loss), val_bpb=float(val_bpb), tokens=n_scored,
+                      bytes=n_bytes, seconds=secs, tokens_per_s=n_scored / max(secs, 1e-9),
+                      mode="sliding" if stride > 0 else "chunked", seq_len=seq_len,
+                      stride=stride, partial=partial)
+
+
+# ----------------------------------------------------------------------------- ground truth
+def decoded_target_bytes(sp: Any, tokens: np.ndarray, n_targets: int) -> int:
+    """UTF-8 length of the text the first `n_targets` targets decode to (ground truth).
+
+    Targets are tokens[1:n+1]. Split at control/unknown tokens (BOS etc.: they add no text)
+    and decode each segment with SentencePiece. Two exact corrections at the edges:
+    the decoder drops a leading '▁' of a segment's first piece, which the scorer counts as a
+    space when the token before it is ordinary text (only possible at the stream start or
+    after a cut byte run); and a run of byte-fallback pieces cut by the range edge would
+    decode to U+FFFD, so edge byte runs are counted as one byte per piece.
+    """
+    ids = np.asarray(tokens[: n_targets + 1]).astype(np.int64)
+    vocab = sp.get_piece_size()
+    if ids.size and int(ids.max()) >= vocab:
+        raise EvalError(f"token id {int(ids.max())} >= tokenizer vocab {vocab}: the shards were "
+                        "made with another tokenizer; pass the matching --tokenizer")
+    special = np.array([sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i)
+                        for i in range(vocab)], dtype=bool)
+    is_byte = np.array([sp.is_byte(i) for i in range(vocab)], dtype=bool)
+    lead = np.array([sp.id_to_piece(i).startswith("\u2581") for i in range(vocab)], dtype=bool)
+
+    tgt = ids[1:]
+    cuts = np.flatnonzero(special[tgt])               # positions (in tgt) of segment separators
+    bounds = np.concatenate([[-1], cuts, [len(tgt)]])
+    segs = [(int(bounds[i]), int(bounds[i] + 1), int(bounds[i + 1]))
+            for i in range(len(bounds) - 1) if bounds[i + 1] > bounds[i] + 1]
+    total = 0
+    texts: list[list[int]] = []
+    for k, (sep, a, b) in enumerate(segs):
+        before = int(ids[0]) if sep < 0 else int(tgt[sep])   # token preceding the segment
+        if k == 0 and not special[before] and is_byte[before]:
+            run = a
+            while run < b and is_byte[tgt[run]]:
+                run += 1
+            total += run - a
+            if run > a:
+                before = int(tgt[run - 1])
+            a = run
+        if k == len(segs) - 1 and a < b:
+            run = b
+            while run > a and is_byte[tgt[run - 1]]:
+                run -= 1
+            total += b - run
+            b = run
+        if a < b:
+            if lead[tgt[a]] and not special[before]:
+                total += 1
+            texts.append(tgt[a:b].tolist())
+    if texts:
+        total += sum(len(t.encode("utf-8")) for t in sp.decode(texts))
+    return total
+
+
+def lut_target_bytes(tokens: np.ndarray, n_targets: int, lut: Any) -> int:
+    """Σ LUT bytes of the first n_targets targets (what the scorer's denominator will be)."""
+    from golf.bpb import target_bytes
+    t = np.asarray(tokens[: n_targets + 1]).astype(np.int64)
+    return int(np.asarray(target_bytes(t[:-1], t[1:], lut), dtype=np.int64).sum())
+
+
+def check_bytes(sp: Any, tokens: np.ndarray, n_targets: int, lut: Any,
+                log: Callable[[str], None] | None = print, source: str = "") -> int:
+    """Raise unless LUT bytes == decoded UTF-8 bytes; print both (and the official reference)."""
+    lut_bytes = lut_target_bytes(tokens, n_targets, lut)
+    dec = decoded_target_bytes(sp, tokens, n_targets)
+    if log:
+        ref = ""
+        if sp.get_piece_size() == 1024 and abs(n_targets - OFFICIAL_VAL_TARGETS_SP1024) < 0.01 * OFFICIAL_VAL_TARGETS_SP1024:
+            ref = f" official_reference_bytes:{OFFICIAL_VAL_BYTES:,}"
+        log(f"byte_check lut_bytes:{lut_bytes:,} decoded_utf8_bytes:{dec:,}{ref}")
+    if lut_bytes != dec:
+        raise EvalError(f"byte check failed for {source or 'the val tokens'}: the byte LUT counts "
+                        f"{lut_bytes:,} bytes but the decoded text is {dec:,} UTF-8 bytes; the "
+                        "tokenizer does not match the shards (fix TOKENIZER_PATH / --tokenizer), "
+                        "or pass --skip-byte-check to score anyway")
+    return dec
+
+
+# ----------------------------------------------------------------------------- loading
+def _config_diff(a: dict, b: dict) -> list[str]:
+    return [f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def _check_config(path: str, cfg: Any, expected: Any, what: str) -> None:
+    """Refuse weights whose network-defining config differs from the expected one."""
+    if expected is None:
+        return
+    checker = None
+    if what == "artifact":
+        try:
+            import quant
+            checker = getattr(quant, "check_artifact_config", None)
+        except ImportError:
+            checker = None
+    if checker is not None:
+        try:
+            checker({"config": cfg.to_dict()}, expected.model_dict(), path)
+        except ValueError as exc:
+            raise EvalError(f"{exc}") from None
+        return
+    diff = _config_diff(cfg.model_dict(), expected.model_dict())
+    if diff:
+        raise EvalError(f"{path}: {what} was built for another config ({'; '.join(diff)}); "
+                        "evaluate it with its own run directory's config.json")
+
+
+def load_eval_model(source: str | os.PathLike, cfg_override: Any = None,
+                    device: str = "cpu") -> tuple[torch.nn.Module, Any, str]:
+    """(model, cfg, kind) from a checkpoint .pt ({"config","state_dict"}) or an artifact.
+
+    `cfg_override` is the config the caller expects (e.g. RUN_DIR/config.json); the weights'
+    own network fields must match it, else one error lists the differing keys.
+    """
+    from golf.config import Config
+    from golf.model import GPT
+
+    path = Path(source)
+    if not path.is_file():
+        raise EvalError(f"{path}: file not found; pass an existing --checkpoint / --artifact")
+    kind = "artifact"
+    state: dict | None = None
+    cfg_dict: dict | None = None
+    if path.suffix == ".pt":
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise EvalError(f"{path}: not a readable torch checkpoint ({exc}); re-export it") from None
+        if not isinstance(obj, dict) or "state_dict" not in obj or "config" not in obj:
+            raise EvalError(f"{path}: checkpoint lacks 'config'/'state_dict'; use model.pt / ema.pt "
+                            "written by train_gpt.py")
+        kind, state, cfg_dict = "checkpoint", obj["state_dict"], obj["config"]
+    else:
+        import quant
+        state, meta = quant.load_artifact(path)
+        cfg_dict = (meta or {}).get("config")
+        if cfg_dict is None:
+            raise EvalError(f"{path}: artifact has no config in its metadata; re-quantize it with "
+                            "this version of golfkit")
+    cfg = Config.from_dict(cfg_dict)
+    _check_config(str(path), cfg, cfg_override, kind)
+    model = GPT(cfg)
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+                              strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0:3]
+        raise EvalError(f"{path}: weights do not fit the model of its config ({' '.join(first)}); "
+                        "it was written by another version or config") from None
+    return model.to(device), cfg, kind
+
+
+@dataclass
+class EvalData:
+    """Validation tokens + LUT + tokenizer, loaded once and shared by pre/post evaluation."""
+    tokens: np.ndarray
+    lut: Any
+    sp: Any
+    n_targets: int
+    decoded_bytes: int | None
+
+
+def load_eval_data(data_path: str, tokenizer_path: str, vocab_size: int, *,
+                   max_tokens: int | None = None, byte_check: bool = True,
+                   log: Callable[[str], None] | None = print) -> EvalData:
+    """Load val tokens and the tokenizer's byte LUT; run the ground-truth byte check."""
+    from golf.bpb import build_byte_lut
+    from golf.data.shards import load_val_tokens
+    from golf.data.tokenizer import load_tokenizer
+
+    sp = load_tokenizer(tokenizer_path, expected_vocab=vocab_size)
+    if sp.get_piece_size() != vocab_size:
+        raise EvalError(f"{tokenizer_path}: tokenizer has {sp.get_piece_size()} pieces but the model "
+                        f"has vocab_size={vocab_size}; pass the tokenizer the model was trained with")
+    lut = build_byte_lut(sp, vocab_size)
+    tokens = load_val_tokens(str(data_path), vocab_size)
+    n_total = max(0, len(tokens) - 1)
+    n = n_total if not max_tokens else min(n_total, int(max_tokens))
+    dec = check_bytes(sp, tokens, n, lut, log=log, source=str(data_path)) if byte_check else None
+    return EvalData(tokens=tokens, lut=lut, sp=sp, n_targets=n, decoded_bytes=dec)
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world_size) of an initialized process group, else (0, 1)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def default_device() -> str:
+    if torch.cuda.is_available():
+        rank, _ = dist_info()
+        return f"cuda:{rank % torch.cuda.device_count()}"
+    return "cpu"
+
+
+def evaluate_source(source: str | os.PathLike, data_path: str, tokenizer_path: str, *,
+                    seq_len: int | None = None, stride: int | None = None,
+                    max_tokens: int | None = None, batch_tokens: int | None = None,
+                    device: str | None = None, rank: int | None = None,
+                    world_size: int | None = None, byte_check: bool = True,
+                    log: Callable[[str], None] | None = None) -> EvalResult:
+    """Load a checkpoint or artifact and score it (deterministic: same inputs, same bits on CPU)."""
+    if rank is None or world_size is None:
+        rank, world_size = dist_info()
+    device = device or default_device()
+    model, cfg, _ = load_eval_model(source, device=device)
+    seq_len = seq_len or cfg.effective_eval_seq_len
+    stride = cfg.eval_stride if stride is None else stride
+    data = load_eval_data(data_path, tokenizer_path, cfg.vocab_size, max_tokens=max_tokens,
+                          byte_check=byte_check, log=log if rank == 0 else None)
+    res = evaluate_bpb(model, data.tokens, data.lut, seq_len=seq_len, stride=stride,
+                       batch_tokens=batch_tokens or cfg.val_batch_size, device=device,
+                       max_tokens=data.n_targets, rank=rank, world_size=world_size)
+    res.partial = data.n_targets < len(data.tokens) - 1
+    res.decoded_bytes = data.decoded_bytes
+    if data.decoded_bytes is not None and res.bytes != data.decoded_bytes:
+        raise EvalError(f"scored {res.bytes:,} bytes but the decoded text has "
+                        f"{data.decoded_bytes:,}; please report this scorer bug")
+    return res
+
+
+# ----------------------------------------------------------------------------- run directory
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write JSON via a temp file in the same folder + os.replace (never a torn file)."""
+    import json
+    import tempfile
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def resolve_run_files(run_dir: str | os.PathLike | None, checkpoint: str | None,
+                      artifact: str | None) -> tuple[Any, str | None, str | None]:
+    """(expected cfg or None, checkpoint path, artifact path) from a run dir and/or explicit paths."""
+    from golf.config import Config
+    cfg = None
+    if run_dir is not None:
+        rd = Path(run_dir)
+        if not rd.is_dir():
+            raise EvalError(f"{rd}: run directory not found; pass a folder written by train_gpt.py")
+        cfg_path = rd / "config.json"
+        if not cfg_path.is_file():
+            raise EvalError(f"{cfg_path}: missing; a run directory needs config.json (or pass "
+                            "--checkpoint/--artifact explicitly)")
+        cfg = Config.load(cfg_path)
+        if checkpoint is None:
+            for name in ("ema.pt", "model.pt"):
+                if (rd / name).is_file():
+                    checkpoint = str(rd / name)
+                    break
+        if artifact is None and (rd / "final_model.gkq").is_file():
+            artifact = str(rd / "final_model.gkq")
+        if checkpoint is None:
+            raise EvalError(f"{rd}: no ema.pt or model.pt (full-precision weights); finish training "
+                            "there or pass --checkpoint PATH")
+        if artifact is None:
+            raise EvalError(f"{rd}: no final_model.gkq (quantized artifact); run quantization or "
+                            "pass --artifact PATH")
+    if checkpoint is None and artifact is None:
+        raise EvalError("nothing to evaluate: pass RUN_DIR, --checkpoint or --artifact")
+    return cfg, checkpoint, artifact
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def format_table(rows: list[dict]) -> str:
+    """Fixed-width table of EvalResult-like rows (label + fields)."""
+    head = f"{'':<10} {'mode':<8} {'val_loss':>11} {'val_bpb':>11} {'tokens':>12} {'bytes':>13} {'tok/s':>10} {'s':>7}"
+    lines = [head]
+    for r in rows:
+        tag = " (partial)" if r.get("partial") else ""
+        lines.append(f"{r['label']:<10} {r['mode']:<8} {r['val_loss']:>11.6f} {r['val_bpb']:>11.6f} "
+                     f"{r['tokens']:>12,} {r['bytes']:>13,} {r['tokens_per_s']:>10,.0f} "
+                     f"{r['seconds']:>7.1f}{tag}")
+    return "\n".join(lines)
+
+
+def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = None,
+             artifact: str | None = None, data: str | None = None, tokenizer: str | None = None,
+             mode: str | None = None, seq_len: int | None = None, stride: int | None = None,
+             max_tokens: int | None = None, batch_tokens: int | None = None,
+             device: str | None = None, out: str | os.PathLike | None = None,
+             byte_check: bool = True, log: Callable[[str], None] | None = print) -> dict:
+    """Pre- (checkpoint) vs post-quant (artifact) val_bpb on the same tokens, same mode.
+
+    mode: "chunked", "sliding" or "both" (default: sliding when stride > 0). Returns the
+    eval.json dict; rank 0 writes it to `out` (default RUN_DIR/eval.json) and logs a table.
+    """
+    t0 = time.perf_counter()
+    rank, world = dist_info()
+    say = log if (log and rank == 0) else (lambda _m: None)
+    exp_cfg, checkpoint, artifact = resolve_run_files(run_dir, checkpoint, artifact)
+    device = device or default_device()
+    models: dict[str, torch.nn.Module] = {}
+    cfg = exp_cfg
+    for label, path in (("pre", checkpoint), ("post", artifact)):
+        if path is not None:
+            models[label], wcfg, _ = load_eval_model(path, cfg_override=cfg, device=device)
+            cfg = cfg or wcfg
+    seq_len = seq_len or cfg.effective_eval_seq_len
+    stride = cfg.eval_stride if stride is None else stride
+    if max_tokens is None:
+        max_tokens = cfg.max_eval_tokens or None
+    mode = mode or ("sliding" if stride > 0 else "chunked")
+    if mode not in ("chunked", "sliding", "both"):
+        raise EvalError(f"unknown mode {mode!r}; use chunked, sliding or both")
+    if mode in ("sliding", "both") and stride <= 0:
+        stride = 64 if seq_len > 64 else max(1, seq_len // 2)
+    data_path = data or cfg.data_path
+    tok_path = tokenizer or cfg.tokenizer_path
+    ed = load_eval_data(data_path, tok_path, cfg.vocab_size, max_tokens=max_tokens,
+                        byte_check=byte_check, log=say)
+    partial = ed.n_targets < len(ed.tokens) - 1
+    mode_strides = {"chunked": [("chunked", 0)], "sliding": [("sliding", stride)],
+                    "both": [("chunked", 0), ("sliding", stride)]}[mode]
+    modes: dict[str, dict] = {}
+    table: list[dict] = []
+    for mname, mstride in mode_strides:
+        entry: dict[str, Any] = {}
+        for label, model in models.items():
+            res = evaluate_bpb(model, ed.tokens, ed.lut, seq_len=seq_len, stride=mstride,
+                               batch_tokens=batch_tokens or cfg.val_batch_size, device=device,
+                               max_tokens=ed.n_targets, rank=rank, world_size=world)
+            res.partial = partial
+            res.decoded_bytes = ed.decoded_bytes
+            if ed.decoded_bytes is not None and res.bytes != ed.decoded_bytes:
+                raise EvalError(f"scored {res.bytes:,} bytes but the decoded text has "
+                                f"{ed.decoded_bytes:,}; please report this scorer bug")
+            entry[label] = res.to_dict()
+            table.append({"label": label, **res.to_dict()})
+        entry["gap"] = (entry["post"]["val_bpb"] - entry["pre"]["val_bpb"]
+                        if "pre" in entry and "post" in entry else None)
+        modes[mname] = entry
+    headline = "sliding" if "sliding" in modes else "chunked"
+    report: dict[str, Any] = {
+        "pre": modes[headline].get("pre"), "post": modes[headline].get("post"),
+        "gap": modes[headline]["gap"], "mode": headline, "seq_len": seq_len,
+        "stride": stride if headline == "sliding" else 0, "partial": partial,
+        "checkpoint": checkpoint, "artifact": artifact,
+        "artifact_sha256": _sha256(artifact) if artifact else None,
+        "data": str(data_path), "tokenizer": str(tok_path), "world_size": world,
+        "decoded_bytes": ed.decoded_bytes,
+    }
+    if mode == "both":
+        report["modes"] = modes
+    report["wall_seconds"] = time.perf_counter() - t0
+    say(format_table(table))
+    if report["gap"] is not None:
+        say(f"eval:{headline}{' PARTIAL' if partial else ''} pre_val_bpb:{report['pre']['val_bpb']:.8f} "
+            f"post_val_bpb:{report['post']['val_bpb']:.8f} gap:{report['gap']:+.8f}")
+    target = out or (Path(run_dir) / "eval.json" if run_dir is not None else None)
+    if target is not None and rank == 0:
+        atomic_write_json(target, report)
+        say(f"eval:wrote {target}")
+    return report

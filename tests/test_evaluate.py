@@ -1,0 +1,303 @@
+"""Scoring invariants: every target scored exactly once, indexing, exact byte accounting."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from golf.evaluate import (EvalError, decoded_target_bytes, evaluate_bpb, lut_target_bytes,
+                           plan_coverage, window_plan)
+
+try:
+    import golf.bpb as bpb
+except ImportError:  # written concurrently; the pure window-plan tests still run without it
+    bpb = None
+needs_bpb = pytest.mark.skipif(bpb is None, reason="golf.bpb not importable yet")
+
+
+# ----------------------------------------------------------------------------- tiny models
+class UniformModel(torch.nn.Module):
+    """Equal logits everywhere: NLL is exactly ln V per target."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab = vocab
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return torch.zeros(*x.shape, self.vocab) + 0 * self.dummy
+
+
+class BigramModel(torch.nn.Module):
+    """Logits depend on the current token only, so every mode must give the same NLL."""
+
+    def __init__(self, vocab: int, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.table = torch.nn.Parameter(torch.randn(vocab, vocab, generator=g))
+
+    def forward(self, x):
+        return self.table[x]
+
+
+def _toy_lut(vocab: int):
+    """A synthetic ByteLUT: token 0 is a boundary (BOS-like), others 1..4 bytes, some with '▁'."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(1, 5, size=vocab).astype(np.int16)
+    base[0] = 0
+    lead = rng.random(vocab) < 0.4
+    lead[0] = False
+    boundary = np.zeros(vocab, dtype=bool)
+    boundary[0] = True
+    return bpb.ByteLUT(base_bytes=base, has_leading_space=lead, is_boundary=boundary)
+
+
+def _stream(n_tokens: int, vocab: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = rng.integers(1, vocab, size=n_tokens).astype(np.uint16)
+    t[:: 37] = 0  # documents start with the boundary token
+    return t
+
+
+# ----------------------------------------------------------------------------- window plan
+COMBOS = [(n, L, s) for n in (1, 5, 63, 64, 65, 100, 257, 1000) for L in (1, 8, 64)
+          for s in sorted({0, 1, 3, L // 2 or 1, L}) if s <= L]
+
+
+@pytest.mark.parametrize("n,seq_len,stride", COMBOS)
+def test_every_target_scored_exactly_once(n, seq_len, stride):
+    plan = window_plan(n, seq_len, stride)
+    assert (plan_coverage(plan, n) == 1).all()
+    for start, a, b in plan:
+        assert 0 <= start <= a < b <= n
+        assert b - start <= seq_len                 # window fits the model's length
+
+
+@pytest.mark.parametrize("n,seq_len,stride", [c for c in COMBOS if c[2] > 0])
+def test_sliding_gives_the_longest_available_context(n, seq_len, stride):
+    """Target t sees min(t+1, seq_len-stride+1) tokens at least; the tail a full window."""
+    for start, a, b in window_plan(n, seq_len, stride):
+        for t in range(a, b):
+            assert t - start + 1 >= min(t + 1, seq_len - stride + 1)
+        if a > 0:
+            assert b - start == min(seq_len, b)   # every later window is as long as possible
+
+
+def test_first_public_sliding_bug_would_be_caught():
+    """The PR #50 form re-scored the tail; our coverage check flags such a plan."""
+    n, W, s = 10_000, 1024, 64
+    buggy = []
+    for ws in range(0, n, s):
+        wlen = min(W, n - ws)
+        lo = 0 if ws == 0 else max(wlen - s, 0)
+        buggy.append((ws, ws + lo, ws + wlen))
+    cov = plan_coverage(buggy, n)
+    assert cov.max() == 16 and cov.sum() == 10_960      # the bug as documented
+    assert (plan_coverage(window_plan(n, W, s), n) == 1).all()
+
+
+@needs_bpb
+def test_chunked_and_sliding_agree_when_stride_is_seq_len():
+    for n in (1, 50, 64, 128, 129, 150):
+        chunked, sliding = window_plan(n, 64, 0), window_plan(n, 64, 64)
+        assert [w[1:] for w in chunked] == [w[1:] for w in sliding]   # same scored ranges
+        if n % 64 == 0 or n < 64:
+            assert chunked == sliding
+        else:   # only the short tail differs: sliding gives it a full window of context
+            assert chunked[:-1] == sliding[:-1] and sliding[-1][0] == n - 64
+    toks, lut = _stream(300, 32), _toy_lut(32)
+    m = BigramModel(32)
+    a = evaluate_bpb(m, toks, lut, seq_len=64, stride=0)
+    b = evaluate_bpb(m, toks, lut, seq_len=64, stride=64)
+    assert (a.val_bpb, a.tokens, a.bytes) == (b.val_bpb, b.tokens, b.bytes)
+    assert a.mode == "chunked" and b.mode == "sliding"
+
+
+@pytest.mark.parametrize("bad", [dict(seq_len=0, stride=0), dict(seq_len=8, stride=9),
+                                 dict(seq_len=8, stride=-1)])
+def test_bad_plan_arguments_raise_one_clear_error(bad):
+    with pytest.raises(EvalError, match="seq_len|stride"):
+        window_plan(10, **bad)
+
+
+# ----------------------------------------------------------------------------- scoring math
+@needs_bpb
+@pytest.mark.parametrize("stride", [0, 16])
+def test_uniform_model_gives_log2_vocab_per_token(stride):
+    V = 48
+    toks, lut = _stream(501, V), _toy_lut(V)
+    res = evaluate_bpb(UniformModel(V), toks, lut, seq_len=64, stride=stride, batch_tokens=256)
+    assert res.tokens == 500 and not res.partial
+    assert res.bytes == lut_target_bytes(toks, 500, lut)
+    per_token = torch.logsumexp(torch.zeros(V), 0).item()      # ln V as float32 CE computes it
+    assert per_token == pytest.approx(math.log(V), rel=1e-6)
+    assert res.val_loss == pytest.approx(per_token, rel=1e-12)
+    assert res.val_bpb == pytest.approx(per_token / math.log(2) * res.tokens / res.bytes, rel=1e-12)
+
+
+@needs_bpb
+@pytest.mark.parametrize("seq_len,stride", [(16, 0), (16, 5), (64, 16), (200, 0)])
+def test_bigram_nll_matches_direct_computation(seq_len, stride):
+    """Checks target/logit alignment: target t+1 is scored with logits at position t."""
+    V = 40
+    toks, lut = _stream(333, V, seed=3), _toy_lut(V)
+    m = BigramModel(V, seed=4)
+    res = evaluate_bpb(m, toks, lut, seq_len=seq_len, stride=stride, batch_tokens=64)
+    logp = torch.log_softmax(m.table.detach().double(), dim=-1).numpy()
+    t = toks.astype(np.int64)
+    expected = -logp[t[:-1], t[1:]].sum()
+    assert res.tokens == len(toks) - 1
+    assert res.val_loss * res.tokens == pytest.approx(expected, rel=1e-6)
+
+
+@needs_bpb
+def test_batching_does_not_change_the_result_and_is_deterministic():
+    V = 40
+    toks, lut = _stream(400, V), _toy_lut(V)
+    m = BigramModel(V)
+    r1 = evaluate_bpb(m, toks, lut, seq_len=32, stride=8, batch_tokens=32)
+    r2 = evaluate_bpb(m, toks, lut, seq_len=32, stride=8, batch_tokens=4096)
+    r3 = evaluate_bpb(m, toks, lut, seq_len=32, stride=8, batch_tokens=4096)
+    assert r1.val_bpb == pytest.approx(r2.val_bpb, rel=1e-9)
+    assert r2.val_bpb == r3.val_bpb                               # bit-identical on CPU
+
+
+@needs_bpb
+def test_max_tokens_is_partial_and_exact():
+    V = 40
+    toks, lut = _stream(400, V), _toy_lut(V)
+    res = evaluate_bpb(BigramModel(V), toks, lut, seq_len=32, stride=8, max_tokens=123)
+    assert res.partial and res.tokens == 123
+    assert res.bytes == lut_target_bytes(toks, 123, lut)
+    full = evaluate_bpb(BigramModel(V), toks, lut, seq_len=32, stride=8, max_tokens=10_000)
+    assert not full.partial and full.tokens == 399
+
+
+@needs_bpb
+def test_result_round_trips_through_json():
+    toks, lut = _stream(100, 16), _toy_lut(16)
+    d = evaluate_bpb(UniformModel(16), toks, lut, seq_len=16).to_dict()
+    back = json.loads(json.dumps(d))
+    assert back == d and set(d) >= {"val_loss", "val_bpb", "tokens", "bytes", "seconds",
+                                    "tokens_per_s", "mode", "seq_len", "stride", "partial"}
+
+
+@needs_bpb
+def test_ranks_split_windows_and_sums_add_up():
+    """Without a process group, each rank's share of tokens/bytes must add to the whole."""
+    V = 40
+    toks, lut = _stream(400, V), _toy_lut(V)
+    m = BigramModel(V)
+    whole = evaluate_bpb(m, toks, lut, seq_len=32, stride=8)
+    parts = [evaluate_bpb(m, toks, lut, seq_len=32, stride=8, rank=r, world_size=3) for r in range(3)]
+    assert sum(p.tokens for p in parts) == whole.tokens
+    assert sum(p.bytes for p in parts) == whole.bytes
+    nll = sum(p.val_loss * p.tokens for p in parts)
+    assert nll == pytest.approx(whole.val_loss * whole.tokens, rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- ground truth
+def _fineweb_stream(shared_data, sp, n_docs: int = 60) -> np.ndarray:
+    path = shared_data / "corpora" / "fineweb_pgolf_docs200" / "verify_docs.jsonl"
+    ids: list[int] = []
+    with open(path) as fh:
+        for i, line in enumerate(fh):
+            if i >= n_docs:
+                break
+            ids += [sp.bos_id()] + sp.encode(json.loads(line)["text"])
+    return np.asarray(ids, dtype=np.uint16)
+
+
+@needs_bpb
+def test_lut_bytes_equal_decoded_text_on_official_tokenizer(official_tokenizer, shared_data):
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=str(official_tokenizer))
+    lut = bpb.build_byte_lut(sp, 1024)
+    toks = _fineweb_stream(shared_data, sp)
+    n = len(toks) - 1
+    assert lut_target_bytes(toks, n, lut) == decoded_target_bytes(sp, toks, n)
+    # every doc's bytes are the doc's decoded length (no double-counted leading space)
+    # and cuts anywhere (inside words and byte-fallback runs) still match exactly
+    is_byte = np.array([sp.is_byte(int(t)) for t in toks])
+    cuts = list(np.flatnonzero(is_byte)[:20]) + list(np.random.default_rng(0).integers(1, n, 40))
+    for c in cuts:
+        assert lut_target_bytes(toks, int(c), lut) == decoded_target_bytes(sp, toks, int(c)), c
+    # a stream that starts mid-document (prev of the first target is ordinary text)
+    for k in (5, 17, int(np.flatnonzero(is_byte)[0])):
+        sub = toks[k:]
+        assert lut_target_bytes(sub, len(sub) - 1, lut) == decoded_target_bytes(sp, sub, len(sub) - 1)
+
+
+@needs_bpb
+def test_lut_bytes_equal_decoded_text_on_embedded_val(embedded_data):
+    from golf.data.shards import load_val_tokens
+    from golf.data.tokenizer import load_tokenizer
+    sp = load_tokenizer(embedded_data.tokenizer_path, expected_vocab=1024)
+    lut = bpb.build_byte_lut(sp, 1024)
+    toks = load_val_tokens(str(embedded_data.dataset_dir), 1024)
+    n = len(toks) - 1
+    assert n > 1000
+    assert lut_target_bytes(toks, n, lut) == decoded_target_bytes(sp, toks, n)
+    for c in np.random.default_rng(1).integers(1, n, 10):
+        assert lut_target_bytes(toks, int(c), lut) == decoded_target_bytes(sp, toks, int(c))
+
+
+@needs_bpb
+def test_byte_check_catches_a_wrong_lut(official_tokenizer, shared_data):
+    """A LUT that bakes the '▁' byte into base_bytes (the GDN-lineage bug) must be refused."""
+    import sentencepiece as spm
+    from golf.evaluate import check_bytes
+    sp = spm.SentencePieceProcessor(model_file=str(official_tokenizer))
+    good = bpb.build_byte_lut(sp, 1024)
+    bad = bpb.ByteLUT(base_bytes=(np.asarray(good.base_bytes) + np.asarray(good.has_leading_space)).astype(np.int16),
+                      has_leading_space=np.asarray(good.has_leading_space),
+                      is_boundary=np.asarray(good.is_boundary))
+    toks = _fineweb_stream(shared_data, sp, n_docs=5)
+    lines: list[str] = []
+    assert check_bytes(sp, toks, len(toks) - 1, good, log=lines.append) > 0
+    assert "lut_bytes" in lines[0] and "decoded_utf8_bytes" in lines[0]
+    with pytest.raises(EvalError, match="byte check failed"):
+        check_bytes(sp, toks, len(toks) - 1, bad, log=None)
+
+
+def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        V = 40
+        res = evaluate_bpb(BigramModel(V), _stream(400, V), _toy_lut(V), seq_len=32, stride=8,
+                           batch_tokens=64, rank=rank, world_size=world)
+        with open(f"{out_dir}/rank{rank}.json", "w") as fh:
+            json.dump(res.to_dict(), fh)
+    finally:
+        dist.destroy_process_group()
+
+
+@needs_bpb
+def test_two_rank_gloo_equals_single_process(tmp_path):
+    import torch.multiprocessing as mp
+    mp.spawn(_gloo_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    V = 40
+    single = evaluate_bpb(BigramModel(V), _stream(400, V), _toy_lut(V), seq_len=32, stride=8)
+    for r in range(2):
+        d = json.loads((tmp_path / f"rank{r}.json").read_text())
+        assert d["tokens"] == single.tokens and d["bytes"] == single.bytes
+        assert d["val_bpb"] == pytest.approx(single.val_bpb, rel=1e-9)
+
+
+@needs_bpb
+def test_official_val_prints_the_reference_byte_count(official_tokenizer, shared_data, monkeypatch):
+    """On the official sp1024 val split (~62M targets) the known 151,080,168 bytes is printed."""
+    import sentencepiece as spm
+    import golf.evaluate as ev
+    sp = spm.SentencePieceProcessor(model_file=str(official_tokenizer))
+    toks = _fineweb_stream(shared_data, sp, n_docs=3)
+    lines: list[str] = []
+    ev.check_bytes(sp, toks, len(toks) - 1, bpb.build_byte_lut(sp, 1024), log=lines.append)
+    assert "151,080,168" not in lines[0]                      # a small stream is not the val split
+    monkeypatch.setattr(ev, "OFFICIAL_VAL_TARGETS_SP1024", len(toks) - 1)
+    ev.check_bytes(sp, toks, len(toks) - 1, bpb.build_byte_lut(sp, 1024), log=lines.append)
+    assert "official_reference_bytes:151,080,168" in lines[1]
