@@ -94,8 +94,10 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Path
         budget = cfg.budget_bytes - code_bytes - cfg.budget_margin_bytes
     log(f"quant:start method:{cfg.quant_method} code_bytes:{code_bytes} "
         f"model_budget_bytes:{budget if budget is not None else 'none'}")
+    # int8 is the challenge baseline: keep its own passthrough rule untouched
+    policy = None if cfg.quant_method == "int8" else quant.QuantPolicy(small_numel=cfg.quant_small_numel)
     qmodel = quant.quantize_model(model, hessians=hessians, method=cfg.quant_method,
-                                  budget_bytes=budget, seed=cfg.seed, log=log,
+                                  budget_bytes=budget, seed=cfg.seed, log=log, policy=policy,
                                   meta={"config": cfg.to_dict(), "code_bytes": code_bytes,
                                         "run_id": run_dir.name})
     path = run_dir / ARTIFACT_NAME

@@ -1,0 +1,123 @@
+"""Muon for block matrices, AdamW for the embedding and scalars, and the LR schedule.
+
+Parameter grouping is by shape and name so every new block matrix gets Muon automatically.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from golf.config import Config
+
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+    """Approximate orthogonalisation UVᵀ of g (quintic Newton–Schulz, bf16 on CUDA)."""
+    a, b, c = NS_COEFFS
+    x = g.bfloat16() if g.is_cuda else g.float()
+    transposed = x.size(0) > x.size(1)
+    if transposed:
+        x = x.T
+    x = x / (x.norm() + eps)
+    for _ in range(steps):
+        s = x @ x.T
+        x = a * x + (b * s + c * s @ s) @ x
+    return (x.T if transposed else x).to(g.dtype)
+
+
+def muon_momentum(step: int, cfg: Config) -> float:
+    """Linear warmup of Muon momentum from MUON_MOMENTUM_WARMUP_START to MUON_MOMENTUM."""
+    n = cfg.muon_momentum_warmup_steps
+    frac = 1.0 if n <= 0 else min(step / n, 1.0)
+    return (1 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
+
+
+class Muon(torch.optim.Optimizer):
+    """Nesterov momentum, orthogonalised update scaled by max(1, rows/cols)^0.5, decoupled WD."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.95, ns_steps: int = 5, weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            lr, mom, wd = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
+                buf.mul_(mom).add_(p.grad)
+                g = p.grad.add(buf, alpha=mom)
+                u = newton_schulz(g, group["ns_steps"])
+                u = u * max(1.0, p.size(0) / p.size(1)) ** 0.5
+                if wd:
+                    p.mul_(1 - lr * wd)
+                p.add_(u, alpha=-lr)
+
+
+def split_params(model: nn.Module) -> tuple[list, list, list]:
+    """(muon matrices in blocks, embedding/head matrices, scalars and vectors)."""
+    muon, emb, scal = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim == 2 and name.startswith("blocks."):
+            muon.append(p)
+        elif name.startswith("tok_emb") or name.startswith("lm_head"):
+            emb.append(p)
+        else:
+            scal.append(p)
+    return muon, emb, scal
+
+
+def build_optimizers(model: nn.Module, cfg: Config) -> list[torch.optim.Optimizer]:
+    """Muon (MATRIX_LR) + AdamW (TIED_EMBED_LR on embeddings, SCALAR_LR on the rest)."""
+    muon, emb, scal = split_params(model)
+    opts: list[torch.optim.Optimizer] = []
+    if muon:
+        opts.append(Muon(muon, lr=cfg.matrix_lr, momentum=cfg.muon_momentum_warmup_start,
+                         ns_steps=cfg.muon_ns_steps, weight_decay=cfg.muon_wd))
+    groups = []
+    if emb:
+        groups.append(dict(params=emb, lr=cfg.tied_embed_lr))
+    if scal:
+        groups.append(dict(params=scal, lr=cfg.scalar_lr))
+    if groups:
+        opts.append(torch.optim.AdamW(groups, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps,
+                                      weight_decay=cfg.adam_wd, foreach=False))
+    for o in opts:
+        for g in o.param_groups:
+            g["base_lr"] = g["lr"]
+    return opts
+
+
+def lr_multiplier(step: int, elapsed_ms: float, cap_ms: float, warmdown_iters: int, iterations: int) -> float:
+    """LR factor in [0, 1]: constant, then linear to 0.
+
+    With a wallclock cap (cap_ms > 0) the warmdown covers the last `warmdown_iters` steps'
+    worth of *measured* time (step_avg = elapsed/step), so the LR reaches 0 when time runs
+    out; without a cap it covers the last `warmdown_iters` iterations.
+    """
+    if warmdown_iters <= 0:
+        return 1.0
+    if cap_ms <= 0:
+        start = max(iterations - warmdown_iters, 0)
+        if step < start:
+            return 1.0
+        return max(iterations - step, 0) / max(warmdown_iters, 1)
+    step_ms = elapsed_ms / max(step, 1)
+    warm_ms = warmdown_iters * step_ms
+    remaining = max(cap_ms - elapsed_ms, 0.0)
+    return remaining / warm_ms if remaining < warm_ms else 1.0
+
+
+def set_lrs(opts: list[torch.optim.Optimizer], mult: float, momentum: float | None = None) -> None:
+    for o in opts:
+        for g in o.param_groups:
+            g["lr"] = g["base_lr"] * mult
+            if momentum is not None and isinstance(o, Muon):
+                g["momentum"] = momentum

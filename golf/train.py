@@ -1,0 +1,374 @@
+"""The training loop: one process on CPU, torchrun (NCCL/gloo) on many.
+
+Gradients are averaged by an explicit all-reduce (no DDP wrapper) so clipping sees the
+global gradient and 1 GPU with accumulation equals N GPUs at the same global batch.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+from golf.config import Config
+from golf.model import GPT, count_parameters
+from golf.optim import build_optimizers, lr_multiplier, muon_momentum, set_lrs
+
+
+class TrainError(ValueError):
+    """Bad training input; the message names the file or variable and the fix."""
+
+
+@dataclass
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    train_time_ms: float
+    final_val_loss: float
+    final_val_bpb: float
+    model_path: Path | None
+    ema_path: Path | None
+    calib_path: Path | None
+    stopped_early: bool
+    tokens_per_s: float
+
+
+def init_distributed() -> DistInfo:
+    """Join the torchrun group when RANK/WORLD_SIZE are set (NCCL on CUDA, gloo on CPU); idempotent."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo", device_id=device if cuda else None)
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    return DistInfo(rank, world, local, device)
+
+
+def make_logger(run_dir: Path | None, rank: int) -> Callable[[str], None]:
+    """Rank 0 prints each line and appends it to run_dir/train.log; other ranks stay silent."""
+    path = Path(run_dir) / "train.log" if run_dir is not None else None
+
+    def log(msg: str) -> None:
+        if rank != 0:
+            return
+        print(msg, flush=True)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                f.write(msg + "\n")
+    return log
+
+
+def atomic_save(obj, path: Path) -> Path:
+    """torch.save to a temp file in the same dir, then os.replace (never a half-written file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def resolve_grad_accum(cfg: Config, world_size: int) -> int:
+    """GRAD_ACCUM_STEPS or 8 // world_size; checks the global batch splits evenly."""
+    accum = cfg.grad_accum_steps or max(1, 8 // world_size)
+    parts = world_size * accum * cfg.train_seq_len
+    if cfg.train_batch_tokens <= 0 or cfg.train_batch_tokens % parts:
+        raise TrainError(f"TRAIN_BATCH_TOKENS={cfg.train_batch_tokens} is not divisible by world_size "
+                         f"{world_size} x grad_accum {accum} x TRAIN_SEQ_LEN {cfg.train_seq_len} = {parts}; "
+                         f"set TRAIN_BATCH_TOKENS to a multiple of {parts}")
+    return accum
+
+
+def _resolve_resume(resume: str) -> Path:
+    p = Path(resume)
+    ck = p / "checkpoint.pt" if p.is_dir() else p
+    if not ck.is_file():
+        raise TrainError(f"RESUME={resume}: no checkpoint at {ck}; point RESUME at a run dir holding "
+                         "checkpoint.pt (written on SIGINT/SIGTERM) or unset it")
+    return ck
+
+
+def _allreduce(t: torch.Tensor, op=None) -> torch.Tensor:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
+    return t
+
+
+def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None] | None = None,
+          stop_after_steps: int | None = None) -> TrainResult:
+    """Train cfg's model; writes the run dir on rank 0 and returns its paths and final numbers.
+
+    `stop_after_steps` (test hook) behaves like a SIGTERM after that many total steps:
+    it writes checkpoint.pt and returns with stopped_early=True.
+    """
+    from golf.bpb import build_byte_lut
+    from golf.data.loader import DistributedTokenLoader
+    from golf.data.shards import load_val_tokens
+    from golf.data.tokenizer import load_tokenizer
+
+    di = init_distributed()
+    dev = di.device
+    # ---- validate everything before the first step ------------------------------------------
+    accum = resolve_grad_accum(cfg, di.world_size)
+    ckpt_path = _resolve_resume(cfg.resume) if cfg.resume else None
+    sp = load_tokenizer(cfg.tokenizer_path, cfg.vocab_size)
+    lut = build_byte_lut(sp, cfg.vocab_size)
+    loader = DistributedTokenLoader(cfg.data_path, rank=di.rank, world_size=di.world_size,
+                                    seed=cfg.seed, vocab_size=cfg.vocab_size)
+    val_tokens = load_val_tokens(cfg.data_path, cfg.vocab_size)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path else None
+
+    if run_dir is None:
+        if ckpt_path is not None:
+            run_dir = ckpt_path.parent
+        else:
+            rid = cfg.run_id or time.strftime("%Y%m%d_%H%M%S", time.gmtime())
+            run_dir = Path(cfg.runs_dir) / rid
+    run_dir = Path(run_dir)
+    if di.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.json",
+                          json.dumps({**cfg.to_dict(), "world_size": di.world_size}, indent=2, sort_keys=True))
+    log = log or make_logger(run_dir, di.rank)
+
+    torch.manual_seed(cfg.seed)
+    base = GPT(cfg).to(dev)
+    n_params = count_parameters(base)
+    log(f"model_params:{n_params}")
+    log(f"world_size:{di.world_size} grad_accum_steps:{accum}")
+    xl = cfg.xsa_layers()
+    log(f"XSA:last_{len(xl)} active_layers:{xl} gate:{int(cfg.xsa_gate)}")
+    log(f"train_batch_tokens:{cfg.train_batch_tokens} train_seq_len:{cfg.train_seq_len} "
+        f"iterations:{cfg.iterations} warmup_steps:{cfg.warmup_steps} "
+        f"max_wallclock_seconds:{cfg.max_wallclock_seconds:.3f}")
+    opts = build_optimizers(base, cfg)
+    cuda = dev.type == "cuda"
+    model = torch.compile(base, dynamic=False) if (cuda and cfg.compile) else base
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False))
+
+    def grads_step(x_y_list) -> float:
+        """Forward/backward over the micro-batches, all-reduce, clip; returns mean loss."""
+        total = torch.zeros((), device=dev)
+        for x, y in x_y_list:
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            with autocast:
+                loss = model(x, y)
+            (loss / accum).backward()
+            total += loss.detach() / accum
+        params = [p for p in base.parameters() if p.grad is not None]
+        if di.world_size > 1:
+            flat = torch.cat([p.grad.reshape(-1) for p in params])
+            _allreduce(flat).div_(di.world_size)
+            off = 0
+            for p in params:
+                n = p.numel()
+                p.grad.copy_(flat[off:off + n].view_as(p.grad))
+                off += n
+            _allreduce(total).div_(di.world_size)
+        if cfg.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
+        return float(total)
+
+    def micro_batches():
+        return [loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, accum) for _ in range(accum)]
+
+    def zero():
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+
+    # ---- compile priming: run WARMUP_STEPS real steps, then restore every state -------------
+    if cfg.warmup_steps > 0 and ckpt is None:
+        saved = (copy.deepcopy(base.state_dict()), [copy.deepcopy(o.state_dict()) for o in opts],
+                 copy.deepcopy(loader.state_dict()))
+        for _ in range(cfg.warmup_steps):
+            zero()
+            grads_step(micro_batches())
+            for o in opts:
+                o.step()
+        zero()
+        base.load_state_dict(saved[0])
+        for o, s in zip(opts, saved[1]):
+            o.load_state_dict(s)
+        loader.load_state_dict(saved[2])
+        log(f"warmup_steps:{cfg.warmup_steps} done (state restored)")
+
+    ema = ({k: v.detach().float().clone() for k, v in base.state_dict().items()} if cfg.ema_decay > 0 else None)
+    step, train_ms = 0, 0.0
+    if ckpt is not None:
+        base.load_state_dict(ckpt["model"])
+        for o, s in zip(opts, ckpt["optimizers"]):
+            o.load_state_dict(s)
+        loader.load_state_dict(ckpt["loader"][di.rank] if isinstance(ckpt["loader"], list) else ckpt["loader"])
+        if ema is not None and ckpt.get("ema") is not None:
+            ema = {k: v.to(dev) for k, v in ckpt["ema"].items()}
+        step, train_ms = int(ckpt["step"]), float(ckpt["elapsed_ms"])
+        torch.set_rng_state(ckpt["rng"]["cpu"])
+        log(f"resume:{ckpt_path} step:{step} elapsed_ms:{train_ms:.0f}")
+
+    cap_ms = 1000.0 * max(cfg.max_wallclock_seconds - cfg.gptq_reserve_seconds, 0.0) if cfg.max_wallclock_seconds > 0 else 0.0
+    metrics_path = run_dir / "metrics.jsonl"
+    tokens_per_step = cfg.train_batch_tokens
+
+    def write_metrics(rec: dict) -> None:
+        if di.rank == 0:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+
+    def validate(m: torch.nn.Module):
+        from golf.evaluate import evaluate_bpb
+        r = evaluate_bpb(m, val_tokens, lut, seq_len=cfg.train_seq_len, stride=0,
+                         batch_tokens=cfg.val_batch_size, device=dev,
+                         max_tokens=cfg.max_eval_tokens or None, rank=di.rank, world_size=di.world_size)
+        m.train()
+        return r
+
+    interrupted = {"flag": False}
+
+    def on_signal(signum, _frame):
+        interrupted["flag"] = True
+    old_handlers = {}
+    try:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            old_handlers[s] = signal.signal(s, on_signal)
+    except ValueError:  # not the main thread: no signal handling
+        pass
+
+    def save_checkpoint() -> Path | None:
+        loaders = [None] * di.world_size
+        if di.world_size > 1:
+            dist.all_gather_object(loaders, loader.state_dict())
+        else:
+            loaders = [loader.state_dict()]
+        if di.rank != 0:
+            return None
+        return atomic_save({"model": base.state_dict(), "ema": ema, "optimizers": [o.state_dict() for o in opts],
+                            "loader": loaders, "step": step, "elapsed_ms": train_ms,
+                            "rng": {"cpu": torch.get_rng_state()}, "config": cfg.to_dict()},
+                           run_dir / "checkpoint.pt")
+
+    base.train()
+    stopped_early, last_loss = False, float("nan")
+    val_loss = val_bpb = float("nan")
+    try:
+        while step < cfg.iterations:
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            mult = lr_multiplier(step, train_ms, cap_ms, cfg.warmdown_iters, cfg.iterations)
+            set_lrs(opts, mult, muon_momentum(step, cfg))
+            zero()
+            last_loss = grads_step(micro_batches())
+            for o in opts:
+                o.step()
+            zero()
+            if ema is not None:
+                with torch.no_grad():
+                    for k, v in base.state_dict().items():
+                        ema[k].mul_(cfg.ema_decay).add_(v.detach().float(), alpha=1 - cfg.ema_decay)
+            if cuda:
+                torch.cuda.synchronize()
+            train_ms += 1000.0 * (time.perf_counter() - t0)
+            step += 1
+            # one all-reduce decides stopping for every rank: elapsed (MAX) and signal flag
+            ctl = _allreduce(torch.tensor([train_ms, float(interrupted["flag"])], device=dev), dist.ReduceOp.MAX
+                             if dist.is_initialized() else None)
+            elapsed_max, sig = float(ctl[0]), bool(ctl[1] > 0)
+            step_avg = train_ms / max(step, 1)
+            tok_s = tokens_per_step * step / max(train_ms, 1e-9) * 1000.0
+            last = step >= cfg.iterations
+            hit_cap = cap_ms > 0 and elapsed_max >= cap_ms
+            if cfg.train_log_every and (step % cfg.train_log_every == 0 or step == 1):
+                left = cfg.iterations - step
+                eta = left * step_avg / 1000.0
+                if cap_ms > 0:
+                    eta = min(eta, max(cap_ms - train_ms, 0.0) / 1000.0)
+                log(f"step:{step}/{cfg.iterations} train_loss:{last_loss:.4f} train_time:{train_ms:.0f}ms "
+                    f"step_avg:{step_avg:.2f}ms tok_s:{tok_s:.0f} eta:{eta:.0f}s")
+                write_metrics({"step": step, "train_loss": last_loss, "train_time_ms": train_ms,
+                               "tokens_per_s": tok_s, "lr_mult": mult})
+            if cfg.val_loss_every and step % cfg.val_loss_every == 0 and not last and not hit_cap:
+                r = validate(base)  # timer is paused: validation is outside train_ms
+                log(f"step:{step}/{cfg.iterations} val_loss:{r.val_loss:.4f} val_bpb:{r.val_bpb:.4f} "
+                    f"train_time:{train_ms:.0f}ms step_avg:{step_avg:.2f}ms")
+                write_metrics({"step": step, "train_loss": last_loss, "val_loss": r.val_loss,
+                               "val_bpb": r.val_bpb, "train_time_ms": train_ms, "tokens_per_s": tok_s})
+            if sig or (stop_after_steps is not None and step >= stop_after_steps and not last):
+                ck = save_checkpoint()
+                log(f"stopping_early: signal step:{step}/{cfg.iterations} checkpoint:{ck}")
+                return TrainResult(run_dir, step, train_ms, float("nan"), float("nan"), None, None, None,
+                                   True, tok_s)
+            if hit_cap:
+                stopped_early = step < cfg.iterations
+                log(f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{cfg.iterations}")
+                break
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+
+    # ---- export: raw and EMA weights, final validation on the EMA weights -------------------
+    sd = {k: v.detach().float().cpu() for k, v in base.state_dict().items()}
+    ema_sd = {k: v.float().cpu() for k, v in ema.items()} if ema is not None else sd
+    ema_model = GPT(cfg).to(dev)
+    ema_model.load_state_dict(ema_sd)
+    # calibration runs inside the training budget on fresh training batches (never val)
+    calib_path = None
+    t_cal = time.perf_counter()
+    try:
+        from quant import collect_hessians
+    except ImportError as exc:  # pragma: no cover - quant is part of the tree
+        log(f"warning: quant not importable ({exc}); skipping calibration")
+        collect_hessians = None
+    if collect_hessians is not None and cfg.gptq_calib_batches > 0:
+        batches = [loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, accum)[0].to(dev)
+                   for _ in range(cfg.gptq_calib_batches)]
+        ema_model.eval()
+        with autocast:
+            hs = collect_hessians(ema_model, batches)
+        for k in sorted(hs):
+            hs[k] = _allreduce(hs[k].to(dev).float()).div_(di.world_size).cpu()
+        n_tok = sum(b.numel() for b in batches) * di.world_size
+        elapsed = train_ms + 1000.0 * (time.perf_counter() - t_cal)
+        if di.rank == 0:
+            calib_path = atomic_save({"hessians": hs, "tokens": n_tok, "elapsed_ms": elapsed,
+                                      "train_budget_ms": cap_ms}, run_dir / "hessians.pt")
+        log(f"calibration:done hessians:{len(hs)} tokens:{n_tok} elapsed_ms:{elapsed:.0f} budget_ms:{cap_ms:.0f}")
+    r = validate(ema_model)
+    val_loss, val_bpb = r.val_loss, r.val_bpb
+    step_avg = train_ms / max(step, 1)
+    log(f"step:{step}/{cfg.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
+        f"train_time:{train_ms:.0f}ms step_avg:{step_avg:.2f}ms (ema)")
+    tok_s = tokens_per_step * step / max(train_ms, 1e-9) * 1000.0
+    write_metrics({"step": step, "train_loss": last_loss, "val_loss": val_loss, "val_bpb": val_bpb,
+                   "train_time_ms": train_ms, "tokens_per_s": tok_s})
+    model_path = ema_path = None
+    if di.rank == 0:
+        model_path = atomic_save({"config": cfg.to_dict(), "state_dict": sd}, run_dir / "model.pt")
+        ema_path = atomic_save({"config": cfg.to_dict(), "state_dict": ema_sd}, run_dir / "ema.pt")
+    return TrainResult(run_dir, step, train_ms, val_loss, val_bpb, model_path, ema_path,
+                       calib_path if di.rank == 0 else None, stopped_early, tok_s)

@@ -1,0 +1,124 @@
+"""Training loop: learning, schedule, resume exactness, DDP equivalence, input errors."""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+
+from golf.optim import lr_multiplier, newton_schulz
+from golf.train import TrainError, resolve_grad_accum, train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """2 cores shared by several test runners: one OpenMP thread avoids spin-wait slowdowns."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def fast(cfg, tmp_path, **kw):
+    base = dict(runs_dir=str(tmp_path), grad_accum_steps=1, max_eval_tokens=4096, gptq_calib_batches=1)
+    base.update(kw)
+    return cfg.replace(**base)
+
+
+def sd(path):
+    return torch.load(path, weights_only=False)["state_dict"]
+
+
+def test_lr_multiplier_iteration_and_wallclock():
+    assert lr_multiplier(0, 0, 0, 10, 100) == 1.0
+    assert lr_multiplier(95, 0, 0, 10, 100) == pytest.approx(0.5)
+    assert lr_multiplier(100, 0, 0, 10, 100) == 0.0
+    # 100 ms/step measured, cap 10 s, warmdown 20 steps = 2 s of time
+    assert lr_multiplier(50, 5_000, 10_000, 20, 10**6) == 1.0
+    assert lr_multiplier(90, 9_000, 10_000, 20, 10**6) == pytest.approx(0.5)
+    assert lr_multiplier(100, 10_000, 10_000, 20, 10**6) == 0.0
+
+
+def test_newton_schulz_near_orthogonal():
+    g = torch.randn(32, 64)
+    u = newton_schulz(g, 5)
+    s = torch.linalg.svdvals(u)
+    assert s.min() > 0.5 and s.max() < 1.3
+
+
+def test_batch_not_divisible_is_clear_error(tiny_config):
+    with pytest.raises(TrainError, match="TRAIN_BATCH_TOKENS"):
+        resolve_grad_accum(tiny_config.replace(train_batch_tokens=1000), 1)
+
+
+def test_missing_data_and_vocab_mismatch(tiny_config, tmp_path):
+    with pytest.raises(ValueError, match="fineweb_train|shard|DATA_PATH|train"):
+        train(fast(tiny_config, tmp_path, data_path=str(tmp_path / "nope")))
+    with pytest.raises(ValueError, match="vocab|VOCAB"):
+        train(fast(tiny_config, tmp_path, vocab_size=512))
+    assert not list(tmp_path.glob("*/model.pt"))
+
+
+def test_loss_falls_and_run_dir(tiny_config, tmp_path):
+    cfg = fast(tiny_config, tmp_path, iterations=30, run_id="learn", train_log_every=1)
+    res = train(cfg)
+    import json
+    rows = [json.loads(l) for l in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train_loss"] for r in rows if "val_loss" not in r]
+    assert sum(losses[-5:]) / 5 < sum(losses[:3]) / 3 - 0.5
+    for f in ("config.json", "train.log", "model.pt", "ema.pt", "hessians.pt"):
+        assert (res.run_dir / f).is_file()
+    assert res.final_val_bpb == res.final_val_bpb and res.steps == 30
+    h = torch.load(res.calib_path, weights_only=False)
+    assert "tok_emb.weight" in h["hessians"] and h["tokens"] > 0
+    assert "model_params:" in (res.run_dir / "train.log").read_text()
+
+
+def test_resume_equals_uninterrupted(tiny_config, tmp_path):
+    cfg = fast(tiny_config, tmp_path, iterations=6, gptq_calib_batches=0)
+    straight = train(cfg.replace(run_id="straight"))
+    part = train(cfg.replace(run_id="parted"), stop_after_steps=3)
+    assert part.stopped_early and (part.run_dir / "checkpoint.pt").is_file()
+    assert not (part.run_dir / "model.pt").exists()
+    done = train(cfg.replace(run_id="parted", resume=str(part.run_dir)))
+    assert done.steps == 6
+    for name in ("model.pt", "ema.pt"):
+        a, b = sd(straight.run_dir / name), sd(done.run_dir / name)
+        for k in a:
+            assert torch.equal(a[k], b[k]), (name, k)
+
+
+def test_bad_resume_path(tiny_config, tmp_path):
+    with pytest.raises(TrainError, match="RESUME"):
+        train(fast(tiny_config, tmp_path, resume=str(tmp_path / "missing")))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from golf.config import Config
+    import torch.distributed as dist
+    try:
+        train(Config.from_dict(cfg_dict), run_dir=out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_gloo_matches_single(tiny_config, tmp_path):
+    import torch.multiprocessing as mp
+    cfg = fast(tiny_config, tmp_path, iterations=3, gptq_calib_batches=0, ema_decay=0.0)
+    single = train(cfg.replace(run_id="single", grad_accum_steps=2))
+    out = tmp_path / "ddp"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg.replace(grad_accum_steps=1).to_dict(), str(out)),
+             nprocs=2, join=True)
+    a, b = sd(single.run_dir / "model.pt"), sd(out / "model.pt")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=2e-4, rtol=1e-3), k
