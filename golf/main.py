@@ -153,6 +153,10 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
     run_dir = Path(result.run_dir)
     from golf.train import make_logger
     log = make_logger(run_dir, dist_info.rank)
+    if result.ema_path is None:  # SIGINT/SIGTERM: checkpoint written, nothing to export yet
+        log(f"train:interrupted step:{result.steps} checkpoint:{run_dir / 'checkpoint.pt'} "
+            f"-- continue with RESUME={run_dir} python train_gpt.py")
+        raise SystemExit(130)
 
     if is_main:
         with timer.phase("quantize", log):

@@ -1,0 +1,245 @@
+"""The .gkq artifact: a versioned, checksummed container of independently compressed streams.
+
+Layout (all integers little-endian):
+
+    0   4  magic b"GKQF"
+    4   2  format version (uint16)
+    6   4  header length L (uint32)
+    10 32  sha256 of the header bytes
+    42  L  header: UTF-8 JSON (sorted keys, compact): meta, streams, tensors, payload_len,
+           payload_sha256
+    42+L   payload: the streams back to back
+
+Each stream entry: name, codec (zstd|brotli|lzma|zlib|raw), offset/length inside the payload,
+raw_length, shuffle width (1 = none; 2 = fp16 bytes split low/high). Each tensor entry: name,
+shape, dtype (original), class, kind (quant|pass|alias), method, bits, k, and references
+[stream index, byte offset, byte length] to its codes (int8, one per byte), scales (fp16 per row
+or fp32 per tensor) or passthrough data (stored dtype). Codes are never bit-packed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from .codec import StreamCache, decompress, shuffle, unshuffle
+from .errors import ArtifactError, ConfigMismatchError
+from .tensors import QTensor, dequant_tensor
+
+MAGIC = b"GKQF"
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+_PREFIX = struct.Struct("<4sHI32s")
+
+
+def _np_dtype(name: str) -> np.dtype:
+    return np.dtype("bool" if name == "bool" else name)
+
+
+def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tuple[str, ...],
+                   cache: StreamCache | None = None, shuffle_fp16: bool = True,
+                   stream_codecs: Mapping[str, tuple[str, ...]] | None = None
+                   ) -> tuple[bytes, list[dict]]:
+    """Serialize to the exact bytes save_artifact writes; also return per-stream info.
+
+    stream_codecs narrows the codecs tried for named streams (the budget fitter uses each
+    stream's earlier winner while it iterates; the final build tries them all again)."""
+    cache = cache or StreamCache()
+    raw_streams: dict[str, bytearray] = {}
+    order: list[str] = []
+    entries: list[dict] = []
+
+    def put(stream: str, data: bytes) -> list:
+        if stream not in raw_streams:
+            raw_streams[stream] = bytearray()
+            order.append(stream)
+        off = len(raw_streams[stream])
+        raw_streams[stream] += data
+        return [stream, off, len(data)]
+
+    for qt in tensors:
+        e: dict[str, Any] = {"name": qt.name, "shape": list(qt.shape), "dtype": qt.dtype,
+                             "class": qt.cls, "kind": qt.kind}
+        if qt.kind == "quant":
+            e.update(method=qt.method, bits=qt.bits, k=qt.k,
+                     rows=int(qt.codes.shape[0]), cols=int(qt.codes.shape[1]))
+            e["codes"] = put(f"codes/{qt.name}", np.ascontiguousarray(qt.codes, np.int8).tobytes())
+            sd = str(qt.scales.dtype)
+            e["scale_dtype"] = sd
+            e["scales"] = put(f"scales/{sd}", np.ascontiguousarray(qt.scales).tobytes())
+        elif qt.kind == "pass":
+            sd = str(qt.data.dtype)
+            e["stored_dtype"] = sd
+            e["data"] = put(f"pass/{sd}", np.ascontiguousarray(qt.data).tobytes())
+        elif qt.kind == "alias":
+            e["alias_of"] = qt.alias_of
+        else:
+            raise ValueError(f"unknown tensor kind {qt.kind!r} for {qt.name}")
+        entries.append(e)
+
+    streams: list[dict] = []
+    payload = bytearray()
+    index = {}
+    for name in order:
+        raw = bytes(raw_streams[name])
+        use = tuple((stream_codecs or {}).get(name, codecs))
+        width = 1
+        if shuffle_fp16 and (name.endswith("float16") or name.endswith("float32")):
+            width = 2 if name.endswith("float16") else 4
+        codec, blob, sizes = cache.best(raw, use)
+        if width > 1:
+            c2, b2, s2 = cache.best(shuffle(raw, width), use)
+            if len(b2) < len(blob):
+                codec, blob, sizes = c2, b2, s2
+            else:
+                width = 1
+        index[name] = len(streams)
+        streams.append({"name": name, "codec": codec, "offset": len(payload), "length": len(blob),
+                        "raw_length": len(raw), "shuffle": width, "sizes": sizes})
+        payload += blob
+    for e in entries:
+        for key in ("codes", "scales", "data"):
+            if key in e:
+                e[key][0] = index[e[key][0]]
+    table = [{k: v for k, v in st.items() if k != "sizes"} for st in streams]
+    header = {"format": "golfkit-quant", "version": FORMAT_VERSION, "meta": dict(meta),
+              "streams": table, "tensors": entries, "payload_len": len(payload),
+              "payload_sha256": hashlib.sha256(payload).hexdigest()}
+    hbytes = json.dumps(header, sort_keys=True, separators=(",", ":"), default=str).encode()
+    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(hbytes), hashlib.sha256(hbytes).digest())
+    return prefix + hbytes + bytes(payload), streams
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> int:
+    """Write via a temp file in the same folder + os.replace (a failed write leaves the old file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return len(data)
+
+
+def save_artifact(path: str | os.PathLike, qmodel) -> int:
+    """Write qmodel's bytes atomically; returns the number of bytes written."""
+    return write_atomic(path, qmodel.to_bytes())
+
+
+def parse_artifact(blob: bytes, path: str = "<bytes>") -> tuple[dict, bytes]:
+    """Validate magic, version, lengths and checksums; return (header, payload)."""
+    fix = "re-run quantization (or re-copy the file) to regenerate it"
+    if len(blob) < 4 or blob[:4] != MAGIC:
+        raise ArtifactError(f"{path}: not a golfkit artifact (bad magic {blob[:4]!r}, expected "
+                            f"{MAGIC!r}); pass a .gkq file written by quant.save_artifact")
+    if len(blob) < _PREFIX.size:
+        raise ArtifactError(f"{path}: truncated artifact ({len(blob)} bytes, header incomplete); {fix}")
+    _, version, hlen, hsha = _PREFIX.unpack_from(blob)
+    if version not in SUPPORTED_VERSIONS:
+        raise ArtifactError(f"{path}: unsupported artifact format version {version}; this golfkit "
+                            f"reads versions {list(SUPPORTED_VERSIONS)}; use the golfkit that wrote it "
+                            "or re-quantize")
+    hstart = _PREFIX.size
+    if len(blob) < hstart + hlen:
+        raise ArtifactError(f"{path}: truncated artifact ({len(blob)} bytes, header needs "
+                            f"{hstart + hlen}); {fix}")
+    hbytes = blob[hstart:hstart + hlen]
+    if hashlib.sha256(hbytes).digest() != hsha:
+        raise ArtifactError(f"{path}: corrupt artifact (header checksum mismatch); {fix}")
+    header = json.loads(hbytes)
+    payload = blob[hstart + hlen:]
+    if len(payload) < header["payload_len"]:
+        raise ArtifactError(f"{path}: truncated artifact (payload {len(payload)} of "
+                            f"{header['payload_len']} bytes); {fix}")
+    if len(payload) > header["payload_len"]:
+        raise ArtifactError(f"{path}: corrupt artifact ({len(payload) - header['payload_len']} "
+                            f"unexpected trailing bytes); {fix}")
+    if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
+        raise ArtifactError(f"{path}: corrupt artifact (payload checksum mismatch); {fix}")
+    return header, payload
+
+
+def decode_tensors(header: dict, payload: bytes) -> list[QTensor]:
+    """Rebuild QTensor records (codes, scales, passthrough data) from a verified payload."""
+    raw: list[bytes] = []
+    for s in header["streams"]:
+        data = decompress(payload[s["offset"]:s["offset"] + s["length"]], s["codec"])
+        raw.append(unshuffle(data, s["shuffle"]))
+
+    def view(ref: list, dtype: str) -> np.ndarray:
+        sid, off, n = ref
+        return np.frombuffer(raw[sid], dtype=_np_dtype(dtype), count=n // _np_dtype(dtype).itemsize,
+                             offset=off)
+
+    out = []
+    for e in header["tensors"]:
+        qt = QTensor(name=e["name"], shape=tuple(e["shape"]), dtype=e["dtype"], cls=e["class"],
+                     kind=e["kind"])
+        if e["kind"] == "quant":
+            qt.codes = view(e["codes"], "int8").reshape(e["rows"], e["cols"])
+            qt.scales = view(e["scales"], e["scale_dtype"])
+            qt.bits, qt.method, qt.k = e["bits"], e["method"], e["k"]
+        elif e["kind"] == "pass":
+            qt.data = view(e["data"], e["stored_dtype"])
+        else:
+            qt.alias_of = e["alias_of"]
+        out.append(qt)
+    return out
+
+
+def state_dict_from_tensors(tensors: list[QTensor]) -> dict[str, torch.Tensor]:
+    sd: dict[str, torch.Tensor] = {}
+    for qt in tensors:
+        if qt.kind != "alias":
+            sd[qt.name] = dequant_tensor(qt)
+    for qt in tensors:
+        if qt.kind == "alias":
+            sd[qt.name] = sd[qt.alias_of]
+    return {qt.name: sd[qt.name] for qt in tensors}
+
+
+def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """(dequantized state_dict keyed like model.state_dict(), meta) from a .gkq file."""
+    path = str(path)
+    try:
+        blob = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: artifact not found; check the path (ARTIFACT=...)") from None
+    header, payload = parse_artifact(blob, path)
+    try:
+        tensors = decode_tensors(header, payload)
+    except ArtifactError:
+        raise
+    except Exception as exc:  # checksums passed, so this is a writer bug or a hand-edited file
+        raise ArtifactError(f"{path}: corrupt artifact ({type(exc).__name__}: {exc}); "
+                            "re-run quantization to regenerate it") from None
+    return state_dict_from_tensors(tensors), header["meta"]
+
+
+def check_artifact_config(meta: Mapping[str, Any], expected_model_dict: Mapping[str, Any],
+                          path: str = "artifact") -> None:
+    """Raise ConfigMismatchError listing every model field that differs from the artifact's."""
+    cfg = dict(meta.get("config") or {})
+    if not cfg:
+        raise ConfigMismatchError(f"{path}: artifact meta has no 'config'; re-quantize with "
+                                  "meta={'config': cfg.to_dict()}")
+    diffs = [f"{k}: artifact={cfg.get(k, '<missing>')!r} expected={v!r}"
+             for k, v in expected_model_dict.items() if cfg.get(k, "<missing>") != v]
+    if diffs:
+        raise ConfigMismatchError(f"{path}: artifact was produced for another model config ("
+                                  + "; ".join(diffs) + "); set these env vars to match or "
+                                  "re-quantize for this config")

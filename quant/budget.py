@@ -1,0 +1,217 @@
+"""Budget fitter: per-tensor step (and bits) minimizing predicted loss increase under a byte cap.
+
+Each quantized tensor gets a ladder of steps (multiples 2^(j/16) of its policy step). Rates are
+predicted from the order-0 entropy of round-to-nearest codes on a fixed row sample, times a
+correction re-measured from the real compressed streams at every step tried; distortion is
+the diag(H)-weighted squared error (times an optional sensitivity). A Lagrangian picks steps for
+a byte target, then the artifact is built for real and the target corrected until the exact
+written size is <= budget (and within `slack` bytes of it when reachable).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .errors import BudgetError
+from .scalar import qmax_for
+
+LADDER = np.arange(-40, 65)          # j: step multiplier 2^(j/16), 0.18x .. 16x the policy step
+J0 = int(np.where(LADDER == 0)[0][0])
+SAMPLE = 32_768
+SLACK = 10_000
+
+
+def multiplier(j_index: int) -> float:
+    return float(2.0 ** (LADDER[j_index] / 16.0))
+
+
+def bits_for(policy_bits: int, j_index: int) -> int:
+    """Fewest bits >= policy bits whose range still covers the policy clip at this step (max 8)."""
+    need = qmax_for(policy_bits) / multiplier(j_index)
+    for b in range(policy_bits, 9):
+        if qmax_for(b) >= need - 1e-9:
+            return b
+    return 8
+
+
+@dataclass
+class Curve:
+    rate: np.ndarray     # predicted code-stream bytes per ladder index (before measured correction)
+    dist: np.ndarray     # predicted weighted squared error per ladder index
+
+
+def predict_curve(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int,
+                  col_weight: torch.Tensor | None, sensitivity: float = 1.0) -> Curve:
+    """Entropy-based rate and diag(H)-weighted distortion over the ladder, on a row sample."""
+    rows, cols = w.shape
+    stride = max(1, (rows * cols) // SAMPLE)
+    idx = torch.arange(0, rows, max(1, stride // max(cols, 1)) if cols < SAMPLE else 1)
+    ws, ss = w[idx], base_step[idx].clamp_min(1e-30)
+    cw = torch.ones(cols) if col_weight is None else col_weight.to(torch.float32).clamp_min(0)
+    factor = (rows * cols) / ws.numel()
+    rate, dist = np.zeros(len(LADDER)), np.zeros(len(LADDER))
+    for j in range(len(LADDER)):
+        qmax = qmax_for(bits_for(policy_bits, j))
+        s = (ss * multiplier(j))[:, None]
+        q = torch.clamp(torch.round(ws / s), -qmax, qmax)
+        counts = torch.bincount((q.reshape(-1) + 128).to(torch.int64), minlength=256).double()
+        p = counts[counts > 0] / counts.sum()
+        h = float(-(p * torch.log2(p)).sum())
+        rate[j] = (rows * cols) * h / 8.0 + 32.0
+        dist[j] = sensitivity * factor * float((((ws - q * s) ** 2) * cw).sum())
+    return Curve(rate, dist)
+
+
+def lagrange_choice(rate: np.ndarray, dist: np.ndarray, target: float) -> np.ndarray:
+    """Ladder index per tensor minimizing total distortion with total rate <= target (greedy fill)."""
+    n = rate.shape[0]
+    coarsest = np.full(n, rate.shape[1] - 1)
+    if rate[np.arange(n), coarsest].sum() > target:
+        return coarsest
+
+    def pick(lam: float) -> np.ndarray:
+        return np.argmin(dist + lam * rate, axis=1)
+
+    lo, hi = -80.0, 80.0  # log10(lambda)
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if rate[np.arange(n), pick(10 ** mid)].sum() > target:
+            lo = mid
+        else:
+            hi = mid
+    choice = pick(10 ** hi)
+    if rate[np.arange(n), choice].sum() > target:
+        choice = coarsest
+    for _ in range(10 * n * rate.shape[1]):  # spend what is left on the best finer steps
+        slack = target - rate[np.arange(n), choice].sum()
+        best, best_gain = None, 0.0
+        for i in range(n):
+            for j in range(choice[i] - 1, -1, -1):
+                dr = rate[i, j] - rate[i, choice[i]]
+                dd = dist[i, choice[i]] - dist[i, j]
+                if dr > slack:
+                    break
+                if dd > 0:
+                    gain = dd / max(dr, 1e-9)
+                    if gain > best_gain:
+                        best, best_gain = (i, j), gain
+        if best is None:
+            break
+        choice[best[0]] = best[1]
+    return choice
+
+
+def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], object],
+               measure: Callable[[list[int]], tuple[int, list[int]]], fixed_guess: int,
+               log: Callable[[str], None] = lambda s: None, slack: int = SLACK,
+               max_rounds: int = 12, initial_ratio: float = 1.02) -> tuple[list[int], int]:
+    """Choose a ladder index per tensor so the exact artifact size is <= budget.
+
+    realize(i, j) quantizes tensor i at ladder index j (cached by the caller); measure(choice)
+    returns (exact total bytes, code-stream bytes per tensor). Returns (choice, total bytes).
+    """
+    n = len(curves)
+    rate = np.stack([c.rate for c in curves]) if n else np.zeros((0, len(LADDER)))
+    dist = np.stack([c.dist for c in curves]) if n else np.zeros((0, len(LADDER)))
+    fixed = float(fixed_guess)
+    margin = 512.0
+    best: tuple[list[int], int] | None = None
+    measured: dict[tuple[int, ...], tuple[int, list[int]]] = {}
+    seen: list[dict[int, float]] = [dict() for _ in range(n)]  # tensor -> {j: actual - predicted}
+
+    def predicted() -> np.ndarray:
+        """Predicted code bytes per (tensor, step): the entropy estimate plus the measured
+        correction, interpolated over steps (GPTQ codes and real coders deviate from the RTN
+        entropy differently at each step; additive so near-empty streams stay well-behaved)."""
+        out = rate * initial_ratio
+        grid = np.arange(rate.shape[1])
+        for i, pts in enumerate(seen):
+            if pts:
+                js = sorted(pts)
+                out[i] = np.maximum(rate[i] + np.interp(grid, js, [pts[j] for j in js]), 1.0)
+        return out
+
+    def run(choice: list[int]) -> tuple[int, list[int]]:
+        key = tuple(choice)
+        if key not in measured:
+            for i, j in enumerate(choice):
+                realize(i, j)
+            measured[key] = measure(list(choice))
+            for i, (j, b) in enumerate(zip(choice, measured[key][1])):
+                seen[i][j] = b - rate[i, j]
+        return measured[key]
+
+    choice, total = [], 0
+    bias = 0.0
+    for rnd in range(max_rounds):
+        target = budget - fixed - margin + bias
+        choice = [int(c) for c in lagrange_choice(predicted(), dist, target)]
+        if tuple(choice) in measured and best is not None and rnd + 1 < max_rounds:
+            # predictions at unmeasured steps are off: push the target until the choice moves
+            seen_total = measured[tuple(choice)][0]
+            if seen_total <= budget:
+                bias += max(budget - best[1], 1024) / 2
+            else:
+                bias -= (seen_total - budget) + 1024
+            continue
+        total, code_bytes = run(choice)
+        log(f"quant:fit round:{rnd} target_codes:{int(target)} total:{total} budget:{budget} "
+            f"under:{budget - total}")
+        fixed = total - sum(code_bytes)
+        coarsest = all(j == len(LADDER) - 1 for j in choice)
+        if total <= budget:
+            if best is None or total > best[1]:
+                best = (choice, total)
+            if budget - total <= slack or all(j == 0 for j in choice):
+                return choice, total
+            margin = max(margin / 2, 64.0)
+        else:
+            if coarsest:
+                raise BudgetError(f"budget of {budget:,} bytes is impossible: the smallest artifact "
+                                  f"this model and policy can reach is {total:,} bytes (every "
+                                  "tensor at its coarsest step); raise BUDGET_BYTES or keep fewer "
+                                  "tensors in floating point")
+            margin = margin * 2 + (total - budget)
+    if best is None:  # still over: step back greedily, cheapest distortion per saved byte first
+        choice, total = list(choice), total
+        while total > budget:
+            cand = [(dist[i, j + 1] - dist[i, j]) / max(rate[i, j] - rate[i, j + 1], 1e-9)
+                    if j + 1 < len(LADDER) else np.inf for i, j in enumerate(choice)]
+            i = int(np.argmin(cand))
+            if not np.isfinite(cand[i]):
+                raise BudgetError(f"budget of {budget:,} bytes is impossible: the smallest artifact "
+                                  f"this model and policy can reach is {total:,} bytes; raise "
+                                  "BUDGET_BYTES")
+            choice[i] += 1
+            total, _ = run(choice)
+        best = (choice, total)
+    choice, total = best
+    pred_now = predicted()
+    for _ in range(4 * n + 8):  # still more than `slack` under: refine with exact measurements
+        if budget - total <= slack or all(j == 0 for j in choice):
+            break
+        room = budget - total
+        opts = []
+        for i, j in enumerate(choice):
+            if j > 0:
+                dr = pred_now[i, j - 1] - pred_now[i, j]
+                if dr < room:
+                    opts.append(((dist[i, j] - dist[i, j - 1]) / max(dr, 1e-9), i))
+        if not opts:
+            break
+        opts.sort(reverse=True)
+        moved = False
+        for _gain, i in opts[:4]:
+            trial = list(choice)
+            trial[i] -= 1
+            t_total, _ = run(trial)
+            if t_total <= budget:
+                choice, total, moved = trial, t_total, True
+                break
+        if not moved:
+            break
+    log(f"quant:fit done total:{total} budget:{budget} under:{budget - total}")
+    return choice, total

@@ -1,0 +1,252 @@
+"""quantize_model: state_dict -> QuantizedModel (codes + scales + passthrough), optionally fitted
+to a byte budget. The artifact bytes are built once here and reused for size and saving."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import budget as fitter
+from .artifact import build_artifact, state_dict_from_tensors
+from .baseline import baseline_keep_float, baseline_quantize_tensor
+from .codec import StreamCache
+from .errors import BudgetError, QuantError
+from .gptq import gptq_quantize
+from .policy import QuantPolicy, classify, is_control
+from .scalar import (as_rows, clip_step, dequantize, hessian_error, qmax_for, round_scale,
+                     rtn_codes)
+from .tensors import QTensor, dtype_name
+
+METHODS = ("gptq", "rtn", "int8")
+
+
+class QuantizedModel:
+    """Quantized tensors + meta; `.to_bytes()` is exactly what save_artifact writes."""
+
+    def __init__(self, tensors: list[QTensor], meta: Mapping[str, Any], policy: QuantPolicy,
+                 method: str, cache: StreamCache | None = None, budget_bytes: int | None = None):
+        self.tensors = tensors
+        self.method = method
+        self.policy = policy
+        self.budget_bytes = budget_bytes
+        self.meta = dict(meta)
+        self._blob, self.streams = build_artifact(tensors, self.meta, policy.compressors,
+                                                  cache or StreamCache(), policy.shuffle_fp16)
+        from .report import build_report
+        self.report = build_report(self)
+
+    @property
+    def total_bytes(self) -> int:
+        return len(self._blob)
+
+    def to_bytes(self) -> bytes:
+        return self._blob
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The dequantized tensors exactly as load_artifact returns them."""
+        return state_dict_from_tensors(self.tensors)
+
+
+def _as_state_dict(obj: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if isinstance(obj, nn.Module):
+        return dict(obj.state_dict())
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    raise QuantError(f"quantize_model takes an nn.Module or a state_dict, got {type(obj).__name__}")
+
+
+def _alias_map(sd: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """name -> earlier name for tensors that share storage (e.g. a tied head), stored once."""
+    seen: dict[tuple, str] = {}
+    out: dict[str, str] = {}
+    for name, t in sd.items():
+        if t.numel() == 0:
+            continue
+        key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        if key in seen:
+            out[name] = seen[key]
+        else:
+            seen[key] = name
+    return out
+
+
+def _passthrough(name: str, t: torch.Tensor, cls: str, policy: QuantPolicy) -> QTensor:
+    t = t.detach().cpu().contiguous()
+    if t.is_floating_point():
+        stored = t.float() if is_control(name, policy.control_patterns) else t.to(torch.float16)
+        err = float(((stored.float() - t.float()) ** 2).sum() / (t.float() ** 2).sum().clamp_min(1e-30))
+    else:
+        stored, err = t, 0.0
+    return QTensor(name=name, shape=tuple(t.shape), dtype=dtype_name(t.dtype), cls=cls, kind="pass",
+                   method="fp32" if stored.dtype == torch.float32 else dtype_name(stored.dtype),
+                   data=stored.numpy().reshape(-1), error=err, error_kind="mse")
+
+
+def _int8_baseline(sd: Mapping[str, torch.Tensor], aliases: dict[str, str],
+                   policy: QuantPolicy) -> list[QTensor]:
+    out: list[QTensor] = []
+    for name, t in sd.items():
+        t = t.detach().cpu().contiguous()
+        if name in aliases:
+            out.append(QTensor(name=name, shape=tuple(t.shape), dtype=dtype_name(t.dtype),
+                               cls="alias", kind="alias", alias_of=aliases[name]))
+        elif not t.is_floating_point():
+            out.append(_passthrough(name, t, "small", policy))
+        elif t.numel() <= policy.small_numel:
+            kept, _ = baseline_keep_float(name, t)
+            out.append(QTensor(name=name, shape=tuple(t.shape), dtype=dtype_name(t.dtype),
+                               cls="small", kind="pass", method=dtype_name(kept.dtype),
+                               data=kept.numpy().reshape(-1), error_kind="mse"))
+        else:
+            q, s = baseline_quantize_tensor(t)
+            codes = q.reshape(q.shape[0], -1) if q.ndim == 2 else q.reshape(1, -1)
+            scales = s.reshape(-1)
+            w = as_rows(t)
+            err = hessian_error(w, dequantize(codes, scales.float()), None)
+            cls = classify(name, t.numel(), t.ndim, True, policy)
+            out.append(QTensor(name=name, shape=tuple(t.shape), dtype=dtype_name(t.dtype), cls=cls,
+                               kind="quant", codes=codes.numpy(), scales=scales.numpy(), bits=8,
+                               method="int8", k=None, error=err, error_kind="mse"))
+    return out
+
+
+class _Item:
+    """One tensor to quantize with the scalar/GPTQ path, and its realizations per ladder step."""
+
+    def __init__(self, name: str, t: torch.Tensor, cls: str, policy: QuantPolicy,
+                 h: torch.Tensor | None, method: str, log: Callable[[str], None],
+                 device: str = "cpu"):
+        self.device = device
+        self.name, self.cls, self.shape, self.dtype = name, cls, tuple(t.shape), dtype_name(t.dtype)
+        self.w = as_rows(t)
+        cp = policy.for_class(cls)
+        self.bits = cp.bits
+        if h is not None and tuple(h.shape) != (self.w.shape[1], self.w.shape[1]):
+            raise QuantError(f"Hessian for {name} has shape {tuple(h.shape)} but the weight has "
+                             f"{self.w.shape[1]} input columns; recollect hessians for this model")
+        self.h = None if h is None else h.detach().to(torch.float32).cpu()
+        self.col_weight = None if self.h is None else torch.diagonal(self.h).clone()
+        self.base_step = clip_step(self.w, cp.bits, cp.clip.kind, cp.clip.value, self.col_weight)
+        self.std = self.w.std(dim=1, unbiased=False).clamp_min(1e-30)
+        self.method = "gptq" if (method == "gptq" and self.h is not None) else "rtn"
+        self.log = log
+        self.cache: dict[int, QTensor] = {}
+
+    def realize(self, j: int) -> QTensor:
+        if j not in self.cache:
+            bits = fitter.bits_for(self.bits, j)
+            qmax = qmax_for(bits)
+            step = round_scale(self.base_step * fitter.multiplier(j))
+            if self.method == "gptq":
+                codes = gptq_quantize(self.w.to(self.device), self.h, step, qmax, log=self.log,
+                                      name=self.name)
+            else:
+                codes = rtn_codes(self.w, step, qmax)
+            err = hessian_error(self.w, dequantize(codes, step), self.h)
+            self.cache[j] = QTensor(
+                name=self.name, shape=self.shape, dtype=self.dtype, cls=self.cls, kind="quant",
+                codes=codes.numpy(), scales=step.to(torch.float16).numpy(), bits=bits,
+                method=self.method, k=round(float((step * qmax / self.std).mean()), 4), error=err,
+                error_kind="hessian" if self.h is not None else "mse",
+                extra={"ladder": int(fitter.LADDER[j]), "step_over_std":
+                       round(float((step / self.std).mean()), 5)})
+        return self.cache[j]
+
+
+def _codec_ratio(policy: QuantPolicy) -> float:
+    """First guess of compressed size / order-0 entropy for the best allowed codec (§6 numbers)."""
+    known = {"brotli": 1.015, "zstd": 1.018, "lzma": 1.07, "zlib": 1.16, "raw": 2.4}
+    return min((known.get(c, 1.2) for c in policy.compressors), default=1.2)
+
+
+def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], *,
+                   hessians: Mapping[str, torch.Tensor] | None = None, method: str = "gptq",
+                   budget_bytes: int | None = None, meta: Mapping[str, Any] | None = None,
+                   policy: QuantPolicy | None = None, seed: int = 0,
+                   log: Callable[[str], None] | None = None,
+                   sensitivity: Mapping[str, float] | None = None,
+                   device: str = "cpu") -> QuantizedModel:
+    """Quantize every tensor of a model (see QuantPolicy); fit to `budget_bytes` when given.
+
+    budget_bytes bounds the exact artifact size (header + streams). method "int8" reproduces
+    the challenge baseline and is never fitted (a budget it exceeds raises BudgetError).
+    `seed` is recorded; the algorithms themselves use no randomness. `sensitivity` scales each
+    tensor's predicted loss increase (name -> weight). `device="cuda"` runs the GPTQ sweeps
+    on the GPU (faster; codes may differ from a CPU run in rare rounding ties).
+    """
+    if method not in METHODS:
+        raise QuantError(f"unknown quant method {method!r}; set QUANT_METHOD to one of {METHODS}")
+    log = log or (lambda s: None)
+    policy = policy or QuantPolicy()
+    sd = _as_state_dict(model_or_state_dict)
+    aliases = _alias_map(sd)
+    meta = dict(meta or {})
+    meta.update(quant_method=method, quant_seed=seed, budget_bytes=budget_bytes)
+    cache = StreamCache()
+    hessians = dict(hessians or {})
+    if method == "int8":
+        tensors = _int8_baseline(sd, aliases, policy)
+        q = QuantizedModel(tensors, meta, policy, method, cache, budget_bytes)
+        if budget_bytes is not None and q.total_bytes > budget_bytes:
+            raise BudgetError(f"int8 baseline artifact is {q.total_bytes:,} bytes, over the budget "
+                              f"of {budget_bytes:,}; use QUANT_METHOD=gptq or rtn to fit a budget")
+        return q
+
+    slots: list[QTensor | _Item] = []
+    items: list[_Item] = []
+    for name, t in sd.items():
+        if name in aliases:
+            slots.append(QTensor(name=name, shape=tuple(t.shape), dtype=dtype_name(t.dtype),
+                                 cls="alias", kind="alias", alias_of=aliases[name]))
+            continue
+        cls = classify(name, t.numel(), t.ndim, t.is_floating_point(), policy)
+        if cls == "small":
+            slots.append(_passthrough(name, t, cls, policy))
+            continue
+        item = _Item(name, t, cls, policy, hessians.get(name), method, log, device)
+        slots.append(item)
+        items.append(item)
+    paths: dict[str, int] = {}
+    for it in items:
+        paths[f"{it.cls}:{it.method}"] = paths.get(f"{it.cls}:{it.method}", 0) + 1
+    log("quant:paths " + " ".join(f"{k}={v}" for k, v in sorted(paths.items()))
+        + f" passthrough={sum(1 for s in slots if isinstance(s, QTensor) and s.kind == 'pass')}")
+    if method == "gptq" and any(it.method == "rtn" for it in items):
+        log(f"quant:warning {sum(it.method == 'rtn' for it in items)} tensors have no Hessian: "
+            "round-to-nearest for those")
+
+    def assemble(choice: list[int]) -> list[QTensor]:
+        it_index = {id(it): i for i, it in enumerate(items)}
+        return [s if isinstance(s, QTensor) else s.realize(choice[it_index[id(s)]]) for s in slots]
+
+    if budget_bytes is None:
+        tensors = assemble([fitter.J0] * len(items))
+    else:
+        sens = dict(sensitivity or {})
+        curves = [fitter.predict_curve(it.w, it.base_step, it.bits, it.col_weight,
+                                       float(sens.get(it.name, 1.0))) for it in items]
+
+        winners: dict[str, tuple[str, ...]] = {}
+
+        def measure(choice: list[int]) -> tuple[int, list[int]]:
+            tensors = assemble(choice)
+            blob, streams = build_artifact(tensors, meta, policy.compressors, cache,
+                                           policy.shuffle_fp16, winners)
+            for st in streams:  # later rounds try only the codec that won for this stream
+                if st["name"].startswith("codes/") and st["codec"] != "raw":
+                    winners.setdefault(st["name"], (st["codec"],))
+            by_name = {s["name"]: s["length"] for s in streams}
+            return len(blob), [by_name[f"codes/{it.name}"] for it in items]
+
+        fixed_guess = 4096 + sum(it.w.shape[0] * 2 for it in items) + sum(
+            s.data.nbytes for s in slots if isinstance(s, QTensor) and s.kind == "pass")
+        choice, _total = fitter.fit_budget(curves, int(budget_bytes),
+                                           lambda i, j: items[i].realize(j), measure,
+                                           fixed_guess, log, initial_ratio=_codec_ratio(policy))
+        tensors = assemble(choice)
+    q = QuantizedModel(tensors, meta, policy, method, cache, budget_bytes)
+    if budget_bytes is not None and q.total_bytes > budget_bytes:  # cannot happen; guard anyway
+        raise BudgetError(f"internal error: artifact {q.total_bytes} > budget {budget_bytes}")
+    return q

@@ -1,0 +1,76 @@
+"""GPTQ solve as a pure function: weights + Hessian + fixed per-row scale -> int8 codes.
+
+Kept apart from calibration (calibrate.py) and packing (artifact.py). Deterministic: no RNG,
+fp64 Cholesky, fixed column order (stable sort for act-order).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+def _inverse_upper_cholesky(h: torch.Tensor, damp: float,
+                            log: Callable[[str], None] | None, name: str) -> torch.Tensor:
+    """Upper Cholesky factor of (H + damp*mean(diag) I)^-1; damping rises (logged) on failure."""
+    mean_diag = float(torch.diagonal(h).mean())
+    mean_diag = mean_diag if mean_diag > 0 else 1.0
+    eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+    d = damp
+    for _ in range(12):
+        chol, info = torch.linalg.cholesky_ex(h + d * mean_diag * eye)
+        if int(info) == 0:
+            hinv = torch.cholesky_inverse(chol)
+            upper, info2 = torch.linalg.cholesky_ex(hinv, upper=True)
+            if int(info2) == 0:
+                if d != damp and log:
+                    log(f"quant:gptq {name} damping raised to {d:g} (Cholesky failed at lower damping)")
+                return upper
+        d = d * 10 if d > 0 else 1e-4
+    raise ArithmeticError(f"GPTQ: Cholesky failed for {name} even with damping {d:g}; "
+                          "the Hessian is not positive semi-definite (check calibration)")
+
+
+def gptq_quantize(W: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, qmax: int,
+                  block_size: int = 128, act_order: bool = True, damp: float = 0.01,
+                  log: Callable[[str], None] | None = None, name: str = "") -> torch.Tensor:
+    """GPTQ codes (int8, same shape as W) for W (rows, cols), H (cols, cols), per-row scale.
+
+    Columns are swept (in descending diag(H) order with act_order) in blocks; each column's
+    rounding error is fed back into the not-yet-quantized columns through the upper Cholesky
+    factor of H^-1, with lazy updates between blocks. Runs on W's device (CPU or CUDA);
+    codes are returned on CPU.
+    """
+    W = W.detach().to(torch.float32).clone()
+    rows, cols = W.shape
+    if H.shape != (cols, cols):
+        raise ValueError(f"GPTQ {name}: Hessian shape {tuple(H.shape)} does not match {cols} columns")
+    H = H.detach().to(W.device, torch.float64).clone()
+    dead = torch.diagonal(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    perm = None
+    if act_order:
+        perm = torch.argsort(torch.diagonal(H), descending=True, stable=True)
+        W, H = W[:, perm], H[perm][:, perm]
+    U = _inverse_upper_cholesky(H, damp, log, name).to(torch.float32)
+    s = scale.to(W.device, torch.float32).reshape(-1)
+    s = s.expand(rows) if s.numel() == 1 else s
+    Q = torch.zeros(rows, cols, dtype=torch.float32, device=W.device)
+    for i1 in range(0, cols, block_size):
+        i2 = min(i1 + block_size, cols)
+        W1 = W[:, i1:i2].clone()
+        U1 = U[i1:i2, i1:i2]
+        Err1 = torch.zeros_like(W1)
+        for i in range(i2 - i1):
+            w = W1[:, i]
+            q = torch.clamp(torch.round(w / s), -qmax, qmax)
+            Q[:, i1 + i] = q
+            err = (w - q * s) / U1[i, i]
+            W1[:, i:] -= err[:, None] * U1[i, i:][None, :]
+            Err1[:, i] = err
+        if i2 < cols:
+            W[:, i2:] -= Err1 @ U[i1:i2, i2:]
+    if perm is not None:
+        Q = Q[:, torch.argsort(perm)]
+    return Q.to(torch.int8).cpu()

@@ -1,0 +1,79 @@
+"""Per-tensor precision policy: which class a tensor belongs to and how that class is stored.
+
+Classes are decided from names only so the same policy works on any torch model.
+Defaults follow current best practice (SDClip steps: attention int6 k=13, MLP int6 k=12,
+tied embedding int7 k=15, small tensors fp16 and control tensors fp32).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+SMALL_NUMEL = 65_536
+CONTROL_PATTERNS = ("attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix",
+                    "resid_mixes", "q_gain", "skip_weight", "skip_weights")
+CLASSES = ("attention", "mlp", "embedding", "other")
+
+
+@dataclass(frozen=True)
+class ClipRule:
+    """How the per-row step is chosen before rounding.
+
+    kind: "std" (SDClip: step = value*std(row)/qmax), "percentile" (clip = quantile(|w|, value)),
+    "absmax" (clip = max|w|) or "mse" (per-row search of the clip that minimises the
+    (diag-Hessian weighted) squared error).
+    """
+    kind: str = "std"
+    value: float = 12.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("std", "percentile", "absmax", "mse"):
+            raise ValueError(f"unknown clip rule {self.kind!r}; use std, percentile, absmax or mse")
+
+
+@dataclass(frozen=True)
+class ClassPolicy:
+    bits: int = 6
+    clip: ClipRule = ClipRule()
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.bits <= 8:
+            raise ValueError(f"bits must be in 2..8, got {self.bits}")
+
+
+@dataclass(frozen=True)
+class QuantPolicy:
+    """Bits and clip rule per tensor class, plus which tensors stay in floating point."""
+    attention: ClassPolicy = ClassPolicy(6, ClipRule("std", 13.0))
+    mlp: ClassPolicy = ClassPolicy(6, ClipRule("std", 12.0))
+    embedding: ClassPolicy = ClassPolicy(7, ClipRule("std", 15.0))
+    other: ClassPolicy = ClassPolicy(6, ClipRule("std", 12.85))
+    small_numel: int = SMALL_NUMEL
+    keep_float: tuple[str, ...] = ()          # name substrings forced to fp16 passthrough
+    control_patterns: tuple[str, ...] = CONTROL_PATTERNS  # passthrough in fp32
+    compressors: tuple[str, ...] = ("zstd", "brotli", "lzma", "zlib")
+    shuffle_fp16: bool = True
+
+    def for_class(self, cls: str) -> ClassPolicy:
+        return getattr(self, cls)
+
+    def with_class(self, cls: str, **changes) -> "QuantPolicy":
+        return replace(self, **{cls: replace(self.for_class(cls), **changes)})
+
+
+def is_control(name: str, patterns: tuple[str, ...] = CONTROL_PATTERNS) -> bool:
+    return any(p in name for p in patterns)
+
+
+def classify(name: str, numel: int, ndim: int, is_float: bool, policy: QuantPolicy) -> str:
+    """Return 'small' (passthrough) or one of CLASSES for a state_dict entry."""
+    if not is_float or numel <= policy.small_numel or ndim == 0:
+        return "small"
+    if any(p in name for p in policy.keep_float):
+        return "small"
+    if ".attn." in name or name.startswith("attn."):
+        return "attention"
+    if ".mlp." in name or name.startswith("mlp."):
+        return "mlp"
+    if "tok_emb" in name or "embed" in name or "lm_head" in name:
+        return "embedding"
+    return "other"

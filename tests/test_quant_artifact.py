@@ -1,0 +1,160 @@
+"""The .gkq artifact: bit-identical round trip, byte determinism, corrupt-file rejection,
+config checks and the per-tensor report."""
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+import torch
+
+import quant
+from quant.artifact import MAGIC
+
+
+def _model_sd(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sd = {
+        "tok_emb.weight": torch.randn(300, 256, generator=g) * 0.05,
+        "blocks.0.attn.c_q.weight": torch.randn(256, 300, generator=g) * 0.03,
+        "blocks.0.mlp.fc.weight": torch.randn(400, 200, generator=g) * 0.02,
+        "blocks.0.attn_scale": torch.rand(256, generator=g),
+        "final_norm.weight": torch.rand(256, generator=g).bfloat16(),
+        "step": torch.tensor(7),
+    }
+    sd["lm_head.weight"] = sd["tok_emb.weight"]  # tied: stored once
+    return sd
+
+
+def _hessians(sd):
+    out = {}
+    for name, t in sd.items():
+        if t.ndim == 2 and t.numel() > 65_536:
+            x = torch.randn(512, t.shape[1], generator=torch.Generator().manual_seed(1))
+            out[name] = x.T @ x / 512
+    return out
+
+
+@pytest.fixture(scope="module")
+def qmodel():
+    sd = _model_sd()
+    return quant.quantize_model(sd, hessians=_hessians(sd), method="gptq",
+                                meta={"config": {"num_layers": 1, "model_dim": 256}})
+
+
+def test_round_trip_is_bit_identical_and_save_is_byte_deterministic(qmodel, tmp_path):
+    p1, p2 = tmp_path / "a.gkq", tmp_path / "b.gkq"
+    n = quant.save_artifact(p1, qmodel)
+    assert n == qmodel.total_bytes == p1.stat().st_size
+    sd = _model_sd()
+    again = quant.quantize_model(sd, hessians=_hessians(sd), method="gptq",
+                                 meta={"config": {"num_layers": 1, "model_dim": 256}})
+    quant.save_artifact(p2, again)
+    assert p1.read_bytes() == p2.read_bytes()
+    loaded, meta = quant.load_artifact(p1)
+    loaded2, _ = quant.load_artifact(p1)
+    expected = qmodel.state_dict()
+    assert list(loaded) == list(sd)
+    for name in sd:
+        assert loaded[name].dtype == expected[name].dtype
+        assert torch.equal(loaded[name], expected[name]) and torch.equal(loaded[name], loaded2[name])
+    assert meta["config"]["num_layers"] == 1
+    assert loaded["final_norm.weight"].dtype == torch.bfloat16
+    assert loaded["blocks.0.attn_scale"].dtype == torch.float32
+    assert torch.equal(loaded["blocks.0.attn_scale"], sd["blocks.0.attn_scale"])  # fp32 kept exact
+    assert int(loaded["step"]) == 7
+    assert torch.equal(loaded["lm_head.weight"], loaded["tok_emb.weight"])
+    err = (loaded["blocks.0.mlp.fc.weight"] - sd["blocks.0.mlp.fc.weight"]).pow(2).mean().sqrt()
+    assert float(err) < 0.2 * float(sd["blocks.0.mlp.fc.weight"].std())
+
+
+def test_failed_save_leaves_the_good_artifact(qmodel, tmp_path):
+    p = tmp_path / "m.gkq"
+    quant.save_artifact(p, qmodel)
+    good = p.read_bytes()
+
+    class Broken:
+        def to_bytes(self):
+            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError):
+        quant.save_artifact(p, Broken())
+    assert p.read_bytes() == good
+    assert [f.name for f in tmp_path.iterdir()] == ["m.gkq"]
+
+
+@pytest.mark.parametrize("damage,pattern", [
+    ("truncate_payload", "truncated"),
+    ("truncate_header", "truncated"),
+    ("flip_payload", "corrupt"),
+    ("flip_header", "corrupt"),
+    ("magic", "bad magic"),
+    ("version", "unsupported artifact format version 9"),
+])
+def test_damaged_files_are_rejected_naming_the_file(qmodel, tmp_path, damage, pattern):
+    blob = bytearray(qmodel.to_bytes())
+    hlen = struct.unpack_from("<I", blob, 6)[0]
+    if damage == "truncate_payload":
+        blob = blob[:-100]
+    elif damage == "truncate_header":
+        blob = blob[:42 + hlen // 2]
+    elif damage == "flip_payload":
+        blob[42 + hlen + 500] ^= 0x40
+    elif damage == "flip_header":
+        blob[42 + 10] ^= 0x01
+    elif damage == "magic":
+        blob[:4] = b"PK\x03\x04"
+    elif damage == "version":
+        struct.pack_into("<H", blob, 4, 9)
+    p = tmp_path / f"bad_{damage}.gkq"
+    p.write_bytes(bytes(blob))
+    with pytest.raises(quant.ArtifactError) as ei:
+        quant.load_artifact(p)
+    msg = str(ei.value)
+    assert str(p) in msg and pattern in msg
+    if damage == "version":
+        assert "[1]" in msg
+
+
+def test_check_artifact_config_lists_differing_keys(qmodel):
+    quant.check_artifact_config(qmodel.meta, {"num_layers": 1, "model_dim": 256})
+    with pytest.raises(quant.ConfigMismatchError) as ei:
+        quant.check_artifact_config(qmodel.meta, {"num_layers": 11, "model_dim": 256,
+                                                  "vocab_size": 1024}, path="x.gkq")
+    msg = str(ei.value)
+    assert "x.gkq" in msg and "num_layers" in msg and "vocab_size" in msg and "model_dim" not in msg
+
+
+def test_codes_are_byte_streams_compressed_near_entropy(qmodel):
+    rows = {r["name"]: r for r in qmodel.report}
+    for name in ("blocks.0.attn.c_q.weight", "blocks.0.mlp.fc.weight", "tok_emb.weight"):
+        r = rows[name]
+        assert set(r["codec_sizes"]) == {"zstd", "brotli", "lzma", "zlib"}
+        assert r["code_bytes"] == min(r["codec_sizes"].values())
+        assert -0.01 < r["overhead_vs_entropy"] < 0.06, r
+    assert sum(r["bytes"] for r in qmodel.report) <= qmodel.total_bytes
+    assert abs(sum(r["share"] for r in qmodel.report) - 1) < 0.05
+
+
+def test_report_json_png_and_table(qmodel, tmp_path):
+    quant.write_report(qmodel, tmp_path / "r.json", tmp_path / "r.png")
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["summary"]["total_bytes"] == qmodel.total_bytes
+    assert {r["name"] for r in doc["tensors"]} == set(_model_sd())
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = quant.format_report(qmodel)
+    assert "blocks.0.mlp.fc.weight" in table and f"{qmodel.total_bytes:,}" in table
+    hrow = next(r for r in doc["tensors"] if r["name"] == "blocks.0.attn.c_q.weight")
+    assert hrow["error_kind"] == "hessian" and 0 < hrow["weighted_error"] < 0.05
+
+
+def test_info_cli_verifies_and_reports_bad_files_without_traceback(qmodel, tmp_path, capsys):
+    from quant.__main__ import main
+    good = tmp_path / "ok.gkq"
+    quant.save_artifact(good, qmodel)
+    assert main(["info", str(good)]) == 0
+    assert "OK" in capsys.readouterr().out
+    bad = tmp_path / "cut.gkq"
+    bad.write_bytes(good.read_bytes()[:60])
+    assert main(["info", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "truncated" in err and "Traceback" not in err

@@ -1,0 +1,84 @@
+"""The budget fitter: exact written size never over budget, within 10,000 bytes when reachable,
+and an impossible budget says the smallest reachable size."""
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+import torch
+
+import quant
+
+FAST = quant.QuantPolicy(compressors=("zlib",))  # fast path: same logic, one cheap codec
+
+
+def _sd():
+    g = torch.Generator().manual_seed(0)
+    def w(r, c, s):
+        return torch.randn(r, c, generator=g) * s * torch.exp(0.3 * torch.randn(r, 1, generator=g))
+    return {"blocks.0.attn.c_q.weight": w(128, 600, 0.03), "blocks.0.mlp.fc.weight": w(300, 256, 0.02),
+            "tok_emb.weight": w(200, 400, 0.05), "blocks.0.attn_scale": torch.rand(128, generator=g)}
+
+
+@pytest.fixture(scope="module")
+def extremes():
+    """Exact sizes at the coarsest and the finest step of every tensor (the reachable range)."""
+    small = quant.quantize_model(_sd(), method="rtn", policy=FAST, budget_bytes=10**9)
+    with pytest.raises(quant.BudgetError) as ei:
+        quant.quantize_model(_sd(), method="rtn", policy=FAST, budget_bytes=1_000)
+    smallest = int(re.search(r"can reach is ([\d,]+) bytes", str(ei.value)).group(1).replace(",", ""))
+    return smallest, small.total_bytes
+
+
+def test_impossible_budget_names_smallest_reachable_size(extremes):
+    smallest, largest = extremes
+    assert 0 < smallest < largest
+    # the size it names is really reachable
+    q = quant.quantize_model(_sd(), method="rtn", policy=FAST, budget_bytes=smallest)
+    assert q.total_bytes <= smallest
+
+
+def test_fitter_never_over_and_within_10k_across_random_budgets(extremes):
+    smallest, largest = extremes
+    rng = random.Random(1234)
+    sd = _sd()
+    for _ in range(30):
+        budget = rng.randint(smallest, largest + 5_000)
+        q = quant.quantize_model(sd, method="rtn", policy=FAST, budget_bytes=budget)
+        assert q.total_bytes <= budget
+        assert len(q.to_bytes()) == q.total_bytes
+        if budget <= largest:
+            assert budget - q.total_bytes <= 10_000, (budget, q.total_bytes)
+
+
+def test_fitter_spends_bytes_where_error_is_weighted(extremes):
+    """Same budget: the tensor with 100x sensitivity gets a finer step than without it."""
+    smallest, largest = extremes
+    budget = (smallest + largest) // 2
+    base = quant.quantize_model(_sd(), method="rtn", policy=FAST, budget_bytes=budget)
+    hot = quant.quantize_model(_sd(), method="rtn", policy=FAST, budget_bytes=budget,
+                               sensitivity={"blocks.0.mlp.fc.weight": 100.0})
+    k = {r["name"]: r["step_over_std"] for r in base.report if r["kind"] == "quant"}
+    k_hot = {r["name"]: r["step_over_std"] for r in hot.report if r["kind"] == "quant"}
+    assert k_hot["blocks.0.mlp.fc.weight"] < k["blocks.0.mlp.fc.weight"]
+    assert hot.total_bytes <= budget
+
+
+def test_gptq_fit_with_all_codecs_lands_under_budget():
+    sd = {k: v for k, v in _sd().items() if k != "tok_emb.weight"}
+    hs = {}
+    for name in ("blocks.0.attn.c_q.weight", "blocks.0.mlp.fc.weight"):
+        cols = sd[name].shape[1]
+        x = torch.randn(1024, cols, generator=torch.Generator().manual_seed(2)) * torch.linspace(0.3, 2, cols)
+        hs[name] = x.T @ x / 1024
+    free = quant.quantize_model(sd, hessians=hs, method="gptq")
+    budget = free.total_bytes - 20_000
+    q = quant.quantize_model(sd, hessians=hs, method="gptq", budget_bytes=budget)
+    assert budget - 10_000 <= q.total_bytes <= budget
+    assert all(r["method"] == "gptq" for r in q.report if r["kind"] == "quant")
+
+
+def test_int8_over_budget_is_a_budget_error():
+    with pytest.raises(quant.BudgetError, match="int8 baseline artifact is"):
+        quant.quantize_model(_sd(), method="int8", budget_bytes=10_000)
