@@ -181,7 +181,7 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
         "total_bytes": code_bytes + model_bytes,
         "headroom_bytes": cfg.budget_bytes - code_bytes - model_bytes,
         "steps": result.steps, "train_time_ms": result.train_time_ms,
-        "phase_seconds": timer.seconds,
+        "phase_seconds": timer.seconds, "hardware": describe_hardware(dist_info.world_size),
     }
     _write_json(run_dir / "summary.json", summary)
 
@@ -236,6 +236,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ----------------------------------------------------------------------------- utils
+def describe_hardware(world_size: int) -> str:
+    """e.g. '8xNVIDIA H100 80GB HBM3' or '1xCPU' (pack's wallclock check reads this)."""
+    import torch
+    if torch.cuda.is_available():
+        return f"{world_size}x{torch.cuda.get_device_name(0)}"
+    return f"{world_size}xCPU"
+
+
 def _eval_device() -> str:
     import torch
     return "cuda" if torch.cuda.is_available() else "cpu"

@@ -51,7 +51,8 @@ def check_wallclock(train_ms: float | None, hardware: str, seed: int) -> Check:
     if train_ms is None:
         return Check(name, "WARN", "training time not recorded")
     secs = train_ms / 1000.0
-    on_8h100 = "8xh100" in hardware.lower().replace(" ", "").replace("×", "x")
+    hw = hardware.lower().replace(" ", "").replace("×", "x")
+    on_8h100 = hw.startswith("8x") and "h100" in hw
     if on_8h100:
         return Check(name, "PASS" if secs <= TRAIN_LIMIT_S else "FAIL", f"{secs:.1f} s on {hardware}")
     return Check(name, "WARN", f"{secs:.1f} s on {hardware!r}; the limit applies on 8xH100, "
