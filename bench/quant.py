@@ -242,16 +242,19 @@ def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
             quant.save_artifact(path, q)
             return quant.load_artifact(path)[0]
 
+    # the run's own passthrough threshold (QUANT_SMALL_NUMEL), so small models quantize their blocks
+    policy = quant.QuantPolicy(small_numel=cfg.quant_small_numel)
     pre = bpb(None)
-    res: dict = {"pre_bpb": pre, "max_tokens": max_tokens}
+    res: dict = {"pre_bpb": pre, "max_tokens": max_tokens, "small_numel": cfg.quant_small_numel}
     for method in ("rtn", "gptq"):
-        q = quant.quantize_model(model, hessians=hs, method=method)
+        q = quant.quantize_model(model, hessians=hs, method=method, policy=policy)
         res[method] = {"bytes": q.total_bytes, "bpb": bpb(via_file(q))}
         res[method]["gap"] = res[method]["bpb"] - pre
     res["gptq_gap_over_rtn_gap"] = res["gptq"]["gap"] / max(res["rtn"]["gap"], 1e-12)
     base_bytes = len(quant.baseline_int8_zlib_blob(model.state_dict()))
     q8 = quant.quantize_model(model, method="int8")
-    qfit = quant.quantize_model(model, hessians=hs, method="gptq", budget_bytes=base_bytes)
+    qfit = quant.quantize_model(model, hessians=hs, method="gptq", budget_bytes=base_bytes,
+                                policy=policy)
     res["equal_bytes"] = {"int8_zlib_bytes": base_bytes, "int8_bpb": bpb(via_file(q8)),
                           "fit_bytes": qfit.total_bytes, "fit_bpb": bpb(via_file(qfit))}
     res["equal_bytes"]["fit_better"] = res["equal_bytes"]["fit_bpb"] < res["equal_bytes"]["int8_bpb"]

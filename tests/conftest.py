@@ -20,6 +20,15 @@ OFFICIAL_TOKENIZER = SHARED_DATA / "tokenizers" / "fineweb_1024_bpe.model"
 OFFICIAL_TOKENIZER_SHA256 = "4f5e8adb109c66b4886963bc75a7befd73bda36d27fd7102df8e9e66503b0e2a"
 
 
+@pytest.fixture()
+def one_thread():
+    """One OpenMP thread: tiny models on shared cores otherwise lose time to spin-waits."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -8,13 +8,7 @@ from golf.config import Config
 from golf.model import GPT, apply_rope, count_parameters, rope_tables, xsa
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """2 cores shared by several test runners: one OpenMP thread avoids spin-wait slowdowns."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_cfg(**kw) -> Config:

@@ -11,13 +11,7 @@ from golf.optim import lr_multiplier, newton_schulz
 from golf.train import TrainError, resolve_grad_accum, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """2 cores shared by several test runners: one OpenMP thread avoids spin-wait slowdowns."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fast(cfg, tmp_path, **kw):
