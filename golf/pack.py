@@ -66,14 +66,15 @@ def requirements_for(entry: str = ENTRY, src_roots: Sequence[Path] | None = None
     names = set(module_closure(entry, list(src_roots) if src_roots else None).third_party)
     if codec == "brotli":
         names.add("brotli")
-    lines = []
+    lines, optional = [], []
     for n in sorted(names):
         dist = PIP_NAMES.get(n, n)
         try:
             lines.append(f"{dist}>={metadata.version(dist).split('+')[0]}")
         except metadata.PackageNotFoundError:
-            lines.append(dist)
-    return "\n".join(lines) + "\n"
+            # the round trip ran without it, so the packed code imports it optionally (e.g. FA3)
+            optional.append(f"# optional, used when installed: {dist}")
+    return "\n".join(lines + optional) + "\n"
 
 
 # ----------------------------------------------------------------------------- run files
