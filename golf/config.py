@@ -93,6 +93,7 @@ class Config:
     adam_eps: float = 1e-8               # ADAM_EPS
     grad_clip_norm: float = 0.3          # GRAD_CLIP_NORM (on the all-reduced gradient; 0 = off)
     ema_decay: float = 0.997             # EMA_DECAY (0 = off; EMA weights are exported)
+    ema_warmup: bool = True              # EMA_WARMUP (decay min(EMA_DECAY, (1+t)/(10+t)); 0 = records' fixed decay)
     # --- runtime --------------------------------------------------------------------
     compile: bool = True                 # COMPILE (torch.compile on CUDA; ignored on CPU)
     # --- evaluation -------------------------------------------------------------------

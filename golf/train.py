@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from golf.config import Config
 from golf.model import GPT, count_parameters
-from golf.optim import build_optimizers, lr_multiplier, muon_momentum, set_lrs
+from golf.optim import build_optimizers, ema_decay_at, lr_multiplier, muon_momentum, set_lrs
 
 
 class TrainError(ValueError):
@@ -288,9 +288,10 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
                 o.step()
             zero()
             if ema is not None:
+                d = ema_decay_at(step, cfg.ema_decay, cfg.ema_warmup)
                 with torch.no_grad():
                     for k, v in base.state_dict().items():
-                        ema[k].mul_(cfg.ema_decay).add_(v.detach().float(), alpha=1 - cfg.ema_decay)
+                        ema[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
             if cuda:
                 torch.cuda.synchronize()
             train_ms += 1000.0 * (time.perf_counter() - t0)

@@ -7,7 +7,7 @@ import socket
 import pytest
 import torch
 
-from golf.optim import lr_multiplier, newton_schulz
+from golf.optim import ema_decay_at, lr_multiplier, newton_schulz
 from golf.train import TrainError, resolve_grad_accum, train
 
 
@@ -116,3 +116,12 @@ def test_two_process_gloo_matches_single(tiny_config, tmp_path):
     a, b = sd(single.run_dir / "model.pt"), sd(out / "model.pt")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=2e-4, rtol=1e-3), k
+
+
+def test_ema_decay_warmup_reaches_the_configured_decay():
+    # early steps average only recent (trained) weights; long runs get the configured decay
+    assert ema_decay_at(1, 0.997) < 0.2
+    assert ema_decay_at(100, 0.997) < 0.95
+    assert ema_decay_at(5000, 0.997) == 0.997
+    assert all(ema_decay_at(t, 0.997) <= ema_decay_at(t + 1, 0.997) for t in range(1, 4000))
+    assert ema_decay_at(1, 0.997, warmup=False) == 0.997
