@@ -323,10 +323,8 @@ def load_eval_model(source: str | os.PathLike, cfg_override: Any = None,
     state: dict | None = None
     cfg_dict: dict | None = None
     if path.suffix == ".pt":
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise EvalError(f"{path}: not a readable torch checkpoint ({exc}); re-export it") from None
+        from golf.checkpoint import load_torch_file
+        obj = load_torch_file(path, "re-export it from training or pass another --checkpoint")
         if not isinstance(obj, dict) or "state_dict" not in obj or "config" not in obj:
             raise EvalError(f"{path}: checkpoint lacks 'config'/'state_dict'; use model.pt / ema.pt "
                             "written by train_gpt.py")

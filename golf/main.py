@@ -12,7 +12,6 @@ Phases (each writes files into the run directory that the next one reads):
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -74,18 +73,20 @@ def shipped_code_bytes() -> int:
 
 def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Path:
     """EMA weights + training-data Hessians -> budget-fitted artifact and its report."""
-    import torch
     import quant
+    from golf.checkpoint import load_torch_file
     from golf.model import GPT
 
-    ckpt = torch.load(run_dir / "ema.pt", map_location="cpu", weights_only=False)
+    ckpt = load_torch_file(run_dir / "ema.pt", "re-run training to export it",
+                           keys=("config", "state_dict"))
     model = GPT(Config.from_dict(ckpt["config"]))
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     hessians = None
     calib = run_dir / "hessians.pt"
     if calib.is_file():
-        hessians = torch.load(calib, map_location="cpu", weights_only=False)["hessians"]
+        hessians = load_torch_file(calib, "delete it to quantize without Hessians, or re-run "
+                                   "training", keys=("hessians",))["hessians"]
     elif cfg.quant_method == "gptq":
         log("quant:warning no hessians.pt in the run; GPTQ falls back to identity Hessians")
     code_bytes = shipped_code_bytes()
@@ -167,6 +168,7 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
     if not is_main:
         return {}
 
+    from golf.evaluate import atomic_write_json
     from golf.plots import plot_loss_curves
     plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"run {run_dir.name}")
 
@@ -183,7 +185,7 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
         "steps": result.steps, "train_time_ms": result.train_time_ms,
         "phase_seconds": timer.seconds, "hardware": describe_hardware(dist_info.world_size),
     }
-    _write_json(run_dir / "summary.json", summary)
+    atomic_write_json(run_dir / "summary.json", summary)
 
     if do_pack is None:
         do_pack = _truthy(os.environ.get("PACK", "1"))
@@ -203,7 +205,7 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
             summary["headroom_bytes"] = packed.budget.headroom
             summary["submission_dir"] = str(packed.out_dir)
             summary["phase_seconds"] = timer.seconds
-            _write_json(run_dir / "summary.json", summary)
+            atomic_write_json(run_dir / "summary.json", summary)
     print_summary(summary, log)
     return summary
 
@@ -254,8 +256,3 @@ def _barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)

@@ -141,8 +141,8 @@ def load_run(run_dir: str | os.PathLike) -> RunInfo:
     summary = _read_json(d / "summary.json") if (d / "summary.json").is_file() else {}
     hess = None
     if (d / "hessians.pt").is_file():
-        import torch
-        raw = torch.load(d / "hessians.pt", map_location="cpu", weights_only=False)
+        from golf.checkpoint import load_torch_file
+        raw = load_torch_file(d / "hessians.pt", "re-run training to recollect it")
         hess = {k: v for k, v in raw.items() if k != "hessians"}
     log_text = (d / "train.log").read_text(errors="replace")
     train_ms = summary.get("train_time_ms") or _last_metric(d / "metrics.jsonl", "train_time_ms")

@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from golf.config import Config
 from golf.model import GPT, count_parameters
+from golf.checkpoint import load_torch_file
 from golf.optim import build_optimizers, ema_decay_at, lr_multiplier, muon_momentum, set_lrs
 
 
@@ -142,7 +143,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     loader = DistributedTokenLoader(cfg.data_path, rank=di.rank, world_size=di.world_size,
                                     seed=cfg.seed, vocab_size=cfg.vocab_size)
     val_tokens = load_val_tokens(cfg.data_path, cfg.vocab_size)
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path else None
+    ckpt = (load_torch_file(ckpt_path, "unset RESUME to start fresh, or point it at another run's "
+                            "checkpoint.pt", keys=("model", "step")) if ckpt_path else None)
 
     if run_dir is None:
         if ckpt_path is not None:
