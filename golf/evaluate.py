@@ -409,9 +409,17 @@ def evaluate_source(source: str | os.PathLike, data_path: str, tokenizer_path: s
     stride = cfg.eval_stride if stride is None else stride
     data = load_eval_data(data_path, tokenizer_path, cfg.vocab_size, max_tokens=max_tokens,
                           byte_check=byte_check, log=log if rank == 0 else None)
+    return score_eval_data(model, data, seq_len=seq_len, stride=stride,
+                           batch_tokens=batch_tokens or cfg.val_batch_size, device=device,
+                           rank=rank, world_size=world_size)
+
+
+def score_eval_data(model: torch.nn.Module, data: "EvalData", *, seq_len: int, stride: int,
+                    batch_tokens: int, device: str, rank: int, world_size: int) -> EvalResult:
+    """evaluate_bpb on loaded val data, labelled partial and checked against the decoded bytes."""
     res = evaluate_bpb(model, data.tokens, data.lut, seq_len=seq_len, stride=stride,
-                       batch_tokens=batch_tokens or cfg.val_batch_size, device=device,
-                       max_tokens=data.n_targets, rank=rank, world_size=world_size)
+                       batch_tokens=batch_tokens, device=device, max_tokens=data.n_targets,
+                       rank=rank, world_size=world_size)
     res.partial = data.n_targets < len(data.tokens) - 1
     res.decoded_bytes = data.decoded_bytes
     if data.decoded_bytes is not None and res.bytes != data.decoded_bytes:
@@ -535,14 +543,9 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     for mname, mstride in mode_strides:
         entry: dict[str, Any] = {}
         for label, model in models.items():
-            res = evaluate_bpb(model, ed.tokens, ed.lut, seq_len=seq_len, stride=mstride,
-                               batch_tokens=batch_tokens or cfg.val_batch_size, device=device,
-                               max_tokens=ed.n_targets, rank=rank, world_size=world)
-            res.partial = partial
-            res.decoded_bytes = ed.decoded_bytes
-            if ed.decoded_bytes is not None and res.bytes != ed.decoded_bytes:
-                raise EvalError(f"scored {res.bytes:,} bytes but the decoded text has "
-                                f"{ed.decoded_bytes:,}; please report this scorer bug")
+            res = score_eval_data(model, ed, seq_len=seq_len, stride=mstride,
+                                  batch_tokens=batch_tokens or cfg.val_batch_size, device=device,
+                                  rank=rank, world_size=world)
             entry[label] = res.to_dict()
             table.append({"label": label, **res.to_dict()})
         entry["gap"] = (entry["post"]["val_bpb"] - entry["pre"]["val_bpb"]
