@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from golf.evaluate import EvalError, atomic_write_json, run_eval
+from golf.atomic import atomic_write_json
+from golf.evaluate import EvalError, run_eval
 
 CLASSES = ("attention", "mlp", "embedding", "other")
 

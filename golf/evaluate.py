@@ -12,7 +12,6 @@ predicted from tokens [.., t] and its byte count uses prev = token t.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from golf.atomic import atomic_write_json
 
 # Bytes of the official 50k-doc FineWeb val split (sp1024), back-computed from official logs.
 OFFICIAL_VAL_BYTES = 151_080_168
@@ -429,24 +430,6 @@ def score_eval_data(model: torch.nn.Module, data: "EvalData", *, seq_len: int, s
 
 
 # ----------------------------------------------------------------------------- run directory
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write JSON via a temp file in the same folder + os.replace (never a torn file)."""
-    import json
-    import tempfile
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
-
-
 def resolve_run_files(run_dir: str | os.PathLike | None, checkpoint: str | None,
                       artifact: str | None) -> tuple[Any, str | None, str | None]:
     """(expected cfg or None, checkpoint path, artifact path) from a run dir and/or explicit paths."""

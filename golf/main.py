@@ -161,14 +161,14 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
 
     if is_main:
         with timer.phase("quantize", log):
-            artifact = quantize_run(cfg, run_dir, log)
+            quantize_run(cfg, run_dir, log)
     _barrier()
     with timer.phase("evaluate", log):
         report = evaluate_run(cfg, run_dir, log)
     if not is_main:
         return {}
 
-    from golf.evaluate import atomic_write_json
+    from golf.atomic import atomic_write_json
     from golf.plots import plot_loss_curves
     plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"run {run_dir.name}")
 

@@ -53,9 +53,8 @@ def plot_loss_curves(metrics_path: str | os.PathLike, png_path: str | os.PathLik
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
     fig.tight_layout()
-    out = Path(png_path)
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp)
+    from golf.atomic import atomic_file
+    with atomic_file(png_path, "wb") as fh:
+        fig.savefig(fh, format="png")
     plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return Path(png_path)

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from golf.config import Config
+from golf.atomic import atomic_save, atomic_write_json
 from golf.model import GPT, count_parameters
 from golf.checkpoint import load_torch_file
 from golf.optim import build_optimizers, ema_decay_at, lr_multiplier, muon_momentum, set_lrs
@@ -80,21 +81,6 @@ def make_logger(run_dir: Path | None, rank: int) -> Callable[[str], None]:
     return log
 
 
-def atomic_save(obj, path: Path) -> Path:
-    """torch.save to a temp file in the same dir, then os.replace (never a half-written file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def resolve_grad_accum(cfg: Config, world_size: int) -> int:
     """GRAD_ACCUM_STEPS or 8 // world_size; checks the global batch splits evenly."""
     accum = cfg.grad_accum_steps or max(1, 8 // world_size)
@@ -155,8 +141,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     run_dir = Path(run_dir)
     if di.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.json",
-                          json.dumps({**cfg.to_dict(), "world_size": di.world_size}, indent=2, sort_keys=True))
+        atomic_write_json(run_dir / "config.json", {**cfg.to_dict(), "world_size": di.world_size})
     log = log or make_logger(run_dir, di.rank)
 
     torch.manual_seed(cfg.seed)

@@ -27,6 +27,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from golf.atomic import atomic_write_bytes, atomic_write_json
 from golf.data.shards import ShardError, read_header, write_shard
 from golf.data.tokenizer import load_tokenizer
 
@@ -159,15 +160,8 @@ def train_tokenizer(docs: list[str], model_path: Path, vocab_size: int = 1024) -
     sp = spm.SentencePieceProcessor()
     sp.LoadFromSerializedProto(model)
     vocab = "".join(f"{sp.id_to_piece(i)}\t{sp.GetScore(i):g}\n" for i in range(sp.vocab_size()))
-    _write_bytes_atomic(model_path.with_suffix(".vocab"), vocab.encode("utf-8"))
-    _write_bytes_atomic(model_path, model)
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(model_path.with_suffix(".vocab"), vocab.encode("utf-8"))
+    atomic_write_bytes(model_path, model)
 
 
 def encode_docs(sp, docs: Iterable[str]) -> np.ndarray:
@@ -190,13 +184,6 @@ def write_split(out_dir: Path, split: str, tokens: np.ndarray, shard_tokens: int
 
 def _sha256(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def _embedded_valid(ds: Path, tok: Path) -> bool:
@@ -228,7 +215,7 @@ def prepare_embedded(root: str | Path = "./data", force: bool = False) -> Embedd
         old.unlink()
     files = write_split(ds, "val", encode_docs(sp, val), DEFAULT_SHARD_TOKENS)
     files += write_split(ds, "train", encode_docs(sp, train), DEFAULT_SHARD_TOKENS)
-    _write_json_atomic(ds / "manifest.json", {
+    atomic_write_json(ds / "manifest.json", {
         "name": EMBEDDED_DATASET, "tokenizer": tok.name, "tokenizer_sha256": _sha256(tok),
         "docs": {"train": len(train), "val": len(val)},
         "text_bytes": {"train": sum(len(d.encode()) for d in train),

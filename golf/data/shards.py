@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from golf.atomic import atomic_file
 
 MAGIC = 20240520
 VERSION = 1
@@ -64,17 +65,9 @@ def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
         raise ShardError(f"{p}: token ids must fit in uint16 (0..65535); use a smaller vocabulary")
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[0], header[1], header[2] = MAGIC, VERSION, arr.size
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header.tobytes())
-            f.write(arr.astype("<u2", copy=False).tobytes())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(p, "wb") as f:
+        f.write(header.tobytes())
+        f.write(arr.astype("<u2", copy=False).tobytes())
 
 
 def find_shards(pattern: str) -> list[Path]:

@@ -1,0 +1,56 @@
+"""Atomic file writes: a temp file in the destination folder, then os.replace.
+
+A reader never sees a half-written shard, checkpoint or JSON, and a failed write leaves the
+previous good file in place (the temp file is removed). Every writer in golf/ goes through
+`atomic_file`; quant/ keeps its own because it must not import golf.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temp file beside `path`; on success it replaces `path`, on error it is removed."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_file(path, "wb") as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_file(path, "w") as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    with atomic_file(path, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    return Path(path)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save through a temp file (checkpoints, EMA weights, Hessians)."""
+    import torch
+    with atomic_file(path, "wb") as fh:
+        torch.save(obj, fh)
+    return Path(path)
