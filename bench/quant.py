@@ -20,7 +20,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 
 import quant

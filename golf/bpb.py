@@ -85,7 +85,6 @@ def _is_user_defined(sp, t: int) -> bool:
 def target_bytes(prev_ids, target_ids, lut: ByteLUT):
     """Bytes each target contributes: base + 1 for a leading ▁ not right after a boundary."""
     if hasattr(target_ids, "device") and not isinstance(target_ids, np.ndarray):
-        import torch
         base, lead, bound = lut.torch(target_ids.device)
         t = target_ids.long()
         p = prev_ids.long()

@@ -6,7 +6,7 @@ tied embedding int7 k=15, small tensors fp16 and control tensors fp32).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 SMALL_NUMEL = 65_536
 CONTROL_PATTERNS = ("attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix",
