@@ -71,8 +71,8 @@ def shipped_code_bytes() -> int:
     return pack.code_bytes()
 
 
-def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Path:
-    """EMA weights + training-data Hessians -> budget-fitted artifact and its report."""
+def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_bytes: int) -> Path:
+    """EMA weights + training-data Hessians -> artifact fitted to the budget left by `code_bytes`."""
     import quant
     from golf.checkpoint import load_torch_file
     from golf.model import GPT
@@ -89,7 +89,6 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Path
                                    "training", keys=("hessians",))["hessians"]
     elif cfg.quant_method == "gptq":
         log("quant:warning no hessians.pt in the run; GPTQ falls back to identity Hessians")
-    code_bytes = shipped_code_bytes()
     budget = None
     if cfg.quant_method != "int8":
         budget = cfg.budget_bytes - code_bytes - cfg.budget_margin_bytes
@@ -161,7 +160,8 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
 
     if is_main:
         with timer.phase("quantize", log):
-            quantize_run(cfg, run_dir, log)
+            code_bytes = shipped_code_bytes()  # built once: the fitter and the summary share it
+            quantize_run(cfg, run_dir, log, code_bytes)
     _barrier()
     with timer.phase("evaluate", log):
         report = evaluate_run(cfg, run_dir, log)
@@ -172,7 +172,6 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
     from golf.plots import plot_loss_curves
     plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"run {run_dir.name}")
 
-    code_bytes = shipped_code_bytes()
     model_bytes = (run_dir / ARTIFACT_NAME).stat().st_size
     summary = {
         "run_dir": str(run_dir),
