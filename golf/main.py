@@ -9,6 +9,8 @@ Phases (each writes files into the run directory that the next one reads):
 
 `EVAL_ONLY=1 ARTIFACT=path` instead evaluates an artifact and prints the
 `final_roundtrip_exact` line that pack.py's round-trip proof compares bit for bit.
+`QUANT_ONLY=runs/ID` re-runs quantize -> evaluate -> pack on a finished run (new budget or
+quantizer settings without training again).
 """
 from __future__ import annotations
 
@@ -158,6 +160,15 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
             f"-- continue with RESUME={run_dir} python train_gpt.py")
         raise SystemExit(130)
 
+    return finish_run(cfg, run_dir, log, timer, is_main=is_main, steps=result.steps,
+                      train_time_ms=result.train_time_ms, world_size=dist_info.world_size,
+                      do_pack=do_pack, out_dir=out_dir)
+
+
+def finish_run(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "PhaseTimer", *,
+               is_main: bool, steps: int, train_time_ms: float, world_size: int,
+               do_pack: bool | None = None, out_dir: str | None = None) -> dict:
+    """Quantize -> evaluate -> plots -> summary (-> pack) for a trained run directory."""
     if is_main:
         with timer.phase("quantize", log):
             code_bytes = shipped_code_bytes()  # built once: the fitter and the summary share it
@@ -181,8 +192,8 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
         "code_bytes": code_bytes, "model_bytes": model_bytes,
         "total_bytes": code_bytes + model_bytes,
         "headroom_bytes": cfg.budget_bytes - code_bytes - model_bytes,
-        "steps": result.steps, "train_time_ms": result.train_time_ms,
-        "phase_seconds": timer.seconds, "hardware": describe_hardware(dist_info.world_size),
+        "steps": steps, "train_time_ms": train_time_ms,
+        "phase_seconds": timer.seconds, "hardware": describe_hardware(world_size),
     }
     atomic_write_json(run_dir / "summary.json", summary)
 
@@ -209,6 +220,29 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
     return summary
 
 
+def quant_only(run: str) -> int:
+    """QUANT_ONLY=runs/ID: re-quantize, evaluate and pack a finished run without training
+    again, under the run's saved config with any variable set now overriding it (BUDGET_BYTES,
+    QUANT_METHOD, QUANT_SMALL_NUMEL, EVAL_STRIDE, ...). The artifact is replaced atomically."""
+    import json
+    from golf.train import make_logger
+    run_dir = Path(run)
+    for name in ("config.json", "ema.pt"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"QUANT_ONLY={run}: no {name} in {run_dir}; point QUANT_ONLY at "
+                                    "the folder of a finished run (runs/<RUN_ID>)")
+    cfg = Config.from_env(base=Config.load(run_dir / "config.json"), cpu_preset=False)
+    cfg = cfg.replace(run_id=run_dir.name)
+    old = run_dir / "summary.json"
+    prev = json.loads(old.read_text()) if old.is_file() else {}
+    log = make_logger(run_dir, 0)
+    log(f"quant_only:{run_dir} method:{cfg.quant_method} budget_bytes:{cfg.budget_bytes}")
+    finish_run(cfg, run_dir, log, PhaseTimer(), is_main=True, steps=int(prev.get("steps", 0)),
+               train_time_ms=float(prev.get("train_time_ms", 0.0)),
+               world_size=1, do_pack=None)
+    return 0
+
+
 def eval_only() -> int:
     """Evaluate ARTIFACT (the round-trip proof's mode) and print the exact-result line."""
     from golf.evaluate import evaluate_source
@@ -232,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     with user_errors():
         if _truthy(os.environ.get("EVAL_ONLY")):
             return eval_only()
+        if os.environ.get("QUANT_ONLY"):
+            return quant_only(os.environ["QUANT_ONLY"])
         run_pipeline(Config.from_env())
     return 0
 

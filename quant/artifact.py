@@ -7,14 +7,17 @@ Layout (all integers little-endian):
     6   4  header length L (uint32)
     10 32  sha256 of the header bytes
     42  L  header: UTF-8 JSON (sorted keys, compact): meta, streams, tensors, payload_len,
-           payload_sha256
+           payload_sha256; brotli-compressed since version 2 (version 1, plain JSON, still
+           loads). The sha256 covers the stored header bytes.
     42+L   payload: the streams back to back
 
 Each stream entry: name, codec (zstd|brotli|lzma|zlib|raw), offset/length inside the payload,
 raw_length, shuffle width (1 = none; 2 = fp16 bytes split low/high). Each tensor entry: name,
 shape, dtype (original), class, kind (quant|pass|alias), method, bits, k, and references
 [stream index, byte offset, byte length] to its codes (int8, one per byte), scales (fp16 per row
-or fp32 per tensor) or passthrough data (stored dtype). Codes are never bit-packed.
+or fp32 per tensor) or passthrough data (stored dtype). Codes are never bit-packed. Small
+passthrough tensors share one stream per dtype (pass/float16, pass/float32); a large tensor the
+budget fitter kept in fp16 has its own (pass/<name>/float16).
 """
 from __future__ import annotations
 
@@ -29,18 +32,27 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .codec import StreamCache, decompress, shuffle, unshuffle
+from .codec import StreamCache, compress, decompress, shuffle, unshuffle
 from .errors import ArtifactError, ConfigMismatchError
 from .tensors import QTensor, dequant_tensor
+from .policy import CLASSES
 
 MAGIC = b"GKQF"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)  # 1: plain JSON header; 2: brotli-compressed JSON header
 _PREFIX = struct.Struct("<4sHI32s")
 
 
 def _np_dtype(name: str) -> np.dtype:
     return np.dtype("bool" if name == "bool" else name)
+
+
+def pass_stream_name(qt: QTensor) -> str:
+    """Stream of a passthrough tensor: small tensors share one stream per dtype; a large tensor
+    the budget fitter kept in fp16 (it has a quantizable class) gets its own, so its bytes
+    are measurable and it does not disturb the small tensors' compression."""
+    sd = str(qt.data.dtype)
+    return f"pass/{qt.name}/{sd}" if qt.cls in CLASSES else f"pass/{sd}"
 
 
 def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tuple[str, ...],
@@ -77,7 +89,7 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
         elif qt.kind == "pass":
             sd = str(qt.data.dtype)
             e["stored_dtype"] = sd
-            e["data"] = put(f"pass/{sd}", np.ascontiguousarray(qt.data).tobytes())
+            e["data"] = put(pass_stream_name(qt), np.ascontiguousarray(qt.data).tobytes())
         elif qt.kind == "alias":
             e["alias_of"] = qt.alias_of
         else:
@@ -112,7 +124,8 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
     header = {"format": "golfkit-quant", "version": FORMAT_VERSION, "meta": dict(meta),
               "streams": table, "tensors": entries, "payload_len": len(payload),
               "payload_sha256": hashlib.sha256(payload).hexdigest()}
-    hbytes = json.dumps(header, sort_keys=True, separators=(",", ":"), default=str).encode()
+    hjson = json.dumps(header, sort_keys=True, separators=(",", ":"), default=str).encode()
+    hbytes = compress(hjson, "brotli")  # ~7x smaller: ~25 KB of an 11L budget back for weights
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(hbytes), hashlib.sha256(hbytes).digest())
     return prefix + hbytes + bytes(payload), streams
 
@@ -160,7 +173,11 @@ def parse_artifact(blob: bytes, path: str = "<bytes>") -> tuple[dict, bytes]:
     hbytes = blob[hstart:hstart + hlen]
     if hashlib.sha256(hbytes).digest() != hsha:
         raise ArtifactError(f"{path}: corrupt artifact (header checksum mismatch); {fix}")
-    header = json.loads(hbytes)
+    try:
+        header = json.loads(decompress(hbytes, "brotli") if version >= 2 else hbytes)
+    except Exception as exc:
+        raise ArtifactError(f"{path}: corrupt artifact (header does not decode: "
+                            f"{type(exc).__name__}); {fix}") from None
     payload = blob[hstart + hlen:]
     if len(payload) < header["payload_len"]:
         raise ArtifactError(f"{path}: truncated artifact (payload {len(payload)} of "

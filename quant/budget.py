@@ -1,6 +1,8 @@
 """Budget fitter: per-tensor step (and bits) minimizing predicted loss increase under a byte cap.
 
-Each quantized tensor gets a ladder of steps (multiples 2^(j/16) of its policy step). Rates are
+Each quantized tensor gets a ladder of options: option 0 keeps it in fp16 (the top rung, so a
+model far below the budget is not forced into 8-bit codes), options 1.. are steps 2^(j/16)
+times its policy step, finest first. Rates are
 predicted from the order-0 entropy of round-to-nearest codes on a fixed row sample, times a
 correction re-measured from the real compressed streams at every step tried; distortion is
 the diag(H)-weighted squared error (times an optional sensitivity). A Lagrangian picks steps for
@@ -18,14 +20,20 @@ import torch
 from .errors import BudgetError
 from .scalar import qmax_for
 
-LADDER = np.arange(-40, 65)          # j: step multiplier 2^(j/16), 0.18x .. 16x the policy step
-J0 = int(np.where(LADDER == 0)[0][0])
+LADDER = np.arange(-40, 65)          # step multiplier 2^(j/16), 0.18x .. 16x the policy step
+FLOAT = 0                            # option index of the fp16 rung
+N_OPTIONS = len(LADDER) + 1          # option i >= 1 is ladder step LADDER[i - 1]
+J0 = 1 + int(np.where(LADDER == 0)[0][0])
 SAMPLE = 32_768
 SLACK = 10_000
+FP16_RATIO = 0.93                    # first guess of shuffled+compressed fp16 bytes / raw bytes
 
 
 def multiplier(j_index: int) -> float:
-    return float(2.0 ** (LADDER[j_index] / 16.0))
+    """Step multiplier of quantized option j_index (>= 1)."""
+    if j_index < 1:
+        raise ValueError("option 0 is the fp16 rung and has no step")
+    return float(2.0 ** (LADDER[j_index - 1] / 16.0))
 
 
 def bits_for(policy_bits: int, j_index: int) -> int:
@@ -39,34 +47,38 @@ def bits_for(policy_bits: int, j_index: int) -> int:
 
 @dataclass
 class Curve:
-    rate: np.ndarray     # predicted code-stream bytes per ladder index (before measured correction)
-    dist: np.ndarray     # predicted weighted squared error per ladder index
+    rate: np.ndarray     # predicted stream bytes per option (before measured correction)
+    dist: np.ndarray     # predicted weighted squared error per option
 
 
 def predict_curve(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int,
-                  col_weight: torch.Tensor | None, sensitivity: float = 1.0) -> Curve:
-    """Entropy-based rate and diag(H)-weighted distortion over the ladder, on a row sample."""
+                  col_weight: torch.Tensor | None, sensitivity: float = 1.0,
+                  allow_float: bool = True) -> Curve:
+    """Entropy-based rate (codes + fp16 row scales) and diag(H)-weighted distortion for every
+    option, on a row sample. Without allow_float the fp16 rung costs infinitely many bytes."""
     rows, cols = w.shape
     stride = max(1, (rows * cols) // SAMPLE)
     idx = torch.arange(0, rows, max(1, stride // max(cols, 1)) if cols < SAMPLE else 1)
     ws, ss = w[idx], base_step[idx].clamp_min(1e-30)
     cw = torch.ones(cols) if col_weight is None else col_weight.to(torch.float32).clamp_min(0)
     factor = (rows * cols) / ws.numel()
-    rate, dist = np.zeros(len(LADDER)), np.zeros(len(LADDER))
-    for j in range(len(LADDER)):
+    rate, dist = np.zeros(N_OPTIONS), np.zeros(N_OPTIONS)
+    rate[FLOAT] = (rows * cols) * 2.0 * FP16_RATIO if allow_float else np.inf
+    dist[FLOAT] = sensitivity * factor * float((((ws - ws.half().float()) ** 2) * cw).sum())
+    for j in range(1, N_OPTIONS):
         qmax = qmax_for(bits_for(policy_bits, j))
         s = (ss * multiplier(j))[:, None]
         q = torch.clamp(torch.round(ws / s), -qmax, qmax)
         counts = torch.bincount((q.reshape(-1) + 128).to(torch.int64), minlength=256).double()
         p = counts[counts > 0] / counts.sum()
         h = float(-(p * torch.log2(p)).sum())
-        rate[j] = (rows * cols) * h / 8.0 + 32.0
+        rate[j] = (rows * cols) * h / 8.0 + 32.0 + 2.0 * rows
         dist[j] = sensitivity * factor * float((((ws - q * s) ** 2) * cw).sum())
     return Curve(rate, dist)
 
 
 def lagrange_choice(rate: np.ndarray, dist: np.ndarray, target: float) -> np.ndarray:
-    """Ladder index per tensor minimizing total distortion with total rate <= target (greedy fill)."""
+    """Option index per tensor minimizing total distortion with total rate <= target (greedy fill)."""
     n = rate.shape[0]
     coarsest = np.full(n, rate.shape[1] - 1)
     if rate[np.arange(n), coarsest].sum() > target:
@@ -101,6 +113,42 @@ def lagrange_choice(rate: np.ndarray, dist: np.ndarray, target: float) -> np.nda
         if best is None:
             break
         choice[best[0]] = best[1]
+    return _float_swaps(rate, dist, choice, target)
+
+
+def _float_swaps(rate: np.ndarray, dist: np.ndarray, choice: np.ndarray,
+                 target: float) -> np.ndarray:
+    """Move a tensor up to the fp16 rung and pay for it by coarsening others when that lowers
+    total distortion. The rung is a big jump in bytes (about 2x the finest codes), so Lagrangian
+    solutions skip over it and leave that many bytes unused; this local search closes the gap."""
+    n = rate.shape[0]
+    rows = np.arange(n)
+    for _ in range(n):
+        best, best_total = None, dist[rows, choice].sum()
+        for i in range(n):
+            if choice[i] == FLOAT or not np.isfinite(rate[i, FLOAT]):
+                continue
+            trial = choice.copy()
+            trial[i] = FLOAT
+            over = rate[rows, trial].sum() - target
+            while over > 0:  # coarsen the cheapest other tensor by one option, repeatedly
+                cost = np.full(n, np.inf)
+                for k in range(n):
+                    if k != i and trial[k] + 1 < rate.shape[1]:
+                        saved = rate[k, trial[k]] - rate[k, trial[k] + 1]
+                        if saved > 0:
+                            cost[k] = (dist[k, trial[k] + 1] - dist[k, trial[k]]) / saved
+                k = int(np.argmin(cost))
+                if not np.isfinite(cost[k]):
+                    break
+                over -= rate[k, trial[k]] - rate[k, trial[k] + 1]
+                trial[k] += 1
+            total = dist[rows, trial].sum()
+            if over <= 0 and total < best_total:
+                best, best_total = trial, total
+        if best is None:
+            break
+        choice = best
     return choice
 
 
@@ -108,14 +156,15 @@ def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], o
                measure: Callable[[list[int]], tuple[int, list[int]]], fixed_guess: int,
                log: Callable[[str], None] = lambda s: None, slack: int = SLACK,
                max_rounds: int = 12, initial_ratio: float = 1.02) -> tuple[list[int], int]:
-    """Choose a ladder index per tensor so the exact artifact size is <= budget.
+    """Choose an option index per tensor so the exact artifact size is <= budget.
 
-    realize(i, j) quantizes tensor i at ladder index j (cached by the caller); measure(choice)
-    returns (exact total bytes, code-stream bytes per tensor). Returns (choice, total bytes).
+    realize(i, j) quantizes tensor i at option j (cached by the caller); measure(choice)
+    returns (exact total bytes, that tensor's own stream bytes per tensor). Returns
+    (choice, total bytes).
     """
     n = len(curves)
-    rate = np.stack([c.rate for c in curves]) if n else np.zeros((0, len(LADDER)))
-    dist = np.stack([c.dist for c in curves]) if n else np.zeros((0, len(LADDER)))
+    rate = np.stack([c.rate for c in curves]) if n else np.zeros((0, N_OPTIONS))
+    dist = np.stack([c.dist for c in curves]) if n else np.zeros((0, N_OPTIONS))
     fixed = float(fixed_guess)
     margin = 512.0
     best: tuple[list[int], int] | None = None
@@ -127,11 +176,14 @@ def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], o
         correction, interpolated over steps (GPTQ codes and real coders deviate from the RTN
         entropy differently at each step; additive so near-empty streams stay well-behaved)."""
         out = rate * initial_ratio
-        grid = np.arange(rate.shape[1])
+        out[:, FLOAT] = rate[:, FLOAT]  # FP16_RATIO already is a compressed-size guess
+        grid = np.arange(1, rate.shape[1])
         for i, pts in enumerate(seen):
-            if pts:
-                js = sorted(pts)
-                out[i] = np.maximum(rate[i] + np.interp(grid, js, [pts[j] for j in js]), 1.0)
+            if FLOAT in pts:
+                out[i, FLOAT] = max(rate[i, FLOAT] + pts[FLOAT], 1.0)
+            js = sorted(j for j in pts if j != FLOAT)  # fp16 bytes say nothing about codes
+            if js:
+                out[i, 1:] = np.maximum(rate[i, 1:] + np.interp(grid, js, [pts[j] for j in js]), 1.0)
         return out
 
     def run(choice: list[int]) -> tuple[int, list[int]]:
@@ -161,7 +213,7 @@ def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], o
         log(f"quant:fit round:{rnd} target_codes:{int(target)} total:{total} budget:{budget} "
             f"under:{budget - total}")
         fixed = total - sum(code_bytes)
-        coarsest = all(j == len(LADDER) - 1 for j in choice)
+        coarsest = all(j == N_OPTIONS - 1 for j in choice)
         if total <= budget:
             if best is None or total > best[1]:
                 best = (choice, total)
@@ -175,11 +227,12 @@ def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], o
                                   "tensor at its coarsest step); raise BUDGET_BYTES or keep fewer "
                                   "tensors in floating point")
             margin = margin * 2 + (total - budget)
+            bias = min(bias, 0.0)  # an upward push that overshot is spent
     if best is None:  # still over: step back greedily, cheapest distortion per saved byte first
         choice, total = list(choice), total
         while total > budget:
             cand = [(dist[i, j + 1] - dist[i, j]) / max(rate[i, j] - rate[i, j + 1], 1e-9)
-                    if j + 1 < len(LADDER) else np.inf for i, j in enumerate(choice)]
+                    if j + 1 < N_OPTIONS else np.inf for i, j in enumerate(choice)]
             i = int(np.argmin(cand))
             if not np.isfinite(cand[i]):
                 raise BudgetError(f"budget of {budget:,} bytes is impossible: the smallest artifact "

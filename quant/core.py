@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from . import budget as fitter
-from .artifact import build_artifact, state_dict_from_tensors
+from .artifact import build_artifact, pass_stream_name, state_dict_from_tensors
 from .baseline import baseline_keep_float, baseline_quantize_tensor
 from .codec import StreamCache
 from .errors import BudgetError, QuantError
 from .gptq import gptq_quantize
-from .policy import QuantPolicy, classify, is_control
+from .policy import CLASSES, QuantPolicy, classify, is_control
 from .scalar import (as_rows, clip_step, dequantize, hessian_error, qmax_for, round_scale,
                      rtn_codes)
 from .tensors import QTensor, dtype_name
@@ -121,7 +121,7 @@ class _Item:
         self.name, self.cls, self.shape, self.dtype = name, cls, tuple(t.shape), dtype_name(t.dtype)
         self.w = as_rows(t)
         cp = policy.for_class(cls)
-        self.bits = cp.bits
+        self.bits, self.damp = cp.bits, cp.damp
         if h is not None and tuple(h.shape) != (self.w.shape[1], self.w.shape[1]):
             raise QuantError(f"Hessian for {name} has shape {tuple(h.shape)} but the weight has "
                              f"{self.w.shape[1]} input columns; recollect hessians for this model")
@@ -134,13 +134,21 @@ class _Item:
         self.cache: dict[int, QTensor] = {}
 
     def realize(self, j: int) -> QTensor:
+        """The tensor at fitter option j: fp16 (option 0) or codes at ladder step j."""
+        if j == fitter.FLOAT and j not in self.cache:
+            stored = self.w.to(torch.float16)
+            self.cache[j] = QTensor(
+                name=self.name, shape=self.shape, dtype=self.dtype, cls=self.cls, kind="pass",
+                method="float16", data=stored.numpy().reshape(-1),
+                error=hessian_error(self.w, stored.float(), self.h),
+                error_kind="hessian" if self.h is not None else "mse", extra={"ladder": None})
         if j not in self.cache:
             bits = fitter.bits_for(self.bits, j)
             qmax = qmax_for(bits)
             step = round_scale(self.base_step * fitter.multiplier(j))
             if self.method == "gptq":
-                codes = gptq_quantize(self.w.to(self.device), self.h, step, qmax, log=self.log,
-                                      name=self.name)
+                codes = gptq_quantize(self.w.to(self.device), self.h, step, qmax, damp=self.damp,
+                                      log=self.log, name=self.name)
             else:
                 codes = rtn_codes(self.w, step, qmax)
             err = hessian_error(self.w, dequantize(codes, step), self.h)
@@ -149,7 +157,7 @@ class _Item:
                 codes=codes.numpy(), scales=step.to(torch.float16).numpy(), bits=bits,
                 method=self.method, k=round(float((step * qmax / self.std).mean()), 4), error=err,
                 error_kind="hessian" if self.h is not None else "mse",
-                extra={"ladder": int(fitter.LADDER[j]), "step_over_std":
+                extra={"ladder": int(fitter.LADDER[j - 1]), "step_over_std":
                        round(float((step / self.std).mean()), 5)})
         return self.cache[j]
 
@@ -182,7 +190,9 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     sd = _as_state_dict(model_or_state_dict)
     aliases = _alias_map(sd)
     meta = dict(meta or {})
-    meta.update(quant_method=method, quant_seed=seed, budget_bytes=budget_bytes)
+    # not the budget itself: the (compressed) header would then change size with the budget
+    # asked for, and the "smallest reachable size" an impossible budget reports would drift
+    meta.update(quant_method=method, quant_seed=seed)
     cache = StreamCache()
     hessians = dict(hessians or {})
     if method == "int8":
@@ -225,7 +235,8 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     else:
         sens = dict(sensitivity or {})
         curves = [fitter.predict_curve(it.w, it.base_step, it.bits, it.col_weight,
-                                       float(sens.get(it.name, 1.0))) for it in items]
+                                       float(sens.get(it.name, 1.0)), policy.float_rung)
+                  for it in items]
 
         winners: dict[str, tuple[str, ...]] = {}
 
@@ -237,9 +248,14 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
                 if st["name"].startswith("codes/") and st["codec"] != "raw":
                     winners.setdefault(st["name"], (st["codec"],))
             by_name = {s["name"]: s["length"] for s in streams}
-            return len(blob), [by_name[f"codes/{it.name}"] for it in items]
+            own = []  # each tensor's own stream; row scales counted at their raw fp16 size
+            for qt in tensors:
+                if qt.cls in CLASSES:
+                    own.append(by_name[pass_stream_name(qt)] if qt.kind == "pass"
+                               else by_name[f"codes/{qt.name}"] + 2 * qt.codes.shape[0])
+            return len(blob), own
 
-        fixed_guess = 4096 + sum(it.w.shape[0] * 2 for it in items) + sum(
+        fixed_guess = 4096 + sum(
             s.data.nbytes for s in slots if isinstance(s, QTensor) and s.kind == "pass")
         choice, _total = fitter.fit_budget(curves, int(budget_bytes),
                                            lambda i, j: items[i].realize(j), measure,

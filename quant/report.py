@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import write_atomic
+from .artifact import pass_stream_name, write_atomic
 
 
 def _entropy(codes: np.ndarray) -> float:
@@ -44,7 +44,7 @@ def build_report(qmodel) -> list[dict]:
                        overhead_vs_entropy=(round(cs["length"] * 8 / (qt.numel * h) - 1, 5)
                                             if h > 0 else None))
         elif qt.kind == "pass":
-            ps = streams[f"pass/{qt.data.dtype}"]
+            ps = streams[pass_stream_name(qt)]
             nbytes = ps["length"] * qt.data.nbytes / max(ps["raw_length"], 1)
             row.update(codec=ps["codec"])
         else:

@@ -56,3 +56,33 @@ def test_run_dir_has_plots_and_reports(e2e):
     for png in ("loss.png", "quant_report.png"):
         data = (run / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+def test_quant_only_refits_a_finished_run_to_a_new_budget(e2e, monkeypatch):
+    """QUANT_ONLY=runs/ID with a smaller BUDGET_BYTES: no training, a smaller artifact under the
+    new model budget, eval.json re-measured on the new artifact, the saved config kept."""
+    from pathlib import Path
+    from golf import main as golf_main
+    from golf.pack import code_bytes
+    _, s, _ = e2e
+    run = Path(s["run_dir"])
+    before = (run / "final_model.gkq").read_bytes()
+    ema_mtime = (run / "ema.pt").stat().st_mtime_ns
+    budget = code_bytes() + 2_000 + len(before) // 2
+    monkeypatch.setenv("BUDGET_BYTES", str(budget))
+    monkeypatch.setenv("PACK", "0")
+    assert golf_main.quant_only(str(run)) == 0
+    after = (run / "final_model.gkq").read_bytes()
+    assert len(after) <= budget - code_bytes() - 2_000 < len(before)
+    assert (run / "ema.pt").stat().st_mtime_ns == ema_mtime       # not retrained
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["pre"]["val_bpb"] == s["pre_val_bpb"]                # same weights, same tokens
+    assert ev["post"]["val_bpb"] != s["post_val_bpb"]              # the new artifact was scored
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["model_bytes"] == len(after) and summary["steps"] == s["steps"]
+
+
+def test_quant_only_on_a_folder_without_a_run_names_it(tmp_path):
+    from golf import main as golf_main
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        golf_main.quant_only(str(tmp_path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -21,14 +22,18 @@ def _sd():
             "tok_emb.weight": w(200, 400, 0.05), "blocks.0.attn_scale": torch.rand(128, generator=g)}
 
 
+CODES_ONLY = replace(FAST, float_rung=False)
+
+
 @pytest.fixture(scope="module")
 def extremes():
-    """Exact sizes at the coarsest and the finest step of every tensor (the reachable range)."""
-    small = quant.quantize_model(_sd(), method="rtn", policy=FAST, budget_bytes=10**9)
+    """Exact sizes at the coarsest and the finest quantized step of every tensor (the range the
+    step ladder covers; above it only the fp16 rung can spend more bytes)."""
+    finest = quant.quantize_model(_sd(), method="rtn", policy=CODES_ONLY, budget_bytes=10**9)
     with pytest.raises(quant.BudgetError) as ei:
         quant.quantize_model(_sd(), method="rtn", policy=FAST, budget_bytes=1_000)
     smallest = int(re.search(r"can reach is ([\d,]+) bytes", str(ei.value)).group(1).replace(",", ""))
-    return smallest, small.total_bytes
+    return smallest, finest.total_bytes
 
 
 def test_impossible_budget_names_smallest_reachable_size(extremes):
@@ -50,6 +55,26 @@ def test_fitter_never_over_and_within_10k_across_random_budgets(extremes):
         assert len(q.to_bytes()) == q.total_bytes
         if budget <= largest:
             assert budget - q.total_bytes <= 10_000, (budget, q.total_bytes)
+
+
+def test_fp16_rung_spends_a_large_budget_and_can_be_switched_off(extremes):
+    """Far above the finest codes the fitter keeps tensors in fp16 (lower error than any code);
+    between the two it stays under budget; with float_rung=False it never stores them in fp16."""
+    _smallest, finest = extremes
+    sd = _sd()
+    roomy = quant.quantize_model(sd, method="rtn", policy=FAST, budget_bytes=10**9)
+    big = [r for r in roomy.report if r["class"] != "small"]
+    assert all(r["kind"] == "pass" and r["method"] == "float16" for r in big)
+    assert roomy.total_bytes > finest
+    for budget in (finest + 20_000, (finest + roomy.total_bytes) // 2):
+        mid = quant.quantize_model(sd, method="rtn", policy=FAST, budget_bytes=budget)
+        assert mid.total_bytes <= budget
+        assert mid.total_bytes >= finest - 10_000  # never worse-filled than codes alone
+    # the fp16 rung is real data: it loads back to the fp16-rounded weights
+    out = roomy.state_dict()
+    assert torch.equal(out["blocks.0.mlp.fc.weight"], sd["blocks.0.mlp.fc.weight"].half().float())
+    codes = quant.quantize_model(sd, method="rtn", policy=CODES_ONLY, budget_bytes=10**9)
+    assert all(r["kind"] == "quant" for r in codes.report if r["class"] != "small")
 
 
 def test_fitter_spends_bytes_where_error_is_weighted(extremes):
