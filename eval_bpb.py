@@ -5,6 +5,7 @@ per-tensor quantization sensitivity.
     python eval_bpb.py --checkpoint ema.pt --artifact final_model.gkq --data DIR --tokenizer M
     python eval_bpb.py --compare RUN_A RUN_B ... [--evaluate] [--strict] [--gap-threshold 0.005]
     python eval_bpb.py RUN_DIR --sensitivity [--sensitivity-by class] --max-tokens 8192
+    python eval_bpb.py RUN_DIR --sensitivity --split train   # to steer the fitter (QUANT_SENSITIVITY)
 
 Why: a change that improves full-precision loss can make the quantized model worse, so pre
 and post must be measured the same way, side by side, and disagreements flagged loudly.
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from golf.atomic import atomic_write_json
+from golf.atomic import atomic_write_json, file_sha256
 from golf.evaluate import EvalError, run_eval
 
 CLASSES = ("attention", "mlp", "embedding", "other")
@@ -109,8 +110,12 @@ def run_sensitivity(run_dir: str | None = None, *, checkpoint: str | None = None
                     tokenizer: str | None = None, seq_len: int | None = None, stride: int = 0,
                     max_tokens: int | None = 8192, batch_tokens: int | None = None,
                     device: str | None = None, out_dir: str | None = None,
-                    byte_check: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Δval_bpb from quantizing ONE tensor (or one class) at a time, full precision elsewhere."""
+                    byte_check: bool = True, log: Callable[[str], None] = print,
+                    split: str = "val") -> dict:
+    """Δval_bpb from quantizing ONE tensor (or one class) at a time, full precision elsewhere.
+
+    split="train" measures on the last training shard instead: the form to feed the budget
+    fitter (QUANT_SENSITIVITY), since an artifact tuned on validation text is not a fair score."""
     import torch
     from golf.evaluate import (default_device, evaluate_bpb, load_eval_data, load_eval_model,
                                resolve_run_files)
@@ -133,7 +138,7 @@ def run_sensitivity(run_dir: str | None = None, *, checkpoint: str | None = None
         ptr_names.setdefault(v.data_ptr(), []).append(k)
     aliases = {k: names for names in ptr_names.values() for k in names}
     ed = load_eval_data(data or cfg.data_path, tokenizer or cfg.tokenizer_path, cfg.vocab_size,
-                        max_tokens=max_tokens, byte_check=byte_check, log=log)
+                        max_tokens=max_tokens, byte_check=byte_check, log=log, split=split)
     kw = dict(seq_len=seq_len or cfg.effective_eval_seq_len, stride=stride,
               batch_tokens=batch_tokens or cfg.val_batch_size, device=device,
               max_tokens=ed.n_targets)
@@ -165,7 +170,8 @@ def run_sensitivity(run_dir: str | None = None, *, checkpoint: str | None = None
     rows.sort(key=lambda r: r["delta_bpb"], reverse=True)
     report = {"by": by, "base_val_bpb": base, "all_quantized_val_bpb": everything,
               "all_quantized_delta": everything - base, "partial": ed.n_targets < len(ed.tokens) - 1,
-              "tokens": ed.n_targets, "checkpoint": checkpoint, "artifact": artifact, "rows": rows}
+              "tokens": ed.n_targets, "checkpoint": checkpoint, "artifact": artifact,
+              "artifact_sha256": file_sha256(artifact), "split": split, "rows": rows}
     log(format_sensitivity(report))
     dest = Path(out_dir or run_dir or Path(artifact).parent)
     atomic_write_json(dest / "sensitivity.json", report)
@@ -237,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--strict", action="store_true", help="with --compare: exit 3 on DIVERGENCE")
     ap.add_argument("--sensitivity", action="store_true", help="per-tensor Δbpb from quantization")
     ap.add_argument("--sensitivity-by", choices=("tensor", "class"), help="implies --sensitivity")
+    ap.add_argument("--split", choices=("val", "train"), default="val",
+                    help="sensitivity data: val, or train (last training shard) for QUANT_SENSITIVITY")
     return ap
 
 
@@ -286,7 +294,7 @@ def _main(args: argparse.Namespace) -> int:
         if args.sensitivity or args.sensitivity_by:
             run_sensitivity(args.run_dir, checkpoint=args.checkpoint, artifact=args.artifact,
                             by=args.sensitivity_by or "tensor", stride=args.stride or 0,
-                            out_dir=args.out, log=say, **common)
+                            out_dir=args.out, log=say, split=args.split, **common)
             return 0
         run_eval(run_dir=args.run_dir, checkpoint=args.checkpoint, artifact=args.artifact,
                  mode=args.mode, stride=args.stride, out=args.out, log=say, **common)

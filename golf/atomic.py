@@ -1,4 +1,4 @@
-"""Atomic file writes: a temp file in the destination folder, then os.replace.
+"""Atomic file writes (a temp file in the destination folder, then os.replace) and file hashes.
 
 A reader never sees a half-written shard, checkpoint or JSON, and a failed write leaves the
 previous good file in place (the temp file is removed). Every writer in golf/ goes through
@@ -54,3 +54,13 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     with atomic_file(path, "wb") as fh:
         torch.save(obj, fh)
     return Path(path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks (artifacts, shards, tokenizers)."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

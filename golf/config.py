@@ -74,6 +74,7 @@ class Config:
     max_wallclock_seconds: float = 600.0  # MAX_WALLCLOCK_SECONDS (0 = no cap)
     val_loss_every: int = 4000           # VAL_LOSS_EVERY (0 = only at the end)
     train_log_every: int = 100           # TRAIN_LOG_EVERY
+    checkpoint_every: int = 0            # CHECKPOINT_EVERY: steps between resumable checkpoints (0 = only on SIGINT/SIGTERM)
     seed: int = 1337                     # SEED
     run_id: str = ""                     # RUN_ID (default: timestamp)
     runs_dir: str = "./runs"             # RUNS_DIR (run directory = RUNS_DIR/RUN_ID)
@@ -106,6 +107,7 @@ class Config:
     gptq_calib_batches: int = 16         # GPTQ_CALIB_BATCHES (training batches for Hessians)
     gptq_reserve_seconds: float = 8.0    # GPTQ_RESERVE_SECONDS (taken from the training wallclock)
     quant_small_numel: int = 65_536      # QUANT_SMALL_NUMEL (tensors this small stay fp16/fp32)
+    quant_sensitivity: str = ""          # QUANT_SENSITIVITY: sensitivity.json (eval_bpb.py --sensitivity) to weight the fitter by measured loss
     budget_bytes: int = 16_000_000       # BUDGET_BYTES (code + model cap, decimal bytes)
     budget_margin_bytes: int = 2_000     # BUDGET_MARGIN_BYTES (safety margin under the cap)
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from golf.atomic import atomic_write_json
+from golf.atomic import atomic_write_json, file_sha256
 
 # Bytes of the official 50k-doc FineWeb val split (sp1024), back-computed from official logs.
 OFFICIAL_VAL_BYTES = 151_080_168
@@ -362,10 +362,13 @@ class EvalData:
 
 def load_eval_data(data_path: str, tokenizer_path: str, vocab_size: int, *,
                    max_tokens: int | None = None, byte_check: bool = True,
-                   log: Callable[[str], None] | None = print) -> EvalData:
-    """Load val tokens and the tokenizer's byte LUT; run the ground-truth byte check."""
+                   log: Callable[[str], None] | None = print, split: str = "val") -> EvalData:
+    """Load val tokens (or, with split="train", the last training shard: for measurements that
+    steer the artifact, which must not see validation data) and the tokenizer's byte LUT;
+    run the ground-truth byte check."""
     from golf.bpb import build_byte_lut
-    from golf.data.shards import load_val_tokens
+    from golf.data.shards import (check_token_range, find_shards, load_val_tokens, read_shard,
+                                  train_pattern)
     from golf.data.tokenizer import load_tokenizer
 
     sp = load_tokenizer(tokenizer_path, expected_vocab=vocab_size)
@@ -373,7 +376,14 @@ def load_eval_data(data_path: str, tokenizer_path: str, vocab_size: int, *,
         raise EvalError(f"{tokenizer_path}: tokenizer has {sp.get_piece_size()} pieces but the model "
                         f"has vocab_size={vocab_size}; pass the tokenizer the model was trained with")
     lut = build_byte_lut(sp, vocab_size)
-    tokens = load_val_tokens(str(data_path), vocab_size)
+    if split == "val":
+        tokens = load_val_tokens(str(data_path), vocab_size)
+    elif split == "train":
+        last = find_shards(train_pattern(data_path))[-1]
+        tokens = np.asarray(read_shard(last))
+        check_token_range(tokens, vocab_size, last)
+    else:
+        raise EvalError(f"unknown split {split!r}; use val or train")
     n_total = max(0, len(tokens) - 1)
     n = n_total if not max_tokens else min(n_total, int(max_tokens))
     dec = check_bytes(sp, tokens, n, lut, log=log, source=str(data_path)) if byte_check else None
@@ -462,14 +472,6 @@ def resolve_run_files(run_dir: str | os.PathLike | None, checkpoint: str | None,
     return cfg, checkpoint, artifact
 
 
-def _sha256(path: str) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def format_table(rows: list[dict]) -> str:
     """Fixed-width table of EvalResult-like rows (label + fields)."""
@@ -540,7 +542,7 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
         "gap": modes[headline]["gap"], "mode": headline, "seq_len": seq_len,
         "stride": stride if headline == "sliding" else 0, "partial": partial,
         "checkpoint": checkpoint, "artifact": artifact,
-        "artifact_sha256": _sha256(artifact) if artifact else None,
+        "artifact_sha256": file_sha256(artifact) if artifact else None,
         "data": str(data_path), "tokenizer": str(tok_path), "world_size": world,
         "decoded_bytes": ed.decoded_bytes,
     }

@@ -91,6 +91,7 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
                                    "training", keys=("hessians",))["hessians"]
     elif cfg.quant_method == "gptq":
         log("quant:warning no hessians.pt in the run; GPTQ falls back to identity Hessians")
+    slopes = measured_slopes(cfg.quant_sensitivity, model, hessians, log) if cfg.quant_sensitivity else None
     budget = None
     if cfg.quant_method != "int8":
         budget = cfg.budget_bytes - code_bytes - cfg.budget_margin_bytes
@@ -100,6 +101,7 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
     policy = None if cfg.quant_method == "int8" else quant.QuantPolicy(small_numel=cfg.quant_small_numel)
     qmodel = quant.quantize_model(model, hessians=hessians, method=cfg.quant_method,
                                   budget_bytes=budget, seed=cfg.seed, log=log, policy=policy,
+                                  loss_slopes=slopes,
                                   meta={"config": cfg.to_dict(), "code_bytes": code_bytes,
                                         "run_id": run_dir.name})
     path = run_dir / ARTIFACT_NAME
@@ -108,6 +110,36 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
     log(quant.format_report(qmodel))
     log(f"quant:done artifact:{path} bytes:{nbytes}")
     return path
+
+
+def measured_slopes(path: str, model, hessians, log: Callable[[str], None]) -> dict[str, float]:
+    """Per-tensor loss slopes from a sensitivity.json (eval_bpb.py --sensitivity-by tensor),
+    checked against the artifact it was measured on (which must be unchanged since)."""
+    import json
+    import quant
+    from golf.atomic import file_sha256
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"QUANT_SENSITIVITY={path}: file not found; write it with "
+                                "`python eval_bpb.py runs/<RUN_ID> --sensitivity` first")
+    rep = json.loads(p.read_text())
+    if rep.get("by") != "tensor":
+        raise ValueError(f"QUANT_SENSITIVITY={path}: measured by {rep.get('by')!r}; the fitter needs "
+                         "one row per tensor: re-run eval_bpb.py with --sensitivity-by tensor")
+    art = rep.get("artifact") or ""
+    if not Path(art).is_file() or file_sha256(art) != rep.get("artifact_sha256"):
+        raise ValueError(f"QUANT_SENSITIVITY={path}: the artifact it was measured on ({art}) is "
+                         "missing or has changed since; re-run `python eval_bpb.py runs/<RUN_ID> "
+                         "--sensitivity` on the current artifact")
+    if rep.get("split") != "train":
+        log(f"quant:WARNING {path} was measured on the validation split: an artifact fitted to "
+            "it has seen validation text, which a record submission may not; measure with "
+            "`eval_bpb.py ... --sensitivity --split train`")
+    deq, _meta = quant.load_artifact(art)
+    slopes = quant.loss_slopes(model.state_dict(), deq, hessians,
+                               {r["name"]: r["delta_bpb"] for r in rep["rows"]})
+    log(f"quant:sensitivity {path} tensors:{len(slopes)} measured_on:{art}")
+    return slopes
 
 
 def evaluate_run(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> dict:

@@ -97,7 +97,7 @@ def _resolve_resume(resume: str) -> Path:
     ck = p / "checkpoint.pt" if p.is_dir() else p
     if not ck.is_file():
         raise TrainError(f"RESUME={resume}: no checkpoint at {ck}; point RESUME at a run dir holding "
-                         "checkpoint.pt (written on SIGINT/SIGTERM) or unset it")
+                         "checkpoint.pt (written on SIGINT/SIGTERM or every CHECKPOINT_EVERY steps) or unset it")
     return ck
 
 
@@ -306,6 +306,9 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
                     f"train_time:{train_ms:.0f}ms step_avg:{step_avg:.2f}ms")
                 write_metrics({"step": step, "train_loss": last_loss, "val_loss": r.val_loss,
                                "val_bpb": r.val_bpb, "train_time_ms": train_ms, "tokens_per_s": tok_s})
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not last and not hit_cap:
+                ck = save_checkpoint()  # outside train_ms, like validation; a collective on all ranks
+                log(f"checkpoint:{ck} step:{step}/{cfg.iterations}")
             if sig or (stop_after_steps is not None and step >= stop_after_steps and not last):
                 ck = save_checkpoint()
                 log(f"stopping_early: signal step:{step}/{cfg.iterations} checkpoint:{ck}")

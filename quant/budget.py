@@ -116,36 +116,43 @@ def lagrange_choice(rate: np.ndarray, dist: np.ndarray, target: float) -> np.nda
     return _float_swaps(rate, dist, choice, target)
 
 
+def _lagrange_pick(rate: np.ndarray, dist: np.ndarray, target: float) -> np.ndarray | None:
+    """The Lagrangian choice (no fill) with the largest total rate <= target; None if none fits."""
+    n = rate.shape[0]
+    rows = np.arange(n)
+    cols = np.arange(rate.shape[1])
+    coarsest = np.where(np.isfinite(rate), cols[None, :], -1).max(axis=1)  # last allowed option
+    if rate[rows, coarsest].sum() > target:
+        return None
+    lo, hi = -80.0, 80.0  # log10(lambda)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if rate[rows, np.argmin(dist + 10 ** mid * rate, axis=1)].sum() > target:
+                lo = mid
+            else:
+                hi = mid
+        choice = np.argmin(dist + 10 ** hi * rate, axis=1)
+    return choice if rate[rows, choice].sum() <= target else coarsest
+
+
 def _float_swaps(rate: np.ndarray, dist: np.ndarray, choice: np.ndarray,
                  target: float) -> np.ndarray:
-    """Move a tensor up to the fp16 rung and pay for it by coarsening others when that lowers
-    total distortion. The rung is a big jump in bytes (about 2x the finest codes), so Lagrangian
-    solutions skip over it and leave that many bytes unused; this local search closes the gap."""
+    """Keep a tensor in fp16 and pay for it by coarsening the others, when that lowers total
+    distortion. The fp16 rung is a big jump in bytes (about 2x the finest codes), so Lagrangian
+    solutions step over it and can leave that many bytes unused; this local search closes it."""
     n = rate.shape[0]
     rows = np.arange(n)
     for _ in range(n):
         best, best_total = None, dist[rows, choice].sum()
         for i in range(n):
-            if choice[i] == FLOAT or not np.isfinite(rate[i, FLOAT]):
+            if choice[i] == FLOAT or not rate[i, FLOAT] < target:
                 continue
-            trial = choice.copy()
-            trial[i] = FLOAT
-            over = rate[rows, trial].sum() - target
-            while over > 0:  # coarsen the cheapest other tensor by one option, repeatedly
-                cost = np.full(n, np.inf)
-                for k in range(n):
-                    if k != i and trial[k] + 1 < rate.shape[1]:
-                        saved = rate[k, trial[k]] - rate[k, trial[k] + 1]
-                        if saved > 0:
-                            cost[k] = (dist[k, trial[k] + 1] - dist[k, trial[k]]) / saved
-                k = int(np.argmin(cost))
-                if not np.isfinite(cost[k]):
-                    break
-                over -= rate[k, trial[k]] - rate[k, trial[k] + 1]
-                trial[k] += 1
-            total = dist[rows, trial].sum()
-            if over <= 0 and total < best_total:
-                best, best_total = trial, total
+            r, d = rate.copy(), dist.copy()
+            r[i, 1:], d[i, 1:] = np.inf, np.inf  # tensor i pinned to fp16
+            trial = _lagrange_pick(r, d, target)
+            if trial is not None and trial[i] == FLOAT and dist[rows, trial].sum() < best_total:
+                best, best_total = trial, dist[rows, trial].sum()
         if best is None:
             break
         choice = best

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -168,19 +169,61 @@ def _codec_ratio(policy: QuantPolicy) -> float:
     return min((known.get(c, 1.2) for c in policy.compressors), default=1.2)
 
 
+def loss_slopes(weights: Mapping[str, torch.Tensor], dequantized: Mapping[str, torch.Tensor],
+                hessians: Mapping[str, torch.Tensor] | None,
+                delta_loss: Mapping[str, float]) -> dict[str, float]:
+    """Measured loss increase per unit of relative weighted error, per tensor.
+
+    delta_loss[name] is the loss (e.g. val_bpb) increase measured with only that tensor replaced
+    by its `dequantized` version (eval_bpb.py --sensitivity); its relative Hessian-weighted error
+    (the report's weighted_error) is recomputed here, so slope = delta / error. Tensors with no
+    error (kept in floating point) or no measurement are left out."""
+    hessians = hessians or {}
+    out: dict[str, float] = {}
+    for name, delta in delta_loss.items():
+        if name not in weights or name not in dequantized:
+            continue
+        w = as_rows(weights[name])
+        err = hessian_error(w, as_rows(dequantized[name]), hessians.get(name))
+        if err > 1e-12:
+            out[name] = max(float(delta), 0.0) / err
+    return out
+
+
+def _slope_multipliers(items: list["_Item"], slopes: Mapping[str, float]) -> dict[str, float]:
+    """Distortion multipliers that turn each tensor's predicted weighted squared error into a
+    predicted loss increase: slope / ||W||^2_diag(H). Tensors without a slope get the median
+    multiplier; all are clamped to [median/20, 20*median] so a noisy measurement (a tiny or
+    negative delta) cannot make a tensor free or untouchable."""
+    raw = {}
+    for it in items:
+        if it.name in slopes:
+            cw = torch.ones(it.w.shape[1]) if it.col_weight is None else it.col_weight
+            norm = float(((it.w.double() ** 2) * cw.double()).sum())
+            if norm > 0:
+                raw[it.name] = slopes[it.name] / norm
+    if not raw:
+        return {}
+    med = float(np.median([v for v in raw.values() if v > 0] or [1.0]))
+    return {it.name: float(np.clip(raw.get(it.name, med), med / 20, med * 20)) for it in items}
+
+
 def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], *,
                    hessians: Mapping[str, torch.Tensor] | None = None, method: str = "gptq",
                    budget_bytes: int | None = None, meta: Mapping[str, Any] | None = None,
                    policy: QuantPolicy | None = None, seed: int = 0,
                    log: Callable[[str], None] | None = None,
                    sensitivity: Mapping[str, float] | None = None,
+                   loss_slopes: Mapping[str, float] | None = None,
                    device: str = "cpu") -> QuantizedModel:
     """Quantize every tensor of a model (see QuantPolicy); fit to `budget_bytes` when given.
 
     budget_bytes bounds the exact artifact size (header + streams). method "int8" reproduces
     the challenge baseline and is never fitted (a budget it exceeds raises BudgetError).
     `seed` is recorded; the algorithms themselves use no randomness. `sensitivity` scales each
-    tensor's predicted loss increase (name -> weight). `device="cuda"` runs the GPTQ sweeps
+    tensor's predicted loss increase (name -> weight). `loss_slopes` (from `loss_slopes()`:
+    measured loss per unit of relative weighted error) puts every tensor's predicted error in
+    loss units, so the fitter trades bytes by measured effect. `device="cuda"` runs the GPTQ sweeps
     on the GPU (faster; codes may differ from a CPU run in rare rounding ties).
     """
     if method not in METHODS:
@@ -234,8 +277,13 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
         tensors = assemble([fitter.J0] * len(items))
     else:
         sens = dict(sensitivity or {})
+        measured = _slope_multipliers(items, loss_slopes or {})
+        if measured:
+            log(f"quant:loss_slopes measured:{sum(n in (loss_slopes or {}) for n in measured)} "
+                f"of {len(items)} tensors (others use the median)")
         curves = [fitter.predict_curve(it.w, it.base_step, it.bits, it.col_weight,
-                                       float(sens.get(it.name, 1.0)), policy.float_rung)
+                                       float(sens.get(it.name, 1.0)) * measured.get(it.name, 1.0),
+                                       policy.float_rung)
                   for it in items]
 
         winners: dict[str, tuple[str, ...]] = {}

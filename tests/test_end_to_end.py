@@ -86,3 +86,30 @@ def test_quant_only_on_a_folder_without_a_run_names_it(tmp_path):
     from golf import main as golf_main
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         golf_main.quant_only(str(tmp_path))
+
+
+def test_quant_sensitivity_weights_the_fit_and_guards_its_artifact(e2e, monkeypatch):
+    """eval_bpb --sensitivity -> QUANT_SENSITIVITY: the refit uses the measured slopes (logged)
+    and stays under budget; a sensitivity file whose artifact changed since is refused."""
+    from pathlib import Path
+    from eval_bpb import run_sensitivity
+    from golf import main as golf_main
+    from golf.pack import code_bytes
+    _, s, _ = e2e
+    run = Path(s["run_dir"])
+    logs: list[str] = []
+    budget = code_bytes() + 2_000 + (run / "final_model.gkq").stat().st_size  # quantized by now
+    rep = run_sensitivity(str(run), max_tokens=1024, log=logs.append, split="train")
+    assert rep["split"] == "train" and rep["rows"]
+    sens = run / "sensitivity.json"
+    monkeypatch.setenv("BUDGET_BYTES", str(budget))
+    monkeypatch.setenv("PACK", "0")
+    monkeypatch.setenv("QUANT_SENSITIVITY", str(sens))
+    assert golf_main.quant_only(str(run)) == 0
+    log = (run / "train.log").read_text()
+    assert f"quant:sensitivity {sens}" in log and "quant:loss_slopes measured:" in log
+    assert "validation split" not in log    # measured on training data: no warning
+    assert (run / "final_model.gkq").stat().st_size <= budget - code_bytes() - 2_000
+    # the refit replaced the artifact the sensitivity was measured on: refuse to reuse it
+    with pytest.raises(ValueError, match="has changed since"):
+        golf_main.quant_only(str(run))

@@ -107,3 +107,27 @@ def test_gptq_fit_with_all_codecs_lands_under_budget():
 def test_int8_over_budget_is_a_budget_error():
     with pytest.raises(quant.BudgetError, match="int8 baseline artifact is"):
         quant.quantize_model(_sd(), method="int8", budget_bytes=10_000)
+
+
+def test_loss_slopes_are_delta_over_error_and_steer_the_fitter(extremes):
+    """loss_slopes = measured delta / relative weighted error; a tensor measured 100x more
+    costly per unit error than the others gets a finer step at the same budget."""
+    smallest, largest = extremes
+    sd = _sd()
+    q = quant.quantize_model(sd, method="rtn", policy=CODES_ONLY)
+    deq = q.state_dict()
+    errs = {r["name"]: r["weighted_error"] for r in q.report if r["kind"] == "quant"}
+    names = sorted(errs)
+    slopes = quant.loss_slopes(sd, deq, None, {n: 0.01 for n in names} | {"missing": 1.0})
+    assert set(slopes) == set(names)
+    for n in names:
+        assert slopes[n] == pytest.approx(0.01 / errs[n], rel=1e-6)
+    budget = (smallest + largest) // 2
+    flat = quant.quantize_model(sd, method="rtn", policy=CODES_ONLY, budget_bytes=budget,
+                                loss_slopes=slopes)
+    hot = quant.quantize_model(sd, method="rtn", policy=CODES_ONLY, budget_bytes=budget,
+                               loss_slopes=slopes | {"blocks.0.mlp.fc.weight":
+                                                     100 * slopes["blocks.0.mlp.fc.weight"]})
+    step = lambda qm: {r["name"]: r["step_over_std"] for r in qm.report if r["kind"] == "quant"}
+    assert step(hot)["blocks.0.mlp.fc.weight"] < step(flat)["blocks.0.mlp.fc.weight"]
+    assert hot.total_bytes <= budget and flat.total_bytes <= budget

@@ -83,6 +83,24 @@ def test_resume_equals_uninterrupted(tiny_config, tmp_path):
             assert torch.equal(a[k], b[k]), (name, k)
 
 
+def test_periodic_checkpoint_resumes_bit_identical(tiny_config, tmp_path):
+    """CHECKPOINT_EVERY=2 over 5 steps leaves the step-4 checkpoint; resuming a copy of the run
+    from it (as after a crash at step 5) reproduces the uninterrupted weights exactly."""
+    import shutil
+    cfg = fast(tiny_config, tmp_path, iterations=5, gptq_calib_batches=0)
+    straight = train(cfg.replace(run_id="every2", checkpoint_every=2))
+    ck = torch.load(straight.run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ck["step"] == 4
+    crashed = tmp_path / "crashed"
+    crashed.mkdir(parents=True)
+    shutil.copy(straight.run_dir / "checkpoint.pt", crashed / "checkpoint.pt")
+    done = train(cfg.replace(run_id="crashed", resume=str(crashed)))
+    assert done.steps == 5
+    for name in ("model.pt", "ema.pt"):
+        a, b = sd(straight.run_dir / name), sd(done.run_dir / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
 def test_bad_resume_path(tiny_config, tmp_path):
     with pytest.raises(TrainError, match="RESUME"):
         train(fast(tiny_config, tmp_path, resume=str(tmp_path / "missing")))

@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from golf.atomic import atomic_write_bytes, atomic_write_json
+from golf.atomic import atomic_write_bytes, atomic_write_json, file_sha256
 from golf.data.shards import ShardError, read_header, write_shard
 from golf.data.tokenizer import load_tokenizer
 
@@ -182,8 +182,6 @@ def write_split(out_dir: Path, split: str, tokens: np.ndarray, shard_tokens: int
     return paths
 
 
-def _sha256(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
 def _embedded_valid(ds: Path, tok: Path) -> bool:
@@ -192,7 +190,7 @@ def _embedded_valid(ds: Path, tok: Path) -> bool:
         return False
     try:
         files = json.loads(man.read_text())["sha256"]
-        return all((ds / n).is_file() and _sha256(ds / n) == h for n, h in files.items())
+        return all((ds / n).is_file() and file_sha256(ds / n) == h for n, h in files.items())
     except (ValueError, KeyError, OSError):
         return False
 
@@ -216,12 +214,12 @@ def prepare_embedded(root: str | Path = "./data", force: bool = False) -> Embedd
     files = write_split(ds, "val", encode_docs(sp, val), DEFAULT_SHARD_TOKENS)
     files += write_split(ds, "train", encode_docs(sp, train), DEFAULT_SHARD_TOKENS)
     atomic_write_json(ds / "manifest.json", {
-        "name": EMBEDDED_DATASET, "tokenizer": tok.name, "tokenizer_sha256": _sha256(tok),
+        "name": EMBEDDED_DATASET, "tokenizer": tok.name, "tokenizer_sha256": file_sha256(tok),
         "docs": {"train": len(train), "val": len(val)},
         "text_bytes": {"train": sum(len(d.encode()) for d in train),
                        "val": sum(len(d.encode()) for d in val)},
         "tokens": {p.name: read_header(p) for p in files},
-        "sha256": {p.name: _sha256(p) for p in files},
+        "sha256": {p.name: file_sha256(p) for p in files},
         "python": platform.python_version(), "sentencepiece": spm.__version__,
     })
     return EmbeddedPaths(ds, tok)
