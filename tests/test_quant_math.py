@@ -111,6 +111,30 @@ def test_collect_hessians_matches_hand_computed_xtx():
     torch.testing.assert_close(hs["2.weight"].double(), x2.T @ x2 / x2.shape[0], rtol=1e-4, atol=1e-5)
 
 
+def test_collect_hessians_shared_input_reuses_product_but_not_after_inplace_change():
+    """q/k/v-style modules fed one tensor get the same H; a module fed the same tensor object
+    after an in-place change gets the H of the changed values (no stale reuse)."""
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.after = nn.Linear(6, 6), nn.Linear(6, 3), nn.Linear(6, 2)
+
+        def forward(self, x):
+            x = x.clone()
+            a, b = self.q(x), self.k(x)
+            x.mul_(3.0)  # same object, new values
+            return a.sum() + b.sum() + self.after(x).sum()
+
+    torch.manual_seed(1)
+    m, xs = Shared(), [torch.randn(4, 6), torch.randn(9, 6)]
+    hs = quant.collect_hessians(m, xs)
+    x = torch.cat(xs).double()
+    want = x.T @ x / x.shape[0]
+    torch.testing.assert_close(hs["q.weight"].double(), want, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(hs["k.weight"].double(), want, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(hs["after.weight"].double(), 9 * want, rtol=1e-6, atol=1e-7)
+
+
 def test_collect_hessians_uses_model_hessian_modules_for_tied_head():
     class Tiny(nn.Module):
         def __init__(self):
