@@ -158,7 +158,7 @@ def print_summary(summary: dict, log: Callable[[str], None]) -> None:
         ("code bytes", f"{summary['code_bytes']:,}"),
         ("model bytes", f"{summary['model_bytes']:,}"),
         ("total bytes", f"{summary['total_bytes']:,}"),
-        ("headroom to 16,000,000", f"{summary['headroom_bytes']:,}"),
+        (f"headroom to {summary.get('cap_bytes', 16_000_000):,}", f"{summary['headroom_bytes']:,}"),
     ] + [(f"time {k}", f"{v:.1f} s") for k, v in summary["phase_seconds"].items()]
     width = max(len(k) for k, _ in rows)
     log("=" * (width + 24))
@@ -223,7 +223,7 @@ def finish_run(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "P
         "gap": report["gap"], "eval_mode": report["mode"], "partial": report.get("partial", False),
         "code_bytes": code_bytes, "model_bytes": model_bytes,
         "total_bytes": code_bytes + model_bytes,
-        "headroom_bytes": cfg.budget_bytes - code_bytes - model_bytes,
+        "cap_bytes": cfg.budget_bytes, "headroom_bytes": cfg.budget_bytes - code_bytes - model_bytes,
         "steps": steps, "train_time_ms": train_time_ms,
         "phase_seconds": timer.seconds, "hardware": describe_hardware(world_size),
     }
@@ -245,6 +245,7 @@ def finish_run(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "P
             summary["model_bytes"] = packed.budget.model_bytes
             summary["total_bytes"] = packed.budget.total
             summary["headroom_bytes"] = packed.budget.headroom
+            summary["cap_bytes"] = packed.budget.cap
             summary["submission_dir"] = str(packed.out_dir)
             summary["phase_seconds"] = timer.seconds
             atomic_write_json(run_dir / "summary.json", summary)

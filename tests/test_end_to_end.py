@@ -80,6 +80,9 @@ def test_quant_only_refits_a_finished_run_to_a_new_budget(e2e, monkeypatch):
     assert ev["post"]["val_bpb"] != s["post_val_bpb"]              # the new artifact was scored
     summary = json.loads((run / "summary.json").read_text())
     assert summary["model_bytes"] == len(after) and summary["steps"] == s["steps"]
+    # unpacked, the headroom is to the budget that was asked for, and says so
+    assert summary["cap_bytes"] == budget
+    assert summary["headroom_bytes"] == budget - summary["code_bytes"] - len(after)
 
 
 def test_quant_only_on_a_folder_without_a_run_names_it(tmp_path):
