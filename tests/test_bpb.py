@@ -12,7 +12,7 @@ import sentencepiece as spm
 import torch
 
 from conftest import OFFICIAL_TOKENIZER_SHA256
-from golf.bpb import ByteLUTError, build_byte_lut, bpb_from_sums, target_bytes
+from golf.bpb import ByteLUTError, build_byte_lut, bpb_from_sums, piece_types, target_bytes
 from golf.data.shards import find_shards, read_shard
 
 
@@ -134,6 +134,17 @@ def test_rejects_user_defined_pieces(tmp_path):
     sp = _train_tiny(tmp_path, user_defined_symbols=["\ue001"])
     with pytest.raises(ByteLUTError, match="user_defined"):
         build_byte_lut(sp, 300)
+
+
+def test_piece_types_match_the_processor(tmp_path):
+    """The proto reader agrees with every is_* query and finds the user-defined piece."""
+    sp = _train_tiny(tmp_path, user_defined_symbols=["\ue001"], control_symbols=["<sep>"])
+    types = piece_types(sp.serialized_model_proto())
+    assert len(types) == sp.vocab_size()
+    for i, t in enumerate(types):
+        assert (t == 3) == sp.is_control(i) and (t == 2) == sp.is_unknown(i)
+        assert (t == 6) == sp.is_byte(i) and (t == 5) == sp.is_unused(i)
+    assert [sp.id_to_piece(i) for i, t in enumerate(types) if t == 4] == ["\ue001"]
 
 
 class _NoSpacePiece:
