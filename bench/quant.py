@@ -202,11 +202,14 @@ def run(quick: bool = False) -> dict:
 
 
 def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
-                      max_tokens: int = 262_144, calib_batches: int = 8) -> dict:
+                      max_tokens: int = 262_144, calib_batches: int = 8,
+                      device: str | None = None, code_bytes: int | None = None) -> dict:
     """Quality targets on a trained checkpoint ({"config", "state_dict"} as training writes):
     val_bpb pre-quant, after RTN and GPTQ at the policy's bit widths (gap ratio target <= 0.6),
-    and after int8+zlib vs the fitter at the same byte count. Written against the golf
-    contracts (GPT, DistributedTokenLoader, load_val_tokens, build_byte_lut, evaluate_bpb)."""
+    after int8+zlib vs the fitter at the same byte count, and whether int8+zlib fits the cap
+    beside the shipped code at all. Runs the model, calibration and GPTQ on `device` (CUDA
+    when present). Written against the golf contracts (GPT, DistributedTokenLoader,
+    load_val_tokens, build_byte_lut, evaluate_bpb)."""
     import tempfile
     from golf.bpb import build_byte_lut
     from golf.config import Config
@@ -215,25 +218,32 @@ def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
     from golf.evaluate import evaluate_bpb
     from golf.model import GPT
 
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = {k: v.float() for k, v in ck["state_dict"].items()}
     cfg = Config.from_dict(ck["config"]).replace(data_path=data_path, tokenizer_path=tokenizer_path)
     model = GPT(cfg)
-    model.load_state_dict(ck["state_dict"])
+    model.load_state_dict(state)
     model.eval()
     loader = DistributedTokenLoader(data_path, rank=0, world_size=1, seed=cfg.seed,
                                     vocab_size=cfg.vocab_size)
-    batches = [loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, 1)[0]
+    accum = max(1, cfg.train_batch_tokens // (32 * cfg.train_seq_len))  # <= 32 sequences a batch
+    batches = [loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, accum)[0]
                for _ in range(calib_batches)]
-    hs = quant.collect_hessians(model, batches)
+    t0 = time.perf_counter()
+    hs = quant.collect_hessians(model.to(device), [b.to(device) for b in batches])
+    t_calib = time.perf_counter() - t0
+    model.cpu()
     tokens = load_val_tokens(data_path, cfg.vocab_size)
     lut = build_byte_lut(tokenizer_path, cfg.vocab_size)
     seq = cfg.effective_eval_seq_len
 
-    def bpb(state: dict | None) -> float:
+    def bpb(sd: dict | None) -> float:
         m = GPT(cfg)
-        m.load_state_dict(state if state is not None else ck["state_dict"])
-        m.eval()
-        return float(evaluate_bpb(m, tokens, lut, seq_len=seq, max_tokens=max_tokens).val_bpb)
+        m.load_state_dict(sd if sd is not None else state)
+        m.to(device).eval()
+        return float(evaluate_bpb(m, tokens, lut, seq_len=seq, max_tokens=max_tokens,
+                                  device=device).val_bpb)
 
     def via_file(q) -> dict:
         with tempfile.TemporaryDirectory() as d:
@@ -244,18 +254,30 @@ def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
     # the run's own passthrough threshold (QUANT_SMALL_NUMEL), so small models quantize their blocks
     policy = quant.QuantPolicy(small_numel=cfg.quant_small_numel)
     pre = bpb(None)
-    res: dict = {"pre_bpb": pre, "max_tokens": max_tokens, "small_numel": cfg.quant_small_numel}
+    res: dict = {"pre_bpb": pre, "max_tokens": max_tokens, "small_numel": cfg.quant_small_numel,
+                 "device": device, "calib_tokens": sum(b.numel() for b in batches),
+                 "calib_seconds": round(t_calib, 2), "params": sum(v.numel() for v in state.values())}
     for method in ("rtn", "gptq"):
-        q = quant.quantize_model(model, hessians=hs, method=method, policy=policy)
-        res[method] = {"bytes": q.total_bytes, "bpb": bpb(via_file(q))}
+        t0 = time.perf_counter()
+        q = quant.quantize_model(model, hessians=hs, method=method, policy=policy, device=device)
+        res[method] = {"bytes": q.total_bytes, "seconds": round(time.perf_counter() - t0, 2),
+                       "bpb": bpb(via_file(q))}
         res[method]["gap"] = res[method]["bpb"] - pre
     res["gptq_gap_over_rtn_gap"] = res["gptq"]["gap"] / max(res["rtn"]["gap"], 1e-12)
     base_bytes = len(quant.baseline_int8_zlib_blob(model.state_dict()))
+    if code_bytes is None:
+        from golf.pack import code_bytes as shipped
+        code_bytes = shipped()
+    res["int8_zlib"] = {"bytes": base_bytes, "code_bytes": code_bytes,
+                        "fits_16MB": base_bytes + code_bytes <= 16_000_000,
+                        "bits_per_param": round(8 * base_bytes / res["params"], 3)}
     q8 = quant.quantize_model(model, method="int8")
+    t0 = time.perf_counter()
     qfit = quant.quantize_model(model, hessians=hs, method="gptq", budget_bytes=base_bytes,
-                                policy=policy)
+                                policy=policy, device=device)
     res["equal_bytes"] = {"int8_zlib_bytes": base_bytes, "int8_bpb": bpb(via_file(q8)),
-                          "fit_bytes": qfit.total_bytes, "fit_bpb": bpb(via_file(qfit))}
+                          "fit_bytes": qfit.total_bytes, "fit_bpb": bpb(via_file(qfit)),
+                          "fit_seconds": round(time.perf_counter() - t0, 1)}
     res["equal_bytes"]["fit_better"] = res["equal_bytes"]["fit_bpb"] < res["equal_bytes"]["int8_bpb"]
     return res
 
@@ -284,10 +306,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", help="dataset folder (with --checkpoint)")
     ap.add_argument("--tokenizer", help="tokenizer .model (with --checkpoint)")
     ap.add_argument("--max-tokens", type=int, default=262_144)
+    ap.add_argument("--calib-batches", type=int, default=8)
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    ap.add_argument("--gptq-only", action="store_true", help="only time GPTQ of the 11L matrices")
     args = ap.parse_args(argv)
+    if args.gptq_only:
+        sd = random_state_dict(11)
+        hs = hessians_for(sd)
+        dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        print(json.dumps(bench_gptq(sd, hs, 11, dev), indent=2))
+        return 0
     if args.checkpoint:
         print(json.dumps(run_on_checkpoint(args.checkpoint, args.data, args.tokenizer,
-                                           max_tokens=args.max_tokens), indent=2))
+                                           max_tokens=args.max_tokens, calib_batches=args.calib_batches,
+                                           device=args.device), indent=2))
         return 0
     res = run(quick=args.quick)
     print(_table(res))

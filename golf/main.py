@@ -101,7 +101,7 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
     policy = None if cfg.quant_method == "int8" else quant.QuantPolicy(small_numel=cfg.quant_small_numel)
     qmodel = quant.quantize_model(model, hessians=hessians, method=cfg.quant_method,
                                   budget_bytes=budget, seed=cfg.seed, log=log, policy=policy,
-                                  loss_slopes=slopes,
+                                  loss_slopes=slopes, device=_eval_device(),
                                   meta={"config": cfg.to_dict(), "code_bytes": code_bytes,
                                         "run_id": run_dir.name})
     path = run_dir / ARTIFACT_NAME

@@ -63,6 +63,23 @@ def xsa(y: torch.Tensor, v: torch.Tensor, gate: torch.Tensor | None = None) -> t
     return (yg - proj).view(B, T, H, D)
 
 
+def sdpa_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal attention through SDPA on (B,T,H,D) tensors with Hkv <= H key/value heads.
+
+    On CUDA the KV heads are repeated to H first: SDPA's fused flash kernel is then always
+    eligible (the GQA flag narrows which fused kernels may run, and the math fallback is
+    several times slower); the copy is small next to the attention itself. On CPU the
+    native GQA path avoids the copy.
+    """
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if q.is_cuda and k.size(2) != q.size(2):
+        rep = q.size(2) // k.size(2)
+        kt, vt = kt.repeat_interleave(rep, dim=1), vt.repeat_interleave(rep, dim=1)
+        return F.scaled_dot_product_attention(qt, kt, vt, is_causal=True).transpose(1, 2)
+    return F.scaled_dot_product_attention(qt, kt, vt, is_causal=True,
+                                          enable_gqa=k.size(2) != q.size(2)).transpose(1, 2)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: Config, use_xsa: bool):
         super().__init__()
@@ -94,8 +111,7 @@ class Attention(nn.Module):
             y = _fa3(q, k, v, causal=True)
             y = y[0] if isinstance(y, tuple) else y
         else:
-            y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                               is_causal=True, enable_gqa=True).transpose(1, 2)
+            y = sdpa_causal(q, k, v)
         if self.use_xsa:
             y = xsa(y, v, self.xsa_gate)
         return self.proj(y.reshape(B, T, self.h * self.hd))

@@ -218,6 +218,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
         torch.set_rng_state(ckpt["rng"]["cpu"])
         log(f"resume:{ckpt_path} step:{step} elapsed_ms:{train_ms:.0f}")
 
+    ema_keys = list(ema) if ema is not None else []
+    ema_vals = [ema[k] for k in ema_keys]
     cap_ms = 1000.0 * max(cfg.max_wallclock_seconds - cfg.gptq_reserve_seconds, 0.0) if cfg.max_wallclock_seconds > 0 else 0.0
     metrics_path = run_dir / "metrics.jsonl"
     tokens_per_step = cfg.train_batch_tokens
@@ -276,9 +278,10 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
             zero()
             if ema is not None:
                 d = ema_decay_at(step, cfg.ema_decay, cfg.ema_warmup)
-                with torch.no_grad():
-                    for k, v in base.state_dict().items():
-                        ema[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
+                with torch.no_grad():  # one fused update over all tensors
+                    live = base.state_dict()
+                    torch._foreach_mul_(ema_vals, d)
+                    torch._foreach_add_(ema_vals, [live[k].float() for k in ema_keys], alpha=1 - d)
             if cuda:
                 torch.cuda.synchronize()
             train_ms += 1000.0 * (time.perf_counter() - t0)

@@ -99,12 +99,18 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
     streams: list[dict] = []
     payload = bytearray()
     index = {}
-    for name in order:
-        raw = bytes(raw_streams[name])
-        use = tuple((stream_codecs or {}).get(name, codecs))
+    def plan(name: str) -> tuple[bytes, tuple[str, ...], int]:
         width = 1
         if shuffle_fp16 and (name.endswith("float16") or name.endswith("float32")):
             width = 2 if name.endswith("float16") else 4
+        return bytes(raw_streams[name]), tuple((stream_codecs or {}).get(name, codecs)), width
+
+    plans = {name: plan(name) for name in order}
+    jobs = [(raw, use) for raw, use, _w in plans.values()]
+    jobs += [(shuffle(raw, w), use) for raw, use, w in plans.values() if w > 1]
+    cache.prefetch(jobs)  # every stream and codec at once, on all cores
+    for name in order:
+        raw, use, width = plans[name]
         codec, blob, sizes = cache.best(raw, use)
         if width > 1:
             c2, b2, s2 = cache.best(shuffle(raw, width), use)

@@ -159,6 +159,29 @@ def _float_swaps(rate: np.ndarray, dist: np.ndarray, choice: np.ndarray,
     return choice
 
 
+def _coarsen(rate: np.ndarray, dist: np.ndarray, choice: list[int],
+             need: float) -> list[int] | None:
+    """Save at least `need` predicted bytes by moving quantized tensors one step coarser at a
+    time, least distortion per saved byte first (fp16 tensors stay); None if it cannot."""
+    trial = list(choice)
+    saved = 0.0
+    while saved < need:
+        best_k, best_cost = -1, np.inf
+        for k, j in enumerate(trial):
+            if j == FLOAT or j + 1 >= rate.shape[1]:
+                continue
+            dr = rate[k, j] - rate[k, j + 1]
+            if dr > 0:
+                cost = (dist[k, j + 1] - dist[k, j]) / dr
+                if cost < best_cost:
+                    best_k, best_cost = k, cost
+        if best_k < 0:
+            return None
+        saved += rate[best_k, trial[best_k]] - rate[best_k, trial[best_k] + 1]
+        trial[best_k] += 1
+    return trial
+
+
 def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], object],
                measure: Callable[[list[int]], tuple[int, list[int]]], fixed_guess: int,
                log: Callable[[str], None] = lambda s: None, slack: int = SLACK,
@@ -204,37 +227,44 @@ def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], o
         return measured[key]
 
     choice, total = [], 0
-    bias = 0.0
-    for rnd in range(max_rounds):
-        target = budget - fixed - margin + bias
+    # Bisect the code-byte target between the largest target whose choice fitted (lo) and the
+    # smallest whose choice was over (hi). Repeated choices cost nothing (measurements are cached).
+    lo: float | None = None
+    hi: float | None = None
+    target = budget - fixed - margin
+    builds = 0
+    for rnd in range(4 * max_rounds):
         choice = [int(c) for c in lagrange_choice(predicted(), dist, target)]
-        if tuple(choice) in measured and best is not None and rnd + 1 < max_rounds:
-            # predictions at unmeasured steps are off: push the target until the choice moves
-            seen_total = measured[tuple(choice)][0]
-            if seen_total <= budget:
-                bias += max(budget - best[1], 1024) / 2
-            else:
-                bias -= (seen_total - budget) + 1024
-            continue
+        fresh = tuple(choice) not in measured
+        if fresh and builds >= max_rounds:
+            break
         total, code_bytes = run(choice)
-        log(f"quant:fit round:{rnd} target_codes:{int(target)} total:{total} budget:{budget} "
-            f"under:{budget - total}")
-        fixed = total - sum(code_bytes)
-        coarsest = all(j == N_OPTIONS - 1 for j in choice)
+        if fresh:
+            builds += 1
+            log(f"quant:fit round:{builds} target_codes:{int(target)} total:{total} "
+                f"budget:{budget} under:{budget - total}")
+            fixed = total - sum(code_bytes)
         if total <= budget:
             if best is None or total > best[1]:
                 best = (choice, total)
             if budget - total <= slack or all(j == 0 for j in choice):
                 return choice, total
-            margin = max(margin / 2, 64.0)
+            lo = target if lo is None else max(lo, target)
+            target = target + (budget - total) if hi is None else (lo + hi) / 2
         else:
-            if coarsest:
+            if all(j == N_OPTIONS - 1 for j in choice):
                 raise BudgetError(f"budget of {budget:,} bytes is impossible: the smallest artifact "
                                   f"this model and policy can reach is {total:,} bytes (every "
                                   "tensor at its coarsest step); raise BUDGET_BYTES or keep fewer "
                                   "tensors in floating point")
-            margin = margin * 2 + (total - budget)
-            bias = min(bias, 0.0)  # an upward push that overshot is spent
+            hi = target if hi is None else min(hi, target)
+            if lo is None:
+                target = target - (total - budget) - margin
+                margin *= 2
+            else:
+                target = (lo + hi) / 2
+        if lo is not None and hi is not None and hi - lo < 16:
+            break
     if best is None:  # still over: step back greedily, cheapest distortion per saved byte first
         choice, total = list(choice), total
         while total > budget:
@@ -249,6 +279,24 @@ def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], o
             total, _ = run(choice)
         best = (choice, total)
     choice, total = best
+    rows = np.arange(n)
+    if budget - total > slack:  # an over-budget choice with less error may be repaired instead
+        better = [(float(dist[rows, list(c)].sum()), list(c), t) for c, (t, _) in measured.items()
+                  if t > budget and dist[rows, list(c)].sum() < dist[rows, choice].sum()]
+        if better:
+            _d, trial, t_total = min(better)
+            pad = 1024.0
+            for _ in range(max_rounds):
+                trial = _coarsen(predicted(), dist, trial, t_total - budget + pad)
+                if trial is None:
+                    break
+                t_total, _ = run(trial)
+                log(f"quant:fit repair total:{t_total} budget:{budget} under:{budget - t_total}")
+                if t_total <= budget:
+                    if dist[rows, trial].sum() < dist[rows, choice].sum():
+                        choice, total = trial, t_total
+                    break
+                pad *= 2
     pred_now = predicted()
     for _ in range(4 * n + 8):  # still more than `slack` under: refine with exact measurements
         if budget - total <= slack or all(j == 0 for j in choice):
@@ -274,4 +322,10 @@ def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], o
         if not moved:
             break
     log(f"quant:fit done total:{total} budget:{budget} under:{budget - total}")
+    if budget - total > slack:
+        if all(j <= 1 for j in choice):
+            log("quant:fit every tensor is in fp16 or at its finest step; the next option (one "
+                "more tensor in fp16) does not fit, or costs more error than it saves")
+        else:
+            log("quant:fit no finer step of any tensor fits the remaining room")
     return choice, total

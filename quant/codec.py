@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import lzma
+import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable
 
 import numpy as np
 
@@ -60,26 +63,55 @@ def unshuffle(data: bytes, width: int) -> bytes:
     return np.frombuffer(data, np.uint8).reshape(width, -1).T.copy().tobytes()
 
 
+def _workers() -> int:
+    """Compression threads: every codec here releases the GIL, so streams compress in parallel.
+    GOLF_COMPRESS_THREADS overrides the default (all cores, at most 32)."""
+    env = os.environ.get("GOLF_COMPRESS_THREADS", "").strip()
+    if env:
+        return max(1, int(env))
+    return max(1, min(32, os.cpu_count() or 1))
+
+
 class StreamCache:
-    """Memo of compressed streams by content hash, so the budget fitter never recompresses."""
+    """Memo of compressed streams by content hash, so the budget fitter never recompresses.
 
-    def __init__(self) -> None:
+    `prefetch` compresses every missing (stream, codec) pair on a thread pool, largest first;
+    the result is identical to compressing them one by one (each codec is deterministic)."""
+
+    def __init__(self, workers: int | None = None) -> None:
         self._memo: dict[tuple[bytes, tuple[str, ...]], tuple[str, bytes, dict[str, int]]] = {}
+        self.workers = workers or _workers()
 
-    def best(self, data: bytes, codecs: tuple[str, ...]) -> tuple[str, bytes, dict[str, int]]:
-        """(winning codec, compressed bytes, {codec: size}) over `codecs`."""
-        key = (hashlib.sha256(data).digest(), tuple(codecs))
-        hit = self._memo.get(key)
-        if hit is None:
+    def prefetch(self, jobs: Iterable[tuple[bytes, tuple[str, ...]]]) -> None:
+        """Compress all (data, codecs) jobs not yet memoized, in parallel."""
+        pending: dict[tuple[bytes, tuple[str, ...]], bytes] = {}
+        for data, codecs in jobs:
+            key = (hashlib.sha256(data).digest(), tuple(codecs))
+            if key not in self._memo:
+                pending.setdefault(key, data)
+        if not pending:
+            return
+        work = sorted(((len(d), k, c) for k, d in pending.items() for c in k[1]),
+                      key=lambda t: -t[0])
+        if self.workers > 1 and len(work) > 1:
+            with ThreadPoolExecutor(self.workers) as ex:
+                futs = [(k, c, ex.submit(compress, pending[k], c)) for _n, k, c in work]
+                blobs = {(k, c): f.result() for k, c, f in futs}
+        else:
+            blobs = {(k, c): compress(pending[k], c) for _n, k, c in work}
+        for key, data in pending.items():
             sizes: dict[str, int] = {}
             best_name, best_blob = "", b""
-            for name in codecs:
-                blob = compress(data, name)
+            for name in key[1]:
+                blob = blobs[(key, name)]
                 sizes[name] = len(blob)
                 if not best_name or len(blob) < len(best_blob):
                     best_name, best_blob = name, blob
             if not best_name or len(best_blob) >= len(data):
                 best_name, best_blob = "raw", bytes(data)
-            hit = (best_name, best_blob, sizes)
-            self._memo[key] = hit
-        return hit
+            self._memo[key] = (best_name, best_blob, sizes)
+
+    def best(self, data: bytes, codecs: tuple[str, ...]) -> tuple[str, bytes, dict[str, int]]:
+        """(winning codec, compressed bytes, {codec: size}) over `codecs`."""
+        self.prefetch([(data, codecs)])
+        return self._memo[(hashlib.sha256(data).digest(), tuple(codecs))]

@@ -42,6 +42,19 @@ def qmodel():
                                 meta={"config": {"num_layers": 1, "model_dim": 256}})
 
 
+def test_parallel_compression_writes_the_same_bytes_as_serial(qmodel):
+    """The thread pool only changes when streams are compressed, never what is written."""
+    from quant.artifact import build_artifact
+    from quant.codec import StreamCache
+    serial, s_streams = build_artifact(qmodel.tensors, qmodel.meta, qmodel.policy.compressors,
+                                       StreamCache(workers=1))
+    parallel, p_streams = build_artifact(qmodel.tensors, qmodel.meta, qmodel.policy.compressors,
+                                         StreamCache(workers=4))
+    assert serial == parallel == qmodel.to_bytes()
+    assert [s["codec"] for s in s_streams] == [s["codec"] for s in p_streams]
+    assert len({s["codec"] for s in s_streams}) >= 1 and len(s_streams) >= 3
+
+
 def test_round_trip_is_bit_identical_and_save_is_byte_deterministic(qmodel, tmp_path):
     p1, p2 = tmp_path / "a.gkq", tmp_path / "b.gkq"
     n = quant.save_artifact(p1, qmodel)

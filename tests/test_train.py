@@ -41,6 +41,18 @@ def test_newton_schulz_near_orthogonal():
     assert s.min() > 0.5 and s.max() < 1.3
 
 
+def test_newton_schulz_batched_equals_one_at_a_time():
+    """Muon stacks same-shape matrices; each must come out as if orthogonalised alone."""
+    g = torch.randn(3, 48, 16, generator=torch.Generator().manual_seed(0))
+    batched = newton_schulz(g, 5)
+    for i in range(3):
+        assert torch.allclose(batched[i], newton_schulz(g[i], 5), atol=1e-5, rtol=1e-4)
+    # a matrix scaled by 100 must give the same direction: the norm is per matrix, not per stack
+    g2 = g.clone()
+    g2[1] *= 100
+    assert torch.allclose(newton_schulz(g2, 5)[1], batched[1], atol=1e-4, rtol=1e-3)
+
+
 def test_batch_not_divisible_is_clear_error(tiny_config):
     with pytest.raises(TrainError, match="TRAIN_BATCH_TOKENS"):
         resolve_grad_accum(tiny_config.replace(train_batch_tokens=1000), 1)
