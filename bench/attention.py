@@ -3,8 +3,8 @@ forward+backward time of each path the model can take.
 
     python -m bench.attention            # needs a GPU; prints JSON and a short table
 
-Paths: sdpa_gqa (enable_gqa=True, heads not repeated), sdpa_repeat (KV heads repeated, what
-golf/model.py does on CUDA without FA3), each also pinned to one backend (flash, cudnn,
+Paths: sdpa_gqa (enable_gqa=True, heads not repeated: what golf/model.py uses), sdpa_repeat (KV
+heads repeated first), each also pinned to one backend (flash, cudnn,
 efficient) to see which accept it, and FA3 when flash_attn_interface imports.
 """
 from __future__ import annotations
@@ -61,11 +61,13 @@ def run(batch: int = 48, seq: int = 2048, heads: int = 8, kv_heads: int = 4, dim
                 y.float().square().mean().backward()
             try:
                 if be is None:
-                    err = float((fn().float() - ref).norm() / ref.norm())
+                    with torch.no_grad():
+                        err = float((fn().float() - ref).norm() / ref.norm())
                     out["paths"][key] = {"ms_fwd_bwd": round(_time(fwd_bwd), 3), "rel_err": err}
                 else:
                     with sdpa_kernel([be]):
-                        err = float((fn().float() - ref).norm() / ref.norm())
+                        with torch.no_grad():
+                            err = float((fn().float() - ref).norm() / ref.norm())
                         out["paths"][key] = {"ms_fwd_bwd": round(_time(fwd_bwd), 3), "rel_err": err}
             except RuntimeError as exc:
                 out["paths"][key] = {"error": str(exc).splitlines()[0][:160]}

@@ -2,7 +2,7 @@
 CPU, and on CUDA the 11L tokens/s per GPU with torch.compile at seq 2048 (anchor: ~1.13M
 tokens/s per H100 at 786,432 tokens/step).
 
-    python -m bench.train [--quick]
+    python -m bench.train [--quick] [--gpu-only]
 """
 from __future__ import annotations
 
@@ -52,25 +52,28 @@ def time_steps(cfg: Config, batch: int, seq: int, steps: int, device: str, compi
             "tokens_per_s": round(batch * seq / ms * 1000, 1)}
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, gpu_only: bool = False) -> dict:
     prev = torch.get_num_threads()
     torch.set_num_threads(1)  # shared CPUs: 1 thread avoids OpenMP spin-wait collapse
     try:
-        return _run(quick)
+        return _run(quick, gpu_only)
     finally:
         torch.set_num_threads(prev)
 
 
-def _run(quick: bool) -> dict:
+def _run(quick: bool, gpu_only: bool = False) -> dict:
     out: dict = {"threads": 1}
-    cpu_cfg = Config().replace(**{k: v for k, v in CPU_PRESET.items() if k in
-                                  ("num_layers", "model_dim", "num_heads", "num_kv_heads")})
-    out["cpu_preset"] = time_steps(cpu_cfg, 4 if quick else 8, 256, 3 if quick else 8, "cpu")
-    out["cpu_11l_2x256"] = time_steps(Config(), 2, 256, 1 if quick else 4, "cpu")
+    if not gpu_only:
+        cpu_cfg = Config().replace(**{k: v for k, v in CPU_PRESET.items() if k in
+                                      ("num_layers", "model_dim", "num_heads", "num_kv_heads")})
+        out["cpu_preset"] = time_steps(cpu_cfg, 4 if quick else 8, 256, 3 if quick else 8, "cpu")
+        out["cpu_11l_2x256"] = time_steps(Config(), 2, 256, 1 if quick else 4, "cpu")
     if torch.cuda.is_available():
         cfg = Config()
         out["gpu_name"] = torch.cuda.get_device_name(0)
+        # one micro-batch of the 8-GPU config (48 x 2048 = 786,432 / 8 tokens) per step
         out["gpu_11l_seq2048_compile"] = time_steps(cfg, 48, 2048, 5 if quick else 20, "cuda", compile_=True)
+        out["gpu_11l_seq2048_eager"] = time_steps(cfg, 48, 2048, 5 if quick else 10, "cuda")
         out["anchor_tokens_per_s_per_gpu"] = 786_432 / 0.085 / 8
     return out
 
@@ -78,7 +81,9 @@ def _run(quick: bool) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    res = run(ap.parse_args().quick)
+    ap.add_argument("--gpu-only", action="store_true", help="skip the CPU figures")
+    args = ap.parse_args()
+    res = run(args.quick, args.gpu_only)
     print(json.dumps(res, indent=2))
     for k, v in res.items():
         if isinstance(v, dict):
