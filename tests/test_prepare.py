@@ -107,3 +107,63 @@ def test_cli_prints_one_line_error(tmp_path, repo_root):
                        cwd=repo_root, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "Traceback" not in r.stderr and "x.model" in r.stderr
+
+
+@pytest.fixture()
+def hf_mirror(tmp_path, embedded_data):
+    """A local HTTP server laid out like the challenge's HF export (root `datasets/`)."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+    from golf.data.shards import write_shard
+    srv = tmp_path / "srv"
+    root = srv / "datasets"
+    shards = root / "datasets" / "fineweb10B_sp1024"
+    rng = np.random.default_rng(0)
+    served = {}
+    for name in ("fineweb_val_000000.bin", "fineweb_train_000000.bin", "fineweb_train_000001.bin"):
+        served[name] = rng.integers(0, 1024, 5000).astype(np.uint16)
+        write_shard(shards / name, served[name])
+    (root / "tokenizers").mkdir(parents=True)
+    shutil.copyfile(embedded_data.tokenizer_path, root / "tokenizers" / "fineweb_1024_bpe.model")
+    (root / "tokenizers" / "fineweb_1024_bpe.vocab").write_text("<unk>\t0\n")
+    (root / "manifest.json").write_text(json.dumps({
+        "datasets": [{"name": "fineweb10B_sp1024", "tokenizer_name": "sp_bpe_1024",
+                      "stats": {"files_val": 1, "files_train": 2}},
+                     {"name": "fineweb10B_sp4096", "tokenizer_name": "sp_bpe_4096",
+                      "stats": {"files_val": 1, "files_train": 9}}],
+        "tokenizers": [{"name": "sp_bpe_1024", "model_path": "tokenizers/fineweb_1024_bpe.model",
+                        "vocab_path": "tokenizers/fineweb_1024_bpe.vocab"}]}))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(srv))
+    handler.log_message = lambda *a, **k: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/datasets", served, shards
+    httpd.shutdown()
+
+
+def test_fineweb_download_follows_the_export_layout(tmp_path, hf_mirror):
+    url, served, _ = hf_mirror
+    paths = prepare_fineweb(tmp_path / "data", 1, base_url=url, timeout=5)
+    got = sorted(p.name for p in paths.dataset_dir.glob("*.bin"))
+    assert got == ["fineweb_train_000000.bin", "fineweb_val_000000.bin"]  # only the first train shard
+    for name in got:
+        assert np.array_equal(read_shard(paths.dataset_dir / name), served[name])
+    assert paths.tokenizer_path == tmp_path / "data" / "tokenizers" / "fineweb_1024_bpe.model"
+    assert (tmp_path / "data" / "manifest.json").is_file()
+    assert not list((tmp_path / "data").rglob("*.tmp")) and not list((tmp_path / "data").rglob(".fineweb*"))
+
+
+def test_fineweb_download_refuses_more_shards_than_published(tmp_path, hf_mirror):
+    url, _, _ = hf_mirror
+    with pytest.raises(PrepareError, match="has 2 training shards, 3 requested"):
+        prepare_fineweb(tmp_path / "data", 3, base_url=url, timeout=5)
+
+
+def test_fineweb_corrupt_shard_leaves_nothing(tmp_path, hf_mirror):
+    url, _, shards = hf_mirror
+    (shards / "fineweb_val_000000.bin").write_bytes(b"\x00" * 2000)
+    with pytest.raises(PrepareError, match="fineweb_val_000000.bin.*invalid"):
+        prepare_fineweb(tmp_path / "data", 1, base_url=url, timeout=5)
+    assert not list((tmp_path / "data").rglob("*.bin"))

@@ -35,7 +35,8 @@ EMBEDDED_DATASET = "embedded_sp1024"
 EMBEDDED_TOKENIZER = "embedded_1024_bpe"
 BOS_ID = 1
 DEFAULT_SHARD_TOKENS = 10**8
-HF_BASE = "https://huggingface.co/datasets/willdepueoai/parameter-golf/resolve/main"
+HF_REPO = "willdepueoai/parameter-golf"   # the challenge's published exports (data/README.md there)
+HF_PREFIX = "datasets"                    # export root inside that repo
 
 # Fixed, sorted list: the corpus must not depend on what happens to be installed or imported.
 STDLIB_MODULES: tuple[str, ...] = tuple(sorted((
@@ -299,20 +300,67 @@ def _fetch(url: str, dest: Path, timeout: float, label: str) -> None:
                            "GOLF_HF_BASE to a reachable mirror) and run the command again") from None
 
 
+FINEWEB_DATASET = "fineweb10B_sp1024"
+
+
+def hf_root_url() -> str:
+    """Where the challenge's export lives: the HF dataset repo (MATCHED_FINEWEB_REPO_ID) and
+    the export root inside it (MATCHED_FINEWEB_REMOTE_ROOT_PREFIX, default `datasets`), the
+    same variables the challenge's own downloader reads. GOLF_HF_BASE replaces the whole URL
+    (a mirror)."""
+    if os.environ.get("GOLF_HF_BASE"):
+        return os.environ["GOLF_HF_BASE"].rstrip("/")
+    repo = os.environ.get("MATCHED_FINEWEB_REPO_ID", HF_REPO)
+    prefix = os.environ.get("MATCHED_FINEWEB_REMOTE_ROOT_PREFIX", HF_PREFIX).strip("/")
+    return f"https://huggingface.co/datasets/{repo}/resolve/main/{prefix}"
+
+
+def fineweb_files(manifest: dict, train_shards: int, dataset: str = FINEWEB_DATASET,
+                  where: str = "manifest.json") -> tuple[list[str], list[str], list[str]]:
+    """(val shard names, train shard names, tokenizer paths relative to the export root) from
+    the export's manifest: datasets[].stats.{files_val, files_train} and the tokenizer entry
+    its tokenizer_name points to (model_path / vocab_path / path)."""
+    entry = next((d for d in manifest.get("datasets", []) if d.get("name") == dataset), None)
+    if entry is None:
+        names = [d.get("name") for d in manifest.get("datasets", [])]
+        raise PrepareError(f"{where}: no dataset {dataset!r} (it lists {names}); point "
+                           "MATCHED_FINEWEB_REPO_ID / MATCHED_FINEWEB_REMOTE_ROOT_PREFIX at the "
+                           "challenge's sp1024 export")
+    stats = entry.get("stats") or {}
+    n_val, n_train = int(stats.get("files_val", 1)), int(stats.get("files_train", 0))
+    if train_shards > n_train:
+        raise PrepareError(f"{where}: {dataset} has {n_train} training shards, {train_shards} "
+                           f"requested; pass --train-shards {n_train} or fewer")
+    tok = next((t for t in manifest.get("tokenizers", [])
+                if t.get("name") == entry.get("tokenizer_name")), None)
+    if tok is None:
+        raise PrepareError(f"{where}: tokenizer {entry.get('tokenizer_name')!r} of {dataset} is "
+                           "not listed under tokenizers; the manifest is incomplete, re-download it")
+    tok_paths = [str(tok[k]) for k in ("model_path", "vocab_path", "path") if tok.get(k)]
+    val = [f"fineweb_val_{i:06d}.bin" for i in range(n_val)]
+    train = [f"fineweb_train_{i:06d}.bin" for i in range(train_shards)]
+    return val, train, tok_paths
+
+
 def prepare_fineweb(root: str | Path = "./data", train_shards: int = 1, *, base_url: str | None = None,
                     timeout: float = 10.0) -> EmbeddedPaths:
-    """Download sp1024 val shards + N train shards + tokenizer (skips files already valid)."""
-    base = (base_url or os.environ.get("GOLF_HF_BASE") or HF_BASE).rstrip("/")
+    """Download the challenge's sp1024 export: its manifest, every val shard, the first
+    `train_shards` train shards and the tokenizer, into root/{manifest.json, datasets/
+    fineweb10B_sp1024/, tokenizers/} (the challenge's local layout). Files already present and
+    valid are kept; each download goes to a temp file that is checked before the rename."""
+    base = (base_url or hf_root_url()).rstrip("/")
     root = Path(root)
-    ds = root / "datasets" / "fineweb10B_sp1024"
+    ds = root / "datasets" / FINEWEB_DATASET
     tokdir = root / "tokenizers"
-    _fetch(f"{base}/datasets/manifest.json", root / "datasets" / "manifest.json", timeout, "manifest")
-    names = _shard_names(json.loads((root / "datasets" / "manifest.json").read_text()))
-    val = sorted(n for n in names if n.startswith("fineweb_val_"))
-    train = sorted(n for n in names if n.startswith("fineweb_train_"))[:train_shards]
-    if not val:  # manifest layout not recognised: fall back to the challenge's file naming
-        val = ["fineweb_val_000000.bin"]
-        train = [f"fineweb_train_{i:06d}.bin" for i in range(train_shards)]
+    manifest_path = root / "manifest.json"
+    _fetch(f"{base}/manifest.json", manifest_path, timeout, "manifest")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except ValueError:
+        manifest_path.unlink()
+        raise PrepareError(f"{base}/manifest.json is not JSON; check the URL (GOLF_HF_BASE / "
+                           "MATCHED_FINEWEB_*) and run the command again") from None
+    val, train, tok_paths = fineweb_files(manifest, train_shards, where=str(manifest_path))
     for n in val + train:
         dest = ds / n
         try:
@@ -320,34 +368,19 @@ def prepare_fineweb(root: str | Path = "./data", train_shards: int = 1, *, base_
             continue
         except ShardError:
             pass
-        _fetch(f"{base}/datasets/fineweb10B_sp1024/{n}", dest, timeout, n)
-    for ext in (".model", ".vocab"):
-        dest = tokdir / f"fineweb_1024_bpe{ext}"
+        _fetch(f"{base}/datasets/{FINEWEB_DATASET}/{n}", dest, timeout, n)
+    model = None
+    for rel in tok_paths:
+        dest = tokdir / Path(rel).name
         if not dest.is_file():
-            _fetch(f"{base}/tokenizers/fineweb_1024_bpe{ext}", dest, timeout, dest.name)
-    return EmbeddedPaths(ds, tokdir / "fineweb_1024_bpe.model")
-
-
-def _shard_names(manifest) -> list[str]:
-    """Shard file names for the sp1024 variant, whatever nesting the manifest uses."""
-    found: list[str] = []
-
-    def walk(o):
-        if isinstance(o, str):
-            base = o.rsplit("/", 1)[-1]
-            if base.startswith("fineweb_") and base.endswith(".bin") and ("sp1024" in o or "/" not in o):
-                found.append(base)
-        elif isinstance(o, dict):
-            for k, v in o.items():
-                if isinstance(v, (dict, list)) and "sp" in str(k) and "1024" not in str(k):
-                    continue
-                walk(k)
-                walk(v)
-        elif isinstance(o, list):
-            for v in o:
-                walk(v)
-    walk(manifest)
-    return sorted(set(found))
+            _fetch(f"{base}/{rel.lstrip('/')}", dest, timeout, dest.name)
+        if dest.suffix == ".model":
+            model = dest
+    if model is None:
+        raise PrepareError(f"{manifest_path}: the tokenizer entry names no .model file; re-download "
+                           "the manifest or pass TOKENIZER_PATH yourself")
+    load_tokenizer(model)  # a truncated or wrong file fails here, naming it
+    return EmbeddedPaths(ds, model)
 
 
 # ---------------------------------------------------------------- CLI
