@@ -65,7 +65,8 @@ def random_hessian(cols: int, seed: int, n: int = 4096) -> torch.Tensor:
 
 
 def bench_codes(sd: dict[str, torch.Tensor]) -> dict:
-    """int6 SDClip codes of every matrix: summed compressed bytes per codec vs entropy."""
+    """int6 SDClip codes of every matrix: summed compressed bytes per codec vs entropy, and the
+    artifact's joint rANS stream (all tensors in one stream, one table each)."""
     sizes = {c: 0 for c in ("zstd", "brotli", "lzma", "zlib")}
     ent_bits, n = 0.0, 0
     groups: dict[str, list[bytes]] = {}
@@ -81,6 +82,9 @@ def bench_codes(sd: dict[str, torch.Tensor]) -> dict:
         n += codes.numel()
         for c in sizes:
             sizes[c] += len(compress(raw, c))
+    from quant.rans import encode
+    all_parts = [raw for parts in groups.values() for raw in parts]
+    sizes["rans_joint"] = len(encode(b"".join(all_parts), [len(r) for r in all_parts]))
     out = {"params": n, "entropy_bits_per_param": round(ent_bits / n, 4), "codecs": {}}
     for c, b in sizes.items():
         out["codecs"][c] = {"bits_per_param": round(b * 8 / n, 4),

@@ -11,8 +11,11 @@ Layout (all integers little-endian):
            loads). The sha256 covers the stored header bytes.
     42+L   payload: the streams back to back
 
-Each stream entry: name, codec (zstd|brotli|lzma|zlib|raw), offset/length inside the payload,
-raw_length, shuffle width (1 = none; 2 = fp16 bytes split low/high). Each tensor entry: name,
+Each stream entry: name, codec (zstd|brotli|lzma|zlib|rans|raw), offset/length inside the
+payload, raw_length, shuffle width (1 = none; 2 = fp16 bytes split low/high). Since version 3
+the codes of all tensors may share one stream, "codes", coded by rANS with one table per
+tensor (quant/rans.py); the builder picks it only when it is smaller than the per-tensor
+streams under their best general-purpose codec, and tensors then point into it by offset. Each tensor entry: name,
 shape, dtype (original), class, kind (quant|pass|alias), method, bits, k, and references
 [stream index, byte offset, byte length] to its codes (int8, one per byte), scales (fp16 per row
 or fp32 per tensor) or passthrough data (stored dtype). Codes are never bit-packed. Small
@@ -38,13 +41,30 @@ from .tensors import QTensor, dequant_tensor
 from .policy import CLASSES
 
 MAGIC = b"GKQF"
-FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)  # 1: plain JSON header; 2: brotli-compressed JSON header
+FORMAT_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)  # 1: plain JSON header; 2: brotli-compressed header; 3: + rans
+JOINT_CODES = "codes"  # the one stream that holds every tensor's codes when rANS wins
 _PREFIX = struct.Struct("<4sHI32s")
 
 
 def _np_dtype(name: str) -> np.dtype:
     return np.dtype("bool" if name == "bool" else name)
+
+
+def logical_streams(streams: list[dict]) -> dict[str, dict]:
+    """Every stream by name as if each tensor's codes had their own: a joint rANS stream is
+    split into its parts, each with its share of the bytes (float) and the sizes its
+    standalone stream had under the general-purpose codecs (for reports and the fitter)."""
+    out: dict[str, dict] = {}
+    for st in streams:
+        if st.get("parts"):
+            for p in st["parts"]:
+                out[p["name"]] = {"name": p["name"], "codec": "rans", "length": p["bytes"],
+                                  "raw_length": p["raw_length"], "shuffle": 1,
+                                  "sizes": p["sizes"], "standalone_codec": p["standalone_codec"]}
+        else:
+            out[st["name"]] = {**st, "standalone_codec": st["codec"]}
+    return out
 
 
 def pass_stream_name(qt: QTensor) -> str:
@@ -96,9 +116,6 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
             raise ValueError(f"unknown tensor kind {qt.kind!r} for {qt.name}")
         entries.append(e)
 
-    streams: list[dict] = []
-    payload = bytearray()
-    index = {}
     def plan(name: str) -> tuple[bytes, tuple[str, ...], int]:
         width = 1
         if shuffle_fp16 and (name.endswith("float16") or name.endswith("float32")):
@@ -109,6 +126,7 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
     jobs = [(raw, use) for raw, use, _w in plans.values()]
     jobs += [(shuffle(raw, w), use) for raw, use, w in plans.values() if w > 1]
     cache.prefetch(jobs)  # every stream and codec at once, on all cores
+    chosen: dict[str, dict] = {}
     for name in order:
         raw, use, width = plans[name]
         codec, blob, sizes = cache.best(raw, use)
@@ -118,15 +136,42 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
                 codec, blob, sizes = c2, b2, s2
             else:
                 width = 1
+        chosen[name] = {"name": name, "codec": codec, "blob": blob, "raw_length": len(raw),
+                        "shuffle": width, "sizes": dict(sizes)}
+
+    code_names = [n for n in order if n.startswith("codes/")]
+    moved: dict[str, tuple[str, int]] = {}  # codes/<name> -> (joint stream, offset inside it)
+    if "rans" in codecs and code_names:
+        blob, shares = cache.joint([bytes(raw_streams[n]) for n in code_names])
+        if len(blob) < sum(len(chosen[n]["blob"]) for n in code_names):
+            parts, off = [], 0
+            for n, share in zip(code_names, shares):
+                moved[n] = (JOINT_CODES, off)
+                parts.append({"name": n, "offset": off, "raw_length": chosen[n]["raw_length"],
+                              "bytes": share, "standalone_codec": chosen[n]["codec"],
+                              "sizes": {**chosen[n]["sizes"], "rans": share}})
+                off += chosen[n]["raw_length"]
+            chosen = {JOINT_CODES: {"name": JOINT_CODES, "codec": "rans", "blob": blob,
+                                    "raw_length": off, "shuffle": 1, "sizes": {"rans": len(blob)},
+                                    "parts": parts},
+                      **{n: c for n, c in chosen.items() if n not in moved}}
+
+    streams: list[dict] = []
+    payload = bytearray()
+    index = {}
+    for name, c in chosen.items():
         index[name] = len(streams)
-        streams.append({"name": name, "codec": codec, "offset": len(payload), "length": len(blob),
-                        "raw_length": len(raw), "shuffle": width, "sizes": sizes})
+        blob = c.pop("blob")
+        streams.append({**c, "offset": len(payload), "length": len(blob)})
         payload += blob
     for e in entries:
         for key in ("codes", "scales", "data"):
             if key in e:
+                name = e[key][0]
+                if name in moved:
+                    e[key] = [moved[name][0], moved[name][1] + e[key][1], e[key][2]]
                 e[key][0] = index[e[key][0]]
-    table = [{k: v for k, v in st.items() if k != "sizes"} for st in streams]
+    table = [{k: v for k, v in st.items() if k not in ("sizes", "parts")} for st in streams]
     header = {"format": "golfkit-quant", "version": FORMAT_VERSION, "meta": dict(meta),
               "streams": table, "tensors": entries, "payload_len": len(payload),
               "payload_sha256": hashlib.sha256(payload).hexdigest()}

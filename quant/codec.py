@@ -1,7 +1,9 @@
-"""Byte-stream codecs: best-of zstd-22 / brotli-11 / lzma-9e / zlib-9, and the fp16 byte shuffle.
+"""Byte-stream codecs: best-of zstd-22 / brotli-11 / lzma-9e / zlib-9, rANS, and the fp16 byte shuffle.
 
-Every stream is compressed independently with each allowed codec; the smallest wins (ties
-go to the earlier name) and all sizes are kept for the report.
+Every stream is compressed independently with each allowed general-purpose codec; the smallest
+wins (ties go to the earlier name) and all sizes are kept for the report. "rans" (quant/rans.py,
+an order-0 coder with one table per segment) is offered for the code streams jointly by the
+artifact builder, which keeps it only when it beats their per-stream best.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from typing import Iterable
 
 import numpy as np
 
-CODECS = ("zstd", "brotli", "lzma", "zlib", "raw")
+CODECS = ("zstd", "brotli", "lzma", "zlib", "rans", "raw")
+JOINT = ("rans",)  # coded over several streams at once, not in the per-stream best-of
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
 
 
@@ -29,6 +32,9 @@ def compress(data: bytes, codec: str) -> bytes:
         return lzma.compress(data, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
     if codec == "zlib":
         return zlib.compress(data, 9)
+    if codec == "rans":
+        from .rans import encode
+        return encode(data)
     if codec == "raw":
         return bytes(data)
     raise ValueError(f"unknown codec {codec!r}; use one of {CODECS}")
@@ -45,6 +51,9 @@ def decompress(data: bytes, codec: str) -> bytes:
         return lzma.decompress(data, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
     if codec == "zlib":
         return zlib.decompress(data)
+    if codec == "rans":
+        from .rans import decode
+        return decode(data)
     if codec == "raw":
         return bytes(data)
     raise ValueError(f"unknown codec {codec!r}")
@@ -80,13 +89,15 @@ class StreamCache:
 
     def __init__(self, workers: int | None = None) -> None:
         self._memo: dict[tuple[bytes, tuple[str, ...]], tuple[str, bytes, dict[str, int]]] = {}
+        self._joint: dict[bytes, tuple[bytes, list[float]]] = {}
         self.workers = workers or _workers()
 
     def prefetch(self, jobs: Iterable[tuple[bytes, tuple[str, ...]]]) -> None:
         """Compress all (data, codecs) jobs not yet memoized, in parallel."""
         pending: dict[tuple[bytes, tuple[str, ...]], bytes] = {}
         for data, codecs in jobs:
-            key = (hashlib.sha256(data).digest(), tuple(codecs))
+            codecs = tuple(c for c in codecs if c not in JOINT)
+            key = (hashlib.sha256(data).digest(), codecs)
             if key not in self._memo:
                 pending.setdefault(key, data)
         if not pending:
@@ -112,6 +123,22 @@ class StreamCache:
             self._memo[key] = (best_name, best_blob, sizes)
 
     def best(self, data: bytes, codecs: tuple[str, ...]) -> tuple[str, bytes, dict[str, int]]:
-        """(winning codec, compressed bytes, {codec: size}) over `codecs`."""
+        """(winning codec, compressed bytes, {codec: size}) over `codecs` (joint ones skipped)."""
         self.prefetch([(data, codecs)])
-        return self._memo[(hashlib.sha256(data).digest(), tuple(codecs))]
+        return self._memo[(hashlib.sha256(data).digest(), tuple(c for c in codecs if c not in JOINT))]
+
+    def joint(self, parts: list[bytes]) -> tuple[bytes, list[float]]:
+        """rANS blob of the concatenated parts (one table each) and each part's share of its
+        bytes (ideal coded bits, scaled so the shares sum to the blob size)."""
+        from .rans import encode, segment_bits
+        data = b"".join(parts)
+        lengths = [len(p) for p in parts]
+        key = hashlib.sha256(data + repr(lengths).encode()).digest()
+        if key not in self._joint:
+            blob = encode(data, lengths)
+            bits = segment_bits(data, lengths)
+            total = float(bits.sum())
+            shares = ([float(b) * len(blob) / total for b in bits] if total > 0
+                      else [len(blob) / max(len(parts), 1)] * len(parts))
+            self._joint[key] = (blob, shares)
+        return self._joint[key]

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from . import budget as fitter
-from .artifact import build_artifact, pass_stream_name, state_dict_from_tensors
+from .artifact import build_artifact, logical_streams, pass_stream_name, state_dict_from_tensors
 from .baseline import baseline_keep_float, baseline_quantize_tensor
-from .codec import StreamCache
+from .codec import JOINT, StreamCache
 from .errors import BudgetError, QuantError
 from .gptq import gptq_quantize
 from .policy import CLASSES, QuantPolicy, classify, is_control
@@ -165,7 +165,7 @@ class _Item:
 
 def _codec_ratio(policy: QuantPolicy) -> float:
     """First guess of compressed size / order-0 entropy for the best allowed codec (§6 numbers)."""
-    known = {"brotli": 1.015, "zstd": 1.018, "lzma": 1.07, "zlib": 1.16, "raw": 2.4}
+    known = {"brotli": 1.015, "zstd": 1.018, "lzma": 1.07, "zlib": 1.16, "rans": 1.001, "raw": 2.4}
     return min((known.get(c, 1.2) for c in policy.compressors), default=1.2)
 
 
@@ -287,15 +287,17 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
                   for it in items]
 
         winners: dict[str, tuple[str, ...]] = {}
+        policy_joint = tuple(c for c in policy.compressors if c in JOINT)
 
         def measure(choice: list[int]) -> tuple[int, list[int]]:
             tensors = assemble(choice)
             blob, streams = build_artifact(tensors, meta, policy.compressors, cache,
                                            policy.shuffle_fp16, winners)
-            for st in streams:  # later rounds try only the codec that won for this stream
-                if st["name"].startswith("codes/") and st["codec"] != "raw":
-                    winners.setdefault(st["name"], (st["codec"],))
-            by_name = {s["name"]: s["length"] for s in streams}
+            logical = logical_streams(streams)
+            for name, st in logical.items():  # later rounds try only the codec that won
+                if name.startswith("codes/") and st["standalone_codec"] not in ("raw", "rans"):
+                    winners.setdefault(name, (st["standalone_codec"], *policy_joint))
+            by_name = {name: st["length"] for name, st in logical.items()}
             own = []  # each tensor's own stream; row scales counted at their raw fp16 size
             for qt in tensors:
                 if qt.cls in CLASSES:

@@ -61,7 +61,7 @@ class QuantPolicy:
     small_numel: int = SMALL_NUMEL
     keep_float: tuple[str, ...] = ()          # name substrings forced to fp16 passthrough
     control_patterns: tuple[str, ...] = CONTROL_PATTERNS  # passthrough in fp32
-    compressors: tuple[str, ...] = ("zstd", "brotli", "lzma", "zlib")
+    compressors: tuple[str, ...] = ("zstd", "brotli", "lzma", "zlib", "rans")
     shuffle_fp16: bool = True
     float_rung: bool = True   # the budget fitter may keep a whole tensor in fp16 when it pays
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import pass_stream_name, write_atomic
+from .artifact import logical_streams, pass_stream_name, write_atomic
 
 
 def _entropy(codes: np.ndarray) -> float:
@@ -23,7 +23,7 @@ def _entropy(codes: np.ndarray) -> float:
 
 def build_report(qmodel) -> list[dict]:
     """One dict per state_dict entry, in state_dict order."""
-    streams = {s["name"]: s for s in qmodel.streams}
+    streams = logical_streams(qmodel.streams)
     total = qmodel.total_bytes
     rows = []
     for qt in qmodel.tensors:
