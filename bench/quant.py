@@ -286,6 +286,50 @@ def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
     return res
 
 
+def compare_coders(ckpt_path: str, data_path: str, *, calib_seqs: int = 32,
+                   budget: int | None = None) -> dict:
+    """The artifact with and without the joint rANS code stream on a trained checkpoint: RTN
+    at the policy steps (same codes, so only the coder differs), then GPTQ fitted to the
+    default budget (what the freed bytes buy: mean Hessian-weighted relative error)."""
+    from dataclasses import replace
+    from golf.config import Config
+    from golf.data.loader import DistributedTokenLoader
+    from golf.model import GPT
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    sd = {k: v.float() for k, v in ck["state_dict"].items()}
+    cfg = Config.from_dict(ck["config"])
+    model = GPT(cfg)
+    model.load_state_dict(sd)
+    model.eval()
+    loader = DistributedTokenLoader(data_path, rank=0, world_size=1, seed=cfg.seed,
+                                    vocab_size=cfg.vocab_size)
+    per = 8 * cfg.train_seq_len
+    hs = quant.collect_hessians(model, [loader.next_batch(per, cfg.train_seq_len, 1)[0]
+                                        for _ in range(max(1, calib_seqs // 8))])
+    if budget is None:
+        from golf.pack import code_bytes
+        budget = 16_000_000 - code_bytes() - 2_000
+    out: dict = {"budget_bytes": budget, "calib_tokens": max(1, calib_seqs // 8) * per}
+    general = ("zstd", "brotli", "lzma", "zlib")
+    for label, comps in (("best_of_4", general), ("with_rans", general + ("rans",))):
+        pol = replace(quant.QuantPolicy(small_numel=cfg.quant_small_numel), compressors=comps)
+        t0 = time.perf_counter()
+        q = quant.quantize_model(sd, method="rtn", policy=pol)
+        out[label] = {"rtn_bytes": q.total_bytes, "rtn_seconds": round(time.perf_counter() - t0, 1)}
+        logs: list[str] = []
+        t0 = time.perf_counter()
+        qf = quant.quantize_model(sd, hessians=hs, method="gptq", budget_bytes=budget, policy=pol,
+                                  log=logs.append)
+        out[label].update(fit_bytes=qf.total_bytes, fit_error=mean_error(qf),
+                          fit_builds=sum(1 for m in logs if m.startswith("quant:fit round")),
+                          fit_seconds=round(time.perf_counter() - t0, 1))
+    out["rtn_saving_bytes"] = out["best_of_4"]["rtn_bytes"] - out["with_rans"]["rtn_bytes"]
+    base_err = out["best_of_4"]["fit_error"]
+    out["fit_error_change_pct"] = (round(100 * (out["with_rans"]["fit_error"] / base_err - 1), 2)
+                                   if base_err > 0 else None)
+    return out
+
+
 def _table(res: dict) -> str:
     c, g, f = res["codes"], res["gptq"], res["fit"]
     lines = [f"codes int6 SDClip k=12.85: H={c['entropy_bits_per_param']} bits/param"]
@@ -313,7 +357,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-batches", type=int, default=8)
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     ap.add_argument("--gptq-only", action="store_true", help="only time GPTQ of the 11L matrices")
+    ap.add_argument("--budget-bytes", type=int, default=None,
+                    help="with --coders: model byte budget (default 16,000,000 - code - 2,000)")
+    ap.add_argument("--coders", action="store_true",
+                    help="with --checkpoint/--data: artifact bytes and fitted error with and without rANS")
     args = ap.parse_args(argv)
+    if args.coders:
+        print(json.dumps(compare_coders(args.checkpoint, args.data, budget=args.budget_bytes), indent=2))
+        return 0
     if args.gptq_only:
         sd = random_state_dict(11)
         hs = hessians_for(sd)
