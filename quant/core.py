@@ -11,7 +11,7 @@ from torch import nn
 from . import budget as fitter
 from .artifact import build_artifact, logical_streams, pass_stream_name, state_dict_from_tensors
 from .baseline import baseline_keep_float, baseline_quantize_tensor
-from .codec import JOINT, StreamCache
+from .codec import StreamCache
 from .errors import BudgetError, QuantError
 from .gptq import gptq_quantize
 from .policy import CLASSES, QuantPolicy, classify, is_control
@@ -287,7 +287,6 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
                   for it in items]
 
         winners: dict[str, tuple[str, ...]] = {}
-        policy_joint = tuple(c for c in policy.compressors if c in JOINT)
 
         def measure(choice: list[int]) -> tuple[int, list[int]]:
             tensors = assemble(choice)
@@ -296,7 +295,7 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
             logical = logical_streams(streams)
             for name, st in logical.items():  # later rounds try only the codec that won
                 if name.startswith("codes/") and st["standalone_codec"] not in ("raw", "rans"):
-                    winners.setdefault(name, (st["standalone_codec"], *policy_joint))
+                    winners.setdefault(name, (st["standalone_codec"],))
             by_name = {name: st["length"] for name, st in logical.items()}
             own = []  # each tensor's own stream; row scales counted at their raw fp16 size
             for qt in tensors:
