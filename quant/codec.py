@@ -130,13 +130,12 @@ class StreamCache:
     def joint(self, parts: list[bytes]) -> tuple[bytes, list[float]]:
         """rANS blob of the concatenated parts (one table each) and each part's share of its
         bytes (ideal coded bits, scaled so the shares sum to the blob size)."""
-        from .rans import encode, segment_bits
+        from .rans import encode_with_bits
         data = b"".join(parts)
         lengths = [len(p) for p in parts]
         key = hashlib.sha256(data + repr(lengths).encode()).digest()
         if key not in self._joint:
-            blob = encode(data, lengths)
-            bits = segment_bits(data, lengths)
+            blob, bits = encode_with_bits(data, lengths)
             total = float(bits.sum())
             shares = ([float(b) * len(blob) / total for b in bits] if total > 0
                       else [len(blob) / max(len(parts), 1)] * len(parts))
