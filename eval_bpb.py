@@ -4,6 +4,8 @@ per-tensor quantization sensitivity.
     python eval_bpb.py RUN_DIR [--mode chunked|sliding|both] [--max-tokens N]
     python eval_bpb.py --checkpoint ema.pt --artifact final_model.gkq --data DIR --tokenizer M
     python eval_bpb.py --compare RUN_A RUN_B ... [--evaluate] [--strict] [--gap-threshold 0.005]
+    python eval_bpb.py RUN_DIR --ttt chunk|lora [--ttt-on post|pre]   # third number: post+TTT
+    python eval_bpb.py --compare RUN_A RUN_B --rank-by post_ttt
     python eval_bpb.py RUN_DIR --sensitivity [--sensitivity-by class] --max-tokens 8192
     python eval_bpb.py RUN_DIR --sensitivity --split train   # to steer the fitter (QUANT_SENSITIVITY)
 
@@ -27,10 +29,24 @@ CLASSES = ("attention", "mlp", "embedding", "other")
 
 
 # ----------------------------------------------------------------------------- comparison
+RANK_KEYS = ("pre", "post", "post_ttt")
+
+
 def find_divergences(rows: Sequence[dict], gap_threshold: float = 0.005) -> list[str]:
-    """Warnings for run pairs whose pre- and post-quant orderings disagree, and for runs whose
-    gap (post - pre) exceeds `gap_threshold`. rows: [{"run", "pre", "post"}, ...] (val_bpb)."""
+    """Warnings for run pairs whose pre- and post-quant orderings disagree, for pairs whose
+    post-quant and post-TTT orderings disagree (both have a "post_ttt"), and for runs whose gap
+    (post - pre) exceeds `gap_threshold`. rows: [{"run", "pre", "post", "post_ttt"?}] (val_bpb)."""
     out: list[str] = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            if a.get("post_ttt") is None or b.get("post_ttt") is None:
+                continue
+            dpost, dttt = a["post"] - b["post"], a["post_ttt"] - b["post_ttt"]
+            if dpost * dttt < 0:
+                win, lose = (a, b) if dpost < 0 else (b, a)
+                out.append(f"ordering flips after TTT: {win['run']} beats {lose['run']} post-quant "
+                           f"({win['post']:.4f} < {lose['post']:.4f}) but loses post-TTT "
+                           f"({win['post_ttt']:.4f} > {lose['post_ttt']:.4f})")
     for i, a in enumerate(rows):
         for b in rows[i + 1:]:
             dpre = a["pre"] - b["pre"]
@@ -56,8 +72,12 @@ def divergence_box(warnings: Sequence[str]) -> str:
 
 
 def compare_runs(run_dirs: Sequence[str], *, evaluate: bool = False, gap_threshold: float = 0.005,
-                 log: Callable[[str], None] = print, **eval_kwargs: Any) -> tuple[list[dict], list[str]]:
-    """Rows {run, pre, post, gap, mode, partial} from each RUN/eval.json, plus divergence warnings."""
+                 log: Callable[[str], None] = print, rank_by: str = "post",
+                 **eval_kwargs: Any) -> tuple[list[dict], list[str]]:
+    """Rows {run, pre, post, gap, post_ttt, ttt_gain, mode, partial} from each RUN/eval.json,
+    plus divergence warnings. `rank_by` must be a number every run has (checked here)."""
+    if rank_by not in RANK_KEYS:
+        raise EvalError(f"--rank-by {rank_by!r}: use one of {', '.join(RANK_KEYS)}")
     rows: list[dict] = []
     for rd in run_dirs:
         path = Path(rd) / "eval.json"
@@ -67,24 +87,41 @@ def compare_runs(run_dirs: Sequence[str], *, evaluate: bool = False, gap_thresho
             run_eval(run_dir=rd, log=log, **eval_kwargs)
         try:
             rep = json.loads(path.read_text())
+            ttt = rep.get("post_ttt") or {}
             rows.append({"run": str(rd), "pre": rep["pre"]["val_bpb"], "post": rep["post"]["val_bpb"],
                          "gap": rep["gap"], "mode": rep.get("mode", "?"),
-                         "partial": bool(rep.get("partial"))})
+                         "partial": bool(rep.get("partial")), "post_ttt": ttt.get("val_bpb"),
+                         "ttt_gain": ttt.get("ttt_gain"), "ttt": ttt.get("ttt")})
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise EvalError(f"{path}: not a complete eval.json ({exc!r}); re-run eval_bpb.py on it "
                             "with both a checkpoint and an artifact") from None
+    lacking = [r["run"] for r in rows if r.get(rank_by) is None]
+    if lacking:
+        raise EvalError(f"--rank-by {rank_by}: {', '.join(lacking)} has no {rank_by} number; "
+                        f"evaluate it with `python eval_bpb.py RUN --ttt chunk` (or lora) first")
+    if len({r["ttt"] for r in rows}) > 1:
+        log("warning: runs were adapted with different TTT modes (or some without TTT); "
+            "post_ttt numbers are comparable only under the same settings")
     if len({(r["mode"], r["partial"]) for r in rows}) > 1:
         log("warning: runs were evaluated in different modes/partial settings; re-evaluate them "
             "the same way before trusting the ordering")
     return rows, find_divergences(rows, gap_threshold)
 
 
-def format_compare(rows: Sequence[dict]) -> str:
+def format_compare(rows: Sequence[dict], rank_by: str = "post") -> str:
+    """Runs best first by `rank_by`; quant gap and TTT gain side by side."""
     w = max([len("run")] + [len(r["run"]) for r in rows])
-    lines = [f"{'run':<{w}}  {'pre_bpb':>10} {'post_bpb':>10} {'gap':>10}  mode"]
-    for r in sorted(rows, key=lambda r: r["post"]):
-        lines.append(f"{r['run']:<{w}}  {r['pre']:>10.6f} {r['post']:>10.6f} {r['gap']:>+10.6f}  "
-                     f"{r['mode']}{' (partial)' if r['partial'] else ''}")
+    lines = [f"ranked by {rank_by}",
+             f"{'run':<{w}}  {'pre_bpb':>10} {'post_bpb':>10} {'gap':>10} {'ttt_bpb':>10} "
+             f"{'ttt_gain':>10}  mode"]
+
+    def num(v: Any, sign: bool = False) -> str:
+        return "-".rjust(10) if v is None else (f"{v:>+10.6f}" if sign else f"{v:>10.6f}")
+    for r in sorted(rows, key=lambda r: r[rank_by]):
+        ttt = f" ttt:{r['ttt']}" if r.get("ttt") else ""
+        lines.append(f"{r['run']:<{w}}  {num(r['pre'])} {num(r['post'])} {num(r['gap'], True)} "
+                     f"{num(r.get('post_ttt'))} {num(r.get('ttt_gain'), True)}  "
+                     f"{r['mode']}{ttt}{' (partial)' if r['partial'] else ''}")
     return "\n".join(lines)
 
 
@@ -245,7 +282,30 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sensitivity-by", choices=("tensor", "class"), help="implies --sensitivity")
     ap.add_argument("--split", choices=("val", "train"), default="val",
                     help="sensitivity data: val, or train (last training shard) for QUANT_SENSITIVITY")
+    ap.add_argument("--rank-by", choices=RANK_KEYS, default="post",
+                    help="with --compare: order runs by this val_bpb (default post)")
+    t = ap.add_argument_group("test-time training (score-first; other knobs: TTT_* env vars)")
+    t.add_argument("--ttt", choices=("off", "chunk", "lora"),
+                   help="add post_ttt: chunk = R23 per-chunk SGD, lora = per-document LoRA "
+                        "(default: env TTT, else off)")
+    t.add_argument("--ttt-on", choices=("post", "pre"),
+                   help="adapt the dequantized artifact (post, default) or full precision (pre)")
+    t.add_argument("--ttt-chunk-tokens", type=int, help="TTT_CHUNK_TOKENS (32768)")
+    t.add_argument("--ttt-lr", type=float, help="TTT_LR (0.002)")
+    t.add_argument("--ttt-epochs", type=int, help="TTT_EPOCHS (3)")
+    t.add_argument("--ttt-lora-rank", type=int, help="TTT_LORA_RANK (8)")
+    t.add_argument("--ttt-lora-lr", type=float, help="TTT_LORA_LR (0.01)")
+    t.add_argument("--ttt-lora-chunk", type=int, help="TTT_LORA_CHUNK (48)")
     return ap
+
+
+def ttt_settings(args: argparse.Namespace) -> Any:
+    """TTTSettings from TTT_* env vars with the --ttt* flags on top; None when off."""
+    from golf.ttt import TTTSettings
+    s = TTTSettings.from_env(mode=args.ttt, on=args.ttt_on, chunk_tokens=args.ttt_chunk_tokens,
+                             lr=args.ttt_lr, epochs=args.ttt_epochs, lora_rank=args.ttt_lora_rank,
+                             lora_lr=args.ttt_lora_lr, lora_chunk=args.ttt_lora_chunk)
+    return s if s.active else None
 
 
 def init_distributed_from_env() -> bool:
@@ -283,13 +343,14 @@ def _main(args: argparse.Namespace) -> int:
         if args.compare:
             rows, warns = compare_runs(args.compare, evaluate=args.evaluate,
                                        gap_threshold=args.gap_threshold, log=say,
-                                       mode=args.mode, stride=args.stride, **common)
-            say(format_compare(rows))
+                                       rank_by=args.rank_by, mode=args.mode, stride=args.stride,
+                                       ttt=ttt_settings(args), **common)
+            say(format_compare(rows, args.rank_by))
             if warns:
                 say(divergence_box(warns))
                 return 3 if args.strict else 0
-            say("no divergence: pre- and post-quant orderings agree and all gaps are within "
-                f"{args.gap_threshold}")
+            say("no divergence: pre-, post-quant (and post-TTT) orderings agree and all gaps are "
+                f"within {args.gap_threshold}")
             return 0
         if args.sensitivity or args.sensitivity_by:
             run_sensitivity(args.run_dir, checkpoint=args.checkpoint, artifact=args.artifact,
@@ -297,7 +358,8 @@ def _main(args: argparse.Namespace) -> int:
                             out_dir=args.out, log=say, split=args.split, **common)
             return 0
         run_eval(run_dir=args.run_dir, checkpoint=args.checkpoint, artifact=args.artifact,
-                 mode=args.mode, stride=args.stride, out=args.out, log=say, **common)
+                 mode=args.mode, stride=args.stride, out=args.out, log=say,
+                 ttt=ttt_settings(args), **common)
     return 0
 
 

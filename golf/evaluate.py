@@ -485,16 +485,72 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_gap_table(report: dict) -> str:
+    """pre, post and post+TTT val_bpb with the quantization gap and the TTT gain side by side
+    (the gap is measured before TTT: TTT can more than recover it, anchor_quant.md §2.3)."""
+    rows = [("pre (full precision)", report.get("pre"), "", None),
+            ("post (artifact)", report.get("post"), "quant gap", report.get("gap"))]
+    t = report.get("post_ttt")
+    if t:
+        rows.append((f"post+TTT ({t['ttt']}, on {t['weights']})", t, "TTT gain", t.get("ttt_gain")))
+    lines = [f"{'':<30} {'val_bpb':>11}  {'':<9} {'delta':>10}"]
+    for name, r, what, delta in rows:
+        if r:
+            d = f"{delta:>+10.6f}" if delta is not None else ""
+            lines.append(f"{name:<30} {r['val_bpb']:>11.6f}  {what:<9} {d}")
+    return "\n".join(lines)
+
+
+def eval_hardware(world: int) -> str:
+    """e.g. '8xNVIDIA H100 80GB HBM3' or '1xCPU': pack's eval-time check scales by it."""
+    if torch.cuda.is_available():
+        return f"{world}x{torch.cuda.get_device_name(0)}"
+    return f"{world}xCPU"
+
+
+def ttt_block(settings: Any, models: dict[str, torch.nn.Module], ed: "EvalData", base: dict, *,
+              cfg: Any, seq_len: int, stride: int, batch_tokens: int, device: str, rank: int,
+              world: int, log: Callable[[str], None]) -> dict:
+    """eval.json's post_ttt: golf.ttt.run_ttt on a copy of the `settings.on` weights, scored on
+    the same tokens and windows as `base` (the headline entry), bytes checked like pre/post."""
+    from golf.ttt import run_ttt
+    label = settings.on
+    if label not in models:
+        raise EvalError(f"TTT on {label!r} weights needs the "
+                        f"{'artifact (--artifact)' if label == 'post' else 'checkpoint (--checkpoint)'}")
+    if settings.bos_id < 0 and getattr(cfg, "bos_id", None) is not None:
+        settings = dataclasses.replace(settings, bos_id=int(cfg.bos_id))   # documents split at BOS
+    log(f"ttt:start mode:{settings.mode} on:{label} knobs:{settings.knobs()}")
+    res = run_ttt(models[label], ed.tokens, ed.lut, settings, seq_len=seq_len, stride=stride,
+                  batch_tokens=batch_tokens, device=device, max_tokens=ed.n_targets, rank=rank,
+                  world_size=world, weights=label)
+    res.partial = ed.n_targets < len(ed.tokens) - 1
+    res.decoded_bytes = ed.decoded_bytes
+    if ed.decoded_bytes is not None and res.bytes != ed.decoded_bytes:
+        raise EvalError(f"TTT scored {res.bytes:,} bytes but the decoded text has "
+                        f"{ed.decoded_bytes:,}; please report this scorer bug")
+    out = res.to_dict()
+    ref = base.get(label)
+    out["ttt_gain"] = out["val_bpb"] - ref["val_bpb"] if ref else None
+    log(f"eval:ttt:{res.ttt} on:{label} post_ttt_val_loss:{res.val_loss:.8f} "
+        f"post_ttt_val_bpb:{res.val_bpb:.8f} ttt_gain:{(out['ttt_gain'] or 0.0):+.8f} "
+        f"seconds:{res.seconds:.1f}")
+    return out
+
+
 def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = None,
              artifact: str | None = None, data: str | None = None, tokenizer: str | None = None,
              mode: str | None = None, seq_len: int | None = None, stride: int | None = None,
              max_tokens: int | None = None, batch_tokens: int | None = None,
              device: str | None = None, out: str | os.PathLike | None = None,
-             byte_check: bool = True, log: Callable[[str], None] | None = print) -> dict:
+             byte_check: bool = True, log: Callable[[str], None] | None = print,
+             ttt: Any = None) -> dict:
     """Pre- (checkpoint) vs post-quant (artifact) val_bpb on the same tokens, same mode.
 
     mode: "chunked", "sliding" or "both" (default: sliding when stride > 0). Returns the
     eval.json dict; rank 0 writes it to `out` (default RUN_DIR/eval.json) and logs a table.
+    ttt: a golf.ttt.TTTSettings; when active, a third number `post_ttt` (score-first TTT of a
+    copy of the chosen weights, in the headline window mode) is added beside pre and post.
     """
     t0 = time.perf_counter()
     rank, world = dist_info()
@@ -548,8 +604,16 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     }
     if mode == "both":
         report["modes"] = modes
+    if ttt is not None and getattr(ttt, "active", False):
+        report["post_ttt"] = ttt_block(ttt, models, ed, modes[headline], cfg=cfg, seq_len=seq_len,
+                                       stride=report["stride"],
+                                       batch_tokens=batch_tokens or cfg.val_batch_size,
+                                       device=device, rank=rank, world=world, log=say)
+        table.append({"label": f"ttt:{ttt.mode}", **report["post_ttt"]})
+    report["hardware"] = eval_hardware(world)
     report["wall_seconds"] = time.perf_counter() - t0
     say(format_table(table))
+    say(format_gap_table(report))
     if report["gap"] is not None:
         say(f"eval:{headline}{' PARTIAL' if partial else ''} pre_val_bpb:{report['pre']['val_bpb']:.8f} "
             f"post_val_bpb:{report['post']['val_bpb']:.8f} gap:{report['gap']:+.8f}")

@@ -145,8 +145,9 @@ def measured_slopes(path: str, model, hessians, log: Callable[[str], None]) -> d
 def evaluate_run(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> dict:
     """Pre- (EMA, full precision) vs post-quant (artifact) val_bpb on the same tokens."""
     from golf.evaluate import run_eval
+    from golf.ttt import TTTSettings  # TTT=chunk|lora adds post_ttt to eval.json (default off)
     mode = "both" if cfg.eval_stride > 0 else "chunked"
-    return run_eval(run_dir=run_dir, mode=mode, log=log)
+    return run_eval(run_dir=run_dir, mode=mode, log=log, ttt=TTTSettings.from_env())
 
 
 def print_summary(summary: dict, log: Callable[[str], None]) -> None:

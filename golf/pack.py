@@ -22,8 +22,8 @@ from golf.packing.amalgamate import (PIP_NAMES, compressed_forms, module_closure
                                      smallest_compressed)
 from golf.packing.budget import (CAP_BYTES, BudgetTable, budget_table, enforce_budget,
                                  format_budget_table)
-from golf.packing.checks import (Check, check_budget, check_calibration, check_fields,
-                                 check_record, check_wallclock, format_checks)
+from golf.packing.checks import (Check, check_budget, check_calibration, check_eval_time,
+                                 check_fields, check_record, check_wallclock, format_checks)
 from golf.packing.errors import BudgetError, PackError, RoundTripError
 from golf.packing.roundtrip import RoundTripResult, run_roundtrip
 from golf.packing.stats import mean_std, welch_one_sided
@@ -170,11 +170,36 @@ def roundtrip_settings(run: RunInfo, data_path: str | None = None,
 
 
 # ----------------------------------------------------------------------------- submission.json
+def headline(ev: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """(the scored block, eval_method) from what actually ran: post+TTT when eval.json has a
+    post_ttt on the artifact (TTT on full-precision weights is a diagnostic, never a score)."""
+    base = f"sliding(stride={ev.get('stride')})" if ev.get("mode") == "sliding" else "roundtrip"
+    t = ev.get("post_ttt") or {}
+    if t.get("weights") == "post" and t.get("val_bpb") is not None:
+        return dict(t), f"ttt({t.get('ttt')}, score-first)+{base}"
+    return dict(ev["post"]), base
+
+
+def eval_seconds(ev: Mapping[str, Any]) -> float | None:
+    """Measured seconds of what the submission runs at eval: every post-quant scoring pass
+    (chunked and sliding when both ran) plus the TTT pass; pre-quant passes are diagnostics."""
+    posts = [m["post"] for m in (ev.get("modes") or {}).values() if m.get("post")] or [ev.get("post") or {}]
+    secs = [b.get("seconds") for b in posts]
+    t = ev.get("post_ttt") or {}
+    if t.get("weights") == "post":
+        secs.append(t.get("seconds"))
+    return None if any(x is None for x in secs) else float(sum(secs))
+
+
 def _seed_result(run: RunInfo, code: int) -> dict[str, Any]:
     post, pre = run.eval["post"], run.eval.get("pre") or {}
+    head, _method = headline(run.eval)
+    ttt = run.eval.get("post_ttt") or {}
     model = (run.run_dir / ARTIFACT).stat().st_size
-    return {"val_bpb": post["val_bpb"], "val_loss": post["val_loss"],
-            "pre_quant_val_bpb": pre.get("val_bpb"), "bytes_total": code + model,
+    return {"val_bpb": head["val_bpb"], "val_loss": head["val_loss"],
+            "pre_quant_val_bpb": pre.get("val_bpb"), "post_quant_val_bpb": post.get("val_bpb"),
+            "post_ttt_val_bpb": ttt.get("val_bpb") if ttt.get("weights") == "post" else None,
+            "eval_time_s": eval_seconds(run.eval), "bytes_total": code + model,
             "bytes_model": model, "steps": run.steps, "train_time_ms": run.train_time_ms}
 
 
@@ -197,12 +222,16 @@ def build_submission_json(runs: Sequence[RunInfo], table: BudgetTable, *, name: 
                           track: str = "10min_16mb", date: str | None = None) -> dict[str, Any]:
     """submission.json; with several seeds val_bpb/val_loss are means and std is reported."""
     results = {str(r.seed): _seed_result(r, table.code_bytes) for r in runs}
-    bpbs = [r.eval["post"]["val_bpb"] for r in runs]
-    losses = [r.eval["post"]["val_loss"] for r in runs]
+    heads = [headline(r.eval) for r in runs]
+    methods = sorted({m for _, m in heads})
+    if len(methods) > 1:
+        raise PackError(f"runs were scored differently ({'; '.join(methods)}); evaluate every "
+                        "seed the same way (same mode, same TTT) before packing them together")
+    bpbs = [h["val_bpb"] for h, _ in heads]
+    losses = [h["val_loss"] for h, _ in heads]
     pres = [r.eval.get("pre", {}).get("val_bpb") for r in runs]
     primary = runs[0]
     ev = primary.eval
-    mode = ev.get("mode", "chunked")
     c = primary.config
     auto_name = (f"golfkit {c.get('num_layers')}L d{c.get('model_dim')} "
                  f"{c.get('quant_method', 'gptq')}")
@@ -221,9 +250,15 @@ def build_submission_json(runs: Sequence[RunInfo], table: BudgetTable, *, name: 
         "bytes_code": table.code_bytes, "bytes_model": table.model_bytes,
         "seeds": [r.seed for r in runs], "seed_results": results,
         "hardware": primary.hardware,
-        "eval_method": f"sliding(stride={ev.get('stride')})" if mode == "sliding" else "roundtrip",
+        "eval_method": methods[0],
         "eval_seq_len": ev.get("seq_len"), "eval_partial": bool(ev.get("partial")),
     }
+    sub["post_quant_val_bpb"] = mean_std([r.eval["post"]["val_bpb"] for r in runs])[0]
+    ttt = heads[0][0] if heads[0][1].startswith("ttt(") else None
+    if ttt:
+        sub["ttt"] = {"mode": ttt.get("ttt"), "weights": ttt.get("weights"),
+                      "knobs": ttt.get("knobs"), "window": ttt.get("mode"),
+                      "stride": ttt.get("stride"), "seq_len": ttt.get("seq_len")}
     if len(runs) > 1:
         sub["val_bpb_std"] = mean_std(bpbs)[1]
         sub["val_loss_std"] = mean_std(losses)[1]
@@ -238,7 +273,13 @@ def build_submission_json(runs: Sequence[RunInfo], table: BudgetTable, *, name: 
                              and r.hessians.get("elapsed_ms", 0) <= r.hessians["train_budget_ms"]
                              for r in runs),
                          "roundtrip_exact": None, "three_seeds": len(runs) >= 3,
-                         "full_val_split": not bool(ev.get("partial"))}
+                         "full_val_split": not bool(ev.get("partial")),
+                         # what ran: True = the score is score-first TTT (both golfkit modes are,
+                         # by construction and tests/test_ttt.py); None = no TTT in the score
+                         "score_first_ttt": (all(bool(h.get("score_first")) for h, _ in heads)
+                                             if ttt else None),
+                         "no_pre_quant_ttt": True,   # TTT on full-precision weights never scores
+                         "eval_under_600s": None}    # set from the eval-time check in pack_run
     return sub
 
 
@@ -248,13 +289,18 @@ def render_readme(sub: Mapping[str, Any], runs: Sequence[RunInfo], table: Budget
     """The submission's README, generated from the run's files (no hand-typed numbers)."""
     cfg = runs[0].config
     lines = [f"# {sub['name']}: val_bpb {sub['val_bpb']:.5f}", "", sub["blurb"] or "", "",
-             "## Results", "", "| seed | post-quant val_bpb | val_loss | pre-quant val_bpb | "
-             "bytes_total | steps | train time (s) |", "|---|---|---|---|---|---|---|"]
+             "## Results", "", "| seed | val_bpb | val_loss | pre-quant val_bpb | post-quant val_bpb | "
+             "post-TTT val_bpb | bytes_total | steps | train time (s) | eval time (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def f6(v: Any) -> str:
+        return f"{v:.6f}" if v is not None else "-"
     for seed, r in sub["seed_results"].items():
-        pre = f"{r['pre_quant_val_bpb']:.6f}" if r["pre_quant_val_bpb"] is not None else "-"
         tt = f"{r['train_time_ms'] / 1000:.1f}" if r["train_time_ms"] is not None else "-"
-        lines.append(f"| {seed} | {r['val_bpb']:.6f} | {r['val_loss']:.6f} | {pre} | "
-                     f"{r['bytes_total']:,} | {r['steps'] if r['steps'] is not None else '-'} | {tt} |")
+        et = f"{r['eval_time_s']:.1f}" if r.get("eval_time_s") is not None else "-"
+        lines.append(f"| {seed} | {r['val_bpb']:.6f} | {r['val_loss']:.6f} | {f6(r['pre_quant_val_bpb'])} | "
+                     f"{f6(r.get('post_quant_val_bpb'))} | {f6(r.get('post_ttt_val_bpb'))} | "
+                     f"{r['bytes_total']:,} | {r['steps'] if r['steps'] is not None else '-'} | {tt} | {et} |")
     if "val_bpb_std" in sub:
         lines += ["", f"Mean val_bpb {sub['val_bpb']:.6f} (std {sub['val_bpb_std']:.6f}), "
                   f"mean val_loss {sub['val_loss']:.6f} (std {sub['val_loss_std']:.6f})."]
@@ -285,6 +331,19 @@ def render_readme(sub: Mapping[str, Any], runs: Sequence[RunInfo], table: Budget
 
 
 # ----------------------------------------------------------------------------- pack_run
+def _ttt_check(run: RunInfo) -> Check:
+    """The post-TTT score must come from this very artifact; the round trip re-runs only the
+    post-quant eval, so say where the TTT number comes from."""
+    from golf.atomic import file_sha256
+    want = run.eval.get("artifact_sha256")
+    if want and want != file_sha256(run.run_dir / ARTIFACT):
+        return Check("post-TTT score", "FAIL", "eval.json was measured on another artifact "
+                     "(sha256 differs); re-run eval_bpb.py --ttt on this one")
+    t = run.eval["post_ttt"]
+    return Check("post-TTT score", "WARN", f"{t['val_bpb']:.6f} ({t['ttt']}, score-first) from "
+                 "eval.json on this artifact; the round trip does not re-run TTT")
+
+
 @dataclass
 class PackResult:
     out_dir: Path
@@ -330,11 +389,14 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
              compress: str | bool = "auto", roundtrip: bool = True, record: bool = False,
              cap: int = CAP_BYTES, entry: str = ENTRY, src_roots: Sequence[Path] | None = None,
              tolerance: float = 0.0, data_path: str | None = None,
-             tokenizer_path: str | None = None, log=print) -> PackResult:
+             tokenizer_path: str | None = None, eval_speed_ratio: float | None = None,
+             log=print) -> PackResult:
     """Write the submission folder atomically; raise PackError (and leave nothing) on failure.
 
     compress: "auto" ships the smallest form that passes the round trip; True/False force it.
     baseline: {"mean", "std", "n"} or a list of val_loss values (nats) for the Welch test.
+    eval_speed_ratio: 8xH100 speed over the eval's hardware, for the eval-time estimate
+    (default GOLF_EVAL_SPEED_RATIO, else 8/k for k H100/H200, else none: see checks.py).
     """
     runs = [load_run(run_dir)] + [load_run(r) for r in extra_runs]
     seeds = [r.seed for r in runs]
@@ -399,12 +461,21 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
                 raise BudgetError(f"{r.run_dir / ARTIFACT}: seed {r.seed} totals {r_total:,} bytes, "
                                   f"over the cap of {cap:,} by {r_total - cap:,}; refit its model")
         checks = [check_budget([table]), check_fields(sub, record=record)]
+        under: list[bool | None] = []
         for r in runs:
             checks.append(check_calibration(r.hessians, r.seed))
             checks.append(check_wallclock(r.train_time_ms, r.hardware, r.seed))
+            ev_check, est = check_eval_time(eval_seconds(r.eval), r.eval.get("hardware") or r.hardware,
+                                            r.seed, eval_speed_ratio)
+            checks.append(ev_check)
+            sub["seed_results"][str(r.seed)]["eval_time_8xh100_s"] = est
+            under.append({"PASS": True, "FAIL": False}.get(ev_check.status))
+        sub["compliance"]["eval_under_600s"] = (None if None in under else all(under))
         checks.append(Check("round trip", "PASS" if rt else "WARN",
                             "bit-exact" if rt and rt.exact else
                             ("within tolerance" if rt else "skipped (--no-roundtrip)")))
+        if sub.get("ttt"):
+            checks.append(_ttt_check(primary))
         if record:
             checks += check_record(sub)
         sub["checks"] = {c.name: c.status for c in checks}
@@ -436,6 +507,9 @@ def _parse_args(argv: Sequence[str] | None):
     ap.add_argument("--tolerance", type=float, default=0.0, help="round-trip tolerance (GPU)")
     ap.add_argument("--data-path", default=None)
     ap.add_argument("--tokenizer-path", default=None)
+    ap.add_argument("--eval-speed-ratio", type=float, default=None,
+                    help="8xH100 speed over the eval's hardware (eval-time estimate; "
+                         "default GOLF_EVAL_SPEED_RATIO, else 8/k for k H100/H200)")
     ap.add_argument("--record", action="store_true", help="check a record claim")
     ap.add_argument("--baseline-mean", type=float)
     ap.add_argument("--baseline-std", type=float, default=0.0)
@@ -470,7 +544,8 @@ def _cli(argv: Sequence[str] | None) -> int:
     res = pack_run(a.run_dirs[0], a.out, name=a.name, github_id=a.github_id, blurb=a.blurb,
                    extra_runs=a.run_dirs[1:], baseline=baseline, compress=compress,
                    roundtrip=not a.no_roundtrip, record=a.record, tolerance=a.tolerance,
-                   data_path=a.data_path, tokenizer_path=a.tokenizer_path)
+                   data_path=a.data_path, tokenizer_path=a.tokenizer_path,
+                   eval_speed_ratio=a.eval_speed_ratio)
     return 0 if res.ok else 1
 
 

@@ -1,6 +1,8 @@
 """Pre-submit checks as a PASS/WARN/FAIL report (the rules in anchor_eval.md, made mechanical)."""
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -11,6 +13,13 @@ REQUIRED_FIELDS = ("author", "name", "github_id", "val_bpb", "val_loss", "pre_qu
                    "bytes_total", "bytes_code", "bytes_model", "blurb", "date", "seeds",
                    "seed_results", "hardware", "track", "eval_method", "compliance")
 TRAIN_LIMIT_S = 600.0
+EVAL_LIMIT_S = 600.0      # evaluation (TTT included), in addition to training (anchor_eval.md §4.2)
+# How many times faster 8xH100 is assumed to be than k devices of a kind at evaluation: 8/k
+# for H100 and H200 (H200 counted as an H100: same compute, more memory), i.e. perfect
+# scaling over GPUs and no communication cost. Deliberately optimistic, so an estimate over
+# the limit is a real FAIL and one under it is only a WARN. No ratio is assumed for a CPU or
+# another GPU: GOLF_EVAL_SPEED_RATIO (or pack.py --eval-speed-ratio) sets one explicitly.
+PER_DEVICE_VS_H100 = {"h100": 1.0, "h200": 1.0}
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,46 @@ def check_wallclock(train_ms: float | None, hardware: str, seed: int) -> Check:
         return Check(name, "PASS" if secs <= TRAIN_LIMIT_S else "FAIL", f"{secs:.1f} s on {hardware}")
     return Check(name, "WARN", f"{secs:.1f} s on {hardware!r}; the limit applies on 8xH100, "
                  "re-time there before a record claim")
+
+
+def eval_speed_ratio(hardware: str, override: float | None = None) -> tuple[float | None, str]:
+    """(ratio, why): measured seconds / ratio estimates seconds on 8xH100; None = unknown."""
+    if override is None and os.environ.get("GOLF_EVAL_SPEED_RATIO", "").strip():
+        override = float(os.environ["GOLF_EVAL_SPEED_RATIO"])
+    if override is not None:
+        return float(override), f"ratio {float(override):g} set by GOLF_EVAL_SPEED_RATIO/--eval-speed-ratio"
+    hw = hardware.lower().replace(" ", "").replace("×", "x")
+    m = re.match(r"(\d+)x(.*)", hw)
+    k = int(m.group(1)) if m else 1
+    for kind, rel in PER_DEVICE_VS_H100.items():
+        if kind in hw:
+            r = 8.0 / (k * rel)
+            return r, f"ratio {r:g} = 8 H100 / {k} {kind.upper()} (ideal scaling: optimistic)"
+    return None, ""
+
+
+def check_eval_time(eval_s: float | None, hardware: str, seed: int,
+                    ratio_override: float | None = None) -> tuple[Check, float | None]:
+    """Evaluation (every post-quant scoring pass + TTT) against the 600 s limit on 8xH100:
+    measured there -> PASS/FAIL; elsewhere an estimate (measured / speed ratio) labelled as one:
+    over the limit FAIL, under it WARN; no known ratio -> WARN. Returns (check, estimate s)."""
+    name = f"eval <= 600 s (seed {seed})"
+    if eval_s is None:
+        return Check(name, "WARN", "eval seconds not recorded in eval.json; re-run eval_bpb.py"), None
+    hw = hardware.lower().replace(" ", "").replace("×", "x")
+    if hw.startswith("8x") and "h100" in hw and ratio_override is None:
+        ok = eval_s <= EVAL_LIMIT_S
+        return Check(name, "PASS" if ok else "FAIL", f"{eval_s:.1f} s measured on {hardware}"), eval_s
+    ratio, why = eval_speed_ratio(hardware, ratio_override)
+    if ratio is None:
+        return Check(name, "WARN", f"{eval_s:.1f} s measured on {hardware!r}; no speed ratio to "
+                     "8xH100 is known for it: set GOLF_EVAL_SPEED_RATIO=R for an estimate "
+                     "(measured / R), or re-time on 8xH100"), None
+    est = eval_s / ratio
+    over = est > EVAL_LIMIT_S
+    return Check(name, "FAIL" if over else "WARN",
+                 f"ESTIMATE {est:.1f} s on 8xH100 = {eval_s:.1f} s measured on {hardware} / {why}; "
+                 f"{'over' if over else 'under'} {EVAL_LIMIT_S:.0f} s; re-time on 8xH100"), est
 
 
 IDENTITY_FIELDS = ("author", "github_id")

@@ -1,0 +1,571 @@
+"""Legal (score-first) test-time training at evaluation: the third number, post+TTT.
+
+Why this module exists: the April records' headline is a model adapted *while* it is scored,
+and the illegal variants (training on validation text before scoring it, rescoring after an
+update, multi-epoch passes scored on the last epoch) differ from the legal ones only in the
+order of two lines. Here the order is fixed by construction and checked by tests
+(tests/test_ttt.py perturbs the stream after position t and asserts no score up to t moves):
+
+- `chunk` (R23 / PR #549, anchor_arch.md §5.4): the stream is cut into chunks of
+  TTT_CHUNK_TOKENS targets; every window of the usual plan (`golf.evaluate.window_plan`,
+  chunked or sliding) belongs to the chunk holding its first scored target. Per chunk: score
+  all its windows under no_grad, *then* SGD (momentum, epochs, clip) on that chunk's targets,
+  all parameters, LR cosine across chunks; the last chunk is never trained on.
+- `lora` (the 1.0611 record's shape, anchor_eval.md §1.6): documents split at BOS; each
+  document is cut into TTT_LORA_CHUNK-target chunks scored with in-document context only; after
+  a chunk is scored, that document's own LoRA adapters take one step on it (never after its
+  last chunk). Each document of a batch has its own adapters (reset per batch, initialised from
+  the document's start position, never from tokens), so documents cannot see each other.
+  Optional global phases (TTT_LORA_PHASES > 0) train the base model with SGD on documents
+  that are already scored, in stream order.
+
+No compile and no warm-up step exist here, so no validation token is ever seen before it is
+scored. The caller's model is deep-copied; its weights never change. Settings come from
+environment variables (`TTTSettings.from_env`), defaults are the records' where they are known.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from golf.evaluate import EvalError, EvalResult, _batches, _dist_active, rank_slice, window_plan
+
+MODES = ("off", "chunk", "lora")
+Window = tuple[int, int, int]          # (start, score_from, score_to) as in golf.evaluate
+
+
+# ----------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class TTTSettings:
+    """TTT knobs; env name = TTT_ + field name upper-cased (mode is `TTT`, on is `TTT_ON`)."""
+    mode: str = "off"             # TTT: off | chunk | lora
+    on: str = "post"              # TTT_ON: post = the dequantized artifact, pre = full precision
+    chunk_tokens: int = 32_768    # TTT_CHUNK_TOKENS (R23)
+    lr: float = 0.002             # TTT_LR: SGD lr of chunk mode and of LoRA global phases (R23)
+    epochs: int = 3               # TTT_EPOCHS (R23)
+    momentum: float = 0.9         # TTT_MOMENTUM (R23)
+    grad_clip: float = 1.0        # TTT_GRAD_CLIP (R23; per document in LoRA mode; 0 = off)
+    batch_seqs: int = 32          # TTT_BATCH_SEQS: sequences per SGD step, split over ranks (R23)
+    lora_rank: int = 8            # TTT_LORA_RANK (ours: the reference does not give it)
+    lora_lr: float = 0.01         # TTT_LORA_LR: Adam lr of the adapters (ours)
+    lora_chunk: int = 48          # TTT_LORA_CHUNK: targets per LoRA step (1.0611 record)
+    lora_batch_docs: int = 64     # TTT_LORA_BATCH_DOCS: documents (adapter sets) per batch (1.0611)
+    lora_targets: str = "all"     # TTT_LORA_TARGETS: "all" nn.Linear, or comma-separated name parts
+    lora_phases: int = 0          # TTT_LORA_PHASES: global SGD phases (1.0611 record: 3)
+    lora_prefix_docs: int = 2500  # TTT_LORA_PREFIX_DOCS: documents covered by the phases (1.0611)
+    lora_phase_epochs: int = 1    # TTT_LORA_PHASE_EPOCHS: SGD epochs per global phase (ours)
+    lora_sort: bool = True        # TTT_LORA_SORT: length-sort documents within a segment (padding)
+    bos_id: int = -1              # TTT_BOS_ID: document separator; -1 = the model's BOS_ID
+    seed: int = 0                 # TTT_SEED: LoRA adapter init (with each document's start)
+
+    @property
+    def active(self) -> bool:
+        return self.mode != "off"
+
+    @staticmethod
+    def env_name(name: str) -> str:
+        return {"mode": "TTT", "on": "TTT_ON"}.get(name, "TTT_" + name.upper())
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "TTTSettings":
+        """Read TTT* variables (unset or empty = default); `overrides` (CLI flags) win."""
+        env = os.environ if env is None else env
+        vals: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(cls.env_name(f.name), "")
+            if raw.strip():
+                vals[f.name] = _parse(f.name, raw.strip(), type(getattr(cls, f.name)))
+        vals.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**vals).validated()
+
+    def validated(self) -> "TTTSettings":
+        mode = {"0": "off", "none": "off", "": "off"}.get(self.mode.lower(), self.mode.lower())
+        s = dataclasses.replace(self, mode=mode, on=self.on.lower())
+        bad = [(n, ok) for n, ok in (
+            ("mode", s.mode in MODES), ("on", s.on in ("post", "pre")),
+            ("chunk_tokens", s.chunk_tokens > 0), ("lr", s.lr >= 0), ("epochs", s.epochs >= 0),
+            ("momentum", 0 <= s.momentum < 1), ("grad_clip", s.grad_clip >= 0),
+            ("batch_seqs", s.batch_seqs > 0), ("lora_rank", s.lora_rank > 0),
+            ("lora_lr", s.lora_lr >= 0), ("lora_chunk", s.lora_chunk > 0),
+            ("lora_batch_docs", s.lora_batch_docs > 0), ("lora_phases", s.lora_phases >= 0),
+            ("lora_prefix_docs", s.lora_prefix_docs >= 0),
+            ("lora_phase_epochs", s.lora_phase_epochs >= 0)) if not ok]
+        if bad:
+            n = bad[0][0]
+            hint = f" (one of {', '.join(MODES)})" if n == "mode" else (" (post or pre)" if n == "on" else "")
+            raise EvalError(f"{self.env_name(n)}={getattr(self, n)!r} is out of range{hint}; "
+                            "fix the environment variable or the --ttt flag")
+        return s
+
+    def knobs(self) -> dict[str, Any]:
+        """The settings that shaped this mode's result (for eval.json and submission.json)."""
+        common = {"grad_clip": self.grad_clip}
+        if self.mode == "chunk":
+            return {**common, "chunk_tokens": self.chunk_tokens, "lr": self.lr, "epochs": self.epochs,
+                    "momentum": self.momentum, "batch_seqs": self.batch_seqs, "schedule": "cosine"}
+        k = {**common, "lora_rank": self.lora_rank, "lora_lr": self.lora_lr, "optimizer": "adam",
+             "lora_chunk": self.lora_chunk, "lora_batch_docs": self.lora_batch_docs,
+             "lora_targets": self.lora_targets, "lora_phases": self.lora_phases,
+             "bos_id": self.bos_id, "seed": self.seed}
+        if self.lora_phases:
+            k.update(lora_prefix_docs=self.lora_prefix_docs, lora_phase_epochs=self.lora_phase_epochs,
+                     lr=self.lr, momentum=self.momentum, batch_seqs=self.batch_seqs)
+        return k
+
+
+def _parse(name: str, raw: str, kind: type) -> Any:
+    try:
+        if kind is bool:
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes", "on")
+        return kind(raw)
+    except ValueError:
+        raise EvalError(f"{TTTSettings.env_name(name)}={raw!r} is not a valid {kind.__name__}; "
+                        "fix the environment variable") from None
+
+
+# ----------------------------------------------------------------------------- result
+@dataclass
+class TTTResult(EvalResult):
+    """An EvalResult (mode = the window mode: chunked | sliding) plus what adapted it."""
+    ttt: str = "chunk"
+    weights: str = "post"
+    knobs: dict = field(default_factory=dict)
+    score_first: bool = True      # every update uses only targets already scored (by construction)
+    units: int = 0                # chunks (chunk mode) or documents (lora mode)
+    adapt_steps: int = 0          # optimizer steps taken
+    nll: np.ndarray | None = field(default=None, repr=False)      # per target (record=True)
+    counts: np.ndarray | None = field(default=None, repr=False)   # times each target was scored
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("nll", "counts")}
+
+
+class _Tally:
+    """Σ NLL, targets and bytes of what was scored; per target NLL and counts when recording
+    (the tests' C1-C4 checks). Bytes come from golf.bpb.target_bytes of the scored targets."""
+
+    def __init__(self, toks: np.ndarray, n: int, lut: Any, record: bool):
+        self.toks, self.lut = toks, lut
+        self.nll_sum, self.tokens, self.bytes = 0.0, 0, 0
+        self.per = np.full(n, np.nan) if record else None
+        self.counts = np.zeros(n, dtype=np.int64) if record else None
+
+    def add(self, spans: Sequence[tuple[int, int]], nll: torch.Tensor) -> None:
+        """nll: per-target NLL of the target ranges `spans`, concatenated in order."""
+        from golf.bpb import target_bytes
+        self.nll_sum += float(nll.double().sum().item())
+        self.tokens += int(nll.numel())
+        idx = np.concatenate([np.arange(a, b) for a, b in spans])
+        prev = self.toks[idx].astype(np.int64)
+        tgt = self.toks[idx + 1].astype(np.int64)
+        self.bytes += int(np.asarray(target_bytes(prev, tgt, self.lut), dtype=np.int64).sum())
+        if self.per is not None:
+            self.per[idx] = nll.detach().float().cpu().numpy()
+            np.add.at(self.counts, idx, 1)
+
+
+def _autocast(dev: torch.device):
+    if dev.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _finish(tally: _Tally, *, n: int, t0: float, dev: torch.device, world: int,
+            **fields: Any) -> TTTResult:
+    """All-reduce the sums (and records), check that every target was scored once, wrap up."""
+    from golf.bpb import bpb_from_sums
+    nll_sum, tokens, nbytes, secs = tally.nll_sum, tally.tokens, tally.bytes, time.perf_counter() - t0
+    if _dist_active(world):
+        import torch.distributed as dist
+        red = dev if dist.get_backend() == "nccl" else torch.device("cpu")
+        sums = torch.tensor([nll_sum, float(tokens), float(nbytes)], dtype=torch.float64, device=red)
+        dist.all_reduce(sums)
+        top = torch.tensor([secs], dtype=torch.float64, device=red)
+        dist.all_reduce(top, op=dist.ReduceOp.MAX)
+        nll_sum, tokens, nbytes = float(sums[0]), int(round(float(sums[1]))), int(round(float(sums[2])))
+        secs = float(top[0])
+        if tally.per is not None:
+            for arr in (tally.counts, tally.per):
+                t = torch.from_numpy(np.nan_to_num(arr) if arr.dtype.kind == "f" else arr).to(red)
+                dist.all_reduce(t)
+                arr[...] = t.cpu().numpy()
+    if tokens != n:
+        raise EvalError(f"TTT scored {tokens} targets but the stream has {n}: a plan bug; "
+                        "please report it")
+    if nbytes <= 0:
+        raise EvalError("the scored targets have 0 bytes: the byte LUT does not fit this tokenizer")
+    val_loss, val_bpb = bpb_from_sums(nll_sum, tokens, nbytes)
+    return TTTResult(val_loss=float(val_loss), val_bpb=float(val_bpb), tokens=tokens, bytes=nbytes,
+                     seconds=secs, tokens_per_s=tokens / max(secs, 1e-9), nll=tally.per,
+                     counts=tally.counts, **fields)
+
+
+# ----------------------------------------------------------------------------- shared steps
+def score_windows(model: nn.Module, stream: torch.Tensor, windows: Sequence[Window], rows: int,
+                  dev: torch.device, tally: _Tally) -> None:
+    """Score windows exactly as golf.evaluate.evaluate_bpb does (same batching rule, float32
+    cross-entropy over all V logits), under no_grad: nothing here can change the model."""
+    with torch.no_grad(), _autocast(dev):
+        for batch in _batches(windows, rows):
+            x = torch.stack([stream[s:e] for s, _, e in batch]).to(dev).long()
+            logits = model(x)
+            picked = [logits[i, a - s:e - s] for i, (s, a, e) in enumerate(batch)]
+            tgt = torch.cat([stream[a + 1:e + 1] for _, a, e in batch]).to(dev).long()
+            nll = F.cross_entropy(torch.cat(picked).float(), tgt, reduction="none")
+            tally.add([(a, e) for _, a, e in batch], nll)
+
+
+def _sync_grads(params: Sequence[nn.Parameter], world: int) -> None:
+    """Sum gradients over ranks (each rank's loss is pre-weighted by its share of tokens)."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    if not _dist_active(world):
+        return
+    import torch.distributed as dist
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    off = 0
+    for p in params:
+        p.grad.copy_(flat[off:off + p.numel()].view_as(p))
+        off += p.numel()
+
+
+def train_span(model: nn.Module, opt: torch.optim.Optimizer, stream: torch.Tensor, lo: int,
+               hi: int, *, lr: float, epochs: int, seq_len: int, batch_seqs: int, clip: float,
+               dev: torch.device, rank: int, world: int) -> int:
+    """`epochs` SGD passes over targets [lo, hi), which the caller has already scored.
+
+    The span is cut into seq_len sequences (the tail shorter), `batch_seqs` per step; each
+    step's sequences are split over ranks and every rank weighs its mean loss by its share of
+    the step's tokens, so the summed gradient is the global mean whatever the world size.
+    Returns the number of optimizer steps.
+    """
+    for g in opt.param_groups:
+        g["lr"] = lr
+    params = [p for g in opt.param_groups for p in g["params"]]
+    seqs = [(s, s, min(s + seq_len, hi)) for s in range(lo, hi, seq_len)]
+    steps = 0
+    model.train()
+    try:
+        for _ in range(epochs):
+            for batch in _batches(seqs, batch_seqs):
+                total = sum(e - s for s, _, e in batch)
+                a, b = rank_slice(len(batch), rank, world)
+                opt.zero_grad(set_to_none=True)
+                if b > a:
+                    mine = batch[a:b]
+                    x = torch.stack([stream[s:e] for s, _, e in mine]).to(dev).long()
+                    y = torch.stack([stream[s + 1:e + 1] for s, _, e in mine]).to(dev).long()
+                    with _autocast(dev):
+                        loss = model(x, y)
+                    (loss.float() * (sum(e - s for s, _, e in mine) / total)).backward()
+                _sync_grads(params, world)
+                if clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, clip)
+                opt.step()
+                steps += 1
+    finally:
+        model.eval()
+    return steps
+
+
+# ----------------------------------------------------------------------------- chunk mode
+def chunk_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
+              seq_len: int, stride: int, batch_tokens: int, dev: torch.device, rank: int,
+              world: int, record: bool = False) -> TTTResult:
+    """R23's score-first TTT on `model` in place (callers pass a copy; see run_ttt)."""
+    t0 = time.perf_counter()
+    stream = torch.from_numpy(toks[: n + 1].astype(np.int32))
+    n_chunks = -(-n // s.chunk_tokens)
+    by_chunk: list[list[Window]] = [[] for _ in range(n_chunks)]
+    for w in window_plan(n, seq_len, stride):
+        by_chunk[w[1] // s.chunk_tokens].append(w)
+    rows = max(1, batch_tokens // max(1, world) // seq_len)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum)
+    tally = _Tally(toks, n, lut, record)
+    steps = 0
+    model.eval()
+    for ci, wins in enumerate(by_chunk):
+        lo, hi = rank_slice(len(wins), rank, world)
+        score_windows(model, stream, wins[lo:hi], rows, dev, tally)      # 1. score (no_grad)
+        if ci == n_chunks - 1:
+            break                                                        # last chunk: never trained
+        lr = s.lr * 0.5 * (1.0 + math.cos(math.pi * ci / max(1, n_chunks - 1)))
+        steps += train_span(model, opt, stream, ci * s.chunk_tokens,     # 2. then train on it
+                            min((ci + 1) * s.chunk_tokens, n), lr=lr, epochs=s.epochs,
+                            seq_len=seq_len, batch_seqs=s.batch_seqs, clip=s.grad_clip,
+                            dev=dev, rank=rank, world=world)
+    return _finish(tally, n=n, t0=t0, dev=dev, world=world, mode="sliding" if stride else "chunked",
+                   seq_len=seq_len, stride=stride, partial=False, ttt="chunk", knobs=s.knobs(),
+                   units=n_chunks, adapt_steps=steps)
+
+
+# ----------------------------------------------------------------------------- LoRA mode
+class BatchedLoRA(nn.Module):
+    """base(x) + (x Aᵀ) Bᵀ with one (A, B) pair per slot; `rows` maps batch rows to slots.
+
+    A separate adapter per document (not one shared one) is what makes documents of one batch
+    independent: a document's gradient only reaches its own slot. With rows None it is the
+    base layer exactly (global phases and scoring-only use)."""
+
+    def __init__(self, base: nn.Linear, slots: int, rank: int):
+        super().__init__()
+        self.base = base
+        w = base.weight
+        self.A = nn.Parameter(torch.zeros(slots, rank, base.in_features, device=w.device))
+        self.B = nn.Parameter(torch.zeros(slots, base.out_features, rank, device=w.device))
+        self.rows: torch.Tensor | None = None
+
+    @property
+    def weight(self) -> torch.Tensor:          # code that reads .weight of the Linear still works
+        return self.base.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        if self.rows is None:
+            return y
+        a = self.A.index_select(0, self.rows).to(x.dtype)
+        b = self.B.index_select(0, self.rows).to(x.dtype)
+        h = torch.bmm(x.reshape(x.size(0), -1, x.size(-1)), a.transpose(1, 2))
+        return y + torch.bmm(h, b.transpose(1, 2)).reshape(y.shape)
+
+
+def attach_lora(model: nn.Module, slots: int, rank: int, targets: str = "all") -> list[BatchedLoRA]:
+    """Wrap every nn.Linear whose name contains one of `targets` (comma-separated; "all" =
+    every Linear) in place: the model stays a black box `model(idx) -> logits`."""
+    want = [t.strip() for t in targets.split(",") if t.strip()]
+    chosen = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)
+              and ("all" in want or any(t in name for t in want))]
+    if not chosen:
+        raise EvalError(f"TTT_LORA_TARGETS={targets!r} matches no nn.Linear of the model; use "
+                        "'all' or parts of names such as 'attn,mlp'")
+    out = []
+    for name, lin in chosen:
+        parent_name, _, child = name.rpartition(".")
+        wrapped = BatchedLoRA(lin, slots, rank)
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, wrapped)
+        out.append(wrapped)
+    return out
+
+
+def reset_adapters(adapters: Sequence[BatchedLoRA], doc_starts: Sequence[int], seed: int) -> None:
+    """B = 0 (so a fresh adapter is the base model exactly); A uniform ±1/sqrt(in), drawn from
+    a generator seeded by (seed, the document's start position): never from any token."""
+    with torch.no_grad():
+        for ad in adapters:
+            ad.A.zero_()
+            ad.B.zero_()
+        for slot, start in enumerate(doc_starts):
+            g = torch.Generator().manual_seed(seed * 1_000_003 + int(start))
+            for ad in adapters:
+                bound = 1.0 / math.sqrt(ad.A.size(-1))
+                ad.A[slot].copy_((torch.rand(ad.A.shape[1:], generator=g) * 2 - 1) * bound)
+
+
+def split_documents(toks: np.ndarray, n: int, bos_id: int) -> list[tuple[int, int]]:
+    """Target ranges [p_j, p_{j+1}) of the documents: p_j is a BOS position, so document j's
+    inputs start at its BOS and its last target is the next BOS (pred_len = doc_len - 1).
+    Targets before the first BOS form a document of their own; every target is in exactly one."""
+    cuts = (np.flatnonzero(np.asarray(toks[1:n]) == bos_id) + 1).tolist() if bos_id >= 0 else []
+    bounds = [0, *cuts, n]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def chunk_windows(a0: int, b0: int, k: int, chunk: int, seq_len: int, stride: int) -> list[Window]:
+    """Windows scoring chunk k of the document with targets [a0, b0), context in-document only.
+
+    Sliding (stride > 0): up to seq_len tokens back from each scored target, never before a0.
+    Chunked (stride 0): the document is cut into seq_len blocks from its start, as the
+    non-overlapping eval cuts the stream; a chunk crossing a block edge becomes two windows.
+    """
+    a, b = a0 + k * chunk, min(a0 + (k + 1) * chunk, b0)
+    out: list[Window] = []
+    while a < b:
+        if stride > 0:
+            e = min(b, a + seq_len)
+            out.append((max(a0, e - seq_len), a, e))
+        else:
+            blk = a0 + (a - a0) // seq_len * seq_len
+            e = min(b, blk + seq_len)
+            out.append((blk, a, e))
+        a = e
+    return out
+
+
+def _clip_per_slot(adapters: Sequence[BatchedLoRA], clip: float) -> None:
+    """Clip each document's adapter gradient on its own (a global norm would couple them)."""
+    grads = [p.grad for ad in adapters for p in (ad.A, ad.B) if p.grad is not None]
+    if clip <= 0 or not grads:
+        return
+    sq = sum(g.flatten(1).pow(2).sum(1) for g in grads)
+    scale = (clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
+
+
+def _lora_step(model: nn.Module, adapters: Sequence[BatchedLoRA], opt: torch.optim.Optimizer,
+               stream: torch.Tensor, rows: Sequence[tuple[int, Window]], train: set[int],
+               clip: float, dev: torch.device, tally: _Tally) -> int:
+    """One forward over this step's windows: record every NLL (the score, taken before any
+    update that could have seen it), then one step for the documents in `train` on the very
+    targets just scored. Rows are right-padded; the model is causal, so padding is unseen."""
+    T = max(e - s for _, (s, _, e) in rows)
+    x = torch.zeros(len(rows), T, dtype=torch.long)
+    for i, (_, (s, _, e)) in enumerate(rows):
+        x[i, : e - s] = stream[s:e]
+    slots = torch.tensor([slot for slot, _ in rows], device=dev)
+    for ad in adapters:
+        ad.rows = slots
+    try:
+        with torch.set_grad_enabled(bool(train)), _autocast(dev):
+            logits = model(x.to(dev))
+            picked = [logits[i, a - s:e - s] for i, (_, (s, a, e)) in enumerate(rows)]
+            tgt = torch.cat([stream[a + 1:e + 1] for _, (_, a, e) in rows]).to(dev).long()
+            nll = F.cross_entropy(torch.cat(picked).float(), tgt, reduction="none")
+        tally.add([(a, e) for _, (_, a, e) in rows], nll.detach())
+        if not train:
+            return 0
+        lens = torch.tensor([e - a for _, (_, a, e) in rows], device=dev)
+        tok_slot = torch.repeat_interleave(slots, lens)           # the document of each target
+        n_slot = torch.bincount(tok_slot).clamp(min=1).float()
+        on = torch.zeros(len(n_slot), device=dev)
+        on[sorted(train)] = 1.0
+        loss = (nll * (on / n_slot)[tok_slot]).sum()              # Σ over documents of their mean NLL
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        _clip_per_slot(adapters, clip)
+        opt.step()
+        return 1
+    finally:
+        for ad in adapters:
+            ad.rows = None
+
+
+def _lora_batch(model: nn.Module, adapters: Sequence[BatchedLoRA], stream: torch.Tensor,
+                docs: Sequence[tuple[int, int]], s: TTTSettings, seq_len: int, stride: int,
+                dev: torch.device, tally: _Tally) -> int:
+    """One batch of documents, slot i = docs[i], with fresh adapters and a fresh Adam state.
+    Step k scores chunk k of every document that has one, then trains those not at their end."""
+    reset_adapters(adapters, [a for a, _ in docs], s.seed)
+    opt = torch.optim.Adam([p for ad in adapters for p in (ad.A, ad.B)], lr=s.lora_lr)
+    n_chunks = [-(-(b - a) // s.lora_chunk) for a, b in docs]
+    steps = 0
+    for k in range(max(n_chunks)):
+        rows = [(slot, w) for slot, (a, b) in enumerate(docs) if k < n_chunks[slot]
+                for w in chunk_windows(a, b, k, s.lora_chunk, seq_len, stride)]
+        train = {slot for slot, nc in enumerate(n_chunks) if k < nc - 1}
+        steps += _lora_step(model, adapters, opt, stream, rows, train, s.grad_clip, dev, tally)
+    return steps
+
+
+def phase_segments(n_docs: int, phases: int, prefix_docs: int) -> list[tuple[int, int, bool]]:
+    """(first doc, end doc, train the base model afterwards) in stream order: `phases` equal
+    parts of the first `prefix_docs` documents, each followed by a global SGD phase on it, then
+    the rest. The cuts depend on prefix_docs only, never on how many documents the stream
+    has (that count depends on later tokens: a C1 leak the causality test caught). The final
+    segment is never followed by training (nothing is left to score)."""
+    if phases <= 0 or n_docs == 0:
+        return [(0, n_docs, False)]
+    cuts = [min(n_docs, prefix_docs * i // phases) for i in range(phases + 1)]
+    segs = [(cuts[i], cuts[i + 1], True) for i in range(phases) if cuts[i + 1] > cuts[i]]
+    if cuts[-1] < n_docs:
+        segs.append((cuts[-1], n_docs, False))
+    d0, d1, _ = segs[-1]
+    segs[-1] = (d0, d1, False)
+    return segs
+
+
+def _rank_docs(docs: Sequence[tuple[int, int]], rank: int, world: int) -> list[tuple[int, int]]:
+    """This rank's documents: those starting in its equal share of the segment's targets."""
+    if not docs:
+        return []
+    lo, hi = docs[0][0], docs[-1][1]
+    a, b = lo + (hi - lo) * rank // world, lo + (hi - lo) * (rank + 1) // world
+    return [d for d in docs if a <= d[0] < b]
+
+
+def lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
+             seq_len: int, stride: int, dev: torch.device, rank: int, world: int,
+             record: bool = False) -> TTTResult:
+    """Per-document LoRA TTT on `model` in place (callers pass a copy; see run_ttt)."""
+    t0 = time.perf_counter()
+    stream = torch.from_numpy(toks[: n + 1].astype(np.int32))
+    docs = split_documents(toks, n, s.bos_id)
+    base_params = list(model.parameters())
+    for p in base_params:
+        p.requires_grad_(False)
+    adapters = attach_lora(model, s.lora_batch_docs, s.lora_rank, s.lora_targets)
+    base_opt = torch.optim.SGD(base_params, lr=s.lr, momentum=s.momentum) if s.lora_phases else None
+    tally = _Tally(toks, n, lut, record)
+    steps = 0
+    model.eval()
+    for d0, d1, train_after in phase_segments(len(docs), s.lora_phases, s.lora_prefix_docs):
+        mine = _rank_docs(docs[d0:d1], rank, world)
+        if s.lora_sort:     # legal in any order: a document's score depends only on itself
+            mine.sort(key=lambda d: (d[0] - d[1], d[0]))
+        for i in range(0, len(mine), s.lora_batch_docs):
+            steps += _lora_batch(model, adapters, stream, mine[i:i + s.lora_batch_docs], s,
+                                 seq_len, stride, dev, tally)
+        if train_after and base_opt is not None:    # global phase on documents just scored
+            for p in base_params:
+                p.requires_grad_(True)
+            steps += train_span(model, base_opt, stream, docs[d0][0], docs[d1 - 1][1], lr=s.lr,
+                                epochs=s.lora_phase_epochs, seq_len=seq_len,
+                                batch_seqs=s.batch_seqs, clip=s.grad_clip, dev=dev, rank=rank,
+                                world=world)
+            for p in base_params:
+                p.requires_grad_(False)
+    return _finish(tally, n=n, t0=t0, dev=dev, world=world, mode="sliding" if stride else "chunked",
+                   seq_len=seq_len, stride=stride, partial=False, ttt="lora", knobs=s.knobs(),
+                   units=len(docs), adapt_steps=steps)
+
+
+# ----------------------------------------------------------------------------- entry point
+def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSettings, *,
+            seq_len: int, stride: int = 0, batch_tokens: int = 65536,
+            device: str | torch.device = "cpu", max_tokens: int | None = None, rank: int = 0,
+            world_size: int = 1, bos_id: int | None = None, weights: str | None = None,
+            record: bool = False) -> TTTResult:
+    """Score-first TTT of a *copy* of `model` over the stream; the caller's weights never change.
+
+    Same stream convention, window plan and byte accounting as golf.evaluate.evaluate_bpb.
+    Under torch.distributed, ranks split the windows (chunk) or documents (lora), gradients of
+    shared weights are all-reduced, and every rank returns the same sums.
+    """
+    if not settings.active:
+        raise EvalError("TTT is off: set TTT=chunk or TTT=lora (or pass --ttt)")
+    if world_size > 1 and not _dist_active(world_size):
+        raise EvalError("TTT with world_size > 1 needs an initialized process group (torchrun)")
+    toks = np.asarray(tokens)
+    n_total = max(0, len(toks) - 1)
+    n = n_total if max_tokens is None else min(n_total, int(max_tokens))
+    if n <= 0:
+        raise EvalError(f"no validation targets to score (stream of {len(toks)} tokens)")
+    if settings.mode == "lora" and settings.bos_id < 0:
+        settings = dataclasses.replace(settings, bos_id=-1 if bos_id is None else int(bos_id))
+    dev = torch.device(device)
+    work = copy.deepcopy(model).to(dev)
+    common = dict(n=n, seq_len=seq_len, stride=stride, dev=dev, rank=rank, world=world_size,
+                  record=record)
+    if settings.mode == "chunk":
+        res = chunk_ttt(work, toks, lut, settings, batch_tokens=batch_tokens, **common)
+    else:
+        res = lora_ttt(work, toks, lut, settings, **common)
+    res.partial = n < n_total
+    res.weights = weights or settings.on
+    return res
