@@ -93,6 +93,8 @@ class Config:
     beta2: float = 0.95                  # BETA2
     adam_eps: float = 1e-8               # ADAM_EPS
     grad_clip_norm: float = 0.3          # GRAD_CLIP_NORM (on the all-reduced gradient; 0 = off)
+    muon_sharded: bool = True            # MUON_SHARDED (each rank orthogonalises its share of the banks; 0 = every rank all)
+    muon_reduce_bf16: bool = True        # MUON_REDUCE_BF16 (bank gradients reduced in bf16 on NCCL, as the records; fp32 on gloo)
     ema_decay: float = 0.997             # EMA_DECAY (0 = off; EMA weights are exported)
     ema_warmup: bool = True              # EMA_WARMUP (decay min(EMA_DECAY, (1+t)/(10+t)); 0 = records' fixed decay)
     # --- runtime --------------------------------------------------------------------

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from golf import distributed
 from golf.config import Config
 
 EMBEDDED_DATASET = "embedded_sp1024"
@@ -101,15 +102,21 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
     policy = None if cfg.quant_method == "int8" else quant.QuantPolicy(small_numel=cfg.quant_small_numel)
     qmodel = quant.quantize_model(model, hessians=hessians, method=cfg.quant_method,
                                   budget_bytes=budget, seed=cfg.seed, log=log, policy=policy,
-                                  loss_slopes=slopes, device=_eval_device(),
-                                  meta={"config": cfg.to_dict(), "code_bytes": code_bytes,
-                                        "run_id": run_dir.name})
+                                  loss_slopes=slopes, device=distributed.default_device(),
+                                  meta=artifact_meta(cfg, code_bytes))
     path = run_dir / ARTIFACT_NAME
     nbytes = quant.save_artifact(path, qmodel)
     quant.write_report(qmodel, run_dir / "quant_report.json", run_dir / "quant_report.png")
     log(quant.format_report(qmodel))
     log(f"quant:done artifact:{path} bytes:{nbytes}")
     return path
+
+
+def artifact_meta(cfg: Config, code_bytes: int) -> dict:
+    """What the artifact records besides its tensors: only what defines the model and its size,
+    so equal weights and settings give byte-identical artifacts whatever RUN_ID, RUNS_DIR,
+    RESUME or world size produced them (the run's full config stays in config.json)."""
+    return {"config": cfg.model_dict(), "code_bytes": code_bytes}
 
 
 def measured_slopes(path: str, model, hessians, log: Callable[[str], None]) -> dict[str, float]:
@@ -171,23 +178,21 @@ def print_summary(summary: dict, log: Callable[[str], None]) -> None:
 # ----------------------------------------------------------------------------- modes
 def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | None = None) -> dict:
     """Train -> quantize -> evaluate (-> pack) and return the summary dict (rank 0)."""
-    from golf.train import init_distributed, train
+    from golf.train import train
 
-    dist_info = init_distributed()
+    dist_info = distributed.init_distributed()
     is_main = dist_info.rank == 0
     timer = PhaseTimer()
     boot_log = print if is_main else (lambda _msg: None)
 
     with timer.phase("prepare", boot_log):
-        if is_main:
-            ensure_embedded_data(cfg, boot_log)
-        _barrier()
+        distributed.on_rank0("prepare", lambda: ensure_embedded_data(cfg, boot_log))
     with timer.phase("train", boot_log):
         result = train(cfg)
     run_dir = Path(result.run_dir)
     from golf.train import make_logger
     log = make_logger(run_dir, dist_info.rank)
-    if result.ema_path is None:  # SIGINT/SIGTERM: checkpoint written, nothing to export yet
+    if result.interrupted:  # SIGINT/SIGTERM: checkpoint written, nothing to export yet (ema_path is None on ranks > 0 anyway)
         log(f"train:interrupted step:{result.steps} checkpoint:{run_dir / 'checkpoint.pt'} "
             f"-- continue with RESUME={run_dir} python train_gpt.py")
         raise SystemExit(130)
@@ -201,11 +206,13 @@ def finish_run(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "P
                is_main: bool, steps: int, train_time_ms: float, world_size: int,
                do_pack: bool | None = None, out_dir: str | None = None) -> dict:
     """Quantize -> evaluate -> plots -> summary (-> pack) for a trained run directory."""
-    if is_main:
-        with timer.phase("quantize", log):
-            code_bytes = shipped_code_bytes()  # built once: the fitter and the summary share it
-            quantize_run(cfg, run_dir, log, code_bytes)
-    _barrier()
+    def quantize() -> int:
+        code_bytes = shipped_code_bytes()  # built once: the fitter and the summary share it
+        quantize_run(cfg, run_dir, log, code_bytes)
+        return code_bytes
+
+    with timer.phase("quantize", log):  # rank 0 alone; the others wait for its outcome
+        code_bytes = distributed.on_rank0("quantize", quantize)
     with timer.phase("evaluate", log):
         report = evaluate_run(cfg, run_dir, log)
     if not is_main:
@@ -285,7 +292,7 @@ def eval_only() -> int:
     res = evaluate_source(artifact, cfg.data_path, cfg.tokenizer_path,
                           seq_len=seq_len, stride=cfg.eval_stride,
                           max_tokens=cfg.max_eval_tokens or None,
-                          batch_tokens=cfg.val_batch_size, device=_eval_device())
+                          batch_tokens=cfg.val_batch_size, device=distributed.default_device())
     label = "sliding" if cfg.eval_stride > 0 else "chunked"
     print(f"eval_mode:{label} seq_len:{seq_len} stride:{cfg.eval_stride} tokens:{res.tokens} "
           f"bytes:{res.bytes} partial:{int(res.partial)} eval_time:{res.seconds * 1000:.0f}ms")
@@ -296,7 +303,7 @@ def eval_only() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from golf.errors import user_errors
-    with user_errors():
+    with user_errors(), distributed.session():
         if _truthy(os.environ.get("EVAL_ONLY")):
             return eval_only()
         if os.environ.get("QUANT_ONLY"):
@@ -312,15 +319,3 @@ def describe_hardware(world_size: int) -> str:
     if torch.cuda.is_available():
         return f"{world_size}x{torch.cuda.get_device_name(0)}"
     return f"{world_size}xCPU"
-
-
-def _eval_device() -> str:
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-

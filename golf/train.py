@@ -18,22 +18,16 @@ import torch
 import torch.distributed as dist
 
 from golf.config import Config
+from golf.distributed import all_reduce_ as _allreduce, host_max, init_distributed
 from golf.atomic import atomic_save, atomic_write_json
 from golf.model import GPT, count_parameters
 from golf.checkpoint import load_torch_file
+from golf.step import Stepper
 from golf.optim import build_optimizers, ema_decay_at, lr_multiplier, muon_momentum, set_lrs
 
 
 class TrainError(ValueError):
     """Bad training input; the message names the file or variable and the fix."""
-
-
-@dataclass
-class DistInfo:
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
 
 
 @dataclass
@@ -48,22 +42,7 @@ class TrainResult:
     calib_path: Path | None
     stopped_early: bool
     tokens_per_s: float
-
-
-def init_distributed() -> DistInfo:
-    """Join the torchrun group when RANK/WORLD_SIZE are set (NCCL on CUDA, gloo on CPU); idempotent."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda", local) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo", device_id=device if cuda else None)
-    if dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-    return DistInfo(rank, world, local, device)
+    interrupted: bool = False     # SIGINT/SIGTERM: checkpoint written, nothing exported (every rank)
 
 
 def make_logger(run_dir: Path | None, rank: int) -> Callable[[str], None]:
@@ -92,6 +71,14 @@ def resolve_grad_accum(cfg: Config, world_size: int) -> int:
     return accum
 
 
+def calib_batches_for_rank(total: int, rank: int, world_size: int) -> int:
+    """How many of the `total` calibration micro-batches rank `rank` draws (parts r, r+W, ...)."""
+    if 0 < total < world_size:
+        raise TrainError(f"GPTQ_CALIB_BATCHES={total} is below the world size {world_size}: every "
+                         f"rank needs a calibration batch; set it to 0 or at least {world_size}")
+    return max(0, -(-(total - rank) // world_size))
+
+
 def _resolve_resume(resume: str) -> Path:
     p = Path(resume)
     ck = p / "checkpoint.pt" if p.is_dir() else p
@@ -99,12 +86,6 @@ def _resolve_resume(resume: str) -> Path:
         raise TrainError(f"RESUME={resume}: no checkpoint at {ck}; point RESUME at a run dir holding "
                          "checkpoint.pt (written on SIGINT/SIGTERM or every CHECKPOINT_EVERY steps) or unset it")
     return ck
-
-
-def _allreduce(t: torch.Tensor, op=None) -> torch.Tensor:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
-    return t
 
 
 def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None] | None = None,
@@ -123,6 +104,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     dev = di.device
     # ---- validate everything before the first step ------------------------------------------
     accum = resolve_grad_accum(cfg, di.world_size)
+    calib_batches_for_rank(cfg.gptq_calib_batches, di.rank, di.world_size)  # checked before training
     ckpt_path = _resolve_resume(cfg.resume) if cfg.resume else None
     sp = load_tokenizer(cfg.tokenizer_path, cfg.vocab_size)
     lut = build_byte_lut(sp, cfg.vocab_size)
@@ -159,46 +141,34 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     model = torch.compile(base, dynamic=False) if (cuda and cfg.compile) else base
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False))
 
-    def grads_step(x_y_list) -> float:
-        """Forward/backward over the micro-batches, all-reduce, clip; returns mean loss."""
-        total = torch.zeros((), device=dev)
-        for x, y in x_y_list:
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            with autocast:
-                loss = model(x, y)
-            (loss / accum).backward()
-            total += loss.detach() / accum
-        params = [p for p in base.parameters() if p.grad is not None]
-        if di.world_size > 1:
-            flat = torch.cat([p.grad.reshape(-1) for p in params])
-            _allreduce(flat).div_(di.world_size)
-            off = 0
-            for p in params:
-                n = p.numel()
-                p.grad.copy_(flat[off:off + n].view_as(p.grad))
-                off += n
-            _allreduce(total).div_(di.world_size)
-        if cfg.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
-        return float(total)
+    stepper = Stepper(base, opts, rank=di.rank, world=di.world_size, accum=accum,
+                      clip_norm=cfg.grad_clip_norm, sharded=cfg.muon_sharded,
+                      reduce_bf16=cfg.muon_reduce_bf16)
+
+    def forward(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if cuda:  # pinned: a pageable copy would make the host wait for the device queue
+            x, y = x.pin_memory(), y.pin_memory()
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        with autocast:
+            return model(x, y)
+
+    def train_step() -> torch.Tensor:
+        """One optimizer step on the next global batch; the mean loss stays on the device."""
+        loss = stepper.accumulate(forward, micro_batches())
+        stepper.step()
+        stepper.zero()
+        return loss
 
     def micro_batches():
         return [loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, accum) for _ in range(accum)]
-
-    def zero():
-        for o in opts:
-            o.zero_grad(set_to_none=True)
 
     # ---- compile priming: run WARMUP_STEPS real steps, then restore every state -------------
     if cfg.warmup_steps > 0 and ckpt is None:
         saved = (copy.deepcopy(base.state_dict()), [copy.deepcopy(o.state_dict()) for o in opts],
                  copy.deepcopy(loader.state_dict()))
+        stepper.zero()
         for _ in range(cfg.warmup_steps):
-            zero()
-            grads_step(micro_batches())
-            for o in opts:
-                o.step()
-        zero()
+            train_step()
         base.load_state_dict(saved[0])
         for o, s in zip(opts, saved[1]):
             o.load_state_dict(s)
@@ -254,9 +224,10 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
             dist.all_gather_object(loaders, loader.state_dict())
         else:
             loaders = [loader.state_dict()]
+        opt_states = stepper.state_dicts()  # a collective in the sharded form
         if di.rank != 0:
             return None
-        return atomic_save({"model": base.state_dict(), "ema": ema, "optimizers": [o.state_dict() for o in opts],
+        return atomic_save({"model": base.state_dict(), "ema": ema, "optimizers": opt_states,
                             "loader": loaders, "step": step, "elapsed_ms": train_ms,
                             "rng": {"cpu": torch.get_rng_state()}, "config": cfg.to_dict()},
                            run_dir / "checkpoint.pt")
@@ -266,30 +237,28 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     val_loss = val_bpb = float("nan")
     try:
         while step < cfg.iterations:
-            if cuda:
-                torch.cuda.synchronize()
             t0 = time.perf_counter()
             mult = lr_multiplier(step, train_ms, cap_ms, cfg.warmdown_iters, cfg.iterations)
             set_lrs(opts, mult, muon_momentum(step, cfg))
-            zero()
-            last_loss = grads_step(micro_batches())
-            for o in opts:
-                o.step()
-            zero()
+            loss_t = train_step()
             if ema is not None:
                 d = ema_decay_at(step, cfg.ema_decay, cfg.ema_warmup)
                 with torch.no_grad():  # one fused update over all tensors
                     live = base.state_dict()
                     torch._foreach_mul_(ema_vals, d)
                     torch._foreach_add_(ema_vals, [live[k].float() for k in ema_keys], alpha=1 - d)
-            if cuda:
-                torch.cuda.synchronize()
-            train_ms += 1000.0 * (time.perf_counter() - t0)
             step += 1
-            # one all-reduce decides stopping for every rank: elapsed (MAX) and signal flag
-            ctl = _allreduce(torch.tensor([train_ms, float(interrupted["flag"])], device=dev), dist.ReduceOp.MAX
-                             if dist.is_initialized() else None)
-            elapsed_max, sig = float(ctl[0]), bool(ctl[1] > 0)
+            reading = (cfg.train_log_every and (step % cfg.train_log_every == 0 or step == 1)) or (
+                cfg.val_loss_every and step % cfg.val_loss_every == 0) or (
+                cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step >= cfg.iterations
+            if reading:  # only steps that read results wait for the device (and count that wait)
+                last_loss = float(_allreduce(loss_t.float()).div_(di.world_size))
+                if cuda:
+                    torch.cuda.synchronize()
+            train_ms += 1000.0 * (time.perf_counter() - t0)
+            # one host-side all-reduce (MAX) decides stopping for every rank: elapsed and signal
+            elapsed_max, sig = host_max([train_ms, float(interrupted["flag"])])
+            sig = sig > 0
             step_avg = train_ms / max(step, 1)
             tok_s = tokens_per_step * step / max(train_ms, 1e-9) * 1000.0
             last = step >= cfg.iterations
@@ -316,7 +285,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
                 ck = save_checkpoint()
                 log(f"stopping_early: signal step:{step}/{cfg.iterations} checkpoint:{ck}")
                 return TrainResult(run_dir, step, train_ms, float("nan"), float("nan"), None, None, None,
-                                   True, tok_s)
+                                   True, tok_s, interrupted=True)
             if hit_cap:
                 stopped_early = step < cfg.iterations
                 log(f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{cfg.iterations}")
@@ -341,14 +310,16 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
         log(f"warning: quant not importable ({exc}); skipping calibration")
         collect_hessians = None
     if collect_hessians is not None and cfg.gptq_calib_batches > 0:
+        # the calibration set is the first GPTQ_CALIB_BATCHES micro-batches of the stream after
+        # training, split over ranks like a training step (rank r takes parts r, r+W, ...), so
+        # it is the same set of tokens whatever the world size at the same global batch
+        n_mine = calib_batches_for_rank(cfg.gptq_calib_batches, di.rank, di.world_size)
         batches = [loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, accum)[0].to(dev)
-                   for _ in range(cfg.gptq_calib_batches)]
+                   for _ in range(n_mine)]
         ema_model.eval()
         with autocast:
-            hs = collect_hessians(ema_model, batches)
-        for k in sorted(hs):
-            hs[k] = _allreduce(hs[k].to(dev).float()).div_(di.world_size).cpu()
-        n_tok = sum(b.numel() for b in batches) * di.world_size
+            hs = collect_hessians(ema_model, batches, all_reduce=_allreduce)
+        n_tok = int(_allreduce(torch.tensor([sum(b.numel() for b in batches)], device=dev)).item())
         elapsed = train_ms + 1000.0 * (time.perf_counter() - t_cal)
         if di.rank == 0:
             calib_path = atomic_save({"hessians": hs, "tokens": n_tok, "elapsed_ms": elapsed,
