@@ -3,19 +3,65 @@
 One frozen dataclass is the single source of truth: train_gpt.py, eval_bpb.py and
 pack.py all build it with `Config.from_env()` and persist it as `config.json` in the
 run directory, so a run can be re-created exactly from that file.
+
+The field defaults are the feature-less 11L stack (close to PR #1125, "p1125"), so a
+config.json written before a feature existed loads as the model it was. Presets
+(`PRESET=...`, see PRESETS) are layered on top; explicit environment variables still win.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-# Preset for a machine without CUDA: the same architecture, shrunk so the main job
-# trains on 2 CPU cores in a few minutes. Explicit environment variables still win.
-CPU_PRESET: dict[str, Any] = {
+# The records' effective RoPE base. Their Rotary is built with a hard-coded train_seq_len of
+# 1024 and rescales base' = base * (T/1024)^(rd/(rd-2)) above it, so at T = 2048 with 16
+# rotated dims they train with 10000 * 2**(16/14) ~= 22,082 (anchor_arch.md §1.4, §8.1).
+R29_ROPE_BASE: float = 10000.0 * 2.0 ** (16 / 14)
+
+# The 1.1122 record (R29, anchor_arch.md §0/§1.3/§2.2): model knobs plus the loop knobs it
+# changes from golfkit's defaults. Shapes (11L/512/8H/4KV/MLP 3x) are the field defaults.
+R29_PRESET: dict[str, Any] = {
+    "qk_gain_init": 1.5,
+    "xsa_last_n": -1,
+    "bigram_vocab_size": 2816,
+    "bigram_dim": 112,
+    "smear_gate": True,
+    "smear_bos_fix": False,          # R29 predates the 2026-04-27 BOS fix
+    "ve_dim": 128,
+    "ve_layers": "-2,-1",            # the last two layers: 9,10 at 11 layers
+    "rope_dims": 16,
+    "rope_base": R29_ROPE_BASE,
+    "rope_ntk_ref_len": 0,
+    "warmdown_iters": 3500,
+    "gptq_reserve_seconds": 14.0,
+    "ema_decay": 0.997,
+}
+
+# golfkit's pre-record stack (close to P1125): QK gain 4.0, RoPE base 10000, no bigram, smear
+# or VE. Optimizer and loop values stay golfkit's (the records' ones), so r29 vs p1125 is an
+# A/B of the model alone.
+P1125_PRESET: dict[str, Any] = {
+    "qk_gain_init": 4.0,
+    "xsa_last_n": -1,
+    "bigram_vocab_size": 0,
+    "smear_gate": False,
+    "smear_bos_fix": False,
+    "ve_dim": 0,
+    "rope_dims": 16,
+    "rope_base": 10000.0,
+    "rope_ntk_ref_len": 0,
+    "warmdown_iters": 3500,
+    "gptq_reserve_seconds": 8.0,
+    "ema_decay": 0.997,
+}
+
+# Sizes for a machine without CUDA: the same architecture, shrunk so the main job trains on
+# 2 CPU cores in a few minutes.
+CPU_SIZES: dict[str, Any] = {
     "data_path": "./data/datasets/embedded_sp1024",
     "tokenizer_path": "./data/tokenizers/embedded_1024_bpe.model",
     "num_layers": 4,
@@ -37,10 +83,31 @@ CPU_PRESET: dict[str, Any] = {
     "eval_seq_len": 256,
     "eval_stride": 0,
     "gptq_calib_batches": 8,
+    "gptq_reserve_seconds": 8.0,
     # the small model's block matrices are below the challenge's 65,536-element passthrough
     # threshold; quantize them anyway so the CPU demo exercises GPTQ and shows a real gap
     "quant_small_numel": 4096,
 }
+
+# The CPU preset: R29's features at small sizes (bigram 512x32, VE 32 on the last two layers).
+CPU_PRESET: dict[str, Any] = {**R29_PRESET, **CPU_SIZES, "bigram_vocab_size": 512,
+                              "bigram_dim": 32, "ve_dim": 32}
+CPU_P1125_PRESET: dict[str, Any] = {**P1125_PRESET, **CPU_SIZES}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "r29": R29_PRESET, "p1125": P1125_PRESET, "cpu": CPU_PRESET, "cpu_p1125": CPU_P1125_PRESET,
+}
+# PRESET=11l was the name of the GPU stack before the record stack existed: it stays p1125
+PRESET_ALIASES: dict[str, str] = {"11l": "p1125"}
+CPU_EQUIVALENT: dict[str, str] = {"r29": "cpu", "p1125": "cpu_p1125"}
+OPTIM_GROUPS = ("records", "legacy")
+
+_MODEL = {"model": True}
+
+
+def _model(default: Any) -> Any:
+    """A field that defines the network: it is part of `Config.model_dict()` (artifact check)."""
+    return field(default=default, metadata=_MODEL)
 
 
 @dataclass(frozen=True)
@@ -48,22 +115,30 @@ class Config:
     # --- data -------------------------------------------------------------------
     data_path: str = "./data/datasets/fineweb10B_sp1024"      # DATA_PATH (folder of shards)
     tokenizer_path: str = "./data/tokenizers/fineweb_1024_bpe.model"  # TOKENIZER_PATH
-    vocab_size: int = 1024                                      # VOCAB_SIZE
-    # --- model (defaults: the 11-layer XSA / QK-gain stack) ---------------------
-    num_layers: int = 11                 # NUM_LAYERS
-    model_dim: int = 512                 # MODEL_DIM
-    num_heads: int = 8                   # NUM_HEADS
-    num_kv_heads: int = 4                # NUM_KV_HEADS
-    mlp_mult: float = 3.0                # MLP_MULT
-    qk_gain_init: float = 4.0            # QK_GAIN_INIT
-    xsa_last_n: int = -1                 # XSA_LAST_N (-1 = all layers, 0 = off)
-    xsa_gate: bool = False               # XSA_GATE (learned per-head gate on the removed part)
-    rope_dims: int = 16                  # ROPE_DIMS (rotated dims per head; 0 = no RoPE)
-    rope_base: float = 10000.0           # ROPE_BASE (used as given: no hidden NTK rescale)
-    logit_softcap: float = 30.0          # LOGIT_SOFTCAP (0 = off)
-    ln_scale: bool = True                # LN_SCALE (1/sqrt(layer+1) on normed branch inputs)
-    leaky_relu_slope: float = 0.5        # LEAKY_RELU_SLOPE (MLP act = leaky_relu(x, s)^2)
-    tie_embeddings: bool = True          # TIE_EMBEDDINGS
+    vocab_size: int = _model(1024)                              # VOCAB_SIZE
+    # --- model (defaults: the 11-layer XSA / QK-gain stack without the record's extras) ---
+    num_layers: int = _model(11)         # NUM_LAYERS
+    model_dim: int = _model(512)         # MODEL_DIM
+    num_heads: int = _model(8)           # NUM_HEADS
+    num_kv_heads: int = _model(4)        # NUM_KV_HEADS
+    mlp_mult: float = _model(3.0)        # MLP_MULT
+    qk_gain_init: float = _model(4.0)    # QK_GAIN_INIT
+    xsa_last_n: int = _model(-1)         # XSA_LAST_N (-1 = all layers, 0 = off)
+    xsa_gate: bool = _model(False)       # XSA_GATE (learned per-head gate on the removed part)
+    rope_dims: int = _model(16)          # ROPE_DIMS (rotated dims per head; 0 = no RoPE)
+    rope_base: float = _model(10000.0)   # ROPE_BASE (used as given; r29 sets the records' effective 22,082)
+    rope_ntk_ref_len: int = _model(0)    # ROPE_NTK_REF_LEN (>0: base*(T/ref)^(rd/(rd-2)) when T > ref, the records' rescale; 0 = off)
+    logit_softcap: float = _model(30.0)  # LOGIT_SOFTCAP (0 = off)
+    ln_scale: bool = _model(True)        # LN_SCALE (1/sqrt(layer+1) on normed branch inputs)
+    leaky_relu_slope: float = _model(0.5)  # LEAKY_RELU_SLOPE (MLP act = leaky_relu(x, s)^2)
+    tie_embeddings: bool = _model(True)  # TIE_EMBEDDINGS
+    bigram_vocab_size: int = _model(0)   # BIGRAM_VOCAB_SIZE (hash buckets B of BigramHash; 0 = off)
+    bigram_dim: int = _model(128)        # BIGRAM_DIM (bigram table width, projected to MODEL_DIM)
+    smear_gate: bool = _model(False)     # SMEAR_GATE (x_t <- (1-g) x_t + g x_{t-1} after the input norm)
+    smear_bos_fix: bool = _model(False)  # SMEAR_BOS_FIX (a BOS token does not receive its predecessor)
+    bos_id: int = _model(1)              # BOS_ID (the tokenizer's BOS; the challenge's is 1)
+    ve_dim: int = _model(0)              # VE_DIM (shared value-embedding width; 0 = off)
+    ve_layers: str = _model("-2,-1")     # VE_LAYERS (comma-separated layer indices; negative count from the end)
     # --- training -----------------------------------------------------------------
     train_seq_len: int = 2048            # TRAIN_SEQ_LEN
     train_batch_tokens: int = 786_432    # TRAIN_BATCH_TOKENS (global, per optimizer step)
@@ -92,6 +167,7 @@ class Config:
     beta1: float = 0.9                   # BETA1
     beta2: float = 0.95                  # BETA2
     adam_eps: float = 1e-8               # ADAM_EPS
+    optim_groups: str = "records"        # OPTIM_GROUPS (records: only block matrices in Muon; legacy: every 2-D block tensor)
     grad_clip_norm: float = 0.3          # GRAD_CLIP_NORM (on the all-reduced gradient; 0 = off)
     muon_sharded: bool = True            # MUON_SHARDED (each rank orthogonalises its share of the banks; 0 = every rank all)
     muon_reduce_bf16: bool = True        # MUON_REDUCE_BF16 (bank gradients reduced in bf16 on NCCL, as the records; fp32 on gloo)
@@ -112,6 +188,8 @@ class Config:
     quant_sensitivity: str = ""          # QUANT_SENSITIVITY: sensitivity.json (eval_bpb.py --sensitivity) to weight the fitter by measured loss
     budget_bytes: int = 16_000_000       # BUDGET_BYTES (code + model cap, decimal bytes)
     budget_margin_bytes: int = 2_000     # BUDGET_MARGIN_BYTES (safety margin under the cap)
+    # --- provenance -------------------------------------------------------------------------
+    preset: str = ""                     # PRESET applied by from_env (r29 | p1125 | cpu | cpu_p1125)
 
     # ------------------------------------------------------------------------------------
     @property
@@ -133,12 +211,38 @@ class Config:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
+    def ve_layer_indices(self) -> list[int]:
+        """VE_LAYERS resolved to layer indices, in the order given (negative = from the end).
+
+        Empty when VE_DIM is 0. Raises ValueError naming VE_LAYERS on a bad entry."""
+        if self.ve_dim <= 0:
+            return []
+        out: list[int] = []
+        for part in (p.strip() for p in self.ve_layers.split(",")):
+            try:
+                i = int(part)
+            except ValueError:
+                raise ValueError(f"VE_LAYERS={self.ve_layers!r}: {part!r} is not a layer index; "
+                                 "use comma-separated integers such as 9,10 or -2,-1") from None
+            j = i + self.num_layers if i < 0 else i
+            if not 0 <= j < self.num_layers or j in out:
+                raise ValueError(f"VE_LAYERS={self.ve_layers!r}: layer {i} is out of range for "
+                                 f"NUM_LAYERS={self.num_layers} or repeated; fix VE_LAYERS")
+            out.append(j)
+        if not out:
+            raise ValueError("VE_LAYERS is empty while VE_DIM > 0; name the layers or set VE_DIM=0")
+        return out
+
+    @classmethod
+    def model_field_names(cls) -> tuple[str, ...]:
+        """Names of the fields marked as defining the network (see `_model`)."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("model"))
+
     def model_dict(self) -> dict[str, Any]:
-        """The fields that define the network's shapes and forward pass (for artifact checks)."""
-        keys = ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads", "mlp_mult",
-                "qk_gain_init", "xsa_last_n", "xsa_gate", "rope_dims", "rope_base",
-                "logit_softcap", "ln_scale", "leaky_relu_slope", "tie_embeddings")
-        return {k: getattr(self, k) for k in keys}
+        """The fields that define the network's shapes and forward pass (for artifact checks).
+
+        Derived from the field markers, so a new model field cannot be left out of the check."""
+        return {k: getattr(self, k) for k in self.model_field_names()}
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -153,27 +257,55 @@ class Config:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     @classmethod
+    def from_preset(cls, name: str, base: "Config | None" = None) -> "Config":
+        """`base` (default: the field defaults) with preset `name` applied; unknown -> SystemExit."""
+        key = _preset_name(name)
+        return dataclasses.replace(base or cls(), **PRESETS[key], preset=key)
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, cpu_preset: bool | None = None,
                  base: "Config | None" = None) -> "Config":
         """Build a Config from environment variables named like the fields, upper-cased.
 
-        With `cpu_preset` (default: when CUDA is unavailable) the CPU preset replaces the
-        11L defaults; any variable that is set explicitly still overrides it.
+        PRESET picks the starting point (default: r29 with CUDA, cpu without). `cpu_preset=True`
+        forces the CPU form of the chosen preset (r29 -> cpu, p1125 -> cpu_p1125);
+        `cpu_preset=False` applies no preset (`base` as is, e.g. a saved config.json). Any
+        variable that is set explicitly overrides the preset.
         """
         env = os.environ if env is None else env
         cfg = base or cls()
-        if cpu_preset is None:
-            cpu_preset = env.get("PRESET", "").lower() == "cpu" or (
-                env.get("PRESET", "").lower() != "11l" and not _cuda_available())
-        if cpu_preset:
-            cfg = dataclasses.replace(cfg, **CPU_PRESET)
+        name = _choose_preset(env.get("PRESET", ""), cpu_preset)
+        if name:
+            cfg = cls.from_preset(name, cfg)
         changes: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f.name.upper())
-            if raw is None or raw == "":
+            if f.name == "preset" or raw is None or raw == "":
                 continue
             changes[f.name] = _parse(f.name, raw, type(getattr(cfg, f.name)))
+        groups = changes.get("optim_groups", cfg.optim_groups)
+        if groups not in OPTIM_GROUPS:
+            raise SystemExit(f"error: environment variable OPTIM_GROUPS={groups!r} is not one of "
+                             f"{', '.join(OPTIM_GROUPS)}; fix or unset it")
         return dataclasses.replace(cfg, **changes)
+
+
+def _preset_name(raw: str) -> str:
+    """Canonical preset name; an unknown one exits with one line naming PRESET and the choices."""
+    key = raw.strip().lower()
+    key = PRESET_ALIASES.get(key, key)
+    if key not in PRESETS:
+        raise SystemExit(f"error: environment variable PRESET={raw!r} is not a preset; use one of "
+                         f"{', '.join(PRESETS)} (or unset it)")
+    return key
+
+
+def _choose_preset(raw: str, cpu_preset: bool | None) -> str:
+    """The preset from_env applies: PRESET if set, else r29 with CUDA and cpu without."""
+    if cpu_preset is False:
+        return ""
+    key = _preset_name(raw) if raw.strip() else ("cpu" if cpu_preset or not _cuda_available() else "r29")
+    return CPU_EQUIVALENT.get(key, key) if cpu_preset else key
 
 
 def _cuda_available() -> bool:

@@ -1,4 +1,5 @@
-"""The 11-layer XSA / QK-gain GPT (shapes and formulas: shared/reference/anchor_arch.md §1).
+"""The 11-layer XSA / QK-gain GPT and the record stack's extras (BigramHash, SmearGate, value
+embedding); shapes and formulas: shared/reference/anchor_arch.md §1.
 
 Every feature is switched by a Config field so ablations need no code edits. All large
 matrices are bias-free nn.Linear so quant/ can hook them; the tied embedding is the head.
@@ -28,6 +29,20 @@ def rms(x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
+def rope_base_for(seq_len: int, rope_dims: int, base: float, ntk_ref_len: int = 0) -> float:
+    """The RoPE base a forward call of length `seq_len` uses.
+
+    `base` as given unless `ntk_ref_len` > 0 and seq_len exceeds it: then the records' dynamic
+    NTK rescale base * (T/ref)^(rd/(rd-2)) (their Rotary hard-codes ref = 1024, so at T = 2048
+    and rd = 16 they really train with 10000 * 2**(16/14) ~= 22,082; anchor_arch.md §1.4).
+    """
+    if ntk_ref_len > 0 and seq_len > ntk_ref_len:
+        if rope_dims <= 2:
+            raise ValueError(f"ROPE_NTK_REF_LEN needs ROPE_DIMS > 2, got {rope_dims}")
+        return base * (seq_len / ntk_ref_len) ** (rope_dims / (rope_dims - 2))
+    return base
+
+
 def rope_tables(seq_len: int, rope_dims: int, base: float, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of shape (T, rope_dims/2) with inv_freq_j = base^(-2j/rope_dims); base used as given."""
     half = rope_dims // 2
@@ -37,13 +52,32 @@ def rope_tables(seq_len: int, rope_dims: int, base: float, device, dtype) -> tup
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rope_dims: int) -> torch.Tensor:
-    """Rotate-half RoPE on the first rope_dims dims of x (B,T,H,D); pairs are (i, i+rope_dims/2)."""
+    """Rotate-half RoPE on the first rope_dims dims of x (B,T,H,D); pairs are (i, i+rope_dims/2).
+
+    The records' direction: x' = [x1 cos + x2 sin, -x1 sin + x2 cos] (x1, x2 = first and second
+    half of the rotated dims), i.e. each pair turns by -pos*inv_freq. Scores still depend only on
+    the relative position; the sign matters for loading or matching record weights.
+    """
     if rope_dims <= 0:
         return x
     half = rope_dims // 2
     x1, x2, rest = x[..., :half], x[..., half:rope_dims], x[..., rope_dims:]
     c, s = cos[None, :, None, :], sin[None, :, None, :]
-    return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s, rest), dim=-1)
+    return torch.cat((x1 * c + x2 * s, x2 * c - x1 * s, rest), dim=-1)
+
+
+def bigram_hash(idx: torch.Tensor, buckets: int) -> torch.Tensor:
+    """BigramHash bucket of each position (int64, same shape as idx (..., T)).
+
+    With M = buckets - 1: h_0 = M (reserved), h_j = (36313 t_j XOR 27191 t_{j-1}) mod M, in
+    int32 like the records, within each row (so the previous token may be a BOS or the end of
+    the previous document: the records hash across document boundaries).
+    """
+    t = idx.to(torch.int32)
+    m = buckets - 1
+    out = torch.full_like(t, m)
+    out[..., 1:] = torch.bitwise_xor(36313 * t[..., 1:], 27191 * t[..., :-1]) % m
+    return out.long()
 
 
 def xsa(y: torch.Tensor, v: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,6 +115,66 @@ def sdpa_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tens
                                           enable_gqa=k.size(2) != q.size(2)).transpose(1, 2)
 
 
+class BigramHash(nn.Module):
+    """scale * W_p * Emb_b[hash(t_{j-1}, t_j)]: a hashed bigram table added to the token embedding.
+
+    Emb_b starts at zero and scale at 0.05, so the model starts as if it were absent; W_p is
+    orthogonal (GPT._init_weights).
+    """
+
+    def __init__(self, buckets: int, dim: int, model_dim: int):
+        super().__init__()
+        if buckets < 2 or dim <= 0:
+            raise ValueError(f"BIGRAM_VOCAB_SIZE={buckets} must be >= 2 (or 0 = off) and "
+                             f"BIGRAM_DIM={dim} > 0; fix the environment variables")
+        self.buckets = buckets
+        self.embed = nn.Embedding(buckets, dim)
+        self.proj = nn.Linear(dim, model_dim, bias=False)
+        self.scale = nn.Parameter(torch.tensor(0.05))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        h = self.proj(self.embed(bigram_hash(idx, self.buckets)))
+        return h * self.scale.to(h.dtype)
+
+
+class SmearGate(nn.Module):
+    """x_t <- (1-g) x_t + g x_{t-1} with g = sigmoid(gate) per channel (gate init 0: g = 0.5).
+
+    x_{-1} = 0. With `bos_id` set (SMEAR_BOS_FIX) a token that IS a BOS does not receive its
+    predecessor (x_{t-1} is taken as 0 there, as at position 0), so nothing crosses into a new
+    document through the gate: the fix of the 2026-04-27 records (`not_bos` mask).
+    """
+
+    def __init__(self, dim: int, bos_id: int | None = None):
+        super().__init__()
+        self.gate = nn.Parameter(torch.zeros(dim))
+        self.bos_id = bos_id
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        g = torch.sigmoid(self.gate.to(x.dtype))
+        prev = F.pad(x[:, :-1], (0, 0, 1, 0))
+        if self.bos_id is not None:
+            if idx is None:
+                raise ValueError("SMEAR_BOS_FIX needs the token ids")
+            prev = prev * (idx != self.bos_id).unsqueeze(-1).to(x.dtype)
+        return (1 - g) * x + g * prev
+
+
+class ValueEmbedding(nn.Module):
+    """The shared value embedding: scale * W_ve * Emb_ve[t], (B,T,kv_dim); each VE layer adds it
+    to its v times its own scalar. Emb_ve ~ N(0, 0.01^2), W_ve orthogonal, scale 0.1."""
+
+    def __init__(self, vocab: int, dim: int, kv_dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.proj = nn.Linear(dim, kv_dim, bias=False)
+        self.scale = nn.Parameter(torch.tensor(0.1))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        h = self.proj(self.embed(idx))
+        return h * self.scale.to(h.dtype)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: Config, use_xsa: bool):
         super().__init__()
@@ -97,15 +191,22 @@ class Attention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((self.h,), float(cfg.qk_gain_init)))
         self.use_xsa = use_xsa
         self.xsa_gate = nn.Parameter(torch.full((self.h,), XSA_GATE_INIT)) if (use_xsa and cfg.xsa_gate) else None
-        self.rope_dims, self.rope_base = cfg.rope_dims, cfg.rope_base
+        self.rope_dims, self.rope_base, self.ntk_ref = cfg.rope_dims, cfg.rope_base, cfg.rope_ntk_ref_len
+        if self.ntk_ref > 0 and 0 < self.rope_dims <= 2:
+            raise ValueError(f"ROPE_NTK_REF_LEN needs ROPE_DIMS > 2, got {self.rope_dims}")
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, ve: torch.Tensor | None = None) -> torch.Tensor:
+        """u (B,T,d); ve (B,T,kv_dim) is added to u W_vᵀ before the head split (XSA sees it too)."""
         B, T, _ = u.shape
         q = rms(self.c_q(u).view(B, T, self.h, self.hd))
         k = rms(self.c_k(u).view(B, T, self.hkv, self.hd))
-        v = self.c_v(u).view(B, T, self.hkv, self.hd)
+        v = self.c_v(u)
+        if ve is not None:
+            v = v + ve.to(v.dtype)
+        v = v.view(B, T, self.hkv, self.hd)
         if self.rope_dims:
-            cos, sin = rope_tables(T, self.rope_dims, self.rope_base, u.device, q.dtype)
+            base = rope_base_for(T, self.rope_dims, self.rope_base, self.ntk_ref)
+            cos, sin = rope_tables(T, self.rope_dims, base, u.device, q.dtype)
             q, k = apply_rope(q, cos, sin, self.rope_dims), apply_rope(k, cos, sin, self.rope_dims)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
         if _fa3 is not None and u.is_cuda:
@@ -147,10 +248,10 @@ class Block(nn.Module):
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))))
         self.s = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
 
-    def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, x0: torch.Tensor, ve: torch.Tensor | None = None) -> torch.Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms(x) * self.s)
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms(x) * self.s, ve)
         return x + self.mlp_scale.to(x.dtype) * self.mlp(rms(x) * self.s)
 
 
@@ -166,13 +267,28 @@ class TiedHead(nn.Module):
 
 
 class GPT(nn.Module):
+    """Token (+ bigram) embedding -> norm -> (smear) -> U-Net of blocks -> norm -> tied head.
+
+    Optional record features (anchor_arch.md §1.6-1.8), each off at 0/False: BigramHash
+    (`bigram.*`), SmearGate (`smear.gate`) and the shared value embedding (`ve_shared.*`,
+    `ve_layer_scales.<k>` for the k-th layer of VE_LAYERS). The names are the records'.
+    """
+
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
         L, d = cfg.num_layers, cfg.model_dim
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
+        if cfg.bigram_vocab_size > 0:
+            self.bigram = BigramHash(cfg.bigram_vocab_size, cfg.bigram_dim, d)
+        if cfg.smear_gate:
+            self.smear = SmearGate(d, cfg.bos_id if cfg.smear_bos_fix else None)
         xl = set(cfg.xsa_layers())
         self.blocks = nn.ModuleList(Block(cfg, i, i in xl) for i in range(L))
+        self.ve_layers = cfg.ve_layer_indices()
+        if self.ve_layers:
+            self.ve_shared = ValueEmbedding(cfg.vocab_size, cfg.ve_dim, cfg.num_kv_heads * cfg.head_dim)
+            self.ve_layer_scales = nn.ParameterList(nn.Parameter(torch.ones(1)) for _ in self.ve_layers)
         self.n_enc = L // 2
         self.n_skip = min(self.n_enc, L - self.n_enc)
         self.skip_weights = nn.Parameter(torch.ones(self.n_skip, d))
@@ -185,22 +301,46 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def _init_weights(self) -> None:
+        """tok_emb N(0, 0.005²); block output projections zero (blocks start as identity); every
+        other Linear orthogonal (incl. bigram.proj, ve_shared.proj); bigram table zero, VE N(0, 0.01²)."""
         nn.init.normal_(self.tok_emb.weight, std=0.005)
+        if hasattr(self, "bigram"):
+            nn.init.zeros_(self.bigram.embed.weight)
+        if hasattr(self, "ve_shared"):
+            nn.init.normal_(self.ve_shared.embed.weight, std=0.01)
         for name, m in self.named_modules():
             if isinstance(m, nn.Linear):
-                if name.endswith(".proj"):
-                    nn.init.zeros_(m.weight)  # zero-init output projections: blocks start as identity
+                if name.endswith((".attn.proj", ".mlp.proj")):
+                    nn.init.zeros_(m.weight)
                 elif m.weight.device.type != "meta":
                     nn.init.orthogonal_(m.weight)
 
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """x0: rms(E[t] + bigram(t)), then the smear gate."""
+        e = self.tok_emb(idx)
+        if hasattr(self, "bigram"):
+            e = e + self.bigram(idx).to(e.dtype)
+        x = rms(e)
+        return self.smear(x, idx) if hasattr(self, "smear") else x
+
+    def value_embeds(self, idx: torch.Tensor) -> list[torch.Tensor | None]:
+        """Per layer the VE term added to v (None where the layer has no VE)."""
+        out: list[torch.Tensor | None] = [None] * len(self.blocks)
+        if self.ve_layers:
+            base = self.ve_shared(idx)
+            for k, layer in enumerate(self.ve_layers):
+                out[layer] = self.ve_layer_scales[k].to(base.dtype) * base
+        return out
+
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         """Final-normed hidden state (B,T,d): the lm_head input."""
-        x = x0 = rms(self.tok_emb(idx))
+        x = x0 = self.embed(idx)
+        ves = self.value_embeds(idx)
         stack = []
         for i, blk in enumerate(self.blocks):
             if i >= self.n_enc and stack:
                 x = x + self.skip_weights[i - self.n_enc].to(x.dtype) * stack.pop()
-            x = blk(x, x0)
+            x = blk(x, x0, ves[i])
             if i < self.n_enc:
                 stack.append(x)
         return rms(x)

@@ -19,24 +19,38 @@ def muon_momentum(step: int, cfg: Config) -> float:
     return (1 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
 
 
-def split_params(model: nn.Module) -> tuple[list, list, list]:
-    """(muon matrices in blocks, embedding/head matrices, scalars and vectors)."""
+def split_params(model: nn.Module, mode: str = "records") -> tuple[list, list, list]:
+    """(Muon matrices, embedding tables / head, scalars and small matrices) for OPTIM_GROUPS.
+
+    records (anchor_arch.md §2.1, R23+): Muon gets only the 2-D block weights that are not
+    control tensors (c_q, c_k, c_v, attn.proj, mlp.fc, mlp.proj); the embedding group every
+    nn.Embedding table (tok_emb, bigram.embed, ve_shared.embed) and an untied lm_head; the
+    scalar group the rest: control tensors (resid_mix, scales, gains, skip_weights, gates) and
+    the small bigram/VE projections. legacy: golfkit's earlier rule, every 2-D tensor under
+    `blocks.` (resid_mix too) to Muon, tok_emb/lm_head to the embedding group, the rest scalar.
+    """
+    from quant.policy import is_control
+    if mode not in ("records", "legacy"):
+        raise ValueError(f"OPTIM_GROUPS={mode!r} is not records or legacy; fix the variable")
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     muon, emb, scal = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim == 2 and name.startswith("blocks."):
-            muon.append(p)
-        elif name.startswith("tok_emb") or name.startswith("lm_head"):
-            emb.append(p)
+        if mode == "legacy":
+            is_matrix = p.ndim == 2 and name.startswith("blocks.")
+            is_emb = name.startswith(("tok_emb", "lm_head"))
         else:
-            scal.append(p)
+            is_matrix = p.ndim == 2 and name.startswith("blocks.") and not is_control(name)
+            is_emb = id(p) in tables or name.startswith("lm_head")
+        (muon if is_matrix else emb if is_emb else scal).append(p)
     return muon, emb, scal
 
 
 def build_optimizers(model: nn.Module, cfg: Config) -> list[torch.optim.Optimizer]:
-    """Muon (MATRIX_LR) + AdamW (TIED_EMBED_LR on embeddings, SCALAR_LR on the rest)."""
-    muon, emb, scal = split_params(model)
+    """Muon (MATRIX_LR) + AdamW (TIED_EMBED_LR on embeddings, SCALAR_LR on the rest); groups
+    as OPTIM_GROUPS says (split_params)."""
+    muon, emb, scal = split_params(model, getattr(cfg, "optim_groups", "records"))
     opts: list[torch.optim.Optimizer] = []
     if muon:
         opts.append(Muon(muon, lr=cfg.matrix_lr, momentum=cfg.muon_momentum_warmup_start,

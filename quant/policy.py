@@ -9,8 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 SMALL_NUMEL = 65_536
+# Control tensors (gains, mixes, gates, scalar scales): passthrough in fp32. The first nine
+# are the challenge baseline's list; the rest are the record stacks' additions (smear gate,
+# bigram / value-embedding scales, per-layer VE scalars) and golfkit's per-head XSA gate.
 CONTROL_PATTERNS = ("attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix",
-                    "resid_mixes", "q_gain", "skip_weight", "skip_weights")
+                    "resid_mixes", "q_gain", "skip_weight", "skip_weights",
+                    "smear", "bigram.scale", "ve_shared.scale", "ve_layer_scales", "xsa_gate")
 CLASSES = ("attention", "mlp", "embedding", "other")
 
 
