@@ -90,8 +90,11 @@ def session() -> Iterator[None]:
     """
     try:
         yield
-    finally:
+    except BaseException:
         shutdown()
+        raise
+    barrier()  # nobody tears down gloo's connections while a peer still reads them
+    shutdown()
 
 
 def barrier() -> None:

@@ -215,9 +215,17 @@ def finish_run(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "P
         code_bytes = distributed.on_rank0("quantize", quantize)
     with timer.phase("evaluate", log):
         report = evaluate_run(cfg, run_dir, log)
-    if not is_main:
-        return {}
+    # plots, summary and pack are rank 0's; the others wait for them on the store, so every
+    # rank leaves the process group together (and learns if rank 0 failed)
+    return distributed.on_rank0("pack", lambda: summarize_and_pack(
+        cfg, run_dir, log, timer, report, code_bytes=code_bytes, steps=steps,
+        train_time_ms=train_time_ms, world_size=world_size, do_pack=do_pack, out_dir=out_dir))
 
+
+def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "PhaseTimer",
+                       report: dict, *, code_bytes: int, steps: int, train_time_ms: float,
+                       world_size: int, do_pack: bool | None, out_dir: str | None) -> dict:
+    """Loss plot, summary.json, the pack (unless PACK=0) and the summary table."""
     from golf.atomic import atomic_write_json
     from golf.plots import plot_loss_curves
     plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"run {run_dir.name}")

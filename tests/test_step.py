@@ -2,9 +2,6 @@
 checked in one process and across gloo ranks spawned here (2 and 3 ranks vs 1)."""
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -83,10 +80,10 @@ def test_muon_update_matches_the_formula():
     assert torch.allclose(w.detach(), expect, atol=1e-6)
 
 
-def _worker(rank: int, world: int, port: int, accum: int, steps: int, out: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _worker(rank: int, world: int, store: str, accum: int, steps: int, out: dict) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a file rendezvous: no TCP port to race other processes for
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         half = steps // 2
         sd, opt_states = train_steps(rank, world, accum, half, sharded=True, clip=0.05)
@@ -98,18 +95,13 @@ def _worker(rank: int, world: int, port: int, accum: int, steps: int, out: dict)
                             state={"model": sd, "opts": opt_states, "step": half})
         if rank == 0:
             out["weights"] = sd
+        dist.barrier()  # leave together: gloo aborts a rank whose peer closed mid-read
     finally:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("world", [2, 3])
-def test_ranks_with_sharded_muon_and_resume_match_one_process(world):
+def test_ranks_with_sharded_muon_and_resume_match_one_process(world, tmp_path):
     """W ranks x 1 micro-batch == 1 rank x W micro-batches, with clipping and a resume
     half-way. W=2 is bit-identical (halving is exact); W=3 rounds 1/3 and gloo's ring sum
     differently, so it is held to 1e-4 of each tensor's scale."""
@@ -119,7 +111,7 @@ def test_ranks_with_sharded_muon_and_resume_match_one_process(world):
                          state={"model": one, "opts": states, "step": steps // 2})
     manager = mp.Manager()
     out = manager.dict()
-    mp.spawn(_worker, args=(world, _free_port(), 1, steps, out), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, str(tmp_path / "store"), 1, steps, out), nprocs=world, join=True)
     many = out["weights"]
     for k in one:
         if world == 2:
