@@ -38,6 +38,13 @@ def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.T
     return (x.mT if transposed else x).to(g.dtype)
 
 
+def _overlap() -> bool:
+    """Launch collectives asynchronously only on NCCL, where they run on their own stream
+    beside compute. gloo (CPU tests and runs) gains nothing from it, and several gloo ops in
+    flight at once on its worker threads occasionally aborted a rank at exit."""
+    return dist.get_backend() == "nccl"
+
+
 def shape_factor(shape: tuple[int, ...]) -> float:
     """max(1, rows/cols)^0.5: the update scale that keeps tall matrices' steps comparable."""
     return max(1.0, shape[-2] / shape[-1]) ** 0.5
@@ -130,7 +137,8 @@ class Muon(torch.optim.Optimizer):
                 g = torch.cat([g, g.new_zeros((pad, *g.shape[1:]))])
             b.shard = g.new_empty((b.per_rank, *g.shape[1:]))
             if world > 1:
-                works.append(dist.reduce_scatter_tensor(b.shard, g, op=dist.ReduceOp.SUM, async_op=True))
+                w = dist.reduce_scatter_tensor(b.shard, g, op=dist.ReduceOp.SUM, async_op=_overlap())
+                works.extend([w] if w is not None else [])
             else:
                 b.shard.copy_(g)
         return works
@@ -162,7 +170,7 @@ class Muon(torch.optim.Optimizer):
             g = b.shard if grad_scale is None else b.shard.mul_(grad_scale)
             u, _ = self._orthogonal_update(g, self._bank_momentum(b), group)
             full = u.new_empty((b.per_rank * world, *u.shape[1:]))
-            work = dist.all_gather_into_tensor(full, u.contiguous(), async_op=True) if world > 1 else None
+            work = dist.all_gather_into_tensor(full, u.contiguous(), async_op=_overlap()) if world > 1 else None
             if world == 1:
                 full.copy_(u)
             b.pending = [full, work]
