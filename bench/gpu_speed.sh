@@ -13,20 +13,9 @@
 #   2. the main job end to end for TRAIN_SECONDS (default 120) under torchrun on the proxy
 #      corpus with the R29 default: calibration, GPTQ, fitter, sliding eval, pack + round trip.
 set -u
-OUT=${OUT:-/tmp/gpu_out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-PY=${PY:-python3}
+source "$(dirname "$0")/gpu_lib.sh"
 TRAIN_SECONDS=${TRAIN_SECONDS:-120}
-exec > >(tee -a "$OUT/speed.log") 2>&1
-step() { echo; echo "=== $(date +%T) $*"; }
-
-step env
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
-if ! $PY -c "import zstandard, brotli" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile .whl/*.whl 2>&1 | tail -2
-fi
-$PY -c "import torch, sentencepiece, numpy; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+gpu_setup speed
 
 step step_time
 timeout ${STEP_TIMEOUT:-330} $PY -m bench.train --gpu-only --stacks ${STACKS:-r29,p1125} \
