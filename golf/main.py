@@ -14,6 +14,7 @@ quantizer settings without training again).
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -64,6 +65,7 @@ def ensure_embedded_data(cfg: Config, log: Callable[[str], None]) -> None:
     log(f"prepare:embedded dataset:{paths.dataset_dir} tokenizer:{paths.tokenizer_path}")
 
 
+@functools.lru_cache(maxsize=1)
 def shipped_code_bytes() -> int:
     """Exact bytes of the train_gpt.py that ships: from pack.py in a checkout, or the
     running file itself when this *is* the packed single-file script."""
@@ -175,11 +177,54 @@ def print_summary(summary: dict, log: Callable[[str], None]) -> None:
     log("=" * (width + 24))
 
 
+def budget_problems(cfg: Config) -> list[str]:
+    """BUDGET_BYTES must leave room for a model after the shipped code and the margin; checked
+    before training (config.py cannot measure the code: it must not import pack)."""
+    code = shipped_code_bytes()
+    floor = code + cfg.budget_margin_bytes
+    if cfg.budget_bytes > floor:
+        return []
+    return [f"BUDGET_BYTES={cfg.budget_bytes}: leaves no bytes for the model; the code alone is "
+            f"{code:,} bytes + BUDGET_MARGIN_BYTES={cfg.budget_margin_bytes:,}; set BUDGET_BYTES "
+            f"above {floor:,} (the challenge cap is 16,000,000)"]
+
+
+def env_problems() -> list[str]:
+    """Settings read outside Config (quant/ parses its own, since it must not import golf)."""
+    from quant.codec import compress_workers
+    try:
+        compress_workers()
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+def preflight(cfg: Config) -> Config:
+    """Every setting checked before any data is read or anything is written: one ConfigError
+    lists the config's own problems, the byte budget and the environment's together."""
+    return cfg.validate(extra=budget_problems(cfg) + env_problems())
+
+
+def submission_folder(run_dir: Path, out_dir: str | None) -> str | None:
+    """Where the pack goes: `out_dir` is the record folder itself (as `pack.py --out`);
+    SUBMISSION_DIR is the parent of every run's record folder (default ./submission), so the
+    pack writes SUBMISSION_DIR/<RUN_ID> and never replaces the parent or its other records."""
+    if out_dir:
+        return out_dir
+    parent = os.environ.get("SUBMISSION_DIR")
+    return str(Path(parent) / run_dir.name) if parent else None
+
+
 # ----------------------------------------------------------------------------- modes
 def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | None = None) -> dict:
-    """Train -> quantize -> evaluate (-> pack) and return the summary dict (rank 0)."""
+    """Train -> quantize -> evaluate (-> pack) and return the summary dict (rank 0).
+
+    `out_dir` is the record folder itself; without it SUBMISSION_DIR/<RUN_ID> (see
+    submission_folder). Every setting is checked first (preflight), so a bad one stops the job
+    before the corpus is built or the run directory touched."""
     from golf.train import train
 
+    preflight(cfg)
     dist_info = distributed.init_distributed()
     is_main = dist_info.rank == 0
     timer = PhaseTimer()
@@ -253,7 +298,7 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
             log("pack:skipped (this is already a packed submission script)")
         else:
             with timer.phase("pack", log):
-                packed = pack_run(run_dir, out_dir or os.environ.get("SUBMISSION_DIR") or None,
+                packed = pack_run(run_dir, submission_folder(run_dir, out_dir),
                                   name=os.environ.get("GOLF_NAME", ""),
                                   github_id=os.environ.get("GOLF_GITHUB_ID", ""), log=log)
             summary["code_bytes"] = packed.budget.code_bytes
@@ -280,7 +325,7 @@ def quant_only(run: str) -> int:
             raise FileNotFoundError(f"QUANT_ONLY={run}: no {name} in {run_dir}; point QUANT_ONLY at "
                                     "the folder of a finished run (runs/<RUN_ID>)")
     cfg = Config.from_env(base=Config.load(run_dir / "config.json"), cpu_preset=False)
-    cfg = cfg.replace(run_id=run_dir.name)
+    cfg = preflight(cfg.replace(run_id=run_dir.name))
     old = run_dir / "summary.json"
     prev = json.loads(old.read_text()) if old.is_file() else {}
     log = make_logger(run_dir, 0)

@@ -17,8 +17,8 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-from golf.config import Config
-from golf.distributed import all_reduce_ as _allreduce, host_max, init_distributed
+from golf.config import Config, ConfigError
+from golf.distributed import all_reduce_ as _allreduce, host_max, init_distributed, on_rank0
 from golf.atomic import atomic_save, atomic_write_json
 from golf.model import GPT, count_parameters
 from golf.checkpoint import load_torch_file
@@ -88,6 +88,62 @@ def _resolve_resume(resume: str) -> Path:
     return ck
 
 
+# Every file a run (train -> quantize -> eval -> plots) writes in its folder: OVERWRITE=1
+# removes exactly these, so nothing of the earlier run mixes into the new one.
+RUN_FILES = ("config.json", "train.log", "metrics.jsonl", "model.pt", "ema.pt", "checkpoint.pt",
+             "hessians.pt", "final_model.gkq", "quant_report.json", "quant_report.png",
+             "eval.json", "summary.json", "loss.png", "sensitivity.json")
+
+
+def resolve_run_dir(cfg: Config, ckpt_path: Path | None, run_dir: str | Path | None = None) -> Path:
+    """The folder this run writes: given, the resumed checkpoint's own, or RUNS_DIR/RUN_ID
+    (RUN_ID defaults to a UTC timestamp)."""
+    if run_dir is not None:
+        return Path(run_dir)
+    if ckpt_path is not None:
+        return ckpt_path.parent
+    return Path(cfg.runs_dir) / (cfg.run_id or time.strftime("%Y%m%d_%H%M%S", time.gmtime()))
+
+
+def run_dir_problem(run_dir: Path, cfg: Config, *, resuming: bool) -> str | None:
+    """Why `run_dir` may not take a new run: it already holds files of another one (a run
+    directory belongs to one run). None when it is free, resumed, or OVERWRITE=1."""
+    if resuming or cfg.overwrite or not run_dir.exists():
+        return None
+    if not run_dir.is_dir():
+        return f"RUN_ID={run_dir.name}: {run_dir} exists and is not a folder; choose another RUN_ID"
+    held = sorted(p.name for p in run_dir.iterdir())
+    if not held:
+        return None
+    shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
+    return (f"RUN_ID={run_dir.name}: {run_dir} already holds an earlier run ({shown}); choose "
+            f"another RUN_ID, continue it with RESUME={run_dir}, or set OVERWRITE=1 to replace it")
+
+
+def check_run_dir(run_dir: Path, cfg: Config, *, resuming: bool) -> None:
+    """Refuse a reused run directory before any data is read. Rank 0 alone looks and every
+    rank gets its verdict, so a slower rank never mistakes rank 0's fresh config.json for an
+    earlier run."""
+    problem = on_rank0("run_dir", lambda: run_dir_problem(run_dir, cfg, resuming=resuming))
+    if problem:
+        raise ConfigError([problem])
+
+
+def start_run_dir(run_dir: Path, cfg: Config, world_size: int, *, resuming: bool) -> list[str]:
+    """Rank 0: create the folder and write config.json. With OVERWRITE=1 (and not resuming) the
+    earlier run's files (RUN_FILES only; anything else is left) are removed first, so train.log
+    and metrics.jsonl start fresh. Runs after every input check passed. Returns what it removed."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cleared = []
+    if cfg.overwrite and not resuming:
+        for name in RUN_FILES:
+            if (run_dir / name).is_file():
+                (run_dir / name).unlink()
+                cleared.append(name)
+    atomic_write_json(run_dir / "config.json", {**cfg.to_dict(), "world_size": world_size})
+    return cleared
+
+
 def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None] | None = None,
           stop_after_steps: int | None = None) -> TrainResult:
     """Train cfg's model; writes the run dir on rank 0 and returns its paths and final numbers.
@@ -100,12 +156,15 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     from golf.data.shards import load_val_tokens
     from golf.data.tokenizer import load_tokenizer
 
+    cfg.validate()  # every bad setting at once, before any data is read or anything written
     di = init_distributed()
     dev = di.device
     # ---- validate everything before the first step ------------------------------------------
     accum = resolve_grad_accum(cfg, di.world_size)
     calib_batches_for_rank(cfg.gptq_calib_batches, di.rank, di.world_size)  # checked before training
     ckpt_path = _resolve_resume(cfg.resume) if cfg.resume else None
+    run_dir = resolve_run_dir(cfg, ckpt_path, run_dir)
+    check_run_dir(run_dir, cfg, resuming=ckpt_path is not None)
     sp = load_tokenizer(cfg.tokenizer_path, cfg.vocab_size)
     lut = build_byte_lut(sp, cfg.vocab_size)
     loader = DistributedTokenLoader(cfg.data_path, rank=di.rank, world_size=di.world_size,
@@ -114,17 +173,11 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     ckpt = (load_torch_file(ckpt_path, "unset RESUME to start fresh, or point it at another run's "
                             "checkpoint.pt", keys=("model", "step")) if ckpt_path else None)
 
-    if run_dir is None:
-        if ckpt_path is not None:
-            run_dir = ckpt_path.parent
-        else:
-            rid = cfg.run_id or time.strftime("%Y%m%d_%H%M%S", time.gmtime())
-            run_dir = Path(cfg.runs_dir) / rid
-    run_dir = Path(run_dir)
-    if di.rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "config.json", {**cfg.to_dict(), "world_size": di.world_size})
+    cleared = (start_run_dir(run_dir, cfg, di.world_size, resuming=ckpt_path is not None)
+               if di.rank == 0 else [])
     log = log or make_logger(run_dir, di.rank)
+    if cleared:
+        log(f"overwrite:{run_dir} removed the earlier run's {', '.join(cleared)}")
 
     torch.manual_seed(cfg.seed)
     base = GPT(cfg).to(dev)
