@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,7 +26,22 @@ T = TypeVar("T")
 
 # How long ranks > 0 wait for one rank-0 phase (quantize, pack). The fitter takes ~1 min on
 # an H100; an hour leaves room for slow disks and CPU runs without waiting forever.
-RANK0_PHASE_TIMEOUT_S = float(os.environ.get("GOLF_RANK0_TIMEOUT_SECONDS", "3600"))
+DEFAULT_RANK0_TIMEOUT_S = 3600.0
+# How long a failing rank 0 waits for the others to have read its error before it exits (once
+# it exits, torchrun stops them, possibly before they printed the message).
+ERROR_ACK_TIMEOUT_S = 30.0
+
+
+def rank0_timeout_s() -> float:
+    raw = os.environ.get("GOLF_RANK0_TIMEOUT_SECONDS", "")
+    try:
+        value = float(raw) if raw else DEFAULT_RANK0_TIMEOUT_S
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"GOLF_RANK0_TIMEOUT_SECONDS={raw!r} is not a positive number of seconds; "
+                         "fix or unset it")
+    return value
 
 
 @dataclass(frozen=True)
@@ -138,15 +154,17 @@ def on_rank0(name: str, fn: Callable[[], T], timeout_s: float | None = None) -> 
     _phase_counter[0] += 1
     key = f"golf/rank0/{_phase_counter[0]}/{name}"
     store = dist.distributed_c10d._get_default_store()
+    world = dist.get_world_size()
     if dist.get_rank() == 0:
         try:
             out = fn()
         except BaseException as exc:
             store.set(key, pickle.dumps(("error", f"{type(exc).__name__}: {exc}")))
+            _await_acks(store, key, world)
             raise
         store.set(key, pickle.dumps(("ok", out)))
         return out
-    wait = RANK0_PHASE_TIMEOUT_S if timeout_s is None else timeout_s
+    wait = rank0_timeout_s() if timeout_s is None else timeout_s
     try:
         store.wait([key], timedelta(seconds=wait))
     except Exception:  # the store's timeout error type differs between torch versions
@@ -154,5 +172,13 @@ def on_rank0(name: str, fn: Callable[[], T], timeout_s: float | None = None) -> 
                          "GOLF_RANK0_TIMEOUT_SECONDS or look at rank 0's log") from None
     status, value = pickle.loads(store.get(key))
     if status == "error":
+        store.add(f"{key}/acks", 1)
         raise RankFailed(f"rank 0 failed in {name}: {value}")
     return value
+
+
+def _await_acks(store, key: str, world: int) -> None:
+    """Rank 0, failing: give the other ranks a moment to read the error (bounded)."""
+    deadline = time.monotonic() + ERROR_ACK_TIMEOUT_S
+    while store.add(f"{key}/acks", 0) < world - 1 and time.monotonic() < deadline:
+        time.sleep(0.05)

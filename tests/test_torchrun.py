@@ -110,3 +110,15 @@ def test_a_rank0_failure_stops_every_rank_with_its_message(tmp_path, embedded_da
     assert proc.stderr.count("error: ") == 2          # one line per rank, the same cause
     assert "terminate called" not in proc.stderr
     assert f"{os.sep}golf{os.sep}" not in proc.stderr  # no traceback through our code
+
+
+def test_rank0_timeout_setting_is_checked(monkeypatch):
+    from golf.distributed import rank0_timeout_s
+    monkeypatch.setenv("GOLF_RANK0_TIMEOUT_SECONDS", "abc")
+    with pytest.raises(ValueError, match="GOLF_RANK0_TIMEOUT_SECONDS='abc'"):
+        rank0_timeout_s()
+    monkeypatch.setenv("GOLF_RANK0_TIMEOUT_SECONDS", "0")
+    with pytest.raises(ValueError, match="positive"):
+        rank0_timeout_s()
+    monkeypatch.setenv("GOLF_RANK0_TIMEOUT_SECONDS", "90")
+    assert rank0_timeout_s() == 90.0
