@@ -11,20 +11,9 @@
 # evaluates and packs with the round trip; then the quantizer quality bench on the trained
 # checkpoint. Each step has its own timeout so a failure leaves the later ones their time.
 set -u
-OUT=${OUT:-/tmp/gpu_out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-PY=${PY:-python3}
+source "$(dirname "$0")/gpu_lib.sh"
 TRAIN_SECONDS=${TRAIN_SECONDS:-120}
-exec > >(tee -a "$OUT/session.log") 2>&1
-step() { echo; echo "=== $(date +%T) $*"; }
-
-step env
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
-if ! $PY -c "import zstandard, brotli" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile .whl/*.whl 2>&1 | tail -2
-fi
-$PY -c "import torch, sentencepiece, zstandard, brotli, numpy; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'sp', sentencepiece.__version__, 'np', numpy.__version__, 'cores', __import__('os').cpu_count())"
+gpu_setup session
 
 step attention
 timeout 90 $PY -m bench.attention > "$OUT/attention.txt" 2>&1; echo "rc=$?"; head -12 "$OUT/attention.txt"

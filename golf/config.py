@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 # The records' effective RoPE base. Their Rotary is built with a hard-coded train_seq_len of
 # 1024 and rescales base' = base * (T/1024)^(rd/(rd-2)) above it, so at T = 2048 with 16
@@ -154,6 +154,7 @@ class Config:
     run_id: str = ""                     # RUN_ID (default: timestamp)
     runs_dir: str = "./runs"             # RUNS_DIR (run directory = RUNS_DIR/RUN_ID)
     resume: str = ""                     # RESUME (path to a run dir or checkpoint to continue)
+    overwrite: bool = False              # OVERWRITE (1: reuse a RUN_ID folder, its earlier run's files removed)
     # --- optimizer ----------------------------------------------------------------
     matrix_lr: float = 0.025             # MATRIX_LR (Muon)
     tied_embed_lr: float = 0.035         # TIED_EMBED_LR (Adam on the tied embedding)
@@ -169,6 +170,8 @@ class Config:
     adam_eps: float = 1e-8               # ADAM_EPS
     optim_groups: str = "records"        # OPTIM_GROUPS (records: only block matrices in Muon; legacy: every 2-D block tensor)
     grad_clip_norm: float = 0.3          # GRAD_CLIP_NORM (on the all-reduced gradient; 0 = off)
+    muon_sharded: bool = True            # MUON_SHARDED (each rank orthogonalises its share of the banks; 0 = every rank all)
+    muon_reduce_bf16: bool = True        # MUON_REDUCE_BF16 (bank gradients reduced in bf16 on NCCL, as the records; fp32 on gloo)
     ema_decay: float = 0.997             # EMA_DECAY (0 = off; EMA weights are exported)
     ema_warmup: bool = True              # EMA_WARMUP (decay min(EMA_DECAY, (1+t)/(10+t)); 0 = records' fixed decay)
     # --- runtime --------------------------------------------------------------------
@@ -205,6 +208,19 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def problems(self) -> list[str]:
+        """Every bad setting, one line each naming the variable and the fix (empty = valid)."""
+        return config_problems(self)
+
+    def validate(self, extra: Sequence[str] = ()) -> "Config":
+        """Raise one ConfigError listing every problem (plus `extra` ones found by the caller,
+        e.g. the byte budget against the shipped code), so a run fails before it reads data or
+        writes anything, and the user fixes all settings in one go. Returns self when valid."""
+        found = self.problems() + [p for p in extra if p]
+        if found:
+            raise ConfigError(found)
+        return self
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -286,6 +302,114 @@ class Config:
             raise SystemExit(f"error: environment variable OPTIM_GROUPS={groups!r} is not one of "
                              f"{', '.join(OPTIM_GROUPS)}; fix or unset it")
         return dataclasses.replace(cfg, **changes)
+
+
+class ConfigError(ValueError):
+    """Bad settings, all of them at once: one line per problem, each naming the variable and
+    the fix. Raised before any data is read or anything is written."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        n = len(self.problems)
+        head = f"{n} bad setting{'s' if n != 1 else ''} (nothing was read or written):"
+        super().__init__("\n  - ".join([head, *self.problems]))
+
+
+QUANT_METHODS = ("gptq", "rtn", "int8")
+# Fields that must be >= 1 / >= 0 (0 meaning "off" or "default", see each field's comment).
+_POSITIVE = ("num_layers", "num_heads", "num_kv_heads", "model_dim", "vocab_size",
+             "train_seq_len", "train_batch_tokens", "val_batch_size", "budget_bytes")
+_NON_NEGATIVE = ("grad_accum_steps", "iterations", "warmup_steps", "warmdown_iters",
+                 "val_loss_every", "train_log_every", "checkpoint_every", "eval_seq_len",
+                 "eval_stride", "max_eval_tokens", "gptq_calib_batches", "quant_small_numel",
+                 "budget_margin_bytes", "bigram_vocab_size", "bigram_dim", "ve_dim", "rope_dims",
+                 "rope_ntk_ref_len", "max_wallclock_seconds", "gptq_reserve_seconds")
+
+
+def config_problems(c: Config) -> list[str]:
+    """All problems of `c` (see Config.validate); each check only looks at fields that are
+    themselves valid, so one bad value gives one line, not a cascade."""
+    return [*_sign_problems(c), *_shape_problems(c), *_feature_problems(c),
+            *_loop_problems(c), *_choice_problems(c)]
+
+
+def _sign_problems(c: Config) -> Iterator[str]:
+    for name in _POSITIVE:
+        if getattr(c, name) < 1:
+            yield f"{name.upper()}={getattr(c, name)}: must be >= 1; set a positive value"
+    for name in _NON_NEGATIVE:
+        if getattr(c, name) < 0:
+            yield (f"{name.upper()}={getattr(c, name)}: must be >= 0; set 0 (off/default) or a "
+                   "positive value")
+    if not c.mlp_mult > 0:
+        yield f"MLP_MULT={c.mlp_mult}: must be > 0; set e.g. 3"
+    if not 0 <= c.ema_decay < 1:
+        yield f"EMA_DECAY={c.ema_decay}: must be in [0, 1); set e.g. 0.997 (0 = off)"
+    if c.xsa_last_n < -1:
+        yield f"XSA_LAST_N={c.xsa_last_n}: must be -1 (all layers), 0 (off) or a layer count"
+
+
+def _divisors(n: int) -> str:
+    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
+
+
+def _shape_problems(c: Config) -> Iterator[str]:
+    """Head split and RoPE: MODEL_DIM / NUM_HEADS / NUM_KV_HEADS / ROPE_DIMS agree."""
+    if c.num_heads < 1:
+        return
+    if c.num_kv_heads >= 1 and c.num_heads % c.num_kv_heads:
+        yield (f"NUM_KV_HEADS={c.num_kv_heads}: must divide NUM_HEADS={c.num_heads}; use one of "
+               f"{_divisors(c.num_heads)}")
+    if c.model_dim < 1:
+        return
+    if c.model_dim % c.num_heads:
+        yield (f"MODEL_DIM={c.model_dim}: must be divisible by NUM_HEADS={c.num_heads}; use a "
+               f"multiple of {c.num_heads} (e.g. {c.num_heads * max(1, c.model_dim // c.num_heads)})")
+        return
+    if c.rope_dims % 2 or c.rope_dims > c.head_dim:
+        yield (f"ROPE_DIMS={c.rope_dims}: must be even and <= head_dim {c.head_dim} (MODEL_DIM/"
+               f"NUM_HEADS); set an even value up to {c.head_dim} (0 = no RoPE)")
+    elif c.rope_ntk_ref_len > 0 and 0 < c.rope_dims <= 2:
+        yield f"ROPE_NTK_REF_LEN={c.rope_ntk_ref_len}: needs ROPE_DIMS > 2; raise ROPE_DIMS or set 0"
+
+
+def _feature_problems(c: Config) -> Iterator[str]:
+    """The record stack's tables: BigramHash and the shared value embedding."""
+    if c.bigram_vocab_size == 1:
+        yield "BIGRAM_VOCAB_SIZE=1: must be >= 2 hash buckets, or 0 = off"
+    if c.bigram_vocab_size >= 2 and c.bigram_dim == 0:
+        yield (f"BIGRAM_DIM=0 with BIGRAM_VOCAB_SIZE={c.bigram_vocab_size}: set BIGRAM_DIM > 0 "
+               "or BIGRAM_VOCAB_SIZE=0")
+    if c.ve_dim > 0 and c.num_layers >= 1:
+        try:
+            c.ve_layer_indices()
+        except ValueError as exc:
+            yield str(exc)
+
+
+def _loop_problems(c: Config) -> Iterator[str]:
+    """Batch split, the wallclock cap against the GPTQ reserve, the eval window."""
+    seqs = c.train_seq_len * max(c.grad_accum_steps, 1)
+    if c.train_seq_len >= 1 and c.train_batch_tokens >= 1 and c.grad_accum_steps >= 0 \
+            and c.train_batch_tokens % seqs:
+        yield (f"TRAIN_BATCH_TOKENS={c.train_batch_tokens}: must be a multiple of TRAIN_SEQ_LEN"
+               f" x GRAD_ACCUM_STEPS = {seqs}; set a multiple of {seqs}")
+    cap, reserve = c.max_wallclock_seconds, c.gptq_reserve_seconds
+    if 0 < cap <= reserve:
+        yield (f"MAX_WALLCLOCK_SECONDS={cap:g} is not above GPTQ_RESERVE_SECONDS={reserve:g}: the "
+               f"training loop would get {cap - reserve:g} s; raise MAX_WALLCLOCK_SECONDS above "
+               f"{reserve:g}, lower GPTQ_RESERVE_SECONDS, or set MAX_WALLCLOCK_SECONDS=0 (no cap)")
+    window = c.effective_eval_seq_len
+    if c.eval_seq_len >= 0 and window >= 1 and c.eval_stride > window:
+        yield (f"EVAL_STRIDE={c.eval_stride}: must be <= the eval window {window} (EVAL_SEQ_LEN, "
+               f"0 = TRAIN_SEQ_LEN); set 0 (non-overlapping) or at most {window}")
+
+
+def _choice_problems(c: Config) -> Iterator[str]:
+    if c.quant_method not in QUANT_METHODS:
+        yield f"QUANT_METHOD={c.quant_method!r}: not one of {', '.join(QUANT_METHODS)}"
+    if c.optim_groups not in OPTIM_GROUPS:
+        yield f"OPTIM_GROUPS={c.optim_groups!r}: not one of {', '.join(OPTIM_GROUPS)}"
 
 
 def _preset_name(raw: str) -> str:

@@ -12,11 +12,15 @@ from contextlib import contextmanager
 from typing import Iterator
 
 
+class RankFailed(RuntimeError):
+    """Another rank of a torchrun job failed; the message is that rank's own."""
+
+
 @contextmanager
 def user_errors(exit_code: int = 2) -> Iterator[None]:
     try:
         yield
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RankFailed) as exc:
         if os.environ.get("GOLF_DEBUG"):
             raise
         print(f"error: {exc}", file=sys.stderr)

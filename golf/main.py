@@ -14,6 +14,7 @@ quantizer settings without training again).
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from golf import distributed
 from golf.config import Config
 
 EMBEDDED_DATASET = "embedded_sp1024"
@@ -63,6 +65,7 @@ def ensure_embedded_data(cfg: Config, log: Callable[[str], None]) -> None:
     log(f"prepare:embedded dataset:{paths.dataset_dir} tokenizer:{paths.tokenizer_path}")
 
 
+@functools.lru_cache(maxsize=1)
 def shipped_code_bytes() -> int:
     """Exact bytes of the train_gpt.py that ships: from pack.py in a checkout, or the
     running file itself when this *is* the packed single-file script."""
@@ -101,15 +104,21 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
     policy = None if cfg.quant_method == "int8" else quant.QuantPolicy(small_numel=cfg.quant_small_numel)
     qmodel = quant.quantize_model(model, hessians=hessians, method=cfg.quant_method,
                                   budget_bytes=budget, seed=cfg.seed, log=log, policy=policy,
-                                  loss_slopes=slopes, device=_eval_device(),
-                                  meta={"config": cfg.to_dict(), "code_bytes": code_bytes,
-                                        "run_id": run_dir.name})
+                                  loss_slopes=slopes, device=distributed.default_device(),
+                                  meta=artifact_meta(cfg, code_bytes))
     path = run_dir / ARTIFACT_NAME
     nbytes = quant.save_artifact(path, qmodel)
     quant.write_report(qmodel, run_dir / "quant_report.json", run_dir / "quant_report.png")
     log(quant.format_report(qmodel))
     log(f"quant:done artifact:{path} bytes:{nbytes}")
     return path
+
+
+def artifact_meta(cfg: Config, code_bytes: int) -> dict:
+    """What the artifact records besides its tensors: only what defines the model and its size,
+    so equal weights and settings give byte-identical artifacts whatever RUN_ID, RUNS_DIR,
+    RESUME or world size produced them (the run's full config stays in config.json)."""
+    return {"config": cfg.model_dict(), "code_bytes": code_bytes}
 
 
 def measured_slopes(path: str, model, hessians, log: Callable[[str], None]) -> dict[str, float]:
@@ -169,26 +178,67 @@ def print_summary(summary: dict, log: Callable[[str], None]) -> None:
     log("=" * (width + 24))
 
 
+def budget_problems(cfg: Config) -> list[str]:
+    """BUDGET_BYTES must leave room for a model after the shipped code and the margin; checked
+    before training (config.py cannot measure the code: it must not import pack)."""
+    code = shipped_code_bytes()
+    floor = code + cfg.budget_margin_bytes
+    if cfg.budget_bytes > floor:
+        return []
+    return [f"BUDGET_BYTES={cfg.budget_bytes}: leaves no bytes for the model; the code alone is "
+            f"{code:,} bytes + BUDGET_MARGIN_BYTES={cfg.budget_margin_bytes:,}; set BUDGET_BYTES "
+            f"above {floor:,} (the challenge cap is 16,000,000)"]
+
+
+def env_problems() -> list[str]:
+    """Settings read outside Config (quant/ parses its own, since it must not import golf)."""
+    from quant.codec import compress_workers
+    try:
+        compress_workers()
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+def preflight(cfg: Config) -> Config:
+    """Every setting checked before any data is read or anything is written: one ConfigError
+    lists the config's own problems, the byte budget and the environment's together."""
+    return cfg.validate(extra=budget_problems(cfg) + env_problems())
+
+
+def submission_folder(run_dir: Path, out_dir: str | None) -> str | None:
+    """Where the pack goes: `out_dir` is the record folder itself (as `pack.py --out`);
+    SUBMISSION_DIR is the parent of every run's record folder (default ./submission), so the
+    pack writes SUBMISSION_DIR/<RUN_ID> and never replaces the parent or its other records."""
+    if out_dir:
+        return out_dir
+    parent = os.environ.get("SUBMISSION_DIR")
+    return str(Path(parent) / run_dir.name) if parent else None
+
+
 # ----------------------------------------------------------------------------- modes
 def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | None = None) -> dict:
-    """Train -> quantize -> evaluate (-> pack) and return the summary dict (rank 0)."""
-    from golf.train import init_distributed, train
+    """Train -> quantize -> evaluate (-> pack) and return the summary dict (rank 0).
 
-    dist_info = init_distributed()
+    `out_dir` is the record folder itself; without it SUBMISSION_DIR/<RUN_ID> (see
+    submission_folder). Every setting is checked first (preflight), so a bad one stops the job
+    before the corpus is built or the run directory touched."""
+    from golf.train import train
+
+    preflight(cfg)
+    dist_info = distributed.init_distributed()
     is_main = dist_info.rank == 0
     timer = PhaseTimer()
     boot_log = print if is_main else (lambda _msg: None)
 
     with timer.phase("prepare", boot_log):
-        if is_main:
-            ensure_embedded_data(cfg, boot_log)
-        _barrier()
+        distributed.on_rank0("prepare", lambda: ensure_embedded_data(cfg, boot_log))
     with timer.phase("train", boot_log):
         result = train(cfg)
     run_dir = Path(result.run_dir)
     from golf.train import make_logger
     log = make_logger(run_dir, dist_info.rank)
-    if result.ema_path is None:  # SIGINT/SIGTERM: checkpoint written, nothing to export yet
+    if result.interrupted:  # SIGINT/SIGTERM: checkpoint written, nothing to export yet (ema_path is None on ranks > 0 anyway)
         log(f"train:interrupted step:{result.steps} checkpoint:{run_dir / 'checkpoint.pt'} "
             f"-- continue with RESUME={run_dir} python train_gpt.py")
         raise SystemExit(130)
@@ -202,16 +252,26 @@ def finish_run(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "P
                is_main: bool, steps: int, train_time_ms: float, world_size: int,
                do_pack: bool | None = None, out_dir: str | None = None) -> dict:
     """Quantize -> evaluate -> plots -> summary (-> pack) for a trained run directory."""
-    if is_main:
-        with timer.phase("quantize", log):
-            code_bytes = shipped_code_bytes()  # built once: the fitter and the summary share it
-            quantize_run(cfg, run_dir, log, code_bytes)
-    _barrier()
+    def quantize() -> int:
+        code_bytes = shipped_code_bytes()  # built once: the fitter and the summary share it
+        quantize_run(cfg, run_dir, log, code_bytes)
+        return code_bytes
+
+    with timer.phase("quantize", log):  # rank 0 alone; the others wait for its outcome
+        code_bytes = distributed.on_rank0("quantize", quantize)
     with timer.phase("evaluate", log):
         report = evaluate_run(cfg, run_dir, log)
-    if not is_main:
-        return {}
+    # plots, summary and pack are rank 0's; the others wait for them on the store, so every
+    # rank leaves the process group together (and learns if rank 0 failed)
+    return distributed.on_rank0("pack", lambda: summarize_and_pack(
+        cfg, run_dir, log, timer, report, code_bytes=code_bytes, steps=steps,
+        train_time_ms=train_time_ms, world_size=world_size, do_pack=do_pack, out_dir=out_dir))
 
+
+def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "PhaseTimer",
+                       report: dict, *, code_bytes: int, steps: int, train_time_ms: float,
+                       world_size: int, do_pack: bool | None, out_dir: str | None) -> dict:
+    """Loss plot, summary.json, the pack (unless PACK=0) and the summary table."""
     from golf.atomic import atomic_write_json
     from golf.plots import plot_loss_curves
     plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"run {run_dir.name}")
@@ -239,7 +299,7 @@ def finish_run(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "P
             log("pack:skipped (this is already a packed submission script)")
         else:
             with timer.phase("pack", log):
-                packed = pack_run(run_dir, out_dir or os.environ.get("SUBMISSION_DIR") or None,
+                packed = pack_run(run_dir, submission_folder(run_dir, out_dir),
                                   name=os.environ.get("GOLF_NAME", ""),
                                   github_id=os.environ.get("GOLF_GITHUB_ID", ""), log=log)
             summary["code_bytes"] = packed.budget.code_bytes
@@ -266,7 +326,7 @@ def quant_only(run: str) -> int:
             raise FileNotFoundError(f"QUANT_ONLY={run}: no {name} in {run_dir}; point QUANT_ONLY at "
                                     "the folder of a finished run (runs/<RUN_ID>)")
     cfg = Config.from_env(base=Config.load(run_dir / "config.json"), cpu_preset=False)
-    cfg = cfg.replace(run_id=run_dir.name)
+    cfg = preflight(cfg.replace(run_id=run_dir.name))
     old = run_dir / "summary.json"
     prev = json.loads(old.read_text()) if old.is_file() else {}
     log = make_logger(run_dir, 0)
@@ -286,7 +346,7 @@ def eval_only() -> int:
     res = evaluate_source(artifact, cfg.data_path, cfg.tokenizer_path,
                           seq_len=seq_len, stride=cfg.eval_stride,
                           max_tokens=cfg.max_eval_tokens or None,
-                          batch_tokens=cfg.val_batch_size, device=_eval_device())
+                          batch_tokens=cfg.val_batch_size, device=distributed.default_device())
     label = "sliding" if cfg.eval_stride > 0 else "chunked"
     print(f"eval_mode:{label} seq_len:{seq_len} stride:{cfg.eval_stride} tokens:{res.tokens} "
           f"bytes:{res.bytes} partial:{int(res.partial)} eval_time:{res.seconds * 1000:.0f}ms")
@@ -297,7 +357,7 @@ def eval_only() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from golf.errors import user_errors
-    with user_errors():
+    with user_errors(), distributed.session():
         if _truthy(os.environ.get("EVAL_ONLY")):
             return eval_only()
         if os.environ.get("QUANT_ONLY"):
@@ -313,15 +373,3 @@ def describe_hardware(world_size: int) -> str:
     if torch.cuda.is_available():
         return f"{world_size}x{torch.cuda.get_device_name(0)}"
     return f"{world_size}xCPU"
-
-
-def _eval_device() -> str:
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-

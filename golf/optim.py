@@ -9,24 +9,7 @@ import torch.nn as nn
 
 from golf.config import Config
 
-NS_COEFFS = (3.4445, -4.7750, 2.0315)
-
-
-def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
-    """Approximate orthogonalisation UVᵀ of g (quintic Newton–Schulz, bf16 on CUDA).
-
-    g may be one matrix (m, n) or a stack (b, m, n) of same-shape matrices, each orthogonalised
-    on its own: one batched product per iteration instead of one launch per matrix."""
-    a, b, c = NS_COEFFS
-    x = g.bfloat16() if g.is_cuda else g.float()
-    transposed = x.size(-2) > x.size(-1)
-    if transposed:
-        x = x.mT
-    x = x / (x.norm(dim=(-2, -1), keepdim=True) + eps)
-    for _ in range(steps):
-        s = x @ x.mT
-        x = a * x + (b * s + c * s @ s) @ x
-    return (x.mT if transposed else x).to(g.dtype)
+from golf.muon import Muon, newton_schulz  # noqa: F401  (re-exported: the optimizers' one import)
 
 
 def muon_momentum(step: int, cfg: Config) -> float:
@@ -34,38 +17,6 @@ def muon_momentum(step: int, cfg: Config) -> float:
     n = cfg.muon_momentum_warmup_steps
     frac = 1.0 if n <= 0 else min(step / n, 1.0)
     return (1 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
-
-
-class Muon(torch.optim.Optimizer):
-    """Nesterov momentum, orthogonalised update scaled by max(1, rows/cols)^0.5, decoupled WD."""
-
-    def __init__(self, params, lr: float, momentum: float = 0.95, ns_steps: int = 5, weight_decay: float = 0.0):
-        super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            lr, mom, wd = group["lr"], group["momentum"], group["weight_decay"]
-            by_shape: dict[tuple[int, ...], list[torch.Tensor]] = {}
-            for p in group["params"]:
-                if p.grad is not None:
-                    by_shape.setdefault(tuple(p.shape), []).append(p)
-            for shape, ps in by_shape.items():  # same-shape matrices share one batched NS
-                bufs = []
-                for p in ps:
-                    state = self.state[p]
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = torch.zeros_like(p)
-                    bufs.append(state["momentum_buffer"])
-                grads = [p.grad for p in ps]
-                torch._foreach_mul_(bufs, mom)
-                torch._foreach_add_(bufs, grads)
-                g = torch.stack(grads).add_(torch.stack(bufs), alpha=mom)  # Nesterov
-                u = newton_schulz(g, group["ns_steps"])
-                u.mul_(max(1.0, shape[0] / shape[1]) ** 0.5)
-                if wd:
-                    torch._foreach_mul_(ps, 1 - lr * wd)
-                torch._foreach_add_(ps, list(u.unbind(0)), alpha=-lr)
 
 
 def split_params(model: nn.Module, mode: str = "records") -> tuple[list, list, list]:

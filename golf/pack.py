@@ -378,6 +378,29 @@ def _swap_in(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
+PACK_FILES = frozenset({"train_gpt.py", ARTIFACT, "submission.json", "README.md", "train.log",
+                        "requirements.txt"})
+
+
+def _is_earlier_pack(folder: Path) -> bool:
+    """True when `folder` holds nothing but a previous pack's files (submission.json among
+    them): only such a folder, or an empty one, may be replaced by a new pack."""
+    names = {p.name for p in folder.iterdir()}
+    extra = {n for n in names - PACK_FILES if not re.fullmatch(r"train_seed\d+\.log", n)}
+    return not names or ("submission.json" in names and not extra)
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse, before any work, to replace a folder the pack did not write: a parent such as
+    submission/ (its README.md and other records), a file, or a record folder someone added to."""
+    if not out.exists():
+        return
+    if not out.is_dir() or not _is_earlier_pack(out):
+        raise PackError(f"{out}: exists and is not an earlier pack's record folder (it holds "
+                        "other files); pack into a new folder (--out DIR, or SUBMISSION_DIR as "
+                        "the parent of submission/<RUN_ID>) or move it away first")
+
+
 def default_out_dir(run_dir: str | os.PathLike) -> Path:
     """submission/<RUN_ID>: one record folder per run, beside the tracked submission/README.md."""
     return Path("submission") / Path(run_dir).resolve().name
@@ -393,6 +416,11 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
              log=print) -> PackResult:
     """Write the submission folder atomically; raise PackError (and leave nothing) on failure.
 
+    `out_dir` is the record folder itself (default submission/<RUN_ID>). If it already exists it
+    must be an earlier pack (only pack's own files; see check_out_dir): that folder alone is
+    then replaced atomically, as a re-pack of the same RUN_ID (QUANT_ONLY) expects. Anything
+    else there (a parent folder, extra files) is refused before any work, never deleted.
+
     compress: "auto" ships the smallest form that passes the round trip; True/False force it.
     baseline: {"mean", "std", "n"} or a list of val_loss values (nats) for the Welch test.
     eval_speed_ratio: 8xH100 speed over the eval's hardware, for the eval-time estimate
@@ -404,6 +432,8 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         raise PackError(f"runs {', '.join(str(r.run_dir) for r in runs)} repeat a seed ({seeds}); "
                         "pass one run per seed")
     primary = runs[0]
+    out = Path(out_dir if out_dir is not None else default_out_dir(run_dir)).resolve()
+    check_out_dir(out)
     forms = build_forms(entry, src_roots)
     sizes = {k: len(v) for k, v in forms.items()}
     log("train_gpt.py forms: " + ", ".join(f"{k}={v:,}B" for k, v in sizes.items()))
@@ -414,7 +444,6 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     else:
         order = ["plain"]
 
-    out = Path(out_dir if out_dir is not None else default_out_dir(run_dir)).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -483,6 +512,7 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         _write(tmp / "README.md", render_readme(sub, runs, table, sizes, shipped, checks))
         log(format_checks(checks))
         final = budget_table(tmp / "train_gpt.py", tmp / ARTIFACT, cap)  # what ships
+        check_out_dir(out)  # again: the round trip took a while
         _swap_in(tmp, out)
         log(format_budget_table(final))
         log(f"pack: wrote {out}")
@@ -498,7 +528,8 @@ def _parse_args(argv: Sequence[str] | None):
     ap = argparse.ArgumentParser(prog="pack.py", description="Pack run(s) into a submission folder.")
     ap.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="first = shipped artifact")
     ap.add_argument("--out", default=None,
-                    help="record folder to write (default: submission/<RUN_ID>)")
+                    help="the record folder itself (default: submission/<RUN_ID>); an existing "
+                         "one must be an earlier pack, which is then replaced")
     ap.add_argument("--name", default=os.environ.get("GOLF_NAME", ""))
     ap.add_argument("--github-id", default=os.environ.get("GOLF_GITHUB_ID", ""))
     ap.add_argument("--blurb", default="")

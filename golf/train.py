@@ -17,23 +17,17 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-from golf.config import Config
+from golf.config import Config, ConfigError
+from golf.distributed import all_reduce_ as _allreduce, host_max, init_distributed, on_rank0
 from golf.atomic import atomic_save, atomic_write_json
 from golf.model import GPT, count_parameters
 from golf.checkpoint import load_torch_file
+from golf.step import Stepper
 from golf.optim import build_optimizers, ema_decay_at, lr_multiplier, muon_momentum, set_lrs
 
 
 class TrainError(ValueError):
     """Bad training input; the message names the file or variable and the fix."""
-
-
-@dataclass
-class DistInfo:
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
 
 
 @dataclass
@@ -48,22 +42,7 @@ class TrainResult:
     calib_path: Path | None
     stopped_early: bool
     tokens_per_s: float
-
-
-def init_distributed() -> DistInfo:
-    """Join the torchrun group when RANK/WORLD_SIZE are set (NCCL on CUDA, gloo on CPU); idempotent."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda", local) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo", device_id=device if cuda else None)
-    if dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-    return DistInfo(rank, world, local, device)
+    interrupted: bool = False     # SIGINT/SIGTERM: checkpoint written, nothing exported (every rank)
 
 
 def make_logger(run_dir: Path | None, rank: int) -> Callable[[str], None]:
@@ -92,6 +71,14 @@ def resolve_grad_accum(cfg: Config, world_size: int) -> int:
     return accum
 
 
+def calib_batches_for_rank(total: int, rank: int, world_size: int) -> int:
+    """How many of the `total` calibration micro-batches rank `rank` draws (parts r, r+W, ...)."""
+    if 0 < total < world_size:
+        raise TrainError(f"GPTQ_CALIB_BATCHES={total} is below the world size {world_size}: every "
+                         f"rank needs a calibration batch; set it to 0 or at least {world_size}")
+    return max(0, -(-(total - rank) // world_size))
+
+
 def _resolve_resume(resume: str) -> Path:
     p = Path(resume)
     ck = p / "checkpoint.pt" if p.is_dir() else p
@@ -101,10 +88,60 @@ def _resolve_resume(resume: str) -> Path:
     return ck
 
 
-def _allreduce(t: torch.Tensor, op=None) -> torch.Tensor:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
-    return t
+# Every file a run (train -> quantize -> eval -> plots) writes in its folder: OVERWRITE=1
+# removes exactly these, so nothing of the earlier run mixes into the new one.
+RUN_FILES = ("config.json", "train.log", "metrics.jsonl", "model.pt", "ema.pt", "checkpoint.pt",
+             "hessians.pt", "final_model.gkq", "quant_report.json", "quant_report.png",
+             "eval.json", "summary.json", "loss.png", "sensitivity.json")
+
+
+def resolve_run_dir(cfg: Config, ckpt_path: Path | None, run_dir: str | Path | None = None) -> Path:
+    """The folder this run writes: given, the resumed checkpoint's own, or RUNS_DIR/RUN_ID
+    (RUN_ID defaults to a UTC timestamp)."""
+    if run_dir is not None:
+        return Path(run_dir)
+    if ckpt_path is not None:
+        return ckpt_path.parent
+    return Path(cfg.runs_dir) / (cfg.run_id or time.strftime("%Y%m%d_%H%M%S", time.gmtime()))
+
+
+def run_dir_problem(run_dir: Path, cfg: Config, *, resuming: bool) -> str | None:
+    """Why `run_dir` may not take a new run: it already holds files of another one (a run
+    directory belongs to one run). None when it is free, resumed, or OVERWRITE=1."""
+    if resuming or cfg.overwrite or not run_dir.exists():
+        return None
+    if not run_dir.is_dir():
+        return f"RUN_ID={run_dir.name}: {run_dir} exists and is not a folder; choose another RUN_ID"
+    held = sorted(p.name for p in run_dir.iterdir())
+    if not held:
+        return None
+    shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
+    return (f"RUN_ID={run_dir.name}: {run_dir} already holds an earlier run ({shown}); choose "
+            f"another RUN_ID, continue it with RESUME={run_dir}, or set OVERWRITE=1 to replace it")
+
+
+def check_run_dir(run_dir: Path, cfg: Config, *, resuming: bool) -> None:
+    """Refuse a reused run directory before any data is read. Rank 0 alone looks and every
+    rank gets its verdict, so a slower rank never mistakes rank 0's fresh config.json for an
+    earlier run."""
+    problem = on_rank0("run_dir", lambda: run_dir_problem(run_dir, cfg, resuming=resuming))
+    if problem:
+        raise ConfigError([problem])
+
+
+def start_run_dir(run_dir: Path, cfg: Config, world_size: int, *, resuming: bool) -> list[str]:
+    """Rank 0: create the folder and write config.json. With OVERWRITE=1 (and not resuming) the
+    earlier run's files (RUN_FILES only; anything else is left) are removed first, so train.log
+    and metrics.jsonl start fresh. Runs after every input check passed. Returns what it removed."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cleared = []
+    if cfg.overwrite and not resuming:
+        for name in RUN_FILES:
+            if (run_dir / name).is_file():
+                (run_dir / name).unlink()
+                cleared.append(name)
+    atomic_write_json(run_dir / "config.json", {**cfg.to_dict(), "world_size": world_size})
+    return cleared
 
 
 def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None] | None = None,
@@ -119,11 +156,15 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     from golf.data.shards import load_val_tokens
     from golf.data.tokenizer import load_tokenizer
 
+    cfg.validate()  # every bad setting at once, before any data is read or anything written
     di = init_distributed()
     dev = di.device
     # ---- validate everything before the first step ------------------------------------------
     accum = resolve_grad_accum(cfg, di.world_size)
+    calib_batches_for_rank(cfg.gptq_calib_batches, di.rank, di.world_size)  # checked before training
     ckpt_path = _resolve_resume(cfg.resume) if cfg.resume else None
+    run_dir = resolve_run_dir(cfg, ckpt_path, run_dir)
+    check_run_dir(run_dir, cfg, resuming=ckpt_path is not None)
     sp = load_tokenizer(cfg.tokenizer_path, cfg.vocab_size)
     lut = build_byte_lut(sp, cfg.vocab_size)
     loader = DistributedTokenLoader(cfg.data_path, rank=di.rank, world_size=di.world_size,
@@ -132,17 +173,11 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     ckpt = (load_torch_file(ckpt_path, "unset RESUME to start fresh, or point it at another run's "
                             "checkpoint.pt", keys=("model", "step")) if ckpt_path else None)
 
-    if run_dir is None:
-        if ckpt_path is not None:
-            run_dir = ckpt_path.parent
-        else:
-            rid = cfg.run_id or time.strftime("%Y%m%d_%H%M%S", time.gmtime())
-            run_dir = Path(cfg.runs_dir) / rid
-    run_dir = Path(run_dir)
-    if di.rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "config.json", {**cfg.to_dict(), "world_size": di.world_size})
+    cleared = (start_run_dir(run_dir, cfg, di.world_size, resuming=ckpt_path is not None)
+               if di.rank == 0 else [])
     log = log or make_logger(run_dir, di.rank)
+    if cleared:
+        log(f"overwrite:{run_dir} removed the earlier run's {', '.join(cleared)}")
 
     torch.manual_seed(cfg.seed)
     base = GPT(cfg).to(dev)
@@ -159,46 +194,34 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     model = torch.compile(base, dynamic=False) if (cuda and cfg.compile) else base
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False))
 
-    def grads_step(x_y_list) -> float:
-        """Forward/backward over the micro-batches, all-reduce, clip; returns mean loss."""
-        total = torch.zeros((), device=dev)
-        for x, y in x_y_list:
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            with autocast:
-                loss = model(x, y)
-            (loss / accum).backward()
-            total += loss.detach() / accum
-        params = [p for p in base.parameters() if p.grad is not None]
-        if di.world_size > 1:
-            flat = torch.cat([p.grad.reshape(-1) for p in params])
-            _allreduce(flat).div_(di.world_size)
-            off = 0
-            for p in params:
-                n = p.numel()
-                p.grad.copy_(flat[off:off + n].view_as(p.grad))
-                off += n
-            _allreduce(total).div_(di.world_size)
-        if cfg.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
-        return float(total)
+    stepper = Stepper(base, opts, rank=di.rank, world=di.world_size, accum=accum,
+                      clip_norm=cfg.grad_clip_norm, sharded=cfg.muon_sharded,
+                      reduce_bf16=cfg.muon_reduce_bf16)
+
+    def forward(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if cuda:  # pinned: a pageable copy would make the host wait for the device queue
+            x, y = x.pin_memory(), y.pin_memory()
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        with autocast:
+            return model(x, y)
+
+    def train_step() -> torch.Tensor:
+        """One optimizer step on the next global batch; the mean loss stays on the device."""
+        loss = stepper.accumulate(forward, micro_batches())
+        stepper.step()
+        stepper.zero()
+        return loss
 
     def micro_batches():
         return [loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, accum) for _ in range(accum)]
-
-    def zero():
-        for o in opts:
-            o.zero_grad(set_to_none=True)
 
     # ---- compile priming: run WARMUP_STEPS real steps, then restore every state -------------
     if cfg.warmup_steps > 0 and ckpt is None:
         saved = (copy.deepcopy(base.state_dict()), [copy.deepcopy(o.state_dict()) for o in opts],
                  copy.deepcopy(loader.state_dict()))
+        stepper.zero()
         for _ in range(cfg.warmup_steps):
-            zero()
-            grads_step(micro_batches())
-            for o in opts:
-                o.step()
-        zero()
+            train_step()
         base.load_state_dict(saved[0])
         for o, s in zip(opts, saved[1]):
             o.load_state_dict(s)
@@ -254,9 +277,10 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
             dist.all_gather_object(loaders, loader.state_dict())
         else:
             loaders = [loader.state_dict()]
+        opt_states = stepper.state_dicts()  # a collective in the sharded form
         if di.rank != 0:
             return None
-        return atomic_save({"model": base.state_dict(), "ema": ema, "optimizers": [o.state_dict() for o in opts],
+        return atomic_save({"model": base.state_dict(), "ema": ema, "optimizers": opt_states,
                             "loader": loaders, "step": step, "elapsed_ms": train_ms,
                             "rng": {"cpu": torch.get_rng_state()}, "config": cfg.to_dict()},
                            run_dir / "checkpoint.pt")
@@ -266,30 +290,28 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     val_loss = val_bpb = float("nan")
     try:
         while step < cfg.iterations:
-            if cuda:
-                torch.cuda.synchronize()
             t0 = time.perf_counter()
             mult = lr_multiplier(step, train_ms, cap_ms, cfg.warmdown_iters, cfg.iterations)
             set_lrs(opts, mult, muon_momentum(step, cfg))
-            zero()
-            last_loss = grads_step(micro_batches())
-            for o in opts:
-                o.step()
-            zero()
+            loss_t = train_step()
             if ema is not None:
                 d = ema_decay_at(step, cfg.ema_decay, cfg.ema_warmup)
                 with torch.no_grad():  # one fused update over all tensors
                     live = base.state_dict()
                     torch._foreach_mul_(ema_vals, d)
                     torch._foreach_add_(ema_vals, [live[k].float() for k in ema_keys], alpha=1 - d)
-            if cuda:
-                torch.cuda.synchronize()
-            train_ms += 1000.0 * (time.perf_counter() - t0)
             step += 1
-            # one all-reduce decides stopping for every rank: elapsed (MAX) and signal flag
-            ctl = _allreduce(torch.tensor([train_ms, float(interrupted["flag"])], device=dev), dist.ReduceOp.MAX
-                             if dist.is_initialized() else None)
-            elapsed_max, sig = float(ctl[0]), bool(ctl[1] > 0)
+            reading = (cfg.train_log_every and (step % cfg.train_log_every == 0 or step == 1)) or (
+                cfg.val_loss_every and step % cfg.val_loss_every == 0) or (
+                cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step >= cfg.iterations
+            if reading:  # only steps that read results wait for the device (and count that wait)
+                last_loss = float(_allreduce(loss_t.float()).div_(di.world_size))
+                if cuda:
+                    torch.cuda.synchronize()
+            train_ms += 1000.0 * (time.perf_counter() - t0)
+            # one host-side all-reduce (MAX) decides stopping for every rank: elapsed and signal
+            elapsed_max, sig = host_max([train_ms, float(interrupted["flag"])])
+            sig = sig > 0
             step_avg = train_ms / max(step, 1)
             tok_s = tokens_per_step * step / max(train_ms, 1e-9) * 1000.0
             last = step >= cfg.iterations
@@ -316,7 +338,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
                 ck = save_checkpoint()
                 log(f"stopping_early: signal step:{step}/{cfg.iterations} checkpoint:{ck}")
                 return TrainResult(run_dir, step, train_ms, float("nan"), float("nan"), None, None, None,
-                                   True, tok_s)
+                                   True, tok_s, interrupted=True)
             if hit_cap:
                 stopped_early = step < cfg.iterations
                 log(f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{cfg.iterations}")
@@ -341,14 +363,16 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
         log(f"warning: quant not importable ({exc}); skipping calibration")
         collect_hessians = None
     if collect_hessians is not None and cfg.gptq_calib_batches > 0:
+        # the calibration set is the first GPTQ_CALIB_BATCHES micro-batches of the stream after
+        # training, split over ranks like a training step (rank r takes parts r, r+W, ...), so
+        # it is the same set of tokens whatever the world size at the same global batch
+        n_mine = calib_batches_for_rank(cfg.gptq_calib_batches, di.rank, di.world_size)
         batches = [loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, accum)[0].to(dev)
-                   for _ in range(cfg.gptq_calib_batches)]
+                   for _ in range(n_mine)]
         ema_model.eval()
         with autocast:
-            hs = collect_hessians(ema_model, batches)
-        for k in sorted(hs):
-            hs[k] = _allreduce(hs[k].to(dev).float()).div_(di.world_size).cpu()
-        n_tok = sum(b.numel() for b in batches) * di.world_size
+            hs = collect_hessians(ema_model, batches, all_reduce=_allreduce)
+        n_tok = int(_allreduce(torch.tensor([sum(b.numel() for b in batches)], device=dev)).item())
         elapsed = train_ms + 1000.0 * (time.perf_counter() - t_cal)
         if di.rank == 0:
             calib_path = atomic_save({"hessians": hs, "tokens": n_tok, "elapsed_ms": elapsed,

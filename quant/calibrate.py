@@ -9,7 +9,7 @@ projections) reuse one product.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -23,8 +23,16 @@ def default_modules(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor],
-                     modules: dict[str, nn.Module] | None = None) -> dict[str, torch.Tensor]:
-    """Run model(x) for each batch and return {weight name: X^T X / n} (float32)."""
+                     modules: dict[str, nn.Module] | None = None,
+                     all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+                     ) -> dict[str, torch.Tensor]:
+    """Run model(x) for each batch and return {weight name: X^T X / n} (float32).
+
+    `all_reduce` (in-place SUM across ranks) pools the fp64 sums and row counts of every
+    rank before the one division and the one cast to fp32, so N ranks that split a set of
+    batches get the Hessian of the whole set, not a mean of rounded per-rank means. Every
+    rank must then have at least one batch (the sums are reduced in the same order).
+    """
     modules = default_modules(model) if modules is None else modules
     by_module: dict[int, tuple[nn.Module, list[str]]] = {}
     for name, mod in modules.items():
@@ -68,6 +76,10 @@ def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor],
     for key, (_mod, names) in by_module.items():
         if key not in sums:
             continue
+        if all_reduce is not None:
+            sums[key] = all_reduce(sums[key])
+            rows[key] = int(all_reduce(torch.tensor([rows[key]], dtype=torch.float64,
+                                                    device=sums[key].device)).item())
         h = (sums[key] / max(rows[key], 1)).to(device="cpu", dtype=torch.float32)
         for name in names:
             out[name] = h

@@ -72,13 +72,21 @@ def unshuffle(data: bytes, width: int) -> bytes:
     return np.frombuffer(data, np.uint8).reshape(width, -1).T.copy().tobytes()
 
 
-def _workers() -> int:
+def compress_workers() -> int:
     """Compression threads: every codec here releases the GIL, so streams compress in parallel.
-    GOLF_COMPRESS_THREADS overrides the default (all cores, at most 32)."""
+    GOLF_COMPRESS_THREADS overrides the default (all cores, at most 32); a value that is not a
+    positive integer raises ValueError naming the variable (golf.main checks it before training)."""
     env = os.environ.get("GOLF_COMPRESS_THREADS", "").strip()
-    if env:
-        return max(1, int(env))
-    return max(1, min(32, os.cpu_count() or 1))
+    if not env:
+        return max(1, min(32, os.cpu_count() or 1))
+    try:
+        n = int(env)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"GOLF_COMPRESS_THREADS={env!r}: not a positive integer; set a thread "
+                         "count such as 4, or unset it (all cores, at most 32)")
+    return n
 
 
 class StreamCache:
@@ -90,7 +98,7 @@ class StreamCache:
     def __init__(self, workers: int | None = None) -> None:
         self._memo: dict[tuple[bytes, tuple[str, ...]], tuple[str, bytes, dict[str, int]]] = {}
         self._joint: dict[bytes, tuple[bytes, list[float]]] = {}
-        self.workers = workers or _workers()
+        self.workers = workers or compress_workers()
 
     def prefetch(self, jobs: Iterable[tuple[bytes, tuple[str, ...]]]) -> None:
         """Compress all (data, codecs) jobs not yet memoized, in parallel."""

@@ -21,9 +21,10 @@ import tempfile
 import urllib.error
 import urllib.request
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -227,6 +228,40 @@ def prepare_embedded(root: str | Path = "./data", force: bool = False) -> Embedd
 
 
 # ---------------------------------------------------------------- local text
+def _utf8(data: bytes, where: str, unit: str) -> str:
+    """Decode one document's bytes; non-UTF-8 names the file, the line and the fix."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1 if unit == "file" else None
+        at = f"{where}:{line}" if line else where
+        raise PrepareError(f"{at}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                           f"{exc.start} of this {unit}); re-encode the file as UTF-8 "
+                           "(e.g. iconv -f latin1 -t utf-8) or drop the document") from None
+
+
+def _jsonl_docs(p: Path) -> Iterator[str]:
+    """The "text" field of each line; lines are read as bytes so a decode error has its line."""
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    try:
+        with opener(p, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                line = _utf8(raw, f"{p}:{lineno}", "line")
+                if not line.strip():
+                    continue
+                try:
+                    text = json.loads(line)["text"]
+                except (ValueError, KeyError, TypeError):
+                    text = None
+                if not isinstance(text, str):
+                    raise PrepareError(f"{p}:{lineno}: not a JSON object with a \"text\" string "
+                                       "field; fix the line or the --input file")
+                yield text
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise PrepareError(f"{p}: corrupt or truncated gzip file ({exc}); re-download or "
+                           "re-compress it (gzip -t checks a file)") from None
+
+
 def iter_text_docs(paths: Iterable[str | Path]) -> Iterator[str]:
     """Documents from .txt (one per file), .jsonl / .jsonl.gz / .json.gz (field "text")."""
     for path in paths:
@@ -235,30 +270,35 @@ def iter_text_docs(paths: Iterable[str | Path]) -> Iterator[str]:
             raise PrepareError(f"{p}: input file not found; fix the --input path")
         name = p.name.lower()
         if name.endswith(".txt"):
-            yield p.read_text(encoding="utf-8")
+            yield _utf8(p.read_bytes(), str(p), "file")
         elif name.endswith((".jsonl", ".jsonl.gz", ".json.gz", ".json")):
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(p, "rt", encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        text = json.loads(line)["text"]
-                    except (ValueError, KeyError, TypeError):
-                        raise PrepareError(f"{p}:{lineno}: not a JSON object with a \"text\" "
-                                           "field; fix the line or the --input file") from None
-                    yield text
+            yield from _jsonl_docs(p)
         else:
             raise PrepareError(f"{p}: unsupported input type; use .txt, .jsonl or .jsonl.gz")
+
+
+def check_splits(n_train: int, n_val: int, inputs: Sequence[str | Path], val_docs: int) -> None:
+    """Both splits must hold documents: training on nothing or scoring on nothing is an
+    error here, before any shard is written, not an empty dataset found later."""
+    where = ", ".join(str(p) for p in inputs)
+    n = n_train + n_val
+    if n == 0:
+        raise PrepareError(f"{where}: no documents found; pass non-empty --input files")
+    if n_train == 0:
+        raise PrepareError(f"{where}: --val-docs {val_docs} takes all {n} documents, leaving the "
+                           f"train split empty; pass --val-docs below {n} or more input")
+    if n_val == 0:
+        raise PrepareError(f"{where}: the val split is empty ({n} documents, --val-docs "
+                           f"{val_docs}); pass --val-docs N or a larger --val-fraction")
 
 
 def prepare_text(inputs: list[str | Path], tokenizer: str | Path, out_dir: str | Path, *,
                  val_docs: int = 0, val_fraction: float = 0.0,
                  shard_tokens: int = DEFAULT_SHARD_TOKENS, vocab_size: int | None = None) -> dict:
     """Tokenize documents into train/val shards; the first `val_docs` (or a hashed fraction) are val."""
+    inputs = list(inputs)
     sp = load_tokenizer(tokenizer, expected_vocab=vocab_size)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     train, val = [], []
     n_bytes = 0
     for i, doc in enumerate(iter_text_docs(inputs)):
@@ -266,6 +306,8 @@ def prepare_text(inputs: list[str | Path], tokenizer: str | Path, out_dir: str |
         to_val = i < val_docs if val_docs else (val_fraction > 0 and
                                                 is_val_doc(doc, int(round(val_fraction * 100))))
         (val if to_val else train).append(doc)
+    check_splits(len(train), len(val), inputs, val_docs)
+    out.mkdir(parents=True, exist_ok=True)
     stats = {"docs": {"train": len(train), "val": len(val)}, "text_bytes": n_bytes, "files": {}}
     for split, docs in (("val", val), ("train", train)):
         if docs:

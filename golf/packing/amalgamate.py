@@ -165,7 +165,9 @@ def render_plain(closure: Closure, entry: str) -> bytes:
         src = closure.modules[n].path.read_text(encoding="utf-8")
         parts.append(f"_SOURCES[{n!r}] = {_literal(src)}\n")
     pkgs = sorted(n for n in names if closure.modules[n].is_package)
-    parts.append(f"_PACKAGES = {set(pkgs)!r}\n" if pkgs else "_PACKAGES = set()\n")
+    # a sorted literal, never repr(set): a set's order follows PYTHONHASHSEED, which would make
+    # the shipped bytes (and the fitter's code-byte figure) differ from process to process
+    parts.append(f"_PACKAGES = set({pkgs!r})\n")
     parts.append(_LOADER)
     parts.append(f'\nif __name__ == "__main__":\n    import importlib\n'
                  f"    sys.exit(importlib.import_module({entry!r}).main())\n")
