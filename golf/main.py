@@ -58,7 +58,12 @@ def ensure_embedded_data(cfg: Config, log: Callable[[str], None]) -> None:
         return
     if data_path.is_dir() and any(data_path.glob("fineweb_val_*.bin")) and Path(cfg.tokenizer_path).is_file():
         return
-    from golf.data.prepare import prepare_embedded
+    try:  # not embedded in the packed script (a submission trains on given shards)
+        from golf.data.prepare import prepare_embedded
+    except ImportError:
+        raise FileNotFoundError(f"DATA_PATH={cfg.data_path}: no embedded corpus there, and this "
+                                "packed script cannot build one; run `python -m golf.data.prepare "
+                                "embedded` from a golfkit checkout or set DATA_PATH") from None
     root = data_path.parent.parent  # <root>/datasets/embedded_sp1024
     log(f"prepare:embedded building corpus under {root} (first run only)")
     paths = prepare_embedded(root)
@@ -154,9 +159,22 @@ def measured_slopes(path: str, model, hessians, log: Callable[[str], None]) -> d
 def evaluate_run(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> dict:
     """Pre- (EMA, full precision) vs post-quant (artifact) val_bpb on the same tokens."""
     from golf.evaluate import run_eval
-    from golf.ttt import TTTSettings  # TTT=chunk|lora adds post_ttt to eval.json (default off)
     mode = "both" if cfg.eval_stride > 0 else "chunked"
-    return run_eval(run_dir=run_dir, mode=mode, log=log, ttt=TTTSettings.from_env())
+    return run_eval(run_dir=run_dir, mode=mode, log=log, ttt=ttt_settings())
+
+
+def ttt_settings():
+    """TTT=chunk|lora adds post_ttt to eval.json (default off). golf.ttt is not embedded in the
+    packed script (~9 KB of code bytes a non-TTT submission would pay for), so there TTT=... is
+    refused with one line instead."""
+    try:
+        from golf.ttt import TTTSettings
+    except ImportError:
+        if os.environ.get("TTT", "").strip().lower() not in ("", "0", "off", "none"):
+            raise ValueError("TTT is set, but this packed script carries no test-time training; "
+                             "run TTT from a golfkit checkout (eval_bpb.py --ttt)") from None
+        return None
+    return TTTSettings.from_env()
 
 
 def print_summary(summary: dict, log: Callable[[str], None]) -> None:
@@ -164,6 +182,10 @@ def print_summary(summary: dict, log: Callable[[str], None]) -> None:
         ("pre-quant val_bpb", f"{summary['pre_val_bpb']:.6f}"),
         ("post-quant val_bpb", f"{summary['post_val_bpb']:.6f}"),
         ("gap (post - pre)", f"{summary['gap']:+.6f}"),
+    ] + ([
+        (f"post+TTT val_bpb ({summary['ttt_mode']})", f"{summary['post_ttt_val_bpb']:.6f}"),
+        ("TTT gain (post+TTT - post)", f"{summary['ttt_gain']:+.6f}"),
+    ] if "post_ttt_val_bpb" in summary else []) + [
         ("eval mode", summary["eval_mode"] + (" (partial)" if summary.get("partial") else "")),
         ("code bytes", f"{summary['code_bytes']:,}"),
         ("model bytes", f"{summary['model_bytes']:,}"),
@@ -288,6 +310,10 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
         "steps": steps, "train_time_ms": train_time_ms,
         "phase_seconds": timer.seconds, "hardware": describe_hardware(world_size),
     }
+    ttt = report.get("post_ttt")
+    if ttt:  # the third number (TTT=chunk|lora), beside the two it builds on
+        summary.update(post_ttt_val_bpb=ttt["val_bpb"], post_ttt_val_loss=ttt["val_loss"],
+                       ttt_mode=ttt.get("ttt", ""), ttt_gain=ttt["val_bpb"] - report["post"]["val_bpb"])
     atomic_write_json(run_dir / "summary.json", summary)
 
     if do_pack is None:

@@ -32,3 +32,24 @@ def test_packed_script_bytes_do_not_depend_on_the_hash_seed():
     forms = pack.build_forms()
     assert int(counted) == min(len(v) for v in forms.values())
     assert hashlib.sha256(pack.build_train_script(False)).hexdigest() == a[2]  # and in this process
+
+
+def test_shipped_closure_leaves_out_what_a_submission_never_runs():
+    from golf import pack
+    from golf.packing.amalgamate import module_closure
+    names = set(module_closure(pack.ENTRY).modules)
+    assert {"golf.main", "golf.train", "golf.model", "quant.core"} <= names
+    assert not names & {"golf.ttt", "golf.data.prepare", "golf.pack", "golf.interop"}
+
+
+def test_packed_script_refuses_ttt_it_does_not_carry(monkeypatch):
+    """Without golf.ttt (as in the packed file), TTT=... is one clear error, and unset it is off."""
+    import sys
+    from golf import main
+    import pytest
+    monkeypatch.setitem(sys.modules, "golf.ttt", None)   # import now raises ImportError
+    monkeypatch.delenv("TTT", raising=False)
+    assert main.ttt_settings() is None
+    monkeypatch.setenv("TTT", "chunk")
+    with pytest.raises(ValueError, match="carries no test-time training"):
+        main.ttt_settings()

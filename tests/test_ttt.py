@@ -455,3 +455,20 @@ def test_pack_records_what_ran_and_checks_eval_time(tmp_path):
     c, est = check_eval_time(30.0, "1xCPU", 1)
     assert c.status == "WARN" and est is None and "GOLF_EVAL_SPEED_RATIO" in c.detail
     assert check_eval_time(30.0, "1xCPU", 1, ratio_override=0.01)[0].status == "FAIL"
+
+
+def test_main_job_summary_shows_the_third_number(ttt_run, monkeypatch, one_thread):
+    """summary.json and the printed table carry post+TTT and its gain beside pre and post."""
+    from golf.main import PhaseTimer, evaluate_run, summarize_and_pack
+    run, cfg = ttt_run
+    monkeypatch.setenv("TTT", "chunk")
+    monkeypatch.setenv("TTT_CHUNK_TOKENS", "512")
+    report = evaluate_run(cfg, run, lambda _m: None)
+    lines: list[str] = []
+    s = summarize_and_pack(cfg, run, lines.append, PhaseTimer(), report, code_bytes=1, steps=1,
+                           train_time_ms=1.0, world_size=1, do_pack=False, out_dir=None)
+    t = json.loads((run / "eval.json").read_text())["post_ttt"]
+    assert s["post_ttt_val_bpb"] == t["val_bpb"] and s["ttt_mode"] == "chunk"
+    assert s["ttt_gain"] == t["val_bpb"] - json.loads((run / "eval.json").read_text())["post"]["val_bpb"]
+    assert json.loads((run / "summary.json").read_text())["post_ttt_val_bpb"] == t["val_bpb"]
+    assert any(line.strip().startswith("post+TTT val_bpb (chunk)") for line in lines)

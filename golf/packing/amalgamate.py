@@ -18,7 +18,9 @@ from golf.packing.errors import PackError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OUR_ROOTS = ("golf", "quant")
-EXCLUDED = ("golf.pack", "golf.packing")  # the packer is never shipped
+# Never shipped: the packer itself, data preparation (a submission trains on given shards) and
+# test-time training (the packed script's eval does not run it; importing code guards it).
+EXCLUDED = ("golf.pack", "golf.packing", "golf.data.prepare", "golf.ttt")
 # Import names whose pip distribution name differs.
 PIP_NAMES = {"sentencepiece": "sentencepiece", "yaml": "pyyaml", "PIL": "pillow"}
 
