@@ -308,27 +308,18 @@ def ttt_settings(args: argparse.Namespace) -> Any:
     return s if s.active else None
 
 
-def init_distributed_from_env() -> bool:
-    """Join the process group torchrun describes (WORLD_SIZE > 1); True when this call made it."""
-    import torch
-    import torch.distributed as dist
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return False
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return True
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """Under torchrun (WORLD_SIZE > 1) join the group for this command and leave it after;
+    a group the caller already made is left to the caller."""
+    import torch.distributed as dist
+    from golf import distributed
     args = build_parser().parse_args(argv)
-    made_group = init_distributed_from_env()
-    try:
+    joins = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if not joins:
         return _main(args)
-    finally:
-        if made_group:
-            import torch.distributed as dist
-            dist.destroy_process_group()
+    distributed.init_distributed()
+    with distributed.session():
+        return _main(args)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from golf import distributed
 from golf.atomic import atomic_write_json, file_sha256
 
 # Bytes of the official 50k-doc FineWeb val split (sp1024), back-computed from official logs.
@@ -390,19 +391,8 @@ def load_eval_data(data_path: str, tokenizer_path: str, vocab_size: int, *,
     return EvalData(tokens=tokens, lut=lut, sp=sp, n_targets=n, decoded_bytes=dec)
 
 
-def dist_info() -> tuple[int, int]:
-    """(rank, world_size) of an initialized process group, else (0, 1)."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def default_device() -> str:
-    if torch.cuda.is_available():
-        rank, _ = dist_info()
-        return f"cuda:{rank % torch.cuda.device_count()}"
-    return "cpu"
+dist_info = distributed.rank_world          # (rank, world_size); kept for the callers' names
+default_device = distributed.default_device
 
 
 def evaluate_source(source: str | os.PathLike, data_path: str, tokenizer_path: str, *,
