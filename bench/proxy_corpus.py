@@ -1,19 +1,24 @@
 """A larger offline training corpus for GPU checks when the FineWeb shards are out of reach.
 
-    python -m bench.proxy_corpus [--shared ../shared/data] [--stdlib-mb 30] [--root ./data]
+    python -m bench.proxy_corpus [--shared ../shared/data] [--stdlib-mb 30] [--root ./data] [--seed 0]
 
 Validation = the first 100 C4 documents (web text, the challenge's domain); training = the
 other 900 C4 documents, the 200 FineWeb documents and the Python standard library's source
-files (one document each, sorted by path), tokenized with the official sp1024 tokenizer into
-data/datasets/proxy_sp1024. It exists to give an 11-layer model enough distinct tokens for a
-few minutes of H100 training, so its *weights* look trained (quantizer and budget checks); its
-val_bpb is not comparable with FineWeb figures.
+files (one document each, collected sorted by path), tokenized with the official sp1024
+tokenizer into data/datasets/proxy_sp1024. The training documents are interleaved by a
+fixed-seed shuffle (`--seed`), so every stretch of the stream mixes web text and code in
+about the corpus's proportions: the loader reads contiguous tokens from a seed-chosen start,
+and with the sources written one after another a short run could train on code only. It
+exists to give an 11-layer model enough distinct tokens for a few minutes of H100 training,
+so its *weights* look trained (quantizer and budget checks), and the CPU ablation
+(`python -m bench.ablation`) web-like text; its val_bpb is not comparable with FineWeb figures.
 """
 from __future__ import annotations
 
 import argparse
 import gzip
 import json
+import random
 import shutil
 import sysconfig
 import tempfile
@@ -22,6 +27,14 @@ from pathlib import Path
 from golf.data.prepare import prepare_text
 
 OFFICIAL = "tokenizers/fineweb_1024_bpe.model"
+VAL_DOCS = 100
+
+
+def interleave(docs: list[str], seed: int) -> list[str]:
+    """The training documents in a fixed-seed shuffled order (same input and seed: same order)."""
+    out = list(docs)
+    random.Random(seed).shuffle(out)
+    return out
 
 
 def stdlib_sources(limit_bytes: int) -> list[str]:
@@ -48,22 +61,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared", default="../shared/data")
     ap.add_argument("--stdlib-mb", type=float, default=30.0)
     ap.add_argument("--root", default="./data")
+    ap.add_argument("--seed", type=int, default=0, help="shuffle seed of the training documents")
     args = ap.parse_args(argv)
     shared, root = Path(args.shared), Path(args.root)
     c4 = shared / "corpora/c4_en_olmo_sample1000/c4-sample.00000-of-00001.json.gz"
     fw = shared / "corpora/fineweb_pgolf_docs200/verify_docs.jsonl"
     with gzip.open(c4, "rt", encoding="utf-8") as f:
-        docs = [json.loads(line)["text"] for line in f if line.strip()]
-    docs += [json.loads(line)["text"] for line in fw.read_text(encoding="utf-8").splitlines() if line.strip()]
-    docs += stdlib_sources(int(args.stdlib_mb * 1e6))
+        c4_docs = [json.loads(line)["text"] for line in f if line.strip()]
+    val, train = c4_docs[:VAL_DOCS], c4_docs[VAL_DOCS:]
+    fw_docs = [json.loads(line)["text"] for line in fw.read_text(encoding="utf-8").splitlines() if line.strip()]
+    n_fw = len(fw_docs)
+    train += fw_docs
+    train += stdlib_sources(int(args.stdlib_mb * 1e6))
+    docs = val + interleave(train, args.seed)
     tok = root / OFFICIAL
     tok.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shared / OFFICIAL, tok)
+    out = root / "datasets/proxy_sp1024"
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("fineweb_*_*.bin"):  # a rebuild with less text must not keep old shards
+        old.unlink()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "docs.jsonl"
         src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
-        stats = prepare_text([src], tok, root / "datasets/proxy_sp1024", val_docs=100, vocab_size=1024)
-    print(json.dumps({"dataset": str(root / "datasets/proxy_sp1024"), "tokenizer": str(tok), **stats}, indent=1))
+        stats = prepare_text([src], tok, out, val_docs=VAL_DOCS, vocab_size=1024)
+    sources = {"c4_val": len(val), "c4_train": len(c4_docs) - len(val), "fineweb": n_fw,
+               "stdlib": len(train) - (len(c4_docs) - len(val)) - n_fw, "shuffle_seed": args.seed}
+    print(json.dumps({"dataset": str(out), "tokenizer": str(tok), "sources": sources, **stats}, indent=1))
     return 0
 
 
