@@ -108,6 +108,18 @@ def _dist_active(world_size: int) -> bool:
     return world_size > 1 and dist.is_available() and dist.is_initialized()
 
 
+def batch_nll(model: torch.nn.Module, stream: torch.Tensor, batch: Sequence[tuple[int, int, int]],
+              dev: torch.device) -> torch.Tensor:
+    """Per-target NLL of one batch of windows (start, first scored, end): float32 cross-entropy
+    over all V logits, targets a+1..e of each window. The one scoring rule of every eval mode
+    (plain, sliding, and the score-first passes of TTT)."""
+    x = torch.stack([stream[s:e] for s, _, e in batch]).to(dev).long()
+    logits = model(x)
+    picked = [logits[i, a - s:e - s] for i, (s, a, e) in enumerate(batch)]
+    tgt = torch.cat([stream[a + 1:e + 1] for _, a, e in batch]).to(dev).long()
+    return F.cross_entropy(torch.cat(picked).float(), tgt, reduction="none")
+
+
 def _batches(plan: Sequence[tuple[int, int, int]], rows: int) -> list[list[tuple[int, int, int]]]:
     """Consecutive windows of equal length, at most `rows` per batch."""
     out: list[list[tuple[int, int, int]]] = []
@@ -161,13 +173,9 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_le
     try:
         with torch.inference_mode(), autocast:
             for batch in _batches(my_plan, rows):
-                x = torch.stack([stream[s:e] for s, _, e in batch]).to(dev).long()
-                logits = model(x)
-                picked = [logits[i, a - s:e - s] for i, (s, a, e) in enumerate(batch)]
-                tgt = torch.cat([stream[a + 1:e + 1] for _, a, e in batch]).to(dev).long()
-                nll = F.cross_entropy(torch.cat(picked).float(), tgt, reduction="none")
+                nll = batch_nll(model, stream, batch, dev)
                 nll_sum += float(nll.double().sum().item())
-                n_scored += int(tgt.numel())
+                n_scored += int(nll.numel())
     finally:
         model.train(was_training)
     if my_plan:  # a rank's windows score one contiguous target range: count its bytes at once
@@ -421,10 +429,15 @@ def score_eval_data(model: torch.nn.Module, data: "EvalData", *, seq_len: int, s
     res = evaluate_bpb(model, data.tokens, data.lut, seq_len=seq_len, stride=stride,
                        batch_tokens=batch_tokens, device=device, max_tokens=data.n_targets,
                        rank=rank, world_size=world_size)
+    return checked_against(res, data)
+
+
+def checked_against(res: EvalResult, data: "EvalData", what: str = "") -> EvalResult:
+    """Label `res` partial or not and hold its bytes to the decoded text's (ground truth)."""
     res.partial = data.n_targets < len(data.tokens) - 1
     res.decoded_bytes = data.decoded_bytes
     if data.decoded_bytes is not None and res.bytes != data.decoded_bytes:
-        raise EvalError(f"scored {res.bytes:,} bytes but the decoded text has "
+        raise EvalError(f"{what}scored {res.bytes:,} bytes but the decoded text has "
                         f"{data.decoded_bytes:,}; please report this scorer bug")
     return res
 
@@ -514,11 +527,7 @@ def ttt_block(settings: Any, models: dict[str, torch.nn.Module], ed: "EvalData",
     res = run_ttt(models[label], ed.tokens, ed.lut, settings, seq_len=seq_len, stride=stride,
                   batch_tokens=batch_tokens, device=device, max_tokens=ed.n_targets, rank=rank,
                   world_size=world, weights=label)
-    res.partial = ed.n_targets < len(ed.tokens) - 1
-    res.decoded_bytes = ed.decoded_bytes
-    if ed.decoded_bytes is not None and res.bytes != ed.decoded_bytes:
-        raise EvalError(f"TTT scored {res.bytes:,} bytes but the decoded text has "
-                        f"{ed.decoded_bytes:,}; please report this scorer bug")
+    checked_against(res, ed, "TTT ")
     out = res.to_dict()
     ref = base.get(label)
     out["ttt_gain"] = out["val_bpb"] - ref["val_bpb"] if ref else None

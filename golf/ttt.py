@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from golf.evaluate import EvalError, EvalResult, _batches, _dist_active, rank_slice, window_plan
+from golf.evaluate import EvalError, EvalResult, _batches, _dist_active, batch_nll, rank_slice, window_plan
 
 MODES = ("off", "chunk", "lora")
 Window = tuple[int, int, int]          # (start, score_from, score_to) as in golf.evaluate
@@ -220,12 +220,7 @@ def score_windows(model: nn.Module, stream: torch.Tensor, windows: Sequence[Wind
     cross-entropy over all V logits), under no_grad: nothing here can change the model."""
     with torch.no_grad(), _autocast(dev):
         for batch in _batches(windows, rows):
-            x = torch.stack([stream[s:e] for s, _, e in batch]).to(dev).long()
-            logits = model(x)
-            picked = [logits[i, a - s:e - s] for i, (s, a, e) in enumerate(batch)]
-            tgt = torch.cat([stream[a + 1:e + 1] for _, a, e in batch]).to(dev).long()
-            nll = F.cross_entropy(torch.cat(picked).float(), tgt, reduction="none")
-            tally.add([(a, e) for _, a, e in batch], nll)
+            tally.add([(a, e) for _, a, e in batch], batch_nll(model, stream, batch, dev))
 
 
 def _sync_grads(params: Sequence[nn.Parameter], world: int) -> None:

@@ -96,6 +96,17 @@ def write_report(qmodel, json_path: str | os.PathLike, png_path: str | os.PathLi
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = [r for r in qmodel.report if r["kind"] == "quant"]
+    fig = _bars(plt, rows, qmodel) if rows else _nothing_quantized(plt, qmodel)
+    fig.tight_layout()
+    png_path = Path(png_path)
+    tmp = png_path.with_name(png_path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+
+
+def _bars(plt, rows: list[dict], qmodel):
+    """Per quantized tensor: its bytes (top) and its weighted relative error (bottom)."""
     names = [r["name"] for r in rows]
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.18 * len(rows) + 4), 8), sharex=True)
     axes[0].bar(range(len(rows)), [r["bytes"] for r in rows], color="tab:blue")
@@ -105,9 +116,16 @@ def write_report(qmodel, json_path: str | os.PathLike, png_path: str | os.PathLi
     axes[1].set_ylabel("weighted rel. error")
     axes[1].set_xticks(range(len(rows)))
     axes[1].set_xticklabels(names, rotation=90, fontsize=6)
-    fig.tight_layout()
-    png_path = Path(png_path)
-    tmp = png_path.with_name(png_path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, png_path)
+    return fig
+
+
+def _nothing_quantized(plt, qmodel):
+    """No bars to draw: say so in words rather than ship empty axes."""
+    n = len(qmodel.report)
+    fig = plt.figure(figsize=(8, 3))
+    fig.text(0.5, 0.6, f"artifact {qmodel.total_bytes:,} bytes: no tensor was quantized",
+             ha="center", fontsize=13)
+    fig.text(0.5, 0.35, f"all {n} tensors are stored in floating point (the budget leaves room "
+             "for that);\na smaller byte budget makes the fitter quantize and fills this plot",
+             ha="center", fontsize=10)
+    return fig

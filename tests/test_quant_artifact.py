@@ -205,3 +205,21 @@ def test_info_cli_verifies_and_reports_bad_files_without_traceback(qmodel, tmp_p
     assert main(["info", str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "truncated" in err and "Traceback" not in err
+
+
+def test_report_with_nothing_quantized_says_so_instead_of_empty_axes(qmodel, tmp_path, monkeypatch):
+    """A model kept wholly in floating point draws the words panel; a quantized one the bars."""
+    import quant.report as report
+    from dataclasses import replace
+    drawn: list[str] = []
+    real_bars, real_words = report._bars, report._nothing_quantized
+    monkeypatch.setattr(report, "_bars", lambda *a: drawn.append("bars") or real_bars(*a))
+    monkeypatch.setattr(report, "_nothing_quantized", lambda *a: drawn.append("words") or real_words(*a))
+    quant.write_report(qmodel, tmp_path / "q.json", tmp_path / "q.png")
+    sd = _model_sd()
+    floats = quant.quantize_model(sd, method="rtn", meta={"config": {}},
+                                  policy=replace(quant.QuantPolicy(), small_numel=10**9))
+    assert not any(r["kind"] == "quant" for r in floats.report)
+    quant.write_report(floats, tmp_path / "f.json", tmp_path / "f.png")
+    assert drawn == ["bars", "words"]
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
