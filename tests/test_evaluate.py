@@ -272,6 +272,7 @@ def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
                            batch_tokens=64, rank=rank, world_size=world)
         with open(f"{out_dir}/rank{rank}.json", "w") as fh:
             json.dump(res.to_dict(), fh)
+        dist.barrier()  # leave together: gloo aborts a rank whose peer closed mid-read
     finally:
         dist.destroy_process_group()
 

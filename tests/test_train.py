@@ -132,6 +132,7 @@ def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> N
     import torch.distributed as dist
     try:
         train(Config.from_dict(cfg_dict), run_dir=out)
+        dist.barrier()  # leave together: gloo aborts a rank whose peer closed mid-read
     finally:
         dist.destroy_process_group()
 

@@ -316,6 +316,7 @@ def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
                         batch_tokens=4 * L, bos_id=BOS, rank=rank, world_size=world, record=True)
             out[mode] = {**r.to_dict(), "counts_ok": bool((r.counts == 1).all())}
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(out))
+        dist.barrier()  # leave together: gloo aborts a rank whose peer closed mid-read
     finally:
         dist.destroy_process_group()
 
