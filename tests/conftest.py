@@ -57,15 +57,20 @@ def embedded_data(tmp_path_factory):
     return prepare_embedded(root)
 
 
+def tiny_pipeline_config(data, **changes):
+    """A 2-layer model over the prepared corpus `data` (EmbeddedPaths): every feature on,
+    seconds per dozen steps; `changes` override it (the shared base of the tiny runs)."""
+    from golf.config import Config
+    base = dict(data_path=str(data.dataset_dir), tokenizer_path=str(data.tokenizer_path),
+                num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0,
+                train_seq_len=64, train_batch_tokens=1024, iterations=20, warmup_steps=0,
+                warmdown_iters=5, max_wallclock_seconds=0.0, val_loss_every=0, train_log_every=5,
+                val_batch_size=8192, eval_seq_len=64, eval_stride=0, compile=False,
+                gptq_calib_batches=2, ema_decay=0.9)
+    return Config.from_env({}, cpu_preset=True).replace(**{**base, **changes})
+
+
 @pytest.fixture()
 def tiny_config(embedded_data):
-    """A 2-layer model over the embedded corpus: every feature on, seconds per dozen steps."""
-    from golf.config import Config
-    return Config.from_env({}, cpu_preset=True).replace(
-        data_path=str(embedded_data.dataset_dir),
-        tokenizer_path=str(embedded_data.tokenizer_path),
-        num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0,
-        train_seq_len=64, train_batch_tokens=1024, iterations=20, warmup_steps=0,
-        warmdown_iters=5, max_wallclock_seconds=0.0, val_loss_every=0, train_log_every=5,
-        val_batch_size=8192, eval_seq_len=64, eval_stride=0, compile=False,
-        gptq_calib_batches=2, ema_decay=0.9)
+    """The tiny model (tiny_pipeline_config) over the embedded corpus."""
+    return tiny_pipeline_config(embedded_data)

@@ -9,18 +9,12 @@ import pytest
 
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory, embedded_data):
-    from golf.config import Config
+    from conftest import tiny_pipeline_config
     from golf.main import run_pipeline
     tmp = tmp_path_factory.mktemp("e2e")
-    cfg = Config.from_env({}, cpu_preset=True).replace(
-        data_path=str(embedded_data.dataset_dir), tokenizer_path=str(embedded_data.tokenizer_path),
-        num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0,
-        train_seq_len=64, train_batch_tokens=1024, iterations=8, warmup_steps=0,
-        warmdown_iters=4, max_wallclock_seconds=0.0, val_loss_every=4, train_log_every=2,
-        quant_small_numel=1024,
-        val_batch_size=8192, eval_seq_len=64, eval_stride=0, max_eval_tokens=4096,
-        compile=False, gptq_calib_batches=2, ema_decay=0.9,
-        runs_dir=str(tmp / "runs"), run_id="e2e")
+    cfg = tiny_pipeline_config(embedded_data, iterations=8, warmdown_iters=4, val_loss_every=4,
+                               train_log_every=2, quant_small_numel=1024, max_eval_tokens=4096,
+                               runs_dir=str(tmp / "runs"), run_id="e2e")
     summary = run_pipeline(cfg, do_pack=True, out_dir=str(tmp / "submission"))
     return cfg, summary, tmp
 

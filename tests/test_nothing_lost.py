@@ -121,13 +121,9 @@ def straight(tmp_path_factory, embedded_data):
     """An uninterrupted tiny run through the pipeline (train -> quantize -> eval), unpacked."""
     from golf.main import run_pipeline
     tmp = tmp_path_factory.mktemp("nothing_lost")
-    cfg = Config.from_env({}, cpu_preset=True).replace(
-        data_path=str(embedded_data.dataset_dir), tokenizer_path=str(embedded_data.tokenizer_path),
-        num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0,
-        train_seq_len=64, train_batch_tokens=1024, warmup_steps=0, warmdown_iters=3,
-        max_wallclock_seconds=0.0, val_loss_every=0, train_log_every=2, val_batch_size=8192,
-        eval_seq_len=64, eval_stride=0, compile=False, ema_decay=0.9)
-    cfg = tiny(cfg, tmp, run_id="straight")
+    from conftest import tiny_pipeline_config
+    cfg = tiny(tiny_pipeline_config(embedded_data, warmdown_iters=3, train_log_every=2), tmp,
+               run_id="straight")
     import torch
     n = torch.get_num_threads()
     torch.set_num_threads(1)
