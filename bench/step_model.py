@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:
 
 from golf.config import Config  # noqa: E402
 from golf.model import GPT  # noqa: E402
+from golf.muon import by_shape  # noqa: E402
 from golf.optim import split_params  # noqa: E402
 
 
@@ -43,9 +44,7 @@ def model_step(cfg: Config, world: int, busbw: float, micro_ms: float, opt_ms: f
     with torch.device("meta"):
         model = GPT(cfg)
     muon, emb, scal = split_params(model)
-    banks: dict[tuple[int, int], int] = {}
-    for p in muon:
-        banks[tuple(p.shape)] = banks.get(tuple(p.shape), 0) + 1
+    banks = {shape: len(ps) for shape, ps in by_shape(muon).items()}  # as golf.muon banks them
     bank_params = sum(n * s[0] * s[1] for s, n in banks.items())
     small_params = sum(p.numel() for p in emb + scal)
     ring = (world - 1) / world

@@ -45,6 +45,14 @@ def _overlap() -> bool:
     return dist.get_backend() == "nccl"
 
 
+def by_shape(params: list[torch.Tensor]) -> dict[tuple[int, ...], list[torch.Tensor]]:
+    """Same-shape matrices together, in parameter order (one batched NS / one bank each)."""
+    out: dict[tuple[int, ...], list[torch.Tensor]] = {}
+    for p in params:
+        out.setdefault(tuple(p.shape), []).append(p)
+    return out
+
+
 def shape_factor(shape: tuple[int, ...]) -> float:
     """max(1, rows/cols)^0.5: the update scale that keeps tall matrices' steps comparable."""
     return max(1.0, shape[-2] / shape[-1]) ** 0.5
@@ -62,10 +70,6 @@ class Bank:
     momentum: torch.Tensor | None = None       # fp32 (per_rank, m, n); state tensors are views
     pending: list = field(default_factory=list)
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.params[0].shape)
-
 
 class Muon(torch.optim.Optimizer):
     """Nesterov momentum, orthogonalised update scaled by max(1, rows/cols)^0.5, decoupled WD."""
@@ -78,11 +82,8 @@ class Muon(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            by_shape: dict[tuple[int, ...], list[torch.Tensor]] = {}
-            for p in group["params"]:
-                if p.grad is not None:
-                    by_shape.setdefault(tuple(p.shape), []).append(p)
-            for shape, ps in by_shape.items():  # same-shape matrices share one batched NS
+            live = [p for p in group["params"] if p.grad is not None]
+            for ps in by_shape(live).values():  # same-shape matrices share one batched NS
                 bufs = [self._buffer(p) for p in ps]
                 g = torch.stack([p.grad for p in ps])
                 u = self._orthogonal_update(g, torch.stack(bufs), group)
@@ -117,10 +118,7 @@ class Muon(torch.optim.Optimizer):
         if self._banks is None:
             out = []
             for gi, group in enumerate(self.param_groups):
-                by_shape: dict[tuple[int, ...], list[torch.Tensor]] = {}
-                for p in group["params"]:
-                    by_shape.setdefault(tuple(p.shape), []).append(p)
-                for ps in by_shape.values():
+                for ps in by_shape(group["params"]).values():
                     k = -(-len(ps) // world)
                     out.append(Bank(gi, ps, k, min(rank * k, len(ps)), min((rank + 1) * k, len(ps))))
             out.sort(key=lambda b: -b.params[0].numel() * len(b.params))
@@ -196,14 +194,12 @@ class Muon(torch.optim.Optimizer):
         parameters' state tensors (views), plus zero rows for padding."""
         if b.momentum is None:
             rows = [self._buffer(p) for p in b.params[b.lo:b.hi]]
-            pad = b.per_rank - len(rows)
             like = b.params[0]
             stack = torch.zeros((b.per_rank, *like.shape), dtype=torch.float32, device=like.device)
             if rows:
                 stack[:len(rows)] = torch.stack(rows)
             for j, p in enumerate(b.params[b.lo:b.hi]):
                 self.state[p]["momentum_buffer"] = stack[j]
-            assert pad >= 0
             b.momentum = stack
         return b.momentum
 
