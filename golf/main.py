@@ -169,7 +169,7 @@ def ttt_settings():
     refused with one line instead."""
     try:
         from golf.ttt import TTTSettings
-    except ImportError:
+    except ImportError:  # the values TTTSettings reads as off
         if os.environ.get("TTT", "").strip().lower() not in ("", "0", "off", "none"):
             raise ValueError("TTT is set, but this packed script carries no test-time training; "
                              "run TTT from a golfkit checkout (eval_bpb.py --ttt)") from None
@@ -260,18 +260,18 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
     run_dir = Path(result.run_dir)
     from golf.train import make_logger
     log = make_logger(run_dir, dist_info.rank)
-    if result.interrupted:  # SIGINT/SIGTERM: checkpoint written, nothing to export yet (ema_path is None on ranks > 0 anyway)
+    if result.interrupted:  # SIGINT/SIGTERM on every rank: checkpoint written, nothing exported
         log(f"train:interrupted step:{result.steps} checkpoint:{run_dir / 'checkpoint.pt'} "
             f"-- continue with RESUME={run_dir} python train_gpt.py")
         raise SystemExit(130)
 
-    return finish_run(cfg, run_dir, log, timer, is_main=is_main, steps=result.steps,
+    return finish_run(cfg, run_dir, log, timer, steps=result.steps,
                       train_time_ms=result.train_time_ms, world_size=dist_info.world_size,
                       do_pack=do_pack, out_dir=out_dir)
 
 
 def finish_run(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "PhaseTimer", *,
-               is_main: bool, steps: int, train_time_ms: float, world_size: int,
+               steps: int, train_time_ms: float, world_size: int,
                do_pack: bool | None = None, out_dir: str | None = None) -> dict:
     """Quantize -> evaluate -> plots -> summary (-> pack) for a trained run directory."""
     def quantize() -> int:
@@ -357,7 +357,7 @@ def quant_only(run: str) -> int:
     prev = json.loads(old.read_text()) if old.is_file() else {}
     log = make_logger(run_dir, 0)
     log(f"quant_only:{run_dir} method:{cfg.quant_method} budget_bytes:{cfg.budget_bytes}")
-    finish_run(cfg, run_dir, log, PhaseTimer(), is_main=True, steps=int(prev.get("steps", 0)),
+    finish_run(cfg, run_dir, log, PhaseTimer(), steps=int(prev.get("steps", 0)),
                train_time_ms=float(prev.get("train_time_ms", 0.0)),
                world_size=1, do_pack=None)
     return 0

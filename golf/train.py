@@ -301,22 +301,22 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
                     torch._foreach_mul_(ema_vals, d)
                     torch._foreach_add_(ema_vals, [live[k].float() for k in ema_keys], alpha=1 - d)
             step += 1
-            reading = (cfg.train_log_every and (step % cfg.train_log_every == 0 or step == 1)) or (
-                cfg.val_loss_every and step % cfg.val_loss_every == 0) or (
-                cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step >= cfg.iterations
-            if reading:  # only steps that read results wait for the device (and count that wait)
-                last_loss = float(_allreduce(loss_t.float()).div_(di.world_size))
+            last = step >= cfg.iterations
+            log_now = bool(cfg.train_log_every) and (step % cfg.train_log_every == 0 or step == 1)
+            val_now = bool(cfg.val_loss_every) and step % cfg.val_loss_every == 0
+            ckpt_now = bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0
+            if log_now or val_now or ckpt_now or last:  # only steps that read results wait for
+                last_loss = float(_allreduce(loss_t.float()).div_(di.world_size))  # the device
                 if cuda:
                     torch.cuda.synchronize()
             train_ms += 1000.0 * (time.perf_counter() - t0)
             # one host-side all-reduce (MAX) decides stopping for every rank: elapsed and signal
-            elapsed_max, sig = host_max([train_ms, float(interrupted["flag"])])
-            sig = sig > 0
+            elapsed_max, flag = host_max([train_ms, float(interrupted["flag"])])
+            sig = flag > 0
             step_avg = train_ms / max(step, 1)
             tok_s = tokens_per_step * step / max(train_ms, 1e-9) * 1000.0
-            last = step >= cfg.iterations
             hit_cap = cap_ms > 0 and elapsed_max >= cap_ms
-            if cfg.train_log_every and (step % cfg.train_log_every == 0 or step == 1):
+            if log_now:
                 left = cfg.iterations - step
                 eta = left * step_avg / 1000.0
                 if cap_ms > 0:
@@ -325,13 +325,13 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
                     f"step_avg:{step_avg:.2f}ms tok_s:{tok_s:.0f} eta:{eta:.0f}s")
                 write_metrics({"step": step, "train_loss": last_loss, "train_time_ms": train_ms,
                                "tokens_per_s": tok_s, "lr_mult": mult})
-            if cfg.val_loss_every and step % cfg.val_loss_every == 0 and not last and not hit_cap:
+            if val_now and not last and not hit_cap:
                 r = validate(base)  # timer is paused: validation is outside train_ms
                 log(f"step:{step}/{cfg.iterations} val_loss:{r.val_loss:.4f} val_bpb:{r.val_bpb:.4f} "
                     f"train_time:{train_ms:.0f}ms step_avg:{step_avg:.2f}ms")
                 write_metrics({"step": step, "train_loss": last_loss, "val_loss": r.val_loss,
                                "val_bpb": r.val_bpb, "train_time_ms": train_ms, "tokens_per_s": tok_s})
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not last and not hit_cap:
+            if ckpt_now and not last and not hit_cap:
                 ck = save_checkpoint()  # outside train_ms, like validation; a collective on all ranks
                 log(f"checkpoint:{ck} step:{step}/{cfg.iterations}")
             if sig or (stop_after_steps is not None and step >= stop_after_steps and not last):
