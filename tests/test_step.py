@@ -2,6 +2,9 @@
 checked in one process and across gloo ranks spawned here (2 and 3 ranks vs 1)."""
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -80,7 +83,7 @@ def test_muon_update_matches_the_formula():
     assert torch.allclose(w.detach(), expect, atol=1e-6)
 
 
-def _worker(rank: int, world: int, store: str, accum: int, steps: int, out: dict) -> None:
+def _worker(rank: int, world: int, store: str, accum: int, steps: int, out: str) -> None:
     torch.set_num_threads(1)
     # a file rendezvous: no TCP port to race other processes for
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
@@ -94,10 +97,15 @@ def _worker(rank: int, world: int, store: str, accum: int, steps: int, out: dict
         sd, _ = train_steps(rank, world, accum, steps - half, sharded=True, clip=0.05,
                             state={"model": sd, "opts": opt_states, "step": half})
         if rank == 0:
-            out["weights"] = sd
+            torch.save(sd, out)
         dist.barrier()  # leave together: gloo aborts a rank whose peer closed mid-read
     finally:
         dist.destroy_process_group()
+    # Every result is on disk. About one run in ten, a spawned gloo process that ran these
+    # collectives aborted in C++ teardown after the last Python frame ("terminate called
+    # without an active exception", faulthandler: no Python frame); skip that teardown.
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(0)
 
 
 @pytest.mark.parametrize("world", [2, 3])
@@ -109,10 +117,9 @@ def test_ranks_with_sharded_muon_and_resume_match_one_process(world, tmp_path):
     one, states = train_steps(0, 1, world, steps // 2, sharded=True, clip=0.05)
     one, _ = train_steps(0, 1, world, steps - steps // 2, sharded=True, clip=0.05,
                          state={"model": one, "opts": states, "step": steps // 2})
-    manager = mp.Manager()
-    out = manager.dict()
-    mp.spawn(_worker, args=(world, str(tmp_path / "store"), 1, steps, out), nprocs=world, join=True)
-    many = out["weights"]
+    out = tmp_path / "weights.pt"
+    mp.spawn(_worker, args=(world, str(tmp_path / "store"), 1, steps, str(out)), nprocs=world, join=True)
+    many = torch.load(out)
     for k in one:
         if world == 2:
             assert torch.equal(one[k], many[k]), k
