@@ -24,6 +24,11 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with os.fdopen(fd, mode) as fh:
             yield fh
         os.replace(tmp, p)
+    except OSError as exc:  # name the destination: a failed fh.write carries no file name
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None or str(exc.filename) == tmp:
+            raise OSError(exc.errno, exc.strerror, str(p)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -49,10 +54,15 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save through a temp file (checkpoints, EMA weights, Hessians)."""
+    """torch.save through a temp file (checkpoints, EMA weights, Hessians). Serialized in memory
+    first, so a full disk is an OSError from our write (naming the file), not torch's
+    "unexpected pos" RuntimeError from inside its zip writer."""
+    import io
     import torch
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_file(path, "wb") as fh:
-        torch.save(obj, fh)
+        fh.write(buf.getbuffer())
     return Path(path)
 
 

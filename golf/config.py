@@ -17,6 +17,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+# The challenge's cap on code + model bytes (decimal, never MiB): the one definition, used as
+# BUDGET_BYTES's default and by pack (golf/packing/budget.py) when no budget is given.
+CHALLENGE_CAP_BYTES: int = 16_000_000
+
 # The records' effective RoPE base. Their Rotary is built with a hard-coded train_seq_len of
 # 1024 and rescales base' = base * (T/1024)^(rd/(rd-2)) above it, so at T = 2048 with 16
 # rotated dims they train with 10000 * 2**(16/14) ~= 22,082 (anchor_arch.md §1.4, §8.1).
@@ -187,7 +191,7 @@ class Config:
     gptq_reserve_seconds: float = 8.0    # GPTQ_RESERVE_SECONDS (taken from the training wallclock)
     quant_small_numel: int = 65_536      # QUANT_SMALL_NUMEL (tensors this small stay fp16/fp32)
     quant_sensitivity: str = ""          # QUANT_SENSITIVITY: sensitivity.json (eval_bpb.py --sensitivity) to weight the fitter by measured loss
-    budget_bytes: int = 16_000_000       # BUDGET_BYTES (code + model cap, decimal bytes)
+    budget_bytes: int = CHALLENGE_CAP_BYTES  # BUDGET_BYTES (code + model cap, decimal bytes)
     budget_margin_bytes: int = 2_000     # BUDGET_MARGIN_BYTES (safety margin under the cap)
     # --- provenance -------------------------------------------------------------------------
     preset: str = ""                     # PRESET applied by from_env (r29 | p1125 | cpu | cpu_p1125)

@@ -25,6 +25,13 @@ def user_errors(exit_code: int = 2) -> Iterator[None]:
             raise
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exit_code) from None
+    except OSError as exc:  # out of space or permission where no caller said what was kept
+        from golf.rundir import IO_ERRNOS, io_message
+        if os.environ.get("GOLF_DEBUG") or exc.errno not in IO_ERRNOS:
+            raise
+        print(f"error: {io_message(exc, 'writing', 'every file completed before it (writes are atomic)')}",
+              file=sys.stderr)
+        raise SystemExit(exit_code) from None
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from golf import distributed
+from golf import rundir as rd
 from golf.atomic import atomic_write_json, file_sha256
 
 # Bytes of the official 50k-doc FineWeb val split (sp1024), back-computed from official logs.
@@ -446,29 +447,27 @@ def checked_against(res: EvalResult, data: "EvalData", what: str = "") -> EvalRe
 def resolve_run_files(run_dir: str | os.PathLike | None, checkpoint: str | None,
                       artifact: str | None) -> tuple[Any, str | None, str | None]:
     """(expected cfg or None, checkpoint path, artifact path) from a run dir and/or explicit paths."""
-    from golf.config import Config
     cfg = None
     if run_dir is not None:
-        rd = Path(run_dir)
-        if not rd.is_dir():
-            raise EvalError(f"{rd}: run directory not found; pass a folder written by train_gpt.py")
-        cfg_path = rd / "config.json"
-        if not cfg_path.is_file():
-            raise EvalError(f"{cfg_path}: missing; a run directory needs config.json (or pass "
-                            "--checkpoint/--artifact explicitly)")
-        cfg = Config.load(cfg_path)
+        run = Path(run_dir)
+        if not run.is_dir():
+            raise EvalError(f"{run}: run directory not found; pass a folder written by train_gpt.py")
+        if not (run / rd.CONFIG).is_file():
+            raise EvalError(f"{run / rd.CONFIG}: missing; a run directory needs {rd.CONFIG} (or "
+                            "pass --checkpoint/--artifact explicitly)")
+        cfg = rd.load_config(run)  # paths absolute: works from any working directory
         if checkpoint is None:
-            for name in ("ema.pt", "model.pt"):
-                if (rd / name).is_file():
-                    checkpoint = str(rd / name)
+            for name in (rd.EMA, rd.MODEL):
+                if (run / name).is_file():
+                    checkpoint = str(run / name)
                     break
-        if artifact is None and (rd / "final_model.gkq").is_file():
-            artifact = str(rd / "final_model.gkq")
+        if artifact is None and (run / rd.ARTIFACT).is_file():
+            artifact = str(run / rd.ARTIFACT)
         if checkpoint is None:
-            raise EvalError(f"{rd}: no ema.pt or model.pt (full-precision weights); finish training "
-                            "there or pass --checkpoint PATH")
+            raise EvalError(f"{run}: no {rd.EMA} or {rd.MODEL} (full-precision weights); finish "
+                            "training there or pass --checkpoint PATH")
         if artifact is None:
-            raise EvalError(f"{rd}: no final_model.gkq (quantized artifact); run quantization or "
+            raise EvalError(f"{run}: no {rd.ARTIFACT} (quantized artifact); run quantization or "
                             "pass --artifact PATH")
     if checkpoint is None and artifact is None:
         raise EvalError("nothing to evaluate: pass RUN_DIR, --checkpoint or --artifact")
@@ -616,7 +615,7 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     if report["gap"] is not None:
         say(f"eval:{headline}{' PARTIAL' if partial else ''} pre_val_bpb:{report['pre']['val_bpb']:.8f} "
             f"post_val_bpb:{report['post']['val_bpb']:.8f} gap:{report['gap']:+.8f}")
-    target = out or (Path(run_dir) / "eval.json" if run_dir is not None else None)
+    target = out or (Path(run_dir) / rd.EVAL if run_dir is not None else None)
     if target is not None and rank == 0:
         atomic_write_json(target, report)
         say(f"eval:wrote {target}")

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from golf import distributed
-from golf.config import Config
+from golf import rundir as rd
+from golf.config import CHALLENGE_CAP_BYTES, Config
 
 EMBEDDED_DATASET = "embedded_sp1024"
-ARTIFACT_NAME = "final_model.gkq"
 
 
 def _truthy(value: str | None) -> bool:
@@ -81,19 +81,21 @@ def shipped_code_bytes() -> int:
     return pack.code_bytes()
 
 
-def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_bytes: int) -> Path:
-    """EMA weights + training-data Hessians -> artifact fitted to the budget left by `code_bytes`."""
+def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_bytes: int,
+                 out_dir: Path | None = None) -> Path:
+    """EMA weights + training-data Hessians -> artifact fitted to the budget left by `code_bytes`,
+    written with its report into `out_dir` (default the run dir; finish_run stages it)."""
     import quant
     from golf.checkpoint import load_torch_file
     from golf.model import GPT
 
-    ckpt = load_torch_file(run_dir / "ema.pt", "re-run training to export it",
+    ckpt = load_torch_file(run_dir / rd.EMA, "re-run training to export it",
                            keys=("config", "state_dict"))
     model = GPT(Config.from_dict(ckpt["config"]))
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     hessians = None
-    calib = run_dir / "hessians.pt"
+    calib = run_dir / rd.HESSIANS
     if calib.is_file():
         hessians = load_torch_file(calib, "delete it to quantize without Hessians, or re-run "
                                    "training", keys=("hessians",))["hessians"]
@@ -111,9 +113,10 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
                                   budget_bytes=budget, seed=cfg.seed, log=log, policy=policy,
                                   loss_slopes=slopes, device=distributed.default_device(),
                                   meta=artifact_meta(cfg, code_bytes))
-    path = run_dir / ARTIFACT_NAME
+    out = out_dir or run_dir
+    path = out / rd.ARTIFACT
     nbytes = quant.save_artifact(path, qmodel)
-    quant.write_report(qmodel, run_dir / "quant_report.json", run_dir / "quant_report.png")
+    quant.write_report(qmodel, out / rd.QUANT_REPORT_JSON, out / rd.QUANT_REPORT_PNG)
     log(quant.format_report(qmodel))
     log(f"quant:done artifact:{path} bytes:{nbytes}")
     return path
@@ -156,11 +159,16 @@ def measured_slopes(path: str, model, hessians, log: Callable[[str], None]) -> d
     return slopes
 
 
-def evaluate_run(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> dict:
-    """Pre- (EMA, full precision) vs post-quant (artifact) val_bpb on the same tokens."""
+def evaluate_run(cfg: Config, run_dir: Path, log: Callable[[str], None],
+                 out_dir: Path | None = None) -> dict:
+    """Pre- (EMA, full precision) vs post-quant (artifact) val_bpb on the same tokens; with
+    `out_dir` the artifact is read from there and eval.json written there (the staged pair)."""
     from golf.evaluate import run_eval
     mode = "both" if cfg.eval_stride > 0 else "chunked"
-    return run_eval(run_dir=run_dir, mode=mode, log=log, ttt=ttt_settings())
+    if out_dir is None:
+        return run_eval(run_dir=run_dir, mode=mode, log=log, ttt=ttt_settings())
+    return run_eval(run_dir=run_dir, artifact=str(out_dir / rd.ARTIFACT), out=out_dir / rd.EVAL,
+                    mode=mode, log=log, ttt=ttt_settings())
 
 
 def ttt_settings():
@@ -190,7 +198,7 @@ def print_summary(summary: dict, log: Callable[[str], None]) -> None:
         ("code bytes", f"{summary['code_bytes']:,}"),
         ("model bytes", f"{summary['model_bytes']:,}"),
         ("total bytes", f"{summary['total_bytes']:,}"),
-        (f"headroom to {summary.get('cap_bytes', 16_000_000):,}", f"{summary['headroom_bytes']:,}"),
+        (f"headroom to {summary.get('cap_bytes', CHALLENGE_CAP_BYTES):,}", f"{summary['headroom_bytes']:,}"),
     ] + [(f"time {k}", f"{v:.1f} s") for k, v in summary["phase_seconds"].items()]
     width = max(len(k) for k, _ in rows)
     log("=" * (width + 24))
@@ -209,7 +217,7 @@ def budget_problems(cfg: Config) -> list[str]:
         return []
     return [f"BUDGET_BYTES={cfg.budget_bytes}: leaves no bytes for the model; the code alone is "
             f"{code:,} bytes + BUDGET_MARGIN_BYTES={cfg.budget_margin_bytes:,}; set BUDGET_BYTES "
-            f"above {floor:,} (the challenge cap is 16,000,000)"]
+            f"above {floor:,} (the challenge cap is {CHALLENGE_CAP_BYTES:,})"]
 
 
 def env_problems() -> list[str]:
@@ -238,6 +246,17 @@ def submission_folder(run_dir: Path, out_dir: str | None) -> str | None:
     return str(Path(parent) / run_dir.name) if parent else None
 
 
+def config_from_env(env: "os._Environ | dict[str, str]") -> Config:
+    """The run's config: the environment's, or with RESUME the resumed run's own config.json
+    with the variables set now on top (train() refuses those that may not change)."""
+    if not env.get("RESUME"):
+        return Config.from_env(env)
+    src = rd.resolve_resume(env["RESUME"]).parent
+    if not (src / rd.CONFIG).is_file():
+        return Config.from_env(env)
+    return rd.resume_config(rd.load_config(src, "RESUME"), env)
+
+
 # ----------------------------------------------------------------------------- modes
 def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | None = None) -> dict:
     """Train -> quantize -> evaluate (-> pack) and return the summary dict (rank 0).
@@ -261,7 +280,7 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
     from golf.train import make_logger
     log = make_logger(run_dir, dist_info.rank)
     if result.interrupted:  # SIGINT/SIGTERM on every rank: checkpoint written, nothing exported
-        log(f"train:interrupted step:{result.steps} checkpoint:{run_dir / 'checkpoint.pt'} "
+        log(f"train:interrupted step:{result.steps} checkpoint:{run_dir / rd.CHECKPOINT} "
             f"-- continue with RESUME={run_dir} python train_gpt.py")
         raise SystemExit(130)
 
@@ -273,21 +292,36 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
 def finish_run(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "PhaseTimer", *,
                steps: int, train_time_ms: float, world_size: int,
                do_pack: bool | None = None, out_dir: str | None = None) -> dict:
-    """Quantize -> evaluate -> plots -> summary (-> pack) for a trained run directory."""
+    """Quantize -> evaluate -> plots -> summary (-> pack) for a trained run directory.
+
+    The artifact and eval.json are written into the staging folder and moved in together, the
+    previous pair first going to previous/<n>/ (golf.rundir rule 4)."""
+    staged = rd.staging_dir(run_dir)
+    kept = (f"{run_dir / rd.EMA} and {rd.HESSIANS} (training), and the previous "
+            f"{rd.ARTIFACT}/{rd.EVAL} pair if any; free space and re-quantize with "
+            f"QUANT_ONLY={run_dir} python train_gpt.py")
+
     def quantize() -> int:
         code_bytes = shipped_code_bytes()  # built once: the fitter and the summary share it
-        quantize_run(cfg, run_dir, log, code_bytes)
+        with rd.io_guard("writing the artifact", kept):
+            rd.clear_staging(run_dir)
+            quantize_run(cfg, run_dir, log, code_bytes, out_dir=staged)
         return code_bytes
 
     with timer.phase("quantize", log):  # rank 0 alone; the others wait for its outcome
         code_bytes = distributed.on_rank0("quantize", quantize)
-    with timer.phase("evaluate", log):
-        report = evaluate_run(cfg, run_dir, log)
+    with timer.phase("evaluate", log), rd.io_guard("writing eval.json", kept):
+        report = evaluate_run(cfg, run_dir, log, out_dir=staged)
+
+    def publish_and_pack() -> dict:
+        with rd.io_guard("moving the new artifact/eval pair in", kept):
+            rd.publish_pair(run_dir, log)
+        return summarize_and_pack(cfg, run_dir, log, timer, report, code_bytes=code_bytes,
+                                  steps=steps, train_time_ms=train_time_ms, world_size=world_size,
+                                  do_pack=do_pack, out_dir=out_dir)
     # plots, summary and pack are rank 0's; the others wait for them on the store, so every
     # rank leaves the process group together (and learns if rank 0 failed)
-    return distributed.on_rank0("pack", lambda: summarize_and_pack(
-        cfg, run_dir, log, timer, report, code_bytes=code_bytes, steps=steps,
-        train_time_ms=train_time_ms, world_size=world_size, do_pack=do_pack, out_dir=out_dir))
+    return distributed.on_rank0("pack", publish_and_pack)
 
 
 def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "PhaseTimer",
@@ -296,9 +330,9 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
     """Loss plot, summary.json, the pack (unless PACK=0) and the summary table."""
     from golf.atomic import atomic_write_json
     from golf.plots import plot_loss_curves
-    plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"run {run_dir.name}")
+    plot_loss_curves(run_dir / rd.METRICS, run_dir / rd.LOSS_PNG, title=f"run {run_dir.name}")
 
-    model_bytes = (run_dir / ARTIFACT_NAME).stat().st_size
+    model_bytes = (run_dir / rd.ARTIFACT).stat().st_size
     summary = {
         "run_dir": str(run_dir),
         "pre_val_bpb": report["pre"]["val_bpb"], "post_val_bpb": report["post"]["val_bpb"],
@@ -314,7 +348,7 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
     if ttt:  # the third number (TTT=chunk|lora), beside the two it builds on
         summary.update(post_ttt_val_bpb=ttt["val_bpb"], post_ttt_val_loss=ttt["val_loss"],
                        ttt_mode=ttt.get("ttt", ""), ttt_gain=ttt["val_bpb"] - report["post"]["val_bpb"])
-    atomic_write_json(run_dir / "summary.json", summary)
+    atomic_write_json(run_dir / rd.SUMMARY, summary)
 
     if do_pack is None:
         do_pack = _truthy(os.environ.get("PACK", "1"))
@@ -327,7 +361,8 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
             with timer.phase("pack", log):
                 packed = pack_run(run_dir, submission_folder(run_dir, out_dir),
                                   name=os.environ.get("GOLF_NAME", ""),
-                                  github_id=os.environ.get("GOLF_GITHUB_ID", ""), log=log)
+                                  github_id=os.environ.get("GOLF_GITHUB_ID", ""), log=log,
+                                  cap=cfg.budget_bytes)
             summary["code_bytes"] = packed.budget.code_bytes
             summary["model_bytes"] = packed.budget.model_bytes
             summary["total_bytes"] = packed.budget.total
@@ -335,7 +370,7 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
             summary["cap_bytes"] = packed.budget.cap
             summary["submission_dir"] = str(packed.out_dir)
             summary["phase_seconds"] = timer.seconds
-            atomic_write_json(run_dir / "summary.json", summary)
+            atomic_write_json(run_dir / rd.SUMMARY, summary)
     print_summary(summary, log)
     return summary
 
@@ -343,17 +378,21 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
 def quant_only(run: str) -> int:
     """QUANT_ONLY=runs/ID: re-quantize, evaluate and pack a finished run without training
     again, under the run's saved config with any variable set now overriding it (BUDGET_BYTES,
-    QUANT_METHOD, QUANT_SMALL_NUMEL, EVAL_STRIDE, ...). The artifact is replaced atomically."""
+    QUANT_METHOD, QUANT_SMALL_NUMEL, EVAL_STRIDE, ...). The new artifact/eval pair replaces the
+    old one only once complete; the old one moves to previous/<n>/ (golf.rundir rule 4)."""
     import json
     from golf.train import make_logger
     run_dir = Path(run)
-    for name in ("config.json", "ema.pt"):
+    for name in (rd.CONFIG, rd.EMA):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"QUANT_ONLY={run}: no {name} in {run_dir}; point QUANT_ONLY at "
                                     "the folder of a finished run (runs/<RUN_ID>)")
-    cfg = Config.from_env(base=Config.load(run_dir / "config.json"), cpu_preset=False)
+    cfg = Config.from_env(base=rd.load_config(run_dir, "QUANT_ONLY"), cpu_preset=False)
     cfg = preflight(cfg.replace(run_id=run_dir.name))
-    old = run_dir / "summary.json"
+    why = rd._unwritable(run_dir)
+    if why:
+        raise rd.RunIOError(f"QUANT_ONLY={run}: {why}; nothing was written")
+    old = run_dir / rd.SUMMARY
     prev = json.loads(old.read_text()) if old.is_file() else {}
     log = make_logger(run_dir, 0)
     log(f"quant_only:{run_dir} method:{cfg.quant_method} budget_bytes:{cfg.budget_bytes}")
@@ -366,7 +405,7 @@ def quant_only(run: str) -> int:
 def eval_only() -> int:
     """Evaluate ARTIFACT (the round-trip proof's mode) and print the exact-result line."""
     from golf.evaluate import evaluate_source
-    artifact = os.environ.get("ARTIFACT", ARTIFACT_NAME)
+    artifact = os.environ.get("ARTIFACT", rd.ARTIFACT)
     cfg = Config.from_env()
     seq_len = cfg.eval_seq_len or int(os.environ.get("TRAIN_SEQ_LEN", "0")) or cfg.train_seq_len
     res = evaluate_source(artifact, cfg.data_path, cfg.tokenizer_path,
@@ -388,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             return eval_only()
         if os.environ.get("QUANT_ONLY"):
             return quant_only(os.environ["QUANT_ONLY"])
-        run_pipeline(Config.from_env())
+        run_pipeline(config_from_env(os.environ))
     return 0
 
 

@@ -17,9 +17,10 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-from golf.config import Config, ConfigError
-from golf.distributed import all_reduce_ as _allreduce, host_max, init_distributed, on_rank0
-from golf.atomic import atomic_save, atomic_write_json
+from golf import rundir as rd
+from golf.config import Config
+from golf.distributed import all_reduce_ as _allreduce, host_max, init_distributed
+from golf.atomic import atomic_save
 from golf.model import GPT, count_parameters
 from golf.checkpoint import load_torch_file
 from golf.step import Stepper
@@ -47,7 +48,7 @@ class TrainResult:
 
 def make_logger(run_dir: Path | None, rank: int) -> Callable[[str], None]:
     """Rank 0 prints each line and appends it to run_dir/train.log; other ranks stay silent."""
-    path = Path(run_dir) / "train.log" if run_dir is not None else None
+    path = Path(run_dir) / rd.TRAIN_LOG if run_dir is not None else None
 
     def log(msg: str) -> None:
         if rank != 0:
@@ -79,71 +80,6 @@ def calib_batches_for_rank(total: int, rank: int, world_size: int) -> int:
     return max(0, -(-(total - rank) // world_size))
 
 
-def _resolve_resume(resume: str) -> Path:
-    p = Path(resume)
-    ck = p / "checkpoint.pt" if p.is_dir() else p
-    if not ck.is_file():
-        raise TrainError(f"RESUME={resume}: no checkpoint at {ck}; point RESUME at a run dir holding "
-                         "checkpoint.pt (written on SIGINT/SIGTERM or every CHECKPOINT_EVERY steps) or unset it")
-    return ck
-
-
-# Every file a run (train -> quantize -> eval -> plots) writes in its folder: OVERWRITE=1
-# removes exactly these, so nothing of the earlier run mixes into the new one.
-RUN_FILES = ("config.json", "train.log", "metrics.jsonl", "model.pt", "ema.pt", "checkpoint.pt",
-             "hessians.pt", "final_model.gkq", "quant_report.json", "quant_report.png",
-             "eval.json", "summary.json", "loss.png", "sensitivity.json")
-
-
-def resolve_run_dir(cfg: Config, ckpt_path: Path | None, run_dir: str | Path | None = None) -> Path:
-    """The folder this run writes: given, the resumed checkpoint's own, or RUNS_DIR/RUN_ID
-    (RUN_ID defaults to a UTC timestamp)."""
-    if run_dir is not None:
-        return Path(run_dir)
-    if ckpt_path is not None:
-        return ckpt_path.parent
-    return Path(cfg.runs_dir) / (cfg.run_id or time.strftime("%Y%m%d_%H%M%S", time.gmtime()))
-
-
-def run_dir_problem(run_dir: Path, cfg: Config, *, resuming: bool) -> str | None:
-    """Why `run_dir` may not take a new run: it already holds files of another one (a run
-    directory belongs to one run). None when it is free, resumed, or OVERWRITE=1."""
-    if resuming or cfg.overwrite or not run_dir.exists():
-        return None
-    if not run_dir.is_dir():
-        return f"RUN_ID={run_dir.name}: {run_dir} exists and is not a folder; choose another RUN_ID"
-    held = sorted(p.name for p in run_dir.iterdir())
-    if not held:
-        return None
-    shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
-    return (f"RUN_ID={run_dir.name}: {run_dir} already holds an earlier run ({shown}); choose "
-            f"another RUN_ID, continue it with RESUME={run_dir}, or set OVERWRITE=1 to replace it")
-
-
-def check_run_dir(run_dir: Path, cfg: Config, *, resuming: bool) -> None:
-    """Refuse a reused run directory before any data is read. Rank 0 alone looks and every
-    rank gets its verdict, so a slower rank never mistakes rank 0's fresh config.json for an
-    earlier run."""
-    problem = on_rank0("run_dir", lambda: run_dir_problem(run_dir, cfg, resuming=resuming))
-    if problem:
-        raise ConfigError([problem])
-
-
-def start_run_dir(run_dir: Path, cfg: Config, world_size: int, *, resuming: bool) -> list[str]:
-    """Rank 0: create the folder and write config.json. With OVERWRITE=1 (and not resuming) the
-    earlier run's files (RUN_FILES only; anything else is left) are removed first, so train.log
-    and metrics.jsonl start fresh. Runs after every input check passed. Returns what it removed."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cleared = []
-    if cfg.overwrite and not resuming:
-        for name in RUN_FILES:
-            if (run_dir / name).is_file():
-                (run_dir / name).unlink()
-                cleared.append(name)
-    atomic_write_json(run_dir / "config.json", {**cfg.to_dict(), "world_size": world_size})
-    return cleared
-
-
 def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None] | None = None,
           stop_after_steps: int | None = None) -> TrainResult:
     """Train cfg's model; writes the run dir on rank 0 and returns its paths and final numbers.
@@ -162,22 +98,31 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     # ---- validate everything before the first step ------------------------------------------
     accum = resolve_grad_accum(cfg, di.world_size)
     calib_batches_for_rank(cfg.gptq_calib_batches, di.rank, di.world_size)  # checked before training
-    ckpt_path = _resolve_resume(cfg.resume) if cfg.resume else None
-    run_dir = resolve_run_dir(cfg, ckpt_path, run_dir)
-    check_run_dir(run_dir, cfg, resuming=ckpt_path is not None)
+    cfg, given = rd.absolute_paths(cfg)  # recorded absolute: eval and pack work from anywhere
+    ckpt_path = rd.resolve_resume(cfg.resume) if cfg.resume else None
+    run_dir = rd.resolve_run_dir(cfg, ckpt_path, run_dir)
+    in_place = ckpt_path is not None and run_dir == ckpt_path.parent  # a fork starts a new folder
+    changes: list[str] = []
+    if ckpt_path is not None:
+        rd.check_resume(ckpt_path, cfg, run_dir, changes)
+    rd.check_run_dir(run_dir, cfg, resuming=in_place)
     sp = load_tokenizer(cfg.tokenizer_path, cfg.vocab_size)
     lut = build_byte_lut(sp, cfg.vocab_size)
     loader = DistributedTokenLoader(cfg.data_path, rank=di.rank, world_size=di.world_size,
                                     seed=cfg.seed, vocab_size=cfg.vocab_size)
     val_tokens = load_val_tokens(cfg.data_path, cfg.vocab_size)
     ckpt = (load_torch_file(ckpt_path, "unset RESUME to start fresh, or point it at another run's "
-                            "checkpoint.pt", keys=("model", "step")) if ckpt_path else None)
+                            f"{rd.CHECKPOINT}", keys=("model", "step")) if ckpt_path else None)
 
-    cleared = (start_run_dir(run_dir, cfg, di.world_size, resuming=ckpt_path is not None)
-               if di.rank == 0 else [])
+    cleared = (rd.start_run_dir(run_dir, cfg.replace(run_id=run_dir.name), di.world_size,
+                                resuming=in_place, given=given) if di.rank == 0 else [])
     log = log or make_logger(run_dir, di.rank)
     if cleared:
         log(f"overwrite:{run_dir} removed the earlier run's {', '.join(cleared)}")
+    if ckpt_path is not None and not in_place:
+        log(f"fork:{ckpt_path} -> {run_dir} (the source run is not written)")
+    for change in changes:
+        log(f"resume:change {change}")
 
     torch.manual_seed(cfg.seed)
     base = GPT(cfg).to(dev)
@@ -244,7 +189,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     ema_keys = list(ema) if ema is not None else []
     ema_vals = [ema[k] for k in ema_keys]
     cap_ms = 1000.0 * max(cfg.max_wallclock_seconds - cfg.gptq_reserve_seconds, 0.0) if cfg.max_wallclock_seconds > 0 else 0.0
-    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path = run_dir / rd.METRICS
     tokens_per_step = cfg.train_batch_tokens
 
     def write_metrics(rec: dict) -> None:
@@ -271,7 +216,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     except ValueError:  # not the main thread: no signal handling
         pass
 
-    def save_checkpoint() -> Path | None:
+    def save_checkpoint(kept: str = f"the previous {rd.CHECKPOINT}, if any") -> Path | None:
         loaders = [None] * di.world_size
         if di.world_size > 1:
             dist.all_gather_object(loaders, loader.state_dict())
@@ -280,16 +225,17 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
         opt_states = stepper.state_dicts()  # a collective in the sharded form
         if di.rank != 0:
             return None
-        return atomic_save({"model": base.state_dict(), "ema": ema, "optimizers": opt_states,
-                            "loader": loaders, "step": step, "elapsed_ms": train_ms,
-                            "rng": {"cpu": torch.get_rng_state()}, "config": cfg.to_dict()},
-                           run_dir / "checkpoint.pt")
+        with rd.io_guard(f"writing the checkpoint at step {step}", kept):
+            return atomic_save({"model": base.state_dict(), "ema": ema, "optimizers": opt_states,
+                                "loader": loaders, "step": step, "elapsed_ms": train_ms,
+                                "rng": {"cpu": torch.get_rng_state()}, "config": cfg.to_dict()},
+                               run_dir / rd.CHECKPOINT)
 
     base.train()
     stopped_early, last_loss = False, float("nan")
     val_loss = val_bpb = float("nan")
     try:
-        while step < cfg.iterations:
+        while step < cfg.iterations and not (cap_ms > 0 and train_ms >= cap_ms):  # (resumed at the cap)
             t0 = time.perf_counter()
             mult = lr_multiplier(step, train_ms, cap_ms, cfg.warmdown_iters, cfg.iterations)
             set_lrs(opts, mult, muon_momentum(step, cfg))
@@ -347,6 +293,11 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
         for s, h in old_handlers.items():
             signal.signal(s, h)
 
+    # ---- a resumable checkpoint first: a failure in any final output loses no training -------
+    final_ck = save_checkpoint()
+    log(f"checkpoint:{final_ck} step:{step}/{cfg.iterations} (final, before the exports)")
+    kept = (f"{run_dir / rd.CHECKPOINT} at step {step} (all training); free space and finish with "
+            f"RESUME={run_dir} python train_gpt.py")
     # ---- export: raw and EMA weights, final validation on the EMA weights -------------------
     t_cal = time.perf_counter()  # everything from here to the Hessians counts against the budget
     sd = {k: v.detach().float().cpu() for k, v in base.state_dict().items()}
@@ -375,9 +326,10 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
         n_tok = int(_allreduce(torch.tensor([sum(b.numel() for b in batches)], device=dev)).item())
         elapsed = train_ms + 1000.0 * (time.perf_counter() - t_cal)
         if di.rank == 0:
-            calib_path = atomic_save({"hessians": hs, "tokens": n_tok, "elapsed_ms": elapsed,
-                                      "train_budget_ms": budget_ms, "source": "train"},
-                                     run_dir / "hessians.pt")
+            with rd.io_guard("writing the Hessians", kept):
+                calib_path = atomic_save({"hessians": hs, "tokens": n_tok, "elapsed_ms": elapsed,
+                                          "train_budget_ms": budget_ms, "source": "train"},
+                                         run_dir / rd.HESSIANS)
         log(f"calibration:done hessians:{len(hs)} tokens:{n_tok} elapsed_ms:{elapsed:.0f} "
             f"budget_ms:{budget_ms:.0f}")
     r = validate(ema_model)
@@ -390,7 +342,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
                    "train_time_ms": train_ms, "tokens_per_s": tok_s})
     model_path = ema_path = None
     if di.rank == 0:
-        model_path = atomic_save({"config": cfg.to_dict(), "state_dict": sd}, run_dir / "model.pt")
-        ema_path = atomic_save({"config": cfg.to_dict(), "state_dict": ema_sd}, run_dir / "ema.pt")
+        with rd.io_guard("writing the final weights", kept):
+            model_path = atomic_save({"config": cfg.to_dict(), "state_dict": sd}, run_dir / rd.MODEL)
+            ema_path = atomic_save({"config": cfg.to_dict(), "state_dict": ema_sd}, run_dir / rd.EMA)
     return TrainResult(run_dir, step, train_ms, val_loss, val_bpb, model_path, ema_path,
                        calib_path if di.rank == 0 else None, stopped_early, tok_s)

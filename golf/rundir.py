@@ -1,0 +1,327 @@
+"""The run directory: every file name it holds and who may write what (nothing lost).
+
+Rules (README "Nothing lost: who owns what" states the same):
+1. A run directory belongs to one run. A new run refuses a RUN_ID whose folder holds files;
+   OVERWRITE=1 removes that earlier run's own files (RUN_FILES, previous/) and nothing else.
+2. RESUME=runs/X continues X under X's own config.json, never the environment's. A variable
+   set now that changes what defines the model, data or seed is refused (ConfigError naming
+   each field, old -> new); the settings in RESUME_MAY_CHANGE (wallclock cap, ITERATIONS to
+   extend, logging/eval/checkpoint cadence, quantizer and budget) are taken and logged.
+   config.json is rewritten only after every check passed.
+3. A trained run (ema.pt written) is never trained into again: RESUME on it is refused unless
+   RUN_ID names a new folder, which forks: the checkpoint is read from X, everything is
+   written to a new sibling folder <parent of X>/<RUN_ID>, and X is not touched.
+4. The artifact and eval.json are one pair. Quantize and evaluate write into STAGING; only
+   when both are complete is the previous pair (with its reports and summary) moved to
+   previous/<n>/ and the new one moved in, so a failure leaves the earlier pair intact.
+5. Training writes checkpoint.pt at its last step before any final output (ema.pt,
+   quantization), so a failure after training costs a resume, not the run.
+6. Data and tokenizer paths are recorded absolute (the user's spelling in *_given, and the
+   cwd), so eval_bpb.py and pack.py work from any folder.
+7. A write that fails for lack of space or permission (ENOSPC, EROFS, EACCES, ...) is one
+   RunIOError naming the path, what the errno means and what was kept.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from golf.config import Config, ConfigError
+
+CONFIG = "config.json"
+TRAIN_LOG = "train.log"
+METRICS = "metrics.jsonl"
+MODEL = "model.pt"
+EMA = "ema.pt"
+CHECKPOINT = "checkpoint.pt"
+HESSIANS = "hessians.pt"
+ARTIFACT = "final_model.gkq"
+QUANT_REPORT_JSON = "quant_report.json"
+QUANT_REPORT_PNG = "quant_report.png"
+EVAL = "eval.json"
+SUMMARY = "summary.json"
+LOSS_PNG = "loss.png"
+SENSITIVITY_JSON = "sensitivity.json"
+SENSITIVITY_PNG = "sensitivity.png"
+PREVIOUS = "previous"        # previous/<n>/: earlier artifact/eval pairs of this run
+STAGING = ".staging"         # the pair being written (rule 4)
+
+# every file a run (train -> quantize -> eval -> plots) writes in its folder
+RUN_FILES = (CONFIG, TRAIN_LOG, METRICS, MODEL, EMA, CHECKPOINT, HESSIANS, ARTIFACT,
+             QUANT_REPORT_JSON, QUANT_REPORT_PNG, EVAL, SUMMARY, LOSS_PNG, SENSITIVITY_JSON,
+             SENSITIVITY_PNG)
+# what describes one artifact: moved together into previous/<n>/ (rule 4)
+PAIR_FILES = (ARTIFACT, EVAL, QUANT_REPORT_JSON, QUANT_REPORT_PNG, SUMMARY)
+PATH_FIELDS = ("data_path", "tokenizer_path")
+# settings a resume may change (rule 2); every other field defines the model, data or seed
+RESUME_MAY_CHANGE = frozenset({
+    "iterations", "max_wallclock_seconds", "gptq_reserve_seconds", "val_loss_every",
+    "train_log_every", "checkpoint_every", "run_id", "runs_dir", "resume", "overwrite", "compile",
+    "val_batch_size", "eval_seq_len", "eval_stride", "max_eval_tokens", "quant_method",
+    "gptq_calib_batches", "quant_small_numel", "quant_sensitivity", "budget_bytes",
+    "budget_margin_bytes"})
+IO_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+             errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+             errno.EDQUOT: "the disk quota is exceeded"}
+
+
+class RunIOError(ValueError):
+    """A write failed for lack of space or permission; the message names the path, the cause
+    and what was kept (a ValueError so the CLIs print it as one line)."""
+
+
+# ----------------------------------------------------------------------------- where
+def resolve_resume(resume: str) -> Path:
+    """RESUME (a run dir or a checkpoint file) -> the checkpoint path."""
+    p = Path(resume)
+    ck = p / CHECKPOINT if p.is_dir() else p
+    if not ck.is_file():
+        raise ConfigError([f"RESUME={resume}: no checkpoint at {ck}; point RESUME at a run dir "
+                           f"holding {CHECKPOINT} (written at the end of training, on SIGINT/"
+                           "SIGTERM and every CHECKPOINT_EVERY steps) or unset it"])
+    return ck
+
+
+def resolve_run_dir(cfg: Config, ckpt_path: Path | None, run_dir: str | Path | None = None) -> Path:
+    """The folder this run writes: given; the resumed run's own (or, when RUN_ID names another
+    folder, that sibling: a fork, rule 3); or RUNS_DIR/RUN_ID (default: a UTC timestamp)."""
+    if run_dir is not None:
+        return Path(run_dir)
+    if ckpt_path is not None:
+        src = ckpt_path.parent
+        return src.parent / cfg.run_id if cfg.run_id and cfg.run_id != src.name else src
+    return Path(cfg.runs_dir) / (cfg.run_id or time.strftime("%Y%m%d_%H%M%S", time.gmtime()))
+
+
+def is_trained(run_dir: Path) -> bool:
+    """Training finished there: its final output (ema.pt) exists (rule 3)."""
+    return (run_dir / EMA).is_file()
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why nothing can be created under `folder` (its nearest existing ancestor is checked)."""
+    p = folder.resolve()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if os.access(p, os.W_OK | os.X_OK):
+        return None
+    ro = os.statvfs(p).f_flag & os.ST_RDONLY if hasattr(os, "statvfs") else 0
+    return f"{p} is not writable ({IO_ERRNOS[errno.EROFS if ro else errno.EACCES]})"
+
+
+def run_dir_problem(run_dir: Path, cfg: Config, *, resuming: bool) -> str | None:
+    """Why `run_dir` may not take this run (rule 1): not writable, or it holds files of another
+    run. None when it is free, resumed in place, or OVERWRITE=1."""
+    why = _unwritable(run_dir)
+    if why:
+        return f"RUNS_DIR={cfg.runs_dir}: {why}; choose a writable RUNS_DIR (nothing was written)"
+    if resuming or cfg.overwrite or not run_dir.exists():
+        return None
+    if not run_dir.is_dir():
+        return f"RUN_ID={run_dir.name}: {run_dir} exists and is not a folder; choose another RUN_ID"
+    held = sorted(p.name for p in run_dir.iterdir())
+    if not held:
+        return None
+    shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
+    return (f"RUN_ID={run_dir.name}: {run_dir} already holds an earlier run ({shown}); choose "
+            f"another RUN_ID, continue it with RESUME={run_dir}, or set OVERWRITE=1 to replace it")
+
+
+def check_run_dir(run_dir: Path, cfg: Config, *, resuming: bool) -> None:
+    """Refuse a reused run directory before any data is read. Rank 0 alone looks and every
+    rank gets its verdict, so a slower rank never mistakes rank 0's fresh config.json for an
+    earlier run."""
+    from golf.distributed import on_rank0
+    problem = on_rank0("run_dir", lambda: run_dir_problem(run_dir, cfg, resuming=resuming))
+    if problem:
+        raise ConfigError([problem])
+
+
+def _clear_earlier_run(run_dir: Path) -> list[str]:
+    """OVERWRITE=1: remove the earlier run's own files only (rule 1)."""
+    cleared = [n for n in RUN_FILES if (run_dir / n).is_file()]
+    for n in cleared:
+        (run_dir / n).unlink()
+    prev = run_dir / PREVIOUS
+    if prev.is_dir():
+        for sub in sorted(prev.iterdir()):
+            for n in PAIR_FILES:
+                (sub / n).unlink(missing_ok=True)
+            if sub.is_dir() and not any(sub.iterdir()):
+                sub.rmdir()
+        if not any(prev.iterdir()):
+            prev.rmdir()
+            cleared.append(PREVIOUS)
+    return cleared
+
+
+def start_run_dir(run_dir: Path, cfg: Config, world_size: int, *, resuming: bool,
+                  given: Mapping[str, str] | None = None) -> list[str]:
+    """Rank 0, after every input check passed: create the folder and write config.json (the
+    paths absolute, the user's spelling and the cwd beside them, rule 6). With OVERWRITE=1 (and
+    not resuming) the earlier run's files are removed first. Returns what it removed."""
+    with io_guard(f"creating {run_dir}", "nothing of this run was written yet"):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cleared = _clear_earlier_run(run_dir) if cfg.overwrite and not resuming else []
+        from golf.atomic import atomic_write_json
+        record = {**{f"{k}_given": v for k, v in (given or {}).items()}, "cwd": os.getcwd()}
+        if resuming and (run_dir / CONFIG).is_file():  # the first start's spelling and cwd stay
+            import json
+            old = json.loads((run_dir / CONFIG).read_text())
+            record.update({k: old[k] for k in record if k in old})
+        atomic_write_json(run_dir / CONFIG, {**cfg.to_dict(), **record, "world_size": world_size})
+    return cleared
+
+
+# ----------------------------------------------------------------------------- paths (rule 6)
+def absolute_paths(cfg: Config) -> tuple[Config, dict[str, str]]:
+    """(cfg with DATA_PATH/TOKENIZER_PATH absolute, the user's spelling of each)."""
+    given = {k: getattr(cfg, k) for k in PATH_FIELDS}
+    return cfg.replace(**{k: str(Path(v).resolve()) for k, v in given.items()}), given
+
+
+def load_config(run_dir: str | os.PathLike, what: str = "RUN_DIR") -> Config:
+    """A run's config.json with its paths made absolute: relative ones (runs written before
+    paths were recorded absolute) against the recorded cwd, else the current one if they exist
+    there, else one error naming the fix."""
+    import json
+    rd = Path(run_dir)
+    path = rd / CONFIG
+    if not path.is_file():
+        raise ConfigError([f"{what}={run_dir}: no {CONFIG} in {rd}; point it at the folder of a "
+                           "run (runs/<RUN_ID>)"])
+    raw = json.loads(path.read_text())
+    fixed = {}
+    for k in PATH_FIELDS:
+        p = Path(raw.get(k, getattr(Config, k)))
+        if p.is_absolute():
+            continue
+        base = raw.get("cwd")
+        if base or p.exists():
+            fixed[k] = str((Path(base) / p if base else p).resolve())
+        else:
+            raise ConfigError([f"{path}: {k.upper()}={p} is relative to the folder that run was "
+                               "started from, which it does not record; run from that folder, or "
+                               f"write the absolute path into {path} (or set {k.upper()})"])
+    return Config.from_dict({**raw, **fixed})
+
+
+# ----------------------------------------------------------------------------- resume (rule 2)
+def _same(name: str, a: Any, b: Any) -> bool:
+    if name in PATH_FIELDS:
+        return Path(a).resolve() == Path(b).resolve()
+    return a == b
+
+
+def resume_changes(saved: Config, new: Config) -> tuple[list[str], list[str]]:
+    """(refused, allowed) differences between the resumed run's config and this one, each
+    'FIELD: old -> new'."""
+    refused, allowed = [], []
+    for k, old in saved.to_dict().items():
+        val = getattr(new, k)
+        if k == "preset" or _same(k, old, val):
+            continue
+        (allowed if k in RESUME_MAY_CHANGE else refused).append(f"{k.upper()}: {old!r} -> {val!r}")
+    return refused, allowed
+
+
+def resume_config(saved: Config, env: Mapping[str, str]) -> Config:
+    """The config a resume runs under: the saved run's, with the variables set now on top
+    (train() checks which of them may change)."""
+    preset = (env.get("PRESET") or "").strip().lower()
+    if preset and preset != saved.preset:
+        raise ConfigError([f"PRESET={preset}: the resumed run was built with PRESET="
+                           f"{saved.preset or '(none)'}; a resume takes the run's own config, so "
+                           "unset PRESET"])
+    return Config.from_env(env, base=saved.replace(run_id=""), cpu_preset=False)
+
+
+def check_resume(ckpt_path: Path, cfg: Config, run_dir: Path, log_changes: list[str]) -> None:
+    """Refuse a resume that would change what defines the run, or train into a trained run
+    (rules 2, 3); the allowed changes are appended to `log_changes`."""
+    src = ckpt_path.parent
+    saved = load_config(src, "RESUME") if (src / CONFIG).is_file() else None
+    problems = []
+    if saved is not None:
+        refused, allowed = resume_changes(saved, cfg)
+        if refused:
+            problems.append(f"RESUME={cfg.resume}: these settings define the run's model, data or "
+                            f"seed and differ from {src / CONFIG}: {'; '.join(refused)}; unset them"
+                            f" (a resume takes the run's own config; only {', '.join(sorted(s.upper() for s in RESUME_MAY_CHANGE - {'resume', 'run_id', 'runs_dir', 'overwrite'}))} may change), or start a new run")
+        log_changes.extend(allowed)
+    if run_dir == src and is_trained(src):
+        problems.append(f"RESUME={cfg.resume}: that run finished training ({EMA}"
+                        f"{', ' + ARTIFACT if (src / ARTIFACT).is_file() else ''}"
+                        f"{', ' + EVAL if (src / EVAL).is_file() else ''} exist) and its outputs "
+                        f"are never replaced: continue into a new folder with RESUME={cfg.resume} "
+                        "RUN_ID=<new name> (e.g. with ITERATIONS=<more>), or re-quantize it with "
+                        f"QUANT_ONLY={src}")
+    if problems:
+        raise ConfigError(problems)
+
+
+# ----------------------------------------------------------------------------- the pair (rule 4)
+def staging_dir(run_dir: Path) -> Path:
+    return run_dir / STAGING
+
+
+def clear_staging(run_dir: Path) -> Path:
+    """A fresh, empty staging folder (a leftover one is a failed earlier attempt: ours)."""
+    st = staging_dir(run_dir)
+    if st.exists():
+        shutil.rmtree(st)
+    st.mkdir(parents=True)
+    return st
+
+
+def publish_pair(run_dir: Path, log: Callable[[str], None]) -> Path | None:
+    """Move the complete staged pair in; the previous pair (if any) first goes to
+    previous/<n>/. Returns that folder, or None when there was no previous pair."""
+    st = staging_dir(run_dir)
+    missing = [n for n in (ARTIFACT, EVAL) if not (st / n).is_file()]
+    if missing:
+        raise RuntimeError(f"{st}: staged pair incomplete (missing {', '.join(missing)})")
+    import json
+    from golf.atomic import atomic_write_json
+    report = json.loads((st / EVAL).read_text())
+    if report.get("artifact") == str(st / ARTIFACT):  # where it will be, not where it was staged
+        atomic_write_json(st / EVAL, {**report, "artifact": str(run_dir / ARTIFACT)})
+    old = [n for n in PAIR_FILES if (run_dir / n).is_file()]
+    prev = None
+    if old:
+        root = run_dir / PREVIOUS
+        n = 1 + max([int(p.name) for p in root.iterdir() if p.name.isdigit()], default=0) \
+            if root.is_dir() else 1
+        prev = root / str(n)
+        prev.mkdir(parents=True)
+        for name in old:
+            os.replace(run_dir / name, prev / name)
+        log(f"quant:previous pair kept in {prev} ({', '.join(old)})")
+    for p in sorted(st.iterdir()):
+        os.replace(p, run_dir / p.name)
+    st.rmdir()
+    return prev
+
+
+# ----------------------------------------------------------------------------- I/O (rule 7)
+def io_message(exc: OSError, doing: str, kept: str) -> str:
+    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    what = IO_ERRNOS.get(exc.errno, exc.strerror or "I/O error")
+    where = exc.filename or "(unknown path)"
+    return f"{where}: {what} ({code}) while {doing}; kept: {kept}"
+
+
+@contextmanager
+def io_guard(doing: str, kept: str) -> Iterator[None]:
+    """Turn a space/permission OSError inside the block into one RunIOError (rule 7)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in IO_ERRNOS:
+            raise
+        raise RunIOError(io_message(exc, doing, kept)) from None
