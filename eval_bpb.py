@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from golf import rundir
 from golf.atomic import atomic_write_json, file_sha256
 from golf.evaluate import EvalError, run_eval
 
@@ -80,7 +81,7 @@ def compare_runs(run_dirs: Sequence[str], *, evaluate: bool = False, gap_thresho
         raise EvalError(f"--rank-by {rank_by!r}: use one of {', '.join(RANK_KEYS)}")
     rows: list[dict] = []
     for rd in run_dirs:
-        path = Path(rd) / "eval.json"
+        path = Path(rd) / rundir.EVAL
         if not path.is_file():
             if not evaluate:
                 raise EvalError(f"{path}: missing; run `python eval_bpb.py {rd}` first or pass --evaluate")
@@ -211,9 +212,9 @@ def run_sensitivity(run_dir: str | None = None, *, checkpoint: str | None = None
               "artifact_sha256": file_sha256(artifact), "split": split, "rows": rows}
     log(format_sensitivity(report))
     dest = Path(out_dir or run_dir or Path(artifact).parent)
-    atomic_write_json(dest / "sensitivity.json", report)
-    plot_sensitivity(report, dest / "sensitivity.png")
-    log(f"sensitivity:wrote {dest / 'sensitivity.json'} {dest / 'sensitivity.png'}")
+    atomic_write_json(dest / rundir.SENSITIVITY_JSON, report)
+    plot_sensitivity(report, dest / rundir.SENSITIVITY_PNG)
+    log(f"sensitivity:wrote {dest / rundir.SENSITIVITY_JSON} {dest / rundir.SENSITIVITY_PNG}")
     return report
 
 

@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from golf import rundir
 from golf.config import Config
 
 
@@ -700,12 +701,12 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *,
         shutil.rmtree(tmp)
     try:
         tmp.mkdir()
-        atomic_write_json(tmp / "config.json", {**cfg.to_dict(), "world_size": 1})
-        atomic_save({"config": cfg.to_dict(), "state_dict": ema_sd}, tmp / "ema.pt")
+        atomic_write_json(tmp / rundir.CONFIG, {**cfg.to_dict(), "world_size": 1, "cwd": os.getcwd()})
+        atomic_save({"config": cfg.to_dict(), "state_dict": ema_sd}, tmp / rundir.EMA)
         if hess is not None:
-            atomic_save(hess, tmp / "hessians.pt")
+            atomic_save(hess, tmp / rundir.HESSIANS)
         atomic_write_json(tmp / "import.json", info)
-        atomic_write_text(tmp / "train.log", "\n".join(lines) + "\n")
+        atomic_write_text(tmp / rundir.TRAIN_LOG, "\n".join(lines) + "\n")
         _check_out(out)
         os.rename(tmp, out)  # replaces an empty folder; fails (ENOTEMPTY) on a filled one
     except OSError as exc:

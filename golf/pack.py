@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from golf import rundir as rd
 from golf.packing.amalgamate import (PIP_NAMES, compressed_forms, module_closure, render_plain,
                                      smallest_compressed)
 from golf.packing.budget import (CAP_BYTES, BudgetTable, budget_table, enforce_budget,
@@ -33,8 +34,8 @@ __all__ = ["build_train_script", "code_bytes", "budget_table", "format_budget_ta
            "RoundTripError", "load_run", "main"]
 
 ENTRY = "golf.main"
-ARTIFACT = "final_model.gkq"
-REQUIRED_RUN_FILES = ("config.json", "eval.json", ARTIFACT, "train.log")
+ARTIFACT = rd.ARTIFACT
+REQUIRED_RUN_FILES = (rd.CONFIG, rd.EVAL, ARTIFACT, rd.TRAIN_LOG)
 
 
 # ----------------------------------------------------------------------------- the script
@@ -134,19 +135,19 @@ def load_run(run_dir: str | os.PathLike) -> RunInfo:
     if missing:
         raise PackError(f"{d}: missing {', '.join(missing)}; finish the run (train -> quantize -> "
                         "eval) before packing")
-    config = _read_json(d / "config.json")
-    ev = _read_json(d / "eval.json")
+    config = _read_json(d / rd.CONFIG)
+    ev = _read_json(d / rd.EVAL)
     if not (ev.get("post") or {}).get("val_bpb"):
-        raise PackError(f"{d / 'eval.json'}: no post-quant result; run eval_bpb.py on the artifact")
-    summary = _read_json(d / "summary.json") if (d / "summary.json").is_file() else {}
+        raise PackError(f"{d / rd.EVAL}: no post-quant result; run eval_bpb.py on the artifact")
+    summary = _read_json(d / rd.SUMMARY) if (d / rd.SUMMARY).is_file() else {}
     hess = None
-    if (d / "hessians.pt").is_file():
+    if (d / rd.HESSIANS).is_file():
         from golf.checkpoint import load_torch_file
-        raw = load_torch_file(d / "hessians.pt", "re-run training to recollect it")
+        raw = load_torch_file(d / rd.HESSIANS, "re-run training to recollect it")
         hess = {k: v for k, v in raw.items() if k != "hessians"}
-    log_text = (d / "train.log").read_text(errors="replace")
-    train_ms = summary.get("train_time_ms") or _last_metric(d / "metrics.jsonl", "train_time_ms")
-    steps = summary.get("steps") or _last_metric(d / "metrics.jsonl", "step")
+    log_text = (d / rd.TRAIN_LOG).read_text(errors="replace")
+    train_ms = summary.get("train_time_ms") or _last_metric(d / rd.METRICS, "train_time_ms")
+    steps = summary.get("steps") or _last_metric(d / rd.METRICS, "step")
     return RunInfo(d, config, ev, summary, hess, int(config.get("seed", 0)),
                    _hardware(config, summary, log_text),
                    float(train_ms) if train_ms is not None else None,
@@ -158,8 +159,10 @@ def roundtrip_settings(run: RunInfo, data_path: str | None = None,
     """The env that re-creates the run's headline (post-quant) evaluation exactly."""
     ev, cfg = run.eval, run.config
     post = ev.get("post") or {}
-    data = data_path or ev.get("data") or cfg.get("data_path")
-    tok = tokenizer_path or ev.get("tokenizer") or cfg.get("tokenizer_path")
+    if not (data_path and tokenizer_path):  # recorded absolute (or resolved for an older run)
+        saved = rd.load_config(run.run_dir)
+        data_path, tokenizer_path = data_path or saved.data_path, tokenizer_path or saved.tokenizer_path
+    data, tok = data_path, tokenizer_path
     stride = post.get("stride", ev.get("stride", 0)) if post.get("mode", ev.get("mode")) == "sliding" else 0
     return {"DATA_PATH": str(Path(data).resolve()), "TOKENIZER_PATH": str(Path(tok).resolve()),
             "VOCAB_SIZE": str(cfg.get("vocab_size", 1024)),
@@ -390,9 +393,31 @@ def _is_earlier_pack(folder: Path) -> bool:
     return not names or ("submission.json" in names and not extra)
 
 
+def verify_artifact(run: RunInfo) -> None:
+    """Once, before any round trip: the artifact's header and checksums are intact, and it is the
+    file eval.json measured (sha256), so a corrupt or swapped artifact fails in well under 1 s."""
+    from quant.artifact import parse_artifact
+    from quant.errors import ArtifactError
+    from golf.atomic import file_sha256
+    path = run.run_dir / ARTIFACT
+    try:
+        parse_artifact(path.read_bytes(), str(path))
+    except ArtifactError as exc:  # it cannot round trip: say so before trying any form
+        raise RoundTripError(f"{exc} (checked before any round trip)") from None
+    want = run.eval.get("artifact_sha256")
+    if want and file_sha256(path) != want:
+        raise PackError(f"{path}: not the artifact {run.run_dir / rd.EVAL} was measured on (sha256 "
+                        f"differs); re-run eval_bpb.py {run.run_dir} (or QUANT_ONLY={run.run_dir})")
+
+
 def check_out_dir(out: Path) -> None:
     """Refuse, before any work, to replace a folder the pack did not write: a parent such as
-    submission/ (its README.md and other records), a file, or a record folder someone added to."""
+    submission/ (its README.md and other records), a file, or a record folder someone added to;
+    or to write where nothing can be created."""
+    why = rd._unwritable(out.parent)
+    if why:
+        raise PackError(f"{out}: {why}; pack into a writable folder (--out DIR or SUBMISSION_DIR)"
+                        "; nothing was written")
     if not out.exists():
         return
     if not out.is_dir() or not _is_earlier_pack(out):
@@ -432,6 +457,8 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         raise PackError(f"runs {', '.join(str(r.run_dir) for r in runs)} repeat a seed ({seeds}); "
                         "pass one run per seed")
     primary = runs[0]
+    for r in runs:
+        verify_artifact(r)
     out = Path(out_dir if out_dir is not None else default_out_dir(run_dir)).resolve()
     check_out_dir(out)
     forms = build_forms(entry, src_roots)
@@ -444,79 +471,82 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     else:
         order = ["plain"]
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    with rd.io_guard(f"packing into {out.parent}", "the run directory and any earlier pack"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        shutil.copyfile(primary.run_dir / ARTIFACT, tmp / ARTIFACT)
-        settings = roundtrip_settings(primary, data_path, tokenizer_path)
-        rt: RoundTripResult | None = None
-        errors: list[str] = []
-        shipped = ""
-        for form in order:
-            _write(tmp / "train_gpt.py", forms[form])
-            table = budget_table(tmp / "train_gpt.py", tmp / ARTIFACT, cap)
-            log(f"[{form}]\n" + format_budget_table(table))
-            enforce_budget(table, str(out))
-            if not roundtrip:
+        with rd.io_guard(f"writing the pack in {out.parent}", "the run directory and any earlier "
+                         "pack (the partial folder was removed)"):
+            shutil.copyfile(primary.run_dir / ARTIFACT, tmp / ARTIFACT)
+            settings = roundtrip_settings(primary, data_path, tokenizer_path)
+            rt: RoundTripResult | None = None
+            errors: list[str] = []
+            shipped = ""
+            for form in order:
+                _write(tmp / "train_gpt.py", forms[form])
+                table = budget_table(tmp / "train_gpt.py", tmp / ARTIFACT, cap)
+                log(f"[{form}]\n" + format_budget_table(table))
+                enforce_budget(table, str(out))
+                if not roundtrip:
+                    shipped = form
+                    break
+                try:
+                    rt = run_roundtrip(tmp / "train_gpt.py", tmp / ARTIFACT, settings=settings,
+                                       expected_bpb=primary.eval["post"]["val_bpb"], tolerance=tolerance,
+                                       label=str(primary.run_dir / ARTIFACT))
+                except RoundTripError as exc:
+                    errors.append(f"[{form}] {exc}")
+                    log(f"round trip FAILED for form {form}")
+                    continue
+                log(f"round trip ok [{form}]: val_bpb {rt.val_bpb!r} == eval.json "
+                    f"{rt.expected_bpb!r} ({'bit-exact' if rt.exact else f'within {tolerance}'})")
                 shipped = form
                 break
-            try:
-                rt = run_roundtrip(tmp / "train_gpt.py", tmp / ARTIFACT, settings=settings,
-                                   expected_bpb=primary.eval["post"]["val_bpb"], tolerance=tolerance,
-                                   label=str(primary.run_dir / ARTIFACT))
-            except RoundTripError as exc:
-                errors.append(f"[{form}] {exc}")
-                log(f"round trip FAILED for form {form}")
-                continue
-            log(f"round trip ok [{form}]: val_bpb {rt.val_bpb!r} == eval.json "
-                f"{rt.expected_bpb!r} ({'bit-exact' if rt.exact else f'within {tolerance}'})")
-            shipped = form
-            break
-        if not shipped:
-            raise RoundTripError(errors[0].split("] ", 1)[1] if len(errors) == 1 else "\n".join(errors))
-        table = budget_table(tmp / "train_gpt.py", tmp / ARTIFACT, cap)
-        _write(tmp / "train.log", (primary.run_dir / "train.log").read_bytes())
-        for r in runs[1:]:
-            _write(tmp / f"train_seed{r.seed}.log", (r.run_dir / "train.log").read_bytes())
-        codec = shipped if shipped != "plain" else ""
-        _write(tmp / "requirements.txt", requirements_for(entry, src_roots, codec))
-        sub = build_submission_json(runs, table, name=name, github_id=github_id, blurb=blurb,
-                                    baseline=baseline)
-        sub["compliance"]["roundtrip_exact"] = bool(rt.exact) if rt else None
-        sub["code_form"] = shipped
-        for r in runs:  # every seed's artifact + the shipped code must fit
-            r_total = sub["seed_results"][str(r.seed)]["bytes_total"]
-            if r_total > cap:
-                raise BudgetError(f"{r.run_dir / ARTIFACT}: seed {r.seed} totals {r_total:,} bytes, "
-                                  f"over the cap of {cap:,} by {r_total - cap:,}; refit its model")
-        checks = [check_budget([table]), check_fields(sub, record=record)]
-        under: list[bool | None] = []
-        for r in runs:
-            checks.append(check_calibration(r.hessians, r.seed))
-            checks.append(check_wallclock(r.train_time_ms, r.hardware, r.seed))
-            ev_check, est = check_eval_time(eval_seconds(r.eval), r.eval.get("hardware") or r.hardware,
-                                            r.seed, eval_speed_ratio)
-            checks.append(ev_check)
-            sub["seed_results"][str(r.seed)]["eval_time_8xh100_s"] = est
-            under.append({"PASS": True, "FAIL": False}.get(ev_check.status))
-        sub["compliance"]["eval_under_600s"] = (None if None in under else all(under))
-        checks.append(Check("round trip", "PASS" if rt else "WARN",
-                            "bit-exact" if rt and rt.exact else
-                            ("within tolerance" if rt else "skipped (--no-roundtrip)")))
-        if sub.get("ttt"):
-            checks.append(_ttt_check(primary))
-        if record:
-            checks += check_record(sub)
-        sub["checks"] = {c.name: c.status for c in checks}
-        _write(tmp / "submission.json", json.dumps(sub, indent=2, sort_keys=True) + "\n")
-        _write(tmp / "README.md", render_readme(sub, runs, table, sizes, shipped, checks))
-        log(format_checks(checks))
-        final = budget_table(tmp / "train_gpt.py", tmp / ARTIFACT, cap)  # what ships
-        check_out_dir(out)  # again: the round trip took a while
-        _swap_in(tmp, out)
-        log(format_budget_table(final))
-        log(f"pack: wrote {out}")
-        return PackResult(out, final, sizes, shipped, sub, checks, rt)
+            if not shipped:
+                raise RoundTripError(errors[0].split("] ", 1)[1] if len(errors) == 1 else "\n".join(errors))
+            table = budget_table(tmp / "train_gpt.py", tmp / ARTIFACT, cap)
+            _write(tmp / "train.log", (primary.run_dir / "train.log").read_bytes())
+            for r in runs[1:]:
+                _write(tmp / f"train_seed{r.seed}.log", (r.run_dir / "train.log").read_bytes())
+            codec = shipped if shipped != "plain" else ""
+            _write(tmp / "requirements.txt", requirements_for(entry, src_roots, codec))
+            sub = build_submission_json(runs, table, name=name, github_id=github_id, blurb=blurb,
+                                        baseline=baseline)
+            sub["compliance"]["roundtrip_exact"] = bool(rt.exact) if rt else None
+            sub["code_form"] = shipped
+            for r in runs:  # every seed's artifact + the shipped code must fit
+                r_total = sub["seed_results"][str(r.seed)]["bytes_total"]
+                if r_total > cap:
+                    raise BudgetError(f"{r.run_dir / ARTIFACT}: seed {r.seed} totals {r_total:,} bytes, "
+                                      f"over the cap of {cap:,} by {r_total - cap:,}; refit its model")
+            checks = [check_budget([table]), check_fields(sub, record=record)]
+            under: list[bool | None] = []
+            for r in runs:
+                checks.append(check_calibration(r.hessians, r.seed))
+                checks.append(check_wallclock(r.train_time_ms, r.hardware, r.seed))
+                ev_check, est = check_eval_time(eval_seconds(r.eval), r.eval.get("hardware") or r.hardware,
+                                                r.seed, eval_speed_ratio)
+                checks.append(ev_check)
+                sub["seed_results"][str(r.seed)]["eval_time_8xh100_s"] = est
+                under.append({"PASS": True, "FAIL": False}.get(ev_check.status))
+            sub["compliance"]["eval_under_600s"] = (None if None in under else all(under))
+            checks.append(Check("round trip", "PASS" if rt else "WARN",
+                                "bit-exact" if rt and rt.exact else
+                                ("within tolerance" if rt else "skipped (--no-roundtrip)")))
+            if sub.get("ttt"):
+                checks.append(_ttt_check(primary))
+            if record:
+                checks += check_record(sub)
+            sub["checks"] = {c.name: c.status for c in checks}
+            _write(tmp / "submission.json", json.dumps(sub, indent=2, sort_keys=True) + "\n")
+            _write(tmp / "README.md", render_readme(sub, runs, table, sizes, shipped, checks))
+            log(format_checks(checks))
+            final = budget_table(tmp / "train_gpt.py", tmp / ARTIFACT, cap)  # what ships
+            check_out_dir(out)  # again: the round trip took a while
+            _swap_in(tmp, out)
+            log(format_budget_table(final))
+            log(f"pack: wrote {out}")
+            return PackResult(out, final, sizes, shipped, sub, checks, rt)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -546,13 +576,31 @@ def _parse_args(argv: Sequence[str] | None):
     ap.add_argument("--baseline-std", type=float, default=0.0)
     ap.add_argument("--baseline-n", type=int, default=1)
     ap.add_argument("--baseline-losses", type=float, nargs="+", help="baseline val_loss per seed")
+    ap.add_argument("--budget-bytes", type=int, default=None,
+                    help="the cap on code + model bytes (default: BUDGET_BYTES, else 16,000,000)")
     ap.add_argument("--budget-only", action="store_true", help="print the budget table, write nothing")
     ap.add_argument("--code-bytes", action="store_true", help="print exact code bytes, write nothing")
     return ap.parse_args(argv)
 
 
+def budget_cap(given: int | None, env: Mapping[str, str] = os.environ) -> int:
+    """The cap pack enforces: --budget-bytes, else BUDGET_BYTES, else the challenge's cap."""
+    raw = str(given) if given is not None else (env.get("BUDGET_BYTES") or "").strip()
+    if not raw:
+        return CAP_BYTES
+    try:
+        cap = int(raw)
+    except ValueError:
+        cap = 0
+    if cap < 1:
+        raise PackError(f"BUDGET_BYTES={raw!r}: not a positive number of bytes; set e.g. "
+                        f"{CAP_BYTES} (the challenge cap) or unset it")
+    return cap
+
+
 def _cli(argv: Sequence[str] | None) -> int:
     a = _parse_args(argv)
+    cap = budget_cap(a.budget_bytes)
     if a.code_bytes:
         print(code_bytes())
         return 0
@@ -563,7 +611,7 @@ def _cli(argv: Sequence[str] | None) -> int:
         with tempfile.TemporaryDirectory() as td:
             p = Path(td) / "train_gpt.py"
             p.write_bytes(min(build_forms().values(), key=len))
-            t = budget_table(p, run.run_dir / ARTIFACT)
+            t = budget_table(p, run.run_dir / ARTIFACT, cap)
         print(format_budget_table(t))
         return 1 if t.over else 0
     baseline: Any = None
@@ -576,7 +624,7 @@ def _cli(argv: Sequence[str] | None) -> int:
                    extra_runs=a.run_dirs[1:], baseline=baseline, compress=compress,
                    roundtrip=not a.no_roundtrip, record=a.record, tolerance=a.tolerance,
                    data_path=a.data_path, tokenizer_path=a.tokenizer_path,
-                   eval_speed_ratio=a.eval_speed_ratio)
+                   eval_speed_ratio=a.eval_speed_ratio, cap=cap)
     return 0 if res.ok else 1
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from golf.optim import ema_decay_at, lr_multiplier, newton_schulz
+from golf.config import ConfigError
 from golf.train import TrainError, resolve_grad_accum, train
 
 
@@ -96,16 +97,19 @@ def test_resume_equals_uninterrupted(tiny_config, tmp_path):
 
 
 def test_periodic_checkpoint_resumes_bit_identical(tiny_config, tmp_path):
-    """CHECKPOINT_EVERY=2 over 5 steps leaves the step-4 checkpoint; resuming a copy of the run
-    from it (as after a crash at step 5) reproduces the uninterrupted weights exactly."""
+    """CHECKPOINT_EVERY=2 over 5 steps writes a step-4 checkpoint; resuming a copy of it (as
+    after a crash at step 5, before the final checkpoint) reproduces the uninterrupted weights."""
     import shutil
     cfg = fast(tiny_config, tmp_path, iterations=5, gptq_calib_batches=0)
-    straight = train(cfg.replace(run_id="every2", checkpoint_every=2))
-    ck = torch.load(straight.run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-    assert ck["step"] == 4
     crashed = tmp_path / "crashed"
     crashed.mkdir(parents=True)
-    shutil.copy(straight.run_dir / "checkpoint.pt", crashed / "checkpoint.pt")
+
+    def grab(msg: str) -> None:  # copy checkpoint.pt as it is right after step 4
+        if msg.startswith("checkpoint:") and msg.endswith(" step:4/5"):
+            shutil.copy(tmp_path / "every2" / "checkpoint.pt", crashed / "checkpoint.pt")
+    straight = train(cfg.replace(run_id="every2", checkpoint_every=2), log=grab)
+    ck = torch.load(crashed / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ck["step"] == 4
     done = train(cfg.replace(run_id="crashed", resume=str(crashed)))
     assert done.steps == 5
     for name in ("model.pt", "ema.pt"):
@@ -114,7 +118,7 @@ def test_periodic_checkpoint_resumes_bit_identical(tiny_config, tmp_path):
 
 
 def test_bad_resume_path(tiny_config, tmp_path):
-    with pytest.raises(TrainError, match="RESUME"):
+    with pytest.raises(ConfigError, match="RESUME=.*missing: no checkpoint"):
         train(fast(tiny_config, tmp_path, resume=str(tmp_path / "missing")))
 
 
