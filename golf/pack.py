@@ -381,7 +381,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
-PACK_FILES = frozenset({"train_gpt.py", ARTIFACT, "submission.json", "README.md", "train.log",
+PACK_FILES = frozenset({"train_gpt.py", ARTIFACT, "submission.json", "README.md", rd.TRAIN_LOG,
                         "requirements.txt"})
 
 
@@ -505,9 +505,9 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
             if not shipped:
                 raise RoundTripError(errors[0].split("] ", 1)[1] if len(errors) == 1 else "\n".join(errors))
             table = budget_table(tmp / "train_gpt.py", tmp / ARTIFACT, cap)
-            _write(tmp / "train.log", (primary.run_dir / "train.log").read_bytes())
+            _write(tmp / rd.TRAIN_LOG, (primary.run_dir / rd.TRAIN_LOG).read_bytes())
             for r in runs[1:]:
-                _write(tmp / f"train_seed{r.seed}.log", (r.run_dir / "train.log").read_bytes())
+                _write(tmp / f"train_seed{r.seed}.log", (r.run_dir / rd.TRAIN_LOG).read_bytes())
             codec = shipped if shipped != "plain" else ""
             _write(tmp / "requirements.txt", requirements_for(entry, src_roots, codec))
             sub = build_submission_json(runs, table, name=name, github_id=github_id, blurb=blurb,
