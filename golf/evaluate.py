@@ -596,7 +596,8 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
         "gap": modes[headline]["gap"], "mode": headline, "seq_len": seq_len,
         "stride": stride if headline == "sliding" else 0, "partial": partial,
         "checkpoint": checkpoint, "artifact": artifact,
-        "artifact_sha256": file_sha256(artifact) if artifact else None,
+        # rank 0 only: once the last collective is done it may move a staged artifact away
+        "artifact_sha256": file_sha256(artifact) if artifact and rank == 0 else None,
         "data": str(data_path), "tokenizer": str(tok_path), "world_size": world,
         "decoded_bytes": ed.decoded_bytes,
     }
