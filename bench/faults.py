@@ -190,9 +190,10 @@ class Bench:
         own = {str(continues / n) for n in ("config.json", "checkpoint.pt")} if continues else set()
         gone = [p for p in lost(before, self.tmp / "work") if p not in own]
         ok_kept = not gone
-
-        ok = (want_code is None or code == want_code or (want_code == 2 and code == 1)) and ok_kept and "Traceback" not in text \
-            and "TRACEBACK" not in text and must(text)
+        # exit 2: our one-line errors; 1: SystemExit("error: ...") from the env parser
+        code_ok = want_code is None or code == want_code or (want_code == 2 and code == 1)
+        ok = code_ok and ok_kept and "Traceback" not in text and "TRACEBACK" not in text \
+            and must(text)
         msg = (first_error(text) if code else "ok") + (f" LOST: {', '.join(gone)}" if gone else "")
         c = Case(name, code, msg, ok_kept, round(secs, 2), expect, ok)
         self.cases.append(c)
@@ -260,7 +261,8 @@ class Bench:
                       must=lambda t: "ema.pt: the disk is full (ENOSPC)" in t and "checkpoint.pt" in t)
         self.case("... then RESUME=runs/full (as the message says)", train_gpt,
                   {"RESUME": str(work / "runs" / "full"), "PACK": "0"}, expect="exit 0",
-                  want_code=0, continues=work / "runs" / "full", must=lambda t: (work / "runs" / "full" / "eval.json").is_file())
+                  want_code=0, continues=work / "runs" / "full",
+                  must=lambda t: (work / "runs" / "full" / "eval.json").is_file())
         with failing_replace("checkpoint.pt"):
             self.case("full disk writing the final checkpoint", train_gpt,
                       {**self.env, "RUN_ID": "full2"}, expect="exit 2 naming checkpoint.pt",

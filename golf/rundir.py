@@ -65,6 +65,8 @@ RESUME_MAY_CHANGE = frozenset({
     "val_batch_size", "eval_seq_len", "eval_stride", "max_eval_tokens", "quant_method",
     "gptq_calib_batches", "quant_small_numel", "quant_sensitivity", "budget_bytes",
     "budget_margin_bytes"})
+_MAY_CHANGE_TEXT = ", ".join(sorted(n.upper() for n in RESUME_MAY_CHANGE
+                                   - {"resume", "run_id", "runs_dir", "overwrite"}))
 IO_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
              errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
              errno.EDQUOT: "the disk quota is exceeded"}
@@ -252,7 +254,8 @@ def check_resume(ckpt_path: Path, cfg: Config, run_dir: Path, log_changes: list[
         if refused:
             problems.append(f"RESUME={cfg.resume}: these settings define the run's model, data or "
                             f"seed and differ from {src / CONFIG}: {'; '.join(refused)}; unset them"
-                            f" (a resume takes the run's own config; only {', '.join(sorted(s.upper() for s in RESUME_MAY_CHANGE - {'resume', 'run_id', 'runs_dir', 'overwrite'}))} may change), or start a new run")
+                            f" (a resume takes the run's own config; only {_MAY_CHANGE_TEXT} may "
+                            "change), or start a new run")
         log_changes.extend(allowed)
     if run_dir == src and is_trained(src):
         problems.append(f"RESUME={cfg.resume}: that run finished training ({EMA}"
