@@ -181,20 +181,23 @@ class Bench:
     def case(self, name: str, fn: Callable[[], int | None], env: Mapping[str, str], *,
              expect: str, want_code: int | None, must: Callable[[str], bool] = lambda _t: True,
              cwd: Path | None = None, continues: Path | None = None) -> Case:
-        """`continues`: the unfinished run this command resumes in place, whose config.json
-        and checkpoint.pt it rightly rewrites (after its checks passed)."""
+        """`continues`: the unfinished run this command resumes in place, whose config.json,
+        checkpoint.pt and the exports of its unfinished end (model.pt, hessians.pt: ema.pt
+        was never written) it rightly rewrites, after its checks passed."""
         before = snapshot(self.tmp / "work")
         t0 = time.perf_counter()
         code, text = call(fn, env, cwd or self.tmp / "work")
         secs = time.perf_counter() - t0
-        own = {str(continues / n) for n in ("config.json", "checkpoint.pt")} if continues else set()
+        own = ({str(continues / n) for n in ("config.json", "checkpoint.pt", "model.pt", "hessians.pt")}
+               if continues else set())
         gone = [p for p in lost(before, self.tmp / "work") if p not in own]
         ok_kept = not gone
         # exit 2: our one-line errors; 1: SystemExit("error: ...") from the env parser
         code_ok = want_code is None or code == want_code or (want_code == 2 and code == 1)
         ok = code_ok and ok_kept and "Traceback" not in text and "TRACEBACK" not in text \
             and must(text)
-        msg = (first_error(text) if code else "ok") + (f" LOST: {', '.join(gone)}" if gone else "")
+        msg = (first_error(text.replace(str(self.tmp), "<tmp>")) if code else "ok") \
+            + (f" LOST: {', '.join(gone)}" if gone else "")
         c = Case(name, code, msg, ok_kept, round(secs, 2), expect, ok)
         self.cases.append(c)
         print(json.dumps(asdict(c)), flush=True)
