@@ -389,7 +389,7 @@ def quant_only(run: str) -> int:
                                     "the folder of a finished run (runs/<RUN_ID>)")
     cfg = Config.from_env(base=rd.load_config(run_dir, "QUANT_ONLY"), cpu_preset=False)
     cfg = preflight(cfg.replace(run_id=run_dir.name))
-    why = rd._unwritable(run_dir)
+    why = rd.unwritable_reason(run_dir)
     if why:
         raise rd.RunIOError(f"QUANT_ONLY={run}: {why}; nothing was written")
     old = run_dir / rd.SUMMARY

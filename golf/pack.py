@@ -269,7 +269,7 @@ def build_submission_json(runs: Sequence[RunInfo], table: BudgetTable, *, name: 
     if sig:
         sub["significance"] = sig
     train_ok = all(r.train_time_ms is not None and r.train_time_ms <= 600_000 for r in runs)
-    sub["compliance"] = {"artifact_under_16mb": sub["bytes_total"] <= table.cap,
+    sub["compliance"] = {"artifact_under_16mb": sub["bytes_total"] <= min(table.cap, CAP_BYTES),
                          "training_under_600s": train_ok,
                          "calibration_on_train_data_in_budget": all(
                              r.hessians is not None and r.hessians.get("train_budget_ms") is not None
@@ -414,7 +414,7 @@ def check_out_dir(out: Path) -> None:
     """Refuse, before any work, to replace a folder the pack did not write: a parent such as
     submission/ (its README.md and other records), a file, or a record folder someone added to;
     or to write where nothing can be created."""
-    why = rd._unwritable(out.parent)
+    why = rd.unwritable_reason(out.parent)
     if why:
         raise PackError(f"{out}: {why}; pack into a writable folder (--out DIR or SUBMISSION_DIR)"
                         "; nothing was written")

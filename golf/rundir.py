@@ -105,7 +105,7 @@ def is_trained(run_dir: Path) -> bool:
     return (run_dir / EMA).is_file()
 
 
-def _unwritable(folder: Path) -> str | None:
+def unwritable_reason(folder: Path) -> str | None:
     """Why nothing can be created under `folder` (its nearest existing ancestor is checked)."""
     p = folder.resolve()
     while not p.exists() and p != p.parent:
@@ -119,7 +119,7 @@ def _unwritable(folder: Path) -> str | None:
 def run_dir_problem(run_dir: Path, cfg: Config, *, resuming: bool) -> str | None:
     """Why `run_dir` may not take this run (rule 1): not writable, or it holds files of another
     run. None when it is free, resumed in place, or OVERWRITE=1."""
-    why = _unwritable(run_dir)
+    why = unwritable_reason(run_dir)
     if why:
         return f"RUNS_DIR={cfg.runs_dir}: {why}; choose a writable RUNS_DIR (nothing was written)"
     if resuming or cfg.overwrite or not run_dir.exists():

@@ -103,6 +103,10 @@ def test_reused_run_id_is_refused_and_overwrite_starts_fresh(tiny_config, tmp_pa
     first = train(cfg)
     log_before = (first.run_dir / "train.log").read_bytes()
     (first.run_dir / "notes.txt").write_text("mine")
+    (first.run_dir / "previous" / "1").mkdir(parents=True)           # an earlier QUANT_ONLY pair
+    (first.run_dir / "previous" / "1" / "eval.json").write_text("{}")
+    (first.run_dir / "previous" / "2").mkdir()
+    (first.run_dir / "previous" / "2" / "mine.txt").write_text("mine")
     with pytest.raises(ConfigError, match=r"RUN_ID=same: .*same already holds an earlier run.*OVERWRITE=1"):
         train(cfg.replace(seed=7))
     assert (first.run_dir / "train.log").read_bytes() == log_before   # untouched
@@ -113,6 +117,8 @@ def test_reused_run_id_is_refused_and_overwrite_starts_fresh(tiny_config, tmp_pa
     assert [r["step"] for r in rows] == [1, 2, 2]                     # one run: steps, final eval
     assert json.loads((second.run_dir / "config.json").read_text())["seed"] == 7
     assert (first.run_dir / "notes.txt").read_text() == "mine"        # not a run file: kept
+    assert not (first.run_dir / "previous" / "1").exists()             # the earlier run's pair
+    assert (first.run_dir / "previous" / "2" / "mine.txt").read_text() == "mine"
 
 
 # ----------------------------------------------------------------------------- 3, 4: runs

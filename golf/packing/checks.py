@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from golf.packing.budget import BudgetTable
+from golf.packing.budget import CAP_BYTES, BudgetTable
 from golf.packing.stats import RECORD_MARGIN_NATS, RECORD_P_VALUE
 
 REQUIRED_FIELDS = ("author", "name", "github_id", "val_bpb", "val_loss", "pre_quant_val_bpb",
@@ -31,6 +31,8 @@ class Check:
 
 def check_budget(tables: Sequence[BudgetTable]) -> Check:
     worst = max(tables, key=lambda t: t.total)
+    if worst.total > CAP_BYTES:  # a BUDGET_BYTES above the challenge cap packs, but cannot submit
+        return Check("size cap", "FAIL", f"total {worst.total:,} > the challenge cap {CAP_BYTES:,}")
     if worst.over:
         return Check("size cap", "FAIL", f"total {worst.total:,} > {worst.cap:,} by {-worst.headroom:,} bytes")
     status = "WARN" if worst.low_headroom else "PASS"
