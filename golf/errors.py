@@ -29,7 +29,7 @@ def user_errors(exit_code: int = 2) -> Iterator[None]:
         from golf.rundir import IO_ERRNOS, io_message
         if os.environ.get("GOLF_DEBUG") or exc.errno not in IO_ERRNOS:
             raise
-        print(f"error: {io_message(exc, 'writing', 'every file completed before it (writes are atomic)')}",
+        print(f"error: {io_message(exc, 'accessing it', 'every file completed before (writes are atomic)')}",
               file=sys.stderr)
         raise SystemExit(exit_code) from None
     except KeyboardInterrupt:
