@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from golf.packing.errors import BudgetError, PackError
+from golf.rules import CAP_BYTES
 
-CAP_BYTES = 16_000_000       # decimal bytes, never MiB
 LOW_HEADROOM_BYTES = 10_000  # warn below this
 
 
