@@ -27,7 +27,7 @@ from golf.packing.checks import (Check, check_budget, check_calibration, check_e
 from golf.packing.errors import BudgetError, PackError, RoundTripError
 from golf.packing.roundtrip import RoundTripResult, run_roundtrip
 from golf.packing.stats import mean_std, welch_one_sided
-from golf.rules import TRAIN_LIMIT_S, eval_mode
+from golf.rules import TRAIN_LIMIT_S
 
 __all__ = ["build_train_script", "code_bytes", "budget_table", "format_budget_table",
            "enforce_budget", "BudgetTable", "pack_run", "PackResult", "PackError", "BudgetError",

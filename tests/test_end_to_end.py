@@ -89,7 +89,7 @@ def test_quant_sensitivity_weights_the_fit_and_guards_its_artifact(e2e, monkeypa
     """eval_bpb --sensitivity -> QUANT_SENSITIVITY: the refit uses the measured slopes (logged)
     and stays under budget; a sensitivity file whose artifact changed since is refused."""
     from pathlib import Path
-    from eval_bpb import run_sensitivity
+    from golf.sensitivity import run_sensitivity
     from golf import main as golf_main
     from golf.pack import code_bytes
     _, s, _ = e2e
