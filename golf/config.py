@@ -21,10 +21,10 @@ from golf.rules import CAP_BYTES, TRAIN_LIMIT_S
 
 # The records' effective RoPE base. Their Rotary is built with a hard-coded train_seq_len of
 # 1024 and rescales base' = base * (T/1024)^(rd/(rd-2)) above it, so at T = 2048 with 16
-# rotated dims they train with 10000 * 2**(16/14) ~= 22,082 (anchor_arch.md §1.4, §8.1).
+# rotated dims they train with 10000 * 2**(16/14) ~= 22,082 (visible in the R29 record's code).
 R29_ROPE_BASE: float = 10000.0 * 2.0 ** (16 / 14)
 
-# The 1.1122 record (R29, anchor_arch.md §0/§1.3/§2.2): model knobs plus the loop knobs it
+# The 1.1122 record (R29): model knobs plus the loop knobs it
 # changes from golfkit's defaults. Shapes (11L/512/8H/4KV/MLP 3x) are the field defaults.
 R29_PRESET: dict[str, Any] = {
     "qk_gain_init": 1.5,

@@ -491,7 +491,7 @@ def format_table(rows: list[dict]) -> str:
 
 def format_gap_table(report: dict) -> str:
     """pre, post and post+TTT val_bpb with the quantization gap and the TTT gain side by side
-    (the gap is measured before TTT: TTT can more than recover it, anchor_quant.md §2.3)."""
+    (the gap is measured before TTT: TTT can more than recover it, as the TTT records show)."""
     rows = [("pre (full precision)", report.get("pre"), "", None),
             ("post (artifact)", report.get("post"), "quant gap", report.get("gap"))]
     t = report.get("post_ttt")

@@ -1,4 +1,4 @@
-"""Pre-submit checks as a PASS/WARN/FAIL report (the rules in anchor_eval.md, made mechanical)."""
+"""Pre-submit checks as a PASS/WARN/FAIL report (the challenge's submission rules, made mechanical)."""
 from __future__ import annotations
 
 import os
