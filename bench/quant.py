@@ -23,12 +23,13 @@ import time
 import torch
 
 import quant
+from golf.rules import CAP_BYTES
 from quant.codec import compress
 from quant.gptq import gptq_quantize
 from quant.scalar import clip_step, order0_entropy, qmax_for, round_scale, rtn_codes
 
 DIM, KV_DIM, HIDDEN, VOCAB = 512, 256, 1536, 1024
-DEFAULT_BUDGET = 16_000_000 - 60_000
+DEFAULT_BUDGET = CAP_BYTES - 60_000
 
 
 def layer_shapes(i: int) -> dict[str, tuple[int, int]]:
@@ -273,7 +274,7 @@ def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
         from golf.pack import code_bytes as shipped
         code_bytes = shipped()
     res["int8_zlib"] = {"bytes": base_bytes, "code_bytes": code_bytes,
-                        "fits_16MB": base_bytes + code_bytes <= 16_000_000,
+                        "fits_16MB": base_bytes + code_bytes <= CAP_BYTES,
                         "bits_per_param": round(8 * base_bytes / res["params"], 3)}
     q8 = quant.quantize_model(model, method="int8")
     t0 = time.perf_counter()
@@ -308,7 +309,7 @@ def compare_coders(ckpt_path: str, data_path: str, *, calib_seqs: int = 32,
                                         for _ in range(max(1, calib_seqs // 8))])
     if budget is None:
         from golf.pack import code_bytes
-        budget = 16_000_000 - code_bytes() - 2_000
+        budget = CAP_BYTES - code_bytes() - 2_000
     out: dict = {"budget_bytes": budget, "calib_tokens": max(1, calib_seqs // 8) * per}
     general = ("zstd", "brotli", "lzma", "zlib")
     for label, comps in (("best_of_4", general), ("with_rans", general + ("rans",))):

@@ -17,16 +17,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-# The challenge's cap on code + model bytes (decimal, never MiB): the one definition, used as
-# BUDGET_BYTES's default and by pack (golf/packing/budget.py) when no budget is given.
-CHALLENGE_CAP_BYTES: int = 16_000_000
+from golf.rules import CAP_BYTES, TRAIN_LIMIT_S
 
 # The records' effective RoPE base. Their Rotary is built with a hard-coded train_seq_len of
 # 1024 and rescales base' = base * (T/1024)^(rd/(rd-2)) above it, so at T = 2048 with 16
-# rotated dims they train with 10000 * 2**(16/14) ~= 22,082 (anchor_arch.md §1.4, §8.1).
+# rotated dims they train with 10000 * 2**(16/14) ~= 22,082 (visible in the R29 record's code).
 R29_ROPE_BASE: float = 10000.0 * 2.0 ** (16 / 14)
 
-# The 1.1122 record (R29, anchor_arch.md §0/§1.3/§2.2): model knobs plus the loop knobs it
+# The 1.1122 record (R29): model knobs plus the loop knobs it
 # changes from golfkit's defaults. Shapes (11L/512/8H/4KV/MLP 3x) are the field defaults.
 R29_PRESET: dict[str, Any] = {
     "qk_gain_init": 1.5,
@@ -150,7 +148,7 @@ class Config:
     iterations: int = 20_000             # ITERATIONS (upper bound; wallclock usually stops first)
     warmup_steps: int = 20               # WARMUP_STEPS (compile priming steps, state restored after)
     warmdown_iters: int = 3500           # WARMDOWN_ITERS (iterations' worth of time for LR decay)
-    max_wallclock_seconds: float = 600.0  # MAX_WALLCLOCK_SECONDS (0 = no cap)
+    max_wallclock_seconds: float = TRAIN_LIMIT_S  # MAX_WALLCLOCK_SECONDS (0 = no cap)
     val_loss_every: int = 4000           # VAL_LOSS_EVERY (0 = only at the end)
     train_log_every: int = 100           # TRAIN_LOG_EVERY
     checkpoint_every: int = 0            # CHECKPOINT_EVERY: steps between resumable checkpoints (0 = only on SIGINT/SIGTERM)
@@ -191,7 +189,7 @@ class Config:
     gptq_reserve_seconds: float = 8.0    # GPTQ_RESERVE_SECONDS (taken from the training wallclock)
     quant_small_numel: int = 65_536      # QUANT_SMALL_NUMEL (tensors this small stay fp16/fp32)
     quant_sensitivity: str = ""          # QUANT_SENSITIVITY: sensitivity.json (eval_bpb.py --sensitivity) to weight the fitter by measured loss
-    budget_bytes: int = CHALLENGE_CAP_BYTES  # BUDGET_BYTES (code + model cap, decimal bytes)
+    budget_bytes: int = CAP_BYTES        # BUDGET_BYTES (code + model cap, decimal bytes)
     budget_margin_bytes: int = 2_000     # BUDGET_MARGIN_BYTES (safety margin under the cap)
     # --- provenance -------------------------------------------------------------------------
     preset: str = ""                     # PRESET applied by from_env (r29 | p1125 | cpu | cpu_p1125)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from golf import distributed
 from golf import rundir as rd
 from golf.atomic import atomic_write_json, file_sha256
+from golf.rules import eval_mode
 
 # Bytes of the official 50k-doc FineWeb val split (sp1024), back-computed from official logs.
 OFFICIAL_VAL_BYTES = 151_080_168
@@ -207,7 +208,7 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_le
     secs = time.perf_counter() - t0
     return EvalResult(val_loss=float(val_loss), val_bpb=float(val_bpb), tokens=n_scored,
                       bytes=n_bytes, seconds=secs, tokens_per_s=n_scored / max(secs, 1e-9),
-                      mode="sliding" if stride > 0 else "chunked", seq_len=seq_len,
+                      mode=eval_mode(stride), seq_len=seq_len,
                       stride=stride, partial=partial)
 
 
@@ -489,7 +490,7 @@ def format_table(rows: list[dict]) -> str:
 
 def format_gap_table(report: dict) -> str:
     """pre, post and post+TTT val_bpb with the quantization gap and the TTT gain side by side
-    (the gap is measured before TTT: TTT can more than recover it, anchor_quant.md §2.3)."""
+    (the gap is measured before TTT: TTT can more than recover it, as the TTT records show)."""
     rows = [("pre (full precision)", report.get("pre"), "", None),
             ("post (artifact)", report.get("post"), "quant gap", report.get("gap"))]
     t = report.get("post_ttt")
@@ -565,7 +566,7 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     stride = cfg.eval_stride if stride is None else stride
     if max_tokens is None:
         max_tokens = cfg.max_eval_tokens or None
-    mode = mode or ("sliding" if stride > 0 else "chunked")
+    mode = mode or eval_mode(stride)
     if mode not in ("chunked", "sliding", "both"):
         raise EvalError(f"unknown mode {mode!r}; use chunked, sliding or both")
     if mode in ("sliding", "both") and stride <= 0:

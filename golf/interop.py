@@ -14,7 +14,7 @@ packs it like a trained run.
 Shapes come from the tensors (vocab, width, layers, heads from q_gain, KV heads, MLP width,
 bigram table, VE width and layer count); what they cannot tell (RoPE dims and base, XSA
 layers, LN scale, activation, softcap, QK-gain init) comes from the `--stack` preset, then
-`--env`. Formulas: shared/reference/anchor_arch.md §1.1-1.8; the int8 format: anchor_quant.md §3.1.
+`--env`. Formulas: the records' forward pass; the int8 format: the baseline's .ptz export.
 """
 from __future__ import annotations
 

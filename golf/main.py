@@ -25,7 +25,8 @@ from typing import Callable, Iterator
 
 from golf import distributed
 from golf import rundir as rd
-from golf.config import CHALLENGE_CAP_BYTES, Config
+from golf.config import Config
+from golf.rules import CAP_BYTES, eval_mode, run_eval_mode
 
 EMBEDDED_DATASET = "embedded_sp1024"
 
@@ -162,13 +163,17 @@ def measured_slopes(path: str, model, hessians, log: Callable[[str], None]) -> d
 def evaluate_run(cfg: Config, run_dir: Path, log: Callable[[str], None],
                  out_dir: Path | None = None) -> dict:
     """Pre- (EMA, full precision) vs post-quant (artifact) val_bpb on the same tokens; with
-    `out_dir` the artifact is read from there and eval.json written there (the staged pair)."""
+    `out_dir` the artifact is read from there and eval.json written there (the staged pair).
+    Every eval setting is passed from `cfg`: under QUANT_ONLY it holds the variables set now
+    over the saved config.json, which run_eval alone would read back."""
     from golf.evaluate import run_eval
-    mode = "both" if cfg.eval_stride > 0 else "chunked"
+    settings = dict(mode=run_eval_mode(cfg.eval_stride), log=log, seq_len=cfg.effective_eval_seq_len,
+                    stride=cfg.eval_stride, max_tokens=cfg.max_eval_tokens,
+                    batch_tokens=cfg.val_batch_size, ttt=ttt_settings())
     if out_dir is None:
-        return run_eval(run_dir=run_dir, mode=mode, log=log, ttt=ttt_settings())
+        return run_eval(run_dir=run_dir, **settings)
     return run_eval(run_dir=run_dir, artifact=str(out_dir / rd.ARTIFACT), out=out_dir / rd.EVAL,
-                    mode=mode, log=log, ttt=ttt_settings())
+                    **settings)
 
 
 def ttt_settings():
@@ -198,7 +203,7 @@ def print_summary(summary: dict, log: Callable[[str], None]) -> None:
         ("code bytes", f"{summary['code_bytes']:,}"),
         ("model bytes", f"{summary['model_bytes']:,}"),
         ("total bytes", f"{summary['total_bytes']:,}"),
-        (f"headroom to {summary.get('cap_bytes', CHALLENGE_CAP_BYTES):,}", f"{summary['headroom_bytes']:,}"),
+        (f"headroom to {summary.get('cap_bytes', CAP_BYTES):,}", f"{summary['headroom_bytes']:,}"),
     ] + [(f"time {k}", f"{v:.1f} s") for k, v in summary["phase_seconds"].items()]
     width = max(len(k) for k, _ in rows)
     log("=" * (width + 24))
@@ -217,7 +222,7 @@ def budget_problems(cfg: Config) -> list[str]:
         return []
     return [f"BUDGET_BYTES={cfg.budget_bytes}: leaves no bytes for the model; the code alone is "
             f"{code:,} bytes + BUDGET_MARGIN_BYTES={cfg.budget_margin_bytes:,}; set BUDGET_BYTES "
-            f"above {floor:,} (the challenge cap is {CHALLENGE_CAP_BYTES:,})"]
+            f"above {floor:,} (the challenge cap is {CAP_BYTES:,})"]
 
 
 def env_problems() -> list[str]:
@@ -412,7 +417,7 @@ def eval_only() -> int:
                           seq_len=seq_len, stride=cfg.eval_stride,
                           max_tokens=cfg.max_eval_tokens or None,
                           batch_tokens=cfg.val_batch_size, device=distributed.default_device())
-    label = "sliding" if cfg.eval_stride > 0 else "chunked"
+    label = eval_mode(cfg.eval_stride)
     print(f"eval_mode:{label} seq_len:{seq_len} stride:{cfg.eval_stride} tokens:{res.tokens} "
           f"bytes:{res.bytes} partial:{int(res.partial)} eval_time:{res.seconds * 1000:.0f}ms")
     print(f"final_roundtrip_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} "

@@ -1,5 +1,5 @@
 """The 11-layer XSA / QK-gain GPT and the record stack's extras (BigramHash, SmearGate, value
-embedding); shapes and formulas: shared/reference/anchor_arch.md §1.
+embedding); shapes and formulas are the records' (README "Model stacks" lists each difference).
 
 Every feature is switched by a Config field so ablations need no code edits. All large
 matrices are bias-free nn.Linear so quant/ can hook them; the tied embedding is the head.
@@ -34,7 +34,7 @@ def rope_base_for(seq_len: int, rope_dims: int, base: float, ntk_ref_len: int = 
 
     `base` as given unless `ntk_ref_len` > 0 and seq_len exceeds it: then the records' dynamic
     NTK rescale base * (T/ref)^(rd/(rd-2)) (their Rotary hard-codes ref = 1024, so at T = 2048
-    and rd = 16 they really train with 10000 * 2**(16/14) ~= 22,082; anchor_arch.md §1.4).
+    and rd = 16 they really train with 10000 * 2**(16/14) ~= 22,082, as the R29 record's code shows).
     """
     if ntk_ref_len > 0 and seq_len > ntk_ref_len:
         if rope_dims <= 2:
@@ -269,7 +269,7 @@ class TiedHead(nn.Module):
 class GPT(nn.Module):
     """Token (+ bigram) embedding -> norm -> (smear) -> U-Net of blocks -> norm -> tied head.
 
-    Optional record features (anchor_arch.md §1.6-1.8), each off at 0/False: BigramHash
+    Optional record features (from the records' code), each off at 0/False: BigramHash
     (`bigram.*`), SmearGate (`smear.gate`) and the shared value embedding (`ve_shared.*`,
     `ve_layer_scales.<k>` for the k-th layer of VE_LAYERS). The names are the records'.
     """

@@ -1,4 +1,4 @@
-"""Muon (anchor_arch.md §2.3), in two forms that give the same update.
+"""Muon (the records' optimizer for block matrices), in two forms that give the same update.
 
 Plain: every rank holds every averaged gradient and orthogonalises every matrix.
 Sharded ("Parallel Muon"): same-shape matrices form a bank; each bank's gradients are

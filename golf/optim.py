@@ -22,7 +22,7 @@ def muon_momentum(step: int, cfg: Config) -> float:
 def split_params(model: nn.Module, mode: str = "records") -> tuple[list, list, list]:
     """(Muon matrices, embedding tables / head, scalars and small matrices) for OPTIM_GROUPS.
 
-    records (anchor_arch.md §2.1, R23+): Muon gets only the 2-D block weights that are not
+    records (R23 onwards): Muon gets only the 2-D block weights that are not
     control tensors (c_q, c_k, c_v, attn.proj, mlp.fc, mlp.proj); the embedding group every
     nn.Embedding table (tok_emb, bigram.embed, ve_shared.embed) and an untied lm_head; the
     scalar group the rest: control tensors (resid_mix, scales, gains, skip_weights, gates) and

@@ -28,6 +28,7 @@ from golf.packing.checks import (Check, check_budget, check_calibration, check_e
 from golf.packing.errors import BudgetError, PackError, RoundTripError
 from golf.packing.roundtrip import RoundTripResult, run_roundtrip
 from golf.packing.stats import mean_std, welch_one_sided
+from golf.rules import TRAIN_LIMIT_S
 
 __all__ = ["build_train_script", "code_bytes", "budget_table", "format_budget_table",
            "enforce_budget", "BudgetTable", "pack_run", "PackResult", "PackError", "BudgetError",
@@ -268,7 +269,7 @@ def build_submission_json(runs: Sequence[RunInfo], table: BudgetTable, *, name: 
     sig = _significance(losses, baseline)
     if sig:
         sub["significance"] = sig
-    train_ok = all(r.train_time_ms is not None and r.train_time_ms <= 600_000 for r in runs)
+    train_ok = all(r.train_time_ms is not None and r.train_time_ms <= TRAIN_LIMIT_S * 1000 for r in runs)
     sub["compliance"] = {"artifact_under_16mb": sub["bytes_total"] <= min(table.cap, CAP_BYTES),
                          "training_under_600s": train_ok,
                          "calibration_on_train_data_in_budget": all(

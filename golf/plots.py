@@ -1,4 +1,5 @@
-"""PNG plots people would rather look at than read: the training loss curve.
+"""PNG plots people would rather look at than read: the training loss curve and the
+per-tensor quantization sensitivity.
 
 matplotlib is imported lazily with the Agg backend so headless machines and the packed
 submission (which never plots) do not pay for it.
@@ -8,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+
+from golf.atomic import atomic_file
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
@@ -53,8 +56,31 @@ def plot_loss_curves(metrics_path: str | os.PathLike, png_path: str | os.PathLik
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
     fig.tight_layout()
-    from golf.atomic import atomic_file
     with atomic_file(png_path, "wb") as fh:
         fig.savefig(fh, format="png")
     plt.close(fig)
+    return Path(png_path)
+
+
+def plot_sensitivity(report: dict, png_path: str | os.PathLike) -> Path:
+    """Horizontal bar chart of Δbpb, largest at the top; written atomically."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = report["rows"]
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.28 * len(rows) + 1.2)), dpi=110)
+    names = [r["name"] for r in rows][::-1]
+    vals = [r["delta_bpb"] for r in rows][::-1]
+    ax.barh(range(len(vals)), vals, color=["#c0392b" if v > 0 else "#2e86c1" for v in vals])
+    ax.set_yticks(range(len(vals)), names, fontsize=7)
+    ax.set_xlabel("Δ val_bpb when only this is quantized")
+    ax.axvline(0, color="k", lw=0.6)
+    ax.set_title(f"quantization sensitivity by {report['by']}"
+                 f"{' (partial)' if report['partial'] else ''}", fontsize=9)
+    fig.tight_layout()
+    try:
+        with atomic_file(png_path, "wb") as fh:
+            fig.savefig(fh, format="png")
+    finally:
+        plt.close(fig)
     return Path(png_path)

@@ -6,12 +6,12 @@ update, multi-epoch passes scored on the last epoch) differ from the legal ones 
 order of two lines. Here the order is fixed by construction and checked by tests
 (tests/test_ttt.py perturbs the stream after position t and asserts no score up to t moves):
 
-- `chunk` (R23 / PR #549, anchor_arch.md §5.4): the stream is cut into chunks of
+- `chunk` (R23 / PR #549): the stream is cut into chunks of
   TTT_CHUNK_TOKENS targets; every window of the usual plan (`golf.evaluate.window_plan`,
   chunked or sliding) belongs to the chunk holding its first scored target. Per chunk: score
   all its windows under no_grad, *then* SGD (momentum, epochs, clip) on that chunk's targets,
   all parameters, LR cosine across chunks; the last chunk is never trained on.
-- `lora` (the 1.0611 record's shape, anchor_eval.md §1.6): documents split at BOS; each
+- `lora` (the 1.0611 record's shape): documents split at BOS; each
   document is cut into TTT_LORA_CHUNK-target chunks scored with in-document context only; after
   a chunk is scored, that document's own LoRA adapters take one step on it (never after its
   last chunk). Each document of a batch has its own adapters (reset per batch, initialised from

@@ -89,7 +89,7 @@ def test_quant_sensitivity_weights_the_fit_and_guards_its_artifact(e2e, monkeypa
     """eval_bpb --sensitivity -> QUANT_SENSITIVITY: the refit uses the measured slopes (logged)
     and stays under budget; a sensitivity file whose artifact changed since is refused."""
     from pathlib import Path
-    from eval_bpb import run_sensitivity
+    from golf.sensitivity import run_sensitivity
     from golf import main as golf_main
     from golf.pack import code_bytes
     _, s, _ = e2e
@@ -110,3 +110,25 @@ def test_quant_sensitivity_weights_the_fit_and_guards_its_artifact(e2e, monkeypa
     # the refit replaced the artifact the sensitivity was measured on: refuse to reuse it
     with pytest.raises(ValueError, match="has changed since"):
         golf_main.quant_only(str(run))
+
+
+def test_quant_only_eval_settings_set_now_reach_the_evaluation(e2e, monkeypatch):
+    """QUANT_ONLY promises that EVAL_STRIDE / MAX_EVAL_TOKENS / EVAL_SEQ_LEN set now override
+    the saved config; they used to be dropped because run_eval re-read config.json."""
+    from pathlib import Path
+    from golf import main as golf_main
+    from golf.config import Config
+    _, s, _ = e2e
+    run = Path(s["run_dir"])
+    saved = Config.load(run / "config.json")
+    seq = saved.train_seq_len // 2
+    stride = seq // 4
+    assert (saved.max_eval_tokens, saved.eval_stride) != (1000, stride)
+    for k, v in {"MAX_EVAL_TOKENS": "1000", "EVAL_STRIDE": str(stride), "EVAL_SEQ_LEN": str(seq),
+                 "PACK": "0"}.items():
+        monkeypatch.setenv(k, v)
+    assert golf_main.quant_only(str(run)) == 0
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["mode"] == "sliding" and ev["stride"] == stride and ev["seq_len"] == seq
+    assert ev["post"]["tokens"] == ev["pre"]["tokens"] == 1000
+    assert ev["modes"]["chunked"]["post"]["tokens"] == 1000

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import eval_bpb
-from eval_bpb import divergence_box, find_divergences, tensor_classes
+from golf.compare import divergence_box, find_divergences
+from golf.sensitivity import run_sensitivity, tensor_class
+from quant.policy import CLASSES
 
 
 # ----------------------------------------------------------------------------- pure parts
@@ -38,16 +40,16 @@ def test_large_gap_alone_is_a_divergence():
     assert find_divergences(rows, 0.02) == []
 
 
-def test_tensor_classes():
+def test_sensitivity_classes_are_the_quantizers_classes():
     names = ["tok_emb.weight", "lm_head.weight", "blocks.0.attn.c_q.weight",
              "blocks.3.attn.proj.weight", "blocks.0.mlp.fc.weight", "blocks.1.mlp.proj.weight",
              "blocks.0.attn_scale", "skip_weights", "final_norm.weight"]
-    c = tensor_classes(names)
+    c = {n: tensor_class(n) for n in names}
     assert c["tok_emb.weight"] == c["lm_head.weight"] == "embedding"
     assert c["blocks.0.attn.c_q.weight"] == c["blocks.3.attn.proj.weight"] == "attention"
     assert c["blocks.0.mlp.fc.weight"] == c["blocks.1.mlp.proj.weight"] == "mlp"
     assert c["skip_weights"] == c["final_norm.weight"] == "other"
-    assert set(c.values()) <= set(eval_bpb.CLASSES)
+    assert set(c.values()) <= set(CLASSES)
 
 
 def _fake_run(root: Path, name: str, pre: float, post: float) -> Path:
@@ -162,10 +164,10 @@ def test_evaluate_source_is_deterministic_and_full_by_default(run_dir):
 
 def test_sensitivity_by_class_writes_sorted_json_and_png(run_dir):
     run, _ = run_dir
-    rep = eval_bpb.run_sensitivity(str(run), by="class", max_tokens=1024, log=lambda s: None)
+    rep = run_sensitivity(str(run), by="class", max_tokens=1024, log=lambda s: None)
     deltas = [r["delta_bpb"] for r in rep["rows"]]
     assert deltas == sorted(deltas, reverse=True) and rep["rows"]
-    assert {r["name"] for r in rep["rows"]} <= set(eval_bpb.CLASSES)
+    assert {r["name"] for r in rep["rows"]} <= set(CLASSES)
     assert json.loads((run / "sensitivity.json").read_text())["rows"] == rep["rows"]
     assert (run / "sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -20,7 +20,8 @@ import pytest
 from bench.faults import failing_replace, tiny_env, unwritable
 from golf import rundir as rd
 from golf.atomic import file_sha256
-from golf.config import CHALLENGE_CAP_BYTES, Config, ConfigError
+from golf.config import Config, ConfigError
+from golf.rules import CAP_BYTES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]
@@ -241,7 +242,7 @@ def test_pack_honours_budget_bytes_and_checks_the_artifact_once(finished, tmp_pa
                                                                 capsys):
     from golf.pack import PackError, RoundTripError, budget_cap, main, pack_run
     _cfg, run, _ = finished
-    assert budget_cap(None, {}) == CHALLENGE_CAP_BYTES == Config().budget_bytes
+    assert budget_cap(None, {}) == CAP_BYTES == Config().budget_bytes
     assert budget_cap(None, {"BUDGET_BYTES": "100000"}) == 100000 == budget_cap(100000, {})
     with pytest.raises(PackError, match="BUDGET_BYTES='abc'"):
         budget_cap(None, {"BUDGET_BYTES": "abc"})

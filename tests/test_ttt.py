@@ -409,6 +409,7 @@ def _fake(tmp_path: Path, name: str, pre: float, post: float, ttt_bpb: float | N
 
 def test_compare_ranks_by_choice_and_flags_post_vs_ttt_flips(tmp_path, capsys):
     import eval_bpb
+    from golf.compare import find_divergences
     a = _fake(tmp_path, "a", 1.100, 1.102, 1.090)
     b = _fake(tmp_path, "b", 1.101, 1.103, 1.080)               # worse post, better after TTT
     assert eval_bpb.main(["--compare", str(a), str(b), "--rank-by", "post_ttt", "--strict"]) == 3
@@ -420,7 +421,7 @@ def test_compare_ranks_by_choice_and_flags_post_vs_ttt_flips(tmp_path, capsys):
     with pytest.raises(SystemExit):
         eval_bpb.main(["--compare", str(a), str(c), "--rank-by", "post_ttt"])
     assert "has no post_ttt" in capsys.readouterr().err
-    assert eval_bpb.find_divergences([{"run": "x", "pre": 1.0, "post": 1.001, "post_ttt": 0.99},
+    assert find_divergences([{"run": "x", "pre": 1.0, "post": 1.001, "post_ttt": 0.99},
                                       {"run": "y", "pre": 1.1, "post": 1.101, "post_ttt": 1.0}]) == []
 
 

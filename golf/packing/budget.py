@@ -9,8 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from golf.config import CHALLENGE_CAP_BYTES as CAP_BYTES  # the one definition of the cap
 from golf.packing.errors import BudgetError, PackError
+from golf.rules import CAP_BYTES
 
 __all__ = ["CAP_BYTES", "BudgetTable", "budget_table", "format_budget_table", "enforce_budget"]
 LOW_HEADROOM_BYTES = 10_000  # warn below this

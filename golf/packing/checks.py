@@ -1,4 +1,4 @@
-"""Pre-submit checks as a PASS/WARN/FAIL report (the rules in anchor_eval.md, made mechanical)."""
+"""Pre-submit checks as a PASS/WARN/FAIL report (the challenge's submission rules, made mechanical)."""
 from __future__ import annotations
 
 import os
@@ -8,12 +8,11 @@ from typing import Any, Mapping, Sequence
 
 from golf.packing.budget import CAP_BYTES, BudgetTable
 from golf.packing.stats import RECORD_MARGIN_NATS, RECORD_P_VALUE
+from golf.rules import EVAL_LIMIT_S, TRAIN_LIMIT_S
 
 REQUIRED_FIELDS = ("author", "name", "github_id", "val_bpb", "val_loss", "pre_quant_val_bpb",
                    "bytes_total", "bytes_code", "bytes_model", "blurb", "date", "seeds",
                    "seed_results", "hardware", "track", "eval_method", "compliance")
-TRAIN_LIMIT_S = 600.0
-EVAL_LIMIT_S = 600.0      # evaluation (TTT included), in addition to training (anchor_eval.md §4.2)
 # How many times faster 8xH100 is assumed to be than k devices of a kind at evaluation: 8/k
 # for H100 and H200 (H200 counted as an H100: same compute, more memory), i.e. perfect
 # scaling over GPUs and no communication cost. Deliberately optimistic, so an estimate over
@@ -58,7 +57,7 @@ def check_calibration(hess: Mapping[str, Any] | None, seed: int) -> Check:
 
 
 def check_wallclock(train_ms: float | None, hardware: str, seed: int) -> Check:
-    name = f"training <= 600 s (seed {seed})"
+    name = f"training <= {TRAIN_LIMIT_S:.0f} s (seed {seed})"
     if train_ms is None:
         return Check(name, "WARN", "training time not recorded")
     secs = train_ms / 1000.0
@@ -91,7 +90,7 @@ def check_eval_time(eval_s: float | None, hardware: str, seed: int,
     """Evaluation (every post-quant scoring pass + TTT) against the 600 s limit on 8xH100:
     measured there -> PASS/FAIL; elsewhere an estimate (measured / speed ratio) labelled as one:
     over the limit FAIL, under it WARN; no known ratio -> WARN. Returns (check, estimate s)."""
-    name = f"eval <= 600 s (seed {seed})"
+    name = f"eval <= {EVAL_LIMIT_S:.0f} s (seed {seed})"
     if eval_s is None:
         return Check(name, "WARN", "eval seconds not recorded in eval.json; re-run eval_bpb.py"), None
     hw = hardware.lower().replace(" ", "").replace("×", "x")

@@ -1,0 +1,104 @@
+"""Per-tensor (or per-class) quantization sensitivity: the val_bpb cost of quantizing ONE
+tensor at a time, full precision elsewhere.
+
+Why: it shows where the artifact's bytes buy the most, and, measured on training text
+(split="train"), it is what the budget fitter can be steered by (QUANT_SENSITIVITY).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+import quant
+from golf import rundir
+from golf.atomic import atomic_write_json, file_sha256
+from golf.evaluate import (EvalError, default_device, evaluate_bpb, load_eval_data,
+                           load_eval_model, resolve_run_files)
+from golf.plots import plot_sensitivity
+
+
+def tensor_class(name: str) -> str:
+    """attention | mlp | embedding | other, by quant's own rule (the one the fitter uses)."""
+    return quant.classify(name, 2, 2, True, quant.QuantPolicy(small_numel=0, keep_float=()))
+
+
+def run_sensitivity(run_dir: str | None = None, *, checkpoint: str | None = None,
+                    artifact: str | None = None, by: str = "tensor", data: str | None = None,
+                    tokenizer: str | None = None, seq_len: int | None = None, stride: int = 0,
+                    max_tokens: int | None = 8192, batch_tokens: int | None = None,
+                    device: str | None = None, out_dir: str | None = None,
+                    byte_check: bool = True, log: Callable[[str], None] = print,
+                    split: str = "val") -> dict:
+    """Δval_bpb from quantizing ONE tensor (or one class) at a time, full precision elsewhere.
+
+    split="train" measures on the last training shard instead: the form to feed the budget
+    fitter (QUANT_SENSITIVITY), since an artifact tuned on validation text is not a fair score."""
+    if by not in ("tensor", "class"):
+        raise EvalError(f"--sensitivity-by must be tensor or class, got {by!r}")
+    exp_cfg, checkpoint, artifact = resolve_run_files(run_dir, checkpoint, artifact)
+    if checkpoint is None or artifact is None:
+        raise EvalError("sensitivity needs both full-precision weights (ema.pt/model.pt or "
+                        "--checkpoint) and an artifact (final_model.gkq or --artifact)")
+    device = device or default_device()
+    model, cfg, _ = load_eval_model(checkpoint, cfg_override=exp_cfg, device=device)
+    load_eval_model(artifact, cfg_override=cfg, device="cpu")  # config check, clear error
+    deq, _meta = quant.load_artifact(artifact)
+    live = model.state_dict()
+    full = {k: v.detach().clone() for k, v in live.items()}
+    ptr_names: dict[int, list[str]] = {}      # tied weights (e.g. tok_emb / lm_head) share storage
+    for k, v in live.items():
+        ptr_names.setdefault(v.data_ptr(), []).append(k)
+    aliases = {k: names for names in ptr_names.values() for k in names}
+    ed = load_eval_data(data or cfg.data_path, tokenizer or cfg.tokenizer_path, cfg.vocab_size,
+                        max_tokens=max_tokens, byte_check=byte_check, log=log, split=split)
+    kw = dict(seq_len=seq_len or cfg.effective_eval_seq_len, stride=stride,
+              batch_tokens=batch_tokens or cfg.val_batch_size, device=device,
+              max_tokens=ed.n_targets)
+
+    def score(replaced: Sequence[str]) -> float:
+        sd = dict(full)
+        for name in replaced:
+            for alias in aliases.get(name, [name]):
+                sd[alias] = deq[name].to(full[alias].dtype)
+        model.load_state_dict(sd)
+        return evaluate_bpb(model, ed.tokens, ed.lut, **kw).val_bpb
+
+    changed = [k for k in full if k in deq and deq[k].shape == full[k].shape
+               and aliases.get(k, [k])[0] == k
+               and not torch.equal(deq[k].float().cpu(), full[k].float().cpu())]
+    groups: dict[str, list[str]] = {}
+    if by == "tensor":
+        groups = {k: [k] for k in changed}
+    else:
+        for k in changed:
+            groups.setdefault(tensor_class(k), []).append(k)
+    base = score([])
+    everything = score(changed)
+    rows = []
+    for gname, members in groups.items():
+        rows.append({"name": gname, "delta_bpb": score(members) - base, "tensors": len(members),
+                     "params": int(sum(full[m].numel() for m in members))})
+    model.load_state_dict(full)
+    rows.sort(key=lambda r: r["delta_bpb"], reverse=True)
+    report = {"by": by, "base_val_bpb": base, "all_quantized_val_bpb": everything,
+              "all_quantized_delta": everything - base, "partial": ed.n_targets < len(ed.tokens) - 1,
+              "tokens": ed.n_targets, "checkpoint": checkpoint, "artifact": artifact,
+              "artifact_sha256": file_sha256(artifact), "split": split, "rows": rows}
+    log(format_sensitivity(report))
+    dest = Path(out_dir or run_dir or Path(artifact).parent)
+    atomic_write_json(dest / rundir.SENSITIVITY_JSON, report)
+    plot_sensitivity(report, dest / rundir.SENSITIVITY_PNG)
+    log(f"sensitivity:wrote {dest / rundir.SENSITIVITY_JSON} {dest / rundir.SENSITIVITY_PNG}")
+    return report
+
+
+def format_sensitivity(report: dict) -> str:
+    rows = report["rows"]
+    w = max([len("tensor")] + [len(r["name"]) for r in rows])
+    lines = [f"sensitivity by {report['by']}{' (partial)' if report['partial'] else ''}: base val_bpb "
+             f"{report['base_val_bpb']:.6f}, all quantized {report['all_quantized_delta']:+.6f}",
+             f"{'tensor' if report['by'] == 'tensor' else 'class':<{w}}  {'d_bpb':>10} {'params':>10}"]
+    lines += [f"{r['name']:<{w}}  {r['delta_bpb']:>+10.6f} {r['params']:>10,}" for r in rows]
+    return "\n".join(lines)
