@@ -1,7 +1,7 @@
 """Vocabulary 1024 vs 8192 on the proxy corpus: the same small model, the same byte budget.
 
-    python -m bench.vocab [--vocabs 1024,8192] [--iterations 200] [--batch-tokens 4096]
-                          [--budget-bytes 1200000]
+    python -m bench.vocab [--vocabs 1024,8192] [--iterations 150] [--batch-tokens 2048]
+                          [--budget-bytes 490000] [--layers 2] [--dim 64]
                           [--stdlib-mb 2] [--work runs/bench_vocab] [--out bench/results/vocab.json]
 
 For each vocabulary a tokenizer is trained with `prepare tokenizer` (the challenge's settings)
@@ -115,11 +115,11 @@ def format_table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vocabs", default="1024,8192")
-    ap.add_argument("--iterations", type=int, default=200)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--dim", type=int, default=128)
-    ap.add_argument("--batch-tokens", type=int, default=4096)
-    ap.add_argument("--budget-bytes", type=int, default=1_200_000)
+    ap.add_argument("--iterations", type=int, default=150)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--batch-tokens", type=int, default=2048)
+    ap.add_argument("--budget-bytes", type=int, default=490_000)
     ap.add_argument("--stdlib-mb", type=float, default=2.0)
     ap.add_argument("--shared", default="../shared/data")
     ap.add_argument("--seed", type=int, default=1337)

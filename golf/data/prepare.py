@@ -10,6 +10,7 @@ fineweb:   download a published export (sp1024, sp4096, sp8192, CaseOps, ...): s
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import gzip
 import hashlib
 import importlib
@@ -483,7 +484,6 @@ def _sidecar_names(entry: dict, n_val: int, where: str) -> list[str]:
         return []
     n = int(count) if count is not None else n_val
     names = [f"fineweb_val_bytes_{i:06d}.bin" for i in range(n)]
-    import fnmatch
     if glob_ and not all(fnmatch.fnmatch(x, Path(str(glob_)).name) for x in names):
         raise PrepareError(f"{where}: val_bytes_glob {glob_!r} does not name "
                            "fineweb_val_bytes_XXXXXX.bin files; this export's layout is unknown")
