@@ -393,3 +393,17 @@ def test_text_rerun_replaces_only_its_own_shards(tmp_path, embedded_data):
     (stray / "fineweb_train_000009.bin").write_bytes(b"x")
     with pytest.raises(PrepareError, match="fineweb_train_000009.bin"):
         prepare_text([small], embedded_data.tokenizer_path, stray, val_docs=2)
+
+
+def test_text_refuses_an_operator_tokenizer(tmp_path):
+    """`prepare text` writes no byte sidecar, so a tokenizer with user_defined pieces (whose
+    val split could then never be scored) is refused before any shard is written."""
+    from golf.data.prepare import train_tokenizer
+    tok = tmp_path / "ops.model"
+    train_tokenizer([f"\ue001word {i} and more text" for i in range(300)], tok, 300,
+                    user_defined_symbols=["\ue001"])
+    src = tmp_path / "d.jsonl"
+    src.write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(5)))
+    with pytest.raises(PrepareError, match="user_defined pieces.*byte sidecar"):
+        prepare_text([src], tok, tmp_path / "ds", val_docs=1)
+    assert not (tmp_path / "ds").exists()
