@@ -1,7 +1,7 @@
 """Vocabulary 1024 vs 8192 on the proxy corpus: the same small model, the same byte budget.
 
     python -m bench.vocab [--vocabs 1024,8192] [--iterations 150] [--batch-tokens 2048]
-                          [--budget-bytes 490000] [--layers 2] [--dim 64]
+                          [--budget-bytes 340000] [--layers 2] [--dim 64]
                           [--stdlib-mb 2] [--work runs/bench_vocab] [--out bench/results/vocab.json]
 
 For each vocabulary a tokenizer is trained with `prepare tokenizer` (the challenge's settings)
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--batch-tokens", type=int, default=2048)
-    ap.add_argument("--budget-bytes", type=int, default=490_000)
+    ap.add_argument("--budget-bytes", type=int, default=340_000)
     ap.add_argument("--stdlib-mb", type=float, default=2.0)
     ap.add_argument("--shared", default="../shared/data")
     ap.add_argument("--seed", type=int, default=1337)
