@@ -56,6 +56,23 @@ def stdlib_sources(limit_bytes: int) -> list[str]:
     return docs
 
 
+def proxy_documents(shared: Path, stdlib_mb: float, seed: int) -> tuple[list[str], list[str], dict]:
+    """(val documents, shuffled training documents, source counts): the corpus's text, also
+    what `bench.vocab` trains its tokenizers on (the training documents only)."""
+    c4 = shared / "corpora/c4_en_olmo_sample1000/c4-sample.00000-of-00001.json.gz"
+    fw = shared / "corpora/fineweb_pgolf_docs200/verify_docs.jsonl"
+    with gzip.open(c4, "rt", encoding="utf-8") as f:
+        c4_docs = [json.loads(line)["text"] for line in f if line.strip()]
+    val, train = c4_docs[:VAL_DOCS], c4_docs[VAL_DOCS:]
+    fw_docs = [json.loads(line)["text"] for line in fw.read_text(encoding="utf-8").splitlines() if line.strip()]
+    train += fw_docs
+    std = stdlib_sources(int(stdlib_mb * 1e6))
+    train += std
+    sources = {"c4_val": len(val), "c4_train": len(c4_docs) - len(val), "fineweb": len(fw_docs),
+               "stdlib": len(std), "shuffle_seed": seed}
+    return val, interleave(train, seed), sources
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default="../shared/data")
@@ -64,16 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="shuffle seed of the training documents")
     args = ap.parse_args(argv)
     shared, root = Path(args.shared), Path(args.root)
-    c4 = shared / "corpora/c4_en_olmo_sample1000/c4-sample.00000-of-00001.json.gz"
-    fw = shared / "corpora/fineweb_pgolf_docs200/verify_docs.jsonl"
-    with gzip.open(c4, "rt", encoding="utf-8") as f:
-        c4_docs = [json.loads(line)["text"] for line in f if line.strip()]
-    val, train = c4_docs[:VAL_DOCS], c4_docs[VAL_DOCS:]
-    fw_docs = [json.loads(line)["text"] for line in fw.read_text(encoding="utf-8").splitlines() if line.strip()]
-    n_fw = len(fw_docs)
-    train += fw_docs
-    train += stdlib_sources(int(args.stdlib_mb * 1e6))
-    docs = val + interleave(train, args.seed)
+    val, train, sources = proxy_documents(shared, args.stdlib_mb, args.seed)
+    docs = val + train
     tok = root / OFFICIAL
     tok.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shared / OFFICIAL, tok)
@@ -85,8 +94,6 @@ def main(argv: list[str] | None = None) -> int:
         src = Path(tmp) / "docs.jsonl"
         src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
         stats = prepare_text([src], tok, out, val_docs=VAL_DOCS, vocab_size=1024)
-    sources = {"c4_val": len(val), "c4_train": len(c4_docs) - len(val), "fineweb": n_fw,
-               "stdlib": len(train) - (len(c4_docs) - len(val)) - n_fw, "shuffle_seed": args.seed}
     print(json.dumps({"dataset": str(out), "tokenizer": str(tok), "sources": sources, **stats}, indent=1))
     return 0
 

@@ -3,6 +3,11 @@
 Bytes are those of the normalized, decoded text (what `sp.decode` returns), which is what
 the challenge scores; the only context-dependent term is the leading "▁", worth one
 space byte unless the previous token is a control/boundary token.
+
+A tokenizer trained on transformed text (CaseOps: user-defined operator pieces that stand for
+no text of their own) cannot be scored from its pieces: its val stream must come with a byte
+sidecar (`fineweb_val_bytes_*.bin`, the original-text bytes of each token), and then the
+sidecar, never the table, is the denominator (`val_byte_counter` picks).
 """
 from __future__ import annotations
 
@@ -31,8 +36,85 @@ class ByteLUT:
                 torch.as_tensor(self.is_boundary, device=device))
 
 
+@dataclass(frozen=True)
+class SidecarBytes:
+    """Original-text bytes of every token of one val stream (token i -> bytes[i]; BOS and
+    operator tokens 0), read from the byte sidecar. Target t is token t+1."""
+    per_token: np.ndarray   # int64, same length as the val stream
+    source: str
+
+
+def bytes_at(tokens: np.ndarray, idx: np.ndarray, counter) -> np.ndarray:
+    """Bytes of the targets `idx` (target t = tokens[t+1], predicted after tokens[t]) from a
+    ByteLUT (piece table) or a SidecarBytes (per-token counts): the one dispatch point."""
+    idx = np.asarray(idx, dtype=np.int64)
+    if isinstance(counter, SidecarBytes):
+        return counter.per_token[idx + 1]
+    return target_bytes(np.asarray(tokens[idx]).astype(np.int64),
+                        np.asarray(tokens[idx + 1]).astype(np.int64), counter)
+
+
+def range_bytes(tokens: np.ndarray, a: int, e: int, counter) -> int:
+    """Σ bytes of targets a..e-1 (see bytes_at)."""
+    if isinstance(counter, SidecarBytes):
+        return int(counter.per_token[a + 1:e + 1].sum())
+    t = np.asarray(tokens[a:e + 1]).astype(np.int64)
+    return int(np.asarray(target_bytes(t[:-1], t[1:], counter), dtype=np.int64).sum())
+
+
+def user_defined_pieces(sp) -> list[int]:
+    """Ids of user_defined pieces (operator symbols: the table would count their UTF-8)."""
+    return [t for t in range(sp.vocab_size()) if _is_user_defined(sp, t)]
+
+
+def val_byte_counter(sp, vocab_size: int, tokens: np.ndarray, sidecar: np.ndarray | None, *,
+                     text_transform: str | None = None, where: str = "DATA_PATH"):
+    """The byte denominator of a val stream: the sidecar when there is one, else the table.
+
+    Rules (anchor_eval.md §1.1, §2.1): a tokenizer with user_defined pieces, or a dataset
+    declaring a text transform, needs the sidecar (its pieces do not spell the original
+    text), so without one it is refused. A sidecar next to a plain tokenizer must agree with
+    the table on every token (a disagreement means one of them is wrong: error).
+    """
+    ops = user_defined_pieces(sp)
+    needs = []
+    if ops:
+        needs.append(f"{len(ops)} user_defined pieces (e.g. {sp.id_to_piece(ops[0])!r}, id "
+                     f"{ops[0]}) that stand for no text bytes")
+    if text_transform:
+        needs.append(f"the dataset declares text_transform {text_transform!r}")
+    if sidecar is not None and len(sidecar) != len(tokens):
+        raise ByteLUTError(f"{where}: byte sidecar has {len(sidecar):,} entries but the val "
+                           f"stream has {len(tokens):,} tokens; it belongs to other val shards, "
+                           "fetch the matching fineweb_val_bytes_*.bin")
+    if needs and sidecar is None:
+        raise ByteLUTError(f"{where}: the tokenizer's val bytes cannot be counted from its pieces: "
+                           f"{'; '.join(needs)}; the original-text byte counts must come from a "
+                           "byte sidecar fineweb_val_bytes_*.bin beside the val shards (the "
+                           "variant's download ships it)")
+    if sidecar is None:
+        return build_byte_lut(sp, vocab_size)
+    counts = SidecarBytes(np.asarray(sidecar).astype(np.int64), where)
+    if not needs:
+        lut = build_byte_lut(sp, vocab_size)
+        toks = np.asarray(tokens).astype(np.int64)
+        from_lut = np.concatenate([[0], target_bytes(toks[:-1], toks[1:], lut)])
+        bad = np.flatnonzero(from_lut != counts.per_token)
+        if bad.size:
+            i = int(bad[0])
+            raise ByteLUTError(f"{where}: byte sidecar and byte table disagree on {bad.size:,} "
+                               f"tokens (first: token {i}, id {int(toks[i])}, sidecar "
+                               f"{int(counts.per_token[i])} vs table {int(from_lut[i])} bytes); "
+                               "the sidecar was made for other shards or another tokenizer")
+    return counts
+
+
 def build_byte_lut(sp_or_path, vocab_size: int) -> ByteLUT:
-    """Per-token byte table for any SentencePiece model (rules: challenge README "Score")."""
+    """Per-token byte table for any SentencePiece model (rules: challenge README "Score").
+
+    Refused: no standalone "▁" piece (every space would cost byte-fallback pieces, Issue
+    #897) and user_defined pieces (need a sidecar). Byte-fallback pieces count exactly 1 byte
+    each; control, unknown and unused pieces 0 (unk targets are refused at scoring time)."""
     sp = sp_or_path
     where = "<tokenizer>"
     if isinstance(sp_or_path, (str, os.PathLike)):

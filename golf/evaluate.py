@@ -30,6 +30,12 @@ from golf.rules import eval_mode
 # Bytes of the official 50k-doc FineWeb val split (sp1024), back-computed from official logs.
 OFFICIAL_VAL_BYTES = 151_080_168
 OFFICIAL_VAL_TARGETS_SP1024 = 62_021_845   # untruncated stream (62,021,846 tokens) - 1
+# (vocab, scored from a sidecar) -> (val targets as logged, val bytes back-computed from the
+# records' logs), anchor_eval.md §0 / §1.3: the sanity figure each variant's check prints.
+REFERENCE_VAL = {(1024, False): (OFFICIAL_VAL_TARGETS_SP1024, OFFICIAL_VAL_BYTES),
+                 (4096, False): (45_508_608, 151_073_877),
+                 (8192, False): (40_540_160, 151_078_218),
+                 (8192, True): (47_853_343, 151_074_495)}
 
 
 class EvalError(ValueError):
@@ -144,11 +150,12 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_le
     Sliding mode's tail window gets a full seq_len of context (the record scripts give it
     less), all other windows match the record scripts' `ws + ctx < N` form.
     NLL is float32 cross-entropy per scored target, summed in float64; bytes come from
-    `golf.bpb.target_bytes(prev, target, lut)`. Every target is scored exactly once (raises
+    `golf.bpb.range_bytes` (the piece table, or the byte sidecar when `lut` is a
+    golf.bpb.SidecarBytes). Every target is scored exactly once (raises
     otherwise). Under torch.distributed the windows are split across ranks and the three
     sums all-reduced, so every rank returns the same result.
     """
-    from golf.bpb import bpb_from_sums, target_bytes
+    from golf.bpb import bpb_from_sums, range_bytes
 
     t0 = time.perf_counter()
     toks = np.asarray(tokens)
@@ -181,9 +188,7 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_le
     finally:
         model.train(was_training)
     if my_plan:  # a rank's windows score one contiguous target range: count its bytes at once
-        a, e = my_plan[0][1], my_plan[-1][2]
-        b = target_bytes(toks[a:e].astype(np.int64), toks[a + 1:e + 1].astype(np.int64), lut)
-        n_bytes = int(np.asarray(b, dtype=np.int64).sum())
+        n_bytes = range_bytes(toks, my_plan[0][1], my_plan[-1][2], lut)
 
     if _dist_active(world_size):
         import torch.distributed as dist
@@ -266,27 +271,54 @@ def decoded_target_bytes(sp: Any, tokens: np.ndarray, n_targets: int) -> int:
 
 
 def lut_target_bytes(tokens: np.ndarray, n_targets: int, lut: Any) -> int:
-    """Σ LUT bytes of the first n_targets targets (what the scorer's denominator will be)."""
-    from golf.bpb import target_bytes
-    t = np.asarray(tokens[: n_targets + 1]).astype(np.int64)
-    return int(np.asarray(target_bytes(t[:-1], t[1:], lut), dtype=np.int64).sum())
+    """Σ bytes of the first n_targets targets (what the scorer's denominator will be), from
+    the piece table or the byte sidecar."""
+    from golf.bpb import range_bytes
+    return range_bytes(tokens, 0, n_targets, lut)
+
+
+def _reference(vocab: int, sidecar: bool, n_targets: int) -> str:
+    ref = REFERENCE_VAL.get((vocab, sidecar))
+    if ref and abs(n_targets - ref[0]) < 0.01 * ref[0]:
+        return f" official_reference_bytes:{ref[1]:,}"
+    return ""
 
 
 def check_bytes(sp: Any, tokens: np.ndarray, n_targets: int, lut: Any,
                 log: Callable[[str], None] | None = print, source: str = "") -> int:
-    """Raise unless LUT bytes == decoded UTF-8 bytes; print both (and the official reference)."""
-    lut_bytes = lut_target_bytes(tokens, n_targets, lut)
+    """Raise unless the scorer's bytes == the decoded text's UTF-8 bytes; print both (and the
+    official reference of the variant when the stream is the full val split).
+
+    With a byte sidecar the ground truth is the decoded text less the operator
+    (user_defined) pieces, which stand for no text. Targets that are <unk> are refused: the
+    text they replaced is lost, so no byte count of it is exact (retrain with byte_fallback).
+    """
+    from golf.bpb import SidecarBytes, user_defined_pieces
+    sidecar = isinstance(lut, SidecarBytes)
+    counted = lut_target_bytes(tokens, n_targets, lut)
     dec = decoded_target_bytes(sp, tokens, n_targets)
+    tgt = np.asarray(tokens[1:n_targets + 1]).astype(np.int64)
+    n_unk = int((tgt == sp.unk_id()).sum())
+    if n_unk:
+        raise EvalError(f"{source or 'the val tokens'}: {n_unk:,} scored targets are <unk> "
+                        "(the tokenizer has no byte fallback), so the text behind them is lost "
+                        "and no byte count is exact; use a tokenizer trained with "
+                        "byte_fallback=True (python -m golf.data.prepare tokenizer)")
+    ops = user_defined_pieces(sp)
+    if sidecar and ops:
+        op_len = np.zeros(sp.get_piece_size(), dtype=np.int64)
+        op_len[ops] = [len(sp.id_to_piece(i).encode("utf-8")) for i in ops]
+        dec -= int(op_len[tgt].sum())
     if log:
-        ref = ""
-        if sp.get_piece_size() == 1024 and abs(n_targets - OFFICIAL_VAL_TARGETS_SP1024) < 0.01 * OFFICIAL_VAL_TARGETS_SP1024:
-            ref = f" official_reference_bytes:{OFFICIAL_VAL_BYTES:,}"
-        log(f"byte_check lut_bytes:{lut_bytes:,} decoded_utf8_bytes:{dec:,}{ref}")
-    if lut_bytes != dec:
-        raise EvalError(f"byte check failed for {source or 'the val tokens'}: the byte LUT counts "
-                        f"{lut_bytes:,} bytes but the decoded text is {dec:,} UTF-8 bytes; the "
-                        "tokenizer does not match the shards (fix TOKENIZER_PATH / --tokenizer), "
-                        "or pass --skip-byte-check to score anyway")
+        kind = "sidecar_bytes" if sidecar else "lut_bytes"
+        log(f"byte_check {kind}:{counted:,} decoded_utf8_bytes:{dec:,}"
+            f"{_reference(sp.get_piece_size(), sidecar, n_targets)}")
+    if counted != dec:
+        what = "the byte sidecar" if sidecar else "the byte LUT"
+        raise EvalError(f"byte check failed for {source or 'the val tokens'}: {what} counts "
+                        f"{counted:,} bytes but the decoded text is {dec:,} UTF-8 bytes; the "
+                        "tokenizer (or sidecar) does not match the shards (fix TOKENIZER_PATH / "
+                        "--tokenizer), or pass --skip-byte-check to score anyway")
     return dec
 
 
@@ -363,7 +395,8 @@ def load_eval_model(source: str | os.PathLike, cfg_override: Any = None,
 
 @dataclass
 class EvalData:
-    """Validation tokens + LUT + tokenizer, loaded once and shared by pre/post evaluation."""
+    """Validation tokens + byte counter (piece table or sidecar) + tokenizer, loaded once and
+    shared by pre/post evaluation."""
     tokens: np.ndarray
     lut: Any
     sp: Any
@@ -377,24 +410,27 @@ def load_eval_data(data_path: str, tokenizer_path: str, vocab_size: int, *,
     """Load val tokens (or, with split="train", the last training shard: for measurements that
     steer the artifact, which must not see validation data) and the tokenizer's byte LUT;
     run the ground-truth byte check."""
-    from golf.bpb import build_byte_lut
-    from golf.data.shards import (check_token_range, find_shards, load_val_tokens, read_shard,
-                                  train_pattern)
+    from golf.bpb import val_byte_counter
+    from golf.data.shards import (check_token_range, dataset_text_transform, find_shards,
+                                  load_val_bytes, load_val_tokens, read_shard, train_pattern)
     from golf.data.tokenizer import load_tokenizer
 
     sp = load_tokenizer(tokenizer_path, expected_vocab=vocab_size)
     if sp.get_piece_size() != vocab_size:
         raise EvalError(f"{tokenizer_path}: tokenizer has {sp.get_piece_size()} pieces but the model "
                         f"has vocab_size={vocab_size}; pass the tokenizer the model was trained with")
-    lut = build_byte_lut(sp, vocab_size)
+    sidecar = None
     if split == "val":
         tokens = load_val_tokens(str(data_path), vocab_size)
+        sidecar = load_val_bytes(data_path)
     elif split == "train":
         last = find_shards(train_pattern(data_path))[-1]
         tokens = np.asarray(read_shard(last))
         check_token_range(tokens, vocab_size, last)
     else:
         raise EvalError(f"unknown split {split!r}; use val or train")
+    lut = val_byte_counter(sp, vocab_size, tokens, sidecar, where=str(data_path),
+                           text_transform=dataset_text_transform(data_path))
     n_total = max(0, len(tokens) - 1)
     n = n_total if not max_tokens else min(n_total, int(max_tokens))
     dec = check_bytes(sp, tokens, n, lut, log=log, source=str(data_path)) if byte_check else None

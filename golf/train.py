@@ -86,9 +86,9 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     `stop_after_steps` (test hook) behaves like a SIGTERM after that many total steps:
     it writes checkpoint.pt and returns with stopped_early=True.
     """
-    from golf.bpb import build_byte_lut
+    from golf.bpb import val_byte_counter
     from golf.data.loader import DistributedTokenLoader
-    from golf.data.shards import load_val_tokens
+    from golf.data.shards import dataset_text_transform, load_val_bytes, load_val_tokens
     from golf.data.tokenizer import load_tokenizer
 
     cfg.validate()  # every bad setting at once, before any data is read or anything written
@@ -106,10 +106,12 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
         rd.check_resume(ckpt_path, cfg, run_dir, changes)
     rd.check_run_dir(run_dir, cfg, resuming=in_place)
     sp = load_tokenizer(cfg.tokenizer_path, cfg.vocab_size)
-    lut = build_byte_lut(sp, cfg.vocab_size)
     loader = DistributedTokenLoader(cfg.data_path, rank=di.rank, world_size=di.world_size,
                                     seed=cfg.seed, vocab_size=cfg.vocab_size)
     val_tokens = load_val_tokens(cfg.data_path, cfg.vocab_size)
+    lut = val_byte_counter(sp, cfg.vocab_size, val_tokens, load_val_bytes(cfg.data_path),
+                           text_transform=dataset_text_transform(cfg.data_path),
+                           where=str(cfg.data_path))
     ckpt = (load_torch_file(ckpt_path, "unset RESUME to start fresh, or point it at another run's "
                             f"{rd.CHECKPOINT}", keys=("model", "step")) if ckpt_path else None)
 

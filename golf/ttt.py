@@ -155,7 +155,7 @@ class TTTResult(EvalResult):
 
 class _Tally:
     """Σ NLL, targets and bytes of what was scored; per target NLL and counts when recording
-    (the tests' C1-C4 checks). Bytes come from golf.bpb.target_bytes of the scored targets."""
+    (the tests' C1-C4 checks). Bytes come from golf.bpb.bytes_at of the scored targets."""
 
     def __init__(self, toks: np.ndarray, n: int, lut: Any, record: bool):
         self.toks, self.lut = toks, lut
@@ -165,13 +165,11 @@ class _Tally:
 
     def add(self, spans: Sequence[tuple[int, int]], nll: torch.Tensor) -> None:
         """nll: per-target NLL of the target ranges `spans`, concatenated in order."""
-        from golf.bpb import target_bytes
+        from golf.bpb import bytes_at
         self.nll_sum += float(nll.double().sum().item())
         self.tokens += int(nll.numel())
         idx = np.concatenate([np.arange(a, b) for a, b in spans])
-        prev = self.toks[idx].astype(np.int64)
-        tgt = self.toks[idx + 1].astype(np.int64)
-        self.bytes += int(np.asarray(target_bytes(prev, tgt, self.lut), dtype=np.int64).sum())
+        self.bytes += int(np.asarray(bytes_at(self.toks, idx, self.lut), dtype=np.int64).sum())
         if self.per is not None:
             self.per[idx] = nll.detach().float().cpu().numpy()
             np.add.at(self.counts, idx, 1)

@@ -158,3 +158,198 @@ class _NoSpacePiece:
 def test_rejects_tokenizer_without_space_piece():
     with pytest.raises(ByteLUTError, match="standalone"):
         build_byte_lut(_NoSpacePiece(), 8)
+
+
+# ----------------------------------------------------------------------------- every tokenizer
+def _held_tokenizers() -> list[str]:
+    from conftest import SHARED_DATA
+    root = SHARED_DATA / "tokenizers"
+    found = sorted(str(p.relative_to(root)) for p in root.rglob("*.model")) if root.is_dir() else []
+    return found or ["<none: ../shared/data/tokenizers missing>"]
+
+
+def _corpus_docs(shared_data, corpus: str) -> list[str]:
+    if corpus == "fineweb":
+        path = shared_data / "corpora" / "fineweb_pgolf_docs200" / "verify_docs.jsonl"
+        return [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
+    path = shared_data / "corpora" / "c4_en_olmo_sample1000" / "c4-sample.00000-of-00001.json.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line)["text"] for line in f if line.strip()][:300]
+
+
+def _decoded_without_unk(sp, ids: list[int]) -> int:
+    """Ground truth by SentencePiece's own decoder: the text of the pieces between <unk>s
+    (an <unk> replaced text that is gone; the decoder would print ' ⁇ ' for it)."""
+    total, seg = 0, []
+    for i in ids + [sp.unk_id()]:
+        if i == sp.unk_id():
+            if seg:
+                total += len(sp.decode(seg).encode("utf-8"))
+            seg = []
+        else:
+            seg.append(i)
+    return total
+
+
+@pytest.mark.parametrize("corpus", ["fineweb", "c4"])
+@pytest.mark.parametrize("name", _held_tokenizers())
+def test_every_held_tokenizer_table_is_exact(shared_data, name, corpus):
+    """LUT bytes == decoded UTF-8 bytes, document by document, for every tokenizer we hold;
+    a tokenizer without byte fallback emits <unk>, and the scorer refuses such a stream."""
+    from golf.evaluate import EvalError, check_bytes
+    path = shared_data / "tokenizers" / name
+    if not path.is_file():
+        pytest.skip(f"{path} missing")
+    sp = spm.SentencePieceProcessor(model_file=str(path))
+    lut = build_byte_lut(sp, sp.vocab_size())
+    stream, n_unk = [], 0
+    for i, text in enumerate(_corpus_docs(shared_data, corpus)):
+        ids = sp.encode(text)
+        seq = np.array([1] + ids)
+        counted = int(target_bytes(seq[:-1], seq[1:], lut).sum())
+        truth = _decoded_without_unk(sp, ids)
+        assert counted == truth, f"{name} {corpus} doc {i}: table {counted}, decoded {truth}"
+        n_unk += ids.count(sp.unk_id())
+        if ids.count(sp.unk_id()) == 0:
+            assert counted == len(sp.decode(ids).encode("utf-8"))
+        stream.extend(seq.tolist())
+    toks = np.array(stream)
+    if n_unk == 0:
+        assert check_bytes(sp, toks, len(toks) - 1, lut, log=None) == int(
+            target_bytes(toks[:-1], toks[1:], lut).sum())
+    else:
+        with pytest.raises(EvalError, match="<unk>"):
+            check_bytes(sp, toks, len(toks) - 1, lut, log=None)
+
+
+def test_byte_fallback_pieces_count_one_byte_each(official):
+    """A character outside the vocabulary becomes one byte piece per UTF-8 byte, each 1."""
+    sp, lut = official
+    ch = "\u9f98"                                   # a 3-byte CJK character, not a piece
+    ids = sp.encode(ch)
+    assert [sp.is_byte(i) for i in ids] == [True, True, True]
+    seq = np.array([1] + ids)
+    assert int(target_bytes(seq[:-1], seq[1:], lut).sum()) == len(ch.encode()) == 3
+
+
+# ----------------------------------------------------------------------------- byte sidecar
+TITLE, ALLCAPS = "\ue001", "\ue002"     # CaseOps-like operator pieces (no text of their own)
+
+
+def _case_transform(text: str) -> str:
+    """Lossless case transform: TITLE before a capitalized word, ALLCAPS before an all-caps
+    one, the word lowercased (ASCII only, so lowercasing keeps every byte count)."""
+    out = []
+    for w in text.split(" "):
+        if len(w) > 1 and w.isupper():
+            out.append(ALLCAPS + w.lower())
+        elif w[:1].isupper():
+            out.append(TITLE + w.lower())
+        else:
+            out.append(w)
+    return " ".join(out)
+
+
+def _caseops_docs(n: int) -> list[str]:
+    rng = np.random.default_rng(1)
+    words = ["the", "River", "NASA", "flows", "North", "into", "a", "Sea", "of", "USA", "data",
+             "Paris", "and", "small", "Boats", "carry", "IBM", "cargo", "every", "Day"]
+    return [" ".join(rng.choice(words, size=int(rng.integers(5, 30)))) for _ in range(n)]
+
+
+def _independent_sidecar(sp, toks: np.ndarray) -> np.ndarray:
+    """Original-text bytes per token, written from the transform's definition: operators and
+    BOS 0, byte pieces 1, other pieces their UTF-8 with ▁ as one space (no ▁ after BOS)."""
+    out = np.zeros(len(toks), dtype=np.int64)
+    for i, t in enumerate(toks.tolist()):
+        piece = sp.id_to_piece(t)
+        if sp.is_control(t) or piece in (TITLE, ALLCAPS):
+            continue
+        if sp.is_byte(t):
+            out[i] = 1
+            continue
+        if i and toks[i - 1] == 1 and piece.startswith("▁"):
+            piece = piece[1:]
+        out[i] = len(piece.replace("▁", " ").encode("utf-8"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def caseops_data(tmp_path_factory):
+    """A tiny CaseOps-like dataset: tokenizer with operator pieces trained on transformed
+    text, val/train shards of transformed text, the val byte sidecar and a manifest."""
+    from golf.atomic import atomic_write_json
+    from golf.data.prepare import encode_docs, train_tokenizer
+    from golf.data.shards import write_shard
+    root = tmp_path_factory.mktemp("caseops")
+    docs = _caseops_docs(240)
+    model = root / "tok" / "caseops_320.model"
+    train_tokenizer([_case_transform(d) for d in docs[40:]], model, 320,
+                    user_defined_symbols=[TITLE, ALLCAPS])
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    ds = root / "ds"
+    val = encode_docs(sp, [_case_transform(d) for d in docs[:40]])
+    write_shard(ds / "fineweb_val_000000.bin", val)
+    write_shard(ds / "fineweb_train_000000.bin", encode_docs(sp, [_case_transform(d) for d in docs[40:]]))
+    write_shard(ds / "fineweb_val_bytes_000000.bin", _independent_sidecar(sp, val))
+    atomic_write_json(ds / "manifest.json", {"name": "ds", "text_transform": "case_ops_test"})
+    return sp, model, ds, val, docs[:40]
+
+
+def test_caseops_sidecar_scores_the_original_bytes(caseops_data):
+    """val bytes = the untransformed documents' UTF-8 bytes; the table would count each
+    operator as 3 bytes (the #2071 inflation), and the sidecar path never uses it."""
+    from golf.bpb import SidecarBytes
+    from golf.evaluate import evaluate_bpb, load_eval_data
+    from golf.model import GPT
+    from conftest import tiny_pipeline_config
+    sp, model, ds, val, originals = caseops_data
+    original = sum(len(d.encode("utf-8")) for d in originals)
+    ops = int(np.isin(val, [sp.piece_to_id(TITLE), sp.piece_to_id(ALLCAPS)]).sum())
+    assert ops > 40 and all(sp.id_to_piece(sp.piece_to_id(o)) == o for o in (TITLE, ALLCAPS))
+    lines: list[str] = []
+    ed = load_eval_data(str(ds), str(model), 320, log=lines.append)
+    assert isinstance(ed.lut, SidecarBytes)
+    assert ed.decoded_bytes == original and "sidecar_bytes:" in lines[0]
+    cfg = tiny_pipeline_config(type("D", (), {"dataset_dir": ds, "tokenizer_path": model})(),
+                               vocab_size=320)
+    torch.manual_seed(0)
+    res = evaluate_bpb(GPT(cfg), ed.tokens, ed.lut, seq_len=64)
+    assert res.bytes == original
+    # what the piece table would have said: operator pieces at 3 UTF-8 bytes each
+    table_guess = sum(len(sp.id_to_piece(int(t)).replace("▁", " ").encode()) for t in val[1:]
+                      if not sp.is_control(int(t)))
+    assert table_guess > original + 2 * ops
+
+
+def test_operator_pieces_without_sidecar_are_refused(caseops_data, tmp_path):
+    import shutil
+    from golf.bpb import ByteLUTError
+    from golf.evaluate import load_eval_data
+    sp, model, ds, _, _ = caseops_data
+    bare = tmp_path / "bare"
+    shutil.copytree(ds, bare)
+    (bare / "fineweb_val_bytes_000000.bin").unlink()
+    with pytest.raises(ByteLUTError, match="user_defined pieces.*sidecar"):
+        load_eval_data(str(bare), str(model), 320, log=None)
+
+
+def test_sidecar_that_disagrees_with_the_table_is_an_error(official, tmp_path):
+    """A plain tokenizer's sidecar must equal the table token for token; when it does, the
+    sidecar is what is scored; one wrong entry is refused, as is a text transform with no
+    sidecar and a sidecar of the wrong length."""
+    from golf.bpb import SidecarBytes, val_byte_counter
+    sp, lut = official
+    toks = np.concatenate([[1] + sp.encode(t) for t in ("Hello there, world.", "Second doc ok")])
+    good = np.concatenate([[0], target_bytes(toks[:-1], toks[1:], lut)])
+    got = val_byte_counter(sp, 1024, toks, good)
+    assert isinstance(got, SidecarBytes) and int(got.per_token.sum()) == int(good.sum())
+    bad = good.copy()
+    bad[5] += 1
+    with pytest.raises(ByteLUTError, match="disagree on 1 tokens.*token 5"):
+        val_byte_counter(sp, 1024, toks, bad)
+    with pytest.raises(ByteLUTError, match="entries but the val stream"):
+        val_byte_counter(sp, 1024, toks, good[:-1])
+    with pytest.raises(ByteLUTError, match="text_transform 'lower'"):
+        val_byte_counter(sp, 1024, toks, None, text_transform="lower")
+    assert isinstance(val_byte_counter(sp, 1024, toks, None), type(lut))

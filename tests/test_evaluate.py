@@ -299,6 +299,6 @@ def test_official_val_prints_the_reference_byte_count(official_tokenizer, shared
     lines: list[str] = []
     ev.check_bytes(sp, toks, len(toks) - 1, bpb.build_byte_lut(sp, 1024), log=lines.append)
     assert "151,080,168" not in lines[0]                      # a small stream is not the val split
-    monkeypatch.setattr(ev, "OFFICIAL_VAL_TARGETS_SP1024", len(toks) - 1)
+    monkeypatch.setitem(ev.REFERENCE_VAL, (1024, False), (len(toks) - 1, ev.OFFICIAL_VAL_BYTES))
     ev.check_bytes(sp, toks, len(toks) - 1, bpb.build_byte_lut(sp, 1024), log=lines.append)
     assert "official_reference_bytes:151,080,168" in lines[1]

@@ -1,13 +1,16 @@
 """Data preparation: `python -m golf.data.prepare {embedded,text,fineweb} [options]`.
 
-embedded: an offline corpus from documentation text that ships with CPython, its own
-          challenge-settings BPE tokenizer, and shards in the challenge layout.
-text:     tokenize local .txt / .jsonl / .jsonl.gz documents into shards.
-fineweb:  download the challenge's published sp1024 shards and tokenizer.
+embedded:  an offline corpus from documentation text that ships with CPython, its own
+           challenge-settings BPE tokenizer, and shards in the challenge layout.
+tokenizer: train a SentencePiece BPE of any vocabulary size with the challenge's settings.
+text:      tokenize local .txt / .jsonl / .jsonl.gz documents into shards.
+fineweb:   download a published export (sp1024, sp4096, sp8192, CaseOps, ...): shards,
+           tokenizer and, when the variant ships one, the val byte sidecar.
 """
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import gzip
 import hashlib
 import importlib
@@ -146,24 +149,61 @@ def is_val_doc(text: str, val_percent: int = 10) -> bool:
     return h % 100 < val_percent
 
 
-def train_tokenizer(docs: list[str], model_path: Path, vocab_size: int = 1024) -> None:
+def train_tokenizer(docs: list[str], model_path: Path, vocab_size: int = 1024,
+                    user_defined_symbols: Sequence[str] = ()) -> None:
     """Train a challenge-settings BPE model; write .model/.vocab atomically.
 
     Input comes from an iterator and the model from a writer, so no temp path is recorded
-    in the model's trainer spec (same inputs -> same bytes).
+    in the model's trainer spec (same inputs -> same bytes). `user_defined_symbols` are
+    operator pieces (a CaseOps-style transform): text made with them needs a byte sidecar.
     """
     import sentencepiece as spm
     model_path.parent.mkdir(parents=True, exist_ok=True)
     lines = [line[:4000] for d in docs for line in d.splitlines() if line.strip()]
+    if not lines:
+        raise PrepareError(f"{model_path}: no text to train the tokenizer on; pass non-empty --input")
+    extra = {"user_defined_symbols": list(user_defined_symbols)} if user_defined_symbols else {}
     buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf,
-                                   **{**TRAINER_SETTINGS, "vocab_size": vocab_size})
+    try:
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf,
+                                       **{**TRAINER_SETTINGS, "vocab_size": vocab_size, **extra})
+    except RuntimeError as exc:
+        raise PrepareError(f"{model_path}: SentencePiece could not train a {vocab_size}-piece "
+                           f"model on this text ({exc}); pass more --input text or a smaller "
+                           "--vocab") from None
     model = buf.getvalue()
     sp = spm.SentencePieceProcessor()
     sp.LoadFromSerializedProto(model)
     vocab = "".join(f"{sp.id_to_piece(i)}\t{sp.GetScore(i):g}\n" for i in range(sp.vocab_size()))
     atomic_write_bytes(model_path.with_suffix(".vocab"), vocab.encode("utf-8"))
     atomic_write_bytes(model_path, model)
+
+
+def prepare_tokenizer(inputs: Sequence[str | Path], vocab_size: int, out: str | Path, *,
+                      force: bool = False) -> Path:
+    """`prepare tokenizer`: a challenge-settings BPE of `vocab_size` pieces on the user's text
+    (same text, same .model bytes), for `prepare text` to build sp4096/sp8192 shards with.
+    An existing model is kept unless `force` (nothing is overwritten by surprise)."""
+    out = Path(out)
+    if out.suffix != ".model":
+        raise PrepareError(f"{out}: the tokenizer path must end in .model; fix --out")
+    if out.exists() and not force:
+        raise PrepareError(f"{out}: already exists; pass --force to replace it or another --out")
+    if vocab_size < 260 + 4 or vocab_size > 65536:
+        raise PrepareError(f"--vocab {vocab_size}: must be in 264..65536 (4 special + 256 byte "
+                           "pieces, and token ids must fit the shards' uint16)")
+    docs = list(iter_text_docs(inputs))
+    with tempfile.TemporaryDirectory() as tmp:   # check the size before touching `out`
+        trial = Path(tmp) / out.name
+        train_tokenizer(docs, trial, vocab_size)
+        got = load_tokenizer(trial).vocab_size()
+        if got != vocab_size:
+            raise PrepareError(f"{', '.join(map(str, inputs))}: this text supports only {got} "
+                               f"pieces, {vocab_size} requested; pass more --input text or "
+                               f"--vocab {got}")
+        atomic_write_bytes(out.with_suffix(".vocab"), trial.with_suffix(".vocab").read_bytes())
+        atomic_write_bytes(out, trial.read_bytes())
+    return out
 
 
 def encode_docs(sp, docs: Iterable[str]) -> np.ndarray:
@@ -292,13 +332,50 @@ def check_splits(n_train: int, n_val: int, inputs: Sequence[str | Path], val_doc
                            f"{val_docs}); pass --val-docs N or a larger --val-fraction")
 
 
+def owned_files(out: Path) -> set[str]:
+    """Names a previous preparation of `out` wrote (its manifest.json lists them), after
+    refusing a folder that holds anything else: its shards would mix into this dataset."""
+    if not out.is_dir():
+        return set()
+    present = {p.name for p in out.iterdir()}
+    owned: set[str] = set()
+    man = out / "manifest.json"
+    if man.is_file():
+        try:
+            data = json.loads(man.read_text(encoding="utf-8"))
+            owned = set(data.get("files") or data.get("sha256") or {})
+        except (ValueError, AttributeError):
+            raise PrepareError(f"{man}: not a dataset manifest; move the folder away or use "
+                               "another --name") from None
+        owned.add("manifest.json")
+    foreign = sorted(present - owned)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise PrepareError(f"{out}: holds files no earlier `prepare` here listed ({shown}); their "
+                           "shards would mix into the new dataset: use another --name or move "
+                           "them out")
+    return owned & present
+
+
 def prepare_text(inputs: list[str | Path], tokenizer: str | Path, out_dir: str | Path, *,
                  val_docs: int = 0, val_fraction: float = 0.0,
                  shard_tokens: int = DEFAULT_SHARD_TOKENS, vocab_size: int | None = None) -> dict:
-    """Tokenize documents into train/val shards; the first `val_docs` (or a hashed fraction) are val."""
+    """Tokenize documents into train/val shards; the first `val_docs` (or a hashed fraction) are val.
+
+    The folder's manifest.json owns its shards: a rerun replaces only what the previous
+    manifest listed (a smaller dataset leaves no stale shard behind), and a folder holding
+    anything else is refused."""
+    from golf.bpb import user_defined_pieces
     inputs = list(inputs)
     sp = load_tokenizer(tokenizer, expected_vocab=vocab_size)
+    ops = user_defined_pieces(sp)
+    if ops:
+        raise PrepareError(f"{tokenizer}: has {len(ops)} user_defined pieces (e.g. "
+                           f"{sp.id_to_piece(ops[0])!r}); `prepare text` writes no byte sidecar, "
+                           "so its val split could not be scored exactly; use a tokenizer "
+                           "without user_defined symbols")
     out = Path(out_dir)
+    old = owned_files(out)
     train, val = [], []
     n_bytes = 0
     for i, doc in enumerate(iter_text_docs(inputs)):
@@ -313,11 +390,37 @@ def prepare_text(inputs: list[str | Path], tokenizer: str | Path, out_dir: str |
         if docs:
             for p in write_split(out, split, encode_docs(sp, docs), shard_tokens):
                 stats["files"][p.name] = read_header(p)
+    atomic_write_json(out / "manifest.json", {
+        "name": out.name, "tokenizer": str(tokenizer), "tokenizer_sha256": file_sha256(tokenizer),
+        "vocab_size": sp.vocab_size(), **stats})
+    for name in sorted(old - set(stats["files"]) - {"manifest.json"}):
+        (out / name).unlink()
     return stats
 
 
 # ---------------------------------------------------------------- fineweb download
-def _fetch(url: str, dest: Path, timeout: float, label: str) -> None:
+# Where each published variant lives (anchor_eval.md §2.2): the challenge's repo ships sp1024
+# only; sp4096/sp8192 and CaseOps are community exports in the same layout.
+VARIANT_REPOS = {
+    "sp1024": HF_REPO,
+    "sp4096": "kevclark/parameter-golf",
+    "sp8192": "kevclark/parameter-golf",
+    "sp8192_lossless_caps_caseops_v1_reserved": "romeerp/parameter-golf-caseops-v1",
+}
+
+
+@dataclass(frozen=True)
+class FinewebFiles:
+    """What one variant's download consists of, read from the export's manifest.json."""
+    dataset: str
+    val: list[str]
+    train: list[str]
+    val_bytes: list[str]       # byte sidecar shards (empty when the variant ships none)
+    tokenizer: list[str]       # paths relative to the export root
+    text_transform: str | None
+
+
+def _fetch(url: str, dest: Path, timeout: float, label: str, hint: str = "") -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:
@@ -338,36 +441,65 @@ def _fetch(url: str, dest: Path, timeout: float, label: str) -> None:
             os.unlink(tmp)
         if isinstance(exc, ShardError):
             raise PrepareError(f"{dest}: downloaded shard is invalid ({exc}); run the command again") from None
-        raise PrepareError(f"{url}: download failed ({exc}); check the network (or set "
-                           "GOLF_HF_BASE to a reachable mirror) and run the command again") from None
+        raise PrepareError(f"{url}: download failed ({exc}); this machine cannot fetch it: on one "
+                           f"with network run `{hint or 'the same command'}` (or fetch {url} into "
+                           f"{dest}; GOLF_HF_BASE points at a mirror)") from None
 
 
 FINEWEB_DATASET = "fineweb10B_sp1024"
 
 
-def hf_root_url() -> str:
-    """Where the challenge's export lives: the HF dataset repo (MATCHED_FINEWEB_REPO_ID) and
+def variant_repo(variant: str, repo_id: str | None = None) -> str:
+    """The HF dataset repo of a variant: --repo-id, else MATCHED_FINEWEB_REPO_ID, else the
+    known home of the variant; an unknown NAME needs one of the first two."""
+    if not variant.replace("_", "").isalnum():
+        raise PrepareError(f"--variant {variant!r}: use a name like sp1024, sp8192 or "
+                           "sp8192_lossless_caps_caseops_v1_reserved (letters, digits, _)")
+    repo = repo_id or os.environ.get("MATCHED_FINEWEB_REPO_ID") or VARIANT_REPOS.get(variant)
+    if repo is None:
+        raise PrepareError(f"--variant {variant}: no known repository publishes it; pass "
+                           f"--repo-id OWNER/NAME (known: {', '.join(sorted(VARIANT_REPOS))})")
+    return repo
+
+
+def hf_root_url(repo_id: str | None = None) -> str:
+    """Where an export lives: the HF dataset repo (`repo_id`, else MATCHED_FINEWEB_REPO_ID) and
     the export root inside it (MATCHED_FINEWEB_REMOTE_ROOT_PREFIX, default `datasets`), the
     same variables the challenge's own downloader reads. GOLF_HF_BASE replaces the whole URL
     (a mirror)."""
     if os.environ.get("GOLF_HF_BASE"):
         return os.environ["GOLF_HF_BASE"].rstrip("/")
-    repo = os.environ.get("MATCHED_FINEWEB_REPO_ID", HF_REPO)
+    repo = repo_id or os.environ.get("MATCHED_FINEWEB_REPO_ID", HF_REPO)
     prefix = os.environ.get("MATCHED_FINEWEB_REMOTE_ROOT_PREFIX", HF_PREFIX).strip("/")
     return f"https://huggingface.co/datasets/{repo}/resolve/main/{prefix}"
 
 
+def _sidecar_names(entry: dict, n_val: int, where: str) -> list[str]:
+    """fineweb_val_bytes_XXXXXX.bin names when the dataset entry announces a sidecar
+    (`val_bytes_glob` or `files_val_bytes`, in the entry or its stats): one per val shard."""
+    stats = entry.get("stats") or {}
+    glob_ = entry.get("val_bytes_glob") or stats.get("val_bytes_glob")
+    count = entry.get("files_val_bytes", stats.get("files_val_bytes"))
+    if not glob_ and count is None:
+        return []
+    n = int(count) if count is not None else n_val
+    names = [f"fineweb_val_bytes_{i:06d}.bin" for i in range(n)]
+    if glob_ and not all(fnmatch.fnmatch(x, Path(str(glob_)).name) for x in names):
+        raise PrepareError(f"{where}: val_bytes_glob {glob_!r} does not name "
+                           "fineweb_val_bytes_XXXXXX.bin files; this export's layout is unknown")
+    return names
+
+
 def fineweb_files(manifest: dict, train_shards: int, dataset: str = FINEWEB_DATASET,
-                  where: str = "manifest.json") -> tuple[list[str], list[str], list[str]]:
-    """(val shard names, train shard names, tokenizer paths relative to the export root) from
-    the export's manifest: datasets[].stats.{files_val, files_train} and the tokenizer entry
-    its tokenizer_name points to (model_path / vocab_path / path)."""
+                  where: str = "manifest.json") -> FinewebFiles:
+    """A variant's files from the export's manifest: datasets[].stats.{files_val, files_train},
+    its byte sidecar (val_bytes_glob / files_val_bytes) and the tokenizer entry its
+    tokenizer_name points to (model_path / vocab_path / path)."""
     entry = next((d for d in manifest.get("datasets", []) if d.get("name") == dataset), None)
     if entry is None:
         names = [d.get("name") for d in manifest.get("datasets", [])]
-        raise PrepareError(f"{where}: no dataset {dataset!r} (it lists {names}); point "
-                           "MATCHED_FINEWEB_REPO_ID / MATCHED_FINEWEB_REMOTE_ROOT_PREFIX at the "
-                           "challenge's sp1024 export")
+        raise PrepareError(f"{where}: no dataset {dataset!r} (it lists {names}); pick one of "
+                           "those with --variant, or point --repo-id at the export that has it")
     stats = entry.get("stats") or {}
     n_val, n_train = int(stats.get("files_val", 1)), int(stats.get("files_train", 0))
     if train_shards > n_train:
@@ -378,50 +510,82 @@ def fineweb_files(manifest: dict, train_shards: int, dataset: str = FINEWEB_DATA
     if tok is None:
         raise PrepareError(f"{where}: tokenizer {entry.get('tokenizer_name')!r} of {dataset} is "
                            "not listed under tokenizers; the manifest is incomplete, re-download it")
-    tok_paths = [str(tok[k]) for k in ("model_path", "vocab_path", "path") if tok.get(k)]
-    val = [f"fineweb_val_{i:06d}.bin" for i in range(n_val)]
-    train = [f"fineweb_train_{i:06d}.bin" for i in range(train_shards)]
-    return val, train, tok_paths
+    return FinewebFiles(
+        dataset=dataset, val=[f"fineweb_val_{i:06d}.bin" for i in range(n_val)],
+        train=[f"fineweb_train_{i:06d}.bin" for i in range(train_shards)],
+        val_bytes=_sidecar_names(entry, n_val, where),
+        tokenizer=[str(tok[k]) for k in ("model_path", "vocab_path", "path") if tok.get(k)],
+        text_transform=entry.get("text_transform") or tok.get("text_transform"))
 
 
-def prepare_fineweb(root: str | Path = "./data", train_shards: int = 1, *, base_url: str | None = None,
-                    timeout: float = 10.0) -> EmbeddedPaths:
-    """Download the challenge's sp1024 export: its manifest, every val shard, the first
-    `train_shards` train shards and the tokenizer, into root/{manifest.json, datasets/
-    fineweb10B_sp1024/, tokenizers/} (the challenge's local layout). Files already present and
-    valid are kept; each download goes to a temp file that is checked before the rename."""
-    base = (base_url or hf_root_url()).rstrip("/")
-    root = Path(root)
-    ds = root / "datasets" / FINEWEB_DATASET
-    tokdir = root / "tokenizers"
-    manifest_path = root / "manifest.json"
-    _fetch(f"{base}/manifest.json", manifest_path, timeout, "manifest")
+def _fetch_manifest(base: str, dest: Path, timeout: float, hint: str) -> dict:
+    _fetch(f"{base}/manifest.json", dest, timeout, "manifest", hint)
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        return json.loads(dest.read_text(encoding="utf-8"))
     except ValueError:
-        manifest_path.unlink()
+        dest.unlink()
         raise PrepareError(f"{base}/manifest.json is not JSON; check the URL (GOLF_HF_BASE / "
-                           "MATCHED_FINEWEB_*) and run the command again") from None
-    val, train, tok_paths = fineweb_files(manifest, train_shards, where=str(manifest_path))
-    for n in val + train:
-        dest = ds / n
+                           "--repo-id / MATCHED_FINEWEB_*) and run the command again") from None
+
+
+def _check_fineweb(files: FinewebFiles, ds: Path, model: Path) -> None:
+    """The sidecar covers the val stream token for token, and a tokenizer whose pieces cannot
+    count bytes (user_defined operators) comes with one."""
+    from golf.bpb import user_defined_pieces
+    sp = load_tokenizer(model)  # a truncated or wrong file fails here, naming it
+    n_val = sum(read_header(ds / n) for n in files.val)
+    if files.val_bytes:
+        n_side = sum(read_header(ds / n) for n in files.val_bytes)
+        if n_side != n_val:
+            raise PrepareError(f"{ds}: the byte sidecar has {n_side:,} entries for {n_val:,} val "
+                               "tokens; delete fineweb_val_bytes_*.bin there and download again")
+    elif user_defined_pieces(sp) or files.text_transform:
+        raise PrepareError(f"{model}: {files.dataset} needs a val byte sidecar (user_defined "
+                           "pieces or a text transform) but the export's manifest lists none; "
+                           "its val_bpb could not be counted exactly")
+
+
+def prepare_fineweb(root: str | Path = "./data", train_shards: int = 1, *, variant: str = "sp1024",
+                    repo_id: str | None = None, base_url: str | None = None,
+                    timeout: float = 10.0) -> EmbeddedPaths:
+    """Download one variant's export: its manifest, every val shard (and byte sidecar), the
+    first `train_shards` train shards and the tokenizer, into root/{manifest.json, datasets/
+    fineweb10B_<variant>/, tokenizers/} (the challenge's local layout). Files already present
+    and valid are kept; each download goes to a temp file that is checked before the rename."""
+    repo = (variant_repo(variant, repo_id) if base_url is None
+            else repo_id or VARIANT_REPOS.get(variant, "OWNER/NAME"))
+    base = (base_url or hf_root_url(repo)).rstrip("/")
+    hint = (f"python -m golf.data.prepare fineweb --variant {variant} --repo-id {repo} "
+            f"--train-shards {train_shards}")
+    root = Path(root)
+    dataset = f"fineweb10B_{variant}"
+    ds, tokdir = root / "datasets" / dataset, root / "tokenizers"
+    manifest_path = root / "manifest.json"
+    files = fineweb_files(_fetch_manifest(base, manifest_path, timeout, hint), train_shards,
+                          dataset, where=str(manifest_path))
+    for n in files.val + files.val_bytes + files.train:
         try:
-            read_header(dest)
+            read_header(ds / n)
             continue
         except ShardError:
             pass
-        _fetch(f"{base}/datasets/{FINEWEB_DATASET}/{n}", dest, timeout, n)
+        _fetch(f"{base}/datasets/{dataset}/{n}", ds / n, timeout, n, hint)
     model = None
-    for rel in tok_paths:
+    for rel in files.tokenizer:
         dest = tokdir / Path(rel).name
         if not dest.is_file():
-            _fetch(f"{base}/{rel.lstrip('/')}", dest, timeout, dest.name)
+            _fetch(f"{base}/{rel.lstrip('/')}", dest, timeout, dest.name, hint)
         if dest.suffix == ".model":
             model = dest
     if model is None:
         raise PrepareError(f"{manifest_path}: the tokenizer entry names no .model file; re-download "
                            "the manifest or pass TOKENIZER_PATH yourself")
-    load_tokenizer(model)  # a truncated or wrong file fails here, naming it
+    _check_fineweb(files, ds, model)
+    names = files.val + files.val_bytes + files.train
+    atomic_write_json(ds / "manifest.json", {
+        "name": dataset, "variant": variant, "source": base, "tokenizer": model.name,
+        "tokenizer_sha256": file_sha256(model), "text_transform": files.text_transform,
+        "files": {n: read_header(ds / n) for n in names}})
     return EmbeddedPaths(ds, model)
 
 
@@ -434,6 +598,12 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("embedded", help="build the offline CPython-docs corpus + tokenizer")
     e.add_argument("--root", default="./data")
     e.add_argument("--force", action="store_true")
+    k = sub.add_parser("tokenizer", help="train a challenge-settings BPE of any vocabulary size")
+    k.add_argument("--vocab", type=int, required=True)
+    k.add_argument("--input", nargs="+", required=True)
+    k.add_argument("--out", default=None, help="default ROOT/tokenizers/fineweb_<vocab>_bpe.model")
+    k.add_argument("--root", default="./data")
+    k.add_argument("--force", action="store_true", help="replace an existing --out")
     t = sub.add_parser("text", help="tokenize local documents into shards")
     t.add_argument("--input", nargs="+", required=True)
     t.add_argument("--tokenizer", required=True)
@@ -442,7 +612,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--val-docs", type=int, default=0, help="first N documents are val")
     t.add_argument("--val-fraction", type=float, default=0.1, help="hashed val fraction (if no --val-docs)")
     t.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS)
-    f = sub.add_parser("fineweb", help="download the challenge's sp1024 shards")
+    f = sub.add_parser("fineweb", help="download a published export (sp1024, sp4096, sp8192, ...)")
+    f.add_argument("--variant", default="sp1024", help="sp1024 | sp4096 | sp8192 | NAME "
+                   "(dataset fineweb10B_<variant>)")
+    f.add_argument("--repo-id", default=None, help="HF dataset repo (default: the variant's known home)")
     f.add_argument("--root", default="./data")
     f.add_argument("--train-shards", type=int, default=1)
     f.add_argument("--timeout", type=float, default=10.0)
@@ -451,13 +624,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "embedded":
             p = prepare_embedded(args.root, force=args.force)
             print(f"dataset {p.dataset_dir}\ntokenizer {p.tokenizer_path}")
+        elif args.cmd == "tokenizer":
+            out = args.out or Path(args.root) / "tokenizers" / f"fineweb_{args.vocab}_bpe.model"
+            p = prepare_tokenizer(args.input, args.vocab, out, force=args.force)
+            print(f"tokenizer {p} sha256 {file_sha256(p)}")
         elif args.cmd == "text":
             out = Path(args.root) / "datasets" / args.name
             stats = prepare_text(args.input, args.tokenizer, out, val_docs=args.val_docs,
                                  val_fraction=args.val_fraction, shard_tokens=args.shard_tokens)
             print(json.dumps(stats, indent=2))
         else:
-            p = prepare_fineweb(args.root, args.train_shards, timeout=args.timeout)
+            p = prepare_fineweb(args.root, args.train_shards, variant=args.variant,
+                                repo_id=args.repo_id, timeout=args.timeout)
             print(f"dataset {p.dataset_dir}\ntokenizer {p.tokenizer_path}")
     return 0
 

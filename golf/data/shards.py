@@ -6,6 +6,7 @@ foreign file fails loudly instead of silently training on garbage.
 from __future__ import annotations
 
 import glob
+import json
 import os
 from pathlib import Path
 
@@ -102,3 +103,31 @@ def load_val_tokens(data_path: str, vocab_size: int) -> np.ndarray:
         check_token_range(toks, vocab_size, p)
         parts.append(np.asarray(toks))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
+
+
+def val_bytes_pattern(data_path: str | os.PathLike) -> str:
+    return str(Path(data_path) / "fineweb_val_bytes_*.bin")
+
+
+def load_val_bytes(data_path: str | os.PathLike) -> np.ndarray | None:
+    """The val byte sidecar (per val token, its original-text UTF-8 bytes; the shard format),
+    all fineweb_val_bytes_*.bin concatenated in name order; None when the dataset has none."""
+    paths = sorted(Path(m) for m in glob.glob(val_bytes_pattern(data_path)))
+    if not paths:
+        return None
+    return np.concatenate([np.asarray(read_shard(p)) for p in paths])
+
+
+def dataset_text_transform(data_path: str | os.PathLike) -> str | None:
+    """The text transform the dataset folder's manifest.json declares (e.g. CaseOps), if any:
+    such a dataset's tokens spell transformed text, so it is scored from its byte sidecar."""
+    p = Path(data_path) / "manifest.json"
+    if not p.is_file():
+        return None
+    try:
+        man = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError:
+        raise ShardError(f"{p}: not JSON; re-create the dataset with `python -m "
+                         "golf.data.prepare`") from None
+    value = man.get("text_transform") if isinstance(man, dict) else None
+    return str(value) if value else None
