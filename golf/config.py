@@ -89,10 +89,30 @@ CPU_SIZES: dict[str, Any] = {
     "quant_small_numel": 4096,
 }
 
+# The scaled cap: the CPU models get the byte pressure of the 11L record under the challenge
+# cap. R29 spent 16,000,000 - 96,398 code bytes on 27,038,812 parameters (anchor_arch.md §0,
+# anchor_quant.md §3.6): 4.7055 bits per parameter. A model of n parameters gets the same
+# bits per parameter plus the record's code allowance; like in the challenge, code shorter
+# than the record's leaves the difference to the model.
+CHALLENGE_CAP_BYTES = 16_000_000
+R29_PARAMS = 27_038_812
+R29_CODE_BYTES = 96_398
+RECORD_BITS_PER_PARAM = (CHALLENGE_CAP_BYTES - R29_CODE_BYTES) * 8 / R29_PARAMS
+# parameters of the cpu / cpu_p1125 preset models (tests/test_quant_records.py recounts them)
+CPU_PARAMS = {"cpu": 778_644, "cpu_p1125": 723_216}
+
+
+def scaled_cap_bytes(n_params: int, code_bytes: int = R29_CODE_BYTES) -> int:
+    """BUDGET_BYTES that puts an n-parameter model under the 11L record's bits per parameter."""
+    return code_bytes + int(n_params * RECORD_BITS_PER_PARAM / 8)
+
+
 # The CPU preset: R29's features at small sizes (bigram 512x32, VE 32 on the last two layers).
 CPU_PRESET: dict[str, Any] = {**R29_PRESET, **CPU_SIZES, "bigram_vocab_size": 512,
-                              "bigram_dim": 32, "ve_dim": 32}
-CPU_P1125_PRESET: dict[str, Any] = {**P1125_PRESET, **CPU_SIZES}
+                              "bigram_dim": 32, "ve_dim": 32,
+                              "budget_bytes": scaled_cap_bytes(CPU_PARAMS["cpu"])}
+CPU_P1125_PRESET: dict[str, Any] = {**P1125_PRESET, **CPU_SIZES,
+                                    "budget_bytes": scaled_cap_bytes(CPU_PARAMS["cpu_p1125"])}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "r29": R29_PRESET, "p1125": P1125_PRESET, "cpu": CPU_PRESET, "cpu_p1125": CPU_P1125_PRESET,
@@ -182,12 +202,13 @@ class Config:
     eval_stride: int = 64                # EVAL_STRIDE (sliding window stride; 0 = non-overlapping only)
     max_eval_tokens: int = 0             # MAX_EVAL_TOKENS (0 = the whole val split; >0 = partial, labelled)
     # --- quantization / packing ---------------------------------------------------------
-    quant_method: str = "gptq"           # QUANT_METHOD (gptq | rtn | int8)
+    quant_method: str = "gptq"           # QUANT_METHOD (gptq | rtn | int8 | record_1060 | record_1855)
+    quant_lqer_ranks: str = ""           # QUANT_LQER_RANKS (comma-separated LQER ranks the fitter may add per tensor, e.g. 2,4; empty = off)
     gptq_calib_batches: int = 16         # GPTQ_CALIB_BATCHES (training batches for Hessians)
     gptq_reserve_seconds: float = 8.0    # GPTQ_RESERVE_SECONDS (taken from the training wallclock)
     quant_small_numel: int = 65_536      # QUANT_SMALL_NUMEL (tensors this small stay fp16/fp32)
     quant_sensitivity: str = ""          # QUANT_SENSITIVITY: sensitivity.json (eval_bpb.py --sensitivity) to weight the fitter by measured loss
-    budget_bytes: int = 16_000_000       # BUDGET_BYTES (code + model cap, decimal bytes)
+    budget_bytes: int = 16_000_000       # BUDGET_BYTES (code + model cap, decimal bytes; cpu presets: scaled_cap_bytes)
     budget_margin_bytes: int = 2_000     # BUDGET_MARGIN_BYTES (safety margin under the cap)
     # --- provenance -------------------------------------------------------------------------
     preset: str = ""                     # PRESET applied by from_env (r29 | p1125 | cpu | cpu_p1125)
@@ -315,7 +336,7 @@ class ConfigError(ValueError):
         super().__init__("\n  - ".join([head, *self.problems]))
 
 
-QUANT_METHODS = ("gptq", "rtn", "int8")
+QUANT_METHODS = ("gptq", "rtn", "int8", "record_1060", "record_1855")
 # Fields that must be >= 1 / >= 0 (0 meaning "off" or "default", see each field's comment).
 _POSITIVE = ("num_layers", "num_heads", "num_kv_heads", "model_dim", "vocab_size",
              "train_seq_len", "train_batch_tokens", "val_batch_size", "budget_bytes")
@@ -408,8 +429,27 @@ def _loop_problems(c: Config) -> Iterator[str]:
 def _choice_problems(c: Config) -> Iterator[str]:
     if c.quant_method not in QUANT_METHODS:
         yield f"QUANT_METHOD={c.quant_method!r}: not one of {', '.join(QUANT_METHODS)}"
+    try:
+        lqer_ranks(c.quant_lqer_ranks)
+    except ValueError as exc:
+        yield str(exc)
     if c.optim_groups not in OPTIM_GROUPS:
         yield f"OPTIM_GROUPS={c.optim_groups!r}: not one of {', '.join(OPTIM_GROUPS)}"
+
+
+def lqer_ranks(raw: str) -> tuple[int, ...]:
+    """QUANT_LQER_RANKS parsed: sorted distinct ranks >= 1 (empty or 0 = LQER off)."""
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    try:
+        ranks = sorted({int(p) for p in parts})
+    except ValueError:
+        ranks = [-1]
+    if ranks == [0]:
+        return ()
+    if any(r < 1 or r > 64 for r in ranks):
+        raise ValueError(f"QUANT_LQER_RANKS={raw!r}: must be comma-separated ranks in 1..64 "
+                         "(e.g. 4 or 2,4); empty or 0 = off")
+    return tuple(ranks)
 
 
 def _preset_name(raw: str) -> str:
