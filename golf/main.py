@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from golf import distributed
-from golf.config import Config
+from golf.config import Config, lqer_ranks
 
 EMBEDDED_DATASET = "embedded_sp1024"
 ARTIFACT_NAME = "final_model.gkq"
@@ -100,8 +100,8 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
     elif cfg.quant_method == "gptq":
         log("quant:warning no hessians.pt in the run; GPTQ falls back to identity Hessians")
     slopes = measured_slopes(cfg.quant_sensitivity, model, hessians, log) if cfg.quant_sensitivity else None
-    budget = None
-    if cfg.quant_method != "int8":
+    budget = None  # int8 and the records' methods set their own size; only the fitter fits
+    if cfg.quant_method in ("gptq", "rtn"):
         budget = cfg.budget_bytes - code_bytes - cfg.budget_margin_bytes
     log(f"quant:start method:{cfg.quant_method} code_bytes:{code_bytes} "
         f"model_budget_bytes:{budget if budget is not None else 'none'}")
@@ -110,6 +110,7 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
     qmodel = quant.quantize_model(model, hessians=hessians, method=cfg.quant_method,
                                   budget_bytes=budget, seed=cfg.seed, log=log, policy=policy,
                                   loss_slopes=slopes, device=distributed.default_device(),
+                                  lqer_ranks=lqer_ranks(cfg.quant_lqer_ranks),
                                   meta=artifact_meta(cfg, code_bytes))
     path = run_dir / ARTIFACT_NAME
     nbytes = quant.save_artifact(path, qmodel)

@@ -1,4 +1,4 @@
-"""The budget fitter: exact written size never over budget, within 10,000 bytes when reachable,
+"""The budget fitter: exact written size never over budget, within 2,000 bytes when reachable,
 and an impossible budget says the smallest reachable size."""
 from __future__ import annotations
 
@@ -44,17 +44,19 @@ def test_impossible_budget_names_smallest_reachable_size(extremes):
     assert q.total_bytes <= smallest
 
 
-def test_fitter_never_over_and_within_10k_across_random_budgets(extremes):
+@pytest.mark.parametrize("lqer_ranks", [(), (2, 4)])
+def test_fitter_never_over_and_within_2k_across_random_budgets(extremes, lqer_ranks):
     smallest, largest = extremes
     rng = random.Random(1234)
     sd = _sd()
-    for _ in range(30):
+    for _ in range(12 if not lqer_ranks else 4):
         budget = rng.randint(smallest, largest + 5_000)
-        q = quant.quantize_model(sd, method="rtn", policy=FAST, budget_bytes=budget)
+        q = quant.quantize_model(sd, method="rtn", policy=FAST, budget_bytes=budget,
+                                 lqer_ranks=lqer_ranks)
         assert q.total_bytes <= budget
         assert len(q.to_bytes()) == q.total_bytes
         if budget <= largest:
-            assert budget - q.total_bytes <= 10_000, (budget, q.total_bytes)
+            assert budget - q.total_bytes <= 2_000, (budget, q.total_bytes)
 
 
 def test_fp16_rung_spends_a_large_budget_and_can_be_switched_off(extremes):
