@@ -1,13 +1,15 @@
 """Rate–distortion of the quantizers on one trained checkpoint: val_bpb gap against artifact bytes.
 
     python -m bench.rate_distortion --checkpoint runs/ID/ema.pt --data DIR --tokenizer MODEL \
-        [--budgets 8] [--max-eval-tokens 32768] [--lqer-ranks 2,4] [--out bench/results/rd]
+        [--budgets 7] [--max-eval-tokens 16384] [--lqer-ranks 2,4] [--error-norm 0.5]
+        [--out bench/results/rate_distortion]
 
 Points: int8+zlib (the challenge baseline's per-row int8, on every tensor above the run's
 QUANT_SMALL_NUMEL), record_1060 and record_1855 (quant/records.py; their size is set by their
 k, so one point each), and golfkit's fitter without and with LQER rungs at `--budgets` byte
 budgets from the larger record's size down to 40 % of the smaller one (plus exactly each
-record's size, for equal-bytes comparisons). Every artifact goes through a file round trip and
+record's size, for equal-bytes comparisons); the fitter with the default absolute error and
+with `--error-norm` (QUANT_ERROR_NORM) with and without LQER. Every artifact goes through a file round trip and
 is scored on the same first MAX_EVAL_TOKENS validation tokens (chunked, the run's eval length)
 as the full-precision checkpoint; the gap is post - pre. Hessians: the run's hessians.pt
 (training batches) when it sits beside the checkpoint, else collected here from training
@@ -106,11 +108,14 @@ def run(args: argparse.Namespace) -> dict:
     points = [point("int8+zlib", method="int8"), point("record_1060", method="record_1060"),
               point("record_1855", method="record_1855")]
     budgets = budget_grid([points[1]["bytes"], points[2]["bytes"]], args.budgets)
-    ranks = lqer_ranks(args.lqer_ranks)
-    for label, rk in (("fitter", ()), (f"fitter+lqer({args.lqer_ranks})", ranks)):
+    ranks, a = lqer_ranks(args.lqer_ranks), args.error_norm
+    lines = [("fitter", 0.0, ())] + ([(f"fitter norm={a:g}", a, ())] if a else []) + [
+        (f"fitter{f' norm={a:g}' if a else ''}+lqer({args.lqer_ranks})", a, ranks)]
+    for label, alpha, rk in lines:
         for b in budgets:
             try:
-                points.append(point(label, method="gptq", budget_bytes=b, lqer_ranks=rk))
+                points.append(point(label, method="gptq", budget_bytes=b, lqer_ranks=rk,
+                                    error_norm=alpha))
             except quant.BudgetError as exc:
                 print(f"rd:{label} budget:{b} impossible ({exc})")
     fitters = sorted({p["method"] for p in points if p["method"].startswith("fitter")})
@@ -160,9 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--tokenizer", required=True)
-    ap.add_argument("--budgets", type=int, default=8)
-    ap.add_argument("--max-eval-tokens", type=int, default=32_768)
+    ap.add_argument("--budgets", type=int, default=7)
+    ap.add_argument("--max-eval-tokens", type=int, default=16_384)
     ap.add_argument("--lqer-ranks", default="2,4")
+    ap.add_argument("--error-norm", type=float, default=0.5,
+                    help="QUANT_ERROR_NORM of the extra fitter lines (0: only fitter, fitter+lqer)")
     ap.add_argument("--out", default="bench/results/rate_distortion")
     args = ap.parse_args(argv)
     torch.manual_seed(0)

@@ -203,6 +203,7 @@ class Config:
     max_eval_tokens: int = 0             # MAX_EVAL_TOKENS (0 = the whole val split; >0 = partial, labelled)
     # --- quantization / packing ---------------------------------------------------------
     quant_method: str = "gptq"           # QUANT_METHOD (gptq | rtn | int8 | record_1060 | record_1855)
+    quant_error_norm: float = 0.0        # QUANT_ERROR_NORM (fitter: predicted error / ||W||^2_H^alpha; 0 = absolute, 1 = relative)
     quant_lqer_ranks: str = ""           # QUANT_LQER_RANKS (comma-separated LQER ranks the fitter may add per tensor, e.g. 2,4; empty = off)
     gptq_calib_batches: int = 16         # GPTQ_CALIB_BATCHES (training batches for Hessians)
     gptq_reserve_seconds: float = 8.0    # GPTQ_RESERVE_SECONDS (taken from the training wallclock)
@@ -429,6 +430,8 @@ def _loop_problems(c: Config) -> Iterator[str]:
 def _choice_problems(c: Config) -> Iterator[str]:
     if c.quant_method not in QUANT_METHODS:
         yield f"QUANT_METHOD={c.quant_method!r}: not one of {', '.join(QUANT_METHODS)}"
+    if not 0 <= c.quant_error_norm <= 1:
+        yield f"QUANT_ERROR_NORM={c.quant_error_norm}: must be in [0, 1] (0 = absolute error, 1 = relative)"
     try:
         lqer_ranks(c.quant_lqer_ranks)
     except ValueError as exc:

@@ -111,6 +111,7 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
                                   budget_bytes=budget, seed=cfg.seed, log=log, policy=policy,
                                   loss_slopes=slopes, device=distributed.default_device(),
                                   lqer_ranks=lqer_ranks(cfg.quant_lqer_ranks),
+                                  error_norm=cfg.quant_error_norm,
                                   meta=artifact_meta(cfg, code_bytes))
     path = run_dir / ARTIFACT_NAME
     nbytes = quant.save_artifact(path, qmodel)

@@ -211,6 +211,24 @@ def loss_slopes(weights: Mapping[str, torch.Tensor], dequantized: Mapping[str, t
     return out
 
 
+def _weighted_norm(it: "_Item") -> float:
+    """||W||^2 weighted by diag(H) (plain ||W||^2 without a Hessian)."""
+    cw = torch.ones(it.w.shape[1]) if it.col_weight is None else it.col_weight
+    return float(((it.w.double() ** 2) * cw.double()).sum())
+
+
+def _norm_multipliers(items: list["_Item"], alpha: float) -> dict[str, float]:
+    """(median norm / ||W||^2_diag(H))^alpha per tensor: alpha 0 keeps the absolute weighted
+    error, 1 makes it relative (every tensor's relative error equally costly, like one k per
+    class), 0.5 is between. Why: absolute error under-prices small-norm tensors whose output
+    is scaled up downstream (e.g. projections behind a learned residual scale)."""
+    if not alpha or not items:
+        return {}
+    norms = {it.name: max(_weighted_norm(it), 1e-30) for it in items}
+    med = float(np.median(list(norms.values())))
+    return {n: (med / v) ** alpha for n, v in norms.items()}
+
+
 def _slope_multipliers(items: list["_Item"], slopes: Mapping[str, float]) -> dict[str, float]:
     """Distortion multipliers that turn each tensor's predicted weighted squared error into a
     predicted loss increase: slope / ||W||^2_diag(H). Tensors without a slope get the median
@@ -219,8 +237,7 @@ def _slope_multipliers(items: list["_Item"], slopes: Mapping[str, float]) -> dic
     raw = {}
     for it in items:
         if it.name in slopes:
-            cw = torch.ones(it.w.shape[1]) if it.col_weight is None else it.col_weight
-            norm = float(((it.w.double() ** 2) * cw.double()).sum())
+            norm = _weighted_norm(it)
             if norm > 0:
                 raw[it.name] = slopes[it.name] / norm
     if not raw:
@@ -236,7 +253,7 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
                    log: Callable[[str], None] | None = None,
                    sensitivity: Mapping[str, float] | None = None,
                    loss_slopes: Mapping[str, float] | None = None,
-                   lqer_ranks: tuple[int, ...] = (),
+                   lqer_ranks: tuple[int, ...] = (), error_norm: float = 0.0,
                    device: str = "cpu") -> QuantizedModel:
     """Quantize every tensor of a model (see QuantPolicy); fit to `budget_bytes` when given.
 
@@ -249,6 +266,8 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     on the GPU (faster; codes may differ from a CPU run in rare rounding ties). `lqer_ranks`
     offers the fitter, per tensor, each step plus a rank-r LQER correction (quant/lqer.py) as
     further options, weighed by predicted bytes and error like any other (budget only).
+    `error_norm` alpha divides each tensor's predicted error by its ||W||^2_diag(H)^alpha
+    (see _norm_multipliers; measured `loss_slopes` take precedence).
     """
     if method not in METHODS:
         raise QuantError(f"unknown quant method {method!r}; set QUANT_METHOD to one of {METHODS}")
@@ -315,6 +334,8 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
         if measured:
             log(f"quant:loss_slopes measured:{sum(n in (loss_slopes or {}) for n in measured)} "
                 f"of {len(items)} tensors (others use the median)")
+        else:
+            measured = _norm_multipliers(items, error_norm)
         curves = [fitter.predict_curve(it.w, it.base_step, it.bits, it.col_weight,
                                        float(sens.get(it.name, 1.0)) * measured.get(it.name, 1.0),
                                        policy.float_rung, it.lqer_ranks)
