@@ -322,12 +322,13 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
         do_pack = _truthy(os.environ.get("PACK", "1"))
     if do_pack:
         try:
-            from golf.pack import pack_run
+            from golf.pack import CAP_BYTES, pack_run
         except ImportError:
             log("pack:skipped (this is already a packed submission script)")
         else:
-            with timer.phase("pack", log):
+            with timer.phase("pack", log):  # the run's cap (the scaled one on CPU), never above 16 MB
                 packed = pack_run(run_dir, submission_folder(run_dir, out_dir),
+                                  cap=min(cfg.budget_bytes, CAP_BYTES),
                                   name=os.environ.get("GOLF_NAME", ""),
                                   github_id=os.environ.get("GOLF_GITHUB_ID", ""), log=log)
             summary["code_bytes"] = packed.budget.code_bytes
