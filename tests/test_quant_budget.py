@@ -49,7 +49,7 @@ def test_fitter_never_over_and_within_2k_across_random_budgets(extremes, lqer_ra
     smallest, largest = extremes
     rng = random.Random(1234)
     sd = _sd()
-    for _ in range(12 if not lqer_ranks else 4):
+    for _ in range(6 if not lqer_ranks else 3):
         budget = rng.randint(smallest, largest + 5_000)
         q = quant.quantize_model(sd, method="rtn", policy=FAST, budget_bytes=budget,
                                  lqer_ranks=lqer_ranks)
