@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from golf.rules import CAP_BYTES, TRAIN_LIMIT_S
+from golf.rules import CAP_BYTES, CPU_PARAMS, TRAIN_LIMIT_S, scaled_cap_bytes
 
 # The records' effective RoPE base. Their Rotary is built with a hard-coded train_seq_len of
 # 1024 and rescales base' = base * (T/1024)^(rd/(rd-2)) above it, so at T = 2048 with 16
@@ -93,8 +93,10 @@ CPU_SIZES: dict[str, Any] = {
 
 # The CPU preset: R29's features at small sizes (bigram 512x32, VE 32 on the last two layers).
 CPU_PRESET: dict[str, Any] = {**R29_PRESET, **CPU_SIZES, "bigram_vocab_size": 512,
-                              "bigram_dim": 32, "ve_dim": 32}
-CPU_P1125_PRESET: dict[str, Any] = {**P1125_PRESET, **CPU_SIZES}
+                              "bigram_dim": 32, "ve_dim": 32,
+                              "budget_bytes": scaled_cap_bytes(CPU_PARAMS["cpu"])}
+CPU_P1125_PRESET: dict[str, Any] = {**P1125_PRESET, **CPU_SIZES,
+                                    "budget_bytes": scaled_cap_bytes(CPU_PARAMS["cpu_p1125"])}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "r29": R29_PRESET, "p1125": P1125_PRESET, "cpu": CPU_PRESET, "cpu_p1125": CPU_P1125_PRESET,
@@ -184,12 +186,14 @@ class Config:
     eval_stride: int = 64                # EVAL_STRIDE (sliding window stride; 0 = non-overlapping only)
     max_eval_tokens: int = 0             # MAX_EVAL_TOKENS (0 = the whole val split; >0 = partial, labelled)
     # --- quantization / packing ---------------------------------------------------------
-    quant_method: str = "gptq"           # QUANT_METHOD (gptq | rtn | int8)
+    quant_method: str = "gptq"           # QUANT_METHOD (gptq | rtn | int8 | record_1060 | record_1855)
+    quant_error_norm: float = 0.0        # QUANT_ERROR_NORM (fitter: predicted error / ||W||^2_H^alpha; 0 = absolute, 1 = relative)
+    quant_lqer_ranks: str = ""           # QUANT_LQER_RANKS (comma-separated LQER ranks the fitter may add per tensor, e.g. 2,4; empty = off)
     gptq_calib_batches: int = 16         # GPTQ_CALIB_BATCHES (training batches for Hessians)
     gptq_reserve_seconds: float = 8.0    # GPTQ_RESERVE_SECONDS (taken from the training wallclock)
     quant_small_numel: int = 65_536      # QUANT_SMALL_NUMEL (tensors this small stay fp16/fp32)
     quant_sensitivity: str = ""          # QUANT_SENSITIVITY: sensitivity.json (eval_bpb.py --sensitivity) to weight the fitter by measured loss
-    budget_bytes: int = CAP_BYTES        # BUDGET_BYTES (code + model cap, decimal bytes)
+    budget_bytes: int = CAP_BYTES        # BUDGET_BYTES (code + model cap, decimal bytes; cpu presets: scaled_cap_bytes)
     budget_margin_bytes: int = 2_000     # BUDGET_MARGIN_BYTES (safety margin under the cap)
     # --- provenance -------------------------------------------------------------------------
     preset: str = ""                     # PRESET applied by from_env (r29 | p1125 | cpu | cpu_p1125)
@@ -317,7 +321,7 @@ class ConfigError(ValueError):
         super().__init__("\n  - ".join([head, *self.problems]))
 
 
-QUANT_METHODS = ("gptq", "rtn", "int8")
+QUANT_METHODS = ("gptq", "rtn", "int8", "record_1060", "record_1855")
 # Fields that must be >= 1 / >= 0 (0 meaning "off" or "default", see each field's comment).
 _POSITIVE = ("num_layers", "num_heads", "num_kv_heads", "model_dim", "vocab_size",
              "train_seq_len", "train_batch_tokens", "val_batch_size", "budget_bytes")
@@ -410,8 +414,29 @@ def _loop_problems(c: Config) -> Iterator[str]:
 def _choice_problems(c: Config) -> Iterator[str]:
     if c.quant_method not in QUANT_METHODS:
         yield f"QUANT_METHOD={c.quant_method!r}: not one of {', '.join(QUANT_METHODS)}"
+    if not 0 <= c.quant_error_norm <= 1:
+        yield f"QUANT_ERROR_NORM={c.quant_error_norm}: must be in [0, 1] (0 = absolute error, 1 = relative)"
+    try:
+        lqer_ranks(c.quant_lqer_ranks)
+    except ValueError as exc:
+        yield str(exc)
     if c.optim_groups not in OPTIM_GROUPS:
         yield f"OPTIM_GROUPS={c.optim_groups!r}: not one of {', '.join(OPTIM_GROUPS)}"
+
+
+def lqer_ranks(raw: str) -> tuple[int, ...]:
+    """QUANT_LQER_RANKS parsed: sorted distinct ranks >= 1 (empty or 0 = LQER off)."""
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    try:
+        ranks = sorted({int(p) for p in parts})
+    except ValueError:
+        ranks = [-1]
+    if ranks == [0]:
+        return ()
+    if any(r < 1 or r > 64 for r in ranks):
+        raise ValueError(f"QUANT_LQER_RANKS={raw!r}: must be comma-separated ranks in 1..64 "
+                         "(e.g. 4 or 2,4); empty or 0 = off")
+    return tuple(ranks)
 
 
 def _preset_name(raw: str) -> str:

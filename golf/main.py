@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 from golf import distributed
 from golf import rundir as rd
-from golf.config import Config
+from golf.config import Config, lqer_ranks
 from golf.rules import CAP_BYTES, eval_mode, run_eval_mode
 
 EMBEDDED_DATASET = "embedded_sp1024"
@@ -103,8 +103,8 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
     elif cfg.quant_method == "gptq":
         log("quant:warning no hessians.pt in the run; GPTQ falls back to identity Hessians")
     slopes = measured_slopes(cfg.quant_sensitivity, model, hessians, log) if cfg.quant_sensitivity else None
-    budget = None
-    if cfg.quant_method != "int8":
+    budget = None  # int8 and the records' methods set their own size; only the fitter fits
+    if cfg.quant_method in ("gptq", "rtn"):
         budget = cfg.budget_bytes - code_bytes - cfg.budget_margin_bytes
     log(f"quant:start method:{cfg.quant_method} code_bytes:{code_bytes} "
         f"model_budget_bytes:{budget if budget is not None else 'none'}")
@@ -113,6 +113,8 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
     qmodel = quant.quantize_model(model, hessians=hessians, method=cfg.quant_method,
                                   budget_bytes=budget, seed=cfg.seed, log=log, policy=policy,
                                   loss_slopes=slopes, device=distributed.default_device(),
+                                  lqer_ranks=lqer_ranks(cfg.quant_lqer_ranks),
+                                  error_norm=cfg.quant_error_norm,
                                   meta=artifact_meta(cfg, code_bytes))
     out = out_dir or run_dir
     path = out / rd.ARTIFACT
@@ -363,7 +365,7 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
         except ImportError:
             log("pack:skipped (this is already a packed submission script)")
         else:
-            with timer.phase("pack", log):
+            with timer.phase("pack", log):  # the run's cap (the scaled one on CPU), never above 16 MB
                 packed = pack_run(run_dir, submission_folder(run_dir, out_dir),
                                   name=os.environ.get("GOLF_NAME", ""),
                                   github_id=os.environ.get("GOLF_GITHUB_ID", ""), log=log,

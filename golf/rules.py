@@ -11,6 +11,23 @@ TRAIN_LIMIT_S = 600.0       # training wallclock on 8xH100
 EVAL_LIMIT_S = 600.0        # evaluation (TTT included), in addition to training
 
 
+# The scaled cap: the CPU models get the byte pressure of the 11L record under the challenge
+# cap. R29 spent 16,000,000 - 96,398 code bytes on 27,038,812 parameters (its published
+# code and artifact sizes): 4.7055 bits per parameter. A model of n parameters gets the same
+# bits per parameter plus the record's code allowance; like in the challenge, code shorter
+# than the record's leaves the difference to the model.
+R29_PARAMS = 27_038_812
+R29_CODE_BYTES = 96_398
+RECORD_BITS_PER_PARAM = (CAP_BYTES - R29_CODE_BYTES) * 8 / R29_PARAMS
+# parameters of the cpu / cpu_p1125 preset models (tests/test_quant_records.py recounts them)
+CPU_PARAMS = {"cpu": 778_644, "cpu_p1125": 723_216}
+
+
+def scaled_cap_bytes(n_params: int, code_bytes: int = R29_CODE_BYTES) -> int:
+    """BUDGET_BYTES that puts an n-parameter model under the 11L record's bits per parameter."""
+    return code_bytes + int(n_params * RECORD_BITS_PER_PARAM / 8)
+
+
 def eval_mode(stride: int) -> str:
     """The window mode a stride means: 0 = non-overlapping chunks, > 0 = sliding windows."""
     return "sliding" if stride > 0 else "chunked"

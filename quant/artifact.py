@@ -18,7 +18,10 @@ tensor (quant/rans.py); the builder picks it only when it is smaller than the pe
 streams under their best general-purpose codec, and tensors then point into it by offset. Each tensor entry: name,
 shape, dtype (original), class, kind (quant|pass|alias), method, bits, k, and references
 [stream index, byte offset, byte length] to its codes (int8, one per byte), scales (fp16 per row
-or fp32 per tensor) or passthrough data (stored dtype). Codes are never bit-packed. Small
+or fp32 per tensor) or passthrough data (stored dtype). Since version 4 a quantized tensor may
+carry "lqer": rank, factor bits and groups, and a reference into its own stream lqer/<name>
+holding A codes (rows x rank int8), B codes (rank x cols int8), then their fp16 group scales;
+the tensor loads as codes * scales + A·B (quant/lqer.py). Codes are never bit-packed. Small
 passthrough tensors share one stream per dtype (pass/float16, pass/float32); a large tensor the
 budget fitter kept in fp16 has its own (pass/<name>/float16).
 """
@@ -37,12 +40,14 @@ import torch
 
 from .codec import StreamCache, compress, decompress, shuffle, unshuffle
 from .errors import ArtifactError, ConfigMismatchError
+from .lqer import LqerFormat, lqer_from_bytes
 from .tensors import QTensor, dequant_tensor
 from .policy import CLASSES
 
 MAGIC = b"GKQF"
-FORMAT_VERSION = 3
-SUPPORTED_VERSIONS = (1, 2, 3)  # 1: plain JSON header; 2: brotli-compressed header; 3: + rans
+FORMAT_VERSION = 4
+# 1: plain JSON header; 2: brotli-compressed header; 3: + rans; 4: + LQER factors
+SUPPORTED_VERSIONS = (1, 2, 3, 4)
 JOINT_CODES = "codes"  # the one stream that holds every tensor's codes when rANS wins
 _PREFIX = struct.Struct("<4sHI32s")
 
@@ -65,6 +70,11 @@ def logical_streams(streams: list[dict]) -> dict[str, dict]:
         else:
             out[st["name"]] = {**st, "standalone_codec": st["codec"]}
     return out
+
+
+def lqer_stream_name(name: str) -> str:
+    """Each tensor's LQER factors get their own stream, so their bytes are measurable."""
+    return f"lqer/{name}"
 
 
 def pass_stream_name(qt: QTensor) -> str:
@@ -106,6 +116,11 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
             sd = str(qt.scales.dtype)
             e["scale_dtype"] = sd
             e["scales"] = put(f"scales/{sd}", np.ascontiguousarray(qt.scales).tobytes())
+            if qt.lqer is not None:
+                f = qt.lqer.fmt
+                e["lqer"] = {"rank": qt.lqer.rank, "a_bits": f.a_bits, "a_group": f.a_group,
+                             "b_bits": f.b_bits, "b_group": f.b_group,
+                             "data": put(lqer_stream_name(qt.name), qt.lqer.to_bytes())}
         elif qt.kind == "pass":
             sd = str(qt.data.dtype)
             e["stored_dtype"] = sd
@@ -171,6 +186,8 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
                 if name in moved:
                     e[key] = [moved[name][0], moved[name][1] + e[key][1], e[key][2]]
                 e[key][0] = index[e[key][0]]
+        if "lqer" in e:
+            e["lqer"]["data"][0] = index[e["lqer"]["data"][0]]
     table = [{k: v for k, v in st.items() if k not in ("sizes", "parts")} for st in streams]
     header = {"format": "golfkit-quant", "version": FORMAT_VERSION, "meta": dict(meta),
               "streams": table, "tensors": entries, "payload_len": len(payload),
@@ -261,6 +278,12 @@ def decode_tensors(header: dict, payload: bytes) -> list[QTensor]:
             qt.codes = view(e["codes"], "int8").reshape(e["rows"], e["cols"])
             qt.scales = view(e["scales"], e["scale_dtype"])
             qt.bits, qt.method, qt.k = e["bits"], e["method"], e["k"]
+            if "lqer" in e:
+                lq = e["lqer"]
+                fmt = LqerFormat(lq["a_bits"], lq["a_group"], lq["b_bits"], lq["b_group"])
+                sid, off, n = lq["data"]
+                qt.lqer = lqer_from_bytes(raw[sid][off:off + n], e["rows"], e["cols"],
+                                          lq["rank"], fmt)
         elif e["kind"] == "pass":
             qt.data = view(e["data"], e["stored_dtype"])
         else:

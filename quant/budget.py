@@ -25,7 +25,11 @@ FLOAT = 0                            # option index of the fp16 rung
 N_OPTIONS = len(LADDER) + 1          # option i >= 1 is ladder step LADDER[i - 1]
 J0 = 1 + int(np.where(LADDER == 0)[0][0])
 SAMPLE = 32_768
-SLACK = 10_000
+SLACK = 2_000
+# LQER rungs: a rank-r correction on top of these ladder steps (0.5x .. 8x the policy step,
+# every 4th step; the SVDs are full-matrix, so not on all 104 steps)
+LQER_STEPS = tuple(j for j in range(1, N_OPTIONS) if LADDER[j - 1] % 4 == 0
+                   and -16 <= LADDER[j - 1] <= 48)
 FP16_RATIO = 0.93                    # first guess of shuffled+compressed fp16 bytes / raw bytes
 
 
@@ -45,6 +49,19 @@ def bits_for(policy_bits: int, j_index: int) -> int:
     return 8
 
 
+def option_count(n_ranks: int) -> int:
+    """Options per tensor: fp16, the ladder, then one block of LQER_STEPS per LQER rank."""
+    return N_OPTIONS + n_ranks * len(LQER_STEPS)
+
+
+def decode_option(o: int) -> tuple[int, int | None]:
+    """(ladder option, index into the LQER ranks or None) of option o."""
+    if o < N_OPTIONS:
+        return o, None
+    ri, si = divmod(o - N_OPTIONS, len(LQER_STEPS))
+    return LQER_STEPS[si], ri
+
+
 @dataclass
 class Curve:
     rate: np.ndarray     # predicted stream bytes per option (before measured correction)
@@ -53,9 +70,10 @@ class Curve:
 
 def predict_curve(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int,
                   col_weight: torch.Tensor | None, sensitivity: float = 1.0,
-                  allow_float: bool = True) -> Curve:
+                  allow_float: bool = True, lqer_ranks: tuple[int, ...] = ()) -> Curve:
     """Entropy-based rate (codes + fp16 row scales) and diag(H)-weighted distortion for every
-    option, on a row sample. Without allow_float the fp16 rung costs infinitely many bytes."""
+    option, on a row sample. Without allow_float the fp16 rung costs infinitely many bytes.
+    With lqer_ranks, the LQER options follow (see _lqer_columns)."""
     rows, cols = w.shape
     stride = max(1, (rows * cols) // SAMPLE)
     idx = torch.arange(0, rows, max(1, stride // max(cols, 1)) if cols < SAMPLE else 1)
@@ -74,7 +92,32 @@ def predict_curve(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int,
         h = float(-(p * torch.log2(p)).sum())
         rate[j] = (rows * cols) * h / 8.0 + 32.0 + 2.0 * rows
         dist[j] = sensitivity * factor * float((((ws - q * s) ** 2) * cw).sum())
+    if lqer_ranks:
+        lr, ld = _lqer_columns(w, base_step, policy_bits, cw, lqer_ranks, rate, dist)
+        rate, dist = np.concatenate([rate, lr]), np.concatenate([dist, ld])
     return Curve(rate, dist)
+
+
+def _lqer_columns(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int, cw: torch.Tensor,
+                  ranks: tuple[int, ...], rate: np.ndarray, dist: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Rate and distortion of step j + a rank-r correction, for every LQER step and rank: the
+    plain step's (sampled) prediction, plus the factors' entropy-coded bytes, times the ratio
+    of corrected to uncorrected weighted error measured on the full round-to-nearest matrix."""
+    from .lqer import FITTER_FORMAT, factor_entropy_bytes, lqer_ladder
+    lr = np.zeros(len(ranks) * len(LQER_STEPS))
+    ld = np.zeros_like(lr)
+    for si, j in enumerate(LQER_STEPS):
+        qmax = qmax_for(bits_for(policy_bits, j))
+        s = (base_step.clamp_min(1e-30) * multiplier(j))[:, None]
+        e = w - torch.clamp(torch.round(w / s), -qmax, qmax) * s
+        plain = float(((e ** 2) * cw).sum())
+        for ri, lq in enumerate(lqer_ladder(e, ranks, FITTER_FORMAT, cw)):
+            fixed = float((((e - lq.correction()) ** 2) * cw).sum())
+            k = ri * len(LQER_STEPS) + si
+            lr[k] = rate[j] + factor_entropy_bytes(lq)
+            ld[k] = dist[j] * (fixed / plain if plain > 0 else 1.0)
+    return lr, ld
 
 
 def lagrange_choice(rate: np.ndarray, dist: np.ndarray, target: float) -> np.ndarray:
@@ -182,6 +225,12 @@ def _coarsen(rate: np.ndarray, dist: np.ndarray, choice: list[int],
     return trial
 
 
+def rate_order(rate: np.ndarray) -> np.ndarray:
+    """Options by predicted bytes, most first, fp16 kept first: with LQER options the index
+    order is no longer the order of bytes, which the fitter's neighbour moves rely on."""
+    return np.concatenate([[FLOAT], 1 + np.argsort(-rate[1:], kind="stable")]).astype(int)
+
+
 def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], object],
                measure: Callable[[list[int]], tuple[int, list[int]]], fixed_guess: int,
                log: Callable[[str], None] = lambda s: None, slack: int = SLACK,
@@ -190,11 +239,29 @@ def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], o
 
     realize(i, j) quantizes tensor i at option j (cached by the caller); measure(choice)
     returns (exact total bytes, that tensor's own stream bytes per tensor). Returns
-    (choice, total bytes).
+    (choice, total bytes). With LQER options (curves wider than N_OPTIONS) the fit runs on
+    each tensor's options sorted by predicted bytes and maps the choice back.
     """
+    if not curves or curves[0].rate.size == N_OPTIONS:
+        return _fit(curves, budget, realize, measure, fixed_guess, log, slack, max_rounds,
+                    initial_ratio)
+    orders = [rate_order(c.rate) for c in curves]
+    by_rate = [Curve(c.rate[o], c.dist[o]) for c, o in zip(curves, orders)]
+    choice, total = _fit(by_rate, budget, lambda i, k: realize(i, int(orders[i][k])),
+                         lambda ch: measure([int(orders[i][k]) for i, k in enumerate(ch)]),
+                         fixed_guess, log, slack, max_rounds, initial_ratio)
+    return [int(orders[i][k]) for i, k in enumerate(choice)], total
+
+
+def _fit(curves: list[Curve], budget: int, realize: Callable[[int, int], object],
+         measure: Callable[[list[int]], tuple[int, list[int]]], fixed_guess: int,
+         log: Callable[[str], None], slack: int, max_rounds: int,
+         initial_ratio: float) -> tuple[list[int], int]:
+    """fit_budget on options ordered finest (most bytes) first."""
     n = len(curves)
     rate = np.stack([c.rate for c in curves]) if n else np.zeros((0, N_OPTIONS))
     dist = np.stack([c.dist for c in curves]) if n else np.zeros((0, N_OPTIONS))
+    last = rate.shape[1] - 1
     fixed = float(fixed_guess)
     margin = 512.0
     best: tuple[list[int], int] | None = None
@@ -252,7 +319,7 @@ def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], o
             lo = target if lo is None else max(lo, target)
             target = target + (budget - total) if hi is None else (lo + hi) / 2
         else:
-            if all(j == N_OPTIONS - 1 for j in choice):
+            if all(j == last for j in choice):
                 raise BudgetError(f"budget of {budget:,} bytes is impossible: the smallest artifact "
                                   f"this model and policy can reach is {total:,} bytes (every "
                                   "tensor at its coarsest step); raise BUDGET_BYTES or keep fewer "
@@ -269,7 +336,7 @@ def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], o
         choice, total = list(choice), total
         while total > budget:
             cand = [(dist[i, j + 1] - dist[i, j]) / max(rate[i, j] - rate[i, j + 1], 1e-9)
-                    if j + 1 < N_OPTIONS else np.inf for i, j in enumerate(choice)]
+                    if j + 1 <= last else np.inf for i, j in enumerate(choice)]
             i = int(np.argmin(cand))
             if not np.isfinite(cand[i]):
                 raise BudgetError(f"budget of {budget:,} bytes is impossible: the smallest artifact "
@@ -306,7 +373,7 @@ def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], o
         for i, j in enumerate(choice):
             if j > 0:
                 dr = pred_now[i, j - 1] - pred_now[i, j]
-                if dr < room:
+                if dr < room and dist[i, j] > dist[i, j - 1]:
                     opts.append(((dist[i, j] - dist[i, j - 1]) / max(dr, 1e-9), i))
         if not opts:
             break

@@ -12,51 +12,79 @@ import lzma
 import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 
-CODECS = ("zstd", "brotli", "lzma", "zlib", "rans", "raw")
-JOINT = ("rans",)  # coded over several streams at once, not in the per-stream best-of
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
 
 
+@dataclass(frozen=True)
+class Codec:
+    """One byte-stream compressor: adding a codec is one entry in REGISTRY (names are stored
+    in artifact headers, so an entry is never renamed or removed)."""
+    compress: Callable[[bytes], bytes]
+    decompress: Callable[[bytes], bytes]
+
+
+def _zstd_c(data: bytes) -> bytes:
+    import zstandard
+    return zstandard.ZstdCompressor(level=22, write_content_size=True).compress(data)
+
+
+def _zstd_d(data: bytes) -> bytes:
+    import zstandard
+    return zstandard.ZstdDecompressor().decompress(data)
+
+
+def _brotli_c(data: bytes) -> bytes:
+    import brotli
+    return brotli.compress(data, quality=11, lgwin=24)
+
+
+def _brotli_d(data: bytes) -> bytes:
+    import brotli
+    return brotli.decompress(data)
+
+
+def _rans_c(data: bytes) -> bytes:
+    from .rans import encode
+    return encode(data)
+
+
+def _rans_d(data: bytes) -> bytes:
+    from .rans import decode
+    return decode(data)
+
+
+REGISTRY: dict[str, Codec] = {
+    "zstd": Codec(_zstd_c, _zstd_d),
+    "brotli": Codec(_brotli_c, _brotli_d),
+    # raw LZMA2 stream: no container header or CRC (the artifact's sha256 covers it)
+    "lzma": Codec(lambda d: lzma.compress(d, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS),
+                  lambda d: lzma.decompress(d, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)),
+    "zlib": Codec(lambda d: zlib.compress(d, 9), zlib.decompress),
+    "rans": Codec(_rans_c, _rans_d),
+    "raw": Codec(bytes, bytes),
+}
+CODECS = tuple(REGISTRY)
+JOINT = ("rans",)  # coded over several streams at once, not in the per-stream best-of
+
+
+def _codec(name: str) -> Codec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown codec {name!r}; use one of {CODECS}") from None
+
+
 def compress(data: bytes, codec: str) -> bytes:
-    if codec == "zstd":
-        import zstandard
-        return zstandard.ZstdCompressor(level=22, write_content_size=True).compress(data)
-    if codec == "brotli":
-        import brotli
-        return brotli.compress(data, quality=11, lgwin=24)
-    if codec == "lzma":  # raw LZMA2 stream: no container header or CRC (the sha256 covers it)
-        return lzma.compress(data, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
-    if codec == "zlib":
-        return zlib.compress(data, 9)
-    if codec == "rans":
-        from .rans import encode
-        return encode(data)
-    if codec == "raw":
-        return bytes(data)
-    raise ValueError(f"unknown codec {codec!r}; use one of {CODECS}")
+    return _codec(codec).compress(bytes(data))
 
 
 def decompress(data: bytes, codec: str) -> bytes:
-    if codec == "zstd":
-        import zstandard
-        return zstandard.ZstdDecompressor().decompress(data)
-    if codec == "brotli":
-        import brotli
-        return brotli.decompress(data)
-    if codec == "lzma":
-        return lzma.decompress(data, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
-    if codec == "zlib":
-        return zlib.decompress(data)
-    if codec == "rans":
-        from .rans import decode
-        return decode(data)
-    if codec == "raw":
-        return bytes(data)
-    raise ValueError(f"unknown codec {codec!r}")
+    return _codec(codec).decompress(bytes(data))
 
 
 def shuffle(data: bytes, width: int) -> bytes:

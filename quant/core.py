@@ -2,6 +2,7 @@
 to a byte budget. The artifact bytes are built once here and reused for size and saving."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -9,17 +10,20 @@ import torch
 from torch import nn
 
 from . import budget as fitter
-from .artifact import build_artifact, logical_streams, pass_stream_name, state_dict_from_tensors
+from .artifact import (build_artifact, logical_streams, lqer_stream_name, pass_stream_name,
+                       state_dict_from_tensors)
 from .baseline import baseline_keep_float, baseline_quantize_tensor
 from .codec import StreamCache
 from .errors import BudgetError, QuantError
 from .gptq import gptq_quantize
+from .lqer import FITTER_FORMAT, make_lqer
 from .policy import CLASSES, QuantPolicy, classify, is_control
+from .records import RECORD_METHODS, record_policy, record_quantize
 from .scalar import (as_rows, clip_step, dequantize, hessian_error, qmax_for, round_scale,
                      rtn_codes)
 from .tensors import QTensor, dtype_name
 
-METHODS = ("gptq", "rtn", "int8")
+METHODS = ("gptq", "rtn", "int8", *RECORD_METHODS)
 
 
 class QuantizedModel:
@@ -117,7 +121,7 @@ class _Item:
 
     def __init__(self, name: str, t: torch.Tensor, cls: str, policy: QuantPolicy,
                  h: torch.Tensor | None, method: str, log: Callable[[str], None],
-                 device: str = "cpu"):
+                 device: str = "cpu", lqer_ranks: tuple[int, ...] = ()):
         self.device = device
         self.name, self.cls, self.shape, self.dtype = name, cls, tuple(t.shape), dtype_name(t.dtype)
         self.w = as_rows(t)
@@ -132,10 +136,14 @@ class _Item:
         self.std = self.w.std(dim=1, unbiased=False).clamp_min(1e-30)
         self.method = "gptq" if (method == "gptq" and self.h is not None) else "rtn"
         self.log = log
+        self.lqer_ranks = lqer_ranks
         self.cache: dict[int, QTensor] = {}
 
     def realize(self, j: int) -> QTensor:
-        """The tensor at fitter option j: fp16 (option 0) or codes at ladder step j."""
+        """The tensor at fitter option j: fp16 (option 0), codes at ladder step j, or (j >=
+        N_OPTIONS) codes at a ladder step plus an LQER correction of their error."""
+        if j >= fitter.N_OPTIONS:
+            return self._realize_lqer(j)
         if j == fitter.FLOAT and j not in self.cache:
             stored = self.w.to(torch.float16)
             self.cache[j] = QTensor(
@@ -161,6 +169,19 @@ class _Item:
                 extra={"ladder": int(fitter.LADDER[j - 1]), "step_over_std":
                        round(float((step / self.std).mean()), 5)})
         return self.cache[j]
+
+
+    def _realize_lqer(self, o: int) -> QTensor:
+        if o not in self.cache:
+            j, ri = fitter.decode_option(o)
+            base = self.realize(j)
+            w_hat = dequantize(torch.from_numpy(base.codes.copy()),
+                               torch.from_numpy(base.scales.astype(np.float32)))
+            lq = make_lqer(self.w - w_hat, self.lqer_ranks[ri], FITTER_FORMAT, self.col_weight)
+            err = hessian_error(self.w, w_hat + lq.correction(), self.h)
+            self.cache[o] = replace(base, lqer=lq, error=err,
+                                    extra={**base.extra, "lqer_rank": lq.rank})
+        return self.cache[o]
 
 
 def _codec_ratio(policy: QuantPolicy) -> float:
@@ -190,6 +211,24 @@ def loss_slopes(weights: Mapping[str, torch.Tensor], dequantized: Mapping[str, t
     return out
 
 
+def _weighted_norm(it: "_Item") -> float:
+    """||W||^2 weighted by diag(H) (plain ||W||^2 without a Hessian)."""
+    cw = torch.ones(it.w.shape[1]) if it.col_weight is None else it.col_weight
+    return float(((it.w.double() ** 2) * cw.double()).sum())
+
+
+def _norm_multipliers(items: list["_Item"], alpha: float) -> dict[str, float]:
+    """(median norm / ||W||^2_diag(H))^alpha per tensor: alpha 0 keeps the absolute weighted
+    error, 1 makes it relative (every tensor's relative error equally costly, like one k per
+    class), 0.5 is between. Why: absolute error under-prices small-norm tensors whose output
+    is scaled up downstream (e.g. projections behind a learned residual scale)."""
+    if not alpha or not items:
+        return {}
+    norms = {it.name: max(_weighted_norm(it), 1e-30) for it in items}
+    med = float(np.median(list(norms.values())))
+    return {n: (med / v) ** alpha for n, v in norms.items()}
+
+
 def _slope_multipliers(items: list["_Item"], slopes: Mapping[str, float]) -> dict[str, float]:
     """Distortion multipliers that turn each tensor's predicted weighted squared error into a
     predicted loss increase: slope / ||W||^2_diag(H). Tensors without a slope get the median
@@ -198,8 +237,7 @@ def _slope_multipliers(items: list["_Item"], slopes: Mapping[str, float]) -> dic
     raw = {}
     for it in items:
         if it.name in slopes:
-            cw = torch.ones(it.w.shape[1]) if it.col_weight is None else it.col_weight
-            norm = float(((it.w.double() ** 2) * cw.double()).sum())
+            norm = _weighted_norm(it)
             if norm > 0:
                 raw[it.name] = slopes[it.name] / norm
     if not raw:
@@ -215,6 +253,7 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
                    log: Callable[[str], None] | None = None,
                    sensitivity: Mapping[str, float] | None = None,
                    loss_slopes: Mapping[str, float] | None = None,
+                   lqer_ranks: tuple[int, ...] = (), error_norm: float = 0.0,
                    device: str = "cpu") -> QuantizedModel:
     """Quantize every tensor of a model (see QuantPolicy); fit to `budget_bytes` when given.
 
@@ -224,7 +263,11 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     tensor's predicted loss increase (name -> weight). `loss_slopes` (from `loss_slopes()`:
     measured loss per unit of relative weighted error) puts every tensor's predicted error in
     loss units, so the fitter trades bytes by measured effect. `device="cuda"` runs the GPTQ sweeps
-    on the GPU (faster; codes may differ from a CPU run in rare rounding ties).
+    on the GPU (faster; codes may differ from a CPU run in rare rounding ties). `lqer_ranks`
+    offers the fitter, per tensor, each step plus a rank-r LQER correction (quant/lqer.py) as
+    further options, weighed by predicted bytes and error like any other (budget only).
+    `error_norm` alpha divides each tensor's predicted error by its ||W||^2_diag(H)^alpha
+    (see _norm_multipliers; measured `loss_slopes` take precedence).
     """
     if method not in METHODS:
         raise QuantError(f"unknown quant method {method!r}; set QUANT_METHOD to one of {METHODS}")
@@ -245,6 +288,15 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
             raise BudgetError(f"int8 baseline artifact is {q.total_bytes:,} bytes, over the budget "
                               f"of {budget_bytes:,}; use QUANT_METHOD=gptq or rtn to fit a budget")
         return q
+    if method in RECORD_METHODS:  # the record sets its size by its k; never fitted
+        policy = record_policy(method, policy)
+        tensors = record_quantize(method, sd, aliases, hessians, policy, _passthrough, device, log)
+        q = QuantizedModel(tensors, meta, policy, method, cache, budget_bytes)
+        if budget_bytes is not None and q.total_bytes > budget_bytes:
+            raise BudgetError(f"{method} artifact is {q.total_bytes:,} bytes, over the budget of "
+                              f"{budget_bytes:,}; the record's quantizer is not fitted to a "
+                              "budget: use QUANT_METHOD=gptq to fit one")
+        return q
 
     slots: list[QTensor | _Item] = []
     items: list[_Item] = []
@@ -257,7 +309,8 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
         if cls == "small":
             slots.append(_passthrough(name, t, cls, policy))
             continue
-        item = _Item(name, t, cls, policy, hessians.get(name), method, log, device)
+        item = _Item(name, t, cls, policy, hessians.get(name), method, log, device,
+                     lqer_ranks if budget_bytes is not None else ())
         slots.append(item)
         items.append(item)
     paths: dict[str, int] = {}
@@ -281,9 +334,11 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
         if measured:
             log(f"quant:loss_slopes measured:{sum(n in (loss_slopes or {}) for n in measured)} "
                 f"of {len(items)} tensors (others use the median)")
+        else:
+            measured = _norm_multipliers(items, error_norm)
         curves = [fitter.predict_curve(it.w, it.base_step, it.bits, it.col_weight,
                                        float(sens.get(it.name, 1.0)) * measured.get(it.name, 1.0),
-                                       policy.float_rung)
+                                       policy.float_rung, it.lqer_ranks)
                   for it in items]
 
         winners: dict[str, tuple[str, ...]] = {}
@@ -301,7 +356,8 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
             for qt in tensors:
                 if qt.cls in CLASSES:
                     own.append(by_name[pass_stream_name(qt)] if qt.kind == "pass"
-                               else by_name[f"codes/{qt.name}"] + 2 * qt.codes.shape[0])
+                               else by_name[f"codes/{qt.name}"] + 2 * qt.codes.shape[0]
+                               + (by_name[lqer_stream_name(qt.name)] if qt.lqer else 0))
             return len(blob), own
 
         fixed_guess = 4096 + sum(

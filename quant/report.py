@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import logical_streams, pass_stream_name, write_atomic
+from .artifact import lqer_stream_name, logical_streams, pass_stream_name, write_atomic
 
 
 def _entropy(codes: np.ndarray) -> float:
@@ -38,6 +38,10 @@ def build_report(qmodel) -> list[dict]:
             ss = streams[f"scales/{qt.scales.dtype}"]
             scale_share = ss["length"] * qt.scales.nbytes / max(ss["raw_length"], 1)
             nbytes = cs["length"] + scale_share
+            if qt.lqer is not None:
+                lq_bytes = streams[lqer_stream_name(qt.name)]["length"]
+                nbytes += lq_bytes
+                row.update(lqer_rank=qt.lqer.rank, lqer_bytes=lq_bytes)
             row.update(code_bytes=cs["length"], scale_bytes=round(scale_share, 1),
                        codec=cs["codec"], codec_sizes=cs["sizes"], entropy_bits=round(h, 5),
                        bits_per_param=round(cs["length"] * 8 / qt.numel, 5),

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .lqer import Lqer
+
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
                 "float64": torch.float64, "int64": torch.int64, "int32": torch.int32,
                 "int16": torch.int16, "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool}
@@ -33,6 +35,7 @@ class QTensor:
     error: float | None = None
     error_kind: str = ""
     extra: dict = field(default_factory=dict)
+    lqer: Lqer | None = None         # low-rank correction of the codes' error (quant only)
 
     @property
     def numel(self) -> int:
@@ -45,7 +48,10 @@ def dequant_tensor(qt: QTensor) -> torch.Tensor:
         codes = torch.from_numpy(np.array(qt.codes, copy=True)).to(torch.float32)
         s = torch.from_numpy(np.array(qt.scales, copy=True)).to(torch.float32)
         s = s[:, None] if s.numel() == codes.shape[0] else s.reshape(1, 1)
-        return (codes * s).reshape(qt.shape)
+        w = codes * s
+        if qt.lqer is not None:
+            w = w + qt.lqer.correction()
+        return w.reshape(qt.shape)
     if qt.kind == "pass":
         t = torch.from_numpy(np.array(qt.data, copy=True)).reshape(qt.shape)
         target = TORCH_DTYPES.get(qt.dtype, t.dtype)

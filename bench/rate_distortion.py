@@ -1,0 +1,194 @@
+"""Rate–distortion of the quantizers on one trained checkpoint: val_bpb gap against artifact bytes.
+
+    python -m bench.rate_distortion --checkpoint runs/ID/ema.pt --data DIR --tokenizer MODEL \
+        [--budgets 7] [--max-eval-tokens 16384] [--lqer-ranks 2,4] [--error-norm 0.5]
+        [--out bench/results/rate_distortion]
+
+Points: int8 (the challenge baseline's per-row int8 codes, on every tensor above the run's
+QUANT_SMALL_NUMEL, in golfkit's container under the fitter's coders), record_1060 and record_1855 (quant/records.py; their size is set by their
+k, so one point each), and golfkit's fitter without and with LQER rungs at `--budgets` byte
+budgets from the larger record's size down to 40 % of the smaller one (plus exactly each
+record's size, for equal-bytes comparisons); the fitter with the default absolute error and
+with `--error-norm` (QUANT_ERROR_NORM) with and without LQER. Every artifact goes through a file round trip and
+is scored on the same first MAX_EVAL_TOKENS validation tokens (chunked, the run's eval length)
+as the full-precision checkpoint; the gap is post - pre. Hessians: the run's hessians.pt
+(training batches) when it sits beside the checkpoint, else collected here from training
+batches. Writes <out>.json and <out>.png (bytes on x, gap on y, one line per method) and
+prints a table; also says whether each fitter line is monotonic (a larger budget never gives
+a larger gap) and lists the exceptions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import quant
+
+
+def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8):
+    """(cfg, model, float state, hessians) for a training checkpoint."""
+    from golf.checkpoint import load_torch_file
+    from golf.config import Config
+    from golf.model import GPT
+    ck = load_torch_file(ckpt_path, "pass runs/<ID>/ema.pt", keys=("config", "state_dict"))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
+    cfg = Config.from_dict(ck["config"])
+    model = GPT(cfg)
+    model.load_state_dict(state)
+    model.eval()
+    hpath = Path(ckpt_path).with_name("hessians.pt")
+    if hpath.is_file():
+        hs = load_torch_file(hpath, "delete it to recollect", keys=("hessians",))["hessians"]
+    else:
+        from golf.data.loader import DistributedTokenLoader
+        loader = DistributedTokenLoader(data_path, rank=0, world_size=1, seed=cfg.seed,
+                                        vocab_size=cfg.vocab_size)
+        hs = quant.collect_hessians(model, [loader.next_batch(cfg.train_batch_tokens,
+                                                              cfg.train_seq_len, 1)[0]
+                                            for _ in range(calib_batches)])
+    return cfg, model, state, hs
+
+
+def budget_grid(record_sizes: list[int], n: int) -> list[int]:
+    """n budgets geometric from max(record sizes) down to 0.4 x min, plus each record's size."""
+    top, bottom = max(record_sizes), 0.4 * min(record_sizes)
+    grid = np.geomspace(bottom, top, n).round().astype(int).tolist()
+    return sorted(set(grid) | set(record_sizes))
+
+
+def monotonic_exceptions(points: list[dict]) -> list[dict]:
+    """Adjacent pairs (by bytes) where more bytes gave a larger gap."""
+    pts = sorted(points, key=lambda p: p["bytes"])
+    return [{"smaller": a["bytes"], "gap_smaller": a["gap"], "larger": b["bytes"],
+             "gap_larger": b["gap"]} for a, b in zip(pts, pts[1:]) if b["gap"] > a["gap"]]
+
+
+def run(args: argparse.Namespace) -> dict:
+    from golf.config import lqer_ranks
+    from golf.evaluate import evaluate_bpb, load_eval_data
+    from golf.model import GPT
+    cfg, model, state, hs = load_run(args.checkpoint, args.data)
+    data = load_eval_data(args.data, args.tokenizer, cfg.vocab_size,
+                          max_tokens=args.max_eval_tokens, log=None)
+    params = sum(p.numel() for p in model.parameters())
+    policy = quant.QuantPolicy(small_numel=cfg.quant_small_numel)
+    if args.codecs:  # the records keep their own coder (record_policy)
+        policy = replace(policy, compressors=tuple(args.codecs.split(",")))
+
+    def bpb(sd: dict) -> float:
+        m = GPT(cfg)
+        m.load_state_dict(sd)
+        m.eval()
+        return float(evaluate_bpb(m, data.tokens, data.lut, seq_len=cfg.effective_eval_seq_len,
+                                  max_tokens=data.n_targets, device="cpu").val_bpb)
+
+    def point(label: str, **kw) -> dict:
+        t0 = time.perf_counter()
+        q = quant.quantize_model(model, hessians=hs, policy=policy, **kw)
+        secs = time.perf_counter() - t0
+        with tempfile.TemporaryDirectory() as d:
+            quant.save_artifact(f"{d}/m.gkq", q)
+            sd, _ = quant.load_artifact(f"{d}/m.gkq")
+        val = bpb(sd)
+        p = {"method": label, "budget": kw.get("budget_bytes"), "bytes": q.total_bytes,
+             "bits_per_param": round(8 * q.total_bytes / params, 4), "val_bpb": val,
+             "gap": val - pre, "quant_seconds": round(secs, 1),
+             "lqer_tensors": sum(1 for qt in q.tensors if qt.lqer is not None),
+             "fp16_tensors": sum(1 for r in q.report if r["kind"] == "pass"
+                                 and r["class"] in ("attention", "mlp", "embedding", "other"))}
+        print(f"rd:{label} bytes:{p['bytes']} gap:{p['gap']:+.6f} secs:{p['quant_seconds']}",
+              flush=True)
+        return p
+
+    pre = bpb(state)
+    points = [point("int8", method="int8"), point("record_1060", method="record_1060"),
+              point("record_1855", method="record_1855")]
+    budgets = budget_grid([points[1]["bytes"], points[2]["bytes"]], args.budgets)
+    ranks, a = lqer_ranks(args.lqer_ranks), args.error_norm
+    lines = [("fitter", 0.0, ())] + ([(f"fitter norm={a:g}", a, ())] if a else []) + [
+        (f"fitter{f' norm={a:g}' if a else ''}+lqer({args.lqer_ranks})", a, ranks)]
+    for label, alpha, rk in lines:
+        for b in budgets:
+            try:
+                points.append(point(label, method="gptq", budget_bytes=b, lqer_ranks=rk,
+                                    error_norm=alpha))
+            except quant.BudgetError as exc:
+                print(f"rd:{label} budget:{b} impossible ({exc})")
+    fitters = sorted({p["method"] for p in points if p["method"].startswith("fitter")})
+    return {"checkpoint": args.checkpoint, "params": params, "pre_val_bpb": pre,
+            "eval_tokens": data.n_targets, "small_numel": cfg.quant_small_numel,
+            "budgets": budgets, "points": points,
+            "monotonic": {f: monotonic_exceptions([p for p in points if p["method"] == f])
+                          for f in fitters}}
+
+
+def table(res: dict) -> str:
+    lines = ["| method | budget | bytes | bits/param | val_bpb | gap | LQER tensors | quant s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in sorted(res["points"], key=lambda p: (p["method"], p["bytes"])):
+        lines.append(f"| {p['method']} | {p['budget'] or '-'} | {p['bytes']:,} | "
+                     f"{p['bits_per_param']:.3f} | {p['val_bpb']:.5f} | {p['gap']:+.5f} | "
+                     f"{p['lqer_tensors']} | {p['quant_seconds']} |")
+    return "\n".join(lines)
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5))
+    methods = sorted({p["method"] for p in res["points"]})
+    for m in methods:
+        pts = sorted((p for p in res["points"] if p["method"] == m), key=lambda p: p["bytes"])
+        style = "-o" if len(pts) > 1 else "s"
+        ax.plot([p["bytes"] for p in pts], [p["gap"] for p in pts], style, label=m, ms=6)
+    ax.set_xlabel("artifact bytes")
+    ax.set_ylabel("val_bpb gap (post - pre)")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"rate-distortion, {res['params']:,} params, pre {res['pre_val_bpb']:.4f}, "
+                 f"{res['eval_tokens']:,} val tokens")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.rate_distortion", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--tokenizer", required=True)
+    ap.add_argument("--budgets", type=int, default=7)
+    ap.add_argument("--max-eval-tokens", type=int, default=16_384)
+    ap.add_argument("--lqer-ranks", default="2,4")
+    ap.add_argument("--error-norm", type=float, default=0.5,
+                    help="QUANT_ERROR_NORM of the extra fitter lines (0: only fitter, fitter+lqer)")
+    ap.add_argument("--codecs", default="",
+                    help="coders for int8 and the fitter, e.g. zlib,rans (default: all); "
+                         "rANS codes the int codes either way, so this mostly speeds it up")
+    ap.add_argument("--out", default="bench/results/rate_distortion")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    res = run(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from golf.atomic import atomic_write_json
+    atomic_write_json(out.with_suffix(".json"), res)
+    plot(res, out.with_suffix(".png"))
+    print(table(res))
+    print(json.dumps({"pre_val_bpb": res["pre_val_bpb"], "monotonic": res["monotonic"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

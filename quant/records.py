@@ -1,0 +1,137 @@
+"""The records' quantizers, re-implemented from anchor_quant.md so anyone can measure their gap
+on their own checkpoint with golfkit's artifact, loader and eval.
+
+record_1060 (the 1.1122 record, R29, §3.5/§3.6): attention/MLP int6 full-Hessian GPTQ
+  (act-order, block 128, ~2 % damping: 1 % at finalization + 1 % inside the solve), the per-row
+  clip re-chosen among 5 percentiles of |w| (0.999 .. 1.0), the winner by unweighted MSE
+  against W; embedding and other large tensors int8 per-row percentile (0.9999984);
+  small tensors fp16 (control fp32); lzma.
+record_1855 (the 1.0611 record, §3.11): SDClip GPTQ (step = k·std(row)/qmax, 1 % damping):
+  attention int6 k=13, MLP int6 k=11.5, tied embedding int7 k=14 with the LM head's input
+  Hessian, other large int6 k=12.85 (§3.8); LQER rank 4 on the 3 tensors with the largest
+  ||W - Ŵ||_F, unweighted SVD, A int2 one scale, B int4 groups of 64; brotli-11 (the sibling
+  record's coder, §3.12; its per-group lrzip pipeline is not reproduced, see quant/README.md).
+
+Deviations kept on purpose: no absolute scale floor (§3.1's latent hazard), and the streams go
+into golfkit's container (independently compressed, restricted to the record's coder) rather
+than one torch.save blob, so eval_bpb.py and pack.py read them like any artifact.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable, Mapping
+
+import torch
+
+from .baseline import CLIP_Q
+from .gptq import gptq_quantize
+from .lqer import RECORD_FORMAT, make_lqer
+from .policy import ClassPolicy, ClipRule, QuantPolicy, classify
+from .scalar import as_rows, clip_step, dequantize, hessian_error, qmax_for, round_scale, rtn_codes
+from .tensors import QTensor, dtype_name
+
+RECORD_METHODS = ("record_1060", "record_1855")
+PERCENTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
+LQER_TOP_K, LQER_RANK = 3, 4
+
+
+def record_policy(method: str, base: QuantPolicy) -> QuantPolicy:
+    """The record's classes and coder; passthrough threshold and control names from `base`."""
+    if method == "record_1060":
+        return replace(base, attention=ClassPolicy(6, ClipRule("percentile", 1.0), 0.02),
+                       mlp=ClassPolicy(6, ClipRule("percentile", 1.0), 0.02),
+                       embedding=ClassPolicy(8, ClipRule("percentile", CLIP_Q)),
+                       other=ClassPolicy(8, ClipRule("percentile", CLIP_Q)),
+                       compressors=("lzma",), float_rung=False)
+    if method == "record_1855":
+        return replace(base, attention=ClassPolicy(6, ClipRule("std", 13.0), 0.01),
+                       mlp=ClassPolicy(6, ClipRule("std", 11.5), 0.01),
+                       embedding=ClassPolicy(7, ClipRule("std", 14.0), 0.01),
+                       other=ClassPolicy(6, ClipRule("std", 12.85), 0.01),
+                       compressors=("brotli",), float_rung=False)
+    raise ValueError(f"unknown record method {method!r}; use one of {RECORD_METHODS}")
+
+
+def _qtensor(name: str, t: torch.Tensor, cls: str, codes: torch.Tensor, step: torch.Tensor,
+             bits: int, method: str, h: torch.Tensor | None) -> QTensor:
+    w = as_rows(t)
+    std = w.std(dim=1, unbiased=False).clamp_min(1e-30)
+    return QTensor(name=name, shape=tuple(t.shape), dtype=dtype_name(t.dtype), cls=cls,
+                   kind="quant", codes=codes.numpy(), scales=step.to(torch.float16).numpy(),
+                   bits=bits, method=method, k=round(float((step * qmax_for(bits) / std).mean()), 4),
+                   error=hessian_error(w, dequantize(codes, step), h),
+                   error_kind="hessian" if h is not None else "mse")
+
+
+def _solve(w: torch.Tensor, h: torch.Tensor | None, step: torch.Tensor, qmax: int, damp: float,
+           device: str, log: Callable[[str], None], name: str) -> torch.Tensor:
+    if h is None:
+        return rtn_codes(w, step, qmax)
+    return gptq_quantize(w.to(device), h, step, qmax, damp=damp, log=log, name=name)
+
+
+def _gptq_percentile(w: torch.Tensor, h: torch.Tensor | None, cp: ClassPolicy, device: str,
+                     log: Callable[[str], None], name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """record_1060's sweep: one GPTQ pass per clip percentile, lowest plain MSE wins."""
+    qmax = qmax_for(cp.bits)
+    best = None
+    for p in PERCENTILES:
+        step = round_scale(clip_step(w, cp.bits, "percentile", p))
+        codes = _solve(w, h, step, qmax, cp.damp, device, log, name)
+        mse = float(((w - dequantize(codes, step)) ** 2).sum())
+        if best is None or mse < best[0]:
+            best = (mse, codes, step)
+    return best[1], best[2]
+
+
+def record_tensor(method: str, name: str, t: torch.Tensor, cls: str, policy: QuantPolicy,
+                  h: torch.Tensor | None, device: str, log: Callable[[str], None]) -> QTensor:
+    """One large float tensor under the record's rule for its class."""
+    w = as_rows(t)
+    cp = policy.for_class(cls)
+    h = None if h is None else h.detach().to(torch.float32).cpu()
+    if method == "record_1060" and cls in ("attention", "mlp"):
+        codes, step = _gptq_percentile(w, h, cp, device, log, name)
+        return _qtensor(name, t, cls, codes, step, cp.bits, "gptq" if h is not None else "rtn", h)
+    step = round_scale(clip_step(w, cp.bits, cp.clip.kind, cp.clip.value))
+    if method == "record_1060":  # int8 percentile round-to-nearest (embedding, other)
+        return _qtensor(name, t, cls, rtn_codes(w, step, qmax_for(cp.bits)), step, cp.bits, "rtn", h)
+    codes = _solve(w, h, step, qmax_for(cp.bits), cp.damp, device, log, name)
+    return _qtensor(name, t, cls, codes, step, cp.bits, "gptq" if h is not None else "rtn", h)
+
+
+def add_record_lqer(tensors: list[QTensor], weights: Mapping[str, torch.Tensor]) -> list[str]:
+    """record_1855's LQER: rank 4 on the top-3 quantized tensors by ||W - Ŵ||_F (in place)."""
+    errs = []
+    for qt in tensors:
+        if qt.kind == "quant":
+            w = as_rows(weights[qt.name])
+            e = w - dequantize(torch.from_numpy(qt.codes.copy()), torch.from_numpy(
+                qt.scales.astype("float32")))
+            errs.append((float(e.norm()), qt, e))
+    errs.sort(key=lambda x: -x[0])
+    picked = []
+    for _n, qt, e in errs[:LQER_TOP_K]:
+        qt.lqer = make_lqer(e, LQER_RANK, RECORD_FORMAT)
+        picked.append(qt.name)
+    return picked
+
+
+def record_quantize(method: str, sd: Mapping[str, torch.Tensor], aliases: Mapping[str, str],
+                    hessians: Mapping[str, torch.Tensor], policy: QuantPolicy,
+                    passthrough: Callable[[str, torch.Tensor, str, QuantPolicy], QTensor],
+                    device: str, log: Callable[[str], None]) -> list[QTensor]:
+    """Every state_dict entry under `method` (policy = record_policy(method, ...))."""
+    out: list[QTensor] = []
+    for name, t in sd.items():
+        if name in aliases:
+            out.append(QTensor(name=name, shape=tuple(t.shape), dtype=dtype_name(t.dtype),
+                               cls="alias", kind="alias", alias_of=aliases[name]))
+            continue
+        cls = classify(name, t.numel(), t.ndim, t.is_floating_point(), policy)
+        out.append(passthrough(name, t, cls, policy) if cls == "small" else
+                   record_tensor(method, name, t, cls, policy, hessians.get(name), device, log))
+    if method == "record_1855":
+        picked = add_record_lqer(out, sd)
+        log(f"quant:{method} lqer rank:{LQER_RANK} tensors:{','.join(picked)}")
+    return out

@@ -1,0 +1,133 @@
+"""The records' quantizers (record_1060, record_1855) on tiny tensors, and the scaled-cap rule of
+the CPU presets. Each property is recomputed here from the formulas in anchor_quant.md."""
+from __future__ import annotations
+
+import torch
+import numpy as np
+import pytest
+
+import quant
+from quant.gptq import gptq_quantize
+from quant.records import PERCENTILES
+from golf.config import Config
+from golf.rules import (CPU_PARAMS, R29_CODE_BYTES, R29_PARAMS, RECORD_BITS_PER_PARAM,
+                        scaled_cap_bytes)
+
+POLICY = quant.QuantPolicy(small_numel=1000)
+
+
+def _model():
+    g = torch.Generator().manual_seed(0)
+
+    def w(r, c, s):
+        return torch.randn(r, c, generator=g) * s * torch.exp(0.3 * torch.randn(r, 1, generator=g))
+    sd = {"tok_emb.weight": w(96, 48, 0.05), "blocks.0.attn.c_q.weight": w(48, 48, 0.03),
+          "blocks.0.mlp.fc.weight": w(96, 48, 0.02), "blocks.0.mlp.proj.weight": w(48, 96, 0.02),
+          "blocks.0.attn_scale": torch.rand(48, generator=g)}
+    hs = {}
+    for name, t in sd.items():
+        if t.ndim == 2:
+            x = torch.randn(400, t.shape[1], generator=g) * torch.linspace(0.3, 2.0, t.shape[1])
+            hs[name] = (x.T @ x) / 400
+    return sd, hs
+
+
+@pytest.fixture(scope="module")
+def quantized():
+    sd, hs = _model()
+    return sd, hs, {m: quant.quantize_model(sd, hessians=hs, method=m, policy=POLICY)
+                    for m in ("record_1060", "record_1855")}
+
+
+@pytest.mark.parametrize("method,codec", [("record_1060", "lzma"), ("record_1855", "brotli")])
+def test_record_bytes_and_round_trip(quantized, tmp_path, method, codec):
+    sd, _hs, qs = quantized
+    q = qs[method]
+    p = tmp_path / f"{method}.gkq"
+    assert quant.save_artifact(p, q) == q.total_bytes == p.stat().st_size == len(q.to_bytes())
+    payload = sum(s["length"] for s in q.streams)
+    assert q.total_bytes > payload
+    assert {s["codec"] for s in q.streams} <= {codec, "raw"}  # the record's coder only
+    loaded, meta = quant.load_artifact(p)
+    assert meta["quant_method"] == method
+    ref = q.state_dict()
+    assert list(loaded) == list(sd)
+    for k in sd:
+        assert torch.equal(loaded[k], ref[k])
+    assert loaded["blocks.0.attn_scale"].dtype == torch.float32  # control tensor passthrough
+
+
+def test_record_1060_grids_and_percentile_sweep(quantized):
+    sd, hs, qs = quantized
+    rows = {qt.name: qt for qt in qs["record_1060"].tensors}
+    emb = rows["tok_emb.weight"]
+    w = sd["tok_emb.weight"]
+    want_scale = (torch.quantile(w.abs(), 0.9999984, dim=1) / 127).to(torch.float16)
+    assert emb.bits == 8 and np.array_equal(emb.scales, want_scale.numpy())
+    assert np.array_equal(emb.codes, torch.clamp(torch.round(w / want_scale.float()[:, None]),
+                                                 -127, 127).to(torch.int8).numpy())
+    name = "blocks.0.mlp.fc.weight"
+    qt = rows[name]
+    assert qt.bits == 6 and np.abs(qt.codes).max() <= 31
+    # the kept clip is the lowest plain MSE of the five GPTQ passes
+    w = sd[name]
+    mses = {}
+    for p in PERCENTILES:
+        step = (torch.quantile(w.abs(), p, dim=1) / 31).to(torch.float16).float()
+        codes = gptq_quantize(w, hs[name], step, 31, damp=0.02)
+        mses[p] = float(((w - codes.float() * step[:, None]) ** 2).sum())
+    best = min(mses, key=mses.get)
+    best_step = (torch.quantile(w.abs(), best, dim=1) / 31).to(torch.float16).numpy()
+    assert np.array_equal(qt.scales, best_step)
+
+
+def test_record_1855_sdclip_steps_and_top3_lqer(quantized):
+    sd, _hs, qs = quantized
+    q = qs["record_1855"]
+    rows = {qt.name: qt for qt in q.tensors}
+    for name, bits, k in (("blocks.0.attn.c_q.weight", 6, 13.0), ("blocks.0.mlp.fc.weight", 6, 11.5),
+                          ("tok_emb.weight", 7, 14.0)):
+        qmax = 2 ** (bits - 1) - 1
+        step = (k * sd[name].std(dim=1, unbiased=False) / qmax).to(torch.float16)
+        assert rows[name].bits == bits and np.array_equal(rows[name].scales, step.numpy())
+        assert np.abs(rows[name].codes).max() <= qmax
+    errs = {n: float((sd[n] - torch.from_numpy(qt.codes).float()
+                      * torch.from_numpy(qt.scales).float()[:, None]).norm())
+            for n, qt in rows.items() if qt.kind == "quant"}
+    top3 = sorted(errs, key=errs.get, reverse=True)[:3]
+    assert sorted(n for n, qt in rows.items() if qt.lqer is not None) == sorted(top3)
+    for n in top3:
+        lq = rows[n].lqer
+        assert lq.rank == 4 and lq.sa.size == 1 and lq.sb.size == -(-4 * sd[n].shape[1] // 64)
+        assert lq.qa.min() >= -2 and lq.qa.max() <= 1 and lq.qb.min() >= -8 and lq.qb.max() <= 7
+        # the correction lowers the tensor's error
+        w_hat = torch.from_numpy(rows[n].codes).float() * torch.from_numpy(rows[n].scales).float()[:, None]
+        assert float((sd[n] - w_hat - lq.correction()).norm()) < errs[n]
+
+
+def test_records_ignore_a_budget_they_fit_and_refuse_one_they_do_not(quantized):
+    sd, hs, qs = quantized
+    size = qs["record_1855"].total_bytes
+    q = quant.quantize_model(sd, hessians=hs, method="record_1855", policy=POLICY,
+                             budget_bytes=size + 10_000)
+    assert q.total_bytes == size  # not fitted: the record sets its size by its k
+    with pytest.raises(quant.BudgetError, match="record_1855"):
+        quant.quantize_model(sd, hessians=hs, method="record_1855", policy=POLICY,
+                             budget_bytes=size - 1)
+
+
+def test_scaled_cap_rule_gives_the_record_bits_per_param():
+    from golf.model import GPT
+    assert RECORD_BITS_PER_PARAM == pytest.approx((16_000_000 - 96_398) * 8 / 27_038_812)
+    assert 4.70 < RECORD_BITS_PER_PARAM < 4.71
+    assert sum(p.numel() for p in GPT(Config.from_preset("r29")).parameters()) == R29_PARAMS
+    assert scaled_cap_bytes(R29_PARAMS) == pytest.approx(16_000_000, abs=1)
+    for preset in ("cpu", "cpu_p1125"):
+        cfg = Config.from_preset(preset)
+        n = sum(p.numel() for p in GPT(cfg).parameters())
+        assert n == CPU_PARAMS[preset]
+        assert cfg.budget_bytes == scaled_cap_bytes(n)
+        model_bits = (cfg.budget_bytes - R29_CODE_BYTES) * 8 / n
+        assert model_bits == pytest.approx(RECORD_BITS_PER_PARAM, abs=1e-4)
+    # an explicit BUDGET_BYTES still wins over the preset's scaled cap
+    assert Config.from_env({"PRESET": "cpu", "BUDGET_BYTES": "16000000"}).budget_bytes == 16_000_000
