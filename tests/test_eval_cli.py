@@ -100,10 +100,10 @@ def test_run_dir_without_weights_names_the_missing_file(run_dir, tmp_path, capsy
 def run_dir(tmp_path_factory, shared_data, official_tokenizer):
     """A run directory with a random tiny GPT (ema.pt) and its int8 artifact, over a val shard
     of FineWeb docs tokenized with the official tokenizer."""
-    torch = pytest.importorskip("torch")
-    GPT = pytest.importorskip("golf.model").GPT
-    quant = pytest.importorskip("quant")
-    shards = pytest.importorskip("golf.data.shards")
+    import torch
+    import quant
+    from golf.data import shards
+    from golf.model import GPT
     import sentencepiece as spm
     from golf.config import Config
 
