@@ -51,6 +51,15 @@ def _toy_lut(vocab: int):
     return bpb.ByteLUT(base_bytes=base, has_leading_space=lead, is_boundary=boundary)
 
 
+def _rule_bytes(toks: np.ndarray, n: int, lut) -> int:
+    """The challenge's byte rule written out per target (anchor_eval.md): base bytes, plus one
+    for a leading space unless the previous token is a boundary. Targets are toks[1:n+1]."""
+    total = 0
+    for prev, y in zip(toks[:n].tolist(), toks[1:n + 1].tolist()):
+        total += int(lut.base_bytes[y]) + int(bool(lut.has_leading_space[y]) and not lut.is_boundary[prev])
+    return total
+
+
 def _stream(n_tokens: int, vocab: int, seed: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = rng.integers(1, vocab, size=n_tokens).astype(np.uint16)
@@ -125,7 +134,7 @@ def test_uniform_model_gives_log2_vocab_per_token(stride):
     toks, lut = _stream(501, V), _toy_lut(V)
     res = evaluate_bpb(UniformModel(V), toks, lut, seq_len=64, stride=stride, batch_tokens=256)
     assert res.tokens == 500 and not res.partial
-    assert res.bytes == lut_target_bytes(toks, 500, lut)
+    assert res.bytes == _rule_bytes(toks, 500, lut)
     per_token = torch.logsumexp(torch.zeros(V), 0).item()      # ln V as float32 CE computes it
     assert per_token == pytest.approx(math.log(V), rel=1e-6)
     assert res.val_loss == pytest.approx(per_token, rel=1e-12)
@@ -162,7 +171,7 @@ def test_max_tokens_is_partial_and_exact():
     toks, lut = _stream(400, V), _toy_lut(V)
     res = evaluate_bpb(BigramModel(V), toks, lut, seq_len=32, stride=8, max_tokens=123)
     assert res.partial and res.tokens == 123
-    assert res.bytes == lut_target_bytes(toks, 123, lut)
+    assert res.bytes == _rule_bytes(toks, 123, lut)
     full = evaluate_bpb(BigramModel(V), toks, lut, seq_len=32, stride=8, max_tokens=10_000)
     assert not full.partial and full.tokens == 399
 
