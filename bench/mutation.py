@@ -1,0 +1,219 @@
+"""Mutation score of the modules where a silent bug changes a score or loses data (issue 18).
+
+    nice -n 10 python -m bench.mutation [--only NAME ...] [--max-children 2] [--keep]
+
+Not part of CI (bench/requirements-mutation.txt: mutmut). For each row of TARGETS it copies
+the tree (tracked + untracked, not ignored files) into a scratch folder, writes a mutmut config
+that mutates that one file (restricted to the listed functions) and selects only that row's
+tests, runs `mutmut run`, and reads the verdicts. Prints one JSON object and a table; writes
+bench/results/mutation.json (counts + every surviving mutant's diff).
+
+Mutants listed in bench/results/mutation_equivalent.json ({name: reason}) are equivalent
+(no test can tell them apart from the original) and leave the denominator. Timeouts count as
+killed (the mutant made the tests hang or crawl: a test noticed). "no tests" (no selected test
+reaches the function) counts as survived.
+
+The copied tree has no ../shared beside it: the tests' data helper (tests/conftest.py) reads
+GOLF_SHARED_DATA, which this script points at the real checkout's ../shared/data.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+EQUIVALENT_FILE = RESULTS / "mutation_equivalent.json"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    path: str                      # file to mutate, relative to the repo root
+    functions: tuple[str, ...]     # () = every function in the file; "Class.method" for methods
+    tests: tuple[str, ...]         # pytest selection for this file (fast tests only)
+    extra: tuple[str, ...] = field(default=())  # more pytest args (e.g. -k)
+
+
+# The one table to edit: which code, restricted to which functions, checked by which tests.
+# Run-directory ownership lives in golf/train.py + golf/pack.py today; when it moves (to
+# golf/rundir.py), change the two rows below.
+TARGETS: tuple[Target, ...] = (
+    Target("byte LUT + bpb", "golf/bpb.py", (),
+           ("tests/test_bpb.py", "tests/test_bugs_caught.py", "tests/test_properties.py")),
+    Target("scorer windows + bytes", "golf/evaluate.py",
+           ("window_plan", "plan_coverage", "lut_target_bytes", "decoded_target_bytes"),
+           ("tests/test_evaluate.py", "tests/test_properties.py")),
+    Target("GPTQ", "quant/gptq.py", (),
+           ("tests/test_quant_math.py", "tests/test_bugs_caught.py")),
+    Target("scalar quantizers", "quant/scalar.py", (),
+           ("tests/test_quant_math.py", "tests/test_properties.py")),
+    Target("fitter guard", "quant/budget.py", ("fit_budget", "_coarsen"),
+           ("tests/test_properties.py", "tests/test_fitter_guard.py")),
+    Target("artifact", "quant/artifact.py",
+           ("parse_artifact", "decode_tensors", "write_atomic", "save_artifact", "load_artifact",
+            "state_dict_from_tensors"),
+           ("tests/test_quant_artifact.py", "tests/test_bugs_caught.py", "tests/test_properties.py")),
+    Target("rANS", "quant/rans.py", (),
+           ("tests/test_rans.py", "tests/test_bugs_caught.py", "tests/test_properties.py")),
+    Target("budget table + cap", "golf/packing/budget.py", (),
+           ("tests/test_bugs_caught.py", "tests/test_pack.py", "tests/test_cli_paths.py"),
+           ("-k", "cap or budget")),
+    Target("run dir (train)", "golf/train.py", ("run_dir_problem", "check_run_dir", "start_run_dir"),
+           ("tests/test_rundir.py",)),
+    Target("run dir (pack)", "golf/pack.py", ("check_out_dir", "_is_earlier_pack", "_swap_in"),
+           ("tests/test_rundir.py", "tests/test_cli_paths.py"), ("-k", "rundir or swap or out_dir")),
+)
+
+KILLED, SURVIVED = {"killed", "timeout", "caught by type check"}, {"survived", "no tests"}
+
+
+def module_name(path: str) -> str:
+    return path.removesuffix(".py").replace("/", ".")
+
+
+def patterns(t: Target) -> list[str]:
+    """mutmut mutant-name globs for the target's functions (methods: xǁClassǁmethod)."""
+    mod = module_name(t.path)
+    if not t.functions:
+        return [f"{mod}.*"]
+    out = []
+    for f in t.functions:
+        cls, _, meth = f.rpartition(".")
+        out.append(f"{mod}.x\u01c1{cls}\u01c1{meth}__mutmut_*" if cls else f"{mod}.x_{f}__mutmut_*")
+    return out
+
+
+def copy_tree(dest: Path) -> None:
+    """The working tree as git sees it (tracked + untracked, not ignored)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                           check=True, capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file() and not rel.startswith(("submission/", "bench/results/")):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def write_config(dest: Path, t: Target) -> None:
+    lines = ["[mutmut]", "source_paths =", "    golf", "    quant", "only_mutate =", f"    {t.path}",
+             "also_copy ="] + [f"    {p}" for p in ("eval_bpb.py", "pack.py", "train_gpt.py", "bench",
+                                                     "pytest.ini")]
+    lines += ["pytest_add_cli_args_test_selection ="] + [f"    {a}" for a in t.tests + t.extra]
+    lines += ["pytest_add_cli_args =", "    -p", "    no:cacheprovider", "    -x", "    -q",
+              "timeout_multiplier = 30.0", "timeout_constant = 20.0"]
+    (dest / "setup.cfg").write_text("\n".join(lines) + "\n")
+
+
+def verdicts(dest: Path, t: Target) -> dict[str, str]:
+    from mutmut.stats import status_by_exit_code
+    meta = json.loads((dest / "mutants" / (t.path + ".meta")).read_text())
+    pats = patterns(t)
+    return {k: status_by_exit_code[v] for k, v in meta["exit_code_by_key"].items()
+            if any(fnmatch.fnmatchcase(k, p) for p in pats)}
+
+
+def diff_of(dest: Path, name: str, env: dict) -> str:
+    p = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=dest, env=env,
+                       capture_output=True, text=True)
+    return "\n".join(p.stdout.splitlines()[1:])
+
+
+def run_target(t: Target, scratch: Path, max_children: int, equivalent: dict[str, str]) -> dict:
+    dest = scratch / t.name.replace(" ", "_").replace("+", "").replace("(", "").replace(")", "")
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    copy_tree(dest)
+    write_config(dest, t)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",
+           "GOLF_SHARED_DATA": os.environ.get("GOLF_SHARED_DATA", str(REPO.parent / "shared" / "data"))}
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
+                        *patterns(t)], cwd=dest, env=env, capture_output=True, text=True)
+    seconds = time.time() - t0
+    if p.returncode != 0 or not (dest / "mutants" / (t.path + ".meta")).exists():
+        tail = (p.stdout + p.stderr)[-1500:]
+        return {"name": t.name, "path": t.path, "error": f"mutmut exited {p.returncode}: {tail}"}
+    v = verdicts(dest, t)
+    counts: dict[str, int] = {}
+    for s in v.values():
+        counts[s] = counts.get(s, 0) + 1
+    equiv = [k for k, s in v.items() if s in SURVIVED and k in equivalent]
+    alive = sorted(k for k, s in v.items() if s in SURVIVED and k not in equivalent)
+    killed = sum(1 for s in v.values() if s in KILLED)
+    scored = killed + len(alive)
+    return {"name": t.name, "path": t.path, "functions": list(t.functions) or ["*"],
+            "mutants": len(v), "killed": killed, "survived": len(alive), "equivalent": len(equiv),
+            "statuses": counts, "score": round(killed / scored, 4) if scored else None,
+            "seconds": round(seconds, 1),
+            "survivors": {k: diff_of(dest, k, env) for k in alive},
+            "equivalent_mutants": {k: equivalent[k] for k in equiv}}
+
+
+def table(rows: list[dict]) -> str:
+    out = [f"| {'module':<24} | {'file':<24} | mutants | killed | survived | equivalent | score |",
+           f"|{'-' * 26}|{'-' * 26}|---------|--------|----------|------------|-------|"]
+    tk = ts = 0
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['name']:<24} | {r['path']:<24} | error: {r['error'][:60]} |")
+            continue
+        tk, ts = tk + r["killed"], ts + r["survived"]
+        score = f"{100 * r['score']:.1f} %" if r["score"] is not None else "-"
+        out.append(f"| {r['name']:<24} | {r['path']:<24} | {r['mutants']:>7} | {r['killed']:>6} | "
+                   f"{r['survived']:>8} | {r['equivalent']:>10} | {score:>5} |")
+    if tk + ts:
+        out.append(f"| {'total':<24} | {'':<24} | {'':>7} | {tk:>6} | {ts:>8} | {'':>10} | "
+                   f"{100 * tk / (tk + ts):.1f} % |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.mutation", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="+", help="target names (substring match) to run")
+    ap.add_argument("--max-children", type=int, default=2)
+    ap.add_argument("--scratch", default=None, help="scratch folder (default: a temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch copies")
+    a = ap.parse_args(argv)
+    try:
+        import mutmut  # noqa: F401
+    except ImportError:
+        print("error: mutmut is not installed; pip install -r bench/requirements-mutation.txt",
+              file=sys.stderr)
+        return 2
+    equivalent = json.loads(EQUIVALENT_FILE.read_text()) if EQUIVALENT_FILE.is_file() else {}
+    chosen = [t for t in TARGETS if not a.only or any(o.lower() in t.name.lower() for o in a.only)]
+    scratch = Path(a.scratch or tempfile.mkdtemp(prefix="golf-mutation-"))
+    rows = []
+    try:
+        for t in chosen:
+            rows.append(run_target(t, scratch, a.max_children, equivalent))
+            print(f"# {t.name}: " + json.dumps({k: v for k, v in rows[-1].items()
+                                               if k not in ("survivors", "equivalent_mutants")}),
+                  flush=True)
+    finally:
+        if not a.keep and a.scratch is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "targets": rows}
+    path = RESULTS / ("mutation.json" if not a.only else "mutation_partial.json")
+    path.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    print(json.dumps([{k: v for k, v in r.items() if k not in ("survivors", "equivalent_mutants")}
+                      for r in rows]))
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
