@@ -195,3 +195,27 @@ def test_gptq_first_block_error_feedback_matches_a_column_by_column_solve():
         assert torch.equal(got.float(), want), block
     rtn = torch.clamp(torch.round(W / scale[:, None]), -qmax, qmax)
     assert not torch.equal(rtn, want)  # the feedback changes codes here, so the test can tell
+
+
+def test_budget_table_prints_and_records_the_numbers_submission_json_keeps(tmp_path):
+    """The printed table (README "Packing") and to_dict (submission.json) carry the same five
+    numbers under fixed names; over the cap it says by how much, near it it warns."""
+    from golf.packing.budget import budget_table, format_budget_table
+    code, model = _sized(tmp_path, 73_501, 15_900_000)
+    t = budget_table(code, model)
+    assert t.to_dict() == {"code_bytes": 73_501, "model_bytes": 15_900_000, "total": 15_973_501,
+                           "cap": 16_000_000, "headroom": 26_499}
+    assert format_budget_table(t).splitlines() == [
+        "budget:",
+        "  code bytes (train_gpt.py)          73,501",
+        "  model bytes (artifact)         15,900,000",
+        "  total bytes                    15,973,501",
+        "  cap (decimal bytes)            16,000,000",
+        "  headroom                           26,499"]
+    near = budget_table(*_sized(tmp_path, 73_501, 15_920_000))
+    assert format_budget_table(near).splitlines()[-1] == "  warning: headroom 6,499 bytes is under 10,000"
+    over = budget_table(*_sized(tmp_path, 73_501, 15_930_000))
+    assert format_budget_table(over).splitlines()[-1] == "  OVER THE CAP by 3,501 bytes"
+    at = budget_table(*_sized(tmp_path, 73_501, 16_000_000 - 73_501))
+    assert format_budget_table(at).splitlines()[-1] == "  warning: headroom 0 bytes is under 10,000"
+    assert not budget_table(*_sized(tmp_path, 1, 16_000_000 - 10_001)).low_headroom

@@ -45,11 +45,15 @@ def test_impossible_budget_names_smallest_reachable_size(extremes):
 
 
 def test_fitter_never_over_and_within_10k_across_random_budgets(extremes):
+    """Real tensors and codecs at budgets spread over the whole reachable range: one random
+    budget in each of 8 equal strata from the smallest size to 5,000 bytes above the finest
+    codes (the many-budgets property on synthetic sizes is in test_properties/test_fitter_guard)."""
     smallest, largest = extremes
     rng = random.Random(1234)
     sd = _sd()
-    for _ in range(30):
-        budget = rng.randint(smallest, largest + 5_000)
+    edges = [smallest + k * (largest + 5_000 - smallest) // 8 for k in range(9)]
+    for lo, hi in zip(edges, edges[1:]):
+        budget = rng.randint(lo, hi)
         q = quant.quantize_model(sd, method="rtn", policy=FAST, budget_bytes=budget)
         assert q.total_bytes <= budget
         assert len(q.to_bytes()) == q.total_bytes
