@@ -124,7 +124,8 @@ def write_config(dest: Path, t: Target) -> None:
                                                      "pytest.ini")]
     lines += ["pytest_add_cli_args_test_selection ="] + [f"    {a}" for a in t.tests + t.extra]
     lines += ["pytest_add_cli_args =", "    -p", "    no:cacheprovider", "    -x", "    -q",
-              "timeout_multiplier = 30.0", "timeout_constant = 20.0", "do_not_mutate_patterns ="]
+              "timeout_multiplier = 30.0", "timeout_constant = 20.0",
+              "process_isolation = forkserver", "do_not_mutate_patterns ="]
     lines += [f"    {p}" for p in DO_NOT_MUTATE]
     (dest / "setup.cfg").write_text("\n".join(lines) + "\n")
 
@@ -176,8 +177,8 @@ def run_target(t: Target, scratch: Path, max_children: int, equivalent: dict[str
 
 
 def table(rows: list[dict]) -> str:
-    out = [f"| {'module':<24} | {'file':<24} | mutants | killed | survived | equivalent | score |",
-           f"|{'-' * 26}|{'-' * 26}|---------|--------|----------|------------|-------|"]
+    out = [f"| {'module':<24} | {'file':<24} | mutants | killed (timeout) | survived | equivalent | score |",
+           f"|{'-' * 26}|{'-' * 26}|---------|-----------------|----------|------------|-------|"]
     tk = ts = 0
     for r in rows:
         if "error" in r:
@@ -185,10 +186,11 @@ def table(rows: list[dict]) -> str:
             continue
         tk, ts = tk + r["killed"], ts + r["survived"]
         score = f"{100 * r['score']:.1f} %" if r["score"] is not None else "-"
-        out.append(f"| {r['name']:<24} | {r['path']:<24} | {r['mutants']:>7} | {r['killed']:>6} | "
+        killed = f"{r['killed']} ({r['statuses'].get('timeout', 0)})"
+        out.append(f"| {r['name']:<24} | {r['path']:<24} | {r['mutants']:>7} | {killed:>15} | "
                    f"{r['survived']:>8} | {r['equivalent']:>10} | {score:>5} |")
     if tk + ts:
-        out.append(f"| {'total':<24} | {'':<24} | {'':>7} | {tk:>6} | {ts:>8} | {'':>10} | "
+        out.append(f"| {'total':<24} | {'':<24} | {'':>7} | {tk:>15} | {ts:>8} | {'':>10} | "
                    f"{100 * tk / (tk + ts):.1f} % |")
     return "\n".join(out)
 

@@ -219,3 +219,19 @@ def test_budget_table_prints_and_records_the_numbers_submission_json_keeps(tmp_p
     at = budget_table(*_sized(tmp_path, 73_501, 16_000_000 - 73_501))
     assert format_budget_table(at).splitlines()[-1] == "  warning: headroom 0 bytes is under 10,000"
     assert not budget_table(*_sized(tmp_path, 1, 16_000_000 - 10_001)).low_headroom
+
+
+def test_budget_errors_name_the_missing_file_and_where(tmp_path):
+    """A missing file is named with what it is; an over-cap error starts with where it happened."""
+    from golf.packing.budget import budget_table, enforce_budget
+    from golf.packing.errors import BudgetError, PackError
+    code, model = _sized(tmp_path, 10, 20)
+    with pytest.raises(PackError, match=r"nope\.gkq: model artifact not found; build it first"):
+        budget_table(code, tmp_path / "nope.gkq")
+    with pytest.raises(PackError, match=r"nope\.py: code file not found; build it first"):
+        budget_table(tmp_path / "nope.py", model)
+    over = budget_table(code, model, cap=29)
+    with pytest.raises(BudgetError, match=r"^submission: total 30 bytes exceeds the cap of 29 by 1 bytes"):
+        enforce_budget(over)
+    with pytest.raises(BudgetError, match=r"^sub/r1: total"):
+        enforce_budget(over, "sub/r1")
