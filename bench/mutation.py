@@ -50,7 +50,7 @@ class Target:
 # golf/rundir.py), change the two rows below.
 TARGETS: tuple[Target, ...] = (
     Target("byte LUT + bpb", "golf/bpb.py", (),
-           ("tests/test_bpb.py", "tests/test_bugs_caught.py::"
+           ("tests/test_bpb.py", "tests/test_bpb_edges.py", "tests/test_bugs_caught.py::"
             "test_torch_and_numpy_byte_counts_agree_with_decoded_text_after_boundaries",
             "tests/test_properties.py::test_lut_bytes_equal_decoded_bytes_of_random_documents")),
     Target("scorer windows + bytes", "golf/evaluate.py",
