@@ -37,18 +37,19 @@ def test_varint_reads_every_length(n):
 def test_piece_types_skips_every_wire_type():
     """A ModelProto (field 1 = pieces: piece 1 string, 2 float score, 3 varint type) with
     unknown fields of wire types 0, 1, 2 and 5 between and inside the pieces."""
-    def piece(text: str, kind: int | None, extra: bytes = b"") -> bytes:
+    def piece(text: str, kind: int | None, extra: bytes = b"", after: bytes = b"") -> bytes:
         body = _field(1, 2, _v(len(text.encode())) + text.encode())
         body += _field(2, 5, struct.pack("<f", -1.5)) + extra
         if kind is not None:
             body += _field(3, 0, _v(kind))
+        body += after
         return _field(1, 2, _v(len(body)) + body)
     junk = (_field(7, 0, _v(300)) + _field(8, 1, struct.pack("<d", 2.0))
             + _field(9, 5, struct.pack("<f", 1.0)) + _field(10, 2, _v(3) + b"abc"))
     proto = (junk + piece("<unk>", 2, _field(6, 1, b"\x80" * 8)) + piece("a", None)
              + _field(11, 0, _v(2**40)) + piece("<0x41>", 6, _field(7, 0, _v(128))) + junk
-             + piece("b", 4) + piece("x" * 200, 1))
-    assert piece_types(proto) == [2, 1, 6, 4, 1]
+             + piece("b", 4, after=_field(4, 0, _v(5))) + piece("x" * 200, 1))
+    assert piece_types(proto) == [2, 1, 6, 4, 1]  # field 4 (a varint) after the type is not it
     with pytest.raises(ValueError, match="wire type 3"):
         piece_types(_field(5, 3, b""))
 
