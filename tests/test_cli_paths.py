@@ -273,3 +273,24 @@ def test_run_eval_unknown_mode_is_an_eval_error(eval_run):
     from golf.evaluate import EvalError, run_eval
     with pytest.raises(EvalError, match="unknown mode 'fast'"):
         run_eval(run_dir=eval_run[0], mode="fast", log=None, device="cpu")
+
+
+# ----------------------------------------------------------------------------- atomic writes
+def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    """A writer that fails half way (here: an object json cannot encode, after part of the text
+    was written) leaves the previous file byte for byte and no temp file beside it."""
+    from golf.atomic import atomic_file, atomic_write_json
+    p = tmp_path / "eval.json"
+    atomic_write_json(p, {"post": 1.0})
+    good = p.read_bytes()
+    with pytest.raises(TypeError):
+        atomic_write_json(p, {"a": 1, "z": object()})
+    assert p.read_bytes() == good and [f.name for f in tmp_path.iterdir()] == ["eval.json"]
+    with pytest.raises(KeyboardInterrupt):  # even an interrupt mid-write
+        with atomic_file(p, "w") as fh:
+            fh.write("partial")
+            raise KeyboardInterrupt
+    assert p.read_bytes() == good and [f.name for f in tmp_path.iterdir()] == ["eval.json"]
+    with atomic_file(tmp_path / "new" / "x.txt", "w") as fh:  # the folder is created
+        fh.write("ok")
+    assert (tmp_path / "new" / "x.txt").read_text() == "ok"
