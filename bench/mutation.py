@@ -8,7 +8,7 @@ that mutates that one file (restricted to the listed functions) and selects only
 tests, runs `mutmut run`, and reads the verdicts. Prints one JSON object and a table; writes
 bench/results/mutation.json (counts + every surviving mutant's diff).
 
-Mutants listed in bench/results/mutation_equivalent.json ({name: reason}) are equivalent
+Mutants listed in bench/mutation_equivalent.json ({name: reason}) are equivalent
 (no test can tell them apart from the original) and leave the denominator. Timeouts count as
 killed (the mutant made the tests hang or crawl: a test noticed). "no tests" (no selected test
 reaches the function) counts as survived. Raise and log statements are not mutated
@@ -33,7 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-EQUIVALENT_FILE = RESULTS / "mutation_equivalent.json"
+EQUIVALENT_FILE = REPO / "bench" / "mutation_equivalent.json"
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,10 @@ TARGETS: tuple[Target, ...] = (
            ("tests/test_rundir.py",)),
 )
 
+# Cheapest first, so a time-limited run (--minutes) finishes the small files
+RUN_ORDER = ("budget table + cap", "run dir (train)", "run dir (pack)", "GPTQ", "scalar quantizers",
+             "rANS", "artifact", "scorer windows + bytes", "fitter guard", "byte LUT + bpb")
+
 # Lines never mutated: the wording of an error or log line changes neither a score nor data
 # (tests check messages for the names and fixes they must carry, not letter for letter).
 # The condition that raises is still mutated; only the raise/log statement itself is skipped.
@@ -120,7 +124,7 @@ def write_config(dest: Path, t: Target) -> None:
                                                      "pytest.ini")]
     lines += ["pytest_add_cli_args_test_selection ="] + [f"    {a}" for a in t.tests + t.extra]
     lines += ["pytest_add_cli_args =", "    -p", "    no:cacheprovider", "    -x", "    -q",
-              "timeout_multiplier = 30.0", "timeout_constant = 20.0",
+              "timeout_multiplier = 8.0", "timeout_constant = 10.0",
               "process_isolation = forkserver", "do_not_mutate_patterns ="]
     lines += [f"    {p}" for p in DO_NOT_MUTATE]
     (dest / "setup.cfg").write_text("\n".join(lines) + "\n")
@@ -140,7 +144,8 @@ def diff_of(dest: Path, name: str, env: dict) -> str:
     return "\n".join(p.stdout.splitlines()[1:])
 
 
-def run_target(t: Target, scratch: Path, max_children: int, equivalent: dict[str, str]) -> dict:
+def run_target(t: Target, scratch: Path, max_children: int, equivalent: dict[str, str],
+               seconds_allowed: float | None = None) -> dict:
     dest = scratch / t.name.replace(" ", "_").replace("+", "").replace("(", "").replace(")", "")
     if dest.exists():
         shutil.rmtree(dest)
@@ -150,12 +155,19 @@ def run_target(t: Target, scratch: Path, max_children: int, equivalent: dict[str
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",
            "GOLF_SHARED_DATA": os.environ.get("GOLF_SHARED_DATA", str(REPO.parent / "shared" / "data"))}
     t0 = time.time()
-    p = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
-                        *patterns(t)], cwd=dest, env=env, capture_output=True, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
+                             *patterns(t)], cwd=dest, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=seconds_allowed)
+        stopped = False
+    except subprocess.TimeoutExpired:  # out of time: stop it, keep the verdicts it has saved
+        os.killpg(proc.pid, 15)
+        out, _ = proc.communicate()
+        stopped = True
     seconds = time.time() - t0
-    if p.returncode != 0 or not (dest / "mutants" / (t.path + ".meta")).exists():
-        tail = (p.stdout + p.stderr)[-1500:]
-        return {"name": t.name, "path": t.path, "error": f"mutmut exited {p.returncode}: {tail}"}
+    if (proc.returncode != 0 and not stopped) or not (dest / "mutants" / (t.path + ".meta")).exists():
+        return {"name": t.name, "path": t.path, "error": f"mutmut exited {proc.returncode}: {out[-1500:]}"}
     v = verdicts(dest, t)
     counts: dict[str, int] = {}
     for s in v.values():
@@ -165,7 +177,8 @@ def run_target(t: Target, scratch: Path, max_children: int, equivalent: dict[str
     killed = sum(1 for s in v.values() if s in KILLED)
     scored = killed + len(alive)
     return {"name": t.name, "path": t.path, "functions": list(t.functions) or ["*"],
-            "mutants": len(v), "killed": killed, "survived": len(alive), "equivalent": len(equiv),
+            "mutants": len(v), "checked": sum(1 for s in v.values() if s != "not checked"),
+            "killed": killed, "survived": len(alive), "equivalent": len(equiv),
             "statuses": counts, "score": round(killed / scored, 4) if scored else None,
             "seconds": round(seconds, 1),
             "survivors": {k: diff_of(dest, k, env) for k in alive},
@@ -173,8 +186,8 @@ def run_target(t: Target, scratch: Path, max_children: int, equivalent: dict[str
 
 
 def table(rows: list[dict]) -> str:
-    out = [f"| {'module':<24} | {'file':<24} | mutants | killed (timeout) | survived | equivalent | score |",
-           f"|{'-' * 26}|{'-' * 26}|---------|-----------------|----------|------------|-------|"]
+    out = [f"| {'module':<24} | {'file':<24} | checked / mutants | killed (timeout) | survived | equivalent | score |",
+           f"|{'-' * 26}|{'-' * 26}|-------------------|------------------|----------|------------|-------|"]
     tk = ts = 0
     for r in rows:
         if "error" in r:
@@ -183,10 +196,11 @@ def table(rows: list[dict]) -> str:
         tk, ts = tk + r["killed"], ts + r["survived"]
         score = f"{100 * r['score']:.1f} %" if r["score"] is not None else "-"
         killed = f"{r['killed']} ({r['statuses'].get('timeout', 0)})"
-        out.append(f"| {r['name']:<24} | {r['path']:<24} | {r['mutants']:>7} | {killed:>15} | "
+        checked = f"{r.get('checked', r['mutants'])} / {r['mutants']}"
+        out.append(f"| {r['name']:<24} | {r['path']:<24} | {checked:>17} | {killed:>16} | "
                    f"{r['survived']:>8} | {r['equivalent']:>10} | {score:>5} |")
     if tk + ts:
-        out.append(f"| {'total':<24} | {'':<24} | {'':>7} | {tk:>15} | {ts:>8} | {'':>10} | "
+        out.append(f"| {'total':<24} | {'':<24} | {'':>17} | {tk:>16} | {ts:>8} | {'':>10} | "
                    f"{100 * tk / (tk + ts):.1f} % |")
     return "\n".join(out)
 
@@ -198,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-children", type=int, default=2)
     ap.add_argument("--scratch", default=None, help="scratch folder (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch copies")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="time limit for the whole run, shared over the targets; a target out of "
+                         "time is stopped and reported with the mutants it checked")
     a = ap.parse_args(argv)
     try:
         import mutmut  # noqa: F401
@@ -207,11 +224,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     equivalent = json.loads(EQUIVALENT_FILE.read_text()) if EQUIVALENT_FILE.is_file() else {}
     chosen = [t for t in TARGETS if not a.only or any(o.lower() in t.name.lower() for o in a.only)]
+    chosen.sort(key=lambda t: RUN_ORDER.index(t.name) if t.name in RUN_ORDER else len(RUN_ORDER))
     scratch = Path(a.scratch or tempfile.mkdtemp(prefix="golf-mutation-"))
     rows = []
+    end = time.time() + 60 * a.minutes if a.minutes else None
     try:
-        for t in chosen:
-            rows.append(run_target(t, scratch, a.max_children, equivalent))
+        for k, t in enumerate(chosen):
+            allowed = (end - time.time()) / (len(chosen) - k) if end else None
+            rows.append(run_target(t, scratch, a.max_children, equivalent, allowed))
             print(f"# {t.name}: " + json.dumps({k: v for k, v in rows[-1].items()
                                                if k not in ("survivors", "equivalent_mutants")}),
                   flush=True)

@@ -124,3 +124,23 @@ def test_out_dir_swap_in_replaces_and_removes_the_old_copy(tmp_path):
     _swap_in(new, out)
     assert sorted(p.name for p in out.iterdir()) == ["b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]  # no .old copy left
+
+
+def test_out_dir_failed_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
+    import os
+    new, out = tmp_path / ".new", tmp_path / "sub"
+    out.mkdir()
+    (out / "submission.json").write_text("old")
+    new.mkdir()
+    (new / "submission.json").write_text("new")
+    real = os.replace
+
+    def replace(src, dst):
+        if str(src) == str(new):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space"):
+        _swap_in(new, out)
+    assert (out / "submission.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".new", "sub"]  # no .old copy left
