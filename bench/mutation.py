@@ -57,7 +57,7 @@ TARGETS: tuple[Target, ...] = (
            ("tests/test_evaluate.py",
             "tests/test_properties.py::test_window_plan_scores_every_target_once_with_full_context")),
     Target("GPTQ", "quant/gptq.py", ("gptq_quantize",),
-           ("tests/test_quant_math.py", "tests/test_bugs_caught.py::"
+           ("tests/test_quant_math.py", "tests/test_gptq_reference.py", "tests/test_bugs_caught.py::"
             "test_gptq_first_block_error_feedback_matches_a_column_by_column_solve")),
     Target("scalar quantizers", "quant/scalar.py", (), ("tests/test_quant_math.py",)),
     Target("fitter guard", "quant/budget.py", ("fit_budget",),
