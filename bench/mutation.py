@@ -59,7 +59,8 @@ TARGETS: tuple[Target, ...] = (
     Target("GPTQ", "quant/gptq.py", ("gptq_quantize",),
            ("tests/test_quant_math.py", "tests/test_gptq_reference.py", "tests/test_bugs_caught.py::"
             "test_gptq_first_block_error_feedback_matches_a_column_by_column_solve")),
-    Target("scalar quantizers", "quant/scalar.py", (), ("tests/test_quant_math.py",)),
+    Target("scalar quantizers", "quant/scalar.py", (),
+           ("tests/test_quant_math.py", "tests/test_scalar_reference.py")),
     Target("fitter guard", "quant/budget.py", ("fit_budget",),
            ("tests/test_fitter_guard.py", "tests/test_properties.py::"
             "test_fitter_never_returns_more_than_the_budget", "tests/test_properties.py::"
