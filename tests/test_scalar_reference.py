@@ -42,3 +42,21 @@ def test_as_rows_gives_a_float32_rows_by_cols_view():
     r = as_rows(t)
     assert r.shape == (2, 12) and r.dtype == torch.float32 and torch.equal(r, t.float().reshape(2, 12))
     assert as_rows(torch.tensor(3.0)).shape == (1, 1)
+
+
+def test_order0_entropy_and_hessian_error_by_hand():
+    import math
+    from quant.scalar import hessian_error, order0_entropy
+    codes = torch.tensor([[-128, 0, 0, 127], [5, 5, 5, 5]], dtype=torch.int8)
+    p = [1 / 8, 2 / 8, 1 / 8, 4 / 8]
+    assert math.isclose(order0_entropy(codes), -sum(x * math.log2(x) for x in p), rel_tol=1e-12)
+    assert order0_entropy(torch.full((3, 3), -7, dtype=torch.int8)) == 0.0
+    assert order0_entropy(torch.zeros(0, dtype=torch.int8)) == 0.0
+    w = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    w_hat = torch.tensor([[1.5, 2.0], [3.0, -2.0]])
+    assert math.isclose(hessian_error(w, w_hat, None), (0.25 + 1.0) / (1 + 4 + 9 + 1), rel_tol=1e-12)
+    h = torch.tensor([[2.0, 1.0], [1.0, 3.0]])
+    e = (w - w_hat).double()
+    num = sum(float(e[r] @ h.double() @ e[r]) for r in range(2))
+    den = sum(float(w.double()[r] @ h.double() @ w.double()[r]) for r in range(2))
+    assert math.isclose(hessian_error(w, w_hat, h), num / den, rel_tol=1e-12)
