@@ -235,3 +235,23 @@ def test_budget_errors_name_the_missing_file_and_where(tmp_path):
         enforce_budget(over)
     with pytest.raises(BudgetError, match=r"^sub/r1: total"):
         enforce_budget(over, "sub/r1")
+
+
+def test_rans_segment_lengths_must_add_up_to_the_symbol_count():
+    """A header whose segment lengths do not sum to its symbol count is refused as such (one
+    length +1, another -1 keeps the sum: that one must decode to other bytes or fail too)."""
+    rng = np.random.default_rng(9)
+    parts = [rng.integers(0, 4, 500).astype(np.uint8).tobytes(),
+             rng.integers(100, 200, 700).astype(np.uint8).tobytes()]
+    data = b"".join(parts)
+    blob = bytearray(rans.encode(data, [500, 700], lanes=4))
+    at = 4 + struct.calcsize("<IQI")  # the first u32 segment length
+    bad = bytearray(blob)
+    struct.pack_into("<I", bad, at, 501)
+    with pytest.raises(rans.RansError, match="length does not match its header"):
+        rans.decode(bytes(bad))
+    struct.pack_into("<II", bad, at, 501, 699)
+    try:
+        assert rans.decode(bytes(bad)) != data
+    except rans.RansError:
+        pass
