@@ -255,3 +255,17 @@ def test_rans_segment_lengths_must_add_up_to_the_symbol_count():
         assert rans.decode(bytes(bad)) != data
     except rans.RansError:
         pass
+
+
+def test_artifact_errors_say_what_is_wrong_where_and_the_fix(artifact_blob):
+    from quant.artifact import parse_artifact
+    with pytest.raises(quant.ArtifactError, match=r"^<bytes>: not a golfkit artifact \(bad magic b'GKQ'"):
+        parse_artifact(b"GKQ")
+    with pytest.raises(quant.ArtifactError, match=r"^m\.gkq: truncated artifact \(4 bytes, header incomplete\); "
+                       r"re-run quantization \(or re-copy the file\) to regenerate it$"):
+        parse_artifact(b"GKQF", "m.gkq")
+    bad = bytearray(artifact_blob)
+    bad[-1] ^= 1
+    with pytest.raises(quant.ArtifactError, match=r"payload checksum mismatch\); re-run quantization \(or "
+                       r"re-copy the file\) to regenerate it$"):
+        parse_artifact(bytes(bad))
