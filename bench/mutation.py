@@ -166,6 +166,9 @@ def run_target(t: Target, scratch: Path, max_children: int, equivalent: dict[str
         os.killpg(proc.pid, 15)
         out, _ = proc.communicate()
         stopped = True
+    except BaseException:  # interrupted: take mutmut and its workers down too
+        os.killpg(proc.pid, 15)
+        raise
     seconds = time.time() - t0
     if (proc.returncode != 0 and not stopped) or not (dest / "mutants" / (t.path + ".meta")).exists():
         return {"name": t.name, "path": t.path, "error": f"mutmut exited {proc.returncode}: {out[-1500:]}"}
