@@ -59,3 +59,23 @@ def test_half_precision_weights_are_solved_in_float32():
     W, H, scale = _problem(1)
     Wh = W.half()
     assert torch.equal(gptq_quantize(Wh, H.half(), scale.half(), 7), _reference(Wh.float(), H.half().float(), scale.half().float(), 7))
+
+
+def test_dead_columns_get_unit_diagonal_and_zero_weights():
+    """anchor_quant.md: dead columns (diag H = 0) get diag = 1 and their weights are zeroed;
+    that 1 enters the mean diagonal the damping scales with, so with small live columns it
+    moves the damping (and the codes) a lot."""
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(30, 8, generator=g).double() * 0.05
+    X[:, [1, 4, 6]] = 0.0
+    H = X.T @ X / 30
+    W = torch.randn(5, 8, generator=g)
+    Hf = H.clone()
+    for c in (1, 4, 6):
+        Hf[c, c] = 1.0
+    Wz = W.clone()
+    Wz[:, [1, 4, 6]] = 0.0
+    scale = torch.full((5,), 0.05)
+    got = gptq_quantize(W, H.float(), scale, 31)
+    assert torch.equal(got, _reference(Wz, Hf, scale, 31))
+    assert (got[:, [1, 4, 6]] == 0).all()
