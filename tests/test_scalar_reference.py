@@ -60,3 +60,12 @@ def test_order0_entropy_and_hessian_error_by_hand():
     num = sum(float(e[r] @ h.double() @ e[r]) for r in range(2))
     den = sum(float(w.double()[r] @ h.double() @ w.double()[r]) for r in range(2))
     assert math.isclose(hessian_error(w, w_hat, h), num / den, rel_tol=1e-12)
+
+
+def test_qmax_is_the_symmetric_grid_of_each_bit_width():
+    import pytest
+    from quant.scalar import qmax_for
+    assert [qmax_for(b) for b in range(2, 9)] == [1, 3, 7, 15, 31, 63, 127]  # int6 -> +-31
+    for bad in (1, 9, 0):
+        with pytest.raises(ValueError, match="bits must be in 2..8"):
+            qmax_for(bad)
