@@ -227,3 +227,8 @@ def test_shard_round_trip_and_header_layout(tokens):
         assert np.array_equal(np.frombuffer(raw[1024:], dtype="<u2"), arr)
         back = np.array(read_shard(p))
     assert np.array_equal(back, arr)
+
+
+def test_window_plan_defaults_to_non_overlapping_chunks_with_a_short_tail():
+    assert window_plan(10, 4) == [(0, 0, 4), (4, 4, 8), (8, 8, 10)]
+    assert window_plan(0, 4) == [] and window_plan(0, 4, 2) == []
