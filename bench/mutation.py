@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-children", type=int, default=2)
     ap.add_argument("--scratch", default=None, help="scratch folder (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch copies")
+    ap.add_argument("--rescore", action="store_true",
+                    help="re-apply bench/mutation_equivalent.json to bench/results/mutation.json")
     ap.add_argument("--minutes", type=float, default=None,
                     help="time limit for the whole run, shared over the targets; a target out of "
                          "time is stopped and reported with the mutants it checked")
@@ -227,6 +229,21 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     equivalent = json.loads(EQUIVALENT_FILE.read_text()) if EQUIVALENT_FILE.is_file() else {}
+    if a.rescore:  # re-apply the equivalent list to the saved verdicts (no mutant is re-run)
+        rows = json.loads((RESULTS / "mutation.json").read_text())["targets"]
+        for r in rows:
+            if "error" in r:
+                continue
+            now = {k: v for k, v in r["survivors"].items() if k in equivalent}
+            r["equivalent_mutants"].update({k: equivalent[k] for k in now})
+            r["survivors"] = {k: v for k, v in r["survivors"].items() if k not in equivalent}
+            r["survived"], r["equivalent"] = len(r["survivors"]), len(r["equivalent_mutants"])
+            scored = r["killed"] + r["survived"]
+            r["score"] = round(r["killed"] / scored, 4) if scored else None
+        (RESULTS / "mutation.json").write_text(json.dumps({"targets": rows}, indent=1,
+                                                          ensure_ascii=False) + "\n")
+        print(table(rows))
+        return 0
     chosen = [t for t in TARGETS if not a.only or any(o.lower() in t.name.lower() for o in a.only)]
     chosen.sort(key=lambda t: RUN_ORDER.index(t.name) if t.name in RUN_ORDER else len(RUN_ORDER))
     scratch = Path(a.scratch or tempfile.mkdtemp(prefix="golf-mutation-"))
