@@ -93,3 +93,13 @@ def test_coarsen_saves_at_least_what_is_asked_cheapest_first_and_keeps_fp16():
     # one step less would not have saved enough (it stops as soon as it has)
     assert sum(trial) - sum(start) >= 1
     assert _coarsen(rate, dist, [FLOAT, N_OPTIONS - 1, N_OPTIONS - 1], 1.0) is None
+
+
+def test_a_model_with_nothing_to_quantize_fits_with_its_fixed_bytes():
+    calls = []
+
+    def measure(choice):
+        calls.append(list(choice))
+        return 1234, []
+    assert fit_budget([], 5_000, lambda i, j: None, measure, 1234) == ([], 1234)
+    assert calls == [[]]
