@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import eval_bpb
 from golf.compare import divergence_box, find_divergences
@@ -102,10 +103,10 @@ def test_run_dir_without_weights_names_the_missing_file(run_dir, tmp_path, capsy
 def run_dir(tmp_path_factory, shared_data, official_tokenizer):
     """A run directory with a random tiny GPT (ema.pt) and its int8 artifact, over a val shard
     of FineWeb docs tokenized with the official tokenizer."""
-    torch = pytest.importorskip("torch")
-    GPT = pytest.importorskip("golf.model").GPT
-    quant = pytest.importorskip("quant")
-    shards = pytest.importorskip("golf.data.shards")
+    import torch
+    import quant
+    from golf.data import shards
+    from golf.model import GPT
     import sentencepiece as spm
     from golf.config import Config
 
@@ -135,13 +136,47 @@ def run_dir(tmp_path_factory, shared_data, official_tokenizer):
     return run, cfg
 
 
+def _plain_chunked_bpb(cfg, state_dict, n: int) -> float:
+    """bpb of the first n targets of the run's val shard, computed without the scorer."""
+    import math
+    import sentencepiece as spm
+    from golf.model import GPT
+    val = np.fromfile(next(Path(cfg.data_path).glob("fineweb_val_*.bin")), dtype="<u2", offset=1024)
+    toks = torch.as_tensor(val[:n + 1].astype(np.int64))
+    model = GPT(cfg)
+    model.load_state_dict(state_dict)
+    model.eval()
+    nll = 0.0
+    with torch.no_grad():
+        for a in range(0, n, cfg.eval_seq_len):
+            b = min(a + cfg.eval_seq_len, n)
+            logits = model(toks[a:b][None]).float()[0]
+            nll += float(torch.nn.functional.cross_entropy(logits, toks[a + 1:b + 1], reduction="sum"))
+    sp = spm.SentencePieceProcessor(model_file=cfg.tokenizer_path)
+    ids = val[:n + 1].tolist()
+    cuts = [i for i, t in enumerate(ids) if t == sp.bos_id()] + [len(ids)]
+    assert cuts[0] == 0
+    n_bytes = sum(len(sp.decode(ids[a + 1:b]).encode("utf-8")) for a, b in zip(cuts, cuts[1:]))
+    return nll / math.log(2) / n_bytes
+
+
 def test_run_eval_writes_consistent_eval_json(run_dir):
     from golf.evaluate import run_eval
     run, cfg = run_dir
     lines: list[str] = []
     rep = run_eval(run_dir=run, mode="both", max_tokens=3000, log=lines.append)
     on_disk = json.loads((run / "eval.json").read_text())
-    assert on_disk["gap"] == rep["gap"] == pytest.approx(rep["post"]["val_bpb"] - rep["pre"]["val_bpb"])
+    assert on_disk == json.loads(json.dumps(rep))
+    # chunked pre/post/gap against a score computed here: one plain forward per 64-token window
+    # of the checkpoint and of the dequantized artifact, bytes from the decoded documents
+    import quant
+    pre = _plain_chunked_bpb(cfg, torch.load(run / "ema.pt", weights_only=False)["state_dict"], 3000)
+    post = _plain_chunked_bpb(cfg, quant.load_artifact(run / "final_model.gkq")[0], 3000)
+    ch = rep["modes"]["chunked"]
+    assert ch["pre"]["val_bpb"] == pytest.approx(pre, rel=1e-5)
+    assert ch["post"]["val_bpb"] == pytest.approx(post, rel=1e-5)
+    assert ch["gap"] == pytest.approx(post - pre, abs=1e-5)
+    assert rep["gap"] == rep["modes"]["sliding"]["gap"]  # the headline is the sliding mode
     assert rep["mode"] == "sliding" and rep["stride"] == 16 and rep["partial"] is True
     assert set(rep["modes"]) == {"chunked", "sliding"}
     for m in rep["modes"].values():

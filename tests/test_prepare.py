@@ -12,7 +12,7 @@ import pytest
 import sentencepiece as spm
 
 from golf.data.prepare import (PrepareError, embedded_documents, is_val_doc, prepare_embedded,
-                               prepare_fineweb, prepare_text)
+                               prepare_fineweb, prepare_text, train_tokenizer)
 from golf.data.shards import find_shards, read_shard
 
 
@@ -30,7 +30,7 @@ def test_embedded_deterministic(tmp_path):
     assert a.dataset_dir.name == "embedded_sp1024"
 
 
-def test_embedded_layout_and_split(embedded_data):
+def test_embedded_layout_and_split(embedded_data, tmp_path):
     sp = spm.SentencePieceProcessor()
     sp.Load(str(embedded_data.tokenizer_path))
     assert sp.vocab_size() == 1024 and sp.bos_id() == 1 and sp.pad_id() == 0
@@ -46,8 +46,17 @@ def test_embedded_layout_and_split(embedded_data):
     starts = np.flatnonzero(val == 1).tolist() + [len(val)]
     first = sp.decode(val[starts[0] + 1:starts[1]].tolist())
     assert first == sp.decode(sp.encode(val_docs[0]))
-    # the tokenizer never saw val text: train tokens exist, and no val doc is in the train split
-    assert not set(val_docs) & {d for d in docs if not is_val_doc(d)}
+    # the train shards decode to exactly the train documents: no val document leaks into them
+    train = [t for p in find_shards(str(embedded_data.dataset_dir / "fineweb_train_*.bin"))
+             for t in np.asarray(read_shard(p)).tolist()]
+    cut = [i for i, t in enumerate(train) if t == 1] + [len(train)]
+    train_text = [sp.decode(train[a + 1:b]) for a, b in zip(cut, cut[1:])]
+    train_docs = [d for d in docs if not is_val_doc(d)]
+    assert train_text == [sp.decode(sp.encode(d)) for d in train_docs]
+    # the tokenizer never saw val text: retrained on the train documents alone it is the same file
+    own = tmp_path / "train_only.model"
+    train_tokenizer(train_docs, own)
+    assert own.read_bytes() == embedded_data.tokenizer_path.read_bytes()
 
 
 def test_embedded_skips_when_valid_and_rebuilds_when_corrupt(tmp_path):

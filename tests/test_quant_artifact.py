@@ -3,6 +3,7 @@ config checks and the per-tensor report."""
 from __future__ import annotations
 
 import json
+import os
 import struct
 
 import pytest
@@ -52,7 +53,17 @@ def test_parallel_compression_writes_the_same_bytes_as_serial(qmodel):
                                          StreamCache(workers=4))
     assert serial == parallel == qmodel.to_bytes()
     assert [s["codec"] for s in s_streams] == [s["codec"] for s in p_streams]
-    assert len({s["codec"] for s in s_streams}) >= 1 and len(s_streams) >= 3
+    # the stream table describes the payload exactly: back to back, and each stream decodes
+    # (with its own codec) to its raw length, whichever worker compressed it
+    from quant.artifact import parse_artifact
+    from quant.codec import decompress
+    header, payload = parse_artifact(parallel)
+    streams = header["streams"]
+    assert [s["offset"] for s in streams] == [sum(x["length"] for x in streams[:i]) for i in range(len(streams))]
+    assert sum(s["length"] for s in streams) == len(payload) and len(streams) >= 3
+    for s in streams:
+        raw = decompress(payload[s["offset"]:s["offset"] + s["length"]], s["codec"])
+        assert len(raw) == s["raw_length"], s["name"]
 
 
 def test_round_trip_is_bit_identical_and_save_is_byte_deterministic(qmodel, tmp_path):
@@ -81,7 +92,7 @@ def test_round_trip_is_bit_identical_and_save_is_byte_deterministic(qmodel, tmp_
     assert float(err) < 0.2 * float(sd["blocks.0.mlp.fc.weight"].std())
 
 
-def test_failed_save_leaves_the_good_artifact(qmodel, tmp_path):
+def test_failed_save_leaves_the_good_artifact(qmodel, tmp_path, monkeypatch):
     p = tmp_path / "m.gkq"
     quant.save_artifact(p, qmodel)
     good = p.read_bytes()
@@ -93,6 +104,18 @@ def test_failed_save_leaves_the_good_artifact(qmodel, tmp_path):
         quant.save_artifact(p, Broken())
     assert p.read_bytes() == good
     assert [f.name for f in tmp_path.iterdir()] == ["m.gkq"]
+    # a failure after the new bytes were written (the final rename fails, as on a full disk):
+    # a writer that wrote in place would have replaced the good file already
+    other = quant.quantize_model(_model_sd(seed=1), method="int8", meta={"config": {}})
+    assert other.to_bytes() != good
+
+    def no_rename(*_a, **_k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", no_rename)
+    with pytest.raises(OSError, match="No space"):
+        quant.save_artifact(p, other)
+    assert p.read_bytes() == good
+    assert [f.name for f in tmp_path.iterdir()] == ["m.gkq"]  # the temp file is gone too
 
 
 @pytest.mark.parametrize("damage,pattern", [

@@ -1,6 +1,8 @@
 """Shard format: round trip, atomic write, and one clear error naming the file per defect."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -61,13 +63,22 @@ def test_glob_matching_nothing(tmp_path):
         find_shards(str(tmp_path / "fineweb_train_*.bin"))
 
 
-def test_failed_write_keeps_good_shard(tmp_path):
+def test_failed_write_keeps_good_shard(tmp_path, monkeypatch):
     p = tmp_path / "fineweb_train_000000.bin"
     write_shard(p, np.arange(4, dtype=np.uint16))
     before = p.read_bytes()
     with pytest.raises(ShardError):
         write_shard(p, np.array([70000]))
     assert p.read_bytes() == before
+    # a failure after the new tokens were written (the final rename fails): still the old file,
+    # and no temp file left beside it
+    def no_rename(*_a, **_k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", no_rename)
+    with pytest.raises(OSError, match="No space"):
+        write_shard(p, np.arange(9, dtype=np.uint16))
+    assert p.read_bytes() == before
+    assert [f.name for f in tmp_path.iterdir()] == [p.name]
 
 
 def test_tokenizer_errors(tmp_path, embedded_data):
