@@ -119,13 +119,13 @@ def unwritable_reason(folder: Path) -> str | None:
 def run_dir_problem(run_dir: Path, cfg: Config, *, resuming: bool) -> str | None:
     """Why `run_dir` may not take this run (rule 1): not writable, or it holds files of another
     run. None when it is free, resumed in place, or OVERWRITE=1."""
+    if run_dir.exists() and not run_dir.is_dir():
+        return f"RUN_ID={run_dir.name}: {run_dir} exists and is not a folder; choose another RUN_ID"
     why = unwritable_reason(run_dir)
     if why:
         return f"RUNS_DIR={cfg.runs_dir}: {why}; choose a writable RUNS_DIR (nothing was written)"
     if resuming or cfg.overwrite or not run_dir.exists():
         return None
-    if not run_dir.is_dir():
-        return f"RUN_ID={run_dir.name}: {run_dir} exists and is not a folder; choose another RUN_ID"
     held = sorted(p.name for p in run_dir.iterdir())
     if not held:
         return None

@@ -129,7 +129,8 @@ def _eval_json(run, pre: float, post: float) -> None:
 def test_divergence_alarm_default_is_a_0_005_bpb_gap(tmp_path, capsys, gap, alarm):
     """`eval_bpb.py --compare --strict` exits 3 when a run's quantization gap exceeds 0.005 bpb
     (the README's documented default) and 0 below it; same orderings, so only the gap decides."""
-    from eval_bpb import compare_runs, find_divergences, main
+    from eval_bpb import main
+    from golf.compare import compare_runs, find_divergences
     a, b = tmp_path / "a", tmp_path / "b"
     _eval_json(a, 1.20, 1.20 + gap)
     _eval_json(b, 1.30, 1.30 + 0.001)

@@ -9,13 +9,8 @@ import pytest
 
 from golf.config import Config, ConfigError
 
-try:  # the ownership rules are moving to one module; either home is fine here
-    from golf.rundir import (RUN_FILES, check_out_dir, check_run_dir, run_dir_problem,
-                             start_run_dir)
-    from golf.rundir import _is_earlier_pack, _swap_in
-except ImportError:
-    from golf.pack import _is_earlier_pack, _swap_in, check_out_dir
-    from golf.train import RUN_FILES, check_run_dir, run_dir_problem, start_run_dir
+from golf.pack import _is_earlier_pack, _swap_in, check_out_dir
+from golf.rundir import RUN_FILES, check_run_dir, run_dir_problem, start_run_dir
 from golf.packing.errors import PackError
 
 CFG = Config()
@@ -66,8 +61,9 @@ def test_rundir_start_overwrite_removes_only_the_runs_own_files(tmp_path):
     cleared = start_run_dir(run, CFG.replace(overwrite=True), 2, resuming=False)
     assert sorted(cleared) == sorted(RUN_FILES)
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "extra", "notes.md"]
+    import os
     assert json.loads((run / "config.json").read_text()) == {**CFG.replace(overwrite=True).to_dict(),
-                                                            "world_size": 2}
+                                                            "world_size": 2, "cwd": os.getcwd()}
 
 
 def test_rundir_start_without_overwrite_or_when_resuming_keeps_everything(tmp_path):
