@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from golf import distributed
 from golf import rundir as rd
 from golf.atomic import atomic_write_json, file_sha256
+from golf.errors import EvalError
 from golf.rules import eval_mode
 
 # Bytes of the official 50k-doc FineWeb val split (sp1024), back-computed from official logs.
@@ -36,10 +37,6 @@ REFERENCE_VAL = {(1024, False): (OFFICIAL_VAL_TARGETS_SP1024, OFFICIAL_VAL_BYTES
                  (4096, False): (45_508_608, 151_073_877),
                  (8192, False): (40_540_160, 151_078_218),
                  (8192, True): (47_853_343, 151_074_495)}
-
-
-class EvalError(ValueError):
-    """Bad evaluation input; the message names the file and the fix."""
 
 
 @dataclass

@@ -22,12 +22,9 @@ from golf.distributed import all_reduce_ as _allreduce, host_max, init_distribut
 from golf.atomic import atomic_save
 from golf.model import GPT, count_parameters
 from golf.checkpoint import load_torch_file
+from golf.errors import TrainError
 from golf.step import Stepper
 from golf.optim import build_optimizers, ema_decay_at, lr_multiplier, muon_momentum, set_lrs
-
-
-class TrainError(ValueError):
-    """Bad training input; the message names the file or variable and the fix."""
 
 
 @dataclass
