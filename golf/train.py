@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -25,7 +25,7 @@ from golf.config import Config
 from golf.data.loader import DistributedTokenLoader
 from golf.data.shards import dataset_text_transform, load_val_bytes, load_val_tokens
 from golf.data.tokenizer import load_tokenizer
-from golf.distributed import DistInfo, all_reduce_ as _allreduce, host_max, init_distributed
+from golf.distributed import all_reduce_ as _allreduce, host_max, init_distributed
 from golf.errors import TrainError
 from golf.evaluate import EvalResult, evaluate_bpb
 from golf.model import GPT, count_parameters
@@ -90,81 +90,23 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     `stop_after_steps` (test hook) behaves like a SIGTERM after that many total steps:
     it writes checkpoint.pt and returns with stopped_early=True.
     """
-    run = setup(cfg, run_dir, log)
-    t = Trainer(run)
-    if run.cfg.warmup_steps > 0 and run.ckpt is None:
+    t = Trainer(cfg, run_dir, log)
+    t.build()
+    if t.cfg.warmup_steps > 0 and t.ckpt is None:
         t.prime_compile()
-    t.init_ema()
-    if run.ckpt is not None:
-        t.restore(run.ckpt, run.ckpt_path)
+    t.set_ema({k: v.detach().float().clone() for k, v in t.base.state_dict().items()}
+              if t.cfg.ema_decay > 0 else None)  # from the weights after priming
+    if t.ckpt is not None:
+        t.restore()
     stopped = t.loop(stop_after_steps)
     if isinstance(stopped, TrainResult):  # a signal: checkpoint written, nothing exported
         return stopped
     return t.finish(stopped)
 
 
-# ----------------------------------------------------------------------------- setup
-@dataclass
-class Setup:
-    """Everything checked and loaded before the model exists (setup's result)."""
-    cfg: Config
-    di: DistInfo
-    accum: int
-    run_dir: Path
-    log: Callable[[str], None]
-    loader: DistributedTokenLoader
-    val_tokens: Any
-    lut: Any
-    ckpt: dict | None
-    ckpt_path: Path | None
-
-
-def setup(cfg: Config, run_dir: Path | None, log: Callable[[str], None] | None) -> Setup:
-    """Every check first (settings, resume, run dir), then the data and the resumed checkpoint,
-    and only then is the run dir written (golf.rundir's ownership rules)."""
-    cfg.validate()  # every bad setting at once, before any data is read or anything written
-    di = init_distributed()
-    accum = resolve_grad_accum(cfg, di.world_size)
-    calib_batches_for_rank(cfg.gptq_calib_batches, di.rank, di.world_size)  # checked before training
-    cfg, given = rd.absolute_paths(cfg)  # recorded absolute: eval and pack work from anywhere
-    ckpt_path = rd.resolve_resume(cfg.resume) if cfg.resume else None
-    run_dir = rd.resolve_run_dir(cfg, ckpt_path, run_dir)
-    in_place = ckpt_path is not None and run_dir == ckpt_path.parent  # a fork starts a new folder
-    changes: list[str] = []
-    if ckpt_path is not None:
-        rd.check_resume(ckpt_path, cfg, run_dir, changes)
-    rd.check_run_dir(run_dir, cfg, resuming=in_place)
-    loader, val_tokens, lut = load_data(cfg, di)
-    ckpt = (load_torch_file(ckpt_path, "unset RESUME to start fresh, or point it at another run's "
-                            f"{rd.CHECKPOINT}", keys=("model", "step")) if ckpt_path else None)
-
-    cleared = (rd.start_run_dir(run_dir, cfg.replace(run_id=run_dir.name), di.world_size,
-                                resuming=in_place, given=given) if di.rank == 0 else [])
-    log = log or make_logger(run_dir, di.rank)
-    if cleared:
-        log(f"overwrite:{run_dir} removed the earlier run's {', '.join(cleared)}")
-    if ckpt_path is not None and not in_place:
-        log(f"fork:{ckpt_path} -> {run_dir} (the source run is not written)")
-    for change in changes:
-        log(f"resume:change {change}")
-    return Setup(cfg, di, accum, run_dir, log, loader, val_tokens, lut, ckpt, ckpt_path)
-
-
-def load_data(cfg: Config, di: DistInfo) -> tuple[DistributedTokenLoader, Any, Any]:
-    """(this rank's training stream, val tokens, their byte counter)."""
-    sp = load_tokenizer(cfg.tokenizer_path, cfg.vocab_size)
-    loader = DistributedTokenLoader(cfg.data_path, rank=di.rank, world_size=di.world_size,
-                                    seed=cfg.seed, vocab_size=cfg.vocab_size)
-    val_tokens = load_val_tokens(cfg.data_path, cfg.vocab_size)
-    lut = val_byte_counter(sp, cfg.vocab_size, val_tokens, load_val_bytes(cfg.data_path),
-                           text_transform=dataset_text_transform(cfg.data_path),
-                           where=str(cfg.data_path))
-    return loader, val_tokens, lut
-
-
 @contextmanager
 def stop_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
-    """SIGINT/SIGTERM call `handler` inside the block (main thread only); then the old ones return."""
+    """SIGINT/SIGTERM call `handler` inside the block (main thread only)."""
     old_handlers = {}
     try:
         for s in (signal.SIGINT, signal.SIGTERM):
@@ -178,55 +120,79 @@ def stop_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
             signal.signal(s, h)
 
 
-@dataclass(frozen=True)
-class Due:
-    """What a finished step does besides training, from the *_EVERY settings."""
+class Due(NamedTuple):
+    """What a finished step does besides training (the *_EVERY settings)."""
     last: bool
     log: bool
     val: bool
     ckpt: bool
 
-    @classmethod
-    def after(cls, step: int, cfg: Config) -> "Due":
-        return cls(last=step >= cfg.iterations,
-                   log=bool(cfg.train_log_every) and (step % cfg.train_log_every == 0 or step == 1),
-                   val=bool(cfg.val_loss_every) and step % cfg.val_loss_every == 0,
-                   ckpt=bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0)
 
-
-# ----------------------------------------------------------------------------- the run
 class Trainer:
-    """One run's shared state (model, optimizers, stream, EMA, step and clock); each phase of
-    train() is one method."""
+    """One run's shared state; train() calls its phases in order."""
 
-    def __init__(self, run: Setup):
-        self.run, self.cfg, self.di, self.log = run, run.cfg, run.di, run.log
-        cfg, dev = run.cfg, run.di.device
-        self.dev = dev
+    def __init__(self, cfg: Config, run_dir: Path | None, log: Callable[[str], None] | None):
+        """Setup: every check first, then the data and the resumed checkpoint, and only then is
+        the run dir written (golf.rundir's rules)."""
+        cfg.validate()  # every bad setting at once, before any data is read or anything written
+        self.di = di = init_distributed()
+        self.dev = di.device
+        self.accum = resolve_grad_accum(cfg, di.world_size)
+        calib_batches_for_rank(cfg.gptq_calib_batches, di.rank, di.world_size)  # checked before training
+        cfg, given = rd.absolute_paths(cfg)  # recorded absolute: eval and pack work from anywhere
+        self.cfg = cfg
+        self.ckpt_path = ckpt_path = rd.resolve_resume(cfg.resume) if cfg.resume else None
+        self.run_dir = run_dir = rd.resolve_run_dir(cfg, ckpt_path, run_dir)
+        in_place = ckpt_path is not None and run_dir == ckpt_path.parent  # a fork starts a new folder
+        changes: list[str] = []
+        if ckpt_path is not None:
+            rd.check_resume(ckpt_path, cfg, run_dir, changes)
+        rd.check_run_dir(run_dir, cfg, resuming=in_place)
+        sp = load_tokenizer(cfg.tokenizer_path, cfg.vocab_size)
+        self.loader = DistributedTokenLoader(cfg.data_path, rank=di.rank, world_size=di.world_size,
+                                             seed=cfg.seed, vocab_size=cfg.vocab_size)
+        self.val_tokens = load_val_tokens(cfg.data_path, cfg.vocab_size)
+        self.lut = val_byte_counter(sp, cfg.vocab_size, self.val_tokens, load_val_bytes(cfg.data_path),
+                                    text_transform=dataset_text_transform(cfg.data_path),
+                                    where=str(cfg.data_path))
+        self.ckpt = (load_torch_file(ckpt_path, "unset RESUME to start fresh, or point it at another "
+                                     f"run's {rd.CHECKPOINT}", keys=("model", "step")) if ckpt_path else None)
+
+        cleared = (rd.start_run_dir(run_dir, cfg.replace(run_id=run_dir.name), di.world_size,
+                                    resuming=in_place, given=given) if di.rank == 0 else [])
+        self.log = log = log or make_logger(run_dir, di.rank)
+        if cleared:
+            log(f"overwrite:{run_dir} removed the earlier run's {', '.join(cleared)}")
+        if ckpt_path is not None and not in_place:
+            log(f"fork:{ckpt_path} -> {run_dir} (the source run is not written)")
+        for change in changes:
+            log(f"resume:change {change}")
+        self.step, self.train_ms, self.last_loss = 0, 0.0, float("nan")
+        self.interrupted = False
+        self.cap_ms = (1000.0 * max(cfg.max_wallclock_seconds - cfg.gptq_reserve_seconds, 0.0)
+                       if cfg.max_wallclock_seconds > 0 else 0.0)
+
+    def build(self) -> None:
+        """The model (seeded), its optimizers and the step engine."""
+        cfg, dev, log = self.cfg, self.dev, self.log
         torch.manual_seed(cfg.seed)
         self.base = base = GPT(cfg).to(dev)
-        self.log(f"model_params:{count_parameters(base)}")
-        self.log(f"world_size:{self.di.world_size} grad_accum_steps:{run.accum}")
+        log(f"model_params:{count_parameters(base)}")
+        log(f"world_size:{self.di.world_size} grad_accum_steps:{self.accum}")
         xl = cfg.xsa_layers()
-        self.log(f"XSA:last_{len(xl)} active_layers:{xl} gate:{int(cfg.xsa_gate)}")
-        self.log(f"train_batch_tokens:{cfg.train_batch_tokens} train_seq_len:{cfg.train_seq_len} "
-                 f"iterations:{cfg.iterations} warmup_steps:{cfg.warmup_steps} "
-                 f"max_wallclock_seconds:{cfg.max_wallclock_seconds:.3f}")
+        log(f"XSA:last_{len(xl)} active_layers:{xl} gate:{int(cfg.xsa_gate)}")
+        log(f"train_batch_tokens:{cfg.train_batch_tokens} train_seq_len:{cfg.train_seq_len} "
+            f"iterations:{cfg.iterations} warmup_steps:{cfg.warmup_steps} "
+            f"max_wallclock_seconds:{cfg.max_wallclock_seconds:.3f}")
         self.opts = build_optimizers(base, cfg)
         self.cuda = dev.type == "cuda"
         self.model = torch.compile(base, dynamic=False) if (self.cuda and cfg.compile) else base
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda
                          else torch.autocast("cpu", enabled=False))
         self.stepper = Stepper(base, self.opts, rank=self.di.rank, world=self.di.world_size,
-                               accum=run.accum, clip_norm=cfg.grad_clip_norm,
+                               accum=self.accum, clip_norm=cfg.grad_clip_norm,
                                sharded=cfg.muon_sharded, reduce_bf16=cfg.muon_reduce_bf16)
-        self.ema: dict[str, torch.Tensor] | None = None
-        self.step, self.train_ms, self.last_loss = 0, 0.0, float("nan")
-        self.interrupted = False
-        self.cap_ms = (1000.0 * max(cfg.max_wallclock_seconds - cfg.gptq_reserve_seconds, 0.0)
-                       if cfg.max_wallclock_seconds > 0 else 0.0)
 
-    # ---- one step ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.cuda:  # pinned: a pageable copy would make the host wait for the device queue
             x, y = x.pin_memory(), y.pin_memory()
@@ -235,37 +201,95 @@ class Trainer:
             return self.model(x, y)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        cfg = self.cfg
-        return self.run.loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, self.run.accum)
+        return self.loader.next_batch(self.cfg.train_batch_tokens, self.cfg.train_seq_len, self.accum)
 
     def train_step(self) -> torch.Tensor:
         """One optimizer step on the next global batch; the mean loss stays on the device."""
-        loss = self.stepper.accumulate(self.forward, [self.next_batch() for _ in range(self.run.accum)])
+        loss = self.stepper.accumulate(self.forward, [self.next_batch() for _ in range(self.accum)])
         self.stepper.step()
         self.stepper.zero()
         return loss
 
-    def update_ema(self) -> None:
-        if self.ema is None:
-            return
-        d = ema_decay_at(self.step, self.cfg.ema_decay, self.cfg.ema_warmup)
-        with torch.no_grad():  # one fused update over all tensors
-            live = self.base.state_dict()
-            torch._foreach_mul_(self.ema_vals, d)
-            torch._foreach_add_(self.ema_vals, [live[k].float() for k in self.ema_keys], alpha=1 - d)
+    def prime_compile(self) -> None:
+        """Run WARMUP_STEPS real steps (compile priming), then restore every state."""
+        base, opts, loader = self.base, self.opts, self.loader
+        saved = (copy.deepcopy(base.state_dict()), [copy.deepcopy(o.state_dict()) for o in opts],
+                 copy.deepcopy(loader.state_dict()))
+        self.stepper.zero()
+        for _ in range(self.cfg.warmup_steps):
+            self.train_step()
+        base.load_state_dict(saved[0])
+        for o, s in zip(opts, saved[1]):
+            o.load_state_dict(s)
+        loader.load_state_dict(saved[2])
+        self.log(f"warmup_steps:{self.cfg.warmup_steps} done (state restored)")
+
+    def set_ema(self, ema: dict[str, torch.Tensor] | None) -> None:
+        self.ema = ema
+        self.ema_keys = list(ema) if ema is not None else []
+        self.ema_vals = [ema[k] for k in self.ema_keys]
+
+    def restore(self) -> None:
+        """Continue from checkpoint.pt: weights, optimizers, stream, EMA, clock and RNG."""
+        ckpt = self.ckpt
+        self.base.load_state_dict(ckpt["model"])
+        for o, s in zip(self.opts, ckpt["optimizers"]):
+            o.load_state_dict(s)
+        ld = ckpt["loader"]
+        self.loader.load_state_dict(ld[self.di.rank] if isinstance(ld, list) else ld)
+        if self.ema is not None and ckpt.get("ema") is not None:
+            self.set_ema({k: v.to(self.dev) for k, v in ckpt["ema"].items()})
+        self.step, self.train_ms = int(ckpt["step"]), float(ckpt["elapsed_ms"])
+        torch.set_rng_state(ckpt["rng"]["cpu"])
+        self.log(f"resume:{self.ckpt_path} step:{self.step} elapsed_ms:{self.train_ms:.0f}")
+
+    def loop(self, stop_after_steps: int | None) -> TrainResult | bool:
+        """Steps to ITERATIONS or the cap: whether the cap stopped it early, or the interrupted
+        TrainResult after a signal (or the test hook)."""
+        cfg = self.cfg
+        self.base.train()
+        with stop_signals(self.on_signal):
+            while self.step < cfg.iterations and not (self.cap_ms > 0 and self.train_ms >= self.cap_ms):
+                mult, due = self.timed_step()  # (the condition: resumed at the cap)
+                # one host-side all-reduce (MAX) decides stopping for every rank: elapsed and signal
+                elapsed_max, flag = host_max([self.train_ms, float(self.interrupted)])
+                hit_cap = self.cap_ms > 0 and elapsed_max >= self.cap_ms
+                self.report(mult, due, hit_cap)
+                if flag > 0 or (stop_after_steps is not None and self.step >= stop_after_steps
+                                and not due.last):
+                    ck = self.save_checkpoint()
+                    self.log(f"stopping_early: signal step:{self.step}/{cfg.iterations} checkpoint:{ck}")
+                    return TrainResult(self.run_dir, self.step, self.train_ms, float("nan"), float("nan"),
+                                       None, None, None, True, self.tokens_per_s(), interrupted=True)
+                if hit_cap:
+                    self.log(f"stopping_early: wallclock_cap train_time:{self.train_ms:.0f}ms "
+                             f"step:{self.step}/{cfg.iterations}")
+                    return self.step < cfg.iterations
+        return False
+
+    def on_signal(self, _signum: int, _frame: Any) -> None:
+        self.interrupted = True
 
     def timed_step(self) -> tuple[float, Due]:
-        """One step (+ EMA) timed into train_ms; the loss is read back only on steps that report
-        it, since reading it makes the host wait for the device."""
+        """One step (+ EMA) timed into train_ms; the loss is read back (a host wait) only on
+        steps that report it."""
         cfg = self.cfg
         t0 = time.perf_counter()
         mult = lr_multiplier(self.step, self.train_ms, self.cap_ms, cfg.warmdown_iters, cfg.iterations)
         set_lrs(self.opts, mult, muon_momentum(self.step, cfg))
         loss_t = self.train_step()
-        self.update_ema()
-        self.step += 1
-        due = Due.after(self.step, cfg)
-        if due.log or due.val or due.ckpt or due.last:
+        if self.ema is not None:
+            d = ema_decay_at(self.step, cfg.ema_decay, cfg.ema_warmup)
+            with torch.no_grad():  # one fused update over all tensors
+                live = self.base.state_dict()
+                torch._foreach_mul_(self.ema_vals, d)
+                torch._foreach_add_(self.ema_vals, [live[k].float() for k in self.ema_keys], alpha=1 - d)
+        self.step = step = self.step + 1
+        due = Due(last=step >= cfg.iterations,
+                  log=bool(cfg.train_log_every) and (step % cfg.train_log_every == 0 or step == 1),
+                  val=bool(cfg.val_loss_every) and step % cfg.val_loss_every == 0,
+                  ckpt=bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0)
+        if any(due):  # only steps that read results wait for the device
             self.last_loss = float(_allreduce(loss_t.float()).div_(self.di.world_size))
             if self.cuda:
                 torch.cuda.synchronize()
@@ -278,95 +302,28 @@ class Trainer:
     def tokens_per_s(self) -> float:
         return self.cfg.train_batch_tokens * self.step / max(self.train_ms, 1e-9) * 1000.0
 
-    # ---- phases ------------------------------------------------------------------------------
-    def prime_compile(self) -> None:
-        """Run WARMUP_STEPS real steps (compile, allocator), then restore every state."""
-        base, opts, loader = self.base, self.opts, self.run.loader
-        saved = (copy.deepcopy(base.state_dict()), [copy.deepcopy(o.state_dict()) for o in opts],
-                 copy.deepcopy(loader.state_dict()))
-        self.stepper.zero()
-        for _ in range(self.cfg.warmup_steps):
-            self.train_step()
-        base.load_state_dict(saved[0])
-        for o, s in zip(opts, saved[1]):
-            o.load_state_dict(s)
-        loader.load_state_dict(saved[2])
-        self.log(f"warmup_steps:{self.cfg.warmup_steps} done (state restored)")
-
-    def init_ema(self) -> None:
-        if self.cfg.ema_decay > 0:
-            self.ema = {k: v.detach().float().clone() for k, v in self.base.state_dict().items()}
-        self.ema_keys = list(self.ema) if self.ema is not None else []
-        self.ema_vals = [self.ema[k] for k in self.ema_keys]
-
-    def restore(self, ckpt: dict, ckpt_path: Path | None) -> None:
-        """Continue from checkpoint.pt: weights, optimizers, stream position, EMA, clock, RNG."""
-        self.base.load_state_dict(ckpt["model"])
-        for o, s in zip(self.opts, ckpt["optimizers"]):
-            o.load_state_dict(s)
-        loader_state = ckpt["loader"]
-        self.run.loader.load_state_dict(loader_state[self.di.rank] if isinstance(loader_state, list)
-                                        else loader_state)
-        if self.ema is not None and ckpt.get("ema") is not None:
-            self.ema = {k: v.to(self.dev) for k, v in ckpt["ema"].items()}
-            self.ema_keys = list(self.ema)
-            self.ema_vals = [self.ema[k] for k in self.ema_keys]
-        self.step, self.train_ms = int(ckpt["step"]), float(ckpt["elapsed_ms"])
-        torch.set_rng_state(ckpt["rng"]["cpu"])
-        self.log(f"resume:{ckpt_path} step:{self.step} elapsed_ms:{self.train_ms:.0f}")
-
-    def loop(self, stop_after_steps: int | None) -> "TrainResult | bool":
-        """Steps to ITERATIONS or the wallclock cap: whether the cap stopped it early, or the
-        interrupted TrainResult when a signal (or the test hook) stopped it."""
-        cfg = self.cfg
-        self.base.train()
-        with stop_signals(self.on_signal):
-            while self.step < cfg.iterations and not (self.cap_ms > 0 and self.train_ms >= self.cap_ms):
-                mult, due = self.timed_step()  # (the condition: resumed at the cap)
-                # one host-side all-reduce (MAX) decides stopping for every rank: elapsed and signal
-                elapsed_max, flag = host_max([self.train_ms, float(self.interrupted)])
-                hit_cap = self.cap_ms > 0 and elapsed_max >= self.cap_ms
-                self.report(mult, due, hit_cap)
-                if flag > 0 or (stop_after_steps is not None and self.step >= stop_after_steps
-                                and not due.last):
-                    return self.stop_interrupted()
-                if hit_cap:
-                    self.log(f"stopping_early: wallclock_cap train_time:{self.train_ms:.0f}ms "
-                             f"step:{self.step}/{cfg.iterations}")
-                    return self.step < cfg.iterations
-        return False
-
-    def on_signal(self, _signum: int, _frame: Any) -> None:
-        self.interrupted = True
-
     def report(self, mult: float, due: Due, hit_cap: bool) -> None:
-        """The step's log line, validation and checkpoint, as `due` says (outside train_ms)."""
+        """The step's log line, validation and checkpoint as `due` says (outside train_ms)."""
         cfg, step, train_ms = self.cfg, self.step, self.train_ms
         step_avg, tok_s = self.step_avg(), self.tokens_per_s()
         if due.log:
             eta = (cfg.iterations - step) * step_avg / 1000.0
             if self.cap_ms > 0:
                 eta = min(eta, max(self.cap_ms - train_ms, 0.0) / 1000.0)
-            self.log(f"step:{step}/{cfg.iterations} train_loss:{self.last_loss:.4f} "
-                     f"train_time:{train_ms:.0f}ms step_avg:{step_avg:.2f}ms tok_s:{tok_s:.0f} eta:{eta:.0f}s")
+            self.log(f"step:{step}/{cfg.iterations} train_loss:{self.last_loss:.4f} train_time:{train_ms:.0f}ms "
+                     f"step_avg:{step_avg:.2f}ms tok_s:{tok_s:.0f} eta:{eta:.0f}s")
             self.write_metrics({"step": step, "train_loss": self.last_loss, "train_time_ms": train_ms,
                                 "tokens_per_s": tok_s, "lr_mult": mult})
         if due.val and not due.last and not hit_cap:
-            self.log_validation(self.base)
+            self.validate(self.base)
         if due.ckpt and not due.last and not hit_cap:
             ck = self.save_checkpoint()  # a collective on all ranks
             self.log(f"checkpoint:{ck} step:{step}/{cfg.iterations}")
 
-    def stop_interrupted(self) -> "TrainResult":
-        ck = self.save_checkpoint()
-        self.log(f"stopping_early: signal step:{self.step}/{self.cfg.iterations} checkpoint:{ck}")
-        return TrainResult(self.run.run_dir, self.step, self.train_ms, float("nan"), float("nan"),
-                           None, None, None, True, self.tokens_per_s(), interrupted=True)
-
-    def finish(self, stopped_early: bool) -> "TrainResult":
+    def finish(self, stopped_early: bool) -> TrainResult:
         """A resumable checkpoint first (a failure in any final output loses no training), then
-        calibration, the final validation on the EMA weights and the raw + EMA exports."""
-        cfg, run_dir, step = self.cfg, self.run.run_dir, self.step
+        calibration, validation of the EMA weights and the raw + EMA exports."""
+        cfg, run_dir, step = self.cfg, self.run_dir, self.step
         final_ck = self.save_checkpoint()
         self.log(f"checkpoint:{final_ck} step:{step}/{cfg.iterations} (final, before the exports)")
         kept = (f"{run_dir / rd.CHECKPOINT} at step {step} (all training); free space and finish with "
@@ -376,8 +333,8 @@ class Trainer:
         ema_sd = {k: v.float().cpu() for k, v in self.ema.items()} if self.ema is not None else sd
         ema_model = GPT(cfg).to(self.dev)
         ema_model.load_state_dict(ema_sd)
-        calib_path = self.calibrate(ema_model, t_cal, kept)
-        r = self.log_validation(ema_model, " (ema)")
+        calib_path = self.calibrate(ema_model, t_cal, kept) if cfg.gptq_calib_batches > 0 else None
+        r = self.validate(ema_model, " (ema)")
         model_path = ema_path = None
         if self.di.rank == 0:
             with rd.io_guard("writing the final weights", kept):
@@ -387,15 +344,13 @@ class Trainer:
                            calib_path if self.di.rank == 0 else None, stopped_early, self.tokens_per_s())
 
     def calibrate(self, ema_model: torch.nn.Module, t_cal: float, kept: str) -> Path | None:
-        """GPTQ Hessians of the EMA weights, inside the training budget, on fresh training batches
-        (never val): the first GPTQ_CALIB_BATCHES micro-batches of the stream after training,
-        split over ranks like a training step (rank r takes parts r, r+W, ...), so the same
-        tokens whatever the world size at the same global batch."""
+        """GPTQ Hessians inside the training budget, on fresh training batches (never val)."""
         cfg, di, dev = self.cfg, self.di, self.dev
-        if cfg.gptq_calib_batches <= 0:
-            return None
         # the reserve is taken from the loop so that loop + calibration fit the full wallclock
         budget_ms = 1000.0 * cfg.max_wallclock_seconds if cfg.max_wallclock_seconds > 0 else 0.0
+        # the first GPTQ_CALIB_BATCHES micro-batches of the stream after training, split over
+        # ranks like a training step (rank r takes parts r, r+W, ...), so it is the same set of
+        # tokens whatever the world size at the same global batch
         n_mine = calib_batches_for_rank(cfg.gptq_calib_batches, di.rank, di.world_size)
         batches = [self.next_batch()[0].to(dev) for _ in range(n_mine)]
         ema_model.eval()
@@ -408,17 +363,15 @@ class Trainer:
             with rd.io_guard("writing the Hessians", kept):
                 calib_path = atomic_save({"hessians": hs, "tokens": n_tok, "elapsed_ms": elapsed,
                                           "train_budget_ms": budget_ms, "source": "train"},
-                                         self.run.run_dir / rd.HESSIANS)
+                                         self.run_dir / rd.HESSIANS)
         self.log(f"calibration:done hessians:{len(hs)} tokens:{n_tok} elapsed_ms:{elapsed:.0f} "
                  f"budget_ms:{budget_ms:.0f}")
         return calib_path
 
-    # ---- outputs -----------------------------------------------------------------------------
-    def log_validation(self, m: torch.nn.Module, tag: str = "") -> EvalResult:
-        """Chunked val_bpb of `m` (the clock is paused: validation is outside train_ms), logged
-        and appended to metrics.jsonl."""
+    def validate(self, m: torch.nn.Module, tag: str = "") -> EvalResult:
+        """Chunked val_bpb of `m`, logged and recorded (the clock is paused meanwhile)."""
         cfg, di = self.cfg, self.di
-        r = evaluate_bpb(m, self.run.val_tokens, self.run.lut, seq_len=cfg.train_seq_len, stride=0,
+        r = evaluate_bpb(m, self.val_tokens, self.lut, seq_len=cfg.train_seq_len, stride=0,
                          batch_tokens=cfg.val_batch_size, device=self.dev,
                          max_tokens=cfg.max_eval_tokens or None, rank=di.rank, world_size=di.world_size)
         m.train()
@@ -431,22 +384,22 @@ class Trainer:
 
     def write_metrics(self, rec: dict) -> None:
         if self.di.rank == 0:
-            with open(self.run.run_dir / rd.METRICS, "a") as f:
+            with open(self.run_dir / rd.METRICS, "a") as f:
                 f.write(json.dumps(rec) + "\n")
 
     def save_checkpoint(self) -> Path | None:
-        """checkpoint.pt: everything a resume needs (a collective: every rank's stream position)."""
-        di, loader = self.di, self.run.loader
+        """checkpoint.pt, all a resume needs (a collective: every rank's stream position)."""
+        di = self.di
         loaders = [None] * di.world_size
         if di.world_size > 1:
-            dist.all_gather_object(loaders, loader.state_dict())
+            dist.all_gather_object(loaders, self.loader.state_dict())
         else:
-            loaders = [loader.state_dict()]
+            loaders = [self.loader.state_dict()]
         opt_states = self.stepper.state_dicts()  # a collective in the sharded form
         if di.rank != 0:
             return None
         with rd.io_guard(f"writing the checkpoint at step {self.step}", f"the previous {rd.CHECKPOINT}, if any"):
-            return atomic_save({"model": self.base.state_dict(), "ema": self.ema,
-                                "optimizers": opt_states, "loader": loaders, "step": self.step,
-                                "elapsed_ms": self.train_ms, "rng": {"cpu": torch.get_rng_state()},
-                                "config": self.cfg.to_dict()}, self.run.run_dir / rd.CHECKPOINT)
+            return atomic_save({"model": self.base.state_dict(), "ema": self.ema, "optimizers": opt_states,
+                                "loader": loaders, "step": self.step, "elapsed_ms": self.train_ms,
+                                "rng": {"cpu": torch.get_rng_state()}, "config": self.cfg.to_dict()},
+                               self.run_dir / rd.CHECKPOINT)
