@@ -1,13 +1,10 @@
 """golf's error classes, and one readable line for bad input instead of a traceback.
 
-Defined here (each also importable from the module that raises it, e.g. golf.config):
-  ConfigError (bad settings, all at once), TrainError (training input), CheckpointError (a
-  run-directory torch file), InteropError (a foreign checkpoint layout), RunIOError (a write
-  failed for space or permission), EvalError (evaluation input), RankFailed (another rank's
-  failure). The data, byte-table and packing errors live beside their code (ShardError,
-  TokenizerError, ByteLUTError, BudgetError, ...). Every one but RankFailed is a ValueError
-  whose message names the file or variable and the fix; the CLIs wrap their work in
-  `user_errors()` so users see that message alone. GOLF_DEBUG=1 shows the traceback.
+Here: ConfigError, TrainError, CheckpointError, InteropError, RunIOError, EvalError (each also
+importable from the module raising it) and RankFailed; the data, byte-table and packing
+errors stay beside their code. All but RankFailed are ValueErrors whose message names the
+file and the fix; the CLIs wrap their work in `user_errors()` so users see that message
+alone. GOLF_DEBUG=1 shows the traceback.
 """
 from __future__ import annotations
 
