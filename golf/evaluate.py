@@ -534,7 +534,8 @@ def format_gap_table(report: dict) -> str:
 
 
 def eval_hardware(world: int) -> str:
-    """e.g. '8xNVIDIA H100 80GB HBM3' or '1xCPU': pack's eval-time check scales by it."""
+    """e.g. '8xNVIDIA H100 80GB HBM3' or '1xCPU': pack's time checks scale by it (eval.json's
+    and summary.json's)."""
     if torch.cuda.is_available():
         return f"{world}x{torch.cuda.get_device_name(0)}"
     return f"{world}xCPU"

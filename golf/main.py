@@ -173,8 +173,8 @@ def evaluate_run(cfg: Config, run_dir: Path, log: Callable[[str], None],
                     batch_tokens=cfg.val_batch_size, ttt=ttt_settings())
     if out_dir is None:
         return evaluate.run_eval(run_dir=run_dir, **settings)
-    return evaluate.run_eval(run_dir=run_dir, artifact=str(out_dir / rd.ARTIFACT), out=out_dir / rd.EVAL,
-                    **settings)
+    return evaluate.run_eval(run_dir=run_dir, artifact=str(out_dir / rd.ARTIFACT),
+                             out=out_dir / rd.EVAL, **settings)
 
 
 def ttt_settings():
@@ -406,9 +406,9 @@ def eval_only() -> int:
     cfg = Config.from_env()
     seq_len = cfg.eval_seq_len or int(os.environ.get("TRAIN_SEQ_LEN", "0")) or cfg.train_seq_len
     res = evaluate.evaluate_source(artifact, cfg.data_path, cfg.tokenizer_path,
-                          seq_len=seq_len, stride=cfg.eval_stride,
-                          max_tokens=cfg.max_eval_tokens or None,
-                          batch_tokens=cfg.val_batch_size, device=distributed.default_device())
+                                   seq_len=seq_len, stride=cfg.eval_stride,
+                                   max_tokens=cfg.max_eval_tokens or None,
+                                   batch_tokens=cfg.val_batch_size, device=distributed.default_device())
     label = eval_mode(cfg.eval_stride)
     print(f"eval_mode:{label} seq_len:{seq_len} stride:{cfg.eval_stride} tokens:{res.tokens} "
           f"bytes:{res.bytes} partial:{int(res.partial)} eval_time:{res.seconds * 1000:.0f}ms")
