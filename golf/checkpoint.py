@@ -9,9 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-
-class CheckpointError(ValueError):
-    """A run-directory torch file is missing, truncated or not what was expected."""
+from golf.errors import CheckpointError
 
 
 def load_torch_file(path: str | os.PathLike, fix: str, keys: tuple[str, ...] = ()) -> Any:

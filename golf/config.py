@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from golf.errors import ConfigError
 from golf.rules import CAP_BYTES, CPU_PARAMS, TRAIN_LIMIT_S, scaled_cap_bytes
 
 # The records' effective RoPE base. Their Rotary is built with a hard-coded train_seq_len of
@@ -308,17 +309,6 @@ class Config:
             raise SystemExit(f"error: environment variable OPTIM_GROUPS={groups!r} is not one of "
                              f"{', '.join(OPTIM_GROUPS)}; fix or unset it")
         return dataclasses.replace(cfg, **changes)
-
-
-class ConfigError(ValueError):
-    """Bad settings, all of them at once: one line per problem, each naming the variable and
-    the fix. Raised before any data is read or anything is written."""
-
-    def __init__(self, problems: Sequence[str]):
-        self.problems = list(problems)
-        n = len(self.problems)
-        head = f"{n} bad setting{'s' if n != 1 else ''} (nothing was read or written):"
-        super().__init__("\n  - ".join([head, *self.problems]))
 
 
 QUANT_METHODS = ("gptq", "rtn", "int8", "record_1060", "record_1855")

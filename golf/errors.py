@@ -1,19 +1,53 @@
-"""One readable line for bad input instead of a traceback.
+"""golf's error classes, and one readable line for bad input instead of a traceback.
 
-Every module raises a ValueError subclass (ShardError, TokenizerError, BudgetError,
-ArtifactError, ...) whose message names the file and the fix; the CLIs wrap their work
-in `user_errors()` so users see that message alone. GOLF_DEBUG=1 shows the traceback.
+Here: ConfigError, TrainError, CheckpointError, InteropError, RunIOError, EvalError (each also
+importable from the module raising it) and RankFailed; the data, byte-table and packing
+errors stay beside their code. All but RankFailed are ValueErrors whose message names the
+file and the fix; the CLIs wrap their work in `user_errors()` so users see that message
+alone. GOLF_DEBUG=1 shows the traceback.
 """
 from __future__ import annotations
 
 import os
 import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 
 class RankFailed(RuntimeError):
     """Another rank of a torchrun job failed; the message is that rank's own."""
+
+
+class ConfigError(ValueError):
+    """Bad settings, all of them at once: one line per problem, each naming the variable and
+    the fix. Raised before any data is read or anything is written."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        n = len(self.problems)
+        head = f"{n} bad setting{'s' if n != 1 else ''} (nothing was read or written):"
+        super().__init__("\n  - ".join([head, *self.problems]))
+
+
+class TrainError(ValueError):
+    """Bad training input; the message names the file or variable and the fix."""
+
+
+class CheckpointError(ValueError):
+    """A run-directory torch file is missing, truncated or not what was expected."""
+
+
+class InteropError(ValueError):
+    """A checkpoint that does not fit a known layout, or an import that cannot proceed."""
+
+
+class RunIOError(ValueError):
+    """A write failed for lack of space or permission; the message names the path, the cause
+    and what was kept (a ValueError so the CLIs print it as one line)."""
+
+
+class EvalError(ValueError):
+    """Bad evaluation input; the message names the file and the fix."""
 
 
 @contextmanager
@@ -26,7 +60,7 @@ def user_errors(exit_code: int = 2) -> Iterator[None]:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exit_code) from None
     except OSError as exc:  # out of space or permission where no caller said what was kept
-        from golf.rundir import IO_ERRNOS, io_message
+        from golf.rundir import IO_ERRNOS, io_message  # here: golf.rundir imports this module
         if os.environ.get("GOLF_DEBUG") or exc.errno not in IO_ERRNOS:
             raise
         print(f"error: {io_message(exc, 'accessing it', 'every file completed before (writes are atomic)')}",

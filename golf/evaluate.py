@@ -20,11 +20,18 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
+import quant
 from golf import distributed
 from golf import rundir as rd
 from golf.atomic import atomic_write_json, file_sha256
+from golf.bpb import bpb_from_sums, range_bytes
+from golf.checkpoint import load_torch_file
+from golf.config import Config
+from golf.errors import EvalError
+from golf.model import GPT
 from golf.rules import eval_mode
 
 # Bytes of the official 50k-doc FineWeb val split (sp1024), back-computed from official logs.
@@ -36,10 +43,6 @@ REFERENCE_VAL = {(1024, False): (OFFICIAL_VAL_TARGETS_SP1024, OFFICIAL_VAL_BYTES
                  (4096, False): (45_508_608, 151_073_877),
                  (8192, False): (40_540_160, 151_078_218),
                  (8192, True): (47_853_343, 151_074_495)}
-
-
-class EvalError(ValueError):
-    """Bad evaluation input; the message names the file and the fix."""
 
 
 @dataclass
@@ -112,7 +115,6 @@ def rank_slice(n_items: int, rank: int, world_size: int) -> tuple[int, int]:
 
 # ----------------------------------------------------------------------------- scoring
 def _dist_active(world_size: int) -> bool:
-    import torch.distributed as dist
     return world_size > 1 and dist.is_available() and dist.is_initialized()
 
 
@@ -139,6 +141,26 @@ def _batches(plan: Sequence[tuple[int, int, int]], rows: int) -> list[list[tuple
     return out
 
 
+def _score_windows(model: torch.nn.Module, stream: torch.Tensor, plan: Sequence[tuple[int, int, int]],
+                   rows: int, dev: torch.device) -> tuple[float, int]:
+    """(Σ NLL in float64, targets scored) of `plan`'s windows, `rows` windows per batch."""
+    nll_sum = 0.0
+    n_scored = 0
+    was_training = model.training
+    model.eval()
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
+    try:
+        with torch.inference_mode(), autocast:
+            for batch in _batches(plan, rows):
+                nll = batch_nll(model, stream, batch, dev)
+                nll_sum += float(nll.double().sum().item())
+                n_scored += int(nll.numel())
+    finally:
+        model.train(was_training)
+    return nll_sum, n_scored
+
+
 def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_len: int,
                  stride: int = 0, batch_tokens: int = 65536, device: str | torch.device = "cpu",
                  max_tokens: int | None = None, rank: int = 0,
@@ -155,8 +177,6 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_le
     otherwise). Under torch.distributed the windows are split across ranks and the three
     sums all-reduced, so every rank returns the same result.
     """
-    from golf.bpb import bpb_from_sums, range_bytes
-
     t0 = time.perf_counter()
     toks = np.asarray(tokens)
     n_total = max(0, len(toks) - 1)
@@ -171,27 +191,12 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_le
     dev = torch.device(device)
     stream = torch.from_numpy(toks[: n + 1].astype(np.int32))   # int32 halves host memory
     rows = max(1, batch_tokens // max(1, world_size) // seq_len)
-
-    nll_sum = 0.0
-    n_scored = 0
+    nll_sum, n_scored = _score_windows(model, stream, my_plan, rows, dev)
     n_bytes = 0
-    was_training = model.training
-    model.eval()
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
-    try:
-        with torch.inference_mode(), autocast:
-            for batch in _batches(my_plan, rows):
-                nll = batch_nll(model, stream, batch, dev)
-                nll_sum += float(nll.double().sum().item())
-                n_scored += int(nll.numel())
-    finally:
-        model.train(was_training)
     if my_plan:  # a rank's windows score one contiguous target range: count its bytes at once
         n_bytes = range_bytes(toks, my_plan[0][1], my_plan[-1][2], lut)
 
     if _dist_active(world_size):
-        import torch.distributed as dist
         red_dev = dev if dist.get_backend() == "nccl" else torch.device("cpu")
         sums = torch.tensor([nll_sum, float(n_scored), float(n_bytes)], dtype=torch.float64,
                             device=red_dev)
@@ -331,16 +336,9 @@ def _check_config(path: str, cfg: Any, expected: Any, what: str) -> None:
     """Refuse weights whose network-defining config differs from the expected one."""
     if expected is None:
         return
-    checker = None
     if what == "artifact":
         try:
-            import quant
-            checker = getattr(quant, "check_artifact_config", None)
-        except ImportError:
-            checker = None
-    if checker is not None:
-        try:
-            checker({"config": cfg.to_dict()}, expected.model_dict(), path)
+            quant.check_artifact_config({"config": cfg.to_dict()}, expected.model_dict(), path)
         except ValueError as exc:
             raise EvalError(f"{exc}") from None
         return
@@ -357,9 +355,6 @@ def load_eval_model(source: str | os.PathLike, cfg_override: Any = None,
     `cfg_override` is the config the caller expects (e.g. RUN_DIR/config.json); the weights'
     own network fields must match it, else one error lists the differing keys.
     """
-    from golf.config import Config
-    from golf.model import GPT
-
     path = Path(source)
     if not path.is_file():
         raise EvalError(f"{path}: file not found; pass an existing --checkpoint / --artifact")
@@ -367,14 +362,12 @@ def load_eval_model(source: str | os.PathLike, cfg_override: Any = None,
     state: dict | None = None
     cfg_dict: dict | None = None
     if path.suffix == ".pt":
-        from golf.checkpoint import load_torch_file
         obj = load_torch_file(path, "re-export it from training or pass another --checkpoint")
         if not isinstance(obj, dict) or "state_dict" not in obj or "config" not in obj:
             raise EvalError(f"{path}: checkpoint lacks 'config'/'state_dict'; use model.pt / ema.pt "
                             "written by train_gpt.py")
         kind, state, cfg_dict = "checkpoint", obj["state_dict"], obj["config"]
     else:
-        import quant
         state, meta = quant.load_artifact(path)
         cfg_dict = (meta or {}).get("config")
         if cfg_dict is None:
@@ -541,7 +534,8 @@ def format_gap_table(report: dict) -> str:
 
 
 def eval_hardware(world: int) -> str:
-    """e.g. '8xNVIDIA H100 80GB HBM3' or '1xCPU': pack's eval-time check scales by it."""
+    """e.g. '8xNVIDIA H100 80GB HBM3' or '1xCPU': pack's time checks scale by it (eval.json's
+    and summary.json's)."""
     if torch.cuda.is_available():
         return f"{world}x{torch.cuda.get_device_name(0)}"
     return f"{world}xCPU"
@@ -552,7 +546,7 @@ def ttt_block(settings: Any, models: dict[str, torch.nn.Module], ed: "EvalData",
               world: int, log: Callable[[str], None]) -> dict:
     """eval.json's post_ttt: golf.ttt.run_ttt on a copy of the `settings.on` weights, scored on
     the same tokens and windows as `base` (the headline entry), bytes checked like pre/post."""
-    from golf.ttt import run_ttt
+    from golf.ttt import run_ttt  # here: golf.ttt imports this module, and the packed script lacks it
     label = settings.on
     if label not in models:
         raise EvalError(f"TTT on {label!r} weights needs the "
@@ -590,48 +584,27 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     t0 = time.perf_counter()
     rank, world = dist_info()
     say = log if (log and rank == 0) else (lambda _m: None)
-    exp_cfg, checkpoint, artifact = resolve_run_files(run_dir, checkpoint, artifact)
+    cfg, checkpoint, artifact = resolve_run_files(run_dir, checkpoint, artifact)
     device = device or default_device()
-    models: dict[str, torch.nn.Module] = {}
-    cfg = exp_cfg
-    for label, path in (("pre", checkpoint), ("post", artifact)):
-        if path is not None:
-            models[label], wcfg, _ = load_eval_model(path, cfg_override=cfg, device=device)
-            cfg = cfg or wcfg
+    models, cfg = load_models({"pre": checkpoint, "post": artifact}, cfg, device)
     seq_len = seq_len or cfg.effective_eval_seq_len
     stride = cfg.eval_stride if stride is None else stride
     if max_tokens is None:
         max_tokens = cfg.max_eval_tokens or None
-    mode = mode or eval_mode(stride)
-    if mode not in ("chunked", "sliding", "both"):
-        raise EvalError(f"unknown mode {mode!r}; use chunked, sliding or both")
-    if mode in ("sliding", "both") and stride <= 0:
-        stride = 64 if seq_len > 64 else max(1, seq_len // 2)
+    mode, stride = resolve_mode(mode, stride, seq_len)
+    batch_tokens = batch_tokens or cfg.val_batch_size
     data_path = data or cfg.data_path
     tok_path = tokenizer or cfg.tokenizer_path
     ed = load_eval_data(data_path, tok_path, cfg.vocab_size, max_tokens=max_tokens,
                         byte_check=byte_check, log=say)
-    partial = ed.n_targets < len(ed.tokens) - 1
-    mode_strides = {"chunked": [("chunked", 0)], "sliding": [("sliding", stride)],
-                    "both": [("chunked", 0), ("sliding", stride)]}[mode]
-    modes: dict[str, dict] = {}
-    table: list[dict] = []
-    for mname, mstride in mode_strides:
-        entry: dict[str, Any] = {}
-        for label, model in models.items():
-            res = score_eval_data(model, ed, seq_len=seq_len, stride=mstride,
-                                  batch_tokens=batch_tokens or cfg.val_batch_size, device=device,
-                                  rank=rank, world_size=world)
-            entry[label] = res.to_dict()
-            table.append({"label": label, **res.to_dict()})
-        entry["gap"] = (entry["post"]["val_bpb"] - entry["pre"]["val_bpb"]
-                        if "pre" in entry and "post" in entry else None)
-        modes[mname] = entry
+    modes, table = score_modes(models, ed, mode, stride, seq_len=seq_len, batch_tokens=batch_tokens,
+                               device=device, rank=rank, world_size=world)
     headline = "sliding" if "sliding" in modes else "chunked"
     report: dict[str, Any] = {
         "pre": modes[headline].get("pre"), "post": modes[headline].get("post"),
         "gap": modes[headline]["gap"], "mode": headline, "seq_len": seq_len,
-        "stride": stride if headline == "sliding" else 0, "partial": partial,
+        "stride": stride if headline == "sliding" else 0,
+        "partial": ed.n_targets < len(ed.tokens) - 1,
         "checkpoint": checkpoint, "artifact": artifact,
         # rank 0 only: once the last collective is done it may move a staged artifact away
         "artifact_sha256": file_sha256(artifact) if artifact and rank == 0 else None,
@@ -642,19 +615,66 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
         report["modes"] = modes
     if ttt is not None and getattr(ttt, "active", False):
         report["post_ttt"] = ttt_block(ttt, models, ed, modes[headline], cfg=cfg, seq_len=seq_len,
-                                       stride=report["stride"],
-                                       batch_tokens=batch_tokens or cfg.val_batch_size,
+                                       stride=report["stride"], batch_tokens=batch_tokens,
                                        device=device, rank=rank, world=world, log=say)
         table.append({"label": f"ttt:{ttt.mode}", **report["post_ttt"]})
     report["hardware"] = eval_hardware(world)
     report["wall_seconds"] = time.perf_counter() - t0
+    target = out or (Path(run_dir) / rd.EVAL if run_dir is not None else None)
+    publish_report(report, table, target if rank == 0 else None, say)
+    return report
+
+
+def load_models(paths: dict[str, str | None], cfg: Any, device: str) -> tuple[dict[str, torch.nn.Module], Any]:
+    """The models of the paths given (label -> model) and the config they are checked against:
+    `cfg` (the run's), else the first one's own."""
+    models: dict[str, torch.nn.Module] = {}
+    for label, path in paths.items():
+        if path is not None:
+            models[label], wcfg, _ = load_eval_model(path, cfg_override=cfg, device=device)
+            cfg = cfg or wcfg
+    return models, cfg
+
+
+def resolve_mode(mode: str | None, stride: int, seq_len: int) -> tuple[str, int]:
+    """(mode, sliding stride): sliding asked for with stride 0 slides by 64 (or seq_len // 2)."""
+    mode = mode or eval_mode(stride)
+    if mode not in ("chunked", "sliding", "both"):
+        raise EvalError(f"unknown mode {mode!r}; use chunked, sliding or both")
+    if mode in ("sliding", "both") and stride <= 0:
+        stride = 64 if seq_len > 64 else max(1, seq_len // 2)
+    return mode, stride
+
+
+def score_modes(models: dict[str, torch.nn.Module], ed: EvalData, mode: str, stride: int,
+                **score: Any) -> tuple[dict[str, dict], list[dict]]:
+    """Every model in each window mode of `mode`: ({mode: {label: result, "gap": post - pre}},
+    the table's rows)."""
+    mode_strides = {"chunked": [("chunked", 0)], "sliding": [("sliding", stride)],
+                    "both": [("chunked", 0), ("sliding", stride)]}[mode]
+    modes: dict[str, dict] = {}
+    table: list[dict] = []
+    for mname, mstride in mode_strides:
+        entry: dict[str, Any] = {}
+        for label, model in models.items():
+            res = score_eval_data(model, ed, stride=mstride, **score)
+            entry[label] = res.to_dict()
+            table.append({"label": label, **res.to_dict()})
+        entry["gap"] = (entry["post"]["val_bpb"] - entry["pre"]["val_bpb"]
+                        if "pre" in entry and "post" in entry else None)
+        modes[mname] = entry
+    return modes, table
+
+
+def publish_report(report: dict, table: list[dict], target: str | os.PathLike | None,
+                   say: Callable[[str], None]) -> None:
+    """Log the tables and the eval line; write eval.json to `target` (rank 0 passes one)."""
     say(format_table(table))
     say(format_gap_table(report))
     if report["gap"] is not None:
-        say(f"eval:{headline}{' PARTIAL' if partial else ''} pre_val_bpb:{report['pre']['val_bpb']:.8f} "
+        say(f"eval:{report['mode']}{' PARTIAL' if report['partial'] else ''} "
+            f"pre_val_bpb:{report['pre']['val_bpb']:.8f} "
             f"post_val_bpb:{report['post']['val_bpb']:.8f} gap:{report['gap']:+.8f}")
-    target = out or (Path(run_dir) / rd.EVAL if run_dir is not None else None)
-    if target is not None and rank == 0:
+    if target is not None:
         atomic_write_json(target, report)
         say(f"eval:wrote {target}")
-    return report

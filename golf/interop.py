@@ -36,10 +36,7 @@ import torch
 
 from golf import rundir
 from golf.config import Config
-
-
-class InteropError(ValueError):
-    """A checkpoint that does not fit a known layout, or an import that cannot proceed."""
+from golf.errors import InteropError
 
 
 # ----------------------------------------------------------------------------- stacks

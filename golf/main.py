@@ -15,6 +15,7 @@ quantizer settings without training again).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 import time
@@ -23,10 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from golf import distributed
+import quant
+from golf import distributed, evaluate
 from golf import rundir as rd
+from golf.atomic import atomic_write_json, file_sha256
+from golf.checkpoint import load_torch_file
 from golf.config import Config, lqer_ranks
+from golf.errors import user_errors
+from golf.model import GPT
+from golf.plots import plot_loss_curves
 from golf.rules import CAP_BYTES, eval_mode, run_eval_mode
+from golf.train import make_logger, train
+from quant.codec import compress_workers
 
 EMBEDDED_DATASET = "embedded_sp1024"
 
@@ -86,10 +95,6 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
                  out_dir: Path | None = None) -> Path:
     """EMA weights + training-data Hessians -> artifact fitted to the budget left by `code_bytes`,
     written with its report into `out_dir` (default the run dir; finish_run stages it)."""
-    import quant
-    from golf.checkpoint import load_torch_file
-    from golf.model import GPT
-
     ckpt = load_torch_file(run_dir / rd.EMA, "re-run training to export it",
                            keys=("config", "state_dict"))
     model = GPT(Config.from_dict(ckpt["config"]))
@@ -135,9 +140,6 @@ def artifact_meta(cfg: Config, code_bytes: int) -> dict:
 def measured_slopes(path: str, model, hessians, log: Callable[[str], None]) -> dict[str, float]:
     """Per-tensor loss slopes from a sensitivity.json (eval_bpb.py --sensitivity-by tensor),
     checked against the artifact it was measured on (which must be unchanged since)."""
-    import json
-    import quant
-    from golf.atomic import file_sha256
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"QUANT_SENSITIVITY={path}: file not found; write it with "
@@ -168,14 +170,13 @@ def evaluate_run(cfg: Config, run_dir: Path, log: Callable[[str], None],
     `out_dir` the artifact is read from there and eval.json written there (the staged pair).
     Every eval setting is passed from `cfg`: under QUANT_ONLY it holds the variables set now
     over the saved config.json, which run_eval alone would read back."""
-    from golf.evaluate import run_eval
     settings = dict(mode=run_eval_mode(cfg.eval_stride), log=log, seq_len=cfg.effective_eval_seq_len,
                     stride=cfg.eval_stride, max_tokens=cfg.max_eval_tokens,
                     batch_tokens=cfg.val_batch_size, ttt=ttt_settings())
     if out_dir is None:
-        return run_eval(run_dir=run_dir, **settings)
-    return run_eval(run_dir=run_dir, artifact=str(out_dir / rd.ARTIFACT), out=out_dir / rd.EVAL,
-                    **settings)
+        return evaluate.run_eval(run_dir=run_dir, **settings)
+    return evaluate.run_eval(run_dir=run_dir, artifact=str(out_dir / rd.ARTIFACT),
+                             out=out_dir / rd.EVAL, **settings)
 
 
 def ttt_settings():
@@ -183,7 +184,7 @@ def ttt_settings():
     packed script (~9 KB of code bytes a non-TTT submission would pay for), so there TTT=... is
     refused with one line instead."""
     try:
-        from golf.ttt import TTTSettings
+        from golf.ttt import TTTSettings  # here: left out of the packed script
     except ImportError:  # the values TTTSettings reads as off
         if os.environ.get("TTT", "").strip().lower() not in ("", "0", "off", "none"):
             raise ValueError("TTT is set, but this packed script carries no test-time training; "
@@ -229,7 +230,6 @@ def budget_problems(cfg: Config) -> list[str]:
 
 def env_problems() -> list[str]:
     """Settings read outside Config (quant/ parses its own, since it must not import golf)."""
-    from quant.codec import compress_workers
     try:
         compress_workers()
     except ValueError as exc:
@@ -271,8 +271,6 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
     `out_dir` is the record folder itself; without it SUBMISSION_DIR/<RUN_ID> (see
     submission_folder). Every setting is checked first (preflight), so a bad one stops the job
     before the corpus is built or the run directory touched."""
-    from golf.train import train
-
     preflight(cfg)
     dist_info = distributed.init_distributed()
     is_main = dist_info.rank == 0
@@ -284,7 +282,6 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
     with timer.phase("train", boot_log):
         result = train(cfg)
     run_dir = Path(result.run_dir)
-    from golf.train import make_logger
     log = make_logger(run_dir, dist_info.rank)
     if result.interrupted:  # SIGINT/SIGTERM on every rank: checkpoint written, nothing exported
         log(f"train:interrupted step:{result.steps} checkpoint:{run_dir / rd.CHECKPOINT} "
@@ -335,8 +332,6 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
                        report: dict, *, code_bytes: int, steps: int, train_time_ms: float,
                        world_size: int, do_pack: bool | None, out_dir: str | None) -> dict:
     """Loss plot, summary.json, the pack (unless PACK=0) and the summary table."""
-    from golf.atomic import atomic_write_json
-    from golf.plots import plot_loss_curves
     plot_loss_curves(run_dir / rd.METRICS, run_dir / rd.LOSS_PNG, title=f"run {run_dir.name}")
 
     model_bytes = (run_dir / rd.ARTIFACT).stat().st_size
@@ -349,7 +344,7 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
         "total_bytes": code_bytes + model_bytes,
         "cap_bytes": cfg.budget_bytes, "headroom_bytes": cfg.budget_bytes - code_bytes - model_bytes,
         "steps": steps, "train_time_ms": train_time_ms,
-        "phase_seconds": timer.seconds, "hardware": describe_hardware(world_size),
+        "phase_seconds": timer.seconds, "hardware": evaluate.eval_hardware(world_size),
     }
     ttt = report.get("post_ttt")
     if ttt:  # the third number (TTT=chunk|lora), beside the two it builds on
@@ -387,8 +382,6 @@ def quant_only(run: str) -> int:
     again, under the run's saved config with any variable set now overriding it (BUDGET_BYTES,
     QUANT_METHOD, QUANT_SMALL_NUMEL, EVAL_STRIDE, ...). The new artifact/eval pair replaces the
     old one only once complete; the old one moves to previous/<n>/ (golf.rundir rule 4)."""
-    import json
-    from golf.train import make_logger
     run_dir = Path(run)
     for name in (rd.CONFIG, rd.EMA):
         if not (run_dir / name).is_file():
@@ -411,14 +404,13 @@ def quant_only(run: str) -> int:
 
 def eval_only() -> int:
     """Evaluate ARTIFACT (the round-trip proof's mode) and print the exact-result line."""
-    from golf.evaluate import evaluate_source
     artifact = os.environ.get("ARTIFACT", rd.ARTIFACT)
     cfg = Config.from_env()
     seq_len = cfg.eval_seq_len or int(os.environ.get("TRAIN_SEQ_LEN", "0")) or cfg.train_seq_len
-    res = evaluate_source(artifact, cfg.data_path, cfg.tokenizer_path,
-                          seq_len=seq_len, stride=cfg.eval_stride,
-                          max_tokens=cfg.max_eval_tokens or None,
-                          batch_tokens=cfg.val_batch_size, device=distributed.default_device())
+    res = evaluate.evaluate_source(artifact, cfg.data_path, cfg.tokenizer_path,
+                                   seq_len=seq_len, stride=cfg.eval_stride,
+                                   max_tokens=cfg.max_eval_tokens or None,
+                                   batch_tokens=cfg.val_batch_size, device=distributed.default_device())
     label = eval_mode(cfg.eval_stride)
     print(f"eval_mode:{label} seq_len:{seq_len} stride:{cfg.eval_stride} tokens:{res.tokens} "
           f"bytes:{res.bytes} partial:{int(res.partial)} eval_time:{res.seconds * 1000:.0f}ms")
@@ -428,7 +420,6 @@ def eval_only() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from golf.errors import user_errors
     with user_errors(), distributed.session():
         if _truthy(os.environ.get("EVAL_ONLY")):
             return eval_only()
@@ -436,12 +427,3 @@ def main(argv: list[str] | None = None) -> int:
             return quant_only(os.environ["QUANT_ONLY"])
         run_pipeline(config_from_env(os.environ))
     return 0
-
-
-# ----------------------------------------------------------------------------- utils
-def describe_hardware(world_size: int) -> str:
-    """e.g. '8xNVIDIA H100 80GB HBM3' or '1xCPU' (pack's wallclock check reads this)."""
-    import torch
-    if torch.cuda.is_available():
-        return f"{world_size}x{torch.cuda.get_device_name(0)}"
-    return f"{world_size}xCPU"

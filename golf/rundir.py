@@ -31,7 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from golf.config import Config, ConfigError
+from golf.config import Config
+from golf.errors import ConfigError, RunIOError
 
 CONFIG = "config.json"
 TRAIN_LOG = "train.log"
@@ -70,11 +71,6 @@ _MAY_CHANGE_TEXT = ", ".join(sorted(n.upper() for n in RESUME_MAY_CHANGE
 IO_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
              errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
              errno.EDQUOT: "the disk quota is exceeded"}
-
-
-class RunIOError(ValueError):
-    """A write failed for lack of space or permission; the message names the path, the cause
-    and what was kept (a ValueError so the CLIs print it as one line)."""
 
 
 # ----------------------------------------------------------------------------- where
