@@ -3,6 +3,8 @@
 Every module raises a ValueError subclass (ShardError, TokenizerError, BudgetError,
 ArtifactError, ...) whose message names the file and the fix; the CLIs wrap their work
 in `user_errors()` so users see that message alone. GOLF_DEBUG=1 shows the traceback.
+golf's error classes live here (the modules that raise them re-export them, so
+`from golf.data.shards import ShardError` keeps working); quant/ has its own (quant/errors.py).
 """
 from __future__ import annotations
 
@@ -14,6 +16,26 @@ from typing import Iterator
 
 class RankFailed(RuntimeError):
     """Another rank of a torchrun job failed; the message is that rank's own."""
+
+
+class ShardError(ValueError):
+    """Bad shard file or pattern; the message names the file and the fix."""
+
+
+class TokenizerError(ValueError):
+    """Missing or mismatched tokenizer; the message names the file and the fix."""
+
+
+class PrepareError(ValueError):
+    """Bad preparation input or a failed download; the message names the file and the fix."""
+
+
+class ByteLUTError(ValueError):
+    """A tokenizer whose pieces the standard byte table would miscount."""
+
+
+class EvalError(ValueError):
+    """Bad evaluation input; the message names the file and the fix."""
 
 
 @contextmanager

@@ -292,7 +292,7 @@ def test_fineweb_corrupt_shard_leaves_nothing(tmp_path, hf_mirror):
 # ----------------------------------------------------------------------------- tokenizer
 def _spec_fields(model: bytes, which: int) -> dict[int, object]:
     """Non-default fields of the model's trainer (2) or normalizer (3) spec, by field number."""
-    from golf.bpb import _skip_field, _varint
+    from golf.data.tokenizer import _skip_field, _varint
     import struct
 
     def fields(buf):

@@ -13,15 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from golf.atomic import atomic_file
+from golf.errors import ShardError
 
 MAGIC = 20240520
 VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
-
-
-class ShardError(ValueError):
-    """Bad shard file or pattern; the message names the file and the fix."""
 
 
 def read_header(path: str | os.PathLike) -> int:
