@@ -8,9 +8,6 @@ A tokenizer trained on transformed text (CaseOps: user-defined operator pieces t
 no text of their own) cannot be scored from its pieces: its val stream must come with a byte
 sidecar (`fineweb_val_bytes_*.bin`, the original-text bytes of each token), and then the
 sidecar, never the table, is the denominator (`val_byte_counter` picks).
-
-Either counter is held to ground truth before scoring: `check_bytes` compares it with the
-UTF-8 length of the decoded targets (`decoded_target_bytes`).
 """
 from __future__ import annotations
 
@@ -29,7 +26,7 @@ from golf.errors import ByteLUTError, EvalError
 OFFICIAL_VAL_BYTES = 151_080_168
 OFFICIAL_VAL_TARGETS_SP1024 = 62_021_845   # untruncated stream (62,021,846 tokens) - 1
 # (vocab, scored from a sidecar) -> (val targets as logged, val bytes back-computed from the
-# records' logs), anchor_eval.md §0 / §1.3: the sanity figure each variant's check prints.
+# records' logs): the sanity figure each variant's check prints.
 REFERENCE_VAL = {(1024, False): (OFFICIAL_VAL_TARGETS_SP1024, OFFICIAL_VAL_BYTES),
                  (4096, False): (45_508_608, 151_073_877),
                  (8192, False): (40_540_160, 151_078_218),
@@ -79,10 +76,10 @@ def val_byte_counter(sp, vocab_size: int, tokens: np.ndarray, sidecar: np.ndarra
                      text_transform: str | None = None, where: str = "DATA_PATH"):
     """The byte denominator of a val stream: the sidecar when there is one, else the table.
 
-    Rules (anchor_eval.md §1.1, §2.1): a tokenizer with user_defined pieces, or a dataset
-    declaring a text transform, needs the sidecar (its pieces do not spell the original
-    text), so without one it is refused. A sidecar next to a plain tokenizer must agree with
-    the table on every token (a disagreement means one of them is wrong: error).
+    Rules: a tokenizer with user_defined pieces, or a dataset declaring a text transform,
+    needs the sidecar (its pieces do not spell the original text), so without one it is
+    refused. A sidecar next to a plain tokenizer must agree with the table on every token
+    (a disagreement means one of them is wrong: error).
     """
     ops = user_defined_pieces(sp)
     needs = []
@@ -177,7 +174,6 @@ def bpb_from_sums(nll_sum_nats: float, n_tokens: int, n_bytes: int) -> tuple[flo
 
 
 # ----------------------------------------------------------------------------- ground truth
-# The decoded-text check: the table (or sidecar) must count what `sp.decode` returns.
 def decoded_target_bytes(sp: Any, tokens: np.ndarray, n_targets: int) -> int:
     """UTF-8 length of the text the first `n_targets` targets decode to (ground truth).
 

@@ -3,8 +3,6 @@
 Every module raises a ValueError subclass (ShardError, TokenizerError, BudgetError,
 ArtifactError, ...) whose message names the file and the fix; the CLIs wrap their work
 in `user_errors()` so users see that message alone. GOLF_DEBUG=1 shows the traceback.
-golf's error classes live here (the modules that raise them re-export them, so
-`from golf.data.shards import ShardError` keeps working); quant/ has its own (quant/errors.py).
 """
 from __future__ import annotations
 
@@ -19,15 +17,15 @@ class RankFailed(RuntimeError):
 
 
 class ShardError(ValueError):
-    """Bad shard file or pattern; the message names the file and the fix."""
+    """Bad shard file or pattern."""
 
 
 class TokenizerError(ValueError):
-    """Missing or mismatched tokenizer; the message names the file and the fix."""
+    """Missing or mismatched tokenizer."""
 
 
 class PrepareError(ValueError):
-    """Bad preparation input or a failed download; the message names the file and the fix."""
+    """Bad preparation input or a failed download."""
 
 
 class ByteLUTError(ValueError):
@@ -35,7 +33,7 @@ class ByteLUTError(ValueError):
 
 
 class EvalError(ValueError):
-    """Bad evaluation input; the message names the file and the fix."""
+    """Bad evaluation input."""
 
 
 @contextmanager

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from golf import distributed
 from golf import rundir as rd
 from golf.atomic import atomic_write_json, file_sha256
-from golf.bpb import check_bytes   # the ground-truth byte check lives with the byte table
+from golf.bpb import check_bytes
 from golf.errors import EvalError
 from golf.rules import eval_mode
 

@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from golf.data.prepare import (PrepareError, embedded_documents, is_val_doc, prepare_embedded,
-                               prepare_fineweb, prepare_text)
+from golf.data.embedded import embedded_documents, prepare_embedded
+from golf.data.fineweb import prepare_fineweb
 from golf.data.shards import find_shards, read_shard
+from golf.data.splits import is_val_doc
+from golf.data.text import prepare_text
+from golf.errors import PrepareError
 
 
 def _hashes(root):
@@ -135,7 +138,7 @@ def any_mirror(request, tmp_path, embedded_data):
     """A local HTTP server laid out like one published export (root `datasets/`): manifest,
     shards, tokenizer and, for the CaseOps layout, a byte sidecar and an operator tokenizer."""
     import shutil
-    from golf.data.prepare import train_tokenizer
+    from golf.data.tokenizer_train import train_tokenizer
     from golf.data.shards import write_shard
     variant, tok_keys, n_val, sidecar, transform = LAYOUTS[request.param]
     root = tmp_path / "srv" / "datasets"
@@ -219,7 +222,7 @@ def test_fineweb_offline_names_the_command(tmp_path, monkeypatch):
 
 
 def test_fineweb_variant_repos(monkeypatch):
-    from golf.data.prepare import hf_root_url, variant_repo
+    from golf.data.fineweb import hf_root_url, variant_repo
     monkeypatch.delenv("MATCHED_FINEWEB_REPO_ID", raising=False)
     monkeypatch.delenv("GOLF_HF_BASE", raising=False)
     assert variant_repo("sp1024") == "willdepueoai/parameter-golf"
@@ -326,7 +329,7 @@ def test_tokenizer_command_matches_the_official_settings_and_is_deterministic(
         tmp_path, official_tokenizer, shared_data):
     """`prepare tokenizer` twice on the same text: byte-identical .model; its trainer and
     normalizer settings are the official sp1024's (read from both models' protos)."""
-    from golf.data.prepare import prepare_tokenizer
+    from golf.data.tokenizer_train import prepare_tokenizer
     src = shared_data / "corpora" / "c4_en_olmo_sample1000" / "c4-sample.00000-of-00001.json.gz"
     small = tmp_path / "c4_200.jsonl"
     with gzip.open(src, "rt", encoding="utf-8") as f:
@@ -358,7 +361,7 @@ def test_tokenizer_command_matches_the_official_settings_and_is_deterministic(
 
 
 def test_tokenizer_command_refuses_a_vocab_the_text_cannot_fill(tmp_path):
-    from golf.data.prepare import prepare_tokenizer
+    from golf.data.tokenizer_train import prepare_tokenizer
     txt = tmp_path / "tiny.txt"
     txt.write_text("a few words only, repeated: a few words only.")
     with pytest.raises(PrepareError, match="supports only .* pieces, 8192 requested"):
@@ -398,7 +401,7 @@ def test_text_rerun_replaces_only_its_own_shards(tmp_path, embedded_data):
 def test_text_refuses_an_operator_tokenizer(tmp_path):
     """`prepare text` writes no byte sidecar, so a tokenizer with user_defined pieces (whose
     val split could then never be scored) is refused before any shard is written."""
-    from golf.data.prepare import train_tokenizer
+    from golf.data.tokenizer_train import train_tokenizer
     tok = tmp_path / "ops.model"
     train_tokenizer([f"\ue001word {i} and more text" for i in range(300)], tok, 300,
                     user_defined_symbols=["\ue001"])

@@ -1,5 +1,4 @@
-"""SentencePiece models: loading with one clear error instead of a C++ abort, and the piece
-types the processor does not expose (user_defined operators), read from the model proto."""
+"""Loading SentencePiece models with one clear error instead of a C++ abort; piece types."""
 from __future__ import annotations
 
 import os
@@ -97,5 +96,5 @@ def is_user_defined(sp, t: int) -> bool:
 
 
 def user_defined_pieces(sp) -> list[int]:
-    """Ids of user_defined pieces (operator symbols: the byte table would count their UTF-8)."""
+    """Ids of user_defined pieces (operator symbols: the table would count their UTF-8)."""
     return [t for t in range(sp.vocab_size()) if is_user_defined(sp, t)]
