@@ -1,8 +1,8 @@
 """One readable line for bad input instead of a traceback.
 
-Every module raises a ValueError subclass (ShardError, TokenizerError, BudgetError,
-ArtifactError, ...) whose message names the file and the fix; the CLIs wrap their work
-in `user_errors()` so users see that message alone. GOLF_DEBUG=1 shows the traceback.
+Every module raises a ValueError subclass (many are defined below) whose message names
+the file and the fix; the CLIs wrap their work in `user_errors()` so users see that message
+alone. GOLF_DEBUG=1 shows the traceback.
 """
 from __future__ import annotations
 

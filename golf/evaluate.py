@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from golf import distributed
 from golf import rundir as rd
 from golf.atomic import atomic_write_json, file_sha256
-from golf.bpb import check_bytes
+from golf.bpb import bpb_from_sums, check_bytes, range_bytes, val_byte_counter
 from golf.errors import EvalError
 from golf.rules import eval_mode
 
@@ -142,8 +142,6 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_le
     otherwise). Under torch.distributed the windows are split across ranks and the three
     sums all-reduced, so every rank returns the same result.
     """
-    from golf.bpb import bpb_from_sums, range_bytes
-
     t0 = time.perf_counter()
     toks = np.asarray(tokens)
     n_total = max(0, len(toks) - 1)
@@ -292,7 +290,6 @@ def load_eval_data(data_path: str, tokenizer_path: str, vocab_size: int, *,
     """Load val tokens (or, with split="train", the last training shard: for measurements that
     steer the artifact, which must not see validation data) and the tokenizer's byte LUT;
     run the ground-truth byte check."""
-    from golf.bpb import val_byte_counter
     from golf.data.shards import (check_token_range, dataset_text_transform, find_shards,
                                   load_val_bytes, load_val_tokens, read_shard, train_pattern)
     from golf.data.tokenizer import load_tokenizer

@@ -60,7 +60,7 @@ def piece_types(model_proto: bytes) -> list[int]:
 
     Read straight from the serialized ModelProto (field 1 = repeated pieces, piece field 3 =
     type, default NORMAL) because sentencepiece's own generated reader needs protobuf, which
-    sentencepiece does not install; this is the one fact the byte table needs from the proto.
+    sentencepiece does not install.
     """
     types: list[int] = []
     i, end = 0, len(model_proto)
