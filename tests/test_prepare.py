@@ -410,3 +410,59 @@ def test_text_refuses_an_operator_tokenizer(tmp_path):
     with pytest.raises(PrepareError, match="user_defined pieces.*byte sidecar"):
         prepare_text([src], tok, tmp_path / "ds", val_docs=1)
     assert not (tmp_path / "ds").exists()
+
+
+# ----------------------------------------------------------------------------- proxy corpus
+def _fake_shared(root, official_tokenizer, n_c4=104, n_fw=3):
+    """A ../shared/data stand-in: n_c4 C4 documents, n_fw FineWeb documents, the official model."""
+    c4 = root / "corpora/c4_en_olmo_sample1000/c4-sample.00000-of-00001.json.gz"
+    fw = root / "corpora/fineweb_pgolf_docs200/verify_docs.jsonl"
+    c4.parent.mkdir(parents=True)
+    fw.parent.mkdir(parents=True)
+    c4_docs = [f"web page {i}: the quick brown fox number {i * 7} jumps." for i in range(n_c4)]
+    fw_docs = [f"fineweb document {i} about golf." for i in range(n_fw)]
+    c4.write_bytes(gzip.compress("".join(json.dumps({"text": d}) + "\n" for d in c4_docs).encode()))
+    fw.write_text("".join(json.dumps({"text": d}) + "\n" for d in fw_docs))
+    (root / "tokenizers").mkdir()
+    (root / "tokenizers/fineweb_1024_bpe.model").write_bytes(official_tokenizer.read_bytes())
+    return c4_docs, fw_docs
+
+
+def test_prepare_proxy_splits_c4_and_shuffles_training_by_seed(tmp_path, official_tokenizer):
+    """`prepare proxy`: val = the first 100 C4 documents in order; train = the rest + FineWeb +
+    stdlib sources in a seed-fixed order; the official tokenizer is copied byte for byte."""
+    from golf.data.prepare import main
+    from golf.data.proxy import VAL_DOCS
+    shared = tmp_path / "shared"
+    c4_docs, fw_docs = _fake_shared(shared, official_tokenizer)
+    sp = spm.SentencePieceProcessor(model_file=str(official_tokenizer))
+    ds = {}
+    for seed in (0, 1):
+        root = tmp_path / f"root{seed}"
+        assert main(["proxy", "--shared", str(shared), "--root", str(root), "--stdlib-mb", "0",
+                     "--seed", str(seed)]) == 0
+        assert (root / "tokenizers/fineweb_1024_bpe.model").read_bytes() == official_tokenizer.read_bytes()
+        ds[seed] = root / "datasets/proxy_sp1024"
+    want_val = np.concatenate([[1] + sp.encode(d) for d in c4_docs[:VAL_DOCS]])
+    assert np.array_equal(read_shard(ds[0] / "fineweb_val_000000.bin"), want_val)
+    assert np.array_equal(read_shard(ds[1] / "fineweb_val_000000.bin"), want_val)
+    trains = [np.asarray(read_shard(ds[s] / "fineweb_train_000000.bin")) for s in (0, 1)]
+    assert len(trains[0]) == len(trains[1]) and not np.array_equal(*trains)   # same docs, reordered
+    text = sp.decode([t for t in trains[0].tolist() if t != 1])
+    assert all(d in text for d in c4_docs[VAL_DOCS:] + fw_docs)
+
+
+def test_prepare_proxy_rebuild_keeps_files_it_did_not_write(tmp_path, official_tokenizer):
+    """A rebuild replaces the shards the folder's manifest lists; a shard it did not write is
+    refused by name and left in place (the old build deleted every fineweb_*_*.bin there)."""
+    from golf.data.proxy import prepare_proxy
+    shared, root = tmp_path / "shared", tmp_path / "root"
+    _fake_shared(shared, official_tokenizer)
+    prepare_proxy(shared, root, stdlib_mb=0)
+    ds = root / "datasets/proxy_sp1024"
+    prepare_proxy(shared, root, stdlib_mb=0, seed=3)             # its own files: replaced
+    foreign = ds / "fineweb_train_000007.bin"
+    foreign.write_bytes(b"someone else's shard")
+    with pytest.raises(PrepareError, match="fineweb_train_000007.bin"):
+        prepare_proxy(shared, root, stdlib_mb=0)
+    assert foreign.read_bytes() == b"someone else's shard"
