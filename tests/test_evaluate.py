@@ -8,14 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+import golf.bpb as bpb
 from golf.bpb import decoded_target_bytes, lut_target_bytes
 from golf.evaluate import EvalError, evaluate_bpb, plan_coverage, window_plan
-
-try:
-    import golf.bpb as bpb
-except ImportError:  # written concurrently; the pure window-plan tests still run without it
-    bpb = None
-needs_bpb = pytest.mark.skipif(bpb is None, reason="golf.bpb not importable yet")
 
 
 # ----------------------------------------------------------------------------- tiny models
@@ -99,7 +94,6 @@ def test_first_public_sliding_bug_would_be_caught():
     assert (plan_coverage(window_plan(n, W, s), n) == 1).all()
 
 
-@needs_bpb
 def test_chunked_and_sliding_agree_when_stride_is_seq_len():
     for n in (1, 50, 64, 128, 129, 150):
         chunked, sliding = window_plan(n, 64, 0), window_plan(n, 64, 64)
@@ -124,7 +118,6 @@ def test_bad_plan_arguments_raise_one_clear_error(bad):
 
 
 # ----------------------------------------------------------------------------- scoring math
-@needs_bpb
 @pytest.mark.parametrize("stride", [0, 16])
 def test_uniform_model_gives_log2_vocab_per_token(stride):
     V = 48
@@ -138,7 +131,6 @@ def test_uniform_model_gives_log2_vocab_per_token(stride):
     assert res.val_bpb == pytest.approx(per_token / math.log(2) * res.tokens / res.bytes, rel=1e-12)
 
 
-@needs_bpb
 @pytest.mark.parametrize("seq_len,stride", [(16, 0), (16, 5), (64, 16), (200, 0)])
 def test_bigram_nll_matches_direct_computation(seq_len, stride):
     """Checks target/logit alignment: target t+1 is scored with logits at position t."""
@@ -153,7 +145,6 @@ def test_bigram_nll_matches_direct_computation(seq_len, stride):
     assert res.val_loss * res.tokens == pytest.approx(expected, rel=1e-6)
 
 
-@needs_bpb
 def test_batching_does_not_change_the_result_and_is_deterministic():
     V = 40
     toks, lut = _stream(400, V), _toy_lut(V)
@@ -165,7 +156,6 @@ def test_batching_does_not_change_the_result_and_is_deterministic():
     assert r2.val_bpb == r3.val_bpb                               # bit-identical on CPU
 
 
-@needs_bpb
 def test_max_tokens_is_partial_and_exact():
     V = 40
     toks, lut = _stream(400, V), _toy_lut(V)
@@ -176,7 +166,6 @@ def test_max_tokens_is_partial_and_exact():
     assert not full.partial and full.tokens == 399
 
 
-@needs_bpb
 def test_result_round_trips_through_json():
     toks, lut = _stream(100, 16), _toy_lut(16)
     d = evaluate_bpb(UniformModel(16), toks, lut, seq_len=16).to_dict()
@@ -185,7 +174,6 @@ def test_result_round_trips_through_json():
                                     "tokens_per_s", "mode", "seq_len", "stride", "partial"}
 
 
-@needs_bpb
 def test_ranks_split_windows_and_sums_add_up():
     """Without a process group, each rank's share of tokens/bytes must add to the whole."""
     V = 40
@@ -211,7 +199,6 @@ def _fineweb_stream(shared_data, sp, n_docs: int = 60) -> np.ndarray:
     return np.asarray(ids, dtype=np.uint16)
 
 
-@needs_bpb
 def test_lut_bytes_equal_decoded_text_on_official_tokenizer(official_tokenizer, shared_data):
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=str(official_tokenizer))
@@ -231,7 +218,6 @@ def test_lut_bytes_equal_decoded_text_on_official_tokenizer(official_tokenizer, 
         assert lut_target_bytes(sub, len(sub) - 1, lut) == decoded_target_bytes(sp, sub, len(sub) - 1)
 
 
-@needs_bpb
 def test_lut_bytes_equal_decoded_text_on_embedded_val(embedded_data):
     from golf.data.shards import load_val_tokens
     from golf.data.tokenizer import load_tokenizer
@@ -245,7 +231,6 @@ def test_lut_bytes_equal_decoded_text_on_embedded_val(embedded_data):
         assert lut_target_bytes(toks, int(c), lut) == decoded_target_bytes(sp, toks, int(c))
 
 
-@needs_bpb
 def test_byte_check_catches_a_wrong_lut(official_tokenizer, shared_data):
     """A LUT that bakes the '▁' byte into base_bytes (the GDN-lineage bug) must be refused."""
     import sentencepiece as spm
@@ -277,7 +262,6 @@ def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-@needs_bpb
 def test_two_rank_gloo_equals_single_process(tmp_path):
     import torch.multiprocessing as mp
     mp.spawn(_gloo_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
@@ -289,7 +273,6 @@ def test_two_rank_gloo_equals_single_process(tmp_path):
         assert d["val_bpb"] == pytest.approx(single.val_bpb, rel=1e-9)
 
 
-@needs_bpb
 def test_official_val_prints_the_reference_byte_count(official_tokenizer, shared_data, monkeypatch):
     """On the official sp1024 val split (~62M targets) the known 151,080,168 bytes is printed."""
     import sentencepiece as spm
