@@ -20,8 +20,7 @@ from pydoc_data.topics import topics
 
 from golf.atomic import atomic_write_json, file_sha256
 from golf.data.shards import MANIFEST, read_header
-from golf.data.splits import (DEFAULT_SHARD_TOKENS, DatasetPaths, encode_docs,
-                              is_val_doc, write_split)
+from golf.data.splits import DEFAULT_SHARD_TOKENS, DatasetPaths, encode_docs, is_val_doc, write_split
 from golf.data.tokenizer import load_tokenizer
 from golf.data.tokenizer_train import train_tokenizer
 
@@ -112,6 +111,7 @@ def _module_docs(mod) -> Iterator[str]:
 
 
 def _embedded_valid(ds: Path, tok: Path) -> bool:
+    """Every shard the manifest lists is there with its recorded hash (then no rebuild)."""
     man = ds / MANIFEST
     if not (man.is_file() and tok.is_file()):
         return False

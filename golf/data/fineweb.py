@@ -25,8 +25,8 @@ from golf.errors import PrepareError, ShardError
 
 HF_REPO = "willdepueoai/parameter-golf"   # the challenge's published exports (data/README.md there)
 HF_PREFIX = "datasets"                    # export root inside that repo
-# Where each published variant lives: the challenge's repo ships sp1024
-# only; sp4096/sp8192 and CaseOps are community exports in the same layout.
+# Where each published variant lives: the challenge's repo ships sp1024 only; sp4096/sp8192
+# and CaseOps are community exports in the same layout.
 VARIANT_REPOS = {
     "sp1024": HF_REPO,
     "sp4096": "kevclark/parameter-golf",
