@@ -457,6 +457,8 @@ def test_prepare_proxy_rebuild_keeps_files_it_did_not_write(tmp_path, official_t
     refused by name and left in place (the old build deleted every fineweb_*_*.bin there)."""
     from golf.data.proxy import prepare_proxy
     shared, root = tmp_path / "shared", tmp_path / "root"
+    with pytest.raises(PrepareError, match=r"c4-sample.*not found; pass --shared"):
+        prepare_proxy(shared, root, stdlib_mb=0)
     _fake_shared(shared, official_tokenizer)
     prepare_proxy(shared, root, stdlib_mb=0)
     ds = root / "datasets/proxy_sp1024"

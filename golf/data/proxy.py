@@ -1,6 +1,7 @@
 """A larger offline training corpus for GPU checks when the FineWeb shards are out of reach.
 
-    python -m golf.data.prepare proxy [--shared ../shared/data] [--stdlib-mb 30] [--root ./data] [--seed 0]
+    python -m golf.data.prepare proxy [--shared ../shared/data] [--stdlib-mb 30] [--root ./data]
+                                      [--seed 0]
 
 Validation = the first 100 C4 documents (web text, the challenge's domain); training = the
 other 900 C4 documents, the 200 FineWeb documents and the Python standard library's source
@@ -9,8 +10,9 @@ tokenizer into data/datasets/proxy_sp1024. The training documents are interleave
 fixed-seed shuffle (`--seed`), so every stretch of the stream mixes web text and code in
 about the corpus's proportions: the loader reads contiguous tokens from a seed-chosen start,
 and with the sources written one after another a short run could train on code only. A
-rebuild replaces only the shards the folder's manifest lists (`prepare_text`). It exists to give an 11-layer model enough distinct tokens for a few minutes of H100 training,
-so its *weights* look trained (quantizer and budget checks), and the CPU ablation
+rebuild replaces only the shards the folder's manifest lists (`prepare_text`). It exists to
+give an 11-layer model enough distinct tokens for a few minutes of H100 training, so its
+*weights* look trained (quantizer and budget checks), and the CPU ablation
 (`python -m bench.ablation`) web-like text; its val_bpb is not comparable with FineWeb figures.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from golf.atomic import atomic_write_bytes
 from golf.data.text import prepare_text
+from golf.errors import PrepareError
 
 OFFICIAL = "tokenizers/fineweb_1024_bpe.model"
 VAL_DOCS = 100
@@ -61,6 +64,10 @@ def proxy_documents(shared: Path, stdlib_mb: float, seed: int) -> tuple[list[str
     what `bench.vocab` trains its tokenizers on (the training documents only)."""
     c4 = shared / "corpora/c4_en_olmo_sample1000/c4-sample.00000-of-00001.json.gz"
     fw = shared / "corpora/fineweb_pgolf_docs200/verify_docs.jsonl"
+    for p in (c4, fw, shared / OFFICIAL):
+        if not p.is_file():
+            raise PrepareError(f"{p}: not found; pass --shared DIR, the shared data folder "
+                               "holding corpora/ and tokenizers/ (default ../shared/data)")
     with gzip.open(c4, "rt", encoding="utf-8") as f:
         c4_docs = [json.loads(line)["text"] for line in f if line.strip()]
     val, train = c4_docs[:VAL_DOCS], c4_docs[VAL_DOCS:]
