@@ -4,8 +4,8 @@
                              [--out bench/results/ablation.json] [--only p1125,r29] [--threads 1]
 
 Each configuration is the main job (`train_gpt.py`, a subprocess) at the CPU size on the proxy
-corpus (`python -m bench.proxy_corpus`: validation = 100 held-out C4 documents, official sp1024
-tokenizer), with a fixed step count (MAX_WALLCLOCK_SECONDS=0, so a slow or busy machine changes
+corpus (`python -m golf.data.prepare proxy`: validation = 100 held-out C4 documents, official
+sp1024 tokenizer), with a fixed step count (MAX_WALLCLOCK_SECONDS=0, so a slow or busy machine changes
 ms/step but never how many steps a variant gets), the same seed for every configuration of a
 pair (same init stream and same training tokens), chunked evaluation (EVAL_STRIDE=0) on the same
 MAX_EVAL_TOKENS for all, and PACK=0. Quantization is the main job's own: GPTQ fitted to the
@@ -35,7 +35,7 @@ spread (max - min) and, for each configuration, the paired difference to p1125 p
 Cost: 16 runs of 150 steps x 8,192 tokens. Measured 2026-12-01 with `--threads 1` beside other
 jobs (load 2-4 on 2 cores): 44 min, 145-235 s a run. On 2 quiet cores (~0.47 s/step at 2
 threads) it should be ~90 s a run, ~25 min. Build the corpus first with
-`python -m bench.proxy_corpus --stdlib-mb 2` (web text 64 % of the training bytes).
+`python -m golf.data.prepare proxy --stdlib-mb 2` (web text 64 % of the training bytes).
 """
 from __future__ import annotations
 
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in (args.data, args.tokenizer):
         if not Path(p).exists():
             raise SystemExit(f"error: {p} does not exist; build the proxy corpus first: "
-                             "python -m bench.proxy_corpus --stdlib-mb 2")
+                             "python -m golf.data.prepare proxy --stdlib-mb 2")
     # the runs start in the repository root: relative paths are taken from here
     args.data, args.tokenizer = (os.path.relpath(Path(p).resolve(), REPO) for p in (args.data, args.tokenizer))
     runs_dir = Path(args.runs_dir).resolve()

@@ -171,7 +171,7 @@ def unwritable(folder: Path) -> Iterator[None]:
 # ----------------------------------------------------------------------------- the cases
 class Bench:
     def __init__(self, tmp: Path):
-        from golf.data.prepare import prepare_embedded
+        from golf.data.embedded import prepare_embedded
         self.tmp = tmp
         self.data = prepare_embedded(tmp / "data")
         self.env = tiny_env(self.data.dataset_dir, self.data.tokenizer_path,

@@ -2,7 +2,7 @@
 # One prepared GPU session (the device tool lends ~15 minutes): checks and times every CUDA
 # path once and leaves its results under $OUT.
 #
-#   python -m bench.proxy_corpus                       # here: data/datasets/proxy_sp1024 (+ official tokenizer)
+#   python -m golf.data.prepare proxy                  # here: data/datasets/proxy_sp1024 (+ official tokenizer)
 #   OUT=/tmp/gpu bash bench/gpu_session.sh             # there: needs zstandard/brotli wheels in .whl/ if absent
 #
 # Steps: environment; attention kernels (bench.attention); GPTQ of the 11L matrices on the GPU

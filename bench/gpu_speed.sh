@@ -2,7 +2,7 @@
 # Prepared device check for the 8xH100 speed path, sized for one ~15-minute GPU lease
 # (one call; every step has its own timeout so a failure leaves the later ones their time).
 #
-#   here:  python -m bench.proxy_corpus          # data/datasets/proxy_sp1024 + official tokenizer
+#   here:  python -m golf.data.prepare proxy     # data/datasets/proxy_sp1024 + official tokenizer
 #          pip download zstandard brotli -d .whl --only-binary=:all:   # the device image may lack them
 #   there: OUT=/tmp/gpu bash bench/gpu_speed.sh  # through the device tool, carrying data/ and .whl/
 #

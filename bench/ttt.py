@@ -7,7 +7,7 @@ model and the text, so every setting is measured beside the plain post-quant sco
 artifact, on the same tokens and windows (sliding, stride 64). Without --run the embedded-corpus
 demo model is trained first (`python train_gpt.py`, CPU preset, ITERATIONS=150, no pack;
 ~1-2 minutes). The proxy corpus (web text: 100 held-out C4 documents, official sp1024
-tokenizer) is built under WORKDIR/data with `python -m bench.proxy_corpus` when ../shared/data
+tokenizer) is built under WORKDIR/data with `python -m golf.data.prepare proxy` when ../shared/data
 is there (web text only: --stdlib-mb 0), and a second demo model is trained on it; --no-proxy
 skips that.
 """
@@ -61,7 +61,7 @@ def proxy_data(workdir: Path, shared: Path) -> Path | None:
         return ds
     if not (shared / "corpora").is_dir():
         return None
-    subprocess.run([sys.executable, "-m", "bench.proxy_corpus", "--shared", str(shared),
+    subprocess.run([sys.executable, "-m", "golf.data.prepare", "proxy", "--shared", str(shared),
                     "--root", str(workdir / "data"), "--stdlib-mb", "0"], cwd=REPO, check=True,
                    stdout=subprocess.DEVNULL)
     return ds

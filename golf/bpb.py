@@ -14,12 +14,23 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
+import torch
 
+from golf.data.tokenizer import is_user_defined, load_tokenizer, user_defined_pieces
+from golf.errors import ByteLUTError, EvalError
 
-class ByteLUTError(ValueError):
-    """A tokenizer whose pieces the standard byte table would miscount."""
+# Bytes of the official 50k-doc FineWeb val split (sp1024), back-computed from official logs.
+OFFICIAL_VAL_BYTES = 151_080_168
+OFFICIAL_VAL_TARGETS_SP1024 = 62_021_845   # untruncated stream (62,021,846 tokens) - 1
+# (vocab, scored from a sidecar) -> (val targets as logged, val bytes back-computed from the
+# records' logs): the sanity figure each variant's check prints.
+REFERENCE_VAL = {(1024, False): (OFFICIAL_VAL_TARGETS_SP1024, OFFICIAL_VAL_BYTES),
+                 (4096, False): (45_508_608, 151_073_877),
+                 (8192, False): (40_540_160, 151_078_218),
+                 (8192, True): (47_853_343, 151_074_495)}
 
 
 @dataclass(frozen=True)
@@ -30,7 +41,6 @@ class ByteLUT:
 
     def torch(self, device="cpu"):
         """The three tables as torch tensors (for scoring on an accelerator)."""
-        import torch
         return (torch.as_tensor(self.base_bytes.astype(np.int64), device=device),
                 torch.as_tensor(self.has_leading_space, device=device),
                 torch.as_tensor(self.is_boundary, device=device))
@@ -62,19 +72,14 @@ def range_bytes(tokens: np.ndarray, a: int, e: int, counter) -> int:
     return int(np.asarray(target_bytes(t[:-1], t[1:], counter), dtype=np.int64).sum())
 
 
-def user_defined_pieces(sp) -> list[int]:
-    """Ids of user_defined pieces (operator symbols: the table would count their UTF-8)."""
-    return [t for t in range(sp.vocab_size()) if _is_user_defined(sp, t)]
-
-
 def val_byte_counter(sp, vocab_size: int, tokens: np.ndarray, sidecar: np.ndarray | None, *,
                      text_transform: str | None = None, where: str = "DATA_PATH"):
     """The byte denominator of a val stream: the sidecar when there is one, else the table.
 
-    Rules (anchor_eval.md §1.1, §2.1): a tokenizer with user_defined pieces, or a dataset
-    declaring a text transform, needs the sidecar (its pieces do not spell the original
-    text), so without one it is refused. A sidecar next to a plain tokenizer must agree with
-    the table on every token (a disagreement means one of them is wrong: error).
+    Rules: a tokenizer with user_defined pieces, or a dataset declaring a text transform,
+    needs the sidecar (its pieces do not spell the original text), so without one it is
+    refused. A sidecar next to a plain tokenizer must agree with the table on every token
+    (a disagreement means one of them is wrong: error).
     """
     ops = user_defined_pieces(sp)
     needs = []
@@ -118,7 +123,6 @@ def build_byte_lut(sp_or_path, vocab_size: int) -> ByteLUT:
     sp = sp_or_path
     where = "<tokenizer>"
     if isinstance(sp_or_path, (str, os.PathLike)):
-        from golf.data.tokenizer import load_tokenizer
         where = str(sp_or_path)
         sp = load_tokenizer(sp_or_path)
     n = sp.vocab_size()
@@ -133,7 +137,7 @@ def build_byte_lut(sp_or_path, vocab_size: int) -> ByteLUT:
     for t in range(n):
         if sp.is_control(t) or sp.is_unknown(t) or sp.is_unused(t):
             continue
-        if _is_user_defined(sp, t):
+        if is_user_defined(sp, t):
             raise ByteLUTError(f"{where}: piece {t} ({sp.id_to_piece(t)!r}) is user_defined; the "
                                "byte table cannot count it exactly, use a byte sidecar or "
                                "a tokenizer without user_defined symbols")
@@ -147,74 +151,6 @@ def build_byte_lut(sp_or_path, vocab_size: int) -> ByteLUT:
             piece = piece[1:]
         base[t] = len(piece.encode("utf-8"))
     return ByteLUT(base, lead, boundary)
-
-
-USER_DEFINED = 4  # ModelProto.SentencePiece.Type.USER_DEFINED
-
-
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    """Protobuf base-128 varint at buf[i]: (value, next index)."""
-    value, shift = 0, 0
-    while True:
-        b = buf[i]
-        value |= (b & 0x7F) << shift
-        i += 1
-        if b < 0x80:
-            return value, i
-        shift += 7
-
-
-def _skip_field(buf: bytes, i: int, wire: int) -> int:
-    if wire == 0:
-        return _varint(buf, i)[1]
-    if wire == 1:
-        return i + 8
-    if wire == 2:
-        n, i = _varint(buf, i)
-        return i + n
-    if wire == 5:
-        return i + 4
-    raise ValueError(f"unsupported protobuf wire type {wire}")
-
-
-def piece_types(model_proto: bytes) -> list[int]:
-    """Type of every piece (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte).
-
-    Read straight from the serialized ModelProto (field 1 = repeated pieces, piece field 3 =
-    type, default NORMAL) because sentencepiece's own generated reader needs protobuf, which
-    sentencepiece does not install; this is the one fact the byte table needs from the proto.
-    """
-    types: list[int] = []
-    i, end = 0, len(model_proto)
-    while i < end:
-        key, i = _varint(model_proto, i)
-        field, wire = key >> 3, key & 7
-        if field == 1 and wire == 2:
-            n, i = _varint(model_proto, i)
-            j, stop, kind = i, i + n, 1
-            while j < stop:
-                k2, j = _varint(model_proto, j)
-                if k2 >> 3 == 3 and k2 & 7 == 0:
-                    kind, j = _varint(model_proto, j)
-                else:
-                    j = _skip_field(model_proto, j, k2 & 7)
-            types.append(kind)
-            i = stop
-        else:
-            i = _skip_field(model_proto, i, wire)
-    return types
-
-
-def _is_user_defined(sp, t: int) -> bool:
-    """Piece type from the model proto (the processor has no IsUserDefined)."""
-    types = getattr(sp, "_golf_piece_types", None)
-    if types is None:
-        types = piece_types(sp.serialized_model_proto())
-        try:
-            sp._golf_piece_types = types
-        except AttributeError:
-            pass
-    return types[t] == USER_DEFINED
 
 
 def target_bytes(prev_ids, target_ids, lut: ByteLUT):
@@ -235,3 +171,106 @@ def bpb_from_sums(nll_sum_nats: float, n_tokens: int, n_bytes: int) -> tuple[flo
         raise ValueError(f"cannot score: {n_tokens} tokens and {n_bytes} bytes (need > 0 of each)")
     val_loss = nll_sum_nats / n_tokens
     return val_loss, nll_sum_nats / math.log(2) / n_bytes
+
+
+# ----------------------------------------------------------------------------- ground truth
+def decoded_target_bytes(sp: Any, tokens: np.ndarray, n_targets: int) -> int:
+    """UTF-8 length of the text the first `n_targets` targets decode to (ground truth).
+
+    Targets are tokens[1:n+1]. Split at control/unknown tokens (BOS etc.: they add no text)
+    and decode each segment with SentencePiece. Two exact corrections at the edges:
+    the decoder drops a leading '▁' of a segment's first piece, which the scorer counts as a
+    space when the token before it is ordinary text (only possible at the stream start or
+    after a cut byte run); and a run of byte-fallback pieces cut by the range edge would
+    decode to U+FFFD, so edge byte runs are counted as one byte per piece.
+    """
+    ids = np.asarray(tokens[: n_targets + 1]).astype(np.int64)
+    vocab = sp.get_piece_size()
+    if ids.size and int(ids.max()) >= vocab:
+        raise EvalError(f"token id {int(ids.max())} >= tokenizer vocab {vocab}: the shards were "
+                        "made with another tokenizer; pass the matching --tokenizer")
+    special = np.array([sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i)
+                        for i in range(vocab)], dtype=bool)
+    is_byte = np.array([sp.is_byte(i) for i in range(vocab)], dtype=bool)
+    lead = np.array([sp.id_to_piece(i).startswith("\u2581") for i in range(vocab)], dtype=bool)
+
+    tgt = ids[1:]
+    cuts = np.flatnonzero(special[tgt])               # positions (in tgt) of segment separators
+    bounds = np.concatenate([[-1], cuts, [len(tgt)]])
+    segs = [(int(bounds[i]), int(bounds[i] + 1), int(bounds[i + 1]))
+            for i in range(len(bounds) - 1) if bounds[i + 1] > bounds[i] + 1]
+    total = 0
+    texts: list[list[int]] = []
+    for k, (sep, a, b) in enumerate(segs):
+        before = int(ids[0]) if sep < 0 else int(tgt[sep])   # token preceding the segment
+        if k == 0 and not special[before] and is_byte[before]:
+            run = a
+            while run < b and is_byte[tgt[run]]:
+                run += 1
+            total += run - a
+            if run > a:
+                before = int(tgt[run - 1])
+            a = run
+        if k == len(segs) - 1 and a < b:
+            run = b
+            while run > a and is_byte[tgt[run - 1]]:
+                run -= 1
+            total += b - run
+            b = run
+        if a < b:
+            if lead[tgt[a]] and not special[before]:
+                total += 1
+            texts.append(tgt[a:b].tolist())
+    if texts:
+        total += sum(len(t.encode("utf-8")) for t in sp.decode(texts))
+    return total
+
+
+def lut_target_bytes(tokens: np.ndarray, n_targets: int, lut: Any) -> int:
+    """Σ bytes of the first n_targets targets (what the scorer's denominator will be), from
+    the piece table or the byte sidecar."""
+    return range_bytes(tokens, 0, n_targets, lut)
+
+
+def _reference(vocab: int, sidecar: bool, n_targets: int) -> str:
+    ref = REFERENCE_VAL.get((vocab, sidecar))
+    if ref and abs(n_targets - ref[0]) < 0.01 * ref[0]:
+        return f" official_reference_bytes:{ref[1]:,}"
+    return ""
+
+
+def check_bytes(sp: Any, tokens: np.ndarray, n_targets: int, lut: Any,
+                log: Callable[[str], None] | None = print, source: str = "") -> int:
+    """Raise unless the scorer's bytes == the decoded text's UTF-8 bytes; print both (and the
+    official reference of the variant when the stream is the full val split).
+
+    With a byte sidecar the ground truth is the decoded text less the operator
+    (user_defined) pieces, which stand for no text. Targets that are <unk> are refused: the
+    text they replaced is lost, so no byte count of it is exact (retrain with byte_fallback).
+    """
+    sidecar = isinstance(lut, SidecarBytes)
+    counted = lut_target_bytes(tokens, n_targets, lut)
+    dec = decoded_target_bytes(sp, tokens, n_targets)
+    tgt = np.asarray(tokens[1:n_targets + 1]).astype(np.int64)
+    n_unk = int((tgt == sp.unk_id()).sum())
+    if n_unk:
+        raise EvalError(f"{source or 'the val tokens'}: {n_unk:,} scored targets are <unk> "
+                        "(the tokenizer has no byte fallback), so the text behind them is lost "
+                        "and no byte count is exact; use a tokenizer trained with "
+                        "byte_fallback=True (python -m golf.data.prepare tokenizer)")
+    ops = user_defined_pieces(sp)
+    if sidecar and ops:
+        op_len = np.zeros(sp.get_piece_size(), dtype=np.int64)
+        op_len[ops] = [len(sp.id_to_piece(i).encode("utf-8")) for i in ops]
+        dec -= int(op_len[tgt].sum())
+    if log:
+        kind = "sidecar_bytes" if sidecar else "lut_bytes"
+        log(f"byte_check {kind}:{counted:,} decoded_utf8_bytes:{dec:,}"
+            f"{_reference(sp.get_piece_size(), sidecar, n_targets)}")
+    if counted != dec:
+        what = "the byte sidecar" if sidecar else "the byte LUT"
+        raise EvalError(f"byte check failed for {source or 'the val tokens'}: {what} counts "
+                        f"{counted:,} bytes but the decoded text is {dec:,} UTF-8 bytes; the "
+                        "tokenizer (or sidecar) does not match the shards (fix TOKENIZER_PATH / "
+                        "--tokenizer), or pass --skip-byte-check to score anyway")
+    return dec

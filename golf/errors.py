@@ -1,9 +1,10 @@
 """golf's error classes, and one readable line for bad input instead of a traceback.
 
-Here: ConfigError, TrainError, CheckpointError, InteropError, RunIOError, EvalError (each also
-importable from the module raising it) and RankFailed; the data, byte-table and packing
-errors stay beside their code. All but RankFailed are ValueErrors whose message names the
-file and the fix; the CLIs wrap their work in `user_errors()` so users see that message
+Here: ConfigError, TrainError, CheckpointError, InteropError, RunIOError, EvalError, ShardError,
+TokenizerError, PrepareError, ByteLUTError (each also importable from the module raising it)
+and RankFailed; the packing errors join them with golf/submission. All but RankFailed are
+ValueErrors whose message names the file and the fix; the CLIs wrap their work in
+`user_errors()` so users see that message
 alone. GOLF_DEBUG=1 shows the traceback.
 """
 from __future__ import annotations
@@ -48,6 +49,22 @@ class RunIOError(ValueError):
 
 class EvalError(ValueError):
     """Bad evaluation input; the message names the file and the fix."""
+
+
+class ShardError(ValueError):
+    """Bad shard file or pattern."""
+
+
+class TokenizerError(ValueError):
+    """Missing or mismatched tokenizer."""
+
+
+class PrepareError(ValueError):
+    """Bad preparation input or a failed download."""
+
+
+class ByteLUTError(ValueError):
+    """A tokenizer whose pieces the standard byte table would miscount."""
 
 
 @contextmanager

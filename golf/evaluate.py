@@ -27,22 +27,15 @@ import quant
 from golf import distributed
 from golf import rundir as rd
 from golf.atomic import atomic_write_json, file_sha256
-from golf.bpb import bpb_from_sums, range_bytes
+from golf.bpb import bpb_from_sums, check_bytes, range_bytes, val_byte_counter
 from golf.checkpoint import load_torch_file
 from golf.config import Config
+from golf.data.shards import (check_token_range, dataset_text_transform, find_shards,
+                              load_val_bytes, load_val_tokens, read_shard, train_pattern)
+from golf.data.tokenizer import load_tokenizer
 from golf.errors import EvalError
 from golf.model import GPT
 from golf.rules import eval_mode
-
-# Bytes of the official 50k-doc FineWeb val split (sp1024), back-computed from official logs.
-OFFICIAL_VAL_BYTES = 151_080_168
-OFFICIAL_VAL_TARGETS_SP1024 = 62_021_845   # untruncated stream (62,021,846 tokens) - 1
-# (vocab, scored from a sidecar) -> (val targets as logged, val bytes back-computed from the
-# records' logs), anchor_eval.md §0 / §1.3: the sanity figure each variant's check prints.
-REFERENCE_VAL = {(1024, False): (OFFICIAL_VAL_TARGETS_SP1024, OFFICIAL_VAL_BYTES),
-                 (4096, False): (45_508_608, 151_073_877),
-                 (8192, False): (40_540_160, 151_078_218),
-                 (8192, True): (47_853_343, 151_074_495)}
 
 
 @dataclass
@@ -222,111 +215,6 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_le
                       stride=stride, partial=partial)
 
 
-# ----------------------------------------------------------------------------- ground truth
-def decoded_target_bytes(sp: Any, tokens: np.ndarray, n_targets: int) -> int:
-    """UTF-8 length of the text the first `n_targets` targets decode to (ground truth).
-
-    Targets are tokens[1:n+1]. Split at control/unknown tokens (BOS etc.: they add no text)
-    and decode each segment with SentencePiece. Two exact corrections at the edges:
-    the decoder drops a leading '▁' of a segment's first piece, which the scorer counts as a
-    space when the token before it is ordinary text (only possible at the stream start or
-    after a cut byte run); and a run of byte-fallback pieces cut by the range edge would
-    decode to U+FFFD, so edge byte runs are counted as one byte per piece.
-    """
-    ids = np.asarray(tokens[: n_targets + 1]).astype(np.int64)
-    vocab = sp.get_piece_size()
-    if ids.size and int(ids.max()) >= vocab:
-        raise EvalError(f"token id {int(ids.max())} >= tokenizer vocab {vocab}: the shards were "
-                        "made with another tokenizer; pass the matching --tokenizer")
-    special = np.array([sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i)
-                        for i in range(vocab)], dtype=bool)
-    is_byte = np.array([sp.is_byte(i) for i in range(vocab)], dtype=bool)
-    lead = np.array([sp.id_to_piece(i).startswith("\u2581") for i in range(vocab)], dtype=bool)
-
-    tgt = ids[1:]
-    cuts = np.flatnonzero(special[tgt])               # positions (in tgt) of segment separators
-    bounds = np.concatenate([[-1], cuts, [len(tgt)]])
-    segs = [(int(bounds[i]), int(bounds[i] + 1), int(bounds[i + 1]))
-            for i in range(len(bounds) - 1) if bounds[i + 1] > bounds[i] + 1]
-    total = 0
-    texts: list[list[int]] = []
-    for k, (sep, a, b) in enumerate(segs):
-        before = int(ids[0]) if sep < 0 else int(tgt[sep])   # token preceding the segment
-        if k == 0 and not special[before] and is_byte[before]:
-            run = a
-            while run < b and is_byte[tgt[run]]:
-                run += 1
-            total += run - a
-            if run > a:
-                before = int(tgt[run - 1])
-            a = run
-        if k == len(segs) - 1 and a < b:
-            run = b
-            while run > a and is_byte[tgt[run - 1]]:
-                run -= 1
-            total += b - run
-            b = run
-        if a < b:
-            if lead[tgt[a]] and not special[before]:
-                total += 1
-            texts.append(tgt[a:b].tolist())
-    if texts:
-        total += sum(len(t.encode("utf-8")) for t in sp.decode(texts))
-    return total
-
-
-def lut_target_bytes(tokens: np.ndarray, n_targets: int, lut: Any) -> int:
-    """Σ bytes of the first n_targets targets (what the scorer's denominator will be), from
-    the piece table or the byte sidecar."""
-    from golf.bpb import range_bytes
-    return range_bytes(tokens, 0, n_targets, lut)
-
-
-def _reference(vocab: int, sidecar: bool, n_targets: int) -> str:
-    ref = REFERENCE_VAL.get((vocab, sidecar))
-    if ref and abs(n_targets - ref[0]) < 0.01 * ref[0]:
-        return f" official_reference_bytes:{ref[1]:,}"
-    return ""
-
-
-def check_bytes(sp: Any, tokens: np.ndarray, n_targets: int, lut: Any,
-                log: Callable[[str], None] | None = print, source: str = "") -> int:
-    """Raise unless the scorer's bytes == the decoded text's UTF-8 bytes; print both (and the
-    official reference of the variant when the stream is the full val split).
-
-    With a byte sidecar the ground truth is the decoded text less the operator
-    (user_defined) pieces, which stand for no text. Targets that are <unk> are refused: the
-    text they replaced is lost, so no byte count of it is exact (retrain with byte_fallback).
-    """
-    from golf.bpb import SidecarBytes, user_defined_pieces
-    sidecar = isinstance(lut, SidecarBytes)
-    counted = lut_target_bytes(tokens, n_targets, lut)
-    dec = decoded_target_bytes(sp, tokens, n_targets)
-    tgt = np.asarray(tokens[1:n_targets + 1]).astype(np.int64)
-    n_unk = int((tgt == sp.unk_id()).sum())
-    if n_unk:
-        raise EvalError(f"{source or 'the val tokens'}: {n_unk:,} scored targets are <unk> "
-                        "(the tokenizer has no byte fallback), so the text behind them is lost "
-                        "and no byte count is exact; use a tokenizer trained with "
-                        "byte_fallback=True (python -m golf.data.prepare tokenizer)")
-    ops = user_defined_pieces(sp)
-    if sidecar and ops:
-        op_len = np.zeros(sp.get_piece_size(), dtype=np.int64)
-        op_len[ops] = [len(sp.id_to_piece(i).encode("utf-8")) for i in ops]
-        dec -= int(op_len[tgt].sum())
-    if log:
-        kind = "sidecar_bytes" if sidecar else "lut_bytes"
-        log(f"byte_check {kind}:{counted:,} decoded_utf8_bytes:{dec:,}"
-            f"{_reference(sp.get_piece_size(), sidecar, n_targets)}")
-    if counted != dec:
-        what = "the byte sidecar" if sidecar else "the byte LUT"
-        raise EvalError(f"byte check failed for {source or 'the val tokens'}: {what} counts "
-                        f"{counted:,} bytes but the decoded text is {dec:,} UTF-8 bytes; the "
-                        "tokenizer (or sidecar) does not match the shards (fix TOKENIZER_PATH / "
-                        "--tokenizer), or pass --skip-byte-check to score anyway")
-    return dec
-
-
 # ----------------------------------------------------------------------------- loading
 def _config_diff(a: dict, b: dict) -> list[str]:
     return [f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
@@ -403,11 +291,6 @@ def load_eval_data(data_path: str, tokenizer_path: str, vocab_size: int, *,
     """Load val tokens (or, with split="train", the last training shard: for measurements that
     steer the artifact, which must not see validation data) and the tokenizer's byte LUT;
     run the ground-truth byte check."""
-    from golf.bpb import val_byte_counter
-    from golf.data.shards import (check_token_range, dataset_text_transform, find_shards,
-                                  load_val_bytes, load_val_tokens, read_shard, train_pattern)
-    from golf.data.tokenizer import load_tokenizer
-
     sp = load_tokenizer(tokenizer_path, expected_vocab=vocab_size)
     if sp.get_piece_size() != vocab_size:
         raise EvalError(f"{tokenizer_path}: tokenizer has {sp.get_piece_size()} pieces but the model "

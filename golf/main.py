@@ -69,7 +69,7 @@ def ensure_embedded_data(cfg: Config, log: Callable[[str], None]) -> None:
     if data_path.is_dir() and any(data_path.glob("fineweb_val_*.bin")) and Path(cfg.tokenizer_path).is_file():
         return
     try:  # not embedded in the packed script (a submission trains on given shards)
-        from golf.data.prepare import prepare_embedded
+        from golf.data.embedded import prepare_embedded
     except ImportError:
         raise FileNotFoundError(f"DATA_PATH={cfg.data_path}: no embedded corpus there, and this "
                                 "packed script cannot build one; run `python -m golf.data.prepare "

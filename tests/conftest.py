@@ -52,13 +52,13 @@ def official_tokenizer(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def embedded_data(tmp_path_factory):
     """The embedded corpus (shards + tokenizer), built once per test session."""
-    from golf.data.prepare import prepare_embedded
+    from golf.data.embedded import prepare_embedded
     root = tmp_path_factory.mktemp("embedded_data")
     return prepare_embedded(root)
 
 
 def tiny_pipeline_config(data, **changes):
-    """A 2-layer model over the prepared corpus `data` (EmbeddedPaths): every feature on,
+    """A 2-layer model over the prepared corpus `data` (DatasetPaths): every feature on,
     seconds per dozen steps; `changes` override it (the shared base of the tiny runs)."""
     from golf.config import Config
     base = dict(data_path=str(data.dataset_dir), tokenizer_path=str(data.tokenizer_path),

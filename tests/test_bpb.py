@@ -12,8 +12,9 @@ import sentencepiece as spm
 import torch
 
 from conftest import OFFICIAL_TOKENIZER_SHA256
-from golf.bpb import ByteLUTError, build_byte_lut, bpb_from_sums, piece_types, target_bytes
+from golf.bpb import ByteLUTError, build_byte_lut, bpb_from_sums, target_bytes
 from golf.data.shards import find_shards, read_shard
+from golf.data.tokenizer import piece_types
 
 
 def _doc_bytes(sp, lut, text):
@@ -196,7 +197,8 @@ def _decoded_without_unk(sp, ids: list[int]) -> int:
 def test_every_held_tokenizer_table_is_exact(shared_data, name, corpus):
     """LUT bytes == decoded UTF-8 bytes, document by document, for every tokenizer we hold;
     a tokenizer without byte fallback emits <unk>, and the scorer refuses such a stream."""
-    from golf.evaluate import EvalError, check_bytes
+    from golf.bpb import check_bytes
+    from golf.evaluate import EvalError
     path = shared_data / "tokenizers" / name
     if not path.is_file():
         pytest.skip(f"{path} missing")
@@ -279,7 +281,8 @@ def caseops_data(tmp_path_factory):
     """A tiny CaseOps-like dataset: tokenizer with operator pieces trained on transformed
     text, val/train shards of transformed text, the val byte sidecar and a manifest."""
     from golf.atomic import atomic_write_json
-    from golf.data.prepare import encode_docs, train_tokenizer
+    from golf.data.splits import encode_docs
+    from golf.data.tokenizer_train import train_tokenizer
     from golf.data.shards import write_shard
     root = tmp_path_factory.mktemp("caseops")
     docs = _caseops_docs(240)

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from golf.evaluate import (EvalError, decoded_target_bytes, evaluate_bpb, lut_target_bytes,
-                           plan_coverage, window_plan)
-
 import golf.bpb as bpb
+from golf.bpb import decoded_target_bytes, lut_target_bytes
+from golf.evaluate import EvalError, evaluate_bpb, plan_coverage, window_plan
 
 
 # ----------------------------------------------------------------------------- tiny models
@@ -244,7 +243,7 @@ def test_lut_bytes_equal_decoded_text_on_embedded_val(embedded_data):
 def test_byte_check_catches_a_wrong_lut(official_tokenizer, shared_data):
     """A LUT that bakes the '▁' byte into base_bytes (the GDN-lineage bug) must be refused."""
     import sentencepiece as spm
-    from golf.evaluate import check_bytes
+    from golf.bpb import check_bytes
     sp = spm.SentencePieceProcessor(model_file=str(official_tokenizer))
     good = bpb.build_byte_lut(sp, 1024)
     bad = bpb.ByteLUT(base_bytes=(np.asarray(good.base_bytes) + np.asarray(good.has_leading_space)).astype(np.int16),
@@ -286,7 +285,7 @@ def test_two_rank_gloo_equals_single_process(tmp_path):
 def test_official_val_prints_the_reference_byte_count(official_tokenizer, shared_data, monkeypatch):
     """On the official sp1024 val split (~62M targets) the known 151,080,168 bytes is printed."""
     import sentencepiece as spm
-    import golf.evaluate as ev
+    import golf.bpb as ev
     sp = spm.SentencePieceProcessor(model_file=str(official_tokenizer))
     toks = _fineweb_stream(shared_data, sp, n_docs=3)
     lines: list[str] = []

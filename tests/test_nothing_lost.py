@@ -193,12 +193,12 @@ def test_pack_replaces_only_its_own_earlier_folder(straight):
 
 # ----------------------------------------------------------------------------- 5. prepare
 def _prep(inputs, tok, out, **kw):
-    from golf.data.prepare import prepare_text
+    from golf.data.text import prepare_text
     return prepare_text(inputs, tok, out, **kw)
 
 
 def test_prepare_text_non_utf8_names_file_and_line(tmp_path, embedded_data):
-    from golf.data.prepare import PrepareError
+    from golf.errors import PrepareError
     tok = embedded_data.tokenizer_path
     txt = tmp_path / "latin.txt"
     txt.write_bytes("line one\nna\xefve line two\n".encode("latin-1"))
@@ -225,7 +225,7 @@ def test_prepare_text_corrupt_gz_is_one_error(tmp_path, embedded_data, repo_root
 
 
 def test_prepare_text_empty_splits_are_errors(tmp_path, embedded_data):
-    from golf.data.prepare import PrepareError
+    from golf.errors import PrepareError
     tok = embedded_data.tokenizer_path
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")

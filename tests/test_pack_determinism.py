@@ -39,7 +39,9 @@ def test_shipped_closure_leaves_out_what_a_submission_never_runs():
     from golf.packing.amalgamate import module_closure
     names = set(module_closure(pack.ENTRY).modules)
     assert {"golf.main", "golf.train", "golf.model", "quant.core"} <= names
-    assert not names & {"golf.ttt", "golf.data.prepare", "golf.pack", "golf.interop"}
+    assert not names & {"golf.ttt", "golf.pack", "golf.interop", "golf.data.prepare",
+                        "golf.data.embedded", "golf.data.text", "golf.data.fineweb",
+                        "golf.data.proxy", "golf.data.splits", "golf.data.tokenizer_train"}
 
 
 def test_packed_script_refuses_ttt_it_does_not_carry(monkeypatch):

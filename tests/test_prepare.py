@@ -11,9 +11,13 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from golf.data.prepare import (PrepareError, embedded_documents, is_val_doc, prepare_embedded,
-                               prepare_fineweb, prepare_text, train_tokenizer)
+from golf.data.embedded import embedded_documents, prepare_embedded
+from golf.data.fineweb import prepare_fineweb
 from golf.data.shards import find_shards, read_shard
+from golf.data.splits import is_val_doc
+from golf.data.text import prepare_text
+from golf.data.tokenizer_train import train_tokenizer
+from golf.errors import PrepareError
 
 
 def _hashes(root):
@@ -144,7 +148,7 @@ def any_mirror(request, tmp_path, embedded_data):
     """A local HTTP server laid out like one published export (root `datasets/`): manifest,
     shards, tokenizer and, for the CaseOps layout, a byte sidecar and an operator tokenizer."""
     import shutil
-    from golf.data.prepare import train_tokenizer
+    from golf.data.tokenizer_train import train_tokenizer
     from golf.data.shards import write_shard
     variant, tok_keys, n_val, sidecar, transform = LAYOUTS[request.param]
     root = tmp_path / "srv" / "datasets"
@@ -228,7 +232,7 @@ def test_fineweb_offline_names_the_command(tmp_path, monkeypatch):
 
 
 def test_fineweb_variant_repos(monkeypatch):
-    from golf.data.prepare import hf_root_url, variant_repo
+    from golf.data.fineweb import hf_root_url, variant_repo
     monkeypatch.delenv("MATCHED_FINEWEB_REPO_ID", raising=False)
     monkeypatch.delenv("GOLF_HF_BASE", raising=False)
     assert variant_repo("sp1024") == "willdepueoai/parameter-golf"
@@ -301,7 +305,7 @@ def test_fineweb_corrupt_shard_leaves_nothing(tmp_path, hf_mirror):
 # ----------------------------------------------------------------------------- tokenizer
 def _spec_fields(model: bytes, which: int) -> dict[int, object]:
     """Non-default fields of the model's trainer (2) or normalizer (3) spec, by field number."""
-    from golf.bpb import _skip_field, _varint
+    from golf.data.tokenizer import _skip_field, _varint
     import struct
 
     def fields(buf):
@@ -335,7 +339,7 @@ def test_tokenizer_command_matches_the_official_settings_and_is_deterministic(
         tmp_path, official_tokenizer, shared_data):
     """`prepare tokenizer` twice on the same text: byte-identical .model; its trainer and
     normalizer settings are the official sp1024's (read from both models' protos)."""
-    from golf.data.prepare import prepare_tokenizer
+    from golf.data.tokenizer_train import prepare_tokenizer
     src = shared_data / "corpora" / "c4_en_olmo_sample1000" / "c4-sample.00000-of-00001.json.gz"
     small = tmp_path / "c4_200.jsonl"
     with gzip.open(src, "rt", encoding="utf-8") as f:
@@ -367,7 +371,7 @@ def test_tokenizer_command_matches_the_official_settings_and_is_deterministic(
 
 
 def test_tokenizer_command_refuses_a_vocab_the_text_cannot_fill(tmp_path):
-    from golf.data.prepare import prepare_tokenizer
+    from golf.data.tokenizer_train import prepare_tokenizer
     txt = tmp_path / "tiny.txt"
     txt.write_text("a few words only, repeated: a few words only.")
     with pytest.raises(PrepareError, match="supports only .* pieces, 8192 requested"):
@@ -407,7 +411,7 @@ def test_text_rerun_replaces_only_its_own_shards(tmp_path, embedded_data):
 def test_text_refuses_an_operator_tokenizer(tmp_path):
     """`prepare text` writes no byte sidecar, so a tokenizer with user_defined pieces (whose
     val split could then never be scored) is refused before any shard is written."""
-    from golf.data.prepare import train_tokenizer
+    from golf.data.tokenizer_train import train_tokenizer
     tok = tmp_path / "ops.model"
     train_tokenizer([f"\ue001word {i} and more text" for i in range(300)], tok, 300,
                     user_defined_symbols=["\ue001"])
@@ -416,3 +420,61 @@ def test_text_refuses_an_operator_tokenizer(tmp_path):
     with pytest.raises(PrepareError, match="user_defined pieces.*byte sidecar"):
         prepare_text([src], tok, tmp_path / "ds", val_docs=1)
     assert not (tmp_path / "ds").exists()
+
+
+# ----------------------------------------------------------------------------- proxy corpus
+def _fake_shared(root, official_tokenizer, n_c4=104, n_fw=3):
+    """A ../shared/data stand-in: n_c4 C4 documents, n_fw FineWeb documents, the official model."""
+    c4 = root / "corpora/c4_en_olmo_sample1000/c4-sample.00000-of-00001.json.gz"
+    fw = root / "corpora/fineweb_pgolf_docs200/verify_docs.jsonl"
+    c4.parent.mkdir(parents=True)
+    fw.parent.mkdir(parents=True)
+    c4_docs = [f"web page {i}: the quick brown fox number {i * 7} jumps." for i in range(n_c4)]
+    fw_docs = [f"fineweb document {i} about golf." for i in range(n_fw)]
+    c4.write_bytes(gzip.compress("".join(json.dumps({"text": d}) + "\n" for d in c4_docs).encode()))
+    fw.write_text("".join(json.dumps({"text": d}) + "\n" for d in fw_docs))
+    (root / "tokenizers").mkdir()
+    (root / "tokenizers/fineweb_1024_bpe.model").write_bytes(official_tokenizer.read_bytes())
+    return c4_docs, fw_docs
+
+
+def test_prepare_proxy_splits_c4_and_shuffles_training_by_seed(tmp_path, official_tokenizer):
+    """`prepare proxy`: val = the first 100 C4 documents in order; train = the rest + FineWeb +
+    stdlib sources in a seed-fixed order; the official tokenizer is copied byte for byte."""
+    from golf.data.prepare import main
+    from golf.data.proxy import VAL_DOCS
+    shared = tmp_path / "shared"
+    c4_docs, fw_docs = _fake_shared(shared, official_tokenizer)
+    sp = spm.SentencePieceProcessor(model_file=str(official_tokenizer))
+    ds = {}
+    for seed in (0, 1):
+        root = tmp_path / f"root{seed}"
+        assert main(["proxy", "--shared", str(shared), "--root", str(root), "--stdlib-mb", "0",
+                     "--seed", str(seed)]) == 0
+        assert (root / "tokenizers/fineweb_1024_bpe.model").read_bytes() == official_tokenizer.read_bytes()
+        ds[seed] = root / "datasets/proxy_sp1024"
+    want_val = np.concatenate([[1] + sp.encode(d) for d in c4_docs[:VAL_DOCS]])
+    assert np.array_equal(read_shard(ds[0] / "fineweb_val_000000.bin"), want_val)
+    assert np.array_equal(read_shard(ds[1] / "fineweb_val_000000.bin"), want_val)
+    trains = [np.asarray(read_shard(ds[s] / "fineweb_train_000000.bin")) for s in (0, 1)]
+    assert len(trains[0]) == len(trains[1]) and not np.array_equal(*trains)   # same docs, reordered
+    text = sp.decode([t for t in trains[0].tolist() if t != 1])
+    assert all(d in text for d in c4_docs[VAL_DOCS:] + fw_docs)
+
+
+def test_prepare_proxy_rebuild_keeps_files_it_did_not_write(tmp_path, official_tokenizer):
+    """A rebuild replaces the shards the folder's manifest lists; a shard it did not write is
+    refused by name and left in place (the old build deleted every fineweb_*_*.bin there)."""
+    from golf.data.proxy import prepare_proxy
+    shared, root = tmp_path / "shared", tmp_path / "root"
+    with pytest.raises(PrepareError, match=r"c4-sample.*not found; pass --shared"):
+        prepare_proxy(shared, root, stdlib_mb=0)
+    _fake_shared(shared, official_tokenizer)
+    prepare_proxy(shared, root, stdlib_mb=0)
+    ds = root / "datasets/proxy_sp1024"
+    prepare_proxy(shared, root, stdlib_mb=0, seed=3)             # its own files: replaced
+    foreign = ds / "fineweb_train_000007.bin"
+    foreign.write_bytes(b"someone else's shard")
+    with pytest.raises(PrepareError, match="fineweb_train_000007.bin"):
+        prepare_proxy(shared, root, stdlib_mb=0)
+    assert foreign.read_bytes() == b"someone else's shard"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from golf.bpb import ByteLUT
-from golf.evaluate import EvalError, evaluate_bpb, lut_target_bytes, window_plan
+from golf.bpb import ByteLUT, lut_target_bytes
+from golf.evaluate import EvalError, evaluate_bpb, window_plan
 from golf.ttt import (BatchedLoRA, TTTSettings, attach_lora, chunk_ttt, chunk_windows,
                       phase_segments, reset_adapters, run_ttt, score_windows, split_documents,
                       train_span, _Tally)

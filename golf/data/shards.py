@@ -13,15 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from golf.atomic import atomic_file
+from golf.errors import ShardError
 
 MAGIC = 20240520
 VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
-
-
-class ShardError(ValueError):
-    """Bad shard file or pattern; the message names the file and the fix."""
+MANIFEST = "manifest.json"
 
 
 def read_header(path: str | os.PathLike) -> int:
@@ -121,7 +119,7 @@ def load_val_bytes(data_path: str | os.PathLike) -> np.ndarray | None:
 def dataset_text_transform(data_path: str | os.PathLike) -> str | None:
     """The text transform the dataset folder's manifest.json declares (e.g. CaseOps), if any:
     such a dataset's tokens spell transformed text, so it is scored from its byte sidecar."""
-    p = Path(data_path) / "manifest.json"
+    p = Path(data_path) / MANIFEST
     if not p.is_file():
         return None
     try:

@@ -1,6 +1,7 @@
 """A larger offline training corpus for GPU checks when the FineWeb shards are out of reach.
 
-    python -m bench.proxy_corpus [--shared ../shared/data] [--stdlib-mb 30] [--root ./data] [--seed 0]
+    python -m golf.data.prepare proxy [--shared ../shared/data] [--stdlib-mb 30] [--root ./data]
+                                      [--seed 0]
 
 Validation = the first 100 C4 documents (web text, the challenge's domain); training = the
 other 900 C4 documents, the 200 FineWeb documents and the Python standard library's source
@@ -8,9 +9,10 @@ files (one document each, collected sorted by path), tokenized with the official
 tokenizer into data/datasets/proxy_sp1024. The training documents are interleaved by a
 fixed-seed shuffle (`--seed`), so every stretch of the stream mixes web text and code in
 about the corpus's proportions: the loader reads contiguous tokens from a seed-chosen start,
-and with the sources written one after another a short run could train on code only. It
-exists to give an 11-layer model enough distinct tokens for a few minutes of H100 training,
-so its *weights* look trained (quantizer and budget checks), and the CPU ablation
+and with the sources written one after another a short run could train on code only. A
+rebuild replaces only the shards the folder's manifest lists (`prepare_text`). It exists to
+give an 11-layer model enough distinct tokens for a few minutes of H100 training, so its
+*weights* look trained (quantizer and budget checks), and the CPU ablation
 (`python -m bench.ablation`) web-like text; its val_bpb is not comparable with FineWeb figures.
 """
 from __future__ import annotations
@@ -19,12 +21,13 @@ import argparse
 import gzip
 import json
 import random
-import shutil
 import sysconfig
 import tempfile
 from pathlib import Path
 
-from golf.data.prepare import prepare_text
+from golf.atomic import atomic_write_bytes
+from golf.data.text import prepare_text
+from golf.errors import PrepareError
 
 OFFICIAL = "tokenizers/fineweb_1024_bpe.model"
 VAL_DOCS = 100
@@ -61,6 +64,10 @@ def proxy_documents(shared: Path, stdlib_mb: float, seed: int) -> tuple[list[str
     what `bench.vocab` trains its tokenizers on (the training documents only)."""
     c4 = shared / "corpora/c4_en_olmo_sample1000/c4-sample.00000-of-00001.json.gz"
     fw = shared / "corpora/fineweb_pgolf_docs200/verify_docs.jsonl"
+    for p in (c4, fw, shared / OFFICIAL):
+        if not p.is_file():
+            raise PrepareError(f"{p}: not found; pass --shared DIR, the shared data folder "
+                               "holding corpora/ and tokenizers/ (default ../shared/data)")
     with gzip.open(c4, "rt", encoding="utf-8") as f:
         c4_docs = [json.loads(line)["text"] for line in f if line.strip()]
     val, train = c4_docs[:VAL_DOCS], c4_docs[VAL_DOCS:]
@@ -73,30 +80,32 @@ def proxy_documents(shared: Path, stdlib_mb: float, seed: int) -> tuple[list[str
     return val, interleave(train, seed), sources
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shared", default="../shared/data")
-    ap.add_argument("--stdlib-mb", type=float, default=30.0)
-    ap.add_argument("--root", default="./data")
-    ap.add_argument("--seed", type=int, default=0, help="shuffle seed of the training documents")
-    args = ap.parse_args(argv)
-    shared, root = Path(args.shared), Path(args.root)
-    val, train, sources = proxy_documents(shared, args.stdlib_mb, args.seed)
-    docs = val + train
+def prepare_proxy(shared: str | Path = "../shared/data", root: str | Path = "./data", *,
+                  stdlib_mb: float = 30.0, seed: int = 0) -> dict:
+    """Write ROOT/datasets/proxy_sp1024 (val = the first VAL_DOCS documents) and a copy of the
+    official tokenizer under ROOT; returns what was written and from which sources."""
+    shared, root = Path(shared), Path(root)
+    val, train, sources = proxy_documents(shared, stdlib_mb, seed)
     tok = root / OFFICIAL
-    tok.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shared / OFFICIAL, tok)
+    atomic_write_bytes(tok, (shared / OFFICIAL).read_bytes())
     out = root / "datasets/proxy_sp1024"
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("fineweb_*_*.bin"):  # a rebuild with less text must not keep old shards
-        old.unlink()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "docs.jsonl"
-        src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+        src.write_text("".join(json.dumps({"text": d}) + "\n" for d in val + train), encoding="utf-8")
         stats = prepare_text([src], tok, out, val_docs=VAL_DOCS, vocab_size=1024)
-    print(json.dumps({"dataset": str(out), "tokenizer": str(tok), "sources": sources, **stats}, indent=1))
-    return 0
+    return {"dataset": str(out), "tokenizer": str(tok), "sources": sources, **stats}
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("proxy", help="C4 + FineWeb docs + stdlib sources, official sp1024 "
+                       "(offline GPU checks; needs ../shared/data)")
+    p.add_argument("--shared", default="../shared/data")
+    p.add_argument("--stdlib-mb", type=float, default=30.0)
+    p.add_argument("--root", default="./data")
+    p.add_argument("--seed", type=int, default=0, help="shuffle seed of the training documents")
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
+    stats = prepare_proxy(args.shared, args.root, stdlib_mb=args.stdlib_mb, seed=args.seed)
+    print(json.dumps(stats, indent=1))
