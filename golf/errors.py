@@ -16,6 +16,18 @@ class RankFailed(RuntimeError):
     """Another rank of a torchrun job failed; the message is that rank's own."""
 
 
+class PackError(ValueError):
+    """Packing failed; the message names the file and the fix."""
+
+
+class OverCapError(PackError):
+    """Code + model bytes exceed the cap."""
+
+
+class RoundTripError(PackError):
+    """The packed train_gpt.py did not reproduce the run's post-quant val_bpb."""
+
+
 @contextmanager
 def user_errors(exit_code: int = 2) -> Iterator[None]:
     try:
