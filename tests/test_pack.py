@@ -250,6 +250,27 @@ def test_multi_seed_record_report(standin, tmp_path):
     assert {c.name: c.status for c in res.checks}["record: >= 3 seeds"] == "PASS"
 
 
+def test_pack_run_runs_every_registered_check_in_order(standin, tmp_path, monkeypatch):
+    """Adding a pre-submit check is one function plus one CHECKS entry: pack_run reports it,
+    after the built-in ones, in submission.json, the README and its result; a FAIL makes it not ok."""
+    from golf.submission import checks
+    entry, roots = standin
+    run = _make_run(tmp_path, standin)
+    seen = []
+
+    def extra(ctx: checks.CheckContext) -> list[checks.Check]:
+        seen.append((ctx.submission["seeds"], ctx.table.total, ctx.roundtrip))
+        return [checks.Check("extra rule", "FAIL", "made up for the test")]
+
+    monkeypatch.setattr(checks, "CHECKS", checks.CHECKS + (extra,))
+    res = submission.pack_run(run, tmp_path / "sub", name="me", github_id="gh", blurb="b",
+                              entry=entry, src_roots=roots, roundtrip=False, log=lambda _m: None)
+    assert seen == [([1337], res.budget.total, None)]
+    names = [c.name for c in res.checks]
+    assert names[0] == "size cap" and names[-1] == "extra rule" and "round trip" in names
+    assert json.loads((tmp_path / "sub" / "submission.json").read_text())["checks"]["extra rule"] == "FAIL"
+    assert "made up for the test" in (tmp_path / "sub" / "README.md").read_text() and not res.ok
+
 def test_cli_missing_run_files_is_one_line(tmp_path):
     (tmp_path / "run").mkdir()
     p = subprocess.run([sys.executable, str(REPO / "pack.py"), str(tmp_path / "run")],

@@ -187,7 +187,7 @@ def _wrappers(plain: bytes) -> dict[str, bytes]:
     xz = base64.b85encode(lzma.compress(plain, preset=9 | lzma.PRESET_EXTREME)).decode()
     out["xz"] = ('import lzma,base64\nexec(compile(lzma.decompress(base64.b85decode("' + xz
                  + '")),"train_gpt.py","exec"))\n').encode()
-    try:
+    try:  # optional dependency: without brotli the lzma forms still ship
         import brotli
     except ImportError:
         return out

@@ -221,9 +221,9 @@ CheckFn = Callable[[CheckContext], list[Check]]
 CHECKS: tuple[CheckFn, ...] = (_size_cap, _fields, _per_seed, _roundtrip, _post_ttt, _record)
 
 
-def run_checks(ctx: CheckContext, checks: Sequence[CheckFn] = CHECKS) -> list[Check]:
-    """Every registered check on `ctx`, in order."""
-    return [c for fn in checks for c in fn(ctx)]
+def run_checks(ctx: CheckContext, checks: Sequence[CheckFn] | None = None) -> list[Check]:
+    """Every check of `checks` (default: CHECKS, read at call time) on `ctx`, in order."""
+    return [c for fn in (CHECKS if checks is None else checks) for c in fn(ctx)]
 
 
 def format_checks(checks: Sequence[Check]) -> str:

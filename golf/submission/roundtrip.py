@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -60,7 +61,6 @@ def run_roundtrip(script: str | os.PathLike, artifact: str | os.PathLike, *,
     """Run `script` with EVAL_ONLY=1 on `artifact` in a fresh temp dir and compare val_bpb.
 
     `label` names the artifact in error messages (the user's file, not the temp copy)."""
-    import time
     label = label or str(artifact)
     work = Path(tempfile.mkdtemp(prefix="golf_roundtrip_"))
     try:
