@@ -1,13 +1,98 @@
-"""Pack a finished run into a challenge submission folder (see golf/pack.py).
+"""Pack a finished run into a challenge submission folder (the library: golf/submission/).
 
     python pack.py runs/<RUN_ID> [runs/<RUN_ID2> ...] [--out submission/<RUN_ID>] [--name N]
                    [--github-id G] [--blurb B] [--no-roundtrip] [--record --baseline-mean M ...]
     python pack.py --budget-only runs/<RUN_ID>     # budget table only, writes nothing
     python pack.py --code-bytes                    # exact bytes of the shipped train_gpt.py
 """
-import sys
+from __future__ import annotations
 
-from golf.pack import main
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from golf import rundir as rd
+from golf.errors import PackError, user_errors
+from golf.submission import (budget_cap, budget_table, build_forms, code_bytes,
+                             format_budget_table, load_run, pack_run)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="pack.py", description="Pack run(s) into a submission folder.")
+    ap.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="first = shipped artifact")
+    ap.add_argument("--out", default=None,
+                    help="the record folder itself (default: submission/<RUN_ID>); an existing "
+                         "one must be an earlier pack, which is then replaced")
+    ap.add_argument("--name", default=os.environ.get("GOLF_NAME", ""))
+    ap.add_argument("--github-id", default=os.environ.get("GOLF_GITHUB_ID", ""))
+    ap.add_argument("--blurb", default="")
+    ap.add_argument("--no-roundtrip", action="store_true")
+    ap.add_argument("--compress", choices=("auto", "yes", "no"), default="auto")
+    ap.add_argument("--tolerance", type=float, default=0.0, help="round-trip tolerance (GPU)")
+    ap.add_argument("--data-path", default=None)
+    ap.add_argument("--tokenizer-path", default=None)
+    ap.add_argument("--eval-speed-ratio", type=float, default=None,
+                    help="8xH100 speed over the eval's hardware (eval-time estimate; "
+                         "default GOLF_EVAL_SPEED_RATIO, else 8/k for k H100/H200)")
+    ap.add_argument("--record", action="store_true", help="check a record claim")
+    ap.add_argument("--baseline-mean", type=float)
+    ap.add_argument("--baseline-std", type=float, default=0.0)
+    ap.add_argument("--baseline-n", type=int, default=1)
+    ap.add_argument("--baseline-losses", type=float, nargs="+", help="baseline val_loss per seed")
+    ap.add_argument("--budget-bytes", type=int, default=None,
+                    help="the cap on code + model bytes (default: BUDGET_BYTES, else 16,000,000)")
+    ap.add_argument("--budget-only", action="store_true", help="print the budget table, write nothing")
+    ap.add_argument("--code-bytes", action="store_true", help="print exact code bytes, write nothing")
+    return ap.parse_args(argv)
+
+
+def budget_only(run_dir: str, cap: int) -> int:
+    """The budget table of the smallest form with this run's artifact; writes nothing."""
+    run = load_run(run_dir)
+    with tempfile.TemporaryDirectory() as td:
+        p = Path(td) / "train_gpt.py"
+        p.write_bytes(min(build_forms().values(), key=len))
+        t = budget_table(p, run.run_dir / rd.ARTIFACT, cap)
+    print(format_budget_table(t))
+    return 1 if t.over else 0
+
+
+def _baseline(a: argparse.Namespace) -> Any:
+    if a.baseline_losses:
+        return list(a.baseline_losses)
+    if a.baseline_mean is not None:
+        return {"mean": a.baseline_mean, "std": a.baseline_std, "n": a.baseline_n}
+    return None
+
+
+def _cli(argv: Sequence[str] | None) -> int:
+    a = parse_args(argv)
+    cap = budget_cap(a.budget_bytes)
+    if a.code_bytes:
+        print(code_bytes())
+        return 0
+    if not a.run_dirs:
+        raise PackError("pack.py: no RUN_DIR given; pass e.g. runs/<RUN_ID>")
+    if a.budget_only:
+        return budget_only(a.run_dirs[0], cap)
+    compress = {"auto": "auto", "yes": True, "no": False}[a.compress]
+    res = pack_run(a.run_dirs[0], a.out, name=a.name, github_id=a.github_id, blurb=a.blurb,
+                   extra_runs=a.run_dirs[1:], baseline=_baseline(a), compress=compress,
+                   roundtrip=not a.no_roundtrip, record=a.record, tolerance=a.tolerance,
+                   data_path=a.data_path, tokenizer_path=a.tokenizer_path,
+                   eval_speed_ratio=a.eval_speed_ratio, cap=cap)
+    return 0 if res.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry: one clear line on bad input (GOLF_DEBUG=1 for a traceback)."""
+    with user_errors():
+        return _cli(argv)
+    return 2  # pragma: no cover
+
 
 if __name__ == "__main__":
     sys.exit(main())

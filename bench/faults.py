@@ -205,7 +205,7 @@ class Bench:
 
     def run_all(self) -> list[Case]:
         from golf.main import main as train_gpt
-        from golf.pack import main as pack_main
+        from pack import main as pack_main
         work = self.tmp / "work"
         work.mkdir()
         (work / "runs").mkdir()

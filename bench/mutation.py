@@ -46,14 +46,12 @@ class Target:
 
 
 # The one table to edit: which code, restricted to which functions, checked by which tests.
-# Run-directory ownership lives in golf/train.py + golf/pack.py today; when it moves (to
-# golf/rundir.py), change the two rows below.
 TARGETS: tuple[Target, ...] = (
     Target("byte LUT + bpb", "golf/bpb.py",
-           ("build_byte_lut", "target_bytes", "bpb_from_sums", "ByteLUT.torch", "_is_user_defined"),
+           ("build_byte_lut", "target_bytes", "bpb_from_sums", "ByteLUT.torch", "lut_target_bytes"),
            ("tests/test_bpb.py", "tests/test_bpb_edges.py", "tests/test_bugs_caught.py::"
             "test_torch_and_numpy_byte_counts_agree_with_decoded_text_after_boundaries")),
-    Target("scorer windows + bytes", "golf/evaluate.py", ("window_plan", "lut_target_bytes"),
+    Target("scorer windows", "golf/evaluate.py", ("window_plan",),
            ("tests/test_evaluate.py",
             "tests/test_properties.py::test_window_plan_scores_every_target_once_with_full_context")),
     Target("GPTQ", "quant/gptq.py", ("gptq_quantize",),
@@ -71,13 +69,13 @@ TARGETS: tuple[Target, ...] = (
            ("tests/test_rans.py", "tests/test_bugs_caught.py::"
             "test_rans_every_changed_state_or_word_bit_is_an_error",
             "tests/test_properties.py::test_rans_round_trips_any_segments")),
-    Target("budget table + cap", "golf/packing/budget.py", (),
+    Target("budget table + cap", "golf/submission/budget.py", (),
            ("tests/test_bugs_caught.py",
             "tests/test_pack.py::test_budget_counts_bytes_on_disk_and_enforces_cap")),
-    Target("run dir (train)", "golf/train.py", ("run_dir_problem", "check_run_dir", "start_run_dir"),
-           ("tests/test_rundir.py",)),
-    Target("run dir (pack)", "golf/pack.py", ("check_out_dir", "_is_earlier_pack", "_swap_in"),
-           ("tests/test_rundir.py",)),
+    Target("run dir (train)", "golf/rundir.py", ("run_dir_problem", "check_run_dir", "start_run_dir"),
+           ("tests/test_rundir_ownership.py",)),
+    Target("run dir (pack)", "golf/submission/assemble.py",
+           ("check_out_dir", "_is_earlier_pack", "_swap_in"), ("tests/test_rundir_ownership.py",)),
 )
 
 # Cheapest first, so a time-limited run (--minutes) finishes the small files

@@ -271,7 +271,7 @@ def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
     res["gptq_gap_over_rtn_gap"] = res["gptq"]["gap"] / max(res["rtn"]["gap"], 1e-12)
     base_bytes = len(quant.baseline_int8_zlib_blob(model.state_dict()))
     if code_bytes is None:
-        from golf.pack import code_bytes as shipped
+        from golf.submission import code_bytes as shipped
         code_bytes = shipped()
     res["int8_zlib"] = {"bytes": base_bytes, "code_bytes": code_bytes,
                         "fits_16MB": base_bytes + code_bytes <= CAP_BYTES,
@@ -308,7 +308,7 @@ def compare_coders(ckpt_path: str, data_path: str, *, calib_seqs: int = 32,
     hs = quant.collect_hessians(model, [loader.next_batch(per, cfg.train_seq_len, 1)[0]
                                         for _ in range(max(1, calib_seqs // 8))])
     if budget is None:
-        from golf.pack import code_bytes
+        from golf.submission import code_bytes
         budget = CAP_BYTES - code_bytes() - 2_000
     out: dict = {"budget_bytes": budget, "calib_tokens": max(1, calib_seqs // 8) * per}
     general = ("zstd", "brotli", "lzma", "zlib")

@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-BENCHES = ("data", "train", "quant", "eval", "pack")
+BENCHES = ("data", "train", "quant", "eval", "code_bytes")
 
 
 def describe_machine() -> dict:

@@ -67,6 +67,18 @@ class ByteLUTError(ValueError):
     """A tokenizer whose pieces the standard byte table would miscount."""
 
 
+class PackError(ValueError):
+    """Packing failed; the message names the file and the fix."""
+
+
+class OverCapError(PackError):
+    """Code + model bytes exceed the cap."""
+
+
+class RoundTripError(PackError):
+    """The packed train_gpt.py did not reproduce the run's post-quant val_bpb."""
+
+
 @contextmanager
 def user_errors(exit_code: int = 2) -> Iterator[None]:
     try:

@@ -85,10 +85,10 @@ def shipped_code_bytes() -> int:
     """Exact bytes of the train_gpt.py that ships: from pack.py in a checkout, or the
     running file itself when this *is* the packed single-file script."""
     try:
-        from golf import pack  # not embedded in the packed script
+        from golf.submission import code_bytes  # not embedded in the packed script
     except ImportError:
         return len(Path(sys.argv[0]).read_bytes())
-    return pack.code_bytes()
+    return code_bytes()
 
 
 def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_bytes: int,
@@ -356,7 +356,7 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
         do_pack = _truthy(os.environ.get("PACK", "1"))
     if do_pack:
         try:
-            from golf.pack import pack_run
+            from golf.submission import pack_run  # guarded: not in the packed script
         except ImportError:
             log("pack:skipped (this is already a packed submission script)")
         else:

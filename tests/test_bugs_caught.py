@@ -99,9 +99,9 @@ def _sized(tmp_path, code: int, model: int):
 def test_cap_is_16_000_000_decimal_bytes_inclusive(tmp_path, extra):
     """The challenge cap: code + model <= 16,000,000 bytes (decimal, not MiB). Exactly at the cap
     passes; one byte over fails, in the table, the enforcer and the pre-submit check."""
-    from golf.packing.budget import CAP_BYTES, budget_table, enforce_budget
-    from golf.packing.checks import check_budget
-    from golf.packing.errors import BudgetError
+    from golf.submission.budget import CAP_BYTES, budget_table, enforce_budget
+    from golf.submission.checks import check_budget
+    from golf.errors import OverCapError
     assert CAP_BYTES == 16 * 10 ** 6
     code, model = _sized(tmp_path, 70_000, 16_000_000 - 70_000 + extra)
     t = budget_table(code, model)
@@ -111,7 +111,7 @@ def test_cap_is_16_000_000_decimal_bytes_inclusive(tmp_path, extra):
         assert check_budget([t]).status != "FAIL"
     else:
         assert t.over
-        with pytest.raises(BudgetError, match=f"by {extra} bytes"):
+        with pytest.raises(OverCapError, match=f"by {extra} bytes"):
             enforce_budget(t)
         assert check_budget([t]).status == "FAIL"
 
@@ -201,7 +201,7 @@ def test_gptq_first_block_error_feedback_matches_a_column_by_column_solve():
 def test_budget_table_prints_and_records_the_numbers_submission_json_keeps(tmp_path):
     """The printed table (README "Packing") and to_dict (submission.json) carry the same five
     numbers under fixed names; over the cap it says by how much, near it it warns."""
-    from golf.packing.budget import budget_table, format_budget_table
+    from golf.submission.budget import budget_table, format_budget_table
     code, model = _sized(tmp_path, 73_501, 15_900_000)
     t = budget_table(code, model)
     assert t.to_dict() == {"code_bytes": 73_501, "model_bytes": 15_900_000, "total": 15_973_501,
@@ -224,17 +224,17 @@ def test_budget_table_prints_and_records_the_numbers_submission_json_keeps(tmp_p
 
 def test_budget_errors_name_the_missing_file_and_where(tmp_path):
     """A missing file is named with what it is; an over-cap error starts with where it happened."""
-    from golf.packing.budget import budget_table, enforce_budget
-    from golf.packing.errors import BudgetError, PackError
+    from golf.submission.budget import budget_table, enforce_budget
+    from golf.errors import OverCapError, PackError
     code, model = _sized(tmp_path, 10, 20)
     with pytest.raises(PackError, match=r"nope\.gkq: model artifact not found; build it first"):
         budget_table(code, tmp_path / "nope.gkq")
     with pytest.raises(PackError, match=r"nope\.py: code file not found; build it first"):
         budget_table(tmp_path / "nope.py", model)
     over = budget_table(code, model, cap=29)
-    with pytest.raises(BudgetError, match=r"^submission: total 30 bytes exceeds the cap of 29 by 1 bytes"):
+    with pytest.raises(OverCapError, match=r"^submission: total 30 bytes exceeds the cap of 29 by 1 bytes"):
         enforce_budget(over)
-    with pytest.raises(BudgetError, match=r"^sub/r1: total"):
+    with pytest.raises(OverCapError, match=r"^sub/r1: total"):
         enforce_budget(over, "sub/r1")
 
 

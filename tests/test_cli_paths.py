@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from golf import pack
+import pack
+from golf import submission
 from golf.config import PRESETS, Config
-from golf.packing import checks as C
-from golf.packing.budget import BudgetTable
-from golf.packing.errors import BudgetError
+from golf.submission import checks as C
+from golf.submission.budget import BudgetTable
+from golf.errors import OverCapError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_pack import _make_run, standin  # noqa: E402,F401  (fixture re-used)
@@ -92,7 +93,7 @@ def shipped_code_bytes(tmp_path_factory) -> int:
                                                  "tokenizer_path": str(tmp / "tok.model")}))
     (run / "eval.json").write_text(json.dumps({"post": {"val_bpb": 1.0, "val_loss": 1.0}, "mode": "chunked"}))
     (run / "train.log").write_text("x\n")
-    pack.pack_run(run, tmp / "sub", roundtrip=False, log=lambda _m: None)
+    submission.pack_run(run, tmp / "sub", roundtrip=False, log=lambda _m: None)
     return (tmp / "sub" / "train_gpt.py").stat().st_size
 
 
@@ -116,14 +117,14 @@ def test_cli_budget_only_at_and_over_the_cap_writes_nothing(tmp_path, capsys, sh
 def test_pack_run_total_exactly_at_cap_ships_and_one_byte_less_cap_refuses(standin, tmp_path):
     entry, roots = standin
     run = _make_run(tmp_path, standin)
-    trial = pack.pack_run(run, tmp_path / "probe", entry=entry, src_roots=roots, roundtrip=False,
+    trial = submission.pack_run(run, tmp_path / "probe", entry=entry, src_roots=roots, roundtrip=False,
                           log=lambda _m: None)
     exact = trial.budget.total
-    res = pack.pack_run(run, tmp_path / "at", entry=entry, src_roots=roots, roundtrip=False,
+    res = submission.pack_run(run, tmp_path / "at", entry=entry, src_roots=roots, roundtrip=False,
                         cap=exact, log=lambda _m: None)
     assert res.budget.headroom == 0 and (tmp_path / "at" / "submission.json").is_file()
-    with pytest.raises(BudgetError, match="by 1 bytes"):
-        pack.pack_run(run, tmp_path / "under", entry=entry, src_roots=roots, roundtrip=False,
+    with pytest.raises(OverCapError, match="by 1 bytes"):
+        submission.pack_run(run, tmp_path / "under", entry=entry, src_roots=roots, roundtrip=False,
                       cap=exact - 1, log=lambda _m: None)
     assert not (tmp_path / "under").exists()
 
@@ -133,9 +134,9 @@ def test_repack_swaps_over_the_good_folder_and_a_failed_swap_restores_it(standin
     run = _make_run(tmp_path, standin)
     out = tmp_path / "sub"
     kw = dict(entry=entry, src_roots=roots, roundtrip=False, log=lambda _m: None)
-    pack.pack_run(run, out, blurb="first", **kw)
+    submission.pack_run(run, out, blurb="first", **kw)
     first = {p.name: p.read_bytes() for p in out.iterdir()}
-    pack.pack_run(run, out, blurb="second", **kw)
+    submission.pack_run(run, out, blurb="second", **kw)
     assert json.loads((out / "submission.json").read_text())["blurb"] == "second"
     second = {p.name: p.read_bytes() for p in out.iterdir()}
     assert second.keys() == first.keys() and second != first
@@ -147,7 +148,7 @@ def test_repack_swaps_over_the_good_folder_and_a_failed_swap_restores_it(standin
         return real_replace(src, dst)
     monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(OSError, match="I/O error"):
-        pack.pack_run(run, out, blurb="third", **kw)
+        submission.pack_run(run, out, blurb="third", **kw)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == second
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 

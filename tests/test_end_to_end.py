@@ -98,7 +98,7 @@ def test_quant_only_refits_a_finished_run_to_a_new_budget(e2e, monkeypatch):
     new model budget, eval.json re-measured on the new artifact, the saved config kept."""
     from pathlib import Path
     from golf import main as golf_main
-    from golf.pack import code_bytes
+    from golf.submission import code_bytes
     _, s, _ = e2e
     run = Path(s["run_dir"])
     before = (run / "final_model.gkq").read_bytes()
@@ -132,7 +132,7 @@ def test_quant_sensitivity_weights_the_fit_and_guards_its_artifact(e2e, monkeypa
     from pathlib import Path
     from golf.sensitivity import run_sensitivity
     from golf import main as golf_main
-    from golf.pack import code_bytes
+    from golf.submission import code_bytes
     _, s, _ = e2e
     run = Path(s["run_dir"])
     logs: list[str] = []

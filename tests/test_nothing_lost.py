@@ -63,7 +63,7 @@ def test_eval_stride_and_lengths_are_checked(tiny_config):
 
 def test_budget_below_the_code_fails_before_training(tiny_config, tmp_path):
     from golf.main import run_pipeline
-    from golf.pack import code_bytes
+    from golf.submission import code_bytes
     cfg = tiny(tiny_config, tmp_path, run_id="b", budget_bytes=code_bytes())
     with pytest.raises(ConfigError, match=r"BUDGET_BYTES=\d+: leaves no bytes for the model"):
         run_pipeline(cfg, do_pack=False)
@@ -174,7 +174,7 @@ def test_submission_dir_is_a_parent_and_keeps_its_other_records(straight, monkey
 def test_pack_replaces_only_its_own_earlier_folder(straight):
     """An earlier pack of the run is replaced atomically; a folder with anything else in it
     (a parent such as submission/, or a record someone added to) is refused before any work."""
-    from golf.pack import PackError, pack_run
+    from golf.submission import PackError, pack_run
     _cfg, run, tmp = straight
     out = tmp / "repack" / run.name
     quiet = dict(roundtrip=False, log=lambda _m: None)

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from golf import pack
-from golf.packing.amalgamate import module_closure
-from golf.packing.budget import budget_table, enforce_budget, format_budget_table
-from golf.packing.errors import BudgetError, PackError, RoundTripError
-from golf.packing.stats import betainc, student_t_sf, welch_one_sided
+from golf import submission
+from golf.submission import (OverCapError, PackError, RoundTripError, budget_table, enforce_budget,
+                             format_budget_table)
+from golf.submission.amalgamate import module_closure
+from golf.submission.stats import betainc, student_t_sf, welch_one_sided
 
 REPO = Path(__file__).resolve().parents[1]
 
 # A stand-in for golf.main: imports a few real modules of ours (one inside a function, one
-# guarded like main.py's `from golf import pack`) and implements the EVAL_ONLY contract with a
+# guarded like main.py's `from golf.submission import ...`) and implements the EVAL_ONLY contract with a
 # deterministic score computed from the artifact that quant's checksummed loader returns.
 STANDIN_ENTRY = '''
 import os
@@ -41,7 +41,7 @@ def score(path):
 def main():
     from golf.errors import user_errors
     try:
-        from golf import pack  # must NOT be shipped
+        from golf import submission  # must NOT be shipped
         shipped_pack = True
     except ImportError:
         shipped_pack = False
@@ -124,19 +124,19 @@ def test_closure_follows_function_imports_and_excludes_packer(standin):
     entry, roots = standin
     c = module_closure(entry, roots)
     assert {"golf", "golf.config", "golf.errors", "quant", "quant.artifact", entry} <= set(c.modules)
-    assert not any(n.startswith(("golf.pack", "golf.packing")) for n in c.modules)
+    assert not any(n.startswith("golf.submission") for n in c.modules)
     assert "torch" in c.third_party and "os" not in c.third_party
 
 
 def test_plain_and_compressed_scripts_run_standalone_identically(standin, tmp_path):
     entry, roots = standin
-    plain = pack.build_train_script(False, entry, roots)
-    packed = pack.build_train_script(True, entry, roots)
+    plain = submission.build_train_script(False, entry, roots)
+    packed = submission.build_train_script(True, entry, roots)
     assert len(packed) < len(plain)
     a = _run_alone(plain, tmp_path)
     assert a.returncode == 0, a.stderr
     assert "standin ok 16000000 pack_importable: False origin: train_gpt.py:golf.config" in a.stdout
-    forms = pack.build_forms(entry, roots)
+    forms = submission.build_forms(entry, roots)
     assert forms["plain"] == plain and min(forms.values(), key=len) == packed
     for name, script in forms.items():  # every self-extracting codec, not only the shipped one
         b = _run_alone(script, tmp_path)
@@ -145,9 +145,9 @@ def test_plain_and_compressed_scripts_run_standalone_identically(standin, tmp_pa
 
 def test_build_is_deterministic(standin):
     entry, roots = standin
-    assert pack.build_train_script(False, entry, roots) == pack.build_train_script(False, entry, roots)
-    assert pack.build_train_script(True, entry, roots) == pack.build_train_script(True, entry, roots)
-    assert pack.code_bytes(entry, roots) == len(pack.build_train_script(True, entry, roots))
+    assert submission.build_train_script(False, entry, roots) == submission.build_train_script(False, entry, roots)
+    assert submission.build_train_script(True, entry, roots) == submission.build_train_script(True, entry, roots)
+    assert submission.code_bytes(entry, roots) == len(submission.build_train_script(True, entry, roots))
 
 
 def test_missing_module_is_one_clear_error(tmp_path):
@@ -168,7 +168,7 @@ def test_budget_counts_bytes_on_disk_and_enforces_cap(tmp_path):
     assert "warning: headroom" in format_budget_table(t)
     enforce_budget(t)
     over = budget_table(code, model, cap=6900)
-    with pytest.raises(BudgetError, match="by 12 bytes"):
+    with pytest.raises(OverCapError, match="by 12 bytes"):
         enforce_budget(over)
 
 
@@ -177,7 +177,7 @@ def test_pack_run_writes_folder_with_exact_accounting_and_roundtrip(standin, tmp
     entry, roots = standin
     run = _make_run(tmp_path, standin)
     out = tmp_path / "sub"
-    res = pack.pack_run(run, out, name="me", github_id="gh", blurb="test", entry=entry,
+    res = submission.pack_run(run, out, name="me", github_id="gh", blurb="test", entry=entry,
                         src_roots=roots, log=lambda _m: None)
     names = {p.name for p in out.iterdir()}
     assert names == {"train_gpt.py", "final_model.gkq", "submission.json", "README.md",
@@ -202,14 +202,14 @@ def test_over_cap_leaves_nothing_and_keeps_good_folder(standin, tmp_path):
     entry, roots = standin
     run = _make_run(tmp_path, standin)
     out = tmp_path / "sub"
-    with pytest.raises(BudgetError, match="exceeds the cap"):
-        pack.pack_run(run, out, entry=entry, src_roots=roots, cap=1000, roundtrip=False,
+    with pytest.raises(OverCapError, match="exceeds the cap"):
+        submission.pack_run(run, out, entry=entry, src_roots=roots, cap=1000, roundtrip=False,
                       log=lambda _m: None)
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-    pack.pack_run(run, out, entry=entry, src_roots=roots, roundtrip=False, log=lambda _m: None)
+    submission.pack_run(run, out, entry=entry, src_roots=roots, roundtrip=False, log=lambda _m: None)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(BudgetError):
-        pack.pack_run(run, out, entry=entry, src_roots=roots, cap=1000, roundtrip=False,
+    with pytest.raises(OverCapError):
+        submission.pack_run(run, out, entry=entry, src_roots=roots, cap=1000, roundtrip=False,
                       log=lambda _m: None)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -222,7 +222,7 @@ def test_tampered_artifact_fails_the_proof(standin, tmp_path):
     blob[-5] ^= 0xFF
     (run / "final_model.gkq").write_bytes(bytes(blob))
     with pytest.raises(RoundTripError, match=r"(?s)final_model\.gkq.*checksum") as err:
-        pack.pack_run(run, tmp_path / "sub", entry=entry, src_roots=roots, compress=False,
+        submission.pack_run(run, tmp_path / "sub", entry=entry, src_roots=roots, compress=False,
                       log=lambda _m: None)
     assert str(err.value).startswith(str(run / "final_model.gkq"))
     assert not (tmp_path / "sub").exists()
@@ -235,7 +235,7 @@ def test_wrong_expected_bpb_fails_the_proof(standin, tmp_path):
     ev["post"]["val_bpb"] = float.fromhex(ev["post"]["val_bpb"].hex()) + 2 ** -40  # a tiny, non-bit-equal change
     (run / "eval.json").write_text(json.dumps(ev))
     with pytest.raises(RoundTripError, match="!= run's post-quant val_bpb"):
-        pack.pack_run(run, tmp_path / "sub", entry=entry, src_roots=roots, compress=False,
+        submission.pack_run(run, tmp_path / "sub", entry=entry, src_roots=roots, compress=False,
                       log=lambda _m: None)
 
 
@@ -260,7 +260,7 @@ def test_multi_seed_record_report(standin, tmp_path, margin_over, passes):
     bpbs_in = [json.loads((r / "eval.json").read_text())["post"]["val_bpb"] for r in runs]
     mean = sum(losses) / 3
     base = {"mean": mean + margin_over, "std": 0.0005, "n": 3}
-    res = pack.pack_run(runs[0], tmp_path / "sub", extra_runs=runs[1:], name="me", github_id="gh",
+    res = submission.pack_run(runs[0], tmp_path / "sub", extra_runs=runs[1:], name="me", github_id="gh",
                         blurb="b", entry=entry, src_roots=roots, roundtrip=False, record=True,
                         baseline=base, log=lambda _m: None)
     sub = res.submission
@@ -277,6 +277,27 @@ def test_multi_seed_record_report(standin, tmp_path, margin_over, passes):
     assert checks["record: >= 3 seeds"] == "PASS"
     assert checks["record: Welch test"] == ("PASS" if passes else "FAIL")
 
+
+def test_pack_run_runs_every_registered_check_in_order(standin, tmp_path, monkeypatch):
+    """Adding a pre-submit check is one function plus one CHECKS entry: pack_run reports it,
+    after the built-in ones, in submission.json, the README and its result; a FAIL makes it not ok."""
+    from golf.submission import checks
+    entry, roots = standin
+    run = _make_run(tmp_path, standin)
+    seen = []
+
+    def extra(ctx: checks.CheckContext) -> list[checks.Check]:
+        seen.append((ctx.submission["seeds"], ctx.table.total, ctx.roundtrip))
+        return [checks.Check("extra rule", "FAIL", "made up for the test")]
+
+    monkeypatch.setattr(checks, "CHECKS", checks.CHECKS + (extra,))
+    res = submission.pack_run(run, tmp_path / "sub", name="me", github_id="gh", blurb="b",
+                              entry=entry, src_roots=roots, roundtrip=False, log=lambda _m: None)
+    assert seen == [([1337], res.budget.total, None)]
+    names = [c.name for c in res.checks]
+    assert names[0] == "size cap" and names[-1] == "extra rule" and "round trip" in names
+    assert json.loads((tmp_path / "sub" / "submission.json").read_text())["checks"]["extra rule"] == "FAIL"
+    assert "made up for the test" in (tmp_path / "sub" / "README.md").read_text() and not res.ok
 
 def test_cli_missing_run_files_is_one_line(tmp_path):
     (tmp_path / "run").mkdir()
@@ -324,6 +345,6 @@ def test_real_eval_only_roundtrip(tmp_path, request):
                         quant.quantize_model(model, method="int8", meta={"config": cfg.to_dict()}))
     run_eval(run_dir=run, device="cpu", log=None)
     (run / "train.log").write_text("test\n")
-    res = pack.pack_run(run, tmp_path / "sub", name="t", github_id="t", blurb="t",
+    res = submission.pack_run(run, tmp_path / "sub", name="t", github_id="t", blurb="t",
                         compress=False, log=lambda _m: None)
     assert res.roundtrip is not None and res.roundtrip.exact

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = ("import hashlib, sys; sys.path.insert(0, {repo!r}); from golf import pack; "
-          "b = pack.build_train_script(True); p = pack.build_train_script(False); "
-          "print(len(b), hashlib.sha256(b).hexdigest(), hashlib.sha256(p).hexdigest(), pack.code_bytes())")
+SCRIPT = ("import hashlib, sys; sys.path.insert(0, {repo!r}); from golf import submission; "
+          "b = submission.build_train_script(True); p = submission.build_train_script(False); "
+          "print(len(b), hashlib.sha256(b).hexdigest(), hashlib.sha256(p).hexdigest(), submission.code_bytes())")
 
 
 def build_in_fresh_process(hash_seed: str) -> list[str]:
@@ -28,20 +28,21 @@ def test_packed_script_bytes_do_not_depend_on_the_hash_seed():
     size, _sha_compressed, _sha_plain, counted = a
     # the fitter's figure (code_bytes) is the size of the form that ships, by construction
     assert int(counted) <= int(size)
-    from golf import pack
-    forms = pack.build_forms()
+    from golf import submission
+    forms = submission.build_forms()
     assert int(counted) == min(len(v) for v in forms.values())
-    assert hashlib.sha256(pack.build_train_script(False)).hexdigest() == a[2]  # and in this process
+    assert hashlib.sha256(submission.build_train_script(False)).hexdigest() == a[2]  # and in this process
 
 
 def test_shipped_closure_leaves_out_what_a_submission_never_runs():
-    from golf import pack
-    from golf.packing.amalgamate import module_closure
-    names = set(module_closure(pack.ENTRY).modules)
+    from golf import submission
+    from golf.submission.amalgamate import module_closure
+    names = set(module_closure(submission.ENTRY).modules)
     assert {"golf.main", "golf.train", "golf.model", "quant.core"} <= names
-    assert not names & {"golf.ttt", "golf.pack", "golf.interop", "golf.data.prepare",
+    assert not names & {"golf.ttt", "golf.submission", "golf.interop", "golf.data.prepare",
                         "golf.data.embedded", "golf.data.text", "golf.data.fineweb",
                         "golf.data.proxy", "golf.data.splits", "golf.data.tokenizer_train"}
+    assert not any(n.startswith("golf.submission.") for n in names)  # the packer, whole
 
 
 def test_packed_script_refuses_ttt_it_does_not_carry(monkeypatch):

@@ -209,7 +209,7 @@ def test_full_disk_after_training_keeps_a_resumable_checkpoint(embedded_data, tm
 
 
 def test_unwritable_runs_dir_and_pack_out_are_one_message_each(finished, embedded_data, tmp_path):
-    from golf.pack import PackError, pack_run
+    from golf.submission import PackError, pack_run
     from golf.train import train
     cfg, run, _ = finished
     ro = tmp_path / "ro"
@@ -240,7 +240,8 @@ def test_unwritable_runs_dir_and_pack_out_are_one_message_each(finished, embedde
 # ----------------------------------------------------------------------------- pack
 def test_pack_honours_budget_bytes_and_checks_the_artifact_once(finished, tmp_path, monkeypatch,
                                                                 capsys):
-    from golf.pack import PackError, RoundTripError, budget_cap, main, pack_run
+    from golf.submission import PackError, RoundTripError, budget_cap, pack_run
+    from pack import main
     _cfg, run, _ = finished
     assert budget_cap(None, {}) == CAP_BYTES == Config().budget_bytes
     assert budget_cap(None, {"BUDGET_BYTES": "100000"}) == 100000 == budget_cap(100000, {})

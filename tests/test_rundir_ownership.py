@@ -9,9 +9,9 @@ import pytest
 
 from golf.config import Config, ConfigError
 
-from golf.pack import _is_earlier_pack, _swap_in, check_out_dir
+from golf.submission.assemble import _is_earlier_pack, _swap_in, check_out_dir
 from golf.rundir import RUN_FILES, check_run_dir, run_dir_problem, start_run_dir
-from golf.packing.errors import PackError
+from golf.errors import PackError
 
 CFG = Config()
 

@@ -103,7 +103,7 @@ def test_a_rank0_failure_stops_every_rank_with_its_message(tmp_path, embedded_da
     """A model budget of 5,000 bytes passes the checks made before training (it is above the
     code bytes) but no artifact of this model is that small, so the fitter fails on rank 0;
     rank 1, waiting for that phase, stops at once with rank 0's message instead of hanging."""
-    from golf.pack import code_bytes
+    from golf.submission import code_bytes
     budget = code_bytes() + 2_000 + 5_000
     proc = torchrun(2, tmp_path, embedded_data, "bad", TRAIN_BATCH_TOKENS="1024",
                     GPTQ_CALIB_BATCHES="2", BUDGET_BYTES=str(budget), PACK="0", ITERATIONS="2",

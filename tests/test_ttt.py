@@ -426,25 +426,25 @@ def test_compare_ranks_by_choice_and_flags_post_vs_ttt_flips(tmp_path, capsys):
 
 
 def test_pack_records_what_ran_and_checks_eval_time(tmp_path):
-    from golf import pack
-    from golf.packing.budget import BudgetTable
-    from golf.packing.checks import check_eval_time
+    from golf import submission
+    from golf.submission.budget import BudgetTable
+    from golf.submission.checks import check_eval_time
     post = {"val_bpb": 1.2, "val_loss": 2.0, "seconds": 30.0}
     ev = {"pre": {"val_bpb": 1.19}, "post": post, "mode": "sliding", "stride": 64, "seq_len": 2048,
           "modes": {"chunked": {"post": {**post, "seconds": 10.0}}, "sliding": {"post": post}},
           "post_ttt": {"val_bpb": 1.15, "val_loss": 1.9, "seconds": 400.0, "ttt": "chunk",
                        "weights": "post", "score_first": True, "knobs": {"lr": 0.002}, "mode": "sliding"}}
-    assert pack.headline(ev)[1] == "ttt(chunk, score-first)+sliding(stride=64)"
-    assert pack.eval_seconds(ev) == 440.0
-    assert pack.headline({**ev, "post_ttt": {**ev["post_ttt"], "weights": "pre"}}) == (post, "sliding(stride=64)")
+    assert submission.headline(ev)[1] == "ttt(chunk, score-first)+sliding(stride=64)"
+    assert submission.eval_seconds(ev) == 440.0
+    assert submission.headline({**ev, "post_ttt": {**ev["post_ttt"], "weights": "pre"}}) == (post, "sliding(stride=64)")
     (tmp_path / "final_model.gkq").write_bytes(b"x" * 100)
-    run = pack.RunInfo(tmp_path, {"seed": 1}, ev, {}, None, 1, "1xCPU", 1000.0, 10)
-    sub = pack.build_submission_json([run], BudgetTable(50, 100, 150, 16_000_000, 15_999_850),
+    run = submission.RunInfo(tmp_path, {"seed": 1}, ev, {}, None, 1, "1xCPU", 1000.0, 10)
+    sub = submission.build_submission_json([run], BudgetTable(50, 100, 150, 16_000_000, 15_999_850),
                                      name="n", github_id="g", blurb="b")
     assert sub["val_bpb"] == 1.15 and sub["post_quant_val_bpb"] == 1.2 and sub["ttt"]["mode"] == "chunk"
     assert sub["compliance"]["score_first_ttt"] is True
     assert sub["seed_results"]["1"]["post_ttt_val_bpb"] == 1.15
-    plain = pack.build_submission_json([pack.RunInfo(tmp_path, {"seed": 1}, {k: v for k, v in ev.items() if k != "post_ttt"},
+    plain = submission.build_submission_json([submission.RunInfo(tmp_path, {"seed": 1}, {k: v for k, v in ev.items() if k != "post_ttt"},
                                                      {}, None, 1, "1xCPU", 1000.0, 10)],
                                        BudgetTable(50, 100, 150, 16_000_000, 15_999_850), name="n",
                                        github_id="g", blurb="b")

@@ -1,14 +1,22 @@
-"""Pre-submit checks as a PASS/WARN/FAIL report (the challenge's submission rules, made mechanical)."""
+"""Pre-submit checks as a PASS/WARN/FAIL report (the challenge's submission rules, made mechanical).
+
+Why a registry: the packer runs every entry of CHECKS on one CheckContext, so adding a check is
+one function `(ctx) -> list[Check]` here plus one entry in CHECKS; pack_run never changes.
+"""
 from __future__ import annotations
 
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from golf.packing.budget import CAP_BYTES, BudgetTable
-from golf.packing.stats import RECORD_MARGIN_NATS, RECORD_P_VALUE
+from golf import rundir as rd
+from golf.atomic import file_sha256
 from golf.rules import EVAL_LIMIT_S, TRAIN_LIMIT_S
+from golf.submission.budget import CAP_BYTES, BudgetTable
+from golf.submission.roundtrip import RoundTripResult
+from golf.submission.run import RunInfo, eval_seconds
+from golf.submission.stats import RECORD_MARGIN_NATS, RECORD_P_VALUE
 
 REQUIRED_FIELDS = ("author", "name", "github_id", "val_bpb", "val_loss", "pre_quant_val_bpb",
                    "bytes_total", "bytes_code", "bytes_model", "blurb", "date", "seeds",
@@ -140,6 +148,82 @@ def check_record(sub: Mapping[str, Any]) -> list[Check]:
                      f"one-sided p={test['p_value']:.4g} (need >= {RECORD_MARGIN_NATS} nats, "
                      f"p < {RECORD_P_VALUE})"))
     return out
+
+
+def check_post_ttt(run: RunInfo) -> Check:
+    """The post-TTT score must come from this very artifact; the round trip re-runs only the
+    post-quant eval, so say where the TTT number comes from."""
+    want = run.eval.get("artifact_sha256")
+    if want and want != file_sha256(run.run_dir / rd.ARTIFACT):
+        return Check("post-TTT score", "FAIL", "eval.json was measured on another artifact "
+                     "(sha256 differs); re-run eval_bpb.py --ttt on this one")
+    t = run.eval["post_ttt"]
+    return Check("post-TTT score", "WARN", f"{t['val_bpb']:.6f} ({t['ttt']}, score-first) from "
+                 "eval.json on this artifact; the round trip does not re-run TTT")
+
+
+def check_roundtrip(rt: RoundTripResult | None) -> Check:
+    return Check("round trip", "PASS" if rt else "WARN",
+                 "bit-exact" if rt and rt.exact else
+                 ("within tolerance" if rt else "skipped (--no-roundtrip)"))
+
+
+def seed_eval_time(run: RunInfo, ratio_override: float | None = None) -> tuple[Check, float | None]:
+    """check_eval_time on one run's recorded eval seconds and the hardware that measured them."""
+    return check_eval_time(eval_seconds(run.eval), run.eval.get("hardware") or run.hardware,
+                           run.seed, ratio_override)
+
+
+# ----------------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class CheckContext:
+    """Everything a check may read: the runs, the shipped budget, the submission.json being
+    written, the round trip (None when skipped) and the pack's options."""
+    runs: Sequence[RunInfo]
+    table: BudgetTable
+    submission: Mapping[str, Any]
+    roundtrip: RoundTripResult | None = None
+    record: bool = False
+    eval_speed_ratio: float | None = None
+
+
+def _size_cap(ctx: CheckContext) -> list[Check]:
+    return [check_budget([ctx.table])]
+
+
+def _fields(ctx: CheckContext) -> list[Check]:
+    return [check_fields(ctx.submission, record=ctx.record)]
+
+
+def _per_seed(ctx: CheckContext) -> list[Check]:
+    """Calibration, training time and eval time, seed by seed (one block per seed)."""
+    out: list[Check] = []
+    for r in ctx.runs:
+        out += [check_calibration(r.hessians, r.seed), check_wallclock(r.train_time_ms, r.hardware, r.seed),
+                seed_eval_time(r, ctx.eval_speed_ratio)[0]]
+    return out
+
+
+def _roundtrip(ctx: CheckContext) -> list[Check]:
+    return [check_roundtrip(ctx.roundtrip)]
+
+
+def _post_ttt(ctx: CheckContext) -> list[Check]:
+    return [check_post_ttt(ctx.runs[0])] if ctx.submission.get("ttt") else []
+
+
+def _record(ctx: CheckContext) -> list[Check]:
+    return check_record(ctx.submission) if ctx.record else []
+
+
+CheckFn = Callable[[CheckContext], list[Check]]
+# The pre-submit checks, in report order: add a rule as a function above and one entry here.
+CHECKS: tuple[CheckFn, ...] = (_size_cap, _fields, _per_seed, _roundtrip, _post_ttt, _record)
+
+
+def run_checks(ctx: CheckContext, checks: Sequence[CheckFn] | None = None) -> list[Check]:
+    """Every check of `checks` (default: CHECKS, read at call time) on `ctx`, in order."""
+    return [c for fn in (CHECKS if checks is None else checks) for c in fn(ctx)]
 
 
 def format_checks(checks: Sequence[Check]) -> str:

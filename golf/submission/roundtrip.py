@@ -12,11 +12,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from golf.packing.errors import RoundTripError
+from golf.errors import RoundTripError
 
 _LINE = re.compile(r"final_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)(?: val_bpb_hex:(\S+))?")
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
@@ -60,7 +61,6 @@ def run_roundtrip(script: str | os.PathLike, artifact: str | os.PathLike, *,
     """Run `script` with EVAL_ONLY=1 on `artifact` in a fresh temp dir and compare val_bpb.
 
     `label` names the artifact in error messages (the user's file, not the temp copy)."""
-    import time
     label = label or str(artifact)
     work = Path(tempfile.mkdtemp(prefix="golf_roundtrip_"))
     try:

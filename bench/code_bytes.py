@@ -1,6 +1,6 @@
 """Packaging benchmark: size of every train_gpt.py form and how long the amalgamation takes.
 
-    python -m bench.pack [--quick]
+    python -m bench.code_bytes [--quick]
 
 Falls back to packing the `quant` package alone while golf.main's closure is incomplete, and
 says so in the result ("entry").
@@ -13,8 +13,8 @@ import time
 
 
 def run(quick: bool = False) -> dict:
-    from golf.packing.amalgamate import compressed_forms, module_closure, render_plain
-    from golf.packing.errors import PackError
+    from golf.submission.amalgamate import compressed_forms, module_closure, render_plain
+    from golf.submission import PackError
     entry, note = "golf.main", ""
     try:
         closure = module_closure(entry)

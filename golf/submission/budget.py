@@ -8,11 +8,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
-from golf.packing.errors import BudgetError, PackError
+from golf.errors import OverCapError, PackError
 from golf.rules import CAP_BYTES
 
-__all__ = ["CAP_BYTES", "BudgetTable", "budget_table", "format_budget_table", "enforce_budget"]
+__all__ = ["CAP_BYTES", "BudgetTable", "budget_table", "format_budget_table", "enforce_budget",
+           "enforce_each_seed", "budget_cap"]
 LOW_HEADROOM_BYTES = 10_000  # warn below this
 
 
@@ -66,9 +68,33 @@ def format_budget_table(t: BudgetTable) -> str:
 
 
 def enforce_budget(t: BudgetTable, where: str = "submission") -> BudgetTable:
-    """Raise BudgetError (with the overshoot) when the total exceeds the cap."""
+    """Raise OverCapError (with the overshoot) when the total exceeds the cap."""
     if t.over:
-        raise BudgetError(f"{where}: total {t.total:,} bytes exceeds the cap of {t.cap:,} by "
+        raise OverCapError(f"{where}: total {t.total:,} bytes exceeds the cap of {t.cap:,} by "
                           f"{-t.headroom:,} bytes; shrink the model (lower BUDGET_BYTES for the "
                           f"quant fitter or use fewer bits) or the code")
     return t
+
+
+def enforce_each_seed(totals: Mapping[int, tuple[Path, int]], cap: int) -> None:
+    """Every seed's artifact plus the shipped code must fit, not only the shipped seed's:
+    `totals` maps seed -> (artifact path, code + model bytes)."""
+    for seed, (artifact, total) in totals.items():
+        if total > cap:
+            raise OverCapError(f"{artifact}: seed {seed} totals {total:,} bytes, over the cap of "
+                               f"{cap:,} by {total - cap:,}; refit its model")
+
+
+def budget_cap(given: int | None, env: Mapping[str, str] = os.environ) -> int:
+    """The cap pack enforces: --budget-bytes, else BUDGET_BYTES, else the challenge's cap."""
+    raw = str(given) if given is not None else (env.get("BUDGET_BYTES") or "").strip()
+    if not raw:
+        return CAP_BYTES
+    try:
+        cap = int(raw)
+    except ValueError:
+        cap = 0
+    if cap < 1:
+        raise PackError(f"BUDGET_BYTES={raw!r}: not a positive number of bytes; set e.g. "
+                        f"{CAP_BYTES} (the challenge cap) or unset it")
+    return cap

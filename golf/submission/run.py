@@ -1,0 +1,150 @@
+"""A finished run as the packer reads it: its files on disk, checked once, and what they say
+was scored (the headline result, its eval seconds, the env that re-creates its evaluation).
+
+Why read back from disk: the numbers a submission records are those of the files that ship.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from quant.artifact import parse_artifact
+from quant.errors import ArtifactError
+
+from golf import rundir as rd
+from golf.atomic import file_sha256
+from golf.checkpoint import load_torch_file
+from golf.errors import PackError, RoundTripError
+
+REQUIRED_RUN_FILES = (rd.CONFIG, rd.EVAL, rd.ARTIFACT, rd.TRAIN_LOG)
+
+
+@dataclass
+class RunInfo:
+    run_dir: Path
+    config: dict[str, Any]
+    eval: dict[str, Any]
+    summary: dict[str, Any]
+    hessians: dict[str, Any] | None
+    seed: int
+    hardware: str
+    train_time_ms: float | None
+    steps: int | None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PackError(f"{path}: not valid JSON ({exc}); re-run the step that writes it") from None
+
+
+def _hardware(config: Mapping, summary: Mapping, log_text: str) -> str:
+    for src in (summary, config):
+        if src.get("hardware"):
+            return str(src["hardware"])
+    m = re.search(r"hardware:\s*(.+)", log_text)
+    if m:
+        return m.group(1).strip()
+    m = re.search(r"gpu:\s*(.+)", log_text)
+    ws = config.get("world_size", 1)
+    if m:
+        return f"{ws}x{m.group(1).strip()}"
+    return f"{ws}xCPU" if "cuda" not in log_text.lower() else f"{ws}xGPU(unknown)"
+
+
+def _last_metric(path: Path, key: str) -> Any:
+    if not path.is_file():
+        return None
+    val = None
+    for line in path.read_text().splitlines():
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        val = obj.get(key, val)
+    return val
+
+
+def load_run(run_dir: str | os.PathLike) -> RunInfo:
+    """Read a run directory; missing files raise one PackError naming them and the fix."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise PackError(f"{d}: run directory not found; pass the RUNS_DIR/RUN_ID of a finished run")
+    missing = [f for f in REQUIRED_RUN_FILES if not (d / f).is_file()]
+    if missing:
+        raise PackError(f"{d}: missing {', '.join(missing)}; finish the run (train -> quantize -> "
+                        "eval) before packing")
+    config = _read_json(d / rd.CONFIG)
+    ev = _read_json(d / rd.EVAL)
+    if not (ev.get("post") or {}).get("val_bpb"):
+        raise PackError(f"{d / rd.EVAL}: no post-quant result; run eval_bpb.py on the artifact")
+    summary = _read_json(d / rd.SUMMARY) if (d / rd.SUMMARY).is_file() else {}
+    hess = None
+    if (d / rd.HESSIANS).is_file():
+        raw = load_torch_file(d / rd.HESSIANS, "re-run training to recollect it")
+        hess = {k: v for k, v in raw.items() if k != "hessians"}
+    log_text = (d / rd.TRAIN_LOG).read_text(errors="replace")
+    train_ms = summary.get("train_time_ms") or _last_metric(d / rd.METRICS, "train_time_ms")
+    steps = summary.get("steps") or _last_metric(d / rd.METRICS, "step")
+    return RunInfo(d, config, ev, summary, hess, int(config.get("seed", 0)),
+                   _hardware(config, summary, log_text),
+                   float(train_ms) if train_ms is not None else None,
+                   int(steps) if steps is not None else None)
+
+
+def verify_artifact(run: RunInfo) -> None:
+    """Once, before any round trip: the artifact's header and checksums are intact, and it is the
+    file eval.json measured (sha256), so a corrupt or swapped artifact fails in well under 1 s."""
+    path = run.run_dir / rd.ARTIFACT
+    try:
+        parse_artifact(path.read_bytes(), str(path))
+    except ArtifactError as exc:  # it cannot round trip: say so before trying any form
+        raise RoundTripError(f"{exc} (checked before any round trip)") from None
+    want = run.eval.get("artifact_sha256")
+    if want and file_sha256(path) != want:
+        raise PackError(f"{path}: not the artifact {run.run_dir / rd.EVAL} was measured on (sha256 "
+                        f"differs); re-run eval_bpb.py {run.run_dir} (or QUANT_ONLY={run.run_dir})")
+
+
+def roundtrip_settings(run: RunInfo, data_path: str | None = None,
+                       tokenizer_path: str | None = None) -> dict[str, str]:
+    """The env that re-creates the run's headline (post-quant) evaluation exactly."""
+    ev, cfg = run.eval, run.config
+    post = ev.get("post") or {}
+    if not (data_path and tokenizer_path):  # recorded absolute (or resolved for an older run)
+        saved = rd.load_config(run.run_dir)
+        data_path, tokenizer_path = data_path or saved.data_path, tokenizer_path or saved.tokenizer_path
+    data, tok = data_path, tokenizer_path
+    stride = post.get("stride", ev.get("stride", 0)) if post.get("mode", ev.get("mode")) == "sliding" else 0
+    return {"DATA_PATH": str(Path(data).resolve()), "TOKENIZER_PATH": str(Path(tok).resolve()),
+            "VOCAB_SIZE": str(cfg.get("vocab_size", 1024)),
+            "EVAL_SEQ_LEN": str(post.get("seq_len", ev.get("seq_len"))),
+            "EVAL_STRIDE": str(stride),
+            "MAX_EVAL_TOKENS": str(cfg.get("max_eval_tokens", 0) or 0),
+            "VAL_BATCH_SIZE": str(cfg.get("val_batch_size", 524_288))}
+
+
+def headline(ev: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """(the scored block, eval_method) from what actually ran: post+TTT when eval.json has a
+    post_ttt on the artifact (TTT on full-precision weights is a diagnostic, never a score)."""
+    base = f"sliding(stride={ev.get('stride')})" if ev.get("mode") == "sliding" else "roundtrip"
+    t = ev.get("post_ttt") or {}
+    if t.get("weights") == "post" and t.get("val_bpb") is not None:
+        return dict(t), f"ttt({t.get('ttt')}, score-first)+{base}"
+    return dict(ev["post"]), base
+
+
+def eval_seconds(ev: Mapping[str, Any]) -> float | None:
+    """Measured seconds of what the submission runs at eval: every post-quant scoring pass
+    (chunked and sliding when both ran) plus the TTT pass; pre-quant passes are diagnostics."""
+    posts = [m["post"] for m in (ev.get("modes") or {}).values() if m.get("post")] or [ev.get("post") or {}]
+    secs = [b.get("seconds") for b in posts]
+    t = ev.get("post_ttt") or {}
+    if t.get("weights") == "post":
+        secs.append(t.get("seconds"))
+    return None if any(x is None for x in secs) else float(sum(secs))
