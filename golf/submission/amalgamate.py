@@ -115,6 +115,27 @@ def module_closure(entry: str, src_roots: list[Path] | None = None,
     return closure
 
 
+def _is_docstring(node: ast.stmt) -> bool:
+    return (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str))
+
+
+def strip_docs(source: str) -> str:
+    """The source as shipped: the same syntax tree without docstrings, comments or layout.
+
+    Why: every byte of code is a byte the model cannot use, and the docstrings and comments
+    that explain golfkit to its readers do nothing in a submission (no shipped module reads
+    __doc__). The result is rebuilt by ast.unparse, so it depends only on the source and the
+    Python version, never on the process."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) \
+                and body and _is_docstring(body[0]):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree) + "\n"
+
+
 def _literal(source: str) -> str:
     """A readable triple-quoted literal that evaluates back to `source` exactly."""
     body = (source.replace("\\", "\\\\").replace("'''", "\\'\\'\\'").replace("\r", "\\r"))
@@ -166,7 +187,7 @@ def render_plain(closure: Closure, entry: str) -> bytes:
              f"{', '.join(sorted(closure.third_party)) or 'none'}.\n\"\"\"\n",
              "_SOURCES = {}\n"]
     for n in names:
-        src = closure.modules[n].path.read_text(encoding="utf-8")
+        src = strip_docs(closure.modules[n].path.read_text(encoding="utf-8"))
         parts.append(f"_SOURCES[{n!r}] = {_literal(src)}\n")
     pkgs = sorted(n for n in names if closure.modules[n].is_package)
     # a sorted literal, never repr(set): a set's order follows PYTHONHASHSEED, which would make
