@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import budget as fitter
+from . import fitter
 from .artifact import (build_artifact, logical_streams, lqer_stream_name, pass_stream_name,
                        state_dict_from_tensors)
 from .baseline import baseline_keep_float, baseline_quantize_tensor
