@@ -94,16 +94,23 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
     stream_codecs narrows the codecs tried for named streams (the budget fitter uses each
     stream's earlier winner while it iterates; the final build tries them all again)."""
     cache = cache or StreamCache()
+    entries, raw_streams = _tensor_entries(tensors)
+    chosen = _compress_streams(raw_streams, codecs, cache, shuffle_fp16, stream_codecs)
+    chosen, moved = _join_codes(raw_streams, chosen, codecs, cache)
+    streams, payload = _lay_out(chosen, entries, moved)
+    return _seal(meta, streams, entries, payload), streams
+
+
+def _tensor_entries(tensors: list[QTensor]) -> tuple[list[dict], dict[str, bytearray]]:
+    """Header entry per tensor, and the raw streams (in first-use order) its references point
+    into as [stream name, byte offset, byte length]."""
     raw_streams: dict[str, bytearray] = {}
-    order: list[str] = []
     entries: list[dict] = []
 
     def put(stream: str, data: bytes) -> list:
-        if stream not in raw_streams:
-            raw_streams[stream] = bytearray()
-            order.append(stream)
-        off = len(raw_streams[stream])
-        raw_streams[stream] += data
+        buf = raw_streams.setdefault(stream, bytearray())
+        off = len(buf)
+        buf += data
         return [stream, off, len(data)]
 
     for qt in tensors:
@@ -130,19 +137,26 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
         else:
             raise ValueError(f"unknown tensor kind {qt.kind!r} for {qt.name}")
         entries.append(e)
+    return entries, raw_streams
 
+
+def _compress_streams(raw_streams: dict[str, bytearray], codecs: tuple[str, ...],
+                      cache: StreamCache, shuffle_fp16: bool,
+                      stream_codecs: Mapping[str, tuple[str, ...]] | None) -> dict[str, dict]:
+    """Each stream under its smallest allowed codec, fp16/fp32 streams also tried byte-shuffled
+    (kept only when smaller)."""
     def plan(name: str) -> tuple[bytes, tuple[str, ...], int]:
         width = 1
         if shuffle_fp16 and (name.endswith("float16") or name.endswith("float32")):
             width = 2 if name.endswith("float16") else 4
         return bytes(raw_streams[name]), tuple((stream_codecs or {}).get(name, codecs)), width
 
-    plans = {name: plan(name) for name in order}
+    plans = {name: plan(name) for name in raw_streams}
     jobs = [(raw, use) for raw, use, _w in plans.values()]
     jobs += [(shuffle(raw, w), use) for raw, use, w in plans.values() if w > 1]
     cache.prefetch(jobs)  # every stream and codec at once, on all cores
     chosen: dict[str, dict] = {}
-    for name in order:
+    for name in raw_streams:
         raw, use, width = plans[name]
         codec, blob, sizes = cache.best(raw, use)
         if width > 1:
@@ -153,24 +167,37 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
                 width = 1
         chosen[name] = {"name": name, "codec": codec, "blob": blob, "raw_length": len(raw),
                         "shuffle": width, "sizes": dict(sizes)}
+    return chosen
 
-    code_names = [n for n in order if n.startswith("codes/")]
-    moved: dict[str, tuple[str, int]] = {}  # codes/<name> -> (joint stream, offset inside it)
-    if "rans" in codecs and code_names:
-        blob, shares = cache.joint([bytes(raw_streams[n]) for n in code_names])
-        if len(blob) < sum(len(chosen[n]["blob"]) for n in code_names):
-            parts, off = [], 0
-            for n, share in zip(code_names, shares):
-                moved[n] = (JOINT_CODES, off)
-                parts.append({"name": n, "offset": off, "raw_length": chosen[n]["raw_length"],
-                              "bytes": share, "standalone_codec": chosen[n]["codec"],
-                              "sizes": {**chosen[n]["sizes"], "rans": share}})
-                off += chosen[n]["raw_length"]
-            chosen = {JOINT_CODES: {"name": JOINT_CODES, "codec": "rans", "blob": blob,
-                                    "raw_length": off, "shuffle": 1, "sizes": {"rans": len(blob)},
-                                    "parts": parts},
-                      **{n: c for n, c in chosen.items() if n not in moved}}
 
+def _join_codes(raw_streams: dict[str, bytearray], chosen: dict[str, dict],
+                codecs: tuple[str, ...], cache: StreamCache
+                ) -> tuple[dict[str, dict], dict[str, tuple[str, int]]]:
+    """Replace the per-tensor code streams by one joint rANS stream when rans is allowed and
+    that is smaller; returns the streams and codes/<name> -> (joint stream, offset inside it)."""
+    code_names = [n for n in raw_streams if n.startswith("codes/")]
+    moved: dict[str, tuple[str, int]] = {}
+    if "rans" not in codecs or not code_names:
+        return chosen, moved
+    blob, shares = cache.joint([bytes(raw_streams[n]) for n in code_names])
+    if len(blob) >= sum(len(chosen[n]["blob"]) for n in code_names):
+        return chosen, moved
+    parts, off = [], 0
+    for n, share in zip(code_names, shares):
+        moved[n] = (JOINT_CODES, off)
+        parts.append({"name": n, "offset": off, "raw_length": chosen[n]["raw_length"],
+                      "bytes": share, "standalone_codec": chosen[n]["codec"],
+                      "sizes": {**chosen[n]["sizes"], "rans": share}})
+        off += chosen[n]["raw_length"]
+    joint = {"name": JOINT_CODES, "codec": "rans", "blob": blob, "raw_length": off,
+             "shuffle": 1, "sizes": {"rans": len(blob)}, "parts": parts}
+    return {JOINT_CODES: joint, **{n: c for n, c in chosen.items() if n not in moved}}, moved
+
+
+def _lay_out(chosen: dict[str, dict], entries: list[dict], moved: dict[str, tuple[str, int]]
+             ) -> tuple[list[dict], bytearray]:
+    """Streams back to back in the payload; every entry's reference rewritten from stream name
+    to stream index (and into the joint stream for moved codes)."""
     streams: list[dict] = []
     payload = bytearray()
     index = {}
@@ -188,6 +215,12 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
                 e[key][0] = index[e[key][0]]
         if "lqer" in e:
             e["lqer"]["data"][0] = index[e["lqer"]["data"][0]]
+    return streams, payload
+
+
+def _seal(meta: Mapping[str, Any], streams: list[dict], entries: list[dict],
+          payload: bytearray) -> bytes:
+    """Prefix + checksummed brotli JSON header + payload: the artifact's exact bytes."""
     table = [{k: v for k, v in st.items() if k not in ("sizes", "parts")} for st in streams]
     header = {"format": "golfkit-quant", "version": FORMAT_VERSION, "meta": dict(meta),
               "streams": table, "tensors": entries, "payload_len": len(payload),
@@ -195,7 +228,7 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
     hjson = json.dumps(header, sort_keys=True, separators=(",", ":"), default=str).encode()
     hbytes = compress(hjson, "brotli")  # ~7x smaller: ~25 KB of an 11L budget back for weights
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(hbytes), hashlib.sha256(hbytes).digest())
-    return prefix + hbytes + bytes(payload), streams
+    return prefix + hbytes + bytes(payload)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> int:

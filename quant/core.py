@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import budget as fitter
+from . import fitter
 from .artifact import (build_artifact, logical_streams, lqer_stream_name, pass_stream_name,
                        state_dict_from_tensors)
 from .baseline import baseline_keep_float, baseline_quantize_tensor
@@ -281,6 +281,28 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     meta.update(quant_method=method, quant_seed=seed)
     cache = StreamCache()
     hessians = dict(hessians or {})
+    if method == "int8" or method in RECORD_METHODS:
+        return _unfitted(method, sd, aliases, hessians, meta, policy, cache, budget_bytes,
+                         device, log)
+    slots, items = _plan_items(sd, aliases, hessians, method, policy, log, device,
+                               lqer_ranks if budget_bytes is not None else ())
+    if budget_bytes is None:
+        tensors = _assemble(slots, items, [fitter.J0] * len(items))
+    else:
+        curves = _curves(items, policy, sensitivity, loss_slopes, error_norm, log)
+        tensors = _fit_to_budget(slots, items, curves, int(budget_bytes), meta, policy, cache, log)
+    q = QuantizedModel(tensors, meta, policy, method, cache, budget_bytes)
+    if budget_bytes is not None and q.total_bytes > budget_bytes:  # cannot happen; guard anyway
+        raise BudgetError(f"internal error: artifact {q.total_bytes} > budget {budget_bytes}")
+    return q
+
+
+def _unfitted(method: str, sd: Mapping[str, torch.Tensor], aliases: dict[str, str],
+              hessians: dict[str, torch.Tensor], meta: dict, policy: QuantPolicy,
+              cache: StreamCache, budget_bytes: int | None, device: str,
+              log: Callable[[str], None]) -> QuantizedModel:
+    """The int8 baseline or a record's quantizer: its size is set by its own rule, never fitted,
+    so a budget it exceeds is an error naming the method that can fit one."""
     if method == "int8":
         tensors = _int8_baseline(sd, aliases, policy)
         q = QuantizedModel(tensors, meta, policy, method, cache, budget_bytes)
@@ -288,16 +310,22 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
             raise BudgetError(f"int8 baseline artifact is {q.total_bytes:,} bytes, over the budget "
                               f"of {budget_bytes:,}; use QUANT_METHOD=gptq or rtn to fit a budget")
         return q
-    if method in RECORD_METHODS:  # the record sets its size by its k; never fitted
-        policy = record_policy(method, policy)
-        tensors = record_quantize(method, sd, aliases, hessians, policy, _passthrough, device, log)
-        q = QuantizedModel(tensors, meta, policy, method, cache, budget_bytes)
-        if budget_bytes is not None and q.total_bytes > budget_bytes:
-            raise BudgetError(f"{method} artifact is {q.total_bytes:,} bytes, over the budget of "
-                              f"{budget_bytes:,}; the record's quantizer is not fitted to a "
-                              "budget: use QUANT_METHOD=gptq to fit one")
-        return q
+    policy = record_policy(method, policy)
+    tensors = record_quantize(method, sd, aliases, hessians, policy, _passthrough, device, log)
+    q = QuantizedModel(tensors, meta, policy, method, cache, budget_bytes)
+    if budget_bytes is not None and q.total_bytes > budget_bytes:
+        raise BudgetError(f"{method} artifact is {q.total_bytes:,} bytes, over the budget of "
+                          f"{budget_bytes:,}; the record's quantizer is not fitted to a "
+                          "budget: use QUANT_METHOD=gptq to fit one")
+    return q
 
+
+def _plan_items(sd: Mapping[str, torch.Tensor], aliases: dict[str, str],
+                hessians: dict[str, torch.Tensor], method: str, policy: QuantPolicy,
+                log: Callable[[str], None], device: str, lqer_ranks: tuple[int, ...]
+                ) -> tuple[list[QTensor | _Item], list[_Item]]:
+    """One slot per tensor in state_dict order: aliases and small tensors as they are stored,
+    the rest as _Items to quantize (also returned alone, in the same order)."""
     slots: list[QTensor | _Item] = []
     items: list[_Item] = []
     for name, t in sd.items():
@@ -309,8 +337,7 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
         if cls == "small":
             slots.append(_passthrough(name, t, cls, policy))
             continue
-        item = _Item(name, t, cls, policy, hessians.get(name), method, log, device,
-                     lqer_ranks if budget_bytes is not None else ())
+        item = _Item(name, t, cls, policy, hessians.get(name), method, log, device, lqer_ranks)
         slots.append(item)
         items.append(item)
     paths: dict[str, int] = {}
@@ -321,52 +348,60 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     if method == "gptq" and any(it.method == "rtn" for it in items):
         log(f"quant:warning {sum(it.method == 'rtn' for it in items)} tensors have no Hessian: "
             "round-to-nearest for those")
+    return slots, items
 
-    def assemble(choice: list[int]) -> list[QTensor]:
-        it_index = {id(it): i for i, it in enumerate(items)}
-        return [s if isinstance(s, QTensor) else s.realize(choice[it_index[id(s)]]) for s in slots]
 
-    if budget_bytes is None:
-        tensors = assemble([fitter.J0] * len(items))
+def _assemble(slots: list[QTensor | _Item], items: list[_Item], choice: list[int]
+              ) -> list[QTensor]:
+    """Every slot as a QTensor, each item realized at its chosen fitter option."""
+    it_index = {id(it): i for i, it in enumerate(items)}
+    return [s if isinstance(s, QTensor) else s.realize(choice[it_index[id(s)]]) for s in slots]
+
+
+def _curves(items: list[_Item], policy: QuantPolicy, sensitivity: Mapping[str, float] | None,
+            loss_slopes: Mapping[str, float] | None, error_norm: float,
+            log: Callable[[str], None]) -> list[fitter.Curve]:
+    """Each item's predicted rate/distortion curve, its error weighted by sensitivity times the
+    measured loss slope (or, without slopes, the error-norm multiplier)."""
+    sens = dict(sensitivity or {})
+    measured = _slope_multipliers(items, loss_slopes or {})
+    if measured:
+        log(f"quant:loss_slopes measured:{sum(n in (loss_slopes or {}) for n in measured)} "
+            f"of {len(items)} tensors (others use the median)")
     else:
-        sens = dict(sensitivity or {})
-        measured = _slope_multipliers(items, loss_slopes or {})
-        if measured:
-            log(f"quant:loss_slopes measured:{sum(n in (loss_slopes or {}) for n in measured)} "
-                f"of {len(items)} tensors (others use the median)")
-        else:
-            measured = _norm_multipliers(items, error_norm)
-        curves = [fitter.predict_curve(it.w, it.base_step, it.bits, it.col_weight,
-                                       float(sens.get(it.name, 1.0)) * measured.get(it.name, 1.0),
-                                       policy.float_rung, it.lqer_ranks)
-                  for it in items]
+        measured = _norm_multipliers(items, error_norm)
+    return [fitter.predict_curve(it.w, it.base_step, it.bits, it.col_weight,
+                                 float(sens.get(it.name, 1.0)) * measured.get(it.name, 1.0),
+                                 policy.float_rung, it.lqer_ranks)
+            for it in items]
 
-        winners: dict[str, tuple[str, ...]] = {}
 
-        def measure(choice: list[int]) -> tuple[int, list[int]]:
-            tensors = assemble(choice)
-            blob, streams = build_artifact(tensors, meta, policy.compressors, cache,
-                                           policy.shuffle_fp16, winners)
-            logical = logical_streams(streams)
-            for name, st in logical.items():  # later rounds try only the codec that won
-                if name.startswith("codes/") and st["standalone_codec"] not in ("raw", "rans"):
-                    winners.setdefault(name, (st["standalone_codec"],))
-            by_name = {name: st["length"] for name, st in logical.items()}
-            own = []  # each tensor's own stream; row scales counted at their raw fp16 size
-            for qt in tensors:
-                if qt.cls in CLASSES:
-                    own.append(by_name[pass_stream_name(qt)] if qt.kind == "pass"
-                               else by_name[f"codes/{qt.name}"] + 2 * qt.codes.shape[0]
-                               + (by_name[lqer_stream_name(qt.name)] if qt.lqer else 0))
-            return len(blob), own
+def _fit_to_budget(slots: list[QTensor | _Item], items: list[_Item], curves: list[fitter.Curve],
+                   budget_bytes: int, meta: dict, policy: QuantPolicy, cache: StreamCache,
+                   log: Callable[[str], None]) -> list[QTensor]:
+    """Run the fitter with exact artifact builds as its measurement; the chosen tensors."""
+    winners: dict[str, tuple[str, ...]] = {}
 
-        fixed_guess = 4096 + sum(
-            s.data.nbytes for s in slots if isinstance(s, QTensor) and s.kind == "pass")
-        choice, _total = fitter.fit_budget(curves, int(budget_bytes),
-                                           lambda i, j: items[i].realize(j), measure,
-                                           fixed_guess, log, initial_ratio=_codec_ratio(policy))
-        tensors = assemble(choice)
-    q = QuantizedModel(tensors, meta, policy, method, cache, budget_bytes)
-    if budget_bytes is not None and q.total_bytes > budget_bytes:  # cannot happen; guard anyway
-        raise BudgetError(f"internal error: artifact {q.total_bytes} > budget {budget_bytes}")
-    return q
+    def measure(choice: list[int]) -> tuple[int, list[int]]:
+        tensors = _assemble(slots, items, choice)
+        blob, streams = build_artifact(tensors, meta, policy.compressors, cache,
+                                       policy.shuffle_fp16, winners)
+        logical = logical_streams(streams)
+        for name, st in logical.items():  # later rounds try only the codec that won
+            if name.startswith("codes/") and st["standalone_codec"] not in ("raw", "rans"):
+                winners.setdefault(name, (st["standalone_codec"],))
+        by_name = {name: st["length"] for name, st in logical.items()}
+        own = []  # each tensor's own stream; row scales counted at their raw fp16 size
+        for qt in tensors:
+            if qt.cls in CLASSES:
+                own.append(by_name[pass_stream_name(qt)] if qt.kind == "pass"
+                           else by_name[f"codes/{qt.name}"] + 2 * qt.codes.shape[0]
+                           + (by_name[lqer_stream_name(qt.name)] if qt.lqer else 0))
+        return len(blob), own
+
+    fixed_guess = 4096 + sum(
+        s.data.nbytes for s in slots if isinstance(s, QTensor) and s.kind == "pass")
+    choice, _total = fitter.fit_budget(curves, budget_bytes, lambda i, j: items[i].realize(j),
+                                       measure, fixed_guess, log,
+                                       initial_ratio=_codec_ratio(policy))
+    return _assemble(slots, items, choice)

@@ -253,29 +253,32 @@ def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], o
     return [int(orders[i][k]) for i, k in enumerate(choice)], total
 
 
-def _fit(curves: list[Curve], budget: int, realize: Callable[[int, int], object],
-         measure: Callable[[list[int]], tuple[int, list[int]]], fixed_guess: int,
-         log: Callable[[str], None], slack: int, max_rounds: int,
-         initial_ratio: float) -> tuple[list[int], int]:
-    """fit_budget on options ordered finest (most bytes) first."""
-    n = len(curves)
-    rate = np.stack([c.rate for c in curves]) if n else np.zeros((0, N_OPTIONS))
-    dist = np.stack([c.dist for c in curves]) if n else np.zeros((0, N_OPTIONS))
-    last = rate.shape[1] - 1
-    fixed = float(fixed_guess)
-    margin = 512.0
-    best: tuple[list[int], int] | None = None
-    measured: dict[tuple[int, ...], tuple[int, list[int]]] = {}
-    seen: list[dict[int, float]] = [dict() for _ in range(n)]  # tensor -> {j: actual - predicted}
+class _Fit:
+    """State shared by the fit's phases: the predicted curves, every exact build measured so
+    far (cached by choice) and the per-step corrections those builds taught."""
 
-    def predicted() -> np.ndarray:
+    def __init__(self, curves: list[Curve], budget: int, realize: Callable[[int, int], object],
+                 measure: Callable[[list[int]], tuple[int, list[int]]],
+                 log: Callable[[str], None], initial_ratio: float) -> None:
+        n = len(curves)
+        self.n, self.budget, self.log = n, budget, log
+        self.rate = np.stack([c.rate for c in curves]) if n else np.zeros((0, N_OPTIONS))
+        self.dist = np.stack([c.dist for c in curves]) if n else np.zeros((0, N_OPTIONS))
+        self.last = self.rate.shape[1] - 1
+        self.rows = np.arange(n)
+        self.measured: dict[tuple[int, ...], tuple[int, list[int]]] = {}
+        self.seen: list[dict[int, float]] = [dict() for _ in range(n)]  # {j: actual - predicted}
+        self._realize, self._measure, self._ratio = realize, measure, initial_ratio
+
+    def predicted(self) -> np.ndarray:
         """Predicted code bytes per (tensor, step): the entropy estimate plus the measured
         correction, interpolated over steps (GPTQ codes and real coders deviate from the RTN
         entropy differently at each step; additive so near-empty streams stay well-behaved)."""
-        out = rate * initial_ratio
+        rate = self.rate
+        out = rate * self._ratio
         out[:, FLOAT] = rate[:, FLOAT]  # FP16_RATIO already is a compressed-size guess
         grid = np.arange(1, rate.shape[1])
-        for i, pts in enumerate(seen):
+        for i, pts in enumerate(self.seen):
             if FLOAT in pts:
                 out[i, FLOAT] = max(rate[i, FLOAT] + pts[FLOAT], 1.0)
             js = sorted(j for j in pts if j != FLOAT)  # fp16 bytes say nothing about codes
@@ -283,43 +286,76 @@ def _fit(curves: list[Curve], budget: int, realize: Callable[[int, int], object]
                 out[i, 1:] = np.maximum(rate[i, 1:] + np.interp(grid, js, [pts[j] for j in js]), 1.0)
         return out
 
-    def run(choice: list[int]) -> tuple[int, list[int]]:
+    def run(self, choice: list[int]) -> tuple[int, list[int]]:
+        """Exact (total bytes, per-tensor stream bytes) of a choice, built once per choice."""
         key = tuple(choice)
-        if key not in measured:
+        if key not in self.measured:
             for i, j in enumerate(choice):
-                realize(i, j)
-            measured[key] = measure(list(choice))
-            for i, (j, b) in enumerate(zip(choice, measured[key][1])):
-                seen[i][j] = b - rate[i, j]
-        return measured[key]
+                self._realize(i, j)
+            self.measured[key] = self._measure(list(choice))
+            for i, (j, b) in enumerate(zip(choice, self.measured[key][1])):
+                self.seen[i][j] = b - self.rate[i, j]
+        return self.measured[key]
 
+    def error(self, choice: list[int]) -> float:
+        """Total predicted distortion of a choice."""
+        return self.dist[self.rows, list(choice)].sum()
+
+
+def _fit(curves: list[Curve], budget: int, realize: Callable[[int, int], object],
+         measure: Callable[[list[int]], tuple[int, list[int]]], fixed_guess: int,
+         log: Callable[[str], None], slack: int, max_rounds: int,
+         initial_ratio: float) -> tuple[list[int], int]:
+    """fit_budget on options ordered finest (most bytes) first: bisect the byte target, step
+    back if nothing fitted, repair a better over-budget build, refine with exact builds."""
+    st = _Fit(curves, budget, realize, measure, log, initial_ratio)
+    best, choice, total, done = _bisect(st, fixed_guess, slack, max_rounds)
+    if done:
+        return choice, total
+    if best is None:  # still over: step back greedily, cheapest distortion per saved byte first
+        best = _step_back(st, list(choice), total)
+    choice, total = best
+    if budget - total > slack:  # an over-budget choice with less error may be repaired instead
+        choice, total = _repair(st, choice, total, max_rounds)
+    choice, total = _refine(st, choice, total, slack)
+    _log_done(st, choice, total, slack)
+    return choice, total
+
+
+def _bisect(st: _Fit, fixed_guess: int, slack: int, max_rounds: int
+            ) -> tuple[tuple[list[int], int] | None, list[int], int, bool]:
+    """Bisect the code-byte target between the largest target whose choice fitted (lo) and the
+    smallest whose choice was over (hi). Repeated choices cost nothing (measurements are cached).
+    Returns (best fitting build or None, last choice, its total, whether the fit is done)."""
+    budget = st.budget
+    fixed = float(fixed_guess)
+    margin = 512.0
+    best: tuple[list[int], int] | None = None
     choice, total = [], 0
-    # Bisect the code-byte target between the largest target whose choice fitted (lo) and the
-    # smallest whose choice was over (hi). Repeated choices cost nothing (measurements are cached).
     lo: float | None = None
     hi: float | None = None
     target = budget - fixed - margin
     builds = 0
     for rnd in range(4 * max_rounds):
-        choice = [int(c) for c in lagrange_choice(predicted(), dist, target)]
-        fresh = tuple(choice) not in measured
+        choice = [int(c) for c in lagrange_choice(st.predicted(), st.dist, target)]
+        fresh = tuple(choice) not in st.measured
         if fresh and builds >= max_rounds:
             break
-        total, code_bytes = run(choice)
+        total, code_bytes = st.run(choice)
         if fresh:
             builds += 1
-            log(f"quant:fit round:{builds} target_codes:{int(target)} total:{total} "
-                f"budget:{budget} under:{budget - total}")
+            st.log(f"quant:fit round:{builds} target_codes:{int(target)} total:{total} "
+                   f"budget:{budget} under:{budget - total}")
             fixed = total - sum(code_bytes)
         if total <= budget:
             if best is None or total > best[1]:
                 best = (choice, total)
             if budget - total <= slack or all(j == 0 for j in choice):
-                return choice, total
+                return best, choice, total, True
             lo = target if lo is None else max(lo, target)
             target = target + (budget - total) if hi is None else (lo + hi) / 2
         else:
-            if all(j == last for j in choice):
+            if all(j == st.last for j in choice):
                 raise BudgetError(f"budget of {budget:,} bytes is impossible: the smallest artifact "
                                   f"this model and policy can reach is {total:,} bytes (every "
                                   "tensor at its coarsest step); raise BUDGET_BYTES or keep fewer "
@@ -332,40 +368,54 @@ def _fit(curves: list[Curve], budget: int, realize: Callable[[int, int], object]
                 target = (lo + hi) / 2
         if lo is not None and hi is not None and hi - lo < 16:
             break
-    if best is None:  # still over: step back greedily, cheapest distortion per saved byte first
-        choice, total = list(choice), total
-        while total > budget:
-            cand = [(dist[i, j + 1] - dist[i, j]) / max(rate[i, j] - rate[i, j + 1], 1e-9)
-                    if j + 1 <= last else np.inf for i, j in enumerate(choice)]
-            i = int(np.argmin(cand))
-            if not np.isfinite(cand[i]):
-                raise BudgetError(f"budget of {budget:,} bytes is impossible: the smallest artifact "
-                                  f"this model and policy can reach is {total:,} bytes; raise "
-                                  "BUDGET_BYTES")
-            choice[i] += 1
-            total, _ = run(choice)
-        best = (choice, total)
-    choice, total = best
-    rows = np.arange(n)
-    if budget - total > slack:  # an over-budget choice with less error may be repaired instead
-        better = [(float(dist[rows, list(c)].sum()), list(c), t) for c, (t, _) in measured.items()
-                  if t > budget and dist[rows, list(c)].sum() < dist[rows, choice].sum()]
-        if better:
-            _d, trial, t_total = min(better)
-            pad = 1024.0
-            for _ in range(max_rounds):
-                trial = _coarsen(predicted(), dist, trial, t_total - budget + pad)
-                if trial is None:
-                    break
-                t_total, _ = run(trial)
-                log(f"quant:fit repair total:{t_total} budget:{budget} under:{budget - t_total}")
-                if t_total <= budget:
-                    if dist[rows, trial].sum() < dist[rows, choice].sum():
-                        choice, total = trial, t_total
-                    break
-                pad *= 2
-    pred_now = predicted()
-    for _ in range(4 * n + 8):  # still more than `slack` under: refine with exact measurements
+    return best, choice, total, False
+
+
+def _step_back(st: _Fit, choice: list[int], total: int) -> tuple[list[int], int]:
+    """Coarsen one tensor at a time, least distortion per saved byte first, until it fits."""
+    rate, dist = st.rate, st.dist
+    while total > st.budget:
+        cand = [(dist[i, j + 1] - dist[i, j]) / max(rate[i, j] - rate[i, j + 1], 1e-9)
+                if j + 1 <= st.last else np.inf for i, j in enumerate(choice)]
+        i = int(np.argmin(cand))
+        if not np.isfinite(cand[i]):
+            raise BudgetError(f"budget of {st.budget:,} bytes is impossible: the smallest artifact "
+                              f"this model and policy can reach is {total:,} bytes; raise "
+                              "BUDGET_BYTES")
+        choice[i] += 1
+        total, _ = st.run(choice)
+    return choice, total
+
+
+def _repair(st: _Fit, choice: list[int], total: int, max_rounds: int) -> tuple[list[int], int]:
+    """Take the over-budget build with the least error that beats the fitting one and coarsen it
+    (doubling the predicted saving asked for) until it fits; keep it if it still has less error."""
+    budget = st.budget
+    better = [(float(st.error(c)), list(c), t) for c, (t, _) in st.measured.items()
+              if t > budget and st.error(c) < st.error(choice)]
+    if not better:
+        return choice, total
+    _d, trial, t_total = min(better)
+    pad = 1024.0
+    for _ in range(max_rounds):
+        trial = _coarsen(st.predicted(), st.dist, trial, t_total - budget + pad)
+        if trial is None:
+            break
+        t_total, _ = st.run(trial)
+        st.log(f"quant:fit repair total:{t_total} budget:{budget} under:{budget - t_total}")
+        if t_total <= budget:
+            if st.error(trial) < st.error(choice):
+                choice, total = trial, t_total
+            break
+        pad *= 2
+    return choice, total
+
+
+def _refine(st: _Fit, choice: list[int], total: int, slack: int) -> tuple[list[int], int]:
+    """While more than `slack` under: try the best-gain one-step-finer moves with exact builds."""
+    budget, dist = st.budget, st.dist
+    pred_now = st.predicted()
+    for _ in range(4 * st.n + 8):
         if budget - total <= slack or all(j == 0 for j in choice):
             break
         room = budget - total
@@ -382,17 +432,22 @@ def _fit(curves: list[Curve], budget: int, realize: Callable[[int, int], object]
         for _gain, i in opts[:4]:
             trial = list(choice)
             trial[i] -= 1
-            t_total, _ = run(trial)
+            t_total, _ = st.run(trial)
             if t_total <= budget:
                 choice, total, moved = trial, t_total, True
                 break
         if not moved:
             break
-    log(f"quant:fit done total:{total} budget:{budget} under:{budget - total}")
+    return choice, total
+
+
+def _log_done(st: _Fit, choice: list[int], total: int, slack: int) -> None:
+    """The fit's last log line, and why it stopped short of `slack` when it did."""
+    budget = st.budget
+    st.log(f"quant:fit done total:{total} budget:{budget} under:{budget - total}")
     if budget - total > slack:
         if all(j <= 1 for j in choice):
-            log("quant:fit every tensor is in fp16 or at its finest step; the next option (one "
-                "more tensor in fp16) does not fit, or costs more error than it saves")
+            st.log("quant:fit every tensor is in fp16 or at its finest step; the next option (one "
+                   "more tensor in fp16) does not fit, or costs more error than it saves")
         else:
-            log("quant:fit no finer step of any tensor fits the remaining room")
-    return choice, total
+            st.log("quant:fit no finer step of any tensor fits the remaining room")
