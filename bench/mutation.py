@@ -59,7 +59,7 @@ TARGETS: tuple[Target, ...] = (
             "test_gptq_first_block_error_feedback_matches_a_column_by_column_solve")),
     Target("scalar quantizers", "quant/scalar.py", (),
            ("tests/test_quant_math.py", "tests/test_scalar_reference.py")),
-    Target("fitter guard", "quant/budget.py", ("fit_budget",),
+    Target("fitter guard", "quant/fitter.py", ("fit_budget",),
            ("tests/test_fitter_guard.py", "tests/test_properties.py::"
             "test_fitter_never_returns_more_than_the_budget", "tests/test_properties.py::"
             "test_fitter_repair_turns_a_better_over_budget_choice_into_a_fitting_one")),

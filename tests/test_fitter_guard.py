@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from quant.budget import FLOAT, N_OPTIONS, Curve, _coarsen, fit_budget
+from quant.fitter import FLOAT, N_OPTIONS, Curve, _coarsen, fit_budget
 from quant.errors import BudgetError
 
 

@@ -17,7 +17,7 @@ import quant
 from golf.data.shards import HEADER_INTS, MAGIC, VERSION, read_shard, write_shard
 from golf.evaluate import window_plan
 from quant import rans
-from quant.budget import N_OPTIONS, Curve, fit_budget
+from quant.fitter import N_OPTIONS, Curve, fit_budget
 from quant.errors import BudgetError
 
 FEW = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
