@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from golf.bpb import ByteLUT, _varint, bpb_from_sums, piece_types, target_bytes
+from golf.bpb import ByteLUT, bpb_from_sums, target_bytes
+from golf.data.tokenizer import _varint, piece_types
 
 
 def _v(n: int) -> bytes:
