@@ -21,7 +21,7 @@ from .policy import CLASSES, QuantPolicy, classify, is_control
 from .records import RECORD_METHODS, record_policy, record_quantize
 from .scalar import (as_rows, clip_step, dequantize, hessian_error, qmax_for, round_scale,
                      rtn_codes)
-from .tensors import QTensor, dtype_name
+from .tensors import QTensor, alias_entry, dtype_name
 
 METHODS = ("gptq", "rtn", "int8", *RECORD_METHODS)
 
@@ -94,8 +94,7 @@ def _int8_baseline(sd: Mapping[str, torch.Tensor], aliases: dict[str, str],
     for name, t in sd.items():
         t = t.detach().cpu().contiguous()
         if name in aliases:
-            out.append(QTensor(name=name, shape=tuple(t.shape), dtype=dtype_name(t.dtype),
-                               cls="alias", kind="alias", alias_of=aliases[name]))
+            out.append(alias_entry(name, t, aliases[name]))
         elif not t.is_floating_point():
             out.append(_passthrough(name, t, "small", policy))
         elif t.numel() <= policy.small_numel:
@@ -330,8 +329,7 @@ def _plan_items(sd: Mapping[str, torch.Tensor], aliases: dict[str, str],
     items: list[_Item] = []
     for name, t in sd.items():
         if name in aliases:
-            slots.append(QTensor(name=name, shape=tuple(t.shape), dtype=dtype_name(t.dtype),
-                                 cls="alias", kind="alias", alias_of=aliases[name]))
+            slots.append(alias_entry(name, t, aliases[name]))
             continue
         cls = classify(name, t.numel(), t.ndim, t.is_floating_point(), policy)
         if cls == "small":

@@ -28,7 +28,7 @@ from .gptq import gptq_quantize
 from .lqer import RECORD_FORMAT, make_lqer
 from .policy import ClassPolicy, ClipRule, QuantPolicy, classify
 from .scalar import as_rows, clip_step, dequantize, hessian_error, qmax_for, round_scale, rtn_codes
-from .tensors import QTensor, dtype_name
+from .tensors import QTensor, alias_entry, dtype_name
 
 RECORD_METHODS = ("record_1060", "record_1855")
 PERCENTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
@@ -125,8 +125,7 @@ def record_quantize(method: str, sd: Mapping[str, torch.Tensor], aliases: Mappin
     out: list[QTensor] = []
     for name, t in sd.items():
         if name in aliases:
-            out.append(QTensor(name=name, shape=tuple(t.shape), dtype=dtype_name(t.dtype),
-                               cls="alias", kind="alias", alias_of=aliases[name]))
+            out.append(alias_entry(name, t, aliases[name]))
             continue
         cls = classify(name, t.numel(), t.ndim, t.is_floating_point(), policy)
         out.append(passthrough(name, t, cls, policy) if cls == "small" else

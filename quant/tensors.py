@@ -57,3 +57,9 @@ def dequant_tensor(qt: QTensor) -> torch.Tensor:
         target = TORCH_DTYPES.get(qt.dtype, t.dtype)
         return t.to(target)
     raise ValueError(f"alias {qt.name} has no data of its own")
+
+
+def alias_entry(name: str, t: torch.Tensor, alias_of: str) -> "QTensor":
+    """A tied weight stored once: the entry names the tensor it shares storage with."""
+    return QTensor(name=name, shape=tuple(t.shape), dtype=dtype_name(t.dtype), cls="alias",
+                   kind="alias", alias_of=alias_of)
