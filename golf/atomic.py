@@ -11,18 +11,23 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 
 @contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temp file beside `path`; on success it replaces `path`, on error it is removed."""
+def atomic_file(path: str | os.PathLike, mode: str = "wb",
+                check: Callable[[Path], Any] | None = None) -> Iterator[IO]:
+    """Open a temp file beside `path`; on success it replaces `path`, on error it is removed.
+    `check(temp path)` runs on the complete file first: raising there keeps `path` as it was
+    (a download validated before it takes a good file's name)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
+        if check is not None:
+            check(Path(tmp))
         os.replace(tmp, p)
     except OSError as exc:  # name the destination: a failed fh.write carries no file name
         Path(tmp).unlink(missing_ok=True)

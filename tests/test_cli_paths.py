@@ -295,3 +295,24 @@ def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     with atomic_file(tmp_path / "new" / "x.txt", "w") as fh:  # the folder is created
         fh.write("ok")
     assert (tmp_path / "new" / "x.txt").read_text() == "ok"
+
+
+def test_atomic_file_check_failure_keeps_the_old_file_and_no_temp(tmp_path):
+    """A download is validated on its temp file: a failed check leaves the good file as it was
+    and no temp file behind; a passing check sees the complete bytes."""
+    from golf.atomic import atomic_file
+    dest = tmp_path / "shard.bin"
+    dest.write_bytes(b"good")
+    seen = []
+
+    def bad(p):
+        seen.append(p.read_bytes())
+        raise ValueError("not a shard")
+    with pytest.raises(ValueError, match="not a shard"):
+        with atomic_file(dest, "wb", bad) as f:
+            f.write(b"new bytes")
+    assert seen == [b"new bytes"] and dest.read_bytes() == b"good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard.bin"]
+    with atomic_file(dest, "wb", lambda p: seen.append(p.read_bytes())) as f:
+        f.write(b"newer")
+    assert seen[-1] == b"newer" and dest.read_bytes() == b"newer"

@@ -11,13 +11,12 @@ import fnmatch
 import json
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from golf.atomic import atomic_write_json, file_sha256
+from golf.atomic import atomic_file, atomic_write_json, file_sha256
 from golf.data.shards import MANIFEST, read_header
 from golf.data.splits import DatasetPaths
 from golf.data.tokenizer import load_tokenizer, user_defined_pieces
@@ -47,10 +46,10 @@ class FinewebFiles:
 
 
 def _fetch(url: str, dest: Path, timeout: float, label: str, hint: str = "") -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    """Download `url` to `dest` atomically; a shard is validated before it takes the name."""
+    check = read_header if dest.suffix == ".bin" else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r, os.fdopen(fd, "wb") as f:
+        with urllib.request.urlopen(url, timeout=timeout) as r, atomic_file(dest, "wb", check) as f:
             total = int(r.headers.get("Content-Length") or 0)
             done = 0
             while chunk := r.read(1 << 20):
@@ -59,12 +58,7 @@ def _fetch(url: str, dest: Path, timeout: float, label: str, hint: str = "") -> 
                 if total:
                     print(f"\r{label}: {done / 1e6:.1f}/{total / 1e6:.1f} MB", end="", file=sys.stderr)
             print(file=sys.stderr)
-        if dest.suffix == ".bin":
-            read_header(tmp)
-        os.replace(tmp, dest)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         if isinstance(exc, ShardError):
             raise PrepareError(f"{dest}: downloaded shard is invalid ({exc}); run the command again") from None
         raise PrepareError(f"{url}: download failed ({exc}); this machine cannot fetch it: on one "
