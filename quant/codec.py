@@ -17,6 +17,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from . import rans
+
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
 
 
@@ -29,33 +31,31 @@ class Codec:
 
 
 def _zstd_c(data: bytes) -> bytes:
-    import zstandard
+    import zstandard  # optional dependency: only the codec that uses it needs it
     return zstandard.ZstdCompressor(level=22, write_content_size=True).compress(data)
 
 
 def _zstd_d(data: bytes) -> bytes:
-    import zstandard
+    import zstandard  # optional dependency: only the codec that uses it needs it
     return zstandard.ZstdDecompressor().decompress(data)
 
 
 def _brotli_c(data: bytes) -> bytes:
-    import brotli
+    import brotli  # optional dependency: only the codec that uses it needs it
     return brotli.compress(data, quality=11, lgwin=24)
 
 
 def _brotli_d(data: bytes) -> bytes:
-    import brotli
+    import brotli  # optional dependency: only the codec that uses it needs it
     return brotli.decompress(data)
 
 
 def _rans_c(data: bytes) -> bytes:
-    from .rans import encode
-    return encode(data)
+    return rans.encode(data)
 
 
 def _rans_d(data: bytes) -> bytes:
-    from .rans import decode
-    return decode(data)
+    return rans.decode(data)
 
 
 REGISTRY: dict[str, Codec] = {
@@ -166,12 +166,11 @@ class StreamCache:
     def joint(self, parts: list[bytes]) -> tuple[bytes, list[float]]:
         """rANS blob of the concatenated parts (one table each) and each part's share of its
         bytes (ideal coded bits, scaled so the shares sum to the blob size)."""
-        from .rans import encode_with_bits
         data = b"".join(parts)
         lengths = [len(p) for p in parts]
         key = hashlib.sha256(data + repr(lengths).encode()).digest()
         if key not in self._joint:
-            blob, bits = encode_with_bits(data, lengths)
+            blob, bits = rans.encode_with_bits(data, lengths)
             total = float(bits.sum())
             shares = ([float(b) * len(blob) / total for b in bits] if total > 0
                       else [len(blob) / max(len(parts), 1)] * len(parts))

@@ -19,6 +19,7 @@ from .gptq import gptq_quantize
 from .lqer import FITTER_FORMAT, make_lqer
 from .policy import CLASSES, QuantPolicy, classify, is_control
 from .records import RECORD_METHODS, record_policy, record_quantize
+from .report import build_report
 from .scalar import (as_rows, clip_step, dequantize, hessian_error, qmax_for, round_scale,
                      rtn_codes)
 from .tensors import QTensor, alias_entry, dtype_name
@@ -38,7 +39,6 @@ class QuantizedModel:
         self.meta = dict(meta)
         self._blob, self.streams = build_artifact(tensors, self.meta, policy.compressors,
                                                   cache or StreamCache(), policy.shuffle_fp16)
-        from .report import build_report
         self.report = build_report(self)
 
     @property

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .errors import BudgetError
+from .lqer import FITTER_FORMAT, factor_entropy_bytes, lqer_ladder
 from .scalar import qmax_for
 
 LADDER = np.arange(-40, 65)          # step multiplier 2^(j/16), 0.18x .. 16x the policy step
@@ -104,7 +105,6 @@ def _lqer_columns(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int, cw
     """Rate and distortion of step j + a rank-r correction, for every LQER step and rank: the
     plain step's (sampled) prediction, plus the factors' entropy-coded bytes, times the ratio
     of corrected to uncorrected weighted error measured on the full round-to-nearest matrix."""
-    from .lqer import FITTER_FORMAT, factor_entropy_bytes, lqer_ladder
     lr = np.zeros(len(ranks) * len(LQER_STEPS))
     ld = np.zeros_like(lr)
     for si, j in enumerate(LQER_STEPS):

@@ -148,7 +148,7 @@ def encode(data: bytes, lengths: list[int] | None = None, lanes: int | None = No
 def encode_with_bits(data: bytes, lengths: list[int] | None = None,
                      lanes: int | None = None) -> tuple[bytes, np.ndarray]:
     """encode(), plus each segment's ideal coded bits (its share of the blob, for reports)."""
-    import brotli
+    import brotli  # optional dependency: only this stream coder needs it
     sym = np.frombuffer(data, dtype=np.uint8)
     n = sym.size
     lengths = [n] if lengths is None else [int(x) for x in lengths]
@@ -182,7 +182,7 @@ def encode_with_bits(data: bytes, lengths: list[int] | None = None,
 
 def decode(blob: bytes) -> bytes:
     """Inverse of encode; raises RansError when the blob does not decode exactly."""
-    import brotli
+    import brotli  # optional dependency: only this stream coder needs it
     try:
         if blob[:4] != MAGIC:
             raise RansError("not a rANS blob (bad magic)")

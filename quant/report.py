@@ -96,7 +96,7 @@ def write_report(qmodel, json_path: str | os.PathLike, png_path: str | os.PathLi
     write_atomic(json_path, json.dumps(doc, indent=1, default=str).encode())
     if png_path is None:
         return
-    import matplotlib
+    import matplotlib  # optional for the artifact: plots only, and the packed script never plots
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = [r for r in qmodel.report if r["kind"] == "quant"]
