@@ -24,6 +24,7 @@ Rules (README "Nothing lost: who owns what" states the same):
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import time
@@ -31,7 +32,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from golf.atomic import atomic_write_json
 from golf.config import Config
+from golf.distributed import on_rank0
 from golf.errors import ConfigError, RunIOError
 
 CONFIG = "config.json"
@@ -134,7 +137,6 @@ def check_run_dir(run_dir: Path, cfg: Config, *, resuming: bool) -> None:
     """Refuse a reused run directory before any data is read. Rank 0 alone looks and every
     rank gets its verdict, so a slower rank never mistakes rank 0's fresh config.json for an
     earlier run."""
-    from golf.distributed import on_rank0
     problem = on_rank0("run_dir", lambda: run_dir_problem(run_dir, cfg, resuming=resuming))
     if problem:
         raise ConfigError([problem])
@@ -166,10 +168,8 @@ def start_run_dir(run_dir: Path, cfg: Config, world_size: int, *, resuming: bool
     with io_guard(f"creating {run_dir}", "nothing of this run was written yet"):
         run_dir.mkdir(parents=True, exist_ok=True)
         cleared = _clear_earlier_run(run_dir) if cfg.overwrite and not resuming else []
-        from golf.atomic import atomic_write_json
         record = {**{f"{k}_given": v for k, v in (given or {}).items()}, "cwd": os.getcwd()}
         if resuming and (run_dir / CONFIG).is_file():  # the first start's spelling and cwd stay
-            import json
             old = json.loads((run_dir / CONFIG).read_text())
             record.update({k: old[k] for k in record if k in old})
         atomic_write_json(run_dir / CONFIG, {**cfg.to_dict(), **record, "world_size": world_size})
@@ -187,7 +187,6 @@ def load_config(run_dir: str | os.PathLike, what: str = "RUN_DIR") -> Config:
     """A run's config.json with its paths made absolute: relative ones (runs written before
     paths were recorded absolute) against the recorded cwd, else the current one if they exist
     there, else one error naming the fix."""
-    import json
     rd = Path(run_dir)
     path = rd / CONFIG
     if not path.is_file():
@@ -285,8 +284,6 @@ def publish_pair(run_dir: Path, log: Callable[[str], None]) -> Path | None:
     missing = [n for n in (ARTIFACT, EVAL) if not (st / n).is_file()]
     if missing:
         raise RuntimeError(f"{st}: staged pair incomplete (missing {', '.join(missing)})")
-    import json
-    from golf.atomic import atomic_write_json
     report = json.loads((st / EVAL).read_text())
     if report.get("artifact") == str(st / ARTIFACT):  # where it will be, not where it was staged
         atomic_write_json(st / EVAL, {**report, "artifact": str(run_dir / ARTIFACT)})
