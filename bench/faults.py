@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
+from unittest import mock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,8 +136,7 @@ def lost(before: Mapping[str, tuple[str, bytes]], root: Path) -> list[str]:
     return gone
 
 
-@contextlib.contextmanager
-def failing_replace(name: str, code: int = errno.ENOSPC) -> Iterator[None]:
+def failing_replace(name: str, code: int = errno.ENOSPC) -> contextlib.AbstractContextManager:
     """os.replace onto a file called `name` fails as a full disk (or `code`) would."""
     real = os.replace
 
@@ -144,15 +144,10 @@ def failing_replace(name: str, code: int = errno.ENOSPC) -> Iterator[None]:
         if Path(dst).name == name:
             raise OSError(code, os.strerror(code), str(dst))
         return real(src, dst, *a, **k)
-    os.replace = fake
-    try:
-        yield
-    finally:
-        os.replace = real
+    return mock.patch.object(os, "replace", fake)
 
 
-@contextlib.contextmanager
-def unwritable(folder: Path) -> Iterator[None]:
+def unwritable(folder: Path) -> contextlib.AbstractContextManager:
     """os.access says `folder` is not writable (chmod does not bind root)."""
     real = os.access
     target = folder.resolve()
@@ -161,11 +156,7 @@ def unwritable(folder: Path) -> Iterator[None]:
         if Path(path).resolve() == target and mode & os.W_OK:
             return False
         return real(path, mode, *a, **k)
-    os.access = fake
-    try:
-        yield
-    finally:
-        os.access = real
+    return mock.patch.object(os, "access", fake)
 
 
 # ----------------------------------------------------------------------------- the cases
