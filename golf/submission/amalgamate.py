@@ -115,6 +115,9 @@ def module_closure(entry: str, src_roots: list[Path] | None = None,
     return closure
 
 
+_DOC_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
 def _is_docstring(node: ast.stmt) -> bool:
     return (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
             and isinstance(node.value.value, str))
@@ -129,10 +132,8 @@ def strip_docs(source: str) -> str:
     Python version, never on the process."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) \
-                and body and _is_docstring(body[0]):
-            node.body = body[1:] or [ast.Pass()]
+        if isinstance(node, _DOC_OWNERS) and node.body and _is_docstring(node.body[0]):
+            node.body = node.body[1:] or [ast.Pass()]
     return ast.unparse(tree) + "\n"
 
 
