@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from golf.errors import ConfigError
-from golf.rules import CAP_BYTES, CPU_PARAMS, TRAIN_LIMIT_S, scaled_cap_bytes
+from golf.model import ModelConfig, parameter_count, sign_problems
+from golf.rules import CAP_BYTES, TRAIN_LIMIT_S, scaled_cap_bytes
 
 # The records' effective RoPE base. Their Rotary is built with a hard-coded train_seq_len of
 # 1024 and rescales base' = base * (T/1024)^(rd/(rd-2)) above it, so at T = 2048 with 16
@@ -96,10 +97,11 @@ CPU_SIZES: dict[str, Any] = {
 
 # The CPU preset: R29's features at small sizes (bigram 512x32, VE 32 on the last two layers).
 CPU_PRESET: dict[str, Any] = {**R29_PRESET, **CPU_SIZES, "bigram_vocab_size": 512,
-                              "bigram_dim": 32, "ve_dim": 32,
-                              "budget_bytes": scaled_cap_bytes(CPU_PARAMS["cpu"])}
-CPU_P1125_PRESET: dict[str, Any] = {**P1125_PRESET, **CPU_SIZES,
-                                    "budget_bytes": scaled_cap_bytes(CPU_PARAMS["cpu_p1125"])}
+                              "bigram_dim": 32, "ve_dim": 32}
+CPU_P1125_PRESET: dict[str, Any] = {**P1125_PRESET, **CPU_SIZES}
+# Presets whose default BUDGET_BYTES is the scaled cap (golf.rules.scaled_cap_bytes) of the model
+# actually configured (NUM_LAYERS=6 under PRESET=cpu gets its own cap); BUDGET_BYTES set wins.
+SCALED_CAP_PRESETS = ("cpu", "cpu_p1125")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "r29": R29_PRESET, "p1125": P1125_PRESET, "cpu": CPU_PRESET, "cpu_p1125": CPU_P1125_PRESET,
@@ -109,43 +111,13 @@ PRESET_ALIASES: dict[str, str] = {"11l": "p1125"}
 CPU_EQUIVALENT: dict[str, str] = {"r29": "cpu", "p1125": "cpu_p1125"}
 OPTIM_GROUPS = ("records", "legacy")
 
-_MODEL = {"model": True}
-
-
-def _model(default: Any) -> Any:
-    """A field that defines the network: it is part of `Config.model_dict()` (artifact check)."""
-    return field(default=default, metadata=_MODEL)
-
-
 @dataclass(frozen=True)
-class Config:
+class Config(ModelConfig):
+    """Every setting of a run: the model's fields (inherited from golf.model.ModelConfig, the
+    artifact's model dict) and the data, training, optimizer, eval and quantization ones."""
     # --- data -------------------------------------------------------------------
     data_path: str = "./data/datasets/fineweb10B_sp1024"      # DATA_PATH (folder of shards)
     tokenizer_path: str = "./data/tokenizers/fineweb_1024_bpe.model"  # TOKENIZER_PATH
-    vocab_size: int = _model(1024)                              # VOCAB_SIZE
-    # --- model (defaults: the 11-layer XSA / QK-gain stack without the record's extras) ---
-    num_layers: int = _model(11)         # NUM_LAYERS
-    model_dim: int = _model(512)         # MODEL_DIM
-    num_heads: int = _model(8)           # NUM_HEADS
-    num_kv_heads: int = _model(4)        # NUM_KV_HEADS
-    mlp_mult: float = _model(3.0)        # MLP_MULT
-    qk_gain_init: float = _model(4.0)    # QK_GAIN_INIT
-    xsa_last_n: int = _model(-1)         # XSA_LAST_N (-1 = all layers, 0 = off)
-    xsa_gate: bool = _model(False)       # XSA_GATE (learned per-head gate on the removed part)
-    rope_dims: int = _model(16)          # ROPE_DIMS (rotated dims per head; 0 = no RoPE)
-    rope_base: float = _model(10000.0)   # ROPE_BASE (used as given; r29 sets the records' effective 22,082)
-    rope_ntk_ref_len: int = _model(0)    # ROPE_NTK_REF_LEN (>0: base*(T/ref)^(rd/(rd-2)) when T > ref, the records' rescale; 0 = off)
-    logit_softcap: float = _model(30.0)  # LOGIT_SOFTCAP (0 = off)
-    ln_scale: bool = _model(True)        # LN_SCALE (1/sqrt(layer+1) on normed branch inputs)
-    leaky_relu_slope: float = _model(0.5)  # LEAKY_RELU_SLOPE (MLP act = leaky_relu(x, s)^2)
-    tie_embeddings: bool = _model(True)  # TIE_EMBEDDINGS
-    bigram_vocab_size: int = _model(0)   # BIGRAM_VOCAB_SIZE (hash buckets B of BigramHash; 0 = off)
-    bigram_dim: int = _model(128)        # BIGRAM_DIM (bigram table width, projected to MODEL_DIM)
-    smear_gate: bool = _model(False)     # SMEAR_GATE (x_t <- (1-g) x_t + g x_{t-1} after the input norm)
-    smear_bos_fix: bool = _model(False)  # SMEAR_BOS_FIX (a BOS token does not receive its predecessor)
-    bos_id: int = _model(1)              # BOS_ID (the tokenizer's BOS; the challenge's is 1)
-    ve_dim: int = _model(0)              # VE_DIM (shared value-embedding width; 0 = off)
-    ve_layers: str = _model("-2,-1")     # VE_LAYERS (comma-separated layer indices; negative count from the end)
     # --- training -----------------------------------------------------------------
     train_seq_len: int = 2048            # TRAIN_SEQ_LEN
     train_batch_tokens: int = 786_432    # TRAIN_BATCH_TOKENS (global, per optimizer step)
@@ -203,24 +175,15 @@ class Config:
 
     # ------------------------------------------------------------------------------------
     @property
-    def head_dim(self) -> int:
-        return self.model_dim // self.num_heads
-
-    @property
     def effective_eval_seq_len(self) -> int:
         return self.eval_seq_len or self.train_seq_len
-
-    def xsa_layers(self) -> list[int]:
-        """Indices of the layers that apply XSA (the last XSA_LAST_N; -1 = all)."""
-        n = self.num_layers if self.xsa_last_n < 0 else min(self.xsa_last_n, self.num_layers)
-        return list(range(self.num_layers - n, self.num_layers))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def problems(self) -> list[str]:
         """Every bad setting, one line each naming the variable and the fix (empty = valid)."""
-        return config_problems(self)
+        return self.model_problems() + config_problems(self)
 
     def validate(self, extra: Sequence[str] = ()) -> "Config":
         """Raise one ConfigError listing every problem (plus `extra` ones found by the caller,
@@ -233,39 +196,6 @@ class Config:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    def ve_layer_indices(self) -> list[int]:
-        """VE_LAYERS resolved to layer indices, in the order given (negative = from the end).
-
-        Empty when VE_DIM is 0. Raises ValueError naming VE_LAYERS on a bad entry."""
-        if self.ve_dim <= 0:
-            return []
-        out: list[int] = []
-        for part in (p.strip() for p in self.ve_layers.split(",")):
-            try:
-                i = int(part)
-            except ValueError:
-                raise ValueError(f"VE_LAYERS={self.ve_layers!r}: {part!r} is not a layer index; "
-                                 "use comma-separated integers such as 9,10 or -2,-1") from None
-            j = i + self.num_layers if i < 0 else i
-            if not 0 <= j < self.num_layers or j in out:
-                raise ValueError(f"VE_LAYERS={self.ve_layers!r}: layer {i} is out of range for "
-                                 f"NUM_LAYERS={self.num_layers} or repeated; fix VE_LAYERS")
-            out.append(j)
-        if not out:
-            raise ValueError("VE_LAYERS is empty while VE_DIM > 0; name the layers or set VE_DIM=0")
-        return out
-
-    @classmethod
-    def model_field_names(cls) -> tuple[str, ...]:
-        """Names of the fields marked as defining the network (see `_model`)."""
-        return tuple(f.name for f in fields(cls) if f.metadata.get("model"))
-
-    def model_dict(self) -> dict[str, Any]:
-        """The fields that define the network's shapes and forward pass (for artifact checks).
-
-        Derived from the field markers, so a new model field cannot be left out of the check."""
-        return {k: getattr(self, k) for k in self.model_field_names()}
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -281,9 +211,9 @@ class Config:
 
     @classmethod
     def from_preset(cls, name: str, base: "Config | None" = None) -> "Config":
-        """`base` (default: the field defaults) with preset `name` applied; unknown -> SystemExit."""
+        """`base` (default: the field defaults) with preset `name` applied; unknown -> ConfigError."""
         key = _preset_name(name)
-        return dataclasses.replace(base or cls(), **PRESETS[key], preset=key)
+        return _scaled_cap(dataclasses.replace(base or cls(), **PRESETS[key], preset=key))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, cpu_preset: bool | None = None,
@@ -293,7 +223,8 @@ class Config:
         PRESET picks the starting point (default: r29 with CUDA, cpu without). `cpu_preset=True`
         forces the CPU form of the chosen preset (r29 -> cpu, p1125 -> cpu_p1125);
         `cpu_preset=False` applies no preset (`base` as is, e.g. a saved config.json). Any
-        variable that is set explicitly overrides the preset.
+        variable that is set explicitly overrides the preset. Values that do not parse raise one
+        ConfigError listing all of them.
         """
         env = os.environ if env is None else env
         cfg = base or cls()
@@ -301,88 +232,49 @@ class Config:
         if name:
             cfg = cls.from_preset(name, cfg)
         changes: dict[str, Any] = {}
+        bad: list[str] = []
         for f in fields(cls):
             raw = env.get(f.name.upper())
             if f.name == "preset" or raw is None or raw == "":
                 continue
-            changes[f.name] = _parse(f.name, raw, type(getattr(cfg, f.name)))
-        groups = changes.get("optim_groups", cfg.optim_groups)
-        if groups not in OPTIM_GROUPS:
-            raise SystemExit(f"error: environment variable OPTIM_GROUPS={groups!r} is not one of "
-                             f"{', '.join(OPTIM_GROUPS)}; fix or unset it")
-        return dataclasses.replace(cfg, **changes)
+            try:
+                changes[f.name] = parse_setting(f.name, raw, type(getattr(cfg, f.name)))
+            except ValueError as exc:
+                bad.append(str(exc))
+        if bad:
+            raise ConfigError(bad)
+        cfg = dataclasses.replace(cfg, **changes)
+        # a preset applied now sets the cap for the model as overridden; a saved config keeps its own
+        return _scaled_cap(cfg) if name and "budget_bytes" not in changes else cfg
+
+
+def _scaled_cap(cfg: Config) -> Config:
+    """Under a SCALED_CAP_PRESETS preset, BUDGET_BYTES = the scaled cap of cfg's own model
+    (left as is while the model fields are invalid: validate() reports those)."""
+    if cfg.preset not in SCALED_CAP_PRESETS or cfg.model_problems():
+        return cfg
+    return cfg.replace(budget_bytes=scaled_cap_bytes(parameter_count(cfg)))
 
 
 QUANT_METHODS = ("gptq", "rtn", "int8", "record_1060", "record_1855")
 # Fields that must be >= 1 / >= 0 (0 meaning "off" or "default", see each field's comment).
-_POSITIVE = ("num_layers", "num_heads", "num_kv_heads", "model_dim", "vocab_size",
-             "train_seq_len", "train_batch_tokens", "val_batch_size", "budget_bytes")
+_POSITIVE = ("train_seq_len", "train_batch_tokens", "val_batch_size", "budget_bytes")
 _NON_NEGATIVE = ("grad_accum_steps", "iterations", "warmup_steps", "warmdown_iters",
                  "val_loss_every", "train_log_every", "checkpoint_every", "eval_seq_len",
                  "eval_stride", "max_eval_tokens", "gptq_calib_batches", "quant_small_numel",
-                 "budget_margin_bytes", "bigram_vocab_size", "bigram_dim", "ve_dim", "rope_dims",
-                 "rope_ntk_ref_len", "max_wallclock_seconds", "gptq_reserve_seconds")
+                 "budget_margin_bytes", "max_wallclock_seconds", "gptq_reserve_seconds")
 
 
 def config_problems(c: Config) -> list[str]:
     """All problems of `c` (see Config.validate); each check only looks at fields that are
     themselves valid, so one bad value gives one line, not a cascade."""
-    return [*_sign_problems(c), *_shape_problems(c), *_feature_problems(c),
-            *_loop_problems(c), *_choice_problems(c)]
+    return [*_sign_problems(c), *_loop_problems(c), *_choice_problems(c)]
 
 
 def _sign_problems(c: Config) -> Iterator[str]:
-    for name in _POSITIVE:
-        if getattr(c, name) < 1:
-            yield f"{name.upper()}={getattr(c, name)}: must be >= 1; set a positive value"
-    for name in _NON_NEGATIVE:
-        if getattr(c, name) < 0:
-            yield (f"{name.upper()}={getattr(c, name)}: must be >= 0; set 0 (off/default) or a "
-                   "positive value")
-    if not c.mlp_mult > 0:
-        yield f"MLP_MULT={c.mlp_mult}: must be > 0; set e.g. 3"
+    yield from sign_problems(c, _POSITIVE, _NON_NEGATIVE)
     if not 0 <= c.ema_decay < 1:
         yield f"EMA_DECAY={c.ema_decay}: must be in [0, 1); set e.g. 0.997 (0 = off)"
-    if c.xsa_last_n < -1:
-        yield f"XSA_LAST_N={c.xsa_last_n}: must be -1 (all layers), 0 (off) or a layer count"
-
-
-def _divisors(n: int) -> str:
-    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
-
-
-def _shape_problems(c: Config) -> Iterator[str]:
-    """Head split and RoPE: MODEL_DIM / NUM_HEADS / NUM_KV_HEADS / ROPE_DIMS agree."""
-    if c.num_heads < 1:
-        return
-    if c.num_kv_heads >= 1 and c.num_heads % c.num_kv_heads:
-        yield (f"NUM_KV_HEADS={c.num_kv_heads}: must divide NUM_HEADS={c.num_heads}; use one of "
-               f"{_divisors(c.num_heads)}")
-    if c.model_dim < 1:
-        return
-    if c.model_dim % c.num_heads:
-        yield (f"MODEL_DIM={c.model_dim}: must be divisible by NUM_HEADS={c.num_heads}; use a "
-               f"multiple of {c.num_heads} (e.g. {c.num_heads * max(1, c.model_dim // c.num_heads)})")
-        return
-    if c.rope_dims % 2 or c.rope_dims > c.head_dim:
-        yield (f"ROPE_DIMS={c.rope_dims}: must be even and <= head_dim {c.head_dim} (MODEL_DIM/"
-               f"NUM_HEADS); set an even value up to {c.head_dim} (0 = no RoPE)")
-    elif c.rope_ntk_ref_len > 0 and 0 < c.rope_dims <= 2:
-        yield f"ROPE_NTK_REF_LEN={c.rope_ntk_ref_len}: needs ROPE_DIMS > 2; raise ROPE_DIMS or set 0"
-
-
-def _feature_problems(c: Config) -> Iterator[str]:
-    """The record stack's tables: BigramHash and the shared value embedding."""
-    if c.bigram_vocab_size == 1:
-        yield "BIGRAM_VOCAB_SIZE=1: must be >= 2 hash buckets, or 0 = off"
-    if c.bigram_vocab_size >= 2 and c.bigram_dim == 0:
-        yield (f"BIGRAM_DIM=0 with BIGRAM_VOCAB_SIZE={c.bigram_vocab_size}: set BIGRAM_DIM > 0 "
-               "or BIGRAM_VOCAB_SIZE=0")
-    if c.ve_dim > 0 and c.num_layers >= 1:
-        try:
-            c.ve_layer_indices()
-        except ValueError as exc:
-            yield str(exc)
 
 
 def _loop_problems(c: Config) -> Iterator[str]:
@@ -432,12 +324,12 @@ def lqer_ranks(raw: str) -> tuple[int, ...]:
 
 
 def _preset_name(raw: str) -> str:
-    """Canonical preset name; an unknown one exits with one line naming PRESET and the choices."""
+    """Canonical preset name; an unknown one is a ConfigError naming PRESET and the choices."""
     key = raw.strip().lower()
     key = PRESET_ALIASES.get(key, key)
     if key not in PRESETS:
-        raise SystemExit(f"error: environment variable PRESET={raw!r} is not a preset; use one of "
-                         f"{', '.join(PRESETS)} (or unset it)")
+        raise ConfigError([f"PRESET={raw!r}: not a preset; use one of {', '.join(PRESETS)} "
+                           "(or unset it)"])
     return key
 
 
@@ -457,7 +349,9 @@ def _cuda_available() -> bool:
         return False
 
 
-def _parse(name: str, raw: str, typ: type) -> Any:
+def parse_setting(name: str, raw: str, typ: type) -> Any:
+    """One environment value as the field's type; ValueError naming the variable otherwise
+    (the one parser: golf.submission's BUDGET_BYTES goes through it too)."""
     try:
         if typ is bool:
             low = raw.strip().lower()
@@ -472,5 +366,5 @@ def _parse(name: str, raw: str, typ: type) -> Any:
             return float(raw)
         return raw
     except ValueError:
-        raise SystemExit(f"error: environment variable {name.upper()}={raw!r} is not a valid "
-                         f"{typ.__name__}; fix or unset it") from None
+        raise ValueError(f"{name.upper()}={raw!r}: not a valid {typ.__name__}; fix or unset "
+                         "it") from None

@@ -1,18 +1,19 @@
 """The 11-layer XSA / QK-gain GPT and the record stack's extras (BigramHash, SmearGate, value
 embedding); shapes and formulas are the records' (README "Model stacks" lists each difference).
 
-Every feature is switched by a Config field so ablations need no code edits. All large
-matrices are bias-free nn.Linear so quant/ can hook them; the tied embedding is the head.
+Every feature is switched by a ModelConfig field (defined here, so a new variant is one
+file: its field, its check and its code), and ablations need no code edits. All large matrices
+are bias-free nn.Linear so quant/ can hook them; the tied embedding is the head.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from golf.config import Config
 
 try:  # FA3 on Hopper when installed; SDPA otherwise.
     from flash_attn_interface import flash_attn_func as _fa3  # type: ignore
@@ -22,6 +23,145 @@ except Exception:  # pragma: no cover - not installed on CPU machines
 # sigmoid(3.0) ~= 0.953: the gated variant starts close to plain XSA (gate ~1) but can open
 # either way; 0 would start at half-strength XSA, which trains differently from XSA_GATE=0.
 XSA_GATE_INIT = 3.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The fields that define the network: its shapes and forward pass, nothing else.
+
+    Why a class of its own: these fields *are* the artifact's model dict (`model_dict`), so a
+    field added here is checked against every artifact without a hand-kept list. golf.config's
+    Config extends it (same flat names, env variable = field name upper-cased). The defaults
+    are the feature-less 11L stack (close to PR #1125), so an old config.json loads as the
+    model it was."""
+    vocab_size: int = 1024               # VOCAB_SIZE
+    num_layers: int = 11                 # NUM_LAYERS
+    model_dim: int = 512                 # MODEL_DIM
+    num_heads: int = 8                   # NUM_HEADS
+    num_kv_heads: int = 4                # NUM_KV_HEADS
+    mlp_mult: float = 3.0                # MLP_MULT
+    qk_gain_init: float = 4.0            # QK_GAIN_INIT
+    xsa_last_n: int = -1                 # XSA_LAST_N (-1 = all layers, 0 = off)
+    xsa_gate: bool = False               # XSA_GATE (learned per-head gate on the removed part)
+    rope_dims: int = 16                  # ROPE_DIMS (rotated dims per head; 0 = no RoPE)
+    rope_base: float = 10000.0           # ROPE_BASE (used as given; r29 sets the records' effective 22,082)
+    rope_ntk_ref_len: int = 0            # ROPE_NTK_REF_LEN (>0: base*(T/ref)^(rd/(rd-2)) when T > ref, the records' rescale; 0 = off)
+    logit_softcap: float = 30.0          # LOGIT_SOFTCAP (0 = off)
+    ln_scale: bool = True                # LN_SCALE (1/sqrt(layer+1) on normed branch inputs)
+    leaky_relu_slope: float = 0.5        # LEAKY_RELU_SLOPE (MLP act = leaky_relu(x, s)^2)
+    tie_embeddings: bool = True          # TIE_EMBEDDINGS
+    bigram_vocab_size: int = 0           # BIGRAM_VOCAB_SIZE (hash buckets B of BigramHash; 0 = off)
+    bigram_dim: int = 128                # BIGRAM_DIM (bigram table width, projected to MODEL_DIM)
+    smear_gate: bool = False             # SMEAR_GATE (x_t <- (1-g) x_t + g x_{t-1} after the input norm)
+    smear_bos_fix: bool = False          # SMEAR_BOS_FIX (a BOS token does not receive its predecessor)
+    bos_id: int = 1                      # BOS_ID (the tokenizer's BOS; the challenge's is 1)
+    ve_dim: int = 0                      # VE_DIM (shared value-embedding width; 0 = off)
+    ve_layers: str = "-2,-1"             # VE_LAYERS (comma-separated layer indices; negative count from the end)
+
+    @property
+    def head_dim(self) -> int:
+        return self.model_dim // self.num_heads
+
+    def xsa_layers(self) -> list[int]:
+        """Indices of the layers that apply XSA (the last XSA_LAST_N; -1 = all)."""
+        n = self.num_layers if self.xsa_last_n < 0 else min(self.xsa_last_n, self.num_layers)
+        return list(range(self.num_layers - n, self.num_layers))
+
+    def ve_layer_indices(self) -> list[int]:
+        """VE_LAYERS resolved to layer indices, in the order given (negative = from the end).
+
+        Empty when VE_DIM is 0. Raises ValueError naming VE_LAYERS on a bad entry."""
+        if self.ve_dim <= 0:
+            return []
+        out: list[int] = []
+        for part in (p.strip() for p in self.ve_layers.split(",")):
+            try:
+                i = int(part)
+            except ValueError:
+                raise ValueError(f"VE_LAYERS={self.ve_layers!r}: {part!r} is not a layer index; "
+                                 "use comma-separated integers such as 9,10 or -2,-1") from None
+            j = i + self.num_layers if i < 0 else i
+            if not 0 <= j < self.num_layers or j in out:
+                raise ValueError(f"VE_LAYERS={self.ve_layers!r}: layer {i} is out of range for "
+                                 f"NUM_LAYERS={self.num_layers} or repeated; fix VE_LAYERS")
+            out.append(j)
+        if not out:
+            raise ValueError("VE_LAYERS is empty while VE_DIM > 0; name the layers or set VE_DIM=0")
+        return out
+
+    @classmethod
+    def model_field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(ModelConfig))
+
+    def model_dict(self) -> dict[str, Any]:
+        """The artifact's model dict: every ModelConfig field (of a Config too), nothing more."""
+        return {k: getattr(self, k) for k in ModelConfig.model_field_names()}
+
+    def model_problems(self) -> list[str]:
+        """Every bad model setting, one line each naming the variable and the fix."""
+        return [*_model_sign_problems(self), *_shape_problems(self), *_feature_problems(self)]
+
+
+_MODEL_POSITIVE = ("num_layers", "num_heads", "num_kv_heads", "model_dim", "vocab_size")
+_MODEL_NON_NEGATIVE = ("bigram_vocab_size", "bigram_dim", "ve_dim", "rope_dims", "rope_ntk_ref_len")
+
+
+def sign_problems(c: Any, positive: tuple[str, ...], non_negative: tuple[str, ...]) -> Iterator[str]:
+    """Fields that must be >= 1, and >= 0 (0 meaning "off" or "default"); golf.config uses it
+    for the other settings, so the rule and its wording are written once."""
+    for name in positive:
+        if getattr(c, name) < 1:
+            yield f"{name.upper()}={getattr(c, name)}: must be >= 1; set a positive value"
+    for name in non_negative:
+        if getattr(c, name) < 0:
+            yield (f"{name.upper()}={getattr(c, name)}: must be >= 0; set 0 (off/default) or a "
+                   "positive value")
+
+
+def _model_sign_problems(c: ModelConfig) -> Iterator[str]:
+    yield from sign_problems(c, _MODEL_POSITIVE, _MODEL_NON_NEGATIVE)
+    if not c.mlp_mult > 0:
+        yield f"MLP_MULT={c.mlp_mult}: must be > 0; set e.g. 3"
+    if c.xsa_last_n < -1:
+        yield f"XSA_LAST_N={c.xsa_last_n}: must be -1 (all layers), 0 (off) or a layer count"
+
+
+def _divisors(n: int) -> str:
+    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
+
+
+def _shape_problems(c: ModelConfig) -> Iterator[str]:
+    """Head split and RoPE: MODEL_DIM / NUM_HEADS / NUM_KV_HEADS / ROPE_DIMS agree."""
+    if c.num_heads < 1:
+        return
+    if c.num_kv_heads >= 1 and c.num_heads % c.num_kv_heads:
+        yield (f"NUM_KV_HEADS={c.num_kv_heads}: must divide NUM_HEADS={c.num_heads}; use one of "
+               f"{_divisors(c.num_heads)}")
+    if c.model_dim < 1:
+        return
+    if c.model_dim % c.num_heads:
+        yield (f"MODEL_DIM={c.model_dim}: must be divisible by NUM_HEADS={c.num_heads}; use a "
+               f"multiple of {c.num_heads} (e.g. {c.num_heads * max(1, c.model_dim // c.num_heads)})")
+        return
+    if c.rope_dims % 2 or c.rope_dims > c.head_dim:
+        yield (f"ROPE_DIMS={c.rope_dims}: must be even and <= head_dim {c.head_dim} (MODEL_DIM/"
+               f"NUM_HEADS); set an even value up to {c.head_dim} (0 = no RoPE)")
+    elif c.rope_ntk_ref_len > 0 and 0 < c.rope_dims <= 2:
+        yield f"ROPE_NTK_REF_LEN={c.rope_ntk_ref_len}: needs ROPE_DIMS > 2; raise ROPE_DIMS or set 0"
+
+
+def _feature_problems(c: ModelConfig) -> Iterator[str]:
+    """The record stack's tables: BigramHash and the shared value embedding."""
+    if c.bigram_vocab_size == 1:
+        yield "BIGRAM_VOCAB_SIZE=1: must be >= 2 hash buckets, or 0 = off"
+    if c.bigram_vocab_size >= 2 and c.bigram_dim == 0:
+        yield (f"BIGRAM_DIM=0 with BIGRAM_VOCAB_SIZE={c.bigram_vocab_size}: set BIGRAM_DIM > 0 "
+               "or BIGRAM_VOCAB_SIZE=0")
+    if c.ve_dim > 0 and c.num_layers >= 1:
+        try:
+            c.ve_layer_indices()
+        except ValueError as exc:
+            yield str(exc)
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
@@ -176,7 +316,7 @@ class ValueEmbedding(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: Config, use_xsa: bool):
+    def __init__(self, cfg: ModelConfig, use_xsa: bool):
         super().__init__()
         d, self.h, self.hkv, self.hd = cfg.model_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         if d % self.h or self.h % self.hkv:
@@ -220,7 +360,7 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         hidden = int(cfg.mlp_mult * cfg.model_dim)
         self.fc = nn.Linear(cfg.model_dim, hidden, bias=False)
@@ -239,7 +379,7 @@ class Block(nn.Module):
     shrinks v (hence the attention output) and the MLP input of deep layers.
     """
 
-    def __init__(self, cfg: Config, layer: int, use_xsa: bool):
+    def __init__(self, cfg: ModelConfig, layer: int, use_xsa: bool):
         super().__init__()
         d = cfg.model_dim
         self.attn, self.mlp = Attention(cfg, use_xsa), MLP(cfg)
@@ -274,7 +414,7 @@ class GPT(nn.Module):
     `ve_layer_scales.<k>` for the k-th layer of VE_LAYERS). The names are the records'.
     """
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         L, d = cfg.num_layers, cfg.model_dim
@@ -366,3 +506,10 @@ class GPT(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def parameter_count(cfg: ModelConfig) -> int:
+    """Parameters of the GPT `cfg` describes, built on the meta device (no memory, ~ms), so a
+    rule that scales with model size (golf.rules.scaled_cap_bytes) never needs a typed count."""
+    with torch.device("meta"):
+        return count_parameters(GPT(cfg))

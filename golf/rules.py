@@ -19,8 +19,6 @@ EVAL_LIMIT_S = 600.0        # evaluation (TTT included), in addition to training
 R29_PARAMS = 27_038_812
 R29_CODE_BYTES = 96_398
 RECORD_BITS_PER_PARAM = (CAP_BYTES - R29_CODE_BYTES) * 8 / R29_PARAMS
-# parameters of the cpu / cpu_p1125 preset models (tests/test_quant_records.py recounts them)
-CPU_PARAMS = {"cpu": 778_644, "cpu_p1125": 723_216}
 
 
 def scaled_cap_bytes(n_params: int, code_bytes: int = R29_CODE_BYTES) -> int:

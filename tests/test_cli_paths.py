@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from golf.errors import ConfigError
 import torch
 
 import pack
@@ -46,11 +48,17 @@ def test_from_env_numbers_and_empty_values():
                                            ("ITERATIONS", "ten", "int"),
                                            ("MAX_WALLCLOCK_SECONDS", "fast", "float")])
 def test_from_env_invalid_value_is_one_line_naming_the_variable(name, raw, kind):
-    with pytest.raises(SystemExit) as ei:
+    with pytest.raises(ConfigError) as ei:
         Config.from_env({name: raw}, cpu_preset=False)
-    msg = str(ei.value.code)
-    assert msg.startswith(f"error: environment variable {name}={raw!r}") and f"valid {kind}" in msg
-    assert "\n" not in msg
+    assert len(ei.value.problems) == 1
+    msg = ei.value.problems[0]
+    assert msg.startswith(f"{name}={raw!r}") and f"valid {kind}" in msg and "\n" not in msg
+
+
+def test_from_env_lists_every_unparsable_value_at_once():
+    with pytest.raises(ConfigError) as ei:
+        Config.from_env({"ITERATIONS": "ten", "OVERWRITE": "maybe", "SEED": "7"}, cpu_preset=False)
+    assert sorted(p.split("=")[0] for p in ei.value.problems) == ["ITERATIONS", "OVERWRITE"]
 
 
 def test_preset_choice_alias_override_and_unknown():
@@ -61,9 +69,9 @@ def test_preset_choice_alias_override_and_unknown():
     cpu = Config.from_env({"PRESET": "p1125", "ITERATIONS": "7"}, cpu_preset=True)
     assert cpu.preset == "cpu_p1125" and cpu.iterations == 7
     assert cpu.num_layers == PRESETS["cpu_p1125"]["num_layers"]
-    with pytest.raises(SystemExit) as ei:
+    with pytest.raises(ConfigError) as ei:
         Config.from_env({"PRESET": "huge"})
-    assert "PRESET='huge'" in str(ei.value.code) and "r29" in str(ei.value.code)
+    assert "PRESET='huge'" in str(ei.value) and "r29" in str(ei.value)
 
 
 # ----------------------------------------------------------------------------- pack.py CLI

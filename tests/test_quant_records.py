@@ -10,8 +10,7 @@ import quant
 from quant.gptq import gptq_quantize
 from quant.records import PERCENTILES
 from golf.config import Config
-from golf.rules import (CPU_PARAMS, R29_CODE_BYTES, R29_PARAMS, RECORD_BITS_PER_PARAM,
-                        scaled_cap_bytes)
+from golf.rules import R29_CODE_BYTES, R29_PARAMS, RECORD_BITS_PER_PARAM, scaled_cap_bytes
 
 POLICY = quant.QuantPolicy(small_numel=1000)
 
@@ -122,12 +121,18 @@ def test_scaled_cap_rule_gives_the_record_bits_per_param():
     assert 4.70 < RECORD_BITS_PER_PARAM < 4.71
     assert sum(p.numel() for p in GPT(Config.from_preset("r29")).parameters()) == R29_PARAMS
     assert scaled_cap_bytes(R29_PARAMS) == pytest.approx(16_000_000, abs=1)
-    for preset in ("cpu", "cpu_p1125"):
-        cfg = Config.from_preset(preset)
+    # the cap follows the model actually configured, counted on a real (not meta) GPT here
+    for preset, env in (("cpu", {}), ("cpu_p1125", {}), ("cpu", {"NUM_LAYERS": "6", "MODEL_DIM": "256"})):
+        cfg = Config.from_env({"PRESET": preset, **env})
         n = sum(p.numel() for p in GPT(cfg).parameters())
-        assert n == CPU_PARAMS[preset]
         assert cfg.budget_bytes == scaled_cap_bytes(n)
         model_bits = (cfg.budget_bytes - R29_CODE_BYTES) * 8 / n
         assert model_bits == pytest.approx(RECORD_BITS_PER_PARAM, abs=1e-4)
+    assert Config.from_preset("cpu").budget_bytes == Config.from_env({"PRESET": "cpu"}).budget_bytes
+    assert Config.from_env({"PRESET": "cpu", "NUM_LAYERS": "6"}).budget_bytes > \
+        Config.from_preset("cpu").budget_bytes
+    # a saved config (RESUME, QUANT_ONLY) keeps its cap: no preset is re-applied to it
+    saved = Config.from_preset("cpu").replace(budget_bytes=123_456)
+    assert Config.from_env({"NUM_LAYERS": "6"}, base=saved, cpu_preset=False).budget_bytes == 123_456
     # an explicit BUDGET_BYTES still wins over the preset's scaled cap
     assert Config.from_env({"PRESET": "cpu", "BUDGET_BYTES": "16000000"}).budget_bytes == 16_000_000

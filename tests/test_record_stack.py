@@ -10,6 +10,9 @@ import re
 from pathlib import Path
 
 import pytest
+
+from golf.errors import ConfigError
+from golf.model import ModelConfig
 import torch
 import torch.nn.functional as F
 
@@ -405,10 +408,10 @@ def test_cpu_presets(monkeypatch):
 
 
 def test_unknown_preset_and_optim_groups_are_one_line_errors():
-    with pytest.raises(SystemExit, match=r"PRESET='r30'.*r29, p1125, cpu, cpu_p1125"):
+    with pytest.raises(ConfigError, match=r"PRESET='r30'.*r29, p1125, cpu, cpu_p1125"):
         Config.from_env({"PRESET": "r30"})
-    with pytest.raises(SystemExit, match="OPTIM_GROUPS='banked'"):
-        Config.from_env({"PRESET": "cpu", "OPTIM_GROUPS": "banked"})
+    problems = Config.from_env({"PRESET": "cpu", "OPTIM_GROUPS": "banked"}).problems()
+    assert len(problems) == 1 and problems[0].startswith("OPTIM_GROUPS='banked'")
     for name, preset in PRESETS.items():
         assert set(preset) <= {f.name for f in dataclasses.fields(Config)}, name
 
@@ -417,6 +420,7 @@ def test_unknown_preset_and_optim_groups_are_one_line_errors():
 
 def test_model_dict_covers_every_field_the_model_reads():
     fields = {f.name for f in dataclasses.fields(Config)}
+    assert set(Config().model_dict()) == {f.name for f in dataclasses.fields(ModelConfig)}
     src = (REPO / "golf" / "model.py").read_text()
     read = set(re.findall(r"\bcfg\.(\w+)", src))
     # properties and methods of Config that model.py calls read fields in turn

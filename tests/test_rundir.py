@@ -245,8 +245,13 @@ def test_pack_honours_budget_bytes_and_checks_the_artifact_once(finished, tmp_pa
     _cfg, run, _ = finished
     assert budget_cap(None, {}) == CAP_BYTES == Config().budget_bytes
     assert budget_cap(None, {"BUDGET_BYTES": "100000"}) == 100000 == budget_cap(100000, {})
-    with pytest.raises(PackError, match="BUDGET_BYTES='abc'"):
+    with pytest.raises(ConfigError, match="BUDGET_BYTES='abc'"):
         budget_cap(None, {"BUDGET_BYTES": "abc"})
+    with pytest.raises(ConfigError, match="BUDGET_BYTES=0: must be >= 1"):
+        budget_cap(0, {})
+    # one parser with the main job: what Config accepts, pack accepts
+    assert budget_cap(None, {"BUDGET_BYTES": "1.6e7"}) == Config.from_env(
+        {"BUDGET_BYTES": "1.6e7"}, cpu_preset=False).budget_bytes == 16_000_000
     monkeypatch.setenv("BUDGET_BYTES", "100000")
     assert main([str(run), "--budget-only"]) == 1                  # over a 100 kB cap
     assert re.search(r"cap \(decimal bytes\) +100,000", capsys.readouterr().out)

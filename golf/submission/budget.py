@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from golf.config import Config
 from golf.errors import OverCapError, PackError
 from golf.rules import CAP_BYTES
 
@@ -86,15 +87,11 @@ def enforce_each_seed(totals: Mapping[int, tuple[Path, int]], cap: int) -> None:
 
 
 def budget_cap(given: int | None, env: Mapping[str, str] = os.environ) -> int:
-    """The cap pack enforces: --budget-bytes, else BUDGET_BYTES, else the challenge's cap."""
+    """The cap pack enforces: --budget-bytes, else BUDGET_BYTES, else the challenge's cap.
+
+    Parsed and checked by Config (one parser and one rule for BUDGET_BYTES: a value the main
+    job accepts, e.g. 1.6e7, pack accepts too); a bad one is a ConfigError naming it."""
     raw = str(given) if given is not None else (env.get("BUDGET_BYTES") or "").strip()
     if not raw:
         return CAP_BYTES
-    try:
-        cap = int(raw)
-    except ValueError:
-        cap = 0
-    if cap < 1:
-        raise PackError(f"BUDGET_BYTES={raw!r}: not a positive number of bytes; set e.g. "
-                        f"{CAP_BYTES} (the challenge cap) or unset it")
-    return cap
+    return Config.from_env({"BUDGET_BYTES": raw}, cpu_preset=False).validate().budget_bytes
