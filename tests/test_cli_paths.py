@@ -9,7 +9,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from golf.errors import ConfigError

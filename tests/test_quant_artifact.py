@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import quant
-from quant.artifact import MAGIC
 
 
 def _model_sd(seed=0):

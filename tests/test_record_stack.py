@@ -10,16 +10,13 @@ import re
 from pathlib import Path
 
 import pytest
-
-from golf.errors import ConfigError
-from golf.model import ModelConfig
 import torch
-import torch.nn.functional as F
 
 from golf import config as config_mod
 from golf.config import PRESETS, R29_ROPE_BASE, Config
-from golf.model import (GPT, Attention, SmearGate, apply_rope, bigram_hash, count_parameters,
-                        rope_base_for, rope_tables)
+from golf.errors import ConfigError
+from golf.model import (GPT, Attention, ModelConfig, SmearGate, apply_rope, bigram_hash,
+                        count_parameters, rope_base_for, rope_tables)
 from golf.optim import build_optimizers, split_params
 
 pytestmark = pytest.mark.usefixtures("one_thread")

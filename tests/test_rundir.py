@@ -240,7 +240,7 @@ def test_unwritable_runs_dir_and_pack_out_are_one_message_each(finished, embedde
 # ----------------------------------------------------------------------------- pack
 def test_pack_honours_budget_bytes_and_checks_the_artifact_once(finished, tmp_path, monkeypatch,
                                                                 capsys):
-    from golf.submission import PackError, RoundTripError, budget_cap, pack_run
+    from golf.submission import RoundTripError, budget_cap, pack_run
     from pack import main
     _cfg, run, _ = finished
     assert budget_cap(None, {}) == CAP_BYTES == Config().budget_bytes
