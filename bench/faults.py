@@ -162,7 +162,7 @@ def unwritable(folder: Path) -> contextlib.AbstractContextManager:
 # ----------------------------------------------------------------------------- the cases
 class Bench:
     def __init__(self, tmp: Path):
-        from golf.data.embedded import prepare_embedded
+        from golf.data.sources.embedded import prepare_embedded
         self.tmp = tmp
         self.data = prepare_embedded(tmp / "data")
         self.env = tiny_env(self.data.dataset_dir, self.data.tokenizer_path,

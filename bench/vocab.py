@@ -5,7 +5,7 @@
                           [--stdlib-mb 2] [--work runs/bench_vocab] [--out bench/results/vocab.json]
 
 For each vocabulary a tokenizer is trained with `prepare tokenizer` (the challenge's settings)
-on the proxy corpus's *training* documents (`golf.data.proxy.proxy_documents`: 900 C4 +
+on the proxy corpus's *training* documents (`golf.data.sources.proxy.proxy_documents`: 900 C4 +
 200 FineWeb documents + `--stdlib-mb` of stdlib source; validation = the first 100 C4
 documents, never seen by the tokenizer or the model), the corpus is tokenized with it
 (`prepare text`), and the main job (`train_gpt.py`, a subprocess, CPU preset) trains the same
@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO))
 from bench.ablation import parse_log  # noqa: E402
 from golf.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from golf.config import Config  # noqa: E402
-from golf.data.proxy import VAL_DOCS, proxy_documents  # noqa: E402
-from golf.data.text import prepare_text  # noqa: E402
-from golf.data.tokenizer_train import prepare_tokenizer  # noqa: E402
+from golf.data.sources.proxy import VAL_DOCS, proxy_documents  # noqa: E402
+from golf.data.sources.text import prepare_text  # noqa: E402
+from golf.data.sources.tokenizer_train import prepare_tokenizer  # noqa: E402
 
 EMBEDDING = "tok_emb.weight"
 

@@ -30,14 +30,13 @@ from golf import rundir as rd
 from golf.atomic import atomic_write_json, file_sha256
 from golf.checkpoint import load_torch_file
 from golf.config import Config, lqer_ranks
+from golf.data import EMBEDDED_DATASET
 from golf.errors import user_errors
 from golf.model import GPT
 from golf.plots import plot_loss_curves
 from golf.rules import CAP_BYTES, eval_mode, run_eval_mode
 from golf.train import make_logger, train
 from quant.codec import compress_workers
-
-EMBEDDED_DATASET = "embedded_sp1024"
 
 
 def _truthy(value: str | None) -> bool:
@@ -69,7 +68,7 @@ def ensure_embedded_data(cfg: Config, log: Callable[[str], None]) -> None:
     if data_path.is_dir() and any(data_path.glob("fineweb_val_*.bin")) and Path(cfg.tokenizer_path).is_file():
         return
     try:  # not embedded in the packed script (a submission trains on given shards)
-        from golf.data.embedded import prepare_embedded
+        from golf.data.sources.embedded import prepare_embedded
     except ImportError:
         raise FileNotFoundError(f"DATA_PATH={cfg.data_path}: no embedded corpus there, and this "
                                 "packed script cannot build one; run `python -m golf.data.prepare "

@@ -52,7 +52,7 @@ def official_tokenizer(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def embedded_data(tmp_path_factory):
     """The embedded corpus (shards + tokenizer), built once per test session."""
-    from golf.data.embedded import prepare_embedded
+    from golf.data.sources.embedded import prepare_embedded
     root = tmp_path_factory.mktemp("embedded_data")
     return prepare_embedded(root)
 

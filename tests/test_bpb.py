@@ -281,8 +281,8 @@ def caseops_data(tmp_path_factory):
     """A tiny CaseOps-like dataset: tokenizer with operator pieces trained on transformed
     text, val/train shards of transformed text, the val byte sidecar and a manifest."""
     from golf.atomic import atomic_write_json
-    from golf.data.splits import encode_docs
-    from golf.data.tokenizer_train import train_tokenizer
+    from golf.data.sources.splits import encode_docs
+    from golf.data.sources.tokenizer_train import train_tokenizer
     from golf.data.shards import write_shard
     root = tmp_path_factory.mktemp("caseops")
     docs = _caseops_docs(240)

@@ -193,7 +193,7 @@ def test_pack_replaces_only_its_own_earlier_folder(straight):
 
 # ----------------------------------------------------------------------------- 5. prepare
 def _prep(inputs, tok, out, **kw):
-    from golf.data.text import prepare_text
+    from golf.data.sources.text import prepare_text
     return prepare_text(inputs, tok, out, **kw)
 
 

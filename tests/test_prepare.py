@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from golf.data.embedded import embedded_documents, prepare_embedded
-from golf.data.fineweb import prepare_fineweb
+from golf.data.sources.embedded import embedded_documents, prepare_embedded
+from golf.data.sources.fineweb import prepare_fineweb
 from golf.data.shards import find_shards, read_shard
-from golf.data.splits import is_val_doc
-from golf.data.text import prepare_text
-from golf.data.tokenizer_train import train_tokenizer
+from golf.data.sources.splits import is_val_doc
+from golf.data.sources.text import prepare_text
+from golf.data.sources.tokenizer_train import train_tokenizer
 from golf.errors import PrepareError
 
 
@@ -148,7 +148,7 @@ def any_mirror(request, tmp_path, embedded_data):
     """A local HTTP server laid out like one published export (root `datasets/`): manifest,
     shards, tokenizer and, for the CaseOps layout, a byte sidecar and an operator tokenizer."""
     import shutil
-    from golf.data.tokenizer_train import train_tokenizer
+    from golf.data.sources.tokenizer_train import train_tokenizer
     from golf.data.shards import write_shard
     variant, tok_keys, n_val, sidecar, transform = LAYOUTS[request.param]
     root = tmp_path / "srv" / "datasets"
@@ -232,7 +232,7 @@ def test_fineweb_offline_names_the_command(tmp_path, monkeypatch):
 
 
 def test_fineweb_variant_repos(monkeypatch):
-    from golf.data.fineweb import hf_root_url, variant_repo
+    from golf.data.sources.fineweb import hf_root_url, variant_repo
     monkeypatch.delenv("MATCHED_FINEWEB_REPO_ID", raising=False)
     monkeypatch.delenv("GOLF_HF_BASE", raising=False)
     assert variant_repo("sp1024") == "willdepueoai/parameter-golf"
@@ -339,7 +339,7 @@ def test_tokenizer_command_matches_the_official_settings_and_is_deterministic(
         tmp_path, official_tokenizer, shared_data):
     """`prepare tokenizer` twice on the same text: byte-identical .model; its trainer and
     normalizer settings are the official sp1024's (read from both models' protos)."""
-    from golf.data.tokenizer_train import prepare_tokenizer
+    from golf.data.sources.tokenizer_train import prepare_tokenizer
     src = shared_data / "corpora" / "c4_en_olmo_sample1000" / "c4-sample.00000-of-00001.json.gz"
     small = tmp_path / "c4_200.jsonl"
     with gzip.open(src, "rt", encoding="utf-8") as f:
@@ -371,7 +371,7 @@ def test_tokenizer_command_matches_the_official_settings_and_is_deterministic(
 
 
 def test_tokenizer_command_refuses_a_vocab_the_text_cannot_fill(tmp_path):
-    from golf.data.tokenizer_train import prepare_tokenizer
+    from golf.data.sources.tokenizer_train import prepare_tokenizer
     txt = tmp_path / "tiny.txt"
     txt.write_text("a few words only, repeated: a few words only.")
     with pytest.raises(PrepareError, match="supports only .* pieces, 8192 requested"):
@@ -411,7 +411,7 @@ def test_text_rerun_replaces_only_its_own_shards(tmp_path, embedded_data):
 def test_text_refuses_an_operator_tokenizer(tmp_path):
     """`prepare text` writes no byte sidecar, so a tokenizer with user_defined pieces (whose
     val split could then never be scored) is refused before any shard is written."""
-    from golf.data.tokenizer_train import train_tokenizer
+    from golf.data.sources.tokenizer_train import train_tokenizer
     tok = tmp_path / "ops.model"
     train_tokenizer([f"\ue001word {i} and more text" for i in range(300)], tok, 300,
                     user_defined_symbols=["\ue001"])
@@ -442,7 +442,7 @@ def test_prepare_proxy_splits_c4_and_shuffles_training_by_seed(tmp_path, officia
     """`prepare proxy`: val = the first 100 C4 documents in order; train = the rest + FineWeb +
     stdlib sources in a seed-fixed order; the official tokenizer is copied byte for byte."""
     from golf.data.prepare import main
-    from golf.data.proxy import VAL_DOCS
+    from golf.data.sources.proxy import VAL_DOCS
     shared = tmp_path / "shared"
     c4_docs, fw_docs = _fake_shared(shared, official_tokenizer)
     sp = spm.SentencePieceProcessor(model_file=str(official_tokenizer))
@@ -465,7 +465,7 @@ def test_prepare_proxy_splits_c4_and_shuffles_training_by_seed(tmp_path, officia
 def test_prepare_proxy_rebuild_keeps_files_it_did_not_write(tmp_path, official_tokenizer):
     """A rebuild replaces the shards the folder's manifest lists; a shard it did not write is
     refused by name and left in place (the old build deleted every fineweb_*_*.bin there)."""
-    from golf.data.proxy import prepare_proxy
+    from golf.data.sources.proxy import prepare_proxy
     shared, root = tmp_path / "shared", tmp_path / "root"
     with pytest.raises(PrepareError, match=r"c4-sample.*not found; pass --shared"):
         prepare_proxy(shared, root, stdlib_mb=0)
@@ -478,3 +478,25 @@ def test_prepare_proxy_rebuild_keeps_files_it_did_not_write(tmp_path, official_t
     with pytest.raises(PrepareError, match="fineweb_train_000007.bin"):
         prepare_proxy(shared, root, stdlib_mb=0)
     assert foreign.read_bytes() == b"someone else's shard"
+
+
+def test_a_data_source_is_one_file_found_by_the_dispatcher(tmp_path, monkeypatch, capsys):
+    """Adding golf/data/sources/<name>.py with add_parser/run makes it a subcommand: no list to
+    edit in prepare.py, and the packed script never embeds it (the whole package is left out)."""
+    import sys
+
+    from golf.data import prepare, sources
+    names = {m.__name__.rsplit(".", 1)[1] for m in prepare.sources()}
+    assert names == {"embedded", "fineweb", "proxy", "text", "tokenizer_train"}  # splits: no run()
+    pkg = tmp_path / "extra"
+    pkg.mkdir()
+    (pkg / "toy.py").write_text(
+        "def add_parser(sub):\n    p = sub.add_parser('toy')\n    p.add_argument('--n', type=int)\n"
+        "    return p\n\ndef run(args):\n    print('toy ran', args.n)\n")
+    monkeypatch.setattr(sources, "__path__", [*sources.__path__, str(pkg)])
+    monkeypatch.delitem(sys.modules, "golf.data.sources.toy", raising=False)
+    try:
+        assert prepare.main(["toy", "--n", "3"]) == 0
+    finally:
+        sys.modules.pop("golf.data.sources.toy", None)
+    assert capsys.readouterr().out.strip() == "toy ran 3"

@@ -20,9 +20,9 @@ V = 8192
 @pytest.fixture(scope="module")
 def sp8192_data(tmp_path_factory, shared_data):
     """prepare tokenizer --vocab 8192 on the C4 sample, then prepare text with it."""
-    from golf.data.splits import DatasetPaths
-    from golf.data.text import prepare_text
-    from golf.data.tokenizer_train import prepare_tokenizer
+    from golf.data.sources.splits import DatasetPaths
+    from golf.data.sources.text import prepare_text
+    from golf.data.sources.tokenizer_train import prepare_tokenizer
     root = tmp_path_factory.mktemp("sp8192")
     src = shared_data / "corpora" / "c4_en_olmo_sample1000" / "c4-sample.00000-of-00001.json.gz"
     tok = prepare_tokenizer([src], V, root / "tokenizers" / "fineweb_8192_bpe.model")
@@ -49,7 +49,7 @@ def test_sp8192_shards_score_exactly_and_pack_more_bytes_per_token(sp8192_data, 
 def test_gpt_and_quantizer_at_vocab_8192(tmp_path):
     """Tied 8192 x d embedding: classed `embedding`, quantized by GPTQ with its head-input
     Hessian, its bits in the report, and the artifact loads strictly into a fresh GPT."""
-    from golf.data.splits import DatasetPaths
+    from golf.data.sources.splits import DatasetPaths
     from golf.model import GPT
     cfg = tiny_pipeline_config(DatasetPaths(tmp_path, tmp_path / "t.model"), vocab_size=V,
                                num_layers=1, model_dim=32, num_heads=2, num_kv_heads=1,

@@ -1,32 +1,34 @@
-"""Data preparation: `python -m golf.data.prepare {embedded,tokenizer,text,fineweb,proxy} [options]`.
+"""Data preparation: `python -m golf.data.prepare SOURCE [options]` (`--help` lists the sources).
 
-embedded:  an offline corpus from documentation text that ships with CPython, its own
-           challenge-settings BPE tokenizer, and shards in the challenge layout.
-tokenizer: train a SentencePiece BPE of any vocabulary size with the challenge's settings.
-text:      tokenize local .txt / .jsonl / .jsonl.gz documents into shards.
-fineweb:   download a published export (sp1024, sp4096, sp8192, CaseOps, ...): shards,
-           tokenizer and, when the variant ships one, the val byte sidecar.
-proxy:     a larger offline corpus (C4 + FineWeb documents + stdlib sources, official sp1024
-           tokenizer) for GPU checks; needs ../shared/data.
+Each source is one file under golf/data/sources/ (embedded: the offline default corpus;
+tokenizer: a challenge-settings BPE of any size; text: local documents to shards; fineweb: a
+published export; proxy: the larger offline corpus for GPU checks). This dispatcher finds them:
+a new source needs no edit here.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
+from types import ModuleType
 
-from golf.data import embedded, fineweb, proxy, text, tokenizer_train
+from golf.data import sources as sources_pkg
 from golf.errors import user_errors
 
-# One module per data source, each with add_parser(sub) and run(args); a new source is a
-# new module under golf/data/ and one entry here (subcommands in this order).
-SOURCES = (embedded, tokenizer_train, text, fineweb, proxy)
+
+def sources() -> list[ModuleType]:
+    """Every module of golf/data/sources that defines add_parser(sub) and run(args), by name."""
+    mods = (importlib.import_module(f"{sources_pkg.__name__}.{m.name}")
+            for m in sorted(pkgutil.iter_modules(sources_pkg.__path__), key=lambda m: m.name))
+    return [m for m in mods if callable(getattr(m, "add_parser", None)) and callable(getattr(m, "run", None))]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m golf.data.prepare", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for source in SOURCES:
+    for source in sources():
         source.add_parser(sub).set_defaults(run=source.run)
     args = ap.parse_args(argv)
     with user_errors():

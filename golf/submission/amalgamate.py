@@ -20,9 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 OUR_ROOTS = ("golf", "quant")
 # Never shipped: the packer itself, data preparation (a submission trains on given shards) and
 # test-time training (the packed script's eval does not run it; importing code guards it).
-EXCLUDED = ("golf.submission", "golf.data.prepare", "golf.data.embedded", "golf.data.text",
-            "golf.data.fineweb", "golf.data.proxy", "golf.data.splits", "golf.data.tokenizer_train",
-            "golf.ttt")
+EXCLUDED = ("golf.submission", "golf.data.prepare", "golf.data.sources", "golf.ttt")
 # Import names whose pip distribution name differs.
 PIP_NAMES = {"sentencepiece": "sentencepiece", "yaml": "pyyaml", "PIL": "pillow"}
 

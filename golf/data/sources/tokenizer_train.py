@@ -14,7 +14,7 @@ from typing import Sequence
 import sentencepiece as spm
 
 from golf.atomic import atomic_write_bytes, file_sha256
-from golf.data.text import iter_text_docs
+from golf.data.sources.text import iter_text_docs
 from golf.data.tokenizer import load_tokenizer
 from golf.errors import PrepareError
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from golf.atomic import atomic_file, atomic_write_json, file_sha256
 from golf.data.shards import MANIFEST, read_header
-from golf.data.splits import DatasetPaths
+from golf.data.sources.splits import DatasetPaths
 from golf.data.tokenizer import load_tokenizer, user_defined_pieces
 from golf.errors import PrepareError, ShardError
 

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from golf.atomic import atomic_write_bytes
-from golf.data.text import prepare_text
+from golf.data.sources.text import prepare_text
 from golf.errors import PrepareError
 
 OFFICIAL = "tokenizers/fineweb_1024_bpe.model"

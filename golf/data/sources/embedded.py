@@ -19,13 +19,12 @@ import sentencepiece as spm
 from pydoc_data.topics import topics
 
 from golf.atomic import atomic_write_json, file_sha256
+from golf.data import EMBEDDED_DATASET, EMBEDDED_TOKENIZER
 from golf.data.shards import MANIFEST, read_header
-from golf.data.splits import DEFAULT_SHARD_TOKENS, DatasetPaths, encode_docs, is_val_doc, write_split
+from golf.data.sources.splits import DEFAULT_SHARD_TOKENS, DatasetPaths, encode_docs, is_val_doc, write_split
 from golf.data.tokenizer import load_tokenizer
-from golf.data.tokenizer_train import train_tokenizer
+from golf.data.sources.tokenizer_train import train_tokenizer
 
-EMBEDDED_DATASET = "embedded_sp1024"
-EMBEDDED_TOKENIZER = "embedded_1024_bpe"
 
 # Fixed, sorted list: the corpus must not depend on what happens to be installed or imported.
 STDLIB_MODULES: tuple[str, ...] = tuple(sorted((

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator, Sequence
 
 from golf.atomic import atomic_write_json, file_sha256
 from golf.data.shards import MANIFEST, read_header
-from golf.data.splits import DEFAULT_SHARD_TOKENS, encode_docs, is_val_doc, write_split
+from golf.data.sources.splits import DEFAULT_SHARD_TOKENS, encode_docs, is_val_doc, write_split
 from golf.data.tokenizer import load_tokenizer, user_defined_pieces
 from golf.errors import PrepareError
 
