@@ -6,12 +6,16 @@ previous good file in place (the temp file is removed). Every writer in golf/ go
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
+
+import torch
 
 
 @contextmanager
@@ -62,8 +66,6 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """torch.save through a temp file (checkpoints, EMA weights, Hessians). Serialized in memory
     first, so a full disk is an OSError from our write (naming the file), not torch's
     "unexpected pos" RuntimeError from inside its zip writer."""
-    import io
-    import torch
     buf = io.BytesIO()
     torch.save(obj, buf)
     with atomic_file(path, "wb") as fh:
@@ -73,7 +75,6 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB blocks (artifacts, shards, tokenizers)."""
-    import hashlib
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -9,12 +9,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from golf.errors import CheckpointError
 
 
 def load_torch_file(path: str | os.PathLike, fix: str, keys: tuple[str, ...] = ()) -> Any:
     """torch.load on CPU; missing, unreadable or lacking `keys` -> CheckpointError naming `path`."""
-    import torch
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: file not found; {fix}")

@@ -17,6 +17,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+import torch
+
 from golf.errors import ConfigError
 from golf.model import ModelConfig, parameter_count, sign_problems
 from golf.rules import CAP_BYTES, TRAIN_LIMIT_S, scaled_cap_bytes
@@ -342,11 +344,7 @@ def _choose_preset(raw: str, cpu_preset: bool | None) -> str:
 
 
 def _cuda_available() -> bool:
-    try:
-        import torch
-        return torch.cuda.is_available()
-    except Exception:  # pragma: no cover - torch missing is reported elsewhere
-        return False
+    return torch.cuda.is_available()
 
 
 def parse_setting(name: str, raw: str, typ: type) -> Any:

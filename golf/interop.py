@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import lzma
 import math
 import os
 import re
@@ -28,15 +29,22 @@ import shlex
 import shutil
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 
+import quant
+from golf import model as golf_model
 from golf import rundir
+from golf.atomic import atomic_save, atomic_write_json, atomic_write_text, file_sha256
 from golf.config import Config
-from golf.errors import InteropError
+from golf.data.loader import DistributedTokenLoader
+from golf.errors import InteropError, user_errors
+from golf.model import GPT
+from golf.train import resolve_grad_accum
 
 
 # ----------------------------------------------------------------------------- stacks
@@ -97,7 +105,6 @@ def _decompress(raw: bytes, path: Path) -> bytes:
     if raw[:4] == b"PK\x03\x04" or raw[:1] == b"\x80":
         return raw  # torch zip (or legacy pickle) file
     if raw[:6] == b"\xfd7zXZ\x00":
-        import lzma
         return lzma.decompress(raw)
     if raw[:4] == b"\x28\xb5\x2f\xfd":
         try:
@@ -106,7 +113,6 @@ def _decompress(raw: bytes, path: Path) -> bytes:
             raise InteropError(f"{path}: zstd-compressed; `pip install zstandard` to read it") from None
         return zstandard.ZstdDecompressor().decompress(raw, max_output_size=1 << 34)
     if raw[:1] == b"\x78":
-        import zlib
         try:
             return zlib.decompress(raw)
         except zlib.error:
@@ -508,11 +514,12 @@ def build_config(shapes: Shapes, stack: Stack, user_env: Mapping[str, str], run_
 
 # ----------------------------------------------------------------------------- conversion
 def golf_rope_sign() -> int:
-    """+1 if golf.model.apply_rope turns pairs by +pos*freq, -1 if by -pos*freq (the records')."""
-    from golf.model import apply_rope, rope_tables
-    cos, sin = rope_tables(2, 2, 10000.0, "cpu", torch.float32)
+    """+1 if golf.model.apply_rope turns pairs by +pos*freq, -1 if by -pos*freq (the records').
+    Measured on the module's current function (looked up at call time, so a changed rotation is
+    what the conversion follows)."""
+    cos, sin = golf_model.rope_tables(2, 2, 10000.0, "cpu", torch.float32)
     x = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2).expand(1, 2, 1, 2)
-    y = apply_rope(x, cos, sin, 2)
+    y = golf_model.apply_rope(x, cos, sin, 2)
     # position 1, freq 1: (1, 0) -> (cos 1, +-sin 1)
     return 1 if float(y[0, 1, 0, 1]) > 0 else -1
 
@@ -544,7 +551,6 @@ def convert(sd: Mapping[str, torch.Tensor], cfg: Config, fold_ln: bool,
 
 def build_model(cfg: Config, state: Mapping[str, torch.Tensor], provenance: Mapping[str, str]):
     """golf.model.GPT(cfg) with `state` loaded strictly; any mismatch names the tensor."""
-    from golf.model import GPT
     try:
         model = GPT(cfg)
     except ValueError as exc:
@@ -574,9 +580,6 @@ def build_model(cfg: Config, state: Mapping[str, torch.Tensor], provenance: Mapp
 # ----------------------------------------------------------------------------- calibration
 def calibrate(model, cfg: Config, n_batches: int, log: Callable[[str], None]) -> dict[str, Any]:
     """hessians.pt content from n_batches of training data, as golf/train.py collects it."""
-    import quant
-    from golf.data.loader import DistributedTokenLoader
-    from golf.train import resolve_grad_accum
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     accum = resolve_grad_accum(cfg, 1)
     loader = DistributedTokenLoader(cfg.data_path, rank=0, world_size=1, seed=cfg.seed,
@@ -623,7 +626,6 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *,
                       stack: str | None = None, calibrate_batches: int = 0,
                       log: Callable[[str], None] = print) -> ImportResult:
     """Convert a record checkpoint into the golfkit run directory `out` (created; must not hold files)."""
-    from golf.atomic import atomic_save, atomic_write_json, atomic_write_text, file_sha256
     src, out = Path(src), Path(out)
     _check_out(out)
     user_env = parse_env(env)
@@ -717,7 +719,6 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *,
 
 # ----------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    from golf.errors import user_errors
     ap = argparse.ArgumentParser(prog="python -m golf.interop",
                                  description="Import a Parameter Golf record checkpoint into a golfkit run directory.")
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 
 from golf.config import Config
-
 from golf.muon import Muon, newton_schulz  # noqa: F401  (re-exported: the optimizers' one import)
+from quant.policy import is_control
 
 
 def muon_momentum(step: int, cfg: Config) -> float:
@@ -29,7 +29,6 @@ def split_params(model: nn.Module, mode: str = "records") -> tuple[list, list, l
     the small bigram/VE projections. legacy: golfkit's earlier rule, every 2-D tensor under
     `blocks.` (resid_mix too) to Muon, tok_emb/lm_head to the embedding group, the rest scalar.
     """
-    from quant.policy import is_control
     if mode not in ("records", "legacy"):
         raise ValueError(f"OPTIM_GROUPS={mode!r} is not records or legacy; fix the variable")
     tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}

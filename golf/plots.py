@@ -35,6 +35,8 @@ def plot_loss_curves(metrics_path: str | os.PathLike, png_path: str | os.PathLik
     val = [(r["step"], r["val_loss"], r.get("val_bpb")) for r in rows if r.get("val_loss") is not None]
     if not train and not val:
         return None
+    # imported here: matplotlib is optional in a submission's environment (the packed script
+    # ships this module) and costs ~0.5 s; Agg must be chosen before pyplot is imported
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -64,7 +66,7 @@ def plot_loss_curves(metrics_path: str | os.PathLike, png_path: str | os.PathLik
 
 def plot_sensitivity(report: dict, png_path: str | os.PathLike) -> Path:
     """Horizontal bar chart of Δbpb, largest at the top; written atomically."""
-    import matplotlib
+    import matplotlib  # optional dependency, Agg first: see plot_loss_curves
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = report["rows"]

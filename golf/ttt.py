@@ -35,10 +35,20 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from golf.evaluate import EvalError, EvalResult, _batches, _dist_active, batch_nll, rank_slice, window_plan
+from golf.bpb import bpb_from_sums, bytes_at
+from golf.evaluate import (
+    EvalError,
+    EvalResult,
+    _batches,
+    _dist_active,
+    batch_nll,
+    rank_slice,
+    window_plan,
+)
 
 MODES = ("off", "chunk", "lora")
 Window = tuple[int, int, int]          # (start, score_from, score_to) as in golf.evaluate
@@ -165,7 +175,6 @@ class _Tally:
 
     def add(self, spans: Sequence[tuple[int, int]], nll: torch.Tensor) -> None:
         """nll: per-target NLL of the target ranges `spans`, concatenated in order."""
-        from golf.bpb import bytes_at
         self.nll_sum += float(nll.double().sum().item())
         self.tokens += int(nll.numel())
         idx = np.concatenate([np.arange(a, b) for a, b in spans])
@@ -184,10 +193,8 @@ def _autocast(dev: torch.device):
 def _finish(tally: _Tally, *, n: int, t0: float, dev: torch.device, world: int,
             **fields: Any) -> TTTResult:
     """All-reduce the sums (and records), check that every target was scored once, wrap up."""
-    from golf.bpb import bpb_from_sums
     nll_sum, tokens, nbytes, secs = tally.nll_sum, tally.tokens, tally.bytes, time.perf_counter() - t0
     if _dist_active(world):
-        import torch.distributed as dist
         red = dev if dist.get_backend() == "nccl" else torch.device("cpu")
         sums = torch.tensor([nll_sum, float(tokens), float(nbytes)], dtype=torch.float64, device=red)
         dist.all_reduce(sums)
@@ -228,7 +235,6 @@ def _sync_grads(params: Sequence[nn.Parameter], world: int) -> None:
             p.grad = torch.zeros_like(p)
     if not _dist_active(world):
         return
-    import torch.distributed as dist
     flat = torch.cat([p.grad.reshape(-1) for p in params])
     dist.all_reduce(flat)
     off = 0
