@@ -253,14 +253,12 @@ def submission_folder(run_dir: Path, out_dir: str | None) -> str | None:
 
 
 def config_from_env(env: "os._Environ | dict[str, str]") -> Config:
-    """The run's config: the environment's, or with RESUME the resumed run's own config.json
-    with the variables set now on top (train() refuses those that may not change)."""
+    """The run's config: the environment's, or with RESUME the resumed run's own (config.json,
+    else the checkpoint's copy) with the variables set now on top (train() refuses those that
+    may not change)."""
     if not env.get("RESUME"):
         return Config.from_env(env)
-    src = rd.resolve_resume(env["RESUME"]).parent
-    if not (src / rd.CONFIG).is_file():
-        return Config.from_env(env)
-    return rd.resume_config(rd.load_config(src, "RESUME"), env)
+    return rd.resume_config(rd.saved_config(rd.resolve_resume(env["RESUME"])), env)
 
 
 # ----------------------------------------------------------------------------- modes

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from golf.atomic import atomic_write_json
+from golf.checkpoint import load_torch_file
 from golf.config import Config
 from golf.distributed import on_rank0
 from golf.errors import ConfigError, RunIOError
@@ -184,15 +185,18 @@ def absolute_paths(cfg: Config) -> tuple[Config, dict[str, str]]:
 
 
 def load_config(run_dir: str | os.PathLike, what: str = "RUN_DIR") -> Config:
-    """A run's config.json with its paths made absolute: relative ones (runs written before
-    paths were recorded absolute) against the recorded cwd, else the current one if they exist
-    there, else one error naming the fix."""
+    """A run's config.json with its paths made absolute (see `_absolute_config`)."""
     rd = Path(run_dir)
     path = rd / CONFIG
     if not path.is_file():
         raise ConfigError([f"{what}={run_dir}: no {CONFIG} in {rd}; point it at the folder of a "
                            "run (runs/<RUN_ID>)"])
-    raw = json.loads(path.read_text())
+    return _absolute_config(json.loads(path.read_text()), path)
+
+
+def _absolute_config(raw: Mapping[str, Any], where: Path) -> Config:
+    """Relative paths (runs written before paths were recorded absolute) resolved against the
+    recorded cwd, else the current one if they exist there, else one error naming the fix."""
     fixed = {}
     for k in PATH_FIELDS:
         p = Path(raw.get(k, getattr(Config, k)))
@@ -202,10 +206,19 @@ def load_config(run_dir: str | os.PathLike, what: str = "RUN_DIR") -> Config:
         if base or p.exists():
             fixed[k] = str((Path(base) / p if base else p).resolve())
         else:
-            raise ConfigError([f"{path}: {k.upper()}={p} is relative to the folder that run was "
+            raise ConfigError([f"{where}: {k.upper()}={p} is relative to the folder that run was "
                                "started from, which it does not record; run from that folder, or "
-                               f"write the absolute path into {path} (or set {k.upper()})"])
+                               f"write the absolute path into {where} (or set {k.upper()})"])
     return Config.from_dict({**raw, **fixed})
+
+
+def saved_config(ckpt_path: Path) -> Config:
+    """The resumed run's own config: its folder's config.json, else the copy every checkpoint
+    holds (a checkpoint moved out of its run folder still resumes as the run it was)."""
+    if (ckpt_path.parent / CONFIG).is_file():
+        return load_config(ckpt_path.parent, "RESUME")
+    ck = load_torch_file(ckpt_path, "point RESUME at a checkpoint.pt golfkit wrote", keys=("config",))
+    return _absolute_config(ck["config"], ckpt_path)
 
 
 # ----------------------------------------------------------------------------- resume (rule 2)
@@ -242,16 +255,15 @@ def check_resume(ckpt_path: Path, cfg: Config, run_dir: Path, log_changes: list[
     """Refuse a resume that would change what defines the run, or train into a trained run
     (rules 2, 3); the allowed changes are appended to `log_changes`."""
     src = ckpt_path.parent
-    saved = load_config(src, "RESUME") if (src / CONFIG).is_file() else None
     problems = []
-    if saved is not None:
-        refused, allowed = resume_changes(saved, cfg)
-        if refused:
-            problems.append(f"RESUME={cfg.resume}: these settings define the run's model, data or "
-                            f"seed and differ from {src / CONFIG}: {'; '.join(refused)}; unset them"
-                            f" (a resume takes the run's own config; only {_MAY_CHANGE_TEXT} may "
-                            "change), or start a new run")
-        log_changes.extend(allowed)
+    refused, allowed = resume_changes(saved_config(ckpt_path), cfg)
+    if refused:
+        where = src / CONFIG if (src / CONFIG).is_file() else ckpt_path
+        problems.append(f"RESUME={cfg.resume}: these settings define the run's model, data or "
+                        f"seed and differ from {where}: {'; '.join(refused)}; unset them"
+                        f" (a resume takes the run's own config; only {_MAY_CHANGE_TEXT} may "
+                        "change), or start a new run")
+    log_changes.extend(allowed)
     if run_dir == src and is_trained(src):
         problems.append(f"RESUME={cfg.resume}: that run finished training ({EMA}"
                         f"{', ' + ARTIFACT if (src / ARTIFACT).is_file() else ''}"

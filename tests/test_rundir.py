@@ -143,6 +143,25 @@ def test_sigterm_hint_resumes_a_run_with_non_default_variables(embedded_data, tm
     assert json.loads((run / rd.SUMMARY).read_text())["steps"] == 12
 
 
+def test_a_checkpoint_moved_out_of_its_run_folder_resumes_as_its_own_run(finished, tmp_path):
+    """Without config.json beside it, RESUME takes the config every checkpoint holds (it used to
+    fall back to the environment's: the CPU preset's model, refused or silently different)."""
+    from golf.main import config_from_env
+    _cfg, run, _ = finished
+    moved = tmp_path / "elsewhere" / rd.CHECKPOINT
+    moved.parent.mkdir()
+    shutil.copy2(run / rd.CHECKPOINT, moved)
+    saved = rd.load_config(run)
+    cfg = config_from_env({"RESUME": str(moved), "ITERATIONS": str(saved.iterations + 4)})
+    assert cfg.model_dict() == saved.model_dict() and cfg.seed == saved.seed
+    assert cfg.iterations == saved.iterations + 4
+    assert Path(cfg.data_path).is_absolute() and Path(cfg.data_path).is_dir()
+    assert cfg.model_dict() != Config.from_env({}, cpu_preset=True).model_dict()  # not the env's model
+    problems: list[str] = []
+    with pytest.raises(ConfigError, match=rf"differ from {moved}: NUM_LAYERS: {saved.num_layers} -> 3;"):
+        rd.check_resume(moved, cfg.replace(num_layers=3, resume=str(moved)), moved.parent, problems)
+
+
 # ----------------------------------------------------------------------------- rule 3: trained runs
 def test_trained_run_is_never_trained_into_and_forks_to_a_new_folder(finished, embedded_data):
     from golf.train import train
