@@ -53,6 +53,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from golf import rundir as rd  # noqa: E402
 from golf.config import CPU_PRESET, R29_ROPE_BASE, Config  # noqa: E402
 
 BASE = "p1125"
@@ -139,15 +140,15 @@ def run_one(name: str, seed: int, args: argparse.Namespace, runs_dir: Path) -> d
         tail = (runs_dir / f"{run_id}.out").read_text().splitlines()[-15:]
         raise SystemExit(f"error: {name} seed {seed} failed (exit {proc.returncode}); "
                          f"log {runs_dir / (run_id + '.out')}:\n" + "\n".join(tail))
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = json.loads((run_dir / rd.SUMMARY).read_text())
     res = {"config": name, "seed": seed, "env": env_over, "threads": args.threads, "run_dir": str(run_dir),
-           **parse_log(run_dir / "train.log"),
+           **parse_log(run_dir / rd.TRAIN_LOG),
            "pre_val_bpb": summary["pre_val_bpb"], "post_val_bpb": summary["post_val_bpb"],
            "gap": summary["gap"], "model_bytes": summary["model_bytes"],
            "eval_partial": summary.get("partial", False),
            "phase_seconds": summary.get("phase_seconds", {}), "wall_seconds": round(wall, 1),
            "load_start": round(load0, 2), "load_end": round(os.getloadavg()[0], 2)}
-    for junk in ("model.pt", "checkpoint.pt"):  # ema.pt, hessians.pt, artifact: eval_bpb.py / QUANT_ONLY
+    for junk in (rd.MODEL, rd.CHECKPOINT):  # ema.pt, hessians.pt, artifact: eval_bpb.py / QUANT_ONLY
         (run_dir / junk).unlink(missing_ok=True)
     record.write_text(json.dumps(res, indent=1))
     print(f"ablation:{name} seed:{seed} pre:{res['pre_val_bpb']:.4f} post:{res['post_val_bpb']:.4f} "

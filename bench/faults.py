@@ -31,6 +31,9 @@ from typing import Callable, Iterator, Mapping
 from unittest import mock
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python bench/faults.py` as well as `python -m bench.faults`
+    sys.path.insert(0, str(REPO))
+from golf import rundir as rd  # noqa: E402  (after the path guard)
 
 # the tiny model of tests/conftest.py's tiny_pipeline_config, as environment variables
 TINY_ENV = {"PRESET": "cpu", "NUM_LAYERS": "2", "MODEL_DIM": "64", "NUM_HEADS": "4",
@@ -179,7 +182,7 @@ class Bench:
         t0 = time.perf_counter()
         code, text = call(fn, env, cwd or self.tmp / "work")
         secs = time.perf_counter() - t0
-        own = ({str(continues / n) for n in ("config.json", "checkpoint.pt", "model.pt", "hessians.pt")}
+        own = ({str(continues / n) for n in (rd.CONFIG, rd.CHECKPOINT, rd.MODEL, rd.HESSIANS)}
                if continues else set())
         gone = [p for p in lost(before, self.tmp / "work") if p not in own]
         ok_kept = not gone
@@ -243,21 +246,21 @@ class Bench:
         self.case("RESUME finished run, RUN_ID=fork ITERATIONS=8 (fork)", train_gpt,
                   {"RESUME": str(base), "RUN_ID": "fork", "ITERATIONS": "8", "PACK": "0"},
                   expect="exit 0, runs/fork written", want_code=0,
-                  must=lambda t: (base.parent / "fork" / "eval.json").is_file())
+                  must=lambda t: (base.parent / "fork" / rd.EVAL).is_file())
 
     def _io_cases(self, train_gpt, pack_main, base: Path) -> None:
         from golf.main import quant_only
         work = self.tmp / "work"
         env = {**self.env, "RUN_ID": "full"}
-        with failing_replace("ema.pt"):
+        with failing_replace(rd.EMA):
             self.case("full disk writing ema.pt", train_gpt, env,
                       expect="exit 2 naming ema.pt, checkpoint kept", want_code=2,
-                      must=lambda t: "ema.pt: the disk is full (ENOSPC)" in t and "checkpoint.pt" in t)
+                      must=lambda t: "ema.pt: the disk is full (ENOSPC)" in t and rd.CHECKPOINT in t)
         self.case("... then RESUME=runs/full (as the message says)", train_gpt,
                   {"RESUME": str(work / "runs" / "full"), "PACK": "0"}, expect="exit 0",
                   want_code=0, continues=work / "runs" / "full",
-                  must=lambda t: (work / "runs" / "full" / "eval.json").is_file())
-        with failing_replace("checkpoint.pt"):
+                  must=lambda t: (work / "runs" / "full" / rd.EVAL).is_file())
+        with failing_replace(rd.CHECKPOINT):
             self.case("full disk writing the final checkpoint", train_gpt,
                       {**self.env, "RUN_ID": "full2"}, expect="exit 2 naming checkpoint.pt",
                       want_code=2, must=lambda t: "checkpoint.pt: the disk is full" in t)
@@ -266,11 +269,11 @@ class Bench:
         (sub / "older_record").mkdir(parents=True)
         (sub / "README.md").write_text("tracked\n")
         (sub / "older_record" / "submission.json").write_text("{}\n")
-        with failing_replace("final_model.gkq"):
+        with failing_replace(rd.ARTIFACT):
             self.case("QUANT_ONLY, full disk writing the artifact", train_gpt, qo,
                       expect="exit 2, previous pair intact", want_code=2,
                       must=lambda t: "final_model.gkq: the disk is full" in t)
-        with failing_replace("eval.json"):
+        with failing_replace(rd.EVAL):
             self.case("QUANT_ONLY, full disk writing eval.json (between the two)", train_gpt, qo,
                       expect="exit 2, previous pair intact", want_code=2,
                       must=lambda t: "eval.json: the disk is full" in t and _pair_ok(base))
@@ -278,7 +281,7 @@ class Bench:
                   {**qo, "PACK": "1", "SUBMISSION_DIR": str(work / "submission")},
                   expect="exit 0; submission/README.md + older records kept, old pair in previous/1",
                   want_code=0, must=lambda t: _pair_ok(base) and (base / "previous" / "1" /
-                                                                  "final_model.gkq").is_file())
+                                                                  rd.ARTIFACT).is_file())
         ro = work / "readonly"
         ro.mkdir()
         with unwritable(ro):
@@ -300,7 +303,7 @@ class Bench:
         elsewhere.mkdir()
         work = self.tmp / "work"
         self.case("eval_bpb.py runs/X from another cwd", lambda: eval_bpb.main(
-            [str(base), "--out", str(elsewhere / "eval.json")]), {},
+            [str(base), "--out", str(elsewhere / rd.EVAL)]), {},
                   expect="exit 0", want_code=0, cwd=elsewhere)
         self.case("pack.py runs/X from another cwd (round trip)", lambda: pack_main(
             [str(base), "--out", str(work / "packed")]), {}, expect="exit 0", want_code=0,
@@ -311,9 +314,9 @@ class Bench:
             must=lambda t: "cap of 100,000" in t)
         bad = work / "runs" / "corrupt"
         shutil.copytree(base, bad, ignore=shutil.ignore_patterns("previous"))
-        blob = bytearray((bad / "final_model.gkq").read_bytes())
+        blob = bytearray((bad / rd.ARTIFACT).read_bytes())
         blob[-5] ^= 0xFF
-        (bad / "final_model.gkq").write_bytes(bytes(blob))
+        (bad / rd.ARTIFACT).write_bytes(bytes(blob))
         c = self.case("pack.py on a corrupt artifact", lambda: pack_main(
             [str(bad), "--out", str(work / "corrupt_pack")]), {},
             expect="exit 2 in < 1 s, checksum named", want_code=2, must=lambda t: "checksum" in t)
@@ -369,15 +372,15 @@ class Bench:
                   {"RESUME": str(work / resume), "PACK": "0"}, cwd=self.tmp / "elsewhere",
                   continues=work / resume,
                   expect="exit 0, artifact sha256 == uninterrupted run's", want_code=0,
-                  must=lambda t: file_sha256(work / "runs" / "sig" / "final_model.gkq")
-                  == file_sha256(base / "previous" / "1" / "final_model.gkq"))
+                  must=lambda t: file_sha256(work / "runs" / "sig" / rd.ARTIFACT)
+                  == file_sha256(base / rd.PREVIOUS / "1" / rd.ARTIFACT))
 
 
 def _pair_ok(run: Path) -> bool:
     """eval.json describes the artifact beside it."""
     from golf.atomic import file_sha256
-    ev = json.loads((run / "eval.json").read_text())
-    return ev.get("artifact_sha256") == file_sha256(run / "final_model.gkq")
+    ev = json.loads((run / rd.EVAL).read_text())
+    return ev.get("artifact_sha256") == file_sha256(run / rd.ARTIFACT)
 
 
 def format_table(cases: list[Case]) -> str:

@@ -24,6 +24,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from golf import rundir as rd  # noqa: E402  (after the path guard)
+
 REPO = Path(__file__).resolve().parents[1]
 # (mode, knobs): chunk sizes and LRs around R23's (32768 tokens, lr 0.002 on 62M tokens: the
 # demo val splits hold 33k-69k tokens, so smaller chunks), LoRA LRs around our default 0.01.
@@ -40,7 +42,7 @@ QUICK = [CONFIGS[1], CONFIGS[4]]
 def train_demo(workdir: Path, run_id: str, iterations: int, extra: dict[str, str]) -> Path:
     """Train (or reuse) a CPU-preset demo run: train -> quantize -> eval, no pack."""
     run = workdir / "runs" / run_id
-    if (run / "final_model.gkq").is_file() and (run / "ema.pt").is_file():
+    if (run / rd.ARTIFACT).is_file() and (run / rd.EMA).is_file():
         return run
     env = {**os.environ, "ITERATIONS": str(iterations), "MAX_WALLCLOCK_SECONDS": "0",
            "WARMDOWN_ITERS": str(max(1, iterations // 5)), "VAL_LOSS_EVERY": "0", "PACK": "0",
@@ -72,8 +74,8 @@ def measure(run: Path, configs: list, stride: int, max_tokens: int | None) -> di
     from golf.evaluate import load_eval_data, load_eval_model, score_eval_data
     from golf.config import Config
     from golf.ttt import TTTSettings, run_ttt
-    cfg = Config.load(run / "config.json")
-    model, cfg, _ = load_eval_model(run / "final_model.gkq", cfg_override=cfg)
+    cfg = Config.load(run / rd.CONFIG)
+    model, cfg, _ = load_eval_model(run / rd.ARTIFACT, cfg_override=cfg)
     ed = load_eval_data(cfg.data_path, cfg.tokenizer_path, cfg.vocab_size, max_tokens=max_tokens, log=None)
     seq = cfg.effective_eval_seq_len
     post = score_eval_data(model, ed, seq_len=seq, stride=stride, batch_tokens=cfg.val_batch_size,
