@@ -70,6 +70,24 @@ def tiny_pipeline_config(data, **changes):
     return Config.from_env({}, cpu_preset=True).replace(**{**base, **changes})
 
 
+def untrained_run(run: Path, cfg, seed: int = 0):
+    """A run folder as the main job leaves it, without training: a seeded random GPT of `cfg`
+    as ema.pt, its config.json and its int8 artifact (for eval/pack/TTT tests). Returns the model."""
+    import torch
+
+    import quant
+    from golf import rundir as rd
+    from golf.model import GPT
+    torch.manual_seed(seed)
+    model = GPT(cfg)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / rd.CONFIG).write_text(cfg.to_json())
+    torch.save({"config": cfg.to_dict(), "state_dict": model.state_dict()}, run / rd.EMA)
+    quant.save_artifact(run / rd.ARTIFACT,
+                        quant.quantize_model(model, method="int8", meta={"config": cfg.to_dict()}))
+    return model
+
+
 @pytest.fixture()
 def tiny_config(embedded_data):
     """The tiny model (tiny_pipeline_config) over the embedded corpus."""

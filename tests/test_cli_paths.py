@@ -233,18 +233,10 @@ def test_quant_info_json_describes_the_file(tmp_path, capsys):
 # ----------------------------------------------------------------------------- run_eval modes
 @pytest.fixture(scope="module")
 def eval_run(tmp_path_factory, embedded_data):
-    import quant
-    from conftest import tiny_pipeline_config
-    from golf.model import GPT
+    from conftest import tiny_pipeline_config, untrained_run
     cfg = tiny_pipeline_config(embedded_data, eval_stride=16, max_eval_tokens=256, val_batch_size=2048)
     run = tmp_path_factory.mktemp("evalmodes") / "run"
-    run.mkdir()
-    torch.manual_seed(0)
-    model = GPT(cfg)
-    (run / "config.json").write_text(json.dumps({**cfg.to_dict(), "world_size": 1}))
-    torch.save({"config": cfg.to_dict(), "state_dict": model.state_dict()}, run / "ema.pt")
-    quant.save_artifact(run / "final_model.gkq", quant.quantize_model(model, method="int8",
-                                                                      meta={"config": cfg.to_dict()}))
+    model = untrained_run(run, cfg)
     return run, cfg, model
 
 

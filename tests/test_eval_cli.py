@@ -14,6 +14,7 @@ import eval_bpb
 from golf.compare import divergence_box, find_divergences
 from golf.sensitivity import run_sensitivity, tensor_class
 from quant.policy import CLASSES
+from conftest import untrained_run  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- pure parts
@@ -103,10 +104,7 @@ def test_run_dir_without_weights_names_the_missing_file(run_dir, tmp_path, capsy
 def run_dir(tmp_path_factory, shared_data, official_tokenizer):
     """A run directory with a random tiny GPT (ema.pt) and its int8 artifact, over a val shard
     of FineWeb docs tokenized with the official tokenizer."""
-    import torch
-    import quant
     from golf.data import shards
-    from golf.model import GPT
     import sentencepiece as spm
     from golf.config import Config
 
@@ -125,14 +123,8 @@ def run_dir(tmp_path_factory, shared_data, official_tokenizer):
         data_path=str(data), tokenizer_path=str(official_tokenizer), num_layers=2, model_dim=64,
         num_heads=4, num_kv_heads=2, mlp_mult=2.0, train_seq_len=64, eval_seq_len=64,
         eval_stride=16, val_batch_size=4096, max_eval_tokens=0, compile=False)
-    torch.manual_seed(0)
-    model = GPT(cfg)
     run = root / "run"
-    run.mkdir()
-    (run / "config.json").write_text(cfg.to_json())
-    torch.save({"config": cfg.to_dict(), "state_dict": model.state_dict()}, run / "ema.pt")
-    q = quant.quantize_model(model, method="int8", meta={"config": cfg.to_dict()})
-    quant.save_artifact(run / "final_model.gkq", q)
+    untrained_run(run, cfg)
     return run, cfg
 
 

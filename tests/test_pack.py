@@ -13,6 +13,7 @@ import pytest
 from golf import submission
 from golf.submission import (OverCapError, PackError, RoundTripError, budget_table, enforce_budget,
                              format_budget_table)
+from conftest import untrained_run
 from golf.submission.amalgamate import module_closure
 from golf.submission.stats import betainc, student_t_sf, welch_one_sided
 
@@ -329,20 +330,11 @@ def test_welch_one_sided_direction_and_margin():
 def test_real_eval_only_roundtrip(tmp_path, request):
     """golf.main's EVAL_ONLY on a tiny real artifact (runs once the pipeline modules exist)."""
     module_closure("golf.main")  # a PackError here is our bug, not a missing resource
-    from golf.model import GPT
     from golf.evaluate import run_eval
     tiny_config = request.getfixturevalue("tiny_config")
-    import torch
-    import quant
     cfg = tiny_config.replace(max_eval_tokens=4096)
     run = tmp_path / "run"
-    run.mkdir()
-    torch.manual_seed(0)
-    model = GPT(cfg)
-    (run / "config.json").write_text(json.dumps({**cfg.to_dict(), "world_size": 1}))
-    torch.save({"config": cfg.to_dict(), "state_dict": model.state_dict()}, run / "ema.pt")
-    quant.save_artifact(run / "final_model.gkq",
-                        quant.quantize_model(model, method="int8", meta={"config": cfg.to_dict()}))
+    untrained_run(run, cfg)
     run_eval(run_dir=run, device="cpu", log=None)
     (run / "train.log").write_text("test\n")
     res = submission.pack_run(run, tmp_path / "sub", name="t", github_id="t", blurb="t",

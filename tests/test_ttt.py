@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import untrained_run
 from golf.bpb import ByteLUT, lut_target_bytes
 from golf.evaluate import EvalError, evaluate_bpb, window_plan
 from golf.ttt import (BatchedLoRA, TTTSettings, attach_lora, chunk_ttt, chunk_windows,
@@ -336,21 +337,13 @@ def test_two_rank_gloo_matches_one_process(tmp_path, one_thread):
 @pytest.fixture()
 def ttt_run(tmp_path, embedded_data):
     """A run directory: random tiny GPT (ema.pt), its int8 artifact, the embedded val split."""
-    import quant
     from golf.config import Config
-    from golf.model import GPT
     cfg = Config.from_env({}, cpu_preset=True).replace(
         data_path=str(embedded_data.dataset_dir), tokenizer_path=str(embedded_data.tokenizer_path),
         num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2.0, train_seq_len=64,
         eval_seq_len=64, eval_stride=16, val_batch_size=4096, max_eval_tokens=1500, compile=False)
-    torch.manual_seed(0)
-    model = GPT(cfg)
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.json").write_text(cfg.to_json())
-    torch.save({"config": cfg.to_dict(), "state_dict": model.state_dict()}, run / "ema.pt")
-    quant.save_artifact(run / "final_model.gkq",
-                        quant.quantize_model(model, method="int8", meta={"config": cfg.to_dict()}))
+    untrained_run(run, cfg)
     return run, cfg
 
 
