@@ -621,14 +621,9 @@ def _check_out(out: Path) -> None:
                            "written or overwritten)")
 
 
-def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *,
-                      env: str | Mapping[str, str] | list[str] | None = None,
-                      stack: str | None = None, calibrate_batches: int = 0,
-                      log: Callable[[str], None] = print) -> ImportResult:
-    """Convert a record checkpoint into the golfkit run directory `out` (created; must not hold files)."""
-    src, out = Path(src), Path(out)
-    _check_out(out)
-    user_env = parse_env(env)
+def _load_state(src: Path) -> tuple[dict[str, torch.Tensor], str, str, dict[str, str]]:
+    """The checkpoint's tensors in per-layer form: (state, file format, layout, provenance),
+    provenance naming the bank slice each unbanked matrix came from."""
     raw, fmt = read_checkpoint(src)
     sd = _strip_prefixes(raw)
     layout = detect_layout(sd)
@@ -643,57 +638,39 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *,
                                f"blocks.{i}.attn.c_v.weight": f"kv_bank[{L + i}]",
                                f"blocks.{i}.mlp.fc.weight": f"mlp_up_bank[{i}]",
                                f"blocks.{i}.mlp.proj.weight": f"mlp_down_bank[{i}]"})
-    known, ignored = classify_keys(sd)
-    shapes = infer_shapes(known)
-    st, stack_note = resolve_stack(stack, layout, shapes)
-    notes: list[str] = [stack_note] if stack_note else []
-    warnings: list[str] = []
-    cfg, fold_ln = build_config(shapes, st, user_env, out.name, notes)
-    if "VE_LAYERS" not in user_env and shapes.ve_count:
-        notes.append(f"ve_layers: {cfg.ve_layers} (the last {shapes.ve_count}, as in the records; "
-                     "override with --env VE_LAYERS=...)")
-    state = convert(known, cfg, fold_ln, notes)
-    model = build_model(cfg, state, provenance)
-    warnings.append("numerics: the records run bf16 autocast with FlashAttention-3 on H100; golfkit's "
-                    "fp32 (CPU) or bf16-SDPA (GPU) val_bpb of the same weights differs in the last "
-                    "digits, not in the model")
+    return sd, fmt, layout, provenance
+
+
+def _import_warnings(shapes: "Shapes", stack: str) -> list[str]:
+    """What the imported model does differently from the record's own run (said in train.log)."""
+    warnings = ["numerics: the records run bf16 autocast with FlashAttention-3 on H100; golfkit's "
+                "fp32 (CPU) or bf16-SDPA (GPU) val_bpb of the same weights differs in the last "
+                "digits, not in the model"]
     if shapes.smear:
         warnings.append("smear: crosses document boundaries as in the record (SMEAR_BOS_FIX=0)")
-    if st.name.startswith("r"):
+    if stack.startswith("r"):
         warnings.append("orth: R29's ORTH_LAST_N leaves no tensor; it is assumed 0 (its default)")
+    return warnings
 
-    lines: list[str] = []
 
-    def say(msg: str) -> None:
-        lines.append(msg)
-        log(msg)
+def _import_lines(src: Path, fmt: str, layout: str, stack: str, sha: str, shapes: "Shapes",
+                  cfg: Config, ignored: list[str], notes: list[str], warnings: list[str]) -> list[str]:
+    """The import's key:value lines: source, shapes, the config it chose, what it ignored."""
+    lines = [f"import:source {src} format:{fmt} layout:{layout} stack:{stack} sha256:{sha}",
+             f"import:shapes vocab:{shapes.vocab_size} layers:{shapes.num_layers} dim:{shapes.model_dim} "
+             f"heads:{shapes.num_heads}/{shapes.num_kv_heads} mlp:{shapes.mlp_hidden} tied:{int(shapes.tie_embeddings)} "
+             f"bigram:{'x'.join(map(str, shapes.bigram)) if shapes.bigram else 0} smear:{int(shapes.smear)} "
+             f"ve:{shapes.ve_dim}x{shapes.ve_count}",
+             "import:config " + " ".join(f"{k.upper()}={getattr(cfg, k)}" for k in (
+                 "rope_dims", "rope_base", "xsa_last_n", "ln_scale", "leaky_relu_slope", "logit_softcap",
+                 "qk_gain_init", "train_seq_len") + tuple(k for k in ("ve_layers",) if shapes.ve_count))]
+    return (lines + [f"import:ignored {n}" for n in ignored] + [f"import:note {n}" for n in notes]
+            + [f"import:warning {w}" for w in warnings])
 
-    sha = file_sha256(src)
-    say(f"import:source {src} format:{fmt} layout:{layout} stack:{st.name} sha256:{sha}")
-    say(f"import:shapes vocab:{shapes.vocab_size} layers:{shapes.num_layers} dim:{shapes.model_dim} "
-        f"heads:{shapes.num_heads}/{shapes.num_kv_heads} mlp:{shapes.mlp_hidden} tied:{int(shapes.tie_embeddings)} "
-        f"bigram:{'x'.join(map(str, shapes.bigram)) if shapes.bigram else 0} smear:{int(shapes.smear)} "
-        f"ve:{shapes.ve_dim}x{shapes.ve_count}")
-    say("import:config " + " ".join(f"{k.upper()}={getattr(cfg, k)}" for k in (
-        "rope_dims", "rope_base", "xsa_last_n", "ln_scale", "leaky_relu_slope", "logit_softcap",
-        "qk_gain_init", "train_seq_len") + tuple(k for k in ("ve_layers",) if shapes.ve_count)))
-    for n in ignored:
-        say(f"import:ignored {n}")
-    for n in notes:
-        say(f"import:note {n}")
-    for w in warnings:
-        say(f"import:warning {w}")
-    hess = calibrate(model, cfg, calibrate_batches, say) if calibrate_batches > 0 else None
-    if hess is None:
-        say(f"import:hint no hessians.pt: QUANT_ONLY's GPTQ falls back to identity Hessians "
-            f"(\"quant:warning no hessians.pt\"); re-import with --calibrate {cfg.gptq_calib_batches} "
-            f"to collect training-data Hessians from DATA_PATH={cfg.data_path}")
-    say(f"import:done {out} params:{sum(t.numel() for t in state.values())}")
 
-    ema_sd = {k: v.detach().to(torch.float32).contiguous() for k, v in model.state_dict().items()}
-    info = {"source": str(src), "source_sha256": sha, "format": fmt, "layout": layout,
-            "stack": st.name, "env": user_env, "ignored": ignored, "notes": notes,
-            "warnings": warnings, "hessians": hess is not None}
+def _write_run_dir(out: Path, cfg: Config, ema_sd: dict, hess: dict | None, info: dict,
+                   lines: list[str]) -> None:
+    """All files into a hidden sibling, then one rename: `out` appears complete or not at all."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.import-{os.getpid()}"
     if tmp.exists():
@@ -704,7 +681,7 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *,
         atomic_save({"config": cfg.to_dict(), "state_dict": ema_sd}, tmp / rundir.EMA)
         if hess is not None:
             atomic_save(hess, tmp / rundir.HESSIANS)
-        atomic_write_json(tmp / "import.json", info)
+        atomic_write_json(tmp / rundir.IMPORT_INFO, info)
         atomic_write_text(tmp / rundir.TRAIN_LOG, "\n".join(lines) + "\n")
         _check_out(out)
         os.rename(tmp, out)  # replaces an empty folder; fails (ENOTEMPTY) on a filled one
@@ -714,6 +691,48 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *,
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *,
+                      env: str | Mapping[str, str] | list[str] | None = None,
+                      stack: str | None = None, calibrate_batches: int = 0,
+                      log: Callable[[str], None] = print) -> ImportResult:
+    """Convert a record checkpoint into the golfkit run directory `out` (created; must not hold files)."""
+    src, out = Path(src), Path(out)
+    _check_out(out)
+    user_env = parse_env(env)
+    sd, fmt, layout, provenance = _load_state(src)
+    known, ignored = classify_keys(sd)
+    shapes = infer_shapes(known)
+    st, stack_note = resolve_stack(stack, layout, shapes)
+    notes: list[str] = [stack_note] if stack_note else []
+    cfg, fold_ln = build_config(shapes, st, user_env, out.name, notes)
+    if "VE_LAYERS" not in user_env and shapes.ve_count:
+        notes.append(f"ve_layers: {cfg.ve_layers} (the last {shapes.ve_count}, as in the records; "
+                     "override with --env VE_LAYERS=...)")
+    state = convert(known, cfg, fold_ln, notes)
+    model = build_model(cfg, state, provenance)
+    warnings = _import_warnings(shapes, st.name)
+    sha = file_sha256(src)
+    lines = _import_lines(src, fmt, layout, st.name, sha, shapes, cfg, ignored, notes, warnings)
+    for line in lines:
+        log(line)
+
+    def say(msg: str) -> None:
+        lines.append(msg)
+        log(msg)
+
+    hess = calibrate(model, cfg, calibrate_batches, say) if calibrate_batches > 0 else None
+    if hess is None:
+        say(f"import:hint no hessians.pt: QUANT_ONLY's GPTQ falls back to identity Hessians "
+            f"(\"quant:warning no hessians.pt\"); re-import with --calibrate {cfg.gptq_calib_batches} "
+            f"to collect training-data Hessians from DATA_PATH={cfg.data_path}")
+    say(f"import:done {out} params:{sum(t.numel() for t in state.values())}")
+    ema_sd = {k: v.detach().to(torch.float32).contiguous() for k, v in model.state_dict().items()}
+    info = {"source": str(src), "source_sha256": sha, "format": fmt, "layout": layout,
+            "stack": st.name, "env": user_env, "ignored": ignored, "notes": notes,
+            "warnings": warnings, "hessians": hess is not None}
+    _write_run_dir(out, cfg, ema_sd, hess, info, lines)
     return ImportResult(out, cfg, layout, st.name, fmt, notes, warnings)
 
 

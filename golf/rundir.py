@@ -53,13 +53,14 @@ SUMMARY = "summary.json"
 LOSS_PNG = "loss.png"
 SENSITIVITY_JSON = "sensitivity.json"
 SENSITIVITY_PNG = "sensitivity.png"
+IMPORT_INFO = "import.json"      # golf.interop: where an imported run came from
 PREVIOUS = "previous"        # previous/<n>/: earlier artifact/eval pairs of this run
 STAGING = ".staging"         # the pair being written (rule 4)
 
 # every file a run (train -> quantize -> eval -> plots) writes in its folder
 RUN_FILES = (CONFIG, TRAIN_LOG, METRICS, MODEL, EMA, CHECKPOINT, HESSIANS, ARTIFACT,
              QUANT_REPORT_JSON, QUANT_REPORT_PNG, EVAL, SUMMARY, LOSS_PNG, SENSITIVITY_JSON,
-             SENSITIVITY_PNG)
+             SENSITIVITY_PNG, IMPORT_INFO)
 # what describes one artifact: moved together into previous/<n>/ (rule 4)
 PAIR_FILES = (ARTIFACT, EVAL, QUANT_REPORT_JSON, QUANT_REPORT_PNG, SUMMARY)
 PATH_FIELDS = ("data_path", "tokenizer_path")
