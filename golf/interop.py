@@ -378,6 +378,13 @@ def infer_shapes(sd: Mapping[str, torch.Tensor]) -> Shapes:
         raise InteropError(f"blocks.0.mlp.fc.weight: MLP width {F} is not int(MLP_MULT * {d}) for any "
                            "float MLP_MULT golfkit can store")
     shapes = Shapes(V, d, L, H, kv_dim // hd, F, tied)
+    _infer_extras(sd, shapes, kv_dim)
+    return shapes
+
+
+def _infer_extras(sd: Mapping[str, torch.Tensor], shapes: Shapes, kv_dim: int) -> None:
+    """The record stack's optional tables (BigramHash, SmearGate, value embedding) into `shapes`."""
+    V, d, L = shapes.vocab_size, shapes.model_dim, shapes.num_layers
     if any(k.startswith("bigram.") for k in sd):
         e = sd.get("bigram.embed.weight")
         if e is None or e.ndim != 2:
@@ -408,7 +415,6 @@ def infer_shapes(sd: Mapping[str, torch.Tensor]) -> Shapes:
         if len(ve_scales) > L:
             raise InteropError(f"ve_layer_scales.{L}: more VE layers than the {L} blocks")
         shapes.ve_dim, shapes.ve_count = ve, len(ve_scales)
-    return shapes
 
 
 def _expect(sd: Mapping[str, torch.Tensor], name: str, shape: tuple, what: str) -> None:
