@@ -24,6 +24,29 @@ def tensor_class(name: str) -> str:
     return quant.classify(name, 2, 2, True, quant.QuantPolicy(small_numel=0, keep_float=()))
 
 
+def _aliases(state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """name -> every name sharing its storage (tied weights, e.g. tok_emb / lm_head)."""
+    by_ptr: dict[int, list[str]] = {}
+    for k, v in state.items():
+        by_ptr.setdefault(v.data_ptr(), []).append(k)
+    return {k: names for names in by_ptr.values() for k in names}
+
+
+def _quantized_groups(full: dict[str, torch.Tensor], deq: dict[str, torch.Tensor],
+                      aliases: dict[str, list[str]], by: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The tensors the artifact changed (one name per tied group), and their grouping: one
+    group per tensor, or one per quant class."""
+    changed = [k for k in full if k in deq and deq[k].shape == full[k].shape
+               and aliases.get(k, [k])[0] == k
+               and not torch.equal(deq[k].float().cpu(), full[k].float().cpu())]
+    if by == "tensor":
+        return changed, {k: [k] for k in changed}
+    groups: dict[str, list[str]] = {}
+    for k in changed:
+        groups.setdefault(tensor_class(k), []).append(k)
+    return changed, groups
+
+
 def run_sensitivity(run_dir: str | None = None, *, checkpoint: str | None = None,
                     artifact: str | None = None, by: str = "tensor", data: str | None = None,
                     tokenizer: str | None = None, seq_len: int | None = None, stride: int = 0,
@@ -47,10 +70,7 @@ def run_sensitivity(run_dir: str | None = None, *, checkpoint: str | None = None
     deq, _meta = quant.load_artifact(artifact)
     live = model.state_dict()
     full = {k: v.detach().clone() for k, v in live.items()}
-    ptr_names: dict[int, list[str]] = {}      # tied weights (e.g. tok_emb / lm_head) share storage
-    for k, v in live.items():
-        ptr_names.setdefault(v.data_ptr(), []).append(k)
-    aliases = {k: names for names in ptr_names.values() for k in names}
+    aliases = _aliases(live)
     ed = load_eval_data(data or cfg.data_path, tokenizer or cfg.tokenizer_path, cfg.vocab_size,
                         max_tokens=max_tokens, byte_check=byte_check, log=log, split=split)
     kw = dict(seq_len=seq_len or cfg.effective_eval_seq_len, stride=stride,
@@ -65,15 +85,7 @@ def run_sensitivity(run_dir: str | None = None, *, checkpoint: str | None = None
         model.load_state_dict(sd)
         return evaluate_bpb(model, ed.tokens, ed.lut, **kw).val_bpb
 
-    changed = [k for k in full if k in deq and deq[k].shape == full[k].shape
-               and aliases.get(k, [k])[0] == k
-               and not torch.equal(deq[k].float().cpu(), full[k].float().cpu())]
-    groups: dict[str, list[str]] = {}
-    if by == "tensor":
-        groups = {k: [k] for k in changed}
-    else:
-        for k in changed:
-            groups.setdefault(tensor_class(k), []).append(k)
+    changed, groups = _quantized_groups(full, deq, aliases, by)
     base = score([])
     everything = score(changed)
     rows = []
