@@ -84,23 +84,26 @@ def ema_decay_at(step: int, decay: float, warmup: bool = True) -> float:
 
 
 def lr_multiplier(step: int, elapsed_ms: float, cap_ms: float, warmdown_iters: int, iterations: int) -> float:
-    """LR factor in [0, 1]: constant, then linear to 0.
+    """LR factor in [0, 1]: constant, then linear to 0 at whichever end comes first.
 
-    With a wallclock cap (cap_ms > 0) the warmdown covers the last `warmdown_iters` steps'
-    worth of *measured* time (step_avg = elapsed/step), so the LR reaches 0 when time runs
-    out; without a cap it covers the last `warmdown_iters` iterations.
+    By steps: the last `warmdown_iters` of ITERATIONS. By time (a wallclock cap, cap_ms > 0):
+    the last `warmdown_iters` steps' worth of *measured* time (step_avg = elapsed/step), the
+    records' rule, so the LR reaches 0 when time runs out. The factor is the smaller of the
+    two. Why both: the records never reach ITERATIONS, so for them it is their rule; a run that
+    ends by ITERATIONS first (the CPU main job) still anneals to 0 at its last step, and its
+    schedule (hence its weights) does not depend on how fast the machine happened to be.
     """
     if warmdown_iters <= 0:
         return 1.0
+    start = max(iterations - warmdown_iters, 0)
+    by_steps = 1.0 if step < start else max(iterations - step, 0) / max(warmdown_iters, 1)
     if cap_ms <= 0:
-        start = max(iterations - warmdown_iters, 0)
-        if step < start:
-            return 1.0
-        return max(iterations - step, 0) / max(warmdown_iters, 1)
+        return by_steps
     step_ms = elapsed_ms / max(step, 1)
     warm_ms = warmdown_iters * step_ms
     remaining = max(cap_ms - elapsed_ms, 0.0)
-    return remaining / warm_ms if remaining < warm_ms else 1.0
+    by_time = remaining / warm_ms if remaining < warm_ms else 1.0
+    return min(by_steps, by_time)
 
 
 def set_lrs(opts: list[torch.optim.Optimizer], mult: float, momentum: float | None = None) -> None:

@@ -35,6 +35,27 @@ def test_lr_multiplier_iteration_and_wallclock():
     assert lr_multiplier(100, 10_000, 10_000, 20, 10**6) == 0.0
 
 
+def test_lr_multiplier_is_the_records_rule_until_iterations_end_first():
+    """With a cap, the records' time rule (written out here from anchor_arch §2.4) wherever
+    ITERATIONS is far; when ITERATIONS ends first the step rule decides, whatever the speed."""
+    def records(step, elapsed, cap, warm):
+        step_ms = elapsed / max(step, 1)
+        remaining = max(cap - elapsed, 0)
+        return remaining / (warm * step_ms) if remaining <= warm * step_ms else 1.0
+    for step in range(1, 200, 7):
+        for ms in (40.0, 55.0, 90.0):
+            assert lr_multiplier(step, step * ms, 10_000, 35, 20_000) == pytest.approx(
+                records(step, step * ms, 10_000, 35))
+    # 400 iterations, 120 of warmdown, 210 s cap: at 0.30 or 0.45 s/step the cap never binds,
+    # so the factor is the step rule's at every step (it used to stop at 0.55 / 0.14, by speed)
+    for sec in (0.30, 0.45):
+        for step in (100, 280, 300, 350, 399, 400):
+            want = 1.0 if step < 280 else (400 - step) / 120
+            assert lr_multiplier(step, step * sec * 1000, 210_000, 120, 400) == pytest.approx(want)
+    # a slow machine: the cap binds before ITERATIONS, and time decides
+    assert lr_multiplier(350, 350 * 580.0, 210_000, 120, 400) < (400 - 350) / 120
+
+
 def test_newton_schulz_near_orthogonal():
     g = torch.randn(32, 64)
     u = newton_schulz(g, 5)

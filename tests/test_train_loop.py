@@ -61,6 +61,23 @@ def test_wallclock_cap_stops_the_loop_at_cap_minus_reserve(tiny_config, tmp_path
     assert (res.run_dir / "ema.pt").is_file() and not res.interrupted
 
 
+def test_a_run_that_ends_by_iterations_gives_the_same_weights_at_any_speed(tiny_config, tmp_path,
+                                                                          monkeypatch):
+    """The same seed and settings on a fast and a slow machine (1 s vs 3 s per step, 12 steps
+    under a 40 s budget neither reaches): bit-identical weights. With the time-only warmdown the
+    slow run's LR decayed from step 8 (40 s < 18 steps' worth of its time) and the fast run's
+    never did, so the weights followed the machine's speed."""
+    sds = []
+    for tick in (1.0, 3.0):
+        monkeypatch.setattr(golf_train, "time", FakeClock(tick))
+        res = train(_cfg(tiny_config, tmp_path, max_wallclock_seconds=41.0, gptq_reserve_seconds=1.0,
+                         iterations=12, warmdown_iters=6, run_id=f"speed{tick:g}"), log=lambda s: None)
+        assert res.steps == 12 and not res.stopped_early
+        sds.append(_sd(res.run_dir / "ema.pt"))
+    assert sds[0].keys() == sds[1].keys()
+    assert all(torch.equal(sds[0][k], sds[1][k]) for k in sds[0])
+
+
 def test_resume_carries_elapsed_time_into_the_cap(tiny_config, tmp_path, monkeypatch):
     """3 steps, a stop, then RESUME: the clock restarts at 3 s, so a 6 s loop budget ends at step
     6 in total (resetting the elapsed time would allow 6 more steps)."""
