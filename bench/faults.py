@@ -56,6 +56,19 @@ def tiny_env(data_dir: str | Path, tokenizer: str | Path, **extra: str) -> dict[
             **{k: str(v) for k, v in extra.items()}}
 
 
+def sigterm_after_first_step(cwd: Path, env: Mapping[str, str], timeout: float | None = None
+                             ) -> tuple[int, list[str]]:
+    """Run train_gpt.py and send SIGTERM once it logs step 1: (exit code, every output line)."""
+    p = subprocess.Popen([sys.executable, str(REPO / "train_gpt.py")], cwd=cwd, env=dict(env),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = []
+    for line in p.stdout:
+        out.append(line)
+        if line.startswith("step:1/"):
+            p.send_signal(signal.SIGTERM)
+    return p.wait(timeout=timeout), out
+
+
 @dataclass
 class Case:
     case: str
@@ -354,14 +367,7 @@ class Bench:
                                         RUN_ID="sig", ITERATIONS="6", PACK="0"),
                "PYTHONPATH": str(REPO)}
         t0 = time.perf_counter()
-        p = subprocess.Popen([sys.executable, str(REPO / "train_gpt.py")], cwd=work, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        out = []
-        for line in p.stdout:
-            out.append(line)
-            if line.startswith("step:1/"):
-                p.send_signal(signal.SIGTERM)
-        code = p.wait()
+        code, out = sigterm_after_first_step(work, env)
         hint = next((ln for ln in out if "continue with RESUME=" in ln), "")
         resume = hint.split("continue with RESUME=")[-1].split()[0] if hint else ""
         c = Case("SIGTERM, non-default vars", code, hint.strip()[-80:] or "no hint", True,

@@ -9,15 +9,12 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from bench.faults import failing_replace, tiny_env, unwritable
+from bench.faults import failing_replace, sigterm_after_first_step, tiny_env, unwritable
 from golf import rundir as rd
 from golf.atomic import file_sha256
 from golf.config import Config, ConfigError
@@ -125,14 +122,8 @@ def test_sigterm_hint_resumes_a_run_with_non_default_variables(embedded_data, tm
     env = {**os.environ, **tiny_env(embedded_data.dataset_dir, embedded_data.tokenizer_path,
                                     RUNS_DIR=tmp_path / "runs", RUN_ID="sig", ITERATIONS="12",
                                     PACK="0")}
-    p = subprocess.Popen([sys.executable, str(REPO / "train_gpt.py")], cwd=tmp_path, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in p.stdout:
-        lines.append(line)
-        if line.startswith("step:1/"):
-            p.send_signal(signal.SIGTERM)
-    assert p.wait(timeout=120) == 130, "".join(lines)
+    code, lines = sigterm_after_first_step(tmp_path, env, timeout=120)
+    assert code == 130, "".join(lines)
     hint = next(ln for ln in lines if "continue with RESUME=" in ln)
     assert hint.rstrip().endswith(f"RESUME={tmp_path / 'runs' / 'sig'} python train_gpt.py")
     monkeypatch.setenv("RESUME", str(tmp_path / "runs" / "sig"))  # and nothing else of the run
