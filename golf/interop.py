@@ -530,7 +530,7 @@ def golf_rope_sign() -> int:
     return 1 if float(y[0, 1, 0, 1]) > 0 else -1
 
 
-RECORD_ROPE_SIGN = -1  # records: [x1 cos + x2 sin, -x1 sin + x2 cos] (anchor_arch §1.4)
+RECORD_ROPE_SIGN = -1  # records: [x1 cos + x2 sin, -x1 sin + x2 cos] (the records' Rotary)
 
 
 def convert(sd: Mapping[str, torch.Tensor], cfg: Config, fold_ln: bool,

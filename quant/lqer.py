@@ -2,7 +2,7 @@
 
 Why: rounding error E = W - Ŵ has a few strong directions on some tensors; a rank-r product
 A·B of its top singular vectors removes them for (rows + cols)·r small codes, often cheaper
-than a finer step for the whole matrix (anchor_quant.md §3.11; the 1.0611 record cut its own
+than a finer step for the whole matrix (the 1.0611 record's LQER; that record cut its own
 gap by a third with rank 4 on three tensors).
 
 A = U_r·S_r (rows x r), B = V_rᵀ (r x cols) from the SVD of E, optionally of E·diag(d) with

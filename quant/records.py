@@ -1,4 +1,4 @@
-"""The records' quantizers, re-implemented from anchor_quant.md so anyone can measure their gap
+"""The records' quantizers, re-implemented from their published descriptions so anyone can measure their gap
 on their own checkpoint with golfkit's artifact, loader and eval.
 
 record_1060 (the 1.1122 record, R29, §3.5/§3.6): attention/MLP int6 full-Hessian GPTQ

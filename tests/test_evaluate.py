@@ -51,7 +51,7 @@ def _toy_lut(vocab: int):
 
 
 def _rule_bytes(toks: np.ndarray, n: int, lut) -> int:
-    """The challenge's byte rule written out per target (anchor_eval.md): base bytes, plus one
+    """The challenge's byte rule written out per target (the challenge's scoring rule): base bytes, plus one
     for a leading space unless the previous token is a boundary. Targets are toks[1:n+1]."""
     total = 0
     for prev, y in zip(toks[:n].tolist(), toks[1:n + 1].tolist()):

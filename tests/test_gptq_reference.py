@@ -62,7 +62,7 @@ def test_half_precision_weights_are_solved_in_float32():
 
 
 def test_dead_columns_get_unit_diagonal_and_zero_weights():
-    """anchor_quant.md: dead columns (diag H = 0) get diag = 1 and their weights are zeroed;
+    """The records' GPTQ: dead columns (diag H = 0) get diag = 1 and their weights are zeroed;
     that 1 enters the mean diagonal the damping scales with, so with small live columns it
     moves the damping (and the codes) a lot."""
     g = torch.Generator().manual_seed(4)

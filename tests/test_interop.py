@@ -1,8 +1,8 @@
 """Record checkpoint import (golf.interop): layouts, the records' forward pass, .ptz, errors, run dir.
 
 The record-side pieces here (the records' forward pass, the banked writer, the int8+zlib and
-int6 encoders) are written from the layout descriptions in shared/reference/anchor_arch.md
-§1.1-1.8 / §6 and anchor_quant.md §3.1, independently of golf/interop.py.
+int6 encoders) are written from the records' published layouts (per-layer, banked, int6/int8 exports),
+independently of golf/interop.py.
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def record_state(*, L=3, d=32, H=4, Hkv=2, F=64, V=96, bigram=None, smear=False,
 
 def record_logits(sd, ids, *, heads, kv_heads, rope_dims, base, ntk, ln, slope, xsa, softcap=30.0,
                   ve_layers=()):
-    """The records' forward pass (anchor_arch §1.2-1.8) in float64, from the tensors alone.
+    """The records' forward pass (the records' published forward) in float64, from the tensors alone.
 
     rope: x' = [x1 cos + x2 sin, -x1 sin + x2 cos] on the first rope_dims dims, base rescaled by
     (T/1024)^(rd/(rd-2)) when ntk and T > 1024; ln: None, "input" (records) or "output" (P1125).
@@ -168,7 +168,7 @@ CONTROL = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
 
 
 def encode_int8_ptz(sd: dict[str, torch.Tensor], keep_numel: int = 64) -> tuple[bytes, dict]:
-    """int8_clean_per_row_v1 (anchor_quant §3.1): 2-D float > keep_numel -> per-row int8 with
+    """int8_clean_per_row_v1 (the 2026-03 records' export): 2-D float > keep_numel -> per-row int8 with
     fp16 scale max(absmax/127, 1/127); other large floats per tensor; small ones passthrough
     (control names fp32, others fp16 with the original dtype recorded); then zlib level 9."""
     obj = {"__quant_format__": "int8_clean_per_row_v1", "quantized": {}, "scales": {}, "dtypes": {},
@@ -390,7 +390,7 @@ def test_dequantize_int8_per_tensor_scale():
 
 
 def test_int6_mixed_ptz_from_the_records(record_features, tmp_path, one_thread):
-    """R23-R29 export: {"w": {name.q, name.scale, passthrough}, "m": meta}, lzma (anchor_arch §6.2)."""
+    """R23-R29 export: {"w": {name.q, name.scale, passthrough}, "m": meta}, lzma (the records' export)."""
     from golf.interop import import_checkpoint
     sd = record_state(L=2, bigram=(40, 8), smear=True, ve=(8, 1))
     w, m, want = {}, {}, {}

@@ -1,5 +1,5 @@
 """The records' quantizers (record_1060, record_1855) on tiny tensors, and the scaled-cap rule of
-the CPU presets. Each property is recomputed here from the formulas in anchor_quant.md."""
+the CPU presets. Each property is recomputed here from the records' published formulas."""
 from __future__ import annotations
 
 import torch

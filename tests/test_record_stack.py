@@ -1,5 +1,5 @@
 """The 1.1122 record stack (R29) and the P1125 stack: each feature's math against an independent
-computation written from anchor_arch.md §1.4-1.8, the records' parameter counts and names,
+computation written from the records' published formulas, the records' parameter counts and names,
 optimizer groups, presets, the model_dict check and a quantize -> artifact -> GPT round trip."""
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ def test_lr_multiplier_iteration_and_wallclock():
 
 
 def test_lr_multiplier_is_the_records_rule_until_iterations_end_first():
-    """With a cap, the records' time rule (written out here from anchor_arch §2.4) wherever
+    """With a cap, the records' time rule (written out here from the records' code) wherever
     ITERATIONS is far; when ITERATIONS ends first the step rule decides, whatever the speed."""
     def records(step, elapsed, cap, warm):
         step_ms = elapsed / max(step, 1)

@@ -1,4 +1,4 @@
-"""Score-first test-time training: legality (C1-C4 of anchor_eval.md §4.4) by test, a real gain,
+"""Score-first test-time training: legality (the challenge's score-first conditions C1-C4) by test, a real gain,
 LR 0 == no TTT, the caller's weights untouched, torchrun equivalence, and the eval.json /
 compare / pack plumbing of the third number."""
 from __future__ import annotations
