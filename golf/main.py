@@ -370,8 +370,19 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
             summary["submission_dir"] = str(packed.out_dir)
             summary["phase_seconds"] = timer.seconds
             atomic_write_json(run_dir / rd.SUMMARY, summary)
+    if summary["headroom_bytes"] < 0:
+        log(over_cap_warning(cfg.quant_method, summary))
     print_summary(summary, log)
     return summary
+
+
+def over_cap_warning(method: str, summary: dict) -> str:
+    """Only gptq/rtn fit BUDGET_BYTES; int8 and the records' methods set their own size, so an
+    unpacked run (PACK=0, where no size check refuses it) must say when it is over the cap."""
+    return (f"budget:WARNING code + model = {summary['total_bytes']:,} bytes is over BUDGET_BYTES="
+            f"{summary['cap_bytes']:,} by {-summary['headroom_bytes']:,}: QUANT_METHOD={method} "
+            "sets its own size (only gptq and rtn fit the budget), so this artifact would not "
+            "pack; use QUANT_METHOD=gptq or raise BUDGET_BYTES")
 
 
 def quant_only(run: str) -> int:

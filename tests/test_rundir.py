@@ -197,6 +197,25 @@ def test_quant_only_keeps_the_pair_whole_through_a_fault(finished, monkeypatch):
     assert file_sha256(prev / rd.ARTIFACT) == old_art and (prev / rd.EVAL).read_bytes() == old_eval
 
 
+def test_quant_only_int8_over_the_cap_says_so(finished, monkeypatch):
+    """int8 sets its own size; unpacked (PACK=0) nothing refused an artifact over BUDGET_BYTES,
+    the summary only showed a negative headroom (-732,370 B under the CPU preset's scaled cap)."""
+    from golf.main import quant_only, shipped_code_bytes
+    cfg, run, _ = finished
+    assert "budget:WARNING" not in (run / "train.log").read_text()  # earlier runs fit their cap
+    budget = shipped_code_bytes() + cfg.budget_margin_bytes + 1      # room for a 1-byte model
+    monkeypatch.setenv("PACK", "0")
+    monkeypatch.setenv("QUANT_METHOD", "int8")
+    monkeypatch.setenv("BUDGET_BYTES", str(budget))
+    assert quant_only(str(run)) == 0
+    summary = json.loads((run / rd.SUMMARY).read_text())
+    over = -summary["headroom_bytes"]
+    assert over == summary["total_bytes"] - budget > 0
+    warned = [ln for ln in (run / "train.log").read_text().splitlines() if "budget:WARNING" in ln]
+    assert len(warned) == 1 and f"by {over:,}" in warned[0]
+    assert f"BUDGET_BYTES={budget:,}" in warned[0] and "QUANT_METHOD=int8" in warned[0]
+
+
 # ----------------------------------------------------------------------------- rules 5, 7: I/O
 def test_full_disk_after_training_keeps_a_resumable_checkpoint(embedded_data, tmp_path,
                                                                monkeypatch, capsys):
