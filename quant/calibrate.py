@@ -89,7 +89,9 @@ def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor],
 
 
 def collect_error_weights(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                          modules: dict[str, nn.Module] | None = None) -> dict[str, torch.Tensor]:
+                          modules: dict[str, nn.Module] | None = None,
+                          all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+                          ) -> dict[str, torch.Tensor]:
     """{weight name: Omega (rows, cols)}: predicted loss increase, in nats per token, per unit
     squared error of each weight entry; model(x, y) must return the mean token loss.
 
@@ -103,7 +105,7 @@ def collect_error_weights(model: nn.Module, batches: Iterable[tuple[torch.Tensor
     of a tied embedding. Linear modules and nn.Embedding are hooked (`modules` maps a weight
     name to the module whose input/output it sees, as for collect_hessians); training batches
     only. The hooked output gradient of the mean loss is (1/n) dL_sum/dy, so it is rescaled by
-    the batch's target count n.
+    the batch's target count n. `all_reduce` pools ranks like collect_hessians.
     """
     modules = default_modules(model) if modules is None else modules
     hooked = dict(modules)
@@ -149,5 +151,11 @@ def collect_error_weights(model: nn.Module, batches: Iterable[tuple[torch.Tensor
             h.remove()
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    n = max(state["tokens"], 1)
-    return {k: (0.5 * v / n).to(device="cpu", dtype=torch.float32) for k, v in sums.items()}
+    n = float(state["tokens"])
+    if all_reduce is not None:  # as collect_hessians: pooled sums, one division (sorted names)
+        for k in sorted(sums):
+            sums[k] = all_reduce(sums[k])
+        dev = next(iter(sums.values())).device if sums else "cpu"
+        n = float(all_reduce(torch.tensor([n], dtype=torch.float64, device=dev)).item())
+    return {k: (0.5 * v / max(n, 1.0)).to(device="cpu", dtype=torch.float32)
+            for k, v in sums.items()}

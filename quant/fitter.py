@@ -5,7 +5,9 @@ model far below the budget is not forced into 8-bit codes), options 1.. are step
 times its policy step, finest first. Rates are
 predicted from the order-0 entropy of round-to-nearest codes on a fixed row sample, times a
 correction re-measured from the real compressed streams at every step tried; distortion is
-the diag(H)-weighted squared error (times an optional sensitivity). A Lagrangian picks steps for
+the weighted squared error: by the Fisher error weights Omega when given (a second-order
+estimate of the loss increase in nats per token, quant.collect_error_weights), else by
+diag(H) (times an optional sensitivity). A Lagrangian picks steps for
 a byte target, then the artifact is built for real and the target corrected until the exact
 written size is <= budget (and within `slack` bytes of it when reachable).
 """
