@@ -1,7 +1,7 @@
 """Rate–distortion of the quantizers on one trained checkpoint: val_bpb gap against artifact bytes.
 
     python -m bench.rate_distortion --checkpoint runs/ID/ema.pt --data DIR --tokenizer MODEL \
-        [--budgets 7] [--max-eval-tokens 16384] [--lqer-ranks 2,4] [--diag-h 1]
+        [--budgets 7] [--max-eval-tokens 16384] [--lqer-ranks 2,4] [--lines fitter,lqer,diagh]
         [--out bench/results/rate_distortion]
 
 Points: int8 (the challenge baseline's per-row int8 codes, on every tensor above the run's
@@ -9,8 +9,9 @@ QUANT_SMALL_NUMEL, in golfkit's container under the fitter's coders), record_106
 record_1855 (quant/records.py; their size is set by their k, so one point each), and golfkit's
 fitter at `--budgets` byte budgets from the larger record's size down to 40 % of the smaller
 one (plus exactly each record's size, for equal-bytes comparisons): the default fitter (Fisher
-error weights, QUANT_FISHER=1), the same with LQER rungs, and (`--diag-h 1`) the fitter with
-diag(H)-weighted error as before QUANT_FISHER (`--error-norm` adds that with QUANT_ERROR_NORM).
+error weights, QUANT_FISHER=1), the same with LQER rungs, and the fitter with diag(H)-weighted
+error as before QUANT_FISHER (`--lines` picks among them; `--error-norm` adds the latter with
+QUANT_ERROR_NORM; `--merge` adds the lines of an earlier run on the same checkpoint).
 Every artifact goes through a file round trip and is scored on the same first MAX_EVAL_TOKENS
 validation tokens (chunked, the run's eval length) as the full-precision checkpoint; the gap is
 post - pre, and predicted_gap is the Fisher prediction sum Omega*(W - W_hat)^2 in bpb.
@@ -130,10 +131,12 @@ def run(args: argparse.Namespace) -> dict:
               point("record_1855", method="record_1855")]
     budgets = budget_grid([points[1]["bytes"], points[2]["bytes"]], args.budgets)
     ranks, a = lqer_ranks(args.lqer_ranks), args.error_norm
-    lines = [("fitter", dict(error_weights=om)),
-             (f"fitter+lqer({args.lqer_ranks})", dict(error_weights=om, lqer_ranks=ranks))]
-    if args.diag_h:  # the fitter before QUANT_FISHER: diag(H)-weighted error
-        lines.append(("fitter diagH", {}))
+    wanted = set(args.lines.split(","))
+    lines = [(label, kw) for key, label, kw in (
+        ("fitter", "fitter", dict(error_weights=om)),
+        ("lqer", f"fitter+lqer({args.lqer_ranks})", dict(error_weights=om, lqer_ranks=ranks)),
+        ("diagh", "fitter diagH", {}),  # the fitter before QUANT_FISHER: diag(H)-weighted error
+    ) if key in wanted]
     if a:
         lines.append((f"fitter diagH norm={a:g}", dict(error_norm=a)))
     for label, kw in lines:
@@ -148,6 +151,19 @@ def run(args: argparse.Namespace) -> dict:
             "budgets": budgets, "points": points,
             "monotonic": {f: monotonic_exceptions([p for p in points if p["method"] == f])
                           for f in fitters}}
+
+
+def merge(res: dict, earlier: dict) -> None:
+    """Add the earlier run's points of methods `res` lacks (same checkpoint and eval tokens, or
+    an error), and recompute the monotonic lists."""
+    if (earlier["checkpoint"], earlier["eval_tokens"]) != (res["checkpoint"], res["eval_tokens"]):
+        raise SystemExit(f"--merge: {earlier['checkpoint']} ({earlier['eval_tokens']} tokens) is "
+                         f"not this run's checkpoint/eval; merge only runs of the same one")
+    have = {p["method"] for p in res["points"]}
+    res["points"] += [p for p in earlier["points"] if p["method"] not in have]
+    fitters = sorted({p["method"] for p in res["points"] if p["method"].startswith("fitter")})
+    res["monotonic"] = {f: monotonic_exceptions([p for p in res["points"] if p["method"] == f])
+                        for f in fitters}
 
 
 def table(res: dict) -> str:
@@ -195,17 +211,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lqer-ranks", default="2,4")
     ap.add_argument("--error-norm", type=float, default=0.0,
                     help="QUANT_ERROR_NORM of an extra diag(H) fitter line (0: none)")
-    ap.add_argument("--diag-h", type=int, default=1,
-                    help="1: also the fitter with diag(H)-weighted error (QUANT_FISHER=0)")
+    ap.add_argument("--lines", default="fitter,lqer,diagh",
+                    help="fitter lines: fitter (default, Fisher), lqer (+ LQER rungs), diagh "
+                         "(diag(H)-weighted error, QUANT_FISHER=0)")
     ap.add_argument("--calib-batches", type=int, default=8,
                     help="training batches for Hessians / error weights missing from hessians.pt")
     ap.add_argument("--codecs", default="",
                     help="coders for int8 and the fitter, e.g. zlib,rans (default: all); "
                          "rANS codes the int codes either way, so this mostly speeds it up")
+    ap.add_argument("--merge", default="",
+                    help="an earlier JSON of this bench on the same checkpoint: its points of "
+                         "methods this run does not measure are kept")
     ap.add_argument("--out", default="bench/results/rate_distortion")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     res = run(args)
+    if args.merge:
+        merge(res, json.loads(Path(args.merge).read_text()))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     from golf.atomic import atomic_write_json
