@@ -174,13 +174,6 @@ class _Item:
         return self.cache[j]
 
 
-    def code_error(self, j: int) -> torch.Tensor:
-        """W - W_hat of the codes at ladder option j (GPTQ's when this item uses GPTQ): what an
-        LQER correction on top of option j corrects (realized once, cached for the fit)."""
-        qt = self.realize(j)
-        return self.w - dequantize(torch.from_numpy(qt.codes.copy()),
-                                   torch.from_numpy(qt.scales.astype(np.float32)))
-
     def _realize_lqer(self, o: int) -> QTensor:
         if o not in self.cache:
             j, ri = fitter.decode_option(o)
@@ -409,8 +402,7 @@ def _curves(items: list[_Item], policy: QuantPolicy, sensitivity: Mapping[str, f
         measured = _norm_multipliers(items, error_norm)
     return [fitter.predict_curve(it.w, it.base_step, it.bits, it.col_weight,
                                  float(sens.get(it.name, 1.0)) * measured.get(it.name, 1.0),
-                                 policy.float_rung, it.lqer_ranks, error_weights.get(it.name),
-                                 it.code_error if it.lqer_ranks else None)
+                                 policy.float_rung, it.lqer_ranks, error_weights.get(it.name))
             for it in items]
 
 

@@ -88,13 +88,11 @@ def error_weight(rows: int, cols: int, col_weight: torch.Tensor | None,
 def predict_curve(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int,
                   col_weight: torch.Tensor | None, sensitivity: float = 1.0,
                   allow_float: bool = True, lqer_ranks: tuple[int, ...] = (),
-                  elem_weight: torch.Tensor | None = None,
-                  lqer_error: Callable[[int], torch.Tensor] | None = None) -> Curve:
+                  elem_weight: torch.Tensor | None = None) -> Curve:
     """Entropy-based rate (codes + fp16 row scales) and weighted distortion (diag(H) per
     column, or the Fisher error weights when given: error_weight) for every option, on a row
     sample. Without allow_float the fp16 rung costs infinitely many bytes. With lqer_ranks,
-    the LQER options follow (see _lqer_columns); `lqer_error(j)` is W - W_hat of the codes
-    option j will really have (GPTQ's), which the correction is then predicted on."""
+    the LQER options follow (see _lqer_columns)."""
     rows, cols = w.shape
     stride = max(1, (rows * cols) // SAMPLE)
     idx = torch.arange(0, rows, max(1, stride // max(cols, 1)) if cols < SAMPLE else 1)
@@ -113,7 +111,7 @@ def predict_curve(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int,
             dist[j] = sensitivity * factor * ej
     if lqer_ranks:
         lr, ld = _lqer_columns(w, base_step, policy_bits, full_cw, col_weight, lqer_ranks, rate,
-                               dist, lqer_error)
+                               dist)
         rate, dist = np.concatenate([rate, lr]), np.concatenate([dist, ld])
     return Curve(rate, dist)
 
@@ -138,22 +136,16 @@ def _ladder_stats(ws: torch.Tensor, ss: torch.Tensor, policy_bits: int, js: list
 
 def _lqer_columns(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int, cw: torch.Tensor,
                   col_weight: torch.Tensor | None, ranks: tuple[int, ...], rate: np.ndarray,
-                  dist: np.ndarray, lqer_error: Callable[[int], torch.Tensor] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rate and distortion of step j + a rank-r correction, for every LQER step and rank: the
     plain step's (sampled) prediction, plus the factors' entropy-coded bytes, times the ratio
-    of corrected to uncorrected weighted error measured on the full error matrix: the codes'
-    own (lqer_error, e.g. GPTQ's, whose error is spread across columns and less low-rank than
-    round-to-nearest's) when given, else round-to-nearest's."""
+    of corrected to uncorrected weighted error measured on the full round-to-nearest matrix."""
     lr = np.zeros(len(ranks) * len(LQER_STEPS))
     ld = np.zeros_like(lr)
     for si, j in enumerate(LQER_STEPS):
-        if lqer_error is not None:
-            e = lqer_error(j).to(torch.float32)
-        else:
-            qmax = qmax_for(bits_for(policy_bits, j))
-            s = (base_step.clamp_min(1e-30) * multiplier(j))[:, None]
-            e = w - torch.clamp(torch.round(w / s), -qmax, qmax) * s
+        qmax = qmax_for(bits_for(policy_bits, j))
+        s = (base_step.clamp_min(1e-30) * multiplier(j))[:, None]
+        e = w - torch.clamp(torch.round(w / s), -qmax, qmax) * s
         plain = float(((e ** 2) * cw).sum())
         for ri, lq in enumerate(lqer_ladder(e, ranks, FITTER_FORMAT, col_weight)):
             fixed = float((((e - lq.correction()) ** 2) * cw).sum())

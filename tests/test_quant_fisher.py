@@ -142,20 +142,3 @@ def test_a_precomputed_gptq_factor_gives_the_same_codes():
     for mult in (0.5, 1.0, 2.0):
         step = w.abs().amax(1) / 31 * mult
         assert torch.equal(gptq_quantize(w, h, step, 31), gptq_quantize(w, h, step, 31, factor=fac))
-
-
-def test_lqer_rungs_are_predicted_on_the_codes_own_error_when_given():
-    """A rank-1 error is almost removed by a rank-1 correction; round-to-nearest's error on the
-    same matrix is not low-rank, so the prediction must follow the error it is handed."""
-    g = torch.Generator().manual_seed(6)
-    w = torch.randn(24, 16, generator=g)
-    step = w.std(1) * 12 / qmax_for(6)
-    u, v = torch.randn(24, 1, generator=g), torch.randn(1, 16, generator=g)
-    low_rank = lambda j: 0.01 * fitter.multiplier(j) * (u @ v)  # noqa: E731
-    given = fitter.predict_curve(w, step, 6, None, lqer_ranks=(1,), lqer_error=low_rank)
-    rtn = fitter.predict_curve(w, step, 6, None, lqer_ranks=(1,))
-    j = fitter.LQER_STEPS[len(fitter.LQER_STEPS) // 2]
-    k = fitter.N_OPTIONS + fitter.LQER_STEPS.index(j)
-    assert given.dist[k] < 0.05 * given.dist[j]
-    assert rtn.dist[k] > 0.5 * rtn.dist[j]
-    assert given.rate[k] > given.rate[j] and np.isclose(given.dist[j], rtn.dist[j])
