@@ -1,21 +1,25 @@
 """Rate–distortion of the quantizers on one trained checkpoint: val_bpb gap against artifact bytes.
 
     python -m bench.rate_distortion --checkpoint runs/ID/ema.pt --data DIR --tokenizer MODEL \
-        [--budgets 7] [--max-eval-tokens 16384] [--lqer-ranks 2,4] [--error-norm 0.5]
+        [--budgets 7] [--max-eval-tokens 16384] [--lqer-ranks 2,4] [--lines fitter,lqer,diagh]
         [--out bench/results/rate_distortion]
 
 Points: int8 (the challenge baseline's per-row int8 codes, on every tensor above the run's
-QUANT_SMALL_NUMEL, in golfkit's container under the fitter's coders), record_1060 and record_1855 (quant/records.py; their size is set by their
-k, so one point each), and golfkit's fitter without and with LQER rungs at `--budgets` byte
-budgets from the larger record's size down to 40 % of the smaller one (plus exactly each
-record's size, for equal-bytes comparisons); the fitter with the default absolute error and
-with `--error-norm` (QUANT_ERROR_NORM) with and without LQER. Every artifact goes through a file round trip and
-is scored on the same first MAX_EVAL_TOKENS validation tokens (chunked, the run's eval length)
-as the full-precision checkpoint; the gap is post - pre. Hessians: the run's hessians.pt
-(training batches) when it sits beside the checkpoint, else collected here from training
-batches. Writes <out>.json and <out>.png (bytes on x, gap on y, one line per method) and
-prints a table; also says whether each fitter line is monotonic (a larger budget never gives
-a larger gap) and lists the exceptions.
+QUANT_SMALL_NUMEL, in golfkit's container under the fitter's coders), record_1060 and
+record_1855 (quant/records.py; their size is set by their k, so one point each), and golfkit's
+fitter at `--budgets` byte budgets from the larger record's size down to 40 % of the smaller
+one (plus exactly each record's size, for equal-bytes comparisons): the default fitter (Fisher
+error weights, QUANT_FISHER=1), the same with LQER rungs, and the fitter with diag(H)-weighted
+error as before QUANT_FISHER (`--lines` picks among them; `--error-norm` adds the latter with
+QUANT_ERROR_NORM; `--merge` adds the lines of an earlier run on the same checkpoint).
+Every artifact goes through a file round trip and is scored on the same first MAX_EVAL_TOKENS
+validation tokens (chunked, the run's eval length) as the full-precision checkpoint; the gap is
+post - pre, and predicted_gap is the Fisher prediction sum Omega*(W - W_hat)^2 in bpb.
+Hessians and error weights: the run's hessians.pt (training batches) when it sits beside the
+checkpoint and holds them, else collected here from training batches. Writes <out>.json and
+<out>.png (bytes on x, gap on y, one line per method) and prints a table; also says whether
+each fitter line is monotonic (a larger budget never gives a larger gap) and lists the
+exceptions.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ import quant
 
 
 def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8):
-    """(cfg, model, float state, hessians) for a training checkpoint."""
+    """(cfg, model, float state, hessians, Fisher error weights) for a training checkpoint."""
     from golf.checkpoint import load_torch_file
     from golf.config import Config
     from golf.model import GPT
@@ -43,17 +47,26 @@ def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8):
     model = GPT(cfg)
     model.load_state_dict(state)
     model.eval()
+    from golf.data.loader import DistributedTokenLoader
     hpath = Path(ckpt_path).with_name("hessians.pt")
-    if hpath.is_file():
-        hs = load_torch_file(hpath, "delete it to recollect", keys=("hessians",))["hessians"]
-    else:
-        from golf.data.loader import DistributedTokenLoader
+    saved = (load_torch_file(hpath, "delete it to recollect", keys=("hessians",))
+             if hpath.is_file() else {})
+    hs, om = saved.get("hessians"), saved.get("error_weights")
+    if hs is None or om is None:  # training batches (never val), as the run would have used
         loader = DistributedTokenLoader(data_path, rank=0, world_size=1, seed=cfg.seed,
                                         vocab_size=cfg.vocab_size)
-        hs = quant.collect_hessians(model, [loader.next_batch(cfg.train_batch_tokens,
-                                                              cfg.train_seq_len, 1)[0]
-                                            for _ in range(calib_batches)])
-    return cfg, model, state, hs
+        pairs = [loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, 1)
+                 for _ in range(calib_batches)]
+        hs = hs if hs is not None else quant.collect_hessians(model, [x for x, _ in pairs])
+        om = om if om is not None else quant.collect_error_weights(model, pairs)
+    return cfg, model, state, hs, om
+
+
+def predicted_nats(state: dict, deq: dict, om: dict) -> float:
+    """The Fisher prediction of the loss increase (nats per token) of replacing `state` by the
+    dequantized `deq`: sum over weights of Omega * (W - W_hat)^2 (quant.collect_error_weights)."""
+    return float(sum((om[n].double() * (state[n].double() - deq[n].double()) ** 2).sum()
+                     for n in om if n in deq and n in state))
 
 
 def budget_grid(record_sizes: list[int], n: int) -> list[int]:
@@ -74,7 +87,7 @@ def run(args: argparse.Namespace) -> dict:
     from golf.config import lqer_ranks
     from golf.evaluate import evaluate_bpb, load_eval_data
     from golf.model import GPT
-    cfg, model, state, hs = load_run(args.checkpoint, args.data)
+    cfg, model, state, hs, om = load_run(args.checkpoint, args.data, args.calib_batches)
     data = load_eval_data(args.data, args.tokenizer, cfg.vocab_size,
                           max_tokens=args.max_eval_tokens, log=None)
     params = sum(p.numel() for p in model.parameters())
@@ -82,12 +95,15 @@ def run(args: argparse.Namespace) -> dict:
     if args.codecs:  # the records keep their own coder (record_policy)
         policy = replace(policy, compressors=tuple(args.codecs.split(",")))
 
-    def bpb(sd: dict) -> float:
+    def score(sd: dict):
         m = GPT(cfg)
         m.load_state_dict(sd)
         m.eval()
-        return float(evaluate_bpb(m, data.tokens, data.lut, seq_len=cfg.effective_eval_seq_len,
-                                  max_tokens=data.n_targets, device="cpu").val_bpb)
+        return evaluate_bpb(m, data.tokens, data.lut, seq_len=cfg.effective_eval_seq_len,
+                            max_tokens=data.n_targets, device="cpu")
+
+    def bpb(sd: dict) -> float:
+        return float(score(sd).val_bpb)
 
     def point(label: str, **kw) -> dict:
         t0 = time.perf_counter()
@@ -100,6 +116,7 @@ def run(args: argparse.Namespace) -> dict:
         p = {"method": label, "budget": kw.get("budget_bytes"), "bytes": q.total_bytes,
              "bits_per_param": round(8 * q.total_bytes / params, 4), "val_bpb": val,
              "gap": val - pre, "quant_seconds": round(secs, 1),
+             "predicted_gap": predicted_nats(state, sd, om) * bpb_per_nat,
              "lqer_tensors": sum(1 for qt in q.tensors if qt.lqer is not None),
              "fp16_tensors": sum(1 for r in q.report if r["kind"] == "pass"
                                  and r["class"] in ("attention", "mlp", "embedding", "other"))}
@@ -107,18 +124,25 @@ def run(args: argparse.Namespace) -> dict:
               flush=True)
         return p
 
-    pre = bpb(state)
+    full = score(state)
+    pre = float(full.val_bpb)
+    bpb_per_nat = pre / float(full.val_loss)  # (1 / ln 2) * tokens per byte of this eval
     points = [point("int8", method="int8"), point("record_1060", method="record_1060"),
               point("record_1855", method="record_1855")]
     budgets = budget_grid([points[1]["bytes"], points[2]["bytes"]], args.budgets)
     ranks, a = lqer_ranks(args.lqer_ranks), args.error_norm
-    lines = [("fitter", 0.0, ())] + ([(f"fitter norm={a:g}", a, ())] if a else []) + [
-        (f"fitter{f' norm={a:g}' if a else ''}+lqer({args.lqer_ranks})", a, ranks)]
-    for label, alpha, rk in lines:
+    wanted = set(args.lines.split(","))
+    lines = [(label, kw) for key, label, kw in (
+        ("fitter", "fitter", dict(error_weights=om)),
+        ("lqer", f"fitter+lqer({args.lqer_ranks})", dict(error_weights=om, lqer_ranks=ranks)),
+        ("diagh", "fitter diagH", {}),  # the fitter before QUANT_FISHER: diag(H)-weighted error
+    ) if key in wanted]
+    if a:
+        lines.append((f"fitter diagH norm={a:g}", dict(error_norm=a)))
+    for label, kw in lines:
         for b in budgets:
             try:
-                points.append(point(label, method="gptq", budget_bytes=b, lqer_ranks=rk,
-                                    error_norm=alpha))
+                points.append(point(label, method="gptq", budget_bytes=b, **kw))
             except quant.BudgetError as exc:
                 print(f"rd:{label} budget:{b} impossible ({exc})")
     fitters = sorted({p["method"] for p in points if p["method"].startswith("fitter")})
@@ -129,12 +153,26 @@ def run(args: argparse.Namespace) -> dict:
                           for f in fitters}}
 
 
+def merge(res: dict, earlier: dict) -> None:
+    """Add the earlier run's points of methods `res` lacks (same checkpoint and eval tokens, or
+    an error), and recompute the monotonic lists."""
+    if (earlier["checkpoint"], earlier["eval_tokens"]) != (res["checkpoint"], res["eval_tokens"]):
+        raise SystemExit(f"--merge: {earlier['checkpoint']} ({earlier['eval_tokens']} tokens) is "
+                         f"not this run's checkpoint/eval; merge only runs of the same one")
+    have = {p["method"] for p in res["points"]}
+    res["points"] += [p for p in earlier["points"] if p["method"] not in have]
+    fitters = sorted({p["method"] for p in res["points"] if p["method"].startswith("fitter")})
+    res["monotonic"] = {f: monotonic_exceptions([p for p in res["points"] if p["method"] == f])
+                        for f in fitters}
+
+
 def table(res: dict) -> str:
-    lines = ["| method | budget | bytes | bits/param | val_bpb | gap | LQER tensors | quant s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| method | budget | bytes | bits/param | val_bpb | gap | predicted gap | "
+             "LQER tensors | quant s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for p in sorted(res["points"], key=lambda p: (p["method"], p["bytes"])):
         lines.append(f"| {p['method']} | {p['budget'] or '-'} | {p['bytes']:,} | "
                      f"{p['bits_per_param']:.3f} | {p['val_bpb']:.5f} | {p['gap']:+.5f} | "
+                     f"{p.get('predicted_gap', float('nan')):+.5f} | "
                      f"{p['lqer_tensors']} | {p['quant_seconds']} |")
     return "\n".join(lines)
 
@@ -171,15 +209,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budgets", type=int, default=7)
     ap.add_argument("--max-eval-tokens", type=int, default=16_384)
     ap.add_argument("--lqer-ranks", default="2,4")
-    ap.add_argument("--error-norm", type=float, default=0.5,
-                    help="QUANT_ERROR_NORM of the extra fitter lines (0: only fitter, fitter+lqer)")
+    ap.add_argument("--error-norm", type=float, default=0.0,
+                    help="QUANT_ERROR_NORM of an extra diag(H) fitter line (0: none)")
+    ap.add_argument("--lines", default="fitter,lqer,diagh",
+                    help="fitter lines: fitter (default, Fisher), lqer (+ LQER rungs), diagh "
+                         "(diag(H)-weighted error, QUANT_FISHER=0)")
+    ap.add_argument("--calib-batches", type=int, default=8,
+                    help="training batches for Hessians / error weights missing from hessians.pt")
     ap.add_argument("--codecs", default="",
                     help="coders for int8 and the fitter, e.g. zlib,rans (default: all); "
                          "rANS codes the int codes either way, so this mostly speeds it up")
+    ap.add_argument("--merge", default="",
+                    help="an earlier JSON of this bench on the same checkpoint: its points of "
+                         "methods this run does not measure are kept")
     ap.add_argument("--out", default="bench/results/rate_distortion")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     res = run(args)
+    if args.merge:
+        merge(res, json.loads(Path(args.merge).read_text()))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     from golf.atomic import atomic_write_json

@@ -165,6 +165,7 @@ class Config(ModelConfig):
     # --- quantization / packing ---------------------------------------------------------
     quant_method: str = "gptq"           # QUANT_METHOD (gptq | rtn | int8 | record_1060 | record_1855)
     quant_error_norm: float = 0.0        # QUANT_ERROR_NORM (fitter: predicted error / ||W||^2_H^alpha; 0 = absolute, 1 = relative)
+    quant_fisher: int = 1                # QUANT_FISHER (1: the fitter prices each weight's error by its Fisher error weight, collected with the Hessians; 0: diag(H) only)
     quant_lqer_ranks: str = ""           # QUANT_LQER_RANKS (comma-separated LQER ranks the fitter may add per tensor, e.g. 2,4; empty = off)
     gptq_calib_batches: int = 16         # GPTQ_CALIB_BATCHES (training batches for Hessians)
     gptq_reserve_seconds: float = 8.0    # GPTQ_RESERVE_SECONDS (taken from the training wallclock)
@@ -302,6 +303,8 @@ def _choice_problems(c: Config) -> Iterator[str]:
         yield f"QUANT_METHOD={c.quant_method!r}: not one of {', '.join(QUANT_METHODS)}"
     if not 0 <= c.quant_error_norm <= 1:
         yield f"QUANT_ERROR_NORM={c.quant_error_norm}: must be in [0, 1] (0 = absolute error, 1 = relative)"
+    if c.quant_fisher not in (0, 1):
+        yield f"QUANT_FISHER={c.quant_fisher}: must be 0 (diag(H)-weighted error) or 1 (Fisher error weights)"
     try:
         lqer_ranks(c.quant_lqer_ranks)
     except ValueError as exc:

@@ -99,11 +99,16 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
     model = GPT(Config.from_dict(ckpt["config"]))
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
-    hessians = None
+    hessians = omega = None
     calib = run_dir / rd.HESSIANS
     if calib.is_file():
-        hessians = load_torch_file(calib, "delete it to quantize without Hessians, or re-run "
-                                   "training", keys=("hessians",))["hessians"]
+        saved = load_torch_file(calib, "delete it to quantize without Hessians, or re-run "
+                                "training", keys=("hessians",))
+        hessians = saved["hessians"]
+        omega = saved.get("error_weights") if cfg.quant_fisher else None
+        if cfg.quant_fisher and omega is None and cfg.quant_method in ("gptq", "rtn"):
+            log("quant:note hessians.pt has no error_weights (an older run): the fitter prices "
+                "errors by diag(H)")
     elif cfg.quant_method == "gptq":
         log("quant:warning no hessians.pt in the run; GPTQ falls back to identity Hessians")
     slopes = measured_slopes(cfg.quant_sensitivity, model, hessians, log) if cfg.quant_sensitivity else None
@@ -118,7 +123,7 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
                                   budget_bytes=budget, seed=cfg.seed, log=log, policy=policy,
                                   loss_slopes=slopes, device=distributed.default_device(),
                                   lqer_ranks=lqer_ranks(cfg.quant_lqer_ranks),
-                                  error_norm=cfg.quant_error_norm,
+                                  error_norm=cfg.quant_error_norm, error_weights=omega,
                                   meta=artifact_meta(cfg, code_bytes))
     out = out_dir or run_dir
     path = out / rd.ARTIFACT

@@ -31,7 +31,7 @@ from golf.evaluate import EvalResult, evaluate_bpb
 from golf.model import GPT, count_parameters
 from golf.optim import build_optimizers, ema_decay_at, lr_multiplier, muon_momentum, set_lrs
 from golf.step import Stepper
-from quant import collect_hessians
+from quant import collect_error_weights, collect_hessians
 
 
 @dataclass
@@ -352,17 +352,23 @@ class Trainer:
         # ranks like a training step (rank r takes parts r, r+W, ...), so it is the same set of
         # tokens whatever the world size at the same global batch
         n_mine = calib_batches_for_rank(cfg.gptq_calib_batches, di.rank, di.world_size)
-        batches = [self.next_batch()[0].to(dev) for _ in range(n_mine)]
+        pairs = [tuple(t.to(dev) for t in self.next_batch()) for _ in range(n_mine)]
+        batches = [x for x, _ in pairs]
         ema_model.eval()
         with self.autocast:
             hs = collect_hessians(ema_model, batches, all_reduce=_allreduce)
+            # the fitter's error weights (QUANT_FISHER): a backward pass costs about two
+            # forwards, so half the calibration batches keep the reserve's share similar
+            om = (collect_error_weights(ema_model, pairs[:max(1, len(pairs) // 2)],
+                                        all_reduce=_allreduce) if cfg.quant_fisher else None)
         n_tok = int(_allreduce(torch.tensor([sum(b.numel() for b in batches)], device=dev)).item())
         elapsed = self.train_ms + 1000.0 * (time.perf_counter() - t_cal)
         calib_path = None
         if di.rank == 0:
             with rd.io_guard("writing the Hessians", kept):
                 calib_path = atomic_save({"hessians": hs, "tokens": n_tok, "elapsed_ms": elapsed,
-                                          "train_budget_ms": budget_ms, "source": "train"},
+                                          "train_budget_ms": budget_ms, "source": "train",
+                                          **({"error_weights": om} if om else {})},
                                          self.run_dir / rd.HESSIANS)
         self.log(f"calibration:done hessians:{len(hs)} tokens:{n_tok} elapsed_ms:{elapsed:.0f} "
                  f"budget_ms:{budget_ms:.0f}")

@@ -1,4 +1,5 @@
-"""Hessian collection with forward hooks: H = X^T X / n_rows of each module's input.
+"""Hessian collection with forward hooks: H = X^T X / n_rows of each module's input; and the
+per-entry Fisher error weights (collect_error_weights) with forward + backward hooks.
 
 Call it on training batches only (never validation). On CPU the products are taken in fp64;
 on a GPU X^T X is an fp32 matmul on the device (TF32 off) summed in fp64 there, because
@@ -84,3 +85,77 @@ def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor],
         for name in names:
             out[name] = h
     return out
+
+
+
+def collect_error_weights(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                          modules: dict[str, nn.Module] | None = None,
+                          all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+                          ) -> dict[str, torch.Tensor]:
+    """{weight name: Omega (rows, cols)}: predicted loss increase, in nats per token, per unit
+    squared error of each weight entry; model(x, y) must return the mean token loss.
+
+    Why: to second order the loss increase of a weight error E is 1/2 vec(E)^T F vec(E); with
+    the Fisher's per-token diagonal (the gradient of token t is g_t x_t^T, g = dl_t/dy_t the
+    module's output gradient, x_t its input) that is sum_ij E_ij^2 Omega_ij with
+    Omega_ij = 1/2 E_t[g_ti^2 x_tj^2]. diag(H) alone prices a row's error the same whatever
+    the model does with that output downstream (a learned residual scale, the depth); g is that
+    downstream factor, measured. The same rule covers embedding lookups (x one-hot: row t
+    collects the squared output gradients of the positions holding token t) and sums both roles
+    of a tied embedding. Linear modules and nn.Embedding are hooked (`modules` maps a weight
+    name to the module whose input/output it sees, as for collect_hessians); training batches
+    only. The hooked output gradient of the mean loss is (1/n) dL_sum/dy, so it is rescaled by
+    the batch's target count n. `all_reduce` pools ranks like collect_hessians.
+    """
+    modules = default_modules(model) if modules is None else modules
+    hooked = dict(modules)
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Embedding):
+            hooked.setdefault(f"{name}.weight#lookup", mod)
+    sums: dict[str, torch.Tensor] = {}
+    state = {"n": 1.0, "tokens": 0}
+
+    def accumulate(names: list[str], mod: nn.Module, x: torch.Tensor, g: torch.Tensor) -> None:
+        g2 = (g.detach().to(torch.float64) * state["n"]).square()
+        g2 = g2.reshape(-1, g2.shape[-1])
+        if isinstance(mod, nn.Embedding):
+            om = torch.zeros(mod.num_embeddings, g2.shape[1], dtype=torch.float64,
+                             device=g2.device).index_add_(0, x.reshape(-1), g2)
+        else:
+            om = g2.T @ x.reshape(-1, x.shape[-1]).to(torch.float64).square()
+        for name in names:
+            key = name.split("#")[0]
+            sums[key] = sums[key] + om if key in sums else om
+
+    def make_hook(names: list[str]):
+        def hook(mod, args, out):
+            x = args[0].detach()
+            if out.requires_grad:
+                out.register_hook(lambda g: accumulate(names, mod, x, g))
+        return hook
+
+    by_module: dict[int, tuple[nn.Module, list[str]]] = {}
+    for name, mod in hooked.items():
+        by_module.setdefault(id(mod), (mod, []))[1].append(name)
+    handles = [mod.register_forward_hook(make_hook(names)) for mod, names in by_module.values()]
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in batches:
+            state["n"] = float(y.numel())
+            state["tokens"] += y.numel()
+            model.zero_grad(set_to_none=True)
+            model(x, y).backward()
+    finally:
+        for h in handles:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    n = float(state["tokens"])
+    if all_reduce is not None:  # as collect_hessians: pooled sums, one division (sorted names)
+        for k in sorted(sums):
+            sums[k] = all_reduce(sums[k])
+        dev = next(iter(sums.values())).device if sums else "cpu"
+        n = float(all_reduce(torch.tensor([n], dtype=torch.float64, device=dev)).item())
+    return {k: (0.5 * v / max(n, 1.0)).to(device="cpu", dtype=torch.float32)
+            for k, v in sums.items()}

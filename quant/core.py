@@ -15,7 +15,7 @@ from .artifact import (build_artifact, logical_streams, lqer_stream_name, pass_s
 from .baseline import baseline_keep_float, baseline_quantize_tensor
 from .codec import StreamCache
 from .errors import BudgetError, QuantError
-from .gptq import gptq_quantize
+from .gptq import gptq_factor, gptq_quantize
 from .lqer import FITTER_FORMAT, make_lqer
 from .policy import CLASSES, QuantPolicy, classify, is_control
 from .records import RECORD_METHODS, record_policy, record_quantize
@@ -137,6 +137,7 @@ class _Item:
         self.log = log
         self.lqer_ranks = lqer_ranks
         self.cache: dict[int, QTensor] = {}
+        self._factor: tuple | None = None
 
     def realize(self, j: int) -> QTensor:
         """The tensor at fitter option j: fp16 (option 0), codes at ladder step j, or (j >=
@@ -155,8 +156,11 @@ class _Item:
             qmax = qmax_for(bits)
             step = round_scale(self.base_step * fitter.multiplier(j))
             if self.method == "gptq":
+                if self._factor is None:  # H's factor does not depend on the step
+                    self._factor = gptq_factor(self.h, self.damp, log=self.log, name=self.name,
+                                               device=self.device)
                 codes = gptq_quantize(self.w.to(self.device), self.h, step, qmax, damp=self.damp,
-                                      log=self.log, name=self.name)
+                                      log=self.log, name=self.name, factor=self._factor)
             else:
                 codes = rtn_codes(self.w, step, qmax)
             err = hessian_error(self.w, dequantize(codes, step), self.h)
@@ -253,6 +257,7 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
                    sensitivity: Mapping[str, float] | None = None,
                    loss_slopes: Mapping[str, float] | None = None,
                    lqer_ranks: tuple[int, ...] = (), error_norm: float = 0.0,
+                   error_weights: Mapping[str, torch.Tensor] | None = None,
                    device: str = "cpu") -> QuantizedModel:
     """Quantize every tensor of a model (see QuantPolicy); fit to `budget_bytes` when given.
 
@@ -266,7 +271,10 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     offers the fitter, per tensor, each step plus a rank-r LQER correction (quant/lqer.py) as
     further options, weighed by predicted bytes and error like any other (budget only).
     `error_norm` alpha divides each tensor's predicted error by its ||W||^2_diag(H)^alpha
-    (see _norm_multipliers; measured `loss_slopes` take precedence).
+    (see _norm_multipliers; measured `loss_slopes` take precedence). `error_weights` (from
+    `collect_error_weights`: name -> Omega, rows x cols) weights each entry's squared error by
+    its per-token Fisher diagonal instead of diag(H), so the predicted distortion is the
+    second-order loss increase in nats per token (see _error_weights).
     """
     if method not in METHODS:
         raise QuantError(f"unknown quant method {method!r}; set QUANT_METHOD to one of {METHODS}")
@@ -288,7 +296,8 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     if budget_bytes is None:
         tensors = _assemble(slots, items, [fitter.J0] * len(items))
     else:
-        curves = _curves(items, policy, sensitivity, loss_slopes, error_norm, log)
+        curves = _curves(items, policy, sensitivity, loss_slopes, error_norm,
+                         _error_weights(items, error_weights, log), log)
         tensors = _fit_to_budget(slots, items, curves, int(budget_bytes), meta, policy, cache, log)
     q = QuantizedModel(tensors, meta, policy, method, cache, budget_bytes)
     if budget_bytes is not None and q.total_bytes > budget_bytes:  # cannot happen; guard anyway
@@ -356,9 +365,32 @@ def _assemble(slots: list[QTensor | _Item], items: list[_Item], choice: list[int
     return [s if isinstance(s, QTensor) else s.realize(choice[it_index[id(s)]]) for s in slots]
 
 
+def _error_weights(items: list[_Item], omega: Mapping[str, torch.Tensor] | None,
+                   log: Callable[[str], None]) -> dict[str, torch.Tensor]:
+    """Each item's Fisher error weights (collect_error_weights); an item without them (or of
+    another shape) gets diag(H) per column times the median over the others of
+    mean(Omega) / mean(diag H), so all distortions stay in one unit. Empty without any."""
+    if not omega:
+        return {}
+    got = {it.name: omega[it.name].float() for it in items
+           if it.name in omega and tuple(omega[it.name].shape) == tuple(it.w.shape)}
+    if not got:
+        return {}
+    cws = {it.name: (torch.ones(it.w.shape[1]) if it.col_weight is None
+                     else it.col_weight.float().clamp_min(0)) for it in items}
+    med = float(np.median([float(v.mean()) / max(float(cws[n].mean()), 1e-30)
+                           for n, v in got.items()]))
+    if len(got) < len(items):
+        log(f"quant:error_weights fisher:{len(got)} of {len(items)} tensors (others: diag(H) "
+            "times the median ratio)")
+    return {it.name: got[it.name] if it.name in got
+            else (med * cws[it.name])[None, :].expand(it.w.shape[0], -1) for it in items}
+
+
 def _curves(items: list[_Item], policy: QuantPolicy, sensitivity: Mapping[str, float] | None,
             loss_slopes: Mapping[str, float] | None, error_norm: float,
-            log: Callable[[str], None]) -> list[fitter.Curve]:
+            error_weights: Mapping[str, torch.Tensor], log: Callable[[str], None]
+            ) -> list[fitter.Curve]:
     """Each item's predicted rate/distortion curve, its error weighted by sensitivity times the
     measured loss slope (or, without slopes, the error-norm multiplier)."""
     sens = dict(sensitivity or {})
@@ -370,7 +402,7 @@ def _curves(items: list[_Item], policy: QuantPolicy, sensitivity: Mapping[str, f
         measured = _norm_multipliers(items, error_norm)
     return [fitter.predict_curve(it.w, it.base_step, it.bits, it.col_weight,
                                  float(sens.get(it.name, 1.0)) * measured.get(it.name, 1.0),
-                                 policy.float_rung, it.lqer_ranks)
+                                 policy.float_rung, it.lqer_ranks, error_weights.get(it.name))
             for it in items]
 
 

@@ -5,7 +5,9 @@ model far below the budget is not forced into 8-bit codes), options 1.. are step
 times its policy step, finest first. Rates are
 predicted from the order-0 entropy of round-to-nearest codes on a fixed row sample, times a
 correction re-measured from the real compressed streams at every step tried; distortion is
-the diag(H)-weighted squared error (times an optional sensitivity). A Lagrangian picks steps for
+the weighted squared error: by the Fisher error weights Omega when given (a second-order
+estimate of the loss increase in nats per token, quant.collect_error_weights), else by
+diag(H) (times an optional sensitivity). A Lagrangian picks steps for
 a byte target, then the artifact is built for real and the target corrected until the exact
 written size is <= budget (and within `slack` bytes of it when reachable).
 """
@@ -31,6 +33,7 @@ SLACK = 2_000
 # every 4th step; the SVDs are full-matrix, so not on all 104 steps)
 LQER_STEPS = tuple(j for j in range(1, N_OPTIONS) if LADDER[j - 1] % 4 == 0
                    and -16 <= LADDER[j - 1] <= 48)
+CHUNK = 16                           # ladder options per batched evaluation in predict_curve
 FP16_RATIO = 0.93                    # first guess of shuffled+compressed fp16 bytes / raw bytes
 
 
@@ -69,39 +72,71 @@ class Curve:
     dist: np.ndarray     # predicted weighted squared error per option
 
 
+def error_weight(rows: int, cols: int, col_weight: torch.Tensor | None,
+                 elem_weight: torch.Tensor | None) -> torch.Tensor:
+    """Weight of each entry's squared error: the Fisher error weights Omega (rows, cols) from
+    quant.collect_error_weights when given, else diag(H) per column, (1, cols)."""
+    if elem_weight is not None:
+        if tuple(elem_weight.shape) != (rows, cols):
+            raise ValueError(f"error weights of shape {tuple(elem_weight.shape)} for a "
+                             f"({rows}, {cols}) matrix")
+        return elem_weight.to(torch.float32).clamp_min(0)
+    cw = torch.ones(cols) if col_weight is None else col_weight.to(torch.float32).clamp_min(0)
+    return cw[None, :]
+
+
 def predict_curve(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int,
                   col_weight: torch.Tensor | None, sensitivity: float = 1.0,
-                  allow_float: bool = True, lqer_ranks: tuple[int, ...] = ()) -> Curve:
-    """Entropy-based rate (codes + fp16 row scales) and diag(H)-weighted distortion for every
-    option, on a row sample. Without allow_float the fp16 rung costs infinitely many bytes.
-    With lqer_ranks, the LQER options follow (see _lqer_columns)."""
+                  allow_float: bool = True, lqer_ranks: tuple[int, ...] = (),
+                  elem_weight: torch.Tensor | None = None) -> Curve:
+    """Entropy-based rate (codes + fp16 row scales) and weighted distortion (diag(H) per
+    column, or the Fisher error weights when given: error_weight) for every option, on a row
+    sample. Without allow_float the fp16 rung costs infinitely many bytes. With lqer_ranks,
+    the LQER options follow (see _lqer_columns)."""
     rows, cols = w.shape
     stride = max(1, (rows * cols) // SAMPLE)
     idx = torch.arange(0, rows, max(1, stride // max(cols, 1)) if cols < SAMPLE else 1)
     ws, ss = w[idx], base_step[idx].clamp_min(1e-30)
-    cw = torch.ones(cols) if col_weight is None else col_weight.to(torch.float32).clamp_min(0)
+    full_cw = error_weight(rows, cols, col_weight, elem_weight)
+    cw = full_cw if elem_weight is None else full_cw[idx]
     factor = (rows * cols) / ws.numel()
     rate, dist = np.zeros(N_OPTIONS), np.zeros(N_OPTIONS)
     rate[FLOAT] = (rows * cols) * 2.0 * FP16_RATIO if allow_float else np.inf
     dist[FLOAT] = sensitivity * factor * float((((ws - ws.half().float()) ** 2) * cw).sum())
-    for j in range(1, N_OPTIONS):
-        qmax = qmax_for(bits_for(policy_bits, j))
-        s = (ss * multiplier(j))[:, None]
-        q = torch.clamp(torch.round(ws / s), -qmax, qmax)
-        counts = torch.bincount((q.reshape(-1) + 128).to(torch.int64), minlength=256).double()
-        p = counts[counts > 0] / counts.sum()
-        h = float(-(p * torch.log2(p)).sum())
-        rate[j] = (rows * cols) * h / 8.0 + 32.0 + 2.0 * rows
-        dist[j] = sensitivity * factor * float((((ws - q * s) ** 2) * cw).sum())
+    for j0 in range(1, N_OPTIONS, CHUNK):
+        js = list(range(j0, min(j0 + CHUNK, N_OPTIONS)))
+        h, err = _ladder_stats(ws, ss, policy_bits, js, cw)
+        for j, hj, ej in zip(js, h, err):
+            rate[j] = (rows * cols) * hj / 8.0 + 32.0 + 2.0 * rows
+            dist[j] = sensitivity * factor * ej
     if lqer_ranks:
-        lr, ld = _lqer_columns(w, base_step, policy_bits, cw, lqer_ranks, rate, dist)
+        lr, ld = _lqer_columns(w, base_step, policy_bits, full_cw, col_weight, lqer_ranks, rate,
+                               dist)
         rate, dist = np.concatenate([rate, lr]), np.concatenate([dist, ld])
     return Curve(rate, dist)
 
 
+def _ladder_stats(ws: torch.Tensor, ss: torch.Tensor, policy_bits: int, js: list[int],
+                  cw: torch.Tensor) -> tuple[list[float], list[float]]:
+    """(order-0 entropy of the round-to-nearest codes in bits, weighted squared error) of the
+    sample at each ladder option in js. The elementwise work is batched over the options (one
+    kernel per op instead of one per option: the curves were most of a fit's time)."""
+    qmax = torch.tensor([float(qmax_for(bits_for(policy_bits, j))) for j in js])[:, None, None]
+    s = torch.stack([ss * multiplier(j) for j in js])[:, :, None]
+    q = torch.clamp(torch.round(ws[None] / s), -qmax, qmax)
+    codes = (q.reshape(len(js), -1) + 128).to(torch.int64)
+    codes += 256 * torch.arange(len(js))[:, None]
+    counts = torch.bincount(codes.reshape(-1), minlength=256 * len(js)).double()
+    err = (((ws[None] - q * s) ** 2) * cw).reshape(len(js), -1).sum(1)
+    c = counts.reshape(len(js), 256)
+    p = c / c.sum(1, keepdim=True)
+    h = -(p * torch.log2(torch.where(p > 0, p, 1.0))).sum(1)
+    return h.tolist(), err.tolist()
+
+
 def _lqer_columns(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int, cw: torch.Tensor,
-                  ranks: tuple[int, ...], rate: np.ndarray, dist: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  col_weight: torch.Tensor | None, ranks: tuple[int, ...], rate: np.ndarray,
+                  dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rate and distortion of step j + a rank-r correction, for every LQER step and rank: the
     plain step's (sampled) prediction, plus the factors' entropy-coded bytes, times the ratio
     of corrected to uncorrected weighted error measured on the full round-to-nearest matrix."""
@@ -112,7 +147,7 @@ def _lqer_columns(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int, cw
         s = (base_step.clamp_min(1e-30) * multiplier(j))[:, None]
         e = w - torch.clamp(torch.round(w / s), -qmax, qmax) * s
         plain = float(((e ** 2) * cw).sum())
-        for ri, lq in enumerate(lqer_ladder(e, ranks, FITTER_FORMAT, cw)):
+        for ri, lq in enumerate(lqer_ladder(e, ranks, FITTER_FORMAT, col_weight)):
             fixed = float((((e - lq.correction()) ** 2) * cw).sum())
             k = ri * len(LQER_STEPS) + si
             lr[k] = rate[j] + factor_entropy_bytes(lq)

@@ -31,29 +31,46 @@ def _inverse_upper_cholesky(h: torch.Tensor, damp: float,
                           "the Hessian is not positive semi-definite (check calibration)")
 
 
+def gptq_factor(H: torch.Tensor, damp: float = 0.01, act_order: bool = True,
+                log: Callable[[str], None] | None = None, name: str = "",
+                device: torch.device | str = "cpu"
+                ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """(column order or None, upper Cholesky factor of the damped H^-1 in that order, dead
+    columns) of one Hessian: all the solve needs from H, and independent of the step, so a
+    fitter trying many steps of one tensor computes it once."""
+    H = H.detach().to(device, torch.float64).clone()
+    dead = torch.diagonal(H) == 0
+    H[dead, dead] = 1.0
+    perm = None
+    if act_order:
+        perm = torch.argsort(torch.diagonal(H), descending=True, stable=True)
+        H = H[perm][:, perm]
+    return perm, _inverse_upper_cholesky(H, damp, log, name).to(torch.float32), dead
+
+
 def gptq_quantize(W: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, qmax: int,
                   block_size: int = 128, act_order: bool = True, damp: float = 0.01,
-                  log: Callable[[str], None] | None = None, name: str = "") -> torch.Tensor:
+                  log: Callable[[str], None] | None = None, name: str = "",
+                  factor: tuple[torch.Tensor | None, torch.Tensor, torch.Tensor] | None = None
+                  ) -> torch.Tensor:
     """GPTQ codes (int8, same shape as W) for W (rows, cols), H (cols, cols), per-row scale.
 
     Columns are swept (in descending diag(H) order with act_order) in blocks; each column's
     rounding error is fed back into the not-yet-quantized columns through the upper Cholesky
     factor of H^-1, with lazy updates between blocks. Runs on W's device (CPU or CUDA);
-    codes are returned on CPU.
+    codes are returned on CPU. `factor` is gptq_factor(H, damp, act_order) when the caller
+    has it already (the same codes, without refactoring H).
     """
     W = W.detach().to(torch.float32).clone()
     rows, cols = W.shape
     if H.shape != (cols, cols):
         raise ValueError(f"GPTQ {name}: Hessian shape {tuple(H.shape)} does not match {cols} columns")
-    H = H.detach().to(W.device, torch.float64).clone()
-    dead = torch.diagonal(H) == 0
-    H[dead, dead] = 1.0
+    perm, U, dead = factor or gptq_factor(H, damp, act_order, log, name, W.device)
+    U, dead = U.to(W.device), dead.to(W.device)
     W[:, dead] = 0.0
-    perm = None
-    if act_order:
-        perm = torch.argsort(torch.diagonal(H), descending=True, stable=True)
-        W, H = W[:, perm], H[perm][:, perm]
-    U = _inverse_upper_cholesky(H, damp, log, name).to(torch.float32)
+    if perm is not None:
+        perm = perm.to(W.device)
+        W = W[:, perm]
     s = scale.to(W.device, torch.float32).reshape(-1)
     s = s.expand(rows) if s.numel() == 1 else s
     Q = torch.zeros(rows, cols, dtype=torch.float32, device=W.device)

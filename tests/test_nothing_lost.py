@@ -239,3 +239,10 @@ def test_prepare_text_empty_splits_are_errors(tmp_path, embedded_data):
         _prep([three], tok, tmp_path / "o")
     assert not (tmp_path / "o").exists()
     assert _prep([three], tok, tmp_path / "o", val_docs=1)["docs"] == {"train": 2, "val": 1}
+
+
+def test_quant_fisher_is_zero_or_one():
+    from golf.config import Config
+    probs = Config().replace(quant_fisher=2).problems()
+    assert len(probs) == 1 and probs[0].startswith("QUANT_FISHER=2")
+    assert Config().replace(quant_fisher=0).problems() == []

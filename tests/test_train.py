@@ -100,6 +100,10 @@ def test_loss_falls_and_run_dir(tiny_config, tmp_path):
     assert res.final_val_bpb == res.final_val_bpb and res.steps == 30
     h = torch.load(res.calib_path, weights_only=False)
     assert "tok_emb.weight" in h["hessians"] and h["tokens"] > 0
+    om = h["error_weights"]  # QUANT_FISHER=1 (default): one entry per weight, its shape
+    ema = torch.load(res.run_dir / "ema.pt", weights_only=False)["state_dict"]
+    assert {"tok_emb.weight", "blocks.0.mlp.proj.weight"} <= set(om)
+    assert all(om[k].shape == ema[k].shape and float(om[k].min()) >= 0 for k in om)
     assert "model_params:" in (res.run_dir / "train.log").read_text()
 
 
