@@ -319,6 +319,15 @@ def test_publish_pair_moves_the_pair_in_and_the_old_pair_to_previous(tmp_path):
     assert logs == [f"quant:previous pair kept in {prev} ({ARTIFACT}, {EVAL}, quant_report.json)"]
     _stage(run, extra=())
     assert publish_pair(run, logs.append) == run / PREVIOUS / "9"
+    for k, folders in enumerate(((), ("notes",))):   # no previous/, or none numbered there
+        other = tmp_path / f"other{k}"
+        for f in folders:
+            (other / PREVIOUS / f).mkdir(parents=True)
+        _stage(other, extra=())
+        publish_pair(other, print)
+        _stage(other, extra=())
+        assert publish_pair(other, print) == other / PREVIOUS / "1"
+        assert sorted(p.name for p in (other / PREVIOUS / "1").iterdir()) == sorted([ARTIFACT, EVAL])
 
 
 def test_publish_pair_refuses_an_incomplete_stage_and_moves_nothing(tmp_path):
