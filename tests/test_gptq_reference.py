@@ -60,6 +60,13 @@ def test_half_precision_weights_are_solved_in_float32():
     W, H, scale = _problem(1)
     Wh = W.half()
     assert torch.equal(gptq_quantize(Wh, H.half(), scale.half(), 7), _reference(Wh.float(), H.half().float(), scale.half().float(), 7))
+    # finer codes and 16 columns: error feedback accumulated in fp16 would change codes here
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(64, 16, generator=g).double()
+    H = X.T @ X / 64
+    Wh = (torch.randn(8, 16, generator=g) * 0.3).half()
+    scale = torch.full((8,), 0.05)
+    assert torch.equal(gptq_quantize(Wh, H.float(), scale, 31), _reference(Wh.float(), H, scale, 31))
 
 
 def test_dead_columns_get_unit_diagonal_and_zero_weights():
