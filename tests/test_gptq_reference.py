@@ -132,4 +132,5 @@ def test_act_order_keeps_tied_columns_in_order_at_realistic_widths():
                            torch.argsort(d, descending=True, stable=True))  # the test can tell
     W = torch.randn(6, 48, generator=g)
     scale = torch.full((6,), 0.2)
-    assert torch.equal(gptq_quantize(W, H.float(), scale, 7), _reference(W, H, scale, 7))
+    codes = gptq_quantize(W, H.float(), scale, 7)
+    assert codes.dtype == torch.int8 and torch.equal(codes, _reference(W, H, scale, 7))
