@@ -103,3 +103,116 @@ def test_a_model_with_nothing_to_quantize_fits_with_its_fixed_bytes():
         return 1234, []
     assert fit_budget([], 5_000, lambda i, j: None, measure, 1234) == ([], 1234)
     assert calls == [[]]
+
+
+# ----------------------------------------------------------------------------- step back
+def _steep_and_flat(n_opts=N_OPTIONS):
+    """Two tensors with the same bytes per step; tensor 0's error grows 100x faster."""
+    j = np.arange(n_opts)
+    rate = 20_000.0 * np.exp(-j / 30.0) + 50.0
+    rate[FLOAT] = 44_000.0
+    dist = np.exp(j / 12.0)
+    dist[FLOAT] = 0.01
+    return [Curve(rate.copy(), 100.0 * dist), Curve(rate.copy(), dist.copy())]
+
+
+def _shaped_curves():
+    """Three tensors whose bytes fall at different rates per step (so "error per byte saved"
+    orders them differently from error per byte kept) and whose errors are weighted apart."""
+    j = np.arange(N_OPTIONS)
+    out = []
+    for size, tau, kappa, w in ((30_000.0, 20.0, 12.0, 1.0), (12_000.0, 45.0, 12.0, 30.0),
+                                (50_000.0, 30.0, 8.0, 1.0)):
+        rate = size * np.exp(-j / tau) + 50.0
+        rate[FLOAT] = size * 2.2
+        dist = np.exp(j / kappa)
+        dist *= w * (rate[20] - rate[21]) / (dist[21] - dist[20])  # 0 and 2: same cost at step 20
+        dist[FLOAT] = dist[1] * 0.01
+        out.append(Curve(rate, dist))
+    return out
+
+
+def _walk_back(curves, start, budget):
+    from quant.fitter import _Fit, _step_back
+    measure, calls = _measure(curves, factor=1.3)
+    st = _Fit(curves, budget, lambda i, j: None, measure, lambda s: None, 1.02)
+    choice, total = _step_back(st, list(start), st.run(start)[0])
+    return choice, total, measure, calls
+
+
+def test_step_back_coarsens_the_cheapest_tensor_one_step_at_a_time_until_it_fits():
+    """The fallback when no bisection build fitted: from an over-budget build, coarsen one
+    tensor one step at a time, the one whose (predicted) error grows least per predicted byte
+    saved, and stop at the first build that fits (a total equal to the budget fits)."""
+    curves = _shaped_curves()
+    rate = np.stack([c.rate for c in curves])
+    dist = np.stack([c.dist for c in curves])
+    start = [20, 20, 20]
+    first = _measure(curves, factor=1.3)[0](start)[0]
+    end = None
+    for budget in (first - 6_000, None):
+        budget = end if budget is None else budget       # the first walk's end, met exactly
+        choice, total, measure, calls = _walk_back(curves, start, budget)
+        assert total == measure(choice)[0] <= budget
+        walk = calls[:calls.index(choice) + 1]
+        assert len(walk) >= 6 and all(measure(c)[0] > budget for c in walk[:-1])
+        for a, b in zip(walk, walk[1:]):
+            moved = [i for i in range(3) if b[i] != a[i]]
+            assert len(moved) == 1 and b[moved[0]] == a[moved[0]] + 1
+            cost = [(dist[i, j + 1] - dist[i, j]) / (rate[i, j] - rate[i, j + 1])
+                    for i, j in enumerate(a)]
+            assert moved[0] == int(np.argmin(cost))
+        assert len({w[1] for w in walk}) == 1 < len({w[0] for w in walk}) < len(walk)
+        end = total
+
+
+def test_step_back_reaches_the_coarsest_steps_or_names_the_smallest_size():
+    curves = _shaped_curves()
+    last = N_OPTIONS - 1
+    smallest = _measure(curves, factor=1.3)[0]([last] * 3)[0]
+    choice, total, _, _ = _walk_back(curves, [last - 3, last - 1, last - 2], smallest)
+    assert (choice, total) == ([last] * 3, smallest)
+    with pytest.raises(BudgetError, match=f"can reach is {smallest:,} bytes; raise BUDGET_BYTES"):
+        _walk_back(curves, [last - 3, last - 1, last - 2], smallest - 1)
+
+
+def test_cut_short_fit_reaches_the_coarsest_choice_or_names_the_smallest_size():
+    curves = _steep_and_flat()
+    measure, _ = _measure(curves, factor=1.3)
+    smallest = measure([N_OPTIONS - 1] * 2)[0]
+    assert fit_budget(curves, smallest, lambda i, j: None, measure, 500, max_rounds=1) == \
+        ([N_OPTIONS - 1] * 2, smallest)
+    with pytest.raises(BudgetError, match=f"can reach is {smallest:,} bytes"):
+        fit_budget(curves, smallest - 1, lambda i, j: None, measure, 500, max_rounds=1)
+
+
+# ----------------------------------------------------------------------------- LQER options
+def test_rate_order_is_fp16_then_most_bytes_first_ties_in_option_order():
+    from quant.fitter import rate_order
+    rng = np.random.default_rng(0)
+    rate = rng.integers(0, 5, 300).astype(float)     # many ties
+    order = rate_order(rate)
+    assert order.dtype.kind == "i" and order[0] == FLOAT and sorted(order) == list(range(300))
+    rest = [(-rate[o], o) for o in order[1:]]
+    assert rest == sorted(rest)                      # descending bytes, ties by option index
+
+
+def test_lqer_options_are_fitted_by_bytes_and_mapped_back_to_their_indices():
+    """With LQER options (curves wider than N_OPTIONS, not ordered by bytes) the fit returns
+    option indices of the original curves: measure sees them, the total is theirs, never over."""
+    from quant.fitter import LQER_STEPS, option_count
+    assert option_count(1) == N_OPTIONS + len(LQER_STEPS)
+    curves = []
+    for base in _curves(3, seed=4):   # step j + a correction: 5 % more bytes, 30 % of the error
+        steps = list(LQER_STEPS)
+        curves.append(Curve(np.concatenate([base.rate, base.rate[steps] * 1.05]),
+                            np.concatenate([base.dist, base.dist[steps] * 0.3])))
+    width = option_count(1)
+    measure, calls = _measure(curves)
+    lo = 500 + sum(int(min(c.rate) * 1.1) for c in curves)
+    hi = 500 + sum(int(c.rate[1] * 1.1) for c in curves)
+    for where in (0.2, 0.7):
+        budget = int(lo + where * (hi - lo))
+        choice, total = fit_budget(curves, budget, lambda i, j: None, measure, 500)
+        assert choice in calls and total == measure(choice)[0] <= budget
+        assert all(0 <= j < width for j in choice) and any(j >= N_OPTIONS for c in calls for j in c)
