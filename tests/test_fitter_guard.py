@@ -216,3 +216,76 @@ def test_lqer_options_are_fitted_by_bytes_and_mapped_back_to_their_indices():
         choice, total = fit_budget(curves, budget, lambda i, j: None, measure, 500)
         assert choice in calls and total == measure(choice)[0] <= budget
         assert all(0 <= j < width for j in choice) and any(j >= N_OPTIONS for c in calls for j in c)
+
+
+# ----------------------------------------------------------------------------- choice quality
+def _random_ladders(seed: int, n: int):
+    """Predicted bytes and errors of n tensors: ladders of different sizes, byte decay and
+    error growth, an fp16 rung at ~2.2x the finest step's bytes with ~1 % of its error."""
+    rng = np.random.default_rng(seed)
+    j = np.arange(N_OPTIONS)
+    rate, dist = [], []
+    for _ in range(n):
+        size = float(rng.integers(2_000, 60_000))
+        r = size * np.exp(-j / rng.uniform(15, 45)) + 50.0
+        r[FLOAT] = size * 2.2 * rng.uniform(0.8, 1.2)
+        d = np.exp(j / rng.uniform(8, 16)) * rng.uniform(0.1, 10)
+        d[FLOAT] = d[1] * 0.01
+        rate.append(r)
+        dist.append(d)
+    return np.array(rate), np.array(dist)
+
+
+def test_lagrange_choice_is_within_a_few_percent_of_the_best_choice_that_fits():
+    """Against brute force over every pair of options: the choice never exceeds the byte
+    target and its error is within 3 % of the least error any fitting pair has (exactly that
+    least error in most instances, fp16 rungs included)."""
+    from quant.fitter import lagrange_choice
+    exact = fp16 = 0
+    for seed in range(150):
+        rate, dist = _random_ladders(seed, 2)
+        target = np.random.default_rng(seed + 5).uniform(rate[:, -1].sum(), 1.05 * rate[:, 0].sum())
+        c = lagrange_choice(rate, dist, target)
+        fits = rate[0][:, None] + rate[1][None, :] <= target
+        best = (dist[0][:, None] + dist[1][None, :])[fits].min()
+        got = dist[0, c[0]] + dist[1, c[1]]
+        assert rate[0, c[0]] + rate[1, c[1]] <= target and got <= 1.03 * best, seed
+        exact += got <= best * (1 + 1e-12)
+        fp16 += FLOAT in c
+    far = lagrange_choice(rate, dist, rate[:, -1].sum() - 1.0)   # nothing fits: the coarsest
+    assert list(far) == [N_OPTIONS - 1] * 2
+    assert exact >= 130 and fp16 >= 40   # measured: 140 of 150 exact, 84 with an fp16 tensor
+
+
+def test_coarsen_walks_the_cheapest_step_first_and_stops_once_enough_is_saved():
+    """The repair's coarsening: one step of one quantized tensor at a time, the least error
+    per predicted byte saved first (fp16 tensors and the coarsest step never move), stopping
+    as soon as the saving reaches what was asked (exactly that much is enough); None when no
+    tensor can move, tiny savings (under a byte a step) count."""
+    from quant.fitter import _coarsen
+    curves = _shaped_curves()
+    rate = np.stack([c.rate for c in curves])
+    dist = np.stack([c.dist for c in curves])
+    start = [20, 20, 20]
+    trial = _coarsen(rate, dist, start, 3_000.0)
+    steps, cur = [], list(start)
+    while cur != trial:                      # replay the documented rule
+        cost = [(dist[i, j + 1] - dist[i, j]) / (rate[i, j] - rate[i, j + 1]) for i, j in enumerate(cur)]
+        cur[int(np.argmin(cost))] += 1
+        steps.append(sum(rate[i, start[i]] - rate[i, cur[i]] for i in range(3)))
+        assert len(steps) < 50 and all(c >= s for c, s in zip(cur, start))
+    assert steps[-1] >= 3_000.0 > steps[-2] and trial[1] == 20 and trial[0] > 20 and trial[2] > 20
+    assert _coarsen(rate, dist, start, steps[-2]) == _coarsen(rate, dist, start, steps[-3] + 1e-6)
+    last = N_OPTIONS - 1
+    assert _coarsen(rate, dist, [FLOAT, last - 1, last], 1.0) == [FLOAT, last, last]
+    assert _coarsen(rate, dist, [FLOAT, last - 1, last], 1e9) is None
+    flat = rate.copy()
+    flat[1, -3:] = flat[1, -3] - np.array([0.0, 0.5, 1.0])   # the last steps save 0.5 B each
+    assert _coarsen(flat, dist, [last, last - 2, last], 1.0) == [last, last, last]
+    twins = np.stack([rate[0], rate[0]]), np.stack([dist[0], dist[0]])
+    assert _coarsen(*twins, [20, 20], 1.0) == [21, 20]        # a tie moves the first tensor
+    stuck = rate[:2].copy()
+    stuck[0, 21] = stuck[0, 20]                               # a step that saves nothing
+    lower = dist[:2].copy()
+    lower[0, 21] = lower[0, 20] / 2                           # ... even one with less error
+    assert _coarsen(stuck, lower, [20, 20], 1.0) == [20, 21]
