@@ -208,13 +208,15 @@ def test_lqer_options_are_fitted_by_bytes_and_mapped_back_to_their_indices():
         curves.append(Curve(np.concatenate([base.rate, base.rate[steps] * 1.05]),
                             np.concatenate([base.dist, base.dist[steps] * 0.3])))
     width = option_count(1)
-    measure, calls = _measure(curves)
     lo = 500 + sum(int(min(c.rate) * 1.1) for c in curves)
     hi = 500 + sum(int(c.rate[1] * 1.1) for c in curves)
     for where in (0.2, 0.7):
         budget = int(lo + where * (hi - lo))
-        choice, total = fit_budget(curves, budget, lambda i, j: None, measure, 500)
+        measure, calls = _measure(curves)
+        realized: set = set()
+        choice, total = fit_budget(curves, budget, lambda i, j: realized.add((i, j)), measure, 500)
         assert choice in calls and total == measure(choice)[0] <= budget
+        assert {(i, j) for c in calls for i, j in enumerate(c)} <= realized  # original indices
         assert all(0 <= j < width for j in choice) and any(j >= N_OPTIONS for c in calls for j in c)
 
 
