@@ -82,3 +82,12 @@ def test_log_count_codes_keep_counts_within_their_resolution():
     assert np.all(np.abs(back[1:] / counts[1:] - 1) <= 0.05)
     # beyond ~3.6e9 of one symbol the code saturates: still a valid (largest) count
     assert rans.counts_from_codes(rans.log_count_codes(np.array([2**40])))[0] >= back[-1]
+
+
+def test_lanes_double_from_16_to_keep_8192_symbols_a_lane_up_to_1024():
+    """The lane count is part of the blob (8 bytes of state per lane, in the header): 16 lanes
+    up to 8192 symbols each, doubled while a lane would hold more, at most 1024 lanes."""
+    assert [rans.lanes_for(n) for n in (0, 1000, 16 * 8192, 16 * 8192 + 15)] == [16] * 4
+    assert rans.lanes_for(16 * 8193) == 32 == rans.lanes_for(32 * 8192)
+    assert rans.lanes_for(32 * 8192 + 32) == 64
+    assert rans.lanes_for(1024 * 8192 * 4) == 1024 == rans.lanes_for(10 ** 12)
