@@ -77,8 +77,11 @@ def test_normalized_tables_are_valid_for_any_counts():
 
 def test_log_count_codes_keep_counts_within_their_resolution():
     counts = np.array([0, 1, 2, 3, 10, 999, 123_456, 10**9])
-    back = rans.counts_from_codes(rans.log_count_codes(counts))
-    assert back[0] == 0 and back[1] == 1
+    codes = rans.log_count_codes(counts)
+    back = rans.counts_from_codes(codes)
+    assert back[0] == 0 and back[1] == 1 and back.dtype == np.int64
+    # the table bytes (part of the blob format): round(8 log2 count) + 1, 0 for absent symbols
+    assert codes.dtype == np.uint8 and list(codes[:5]) == [0, 1, 9, 14, 28]
     assert np.all(np.abs(back[1:] / counts[1:] - 1) <= 0.05)
     # beyond ~3.6e9 of one symbol the code saturates: still a valid (largest) count
     assert rans.counts_from_codes(rans.log_count_codes(np.array([2**40])))[0] >= back[-1]
