@@ -94,3 +94,42 @@ def test_lanes_double_from_16_to_keep_8192_symbols_a_lane_up_to_1024():
     assert rans.lanes_for(16 * 8193) == 32 == rans.lanes_for(32 * 8192)
     assert rans.lanes_for(32 * 8192 + 32) == 64
     assert rans.lanes_for(1024 * 8192 * 4) == 1024 == rans.lanes_for(10 ** 12)
+
+
+def _largest_remainders(counts: np.ndarray) -> list[int]:
+    """normalize's documented rule in exact fractions: floor of each share of M, +1 for the
+    largest remainders (ties: lowest symbol), 1 for a present symbol that got 0, the excess
+    then taken one symbol at a time from the largest frequency (lowest symbol), never below 1."""
+    from fractions import Fraction
+    total = int(counts.sum())
+    quota = [Fraction(int(c) * rans.M, total) for c in counts]
+    f = [int(q) for q in quota]
+    short = rans.M - sum(f)
+    for i in sorted(range(len(f)), key=lambda i: (-(quota[i] - int(quota[i])), i))[:short]:
+        f[i] += 1
+    f = [1 if c > 0 and x == 0 else x for c, x in zip(counts, f)]
+    excess = sum(f) - rans.M
+    while excess > 0:
+        i = max(range(len(f)), key=lambda k: (f[k], -k))
+        take = min(excess, f[i] - 1)
+        f[i] -= take
+        excess -= take
+    return f
+
+
+def test_normalize_is_largest_remainder_apportionment():
+    rng = np.random.default_rng(9)
+    cases = [np.array([1, 1, 1]), np.array([3, 0, 5, 7]), np.array([10**9, 1, 0, 1, 2]),
+             np.array([1] * 300 + [10**6])]
+    for _ in range(60):
+        cases.append(rng.integers(0, 10, 256) * (rng.random(256) < rng.random())
+                     * rng.integers(1, 10 ** rng.integers(1, 9), 256))
+    for counts in cases:
+        f = rans.normalize(counts)
+        assert f.dtype == np.int64 and f.shape == counts.shape
+        if counts.sum() == 0:
+            assert not f.any()
+            continue
+        assert f.tolist() == _largest_remainders(counts), counts
+    zero = rans.normalize(np.zeros(5, dtype=np.int64))
+    assert zero.tolist() == [0] * 5 and zero.dtype == np.int64
