@@ -282,6 +282,12 @@ def test_rans_segment_lengths_must_add_up_to_the_symbol_count():
         assert rans.decode(bytes(bad)) != data
     except rans.RansError:
         pass
+    for lengths in ([500, 600], [1300, -100], [0, 1200, 0]):   # the encoder checks them too
+        if sum(lengths) == len(data) and min(lengths) >= 0:
+            assert rans.decode(rans.encode(data, lengths)) == data
+        else:
+            with pytest.raises(ValueError, match="segment lengths sum to"):
+                rans.encode(data, lengths)
 
 
 def test_artifact_errors_say_what_is_wrong_where_and_the_fix(artifact_blob):
