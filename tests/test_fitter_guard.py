@@ -186,6 +186,17 @@ def test_cut_short_fit_reaches_the_coarsest_choice_or_names_the_smallest_size():
         fit_budget(curves, smallest - 1, lambda i, j: None, measure, 500, max_rounds=1)
 
 
+def test_fit_with_one_bisection_build_still_ends_under_budget():
+    """max_rounds=1 and bytes 30 % over the prediction: the only bisection build is over
+    budget, so the fit falls back to stepping back; the result still fits, as measured."""
+    curves = _steep_and_flat()
+    for k in (10, 30, 60):
+        measure, calls = _measure(curves, factor=1.3)
+        budget = 500 + int(1.3 * (curves[0].rate[k] + curves[1].rate[k]))
+        choice, total = fit_budget(curves, budget, lambda i, j: None, measure, 500, max_rounds=1)
+        assert measure(calls[0])[0] > budget and total == measure(choice)[0] <= budget
+
+
 # ----------------------------------------------------------------------------- LQER options
 def test_rate_order_is_fp16_then_most_bytes_first_ties_in_option_order():
     from quant.fitter import rate_order
