@@ -251,8 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             if "error" in r:
                 continue
-            now = {k: v for k, v in r["survivors"].items() if k in equivalent}
-            r["equivalent_mutants"].update({k: equivalent[k] for k in now})
+            dropped = {k: "(was listed as equivalent; rerun the row for its diff)"
+                       for k in r["equivalent_mutants"] if k not in equivalent}
+            r["survivors"].update(dropped)  # no longer claimed equivalent: a survivor again
+            r["equivalent_mutants"] = {k: equivalent[k] for k in
+                                       list(r["equivalent_mutants"]) + list(r["survivors"])
+                                       if k in equivalent}
             r["survivors"] = {k: v for k, v in r["survivors"].items() if k not in equivalent}
             r["survived"], r["equivalent"] = len(r["survivors"]), len(r["equivalent_mutants"])
             scored = r["killed"] + r["survived"]
