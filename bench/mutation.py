@@ -76,7 +76,8 @@ TARGETS: tuple[Target, ...] = (
             "_seal", "write_atomic", "parse_artifact", "decode_tensors", "logical_streams",
             "pass_stream_name", "state_dict_from_tensors", "load_artifact"),
            ("tests/test_bugs_caught.py", "tests/test_quant_artifact.py",
-            "tests/test_properties.py::test_artifact_round_trip_is_bit_exact_and_within_half_a_step"),
+            "tests/test_properties.py::test_artifact_round_trip_is_bit_exact_and_within_half_a_step",
+            "tests/test_quant_lqer.py::test_artifact_carries_lqer_and_loads_codes_plus_correction"),
            ("-k", "not report")),  # the report/plot tests read the artifact, slowly
     Target("rANS", "quant/rans.py",
            ("decode", "encode_with_bits", "_tables", "_parse_tables", "_flat_tables", "_row_tables",
