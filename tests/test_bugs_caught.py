@@ -116,6 +116,32 @@ def test_cap_is_16_000_000_decimal_bytes_inclusive(tmp_path, extra):
         assert check_budget([t]).status == "FAIL"
 
 
+def test_each_seed_must_fit_the_cap_inclusive():
+    """A multi-seed record: every seed's total is held to the cap (== passes, +1 fails, named)."""
+    from pathlib import Path
+    from golf.errors import OverCapError
+    from golf.submission.budget import enforce_each_seed
+    enforce_each_seed({1: (Path("a.gkq"), 1000), 2: (Path("b.gkq"), 999)}, 1000)
+    with pytest.raises(OverCapError, match=r"b\.gkq: seed 2 totals 1,001 bytes.* by 1;"):
+        enforce_each_seed({1: (Path("a.gkq"), 1000), 2: (Path("b.gkq"), 1001)}, 1000)
+
+
+def test_budget_cap_is_the_flag_else_budget_bytes_else_the_challenge_cap():
+    """pack's cap: --budget-bytes wins over BUDGET_BYTES (stripped), an unset or blank variable
+    means 16,000,000; 1 byte is a valid cap, 0, negative and non-numbers are one PackError."""
+    from golf.errors import PackError
+    from golf.submission.budget import budget_cap
+    assert budget_cap(None, {}) == budget_cap(None, {"BUDGET_BYTES": "  "}) == 16_000_000
+    assert budget_cap(None, {"BUDGET_BYTES": " 123 "}) == 123
+    assert budget_cap(456, {"BUDGET_BYTES": "123"}) == 456 == budget_cap(456, {})
+    assert budget_cap(1, {}) == 1 == budget_cap(None, {"BUDGET_BYTES": "1"})
+    for bad in ("0", "-5", "abc", "1.5"):
+        with pytest.raises(PackError, match=f"BUDGET_BYTES={bad!r}"):
+            budget_cap(None, {"BUDGET_BYTES": bad})
+    with pytest.raises(PackError, match="BUDGET_BYTES='0'"):
+        budget_cap(0, {"BUDGET_BYTES": "123"})
+
+
 # ----------------------------------------------------------------------------- DIVERGENCE threshold
 def _eval_json(run, pre: float, post: float) -> None:
     run.mkdir(parents=True)
@@ -256,6 +282,12 @@ def test_rans_segment_lengths_must_add_up_to_the_symbol_count():
         assert rans.decode(bytes(bad)) != data
     except rans.RansError:
         pass
+    for lengths in ([500, 600], [1300, -100], [0, 1200, 0]):   # the encoder checks them too
+        if sum(lengths) == len(data) and min(lengths) >= 0:
+            assert rans.decode(rans.encode(data, lengths)) == data
+        else:
+            with pytest.raises(ValueError, match="segment lengths sum to"):
+                rans.encode(data, lengths)
 
 
 def test_artifact_errors_say_what_is_wrong_where_and_the_fix(artifact_blob):

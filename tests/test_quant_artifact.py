@@ -89,6 +89,14 @@ def test_round_trip_is_bit_identical_and_save_is_byte_deterministic(qmodel, tmp_
     assert torch.equal(loaded["lm_head.weight"], loaded["tok_emb.weight"])
     err = (loaded["blocks.0.mlp.fc.weight"] - sd["blocks.0.mlp.fc.weight"]).pow(2).mean().sqrt()
     assert float(err) < 0.2 * float(sd["blocks.0.mlp.fc.weight"].std())
+    # the records themselves come back too (quant info and the reports read them)
+    from quant.artifact import decode_tensors, parse_artifact
+    back = decode_tensors(*parse_artifact(p1.read_bytes()))
+    def record(t):  # a passthrough tensor's method label is not stored
+        fields = ("name", "shape", "dtype", "cls", "kind", "alias_of") + \
+            (("bits", "method", "k") if t.kind == "quant" else ())
+        return [getattr(t, f) for f in fields]
+    assert [record(t) for t in back] == [record(t) for t in qmodel.tensors]
 
 
 def test_failed_save_leaves_the_good_artifact(qmodel, tmp_path, monkeypatch):

@@ -77,8 +77,59 @@ def test_normalized_tables_are_valid_for_any_counts():
 
 def test_log_count_codes_keep_counts_within_their_resolution():
     counts = np.array([0, 1, 2, 3, 10, 999, 123_456, 10**9])
-    back = rans.counts_from_codes(rans.log_count_codes(counts))
-    assert back[0] == 0 and back[1] == 1
+    codes = rans.log_count_codes(counts)
+    back = rans.counts_from_codes(codes)
+    assert back[0] == 0 and back[1] == 1 and back.dtype == np.int64
+    # the table bytes (part of the blob format): round(8 log2 count) + 1, 0 for absent symbols
+    assert codes.dtype == np.uint8 and list(codes[:5]) == [0, 1, 9, 14, 28]
     assert np.all(np.abs(back[1:] / counts[1:] - 1) <= 0.05)
     # beyond ~3.6e9 of one symbol the code saturates: still a valid (largest) count
     assert rans.counts_from_codes(rans.log_count_codes(np.array([2**40])))[0] >= back[-1]
+
+
+def test_lanes_double_from_16_to_keep_8192_symbols_a_lane_up_to_1024():
+    """The lane count is part of the blob (8 bytes of state per lane, in the header): 16 lanes
+    up to 8192 symbols each, doubled while a lane would hold more, at most 1024 lanes."""
+    assert [rans.lanes_for(n) for n in (0, 1000, 16 * 8192, 16 * 8192 + 15)] == [16] * 4
+    assert rans.lanes_for(16 * 8193) == 32 == rans.lanes_for(32 * 8192)
+    assert rans.lanes_for(32 * 8192 + 32) == 64
+    assert rans.lanes_for(1024 * 8192 * 4) == 1024 == rans.lanes_for(10 ** 12)
+
+
+def _largest_remainders(counts: np.ndarray) -> list[int]:
+    """normalize's documented rule in exact fractions: floor of each share of M, +1 for the
+    largest remainders (ties: lowest symbol), 1 for a present symbol that got 0, the excess
+    then taken one symbol at a time from the largest frequency (lowest symbol), never below 1."""
+    from fractions import Fraction
+    total = int(counts.sum())
+    quota = [Fraction(int(c) * rans.M, total) for c in counts]
+    f = [int(q) for q in quota]
+    short = rans.M - sum(f)
+    for i in sorted(range(len(f)), key=lambda i: (-(quota[i] - int(quota[i])), i))[:short]:
+        f[i] += 1
+    f = [1 if c > 0 and x == 0 else x for c, x in zip(counts, f)]
+    excess = sum(f) - rans.M
+    while excess > 0:
+        i = max(range(len(f)), key=lambda k: (f[k], -k))
+        take = min(excess, f[i] - 1)
+        f[i] -= take
+        excess -= take
+    return f
+
+
+def test_normalize_is_largest_remainder_apportionment():
+    rng = np.random.default_rng(9)
+    cases = [np.array([1, 1, 1]), np.array([3, 0, 5, 7]), np.array([10**9, 1, 0, 1, 2]),
+             np.array([1] * 300 + [10**6])]
+    for _ in range(60):
+        cases.append(rng.integers(0, 10, 256) * (rng.random(256) < rng.random())
+                     * rng.integers(1, 10 ** rng.integers(1, 9), 256))
+    for counts in cases:
+        f = rans.normalize(counts)
+        assert f.dtype == np.int64 and f.shape == counts.shape
+        if counts.sum() == 0:
+            assert not f.any()
+            continue
+        assert f.tolist() == _largest_remainders(counts), counts
+    zero = rans.normalize(np.zeros(5, dtype=np.int64))
+    assert zero.tolist() == [0] * 5 and zero.dtype == np.int64
