@@ -185,7 +185,9 @@ SHAPES = st.lists(st.tuples(st.integers(1, 40), st.integers(1, 70)), min_size=1,
 def test_artifact_round_trip_is_bit_exact_and_within_half_a_step(shapes, seed, method, small):
     """What load_artifact returns is exactly the quantized model's own dequantized weights, the
     file bytes are reproducible, and every quantized weight is within half a code step of the
-    original (the baseline's per-row int8: step = clip / 127, floored at 1/127)."""
+    original (the challenge's per-row int8: clip = the row's 99.99984 % quantile of |w|, step =
+    clip / 127 floored at 1/127, stored fp16), plus what clipping removed and the fp16 scale's
+    rounding (2^-11 relative: a 33x61 matrix found it beyond a 1e-3-step slack)."""
     g = torch.Generator().manual_seed(seed)
     sd = {f"blocks.{i}.mlp.fc.weight": torch.randn(r, c, generator=g) * 0.05
           for i, (r, c) in enumerate(shapes)}
@@ -206,8 +208,10 @@ def test_artifact_round_trip_is_bit_exact_and_within_half_a_step(shapes, seed, m
     if method == "int8":
         for k, w in sd.items():
             if w.ndim == 2:
-                step = w.abs().amax(dim=1, keepdim=True).clamp_min(1.0) / 127
-                assert ((out[k].float() - w).abs() <= step / 2 + 1e-3 * step + 1e-8).all(), k
+                clip = torch.quantile(w.abs(), 0.9999984, dim=1, keepdim=True)
+                step = clip.clamp_min(1.0) / 127
+                bound = step / 2 + (w.abs() - clip).clamp_min(0) + (w.abs() + step) * 2.0 ** -11
+                assert ((out[k].float() - w).abs() <= bound + 1e-8).all(), k
 
 
 # ----------------------------------------------------------------------------- shards
