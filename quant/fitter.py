@@ -372,10 +372,11 @@ def _bisect(st: _Fit, fixed_guess: int, slack: int, max_rounds: int
     target = budget - fixed - margin
     builds = 0
     for rnd in range(4 * max_rounds):
-        choice = [int(c) for c in lagrange_choice(st.predicted(), st.dist, target)]
-        fresh = tuple(choice) not in st.measured
+        nxt = [int(c) for c in lagrange_choice(st.predicted(), st.dist, target)]
+        fresh = tuple(nxt) not in st.measured
         if fresh and builds >= max_rounds:
-            break
+            break  # (choice, total) stay the last build's: the step back starts from what was measured
+        choice = nxt
         total, code_bytes = st.run(choice)
         if fresh:
             builds += 1

@@ -197,6 +197,21 @@ def test_fit_with_one_bisection_build_still_ends_under_budget():
         assert measure(calls[0])[0] > budget and total == measure(choice)[0] <= budget
 
 
+def test_bisection_out_of_builds_hands_on_the_choice_it_measured():
+    """When the builds run out, the step back must start from the last *built* choice and its
+    own total: it used to get the next, unbuilt choice with the previous build's total, so it
+    started too coarse and landed ~8,700 bytes under (found by mutation testing)."""
+    from quant.fitter import _bisect, _Fit
+    curves = _steep_and_flat()
+    for k in (10, 30, 60):
+        measure, calls = _measure(curves, factor=1.3)
+        budget = 500 + int(1.3 * (curves[0].rate[k] + curves[1].rate[k]))
+        st = _Fit(curves, budget, lambda i, j: None, measure, lambda s: None, 1.02)
+        best, choice, total, done = _bisect(st, 500, 64, max_rounds=1)
+        assert not done and best is None and len(calls) == 1
+        assert choice == list(calls[0]) and total == measure(choice)[0] > budget
+
+
 # ----------------------------------------------------------------------------- LQER options
 def test_rate_order_is_fp16_then_most_bytes_first_ties_in_option_order():
     from quant.fitter import rate_order
