@@ -128,17 +128,18 @@ def test_each_seed_must_fit_the_cap_inclusive():
 
 def test_budget_cap_is_the_flag_else_budget_bytes_else_the_challenge_cap():
     """pack's cap: --budget-bytes wins over BUDGET_BYTES (stripped), an unset or blank variable
-    means 16,000,000; 1 byte is a valid cap, 0, negative and non-numbers are one PackError."""
-    from golf.errors import PackError
+    means 16,000,000; 1 byte is a valid cap, 0, negative and non-numbers are one ConfigError
+    naming BUDGET_BYTES (the main job's parser and rule: Config's)."""
+    from golf.errors import ConfigError
     from golf.submission.budget import budget_cap
     assert budget_cap(None, {}) == budget_cap(None, {"BUDGET_BYTES": "  "}) == 16_000_000
     assert budget_cap(None, {"BUDGET_BYTES": " 123 "}) == 123
     assert budget_cap(456, {"BUDGET_BYTES": "123"}) == 456 == budget_cap(456, {})
     assert budget_cap(1, {}) == 1 == budget_cap(None, {"BUDGET_BYTES": "1"})
-    for bad in ("0", "-5", "abc", "1.5"):
-        with pytest.raises(PackError, match=f"BUDGET_BYTES={bad!r}"):
+    for bad, shown in (("0", "0:"), ("-5", "-5:"), ("abc", "'abc'"), ("1.5", "'1.5'")):
+        with pytest.raises(ConfigError, match=f"BUDGET_BYTES={shown}"):
             budget_cap(None, {"BUDGET_BYTES": bad})
-    with pytest.raises(PackError, match="BUDGET_BYTES='0'"):
+    with pytest.raises(ConfigError, match="BUDGET_BYTES=0:"):
         budget_cap(0, {"BUDGET_BYTES": "123"})
 
 
