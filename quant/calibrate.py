@@ -23,6 +23,14 @@ def default_modules(model: nn.Module) -> dict[str, nn.Module]:
     return {f"{n}.weight": m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
 
 
+def _by_module(modules: dict[str, nn.Module]) -> dict[int, tuple[nn.Module, list[str]]]:
+    """Weight names grouped by the module that sees them (tied weights share one hook)."""
+    by_module: dict[int, tuple[nn.Module, list[str]]] = {}
+    for name, mod in modules.items():
+        by_module.setdefault(id(mod), (mod, []))[1].append(name)
+    return by_module
+
+
 def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor],
                      modules: dict[str, nn.Module] | None = None,
                      all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -35,9 +43,7 @@ def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor],
     rank must then have at least one batch (the sums are reduced in the same order).
     """
     modules = default_modules(model) if modules is None else modules
-    by_module: dict[int, tuple[nn.Module, list[str]]] = {}
-    for name, mod in modules.items():
-        by_module.setdefault(id(mod), (mod, []))[1].append(name)
+    by_module = _by_module(modules)
     sums: dict[int, torch.Tensor] = {}
     rows: dict[int, int] = {}
     last: dict[str, object] = {}  # the previous hook's input and product (q, k, v share X)
@@ -87,7 +93,6 @@ def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor],
     return out
 
 
-
 def collect_error_weights(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                           modules: dict[str, nn.Module] | None = None,
                           all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -116,13 +121,7 @@ def collect_error_weights(model: nn.Module, batches: Iterable[tuple[torch.Tensor
     state = {"n": 1.0, "tokens": 0}
 
     def accumulate(names: list[str], mod: nn.Module, x: torch.Tensor, g: torch.Tensor) -> None:
-        g2 = (g.detach().to(torch.float64) * state["n"]).square()
-        g2 = g2.reshape(-1, g2.shape[-1])
-        if isinstance(mod, nn.Embedding):
-            om = torch.zeros(mod.num_embeddings, g2.shape[1], dtype=torch.float64,
-                             device=g2.device).index_add_(0, x.reshape(-1), g2)
-        else:
-            om = g2.T @ x.reshape(-1, x.shape[-1]).to(torch.float64).square()
+        om = _fisher_sum(mod, x, g.detach().to(torch.float64) * state["n"])
         for name in names:
             key = name.split("#")[0]
             sums[key] = sums[key] + om if key in sums else om
@@ -134,10 +133,7 @@ def collect_error_weights(model: nn.Module, batches: Iterable[tuple[torch.Tensor
                 out.register_hook(lambda g: accumulate(names, mod, x, g))
         return hook
 
-    by_module: dict[int, tuple[nn.Module, list[str]]] = {}
-    for name, mod in hooked.items():
-        by_module.setdefault(id(mod), (mod, []))[1].append(name)
-    handles = [mod.register_forward_hook(make_hook(names)) for mod, names in by_module.values()]
+    handles = [mod.register_forward_hook(make_hook(names)) for mod, names in _by_module(hooked).values()]
     was_training = model.training
     model.eval()
     try:
@@ -151,8 +147,24 @@ def collect_error_weights(model: nn.Module, batches: Iterable[tuple[torch.Tensor
             h.remove()
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    n = float(state["tokens"])
-    if all_reduce is not None:  # as collect_hessians: pooled sums, one division (sorted names)
+    return _pooled_half_mean(sums, float(state["tokens"]), all_reduce)
+
+
+def _fisher_sum(mod: nn.Module, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """sum_t g_ti^2 x_tj^2 for one batch (g: the per-token loss's output gradient, fp64); an
+    embedding's x is its token ids, so row t sums the g^2 of the positions holding token t."""
+    g2 = g.square().reshape(-1, g.shape[-1])
+    if isinstance(mod, nn.Embedding):
+        return torch.zeros(mod.num_embeddings, g2.shape[1], dtype=torch.float64,
+                           device=g2.device).index_add_(0, x.reshape(-1), g2)
+    return g2.T @ x.reshape(-1, x.shape[-1]).to(torch.float64).square()
+
+
+def _pooled_half_mean(sums: dict[str, torch.Tensor], n: float,
+                      all_reduce: Callable[[torch.Tensor], torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """1/2 * sum / n in fp32 on CPU; with `all_reduce`, the sums and n of every rank are pooled
+    first (sorted names, as collect_hessians: one division of the whole set's sums)."""
+    if all_reduce is not None:
         for k in sorted(sums):
             sums[k] = all_reduce(sums[k])
         dev = next(iter(sums.values())).device if sums else "cpu"
