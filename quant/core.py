@@ -376,8 +376,7 @@ def _error_weights(items: list[_Item], omega: Mapping[str, torch.Tensor] | None,
            if it.name in omega and tuple(omega[it.name].shape) == tuple(it.w.shape)}
     if not got:
         return {}
-    cws = {it.name: (torch.ones(it.w.shape[1]) if it.col_weight is None
-                     else it.col_weight.float().clamp_min(0)) for it in items}
+    cws = {it.name: fitter.error_weight(*it.w.shape, it.col_weight, None)[0] for it in items}
     med = float(np.median([float(v.mean()) / max(float(cws[n].mean()), 1e-30)
                            for n, v in got.items()]))
     if len(got) < len(items):
