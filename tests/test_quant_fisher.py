@@ -142,3 +142,26 @@ def test_a_precomputed_gptq_factor_gives_the_same_codes():
     for mult in (0.5, 1.0, 2.0):
         step = w.abs().amax(1) / 31 * mult
         assert torch.equal(gptq_quantize(w, h, step, 31), gptq_quantize(w, h, step, 31, factor=fac))
+
+
+def test_tensors_without_fisher_weights_get_diag_h_in_the_same_unit():
+    """A tensor Omega does not cover (absent or of another shape) is priced by diag(H) per column
+    times the median over the covered tensors of mean(Omega) / mean(diag H), so one fit compares
+    all distortions in one unit; negative diag entries count as 0; the mix is logged."""
+    from types import SimpleNamespace
+
+    from quant.core import _error_weights
+    g = torch.Generator().manual_seed(0)
+    item = lambda name, r, c, cw: SimpleNamespace(name=name, w=torch.randn(r, c, generator=g),
+                                                  col_weight=cw)
+    items = [item("a", 4, 3, torch.tensor([1.0, 2.0, 3.0])), item("b", 2, 2, torch.tensor([4.0, 4.0])),
+             item("c", 5, 3, None), item("d", 2, 4, torch.tensor([1.0, -1.0, 2.0, 1.0]))]
+    omega = {"a": torch.full((4, 3), 6.0), "b": torch.full((2, 2), 2.0), "d": torch.ones(9, 9)}
+    lines: list[str] = []
+    out = _error_weights(items, omega, lines.append)
+    ratio = (6.0 / 2.0 + 2.0 / 4.0) / 2                  # median of two: their mean, 1.75
+    assert torch.equal(out["a"], omega["a"]) and torch.equal(out["b"], omega["b"])
+    assert torch.allclose(out["c"], torch.full((5, 3), ratio))                   # no diag(H): ones
+    assert torch.allclose(out["d"], ratio * torch.tensor([[1.0, 0.0, 2.0, 1.0]]).expand(2, 4))
+    assert lines == ["quant:error_weights fisher:2 of 4 tensors (others: diag(H) times the median ratio)"]
+    assert _error_weights(items, None, lines.append) == {} == _error_weights(items[2:3], omega, print)
