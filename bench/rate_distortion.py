@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 import quant
+from golf import rundir
 
 
 def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8):
@@ -48,7 +49,7 @@ def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8):
     model.load_state_dict(state)
     model.eval()
     from golf.data.loader import DistributedTokenLoader
-    hpath = Path(ckpt_path).with_name("hessians.pt")
+    hpath = Path(ckpt_path).with_name(rundir.HESSIANS)
     saved = (load_torch_file(hpath, "delete it to recollect", keys=("hessians",))
              if hpath.is_file() else {})
     hs, om = saved.get("hessians"), saved.get("error_weights")

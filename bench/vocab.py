@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.ablation import parse_log  # noqa: E402
+from golf import rundir as rd  # noqa: E402
 from golf.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from golf.config import Config  # noqa: E402
 from golf.data.sources.proxy import VAL_DOCS, proxy_documents  # noqa: E402
@@ -85,11 +86,11 @@ def run_one(args: argparse.Namespace, vocab: int, ds: Path, tok: Path, runs: Pat
     if proc.returncode != 0:
         tail = "\n".join((runs / f"{run_id}.out").read_text().splitlines()[-15:])
         raise SystemExit(f"error: vocab {vocab} run failed (exit {proc.returncode}):\n{tail}")
-    rd = runs / run_id
-    ev = json.loads((rd / "eval.json").read_text())
-    summ = json.loads((rd / "summary.json").read_text())
-    rep = json.loads((rd / "quant_report.json").read_text())
-    log = parse_log(rd / "train.log")
+    run = runs / run_id
+    ev = json.loads((run / rd.EVAL).read_text())
+    summ = json.loads((run / rd.SUMMARY).read_text())
+    rep = json.loads((run / rd.QUANT_REPORT_JSON).read_text())
+    log = parse_log(run / rd.TRAIN_LOG)
     return {"vocab": vocab, "env": env_over, "wall_seconds": time.perf_counter() - t0,
             "params": log.get("params"), "ms_per_step": log.get("ms_per_step"),
             "val_tokens": ev["pre"]["tokens"], "val_bytes": ev["pre"]["bytes"],

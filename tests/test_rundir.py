@@ -62,7 +62,7 @@ def _abs(cfg: Config, data) -> Config:
 def test_run_dir_file_names_are_spelled_only_in_rundir():
     names = [f'"{n}"' for n in rd.RUN_FILES]
     files = [p for p in (REPO / "golf").rglob("*.py") if p.name != "rundir.py"] + \
-        [REPO / "eval_bpb.py", REPO / "pack.py"]
+        [REPO / "eval_bpb.py", REPO / "pack.py"] + list((REPO / "bench").rglob("*.py"))
     found = [f"{p.relative_to(REPO)}: {n}" for p in files for n in names if n in p.read_text()]
     assert found == []
 
