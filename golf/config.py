@@ -215,8 +215,7 @@ class Config(ModelConfig):
     @classmethod
     def from_preset(cls, name: str, base: "Config | None" = None) -> "Config":
         """`base` (default: the field defaults) with preset `name` applied; unknown -> ConfigError."""
-        key = _preset_name(name)
-        return _scaled_cap(dataclasses.replace(base or cls(), **PRESETS[key], preset=key))
+        return _scaled_cap(_with_preset(base or cls(), name))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, cpu_preset: bool | None = None,
@@ -233,7 +232,7 @@ class Config(ModelConfig):
         cfg = base or cls()
         name = _choose_preset(env.get("PRESET", ""), cpu_preset)
         if name:
-            cfg = cls.from_preset(name, cfg)
+            cfg = _with_preset(cfg, name)  # its scaled cap once, below, for the model as overridden
         changes: dict[str, Any] = {}
         bad: list[str] = []
         for f in fields(cls):
@@ -249,6 +248,11 @@ class Config(ModelConfig):
         cfg = dataclasses.replace(cfg, **changes)
         # a preset applied now sets the cap for the model as overridden; a saved config keeps its own
         return _scaled_cap(cfg) if name and "budget_bytes" not in changes else cfg
+
+
+def _with_preset(cfg: Config, name: str) -> Config:
+    key = _preset_name(name)
+    return dataclasses.replace(cfg, **PRESETS[key], preset=key)
 
 
 def _scaled_cap(cfg: Config) -> Config:
