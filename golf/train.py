@@ -357,10 +357,11 @@ class Trainer:
         ema_model.eval()
         with self.autocast:
             hs = collect_hessians(ema_model, batches, all_reduce=_allreduce)
-            # the fitter's error weights (QUANT_FISHER): a backward pass costs about two
-            # forwards, so half the calibration batches keep the reserve's share similar
-            om = (collect_error_weights(ema_model, pairs[:max(1, len(pairs) // 2)],
-                                        all_reduce=_allreduce) if cfg.quant_fisher else None)
+            # the fitter's error weights (QUANT_FISHER), on the same batches: a subset chosen per
+            # rank (it was each rank's first half) is another token set at each world size, and
+            # the artifact then depended on how many ranks calibrated
+            om = (collect_error_weights(ema_model, pairs, all_reduce=_allreduce)
+                  if cfg.quant_fisher else None)
         n_tok = int(_allreduce(torch.tensor([sum(b.numel() for b in batches)], device=dev)).item())
         elapsed = self.train_ms + 1000.0 * (time.perf_counter() - t_cal)
         calib_path = None

@@ -75,6 +75,10 @@ def test_two_ranks_give_the_one_rank_artifact_byte_for_byte(runs):
     ha, hb = (torch.load(p / "hessians.pt") for p in (a, b))
     assert ha["tokens"] == hb["tokens"]       # the same calibration set, split over the ranks
     assert all(torch.equal(ha["hessians"][k], hb["hessians"][k]) for k in ha["hessians"])
+    # the Fisher error weights too: the same batches, pooled (a per-rank subset made the
+    # artifact depend on the world size whenever the fit was close)
+    assert ha["error_weights"].keys() == hb["error_weights"].keys() and ha["error_weights"]
+    assert all(torch.equal(ha["error_weights"][k], hb["error_weights"][k]) for k in ha["error_weights"])
     assert sha(a / "final_model.gkq") == sha(b / "final_model.gkq")
 
 
