@@ -559,5 +559,5 @@ def publish_report(report: dict, table: list[dict], target: str | os.PathLike | 
             f"pre_val_bpb:{report['pre']['val_bpb']:.8f} "
             f"post_val_bpb:{report['post']['val_bpb']:.8f} gap:{report['gap']:+.8f}")
     if target is not None:
-        atomic_write_json(target, report)
+        atomic_write_json(target, {**report, "artifact": rd.artifact_ref(report["artifact"], target)})
         say(f"eval:wrote {target}")

@@ -14,6 +14,8 @@ Rules (README "Nothing lost: who owns what" states the same):
 4. The artifact and eval.json are one pair. Quantize and evaluate write into STAGING; only
    when both are complete is the previous pair (with its reports and summary) moved to
    previous/<n>/ and the new one moved in, so a failure leaves the earlier pair intact.
+   eval.json names the artifact beside it by file name (artifact_ref), so it still names its
+   own after the move.
 5. Training writes checkpoint.pt at its last step before any final output (ema.pt,
    quantization), so a failure after training costs a resume, not the run.
 6. Data and tokenizer paths are recorded absolute (the user's spelling in *_given, and the
@@ -290,6 +292,26 @@ def clear_staging(run_dir: Path) -> Path:
     return st
 
 
+def artifact_ref(artifact: str | os.PathLike | None, report_path: str | os.PathLike | None
+                 ) -> str | None:
+    """How an eval report names its artifact: by bare file name when the two sit in one folder
+    (so a pair moved together, to previous/<n>/ or out of staging, still names its own
+    artifact), else by the path given. `resolve_artifact_ref` is the reverse."""
+    if artifact is None or report_path is None:
+        return None if artifact is None else str(artifact)
+    a, r = Path(artifact), Path(report_path)
+    return a.name if a.resolve().parent == r.resolve().parent else str(artifact)
+
+
+def resolve_artifact_ref(report_path: str | os.PathLike) -> Path | None:
+    """The artifact an eval report names (see artifact_ref), as a path."""
+    ref = json.loads(Path(report_path).read_text()).get("artifact")
+    if not ref:
+        return None
+    p = Path(ref)
+    return p if p.is_absolute() or len(p.parts) > 1 else Path(report_path).parent / p
+
+
 def publish_pair(run_dir: Path, log: Callable[[str], None]) -> Path | None:
     """Move the complete staged pair in; the previous pair (if any) first goes to
     previous/<n>/. Returns that folder, or None when there was no previous pair."""
@@ -297,9 +319,6 @@ def publish_pair(run_dir: Path, log: Callable[[str], None]) -> Path | None:
     missing = [n for n in (ARTIFACT, EVAL) if not (st / n).is_file()]
     if missing:
         raise RuntimeError(f"{st}: staged pair incomplete (missing {', '.join(missing)})")
-    report = json.loads((st / EVAL).read_text())
-    if report.get("artifact") == str(st / ARTIFACT):  # where it will be, not where it was staged
-        atomic_write_json(st / EVAL, {**report, "artifact": str(run_dir / ARTIFACT)})
     old = [n for n in PAIR_FILES if (run_dir / n).is_file()]
     prev = None
     if old:

@@ -192,9 +192,13 @@ def test_quant_only_keeps_the_pair_whole_through_a_fault(finished, monkeypatch):
     assert quant_only(str(run)) == 0
     ev = json.loads((run / rd.EVAL).read_text())
     assert ev["artifact_sha256"] == file_sha256(run / rd.ARTIFACT) != old_art
-    assert ev["artifact"] == str(run / rd.ARTIFACT) and not rd.staging_dir(run).exists()
+    assert rd.resolve_artifact_ref(run / rd.EVAL) == run / rd.ARTIFACT
+    assert not rd.staging_dir(run).exists()
     prev = run / rd.PREVIOUS / "1"
     assert file_sha256(prev / rd.ARTIFACT) == old_art and (prev / rd.EVAL).read_bytes() == old_eval
+    moved = json.loads(old_eval)          # the moved report still names (and hashes) its artifact
+    assert rd.resolve_artifact_ref(prev / rd.EVAL) == prev / rd.ARTIFACT
+    assert moved["artifact_sha256"] == old_art
 
 
 def test_quant_only_int8_over_the_cap_says_so(finished, monkeypatch):

@@ -277,7 +277,7 @@ def _stage(run, eval_artifact=None, extra=("quant_report.json",)):
     from golf.rundir import ARTIFACT, EVAL, clear_staging
     st = clear_staging(run)
     (st / ARTIFACT).write_bytes(b"new-artifact")
-    (st / EVAL).write_text(json.dumps({"artifact": eval_artifact or str(st / ARTIFACT), "bpb": 1}))
+    (st / EVAL).write_text(json.dumps({"artifact": eval_artifact or ARTIFACT, "bpb": 1}))
     for n in extra:
         (st / n).write_text("new")
     return st
@@ -295,15 +295,15 @@ def test_staging_starts_empty_and_a_leftover_attempt_is_cleared(tmp_path):
 
 def test_publish_pair_moves_the_pair_in_and_the_old_pair_to_previous(tmp_path):
     """Rule 4: the staged pair moves in whole; the earlier pair (the pair files that exist)
-    goes to previous/<n>/, n one more than the largest number there; eval.json's artifact path
-    is rewritten from the staging folder to where the artifact now is; other files stay."""
+    goes to previous/<n>/, n one more than the largest number there; eval.json is moved byte for
+    byte (it names its artifact by the bare file name beside it); other files stay."""
     from golf.rundir import ARTIFACT, EVAL, PREVIOUS, STAGING, publish_pair
     run = tmp_path / "run"
     logs: list[str] = []
     _stage(run)
     (run / "train.log").write_text("log")
     assert publish_pair(run, logs.append) is None and logs == []
-    assert json.loads((run / EVAL).read_text()) == {"artifact": str(run / ARTIFACT), "bpb": 1}
+    assert json.loads((run / EVAL).read_text()) == {"artifact": ARTIFACT, "bpb": 1}
     assert sorted(p.name for p in run.iterdir()) == sorted([ARTIFACT, EVAL, "quant_report.json",
                                                             "train.log"])
     (run / PREVIOUS / "7").mkdir(parents=True)
@@ -312,7 +312,8 @@ def test_publish_pair_moves_the_pair_in_and_the_old_pair_to_previous(tmp_path):
     prev = publish_pair(run, logs.append)
     assert prev == run / PREVIOUS / "8"
     assert sorted(p.name for p in prev.iterdir()) == sorted([ARTIFACT, EVAL, "quant_report.json"])
-    assert json.loads((prev / EVAL).read_text()) == {"artifact": str(run / ARTIFACT), "bpb": 1}
+    assert json.loads((prev / EVAL).read_text()) == {"artifact": ARTIFACT, "bpb": 1}
+    assert (prev / ARTIFACT).read_bytes() == b"new-artifact"       # the one its eval.json scored
     assert json.loads((run / EVAL).read_text())["artifact"] == "/elsewhere/a.gkq"
     assert sorted(p.name for p in run.iterdir()) == sorted([ARTIFACT, EVAL, "train.log", PREVIOUS])
     assert not (run / STAGING).exists() and (run / "train.log").read_text() == "log"
@@ -342,3 +343,24 @@ def test_publish_pair_refuses_an_incomplete_stage_and_moves_nothing(tmp_path):
     with pytest.raises(RuntimeError, match=f"missing {ARTIFACT}, {EVAL}"):
         publish_pair(run, print)
     assert (run / ARTIFACT).read_bytes() == b"old" and not (run / "previous").exists()
+
+
+def test_an_eval_report_names_an_artifact_beside_it_by_file_name(tmp_path):
+    """The reference survives the pair's move (staging -> run folder -> previous/<n>/); an
+    artifact elsewhere keeps the path given, and both resolve back to the file."""
+    from golf.rundir import artifact_ref, resolve_artifact_ref
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    art = tmp_path / "a" / "final_model.gkq"
+    assert artifact_ref(art, tmp_path / "a" / "eval.json") == "final_model.gkq"
+    assert artifact_ref(art, tmp_path / "b" / "eval.json") == str(art)
+    assert artifact_ref(None, tmp_path / "a" / "eval.json") is None
+    assert artifact_ref(art, None) == str(art)
+    for where, ref in (("a", "final_model.gkq"), ("b", str(art))):
+        report = tmp_path / where / "eval.json"
+        report.write_text(json.dumps({"artifact": ref}))
+        assert resolve_artifact_ref(report) == art
+    moved = tmp_path / "b" / "previous" / "1"
+    moved.mkdir(parents=True)
+    (moved / "eval.json").write_text(json.dumps({"artifact": "final_model.gkq"}))
+    assert resolve_artifact_ref(moved / "eval.json") == moved / "final_model.gkq"
