@@ -101,8 +101,8 @@ def run_one(args: argparse.Namespace, vocab: int, ds: Path, tok: Path, runs: Pat
 
 
 def format_table(rows: list[dict]) -> str:
-    head = (f"| vocab | params | ms/step | val tokens/byte | pre val_bpb | post val_bpb | gap | "
-            f"model bytes | embedding bytes (share, bits) |")
+    head = ("| vocab | params | ms/step | val tokens/byte | pre val_bpb | post val_bpb | gap | "
+            "model bytes | embedding bytes (share, bits) |")
     lines = [head, "|" + "---|" * 9]
     for r in rows:
         e = r["embedding"]

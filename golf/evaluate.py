@@ -504,6 +504,7 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     report["hardware"] = eval_hardware(world)
     report["wall_seconds"] = time.perf_counter() - t0
     target = out or (Path(run_dir) / rd.EVAL if run_dir is not None else None)
+    report["artifact"] = rd.artifact_ref(artifact, target)
     publish_report(report, table, target if rank == 0 else None, say)
     return report
 
@@ -559,5 +560,5 @@ def publish_report(report: dict, table: list[dict], target: str | os.PathLike | 
             f"pre_val_bpb:{report['pre']['val_bpb']:.8f} "
             f"post_val_bpb:{report['post']['val_bpb']:.8f} gap:{report['gap']:+.8f}")
     if target is not None:
-        atomic_write_json(target, {**report, "artifact": rd.artifact_ref(report["artifact"], target)})
+        atomic_write_json(target, report)
         say(f"eval:wrote {target}")

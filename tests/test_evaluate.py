@@ -11,6 +11,7 @@ import torch
 import golf.bpb as bpb
 from golf.bpb import decoded_target_bytes, lut_target_bytes
 from golf.evaluate import EvalError, evaluate_bpb, plan_coverage, window_plan
+from conftest import exit_without_teardown
 
 
 # ----------------------------------------------------------------------------- tiny models
@@ -269,6 +270,7 @@ def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         dist.barrier()  # leave together: gloo aborts a rank whose peer closed mid-read
     finally:
         dist.destroy_process_group()
+    exit_without_teardown()
 
 
 def test_two_rank_gloo_equals_single_process(tmp_path):

@@ -39,7 +39,7 @@ def record_state(*, L=3, d=32, H=4, Hkv=2, F=64, V=96, bigram=None, smear=False,
     """A random per-layer state dict in the records' names (random enough that every path matters)."""
     g = torch.Generator().manual_seed(seed)
     r = lambda *s, std=1.0: torch.randn(*s, generator=g) * std
-    hd, kv = d // H, Hkv * (d // H)
+    kv = Hkv * (d // H)
     sd = {"tok_emb.weight": r(V, d, std=0.5)}
     for i in range(L):
         p = f"blocks.{i}."

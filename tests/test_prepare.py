@@ -27,7 +27,7 @@ def _hashes(root):
 
 def test_embedded_deterministic(tmp_path):
     a = prepare_embedded(tmp_path / "a")
-    b = prepare_embedded(tmp_path / "b")
+    prepare_embedded(tmp_path / "b")
     ha, hb = _hashes(tmp_path / "a"), _hashes(tmp_path / "b")
     assert ha == hb and len(ha) >= 5  # 2 shards, manifest, .model, .vocab
     assert a.tokenizer_path.name == "embedded_1024_bpe.model"

@@ -146,7 +146,6 @@ def test_out_dir_failed_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
 def test_out_dir_under_an_unwritable_parent_is_refused_before_any_work(tmp_path, monkeypatch):
     """os.access says the parent is read-only (chmod does not bind root): check_out_dir names
     it before anything is built, whether or not the record folder exists yet."""
-    import os
     ro = tmp_path / "ro"
     ro.mkdir()
     _read_only(monkeypatch, ro)

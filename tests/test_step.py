@@ -2,8 +2,6 @@
 checked in one process and across gloo ranks spawned here (2 and 3 ranks vs 1)."""
 from __future__ import annotations
 
-import os
-import sys
 
 import pytest
 import torch
@@ -15,6 +13,7 @@ from golf.model import GPT
 from golf.muon import Muon, newton_schulz, shape_factor
 from golf.optim import build_optimizers
 from golf.step import Stepper
+from conftest import exit_without_teardown
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,11 +100,7 @@ def _worker(rank: int, world: int, store: str, accum: int, steps: int, out: str)
         dist.barrier()  # leave together: gloo aborts a rank whose peer closed mid-read
     finally:
         dist.destroy_process_group()
-    # Every result is on disk. About one run in ten, a spawned gloo process that ran these
-    # collectives aborted in C++ teardown after the last Python frame ("terminate called
-    # without an active exception", faulthandler: no Python frame); skip that teardown.
-    sys.stdout.flush(), sys.stderr.flush()
-    os._exit(0)
+    exit_without_teardown()
 
 
 @pytest.mark.parametrize("world", [2, 3])

@@ -10,6 +10,7 @@ import torch
 from golf.optim import ema_decay_at, lr_multiplier, newton_schulz
 from golf.config import ConfigError
 from golf.train import TrainError, resolve_grad_accum, train
+from conftest import exit_without_teardown
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -164,6 +165,7 @@ def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> N
         dist.barrier()  # leave together: gloo aborts a rank whose peer closed mid-read
     finally:
         dist.destroy_process_group()
+    exit_without_teardown()
 
 
 def test_two_process_gloo_matches_single(tiny_config, tmp_path):

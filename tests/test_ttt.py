@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import untrained_run
+from conftest import exit_without_teardown, untrained_run
 from golf.bpb import ByteLUT, lut_target_bytes
 from golf.evaluate import EvalError, evaluate_bpb, window_plan
 from golf.ttt import (BatchedLoRA, TTTSettings, attach_lora, chunk_ttt, chunk_windows,
@@ -320,6 +320,7 @@ def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         dist.barrier()  # leave together: gloo aborts a rank whose peer closed mid-read
     finally:
         dist.destroy_process_group()
+    exit_without_teardown()
 
 
 def test_two_rank_gloo_matches_one_process(tmp_path, one_thread):
