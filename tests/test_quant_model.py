@@ -8,7 +8,8 @@ from torch import nn
 
 import quant
 
-FAST = quant.QuantPolicy(compressors=("zstd",))
+FAST = quant.QuantPolicy(compressors=("zstd",), small_numel=4096)  # the matrices quantize
+VOCAB = 400
 
 
 class Block(nn.Module):
@@ -30,7 +31,7 @@ class Block(nn.Module):
 
 
 class TinyGPT(nn.Module):
-    def __init__(self, vocab=600, d=128, h=640, layers=2):
+    def __init__(self, vocab=VOCAB, d=128, h=320, layers=2):
         super().__init__()
         self.tok_emb = nn.Embedding(vocab, d)
         self.blocks = nn.ModuleList(Block(d, h) for _ in range(layers))
@@ -58,8 +59,8 @@ def _setup():
     torch.manual_seed(0)
     model = TinyGPT().eval()
     g = torch.Generator().manual_seed(1)
-    train = [torch.randint(0, 600, (4, 32), generator=g) for _ in range(4)]
-    held = torch.randint(0, 600, (4, 32), generator=g)
+    train = [torch.randint(0, VOCAB, (4, 32), generator=g) for _ in range(4)]
+    held = torch.randint(0, VOCAB, (4, 32), generator=g)
     return model, quant.collect_hessians(model, train), held
 
 
