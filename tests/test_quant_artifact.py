@@ -201,7 +201,9 @@ def test_joint_rans_stream_beats_the_best_general_codec(qmodel):
     names = [s["name"] for s in qmodel.streams]
     assert "codes" in names and not any(n.startswith("codes/") for n in names)
     joint = qmodel.streams[names.index("codes")]
-    assert joint["codec"] == "rans" and len(joint["parts"]) == 3
+    assert joint["codec"] == "rans" and [p["name"] for p in joint["parts"]] == [
+        f"{kind}/{n}" for kind in ("codes", "rowscales")
+        for n in ("tok_emb.weight", "blocks.0.attn.c_q.weight", "blocks.0.mlp.fc.weight")]
     sd = _model_sd()
     plain = quant.quantize_model(sd, hessians=_hessians(sd), method="gptq",
                                  policy=replace(quant.QuantPolicy(), compressors=("zstd", "brotli", "lzma", "zlib")),
