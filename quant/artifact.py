@@ -18,10 +18,19 @@ tensor (quant/rans.py); the builder picks it only when it is smaller than the pe
 streams under their best general-purpose codec, and tensors then point into it by offset. Each tensor entry: name,
 shape, dtype (original), class, kind (quant|pass|alias), method, bits, k, and references
 [stream index, byte offset, byte length] to its codes (int8, one per byte), scales (fp16 per row
-or fp32 per tensor) or passthrough data (stored dtype). Since version 4 a quantized tensor may
+or fp32 per tensor, or since version 5 log-grid codes) or passthrough data (stored dtype). Since version 4 a quantized tensor may
 carry "lqer": rank, factor bits and groups, and a reference into its own stream lqer/<name>
 holding A codes (rows x rank int8), B codes (rank x cols int8), then their fp16 group scales;
-the tensor loads as codes * scales + A·B (quant/lqer.py). Codes are never bit-packed. Small
+the tensor loads as codes * scales + A·B (quant/lqer.py). Since version 5 a quantized
+tensor's entry may carry "scale_log": {r, mode, base, width}: its per-row steps are the
+log-grid values fp16(2^(c/r)) (quant/scalar.log_scale_value, computed from c alone) and its
+"scales" reference holds the integer codes c packed by quant/logscale.py (one or two bytes
+per row: c - base with base = min c, or zigzag first differences along the rows after base
+= the first c; width 2 = all low bytes, then all high bytes). Those bytes travel in the
+joint "codes" rANS stream (one table per byte plane, after the codes) or, all tensors
+together, in "scales/log" under the best general codec; the builder also builds the whole
+artifact with those steps as plain fp16 (the same values) and keeps whichever is smaller.
+Codes are never bit-packed. Small
 passthrough tensors share one stream per dtype (pass/float16, pass/float32); a large tensor the
 budget fitter kept in fp16 has its own (pass/<name>/float16).
 """

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from . import fitter
-from .artifact import (build_artifact, logical_streams, lqer_stream_name, pass_stream_name,
-                       row_scales_name, state_dict_from_tensors)
+from .artifact import (SCALE_LOG, build_artifact, logical_streams, lqer_stream_name,
+                       pass_stream_name, row_scales_name, state_dict_from_tensors)
 from .baseline import baseline_keep_float, baseline_quantize_tensor
 from .codec import StreamCache
 from .errors import BudgetError, QuantError
@@ -176,7 +176,6 @@ class _Item:
                        round(float((step / self.std).mean()), 5)})
         return self.cache[j]
 
-
     def _round(self, step: torch.Tensor) -> tuple[torch.Tensor, np.ndarray | None]:
         """The steps as stored, before any code is computed against them: on the log grid
         (with their codes) or plain fp16 (QUANT_SCALES)."""
@@ -326,7 +325,18 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     q = QuantizedModel(tensors, meta, policy, method, cache, budget_bytes)
     if budget_bytes is not None and q.total_bytes > budget_bytes:  # cannot happen; guard anyway
         raise BudgetError(f"internal error: artifact {q.total_bytes} > budget {budget_bytes}")
+    _log_scales(q, scales, log)
     return q
+
+
+def _log_scales(q: QuantizedModel, scales: str, log: Callable[[str], None]) -> None:
+    """One line: the scale format asked for, the layout the builder kept, the bytes it took."""
+    held = {st["name"] for st in q.streams for p in st.get("parts", [])
+            if p["name"].startswith("rowscales/")}
+    stored = "log" if held & {"codes", SCALE_LOG} else "fp16"
+    nbytes = sum(r.get("scale_bytes", 0.0) for r in q.report)
+    log(f"quant:scales format:{scales} stored:{stored} bytes:{nbytes:.0f} "
+        f"streams:{','.join(sorted(held)) or 'none'}")
 
 
 def _unfitted(method: str, sd: Mapping[str, torch.Tensor], aliases: dict[str, str],

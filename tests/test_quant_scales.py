@@ -208,3 +208,4 @@ def test_fitter_with_log_scales_lands_under_budget_within_slack():
         assert budget - 2_000 <= q.total_bytes <= budget, (budget, q.total_bytes)
         assert any(qt.scale_codes is not None for qt in q.tensors if qt.kind == "quant")
         assert _scale_bytes(q.streams) < 2 * (160 + 400)
+    assert sum(line.startswith("quant:scales format:log stored:log bytes:") for line in logs) == 2
