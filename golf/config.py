@@ -167,7 +167,7 @@ class Config(ModelConfig):
     quant_error_norm: float = 0.0        # QUANT_ERROR_NORM (fitter: predicted error / ||W||^2_H^alpha; 0 = absolute, 1 = relative)
     quant_fisher: int = 1                # QUANT_FISHER (1: the fitter prices each weight's error by its Fisher error weight, collected with the Hessians; 0: diag(H) only)
     quant_lqer_ranks: str = ""           # QUANT_LQER_RANKS (comma-separated LQER ranks the fitter may add per tensor, e.g. 2,4; empty = off)
-    quant_scales: str = "log"            # QUANT_SCALES (log: per-row steps on the log grid fp16(2^(c/32)), stored as entropy-coded codes when smaller; fp16: plain fp16 steps)
+    quant_scales: str = "log"            # QUANT_SCALES (log: per-row steps on the log grid fp16(2^(c/64)), stored as entropy-coded codes when smaller; fp16: plain fp16 steps)
     gptq_calib_batches: int = 16         # GPTQ_CALIB_BATCHES (training batches for Hessians)
     gptq_reserve_seconds: float = 8.0    # GPTQ_RESERVE_SECONDS (taken from the training wallclock)
     quant_small_numel: int = 65_536      # QUANT_SMALL_NUMEL (tensors this small stay fp16/fp32)
