@@ -9,8 +9,9 @@ QUANT_SMALL_NUMEL, in golfkit's container under the fitter's coders), record_106
 record_1855 (quant/records.py; their size is set by their k, so one point each), and golfkit's
 fitter at `--budgets` byte budgets from the larger record's size down to 40 % of the smaller
 one (plus exactly each record's size, for equal-bytes comparisons): the default fitter (Fisher
-error weights, QUANT_FISHER=1), the same with LQER rungs, and the fitter with diag(H)-weighted
-error as before QUANT_FISHER (`--lines` picks among them; `--error-norm` adds the latter with
+error weights, QUANT_FISHER=1), the same with LQER rungs, the fitter with diag(H)-weighted
+error as before QUANT_FISHER, and the default fitter with fp16 row scales (QUANT_SCALES=fp16;
+every point records its scale bytes and those of the same values as fp16) (`--lines` picks among them; `--error-norm` adds the latter with
 QUANT_ERROR_NORM; `--merge` adds the lines of an earlier run on the same checkpoint).
 Every artifact goes through a file round trip and is scored on the same first MAX_EVAL_TOKENS
 validation tokens (chunked, the run's eval length) as the full-precision checkpoint; the gap is
@@ -35,6 +36,7 @@ import torch
 
 import quant
 from golf import rundir
+from quant.artifact import build_artifact, logical_streams
 
 
 def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8):
@@ -84,6 +86,23 @@ def monotonic_exceptions(points: list[dict]) -> list[dict]:
              "gap_larger": b["gap"]} for a, b in zip(pts, pts[1:]) if b["gap"] > a["gap"]]
 
 
+def scale_bytes(q) -> dict:
+    """Bytes the row scales take in q's artifact, and what the same scale values would take
+    as fp16 under the best codec (the artifact rebuilt with the log layout left out)."""
+    now = sum(r.get("scale_bytes", 0.0) for r in q.report)
+    held = sorted({s["name"] for s in q.streams for p in s.get("parts", [])
+                   if p["name"].startswith("rowscales/")})
+    if not any(qt.scale_codes is not None for qt in q.tensors):
+        return {"scale_bytes": round(now), "scale_bytes_fp16": round(now), "scale_streams": held}
+    plain = [replace(qt, scale_codes=None) if qt.kind == "quant" else qt for qt in q.tensors]
+    _blob, streams = build_artifact(plain, q.meta, q.policy.compressors, None,
+                                    q.policy.shuffle_fp16)
+    fp16 = sum(st["length"] for n, st in logical_streams(streams).items()
+               if n.startswith("rowscales/"))
+    return {"scale_bytes": round(now), "scale_bytes_fp16": round(fp16), "scale_streams": held,
+            "bytes_if_fp16_layout": len(_blob)}
+
+
 def run(args: argparse.Namespace) -> dict:
     from golf.config import lqer_ranks
     from golf.evaluate import evaluate_bpb, load_eval_data
@@ -118,11 +137,11 @@ def run(args: argparse.Namespace) -> dict:
              "bits_per_param": round(8 * q.total_bytes / params, 4), "val_bpb": val,
              "gap": val - pre, "quant_seconds": round(secs, 1),
              "predicted_gap": predicted_nats(state, sd, om) * bpb_per_nat,
-             "lqer_tensors": sum(1 for qt in q.tensors if qt.lqer is not None),
+             "lqer_tensors": sum(1 for qt in q.tensors if qt.lqer is not None), **scale_bytes(q),
              "fp16_tensors": sum(1 for r in q.report if r["kind"] == "pass"
                                  and r["class"] in ("attention", "mlp", "embedding", "other"))}
-        print(f"rd:{label} bytes:{p['bytes']} gap:{p['gap']:+.6f} secs:{p['quant_seconds']}",
-              flush=True)
+        print(f"rd:{label} bytes:{p['bytes']} gap:{p['gap']:+.6f} secs:{p['quant_seconds']} "
+              f"scale_bytes:{p['scale_bytes']} as_fp16:{p['scale_bytes_fp16']}", flush=True)
         return p
 
     full = score(state)
@@ -137,6 +156,7 @@ def run(args: argparse.Namespace) -> dict:
         ("fitter", "fitter", dict(error_weights=om)),
         ("lqer", f"fitter+lqer({args.lqer_ranks})", dict(error_weights=om, lqer_ranks=ranks)),
         ("diagh", "fitter diagH", {}),  # the fitter before QUANT_FISHER: diag(H)-weighted error
+        ("fp16scales", "fitter fp16 scales", dict(error_weights=om, scales="fp16")),  # QUANT_SCALES=fp16
     ) if key in wanted]
     if a:
         lines.append((f"fitter diagH norm={a:g}", dict(error_norm=a)))
@@ -214,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="QUANT_ERROR_NORM of an extra diag(H) fitter line (0: none)")
     ap.add_argument("--lines", default="fitter,lqer,diagh",
                     help="fitter lines: fitter (default, Fisher), lqer (+ LQER rungs), diagh "
-                         "(diag(H)-weighted error, QUANT_FISHER=0)")
+                         "(diag(H)-weighted error, QUANT_FISHER=0), fp16scales (the default "
+                         "fitter with QUANT_SCALES=fp16)")
     ap.add_argument("--calib-batches", type=int, default=8,
                     help="training batches for Hessians / error weights missing from hessians.pt")
     ap.add_argument("--codecs", default="",

@@ -167,6 +167,7 @@ class Config(ModelConfig):
     quant_error_norm: float = 0.0        # QUANT_ERROR_NORM (fitter: predicted error / ||W||^2_H^alpha; 0 = absolute, 1 = relative)
     quant_fisher: int = 1                # QUANT_FISHER (1: the fitter prices each weight's error by its Fisher error weight, collected with the Hessians; 0: diag(H) only)
     quant_lqer_ranks: str = ""           # QUANT_LQER_RANKS (comma-separated LQER ranks the fitter may add per tensor, e.g. 2,4; empty = off)
+    quant_scales: str = "log"            # QUANT_SCALES (log: per-row steps on the log grid fp16(2^(c/64)), stored as entropy-coded codes when smaller; fp16: plain fp16 steps)
     gptq_calib_batches: int = 16         # GPTQ_CALIB_BATCHES (training batches for Hessians)
     gptq_reserve_seconds: float = 8.0    # GPTQ_RESERVE_SECONDS (taken from the training wallclock)
     quant_small_numel: int = 65_536      # QUANT_SMALL_NUMEL (tensors this small stay fp16/fp32)
@@ -264,6 +265,7 @@ def _scaled_cap(cfg: Config) -> Config:
 
 
 QUANT_METHODS = ("gptq", "rtn", "int8", "record_1060", "record_1855")
+QUANT_SCALES = ("log", "fp16")  # quant.SCALE_FORMATS (golf does not import quant here)
 # Fields that must be >= 1 / >= 0 (0 meaning "off" or "default", see each field's comment).
 _POSITIVE = ("train_seq_len", "train_batch_tokens", "val_batch_size", "budget_bytes")
 _NON_NEGATIVE = ("grad_accum_steps", "iterations", "warmup_steps", "warmdown_iters",
@@ -313,6 +315,9 @@ def _choice_problems(c: Config) -> Iterator[str]:
         lqer_ranks(c.quant_lqer_ranks)
     except ValueError as exc:
         yield str(exc)
+    if c.quant_scales not in QUANT_SCALES:
+        yield (f"QUANT_SCALES={c.quant_scales!r}: not one of {', '.join(QUANT_SCALES)} (log: "
+               "log-grid row scales, entropy-coded when smaller; fp16: plain fp16 scales)")
     if c.optim_groups not in OPTIM_GROUPS:
         yield f"OPTIM_GROUPS={c.optim_groups!r}: not one of {', '.join(OPTIM_GROUPS)}"
 

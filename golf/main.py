@@ -124,6 +124,7 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
                                   loss_slopes=slopes, device=distributed.default_device(),
                                   lqer_ranks=lqer_ranks(cfg.quant_lqer_ranks),
                                   error_norm=cfg.quant_error_norm, error_weights=omega,
+                                  scales=cfg.quant_scales,
                                   meta=artifact_meta(cfg, code_bytes))
     out = out_dir or run_dir
     path = out / rd.ARTIFACT

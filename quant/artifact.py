@@ -18,10 +18,19 @@ tensor (quant/rans.py); the builder picks it only when it is smaller than the pe
 streams under their best general-purpose codec, and tensors then point into it by offset. Each tensor entry: name,
 shape, dtype (original), class, kind (quant|pass|alias), method, bits, k, and references
 [stream index, byte offset, byte length] to its codes (int8, one per byte), scales (fp16 per row
-or fp32 per tensor) or passthrough data (stored dtype). Since version 4 a quantized tensor may
+or fp32 per tensor, or since version 5 log-grid codes) or passthrough data (stored dtype). Since version 4 a quantized tensor may
 carry "lqer": rank, factor bits and groups, and a reference into its own stream lqer/<name>
 holding A codes (rows x rank int8), B codes (rank x cols int8), then their fp16 group scales;
-the tensor loads as codes * scales + A·B (quant/lqer.py). Codes are never bit-packed. Small
+the tensor loads as codes * scales + A·B (quant/lqer.py). Since version 5 a quantized
+tensor's entry may carry "scale_log": {r, mode, base, width}: its per-row steps are the
+log-grid values fp16(2^(c/r)) (quant/scalar.log_scale_value, computed from c alone) and its
+"scales" reference holds the integer codes c packed by quant/logscale.py (one or two bytes
+per row: c - base with base = min c, or zigzag first differences along the rows after base
+= the first c; width 2 = all low bytes, then all high bytes). Those bytes travel in the
+joint "codes" rANS stream (one table per byte plane, after the codes) or, all tensors
+together, in "scales/log" under the best general codec; the builder also builds the whole
+artifact with those steps as plain fp16 (the same values) and keeps whichever is smaller.
+Codes are never bit-packed. Small
 passthrough tensors share one stream per dtype (pass/float16, pass/float32); a large tensor the
 budget fitter kept in fp16 has its own (pass/<name>/float16).
 """
@@ -40,15 +49,19 @@ import torch
 
 from .codec import StreamCache, compress, decompress, shuffle, unshuffle
 from .errors import ArtifactError, ConfigMismatchError
+from .logscale import pack_scale_codes, plane_lengths, unpack_scale_codes
 from .lqer import LqerFormat, lqer_from_bytes
+from .scalar import log_scale_value
 from .tensors import QTensor, dequant_tensor
 from .policy import CLASSES
 
 MAGIC = b"GKQF"
-FORMAT_VERSION = 4
-# 1: plain JSON header; 2: brotli-compressed header; 3: + rans; 4: + LQER factors
-SUPPORTED_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5
+# 1: plain JSON header; 2: brotli-compressed header; 3: + rans; 4: + LQER factors;
+# 5: + log-grid row scales
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
 JOINT_CODES = "codes"  # the one stream that holds every tensor's codes when rANS wins
+SCALE_LOG = "scales/log"  # every tensor's log-grid scale codes, when a general codec wins
 _PREFIX = struct.Struct("<4sHI32s")
 
 
@@ -57,19 +70,25 @@ def _np_dtype(name: str) -> np.dtype:
 
 
 def logical_streams(streams: list[dict]) -> dict[str, dict]:
-    """Every stream by name as if each tensor's codes had their own: a joint rANS stream is
-    split into its parts, each with its share of the bytes (float) and the sizes its
-    standalone stream had under the general-purpose codecs (for reports and the fitter)."""
+    """Every stream by name as if each tensor's codes and scales had their own: a shared
+    stream (joint rANS, the scale streams) is split into its parts, each with its share of the
+    bytes (float) and, for codes, the sizes its standalone stream had under the
+    general-purpose codecs (for reports and the fitter; scales as rowscales/<name>)."""
     out: dict[str, dict] = {}
     for st in streams:
         if st.get("parts"):
             for p in st["parts"]:
-                out[p["name"]] = {"name": p["name"], "codec": "rans", "length": p["bytes"],
-                                  "raw_length": p["raw_length"], "shuffle": 1,
+                out[p["name"]] = {"name": p["name"], "codec": st["codec"], "length": p["bytes"],
+                                  "raw_length": p["raw_length"], "shuffle": st["shuffle"],
                                   "sizes": p["sizes"], "standalone_codec": p["standalone_codec"]}
         else:
             out[st["name"]] = {**st, "standalone_codec": st["codec"]}
     return out
+
+
+def row_scales_name(name: str) -> str:
+    """A tensor's scale bytes by name, wherever they are stored (a part of a shared stream)."""
+    return f"rowscales/{name}"
 
 
 def lqer_stream_name(name: str) -> str:
@@ -91,20 +110,34 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
                    ) -> tuple[bytes, list[dict]]:
     """Serialize to the exact bytes save_artifact writes; also return per-stream info.
 
-    stream_codecs narrows the codecs tried for named streams (the budget fitter uses each
-    stream's earlier winner while it iterates; the final build tries them all again)."""
+    Tensors with log-grid scale codes are built both ways, scales as fp16 and as log codes,
+    and the smaller artifact wins (both decode to the same values). stream_codecs narrows
+    the codecs tried for named streams (the budget fitter uses each stream's earlier winner
+    while it iterates; the final build tries them all again)."""
     cache = cache or StreamCache()
-    entries, raw_streams = _tensor_entries(tensors)
-    chosen = _compress_streams(raw_streams, codecs, cache, shuffle_fp16, stream_codecs)
-    chosen, moved = _join_codes(raw_streams, chosen, codecs, cache)
-    streams, payload = _lay_out(chosen, entries, moved)
-    return _seal(meta, streams, entries, payload), streams
+    has_log = any(qt.kind == "quant" and qt.scale_codes is not None for qt in tensors)
+    best: tuple[bytes, list[dict]] | None = None
+    for log_scales in (False, True) if has_log else (False,):
+        entries, raw_streams, segments = _tensor_entries(tensors, log_scales)
+        plain = {n: b for n, b in raw_streams.items() if n not in segments}
+        chosen = _compress_streams(plain, codecs, cache, shuffle_fp16, stream_codecs)
+        chosen, moved = _join_codes(raw_streams, segments, chosen, codecs, cache)
+        _scale_parts(chosen, entries)
+        streams, payload = _lay_out(chosen, entries, moved)
+        blob = _seal(meta, streams, entries, payload)
+        if best is None or len(blob) < len(best[0]):
+            best = (blob, streams)
+    return best
 
 
-def _tensor_entries(tensors: list[QTensor]) -> tuple[list[dict], dict[str, bytearray]]:
+def _tensor_entries(tensors: list[QTensor], log_scales: bool = False
+                    ) -> tuple[list[dict], dict[str, bytearray], dict[str, list[int]]]:
     """Header entry per tensor, and the raw streams (in first-use order) its references point
-    into as [stream name, byte offset, byte length]."""
+    into as [stream name, byte offset, byte length]. With log_scales, a tensor's log-grid
+    scale codes go to its own rowscales/<name> part (quant/logscale.py), returned with its
+    rANS segment lengths (the builder gathers the parts into one stream)."""
     raw_streams: dict[str, bytearray] = {}
+    segments: dict[str, list[int]] = {}
     entries: list[dict] = []
 
     def put(stream: str, data: bytes) -> list:
@@ -117,12 +150,19 @@ def _tensor_entries(tensors: list[QTensor]) -> tuple[list[dict], dict[str, bytea
         e: dict[str, Any] = {"name": qt.name, "shape": list(qt.shape), "dtype": qt.dtype,
                              "class": qt.cls, "kind": qt.kind}
         if qt.kind == "quant":
-            e.update(method=qt.method, bits=qt.bits, k=qt.k,
-                     rows=int(qt.codes.shape[0]), cols=int(qt.codes.shape[1]))
+            rows = int(qt.codes.shape[0])
+            e.update(method=qt.method, bits=qt.bits, k=qt.k, rows=rows,
+                     cols=int(qt.codes.shape[1]))
             e["codes"] = put(f"codes/{qt.name}", np.ascontiguousarray(qt.codes, np.int8).tobytes())
             sd = str(qt.scales.dtype)
             e["scale_dtype"] = sd
-            e["scales"] = put(f"scales/{sd}", np.ascontiguousarray(qt.scales).tobytes())
+            if log_scales and qt.scale_codes is not None and qt.scale_codes.size == rows:
+                data, info = pack_scale_codes(qt.scale_codes, qt.scale_r)
+                e["scale_log"] = info
+                e["scales"] = put(row_scales_name(qt.name), data)
+                segments[row_scales_name(qt.name)] = plane_lengths(info, rows)
+            else:
+                e["scales"] = put(f"scales/{sd}", np.ascontiguousarray(qt.scales).tobytes())
             if qt.lqer is not None:
                 f = qt.lqer.fmt
                 e["lqer"] = {"rank": qt.lqer.rank, "a_bits": f.a_bits, "a_group": f.a_group,
@@ -137,7 +177,7 @@ def _tensor_entries(tensors: list[QTensor]) -> tuple[list[dict], dict[str, bytea
         else:
             raise ValueError(f"unknown tensor kind {qt.kind!r} for {qt.name}")
         entries.append(e)
-    return entries, raw_streams
+    return entries, raw_streams, segments
 
 
 def _compress_streams(raw_streams: dict[str, bytearray], codecs: tuple[str, ...],
@@ -170,28 +210,83 @@ def _compress_streams(raw_streams: dict[str, bytearray], codecs: tuple[str, ...]
     return chosen
 
 
-def _join_codes(raw_streams: dict[str, bytearray], chosen: dict[str, dict],
-                codecs: tuple[str, ...], cache: StreamCache
+def _join_codes(raw_streams: dict[str, bytearray], segments: dict[str, list[int]],
+                chosen: dict[str, dict], codecs: tuple[str, ...], cache: StreamCache
                 ) -> tuple[dict[str, dict], dict[str, tuple[str, int]]]:
-    """Replace the per-tensor code streams by one joint rANS stream when rans is allowed and
-    that is smaller; returns the streams and codes/<name> -> (joint stream, offset inside it)."""
+    """Codes: one joint rANS stream instead of the per-tensor streams when rans is allowed and
+    that is smaller. Log scale parts (`segments`): gathered into SCALE_LOG under the best
+    general codec, or appended to the joint rANS stream as more segments (one table per byte
+    plane), whichever makes codes + scales smaller. Returns the streams and, per moved
+    stream, (the stream now holding it, offset inside it)."""
     code_names = [n for n in raw_streams if n.startswith("codes/")]
+    scale_names = list(segments)
+    gen = sum(len(chosen[n]["blob"]) for n in code_names)
+    use_rans = "rans" in codecs and bool(code_names)
+    joint = cache.joint([bytes(raw_streams[n]) for n in code_names]) if use_rans else None
+    codes_joint = joint is not None and len(joint[0]) < gen
     moved: dict[str, tuple[str, int]] = {}
-    if "rans" not in codecs or not code_names:
-        return chosen, moved
-    blob, shares = cache.joint([bytes(raw_streams[n]) for n in code_names])
-    if len(blob) >= sum(len(chosen[n]["blob"]) for n in code_names):
-        return chosen, moved
-    parts, off = [], 0
-    for n, share in zip(code_names, shares):
+    out = dict(chosen)
+    if scale_names:
+        gathered = b"".join(bytes(raw_streams[n]) for n in scale_names)
+        codec, blob, sizes = cache.best(gathered, codecs)
+        alone = (len(joint[0]) if codes_joint else gen) + len(blob)
+        if use_rans:
+            planes = [bytes(raw_streams[n][i * (len(raw_streams[n]) // len(segments[n])):
+                                           (i + 1) * (len(raw_streams[n]) // len(segments[n]))])
+                      for n in scale_names for i in range(len(segments[n]))]
+            merged = cache.joint([bytes(raw_streams[n]) for n in code_names] + planes)
+            if len(merged[0]) < alone:
+                return _joint_stream(code_names, scale_names, segments, raw_streams, chosen,
+                                     merged)
+        parts, off = [], 0
+        for n in scale_names:
+            k = len(raw_streams[n])
+            moved[n] = (SCALE_LOG, off)
+            parts.append({"name": n, "offset": off, "raw_length": k, "standalone_codec": codec,
+                          "bytes": len(blob) * k / max(len(gathered), 1), "sizes": {}})
+            off += k
+        out[SCALE_LOG] = {"name": SCALE_LOG, "codec": codec, "blob": blob, "shuffle": 1,
+                          "raw_length": len(gathered), "sizes": dict(sizes), "parts": parts}
+    if codes_joint:
+        j, m = _joint_stream(code_names, [], {}, raw_streams, chosen, joint)
+        out = {**j, **{n: c for n, c in out.items() if n not in m}}
+        moved.update(m)
+    return out, moved
+
+
+def _joint_stream(code_names: list[str], scale_names: list[str], segments: dict[str, list[int]],
+                  raw_streams: dict[str, bytearray], chosen: dict[str, dict],
+                  joint: tuple[bytes, list[float]]
+                  ) -> tuple[dict[str, dict], dict[str, tuple[str, int]]]:
+    """The joint rANS stream (codes, then scale planes) first, then the streams it leaves."""
+    blob, shares = joint
+    shares = list(shares)
+    parts, moved, off = [], {}, 0
+    for n in code_names + scale_names:
+        k = len(raw_streams[n])
+        share = sum(shares.pop(0) for _ in range(len(segments.get(n, [0]))))
+        alone = chosen.get(n, {"codec": "rans", "sizes": {}})
         moved[n] = (JOINT_CODES, off)
-        parts.append({"name": n, "offset": off, "raw_length": chosen[n]["raw_length"],
-                      "bytes": share, "standalone_codec": chosen[n]["codec"],
-                      "sizes": {**chosen[n]["sizes"], "rans": share}})
-        off += chosen[n]["raw_length"]
-    joint = {"name": JOINT_CODES, "codec": "rans", "blob": blob, "raw_length": off,
-             "shuffle": 1, "sizes": {"rans": len(blob)}, "parts": parts}
-    return {JOINT_CODES: joint, **{n: c for n, c in chosen.items() if n not in moved}}, moved
+        parts.append({"name": n, "offset": off, "raw_length": k, "bytes": share,
+                      "standalone_codec": alone["codec"], "sizes": {**alone["sizes"], "rans": share}})
+        off += k
+    stream = {"name": JOINT_CODES, "codec": "rans", "blob": blob, "raw_length": off,
+              "shuffle": 1, "sizes": {"rans": len(blob)}, "parts": parts}
+    return {JOINT_CODES: stream, **{n: c for n, c in chosen.items() if n not in moved}}, moved
+
+
+def _scale_parts(chosen: dict[str, dict], entries: list[dict]) -> None:
+    """Split the shared fp16/fp32 scale streams into per-tensor parts (bytes in proportion to
+    raw length), so every tensor's scale bytes read as rowscales/<name> (in place)."""
+    for e in entries:
+        ref = e.get("scales")
+        st = chosen.get(ref[0]) if ref else None
+        if st is None or not ref[0].startswith("scales/") or ref[0] == SCALE_LOG:
+            continue
+        st.setdefault("parts", []).append(
+            {"name": row_scales_name(e["name"]), "offset": ref[1], "raw_length": ref[2],
+             "bytes": len(st["blob"]) * ref[2] / max(st["raw_length"], 1),
+             "standalone_codec": st["codec"], "sizes": {}})
 
 
 def _lay_out(chosen: dict[str, dict], entries: list[dict], moved: dict[str, tuple[str, int]]
@@ -309,7 +404,14 @@ def decode_tensors(header: dict, payload: bytes) -> list[QTensor]:
                      kind=e["kind"])
         if e["kind"] == "quant":
             qt.codes = view(e["codes"], "int8").reshape(e["rows"], e["cols"])
-            qt.scales = view(e["scales"], e["scale_dtype"])
+            if "scale_log" in e:  # version 5: log-grid codes -> the values the quantizer used
+                sid, off, n = e["scales"]
+                info = e["scale_log"]
+                qt.scale_codes = unpack_scale_codes(raw[sid][off:off + n], info, e["rows"])
+                qt.scale_r = int(info["r"])
+                qt.scales = log_scale_value(qt.scale_codes, qt.scale_r)
+            else:
+                qt.scales = view(e["scales"], e["scale_dtype"])
             qt.bits, qt.method, qt.k = e["bits"], e["method"], e["k"]
             if "lqer" in e:
                 lq = e["lqer"]

@@ -10,18 +10,19 @@ import torch
 from torch import nn
 
 from . import fitter
-from .artifact import (build_artifact, logical_streams, lqer_stream_name, pass_stream_name,
-                       state_dict_from_tensors)
+from .artifact import (SCALE_LOG, build_artifact, logical_streams, lqer_stream_name,
+                       pass_stream_name, row_scales_name, state_dict_from_tensors)
 from .baseline import baseline_keep_float, baseline_quantize_tensor
 from .codec import StreamCache
 from .errors import BudgetError, QuantError
 from .gptq import gptq_factor, gptq_quantize
+from .logscale import packed_cost
 from .lqer import FITTER_FORMAT, make_lqer
 from .policy import CLASSES, QuantPolicy, classify, is_control
 from .records import RECORD_METHODS, record_policy, record_quantize
 from .report import build_report
-from .scalar import (as_rows, clip_step, dequantize, hessian_error, qmax_for, round_scale,
-                     rtn_codes)
+from .scalar import (LOG_SCALE_R, SCALE_FORMATS, as_rows, clip_step, dequantize, hessian_error,
+                     qmax_for, round_log_scale, round_scale, rtn_codes)
 from .tensors import QTensor, alias_entry, dtype_name
 
 METHODS = ("gptq", "rtn", "int8", *RECORD_METHODS)
@@ -120,8 +121,9 @@ class _Item:
 
     def __init__(self, name: str, t: torch.Tensor, cls: str, policy: QuantPolicy,
                  h: torch.Tensor | None, method: str, log: Callable[[str], None],
-                 device: str = "cpu", lqer_ranks: tuple[int, ...] = ()):
+                 device: str = "cpu", lqer_ranks: tuple[int, ...] = (), scales: str = "log"):
         self.device = device
+        self.log_scales = scales == "log"
         self.name, self.cls, self.shape, self.dtype = name, cls, tuple(t.shape), dtype_name(t.dtype)
         self.w = as_rows(t)
         cp = policy.for_class(cls)
@@ -154,7 +156,7 @@ class _Item:
         if j not in self.cache:
             bits = fitter.bits_for(self.bits, j)
             qmax = qmax_for(bits)
-            step = round_scale(self.base_step * fitter.multiplier(j))
+            step, scale_codes = self._round(self.base_step * fitter.multiplier(j))
             if self.method == "gptq":
                 if self._factor is None:  # H's factor does not depend on the step
                     self._factor = gptq_factor(self.h, self.damp, log=self.log, name=self.name,
@@ -167,12 +169,27 @@ class _Item:
             self.cache[j] = QTensor(
                 name=self.name, shape=self.shape, dtype=self.dtype, cls=self.cls, kind="quant",
                 codes=codes.numpy(), scales=step.to(torch.float16).numpy(), bits=bits,
+                scale_codes=scale_codes, scale_r=LOG_SCALE_R if self.log_scales else 0,
                 method=self.method, k=round(float((step * qmax / self.std).mean()), 4), error=err,
                 error_kind="hessian" if self.h is not None else "mse",
                 extra={"ladder": int(fitter.LADDER[j - 1]), "step_over_std":
                        round(float((step / self.std).mean()), 5)})
         return self.cache[j]
 
+    def _round(self, step: torch.Tensor) -> tuple[torch.Tensor, np.ndarray | None]:
+        """The steps as stored, before any code is computed against them: on the log grid
+        (with their codes) or plain fp16 (QUANT_SCALES)."""
+        if self.log_scales:
+            return round_log_scale(step, LOG_SCALE_R)
+        return round_scale(step), None
+
+    def scale_row_bytes(self) -> float:
+        """First guess of stored bytes per row scale: the rANS estimate of the log codes at the
+        policy step (a ladder step only shifts them), or fp16's 2 raw bytes."""
+        if not self.log_scales:
+            return 2.0
+        _v, c = round_log_scale(self.base_step, LOG_SCALE_R)
+        return packed_cost(c, LOG_SCALE_R) / max(len(c), 1)
 
     def _realize_lqer(self, o: int) -> QTensor:
         if o not in self.cache:
@@ -258,7 +275,7 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
                    loss_slopes: Mapping[str, float] | None = None,
                    lqer_ranks: tuple[int, ...] = (), error_norm: float = 0.0,
                    error_weights: Mapping[str, torch.Tensor] | None = None,
-                   device: str = "cpu") -> QuantizedModel:
+                   device: str = "cpu", scales: str = "log") -> QuantizedModel:
     """Quantize every tensor of a model (see QuantPolicy); fit to `budget_bytes` when given.
 
     budget_bytes bounds the exact artifact size (header + streams). method "int8" reproduces
@@ -274,10 +291,16 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     (see _norm_multipliers; measured `loss_slopes` take precedence). `error_weights` (from
     `collect_error_weights`: name -> Omega, rows x cols) weights each entry's squared error by
     its per-token Fisher diagonal instead of diag(H), so the predicted distortion is the
-    second-order loss increase in nats per token (see _error_weights).
+    second-order loss increase in nats per token (see _error_weights). `scales` ("log" or
+    "fp16", QUANT_SCALES) rounds each per-row step, before its codes are computed, to the log
+    grid fp16(2^(c/R)) (scalar.round_log_scale; the artifact stores c when that is smaller)
+    or to plain fp16; int8 and the records' methods keep fp16 scales whatever it says.
     """
     if method not in METHODS:
         raise QuantError(f"unknown quant method {method!r}; set QUANT_METHOD to one of {METHODS}")
+    if scales not in SCALE_FORMATS:
+        raise QuantError(f"unknown scale format {scales!r}; set QUANT_SCALES to one of "
+                         f"{', '.join(SCALE_FORMATS)}")
     log = log or (lambda s: None)
     policy = policy or QuantPolicy()
     sd = _as_state_dict(model_or_state_dict)
@@ -292,7 +315,7 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
         return _unfitted(method, sd, aliases, hessians, meta, policy, cache, budget_bytes,
                          device, log)
     slots, items = _plan_items(sd, aliases, hessians, method, policy, log, device,
-                               lqer_ranks if budget_bytes is not None else ())
+                               lqer_ranks if budget_bytes is not None else (), scales)
     if budget_bytes is None:
         tensors = _assemble(slots, items, [fitter.J0] * len(items))
     else:
@@ -302,7 +325,18 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     q = QuantizedModel(tensors, meta, policy, method, cache, budget_bytes)
     if budget_bytes is not None and q.total_bytes > budget_bytes:  # cannot happen; guard anyway
         raise BudgetError(f"internal error: artifact {q.total_bytes} > budget {budget_bytes}")
+    _log_scales(q, scales, log)
     return q
+
+
+def _log_scales(q: QuantizedModel, scales: str, log: Callable[[str], None]) -> None:
+    """One line: the scale format asked for, the layout the builder kept, the bytes it took."""
+    held = {st["name"] for st in q.streams for p in st.get("parts", [])
+            if p["name"].startswith("rowscales/")}
+    stored = "log" if held & {"codes", SCALE_LOG} else "fp16"
+    nbytes = sum(r.get("scale_bytes", 0.0) for r in q.report)
+    log(f"quant:scales format:{scales} stored:{stored} bytes:{nbytes:.0f} "
+        f"streams:{','.join(sorted(held)) or 'none'}")
 
 
 def _unfitted(method: str, sd: Mapping[str, torch.Tensor], aliases: dict[str, str],
@@ -330,8 +364,8 @@ def _unfitted(method: str, sd: Mapping[str, torch.Tensor], aliases: dict[str, st
 
 def _plan_items(sd: Mapping[str, torch.Tensor], aliases: dict[str, str],
                 hessians: dict[str, torch.Tensor], method: str, policy: QuantPolicy,
-                log: Callable[[str], None], device: str, lqer_ranks: tuple[int, ...]
-                ) -> tuple[list[QTensor | _Item], list[_Item]]:
+                log: Callable[[str], None], device: str, lqer_ranks: tuple[int, ...],
+                scales: str = "log") -> tuple[list[QTensor | _Item], list[_Item]]:
     """One slot per tensor in state_dict order: aliases and small tensors as they are stored,
     the rest as _Items to quantize (also returned alone, in the same order)."""
     slots: list[QTensor | _Item] = []
@@ -344,7 +378,8 @@ def _plan_items(sd: Mapping[str, torch.Tensor], aliases: dict[str, str],
         if cls == "small":
             slots.append(_passthrough(name, t, cls, policy))
             continue
-        item = _Item(name, t, cls, policy, hessians.get(name), method, log, device, lqer_ranks)
+        item = _Item(name, t, cls, policy, hessians.get(name), method, log, device, lqer_ranks,
+                     scales)
         slots.append(item)
         items.append(item)
     paths: dict[str, int] = {}
@@ -401,7 +436,8 @@ def _curves(items: list[_Item], policy: QuantPolicy, sensitivity: Mapping[str, f
         measured = _norm_multipliers(items, error_norm)
     return [fitter.predict_curve(it.w, it.base_step, it.bits, it.col_weight,
                                  float(sens.get(it.name, 1.0)) * measured.get(it.name, 1.0),
-                                 policy.float_rung, it.lqer_ranks, error_weights.get(it.name))
+                                 policy.float_rung, it.lqer_ranks, error_weights.get(it.name),
+                                 it.scale_row_bytes())
             for it in items]
 
 
@@ -420,11 +456,11 @@ def _fit_to_budget(slots: list[QTensor | _Item], items: list[_Item], curves: lis
             if name.startswith("codes/") and st["standalone_codec"] not in ("raw", "rans"):
                 winners.setdefault(name, (st["standalone_codec"],))
         by_name = {name: st["length"] for name, st in logical.items()}
-        own = []  # each tensor's own stream; row scales counted at their raw fp16 size
+        own = []  # each tensor's own bytes: codes, row scales as stored, LQER factors
         for qt in tensors:
             if qt.cls in CLASSES:
                 own.append(by_name[pass_stream_name(qt)] if qt.kind == "pass"
-                           else by_name[f"codes/{qt.name}"] + 2 * qt.codes.shape[0]
+                           else by_name[f"codes/{qt.name}"] + by_name[row_scales_name(qt.name)]
                            + (by_name[lqer_stream_name(qt.name)] if qt.lqer else 0))
         return len(blob), own
 

@@ -88,8 +88,10 @@ def error_weight(rows: int, cols: int, col_weight: torch.Tensor | None,
 def predict_curve(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int,
                   col_weight: torch.Tensor | None, sensitivity: float = 1.0,
                   allow_float: bool = True, lqer_ranks: tuple[int, ...] = (),
-                  elem_weight: torch.Tensor | None = None) -> Curve:
-    """Entropy-based rate (codes + fp16 row scales) and weighted distortion (diag(H) per
+                  elem_weight: torch.Tensor | None = None,
+                  scale_row_bytes: float = 2.0) -> Curve:
+    """Entropy-based rate (codes + row scales at `scale_row_bytes` each: 2 raw fp16 bytes,
+    or the log-grid codes' estimate) and weighted distortion (diag(H) per
     column, or the Fisher error weights when given: error_weight) for every option, on a row
     sample. Without allow_float the fp16 rung costs infinitely many bytes. With lqer_ranks,
     the LQER options follow (see _lqer_columns)."""
@@ -107,7 +109,7 @@ def predict_curve(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int,
         js = list(range(j0, min(j0 + CHUNK, N_OPTIONS)))
         h, err = _ladder_stats(ws, ss, policy_bits, js, cw)
         for j, hj, ej in zip(js, h, err):
-            rate[j] = (rows * cols) * hj / 8.0 + 32.0 + 2.0 * rows
+            rate[j] = (rows * cols) * hj / 8.0 + 32.0 + scale_row_bytes * rows
             dist[j] = sensitivity * factor * ej
     if lqer_ranks:
         lr, ld = _lqer_columns(w, base_step, policy_bits, full_cw, col_weight, lqer_ranks, rate,

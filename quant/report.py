@@ -1,7 +1,7 @@
 """Per-tensor report: where the bytes go and what each tensor's quantization costs.
 
 Rows: class, shape, method, bits, k, bytes (its code stream plus its share of shared scale or
-passthrough streams), share of the artifact, order-0 entropy of its codes, compressor overhead
+passthrough streams; scales as stored: fp16 or log-grid codes), share of the artifact, order-0 entropy of its codes, compressor overhead
 over that entropy, weighted error, and each codec's size for its code stream.
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import lqer_stream_name, logical_streams, pass_stream_name, write_atomic
+from .artifact import (logical_streams, lqer_stream_name, pass_stream_name, row_scales_name,
+                       write_atomic)
 
 
 def _entropy(codes: np.ndarray) -> float:
@@ -35,8 +36,7 @@ def build_report(qmodel) -> list[dict]:
         if qt.kind == "quant":
             cs = streams[f"codes/{qt.name}"]
             h = _entropy(qt.codes)
-            ss = streams[f"scales/{qt.scales.dtype}"]
-            scale_share = ss["length"] * qt.scales.nbytes / max(ss["raw_length"], 1)
+            scale_share = streams[row_scales_name(qt.name)]["length"]
             nbytes = cs["length"] + scale_share
             if qt.lqer is not None:
                 lq_bytes = streams[lqer_stream_name(qt.name)]["length"]

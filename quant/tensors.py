@@ -36,6 +36,8 @@ class QTensor:
     error_kind: str = ""
     extra: dict = field(default_factory=dict)
     lqer: Lqer | None = None         # low-rank correction of the codes' error (quant only)
+    scale_codes: np.ndarray | None = None  # int32 log-grid codes of `scales` (scalar.log_scale_value)
+    scale_r: int = 0                 # their codes per octave (0: scales are plain fp16/fp32)
 
     @property
     def numel(self) -> int:

@@ -1,0 +1,239 @@
+"""Log-grid row scales (QUANT_SCALES=log): the quantizer's step is the decoder's bit for bit,
+the rounding error bound, the artifact round trip, old versions, the builder's choice of the
+smaller layout, and the fitter's budget with scales counted as stored."""
+from __future__ import annotations
+
+import decimal
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import quant
+from quant.artifact import build_artifact, decode_tensors, logical_streams, parse_artifact
+from quant.logscale import pack_scale_codes, unpack_scale_codes
+from quant.scalar import LOG_SCALE_R, log_grid_table, log_scale_value, round_log_scale
+
+DATA = Path(__file__).parent / "data"
+FAST = quant.QuantPolicy(compressors=("zlib", "rans"))
+
+
+def _sd(seed: int = 0, cols: tuple[int, int] = (420, 170)) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    def w(r, c, s):  # rows of different scales, as trained matrices have
+        return torch.randn(r, c, generator=g) * s * torch.exp(0.4 * torch.randn(r, 1, generator=g))
+    return {"blocks.0.attn.c_q.weight": w(160, cols[0], 0.03),
+            "blocks.0.mlp.fc.weight": w(400, cols[1], 0.02),
+            "blocks.0.attn_scale": torch.rand(160, generator=g)}
+
+
+def _hessians(sd):
+    g = torch.Generator().manual_seed(1)
+    return {n: (lambda x: x.T @ x / 300)(torch.randn(300, t.shape[1], generator=g))
+            for n, t in sd.items() if t.ndim == 2}
+
+
+@pytest.fixture(scope="module")
+def qlog():
+    sd = _sd()
+    return quant.quantize_model(sd, hessians=_hessians(sd), method="gptq", policy=FAST)
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float16).view(np.uint16)
+
+
+def test_grid_table_is_2_to_the_k_over_r_correctly_rounded():
+    """The integer-arithmetic table against 40-digit decimal exp: the nearest float32 to each
+    2^(k/r) (no libm in the table, so every platform decodes the same steps)."""
+    ctx = decimal.Context(prec=40)
+    for r in (16, LOG_SCALE_R, 64):
+        want = np.array([np.float32(float(ctx.exp(ctx.multiply(decimal.Decimal(k) / r,
+                                                                   ctx.ln(decimal.Decimal(2))))))
+                         for k in range(r)])
+        assert np.array_equal(log_grid_table(r).view(np.uint32), want.view(np.uint32)), r
+
+
+def test_quantizer_scale_is_the_decoders_bit_for_bit(qlog, tmp_path):
+    """Every quantized tensor's step is log_scale_value(its codes); the loaded artifact gives
+    back the same codes and steps, and the codes were computed against that step."""
+    tensors = [qt for qt in qlog.tensors if qt.kind == "quant"]
+    assert tensors and all(qt.scale_codes is not None and qt.scale_r == LOG_SCALE_R
+                           for qt in tensors)
+    for qt in tensors:
+        assert np.array_equal(_bits(qt.scales), _bits(log_scale_value(qt.scale_codes, qt.scale_r)))
+    quant.save_artifact(tmp_path / "m.gkq", qlog)
+    header, payload = parse_artifact((tmp_path / "m.gkq").read_bytes())
+    assert header["version"] == quant.FORMAT_VERSION == 5
+    back = {qt.name: qt for qt in decode_tensors(header, payload)}
+    for qt in tensors:
+        b = back[qt.name]
+        assert "scale_log" in next(e for e in header["tensors"] if e["name"] == qt.name)
+        assert np.array_equal(b.scale_codes, qt.scale_codes) and b.scale_r == qt.scale_r
+        assert np.array_equal(_bits(b.scales), _bits(qt.scales))
+        assert np.array_equal(b.codes, qt.codes)
+    loaded, _ = quant.load_artifact(tmp_path / "m.gkq")
+    expect = qlog.state_dict()
+    assert all(torch.equal(loaded[k], expect[k]) for k in expect)
+    # RTN: codes are round(w / s) for the very step that loads
+    sd = _sd()
+    q = quant.quantize_model(sd, method="rtn", policy=FAST)
+    for qt in (t for t in q.tensors if t.kind == "quant"):
+        s = torch.from_numpy(log_scale_value(qt.scale_codes, qt.scale_r).astype(np.float32))
+        w = sd[qt.name].float()
+        want = torch.clamp(torch.round(w / s[:, None]), -(2 ** (qt.bits - 1) - 1), 2 ** (qt.bits - 1) - 1)
+        assert torch.equal(torch.from_numpy(qt.codes).float(), want)
+
+
+def test_rounding_error_is_within_half_a_grid_step():
+    """Relative error <= 2^(1/(2R)) - 1 in log2 (plus fp16's 2^-11 on the value) over the fp16
+    normal range, and each code is the nearest grid point."""
+    g = torch.Generator().manual_seed(3)
+    for r in (16, LOG_SCALE_R, 64):
+        s = torch.exp2(torch.rand(20_000, generator=g, dtype=torch.float64) * 26 - 13).float()
+        v, c = round_log_scale(s, r)
+        rel = (v.double() / s.double() - 1).abs()
+        assert float(rel.max()) <= 2 ** (1 / (2 * r)) * (1 + 2 ** -11) - 1
+        assert float(rel.max()) > 0.5 * (2 ** (1 / (2 * r)) - 1)  # the bound is nearly reached
+        assert np.abs(c - r * np.log2(s.double().numpy())).max() <= 0.5 + 1e-9
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(-24 * 32, 16 * 32 - 1), min_size=1, max_size=300))
+def test_packed_codes_round_trip(codes):
+    c = np.array(codes, dtype=np.int32)
+    data, info = pack_scale_codes(c, 32)
+    assert len(data) == info["width"] * c.size
+    assert np.array_equal(unpack_scale_codes(data, info, c.size), c)
+
+
+def _as_fp16(tensors):
+    return [replace(qt, scale_codes=None, scale_r=0) if qt.kind == "quant" else qt for qt in tensors]
+
+
+def _scale_bytes(streams) -> float:
+    return sum(s["length"] for n, s in logical_streams(streams).items() if n.startswith("rowscales/"))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 120), st.floats(0.0, 6.0), st.integers(0, 2 ** 16),
+       st.sampled_from([("zlib",), ("zlib", "rans"), ("brotli", "lzma", "rans")]))
+def test_builder_never_stores_scales_larger_than_fp16(rows, spread, seed, codecs):
+    """Whatever the steps, the artifact with log codes available is never larger than the same
+    steps stored as fp16 under the best codec: the builder keeps the smaller layout."""
+    g = torch.Generator().manual_seed(seed)
+    steps = torch.exp2(torch.randn(rows, generator=g) * spread - 8)
+    v, c = round_log_scale(steps)
+    codes = torch.randint(-31, 32, (rows, 16), generator=g).to(torch.int8).numpy()
+    qt = quant.tensors.QTensor(name="blocks.0.attn.w", shape=(rows, 16), dtype="float32",
+                               cls="attention", kind="quant", codes=codes,
+                               scales=v.to(torch.float16).numpy(), bits=6, method="rtn",
+                               scale_codes=c, scale_r=LOG_SCALE_R)
+    blob, streams = build_artifact([qt], {}, codecs)
+    blob16, streams16 = build_artifact(_as_fp16([qt]), {}, codecs)
+    assert len(blob) <= len(blob16)
+    back = decode_tensors(*parse_artifact(blob))[0]
+    assert np.array_equal(_bits(back.scales), _bits(qt.scales))
+
+
+def test_scale_codes_join_the_rans_stream_when_that_is_smaller():
+    """Steps that mostly repeat (90 % of rows share one code, ~0.7 bits per row): order-0 rANS
+    beats zlib by more than the extra segments cost, so the codes join the joint rANS stream
+    after the int codes, and decode exactly."""
+    g = torch.Generator().manual_seed(7)
+    tensors = []
+    for i, rows in enumerate((1500, 1200)):
+        odd = torch.rand(rows, generator=g) < 0.1
+        steps = 0.01 * torch.exp2(0.05 * torch.randn(rows, generator=g) * odd)
+        v, c = round_log_scale(steps)
+        tensors.append(quant.tensors.QTensor(
+            name=f"blocks.{i}.mlp.w", shape=(rows, 8), dtype="float32", cls="mlp", kind="quant",
+            codes=torch.randint(-20, 21, (rows, 8), generator=g).to(torch.int8).numpy(),
+            scales=v.to(torch.float16).numpy(), bits=6, method="rtn", scale_codes=c,
+            scale_r=LOG_SCALE_R))
+    blob, streams = build_artifact(tensors, {}, ("zlib", "rans"))
+    joint = next(s for s in streams if s["name"] == "codes")
+    assert [p["name"] for p in joint["parts"]] == ["codes/blocks.0.mlp.w", "codes/blocks.1.mlp.w",
+                                                   "rowscales/blocks.0.mlp.w",
+                                                   "rowscales/blocks.1.mlp.w"]
+    header, payload = parse_artifact(blob)
+    assert all("scale_log" in e for e in header["tensors"])
+    for qt, back in zip(tensors, decode_tensors(header, payload)):
+        assert np.array_equal(back.scale_codes, qt.scale_codes)
+        assert np.array_equal(_bits(back.scales), _bits(qt.scales))
+        assert np.array_equal(back.codes, qt.codes)
+
+
+def test_log_layout_wins_on_rows_of_similar_scale(qlog):
+    """On matrix rows the log codes are smaller than fp16; they travel in the joint rANS stream
+    or, here (560 rows: rANS tables cost more than they save), in scales/log."""
+    blob16, streams16 = build_artifact(_as_fp16(qlog.tensors), qlog.meta, FAST.compressors)
+    assert qlog.total_bytes < len(blob16)
+    held = {p["name"]: s["name"] for s in qlog.streams for p in s.get("parts", [])}
+    for n in ("blocks.0.attn.c_q.weight", "blocks.0.mlp.fc.weight"):
+        assert held[f"rowscales/{n}"] in ("codes", "scales/log")
+    rows = 160 + 400
+    assert _scale_bytes(qlog.streams) < _scale_bytes(streams16)
+    assert _scale_bytes(qlog.streams) <= rows  # at most a byte per row (fp16: two raw)
+    report = {r["name"]: r for r in qlog.report}
+    assert abs(sum(report[n]["scale_bytes"] for n in report if "scale_bytes" in report[n])
+               - _scale_bytes(qlog.streams)) < 1
+
+
+def test_records_and_int8_keep_fp16_scales():
+    sd = _sd(cols=(64, 48))
+    for method in ("int8", "record_1060", "record_1855"):
+        q = quant.quantize_model(sd, hessians=_hessians(sd), method=method,
+                                 policy=quant.QuantPolicy(small_numel=4096))
+        assert all(qt.scale_codes is None for qt in q.tensors if qt.kind == "quant"), method
+        assert not any(n.startswith("scales/log") for n in (s["name"] for s in q.streams))
+
+
+def test_version4_artifact_loads_and_fp16_scales_reproduce_it():
+    """A file written by the v4 writer (before log scales) loads to the tensors it loaded to
+    then, and QUANT_SCALES=fp16 quantizes the same inputs to exactly those tensors."""
+    import struct
+    blob = (DATA / "artifact_v4.gkq").read_bytes()
+    assert struct.unpack_from("<H", blob, 4)[0] == 4
+    ref = torch.load(DATA / "artifact_v4_expected.pt", weights_only=True)
+    loaded, meta = quant.load_artifact(DATA / "artifact_v4.gkq")
+    assert meta["config"] == {"num_layers": 1} and list(loaded) == list(ref["dequantized"])
+    assert all(torch.equal(loaded[k], ref["dequantized"][k]) for k in loaded)
+    q = quant.quantize_model(ref["inputs"], hessians=ref["hessians"], method="gptq",
+                             policy=quant.QuantPolicy(small_numel=512), scales="fp16")
+    sd = q.state_dict()
+    assert all(torch.equal(sd[k], ref["dequantized"][k]) for k in sd)
+
+
+def test_unknown_scale_format_is_one_readable_error():
+    with pytest.raises(quant.QuantError, match="QUANT_SCALES"):
+        quant.quantize_model(_sd(), method="rtn", scales="bf16")
+    from golf.config import QUANT_SCALES, Config
+    assert QUANT_SCALES == quant.scalar.SCALE_FORMATS
+    probs = Config().replace(quant_scales="log2").problems()
+    assert len(probs) == 1 and probs[0].startswith("QUANT_SCALES='log2'")
+    assert Config().replace(quant_scales="fp16").problems() == []
+    assert Config.from_env({"QUANT_SCALES": "fp16"}, cpu_preset=False).quant_scales == "fp16"
+
+
+def test_fitter_with_log_scales_lands_under_budget_within_slack():
+    """Exact size <= budget at every budget, within 2,000 bytes of it (scales counted as they
+    are stored: the fitter's per-tensor bytes add up to the artifact's streams)."""
+    sd = _sd(5, cols=(64, 32))
+    pol = quant.QuantPolicy(compressors=("zlib",), float_rung=False, small_numel=1024)
+    hi = quant.quantize_model(sd, method="rtn", policy=pol, budget_bytes=10 ** 9).total_bytes
+    with pytest.raises(quant.BudgetError) as ei:
+        quant.quantize_model(sd, method="rtn", policy=pol, budget_bytes=1_000)
+    lo = int(re.search(r"can reach is ([\d,]+) bytes", str(ei.value)).group(1).replace(",", ""))
+    logs: list[str] = []
+    for budget in (int(lo + f * (hi - lo)) for f in (0.3, 0.7)):
+        q = quant.quantize_model(sd, method="rtn", policy=pol, budget_bytes=budget, log=logs.append)
+        assert budget - 2_000 <= q.total_bytes <= budget, (budget, q.total_bytes)
+        assert any(qt.scale_codes is not None for qt in q.tensors if qt.kind == "quant")
+        assert _scale_bytes(q.streams) < 2 * (160 + 400)
+    assert sum(line.startswith("quant:scales format:log stored:log bytes:") for line in logs) == 2
