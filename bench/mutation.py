@@ -63,7 +63,10 @@ TARGETS: tuple[Target, ...] = (
            ("tests/test_quant_math.py", "tests/test_gptq_reference.py", "tests/test_bugs_caught.py::"
             "test_gptq_first_block_error_feedback_matches_a_column_by_column_solve")),
     Target("scalar quantizers", "quant/scalar.py", (),
-           ("tests/test_quant_math.py", "tests/test_scalar_reference.py")),
+           ("tests/test_quant_math.py", "tests/test_scalar_reference.py",
+            "tests/test_quant_scales.py")),
+    Target("log-grid scales", "quant/logscale.py", (),
+           ("tests/test_quant_scales.py",)),
     Target("fitter guard", "quant/fitter.py",
            ("fit_budget", "_Fit.__init__", "_Fit.predicted", "_Fit.run", "_Fit.error", "_fit",
             "_bisect", "_step_back", "_repair", "_refine", "_coarsen", "lagrange_choice",
@@ -72,10 +75,11 @@ TARGETS: tuple[Target, ...] = (
             "test_fitter_never_returns_more_than_the_budget", "tests/test_properties.py::"
             "test_fitter_repair_turns_a_better_over_budget_choice_into_a_fitting_one")),
     Target("artifact", "quant/artifact.py",
-           ("build_artifact", "_tensor_entries", "_compress_streams", "_join_codes", "_lay_out",
-            "_seal", "write_atomic", "parse_artifact", "decode_tensors", "logical_streams",
-            "pass_stream_name", "state_dict_from_tensors", "load_artifact"),
-           ("tests/test_bugs_caught.py", "tests/test_quant_artifact.py",
+           ("build_artifact", "_tensor_entries", "_compress_streams", "_join_codes", "_joint_stream",
+            "_scale_parts", "_lay_out", "_seal", "write_atomic", "parse_artifact", "decode_tensors",
+            "logical_streams", "row_scales_name", "pass_stream_name", "state_dict_from_tensors",
+            "load_artifact"),
+           ("tests/test_bugs_caught.py", "tests/test_quant_artifact.py", "tests/test_quant_scales.py",
             "tests/test_properties.py::test_artifact_round_trip_is_bit_exact_and_within_half_a_step",
             "tests/test_quant_lqer.py::test_artifact_carries_lqer_and_loads_codes_plus_correction"),
            ("-k", "not report")),  # the report/plot tests read the artifact, slowly
@@ -91,7 +95,8 @@ TARGETS: tuple[Target, ...] = (
             "tests/test_pack.py::test_budget_counts_bytes_on_disk_and_enforces_cap")),
     Target("run dir (train)", "golf/rundir.py",
            ("run_dir_problem", "check_run_dir", "start_run_dir", "_clear_earlier_run",
-            "unwritable_reason", "is_trained", "clear_staging", "publish_pair"),
+            "unwritable_reason", "is_trained", "clear_staging", "publish_pair", "artifact_ref",
+            "resolve_artifact_ref"),
            ("tests/test_rundir_ownership.py",)),
     Target("run dir (pack)", "golf/submission/assemble.py",
            ("check_out_dir", "_is_earlier_pack", "_swap_in", "_write"),
@@ -99,8 +104,8 @@ TARGETS: tuple[Target, ...] = (
 )
 
 # Cheapest first (when comparing rows run one at a time, or under --minutes)
-RUN_ORDER = ("budget table + cap", "run dir (pack)", "run dir (train)", "GPTQ", "scalar quantizers",
-             "rANS", "artifact", "scorer windows", "fitter guard", "byte LUT + bpb")
+RUN_ORDER = ("budget table + cap", "run dir (pack)", "run dir (train)", "GPTQ", "log-grid scales",
+             "scalar quantizers", "rANS", "artifact", "scorer windows", "fitter guard", "byte LUT + bpb")
 
 # Lines never mutated: the wording of an error or log line changes neither a score nor data
 # (tests check messages for the names and fixes they must carry, not letter for letter).
