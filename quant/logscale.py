@@ -42,9 +42,10 @@ def pack_scale_codes(codes: np.ndarray, r: int) -> tuple[bytes, dict]:
         raise ValueError("a quantized tensor has at least one row scale")
     cands = {"min": (int(c.min()), c - c.min()),
              "delta": (int(c[0]), _zigzag(np.diff(c, prepend=c[0])))}
-    if int(cands["delta"][1].max()) >= 1 << 16:
-        del cands["delta"]  # steps jump over 2^15 codes: only "min" fits two bytes
-    packed = {m: (base, _planes(u)) for m, (base, u) in cands.items()}
+    packed = {m: (base, _planes(u)) for m, (base, u) in cands.items() if int(u.max()) < 1 << 16}
+    if not packed:  # a spread of 2^16 codes or more: no layout holds it in two bytes
+        raise ValueError(f"log scales: codes span {int(c.max()) - int(c.min()):,} grid steps at "
+                         f"r={r}; two bytes per row hold under 65,536")
     mode = min(packed, key=lambda m: (_cost(packed[m][1]), MODES.index(m)))
     base, planes = packed[mode]
     info = {"r": int(r), "mode": mode, "base": base, "width": len(planes)}

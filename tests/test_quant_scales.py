@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import quant
 from quant.artifact import build_artifact, decode_tensors, logical_streams, parse_artifact
-from quant.logscale import pack_scale_codes, unpack_scale_codes
+from quant.logscale import pack_scale_codes, packed_cost, unpack_scale_codes
 from quant.scalar import LOG_SCALE_R, log_grid_table, log_scale_value, round_log_scale
 
 DATA = Path(__file__).parent / "data"
@@ -237,3 +237,69 @@ def test_fitter_with_log_scales_lands_under_budget_within_slack():
         assert any(qt.scale_codes is not None for qt in q.tensors if qt.kind == "quant")
         assert _scale_bytes(q.streams) < 2 * (160 + 400)
     assert sum(line.startswith("quant:scales format:log stored:log bytes:") for line in logs) == 2
+
+
+# ----------------------------------------------------------------------------- packing edges
+def _plane_bytes(plane: np.ndarray) -> float:
+    """Order-0 entropy bytes of one byte plane (computed here from counts) plus one table byte
+    per symbol value in its range: the cost the packer's docstring states."""
+    counts = np.bincount(plane, minlength=256)
+    p = counts[counts > 0] / plane.size
+    return float(-(p * np.log2(p)).sum()) * plane.size / 8 + int(plane.max()) - int(plane.min()) + 1
+
+
+def test_slowly_varying_codes_take_the_delta_layout_and_round_trip():
+    """Codes that climb and fall in small steps over a wide range: row differences (zigzag,
+    both signs and zero) take one byte where offsets from the minimum would take two."""
+    steps = np.tile([3, 3, 0, -2, 1, 3, -1, 2], 200)
+    c = (-1500 + np.cumsum(steps)).astype(np.int32)
+    assert c.max() - c.min() > 256
+    data, info = pack_scale_codes(c, 64)
+    assert (info["mode"], info["width"], len(data)) == ("delta", 1, c.size)
+    out = unpack_scale_codes(data, info, c.size)
+    assert out.dtype == np.int32 and np.array_equal(out, c)
+
+
+def test_one_byte_per_row_below_256_and_two_from_256():
+    for spread, width in ((255, 1), (256, 2), (65535, 2)):
+        c = np.array([7, 7 + spread, 7], dtype=np.int32)
+        data, info = pack_scale_codes(c, 64)
+        assert info["width"] == width and len(data) == width * c.size
+        assert np.array_equal(unpack_scale_codes(data, info, c.size), c)
+
+
+def test_a_spread_beyond_two_bytes_takes_the_layout_that_holds_it_or_is_refused():
+    c = np.array([0, 30000, 60000, 70000], dtype=np.int32)   # offsets to 70,000; steps 30,000
+    data, info = pack_scale_codes(c, 64)
+    assert info["mode"] == "delta" and np.array_equal(unpack_scale_codes(data, info, 4), c)
+    c = np.array([0, 32768], dtype=np.int32)     # offset 32,768 fits; its zigzag step 65,536 not
+    data, info = pack_scale_codes(c, 64)
+    assert info["mode"] == "min" and np.array_equal(unpack_scale_codes(data, info, 2), c)
+    for c in ([0, 65536], [0, 40000, 80000]):
+        with pytest.raises(ValueError, match="two bytes per row"):
+            pack_scale_codes(np.array(c, dtype=np.int32), 64)
+
+
+def test_packed_cost_is_the_entropy_of_its_planes_plus_their_tables():
+    """The fitter's first guess, against entropy computed here: balanced 2-symbol planes cost
+    exactly rows/8 bytes each, constant codes one table byte and no bits."""
+    c = np.tile([0, 1, 256, 257], 250).astype(np.int32) + 100      # offsets: both planes {0, 1}
+    data, info = pack_scale_codes(c, 64)
+    assert (info["mode"], info["width"]) == ("min", 2)
+    planes = np.frombuffer(data, np.uint8).reshape(2, -1)
+    want = sum(_plane_bytes(p) for p in planes)
+    assert want == 2 * 1000 / 8 + 4 and packed_cost(c, 64) == pytest.approx(want, abs=1e-9)
+    steps = np.tile([3, 3, 0, -2, 1, 3, -1, 2], 50)                 # width 1, delta: 5 symbols
+    c = np.cumsum(steps).astype(np.int32)
+    data, _info = pack_scale_codes(c, 64)
+    assert packed_cost(c, 64) == pytest.approx(_plane_bytes(np.frombuffer(data, np.uint8)), rel=0.02)
+    assert packed_cost(np.full(50, 300, np.int32), 64) == 1.0
+
+
+def test_unpacking_refuses_a_stream_that_does_not_match_its_entry():
+    c = np.array([5, 9, 5, 6], dtype=np.int32)
+    data, info = pack_scale_codes(c, 64)
+    for bad_data, bad_info in ((data + b"\0", info), (data[:-1], info),
+                               (data, {**info, "mode": "ratio"}), (data * 3, {**info, "width": 3})):
+        with pytest.raises(ValueError, match="log scales"):
+            unpack_scale_codes(bad_data, bad_info, c.size)
