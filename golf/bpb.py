@@ -39,8 +39,9 @@ class ByteLUT:
     has_leading_space: np.ndarray  # bool: piece starts with ▁
     is_boundary: np.ndarray        # bool: control/unknown/unused (and ids beyond the sp vocab)
 
-    def torch(self, device="cpu"):
-        """The three tables as torch tensors (for scoring on an accelerator)."""
+    def torch(self, device):
+        """The three tables as torch tensors on `device` (the targets' device: scoring on an
+        accelerator)."""
         return (torch.as_tensor(self.base_bytes.astype(np.int64), device=device),
                 torch.as_tensor(self.has_leading_space, device=device),
                 torch.as_tensor(self.is_boundary, device=device))
@@ -51,7 +52,6 @@ class SidecarBytes:
     """Original-text bytes of every token of one val stream (token i -> bytes[i]; BOS and
     operator tokens 0), read from the byte sidecar. Target t is token t+1."""
     per_token: np.ndarray   # int64, same length as the val stream
-    source: str
 
 
 def bytes_at(tokens: np.ndarray, idx: np.ndarray, counter) -> np.ndarray:
@@ -99,7 +99,7 @@ def val_byte_counter(sp, vocab_size: int, tokens: np.ndarray, sidecar: np.ndarra
                            "variant's download ships it)")
     if sidecar is None:
         return build_byte_lut(sp, vocab_size)
-    counts = SidecarBytes(np.asarray(sidecar).astype(np.int64), where)
+    counts = SidecarBytes(np.asarray(sidecar).astype(np.int64))
     if not needs:
         lut = build_byte_lut(sp, vocab_size)
         toks = np.asarray(tokens).astype(np.int64)
@@ -131,7 +131,7 @@ def build_byte_lut(sp_or_path, vocab_size: int) -> ByteLUT:
     lead = np.zeros(size, dtype=bool)
     boundary = np.ones(size, dtype=bool)
     space_id = sp.piece_to_id("▁")
-    if space_id == sp.unk_id() or sp.id_to_piece(space_id) != "▁":
+    if space_id == sp.unk_id():  # SentencePiece's piece_to_id of a missing piece
         raise ByteLUTError(f"{where}: tokenizer has no standalone '▁' piece, so space bytes "
                            "would be miscounted; retrain it with the challenge's settings")
     for t in range(n):
