@@ -60,16 +60,15 @@ def bytes_at(tokens: np.ndarray, idx: np.ndarray, counter) -> np.ndarray:
     idx = np.asarray(idx, dtype=np.int64)
     if isinstance(counter, SidecarBytes):
         return counter.per_token[idx + 1]
-    return target_bytes(np.asarray(tokens[idx]).astype(np.int64),
-                        np.asarray(tokens[idx + 1]).astype(np.int64), counter)
+    return target_bytes(np.asarray(tokens[idx]), np.asarray(tokens[idx + 1]), counter)
 
 
 def range_bytes(tokens: np.ndarray, a: int, e: int, counter) -> int:
     """Σ bytes of targets a..e-1 (see bytes_at)."""
     if isinstance(counter, SidecarBytes):
         return int(counter.per_token[a + 1:e + 1].sum())
-    t = np.asarray(tokens[a:e + 1]).astype(np.int64)
-    return int(np.asarray(target_bytes(t[:-1], t[1:], counter), dtype=np.int64).sum())
+    t = np.asarray(tokens[a:e + 1])
+    return int(target_bytes(t[:-1], t[1:], counter).sum())   # int64 counts (target_bytes)
 
 
 def val_byte_counter(sp, vocab_size: int, tokens: np.ndarray, sidecar: np.ndarray | None, *,
@@ -102,7 +101,7 @@ def val_byte_counter(sp, vocab_size: int, tokens: np.ndarray, sidecar: np.ndarra
     counts = SidecarBytes(np.asarray(sidecar).astype(np.int64))
     if not needs:
         lut = build_byte_lut(sp, vocab_size)
-        toks = np.asarray(tokens).astype(np.int64)
+        toks = np.asarray(tokens)
         from_lut = np.concatenate([[0], target_bytes(toks[:-1], toks[1:], lut)])
         bad = np.flatnonzero(from_lut != counts.per_token)
         if bad.size:
@@ -154,7 +153,8 @@ def build_byte_lut(sp_or_path, vocab_size: int) -> ByteLUT:
 
 
 def target_bytes(prev_ids, target_ids, lut: ByteLUT):
-    """Bytes each target contributes: base + 1 for a leading ▁ not right after a boundary."""
+    """Bytes each target contributes: base + 1 for a leading ▁ not right after a boundary
+    (int64, from ids of any integer dtype, numpy or torch)."""
     if hasattr(target_ids, "device") and not isinstance(target_ids, np.ndarray):
         base, lead, bound = lut.torch(target_ids.device)
         t = target_ids.long()

@@ -347,12 +347,15 @@ def test_sidecar_that_disagrees_with_the_table_is_an_error(official, tmp_path):
     """A plain tokenizer's sidecar must equal the table token for token; when it does, the
     sidecar is what is scored; one wrong entry is refused, as is a text transform with no
     sidecar and a sidecar of the wrong length."""
-    from golf.bpb import SidecarBytes, val_byte_counter
+    from golf.bpb import SidecarBytes, bytes_at, val_byte_counter
     sp, lut = official
     toks = np.concatenate([[1] + sp.encode(t) for t in ("Hello there, world.", "Second doc ok")])
     good = np.concatenate([[0], target_bytes(toks[:-1], toks[1:], lut)])
-    got = val_byte_counter(sp, 1024, toks, good)
+    got = val_byte_counter(sp, 1024, toks, good.astype(np.uint16))   # as read from the file
     assert isinstance(got, SidecarBytes) and int(got.per_token.sum()) == int(good.sum())
+    idx = np.arange(len(toks) - 1)
+    from_sidecar, from_table = bytes_at(toks, idx, got), bytes_at(toks, idx, lut)
+    assert np.array_equal(from_sidecar, from_table) and from_sidecar.dtype == from_table.dtype
     bad = good.copy()
     bad[5] += 1
     with pytest.raises(ByteLUTError, match="disagree on 1 tokens.*token 5"):
