@@ -456,7 +456,7 @@ def _refine(st: _Fit, choice: list[int], total: int, slack: int) -> tuple[list[i
         for i, j in enumerate(choice):
             if j > 0:
                 dr = pred_now[i, j - 1] - pred_now[i, j]
-                if dr < room and dist[i, j] > dist[i, j - 1]:
+                if dr <= room and dist[i, j] > dist[i, j - 1]:  # landing on the budget fits
                     opts.append(((dist[i, j] - dist[i, j - 1]) / max(dr, 1e-9), i))
         if not opts:
             break
