@@ -13,7 +13,9 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 torch = pytest.importorskip("torch")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# At most 2 threads, and OMP_NUM_THREADS when it is set: on busy cores 2 spin-waiting threads
+# made a tiny fit 12x slower (bench.mutation's children and loaded machines set it to 1).
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
 
 SHARED_DATA = Path(os.environ.get("GOLF_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 OFFICIAL_TOKENIZER = SHARED_DATA / "tokenizers" / "fineweb_1024_bpe.model"
