@@ -385,7 +385,8 @@ def _bisect(st: _Fit, fixed_guess: int, slack: int, max_rounds: int
                 best = (choice, total)
             if budget - total <= slack or all(j == 0 for j in choice):
                 return best, choice, total, True
-            lo = target if lo is None else max(lo, target)
+            # targets only move inward: after a fit each next one is above it, after a miss below
+            lo = target
             target = target + (budget - total) if hi is None else (lo + hi) / 2
         else:
             if all(j == st.last for j in choice):
@@ -393,7 +394,7 @@ def _bisect(st: _Fit, fixed_guess: int, slack: int, max_rounds: int
                                   f"this model and policy can reach is {total:,} bytes (every "
                                   "tensor at its coarsest step); raise BUDGET_BYTES or keep fewer "
                                   "tensors in floating point")
-            hi = target if hi is None else min(hi, target)
+            hi = target
             if lo is None:
                 target = target - (total - budget) - margin
                 margin *= 2
