@@ -670,3 +670,22 @@ def test_lagrange_choice_takes_the_lower_error_of_two_options_with_the_same_byte
     dist[:, -2] = dist[:, -1] * 0.5
     c = lagrange_choice(rate, dist, rate[:, -1].sum())
     assert list(c) == [N_OPTIONS - 2] * 2
+
+
+def test_a_step_back_within_slack_is_the_fit_with_no_more_builds():
+    """When the stepped-back choice is within slack (also exactly slack under), the fit is done:
+    no repair or refinement builds follow, though an over-budget build had less error."""
+    curves = _steep_and_flat()
+    size = lambda c: 500 + sum(int(curves[i].rate[j] * 1.3) for i, j in enumerate(c))
+    for k in (10, 30, 60):
+        measure, calls = _measure(curves, factor=1.3)
+        budget = 500 + int(1.3 * (curves[0].rate[k] + curves[1].rate[k]))
+        first, t_first = fit_budget(curves, budget, lambda i, j: None, measure, 500,
+                                    max_rounds=1, slack=10**9)
+        fits = [c for c in calls if size(c) <= budget]
+        assert calls[-1] == fits[0] == first and t_first == size(first)
+        for slack in (budget - t_first, 10**9):
+            measure, calls = _measure(curves, factor=1.3)
+            assert fit_budget(curves, budget, lambda i, j: None, measure, 500, max_rounds=1,
+                              slack=slack) == (first, t_first)
+            assert calls[-1] == first and sum(size(c) <= budget for c in calls) == 1
