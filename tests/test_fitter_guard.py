@@ -689,3 +689,30 @@ def test_a_step_back_within_slack_is_the_fit_with_no_more_builds():
             assert fit_budget(curves, budget, lambda i, j: None, measure, 500, max_rounds=1,
                               slack=slack) == (first, t_first)
             assert calls[-1] == first and sum(size(c) <= budget for c in calls) == 1
+
+
+def test_repair_asks_the_excess_plus_a_margin_that_doubles_each_round(monkeypatch):
+    """Each repair round coarsens the last trial by its measured excess plus a margin, and the
+    margin doubles from round to round (bytes off the interpolated prediction between the
+    measured steps: several rounds)."""
+    import quant.fitter as qf
+    curves = _int_ladders()
+
+    def measure(choice):
+        b = [int(curves[i].rate[j] * (1.3 if j in (20, 60) else 1.8)) for i, j in enumerate(choice)]
+        return 500 + sum(b), b
+    st = qf._Fit(curves, 0, lambda i, j: None, measure, lambda s: None, 1.0)
+    t_over = st.run([20, 20, 20])[0]
+    st.budget = t_over - 6_000
+    fit = [60, 60, 60]
+    t_fit = st.run(fit)[0]
+    margins = []
+    real = qf._coarsen
+
+    def spy(rate, dist, choice, need):
+        margins.append(need - (st.measured[tuple(choice)][0] - st.budget))
+        return real(rate, dist, choice, need)
+    monkeypatch.setattr(qf, "_coarsen", spy)
+    qf._repair(st, list(fit), t_fit, 12)
+    assert len(margins) >= 2 and margins[0] > 0
+    assert all(b == 2 * a for a, b in zip(margins, margins[1:]))
