@@ -496,6 +496,7 @@ def test_bisection_moves_the_target_by_the_miss_then_halves_the_bracket(monkeypa
         monkeypatch.setattr(qf, "lagrange_choice", spy)
         st = qf._Fit(curves, budget, lambda i, j: None, measure, lambda s: None, 1.02)
         qf._bisect(st, 700, 0, 12)
+        monkeypatch.undo()
         lo = hi = None
         for (target, total), (nxt, _) in zip(rounds, rounds[1:]):
             if total <= budget:
@@ -716,3 +717,40 @@ def test_repair_asks_the_excess_plus_a_margin_that_doubles_each_round(monkeypatc
     qf._repair(st, list(fit), t_fit, 12)
     assert len(margins) >= 2 and margins[0] > 0
     assert all(b == 2 * a for a, b in zip(margins, margins[1:]))
+
+
+def test_bisection_misses_before_a_fit_lower_the_target_by_the_excess_plus_a_doubling_margin(
+        monkeypatch):
+    """Until a build fits, each over-budget build lowers the byte target by its excess plus a
+    margin, and the margin doubles from miss to miss (real bytes grow faster than predicted
+    towards the coarse steps, so one correction is not enough)."""
+    import quant.fitter as qf
+    pairs = 0
+    for k in (10, 20, 30, 45, 60):
+        curves = _steep_and_flat()
+        over = lambda j: 1 + (j / 30) ** 2
+
+        def measure(c, curves=curves):
+            b = [int(curves[i].rate[j] * over(j)) for i, j in enumerate(c)]
+            return 500 + sum(b), b
+        budget = 500 + int(over(k) * (curves[0].rate[k] + curves[1].rate[k]))
+        rounds: list = []
+        real = qf.lagrange_choice
+
+        def spy(rate, dist, target, real=real, rounds=rounds, measure=measure):
+            c = real(rate, dist, target)
+            rounds.append((target, measure([int(x) for x in c])[0]))
+            return c
+        monkeypatch.setattr(qf, "lagrange_choice", spy)
+        st = qf._Fit(curves, budget, lambda i, j: None, measure, lambda s: None, 1.02)
+        qf._bisect(st, 500, 0, 12)
+        monkeypatch.undo()
+        margins = []
+        for (target, total), (nxt, _) in zip(rounds, rounds[1:]):
+            if total <= budget:
+                break
+            margins.append(target - (total - budget) - nxt)
+        assert margins and margins[0] > 0
+        assert all(b == pytest.approx(2 * a) for a, b in zip(margins, margins[1:]))
+        pairs += len(margins) - 1
+    assert pairs >= 4
