@@ -389,8 +389,8 @@ def test_cpu_scores_are_float32_even_inside_a_callers_autocast():
 
 
 def test_cuda_scoring_runs_under_bf16_autocast_like_the_baseline():
-    """On CUDA the forward runs in bf16 autocast (the baseline's eval precision,
-    reference/anchor_eval.md 1.2); on any other device autocast is off."""
+    """On CUDA the forward runs in bf16 autocast (the precision the challenge baseline scores
+    its val loss in); on any other device autocast is off."""
     import warnings
     from golf.evaluate import _autocast
     with warnings.catch_warnings():
