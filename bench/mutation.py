@@ -53,8 +53,8 @@ TARGETS: tuple[Target, ...] = (
            ("tests/test_bpb.py", "tests/test_bpb_edges.py", "tests/test_bugs_caught.py::"
             "test_torch_and_numpy_byte_counts_agree_with_decoded_text_after_boundaries")),
     Target("scorer windows", "golf/evaluate.py",
-           ("window_plan", "plan_coverage", "rank_slice", "batch_nll", "_batches", "_score_windows",
-            "evaluate_bpb"),
+           ("window_plan", "plan_coverage", "rank_slice", "batch_nll", "_batches", "_autocast",
+            "_score_windows", "evaluate_bpb"),
            ("tests/test_evaluate.py",
             "tests/test_properties.py::test_window_plan_scores_every_target_once_with_full_context",
             "tests/test_properties.py::"

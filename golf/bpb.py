@@ -39,8 +39,9 @@ class ByteLUT:
     has_leading_space: np.ndarray  # bool: piece starts with ▁
     is_boundary: np.ndarray        # bool: control/unknown/unused (and ids beyond the sp vocab)
 
-    def torch(self, device="cpu"):
-        """The three tables as torch tensors (for scoring on an accelerator)."""
+    def torch(self, device):
+        """The three tables as torch tensors on `device` (the targets' device: scoring on an
+        accelerator)."""
         return (torch.as_tensor(self.base_bytes.astype(np.int64), device=device),
                 torch.as_tensor(self.has_leading_space, device=device),
                 torch.as_tensor(self.is_boundary, device=device))
@@ -51,7 +52,6 @@ class SidecarBytes:
     """Original-text bytes of every token of one val stream (token i -> bytes[i]; BOS and
     operator tokens 0), read from the byte sidecar. Target t is token t+1."""
     per_token: np.ndarray   # int64, same length as the val stream
-    source: str
 
 
 def bytes_at(tokens: np.ndarray, idx: np.ndarray, counter) -> np.ndarray:
@@ -60,16 +60,15 @@ def bytes_at(tokens: np.ndarray, idx: np.ndarray, counter) -> np.ndarray:
     idx = np.asarray(idx, dtype=np.int64)
     if isinstance(counter, SidecarBytes):
         return counter.per_token[idx + 1]
-    return target_bytes(np.asarray(tokens[idx]).astype(np.int64),
-                        np.asarray(tokens[idx + 1]).astype(np.int64), counter)
+    return target_bytes(np.asarray(tokens[idx]), np.asarray(tokens[idx + 1]), counter)
 
 
 def range_bytes(tokens: np.ndarray, a: int, e: int, counter) -> int:
     """Σ bytes of targets a..e-1 (see bytes_at)."""
     if isinstance(counter, SidecarBytes):
         return int(counter.per_token[a + 1:e + 1].sum())
-    t = np.asarray(tokens[a:e + 1]).astype(np.int64)
-    return int(np.asarray(target_bytes(t[:-1], t[1:], counter), dtype=np.int64).sum())
+    t = np.asarray(tokens[a:e + 1])
+    return int(target_bytes(t[:-1], t[1:], counter).sum())   # int64 counts (target_bytes)
 
 
 def val_byte_counter(sp, vocab_size: int, tokens: np.ndarray, sidecar: np.ndarray | None, *,
@@ -99,10 +98,10 @@ def val_byte_counter(sp, vocab_size: int, tokens: np.ndarray, sidecar: np.ndarra
                            "variant's download ships it)")
     if sidecar is None:
         return build_byte_lut(sp, vocab_size)
-    counts = SidecarBytes(np.asarray(sidecar).astype(np.int64), where)
+    counts = SidecarBytes(np.asarray(sidecar).astype(np.int64))
     if not needs:
         lut = build_byte_lut(sp, vocab_size)
-        toks = np.asarray(tokens).astype(np.int64)
+        toks = np.asarray(tokens)
         from_lut = np.concatenate([[0], target_bytes(toks[:-1], toks[1:], lut)])
         bad = np.flatnonzero(from_lut != counts.per_token)
         if bad.size:
@@ -131,7 +130,7 @@ def build_byte_lut(sp_or_path, vocab_size: int) -> ByteLUT:
     lead = np.zeros(size, dtype=bool)
     boundary = np.ones(size, dtype=bool)
     space_id = sp.piece_to_id("▁")
-    if space_id == sp.unk_id() or sp.id_to_piece(space_id) != "▁":
+    if space_id == sp.unk_id():  # SentencePiece's piece_to_id of a missing piece
         raise ByteLUTError(f"{where}: tokenizer has no standalone '▁' piece, so space bytes "
                            "would be miscounted; retrain it with the challenge's settings")
     for t in range(n):
@@ -154,7 +153,8 @@ def build_byte_lut(sp_or_path, vocab_size: int) -> ByteLUT:
 
 
 def target_bytes(prev_ids, target_ids, lut: ByteLUT):
-    """Bytes each target contributes: base + 1 for a leading ▁ not right after a boundary."""
+    """Bytes each target contributes: base + 1 for a leading ▁ not right after a boundary
+    (int64, from ids of any integer dtype, numpy or torch)."""
     if hasattr(target_ids, "device") and not isinstance(target_ids, np.ndarray):
         base, lead, bound = lut.torch(target_ids.device)
         t = target_ids.long()

@@ -88,7 +88,7 @@ def window_plan(n_targets: int, seq_len: int, stride: int = 0) -> list[tuple[int
     done = first
     while done < n_targets:
         end = min(done + stride, n_targets)
-        plan.append((max(0, end - seq_len), done, end))
+        plan.append((end - seq_len, done, end))  # end > done >= first == seq_len: a full window
         done = end
     return plan
 
@@ -134,6 +134,14 @@ def _batches(plan: Sequence[tuple[int, int, int]], rows: int) -> list[list[tuple
     return out
 
 
+def _autocast(dev: torch.device) -> torch.autocast:
+    """bf16 autocast on CUDA (the baseline's eval precision, for speed); float32 elsewhere, also
+    inside a caller's CPU autocast (it is switched off), so a CPU score is reproducible."""
+    if dev.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
 def _score_windows(model: torch.nn.Module, stream: torch.Tensor, plan: Sequence[tuple[int, int, int]],
                    rows: int, dev: torch.device) -> tuple[float, int]:
     """(Σ NLL in float64, targets scored) of `plan`'s windows, `rows` windows per batch."""
@@ -141,10 +149,8 @@ def _score_windows(model: torch.nn.Module, stream: torch.Tensor, plan: Sequence[
     n_scored = 0
     was_training = model.training
     model.eval()
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
     try:
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), _autocast(dev):
             for batch in _batches(plan, rows):
                 nll = batch_nll(model, stream, batch, dev)
                 nll_sum += float(nll.double().sum().item())
@@ -190,9 +196,9 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_le
         n_bytes = range_bytes(toks, my_plan[0][1], my_plan[-1][2], lut)
 
     if _dist_active(world_size):
-        red_dev = dev if dist.get_backend() == "nccl" else torch.device("cpu")
+        # on the scoring device: NCCL needs CUDA tensors, gloo takes CPU (and CUDA) ones
         sums = torch.tensor([nll_sum, float(n_scored), float(n_bytes)], dtype=torch.float64,
-                            device=red_dev)
+                            device=dev)
         dist.all_reduce(sums)
         nll_sum, n_scored, n_bytes = float(sums[0]), int(round(float(sums[1]))), int(round(float(sums[2])))
         world_plan_ok = True

@@ -174,9 +174,8 @@ def lagrange_choice(rate: np.ndarray, dist: np.ndarray, target: float) -> np.nda
             lo = mid
         else:
             hi = mid
-    choice = pick(10 ** hi)
-    if rate[np.arange(n), choice].sum() > target:
-        choice = coarsest
+    choice = pick(10 ** hi)  # fits: hi only takes fitting values, and at 1e80 each row's
+    # fewest-bytes option is picked, which sum to no more than the coarsest (checked above)
     for _ in range(10 * n * rate.shape[1]):  # spend what is left on the best finer steps
         slack = target - rate[np.arange(n), choice].sum()
         best, best_gain = None, 0.0
@@ -212,8 +211,8 @@ def _lagrange_pick(rate: np.ndarray, dist: np.ndarray, target: float) -> np.ndar
                 lo = mid
             else:
                 hi = mid
-        choice = np.argmin(dist + 10 ** hi * rate, axis=1)
-    return choice if rate[rows, choice].sum() <= target else coarsest
+        # fits: hi only takes fitting values, and 1e80 picks each row's fewest-bytes option
+        return np.argmin(dist + 10 ** hi * rate, axis=1)
 
 
 def _float_swaps(rate: np.ndarray, dist: np.ndarray, choice: np.ndarray,
@@ -365,13 +364,12 @@ def _bisect(st: _Fit, fixed_guess: int, slack: int, max_rounds: int
     smallest whose choice was over (hi). Repeated choices cost nothing (measurements are cached).
     Returns (best fitting build or None, last choice, its total, whether the fit is done)."""
     budget = st.budget
-    fixed = float(fixed_guess)
     margin = 512.0
     best: tuple[list[int], int] | None = None
     choice, total = [], 0
     lo: float | None = None
     hi: float | None = None
-    target = budget - fixed - margin
+    target = budget - float(fixed_guess) - margin
     builds = 0
     for rnd in range(4 * max_rounds):
         nxt = [int(c) for c in lagrange_choice(st.predicted(), st.dist, target)]
@@ -379,18 +377,18 @@ def _bisect(st: _Fit, fixed_guess: int, slack: int, max_rounds: int
         if fresh and builds >= max_rounds:
             break  # (choice, total) stay the last build's: the step back starts from what was measured
         choice = nxt
-        total, code_bytes = st.run(choice)
+        total, _ = st.run(choice)
         if fresh:
             builds += 1
             st.log(f"quant:fit round:{builds} target_codes:{int(target)} total:{total} "
                    f"budget:{budget} under:{budget - total}")
-            fixed = total - sum(code_bytes)
         if total <= budget:
             if best is None or total > best[1]:
                 best = (choice, total)
             if budget - total <= slack or all(j == 0 for j in choice):
                 return best, choice, total, True
-            lo = target if lo is None else max(lo, target)
+            # targets only move inward: after a fit each next one is above it, after a miss below
+            lo = target
             target = target + (budget - total) if hi is None else (lo + hi) / 2
         else:
             if all(j == st.last for j in choice):
@@ -398,7 +396,7 @@ def _bisect(st: _Fit, fixed_guess: int, slack: int, max_rounds: int
                                   f"this model and policy can reach is {total:,} bytes (every "
                                   "tensor at its coarsest step); raise BUDGET_BYTES or keep fewer "
                                   "tensors in floating point")
-            hi = target if hi is None else min(hi, target)
+            hi = target
             if lo is None:
                 target = target - (total - budget) - margin
                 margin *= 2
@@ -461,7 +459,7 @@ def _refine(st: _Fit, choice: list[int], total: int, slack: int) -> tuple[list[i
         for i, j in enumerate(choice):
             if j > 0:
                 dr = pred_now[i, j - 1] - pred_now[i, j]
-                if dr < room and dist[i, j] > dist[i, j - 1]:
+                if dr <= room and dist[i, j] > dist[i, j - 1]:  # landing on the budget fits
                     opts.append(((dist[i, j] - dist[i, j - 1]) / max(dr, 1e-9), i))
         if not opts:
             break

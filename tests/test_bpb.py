@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -132,9 +133,14 @@ def _train_tiny(tmp_path, **extra):
 
 
 def test_rejects_user_defined_pieces(tmp_path):
+    """Refused from a processor or from a file; given a file, the error names it."""
     sp = _train_tiny(tmp_path, user_defined_symbols=["\ue001"])
     with pytest.raises(ByteLUTError, match="user_defined"):
         build_byte_lut(sp, 300)
+    path = tmp_path / "m.model"
+    with pytest.raises(ByteLUTError, match="user_defined") as e:
+        build_byte_lut(path, 300)
+    assert str(e.value).startswith(f"{path}:")
 
 
 def test_piece_types_match_the_processor(tmp_path):
@@ -341,12 +347,15 @@ def test_sidecar_that_disagrees_with_the_table_is_an_error(official, tmp_path):
     """A plain tokenizer's sidecar must equal the table token for token; when it does, the
     sidecar is what is scored; one wrong entry is refused, as is a text transform with no
     sidecar and a sidecar of the wrong length."""
-    from golf.bpb import SidecarBytes, val_byte_counter
+    from golf.bpb import SidecarBytes, bytes_at, val_byte_counter
     sp, lut = official
     toks = np.concatenate([[1] + sp.encode(t) for t in ("Hello there, world.", "Second doc ok")])
     good = np.concatenate([[0], target_bytes(toks[:-1], toks[1:], lut)])
-    got = val_byte_counter(sp, 1024, toks, good)
+    got = val_byte_counter(sp, 1024, toks, good.astype(np.uint16))   # as read from the file
     assert isinstance(got, SidecarBytes) and int(got.per_token.sum()) == int(good.sum())
+    idx = np.arange(len(toks) - 1)
+    from_sidecar, from_table = bytes_at(toks, idx, got), bytes_at(toks, idx, lut)
+    assert np.array_equal(from_sidecar, from_table) and from_sidecar.dtype == from_table.dtype
     bad = good.copy()
     bad[5] += 1
     with pytest.raises(ByteLUTError, match="disagree on 1 tokens.*token 5"):
@@ -356,3 +365,59 @@ def test_sidecar_that_disagrees_with_the_table_is_an_error(official, tmp_path):
     with pytest.raises(ByteLUTError, match="text_transform 'lower'"):
         val_byte_counter(sp, 1024, toks, None, text_transform="lower")
     assert isinstance(val_byte_counter(sp, 1024, toks, None), type(lut))
+
+
+def test_operator_error_names_the_setting_and_a_real_operator_piece(caseops_data):
+    """Without a sidecar the refusal names DATA_PATH (what to fix) and, as its example, a
+    piece and the id that piece really has, of a user_defined piece."""
+    from golf.bpb import val_byte_counter
+    from golf.data.tokenizer import is_user_defined
+    sp, _, _, val, _ = caseops_data
+    with pytest.raises(ByteLUTError, match="user_defined pieces") as e:
+        val_byte_counter(sp, 320, val, None)
+    msg = str(e.value)
+    assert msg.startswith("DATA_PATH:")
+    m = re.search(r"\(e\.g\. ('.+?'), id (\d+)\)", msg)  # the piece as repr() writes it
+    assert m, msg
+    assert repr(sp.id_to_piece(int(m.group(2)))) == m.group(1) and is_user_defined(sp, int(m.group(2)))
+
+
+def _doc_ids(sp) -> list[list[int]]:
+    """Documents as ids; the last starts with a ▁ piece (which encode never puts first)."""
+    docs = ["Hello there, world.", "Second doc: caf\u00e9 \u9f98 ok", "x"]
+    the = sp.piece_to_id("\u2581the")
+    return [sp.encode(t) for t in docs] + [[the, the, sp.piece_to_id("\u2581a")]]
+
+
+def test_bytes_at_and_range_bytes_count_target_t_as_token_t_plus_1(official):
+    """Any targets (unsorted, repeated, none) and any inner range, from the table and from a
+    sidecar: the bytes written from the pieces' definition (_independent_sidecar: ▁ one space,
+    none after BOS, byte pieces 1; its per-document sums are the decoded text's), target t
+    being token t+1; an arbitrary sidecar is read at t+1 too."""
+    from golf.bpb import SidecarBytes, bytes_at, range_bytes
+    sp, lut = official
+    docs = _doc_ids(sp)
+    toks = np.concatenate([[1] + d for d in docs]).astype(np.int64)
+    truth = _independent_sidecar(sp, toks)
+    starts = np.flatnonzero(toks == 1).tolist() + [len(toks)]
+    assert [int(truth[a:b].sum()) for a, b in zip(starts[:-1], starts[1:])] == \
+        [len(sp.decode(d).encode()) for d in docs]
+    rng = np.random.default_rng(0)
+    idx = np.concatenate([rng.permutation(len(toks) - 1), rng.integers(0, len(toks) - 1, 20)])
+    marks = SidecarBytes(np.arange(len(toks), dtype=np.int64) * 7 + 3)
+    for counter, per_token in ((lut, truth), (SidecarBytes(truth), truth), (marks, marks.per_token)):
+        np.testing.assert_array_equal(bytes_at(toks, idx, counter), per_token[idx + 1])
+        np.testing.assert_array_equal(bytes_at(toks, idx.tolist(), counter), per_token[idx + 1])
+        assert len(bytes_at(toks, [], counter)) == 0
+        for _ in range(30):
+            a, e = sorted(int(x) for x in rng.integers(0, len(toks), 2))
+            assert range_bytes(toks, a, e, counter) == int(per_token[a + 1:e + 1].sum()), (a, e)
+        assert range_bytes(toks, 0, len(toks) - 1, counter) == int(per_token[1:].sum())
+
+
+def test_numpy_counts_are_int64_like_the_torch_ones(official):
+    """Byte counts are integers on both branches (the torch twin: test_bpb_edges)."""
+    _, lut = official
+    rng = np.random.default_rng(1)
+    out = target_bytes(rng.integers(0, 1024, 50), rng.integers(0, 1024, 50), lut)
+    assert out.dtype == np.int64

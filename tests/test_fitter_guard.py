@@ -362,3 +362,395 @@ def test_default_fit_lands_within_2000_bytes_in_few_builds():
         assert total == measure(choice)[0] and 0 <= budget - total <= 2_000, seed
         builds.append(len({tuple(c) for c in calls}))
     assert sum(builds) <= 400 and max(builds) <= 10
+
+
+# ----------------------------------------------------------------------------- each phase
+def _int_ladders(sizes=(40_000, 25_000, 60_000), growth=(12.0, 9.0, 15.0)):
+    """Integer predicted bytes (so an exact measure reproduces them), falling with the step;
+    errors rising; fp16 at 2.2x the finest bytes with 1 % of its error."""
+    j = np.arange(N_OPTIONS)
+    out = []
+    for size, g in zip(sizes, growth):
+        rate = np.floor(size * np.exp(-j / 30.0) + 50.0)
+        rate[FLOAT] = np.floor(size * 2.2)
+        dist = np.exp(j / g) * size / 1e4
+        dist[FLOAT] = dist[1] * 0.01
+        out.append(Curve(rate, dist))
+    return out
+
+
+def _state(curves, budget, factor=1.0, fixed=500, ratio=1.0):
+    """A fit state whose measure is `factor` times the predicted bytes (exact at 1.0)."""
+    from quant.fitter import _Fit
+    measure, calls = _measure(curves, factor, fixed)
+    logs: list[str] = []
+    return _Fit(curves, budget, lambda i, j: None, measure, logs.append, ratio), calls, logs
+
+
+def _total(curves, choice, fixed=500):
+    return fixed + sum(int(curves[i].rate[j]) for i, j in enumerate(choice))
+
+
+def test_predictions_are_the_measured_bytes_wherever_a_build_measured_them():
+    """Before any build: code bytes = entropy estimate x initial_ratio (fp16: its own guess);
+    after builds, every measured (tensor, option) is predicted at exactly its measured bytes
+    (also 1 byte: the floor), the code steps between two measured ones are interpolated
+    between their corrections, and an fp16 measurement leaves the code predictions alone."""
+    curves = _int_ladders()
+    rate = np.stack([c.rate for c in curves])
+    override = {(1, 60): 1, (2, FLOAT): 1}            # near-empty streams
+
+    def measure(choice):
+        b = [override.get((i, j), int(1.3 * rate[i, j])) for i, j in enumerate(choice)]
+        return 500 + sum(b), b
+    from quant.fitter import _Fit
+    st = _Fit(curves, 10**9, lambda i, j: None, measure, lambda s: None, 1.1)
+    p0 = st.predicted()
+    np.testing.assert_allclose(p0[:, 1:], rate[:, 1:] * 1.1)
+    np.testing.assert_array_equal(p0[:, FLOAT], rate[:, FLOAT])
+    builds = [[10, 30, 20], [50, 60, 20], [FLOAT, 60, FLOAT]]
+    for b in builds:
+        st.run(b)
+    p = st.predicted()
+    for b in builds:
+        for i, j in enumerate(b):
+            assert p[i, j] == measure(b)[1][i], (i, j)
+    corr = lambda j: int(1.3 * rate[0, j]) - rate[0, j]
+    between = p[0, 11:50] - rate[0, 11:50]
+    assert (between >= min(corr(10), corr(50)) - 1e-9).all() and (between <= max(corr(10), corr(50)) + 1e-9).all()
+    np.testing.assert_allclose(p[2, 1:], np.maximum(rate[2, 1:] + int(1.3 * rate[2, 20]) - rate[2, 20], 1.0))
+
+
+def _hard_instances():
+    """Tensors whose real bytes deviate from the prediction by -20 %..+30 % per option, so the
+    bisection needs several builds (tests/test_properties.py's instances)."""
+    from test_properties import _instance
+    for seed in range(12):
+        curves, actual = _instance(seed, 3)
+
+        def measure(choice, actual=actual, calls=[]):
+            b = [int(actual[i, j]) for i, j in enumerate(choice)]
+            calls.append(list(choice))
+            return 700 + sum(b), b
+        lo, hi = 700 + actual[:, -1].sum(), 700 + actual[:, 1].sum()
+        yield curves, measure, int(lo + (0.2 + 0.05 * seed) * (hi - lo))
+
+
+def test_bisection_builds_at_most_max_rounds_and_uses_them_all_when_it_must():
+    """max_rounds is the bisection's build allowance: never exceeded, and spent in full when
+    it has not landed within slack (slack 0: it rarely does)."""
+    from quant.fitter import _bisect, _Fit
+    for rounds in (2, 3, 5):
+        used = []
+        for curves, measure, budget in _hard_instances():
+            st = _Fit(curves, budget, lambda i, j: None, measure, lambda s: None, 1.02)
+            best, choice, total, done = _bisect(st, 700, 0, rounds)
+            used.append(len(st.measured))
+            assert len(st.measured) <= rounds
+            if not done and len(st.measured) < rounds:   # it stopped early: the bracket closed
+                pass
+        assert max(used) == rounds, used
+
+
+def test_bisection_stops_at_the_first_build_within_slack():
+    """The first build that fits within `slack` (exactly `slack` under counts) ends the
+    bisection as done; everything fitting in fp16 is done at once."""
+    from quant.fitter import _bisect, _Fit
+    stopped = 0
+    for curves, measure, budget in _hard_instances():
+        st = _Fit(curves, budget, lambda i, j: None, measure, lambda s: None, 1.02)
+        _bisect(st, 700, 0, 12)
+        totals = [t for t, _ in st.measured.values()]      # in build order
+        fits = [k for k, t in enumerate(totals) if t <= budget]
+        if not fits:
+            continue
+        k = fits[0]
+        slack = budget - totals[k]
+        st2 = _Fit(curves, budget, lambda i, j: None, measure, lambda s: None, 1.02)
+        best, choice, total, done = _bisect(st2, 700, slack, 12)
+        assert done and len(st2.measured) == k + 1 and total == totals[k] and best == (choice, total)
+        stopped += 1
+    assert stopped >= 8
+    curves = _curves(3)
+    st, calls, _ = _state(curves, 10**9)
+    best, choice, total, done = _bisect(st, 500, 0, 12)
+    assert done and choice == [FLOAT] * 3 and len(calls) == 1
+
+
+def test_bisection_moves_the_target_by_the_miss_then_halves_the_bracket(monkeypatch):
+    """Every round's byte target, as lagrange_choice sees it: before a bracket exists, a fit
+    raises the target by the bytes it left unused and an overshoot lowers it by at least the
+    excess; once a fitting target (lo) and an over-budget one (hi) are known, the next target
+    is their midpoint, lo being the largest fitting and hi the smallest over-budget so far."""
+    import quant.fitter as qf
+    checked = 0
+    for curves, measure, budget in _hard_instances():
+        rounds: list = []
+        real = qf.lagrange_choice
+
+        def spy(rate, dist, target, real=real, rounds=rounds):
+            c = real(rate, dist, target)
+            rounds.append([target, measure_total(c)])
+            return c
+        measure_total = lambda c, measure=measure: measure([int(x) for x in c])[0]
+        monkeypatch.setattr(qf, "lagrange_choice", spy)
+        st = qf._Fit(curves, budget, lambda i, j: None, measure, lambda s: None, 1.02)
+        qf._bisect(st, 700, 0, 12)
+        monkeypatch.undo()
+        lo = hi = None
+        for (target, total), (nxt, _) in zip(rounds, rounds[1:]):
+            if total <= budget:
+                lo = target if lo is None else max(lo, target)
+            else:
+                hi = target if hi is None else min(hi, target)
+            if lo is not None and hi is not None:
+                assert nxt == pytest.approx((lo + hi) / 2, abs=1e-6)
+                checked += 1
+            elif total <= budget:
+                assert nxt == pytest.approx(target + (budget - total), abs=1e-6)
+            else:
+                assert nxt <= target - (total - budget)
+    assert checked >= 10
+
+
+def test_every_log_line_says_under_is_budget_minus_total():
+    """The fit's key:value log lines (rounds, repairs, done) agree with themselves."""
+    from test_properties import _instance
+    seen = set()
+    for seed in range(40):
+        curves, actual = _instance(seed, 4)
+        logs: list[str] = []
+        lo, hi = 700 + actual[:, -1].sum(), 700 + actual[:, 1].sum()
+        budget = int(np.random.default_rng(seed + 1000).uniform(lo, hi))
+        measure = lambda c, actual=actual: (700 + sum(int(actual[i, j]) for i, j in enumerate(c)),
+                                            [int(actual[i, j]) for i, j in enumerate(c)])
+        fit_budget(curves, budget, lambda i, j: None, measure, 700, log=logs.append, slack=20)
+        for line in logs:
+            kv = dict(x.split(":", 1)[1].split(":", 1) for x in [f"k:{t}" for t in line.split()]
+                      if x.count(":") >= 2)
+            if {"total", "budget", "under"} <= set(kv):
+                assert int(kv["under"]) == int(kv["budget"]) - int(kv["total"]), line
+                seen.add(line.split()[1].split(":")[0])
+    assert {"round", "repair", "done"} <= seen
+
+
+def test_refine_takes_an_fp16_step_from_the_finest_codes_when_it_fits():
+    """From every tensor at its finest codes (option 1), a tensor whose fp16 rung fits the
+    room moves to fp16 (one step finer is fp16 there)."""
+    from quant.fitter import _refine
+    curves = _int_ladders()
+    start = [1, 1, 1]
+    total = _total(curves, start)
+    jump = [int(c.rate[FLOAT] - c.rate[1]) for c in curves]
+    budget = total + sorted(jump)[0] + 100             # room for the cheapest fp16 move only
+    st, calls, _ = _state(curves, budget)
+    st.run(start)
+    choice, got = _refine(st, list(start), total, 20)
+    k = int(np.argmin(jump))
+    assert choice == [FLOAT if i == k else 1 for i in range(3)] and got == _total(curves, choice)
+
+
+def test_refine_takes_a_step_that_lands_exactly_on_the_budget():
+    from quant.fitter import _refine
+    curves = _int_ladders()
+    start = [30, 30, 30]
+    total = _total(curves, start)
+    step = int(curves[1].rate[29] - curves[1].rate[30])
+    others = [int(c.rate[29] - c.rate[30]) for c in curves]
+    assert step == min(others)
+    st, calls, _ = _state(curves, total + step)      # room for exactly tensor 1's finer step
+    st.run(start)
+    choice, got = _refine(st, list(start), total, 20)
+    assert choice == [30, 29, 30] and got == total + step == st.budget
+
+
+def test_refine_never_takes_a_step_that_does_not_lower_the_error():
+    from quant.fitter import _refine
+    curves = _int_ladders()
+    curves[1].dist[29] = curves[1].dist[30]           # tensor 1's finer step: no less error
+    start = [30, 30, 30]
+    total = _total(curves, start)
+    room = int(curves[1].rate[29] - curves[1].rate[30]) + 5
+    assert all(int(c.rate[29] - c.rate[30]) > room for c in (curves[0], curves[2]))
+    st, calls, _ = _state(curves, total + room)
+    st.run(start)
+    assert _refine(st, list(start), total, 2) == (start, total) and len(calls) == 1
+
+
+def test_refine_tries_the_best_error_per_byte_step_first_and_stops_within_slack():
+    """Each round the first trial is the finer step with the most error saved per predicted
+    byte spent (not the most error, nor the most bytes); once within slack (exactly slack
+    counts) it builds nothing more, though another step would still fit."""
+    from quant.fitter import _refine
+    curves = _int_ladders()
+    # errors as increments per step: tensor 0 saves 10 for ~500 B (the best ratio), tensor 1
+    # 1 for ~313 B on a high base, tensor 2 9 for ~750 B after a 100 jump the step before
+    for c, (base, inc30, inc29) in zip(curves, ((1.0, 10.0, 0.05), (100.0, 1.0, 0.05),
+                                                (1.0, 9.0, 100.0))):
+        inc = np.full(N_OPTIONS - 1, 0.05)
+        inc[28], inc[27] = inc30, inc29                # dist[30] - dist[29], dist[29] - dist[28]
+        c.dist[1:] = base + np.concatenate([[0.0], np.cumsum(inc)[:-1]])
+        c.dist[FLOAT] = 0.001
+    start = [30, 30, 30]
+    rate = np.stack([c.rate for c in curves])
+    dist = np.stack([c.dist for c in curves])
+    dr = [int(rate[i, 29] - rate[i, 30]) for i in range(3)]
+    gain = [(dist[i, 30] - dist[i, 29]) / dr[i] for i in range(3)]
+    assert int(np.argmax(gain)) == 0 and dr[1] < dr[0] < dr[2] <= dr[0] + dr[1] + 1
+    total = _total(curves, start)
+    slack = dr[1] + 1                                   # tensor 1's step would still fit in it
+    st, calls, _ = _state(curves, total + dr[0] + slack)
+    st.run(start)
+    choice, got = _refine(st, list(start), total, slack)
+    assert calls[1] == [29, 30, 30] == choice and len(calls) == 2
+    assert st.budget - got == slack
+
+
+def test_repair_coarsens_the_better_over_budget_build_until_it_fits():
+    """The repair's first trial is predicted to fit (it asks at least the excess), every next
+    one is coarser than the last, and a trial landing exactly on the budget fits and is kept
+    when it has less error than the fitting choice."""
+    from quant.fitter import _coarsen, _repair
+    curves = _int_ladders()
+    over = [20, 20, 20]
+    fit = [40, 40, 40]
+    for factor in (1.0, 1.2):
+        st, calls, logs = _state(curves, 0, factor)
+        t_over = st.run(over)[0]
+        st.budget = t_over - 3_000
+        t_fit = st.run(fit)[0]
+        assert t_fit <= st.budget and st.error(over) < st.error(fit)
+        choice, total = _repair(st, list(fit), t_fit, 12)
+        trials = calls[2:]
+        assert trials and total <= st.budget and st.error(choice) < st.error(fit)
+        pred = st.predicted()
+        prev = over
+        for t in trials:
+            assert all(a >= b for a, b in zip(t, prev)) and t != prev
+            prev = t
+        first_pred = 500 + sum(pred[i, j] for i, j in enumerate(trials[0]))
+        if factor == 1.0:
+            assert first_pred <= st.budget
+    # a trial landing exactly on the budget fits (whatever trial the repair builds first)
+    st, calls, _ = _state(curves, 0)
+    t_over = st.run(over)[0]
+    st.budget = t_over - 3_000
+    st.run(fit)
+    real = st._measure
+
+    def exact_first(choice):
+        if len(calls) == 2:                          # the repair's first trial
+            t, b = real(choice)
+            b[0] -= t - st.budget
+            return st.budget, b
+        return real(choice)
+    st._measure = exact_first
+    choice, total = _repair(st, list(fit), _total(curves, fit), 12)
+    assert (choice, total) == (calls[2], st.budget)
+
+
+def test_one_tensor_lagrange_choice_is_the_finest_option_that_fits():
+    """With one tensor and bytes falling / errors rising with the step (not convexly), the
+    least error under the target is the finest option that fits, exact ties included."""
+    from quant.fitter import lagrange_choice
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        rate = np.cumsum(rng.integers(1, 400, N_OPTIONS))[::-1].astype(float)
+        dist = np.cumsum(rng.uniform(0.01, 5.0, N_OPTIONS))
+        k = int(rng.integers(0, N_OPTIONS))
+        for target in (rate[k], rate[k] + 0.5):
+            assert list(lagrange_choice(rate[None], dist[None], target)) == [k]
+
+
+def test_lagrange_choice_takes_the_lower_error_of_two_options_with_the_same_bytes():
+    """When the coarsest choice fits exactly, an option with the same bytes and less error
+    is still the better choice."""
+    from quant.fitter import lagrange_choice
+    rate, dist = _random_ladders(0, 2)
+    rate[:, -2] = rate[:, -1]
+    dist[:, -2] = dist[:, -1] * 0.5
+    c = lagrange_choice(rate, dist, rate[:, -1].sum())
+    assert list(c) == [N_OPTIONS - 2] * 2
+
+
+def test_a_step_back_within_slack_is_the_fit_with_no_more_builds():
+    """When the stepped-back choice is within slack (also exactly slack under), the fit is done:
+    no repair or refinement builds follow, though an over-budget build had less error."""
+    curves = _steep_and_flat()
+    size = lambda c: 500 + sum(int(curves[i].rate[j] * 1.3) for i, j in enumerate(c))
+    for k in (10, 30, 60):
+        measure, calls = _measure(curves, factor=1.3)
+        budget = 500 + int(1.3 * (curves[0].rate[k] + curves[1].rate[k]))
+        first, t_first = fit_budget(curves, budget, lambda i, j: None, measure, 500,
+                                    max_rounds=1, slack=10**9)
+        fits = [c for c in calls if size(c) <= budget]
+        assert calls[-1] == fits[0] == first and t_first == size(first)
+        for slack in (budget - t_first, 10**9):
+            measure, calls = _measure(curves, factor=1.3)
+            assert fit_budget(curves, budget, lambda i, j: None, measure, 500, max_rounds=1,
+                              slack=slack) == (first, t_first)
+            assert calls[-1] == first and sum(size(c) <= budget for c in calls) == 1
+
+
+def test_repair_asks_the_excess_plus_a_margin_that_doubles_each_round(monkeypatch):
+    """Each repair round coarsens the last trial by its measured excess plus a margin, and the
+    margin doubles from round to round (bytes off the interpolated prediction between the
+    measured steps: several rounds)."""
+    import quant.fitter as qf
+    curves = _int_ladders()
+
+    def measure(choice):
+        b = [int(curves[i].rate[j] * (1.3 if j in (20, 60) else 1.8)) for i, j in enumerate(choice)]
+        return 500 + sum(b), b
+    st = qf._Fit(curves, 0, lambda i, j: None, measure, lambda s: None, 1.0)
+    t_over = st.run([20, 20, 20])[0]
+    st.budget = t_over - 6_000
+    fit = [60, 60, 60]
+    t_fit = st.run(fit)[0]
+    margins = []
+    real = qf._coarsen
+
+    def spy(rate, dist, choice, need):
+        margins.append(need - (st.measured[tuple(choice)][0] - st.budget))
+        return real(rate, dist, choice, need)
+    monkeypatch.setattr(qf, "_coarsen", spy)
+    qf._repair(st, list(fit), t_fit, 12)
+    assert len(margins) >= 2 and margins[0] > 0
+    assert all(b == 2 * a for a, b in zip(margins, margins[1:]))
+
+
+def test_bisection_misses_before_a_fit_lower_the_target_by_the_excess_plus_a_doubling_margin(
+        monkeypatch):
+    """Until a build fits, each over-budget build lowers the byte target by its excess plus a
+    margin, and the margin doubles from miss to miss (real bytes grow faster than predicted
+    towards the coarse steps, so one correction is not enough)."""
+    import quant.fitter as qf
+    pairs = 0
+    for k in (10, 20, 30, 45, 60):
+        curves = _steep_and_flat()
+        over = lambda j: 1 + (j / 30) ** 2
+
+        def measure(c, curves=curves):
+            b = [int(curves[i].rate[j] * over(j)) for i, j in enumerate(c)]
+            return 500 + sum(b), b
+        budget = 500 + int(over(k) * (curves[0].rate[k] + curves[1].rate[k]))
+        rounds: list = []
+        real = qf.lagrange_choice
+
+        def spy(rate, dist, target, real=real, rounds=rounds, measure=measure):
+            c = real(rate, dist, target)
+            rounds.append((target, measure([int(x) for x in c])[0]))
+            return c
+        monkeypatch.setattr(qf, "lagrange_choice", spy)
+        st = qf._Fit(curves, budget, lambda i, j: None, measure, lambda s: None, 1.02)
+        qf._bisect(st, 500, 0, 12)
+        monkeypatch.undo()
+        margins = []
+        for (target, total), (nxt, _) in zip(rounds, rounds[1:]):
+            if total <= budget:
+                break
+            margins.append(target - (total - budget) - nxt)
+        assert margins and margins[0] > 0
+        assert all(b == pytest.approx(2 * a) for a, b in zip(margins, margins[1:]))
+        pairs += len(margins) - 1
+    assert pairs >= 4
