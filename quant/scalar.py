@@ -89,9 +89,9 @@ def rtn_codes(w: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor:
 
 
 def dequantize(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """codes * scale in float32 (scale per row, or a single per-tensor scale)."""
-    s = scale.to(torch.float32)
-    return codes.to(torch.float32) * (s[:, None] if s.numel() == codes.shape[0] else s.reshape(1, 1))
+    """codes * scale in float32 (scale per row, or a single per-tensor scale: as a column it
+    broadcasts over the rows either way)."""
+    return codes.to(torch.float32) * scale.to(torch.float32).reshape(-1, 1)
 
 
 def clip_step(w: torch.Tensor, bits: int, kind: str, value: float,

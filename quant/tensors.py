@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from .lqer import Lqer
+from .scalar import dequantize
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
                 "float64": torch.float64, "int64": torch.int64, "int32": torch.int32,
@@ -47,10 +48,8 @@ class QTensor:
 def dequant_tensor(qt: QTensor) -> torch.Tensor:
     """Float tensor as the model will load it (quantized -> float32; passthrough -> original dtype)."""
     if qt.kind == "quant":
-        codes = torch.from_numpy(np.array(qt.codes, copy=True)).to(torch.float32)
-        s = torch.from_numpy(np.array(qt.scales, copy=True)).to(torch.float32)
-        s = s[:, None] if s.numel() == codes.shape[0] else s.reshape(1, 1)
-        w = codes * s
+        w = dequantize(torch.from_numpy(np.array(qt.codes, copy=True)),
+                       torch.from_numpy(np.array(qt.scales, copy=True)))
         if qt.lqer is not None:
             w = w + qt.lqer.correction()
         return w.reshape(qt.shape)

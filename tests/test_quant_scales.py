@@ -303,3 +303,25 @@ def test_unpacking_refuses_a_stream_that_does_not_match_its_entry():
                                (data, {**info, "mode": "ratio"}), (data * 3, {**info, "width": 3})):
         with pytest.raises(ValueError, match="log scales"):
             unpack_scale_codes(bad_data, bad_info, c.size)
+
+
+def test_log_grid_ends_at_the_largest_finite_fp16_grid_value_and_at_tiny():
+    """Steps beyond fp16's range take the top code 16R - 1 (a finite value); the smallest take
+    -24R, i.e. 2^-24 (TINY); codes are int32, values float32."""
+    r = 64
+    v, c = round_log_scale(torch.tensor([1e6, 7e4, 0.0, 1e-30], dtype=torch.float32), r)
+    assert c.dtype == np.int32 and v.dtype == torch.float32
+    assert c.tolist() == [16 * r - 1, 16 * r - 1, -24 * r, -24 * r]
+    top = float(np.float16(2.0 ** (16 - 1 / r)))
+    assert v.tolist() == [top, top, 2.0 ** -24, 2.0 ** -24] and np.isfinite(top)
+
+
+def test_log_codes_of_float32_steps_are_rounded_in_float64():
+    """float32 steps just above a half-way point between two grid values: the code is the
+    nearest one by log2 in float64 (float32's log2 is off by ~1e-4 codes at |c| ~ 1000 and
+    rounds some of these the wrong way)."""
+    r = 64
+    k = np.arange(-1400, 1000, 3)
+    s32 = (2.0 ** ((k + 0.5 + 2e-5) / r)).astype(np.float32)
+    _v, c = round_log_scale(torch.from_numpy(s32), r)
+    assert np.array_equal(c, np.round(r * np.log2(s32.astype(np.float64))).astype(np.int32))

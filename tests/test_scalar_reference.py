@@ -3,9 +3,11 @@ abs-max from 1 down to 1 - 39/50, steps stored in fp16, the first lowest weighte
 wins) and the (rows, cols) float32 view of any tensor."""
 from __future__ import annotations
 
+import pytest
 import torch
 
-from quant.scalar import as_rows, mse_step
+from quant.scalar import (as_rows, clip_step, dequantize, hessian_error, mse_step, qmax_for,
+                          round_scale)
 
 
 def _reference_mse_step(w: torch.Tensor, qmax: int, cw: torch.Tensor) -> torch.Tensor:
@@ -69,3 +71,55 @@ def test_qmax_is_the_symmetric_grid_of_each_bit_width():
     for bad in (1, 9, 0):
         with pytest.raises(ValueError, match="bits must be in 2..8"):
             qmax_for(bad)
+
+
+def test_dequantize_takes_a_scale_per_row_or_one_for_the_whole_tensor():
+    codes = torch.tensor([[1, -2, 3], [4, 0, -6]], dtype=torch.int8)
+    per_row = torch.tensor([0.5, 2.0], dtype=torch.float16)
+    want = [[0.5, -1.0, 1.5], [8.0, 0.0, -12.0]]
+    assert dequantize(codes, per_row).tolist() == want and dequantize(codes, per_row).dtype == torch.float32
+    assert dequantize(codes, torch.tensor([0.25])).tolist() == [[0.25, -0.5, 0.75], [1.0, 0.0, -1.5]]
+    try:
+        dequantize(codes, torch.ones(3))
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("3 scales for 2 rows must not broadcast")
+
+
+def test_percentile_and_mse_clip_rules():
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(5, 64, generator=g)
+    q = 0.9
+    want = torch.tensor([sorted(abs(x) for x in row.tolist()) for row in w])
+    # linear interpolation between order statistics, as torch.quantile / numpy define it
+    pos = q * (w.shape[1] - 1)
+    lo, frac = int(pos), pos - int(pos)
+    ref = (want[:, lo] * (1 - frac) + want[:, lo + 1] * frac) / qmax_for(6)
+    assert torch.allclose(clip_step(w, 6, "percentile", q), ref, rtol=1e-6)
+    # the MSE rule honours the column weights: all weight on the outlier's column keeps it
+    w[:, 7] = 8.0
+    cw = torch.full((64,), 1e-4)
+    cw[7] = 1.0
+    weighted, plain = clip_step(w, 4, "mse", 0.0, cw), clip_step(w, 4, "mse", 0.0)
+    assert torch.equal(weighted, _reference_mse_step(w, qmax_for(4), cw))
+    assert not torch.equal(weighted, plain)
+
+
+def test_relative_errors_do_not_depend_on_the_weights_scale():
+    """tr(E H E^T) / tr(W H W^T) and |E|^2 / |W|^2 are ratios: scaling W and W_hat together by
+    1e-3 (sums of squares far below 1) leaves them unchanged."""
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(4, 8, generator=g, dtype=torch.float64)
+    w_hat = w + 0.1 * torch.randn(4, 8, generator=g, dtype=torch.float64)
+    x = torch.randn(32, 8, generator=g, dtype=torch.float64)
+    h = x.T @ x
+    for hh in (None, h):
+        big, small = hessian_error(w, w_hat, hh), hessian_error(w * 1e-3, w_hat * 1e-3, hh)
+        assert small == pytest.approx(big, rel=1e-9) and big > 0
+
+
+def test_round_scale_returns_the_fp16_value_in_float32():
+    s = round_scale(torch.tensor([0.1, 3.3e-9, 1.0]))
+    assert s.dtype == torch.float32
+    assert s.tolist() == [float(torch.tensor(0.1).half()), float(torch.tensor(2.0 ** -24).half()), 1.0]
