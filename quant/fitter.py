@@ -278,6 +278,8 @@ def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], o
     (choice, total bytes). With LQER options (curves wider than N_OPTIONS) the fit runs on
     each tensor's options sorted by predicted bytes and maps the choice back.
     """
+    if max_rounds < 1:  # no build: nothing would be measured, and an empty choice came back
+        raise ValueError(f"max_rounds={max_rounds}: the fit needs at least one build")
     if not curves or curves[0].rate.size == N_OPTIONS:
         return _fit(curves, budget, realize, measure, fixed_guess, log, slack, max_rounds,
                     initial_ratio)
