@@ -451,6 +451,8 @@ def test_bisection_builds_at_most_max_rounds_and_uses_them_all_when_it_must():
     curves, measure, budget = next(iter(_hard_instances()))
     with pytest.raises(ValueError, match="max_rounds=0"):
         fit_budget(curves, budget, lambda i, j: None, measure, 700, max_rounds=0)
+    choice, total = fit_budget(curves, budget, lambda i, j: None, measure, 700, max_rounds=1)
+    assert len(choice) == len(curves) and total <= budget          # one build is enough to fit
 
 
 def test_bisection_stops_at_the_first_build_within_slack():
