@@ -242,7 +242,7 @@ def _join_codes(raw_streams: dict[str, bytearray], segments: dict[str, list[int]
         for n in scale_names:
             k = len(raw_streams[n])
             moved[n] = (SCALE_LOG, off)
-            parts.append({"name": n, "offset": off, "raw_length": k, "standalone_codec": codec,
+            parts.append({"name": n, "raw_length": k, "standalone_codec": codec,
                           "bytes": len(blob) * k / max(len(gathered), 1), "sizes": {}})
             off += k
         out[SCALE_LOG] = {"name": SCALE_LOG, "codec": codec, "blob": blob, "shuffle": 1,
@@ -267,7 +267,7 @@ def _joint_stream(code_names: list[str], scale_names: list[str], segments: dict[
         share = sum(shares.pop(0) for _ in range(len(segments.get(n, [0]))))
         alone = chosen.get(n, {"codec": "rans", "sizes": {}})
         moved[n] = (JOINT_CODES, off)
-        parts.append({"name": n, "offset": off, "raw_length": k, "bytes": share,
+        parts.append({"name": n, "raw_length": k, "bytes": share,
                       "standalone_codec": alone["codec"], "sizes": {**alone["sizes"], "rans": share}})
         off += k
     stream = {"name": JOINT_CODES, "codec": "rans", "blob": blob, "raw_length": off,
@@ -284,7 +284,7 @@ def _scale_parts(chosen: dict[str, dict], entries: list[dict]) -> None:
         if st is None or not ref[0].startswith("scales/") or ref[0] == SCALE_LOG:
             continue
         st.setdefault("parts", []).append(
-            {"name": row_scales_name(e["name"]), "offset": ref[1], "raw_length": ref[2],
+            {"name": row_scales_name(e["name"]), "raw_length": ref[2],
              "bytes": len(st["blob"]) * ref[2] / max(st["raw_length"], 1),
              "standalone_codec": st["codec"], "sizes": {}})
 

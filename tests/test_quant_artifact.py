@@ -6,10 +6,12 @@ import json
 import os
 import struct
 
+import numpy as np
 import pytest
 import torch
 
 import quant
+import quant.artifact
 
 
 def _model_sd(seed=0):
@@ -257,3 +259,83 @@ def test_report_with_nothing_quantized_says_so_instead_of_empty_axes(qmodel, tmp
     quant.write_report(floats, tmp_path / "f.json", tmp_path / "f.png")
     assert drawn == ["bars", "words"]
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_versions_2_to_5_read_a_brotli_header(qmodel, tmp_path):
+    """From version 2 on the header is brotli-compressed (version 1 above is plain JSON)."""
+    blob = qmodel.to_bytes()
+    for v in (2, 3, 4, 5):
+        f = tmp_path / f"v{v}.gkq"
+        f.write_bytes(blob[:4] + struct.pack("<H", v) + blob[6:])
+        sd, _ = quant.load_artifact(f)
+        assert sd.keys() == qmodel.state_dict().keys()
+
+
+def test_header_is_sorted_compact_json_that_decoding_needs_only(qmodel):
+    """The module's format: a sorted-keys, compact UTF-8 JSON header (so equal content gives
+    equal bytes) naming its format; stream entries carry no fitter bookkeeping (sizes, parts)."""
+    import brotli
+    blob = qmodel.to_bytes()
+    hlen = struct.unpack_from("<I", blob, 6)[0]
+    raw = brotli.decompress(blob[42:42 + hlen])
+    header = json.loads(raw)
+    assert raw == json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    assert header["format"] == "golfkit-quant" and header["version"] == 5
+    assert all(not {"sizes", "parts"} & set(st) for st in header["streams"])
+    assert len(header["streams"]) >= 2
+
+
+def test_meta_values_json_cannot_hold_are_written_as_strings(tmp_path):
+    from pathlib import PurePosixPath
+    sd = {"blocks.0.attn_scale": torch.rand(64)}
+    q = quant.quantize_model(sd, method="rtn", meta={"data": PurePosixPath("/d/x")})
+    quant.save_artifact(tmp_path / "m.gkq", q)
+    _sd, meta = quant.load_artifact(tmp_path / "m.gkq")
+    assert meta["data"] == "/d/x"
+
+
+def test_an_artifact_with_no_payload_loads(tmp_path):
+    """A model of aliases only has an empty payload: header end == file end is complete."""
+    blob, _streams = quant.artifact.build_artifact([], {"config": {}}, ("zlib",))
+    header, payload = quant.artifact.parse_artifact(blob)
+    assert payload == b"" and header["payload_len"] == 0 and header["tensors"] == []
+
+
+def test_write_atomic_writes_beside_the_target_under_a_temp_name(tmp_path, monkeypatch):
+    """The temp file sits in the target's folder (os.replace is atomic only within one file
+    system) and is named <name>.<random>.tmp; missing parent folders are created."""
+    from quant import artifact
+    seen = []
+    real = os.replace
+    monkeypatch.setattr(artifact.os, "replace", lambda a, b: (seen.append((a, b)), real(a, b)))
+    target = tmp_path / "a" / "b" / "final.gkq"
+    assert artifact.write_atomic(target, b"xyz") == 3 and target.read_bytes() == b"xyz"
+    (tmp, dst), = seen
+    tmp = os.path.basename(tmp), os.path.dirname(tmp)
+    assert dst == target and tmp[1] == str(target.parent)
+    assert tmp[0].startswith("final.gkq.") and tmp[0].endswith(".tmp") and tmp[0] != "final.gkq..tmp"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["final.gkq"]
+
+
+def test_passthrough_streams_small_tensors_share_one_a_kept_matrix_has_its_own():
+    """A large tensor the fitter kept in fp16 (a quantizable class) gets pass/<name>/float16;
+    small tensors share pass/<dtype> (quant/artifact.py's layout)."""
+    from quant.artifact import pass_stream_name
+    from quant.tensors import QTensor
+    big = QTensor(name="blocks.0.mlp.fc.weight", shape=(4, 4), dtype="float32", cls="mlp",
+                  kind="pass", data=np.zeros(16, np.float16))
+    small = QTensor(name="blocks.0.attn_scale", shape=(4,), dtype="float32", cls="small",
+                    kind="pass", data=np.zeros(4, np.float32))
+    assert pass_stream_name(big) == "pass/blocks.0.mlp.fc.weight/float16"
+    assert pass_stream_name(small) == "pass/float32"
+
+
+def test_every_logical_stream_reads_like_a_stream(qmodel):
+    """Parts of shared streams (joint rANS codes, scale streams) look like standalone streams
+    to the report and the fitter: the same keys, their own name, their bytes."""
+    from quant.artifact import logical_streams
+    out = logical_streams(qmodel.streams)
+    keys = {"name", "codec", "length", "raw_length", "shuffle", "standalone_codec"}
+    assert len(out) > len(qmodel.streams)                   # shared streams were split
+    for name, st in out.items():
+        assert keys <= set(st) and st["name"] == name and st["length"] > 0
