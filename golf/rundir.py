@@ -309,7 +309,7 @@ def resolve_artifact_ref(report_path: str | os.PathLike) -> Path | None:
     if not ref:
         return None
     p = Path(ref)
-    return p if p.is_absolute() or len(p.parts) > 1 else Path(report_path).parent / p
+    return p if len(p.parts) > 1 else Path(report_path).parent / p  # a path as given, or a name
 
 
 def publish_pair(run_dir: Path, log: Callable[[str], None]) -> Path | None:

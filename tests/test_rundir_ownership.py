@@ -359,6 +359,8 @@ def test_an_eval_report_names_an_artifact_beside_it_by_file_name(tmp_path):
         report = tmp_path / where / "eval.json"
         report.write_text(json.dumps({"artifact": ref}))
         assert resolve_artifact_ref(report) == art
+    (tmp_path / "b" / "eval.json").write_text(json.dumps({"artifact": "runs/x/final_model.gkq"}))
+    assert resolve_artifact_ref(tmp_path / "b" / "eval.json") == Path("runs/x/final_model.gkq")
     moved = tmp_path / "b" / "previous" / "1"
     moved.mkdir(parents=True)
     (moved / "eval.json").write_text(json.dumps({"artifact": "final_model.gkq"}))
