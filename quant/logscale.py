@@ -35,8 +35,8 @@ def _cost(planes: list[np.ndarray]) -> float:
                + int(p.max(initial=0)) - int(p.min(initial=0)) + 1 for p in planes)
 
 
-def pack_scale_codes(codes: np.ndarray, r: int) -> tuple[bytes, dict]:
-    """(stream bytes, header info) of one tensor's codes, in the cheaper of the two modes."""
+def _choose(codes: np.ndarray, r: int) -> tuple[list[np.ndarray], dict, float]:
+    """The cheaper layout of one tensor's codes: (its byte planes, header info, their cost)."""
     c = np.asarray(codes, dtype=np.int64).reshape(-1)
     if c.size == 0:
         raise ValueError("a quantized tensor has at least one row scale")
@@ -46,18 +46,21 @@ def pack_scale_codes(codes: np.ndarray, r: int) -> tuple[bytes, dict]:
     if not packed:  # a spread of 2^16 codes or more: no layout holds it in two bytes
         raise ValueError(f"log scales: codes span {int(c.max()) - int(c.min()):,} grid steps at "
                          f"r={r}; two bytes per row hold under 65,536")
-    mode = min(packed, key=lambda m: (_cost(packed[m][1]), MODES.index(m)))
+    costs = {m: _cost(planes) for m, (_base, planes) in packed.items()}
+    mode = min(packed, key=lambda m: (costs[m], MODES.index(m)))
     base, planes = packed[mode]
-    info = {"r": int(r), "mode": mode, "base": base, "width": len(planes)}
+    return planes, {"r": int(r), "mode": mode, "base": base, "width": len(planes)}, costs[mode]
+
+
+def pack_scale_codes(codes: np.ndarray, r: int) -> tuple[bytes, dict]:
+    """(stream bytes, header info) of one tensor's codes, in the cheaper of the two modes."""
+    planes, info, _cost_bytes = _choose(codes, r)
     return b"".join(p.tobytes() for p in planes), info
 
 
 def packed_cost(codes: np.ndarray, r: int) -> float:
     """Predicted rANS bytes of one tensor's packed scale codes (the fitter's first guess)."""
-    data, info = pack_scale_codes(codes, r)
-    rows = np.asarray(codes).size
-    buf = np.frombuffer(data, dtype=np.uint8)
-    return _cost([buf[i * rows:(i + 1) * rows] for i in range(info["width"])])
+    return _choose(codes, r)[2]
 
 
 def plane_lengths(info: dict, rows: int) -> list[int]:
