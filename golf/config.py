@@ -260,6 +260,15 @@ class Config(ModelConfig):
         return _scaled_cap(cfg) if name and "budget_bytes" not in changes else cfg
 
 
+def preset_columns() -> dict[str, dict[str, Any]]:
+    """The defaults --help and docs/settings.md show beside the declared ones: the cpu preset
+    (a machine without CUDA) and r29 (the GPU default), by variable name."""
+    cpu = {k.upper(): v for k, v in CPU_PRESET.items()}
+    cpu["BUDGET_BYTES"] = "scaled cap"  # golf.rules.scaled_cap_bytes of the configured model
+    return {"cpu": {**cpu, "PRESET": "cpu"},
+            "gpu (r29)": {**{k.upper(): v for k, v in R29_PRESET.items()}, "PRESET": "r29"}}
+
+
 def _with_preset(cfg: Config, name: str) -> Config:
     key = _preset_name(name)
     return dataclasses.replace(cfg, **PRESETS[key], preset=key)

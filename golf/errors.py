@@ -14,6 +14,8 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
+from golf import settings
+
 
 class RankFailed(RuntimeError):
     """Another rank of a torchrun job failed; the message is that rank's own."""
@@ -79,18 +81,27 @@ class RoundTripError(PackError):
     """The packed train_gpt.py did not reproduce the run's post-quant val_bpb."""
 
 
+def _debug() -> bool:
+    """GOLF_DEBUG: tracebacks instead of one line (a bad spelling counts as on: this runs while
+    an error is already being reported)."""
+    try:
+        return bool(settings.read("GOLF_DEBUG", os.environ))
+    except ValueError:
+        return True
+
+
 @contextmanager
 def user_errors(exit_code: int = 2) -> Iterator[None]:
     try:
         yield
     except (ValueError, FileNotFoundError, RankFailed) as exc:
-        if os.environ.get("GOLF_DEBUG"):
+        if _debug():
             raise
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exit_code) from None
     except OSError as exc:  # out of space or permission where no caller said what was kept
         from golf.rundir import IO_ERRNOS, io_message  # here: golf.rundir imports this module
-        if os.environ.get("GOLF_DEBUG") or exc.errno not in IO_ERRNOS:
+        if _debug() or exc.errno not in IO_ERRNOS:
             raise
         print(f"error: {io_message(exc, 'accessing it', 'every file completed before (writes are atomic)')}",
               file=sys.stderr)

@@ -21,6 +21,7 @@ BOOL_FALSE = ("0", "false", "no", "off")
 GOLF_PREFIXES = ("NUM_", "QUANT_", "TTT_", "MUON_", "EVAL_", "GOLF_", "GPTQ_", "BIGRAM_",
                  "ROPE_", "XSA_", "SMEAR_", "BUDGET_", "TIED_", "ADAM_")
 META_KEY = "golf_setting"
+HELP_COLUMN = 16  # --help's widest default / accepts column
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,8 @@ def register(owner: str, table: Sequence[Setting]) -> None:
 def catalogue() -> tuple[Setting, ...]:
     """Every registered setting, each name once (a subclass's table repeats its base's)."""
     seen: dict[str, Setting] = {}
-    for table in _TABLES.values():
+    # the run's own tables (model, run, ttt) first, the operational variables after them
+    for _owner, table in sorted(_TABLES.items(), key=lambda kv: kv[0] == "operational"):
         for s in table:
             seen.setdefault(s.name, s)
     return tuple(seen.values())
@@ -248,17 +250,20 @@ def rows(table: Iterable[Setting], columns: Mapping[str, Mapping[str, Any]]) -> 
 
 
 def render_help(table: Sequence[Setting], columns: Mapping[str, Mapping[str, Any]]) -> str:
-    """Plain text for `--help`: groups in table order, defaults per column."""
-    head = ["NAME", *columns, "ACCEPTS", "MEANING"]
+    """Plain text for `--help`: one line per setting, a heading per group; a long value
+    (a data path) overflows its column rather than widening every line."""
+    head = ["NAME", *columns, "ACCEPTS"]
     body = rows(table, columns)
-    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head) - 1)]
-    lines, group = [], None
+    widths = [max(len(r[0]) for r in [head, *body])] + [
+        min(max(len(r[i]) for r in [head, *body]), HELP_COLUMN) for i in range(1, len(head))]
+    lines = ["  " + "  ".join(h.ljust(w) for h, w in zip(head, widths)) + "  MEANING"]
+    group = None
     for s, r in zip(table, body):
         if s.group != group:
             group = s.group
-            lines += ["", f"[{group}]", "  " + "  ".join(h.ljust(w) for h, w in zip(head, widths)) + "  MEANING"]
+            lines += ["", f"[{group}]"]
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
-    return "\n".join(lines).lstrip("\n")
+    return "\n".join(lines)
 
 
 def render_markdown(table: Sequence[Setting], columns: Mapping[str, Mapping[str, Any]]) -> str:
@@ -287,7 +292,8 @@ OPERATIONAL: tuple[Setting, ...] = (
     _op("QUANT_ONLY", str, "", "a finished run folder: re-quantize, evaluate and pack it without "
         "training", "mode"),
     _op("PACK", bool, True, "pack the run into SUBMISSION_DIR/<RUN_ID> at the end", "mode"),
-    _op("SUBMISSION_DIR", str, "./submission", "parent folder of every packed record", "mode"),
+    _op("SUBMISSION_DIR", str, "", "parent folder of every packed record (unset = ./submission)",
+        "mode"),
     _op("GOLF_NAME", str, "", "submission.json name", "submission"),
     _op("GOLF_GITHUB_ID", str, "", "submission.json github_id", "submission"),
     _op("GOLF_AUTHOR", str, "", "submission.json author (default GOLF_NAME)", "submission"),
@@ -301,12 +307,13 @@ OPERATIONAL: tuple[Setting, ...] = (
         "runtime"),
     _op("WORLD_SIZE", int, 1, "set by torchrun: number of processes", "runtime", ge=1),
     _op("RANK", int, 0, "set by torchrun: this process's rank", "runtime", ge=0),
-    _op("LOCAL_RANK", int, 0, "set by torchrun: this process's device index", "runtime", ge=0),
+    _op("LOCAL_RANK", int, None, "set by torchrun: this process's device index (unset = RANK)",
+        "runtime", ge=0),
     _op("GOLF_HF_BASE", str, "", "download base URL replacing the Hugging Face dataset's "
         "(data preparation)", "data"),
     _op("MATCHED_FINEWEB_REPO_ID", str, "", "Hugging Face dataset repo of the FineWeb shards "
-        "(data preparation)", "data"),
-    _op("MATCHED_FINEWEB_REMOTE_ROOT_PREFIX", str, "", "folder inside that repo (data "
+        "(data preparation; unset = the variant's known home)", "data"),
+    _op("MATCHED_FINEWEB_REMOTE_ROOT_PREFIX", str, "datasets", "folder inside that repo (data "
         "preparation)", "data"),
     _op("GOLF_SHARED_DATA", str, "", "folder of shared test/bench data (bench/ and tests/)",
         "data"),

@@ -168,7 +168,7 @@ class Trainer:
         for change in changes:
             log(f"resume:change {change}")
         self.step, self.train_ms, self.last_loss = 0, 0.0, float("nan")
-        self.interrupted = False
+        self.interrupted = self.nonfinite = False
         self.cap_ms = (1000.0 * max(cfg.max_wallclock_seconds - cfg.gptq_reserve_seconds, 0.0)
                        if cfg.max_wallclock_seconds > 0 else 0.0)
 
@@ -204,9 +204,14 @@ class Trainer:
         return self.loader.next_batch(self.cfg.train_batch_tokens, self.cfg.train_seq_len, self.accum)
 
     def train_step(self) -> torch.Tensor:
-        """One optimizer step on the next global batch; the mean loss stays on the device."""
+        """One optimizer step on the next global batch; the mean loss stays on the device.
+        A non-finite loss on any rank skips the update on every rank (self.nonfinite is set),
+        so the weights, optimizers and EMA stay the last good ones."""
         loss = self.stepper.accumulate(self.forward, [self.next_batch() for _ in range(self.accum)])
-        self.stepper.step()
+        # the one per-step host read of the loss: every rank must agree before the update
+        self.nonfinite = host_max([float(not torch.isfinite(loss).all())])[0] > 0
+        if not self.nonfinite:
+            self.stepper.step()
         self.stepper.zero()
         return loss
 
@@ -267,6 +272,20 @@ class Trainer:
                     return self.step < cfg.iterations
         return False
 
+    def stop_nonfinite(self, loss: float) -> None:
+        """The first non-finite loss: checkpoint the state from before that step (weights,
+        optimizers, EMA, stream position; its update was skipped) and stop with one line."""
+        self.loader.load_state_dict(self.loader_before)
+        ck = self.save_checkpoint()
+        bad = self.step + 1
+        self.log(f"train:nonfinite step:{bad}/{self.cfg.iterations} train_loss:{loss} checkpoint:{ck} "
+                 f"holds step {self.step}")
+        raise TrainError(f"train_loss is {loss} at step {bad}: training stopped; {ck or 'checkpoint.pt'} "
+                         f"holds step {self.step}, the last finite state. Lower the learning rates "
+                         f"(MATRIX_LR, TIED_EMBED_LR, SCALAR_LR) and start a new run, or export "
+                         f"those weights with RESUME={self.run_dir} ITERATIONS={self.step} "
+                         "python train_gpt.py")
+
     def on_signal(self, _signum: int, _frame: Any) -> None:
         self.interrupted = True
 
@@ -275,9 +294,12 @@ class Trainer:
         steps that report it."""
         cfg = self.cfg
         t0 = time.perf_counter()
+        self.loader_before = self.loader.state_dict()  # the stream as the last good state saw it
         mult = lr_multiplier(self.step, self.train_ms, self.cap_ms, cfg.warmdown_iters, cfg.iterations)
         set_lrs(self.opts, mult, muon_momentum(self.step, cfg))
         loss_t = self.train_step()
+        if self.nonfinite:
+            self.stop_nonfinite(float(loss_t))
         if self.ema is not None:
             d = ema_decay_at(self.step, cfg.ema_decay, cfg.ema_warmup)
             with torch.no_grad():  # one fused update over all tensors
