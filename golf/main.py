@@ -431,7 +431,7 @@ def quant_only(run: str) -> int:
 
 def eval_only() -> int:
     """Evaluate ARTIFACT (the round-trip proof's mode) and print the exact-result line."""
-    artifact = settings.read("ARTIFACT", os.environ)
+    artifact = settings.read("ARTIFACT", os.environ) or rd.ARTIFACT
     cfg = Config.from_env()
     seq_len = cfg.effective_eval_seq_len
     res = evaluate.evaluate_source(artifact, cfg.data_path, cfg.tokenizer_path,

@@ -288,7 +288,7 @@ OPERATIONAL: tuple[Setting, ...] = (
         "explicit variables win", "mode"),
     _op("EVAL_ONLY", bool, False, "evaluate ARTIFACT and print the round-trip line instead of "
         "training", "mode"),
-    _op("ARTIFACT", str, "final_model.gkq", "artifact EVAL_ONLY evaluates", "mode"),
+    _op("ARTIFACT", str, "", "artifact EVAL_ONLY evaluates (unset = final_model.gkq here)", "mode"),
     _op("QUANT_ONLY", str, "", "a finished run folder: re-quantize, evaluate and pack it without "
         "training", "mode"),
     _op("PACK", bool, True, "pack the run into SUBMISSION_DIR/<RUN_ID> at the end", "mode"),
