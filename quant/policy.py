@@ -72,9 +72,6 @@ class QuantPolicy:
     def for_class(self, cls: str) -> ClassPolicy:
         return getattr(self, cls)
 
-    def with_class(self, cls: str, **changes) -> "QuantPolicy":
-        return replace(self, **{cls: replace(self.for_class(cls), **changes)})
-
 
 def is_control(name: str, patterns: tuple[str, ...] = CONTROL_PATTERNS) -> bool:
     return any(p in name for p in patterns)
