@@ -6,7 +6,7 @@ tied embedding int7 k=15, small tensors fp16 and control tensors fp32).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 SMALL_NUMEL = 65_536
 # Control tensors (gains, mixes, gates, scalar scales): passthrough in fp32. The first nine
