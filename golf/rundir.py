@@ -1,6 +1,6 @@
 """The run directory: every file name it holds and who may write what (nothing lost).
 
-Rules (README "Nothing lost: who owns what" states the same):
+Rules (docs/nothing-lost.md states the same):
 1. A run directory belongs to one run. A new run refuses a RUN_ID whose folder holds files;
    OVERWRITE=1 removes that earlier run's own files (RUN_FILES, previous/) and nothing else.
 2. RESUME=runs/X continues X under X's own config.json, never the environment's. A variable
