@@ -351,3 +351,14 @@ def test_architecture_names_every_module_of_golf_and_quant():
                                              p.stem in text for d in named):
             missing.append(str(rel))
     assert not missing, f"modules ARCHITECTURE.md does not mention: {missing}"
+
+
+def test_architecture_states_what_the_packed_script_leaves_out():
+    """The paragraph on what ships names exactly the modules amalgamate.EXCLUDED leaves out."""
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    para = next(p for p in text.split("\n\n") if p.startswith("What is shipped inside the packed"))
+    stated = set(DOTTED.findall(para)) - {"golf.main"}
+    tree = ast.parse((ROOT / "golf/submission/amalgamate.py").read_text(encoding="utf-8"))
+    excluded = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                    and any(getattr(t, "id", "") == "EXCLUDED" for t in n.targets))
+    assert stated == set(excluded)
