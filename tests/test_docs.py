@@ -362,3 +362,16 @@ def test_architecture_states_what_the_packed_script_leaves_out():
     excluded = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
                     and any(getattr(t, "id", "") == "EXCLUDED" for t in n.targets))
     assert stated == set(excluded)
+
+
+def test_readme_quick_start_holds_the_lines_ci_runs():
+    """.ci/run takes the first README line ending in `# setup ...` / `# tests ...` (outside
+    comments) and runs it in a fresh venv: each must be there once, and be the command meant."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+
+    def tagged(tag: str) -> list[str]:
+        pat = re.compile(rf"^[^#].*#\s*{tag}\b")
+        return [re.sub(r"\s+#.*$", "", ln) for ln in lines if pat.match(ln)]
+    assert tagged("setup") == ["pip install -r requirements.txt"]
+    assert tagged("tests") == ["python -m pytest -q"]
+    assert any(re.match(r"^python train_gpt\.py\s+# main job", ln) for ln in lines)
