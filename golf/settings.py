@@ -20,6 +20,9 @@ BOOL_FALSE = ("0", "false", "no", "off")
 # A set variable with one of these prefixes is golfkit's: unknown -> refused, never ignored.
 GOLF_PREFIXES = ("NUM_", "QUANT_", "TTT_", "MUON_", "EVAL_", "GOLF_", "GPTQ_", "BIGRAM_",
                  "ROPE_", "XSA_", "SMEAR_", "BUDGET_", "TIED_", "ADAM_")
+# Set by the tools golfkit runs under (torchrun, CUDA, OpenMP, Python): never taken for a typo.
+FOREIGN_PREFIXES = ("TORCHELASTIC_", "TORCH_", "NCCL_", "CUDA_", "OMP_", "MKL_", "PYTHON", "LC_",
+                    "ROLE_", "GROUP_", "MASTER_", "LOCAL_WORLD_", "SLURM_", "PYTEST_")
 META_KEY = "golf_setting"
 HELP_COLUMN = 16  # --help's widest default / accepts column
 
@@ -203,9 +206,11 @@ def edit_distance(a: str, b: str) -> int:
 
 
 def _near(name: str, known: Iterable[str]) -> str:
-    """The closest known name within a small distance (1 for short names, 2 from 8 chars)."""
+    """The closest known name within a small distance (1 for short names, 2 from 8 chars) that
+    starts with the same letter (ROLE_NAME, torchrun's, is 2 edits from GOLF_NAME)."""
     limit = 1 if len(name) < 8 else 2
-    best = min(((edit_distance(name, k), k) for k in known), default=(limit + 1, ""))
+    best = min(((edit_distance(name, k), k) for k in known if k[:1] == name[:1]),
+               default=(limit + 1, ""))
     return best[1] if best[0] <= limit else ""
 
 
@@ -214,7 +219,7 @@ def unknown_problems(env: Mapping[str, str], known: Iterable[str]) -> list[str]:
     known = set(known)
     out = []
     for name in sorted(env):
-        if name in known:
+        if name in known or name.startswith(FOREIGN_PREFIXES):
             continue
         guess = _near(name, known)
         if guess:

@@ -82,6 +82,16 @@ def test_unknown_names_that_look_like_golfkits_are_refused_with_a_suggestion():
     assert got[2].startswith("QUANT_FOO: not a golfkit setting")
 
 
+def test_the_variables_torchrun_and_friends_set_are_not_taken_for_typos():
+    torchrun = {n: "1" for n in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "ROLE_RANK",
+                                 "ROLE_NAME", "ROLE_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                                 "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
+                                 "TORCHELASTIC_RESTART_COUNT", "TORCH_NCCL_ASYNC_ERROR_HANDLING",
+                                 "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "MKL_CBWR", "LC_ALL",
+                                 "SHELL", "USER", "HOSTNAME", "TERM", "PWD", "VIRTUAL_ENV")}
+    assert settings.environment_problems(torchrun) == []
+
+
 def test_edit_distance_matches_an_independent_count():
     assert settings.edit_distance("NUM_LAYER", "NUM_LAYERS") == 1
     assert settings.edit_distance("PACK", "PATH") == 2          # so PATH is not taken for PACK
