@@ -21,7 +21,7 @@ BOOL_FALSE = ("0", "false", "no", "off")
 GOLF_PREFIXES = ("NUM_", "QUANT_", "TTT_", "MUON_", "EVAL_", "GOLF_", "GPTQ_", "BIGRAM_",
                  "ROPE_", "XSA_", "SMEAR_", "BUDGET_", "TIED_", "ADAM_")
 # Set by the tools golfkit runs under (torchrun, CUDA, OpenMP, Python): never taken for a typo.
-FOREIGN_PREFIXES = ("TORCHELASTIC_", "TORCH_", "NCCL_", "CUDA_", "OMP_", "MKL_", "PYTHON", "LC_",
+FOREIGN_PREFIXES = ("TORCH", "NCCL_", "CUDA_", "OMP_", "MKL_", "PYTHON", "LC_",
                     "ROLE_", "GROUP_", "MASTER_", "LOCAL_WORLD_", "SLURM_", "PYTEST_")
 META_KEY = "golf_setting"
 HELP_COLUMN = 16  # --help's widest default / accepts column

@@ -21,6 +21,13 @@ Every variable set is checked before any work starts: a value outside its range 
 negative learning rates, ...), a boolean spelled other than 1/0, true/false, yes/no, on/off, and
 an unknown variable that looks like golfkit's (`NUM_LAYER`: did you mean NUM_LAYERS?) are refused
 together in one error.
+
+Two rules that are not one variable's: under the cpu presets MAX_WALLCLOCK_SECONDS is a safety
+cap (3600 s), so the CPU demo is bounded by ITERATIONS and a slow machine still trains all 400
+steps to the same weights (the GPU stacks keep the challenge's 600 s). Training stops at the first
+non-finite loss (any rank) with one line; that step's update is skipped and checkpoint.pt holds
+the last finite state (weights, optimizers, EMA, data stream), so
+`RESUME=runs/<id> ITERATIONS=<that step> python train_gpt.py` exports it.
 """
 
 
