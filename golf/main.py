@@ -446,6 +446,16 @@ def eval_only() -> int:
     return 0
 
 
+def config_problems_beside(found: list[str]) -> list[str]:
+    """The run config's own problems (cross-field ones, the byte budget) to report together
+    with the environment's, so one error lists them all; none when no config can be built."""
+    try:
+        cfg = config_from_env(os.environ)
+    except (ValueError, OSError):  # a value that does not parse: `found` names it already
+        return []
+    return [p for p in cfg.problems() + budget_problems(cfg) if p not in found]
+
+
 def settings_help() -> str:
     """--help: the settings table with the cpu and GPU (r29) defaults."""
     return USAGE + "\n" + settings.render_help(settings.catalogue(), preset_columns())
@@ -465,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     with user_errors(), distributed.session():
         found = env_problems()
         if found:
-            raise ConfigError(found)
+            raise ConfigError(found + config_problems_beside(found))
         if settings.read("EVAL_ONLY", os.environ):
             return eval_only()
         if settings.read("QUANT_ONLY", os.environ):

@@ -20,8 +20,9 @@ from typing import Mapping
 from golf.errors import RoundTripError
 
 _LINE = re.compile(r"final_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)(?: val_bpb_hex:(\S+))?")
+# MKL_CBWR: MKL's kernel choice changes a GEMM's rounding, so the child must score with the same one
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-             "CUDA_VISIBLE_DEVICES", "SYSTEMROOT")
+             "MKL_CBWR", "CUDA_VISIBLE_DEVICES", "SYSTEMROOT")
 
 
 @dataclass(frozen=True)
