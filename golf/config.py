@@ -4,7 +4,9 @@ One frozen dataclass is the single source of truth: train_gpt.py, eval_bpb.py an
 pack.py all build it with `Config.from_env()` and persist it as `config.json` in the
 run directory, so a run can be re-created exactly from that file.
 
-The field defaults are the feature-less 11L stack (close to PR #1125, "p1125"), so a
+Each field declares its environment variable with golf.settings.setting (meaning, range,
+choices): that table is --help, docs/settings.md and the validation, so a new setting is one
+field here. The field defaults are the feature-less 11L stack (close to PR #1125, "p1125"), so a
 config.json written before a feature existed loads as the model it was. Presets
 (`PRESET=...`, see PRESETS) are layered on top; explicit environment variables still win.
 """

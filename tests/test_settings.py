@@ -7,6 +7,8 @@ prints the table, stops a diverging run with a resumable checkpoint.
 from __future__ import annotations
 
 import ast
+import dataclasses
+import json
 import math
 import os
 import re
@@ -55,6 +57,33 @@ def test_a_saved_config_with_a_nan_is_refused_by_the_same_rule():
     assert names == ["MATRIX_LR", "QK_GAIN_INIT", "ROPE_BASE", "SEED"]
     for preset in ("r29", "p1125", "cpu", "cpu_p1125"):
         assert Config.from_preset(preset).problems() == []  # every shipped default passes
+
+
+def test_a_new_setting_is_one_declaration():
+    """One field with setting(...) is parsed, checked, and listed by --help and the docs."""
+    @dataclasses.dataclass(frozen=True)
+    class Toy:
+        toy_rate: float = settings.setting(0.5, "a toy rate", gt=0)
+    table = settings.fields_table(Toy, "toy")
+    (s,) = table
+    assert (s.name, s.kind, s.default, s.rule()) == ("TOY_RATE", float, 0.5, "float > 0")
+    assert settings.parse_env(table, {"TOY_RATE": "2"}) == ({"toy_rate": 2.0}, [])
+    assert settings.value_problems(Toy(toy_rate=-1.0), table) == \
+        ["TOY_RATE=-1.0: must be > 0; set a positive value"]
+    assert "TOY_RATE" in settings.render_help(table, {"cpu": {}})
+    assert "| `TOY_RATE` | 0.5 | float > 0 | a toy rate |" in settings.render_markdown(table, {"cpu": {}})
+
+
+def test_config_json_round_trip_is_unchanged(tmp_path):
+    """The metadata lives on the fields: config.json keeps its keys, an older one still loads."""
+    cfg = Config.from_preset("cpu")
+    path = tmp_path / "config.json"
+    path.write_text(cfg.to_json())
+    assert Config.load(path) == cfg
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("quant_scales", "checkpoint_every")}
+    path.write_text(json.dumps({**old, "a_field_from_the_future": 1}))
+    assert Config.load(path) == cfg.replace(quant_scales=Config().quant_scales,
+                                            checkpoint_every=Config().checkpoint_every)
 
 
 BOOL_NAMES = [s.name for s in settings.catalogue() if s.kind is bool]
