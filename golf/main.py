@@ -39,11 +39,6 @@ from golf.train import make_logger, train
 from quant.codec import compress_workers
 
 
-try:  # golf.ttt is left out of the packed script (~9 KB of code bytes a non-TTT submission
-    from golf.ttt import TTTSettings  # would pay for; golf.submission.amalgamate.EXCLUDED)
-except ImportError:
-    TTTSettings = None  # type: ignore[assignment,misc]
-
 USAGE = """usage: python train_gpt.py [--help]
        torchrun --standalone --nproc_per_node=8 train_gpt.py
 
@@ -194,15 +189,26 @@ def evaluate_run(cfg: Config, run_dir: Path, log: Callable[[str], None],
                              out=out_dir / rd.EVAL, **settings)
 
 
+def ttt_module():
+    """golf.ttt (importing it registers the TTT_* settings), or None in the packed script,
+    which leaves it out: ~9 KB of code bytes a non-TTT submission would pay for."""
+    try:
+        import golf.ttt  # here: left out of the packed script (amalgamate.EXCLUDED)
+    except ImportError:
+        return None
+    return golf.ttt
+
+
 def ttt_settings():
-    """TTT=chunk|lora adds post_ttt to eval.json (default off). The packed script carries no
-    golf.ttt, so there TTT=... is refused with one line instead."""
-    if TTTSettings is None:
+    """TTT=chunk|lora adds post_ttt to eval.json (default off). Without golf.ttt (the packed
+    script) TTT=... is refused with one line instead."""
+    ttt = ttt_module()
+    if ttt is None:
         if os.environ.get("TTT", "").strip().lower() not in ("", "0", "off", "none"):
             raise ValueError("TTT is set, but this packed script carries no test-time training; "
                              "run TTT from a golfkit checkout (eval_bpb.py --ttt)")
         return None
-    return TTTSettings.from_env()
+    return ttt.TTTSettings.from_env()
 
 
 def print_summary(summary: dict, log: Callable[[str], None]) -> None:
@@ -244,6 +250,7 @@ def env_problems() -> list[str]:
     """Every variable set now, against the settings table (type, range, choices, unknown
     look-alikes such as NUM_LAYER), and the TTT settings together: all before any work.
     quant/ parses GOLF_COMPRESS_THREADS itself (it imports nothing from golf)."""
+    ttt_module()  # its TTT_* settings join the table where this checkout has them
     found = settings.environment_problems(os.environ)
     if found:  # the table found them all; the readers below would repeat the first
         return found
@@ -458,6 +465,7 @@ def config_problems_beside(found: list[str]) -> list[str]:
 
 def settings_help() -> str:
     """--help: the settings table with the cpu and GPU (r29) defaults."""
+    ttt_module()
     return USAGE + "\n" + settings.render_help(settings.catalogue(), preset_columns())
 
 

@@ -10,17 +10,16 @@ import ast
 import dataclasses
 import json
 import math
-import os
-import re
 from pathlib import Path
 
 import pytest
 import torch
 
 import golf.main as gm
+import golf.ttt  # noqa: F401  (registers the TTT_* settings, as golf.main does before a check)
 from golf import settings
 from golf.config import Config, preset_columns
-from golf.errors import ConfigError, TrainError
+from golf.errors import TrainError
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(iterations=6, grad_accum_steps=1, max_eval_tokens=4096, gptq_calib_batches=0,
