@@ -163,7 +163,7 @@ class Config(ModelConfig):
     eval_stride: int = 64                # EVAL_STRIDE (sliding window stride; 0 = non-overlapping only)
     max_eval_tokens: int = 0             # MAX_EVAL_TOKENS (0 = the whole val split; >0 = partial, labelled)
     # --- quantization / packing ---------------------------------------------------------
-    quant_method: str = "gptq"           # QUANT_METHOD (gptq | rtn | int8 | record_1060 | record_1855)
+    quant_method: str = "gptq"           # QUANT_METHOD (gptq | rtn | int8 | record_1060 | record_1855 | record_2135)
     quant_error_norm: float = 0.0        # QUANT_ERROR_NORM (fitter: predicted error / ||W||^2_H^alpha; 0 = absolute, 1 = relative)
     quant_fisher: int = 1                # QUANT_FISHER (1: the fitter prices each weight's error by its Fisher error weight, collected with the Hessians; 0: diag(H) only)
     quant_lqer_ranks: str = ""           # QUANT_LQER_RANKS (comma-separated LQER ranks the fitter may add per tensor, e.g. 2,4; empty = off)
@@ -264,7 +264,7 @@ def _scaled_cap(cfg: Config) -> Config:
     return cfg.replace(budget_bytes=scaled_cap_bytes(parameter_count(cfg)))
 
 
-QUANT_METHODS = ("gptq", "rtn", "int8", "record_1060", "record_1855")
+QUANT_METHODS = ("gptq", "rtn", "int8", "record_1060", "record_1855", "record_2135")
 QUANT_SCALES = ("log", "fp16")  # quant.SCALE_FORMATS (golf does not import quant here)
 # Fields that must be >= 1 / >= 0 (0 meaning "off" or "default", see each field's comment).
 _POSITIVE = ("train_seq_len", "train_batch_tokens", "val_batch_size", "budget_bytes")

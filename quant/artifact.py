@@ -47,9 +47,10 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .codec import StreamCache, compress, decompress, shuffle, unshuffle
+from .codec import PERGROUP, StreamCache, compress, decompress, shuffle, unshuffle
 from .errors import ArtifactError, ConfigMismatchError
 from .logscale import pack_scale_codes, plane_lengths, unpack_scale_codes
+from .pergroup import group_of
 from .lqer import LqerFormat, lqer_from_bytes
 from .scalar import log_scale_value
 from .tensors import QTensor, dequant_tensor
@@ -62,6 +63,7 @@ FORMAT_VERSION = 5
 SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
 JOINT_CODES = "codes"  # the one stream that holds every tensor's codes when rANS wins
 SCALE_LOG = "scales/log"  # every tensor's log-grid scale codes, when a general codec wins
+PERGROUP_CODES = "codes.pergroup"  # the records' per-group lrzip container (record methods)
 _PREFIX = struct.Struct("<4sHI32s")
 
 
@@ -119,9 +121,13 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
     best: tuple[bytes, list[dict]] | None = None
     for log_scales in (False, True) if has_log else (False,):
         entries, raw_streams, segments = _tensor_entries(tensors, log_scales)
-        plain = {n: b for n, b in raw_streams.items() if n not in segments}
+        framed = _pergroup_codes(raw_streams, entries, codecs, cache)
+        rest = {n: b for n, b in raw_streams.items() if n not in (framed[1] if framed else {})}
+        plain = {n: b for n, b in rest.items() if n not in segments}
         chosen = _compress_streams(plain, codecs, cache, shuffle_fp16, stream_codecs)
-        chosen, moved = _join_codes(raw_streams, segments, chosen, codecs, cache)
+        chosen, moved = _join_codes(rest, segments, chosen, codecs, cache)
+        if framed:
+            chosen[PERGROUP_CODES], moved = framed[0], {**moved, **framed[1]}
         _scale_parts(chosen, entries)
         streams, payload = _lay_out(chosen, entries, moved)
         blob = _seal(meta, streams, entries, payload)
@@ -273,6 +279,32 @@ def _joint_stream(code_names: list[str], scale_names: list[str], segments: dict[
     stream = {"name": JOINT_CODES, "codec": "rans", "blob": blob, "raw_length": off,
               "shuffle": 1, "sizes": {"rans": len(blob)}, "parts": parts}
     return {JOINT_CODES: stream, **{n: c for n, c in chosen.items() if n not in moved}}, moved
+
+
+def _pergroup_codes(raw_streams: dict[str, bytearray], entries: list[dict],
+                    codecs: tuple[str, ...], cache: StreamCache
+                    ) -> tuple[dict, dict[str, tuple[str, int]]] | None:
+    """The records' per-group container (quant/pergroup.py) over the code matrices it takes
+    (v1: those in a role group; v2: all), when a pergroup codec is allowed: (its stream, and
+    per code stream moved into it, (PERGROUP_CODES, offset)). None when none is allowed."""
+    codec = next((c for c in codecs if c in PERGROUP), None)
+    if codec is None:
+        return None
+    mats = [(e["name"], np.frombuffer(bytes(raw_streams[f"codes/{e['name']}"]), np.int8)
+             .reshape(e["rows"], e["cols"])) for e in entries if e["kind"] == "quant"
+            and (codec != "pergroup_v1" or group_of(e["name"]) is not None)]
+    if not mats:
+        return None
+    frame = cache.framed(codec, mats)
+    total = sum(m.size for _n, m in mats)
+    moved, parts, off = {}, [], 0
+    for name, m in mats:
+        moved[f"codes/{name}"] = (PERGROUP_CODES, off)
+        parts.append({"name": f"codes/{name}", "raw_length": m.size, "standalone_codec": codec,
+                      "bytes": len(frame) * m.size / total, "sizes": {}})
+        off += m.size
+    return {"name": PERGROUP_CODES, "codec": codec, "blob": frame, "raw_length": total,
+            "shuffle": 1, "sizes": {codec: len(frame)}, "parts": parts}, moved
 
 
 def _scale_parts(chosen: dict[str, dict], entries: list[dict]) -> None:

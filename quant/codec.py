@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from . import rans
+from . import pergroup, rans
 
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
 
@@ -58,6 +58,13 @@ def _rans_d(data: bytes) -> bytes:
     return rans.decode(data)
 
 
+def _joint_only(name: str) -> Callable[[bytes], bytes]:
+    def refuse(_data: bytes) -> bytes:
+        raise ValueError(f"codec {name!r} codes named code matrices jointly (the artifact builder "
+                         "calls it), not a byte string")
+    return refuse
+
+
 REGISTRY: dict[str, Codec] = {
     "zstd": Codec(_zstd_c, _zstd_d),
     "brotli": Codec(_brotli_c, _brotli_d),
@@ -67,9 +74,14 @@ REGISTRY: dict[str, Codec] = {
     "zlib": Codec(lambda d: zlib.compress(d, 9), zlib.decompress),
     "rans": Codec(_rans_c, _rans_d),
     "raw": Codec(bytes, bytes),
+    # the records' per-group lrzip container (quant/pergroup.py): record_1855 / record_2135 only
+    "pergroup_v1": Codec(_joint_only("pergroup_v1"), pergroup.decode),
+    "pergroup_v2": Codec(_joint_only("pergroup_v2"), pergroup.decode),
 }
 CODECS = tuple(REGISTRY)
-JOINT = ("rans",)  # coded over several streams at once, not in the per-stream best-of
+PERGROUP = {"pergroup_v1": pergroup.encode_v1, "pergroup_v2": pergroup.encode_v2}
+# coded over several streams at once, not in the per-stream best-of
+JOINT = ("rans", *PERGROUP)
 
 
 def _codec(name: str) -> Codec:
@@ -162,6 +174,17 @@ class StreamCache:
         """(winning codec, compressed bytes, {codec: size}) over `codecs` (joint ones skipped)."""
         self.prefetch([(data, codecs)])
         return self._memo[(hashlib.sha256(data).digest(), tuple(c for c in codecs if c not in JOINT))]
+
+    def framed(self, codec: str, mats: list[tuple[str, np.ndarray]]) -> bytes:
+        """A PERGROUP codec's frame of the named code matrices (memoized: lrzip is slow)."""
+        h = hashlib.sha256(codec.encode())
+        for name, m in mats:
+            h.update(repr((name, m.shape)).encode())
+            h.update(np.ascontiguousarray(m).tobytes())
+        key = h.digest()
+        if key not in self._joint:
+            self._joint[key] = (PERGROUP[codec](mats), [])
+        return self._joint[key][0]
 
     def joint(self, parts: list[bytes]) -> tuple[bytes, list[float]]:
         """rANS blob of the concatenated parts (one table each) and each part's share of its
