@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from . import pergroup, rans
+from . import ctxrans, pergroup, rans
 
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
 
@@ -77,11 +77,16 @@ REGISTRY: dict[str, Codec] = {
     # the records' per-group lrzip container (quant/pergroup.py): record_1855 / record_2135 only
     "pergroup_v1": Codec(_joint_only("pergroup_v1"), pergroup.decode),
     "pergroup_v2": Codec(_joint_only("pergroup_v2"), pergroup.decode),
+    # golfkit's context-modelled rANS over the code matrices (quant/ctxrans.py)
+    "ctxrans": Codec(_joint_only("ctxrans"), ctxrans.decode),
 }
 CODECS = tuple(REGISTRY)
-PERGROUP = {"pergroup_v1": pergroup.encode_v1, "pergroup_v2": pergroup.encode_v2}
+# framed coders: one frame over all the code matrices they take (the artifact builder's
+# _pergroup_codes; the first one listed in a policy's compressors is used)
+FRAMED = {"pergroup_v1": pergroup.encode_v1, "pergroup_v2": pergroup.encode_v2,
+            "ctxrans": ctxrans.encode}
 # coded over several streams at once, not in the per-stream best-of
-JOINT = ("rans", *PERGROUP)
+JOINT = ("rans", *FRAMED)
 
 
 def _codec(name: str) -> Codec:
@@ -176,14 +181,14 @@ class StreamCache:
         return self._memo[(hashlib.sha256(data).digest(), tuple(c for c in codecs if c not in JOINT))]
 
     def framed(self, codec: str, mats: list[tuple[str, np.ndarray]]) -> bytes:
-        """A PERGROUP codec's frame of the named code matrices (memoized: lrzip is slow)."""
+        """A FRAMED codec's frame of the named code matrices (memoized: lrzip is slow)."""
         h = hashlib.sha256(codec.encode())
         for name, m in mats:
             h.update(repr((name, m.shape)).encode())
             h.update(np.ascontiguousarray(m).tobytes())
         key = h.digest()
         if key not in self._joint:
-            self._joint[key] = (PERGROUP[codec](mats), [])
+            self._joint[key] = (FRAMED[codec](mats), [])
         return self._joint[key][0]
 
     def joint(self, parts: list[bytes]) -> tuple[bytes, list[float]]:

@@ -1,0 +1,288 @@
+"""Context-modelled rANS for int8 code matrices: golfkit's own coder, no external binary.
+
+Why: the records' per-group lrzip (ZPAQ) container beats order-0 rANS on trained codes because
+it models context: in a trained tied embedding the rows of rare tokens form a tight cluster (the
+LM head's gradient moves them together), so after the L1 chain sort neighbouring rows differ by
+a fraction of a step, and in MLP output projections whole columns (hidden units) are quieter
+than others. This coder captures both with static tables chosen per tensor by exact cost:
+
+  mode 0 "plain":   one table (what the joint rANS stream does).
+  mode 1 "columns": each column gets a class (its mean |code| bucketed, COL_CLASSES), one table
+                    per class; the classes travel as side information.
+  mode 2 "delta":   rows in the greedy L1 nearest-neighbour order (quant/pergroup.py), each row
+                    either raw (tables by column class, as mode 1) or the difference to the row
+                    before it modulo 256 (tables by the row's class: its mean |difference|
+                    bucketed, ROW_EDGES); order, row and column classes travel as side info.
+
+Every symbol's table is known from the side information before any symbol is decoded, so the
+rANS core is the same lane-parallel numpy loop as quant/rans.py with a table index per symbol
+(tables rebuilt from one log-count byte per symbol, as there). Differences are undone after
+decoding, one row at a time across all columns.
+
+Blob (little-endian): b"gkC1", u32 n; per tensor u32 rows, u32 cols, u8 mode; u32 size +
+brotli(side info: per tensor in order, mode 2: rows x uint16 order, rows x u8 row class;
+modes 1-2: cols x u8 column class); then the rANS part: u32 lanes, u64 symbols, u32 tables,
+u32 size + brotli(table block), lanes x u64 states, u64 words, words x u32.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Sequence
+
+import numpy as np
+
+from . import pergroup, rans
+from .errors import QuantError
+
+MAGIC = b"gkC1"
+COL_CLASSES = 4
+ROW_EDGES = (0.25, 0.5, 1.0, 2.0)   # mean |row difference| class edges (in code steps)
+RAW = len(ROW_EDGES) + 1            # a row class past the edges: coded raw
+MAX_SYMBOLS = 1 << 34
+
+
+class CtxRansError(QuantError):
+    """A context-rANS blob that does not decode (truncated or corrupt)."""
+
+
+def _col_classes(x: np.ndarray) -> np.ndarray:
+    """Column class: the column's mean |code| against the tensor's quartiles of that mean."""
+    m = np.abs(x.astype(np.int64)).mean(axis=0)
+    edges = np.quantile(m, np.linspace(0, 1, COL_CLASSES + 1)[1:-1])
+    return np.searchsorted(edges, m, side="right").astype(np.uint8)
+
+
+def _transform(x: np.ndarray, mode: int) -> tuple[np.ndarray, np.ndarray, bytes]:
+    """(symbols uint8 rows x cols, table class per symbol, side info) of one tensor."""
+    rows, cols = x.shape
+    if mode == 0:
+        return x.view(np.uint8), np.zeros(x.shape, np.int64), b""
+    colc = _col_classes(x)
+    if mode == 1:
+        return x.view(np.uint8), np.broadcast_to(colc.astype(np.int64), x.shape), colc.tobytes()
+    order = pergroup.l1_chain_order(x)
+    xs = x[order]
+    diff = np.zeros_like(xs)
+    diff[1:] = (xs[1:].astype(np.int16) - xs[:-1]).astype(np.int8)  # wraps modulo 256
+    mad = np.abs(xs[1:].astype(np.int64) - xs[:-1]).mean(axis=1)
+    rowc = np.concatenate([[RAW], np.searchsorted(ROW_EDGES, mad, side="right")]).astype(np.uint8)
+    rowc[rowc == len(ROW_EDGES)] = RAW  # past the last edge: cheaper raw
+    sym = np.where((rowc < RAW)[:, None], diff, xs)
+    side = order.astype("<u2").tobytes() + rowc.tobytes() + colc.tobytes()
+    return sym.view(np.uint8), _classes(rowc, colc), side
+
+
+def _classes(rowc: np.ndarray, colc: np.ndarray) -> np.ndarray:
+    """Mode 2's table class per symbol: a difference row's own class, else its column's."""
+    return np.where((rowc < RAW)[:, None], COL_CLASSES + rowc[:, None].astype(np.int64),
+                    colc[None, :].astype(np.int64))
+
+
+def _tables_of(mode: int) -> int:
+    return COL_CLASSES + RAW if mode == 2 else (COL_CLASSES if mode == 1 else 1)
+
+
+def _untransform(sym: np.ndarray, mode: int, rowc: np.ndarray | None,
+                 order: np.ndarray | None) -> np.ndarray:
+    x = sym.view(np.int8)
+    if mode != 2:
+        return x
+    xs = x.copy()
+    for r in np.nonzero(rowc < RAW)[0]:
+        if r:
+            xs[r] = (xs[r].astype(np.int16) + xs[r - 1]).astype(np.int8)
+    out = np.empty_like(xs)
+    out[order] = xs
+    return out
+
+
+def _cost(sym: np.ndarray, cls: np.ndarray) -> float:
+    """Ideal bits of `sym` under one static table per class, plus ~5 bits per table entry."""
+    key = cls.reshape(-1).astype(np.int64) * 256 + sym.reshape(-1)
+    counts = np.bincount(key, minlength=(int(cls.max(initial=0)) + 1) * 256).reshape(-1, 256)
+    tot = counts.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bits = -(counts * np.log2(np.where(counts > 0, counts / np.maximum(tot, 1), 1))).sum()
+    used = counts > 0
+    span = sum(int(np.nonzero(u)[0][-1] - np.nonzero(u)[0][0] + 3) for u in used if u.any())
+    return float(bits) + 5.0 * span
+
+
+def choose_mode(x: np.ndarray) -> int:
+    """The cheapest mode for one tensor by ideal bits + table and side-information estimates."""
+    rows, cols = x.shape
+    side = {0: 0.0, 1: 2.0 * cols, 2: 2.0 * cols + rows * (np.log2(max(rows, 2)) + 2.0)}
+    modes = (0, 1, 2) if rows <= pergroup.MAX_ROWS else (0, 1)
+    costs = {m: _cost(*_transform(x, m)[:2]) + side[m] for m in modes}
+    return min(costs, key=costs.get)
+
+
+def encode(tensors: Sequence[tuple[str, np.ndarray]]) -> bytes:
+    """Frame of (name, int8 codes) matrices; decode() returns their codes concatenated."""
+    import brotli  # optional dependency: only the side-information block needs it
+    head = bytearray(MAGIC + struct.pack("<I", len(tensors)))
+    syms, tids, sides, base = [], [], [], 0
+    for _name, codes in tensors:
+        x = np.ascontiguousarray(codes, dtype=np.int8)
+        mode = choose_mode(x)
+        sym, cls, side = _transform(x, mode)
+        head += struct.pack("<IIB", x.shape[0], x.shape[1], mode)
+        syms.append(sym.reshape(-1))
+        tids.append(cls.reshape(-1) + base)
+        base += _tables_of(mode)
+        sides.append(side)
+    side = brotli.compress(b"".join(sides), quality=11)
+    core = _encode_core(np.concatenate(syms) if syms else np.zeros(0, np.uint8),
+                        np.concatenate(tids) if tids else np.zeros(0, np.int64), base)
+    return bytes(head) + struct.pack("<I", len(side)) + side + core
+
+
+def _encode_core(sym: np.ndarray, tid: np.ndarray, n_tables: int) -> bytes:
+    """Lane-parallel static rANS with table `tid[i]` for symbol i (quant/rans.py's coder)."""
+    import brotli  # optional dependency: only the table block needs it
+    n = sym.size
+    lanes = rans.lanes_for(n)
+    counts = np.bincount(tid * 256 + sym, minlength=n_tables * 256).reshape(n_tables, 256)
+    block, freqs = bytearray(), np.zeros((n_tables, 256), np.int64)
+    for t in range(n_tables):
+        nz = np.nonzero(counts[t])[0]
+        if nz.size == 0:
+            block += bytes((1, 0))
+            continue
+        lo, hi = int(nz[0]), int(nz[-1])
+        codes = rans.log_count_codes(counts[t, lo:hi + 1])
+        block += bytes((lo, hi)) + codes.tobytes()
+        freqs[t, lo:hi + 1] = rans.normalize(rans.counts_from_codes(codes))
+    f_flat, c_flat = rans._flat_tables(freqs)
+    key_all = tid * 256 + sym
+    state = np.full(lanes, rans.LOW, dtype=np.uint64)
+    rows = (n + lanes - 1) // lanes
+    words_by_row: list[np.ndarray] = [np.zeros(0, np.uint32)] * rows
+    for t in range(rows - 1, -1, -1):
+        start = t * lanes
+        cnt = min(lanes, n - start)
+        key = key_all[start:start + cnt]
+        f, c = f_flat[key], c_flat[key]
+        x = state[:cnt]
+        need = (x >> np.uint64(48)) >= f
+        words_by_row[t] = (x[need] & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        x = np.where(need, x >> np.uint64(32), x)
+        state[:cnt] = ((x // f) << np.uint64(rans.PROB_BITS)) + (x % f) + c
+    words = np.concatenate(words_by_row) if rows else np.zeros(0, np.uint32)
+    tables = brotli.compress(bytes(block), quality=11)
+    return (struct.pack("<IQII", lanes, n, n_tables, len(tables)) + tables
+            + state.astype("<u8").tobytes() + struct.pack("<Q", words.size)
+            + words.astype("<u4").tobytes())
+
+
+class _Reader(pergroup._Reader):
+    """pergroup's bounds-checked reader, raising this coder's error."""
+
+    def take(self, n: int) -> bytes:
+        try:
+            return super().take(n)
+        except pergroup.PergroupError as exc:
+            raise CtxRansError(str(exc).replace("per-group frame", "context-rANS blob")) from None
+
+
+def decode(blob: bytes) -> bytes:
+    """Every tensor's codes row-major, concatenated (inverse of encode)."""
+    import brotli  # optional dependency: only the side-information block needs it
+    r = _Reader(bytes(blob))
+    if r.take(4) != MAGIC:
+        raise CtxRansError("not a context-rANS blob (bad magic)")
+    (n,) = r.unpack("<I")
+    heads, total = [], 0
+    for _ in range(n):
+        rows, cols, mode = r.unpack("<IIB")
+        total += rows * cols
+        if mode > 2 or rows == 0 or cols == 0 or total > MAX_SYMBOLS or (
+                mode == 2 and rows > pergroup.MAX_ROWS):
+            raise CtxRansError(f"context-rANS blob: a tensor declares {rows} x {cols}, mode {mode}")
+        heads.append((rows, cols, mode))
+    (k,) = r.unpack("<I")
+    try:
+        side = brotli.decompress(r.take(k))
+    except brotli.error:
+        raise CtxRansError("context-rANS side information does not decode") from None
+    tids, plans, pos, base = [], [], 0, 0
+    for rows, cols, mode in heads:
+        need = {0: 0, 1: cols, 2: 3 * rows + cols}[mode]
+        part = side[pos:pos + need]
+        pos += need
+        if len(part) != need:
+            raise CtxRansError("context-rANS side information is too short")
+        order = rowc = None
+        if mode == 0:
+            cls = np.zeros(rows * cols, np.int64)
+        elif mode == 1:
+            colc = np.frombuffer(part, np.uint8).astype(np.int64)
+            cls = np.broadcast_to(colc, (rows, cols)).reshape(-1)
+        else:
+            order = pergroup._check_perm(np.frombuffer(part, "<u2", rows), "a tensor")
+            rowc = np.frombuffer(part, np.uint8, rows, 2 * rows)
+            cls = _classes(rowc, np.frombuffer(part, np.uint8, cols, 3 * rows)).reshape(-1)
+        if cls.size and cls.max() >= _tables_of(mode):
+            raise CtxRansError("context-rANS side information names a table that does not exist")
+        tids.append(cls + base)
+        plans.append((rows, cols, mode, rowc, order))
+        base += _tables_of(mode)
+    if pos != len(side):
+        raise CtxRansError("context-rANS side information has trailing bytes")
+    tid = np.concatenate(tids) if tids else np.zeros(0, np.int64)
+    sym = _decode_core(r, tid, base)
+    out, off = [], 0
+    for rows, cols, mode, rowc, order in plans:
+        s = sym[off:off + rows * cols].reshape(rows, cols)
+        off += rows * cols
+        out.append(_untransform(s, mode, rowc, order).tobytes())
+    return b"".join(out)
+
+
+def _decode_core(r: _Reader, tid: np.ndarray, n_tables: int) -> np.ndarray:
+    import brotli  # optional dependency: only the table block needs it
+    lanes, n, tables, tlen = r.unpack("<IQII")
+    if n != tid.size or tables != n_tables or not 1 <= lanes <= 1 << 16:
+        raise CtxRansError("context-rANS core does not match its headers")
+    try:
+        block = brotli.decompress(r.take(tlen))
+    except brotli.error:
+        raise CtxRansError("context-rANS tables do not decode") from None
+    try:
+        freqs = rans._parse_tables(block, n_tables)
+    except (rans.RansError, IndexError, ValueError) as exc:
+        raise CtxRansError(f"context-rANS tables are corrupt ({exc})") from None
+    state = np.frombuffer(r.take(8 * lanes), "<u8").astype(np.uint64)
+    (n_words,) = r.unpack("<Q")
+    words = np.frombuffer(r.take(4 * n_words), "<u4").astype(np.uint64)
+    if r.pos != len(r.data):
+        raise CtxRansError("context-rANS blob has trailing bytes")
+    f_flat, c_flat = rans._flat_tables(freqs)
+    lookup = np.zeros((n_tables, rans.M), dtype=np.uint8)
+    for t in np.nonzero(freqs.sum(axis=1))[0]:
+        lookup[t] = np.repeat(np.arange(256, dtype=np.uint8), freqs[t])
+    lookup = lookup.reshape(-1)
+    out = np.empty(n, dtype=np.uint8)
+    ptr, mask = 0, np.uint64(rans.M - 1)
+    for t in range((n + lanes - 1) // lanes):
+        start = t * lanes
+        cnt = min(lanes, n - start)
+        seg = tid[start:start + cnt]
+        x = state[:cnt]
+        slot = x & mask
+        s = lookup[seg * rans.M + slot.astype(np.int64)]
+        key = seg * 256 + s
+        if np.any(f_flat[key] == 0):
+            raise CtxRansError("context-rANS blob is corrupt (a symbol outside its table)")
+        x = f_flat[key] * (x >> np.uint64(rans.PROB_BITS)) + slot - c_flat[key]
+        need = x < rans.LOW
+        k = int(need.sum())
+        if ptr + k > words.size:
+            raise CtxRansError("context-rANS blob is truncated (ran out of words)")
+        x[need] = (x[need] << np.uint64(32)) | words[ptr:ptr + k]
+        ptr += k
+        state[:cnt] = x
+        out[start:start + cnt] = s
+    if ptr != words.size or not np.all(state == rans.LOW):
+        raise CtxRansError("context-rANS blob is corrupt (final states or word count)")
+    return out
