@@ -13,14 +13,20 @@ than others. This coder captures both with static tables chosen per tensor by ex
                     either raw (tables by column class, as mode 1) or the difference to the row
                     before it modulo 256 (tables by the row's class: its mean |difference|
                     bucketed, ROW_EDGES); order, row and column classes travel as side info.
+  mode 3 "above":   as mode 2, but a raw row's symbol takes its table from the symbol above it
+                    (clipped to +-ABOVE): neighbouring sorted rows that are too far apart to
+                    code as differences still share signs and sizes.
 
-Every symbol's table is known from the side information before any symbol is decoded, so the
-rANS core is the same lane-parallel numpy loop as quant/rans.py with a table index per symbol
-(tables rebuilt from one log-count byte per symbol, as there). Differences are undone after
-decoding, one row at a time across all columns.
+In modes 0-2 every symbol's table is known from the side information before any symbol is
+decoded; in mode 3 it is known once the row above is decoded, so the lanes are capped at that
+tensor's width (a row above is always at least one lane step back). The rANS core is
+quant/rans.py's lane-parallel numpy loop with a table index per symbol (tables rebuilt from one
+log-count byte per symbol, as there). Differences are undone after decoding, one row at a time
+across all columns. Measured on a trained CPU-preset model's record_1855 codes (docs/container.md):
+2.6 KB (0.8 %) under the records' per-group lrzip container, encode 1.3 s, decode 0.3 s.
 
 Blob (little-endian): b"gkC1", u32 n; per tensor u32 rows, u32 cols, u8 mode; u32 size +
-brotli(side info: per tensor in order, mode 2: rows x uint16 order, rows x u8 row class;
+brotli(side info: per tensor in order, modes 2-3: rows x uint16 order, rows x u8 row class;
 modes 1-2: cols x u8 column class); then the rANS part: u32 lanes, u64 symbols, u32 tables,
 u32 size + brotli(table block), lanes x u64 states, u64 words, words x u32.
 """
@@ -36,6 +42,9 @@ from .errors import QuantError
 
 MAGIC = b"gkC1"
 COL_CLASSES = 4
+ABOVE = 2                           # mode 3: the symbol above, clipped to +-ABOVE, is the context
+DELTA0 = max(COL_CLASSES, 2 * ABOVE + 1)  # modes 2-3: difference rows' tables start here
+MIN_COLS_ABOVE = 64                 # mode 3 sets lanes <= cols: only for rows this wide
 ROW_EDGES = (0.25, 0.5, 1.0, 2.0)   # mean |row difference| class edges (in code steps)
 RAW = len(ROW_EDGES) + 1            # a row class past the edges: coded raw
 MAX_SYMBOLS = 1 << 34
@@ -54,7 +63,6 @@ def _col_classes(x: np.ndarray) -> np.ndarray:
 
 def _transform(x: np.ndarray, mode: int) -> tuple[np.ndarray, np.ndarray, bytes]:
     """(symbols uint8 rows x cols, table class per symbol, side info) of one tensor."""
-    rows, cols = x.shape
     if mode == 0:
         return x.view(np.uint8), np.zeros(x.shape, np.int64), b""
     colc = _col_classes(x)
@@ -67,25 +75,36 @@ def _transform(x: np.ndarray, mode: int) -> tuple[np.ndarray, np.ndarray, bytes]
     mad = np.abs(xs[1:].astype(np.int64) - xs[:-1]).mean(axis=1)
     rowc = np.concatenate([[RAW], np.searchsorted(ROW_EDGES, mad, side="right")]).astype(np.uint8)
     rowc[rowc == len(ROW_EDGES)] = RAW  # past the last edge: cheaper raw
-    sym = np.where((rowc < RAW)[:, None], diff, xs)
-    side = order.astype("<u2").tobytes() + rowc.tobytes() + colc.tobytes()
-    return sym.view(np.uint8), _classes(rowc, colc), side
+    sym = np.where((rowc < RAW)[:, None], diff, xs).view(np.uint8)
+    side = order.astype("<u2").tobytes() + rowc.tobytes()
+    if mode == 2:
+        return sym, _classes(rowc, colc), side + colc.tobytes()
+    above = np.zeros_like(sym)
+    above[1:] = sym[:-1]
+    return sym, _classes(rowc, _above_class(above)), side
 
 
-def _classes(rowc: np.ndarray, colc: np.ndarray) -> np.ndarray:
-    """Mode 2's table class per symbol: a difference row's own class, else its column's."""
-    return np.where((rowc < RAW)[:, None], COL_CLASSES + rowc[:, None].astype(np.int64),
-                    colc[None, :].astype(np.int64))
+def _above_class(above: np.ndarray) -> np.ndarray:
+    """Mode 3's class of a raw-row symbol: the symbol above it (as int8) clipped to +-ABOVE."""
+    return np.clip(above.view(np.int8).astype(np.int64), -ABOVE, ABOVE) + ABOVE
+
+
+def _classes(rowc: np.ndarray, raw_class: np.ndarray) -> np.ndarray:
+    """Modes 2-3: a difference row's symbols use its row class's table (after the raw ones),
+    a raw row's its column class (mode 2, per column) or class of the symbol above (mode 3)."""
+    delta = DELTA0 + rowc[:, None].astype(np.int64)
+    raw = raw_class if raw_class.ndim == 2 else raw_class[None, :].astype(np.int64)
+    return np.where((rowc < RAW)[:, None], delta, raw)
 
 
 def _tables_of(mode: int) -> int:
-    return COL_CLASSES + RAW if mode == 2 else (COL_CLASSES if mode == 1 else 1)
+    return (1, COL_CLASSES, DELTA0 + len(ROW_EDGES), DELTA0 + len(ROW_EDGES))[mode]
 
 
 def _untransform(sym: np.ndarray, mode: int, rowc: np.ndarray | None,
                  order: np.ndarray | None) -> np.ndarray:
     x = sym.view(np.int8)
-    if mode != 2:
+    if mode < 2:
         return x
     xs = x.copy()
     for r in np.nonzero(rowc < RAW)[0]:
@@ -111,10 +130,21 @@ def _cost(sym: np.ndarray, cls: np.ndarray) -> float:
 def choose_mode(x: np.ndarray) -> int:
     """The cheapest mode for one tensor by ideal bits + table and side-information estimates."""
     rows, cols = x.shape
-    side = {0: 0.0, 1: 2.0 * cols, 2: 2.0 * cols + rows * (np.log2(max(rows, 2)) + 2.0)}
-    modes = (0, 1, 2) if rows <= pergroup.MAX_ROWS else (0, 1)
+    order = rows * (np.log2(max(rows, 2)) + 2.0)
+    side = {0: 0.0, 1: 2.0 * cols, 2: 2.0 * cols + order, 3: order}
+    modes = [0, 1] + ([2] if rows <= pergroup.MAX_ROWS else [])
+    modes += [3] if rows <= pergroup.MAX_ROWS and cols >= MIN_COLS_ABOVE else []
     costs = {m: _cost(*_transform(x, m)[:2]) + side[m] for m in modes}
     return min(costs, key=costs.get)
+
+
+def _dependencies(rows: int, cols: int, rowc: np.ndarray, first: int) -> np.ndarray:
+    """Mode 3: for each symbol of a raw row after the first, the flat index of the symbol above
+    it (whose value sets its table); -1 elsewhere. `first` is the tensor's first flat index."""
+    dep = np.full((rows, cols), -1, np.int64)
+    raw = np.nonzero(rowc[1:] == RAW)[0] + 1
+    dep[raw] = first + (raw[:, None] - 1) * cols + np.arange(cols)[None, :]
+    return dep.reshape(-1)
 
 
 def encode(tensors: Sequence[tuple[str, np.ndarray]]) -> bytes:
@@ -122,6 +152,7 @@ def encode(tensors: Sequence[tuple[str, np.ndarray]]) -> bytes:
     import brotli  # optional dependency: only the side-information block needs it
     head = bytearray(MAGIC + struct.pack("<I", len(tensors)))
     syms, tids, sides, base = [], [], [], 0
+    lanes = rans.lanes_for(sum(int(np.asarray(c).size) for _n, c in tensors))
     for _name, codes in tensors:
         x = np.ascontiguousarray(codes, dtype=np.int8)
         mode = choose_mode(x)
@@ -131,17 +162,18 @@ def encode(tensors: Sequence[tuple[str, np.ndarray]]) -> bytes:
         tids.append(cls.reshape(-1) + base)
         base += _tables_of(mode)
         sides.append(side)
+        if mode == 3:  # a symbol's context is decoded a row earlier: at least one lane step
+            lanes = min(lanes, x.shape[1])
     side = brotli.compress(b"".join(sides), quality=11)
     core = _encode_core(np.concatenate(syms) if syms else np.zeros(0, np.uint8),
-                        np.concatenate(tids) if tids else np.zeros(0, np.int64), base)
+                        np.concatenate(tids) if tids else np.zeros(0, np.int64), base, lanes)
     return bytes(head) + struct.pack("<I", len(side)) + side + core
 
 
-def _encode_core(sym: np.ndarray, tid: np.ndarray, n_tables: int) -> bytes:
+def _encode_core(sym: np.ndarray, tid: np.ndarray, n_tables: int, lanes: int) -> bytes:
     """Lane-parallel static rANS with table `tid[i]` for symbol i (quant/rans.py's coder)."""
     import brotli  # optional dependency: only the table block needs it
     n = sym.size
-    lanes = rans.lanes_for(n)
     counts = np.bincount(tid * 256 + sym, minlength=n_tables * 256).reshape(n_tables, 256)
     block, freqs = bytearray(), np.zeros((n_tables, 256), np.int64)
     for t in range(n_tables):
@@ -196,8 +228,8 @@ def decode(blob: bytes) -> bytes:
     for _ in range(n):
         rows, cols, mode = r.unpack("<IIB")
         total += rows * cols
-        if mode > 2 or rows == 0 or cols == 0 or total > MAX_SYMBOLS or (
-                mode == 2 and rows > pergroup.MAX_ROWS):
+        if mode > 3 or rows == 0 or cols == 0 or total > MAX_SYMBOLS or (
+                mode >= 2 and rows > pergroup.MAX_ROWS):
             raise CtxRansError(f"context-rANS blob: a tensor declares {rows} x {cols}, mode {mode}")
         heads.append((rows, cols, mode))
     (k,) = r.unpack("<I")
@@ -205,14 +237,15 @@ def decode(blob: bytes) -> bytes:
         side = brotli.decompress(r.take(k))
     except brotli.error:
         raise CtxRansError("context-rANS side information does not decode") from None
-    tids, plans, pos, base = [], [], 0, 0
+    tids, deps, plans, pos, base, first = [], [], [], 0, 0, 0
     for rows, cols, mode in heads:
-        need = {0: 0, 1: cols, 2: 3 * rows + cols}[mode]
+        need = (0, cols, 3 * rows + cols, 3 * rows)[mode]
         part = side[pos:pos + need]
         pos += need
         if len(part) != need:
             raise CtxRansError("context-rANS side information is too short")
         order = rowc = None
+        dep = np.full(rows * cols, -1, np.int64)
         if mode == 0:
             cls = np.zeros(rows * cols, np.int64)
         elif mode == 1:
@@ -221,16 +254,26 @@ def decode(blob: bytes) -> bytes:
         else:
             order = pergroup._check_perm(np.frombuffer(part, "<u2", rows), "a tensor")
             rowc = np.frombuffer(part, np.uint8, rows, 2 * rows)
-            cls = _classes(rowc, np.frombuffer(part, np.uint8, cols, 3 * rows)).reshape(-1)
-        if cls.size and cls.max() >= _tables_of(mode):
+            raw = (np.frombuffer(part, np.uint8, cols, 3 * rows) if mode == 2
+                   else np.zeros((rows, cols), np.int64))  # mode 3: + the class above, later
+            cls = _classes(rowc, raw).reshape(-1)
+            if mode == 3:
+                dep = _dependencies(rows, cols, rowc, first)
+                cls = np.where((rowc == RAW)[:, None] & (np.arange(rows) == 0)[:, None],
+                               ABOVE, cls.reshape(rows, cols)).reshape(-1)  # row 0: above 0
+        if cls.size and (cls.max() >= _tables_of(mode) or (rowc is not None and (
+                (rowc > RAW).any() or (rowc == len(ROW_EDGES)).any()))):
             raise CtxRansError("context-rANS side information names a table that does not exist")
         tids.append(cls + base)
+        deps.append(dep)
         plans.append((rows, cols, mode, rowc, order))
         base += _tables_of(mode)
+        first += rows * cols
     if pos != len(side):
         raise CtxRansError("context-rANS side information has trailing bytes")
     tid = np.concatenate(tids) if tids else np.zeros(0, np.int64)
-    sym = _decode_core(r, tid, base)
+    dep = np.concatenate(deps) if deps else np.zeros(0, np.int64)
+    sym = _decode_core(r, tid, dep, base, min([c for _r, c, m in heads if m == 3], default=None))
     out, off = [], 0
     for rows, cols, mode, rowc, order in plans:
         s = sym[off:off + rows * cols].reshape(rows, cols)
@@ -239,10 +282,14 @@ def decode(blob: bytes) -> bytes:
     return b"".join(out)
 
 
-def _decode_core(r: _Reader, tid: np.ndarray, n_tables: int) -> np.ndarray:
+def _decode_core(r: _Reader, tid: np.ndarray, dep: np.ndarray, n_tables: int,
+                 min_cols_above: int | None) -> np.ndarray:
+    """Symbols of the rANS part; a symbol with dep >= 0 adds the class of the symbol at dep
+    (decoded at least one lane step earlier, since lanes <= the cols of such a tensor)."""
     import brotli  # optional dependency: only the table block needs it
     lanes, n, tables, tlen = r.unpack("<IQII")
-    if n != tid.size or tables != n_tables or not 1 <= lanes <= 1 << 16:
+    if (n != tid.size or tables != n_tables or not 1 <= lanes <= 1 << 16
+            or (min_cols_above is not None and lanes > min_cols_above)):
         raise CtxRansError("context-rANS core does not match its headers")
     try:
         block = brotli.decompress(r.take(tlen))
@@ -268,6 +315,9 @@ def _decode_core(r: _Reader, tid: np.ndarray, n_tables: int) -> np.ndarray:
         start = t * lanes
         cnt = min(lanes, n - start)
         seg = tid[start:start + cnt]
+        d = dep[start:start + cnt]
+        if (d >= 0).any():
+            seg = seg + np.where(d >= 0, _above_class(out[np.maximum(d, 0)]), 0)
         x = state[:cnt]
         slot = x & mask
         s = lookup[seg * rans.M + slot.astype(np.int64)]

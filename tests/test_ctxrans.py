@@ -43,6 +43,30 @@ def test_round_trips_every_mode_bit_exactly_and_picks_the_mode_that_fits():
     assert ctxrans.decode(blob) == b"".join(m.tobytes() for _n, m in mats)
 
 
+def _correlated_rows(rows: int, cols: int, seed: int) -> np.ndarray:
+    """Each row 0.8 x the row before plus noise: too far apart to code as differences, but the
+    code above predicts the sign and size of the code below."""
+    g = np.random.default_rng(seed)
+    x = np.zeros((rows, cols))
+    for r in range(1, rows):
+        x[r] = 0.8 * x[r - 1] + g.normal(0, 3, cols)
+    return np.clip(np.rint(x), -31, 31).astype(np.int8)
+
+
+def test_context_of_the_code_above_round_trips_beside_a_long_tensor():
+    """Mode 3 reads each raw row's contexts from the row decoded before it, so the lanes are
+    capped at its width even when another tensor would want more lanes."""
+    x = _correlated_rows(256, 96, 3)
+    assert ctxrans.choose_mode(x) == 3
+    mats = [("a", x), ("b", _gauss(80, 7000, 10))]
+    blob = ctxrans.encode(mats)
+    lanes = int.from_bytes(blob[blob.index(b"gkC1") + 4 + 4 + 2 * 9 + 4 + int.from_bytes(
+        blob[26:30], "little"):][:4], "little")
+    assert lanes <= 96 < rans.lanes_for(x.size + 80 * 7000)
+    assert ctxrans.decode(blob) == b"".join(m.tobytes() for _n, m in mats)
+    assert len(ctxrans.encode([("a", x)])) < 0.95 * len(rans.encode(x.tobytes()))
+
+
 def test_row_differences_wrap_modulo_256():
     x = np.array([[127, -128, 0], [-128, 127, 1], [127, -128, 0], [126, -127, 1]], np.int8)
     sym, _cls, _side = ctxrans._transform(x, 2)
