@@ -52,10 +52,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .codec import FRAMED, StreamCache, compress, decompress, shuffle, unshuffle
+from .codec import FRAMED, StreamCache, compress, decompress, framed_takes, shuffle, unshuffle
 from .errors import ArtifactError, ConfigMismatchError
 from .logscale import pack_scale_codes, plane_lengths, unpack_scale_codes
-from .pergroup import group_of
 from .lqer import LqerFormat, lqer_from_bytes
 from .scalar import log_scale_value
 from .tensors import QTensor, dequant_tensor
@@ -298,7 +297,7 @@ def _framed_codes(raw_streams: dict[str, bytearray], entries: list[dict],
         return None
     mats = [(e["name"], np.frombuffer(bytes(raw_streams[f"codes/{e['name']}"]), np.int8)
              .reshape(e["rows"], e["cols"])) for e in entries if e["kind"] == "quant"
-            and (codec != "pergroup_v1" or group_of(e["name"]) is not None)]
+            and framed_takes(codec, e["name"])]
     if not mats:
         return None
     frame = cache.framed(codec, mats)

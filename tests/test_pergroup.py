@@ -121,3 +121,12 @@ def test_record_method_without_lrzip_stops_instead_of_falling_back(monkeypatch, 
     for method in ("record_1855", "record_2135"):
         with pytest.raises(pergroup.LrzipMissing, match="apt-get install lrzip"):
             quant.quantize_model(sd, method=method, policy=quant.QuantPolicy(small_numel=100))
+
+
+def test_framed_coders_stay_out_of_the_packed_script():
+    """The records' lrzip container and the opt-in context rANS cost a submission code bytes
+    and its artifacts use neither: quant.codec imports them only where it uses them."""
+    from golf.submission.amalgamate import module_closure
+    mods = module_closure("golf.main").modules
+    assert "quant.codec" in mods and "quant.artifact" in mods
+    assert "quant.pergroup" not in mods and "quant.ctxrans" not in mods
