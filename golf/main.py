@@ -36,7 +36,8 @@ from golf.model import GPT
 from golf.plots import plot_loss_curves
 from golf.rules import CAP_BYTES, eval_mode, run_eval_mode
 from golf.train import make_logger, train
-from quant.codec import compress_workers
+from quant.codec import compress_workers, framed_problems
+from quant.records import RECORD_METHODS, record_policy
 
 
 def _truthy(value: str | None) -> bool:
@@ -233,19 +234,23 @@ def budget_problems(cfg: Config) -> list[str]:
             f"above {floor:,} (the challenge cap is {CAP_BYTES:,})"]
 
 
-def env_problems() -> list[str]:
-    """Settings read outside Config (quant/ parses its own, since it must not import golf)."""
+def env_problems(cfg: Config | None = None) -> list[str]:
+    """Settings read outside Config (quant/ parses its own, since it must not import golf), and
+    what QUANT_METHOD needs from the machine (the records' container needs lrzip)."""
+    out = []
     try:
         compress_workers()
     except ValueError as exc:
-        return [str(exc)]
-    return []
+        out.append(str(exc))
+    if cfg is not None and cfg.quant_method in RECORD_METHODS:
+        out += framed_problems(record_policy(cfg.quant_method, quant.QuantPolicy()).compressors)
+    return out
 
 
 def preflight(cfg: Config) -> Config:
     """Every setting checked before any data is read or anything is written: one ConfigError
     lists the config's own problems, the byte budget and the environment's together."""
-    return cfg.validate(extra=budget_problems(cfg) + env_problems())
+    return cfg.validate(extra=budget_problems(cfg) + env_problems(cfg))
 
 
 def submission_folder(run_dir: Path, out_dir: str | None) -> str | None:

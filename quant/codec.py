@@ -73,6 +73,20 @@ def _framed(codec: str):
                          "artifacts with a golfkit checkout") from None
 
 
+def framed_problems(codecs: tuple[str, ...]) -> list[str]:
+    """Why the framed coders among `codecs` cannot run here (lrzip missing, or a packed script
+    without them), one line each: checked before training, so a baseline does not stop after."""
+    out = []
+    for codec in (c for c in codecs if c in FRAMED):
+        try:
+            mod = _framed(codec)
+            if codec.startswith("pergroup"):
+                mod.lrzip_binary()
+        except QuantError as exc:
+            out.append(str(exc))
+    return out
+
+
 def framed_encode(codec: str, mats: list[tuple[str, np.ndarray]]) -> bytes:
     """A FRAMED codec's frame of (name, int8 codes) matrices."""
     name = {"pergroup_v1": "encode_v1", "pergroup_v2": "encode_v2", "ctxrans": "encode"}[codec]

@@ -130,3 +130,17 @@ def test_framed_coders_stay_out_of_the_packed_script():
     mods = module_closure("golf.main").modules
     assert "quant.codec" in mods and "quant.artifact" in mods
     assert "quant.pergroup" not in mods and "quant.ctxrans" not in mods
+
+
+def test_a_record_method_without_lrzip_is_refused_before_training(monkeypatch, tmp_path):
+    """The main job's preflight names the install for QUANT_METHOD=record_1855 / record_2135,
+    so the baseline does not stop after training; other methods need nothing."""
+    from golf.config import Config
+    from golf.main import env_problems
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("GOLF_COMPRESS_THREADS", raising=False)
+    for method in ("record_1855", "record_2135"):
+        problems = env_problems(Config().replace(quant_method=method))
+        assert len(problems) == 1 and "apt-get install lrzip" in problems[0]
+    assert env_problems(Config().replace(quant_method="gptq")) == []
+    assert env_problems(Config().replace(quant_method="record_1060")) == []
