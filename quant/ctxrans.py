@@ -23,7 +23,7 @@ tensor's width (a row above is always at least one lane step back). The rANS cor
 quant/rans.py's lane-parallel numpy loop with a table index per symbol (tables rebuilt from one
 log-count byte per symbol, as there). Differences are undone after decoding, one row at a time
 across all columns. Measured on a trained CPU-preset model's record_1855 codes (docs/container.md):
-2.6 KB (0.8 %) under the records' per-group lrzip container, encode 1.3 s, decode 0.3 s.
+2.7 KB (0.8 %) under the records' per-group lrzip container; encode 0.7 s, decode 0.3 s.
 
 Blob (little-endian): b"gkC1", u32 n; per tensor u32 rows, u32 cols, u8 mode; u32 size +
 brotli(side info: per tensor in order, modes 2-3: rows x uint16 order, rows x u8 row class;
@@ -61,14 +61,16 @@ def _col_classes(x: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges, m, side="right").astype(np.uint8)
 
 
-def _transform(x: np.ndarray, mode: int) -> tuple[np.ndarray, np.ndarray, bytes]:
-    """(symbols uint8 rows x cols, table class per symbol, side info) of one tensor."""
+def _transform(x: np.ndarray, mode: int, order: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, bytes]:
+    """(symbols uint8 rows x cols, table class per symbol, side info) of one tensor; modes 2-3
+    take the L1 chain `order` when the caller has it (it is O(rows^2 cols) to compute)."""
     if mode == 0:
         return x.view(np.uint8), np.zeros(x.shape, np.int64), b""
     colc = _col_classes(x)
     if mode == 1:
         return x.view(np.uint8), np.broadcast_to(colc.astype(np.int64), x.shape), colc.tobytes()
-    order = pergroup.l1_chain_order(x)
+    order = pergroup.l1_chain_order(x) if order is None else order
     xs = x[order]
     diff = np.zeros_like(xs)
     diff[1:] = (xs[1:].astype(np.int16) - xs[:-1]).astype(np.int8)  # wraps modulo 256
@@ -129,13 +131,24 @@ def _cost(sym: np.ndarray, cls: np.ndarray) -> float:
 
 def choose_mode(x: np.ndarray) -> int:
     """The cheapest mode for one tensor by ideal bits + table and side-information estimates."""
+    return _plan(x)[0]
+
+
+def _plan(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, bytes]:
+    """(mode, symbols, classes, side info) of the cheapest mode; the row order computed once."""
     rows, cols = x.shape
-    order = rows * (np.log2(max(rows, 2)) + 2.0)
-    side = {0: 0.0, 1: 2.0 * cols, 2: 2.0 * cols + order, 3: order}
+    order_bits = rows * (np.log2(max(rows, 2)) + 2.0)
+    side = {0: 0.0, 1: 2.0 * cols, 2: 2.0 * cols + order_bits, 3: order_bits}
     modes = [0, 1] + ([2] if rows <= pergroup.MAX_ROWS else [])
     modes += [3] if rows <= pergroup.MAX_ROWS and cols >= MIN_COLS_ABOVE else []
-    costs = {m: _cost(*_transform(x, m)[:2]) + side[m] for m in modes}
-    return min(costs, key=costs.get)
+    order = pergroup.l1_chain_order(x) if len(modes) > 2 else None
+    best: tuple[float, int, tuple] | None = None
+    for m in modes:
+        t = _transform(x, m, order)
+        cost = _cost(t[0], t[1]) + side[m]
+        if best is None or cost < best[0]:
+            best = (cost, m, t)
+    return (best[1], *best[2])
 
 
 def _dependencies(rows: int, cols: int, rowc: np.ndarray, first: int) -> np.ndarray:
@@ -155,8 +168,7 @@ def encode(tensors: Sequence[tuple[str, np.ndarray]]) -> bytes:
     lanes = rans.lanes_for(sum(int(np.asarray(c).size) for _n, c in tensors))
     for _name, codes in tensors:
         x = np.ascontiguousarray(codes, dtype=np.int8)
-        mode = choose_mode(x)
-        sym, cls, side = _transform(x, mode)
+        mode, sym, cls, side = _plan(x)
         head += struct.pack("<IIB", x.shape[0], x.shape[1], mode)
         syms.append(sym.reshape(-1))
         tids.append(cls.reshape(-1) + base)
