@@ -36,7 +36,7 @@ from golf.model import GPT
 from golf.plots import plot_loss_curves
 from golf.rules import CAP_BYTES, eval_mode, run_eval_mode
 from golf.train import make_logger, train
-from quant.codec import compress_workers, framed_problems
+from quant.codec import FRAMED, compress_workers, framed_problems
 from quant.records import RECORD_METHODS, record_policy
 
 
@@ -362,6 +362,11 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
 
     if do_pack is None:
         do_pack = _truthy(os.environ.get("PACK", "1"))
+    if do_pack and unpackable_method(cfg.quant_method):
+        log(f"pack:skipped (QUANT_METHOD={cfg.quant_method} stores its codes in the records' "
+            "lrzip container, which the packed script does not carry: a baseline to measure, "
+            "not a submission)")
+        do_pack = False
     if do_pack:
         try:
             from golf.submission import pack_run  # guarded: not in the packed script
@@ -385,6 +390,12 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
         log(over_cap_warning(cfg.quant_method, summary))
     print_summary(summary, log)
     return summary
+
+
+def unpackable_method(method: str) -> bool:
+    """Whether QUANT_METHOD's artifacts use a framed coder the packed script leaves out."""
+    return method in RECORD_METHODS and any(
+        c in FRAMED for c in record_policy(method, quant.QuantPolicy()).compressors)
 
 
 def over_cap_warning(method: str, summary: dict) -> str:
