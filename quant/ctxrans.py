@@ -256,26 +256,7 @@ def decode(blob: bytes) -> bytes:
         pos += need
         if len(part) != need:
             raise CtxRansError("context-rANS side information is too short")
-        order = rowc = None
-        dep = np.full(rows * cols, -1, np.int64)
-        if mode == 0:
-            cls = np.zeros(rows * cols, np.int64)
-        elif mode == 1:
-            colc = np.frombuffer(part, np.uint8).astype(np.int64)
-            cls = np.broadcast_to(colc, (rows, cols)).reshape(-1)
-        else:
-            order = pergroup._check_perm(np.frombuffer(part, "<u2", rows), "a tensor")
-            rowc = np.frombuffer(part, np.uint8, rows, 2 * rows)
-            raw = (np.frombuffer(part, np.uint8, cols, 3 * rows) if mode == 2
-                   else np.zeros((rows, cols), np.int64))  # mode 3: + the class above, later
-            cls = _classes(rowc, raw).reshape(-1)
-            if mode == 3:
-                dep = _dependencies(rows, cols, rowc, first)
-                cls = np.where((rowc == RAW)[:, None] & (np.arange(rows) == 0)[:, None],
-                               ABOVE, cls.reshape(rows, cols)).reshape(-1)  # row 0: above 0
-        if cls.size and (cls.max() >= _tables_of(mode) or (rowc is not None and (
-                (rowc > RAW).any() or (rowc == len(ROW_EDGES)).any()))):
-            raise CtxRansError("context-rANS side information names a table that does not exist")
+        cls, dep, rowc, order = _side_plan(part, rows, cols, mode, first)
         tids.append(cls + base)
         deps.append(dep)
         plans.append((rows, cols, mode, rowc, order))
@@ -292,6 +273,33 @@ def decode(blob: bytes) -> bytes:
         off += rows * cols
         out.append(_untransform(s, mode, rowc, order).tobytes())
     return b"".join(out)
+
+
+def _side_plan(part: bytes, rows: int, cols: int, mode: int, first: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """One tensor's (static table class, dependency, row classes, row order) per symbol from
+    its side information; mode 3's raw rows add the class of the symbol above when decoded."""
+    order = rowc = None
+    dep = np.full(rows * cols, -1, np.int64)
+    if mode == 0:
+        cls = np.zeros(rows * cols, np.int64)
+    elif mode == 1:
+        colc = np.frombuffer(part, np.uint8).astype(np.int64)
+        cls = np.broadcast_to(colc, (rows, cols)).reshape(-1)
+    else:
+        order = pergroup._check_perm(np.frombuffer(part, "<u2", rows), "a tensor")
+        rowc = np.frombuffer(part, np.uint8, rows, 2 * rows)
+        raw = (np.frombuffer(part, np.uint8, cols, 3 * rows) if mode == 2
+               else np.zeros((rows, cols), np.int64))
+        cls = _classes(rowc, raw).reshape(-1)
+        if mode == 3:
+            dep = _dependencies(rows, cols, rowc, first)
+            cls = np.where((rowc == RAW)[:, None] & (np.arange(rows) == 0)[:, None],
+                           ABOVE, cls.reshape(rows, cols)).reshape(-1)  # row 0: above is 0
+    if cls.size and (cls.max() >= _tables_of(mode) or (rowc is not None and (
+            (rowc > RAW).any() or (rowc == len(ROW_EDGES)).any()))):
+        raise CtxRansError("context-rANS side information names a table that does not exist")
+    return cls, dep, rowc, order
 
 
 def _decode_core(r: _Reader, tid: np.ndarray, dep: np.ndarray, n_tables: int,
