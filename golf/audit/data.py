@@ -1,0 +1,161 @@
+"""Data checks: train shard count, val token count and coverage, the doubled path, overlap.
+
+Why: a data-prep default (`--val-docs 10000`) put 80 % of the validation documents in the
+training shards; its fingerprint is `train_shards: 1499` (#2127, #2130 excluded), while the
+canonical exports have 80 train shards and fixed val token counts. Truncated or re-split val
+shards changed the denominator (#1923, #2109, #1854). With --data DIR the shards themselves
+are compared: no validation document may appear in a training shard.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from golf.audit import facts
+from golf.audit.context import Context
+from golf.audit.report import FAIL, PASS, WARN, Verdict, na
+from golf.data.shards import find_shards, read_header, read_shard
+
+CANONICAL_TRAIN_SHARDS = 80
+LEAKY_TRAIN_SHARDS = 1499
+BOS_ID = 1
+# Dropped fraction of the split's targets: up to a partial last sequence is accepted practice
+# (#1855/#2135 drop 1,823 of 47,853,343); up to 1 % is flagged; more is a truncated split
+# (#1854 scored 17 %).
+TAIL_OK = 1e-4
+TRUNCATED = 1e-2
+
+
+@dataclass(frozen=True)
+class ValSplit:
+    """A published validation export: the logged token counts and the full stream length."""
+    name: str
+    vocab: int
+    logged: tuple[int, ...]
+    full_tokens: int | None
+
+
+CANONICAL_VAL = (
+    ValSplit("sp1024", 1024, (62_021_632,), 62_021_846),
+    ValSplit("sp1024 launch export (superseded, #837)", 1024, (63_779_840,), None),
+    ValSplit("sp4096", 4096, (45_508_608, 45_514_752), None),
+    ValSplit("sp8192", 8192, (40_540_160,), None),
+    ValSplit("sp8192 CaseOps", 8192, (47_851_520, 47_853_343, 47_853_344), 47_853_344),
+    ValSplit("byte260", 260, (151_130_112,), None),
+)
+
+
+def match_split(tokens: int) -> ValSplit | None:
+    """The canonical export whose logged count is within one token of `tokens` (+1 for BOS)."""
+    return next((s for s in CANONICAL_VAL if any(abs(tokens - n) <= 1 for n in s.logged)), None)
+
+
+def check_train_shards(ctx: Context) -> Verdict:
+    v = Verdict(PASS)
+    for log in ctx.folder.logs:
+        hit = facts.number(log, facts.TRAIN_SHARDS, last=False)
+        if not hit:
+            continue
+        n = int(hit[0])
+        status = FAIL if n == LEAKY_TRAIN_SHARDS else PASS if n == CANONICAL_TRAIN_SHARDS else WARN
+        why = {FAIL: " - the --val-docs 10000 leak fingerprint (#2127): validation documents "
+               "in training", WARN: " - not the canonical export; reviewers rerun with the "
+               "logged count (#1334)", PASS: ""}[status]
+        v.add(status, f"{hit[1]}: train_shards {n} (canonical {CANONICAL_TRAIN_SHARDS}){why}")
+    return v if v.evidence else na("no log prints train_shards")
+
+
+def val_tokens(ctx: Context) -> list[tuple[int, str]]:
+    return [(int(h[0]), h[1]) for log in ctx.folder.logs
+            if (h := facts.number(log, facts.VAL_TOKENS, last=False))]
+
+
+def check_val_tokens(ctx: Context) -> Verdict:
+    found = val_tokens(ctx)
+    if not found:
+        return na("no log prints val_tokens")
+    v = Verdict(PASS)
+    for n, where in found:
+        split = match_split(n)
+        if split:
+            v.add(PASS, f"{where}: val_tokens {n:,} = the canonical {split.name} export")
+        else:
+            v.add(FAIL, f"{where}: val_tokens {n:,} matches no canonical export ("
+                  + ", ".join(f"{s.name} {s.logged[0]:,}" for s in CANONICAL_VAL[:5])
+                  + "): truncated or re-split validation data (#1923, #2109)")
+    return v
+
+
+def check_coverage(ctx: Context) -> Verdict:
+    """Targets the reported number scores vs the full split (truncated diagnostics flagged)."""
+    found = val_tokens(ctx)
+    if not found:
+        return na("no log prints val_tokens; the scored target count is unknown")
+    v = Verdict(PASS)
+    for n, where in found:
+        split = match_split(n)
+        if split is None or split.full_tokens is None:
+            v.evidence.append(f"{where}: {n:,} tokens; the full split length of this export is "
+                              "not known to the audit")
+            continue
+        full = split.full_tokens - 1
+        scored = min(n, full)
+        dropped = (full - scored) / full
+        status = PASS if dropped <= TAIL_OK else WARN if dropped <= TRUNCATED else FAIL
+        v.add(status, f"{where}: {scored:,} of {full:,} targets scored "
+              f"({full - scored:,} tail targets dropped)")
+    for log in ctx.folder.logs:
+        diag = [i for i, line in enumerate(log.lines, 1) if line.startswith("diagnostic")
+                and "val_bpb" in line]
+        if diag:
+            v.evidence.append(f"{log.at(diag[0])}: diagnostic numbers print no target count; "
+                              "they may cover fewer targets than the headline (batch truncation)")
+            break
+    return v
+
+
+def check_doubled_path(ctx: Context) -> Verdict:
+    v = Verdict(PASS)
+    sources = [*ctx.folder.logs, *([ctx.folder.readme] if ctx.folder.readme else [])]
+    for tf in sources:
+        for lineno, line in enumerate(tf.lines, 1):
+            if "datasets/datasets" in line:
+                v.add(WARN, f"{tf.at(lineno)}: doubled `datasets/datasets` data path (a #2127 "
+                      "fingerprint; not proof alone - the HF layout has it too)")
+                break
+    return v if v.evidence else Verdict(PASS, ["no doubled datasets/datasets path"])
+
+
+def _doc_hashes(paths: list[Path]) -> set[bytes]:
+    """blake2b of every document ([BOS] + tokens) across the shards, carried over boundaries."""
+    hashes: set[bytes] = set()
+    carry = np.zeros(0, dtype=np.uint16)
+    for p in paths:
+        tokens = np.concatenate([carry, np.asarray(read_shard(p))])
+        starts = np.flatnonzero(tokens == BOS_ID)
+        for a, b in zip(starts[:-1], starts[1:]):
+            hashes.add(hashlib.blake2b(tokens[a:b].tobytes(), digest_size=16).digest())
+        carry = tokens[starts[-1]:] if starts.size else np.zeros(0, dtype=np.uint16)
+    if carry.size:
+        hashes.add(hashlib.blake2b(carry.tobytes(), digest_size=16).digest())
+    return hashes
+
+
+def check_disjoint(ctx: Context) -> Verdict:
+    if ctx.data_dir is None:
+        return na("no --data DIR given; train/val document overlap not computed")
+    try:
+        train = find_shards(str(ctx.data_dir / "fineweb_train_*.bin"))
+        val = find_shards(str(ctx.data_dir / "fineweb_val_*.bin"))
+        for p in train + val:
+            read_header(p)
+    except ValueError as exc:
+        return Verdict(FAIL, [str(exc)])
+    val_docs, train_docs = _doc_hashes(val), _doc_hashes(train)
+    shared = len(val_docs & train_docs)
+    return Verdict(FAIL if shared else PASS,
+                   [f"{ctx.data_dir}: {len(train)} train shards, {len(val)} val shards; "
+                    f"{len(val_docs):,} distinct val documents, {shared:,} of them also in train"])
