@@ -35,24 +35,29 @@ def model_bytes(ctx: Context) -> list[tuple[int, str]]:
 
 
 def check_model(ctx: Context) -> Verdict:
-    models = model_bytes(ctx)
-    if not models:
+    """Per log: its quantized model bytes + its counted code bytes against the cap."""
+    if not model_bytes(ctx):
         return na("no log prints a quantized model size (`Serialized model quantized+...: N bytes`)")
-    code, code_from = counted_code(ctx)
-    v = Verdict(PASS)
-    for model, where in models:
-        total = model + (code or 0)
-        status = FAIL if total > CAP_BYTES else WARN if CAP_BYTES - total < LOW_MARGIN else PASS
-        v.add(status, f"{where}: model {model:,} + code {code or 0:,} ({code_from}) = "
-              f"{total:,} vs cap {CAP_BYTES:,} (margin {CAP_BYTES - total:,})")
+    fallback, fallback_from = counted_code(ctx)
+    v, totals = Verdict(PASS), []
     for log in ctx.folder.logs:
-        hit, model = facts.number(log, facts.TOTAL_BYTES), facts.number(log, facts.MODEL_BYTES)
-        if hit and model and code is not None and int(hit[0]) != int(model[0]) + code:
-            v.add(WARN, f"{hit[1]}: printed total {int(hit[0]):,} != model {int(model[0]):,} + "
-                  f"counted code {code:,}")
+        model = facts.number(log, facts.MODEL_BYTES)
+        if model is None:
+            continue
+        own = facts.number(log, facts.CODE_COUNTED)
+        code, code_from = (int(own[0]), own[1]) if own else (fallback or 0, fallback_from)
+        total = int(model[0]) + code
+        totals.append(total)
+        status = FAIL if total > CAP_BYTES else WARN if CAP_BYTES - total < LOW_MARGIN else PASS
+        v.add(status, f"{model[1]}: model {int(model[0]):,} + code {code:,} ({code_from}) = "
+              f"{total:,} vs cap {CAP_BYTES:,} (margin {CAP_BYTES - total:,})")
+        printed = facts.number(log, facts.TOTAL_BYTES)
+        if printed and int(printed[0]) != total:
+            v.add(WARN, f"{printed[1]}: printed total {int(printed[0]):,} != {total:,}")
     claimed = (ctx.folder.submission or {}).get("bytes_total")
-    if isinstance(claimed, int) and claimed < max(m for m, _ in models) + (code or 0):
-        v.add(WARN, f"submission.json bytes_total {claimed:,} is below the largest logged total")
+    if isinstance(claimed, int) and claimed < max(totals):
+        v.add(WARN, f"submission.json bytes_total {claimed:,} is below the largest logged "
+              f"total {max(totals):,}")
     return v
 
 
