@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, wraps
 from pathlib import Path
+from typing import Callable
 
-from golf.audit.folder import Folder
+from golf.audit.folder import ENTRY, Folder
+from golf.audit.report import Verdict, na
 from golf.audit.source import code_trees, env_reads
 
 
@@ -30,3 +32,19 @@ class Context:
             for key, (default, line) in env_reads(tree).items():
                 out.setdefault(key, (default, f"{name}:{line}"))
         return out
+
+
+def needs_logs(check: Callable[[Context], Verdict]) -> Callable[[Context], Verdict]:
+    """N/A instead of running a check that reads train logs when the folder has none."""
+    @wraps(check)
+    def run(ctx: Context) -> Verdict:
+        return check(ctx) if ctx.folder.logs else na("no train log in the folder")
+    return run
+
+
+def needs_entry(check: Callable[[Context], Verdict]) -> Callable[[Context], Verdict]:
+    """N/A instead of running a check that reads train_gpt.py when the folder has none."""
+    @wraps(check)
+    def run(ctx: Context) -> Verdict:
+        return check(ctx) if ctx.folder.entry else na(f"no {ENTRY} in the folder")
+    return run

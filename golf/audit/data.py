@@ -68,35 +68,28 @@ def check_train_shards(ctx: Context) -> Verdict:
     return v if v.evidence else na("no log prints train_shards")
 
 
-def val_tokens(ctx: Context) -> list[tuple[int, str]]:
-    return [(int(h[0]), h[1]) for log in ctx.folder.logs
+def logged_splits(ctx: Context) -> list[tuple[int, str, ValSplit | None]]:
+    """(val token count, file:line, the canonical export it matches) for every log."""
+    return [(int(h[0]), h[1], match_split(int(h[0]))) for log in ctx.folder.logs
             if (h := facts.number(log, facts.VAL_TOKENS, last=False))]
 
 
 def check_val_tokens(ctx: Context) -> Verdict:
-    found = val_tokens(ctx)
-    if not found:
-        return na("no log prints val_tokens")
     v = Verdict(PASS)
-    for n, where in found:
-        split = match_split(n)
+    for n, where, split in logged_splits(ctx):
         if split:
             v.add(PASS, f"{where}: val_tokens {n:,} = the canonical {split.name} export")
         else:
             v.add(FAIL, f"{where}: val_tokens {n:,} matches no canonical export ("
                   + ", ".join(f"{s.name} {s.logged[0]:,}" for s in CANONICAL_VAL[:5])
                   + "): truncated or re-split validation data (#1923, #2109)")
-    return v
+    return v if v.evidence else na("no log prints val_tokens")
 
 
 def check_coverage(ctx: Context) -> Verdict:
     """Targets the reported number scores vs the full split (truncated diagnostics flagged)."""
-    found = val_tokens(ctx)
-    if not found:
-        return na("no log prints val_tokens; the scored target count is unknown")
     v = Verdict(PASS)
-    for n, where in found:
-        split = match_split(n)
+    for n, where, split in logged_splits(ctx):
         if split is None or split.full_tokens is None:
             v.evidence.append(f"{where}: {n:,} tokens; the full split length of this export is "
                               "not known to the audit")
@@ -107,6 +100,8 @@ def check_coverage(ctx: Context) -> Verdict:
         status = PASS if dropped <= TAIL_OK else WARN if dropped <= TRUNCATED else FAIL
         v.add(status, f"{where}: {scored:,} of {full:,} targets scored "
               f"({full - scored:,} tail targets dropped)")
+    if not v.evidence:
+        return na("no log prints val_tokens; the scored target count is unknown")
     for log in ctx.folder.logs:
         diag = [i for i, line in enumerate(log.lines, 1) if line.startswith("diagnostic")
                 and "val_bpb" in line]

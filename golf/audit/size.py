@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 
 from golf.audit import facts
-from golf.audit.context import Context
+from golf.audit.context import Context, needs_entry
 from golf.audit.report import FAIL, NA, PASS, WARN, Verdict, na
 from golf.audit.source import local_refs, unwrap
 from golf.audit.wrapper import find_recipe, recompute
@@ -61,11 +61,10 @@ def check_model(ctx: Context) -> Verdict:
     return v
 
 
+@needs_entry
 def check_code(ctx: Context) -> Verdict:
     """Shipped bytes, logged counted bytes, and the recipe recomputed from the script."""
     entry = ctx.folder.entry
-    if entry is None:
-        return na("no train_gpt.py in the folder")
     v = Verdict(PASS, [f"{entry.name}: shipped {entry.size:,} bytes"])
     logged, _ = counted_code(ctx)
     logged = logged if logged != entry.size else None
@@ -104,11 +103,10 @@ def _compare_recipe(v: Verdict, entry, recipe, logged: int) -> Verdict:
                  f"logged {logged:,} (difference {diff:+,})")
 
 
+@needs_entry
 def check_helpers(ctx: Context) -> Verdict:
     """Every local file the code imports/opens/compiles/execs, added to the total."""
     entry = ctx.folder.entry
-    if entry is None:
-        return na("no train_gpt.py in the folder")
     refs = local_refs(ctx.folder, ctx.trees, entry.name)
     if not refs:
         return Verdict(PASS, [f"{entry.name} pulls in no other file of the folder"])
@@ -127,11 +125,10 @@ def check_helpers(ctx: Context) -> Verdict:
     return v
 
 
+@needs_entry
 def check_identity(ctx: Context) -> Verdict:
     """The logged raw code size / hash against the committed file (#1855: 158,429 vs 157,868)."""
     entry = ctx.folder.entry
-    if entry is None:
-        return na("no train_gpt.py in the folder")
     inner = unwrap(entry.text)
     source = inner[1].encode("utf-8") if inner else entry.text.encode("utf-8")
     digest = hashlib.sha256(source).hexdigest()

@@ -9,9 +9,9 @@ stamps, so a phase's end is the stop time plus the durations logged up to it.
 from __future__ import annotations
 
 from golf.audit import facts
-from golf.audit.context import Context
+from golf.audit.context import Context, needs_logs
 from golf.audit.folder import LogFile
-from golf.audit.report import FAIL, PASS, WARN, Verdict, na
+from golf.audit.report import FAIL, PASS, WARN, Verdict
 from golf.rules import EVAL_LIMIT_S, TRAIN_LIMIT_S
 
 
@@ -22,12 +22,14 @@ def _stop_s(log: LogFile) -> tuple[float, int] | None:
     return (float(hit[1].group(1)) / 1000.0, hit[0]) if hit else None
 
 
+def _log_stops(ctx: Context) -> list[tuple[LogFile, tuple[float, int] | None]]:
+    return [(log, _stop_s(log)) for log in ctx.folder.logs]
+
+
+@needs_logs
 def check_train_stop(ctx: Context) -> Verdict:
-    if not ctx.folder.logs:
-        return na("no train log in the folder")
     v = Verdict(PASS)
-    for log in ctx.folder.logs:
-        stop = _stop_s(log)
+    for log, stop in _log_stops(ctx):
         if stop is None:
             v.add(WARN, f"{log.name}: no train_time line found")
             continue
@@ -55,35 +57,35 @@ def phases_after_stop(log: LogFile, stop_line: int) -> list[tuple[int, str, floa
     return out
 
 
+@needs_logs
 def check_train_data_after_stop(ctx: Context) -> Verdict:
     """Hessian / calibration phases on training data, ended by 600 s (stop + their duration)."""
-    if not ctx.folder.logs:
-        return na("no train log in the folder")
     v = Verdict(PASS)
-    for log in ctx.folder.logs:
-        stop = _stop_s(log)
-        if stop is None:
-            continue
-        elapsed = stop[0]
-        hits = 0
-        for line_no, text, secs in phases_after_stop(log, stop[1]):
-            if facts.EVAL_TIMER.search(text) or "ttt" in text.lower():
-                break
-            if facts.TRAIN_DATA_PHASE.search(text):
-                hits += 1
-                own, elapsed = stop[0] + secs, elapsed + secs
-                status = FAIL if own > TRAIN_LIMIT_S else WARN if elapsed > TRAIN_LIMIT_S else PASS
-                v.add(status, f"{log.at(line_no)}: training-data phase of {secs:.2f} s ends at "
-                      f">= {own:.2f} s (stop {stop[0]:.2f} + phase), {elapsed:.2f} s counting "
-                      f"every phase logged since the stop; limit {TRAIN_LIMIT_S:.0f} s")
-                if status != PASS:
-                    v.evidence.append("  (#2135 was accepted with a 0.5 s reserve, not ruled "
-                                      "legal; the #1868 compliance rerun used 8 s)")
-            else:
-                elapsed += secs
-        if not hits:
+    for log, stop in _log_stops(ctx):
+        if stop is not None and not _train_data_phases(log, stop, v):
             v.evidence.append(f"{log.name}: no Hessian/calibration phase logged after the stop")
     return v
+
+
+def _train_data_phases(log: LogFile, stop: tuple[float, int], v: Verdict) -> int:
+    """Add one finding per training-data phase after the stop; return how many there were."""
+    elapsed, hits = stop[0], 0
+    for line_no, text, secs in phases_after_stop(log, stop[1]):
+        if facts.EVAL_TIMER.search(text) or "ttt" in text.lower():
+            break
+        elapsed += secs
+        if not facts.TRAIN_DATA_PHASE.search(text):
+            continue
+        hits += 1
+        own = stop[0] + secs
+        status = FAIL if own > TRAIN_LIMIT_S else WARN if elapsed > TRAIN_LIMIT_S else PASS
+        v.add(status, f"{log.at(line_no)}: training-data phase of {secs:.2f} s ends at "
+              f">= {own:.2f} s (stop {stop[0]:.2f} + phase), {elapsed:.2f} s counting "
+              f"every phase logged since the stop; limit {TRAIN_LIMIT_S:.0f} s")
+        if status != PASS:
+            v.evidence.append("  (#2135 was accepted with a 0.5 s reserve, not ruled "
+                              "legal; the #1868 compliance rerun used 8 s)")
+    return hits
 
 
 def _artifact_line(log: LogFile) -> int:
@@ -93,9 +95,8 @@ def _artifact_line(log: LogFile) -> int:
     return hit[0] if hit else stop[1] if stop else 0
 
 
+@needs_logs
 def check_eval_time(ctx: Context) -> Verdict:
-    if not ctx.folder.logs:
-        return na("no train log in the folder")
     v = Verdict(PASS)
     for log in ctx.folder.logs:
         score = facts.headline_score(log)
