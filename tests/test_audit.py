@@ -420,3 +420,27 @@ def test_cli_exit_code_json_and_no_overwrite(tmp_path, good, capsys):
     with pytest.raises(SystemExit):
         main([str(good), "--json", str(out)])
     assert out.read_text() == before
+
+
+def test_missing_required_files_fail_the_layout(tmp_path, good):
+    assert status(audit(good), "folder.layout") == "PASS"
+    root = make_folder(tmp_path / "f")
+    (root / "submission.json").write_text("{not json")
+    (root / "README.md").unlink()
+    result = audit(root)
+    assert status(result, "folder.layout") == "FAIL"
+    assert "missing README.md" in evidence(result, "folder.layout")
+    assert "submission.json:1: not valid JSON" in evidence(result, "folder.layout")
+
+
+def test_a_broken_wrapper_payload_is_reported_not_raised(tmp_path):
+    wrapper = 'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("not lzma data")))\n'
+    result = audit(make_folder(tmp_path / "f", script=wrapper))
+    assert status(result, "size.code") == "WARN"   # logged counted figure without a recipe
+    assert "no compress+b85 recipe" in evidence(result, "size.code")
+
+
+def test_docs_checks_table_is_the_checks_declaration():
+    from golf.audit.checks import markdown_table
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text()
+    assert markdown_table() in docs
