@@ -14,7 +14,7 @@ from typing import Callable
 from golf.audit import facts
 from golf.audit.context import Context
 from golf.audit.folder import TextFile
-from golf.audit.report import FAIL, PASS, WARN, Verdict, na
+from golf.audit.report import FAIL, NA, PASS, WARN, Verdict, na
 from golf.audit.source import strings
 
 FALSY = ("0", "false", "no", "off", "", "none")
@@ -75,7 +75,7 @@ def settings(ctx: Context, knob: str) -> list[tuple[str, str, str]]:
 
 
 def check_phrases(ctx: Context) -> Verdict:
-    v = Verdict(PASS)
+    v = Verdict(NA)
     for claim in CLAIMS:
         for tf in _texts(ctx):
             hit = tf.first(claim.phrase)

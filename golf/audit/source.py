@@ -145,13 +145,11 @@ def local_refs(folder: Folder, trees: dict[str, ast.Module], start: str) -> list
     """Local files `start` pulls in, transitively through .py helpers: imports of a module
     beside it, and string constants naming a file of the folder (open, gcc, CDLL, exec...)."""
     by_base = {PurePosixPath(n).name: n for n in folder.files}
-    modules = {PurePosixPath(n).stem: n for n in folder.files if n.endswith(".py")}
-    modules.update({n.split("/")[0]: n for n in folder.files if n.endswith("/__init__.py")})
     seen, todo, refs = {start}, [start], []
     while todo:
         cur = todo.pop()
-        for name, how, line in _mentions(trees.get(cur), modules, by_base, folder):
-            if name in seen or name == start:
+        for name, how, line in _mentions(trees.get(cur), by_base, folder):
+            if name in seen:
                 continue
             seen.add(name)
             refs.append(Ref(name, how, f"{cur}:{line}"))
@@ -160,19 +158,32 @@ def local_refs(folder: Folder, trees: dict[str, ast.Module], start: str) -> list
     return refs
 
 
-def _mentions(tree, modules, by_base, folder) -> Iterator[tuple[str, str, int]]:
+def resolve_module(folder: Folder, dotted: str) -> list[str]:
+    """The folder's files a dotted import loads: each package __init__ on the way, the module."""
+    parts, found = dotted.split("."), []
+    for i in range(1, len(parts) + 1):
+        base = "/".join(parts[:i])
+        for cand in (f"{base}/__init__.py", f"{base}.py"):
+            if cand in folder.files:
+                found.append(cand)
+    return found
+
+
+def _imported(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        return [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+    return []
+
+
+def _mentions(tree, by_base, folder) -> Iterator[tuple[str, str, int]]:
     if tree is None:
         return
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                top = a.name.split(".")[0]
-                if top in modules:
-                    yield modules[top], "import", node.lineno
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            top = node.module.split(".")[0]
-            if top in modules:
-                yield modules[top], "import", node.lineno
+        for dotted in _imported(node):
+            for name in resolve_module(folder, dotted):
+                yield name, "import", node.lineno
     for value, line in strings(tree):
         for token in value.split():
             cand = token.strip("'\"`,;()").removeprefix("./")
