@@ -444,3 +444,19 @@ def test_docs_checks_table_is_the_checks_declaration():
     from golf.audit.checks import markdown_table
     docs = (Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text()
     assert markdown_table() in docs
+
+
+def test_torch_pin_and_undeclared_program(tmp_path):
+    script = SCRIPT.replace("import os\n", "import os\nimport subprocess\n") + (
+        "\n\ndef unpack(path):\n    subprocess.run(['lrzip', '-d', path], check=True)\n")
+    root = make_folder(tmp_path / "f", script=script)
+    (root / "requirements.txt").write_text("brotli\ntorch==2.9.1\n")
+    sub = json.loads((root / "submission.json").read_text())
+    (root / "submission.json").write_text(json.dumps({**sub, "pytorch_version": "2.11.0+cu130"}))
+    result = audit(root)
+    ev = evidence(result, "claims.environment")
+    assert status(result, "claims.environment") == "WARN"
+    assert "pins torch==2.9.1; submission.json pytorch_version 2.11.0+cu130" in ev
+    assert "runs `lrzip`: not named in README.md or requirements.txt" in ev
+    (root / "requirements.txt").write_text("brotli\ntorch==2.11.0\n# needs the lrzip binary\n")
+    assert status(audit(root), "claims.environment") == "PASS"

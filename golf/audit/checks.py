@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from golf.audit import claims, data, layout, legality, seeds, significance, size, timing
+from golf.audit import (claims, data, environment, layout, legality, seeds, significance, size,
+                        timing)
 from golf.audit.context import Context
 from golf.audit.report import WARN, Row, Verdict
 
@@ -76,6 +77,9 @@ CHECKS: tuple[AuditCheck, ...] = (
     AuditCheck("claims.reported_numbers", "submission.json val_bpb, logs (score lines)",
                "FAIL: val_bpb is not the mean of the logged seed scores",
                claims.check_reported_numbers),
+    AuditCheck("claims.environment", "requirements.txt, submission.json, README.md, code",
+               "WARN: torch pin != the claimed pytorch_version (#2135); a program the code "
+               "runs (gcc, lrzip) not declared (#1855)", environment.check_environment),
     AuditCheck("stats.significance", "logs / submission.json of this and the --against folder",
                "FAIL: one-sided Welch p >= 0.25 on val_bpb (#1902); WARN: README 0.005 nats "
                "at p < 0.01 not met", significance.check_significance),

@@ -22,7 +22,7 @@ PROCESS_CALLS = ("subprocess.run", "subprocess.Popen", "subprocess.call", "subpr
 VAL_NAME = re.compile(r"(?:^|_)val(?:_|$)|^val|valid")
 
 
-def _run_trees(ctx: Context) -> dict[str, ast.Module]:
+def run_trees(ctx: Context) -> dict[str, ast.Module]:
     """The entry script and every .py it pulls in: the code that runs."""
     entry = ctx.folder.entry
     if entry is None or entry.name not in ctx.trees:
@@ -52,7 +52,7 @@ def _first_lines(func: ast.AST, names: dict[str, str]) -> tuple[int | None, int 
 
 
 def check_ttt_order(ctx: Context) -> Verdict:
-    trees = _run_trees(ctx)
+    trees = run_trees(ctx)
     v = Verdict(PASS)
     for name, tree in trees.items():
         names = aliases(tree)
@@ -75,7 +75,7 @@ def check_ttt_order(ctx: Context) -> Verdict:
 
 def check_val_in_calibration(ctx: Context) -> Verdict:
     v = Verdict(PASS)
-    for name, tree in _run_trees(ctx).items():
+    for name, tree in run_trees(ctx).items():
         for func in _functions(tree, r"calib|hessian|warmup|warm_up|gptq"):
             for node in ast.walk(func):
                 ident = node.id if isinstance(node, ast.Name) else \
@@ -95,7 +95,7 @@ def check_val_in_calibration(ctx: Context) -> Verdict:
 
 def check_eval_access(ctx: Context) -> Verdict:
     v = Verdict(PASS)
-    for name, tree in _run_trees(ctx).items():
+    for name, tree in run_trees(ctx).items():
         names = aliases(tree)
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
