@@ -212,6 +212,21 @@ def test_committed_script_differs_from_the_one_that_ran(tmp_path):
         in evidence(result, "identity.script")
 
 
+def test_logged_code_hash_against_the_committed_file(tmp_path):
+    import hashlib
+    root = make_folder(tmp_path / "f")
+    good_hash = hashlib.sha256(SCRIPT.encode()).hexdigest()
+    log = root / "train_seed0.log"
+    log.write_text(log.read_text() + f"code_sha256: {good_hash}\n")
+    assert status(audit(root), "identity.script") == "PASS"
+    log.write_text(log.read_text() + f"code_sha256: {'0' * 64}\n")
+    log.write_text(log.read_text().replace(good_hash, "0" * 64))
+    result = audit(root)
+    assert status(result, "identity.script") == "FAIL"
+    assert f"logged hash {'0' * 64} vs committed sha256 {good_hash[:16]}" in \
+        evidence(result, "identity.script")
+
+
 def test_training_over_600s_fails(tmp_path):
     result = audit(make_folder(tmp_path / "f", logs={0: {"stop_ms": 601_153}}))
     assert status(result, "time.train") == "FAIL"
@@ -265,18 +280,23 @@ def test_leaky_train_shard_count_fails(tmp_path):
 
 
 def test_non_canonical_val_tokens_and_low_coverage_fail(tmp_path):
-    result = audit(make_folder(tmp_path / "f", val_tokens=9_662_464))
+    result = audit(make_folder(tmp_path / "f", val_tokens=9_662_464,
+                               header={"datasets_dir": "./data/fineweb10B_sp8192_caseops"}))
     assert status(result, "data.val_tokens") == "FAIL"
+    assert status(result, "coverage.targets") == "FAIL"
+    assert "9,662,464 of 47,853,343 targets of the sp8192 CaseOps split" in \
+        evidence(result, "coverage.targets")
     result = audit(make_folder(tmp_path / "g", val_tokens=62_021_632, header={"vocab_size": 1024}))
     assert status(result, "data.val_tokens") == "PASS" and "sp1024" in evidence(result, "data.val_tokens")
-    assert "62,021,632 of 62,021,845 targets" in evidence(result, "coverage.targets")
+    assert "62,021,632 of 62,021,845 targets of the sp1024 split" in \
+        evidence(result, "coverage.targets")
 
 
 def test_dropped_tail_is_reported_with_the_counts(good):
     result = audit(good)
     assert status(result, "coverage.targets") == "PASS"
-    assert "47,851,520 of 47,853,343 targets scored (1,823 tail targets dropped)" in \
-        evidence(result, "coverage.targets")
+    assert "47,851,520 of 47,853,343 targets of the sp8192 CaseOps split scored (1,823 dropped," \
+        in evidence(result, "coverage.targets")
 
 
 def _shards(folder: Path, val_docs, train_docs) -> Path:

@@ -16,7 +16,8 @@ import numpy as np
 
 from golf.audit import facts
 from golf.audit.context import Context
-from golf.audit.report import FAIL, PASS, WARN, Verdict, na
+from golf.audit.folder import LogFile
+from golf.audit.report import FAIL, NA, PASS, WARN, Verdict, na
 from golf.data.shards import find_shards, read_header, read_shard
 
 CANONICAL_TRAIN_SHARDS = 80
@@ -68,15 +69,25 @@ def check_train_shards(ctx: Context) -> Verdict:
     return v if v.evidence else na("no log prints train_shards")
 
 
-def logged_splits(ctx: Context) -> list[tuple[int, str, ValSplit | None]]:
-    """(val token count, file:line, the canonical export it matches) for every log."""
-    return [(int(h[0]), h[1], match_split(int(h[0]))) for log in ctx.folder.logs
-            if (h := facts.number(log, facts.VAL_TOKENS, last=False))]
+def split_from_header(log: LogFile) -> ValSplit | None:
+    """The export a log's header names (vocab_size, and CaseOps in a path or flag), if any."""
+    vocab = log.header.get("vocab_size", ("",))[0]
+    caseops = any("caseops" in (k + v).lower() and v.lower() not in ("false", "0")
+                  for k, (v, _) in log.header.items())
+    name = {"1024": "sp1024", "4096": "sp4096", "8192": "sp8192 CaseOps" if caseops else "sp8192",
+            "260": "byte260"}.get(vocab)
+    return next((s for s in CANONICAL_VAL if s.name == name), None)
+
+
+def logged_splits(ctx: Context) -> list[tuple[int, str, ValSplit | None, ValSplit | None]]:
+    """(val token count, file:line, the export it matches, the export the header names)."""
+    return [(int(h[0]), h[1], match_split(int(h[0])), split_from_header(log))
+            for log in ctx.folder.logs if (h := facts.number(log, facts.VAL_TOKENS, last=False))]
 
 
 def check_val_tokens(ctx: Context) -> Verdict:
     v = Verdict(PASS)
-    for n, where, split in logged_splits(ctx):
+    for n, where, split, _ in logged_splits(ctx):
         if split:
             v.add(PASS, f"{where}: val_tokens {n:,} = the canonical {split.name} export")
         else:
@@ -88,8 +99,9 @@ def check_val_tokens(ctx: Context) -> Verdict:
 
 def check_coverage(ctx: Context) -> Verdict:
     """Targets the reported number scores vs the full split (truncated diagnostics flagged)."""
-    v = Verdict(PASS)
-    for n, where, split in logged_splits(ctx):
+    v = Verdict(NA)
+    for n, where, matched, named in logged_splits(ctx):
+        split = matched or named
         if split is None or split.full_tokens is None:
             v.evidence.append(f"{where}: {n:,} tokens; the full split length of this export is "
                               "not known to the audit")
@@ -98,8 +110,8 @@ def check_coverage(ctx: Context) -> Verdict:
         scored = min(n, full)
         dropped = (full - scored) / full
         status = PASS if dropped <= TAIL_OK else WARN if dropped <= TRUNCATED else FAIL
-        v.add(status, f"{where}: {scored:,} of {full:,} targets scored "
-              f"({full - scored:,} tail targets dropped)")
+        v.add(status, f"{where}: {scored:,} of {full:,} targets of the {split.name} split "
+              f"scored ({full - scored:,} dropped, {100 * dropped:.4f} %)")
     if not v.evidence:
         return na("no log prints val_tokens; the scored target count is unknown")
     for log in ctx.folder.logs:
