@@ -480,3 +480,23 @@ def test_torch_pin_and_undeclared_program(tmp_path):
     assert "runs `lrzip`: not named in README.md or requirements.txt" in ev
     (root / "requirements.txt").write_text("brotli\ntorch==2.11.0\n# needs the lrzip binary\n")
     assert status(audit(root), "claims.environment") == "PASS"
+
+
+BROTLI_SCRIPT = '''import base64
+import brotli
+
+
+def code_size(code):
+    blob = base64.b85encode(brotli.compress(code.encode("utf-8"), quality=11)).decode()
+    return len(f'import brotli as B,base64 as b\\nexec(B.decompress(b.b85decode("{blob}")))\\n'.encode())
+'''
+
+
+def test_brotli_recipe_with_an_fstring_stub_is_recomputed(tmp_path):
+    import brotli
+    blob = base64.b85encode(brotli.compress(BROTLI_SCRIPT.encode(), quality=11)).decode()
+    true = len(f'import brotli as B,base64 as b\nexec(B.decompress(b.b85decode("{blob}")))\n')
+    result = audit(make_folder(tmp_path / "f", script=BROTLI_SCRIPT, counted=true))
+    assert status(result, "size.code") == "PASS"
+    assert f"recomputed brotli+b85 wrapper = {true:,} bytes vs logged {true:,}" in \
+        evidence(result, "size.code")

@@ -102,7 +102,8 @@ def find_recipe(tree: ast.Module) -> Recipe | None:
         for c in calls:
             codec, _, fn = call_name(c, names).partition(".")
             if codec in CODECS and fn == "compress" and c.args:
-                uses_min = minify or any("minif" in call_name(x, names) for x in calls)
+                uses_min = minify or any("minif" in call_name(x, names) for x in calls) or any(
+                    isinstance(x, ast.Constant) and "minif" in str(x.value) for x in ast.walk(func))
                 return Recipe(codec, _codec_kwargs(c, codec, names), uses_min,
                               _stub_bytes(func), c.lineno)
     return None
