@@ -19,7 +19,7 @@ NETWORK_MODULES = ("socket", "urllib", "requests", "http", "huggingface_hub", "a
                    "ftplib", "boto3", "wget")
 PROCESS_CALLS = ("subprocess.run", "subprocess.Popen", "subprocess.call", "subprocess.check_call",
                  "subprocess.check_output", "os.system", "os.popen")
-VAL_NAME = re.compile(r"(?:^|_)val(?:_|$)|^val|valid")
+VAL_NAME = re.compile(r"(?:^|_)val(?:_|$)|validation")
 
 
 def run_trees(ctx: Context) -> dict[str, ast.Module]:
