@@ -347,11 +347,14 @@ def test_launch_knob_that_differs_from_the_log_header(tmp_path):
 
 
 def test_launch_knob_the_code_never_reads(tmp_path):
-    readme = README.replace("MATRIX_LR=0.028", "MATRIX_LR=0.028 EVAL_STRIDE=64 NCCL_DEBUG=INFO")
-    result = audit(make_folder(tmp_path / "f", readme=readme))
+    readme = README.replace("MATRIX_LR=0.028", "MATRIX_LR=0.028 EVAL_STRIDE=64 NCCL_DEBUG=INFO "
+                                               "WARMDOWN_FRAC=0.85")
+    script = SCRIPT + "\n\nSETTINGS = dict(warmdown_frac=0.75)  # filled from WARMDOWN_FRAC by name\n"
+    result = audit(make_folder(tmp_path / "f", readme=readme, script=script))
     assert status(result, "claims.unread_knobs") == "WARN"
-    ev = evidence(result, "claims.unread_knobs")
-    assert "EVAL_STRIDE is set but no code file" in ev and "NCCL_DEBUG" not in ev.split("\n", 1)[1]
+    ev = evidence(result, "claims.unread_knobs").split("\n", 1)[1]
+    assert "EVAL_STRIDE is set but no code file" in ev
+    assert "NCCL_DEBUG" not in ev and "WARMDOWN_FRAC" not in ev
 
 
 def test_defaults_reproduce_claim_against_launch_knobs(tmp_path):

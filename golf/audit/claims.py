@@ -15,7 +15,7 @@ from golf.audit import facts
 from golf.audit.context import Context
 from golf.audit.folder import TextFile
 from golf.audit.report import FAIL, NA, PASS, WARN, Verdict, na
-from golf.audit.source import strings
+from golf.audit.source import identifiers, strings
 
 FALSY = ("0", "false", "no", "off", "", "none")
 RUNTIME_ENV = ("NCCL_", "OMP_", "CUDA_", "TORCH", "PYTORCH_", "PYTHON", "HF_", "TRITON_",
@@ -145,10 +145,11 @@ def check_unread_knobs(ctx: Context) -> Verdict:
     if not ctx.trees:
         return na("no parseable Python code in the folder")
     known = set(ctx.env_defaults) | {s for t in ctx.trees.values() for s, _ in strings(t)}
-    unread = [(k, w) for k, (_, w) in env.items()
-              if k not in known and not k.startswith(RUNTIME_ENV)]
+    fields = {n for t in ctx.trees.values() for n in identifiers(t)}
+    unread = [(k, w) for k, (_, w) in env.items() if k not in known
+              and k.lower() not in fields and not k.startswith(RUNTIME_ENV)]
     v = Verdict(PASS, [f"{len(env) - len(unread)} of {len(env)} launch variables are read "
-                       "by the code (or are runtime variables)"])
+                       "by the code, name a settings field, or are runtime variables"])
     for k, where in unread:
         v.add(WARN, f"{where}: {k} is set but no code file of the folder reads it")
     return v

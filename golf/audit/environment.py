@@ -13,7 +13,7 @@ import re
 from golf.audit.context import Context
 from golf.audit.legality import PROCESS_CALLS, run_trees
 from golf.audit.report import NA, PASS, WARN, Verdict
-from golf.audit.source import aliases, call_name, strings
+from golf.audit.source import aliases, call_name
 
 TORCH_PIN = re.compile(r"^\s*torch\s*==\s*([0-9][\w.+]*)", re.M)
 
@@ -29,11 +29,19 @@ def _programs(ctx: Context) -> list[tuple[str, str]]:
     for name, tree in run_trees(ctx).items():
         names = aliases(tree)
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and call_name(node, names) in PROCESS_CALLS:
-                words = [w for s, _ in strings(node) for w in s.split()]
-                if words:
-                    out.append((words[0].rsplit("/", 1)[-1], f"{name}:{node.lineno}"))
+            if isinstance(node, ast.Call) and call_name(node, names) in PROCESS_CALLS \
+                    and node.args and (program := _program(node.args[0])):
+                out.append((program, f"{name}:{node.lineno}"))
     return out
+
+
+def _program(command: ast.AST) -> str | None:
+    """The program a command names when it is a constant: "gcc -O2 ..." or ["lrzip", ...]."""
+    if isinstance(command, (ast.List, ast.Tuple)) and command.elts:
+        command = command.elts[0]
+    if isinstance(command, ast.Constant) and isinstance(command.value, str) and command.value.split():
+        return command.value.split()[0].rsplit("/", 1)[-1]
+    return None
 
 
 def check_environment(ctx: Context) -> Verdict:

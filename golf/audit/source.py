@@ -121,6 +121,20 @@ def strings(tree: ast.AST) -> Iterator[tuple[str, int]]:
             yield node.value, node.lineno
 
 
+def identifiers(tree: ast.AST) -> Iterator[str]:
+    """Names, attributes, arguments and keywords: a settings field `matrix_lr` filled from
+    MATRIX_LR by a generated name is read even though no string spells MATRIX_LR."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            yield node.id
+        elif isinstance(node, ast.Attribute):
+            yield node.attr
+        elif isinstance(node, ast.arg):
+            yield node.arg
+        elif isinstance(node, ast.keyword) and node.arg:
+            yield node.arg
+
+
 def env_reads(tree: ast.AST) -> dict[str, tuple[str | None, int]]:
     """NAME -> (default as text or None, line) for os.environ.get / os.getenv / environ[...]."""
     names = aliases(tree)
