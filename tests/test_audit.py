@@ -344,6 +344,10 @@ def test_launch_knob_that_differs_from_the_log_header(tmp_path):
     assert status(result, "claims.launch_vs_header") == "FAIL"
     assert "README.md:6 sets MATRIX_LR=0.03 but train_seed0.log:3 ran with matrix_lr: 0.028" \
         in evidence(result, "claims.launch_vs_header")
+    root = make_folder(tmp_path / "g", readme="# no command here\n")
+    (root / "run.sh").write_text("#!/bin/bash\nexport MATRIX_LR=0.03 \\\n  TTT_ENABLED=1\n"
+                                 "torchrun --nproc_per_node=8 train_gpt.py\n")
+    assert "run.sh:4 sets MATRIX_LR=0.03" in evidence(audit(root), "claims.launch_vs_header")
 
 
 def test_launch_knob_the_code_never_reads(tmp_path):

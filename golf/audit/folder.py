@@ -9,6 +9,7 @@ import json
 import re
 import shlex
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
@@ -27,7 +28,7 @@ class TextFile:
     text: str
     size: int
 
-    @property
+    @cached_property
     def lines(self) -> list[str]:
         return self.text.splitlines()
 
@@ -194,8 +195,9 @@ def load_folder(root: Path) -> Folder:
                 logs.append(LogFile(tf.name, tf.text, tf.size, parse_header(tf.lines)))
     submission, note = _parse_submission(sub_file)
     launches = [launch for tf in [readme, *logs] if tf for launch in find_launches(tf)]
-    launches += [launch for name, tf in files.items() if name.endswith(".sh")
-                 for launch in find_launches(_read_text(tf, name, skipped) or TextFile(name, "", 0))]
+    scripts = [_read_text(path, name, skipped) for name, path in files.items()
+               if name.endswith(".sh")]
+    launches += [launch for tf in scripts if tf for launch in find_launches(tf)]
     return Folder(root, files, code, logs, readme, submission, note, sub_file, launches, skipped)
 
 
