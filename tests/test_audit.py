@@ -254,6 +254,9 @@ def test_eval_over_600s_fails_and_excluded_phases_are_listed(tmp_path):
     assert status(result, "time.eval") == "WARN"   # 580 s + 12.0 diagnostic + 30.0 warm-up
     assert "42.0 s of phases logged outside it" in ev and "compile warmup done" in ev
     assert "precompute_done" in ev
+    result = audit(make_folder(tmp_path / "h", header={"ngram_hint_precompute_outside": True}))
+    assert status(result, "time.eval") == "WARN"
+    assert "runs outside the eval timer" in evidence(result, "time.eval")
 
 
 def test_fewer_than_three_seeds_fail(tmp_path):

@@ -120,4 +120,8 @@ def check_eval_time(ctx: Context) -> Verdict:
         v.evidence += [f"  excluded {log.at(n)}: {t[:70]} ({s:.1f} s)" for n, t, s in excluded]
         v.evidence += [f"  inside the timer {log.at(n)}: {t[:70]} ({s:.1f} s)"
                        for n, t, s in inside[:3]]
+        outside = log.header.get("ngram_hint_precompute_outside")
+        if outside and outside[0].lower() not in ("false", "0", ""):
+            v.add(WARN, f"{log.at(outside[1])}: ngram_hint_precompute_outside {outside[0]}: the "
+                  "n-gram precompute runs outside the eval timer (contested, #1967)")
     return v
