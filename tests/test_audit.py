@@ -320,6 +320,9 @@ def test_train_val_document_overlap_with_data_dir(tmp_path, good):
     assert status(result, "data.disjoint") == "FAIL"
     assert "3 distinct val documents, 2 of them also in train" in evidence(result, "data.disjoint")
     assert status(audit(good), "data.disjoint") == "N/A"
+    many = [[100 + i, 7] for i in range(150)]            # 1 shared of 151: a duplicate, not a leak
+    dup = _shards(tmp_path / "dup", many + [[8, 9]], [[20], [8, 9], [21, 22]])
+    assert status(audit(good, data_dir=dup), "data.disjoint") == "WARN"
 
 
 def test_claim_contradicted_by_the_launch_command(tmp_path):

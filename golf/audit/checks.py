@@ -61,7 +61,8 @@ CHECKS: tuple[AuditCheck, ...] = (
                "WARN: a datasets/datasets path (#2127 fingerprint, not proof alone)",
                data.check_doubled_path),
     AuditCheck("data.disjoint", "--data DIR shards (document hashes)",
-               "FAIL: a validation document also in a training shard", data.check_disjoint),
+               "FAIL: > 1 % of the validation documents also in training shards (#2127); "
+               "WARN: a few exact duplicates", data.check_disjoint),
     AuditCheck("coverage.targets", "logs (val_tokens, diagnostic lines)",
                "targets scored vs the full split; WARN > 0.01 % dropped, FAIL > 1 % (#1854)",
                data.check_coverage),

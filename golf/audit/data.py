@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -27,6 +28,7 @@ BOS_ID = 1
 # (#1855/#2135 drop 1,823 of 47,853,343); up to 1 % is flagged; more is a truncated split
 # (#1854 scored 17 %).
 TAIL_OK = 1e-4
+LEAK_FRACTION = 1e-2   # val documents also found in train shards above this: a leak
 TRUNCATED = 1e-2
 
 
@@ -136,19 +138,19 @@ def check_doubled_path(ctx: Context) -> Verdict:
     return v if v.evidence else Verdict(PASS, ["no doubled datasets/datasets path"])
 
 
-def _doc_hashes(paths: list[Path]) -> set[bytes]:
-    """blake2b of every document ([BOS] + tokens) across the shards, carried over boundaries."""
-    hashes: set[bytes] = set()
+def doc_hashes(paths: list[Path]) -> Iterator[bytes]:
+    """blake2b of every document ([BOS] + tokens) across the shards, joined over boundaries;
+    a generator, so the training side (billions of tokens) is never held in memory."""
     carry = np.zeros(0, dtype=np.uint16)
     for p in paths:
         tokens = np.concatenate([carry, np.asarray(read_shard(p))])
         starts = np.flatnonzero(tokens == BOS_ID)
         for a, b in zip(starts[:-1], starts[1:]):
-            hashes.add(hashlib.blake2b(tokens[a:b].tobytes(), digest_size=16).digest())
+            if b - a > 1:  # a bare BOS is no document
+                yield hashlib.blake2b(tokens[a:b].tobytes(), digest_size=16).digest()
         carry = tokens[starts[-1]:] if starts.size else np.zeros(0, dtype=np.uint16)
-    if carry.size:
-        hashes.add(hashlib.blake2b(carry.tobytes(), digest_size=16).digest())
-    return hashes
+    if carry.size > 1:
+        yield hashlib.blake2b(carry.tobytes(), digest_size=16).digest()
 
 
 def check_disjoint(ctx: Context) -> Verdict:
@@ -161,8 +163,10 @@ def check_disjoint(ctx: Context) -> Verdict:
             read_header(p)
     except ValueError as exc:
         return Verdict(FAIL, [str(exc)])
-    val_docs, train_docs = _doc_hashes(val), _doc_hashes(train)
-    shared = len(val_docs & train_docs)
-    return Verdict(FAIL if shared else PASS,
-                   [f"{ctx.data_dir}: {len(train)} train shards, {len(val)} val shards; "
-                    f"{len(val_docs):,} distinct val documents, {shared:,} of them also in train"])
+    val_docs = set(doc_hashes(val))
+    shared = len({h for h in doc_hashes(train) if h in val_docs})
+    # A few exact duplicates can occur in any web crawl; the #2127 leak put 80 % of val in train.
+    status = FAIL if shared > LEAK_FRACTION * len(val_docs) else WARN if shared else PASS
+    return Verdict(status, [f"{ctx.data_dir}: {len(train)} train shards, {len(val)} val shards; "
+                            f"{len(val_docs):,} distinct val documents, {shared:,} of them also "
+                            "in train"])
