@@ -289,6 +289,8 @@ def test_non_canonical_val_tokens_and_low_coverage_fail(tmp_path):
     assert status(result, "coverage.targets") == "FAIL"
     assert "9,662,464 of 47,853,343 targets of the sp8192 CaseOps split" in \
         evidence(result, "coverage.targets")
+    result = audit(make_folder(tmp_path / "c", val_tokens=41_000_000, header={"vocab_size": 998}))
+    assert status(result, "data.val_tokens") == "WARN"          # a custom tokenizer: no canon
     result = audit(make_folder(tmp_path / "g", val_tokens=62_021_632, header={"vocab_size": 1024}))
     assert status(result, "data.val_tokens") == "PASS" and "sp1024" in evidence(result, "data.val_tokens")
     assert "62,021,632 of 62,021,845 targets of the sp1024 split" in \

@@ -56,7 +56,8 @@ CHECKS: tuple[AuditCheck, ...] = (
     AuditCheck("data.train_shards", "logs (train_shards)",
                "FAIL: 1499 (the val-docs leak, #2127); WARN: not 80", data.check_train_shards),
     AuditCheck("data.val_tokens", "logs (val_tokens / val_loader tokens)",
-               "FAIL: no canonical export has that count (#1923, #2109)", data.check_val_tokens),
+               "FAIL: not the count of the export the header names (#1923, #2109); WARN: no "
+               "canonical export (custom tokenizer)", data.check_val_tokens),
     AuditCheck("data.doubled_path", "logs, README.md",
                "WARN: a datasets/datasets path (#2127 fingerprint, not proof alone)",
                data.check_doubled_path),
