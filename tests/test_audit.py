@@ -515,3 +515,23 @@ def test_brotli_recipe_with_an_fstring_stub_is_recomputed(tmp_path):
     assert status(result, "size.code") == "PASS"
     assert f"recomputed brotli+b85 wrapper = {true:,} bytes vs logged {true:,}" in \
         evidence(result, "size.code")
+
+
+def test_hostile_files_are_reported_not_raised_and_links_not_followed(tmp_path):
+    root = make_folder(tmp_path / "f")
+    (root / "broken.py").write_text("def f(:\n")                     # not Python
+    (root / "train_seed7.log").write_bytes(b"\xff\xfe val_bpb \x00\x81" * 50)   # not UTF-8
+    (root / "empty.txt").write_text("")
+    (root / "nested" / "deep").mkdir(parents=True)
+    (root / "nested" / "deep" / "x.c").write_bytes(bytes(range(256)))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.py").write_text("X = 1\n")
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "link.py").symlink_to(outside / "secret.py")
+    folder = load_folder(root)
+    assert not any("secret" in name for name in folder.files)
+    result = audit(root)
+    assert set(result) == {c.name for c in CHECKS}
+    assert not any(ev.startswith("not evaluated") for _, evs in result.values() for ev in evs)
+    assert status(result, "seeds.count") == "WARN"    # the garbage log has no seed 7 in the json
