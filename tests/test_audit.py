@@ -452,9 +452,13 @@ def test_cli_exit_code_json_and_no_overwrite(tmp_path, good, capsys):
     text = capsys.readouterr().out
     assert f"== {bad}: FAIL ==" in text and f"== {good}: PASS ==" in text
     before = out.read_text()
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         main([str(good), "--json", str(out)])
-    assert out.read_text() == before
+    assert exc.value.code == 2 and out.read_text() == before
+    assert "already exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "missing")])
+    assert exc.value.code == 2 and "not a folder" in capsys.readouterr().err
 
 
 def test_missing_required_files_fail_the_layout(tmp_path, good):
