@@ -539,3 +539,25 @@ def test_hostile_files_are_reported_not_raised_and_links_not_followed(tmp_path):
     assert set(result) == {c.name for c in CHECKS}
     assert not any(ev.startswith("not evaluated") for _, evs in result.values() for ev in evs)
     assert status(result, "seeds.count") == "WARN"    # the garbage log has no seed 7 in the json
+
+
+def test_compliance_flag_contradicted_by_the_audit(tmp_path):
+    root = make_folder(tmp_path / "f", stop_ms=599_500, hessian_s=6.9, reserve_ms=500)
+    sub = json.loads((root / "submission.json").read_text())
+    sub["compliance"] = {"training_under_600s": True, "artifact_under_16mb": True,
+                         "three_seeds": True}
+    (root / "submission.json").write_text(json.dumps(sub))
+    result = audit(root)
+    ev = evidence(result, "claims.compliance_flags")
+    assert status(result, "claims.compliance_flags") == "FAIL"
+    assert "compliance.training_under_600s: true; time.train_data_after_stop is FAIL" in ev
+    assert "compliance.artifact_under_16mb: true; size.model is PASS" in ev
+    assert status(audit(make_folder(tmp_path / "g")), "claims.compliance_flags") == "N/A"
+
+
+def test_compliance_flags_read_only_checks_that_run_before_them():
+    from golf.audit.compliance import DECIDED_BY
+    order = [c.name for c in CHECKS]
+    deciders = {n for names in DECIDED_BY.values() for n in names}
+    assert deciders <= set(order)
+    assert max(order.index(n) for n in deciders) < order.index("claims.compliance_flags")

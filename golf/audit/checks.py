@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from golf.audit import (claims, data, environment, layout, legality, seeds, significance, size,
-                        timing)
+from golf.audit import (claims, compliance, data, environment, layout, legality, seeds,
+                        significance, size, timing)
 from golf.audit.context import Context
 from golf.audit.report import WARN, Row, Verdict
 
@@ -94,6 +94,10 @@ CHECKS: tuple[AuditCheck, ...] = (
     AuditCheck("legality.eval_access", "code that runs (imports, process calls, train files)",
                "WARN: network import, a process call, training files read at eval",
                legality.check_eval_access),
+    # last: it reads the verdicts of the checks above
+    AuditCheck("claims.compliance_flags", "submission.json compliance, the verdicts above",
+               "FAIL: a flag set true (training_under_600s, artifact_under_16mb, ...) while "
+               "the check deciding it FAILs", compliance.check_compliance_flags),
 )
 
 
@@ -105,6 +109,7 @@ def run_checks(ctx: Context) -> list[Row]:
             verdict = check.run(ctx)
         except (ValueError, OSError, ArithmeticError, KeyError) as exc:
             verdict = Verdict(WARN, [f"not evaluated: {type(exc).__name__}: {exc}"])
+        ctx.verdicts[check.name] = verdict
         rows.append(Row(check.name, check.reads, verdict))
     return rows
 

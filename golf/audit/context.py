@@ -18,7 +18,7 @@ class Context:
     against: Folder | None = None
     against_values: list[float] | None = None   # previous row's per-seed val_bpb, given as numbers
     data_dir: Path | None = None
-    cache: dict = field(default_factory=dict)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)  # earlier checks, by name
 
     @cached_property
     def trees(self) -> dict[str, ast.Module]:
