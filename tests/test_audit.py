@@ -344,6 +344,8 @@ def test_claim_contradicted_by_the_code_default(tmp_path):
                                header={"smear_gate_bos_fix": None}))
     assert status(result, "claims.phrases") == "FAIL"
     assert "SMEAR_GATE_BOS_FIX=0 in the code default (train_gpt.py:7)" in evidence(result, "claims.phrases")
+    result = audit(make_folder(tmp_path / "g", script=script, readme=readme))   # header shows 1
+    assert status(result, "claims.phrases") == "PASS"
 
 
 def test_launch_knob_that_differs_from_the_log_header(tmp_path):

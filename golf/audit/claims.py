@@ -63,13 +63,15 @@ def _texts(ctx: Context) -> list[TextFile]:
 
 
 def settings(ctx: Context, knob: str) -> list[tuple[str, str, str]]:
-    """(value, source, file:line) for a knob: each log header, the launch command, the default."""
+    """(value, source, file:line) for a knob: each log header, the launch command, and the code
+    default when neither shows the value."""
     out = [(log.header[knob.lower()][0], "log header", log.at(log.header[knob.lower()][1]))
            for log in ctx.folder.logs if knob.lower() in log.header]
     env = ctx.folder.launch_env()
     if knob in env:
         out.append((env[knob][0], "launch command", env[knob][1]))
-    elif knob in ctx.env_defaults and ctx.env_defaults[knob][0] is not None:
+    elif not out and knob in ctx.env_defaults and ctx.env_defaults[knob][0] is not None:
+        # the default decides only when no header shows what ran and no launch overrides it
         out.append((ctx.env_defaults[knob][0], "code default", ctx.env_defaults[knob][1]))
     return out
 
