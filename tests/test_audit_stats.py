@@ -44,7 +44,7 @@ def _reported(ev: str, label: str) -> tuple[float, float, float]:
 def test_welch_p_values_match_numeric_integration(tmp_path, base, practised):
     ours = make_folder(tmp_path / "ours")
     prev = make_folder(tmp_path / "prev", bpbs=base)
-    result = audit(ours, against=load_folder(prev))
+    result = audit(ours, against=[load_folder(prev)])
     ev = evidence(result, "stats.significance")
     t, df, p = _reported(ev, "practised rule")
     want_t, want_df, want_p = welch_by_hand(OURS, base, 0.0)
@@ -68,3 +68,15 @@ def test_against_bpb_numbers_and_no_against(tmp_path):
 def test_integration_reference_itself():
     assert t_tail_by_integration(1.0, 1) == pytest.approx(0.25, abs=1e-9)      # Cauchy
     assert t_tail_by_integration(2.0, 5) == pytest.approx(0.0509697394, abs=1e-8)
+
+
+def test_reproductions_of_the_previous_row_are_pooled(tmp_path):
+    ours = make_folder(tmp_path / "ours")
+    row = make_folder(tmp_path / "row", bpbs=(1.0570, 1.0580, 1.0566))
+    rerun = make_folder(tmp_path / "rerun", bpbs=(1.0575, 1.0571, 1.0578))
+    result = audit(ours, against=[load_folder(row), load_folder(rerun)])
+    ev = evidence(result, "stats.significance")
+    assert "n=6, 2 folder(s) pooled" in ev
+    _, _, p = _reported(ev, "practised rule")
+    assert p == pytest.approx(welch_by_hand(OURS, (1.0570, 1.0580, 1.0566, 1.0575, 1.0571,
+                                                   1.0578), 0.0)[2], rel=1e-3)

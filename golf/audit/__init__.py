@@ -1,6 +1,6 @@
 """Audit any records/ submission folder from its own files, without running its code.
 
-`python -m golf.audit FOLDER [FOLDER ...] [--against FOLDER] [--json OUT] [--data DIR]`
+`python -m golf.audit FOLDER [FOLDER ...] [--against FOLDER ...] [--json OUT] [--data DIR]`
 
     folder        the folder read strictly as data (text, JSON; binaries only measured)
     source        syntax trees: environment reads, local files pulled in, wrapper decoding

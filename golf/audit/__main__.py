@@ -24,7 +24,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m golf.audit", description=(
         "Review submission folders from their files (never imports, runs or unpickles them)."))
     ap.add_argument("folders", nargs="+", type=Path, help="records/ submission folders")
-    ap.add_argument("--against", type=Path, help="the previous row's folder (significance)")
+    ap.add_argument("--against", type=Path, action="append", default=[],
+                    help="the previous row's folder (significance); repeat it to pool "
+                         "independent reproductions of that row (#1902)")
     ap.add_argument("--against-bpb", type=_values, help="or its per-seed val_bpb, comma-separated")
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     ap.add_argument("--data", type=Path, help="shard folder: check train/val document overlap")
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json is not None and args.json.exists():
             raise ValueError(f"--json {args.json}: already exists and the audit never "
                                   "replaces a file it did not write; give a new name")
-        against = load_folder(args.against) if args.against else None
+        against = [load_folder(p) for p in args.against]
         if args.data is not None and not args.data.is_dir():
             raise FileNotFoundError(f"--data {args.data}: not a folder; give the shard folder")
         report = []

@@ -15,7 +15,7 @@ from golf.audit.source import code_trees, env_reads
 @dataclass
 class Context:
     folder: Folder
-    against: Folder | None = None
+    against: list[Folder] = field(default_factory=list)   # the previous row, reproductions pooled
     against_values: list[float] | None = None   # previous row's per-seed val_bpb, given as numbers
     data_dir: Path | None = None
     verdicts: dict[str, Verdict] = field(default_factory=dict)  # earlier checks, by name

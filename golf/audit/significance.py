@@ -35,16 +35,16 @@ def _vocab(folder: Folder) -> str | None:
 
 def check_significance(ctx: Context) -> Verdict:
     ours = seed_scores(ctx.folder)
-    if ctx.against is None and not ctx.against_values:
+    if not ctx.against and not ctx.against_values:
         claimed = (ctx.folder.submission or {}).get("p_value")
         note = f"; submission.json claims p_value {claimed}" if claimed is not None else ""
         return na("no --against FOLDER or --against-bpb values given" + note)
     if len(ours) < 2:
         return Verdict(FAIL, [f"{len(ours)} seed score(s) in the folder; a Welch test needs >= 2"])
-    base = seed_scores(ctx.against) if ctx.against else [(float("nan"), b)
-                                                         for b in ctx.against_values or []]
+    base = [x for f in ctx.against for x in seed_scores(f)] if ctx.against else \
+        [(float("nan"), b) for b in ctx.against_values or []]
     if not base:
-        return Verdict(FAIL, ["the --against folder has no seed scores"])
+        return Verdict(FAIL, ["the --against folder(s) have no seed scores"])
     m, s = mean_std([b for _, b in ours])
     bm, bs = mean_std([b for _, b in base])
     if s == 0 and bs == 0:
@@ -52,7 +52,8 @@ def check_significance(ctx: Context) -> Verdict:
     w = welch_one_sided(m, s, len(ours), bm, bs, len(base), margin=0.0)
     v = Verdict(PASS if w.p_value < PRACTISED_P else FAIL,
                 [f"val_bpb ours {m:.8f} (std {s:.8f}, n={len(ours)}) vs previous {bm:.8f} "
-                 f"(std {bs:.8f}, n={len(base)}): delta {w.delta_nats:+.8f}",
+                 f"(std {bs:.8f}, n={len(base)}, {max(len(ctx.against), 1)} folder(s) pooled): "
+                 f"delta {w.delta_nats:+.8f}",
                  f"practised rule (#1902): one-sided Welch t={w.t:.3f} df={w.df:.2f} "
                  f"p={w.p_value:.4g} {'<' if w.p_value < PRACTISED_P else '>='} {PRACTISED_P}"])
     _readme_rule(ctx, ours, base, v)
@@ -61,10 +62,10 @@ def check_significance(ctx: Context) -> Verdict:
 
 def _readme_rule(ctx: Context, ours, base, v: Verdict) -> None:
     """The README's bar: val_loss (nats/token) better by 0.005 at p < 0.01 (WARN, not FAIL)."""
-    if ctx.against is None:
+    if not ctx.against:
         v.evidence.append("README rule (0.005 nats, p < 0.01): N/A, --against-bpb gives no val_loss")
         return
-    if _vocab(ctx.folder) != _vocab(ctx.against):
+    if any(_vocab(ctx.folder) != _vocab(f) for f in ctx.against):
         v.evidence.append("README rule: N/A, the tokenizers differ, so nats per token do not "
                           "compare")
         return
