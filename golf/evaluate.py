@@ -112,15 +112,19 @@ def _dist_active(world_size: int) -> bool:
 
 
 def batch_nll(model: torch.nn.Module, stream: torch.Tensor, batch: Sequence[tuple[int, int, int]],
-              dev: torch.device) -> torch.Tensor:
+              dev: torch.device, tilt: Any = None) -> torch.Tensor:
     """Per-target NLL of one batch of windows (start, first scored, end): float32 cross-entropy
     over all V logits, targets a+1..e of each window. The one scoring rule of every eval mode
-    (plain, sliding, and the score-first passes of TTT)."""
+    (plain, sliding, and the score-first passes of TTT). `tilt` (a golf.tilt.TokenTilt, built
+    by its settings' `build`) renormalises it towards the n-gram hint: scored NLL only."""
     x = torch.stack([stream[s:e] for s, _, e in batch]).to(dev).long()
     logits = model(x)
-    picked = [logits[i, a - s:e - s] for i, (s, a, e) in enumerate(batch)]
+    picked = torch.cat([logits[i, a - s:e - s] for i, (s, a, e) in enumerate(batch)]).float()
     tgt = torch.cat([stream[a + 1:e + 1] for _, a, e in batch]).to(dev).long()
-    return F.cross_entropy(torch.cat(picked).float(), tgt, reduction="none")
+    nll = F.cross_entropy(picked, tgt, reduction="none")
+    if tilt is not None:
+        nll = tilt.apply(nll, picked, tgt, [(a, e) for _, a, e in batch])
+    return nll
 
 
 def _batches(plan: Sequence[tuple[int, int, int]], rows: int) -> list[list[tuple[int, int, int]]]:
@@ -143,7 +147,7 @@ def _autocast(dev: torch.device) -> torch.autocast:
 
 
 def _score_windows(model: torch.nn.Module, stream: torch.Tensor, plan: Sequence[tuple[int, int, int]],
-                   rows: int, dev: torch.device) -> tuple[float, int]:
+                   rows: int, dev: torch.device, tilt: Any = None) -> tuple[float, int]:
     """(Σ NLL in float64, targets scored) of `plan`'s windows, `rows` windows per batch."""
     nll_sum = 0.0
     n_scored = 0
@@ -152,7 +156,7 @@ def _score_windows(model: torch.nn.Module, stream: torch.Tensor, plan: Sequence[
     try:
         with torch.inference_mode(), _autocast(dev):
             for batch in _batches(plan, rows):
-                nll = batch_nll(model, stream, batch, dev)
+                nll = batch_nll(model, stream, batch, dev, tilt)
                 nll_sum += float(nll.double().sum().item())
                 n_scored += int(nll.numel())
     finally:
@@ -163,7 +167,7 @@ def _score_windows(model: torch.nn.Module, stream: torch.Tensor, plan: Sequence[
 def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_len: int,
                  stride: int = 0, batch_tokens: int = 65536, device: str | torch.device = "cpu",
                  max_tokens: int | None = None, rank: int = 0,
-                 world_size: int = 1) -> EvalResult:
+                 world_size: int = 1, tilt: Any = None) -> EvalResult:
     """val_loss (nats/token) and val_bpb of `model` over the stream `tokens`.
 
     Chunked mode (stride 0) scores the short tail window too, so tokens == N exactly; the
@@ -172,7 +176,8 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_le
     less), all other windows match the record scripts' `ws + ctx < N` form.
     NLL is float32 cross-entropy per scored target, summed in float64; bytes come from
     `golf.bpb.range_bytes` (the piece table, or the byte sidecar when `lut` is a
-    golf.bpb.SidecarBytes). Every target is scored exactly once (raises
+    golf.bpb.SidecarBytes); `tilt` (see batch_nll) tilts every scored NLL. Every target is
+    scored exactly once (raises
     otherwise). Under torch.distributed the windows are split across ranks and the three
     sums all-reduced, so every rank returns the same result.
     """
@@ -190,7 +195,7 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_le
     dev = torch.device(device)
     stream = torch.from_numpy(toks[: n + 1].astype(np.int32))   # int32 halves host memory
     rows = max(1, batch_tokens // max(1, world_size) // seq_len)
-    nll_sum, n_scored = _score_windows(model, stream, my_plan, rows, dev)
+    nll_sum, n_scored = _score_windows(model, stream, my_plan, rows, dev, tilt)
     n_bytes = 0
     if my_plan:  # a rank's windows score one contiguous target range: count its bytes at once
         n_bytes = range_bytes(toks, my_plan[0][1], my_plan[-1][2], lut)
@@ -344,11 +349,12 @@ def evaluate_source(source: str | os.PathLike, data_path: str, tokenizer_path: s
 
 
 def score_eval_data(model: torch.nn.Module, data: "EvalData", *, seq_len: int, stride: int,
-                    batch_tokens: int, device: str, rank: int, world_size: int) -> EvalResult:
+                    batch_tokens: int, device: str, rank: int, world_size: int,
+                    tilt: Any = None) -> EvalResult:
     """evaluate_bpb on loaded val data, labelled partial and checked against the decoded bytes."""
     res = evaluate_bpb(model, data.tokens, data.lut, seq_len=seq_len, stride=stride,
                        batch_tokens=batch_tokens, device=device, max_tokens=data.n_targets,
-                       rank=rank, world_size=world_size)
+                       rank=rank, world_size=world_size, tilt=tilt)
     return checked_against(res, data)
 
 
@@ -411,9 +417,13 @@ def format_gap_table(report: dict) -> str:
     (the gap is measured before TTT: TTT can more than recover it, as the TTT records show)."""
     rows = [("pre (full precision)", report.get("pre"), "", None),
             ("post (artifact)", report.get("post"), "quant gap", report.get("gap"))]
+    k = report.get("post_tilt")
+    if k:
+        rows.append((f"{k['weights']}+tilt (n-gram)", k, "tilt gain", k.get("tilt_gain")))
     t = report.get("post_ttt")
     if t:
-        rows.append((f"post+TTT ({t['ttt']}, on {t['weights']})", t, "TTT gain", t.get("ttt_gain")))
+        plus = "+tilt" if t.get("tilt") else ""
+        rows.append((f"post+TTT{plus} ({t['ttt']}, on {t['weights']})", t, "TTT gain", t.get("ttt_gain")))
     lines = [f"{'':<30} {'val_bpb':>11}  {'':<9} {'delta':>10}"]
     for name, r, what, delta in rows:
         if r:
@@ -432,9 +442,10 @@ def eval_hardware(world: int) -> str:
 
 def ttt_block(settings: Any, models: dict[str, torch.nn.Module], ed: "EvalData", base: dict, *,
               cfg: Any, seq_len: int, stride: int, batch_tokens: int, device: str, rank: int,
-              world: int, log: Callable[[str], None]) -> dict:
+              world: int, log: Callable[[str], None], tilt: Any = None) -> dict:
     """eval.json's post_ttt: golf.ttt.run_ttt on a copy of the `settings.on` weights, scored on
-    the same tokens and windows as `base` (the headline entry), bytes checked like pre/post."""
+    the same tokens and windows as `base` (the headline entry), bytes checked like pre/post;
+    with `tilt` (a TokenTilt) its scored NLL is tilted, its training loss not."""
     from golf.ttt import run_ttt  # here: golf.ttt imports this module, and the packed script lacks it
     label = settings.on
     if label not in models:
@@ -445,14 +456,28 @@ def ttt_block(settings: Any, models: dict[str, torch.nn.Module], ed: "EvalData",
     log(f"ttt:start mode:{settings.mode} on:{label} knobs:{settings.knobs()}")
     res = run_ttt(models[label], ed.tokens, ed.lut, settings, seq_len=seq_len, stride=stride,
                   batch_tokens=batch_tokens, device=device, max_tokens=ed.n_targets, rank=rank,
-                  world_size=world, weights=label)
+                  world_size=world, weights=label, tilt=tilt)
     checked_against(res, ed, "TTT ")
     out = res.to_dict()
+    out["tilt"] = tilt.settings.knobs() if tilt is not None else None
     ref = base.get(label)
     out["ttt_gain"] = out["val_bpb"] - ref["val_bpb"] if ref else None
     log(f"eval:ttt:{res.ttt} on:{label} post_ttt_val_loss:{res.val_loss:.8f} "
         f"post_ttt_val_bpb:{res.val_bpb:.8f} ttt_gain:{(out['ttt_gain'] or 0.0):+.8f} "
         f"seconds:{res.seconds:.1f}")
+    return out
+
+
+def tilt_block(tilt: Any, models: dict[str, torch.nn.Module], ed: "EvalData", base: dict, *,
+               stride: int, log: Callable[[str], None], **score: Any) -> dict:
+    """eval.json's post_tilt: the artifact (else the checkpoint) scored like `base` (the
+    headline entry) with its NLL tilted by `tilt` (a golf.tilt.TokenTilt)."""
+    label = "post" if "post" in models else "pre"
+    res = score_eval_data(models[label], ed, stride=stride, tilt=tilt, **score)
+    out = {**res.to_dict(), "weights": label, "tilt": tilt.settings.knobs(), "gated": tilt.gated,
+           "hint_seconds": tilt.seconds, "tilt_gain": res.val_bpb - base[label]["val_bpb"]}
+    log(f"eval:tilt on:{label} gated:{tilt.gated}/{ed.n_targets} hint_seconds:{tilt.seconds:.1f} "
+        f"{label}_tilt_val_bpb:{res.val_bpb:.8f} tilt_gain:{out['tilt_gain']:+.8f}")
     return out
 
 
@@ -462,13 +487,14 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
              max_tokens: int | None = None, batch_tokens: int | None = None,
              device: str | None = None, out: str | os.PathLike | None = None,
              byte_check: bool = True, log: Callable[[str], None] | None = print,
-             ttt: Any = None) -> dict:
+             ttt: Any = None, tilt: Any = None) -> dict:
     """Pre- (checkpoint) vs post-quant (artifact) val_bpb on the same tokens, same mode.
 
     mode: "chunked", "sliding" or "both" (default: sliding when stride > 0). Returns the
     eval.json dict; rank 0 writes it to `out` (default RUN_DIR/eval.json) and logs a table.
     ttt: a golf.ttt.TTTSettings; when active, a third number `post_ttt` (score-first TTT of a
     copy of the chosen weights, in the headline window mode) is added beside pre and post.
+    tilt: a golf.tilt.TiltSettings; when enabled, `post_tilt` is added and post_ttt is tilted.
     """
     t0 = time.perf_counter()
     rank, world = dist_info()
@@ -502,10 +528,16 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     }
     if mode == "both":
         report["modes"] = modes
+    tt = tilt.build(ed.tokens, ed.n_targets) if tilt is not None else None
+    if tt is not None:
+        report["post_tilt"] = tilt_block(tt, models, ed, modes[headline], stride=report["stride"],
+                                         log=say, seq_len=seq_len, batch_tokens=batch_tokens,
+                                         device=device, rank=rank, world_size=world)
+        table.append({"label": f"{report['post_tilt']['weights']}+tilt", **report["post_tilt"]})
     if ttt is not None and getattr(ttt, "active", False):
         report["post_ttt"] = ttt_block(ttt, models, ed, modes[headline], cfg=cfg, seq_len=seq_len,
                                        stride=report["stride"], batch_tokens=batch_tokens,
-                                       device=device, rank=rank, world=world, log=say)
+                                       device=device, rank=rank, world=world, log=say, tilt=tt)
         table.append({"label": f"ttt:{ttt.mode}", **report["post_ttt"]})
     report["hardware"] = eval_hardware(world)
     report["wall_seconds"] = time.perf_counter() - t0

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -83,6 +84,11 @@ class TiltSettings:
         """The settings under their env names (for eval.json and submission.json)."""
         return {name: getattr(self, spec[0]) for name, spec in SETTINGS.items()}
 
+    def build(self, tokens: np.ndarray, n: int) -> "TokenTilt | None":
+        """The tilt of a stream's first n targets when enabled, else None (the scorer calls
+        this, so it needs no import of this module)."""
+        return TokenTilt(tokens, n, self) if self.enabled else None
+
 
 def _parse(name: str, raw: str, kind: type) -> Any:
     if kind is bool:
@@ -141,9 +147,34 @@ def _run_starts(sorted_vals: np.ndarray) -> np.ndarray:
 
 
 def _rank_in_run(new: np.ndarray) -> np.ndarray:
-    """0-based position of each element inside its run (runs start where `new`)."""
+    """0-based position of each element inside its run (runs start where `new`), int64."""
     idx = np.arange(len(new), dtype=np.int64)
-    return idx - np.maximum.accumulate(np.where(new, idx, 0))
+    start = np.where(new, idx, 0)
+    np.maximum.accumulate(start, out=start)
+    np.subtract(idx, start, out=idx)
+    return idx
+
+
+def _sorted_by_context(y: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in context order, stable: time order within a context; mask of each
+    context's first position in that order)."""
+    keys = context_keys(y, order)
+    by_ctx = np.argsort(keys, kind="stable")
+    new = _run_starts(keys[by_ctx])
+    return by_ctx.astype(np.int32 if len(y) < 2**31 else np.int64), new
+
+
+def _pair_counts(ys: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Count of (context, token) after each target, in context order (int32)."""
+    gid = np.cumsum(new, dtype=np.int64)
+    gid *= int(ys.max()) + 1
+    gid += ys                                                    # the pair's key
+    by_pair = np.argsort(gid, kind="stable")                     # time order kept within a pair
+    ranks = _rank_in_run(_run_starts(gid[by_pair]))
+    del gid
+    count = np.empty(len(ys), dtype=np.int32)
+    count[by_pair] = ranks + 1
+    return count
 
 
 def token_hints(y: np.ndarray, order: int, threshold: float) -> np.ndarray:
@@ -160,31 +191,25 @@ def token_hints(y: np.ndarray, order: int, threshold: float) -> np.ndarray:
     n = len(y)
     if n == 0:
         return np.zeros(0, dtype=np.int32)
-    keys = context_keys(y, order)
-    by_ctx = np.argsort(keys, kind="stable")
-    new = _run_starts(keys[by_ctx])
-    del keys
-    gid = np.cumsum(new, dtype=np.int64) - 1                     # context id, in sorted order
-    ys = y[by_ctx].astype(np.int64)
-    pair = gid * (int(ys.max()) + 1) + ys
-    by_pair = np.argsort(pair, kind="stable")                    # time order kept within a pair
-    count = np.empty(n, dtype=np.int64)                          # pair count after each target
-    count[by_pair] = _rank_in_run(_run_starts(pair[by_pair])) + 1
-    del pair, by_pair
-    offset = gid * (n + 1)                                       # keeps running maxima per context
-    top_count = np.maximum.accumulate(offset + count) - offset   # after each target
-    del offset
+    by_ctx, new = _sorted_by_context(y, order)
+    ys = y[by_ctx].astype(np.int32)
+    count = _pair_counts(ys, new)
+    top = np.cumsum(new, dtype=np.int64)                         # context id, then running max
+    top *= n + 1
+    top += count
+    np.maximum.accumulate(top, out=top)
+    top %= n + 1                                                 # top count after each target
     rose = new.copy()
-    rose[1:] |= count[1:] > top_count[:-1]
-    last_rise = np.maximum.accumulate(np.where(rose, np.arange(n), 0))
-    seen = _rank_in_run(new)                                     # earlier targets in the context
-    hint = np.full(n, -1, dtype=np.int32)
+    rose[1:] |= count[1:] > top[:-1]
+    del count
+    last_rise = np.where(rose, np.arange(n, dtype=np.int64), 0)
+    np.maximum.accumulate(last_rise, out=last_rise)
     prev = np.flatnonzero(~new)                                  # targets whose context was seen
-    share = top_count[prev - 1] / seen[prev]
-    fire = prev[share >= threshold]
-    hint_sorted = np.full(n, -1, dtype=np.int32)
-    hint_sorted[fire] = ys[last_rise[fire - 1]]
-    hint[by_ctx] = hint_sorted
+    seen = _rank_in_run(new)[prev]                               # earlier targets in the context
+    fire = prev[top[prev - 1] / seen >= threshold]
+    del prev, seen, top
+    hint = np.full(n, -1, dtype=np.int32)
+    hint[by_ctx[fire]] = ys[last_rise[fire - 1]]
     return hint
 
 
@@ -194,14 +219,14 @@ def tilted_nll(nll: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
     """Per-target NLL under p'(a) = p(a)·e^{β·1[a=h]} / (1 + q(e^β − 1)), q = p(h).
 
     nll: untilted NLL of `targets` under `logits` (rows = targets); hints: -1 = no hint (NLL
-    unchanged). Computed in float64 from the float32 logits."""
+    unchanged). log q in float32 (as the scorer's cross-entropy), the rest in float64."""
     out = nll.double().clone()
     rows = torch.nonzero(hints >= 0).flatten()
     if rows.numel() == 0 or boost == 0.0:
         return out.to(nll.dtype)
-    z = logits[rows].double()
+    z = logits[rows].float()
     h = hints[rows].long()
-    log_q = z.gather(1, h[:, None]).squeeze(1) - torch.logsumexp(z, dim=1)
+    log_q = (z.gather(1, h[:, None]).squeeze(1) - torch.logsumexp(z, dim=1)).double()
     hit = (targets[rows].long() == h).double()
     out[rows] += -boost * hit + torch.log1p(torch.exp(log_q) * math.expm1(boost))
     return out.to(nll.dtype)
@@ -212,23 +237,20 @@ class TokenTilt:
     built once from the targets, then applied to each scored batch by target index."""
 
     def __init__(self, tokens: np.ndarray, n: int, settings: TiltSettings):
+        t0 = time.perf_counter()
         self.settings = settings
         self.hints = torch.from_numpy(token_hints(np.asarray(tokens)[1:n + 1], settings.order,
                                                   settings.threshold))
+        self.seconds = time.perf_counter() - t0      # the precompute, which eval time counts
 
     @property
     def gated(self) -> int:
         return int((self.hints >= 0).sum())
 
     def apply(self, nll: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
-              index: torch.Tensor) -> torch.Tensor:
-        """Tilted NLL of the targets numbered `index` (rows of `logits`, `targets`, `nll`)."""
-        hints = self.hints[index.cpu().long()].to(nll.device)
+              spans: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """Tilted NLL of the scored target ranges `spans` (concatenated in order: the rows of
+        `nll`, `logits` and `targets`). The one call a scorer makes."""
+        index = torch.cat([torch.arange(a, b) for a, b in spans])
+        hints = self.hints[index].to(nll.device)
         return tilted_nll(nll, logits, targets, hints, self.settings.boost)
-
-
-def build_tilt(tokens: np.ndarray, n: int, settings: TiltSettings | None) -> TokenTilt | None:
-    """The stream's TokenTilt when NGRAM_TILT_ENABLED, else None."""
-    if settings is None or not settings.enabled:
-        return None
-    return TokenTilt(tokens, n, settings)

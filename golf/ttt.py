@@ -167,8 +167,8 @@ class _Tally:
     """Σ NLL, targets and bytes of what was scored; per target NLL and counts when recording
     (the tests' C1-C4 checks). Bytes come from golf.bpb.bytes_at of the scored targets."""
 
-    def __init__(self, toks: np.ndarray, n: int, lut: Any, record: bool):
-        self.toks, self.lut = toks, lut
+    def __init__(self, toks: np.ndarray, n: int, lut: Any, record: bool, tilt: Any = None):
+        self.toks, self.lut, self.tilt = toks, lut, tilt     # tilt: a golf.tilt.TokenTilt or None
         self.nll_sum, self.tokens, self.bytes = 0.0, 0, 0
         self.per = np.full(n, np.nan) if record else None
         self.counts = np.zeros(n, dtype=np.int64) if record else None
@@ -225,7 +225,7 @@ def score_windows(model: nn.Module, stream: torch.Tensor, windows: Sequence[Wind
     cross-entropy over all V logits), under no_grad: nothing here can change the model."""
     with torch.no_grad(), _autocast(dev):
         for batch in _batches(windows, rows):
-            tally.add([(a, e) for _, a, e in batch], batch_nll(model, stream, batch, dev))
+            tally.add([(a, e) for _, a, e in batch], batch_nll(model, stream, batch, dev, tally.tilt))
 
 
 def _sync_grads(params: Sequence[nn.Parameter], world: int) -> None:
@@ -285,7 +285,7 @@ def train_span(model: nn.Module, opt: torch.optim.Optimizer, stream: torch.Tenso
 # ----------------------------------------------------------------------------- chunk mode
 def chunk_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
               seq_len: int, stride: int, batch_tokens: int, dev: torch.device, rank: int,
-              world: int, record: bool = False) -> TTTResult:
+              world: int, record: bool = False, tilt: Any = None) -> TTTResult:
     """R23's score-first TTT on `model` in place (callers pass a copy; see run_ttt)."""
     t0 = time.perf_counter()
     stream = torch.from_numpy(toks[: n + 1].astype(np.int32))
@@ -296,7 +296,7 @@ def chunk_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n
     rows = max(1, batch_tokens // max(1, world) // seq_len)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum)
-    tally = _Tally(toks, n, lut, record)
+    tally = _Tally(toks, n, lut, record, tilt)
     steps = 0
     model.eval()
     for ci, wins in enumerate(by_chunk):
@@ -435,8 +435,13 @@ def _lora_step(model: nn.Module, adapters: Sequence[BatchedLoRA], opt: torch.opt
             logits = model(x.to(dev))
             picked = [logits[i, a - s:e - s] for i, (_, (s, a, e)) in enumerate(rows)]
             tgt = torch.cat([stream[a + 1:e + 1] for _, (_, a, e) in rows]).to(dev).long()
-            nll = F.cross_entropy(torch.cat(picked).float(), tgt, reduction="none")
-        tally.add([(a, e) for _, (_, a, e) in rows], nll.detach())
+            flat = torch.cat(picked).float()
+            nll = F.cross_entropy(flat, tgt, reduction="none")
+        spans = [(a, e) for _, (_, a, e) in rows]
+        scored = nll.detach()
+        if tally.tilt is not None:             # the score is tilted, the training loss is not
+            scored = tally.tilt.apply(scored, flat.detach(), tgt, spans)
+        tally.add(spans, scored)
         if not train:
             return 0
         lens = torch.tensor([e - a for _, (_, a, e) in rows], device=dev)
@@ -500,7 +505,7 @@ def _rank_docs(docs: Sequence[tuple[int, int]], rank: int, world: int) -> list[t
 
 def lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
              seq_len: int, stride: int, dev: torch.device, rank: int, world: int,
-             record: bool = False) -> TTTResult:
+             record: bool = False, tilt: Any = None) -> TTTResult:
     """Per-document LoRA TTT on `model` in place (callers pass a copy; see run_ttt)."""
     t0 = time.perf_counter()
     stream = torch.from_numpy(toks[: n + 1].astype(np.int32))
@@ -510,7 +515,7 @@ def lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n:
         p.requires_grad_(False)
     adapters = attach_lora(model, s.lora_batch_docs, s.lora_rank, s.lora_targets)
     base_opt = torch.optim.SGD(base_params, lr=s.lr, momentum=s.momentum) if s.lora_phases else None
-    tally = _Tally(toks, n, lut, record)
+    tally = _Tally(toks, n, lut, record, tilt)
     steps = 0
     model.eval()
     for d0, d1, train_after in phase_segments(len(docs), s.lora_phases, s.lora_prefix_docs):
@@ -539,12 +544,13 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
             seq_len: int, stride: int = 0, batch_tokens: int = 65536,
             device: str | torch.device = "cpu", max_tokens: int | None = None, rank: int = 0,
             world_size: int = 1, bos_id: int | None = None, weights: str | None = None,
-            record: bool = False) -> TTTResult:
+            record: bool = False, tilt: Any = None) -> TTTResult:
     """Score-first TTT of a *copy* of `model` over the stream; the caller's weights never change.
 
     Same stream convention, window plan and byte accounting as golf.evaluate.evaluate_bpb.
     Under torch.distributed, ranks split the windows (chunk) or documents (lora), gradients of
-    shared weights are all-reduced, and every rank returns the same sums.
+    shared weights are all-reduced, and every rank returns the same sums. `tilt` (a
+    golf.tilt.TokenTilt) tilts every scored NLL; the adaptation losses stay untilted.
     """
     if not settings.active:
         raise EvalError("TTT is off: set TTT=chunk or TTT=lora (or pass --ttt)")
@@ -560,7 +566,7 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
     dev = torch.device(device)
     work = copy.deepcopy(model).to(dev)
     common = dict(n=n, seq_len=seq_len, stride=stride, dev=dev, rank=rank, world=world_size,
-                  record=record)
+                  record=record, tilt=tilt)
     if settings.mode == "chunk":
         res = chunk_ttt(work, toks, lut, settings, batch_tokens=batch_tokens, **common)
     else:

@@ -146,3 +146,97 @@ def test_the_records_disabled_channels_are_accepted():
     s = TiltSettings.from_env({"NGRAM_TILT_ENABLED": "1", "WITHIN_TAU": "99", "WORD_TAU": "99",
                                "WITHIN_BOOST": "0", "WORD_BOOST": "0", "AGREE_ADD_BOOST": "0"})
     assert s.enabled
+
+
+# ----------------------------------------------------------------------------- in the scorer
+from test_ttt import (BOS, L, V, _assert_causal, doc_stream, tiny_gpt, toy_lut,  # noqa: E402
+                      ttt as run_ttt_recorded, settings as ttt_settings)
+from golf.evaluate import evaluate_bpb, window_plan  # noqa: E402
+
+TILT = TiltSettings(enabled=True, order=4, threshold=0.5, boost=2.0)
+
+
+def _direct_tilted(model, toks: np.ndarray, stride: int) -> np.ndarray:
+    """Per-target NLL from an independent path: the model's logits per window, hints from the
+    sequential reference, then -log_softmax(logits + β·onehot(hint)) in float64."""
+    n = len(toks) - 1
+    hints = sequential_hints(toks[1:].tolist(), TILT.order, TILT.threshold)
+    out = np.full(n, np.nan)
+    for s, a, e in window_plan(n, L, stride):
+        with torch.no_grad():
+            z = model(torch.from_numpy(toks[s:e].astype(np.int64))[None])[0, a - s:].double()
+        for i, t in enumerate(range(a, e)):
+            if hints[t] >= 0:
+                z[i, hints[t]] += TILT.boost
+        tgt = torch.from_numpy(toks[a + 1:e + 1].astype(np.int64))
+        out[a:e] = -torch.log_softmax(z, -1).gather(1, tgt[:, None])[:, 0].numpy()
+    return out
+
+
+@pytest.mark.parametrize("stride", [0, 8])
+def test_scorer_tilt_equals_a_softmax_over_tilted_logits(stride, one_thread):
+    model, toks = tiny_gpt(), doc_stream()
+    tilt = TILT.build(toks, len(toks) - 1)
+    assert 30 < tilt.gated < len(toks) - 30                      # some, not all, targets hinted
+    direct = _direct_tilted(model, toks, stride)
+    rec = run_ttt_recorded(model, toks, ttt_settings("chunk", lr=0.0), stride, tilt=tilt)
+    np.testing.assert_allclose(rec.nll, direct, atol=2e-5)
+    plain = evaluate_bpb(model, toks, toy_lut(), seq_len=L, stride=stride, batch_tokens=4 * L)
+    tilted = evaluate_bpb(model, toks, toy_lut(), seq_len=L, stride=stride, batch_tokens=4 * L,
+                          tilt=tilt)
+    assert tilted.val_loss == pytest.approx(direct.mean(), rel=1e-6)
+    assert (tilted.tokens, tilted.bytes) == (plain.tokens, plain.bytes)
+    assert tilted.val_loss != pytest.approx(plain.val_loss, rel=1e-4)
+
+
+@pytest.mark.parametrize("mode,stride", [("chunk", 0), ("chunk", 8), ("lora", 8)])
+def test_tilted_ttt_score_at_t_ignores_tokens_after_t(mode, stride, one_thread):
+    """C1 with the tilt on top of adapting TTT: perturbing tokens after t moves no score <= t
+    (the hint table is rebuilt from each perturbed stream, as the scorer does). LoRA with
+    stride 0 is left out: it fails by one float32 ulp without the tilt too (tests/test_ttt.py,
+    padding of a batch depends on later documents' lengths)."""
+    model = tiny_gpt()
+
+    def nll_of(x):
+        return run_ttt_recorded(model, x, ttt_settings(mode), stride,
+                                tilt=TILT.build(x, len(x) - 1)).nll
+    _assert_causal(nll_of, doc_stream(n_docs=8), ts=(150, 301))
+
+
+@pytest.mark.parametrize("mode", ["chunk", "lora"])
+def test_ttt_adapts_on_the_untilted_loss(mode, one_thread):
+    """The tilt changes hinted scores only: unhinted targets score bit-identically with and
+    without it, so every adaptation step saw the same (untilted) loss."""
+    model, toks = tiny_gpt(), doc_stream()
+    tilt = TILT.build(toks, len(toks) - 1)
+    plain = run_ttt_recorded(model, toks, ttt_settings(mode), 8)
+    tilted = run_ttt_recorded(model, toks, ttt_settings(mode), 8, tilt=tilt)
+    hinted = tilt.hints.numpy() >= 0
+    assert plain.adapt_steps == tilted.adapt_steps > 0
+    assert np.array_equal(plain.nll[~hinted], tilted.nll[~hinted])
+    assert not np.allclose(plain.nll[hinted], tilted.nll[hinted])
+
+
+from test_ttt import ttt_run  # noqa: E402,F401  (fixture: a run directory on the embedded corpus)
+
+
+def test_eval_cli_reports_post_tilt_and_tilts_post_ttt(ttt_run, monkeypatch, capsys, one_thread):
+    import json
+
+    import eval_bpb
+    run, _cfg = ttt_run
+    monkeypatch.setenv("NGRAM_TILT_ENABLED", "1")
+    monkeypatch.setenv("TOKEN_ORDER", "3")
+    assert eval_bpb.main([str(run), "--ttt", "chunk", "--ttt-chunk-tokens", "512"]) == 0
+    rep = json.loads((run / "eval.json").read_text())
+    k, t, post = rep["post_tilt"], rep["post_ttt"], rep["post"]
+    assert (k["tokens"], k["bytes"], k["weights"]) == (post["tokens"], post["bytes"], "post")
+    assert k["tilt"]["TOKEN_ORDER"] == 3 and t["tilt"] == k["tilt"] and 0 < k["gated"] < k["tokens"]
+    assert k["tilt_gain"] == pytest.approx(k["val_bpb"] - post["val_bpb"])
+    assert k["val_bpb"] != post["val_bpb"]
+    out = capsys.readouterr().out
+    assert "post+tilt (n-gram)" in out and "post+TTT+tilt (chunk, on post)" in out
+    monkeypatch.setenv("WITHIN_BOOST", "0.75")
+    with pytest.raises(SystemExit) as exc:
+        eval_bpb.main([str(run)])
+    assert exc.value.code == 2 and "WITHIN_BOOST" in capsys.readouterr().err
