@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--mode", choices=("chunked", "sliding", "both"),
                     help="default: sliding when stride > 0, else chunked")
     ap.add_argument("--max-tokens", type=int, help="score only the first N targets (labelled partial)")
+    ap.add_argument("--doc-windows", action="store_true", default=None,
+                    help="no window crosses a BOS (default: on when the model has DOC_ATTENTION)")
     ap.add_argument("--batch-tokens", type=int, help="tokens per forward (default VAL_BATCH_SIZE)")
     ap.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--out", help="eval.json path (default RUN_DIR/eval.json)")
@@ -120,7 +122,8 @@ def _main(args: argparse.Namespace) -> int:
             return 0
         run_eval(run_dir=args.run_dir, checkpoint=args.checkpoint, artifact=args.artifact,
                  mode=args.mode, stride=args.stride, out=args.out, log=say,
-                 ttt=ttt_settings(args), tilt=TiltSettings.from_env(), **common)
+                 ttt=ttt_settings(args), tilt=TiltSettings.from_env(),
+                 doc_windows=args.doc_windows, **common)
     return 0
 
 

@@ -93,6 +93,26 @@ def window_plan(n_targets: int, seq_len: int, stride: int = 0) -> list[tuple[int
     return plan
 
 
+def document_spans(tokens: np.ndarray, n: int, bos_id: int) -> list[tuple[int, int]]:
+    """Target ranges [p_j, p_{j+1}) of the documents: p_j is a BOS position, so document j's
+    inputs start at its BOS and its last target is the next BOS (as the records count them).
+    Targets before the first BOS form a document of their own; bos_id < 0 = one document."""
+    cuts = (np.flatnonzero(np.asarray(tokens[1:n]) == bos_id) + 1).tolist() if bos_id >= 0 else []
+    bounds = [0, *cuts, n]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def document_window_plan(tokens: np.ndarray, n: int, seq_len: int, stride: int,
+                         bos_id: int) -> list[tuple[int, int, int]]:
+    """window_plan inside each document: no window's input crosses a BOS, so each document is
+    scored as if it were alone (what a model with per-document attention sees). In target
+    order, every target once."""
+    plan: list[tuple[int, int, int]] = []
+    for a0, b0 in document_spans(tokens, n, bos_id):
+        plan.extend((a0 + s, a0 + a, a0 + e) for s, a, e in window_plan(b0 - a0, seq_len, stride))
+    return plan
+
+
 def plan_coverage(plan: Sequence[tuple[int, int, int]], n_targets: int) -> np.ndarray:
     """How many times each target is scored by `plan` (must be all ones)."""
     counts = np.zeros(n_targets, dtype=np.int64)
@@ -167,7 +187,7 @@ def _score_windows(model: torch.nn.Module, stream: torch.Tensor, plan: Sequence[
 def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_len: int,
                  stride: int = 0, batch_tokens: int = 65536, device: str | torch.device = "cpu",
                  max_tokens: int | None = None, rank: int = 0,
-                 world_size: int = 1, tilt: Any = None) -> EvalResult:
+                 world_size: int = 1, tilt: Any = None, doc_bos: int | None = None) -> EvalResult:
     """val_loss (nats/token) and val_bpb of `model` over the stream `tokens`.
 
     Chunked mode (stride 0) scores the short tail window too, so tokens == N exactly; the
@@ -176,7 +196,8 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_le
     less), all other windows match the record scripts' `ws + ctx < N` form.
     NLL is float32 cross-entropy per scored target, summed in float64; bytes come from
     `golf.bpb.range_bytes` (the piece table, or the byte sidecar when `lut` is a
-    golf.bpb.SidecarBytes); `tilt` (see batch_nll) tilts every scored NLL. Every target is
+    golf.bpb.SidecarBytes); `tilt` (see batch_nll) tilts every scored NLL; `doc_bos` (a BOS
+    id) keeps every window inside one document (document_window_plan). Every target is
     scored exactly once (raises
     otherwise). Under torch.distributed the windows are split across ranks and the three
     sums all-reduced, so every rank returns the same result.
@@ -189,13 +210,15 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_le
     if n <= 0:
         raise EvalError(f"no validation targets to score (stream of {len(toks)} tokens, "
                         f"max_tokens={max_tokens}); check DATA_PATH / --max-tokens")
-    plan = window_plan(n, seq_len, stride)
+    plan = (window_plan(n, seq_len, stride) if doc_bos is None
+            else document_window_plan(toks, n, seq_len, stride, doc_bos))
     lo, hi = rank_slice(len(plan), rank, world_size)
     my_plan = plan[lo:hi]
     dev = torch.device(device)
     stream = torch.from_numpy(toks[: n + 1].astype(np.int32))   # int32 halves host memory
     rows = max(1, batch_tokens // max(1, world_size) // seq_len)
-    nll_sum, n_scored = _score_windows(model, stream, my_plan, rows, dev, tilt)
+    by_len = my_plan if doc_bos is None else sorted(my_plan, key=lambda w: w[2] - w[0])
+    nll_sum, n_scored = _score_windows(model, stream, by_len, rows, dev, tilt)   # batch equal lengths
     n_bytes = 0
     if my_plan:  # a rank's windows score one contiguous target range: count its bytes at once
         n_bytes = range_bytes(toks, my_plan[0][1], my_plan[-1][2], lut)
@@ -350,11 +373,11 @@ def evaluate_source(source: str | os.PathLike, data_path: str, tokenizer_path: s
 
 def score_eval_data(model: torch.nn.Module, data: "EvalData", *, seq_len: int, stride: int,
                     batch_tokens: int, device: str, rank: int, world_size: int,
-                    tilt: Any = None) -> EvalResult:
+                    tilt: Any = None, doc_bos: int | None = None) -> EvalResult:
     """evaluate_bpb on loaded val data, labelled partial and checked against the decoded bytes."""
     res = evaluate_bpb(model, data.tokens, data.lut, seq_len=seq_len, stride=stride,
                        batch_tokens=batch_tokens, device=device, max_tokens=data.n_targets,
-                       rank=rank, world_size=world_size, tilt=tilt)
+                       rank=rank, world_size=world_size, tilt=tilt, doc_bos=doc_bos)
     return checked_against(res, data)
 
 
@@ -487,7 +510,7 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
              max_tokens: int | None = None, batch_tokens: int | None = None,
              device: str | None = None, out: str | os.PathLike | None = None,
              byte_check: bool = True, log: Callable[[str], None] | None = print,
-             ttt: Any = None, tilt: Any = None) -> dict:
+             ttt: Any = None, tilt: Any = None, doc_windows: bool | None = None) -> dict:
     """Pre- (checkpoint) vs post-quant (artifact) val_bpb on the same tokens, same mode.
 
     mode: "chunked", "sliding" or "both" (default: sliding when stride > 0). Returns the
@@ -495,6 +518,7 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     ttt: a golf.ttt.TTTSettings; when active, a third number `post_ttt` (score-first TTT of a
     copy of the chosen weights, in the headline window mode) is added beside pre and post.
     tilt: a golf.tilt.TiltSettings; when enabled, `post_tilt` is added and post_ttt is tilted.
+    doc_windows: keep every window inside one document (default: the model's DOC_ATTENTION).
     """
     t0 = time.perf_counter()
     rank, world = dist_info()
@@ -512,8 +536,11 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     tok_path = tokenizer or cfg.tokenizer_path
     ed = load_eval_data(data_path, tok_path, cfg.vocab_size, max_tokens=max_tokens,
                         byte_check=byte_check, log=say)
+    if doc_windows is None:
+        doc_windows = bool(getattr(cfg, "doc_attention", False))
+    doc_bos = int(cfg.bos_id) if doc_windows else None
     modes, table = score_modes(models, ed, mode, stride, seq_len=seq_len, batch_tokens=batch_tokens,
-                               device=device, rank=rank, world_size=world)
+                               device=device, rank=rank, world_size=world, doc_bos=doc_bos)
     headline = "sliding" if "sliding" in modes else "chunked"
     report: dict[str, Any] = {
         "pre": modes[headline].get("pre"), "post": modes[headline].get("post"),
@@ -524,7 +551,7 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
         # rank 0 only: once the last collective is done it may move a staged artifact away
         "artifact_sha256": file_sha256(artifact) if artifact and rank == 0 else None,
         "data": str(data_path), "tokenizer": str(tok_path), "world_size": world,
-        "decoded_bytes": ed.decoded_bytes,
+        "decoded_bytes": ed.decoded_bytes, "doc_windows": doc_windows,
     }
     if mode == "both":
         report["modes"] = modes
@@ -532,7 +559,8 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     if tt is not None:
         report["post_tilt"] = tilt_block(tt, models, ed, modes[headline], stride=report["stride"],
                                          log=say, seq_len=seq_len, batch_tokens=batch_tokens,
-                                         device=device, rank=rank, world_size=world)
+                                         device=device, rank=rank, world_size=world,
+                                         doc_bos=doc_bos)
         table.append({"label": f"{report['post_tilt']['weights']}+tilt", **report["post_tilt"]})
     if ttt is not None and getattr(ttt, "active", False):
         report["post_ttt"] = ttt_block(ttt, models, ed, modes[headline], cfg=cfg, seq_len=seq_len,

@@ -46,6 +46,7 @@ from golf.evaluate import (
     _batches,
     _dist_active,
     batch_nll,
+    document_spans,
     rank_slice,
     window_plan,
 )
@@ -376,13 +377,7 @@ def reset_adapters(adapters: Sequence[BatchedLoRA], doc_starts: Sequence[int], s
                 ad.A[slot].copy_((torch.rand(ad.A.shape[1:], generator=g) * 2 - 1) * bound)
 
 
-def split_documents(toks: np.ndarray, n: int, bos_id: int) -> list[tuple[int, int]]:
-    """Target ranges [p_j, p_{j+1}) of the documents: p_j is a BOS position, so document j's
-    inputs start at its BOS and its last target is the next BOS (pred_len = doc_len - 1).
-    Targets before the first BOS form a document of their own; every target is in exactly one."""
-    cuts = (np.flatnonzero(np.asarray(toks[1:n]) == bos_id) + 1).tolist() if bos_id >= 0 else []
-    bounds = [0, *cuts, n]
-    return list(zip(bounds[:-1], bounds[1:]))
+split_documents = document_spans       # documents as TTT and the per-document eval cut them
 
 
 def chunk_windows(a0: int, b0: int, k: int, chunk: int, seq_len: int, stride: int) -> list[Window]:
