@@ -4,7 +4,7 @@
                                            [--out bench/results/tilt.json]
 
 Why: #2135 runs its hint precompute inside the eval timer (196.8-200.9 s single-threaded, about
-8.5 GB of host memory per rank for 47,851,520 targets; anchor_frontier.md §4.3), so golfkit's
+8.5 GB of host memory per rank for 47,851,520 targets, by its log and code), so golfkit's
 cost must be measured, not assumed. Each size builds the hint table of a synthetic text-like
 stream (Zipf-chosen phrases from a phrase bank, 20 % of tokens replaced, vocab 8192, so
 contexts recur as in text),
@@ -35,7 +35,7 @@ from golf.atomic import atomic_write_json  # noqa: E402  (after the path guard)
 from golf.tilt import tilted_nll, token_hints  # noqa: E402
 
 RECORD_TARGETS = 47_851_520
-RECORD = {"seconds": 198.85, "host_gb": 8.5}   # #2135: 196.8-200.9 s, ~8.5 GB per rank (§4.3)
+RECORD = {"seconds": 198.85, "host_gb": 8.5}   # #2135: 196.8-200.9 s, ~8.5 GB per rank
 VOCAB = 8192
 
 

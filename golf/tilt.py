@@ -2,10 +2,10 @@
 
 Why this module exists: the #2130/#2135 records lower their score at evaluation time by
 tilting the model's distribution towards the token that most often followed the same
-(TOKEN_ORDER-1)-token context earlier in the validation stream (anchor_frontier.md §4.3).
-It is legal (C1/C2 of anchor_eval.md §4.4) only because the hint and its gate are fixed by
-the strict prefix before the scored token is seen, and the tilted distribution is
-renormalised over the whole vocabulary. Here both properties hold by construction:
+(TOKEN_ORDER-1)-token context earlier in the validation stream. It is legal (the challenge's
+conditions C1, causality, and C2, a normalised distribution) only because the hint and its
+gate are fixed by the strict prefix before the scored token is seen, and the tilted
+distribution is renormalised over the whole vocabulary. Here both hold by construction:
 
 - `token_hints` reads targets y_<t only (the table is updated after the look-up at t);
 - `tilted_nll` is the closed form of a full softmax over logits + β·onehot(h):
@@ -117,7 +117,8 @@ def refuse_illegal(env: Mapping[str, str]) -> None:
 
 
 # ----------------------------------------------------------------------------- hint table
-_MULT = np.random.default_rng(0x7117).integers(1, 2**63, size=64, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+# One fixed odd 64-bit multiplier per context slot (TOKEN_ORDER <= 64 allows 63 slots).
+_MULT = np.random.default_rng(0x7117).integers(0, 2**63, size=64, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
 
 
 def context_keys(y: np.ndarray, order: int) -> np.ndarray:
@@ -181,7 +182,7 @@ def token_hints(y: np.ndarray, order: int, threshold: float) -> np.ndarray:
     """Gated hint per target (int32, -1 = none): the context's most frequent continuation
     among earlier targets, when its share top_count/total is >= threshold.
 
-    Equal to the records' sequential pass (§4.3: look up, then count, then push): the top
+    Equal to the records' sequential pass (per position: look up, then count, then push): the top
     token changes only when another token's count strictly exceeds the top count, i.e. it is
     the token at the last position where the context's running maximum pair count rose.
     Computed in context order: sort by key (stable, so time order within a context), rank

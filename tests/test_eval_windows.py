@@ -44,7 +44,7 @@ def test_each_document_is_scored_as_if_alone(stride, one_thread):
     assert plain.bytes == docs.bytes and abs(plain.val_loss - docs.val_loss) > 1e-6
 
 
-FULL_TARGETS = 47_853_343        # the full CaseOps val split (anchor_frontier.md §4.1)
+FULL_TARGETS = 47_853_343        # the full CaseOps val split (#2014's logs)
 
 
 @pytest.mark.parametrize("seq_len", [2048, 2560, 3072])

@@ -15,7 +15,7 @@ from golf.tilt import SETTINGS, TiltSettings, TokenTilt, tilted_nll, token_hints
 
 
 def sequential_hints(y: list[int], order: int, threshold: float) -> list[int]:
-    """§4.3 written out: per position look up the exact context tuple, then count, then push;
+    """The records' pass written out: per position look up the exact context tuple, then count, then push;
     the top changes only when a pair count strictly exceeds the top count."""
     k = order - 1
     ring = [y[0]] * k if y else []
