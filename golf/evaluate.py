@@ -539,7 +539,8 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     if ttt is not None and getattr(ttt, "active", False):
         report["post_ttt"] = ttt.post_ttt(models, ed, modes[headline], cfg=cfg, seq_len=seq_len,
                                           stride=report["stride"], batch_tokens=batch_tokens,
-                                          device=device, rank=rank, world=world, log=say, tilt=tt)
+                                          device=device, rank=rank, world=world, log=say, tilt=tt,
+                                          doc_bos=doc_bos)
         table.append({"label": f"ttt:{ttt.mode}", **report["post_ttt"]})
     report["hardware"] = eval_hardware(world)
     report["wall_seconds"] = time.perf_counter() - t0

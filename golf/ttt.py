@@ -49,6 +49,7 @@ from golf.evaluate import (
     batch_nll,
     checked_against,
     document_spans,
+    document_window_plan,
     rank_slice,
     window_plan,
 )
@@ -293,13 +294,17 @@ def train_span(model: nn.Module, opt: torch.optim.Optimizer, stream: torch.Tenso
 # ----------------------------------------------------------------------------- chunk mode
 def chunk_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
               seq_len: int, stride: int, batch_tokens: int, dev: torch.device, rank: int,
-              world: int, record: bool = False, tilt: Any = None) -> TTTResult:
-    """R23's score-first TTT on `model` in place (callers pass a copy; see run_ttt)."""
+              world: int, record: bool = False, tilt: Any = None,
+              doc_bos: int | None = None) -> TTTResult:
+    """R23's score-first TTT on `model` in place (callers pass a copy; see run_ttt); with
+    `doc_bos` its windows stay inside documents (golf.evaluate.document_window_plan)."""
     t0 = time.perf_counter()
     stream = torch.from_numpy(toks[: n + 1].astype(np.int32))
     n_chunks = -(-n // s.chunk_tokens)
     by_chunk: list[list[Window]] = [[] for _ in range(n_chunks)]
-    for w in window_plan(n, seq_len, stride):
+    plan = (window_plan(n, seq_len, stride) if doc_bos is None
+            else document_window_plan(toks, n, seq_len, stride, doc_bos))
+    for w in plan:
         by_chunk[w[1] // s.chunk_tokens].append(w)
     rows = max(1, batch_tokens // max(1, world) // seq_len)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -546,13 +551,14 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
             seq_len: int, stride: int = 0, batch_tokens: int = 65536,
             device: str | torch.device = "cpu", max_tokens: int | None = None, rank: int = 0,
             world_size: int = 1, bos_id: int | None = None, weights: str | None = None,
-            record: bool = False, tilt: Any = None) -> TTTResult:
+            record: bool = False, tilt: Any = None, doc_bos: int | None = None) -> TTTResult:
     """Score-first TTT of a *copy* of `model` over the stream; the caller's weights never change.
 
     Same stream convention, window plan and byte accounting as golf.evaluate.evaluate_bpb.
     Under torch.distributed, ranks split the windows (chunk) or documents (lora), gradients of
     shared weights are all-reduced, and every rank returns the same sums. `tilt` (a
-    golf.tilt.TokenTilt) tilts every scored NLL; the adaptation losses stay untilted.
+    golf.tilt.TokenTilt) tilts every scored NLL; the adaptation losses stay untilted. `doc_bos`
+    keeps chunk mode's windows inside documents (LoRA mode scores per document anyway).
     """
     if not settings.active:
         raise EvalError("TTT is off: set TTT=chunk or TTT=lora (or pass --ttt)")
@@ -570,7 +576,8 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
     common = dict(n=n, seq_len=seq_len, stride=stride, dev=dev, rank=rank, world=world_size,
                   record=record, tilt=tilt)
     if settings.mode == "chunk":
-        res = chunk_ttt(work, toks, lut, settings, batch_tokens=batch_tokens, **common)
+        res = chunk_ttt(work, toks, lut, settings, batch_tokens=batch_tokens, doc_bos=doc_bos,
+                        **common)
     else:
         res = lora_ttt(work, toks, lut, settings, **common)
     res.partial = n < n_total
@@ -580,7 +587,8 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
 
 def ttt_block(settings: TTTSettings, models: dict[str, nn.Module], ed: EvalData, base: dict, *,
               cfg: Any, seq_len: int, stride: int, batch_tokens: int, device: str, rank: int,
-              world: int, log: Callable[[str], None], tilt: Any = None) -> dict:
+              world: int, log: Callable[[str], None], tilt: Any = None,
+              doc_bos: int | None = None) -> dict:
     """eval.json's post_ttt: golf.ttt.run_ttt on a copy of the `settings.on` weights, scored on
     the same tokens and windows as `base` (the headline entry), bytes checked like pre/post;
     with `tilt` (a golf.tilt.TokenTilt) its scored NLL is tilted, its training loss not."""
@@ -593,7 +601,7 @@ def ttt_block(settings: TTTSettings, models: dict[str, nn.Module], ed: EvalData,
     log(f"ttt:start mode:{settings.mode} on:{label} knobs:{settings.knobs()}")
     res = run_ttt(models[label], ed.tokens, ed.lut, settings, seq_len=seq_len, stride=stride,
                   batch_tokens=batch_tokens, device=device, max_tokens=ed.n_targets, rank=rank,
-                  world_size=world, weights=label, tilt=tilt)
+                  world_size=world, weights=label, tilt=tilt, doc_bos=doc_bos)
     checked_against(res, ed, "TTT ")
     out = res.to_dict()
     out["tilt"] = tilt.settings.knobs() if tilt is not None else None

@@ -77,3 +77,16 @@ def test_eval_cli_doc_windows_flag(ttt_run, one_thread):
         assert docs[label]["tokens"] == plain[label]["tokens"]
         assert docs[label]["bytes"] == plain[label]["bytes"] == docs["decoded_bytes"]
         assert docs[label]["val_loss"] != plain[label]["val_loss"]
+
+
+@pytest.mark.parametrize("stride", [0, 8])
+def test_chunk_ttt_with_document_windows_at_lr_zero_is_the_document_score(stride, one_thread):
+    from golf.ttt import TTTSettings, run_ttt
+    model, toks = tiny_gpt(), doc_stream(n_docs=10)
+    kw = dict(seq_len=L, stride=stride, batch_tokens=4 * L)
+    ref = evaluate_bpb(model, toks, toy_lut(), doc_bos=BOS, **kw)
+    s = TTTSettings(mode="chunk", chunk_tokens=96, lr=0.0, batch_seqs=4).validated()
+    r = run_ttt(model, toks, toy_lut(), s, doc_bos=BOS, record=True, **kw)
+    assert r.adapt_steps > 0 and (r.counts == 1).all()
+    assert (r.tokens, r.bytes) == (ref.tokens, ref.bytes)
+    assert r.val_loss == pytest.approx(ref.val_loss, rel=1e-9)
