@@ -127,6 +127,7 @@ class Config(ModelConfig):
     iterations: int = 20_000             # ITERATIONS (upper bound; wallclock usually stops first)
     warmup_steps: int = 20               # WARMUP_STEPS (compile priming steps, state restored after)
     warmdown_iters: int = 3500           # WARMDOWN_ITERS (iterations' worth of time for LR decay)
+    enable_looping_at: float = 0.0       # ENABLE_LOOPING_AT (training fraction, max of steps/ITERATIONS and time/cap, at which NUM_LOOPS's loop turns on, one-way; 0 = from the start)
     max_wallclock_seconds: float = TRAIN_LIMIT_S  # MAX_WALLCLOCK_SECONDS (0 = no cap)
     val_loss_every: int = 4000           # VAL_LOSS_EVERY (0 = only at the end)
     train_log_every: int = 100           # TRAIN_LOG_EVERY
@@ -282,6 +283,8 @@ def config_problems(c: Config) -> list[str]:
 
 def _sign_problems(c: Config) -> Iterator[str]:
     yield from sign_problems(c, _POSITIVE, _NON_NEGATIVE)
+    if not 0 <= c.enable_looping_at <= 1:
+        yield f"ENABLE_LOOPING_AT={c.enable_looping_at}: must be a training fraction in [0, 1]; set e.g. 0.35"
     if not 0 <= c.ema_decay < 1:
         yield f"EMA_DECAY={c.ema_decay}: must be in [0, 1); set e.g. 0.997 (0 = off)"
 
