@@ -328,3 +328,76 @@ def test_env_names_are_the_records():
     assert cfg.skip_gates_enabled and cfg.smear_gate_enabled and cfg.smear_gate_bos_fix
     assert cfg.sparse_attn_gate_enabled and cfg.asym_logit_rescale and cfg.doc_attention
     assert not cfg.smear_gate and cfg.problems() == []
+
+
+# --- a real training run on the fake clock ----------------------------------------------------
+
+class TickClock:
+    """`time` inside golf.train with perf_counter advancing 1 s a call: 1 s per training step."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def perf_counter(self) -> float:
+        self.t += 1.0
+        return self.t
+
+    def __getattr__(self, name):
+        import time
+        return getattr(time, name)
+
+
+def test_training_turns_the_loop_on_at_the_wallclock_fraction(tiny_config, tmp_path, monkeypatch):
+    import golf.train as golf_train
+    monkeypatch.setattr(golf_train, "time", TickClock())
+    cfg = tiny_config.replace(
+        runs_dir=str(tmp_path), run_id="loop", num_layers=3, bigram_vocab_size=0, ve_dim=0,
+        smear_gate=False, num_loops=1, loop_start=1, loop_end=1, parallel_start_layer=2,
+        skip_gates_enabled=True, smear_gate_enabled=True, smear_gate_bos_fix=True,
+        sparse_attn_gate_enabled=True, doc_attention=True, asym_logit_rescale=True,
+        asym_logit_train=True, enable_looping_at=0.35, max_wallclock_seconds=10.0,
+        gptq_reserve_seconds=0.0, iterations=20, gptq_calib_batches=1, max_eval_tokens=2048,
+        warmup_steps=1)
+    lines: list[str] = []
+    res = golf_train.train(cfg, log=lines.append)
+    on = [s for s in lines if s.startswith("loop:on")]
+    # 1 s a step on a 10 s cap: 3 steps = 0.30 < 0.35, 4 steps = 0.40 -> on before step index 4
+    assert len(on) == 1 and on[0].startswith("loop:on step:4 frac:0.400")
+    assert "encoder:[0, 1] decoder:[1, 2]" in on[0]          # 0,1,1,2 split in half
+    assert res.steps == 10 and math.isfinite(res.final_val_bpb)
+    sd = torch.load(res.ema_path, weights_only=True)["state_dict"]
+    assert float(sd["softcap_pos"]) != cfg.logit_softcap       # the caps trained
+
+
+# --- presets ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,count", [("pr1855", 35_945_671), ("pr2135", 35_945_673),
+                                        ("frontier", 35_945_673)])
+def test_record_presets_have_the_records_parameter_counts(name, count):
+    from golf.model import parameter_count
+    cfg = Config.from_preset(name)
+    assert cfg.problems() == [] and parameter_count(cfg) == count
+
+
+def test_pr2135_and_frontier_differ_from_pr1855_as_the_records_do():
+    a, b, f = (Config.from_preset(n) for n in ("pr1855", "pr2135", "frontier"))
+    diff = {k for k, v in b.to_dict().items() if a.to_dict()[k] != v} - {"preset"}
+    assert diff == {"matrix_lr", "gptq_calib_batches", "eval_seq_len", "val_loss_every",
+                    "smear_gate_bos_fix", "asym_logit_rescale"}
+    assert (b.matrix_lr, b.eval_seq_len, b.smear_gate_bos_fix, b.asym_logit_train) == (0.028, 2560, False, False)
+    diff = {k for k, v in f.to_dict().items() if b.to_dict()[k] != v} - {"preset"}
+    assert diff == {"smear_gate_bos_fix", "asym_logit_train"} and f.smear_gate_bos_fix and f.asym_logit_train
+
+
+def test_cpu_frontier_has_the_frontier_features_at_the_cpu_size():
+    from golf.model import parameter_count
+    cpu, small = Config.from_preset("cpu"), Config.from_preset("cpu_frontier")
+    shape = ("num_layers", "model_dim", "num_heads", "num_kv_heads", "vocab_size", "train_seq_len",
+             "train_batch_tokens", "iterations", "data_path")
+    assert all(getattr(cpu, k) == getattr(small, k) for k in shape)
+    assert small.layer_plan(True) == ([0, 1, 2], [1, 2, 3]) and small.parallel_start_layer == 3
+    assert small.doc_attention and small.skip_gates_enabled and small.smear_gate_enabled
+    assert small.sparse_attn_gate_enabled and small.smear_gate_bos_fix and not small.bigram_vocab_size
+    assert small.problems() == [] and small.budget_bytes < cpu.budget_bytes * 1.2
+    assert parameter_count(small) > parameter_count(cpu)         # MLP 4x, the gates and lanes
+    assert Config.from_env({"PRESET": "frontier"}, cpu_preset=True).preset == "cpu_frontier"
