@@ -21,6 +21,7 @@ import torch
 
 from golf.errors import ConfigError
 from golf.model import ModelConfig, parameter_count, sign_problems
+from golf.muon import NS_COEFF_SETS
 from golf.rules import CAP_BYTES, TRAIN_LIMIT_S, scaled_cap_bytes
 
 # The records' effective RoPE base. Their Rotary is built with a hard-coded train_seq_len of
@@ -103,10 +104,9 @@ CPU_PRESET: dict[str, Any] = {**R29_PRESET, **CPU_SIZES, "bigram_vocab_size": 51
 CPU_P1125_PRESET: dict[str, Any] = {**P1125_PRESET, **CPU_SIZES}
 # --- the frontier stack (issue 29; anchor_frontier.md) --------------------------------------
 # PR #1855 (the 1.0611 record) as it ran: its launch command / log header values wherever golfkit
-# has the setting. Not yet reproduced (golfkit has no such setting yet): WARMDOWN_FRAC 0.85 with
-# MIN_LR 0.1 (WARMDOWN_ITERS 4200 ~ 0.85 x its ~4,945 steps stands in, decaying to 0), EMBED_WD
-# 0.085, Muon row normalisation and the Polar-Express coefficients, the document-packing loader,
-# its LoRA TTT and its lrzip container; LQER is record_1855's (groups of 64).
+# has the setting. Not reproduced (no golfkit setting yet): the document-packing loader (golfkit
+# trains on TRAIN_SEQ_LEN rows, split at BOS by DOC_ATTENTION), its LoRA TTT and its lrzip
+# container; LQER is record_1855's (groups of 64).
 PR1855_PRESET: dict[str, Any] = {
     "data_path": "./data/datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved",
     "tokenizer_path": "./data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model",
@@ -119,7 +119,8 @@ PR1855_PRESET: dict[str, Any] = {
     "sparse_attn_gate_enabled": True, "sparse_attn_gate_scale": 0.5,
     "asym_logit_rescale": False, "asym_logit_train": False, "doc_attention": True,
     "train_seq_len": 2048, "train_batch_tokens": 786_432, "warmup_steps": 20,
-    "warmdown_iters": 4200, "val_loss_every": 0,
+    "warmdown_frac": 0.85, "min_lr": 0.1, "val_loss_every": 0,
+    "muon_ns_coeffs": "polar_express", "muon_row_normalize": True, "embed_wd": 0.085,
     "matrix_lr": 0.026, "tied_embed_lr": 0.03, "scalar_lr": 0.02, "muon_momentum": 0.97,
     "muon_momentum_warmup_start": 0.92, "muon_momentum_warmup_steps": 1500, "muon_ns_steps": 5,
     "muon_wd": 0.095, "adam_wd": 0.02, "beta1": 0.9, "beta2": 0.99, "grad_clip_norm": 0.3,
@@ -204,6 +205,12 @@ class Config(ModelConfig):
     beta1: float = 0.9                   # BETA1
     beta2: float = 0.95                  # BETA2
     adam_eps: float = 1e-8               # ADAM_EPS
+    # the 2026-04 records' optimizer and schedule options (anchor_frontier.md §2); off by default
+    muon_ns_coeffs: str = "classic"      # MUON_NS_COEFFS (classic: (3.4445, -4.775, 2.0315) each step; polar_express: the records' five tuples)
+    muon_row_normalize: bool = False     # MUON_ROW_NORMALIZE (each row of the Nesterov update / its L2 norm before Newton–Schulz)
+    embed_wd: float = -1.0               # EMBED_WD (AdamW decay of the embedding group; -1 = ADAM_WD)
+    warmdown_frac: float = 0.0           # WARMDOWN_FRAC (>0: LR 1 until the last fraction of training, then linear to MIN_LR; replaces WARMDOWN_ITERS)
+    min_lr: float = 0.0                  # MIN_LR (the LR factor's floor under WARMDOWN_FRAC)
     optim_groups: str = "records"        # OPTIM_GROUPS (records: only block matrices in Muon; legacy: every 2-D block tensor)
     grad_clip_norm: float = 0.3          # GRAD_CLIP_NORM (on the all-reduced gradient; 0 = off)
     muon_sharded: bool = True            # MUON_SHARDED (each rank orthogonalises its share of the banks; 0 = every rank all)
@@ -337,6 +344,11 @@ def config_problems(c: Config) -> list[str]:
 
 def _sign_problems(c: Config) -> Iterator[str]:
     yield from sign_problems(c, _POSITIVE, _NON_NEGATIVE)
+    if not 0 <= c.warmdown_frac < 1 or not 0 <= c.min_lr <= 1:
+        yield (f"WARMDOWN_FRAC={c.warmdown_frac} / MIN_LR={c.min_lr}: need 0 <= WARMDOWN_FRAC < 1 "
+               "and 0 <= MIN_LR <= 1; set e.g. 0.85 and 0.1 (WARMDOWN_FRAC=0: WARMDOWN_ITERS decides)")
+    if c.embed_wd < 0 and c.embed_wd != -1:
+        yield f"EMBED_WD={c.embed_wd}: must be >= 0, or -1 (= ADAM_WD)"
     if not 0 <= c.enable_looping_at <= 1:
         yield f"ENABLE_LOOPING_AT={c.enable_looping_at}: must be a training fraction in [0, 1]; set e.g. 0.35"
     if not 0 <= c.ema_decay < 1:
@@ -375,6 +387,8 @@ def _choice_problems(c: Config) -> Iterator[str]:
     if c.quant_scales not in QUANT_SCALES:
         yield (f"QUANT_SCALES={c.quant_scales!r}: not one of {', '.join(QUANT_SCALES)} (log: "
                "log-grid row scales, entropy-coded when smaller; fp16: plain fp16 scales)")
+    if c.muon_ns_coeffs not in NS_COEFF_SETS:
+        yield f"MUON_NS_COEFFS={c.muon_ns_coeffs!r}: not one of {', '.join(NS_COEFF_SETS)}"
     if c.optim_groups not in OPTIM_GROUPS:
         yield f"OPTIM_GROUPS={c.optim_groups!r}: not one of {', '.join(OPTIM_GROUPS)}"
 

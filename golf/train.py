@@ -29,7 +29,7 @@ from golf.distributed import all_reduce_ as _allreduce, host_max, init_distribut
 from golf.errors import TrainError
 from golf.evaluate import EvalResult, evaluate_bpb
 from golf.model import GPT, count_parameters
-from golf.optim import (build_optimizers, ema_decay_at, lr_multiplier, muon_momentum, set_lrs,
+from golf.optim import (build_optimizers, ema_decay_at, muon_momentum, schedule_multiplier, set_lrs,
                         training_fraction)
 from golf.step import Stepper
 from quant import collect_error_weights, collect_hessians
@@ -282,7 +282,7 @@ class Trainer:
         cfg = self.cfg
         t0 = time.perf_counter()
         self.switch_loop()
-        mult = lr_multiplier(self.step, self.train_ms, self.cap_ms, cfg.warmdown_iters, cfg.iterations)
+        mult = schedule_multiplier(cfg, self.step, self.train_ms, self.cap_ms)
         set_lrs(self.opts, mult, muon_momentum(self.step, cfg))
         loss_t = self.train_step()
         if self.ema is not None:
