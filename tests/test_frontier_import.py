@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from conftest import randomize
 from golf.config import Config
 from golf.errors import InteropError
 from golf.interop import import_checkpoint
@@ -36,11 +37,7 @@ def to_banks(sd: dict[str, torch.Tensor], L: int) -> dict[str, torch.Tensor]:
 
 def random_model(cfg: Config) -> GPT:
     torch.manual_seed(0)
-    m = GPT(cfg)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.2 * torch.randn(p.shape))
-    return m.eval()
+    return randomize(GPT(cfg), std=0.2).eval()
 
 
 @pytest.mark.parametrize("stack", ["pr1855", "pr2135"])

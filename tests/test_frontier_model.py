@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import randomize as randomize_params
 from golf.config import Config
 from golf.errors import ConfigError
 from golf.layers import (asym_softcap, cu_seqlens, doc_attention, input_smear, segment_ids,
@@ -37,11 +38,7 @@ def tiny(**kw) -> Config:
 
 def randomize(m: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Non-trivial values everywhere (zero-initialised gates, lambdas and projections too)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=g))
-    return m
+    return randomize_params(m, seed, std=0.3)
 
 
 # --- the depth loop's layer plan ------------------------------------------------------------
