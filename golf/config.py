@@ -102,7 +102,7 @@ CPU_SIZES: dict[str, Any] = {
 CPU_PRESET: dict[str, Any] = {**R29_PRESET, **CPU_SIZES, "bigram_vocab_size": 512,
                               "bigram_dim": 32, "ve_dim": 32}
 CPU_P1125_PRESET: dict[str, Any] = {**P1125_PRESET, **CPU_SIZES}
-# --- the frontier stack (issue 29; anchor_frontier.md) --------------------------------------
+# --- the frontier stack (issue 29: PR #1855 and #2135) ---------------------------------------
 # PR #1855 (the 1.0611 record) as it ran: its launch command / log header values wherever golfkit
 # has the setting. Not reproduced (no golfkit setting yet): the document-packing loader (golfkit
 # trains on TRAIN_SEQ_LEN rows, split at BOS by DOC_ATTENTION), its LoRA TTT and its lrzip
@@ -205,7 +205,7 @@ class Config(ModelConfig):
     beta1: float = 0.9                   # BETA1
     beta2: float = 0.95                  # BETA2
     adam_eps: float = 1e-8               # ADAM_EPS
-    # the 2026-04 records' optimizer and schedule options (anchor_frontier.md §2); off by default
+    # the 2026-04 records' optimizer and schedule options (PR #1855 / #2135); off by default
     muon_ns_coeffs: str = "classic"      # MUON_NS_COEFFS (classic: (3.4445, -4.775, 2.0315) each step; polar_express: the records' five tuples)
     muon_row_normalize: bool = False     # MUON_ROW_NORMALIZE (each row of the Nesterov update / its L2 norm before Newton–Schulz)
     embed_wd: float = -1.0               # EMBED_WD (AdamW decay of the embedding group; -1 = ADAM_WD)

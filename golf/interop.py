@@ -239,7 +239,7 @@ BLOCK_PARAMS = ("attn.c_q.weight", "attn.c_k.weight", "attn.c_v.weight", "attn.p
 GLOBAL_PARAMS = ("tok_emb.weight", "skip_weights", "lm_head.weight", "bigram.embed.weight",
                  "bigram.proj.weight", "bigram.scale", "smear.gate", "ve_shared.embed.weight",
                  "ve_shared.proj.weight", "ve_shared.scale")
-# the frontier records' tensors (anchor_frontier.md §1.2), each optional
+# the frontier records' tensors (PR #1855 / #2135 state dicts), each optional
 FRONTIER_GLOBALS = ("skip_gates", "parallel_post_lambdas", "parallel_resid_lambdas",
                     "smear_gate.weight", "smear_lambda", "softcap_pos", "softcap_neg")
 FRONTIER_BLOCK_PARAMS = ("attn.attn_gate_w",)
@@ -431,7 +431,7 @@ def infer_shapes(sd: Mapping[str, torch.Tensor]) -> Shapes:
 
 
 def _infer_frontier(sd: Mapping[str, torch.Tensor], shapes: Shapes, n_skip: int) -> None:
-    """The frontier records' gates, lanes and caps into `shapes` (anchor_frontier.md §1.2)."""
+    """The frontier records' gates, lanes and caps into `shapes` (their shapes as the records store them)."""
     d, L, H = shapes.model_dim, shapes.num_layers, shapes.num_heads
     if "skip_gates" in sd:
         _expect(sd, "skip_gates", (n_skip, d), "one sigmoid gate per skip weight")

@@ -3,7 +3,7 @@
 Why a module of its own: these are pure functions of tensors and plain numbers (the depth
 loop's layer plan, per-document attention, the gates, the two-lane step, the asymmetric
 softcap), so golf.model wires them to ModelConfig fields and tests check each one against a
-hand computation without building a model. Formulas: ../shared/reference/anchor_frontier.md §1.
+hand computation without building a model. Formulas: the records' forward pass (PR #1855).
 """
 from __future__ import annotations
 

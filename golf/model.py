@@ -61,7 +61,7 @@ class ModelConfig:
     bos_id: int = 1                      # BOS_ID (the tokenizer's BOS; the challenge's is 1)
     ve_dim: int = 0                      # VE_DIM (shared value-embedding width; 0 = off)
     ve_layers: str = "-2,-1"             # VE_LAYERS (comma-separated layer indices; negative count from the end)
-    # --- the frontier stack (PR #1855 / #2135; anchor_frontier.md §1); each off by default ---
+    # --- the frontier stack (PR #1855 / #2135, as their code runs); each off by default
     num_loops: int = 0                   # NUM_LOOPS (depth loop: LOOP_START..LOOP_END run NUM_LOOPS+1 times while looping; 0 = off)
     loop_start: int = 3                  # LOOP_START (first physical layer of the loop)
     loop_end: int = 5                    # LOOP_END (last physical layer of the loop, inclusive)

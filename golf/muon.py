@@ -21,7 +21,7 @@ import torch.distributed as dist
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 # MUON_NS_COEFFS: the (a, b, c) of each Newton–Schulz iteration, in order; the last repeats when
 # MUON_NS_STEPS is larger. polar_express: the five per-iteration tuples of PR #1344 that the
-# 2026-04 records (#1787 -> #1855 -> #2135) use, exactly as they ship (anchor_frontier.md §2.2).
+# 2026-04 records (#1787 -> #1855 -> #2135) use, exactly as they ship.
 NS_COEFF_SETS: dict[str, tuple[tuple[float, float, float], ...]] = {
     "classic": (NS_COEFFS,),
     "polar_express": ((8.156554524902461, -22.48329292557795, 15.878769915207462),

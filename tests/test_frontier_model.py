@@ -1,4 +1,4 @@
-"""The frontier stack's model features (PR #1855 / #2135, anchor_frontier.md §1), each against
+"""The frontier stack's model features (PR #1855 / #2135), each against
 an independent computation written from the formulas on small tensors: the depth loop's layer
 plan and skip pairing before and after the switch, gated skips, the two-lane block, the new
 SmearGate with its BOS fix, the sparse attention gate, AsymLogit, per-document attention, and

@@ -1,4 +1,4 @@
-"""The 2026-04 records' optimizer options (anchor_frontier.md §2): the Polar-Express
+"""The 2026-04 records' optimizer options (PR #1855 / #2135): the Polar-Express
 Newton–Schulz iteration against a float64 evaluation of its polynomials, Muon's row
 normalisation against a hand-written step, EMBED_WD, and WARMDOWN_FRAC with MIN_LR."""
 from __future__ import annotations
