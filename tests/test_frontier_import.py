@@ -80,3 +80,32 @@ def test_frontier_banked_checkpoint_needs_its_stack(tmp_path):
     with pytest.raises(InteropError, match=r"parallel_resid_lambdas: shape \(3, 2\).*expected \(5, 2\)"):
         import_checkpoint(src, tmp_path / "runs" / "y", stack="pr1855", env=ENV, log=lambda m: None)
     assert not (tmp_path / "runs" / "y").exists()
+
+
+def test_frontier_model_quantizes_and_loads_back(tmp_path):
+    """The frontier tensors are control tensors (fp32 passthrough, never GPTQ'd, never Muon's),
+    and the artifact rebuilds the model with the loop on."""
+    import quant
+    cfg = golf_cfg("pr2135").replace(asym_logit_train=True)
+    m = random_model(cfg)
+    with torch.no_grad():
+        m.softcap_pos.fill_(27.0)
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.randint(0, 64, (2, 16), generator=g) for _ in range(2)]
+    hs = quant.collect_hessians(m, batches)
+    q = quant.quantize_model(m, hessians=hs, method="gptq", meta={"config": cfg.to_dict()},
+                             policy=quant.QuantPolicy(small_numel=256, compressors=("zstd",)))
+    by = {t.name: t for t in q.tensors}
+    for n in ("skip_gates", "parallel_post_lambdas", "parallel_resid_lambdas", "smear_gate.weight",
+              "smear_lambda", "softcap_pos", "blocks.2.attn.attn_gate_w"):
+        assert by[n].kind == "pass" and by[n].method == "fp32", n
+    assert by["blocks.2.mlp.fc.weight"].method == "gptq"
+    quant.save_artifact(tmp_path / "m.gkq", q)
+    sd, meta = quant.load_artifact(tmp_path / "m.gkq")
+    back = GPT(Config.from_dict(meta["config"]))
+    back.load_state_dict(sd, strict=True)
+    assert back.looping and float(back.softcap_pos.detach()) == 27.0
+    x = batches[0]
+    with torch.no_grad():
+        ref, out = m(x), back.eval()(x)
+    assert float((out - ref).pow(2).mean() / ref.pow(2).mean()) < 0.05
