@@ -430,32 +430,6 @@ def eval_hardware(world: int) -> str:
     return f"{world}xCPU"
 
 
-def ttt_block(settings: Any, models: dict[str, torch.nn.Module], ed: "EvalData", base: dict, *,
-              cfg: Any, seq_len: int, stride: int, batch_tokens: int, device: str, rank: int,
-              world: int, log: Callable[[str], None]) -> dict:
-    """eval.json's post_ttt: golf.ttt.run_ttt on a copy of the `settings.on` weights, scored on
-    the same tokens and windows as `base` (the headline entry), bytes checked like pre/post."""
-    from golf.ttt import run_ttt  # here: golf.ttt imports this module, and the packed script lacks it
-    label = settings.on
-    if label not in models:
-        raise EvalError(f"TTT on {label!r} weights needs the "
-                        f"{'artifact (--artifact)' if label == 'post' else 'checkpoint (--checkpoint)'}")
-    if settings.bos_id < 0 and getattr(cfg, "bos_id", None) is not None:
-        settings = dataclasses.replace(settings, bos_id=int(cfg.bos_id))   # documents split at BOS
-    log(f"ttt:start mode:{settings.mode} on:{label} knobs:{settings.knobs()}")
-    res = run_ttt(models[label], ed.tokens, ed.lut, settings, seq_len=seq_len, stride=stride,
-                  batch_tokens=batch_tokens, device=device, max_tokens=ed.n_targets, rank=rank,
-                  world_size=world, weights=label)
-    checked_against(res, ed, "TTT ")
-    out = res.to_dict()
-    ref = base.get(label)
-    out["ttt_gain"] = out["val_bpb"] - ref["val_bpb"] if ref else None
-    log(f"eval:ttt:{res.ttt} on:{label} post_ttt_val_loss:{res.val_loss:.8f} "
-        f"post_ttt_val_bpb:{res.val_bpb:.8f} ttt_gain:{(out['ttt_gain'] or 0.0):+.8f} "
-        f"seconds:{res.seconds:.1f}")
-    return out
-
-
 def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = None,
              artifact: str | None = None, data: str | None = None, tokenizer: str | None = None,
              mode: str | None = None, seq_len: int | None = None, stride: int | None = None,
@@ -468,7 +442,8 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     mode: "chunked", "sliding" or "both" (default: sliding when stride > 0). Returns the
     eval.json dict; rank 0 writes it to `out` (default RUN_DIR/eval.json) and logs a table.
     ttt: a golf.ttt.TTTSettings; when active, a third number `post_ttt` (score-first TTT of a
-    copy of the chosen weights, in the headline window mode) is added beside pre and post.
+    copy of the chosen weights, in the headline window mode) is added beside pre and post. It is
+    passed in, never imported: golf.ttt sits above this module and the packed script lacks it.
     """
     t0 = time.perf_counter()
     rank, world = dist_info()
@@ -503,9 +478,9 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     if mode == "both":
         report["modes"] = modes
     if ttt is not None and getattr(ttt, "active", False):
-        report["post_ttt"] = ttt_block(ttt, models, ed, modes[headline], cfg=cfg, seq_len=seq_len,
-                                       stride=report["stride"], batch_tokens=batch_tokens,
-                                       device=device, rank=rank, world=world, log=say)
+        report["post_ttt"] = ttt.post_ttt(models, ed, modes[headline], cfg=cfg, seq_len=seq_len,
+                                          stride=report["stride"], batch_tokens=batch_tokens,
+                                          device=device, rank=rank, world=world, log=say)
         table.append({"label": f"ttt:{ttt.mode}", **report["post_ttt"]})
     report["hardware"] = eval_hardware(world)
     report["wall_seconds"] = time.perf_counter() - t0

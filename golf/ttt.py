@@ -31,7 +31,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -41,11 +41,13 @@ import torch.nn.functional as F
 
 from golf.bpb import bpb_from_sums, bytes_at
 from golf.evaluate import (
+    EvalData,
     EvalError,
     EvalResult,
     _batches,
     _dist_active,
     batch_nll,
+    checked_against,
     rank_slice,
     window_plan,
 )
@@ -116,6 +118,11 @@ class TTTSettings:
             raise EvalError(f"{self.env_name(n)}={getattr(self, n)!r} is out of range{hint}; "
                             "fix the environment variable or the --ttt flag")
         return s
+
+    def post_ttt(self, models: dict[str, nn.Module], ed: EvalData, base: dict,
+                 **kw: Any) -> dict:
+        """eval.json's post_ttt entry; golf.evaluate.run_eval calls it on the settings it was given."""
+        return ttt_block(self, models, ed, base, **kw)
 
     def knobs(self) -> dict[str, Any]:
         """The settings that shaped this mode's result (for eval.json and submission.json)."""
@@ -568,3 +575,28 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
     res.partial = n < n_total
     res.weights = weights or settings.on
     return res
+
+
+def ttt_block(settings: TTTSettings, models: dict[str, nn.Module], ed: EvalData, base: dict, *,
+              cfg: Any, seq_len: int, stride: int, batch_tokens: int, device: str, rank: int,
+              world: int, log: Callable[[str], None]) -> dict:
+    """eval.json's post_ttt: golf.ttt.run_ttt on a copy of the `settings.on` weights, scored on
+    the same tokens and windows as `base` (the headline entry), bytes checked like pre/post."""
+    label = settings.on
+    if label not in models:
+        raise EvalError(f"TTT on {label!r} weights needs the "
+                        f"{'artifact (--artifact)' if label == 'post' else 'checkpoint (--checkpoint)'}")
+    if settings.bos_id < 0 and getattr(cfg, "bos_id", None) is not None:
+        settings = dataclasses.replace(settings, bos_id=int(cfg.bos_id))   # documents split at BOS
+    log(f"ttt:start mode:{settings.mode} on:{label} knobs:{settings.knobs()}")
+    res = run_ttt(models[label], ed.tokens, ed.lut, settings, seq_len=seq_len, stride=stride,
+                  batch_tokens=batch_tokens, device=device, max_tokens=ed.n_targets, rank=rank,
+                  world_size=world, weights=label)
+    checked_against(res, ed, "TTT ")
+    out = res.to_dict()
+    ref = base.get(label)
+    out["ttt_gain"] = out["val_bpb"] - ref["val_bpb"] if ref else None
+    log(f"eval:ttt:{res.ttt} on:{label} post_ttt_val_loss:{res.val_loss:.8f} "
+        f"post_ttt_val_bpb:{res.val_bpb:.8f} ttt_gain:{(out['ttt_gain'] or 0.0):+.8f} "
+        f"seconds:{res.seconds:.1f}")
+    return out
