@@ -244,15 +244,17 @@ def test_training_stops_at_the_first_nonfinite_loss_with_the_last_good_checkpoin
 
 
 def test_cpu_presets_are_bounded_by_steps_not_the_machine():
-    """Under the cpu presets the wallclock cap is a safety cap far above 400 steps' time, so
-    lr_multiplier follows the step schedule alone (the weights do not depend on speed)."""
-    from golf.optim import lr_multiplier
-    for name in ("cpu", "cpu_p1125"):
+    """Under the cpu presets the wallclock cap is a safety cap far above 400 steps' time, so the
+    LR schedule (and the depth loop's switch) follows the steps alone: the weights do not
+    depend on the machine's speed."""
+    from golf.optim import schedule_multiplier, training_fraction
+    for name in ("cpu", "cpu_p1125", "cpu_frontier"):
         c = Config.from_preset(name)
         assert c.iterations == 400 and c.max_wallclock_seconds >= 3600
         cap_ms = 1000.0 * (c.max_wallclock_seconds - c.gptq_reserve_seconds)
         for step_ms in (50.0, 1500.0):  # a fast machine and one 2.5x slower than the old cap allowed
             for step in range(c.iterations):
-                by_steps = lr_multiplier(step, 0.0, 0.0, c.warmdown_iters, c.iterations)
-                assert lr_multiplier(step, step * step_ms, cap_ms, c.warmdown_iters,
-                                     c.iterations) == by_steps
+                elapsed = step * step_ms
+                assert schedule_multiplier(c, step, elapsed, cap_ms) == \
+                    schedule_multiplier(c, step, 0.0, 0.0), (name, step)
+                assert training_fraction(step, elapsed, cap_ms, c.iterations) == step / c.iterations

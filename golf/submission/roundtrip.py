@@ -20,7 +20,7 @@ from typing import Mapping
 from golf.errors import RoundTripError
 
 _LINE = re.compile(r"final_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)(?: val_bpb_hex:(\S+))?")
-# MKL_CBWR: MKL's kernel choice changes a GEMM's rounding, so the child must score with the same one
+# Threads and MKL's kernel path (MKL_CBWR) decide the rounding: the proof runs the parent's.
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
              "MKL_CBWR", "CUDA_VISIBLE_DEVICES", "SYSTEMROOT")
 
