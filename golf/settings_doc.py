@@ -6,6 +6,7 @@ not; tests/test_settings.py checks the committed file equals this output.
 """
 from __future__ import annotations
 
+import golf.tilt  # noqa: F401  (registers the n-gram tilt settings)
 import golf.ttt  # noqa: F401  (registers the TTT_* settings)
 from golf import settings
 from golf.config import preset_columns
