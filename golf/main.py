@@ -406,13 +406,14 @@ def quant_only(run: str) -> int:
     why = rd.unwritable_reason(run_dir)
     if why:
         raise rd.RunIOError(f"QUANT_ONLY={run}: {why}; nothing was written")
-    old = run_dir / rd.SUMMARY
-    prev = json.loads(old.read_text()) if old.is_file() else {}
-    log = make_logger(run_dir, 0)
-    log(f"quant_only:{run_dir} method:{cfg.quant_method} budget_bytes:{cfg.budget_bytes}")
-    finish_run(cfg, run_dir, log, PhaseTimer(), steps=int(prev.get("steps", 0)),
-               train_time_ms=float(prev.get("train_time_ms", 0.0)),
-               world_size=1, do_pack=None)
+    with rd.run_lock(run_dir, f"QUANT_ONLY={run} train_gpt.py"):
+        old = run_dir / rd.SUMMARY
+        prev = json.loads(old.read_text()) if old.is_file() else {}
+        log = make_logger(run_dir, 0)
+        log(f"quant_only:{run_dir} method:{cfg.quant_method} budget_bytes:{cfg.budget_bytes}")
+        finish_run(cfg, run_dir, log, PhaseTimer(), steps=int(prev.get("steps", 0)),
+                   train_time_ms=float(prev.get("train_time_ms", 0.0)),
+                   world_size=1, do_pack=None)
     return 0
 
 
@@ -434,7 +435,7 @@ def eval_only() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    with user_errors(), distributed.session():
+    with user_errors(), distributed.session(), rd.held_locks():
         if _truthy(os.environ.get("EVAL_ONLY")):
             return eval_only()
         if os.environ.get("QUANT_ONLY"):
