@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from golf import distributed
 from golf import rundir as rd
-from golf.evaluate import EvalError, run_eval
+from golf.evaluate import EvalError, resolve_run_files, run_eval
 from golf.rules import eval_mode
 
 Log = Callable[[str], None]
@@ -99,9 +99,7 @@ def evaluate_run_dir(run_dir: str | os.PathLike, log: Log, out: str | os.PathLik
 def official_eval(run: Path, log: Log, **kw: Any) -> dict:
     """Score the run's own artifact as a staged pair: the artifact's bytes are copied into
     staging, scored and hashed there (with its quant report), and moved in with eval.json."""
-    if not (run / rd.ARTIFACT).is_file():
-        raise EvalError(f"{run}: no {rd.ARTIFACT} (quantized artifact); run quantization or "
-                        "pass --artifact PATH")
+    resolve_run_files(run, kw.get("checkpoint"), None)  # its files are there, before staging
     st = rd.clear_staging(run)
     for name in (rd.ARTIFACT, rd.QUANT_REPORT_JSON, rd.QUANT_REPORT_PNG):
         if (run / name).is_file():

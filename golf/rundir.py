@@ -383,6 +383,21 @@ def lock_run(run_dir: str | os.PathLike, command: str | None = None) -> None:
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()}: {command or ' '.join(sys.argv)}\n".encode())
     _HELD[key] = fd
+    remove_killed_temps(key)
+
+
+def remove_killed_temps(run_dir: Path) -> list[Path]:
+    """Temp files of a killed write (golf.atomic's .<name>.*.tmp, quant's <name>.*.tmp, for
+    the run's own file names): with the lock held no other command writes here, so they are
+    a dead process's, never someone else's file."""
+    names = set(RUN_FILES)
+    gone = []
+    for p in run_dir.glob("*.tmp"):
+        stem = p.name[1:] if p.name.startswith(".") else p.name
+        if p.is_file() and any(stem.startswith(n + ".") for n in names):
+            p.unlink()
+            gone.append(p)
+    return gone
 
 
 @contextmanager

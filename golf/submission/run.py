@@ -108,9 +108,10 @@ def verify_artifact(run: RunInfo) -> None:
         header, _ = parse_artifact(blob, str(path))
     except ArtifactError as exc:  # it cannot round trip: say so before trying any form
         raise RoundTripError(f"{exc} (checked before any round trip)") from None
-    try:
-        check_artifact_config(header.get("meta") or {}, Config.from_dict(run.config).model_dict(),
-                              str(path))
+    meta = header.get("meta") or {}
+    try:  # an artifact recording no config cannot be compared (its round trip refuses it)
+        if meta.get("config"):
+            check_artifact_config(meta, Config.from_dict(run.config).model_dict(), str(path))
     except ConfigMismatchError as exc:
         raise PackError(f"{exc.args[0].split('; set these')[0]}; it is not this run's artifact "
                         f"({run.run_dir / rd.CONFIG}): pack the run that made it, or re-quantize "
