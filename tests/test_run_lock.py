@@ -26,6 +26,7 @@ def holder(tmp_path):
         import fcntl, os, time
         fd = os.open({str(run / rd.LOCK)!r}, os.O_RDWR | os.O_CREAT)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(fd, 0)
         os.write(fd, f"pid {{os.getpid()}}: QUANT_ONLY=runs/x train_gpt.py\\n".encode())
         print("locked", flush=True)
         time.sleep(60)
