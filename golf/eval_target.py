@@ -105,6 +105,10 @@ def official_eval(run: Path, log: Log, **kw: Any) -> dict:
         if (run / name).is_file():
             shutil.copyfile(run / name, st / name)
     kw.pop("artifact", None)
-    report = run_eval(run_dir=run, artifact=str(st / rd.ARTIFACT), out=st / rd.EVAL, log=log, **kw)
+    try:
+        report = run_eval(run_dir=run, artifact=str(st / rd.ARTIFACT), out=st / rd.EVAL, log=log, **kw)
+    except BaseException:
+        shutil.rmtree(st, ignore_errors=True)  # only copies: the run's own pair is untouched
+        raise
     rd.publish_pair(run, log)
     return report

@@ -424,6 +424,16 @@ def run_lock(run_dir: str | os.PathLike, command: str | None = None) -> Iterator
 
 
 # ----------------------------------------------------------------------------- I/O (rule 7)
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a run's log (train.log, metrics.jsonl); a failed write (a full disk
+    reports no file name) names the file."""
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, exc.filename or str(path)) from exc
+
+
 def io_message(exc: OSError, doing: str, kept: str) -> str:
     code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
     what = IO_ERRNOS.get(exc.errno, exc.strerror or "I/O error")

@@ -60,8 +60,7 @@ def make_logger(run_dir: Path | None, rank: int) -> Callable[[str], None]:
         print(msg, flush=True)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a") as f:
-                f.write(msg + "\n")
+            rd.append_line(path, msg)
     return log
 
 
@@ -396,8 +395,7 @@ class Trainer:
 
     def write_metrics(self, rec: dict) -> None:
         if self.di.rank == 0:
-            with open(self.run_dir / rd.METRICS, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            rd.append_line(self.run_dir / rd.METRICS, json.dumps(rec))
 
     def save_checkpoint(self) -> Path | None:
         """checkpoint.pt, all a resume needs (a collective: every rank's stream position)."""

@@ -85,3 +85,21 @@ def test_official_eval_goes_through_the_staged_pair(run):
     assert (run / rd.PREVIOUS / "1" / rd.EVAL).read_text() == '{"official": true}\n'
     assert (run / rd.ARTIFACT).read_bytes() == art
     assert not (run / rd.STAGING).exists()
+
+
+def test_a_failed_official_eval_leaves_the_pair_and_no_staging(run, capsys):
+    """Scoring fails after the artifact was copied into staging: the copies go, the run's
+    own pair stays as it was."""
+    import eval_bpb
+    import golf.evaluate as ev
+    before = _files(run)
+
+    def broken(*_a, **_k):
+        raise ev.EvalError("scoring failed")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ev, "score_modes", broken)
+        with pytest.raises(SystemExit):
+            eval_bpb.main([str(run), "--device", "cpu"])
+    assert "scoring failed" in capsys.readouterr().err
+    assert not (run / rd.STAGING).exists()
+    assert {k: v for k, v in _files(run).items() if k != rd.LOCK} == before

@@ -131,3 +131,19 @@ def test_stale_pack_folders_are_cleaned_by_the_next_pack(tmp_path):
     assert tempdirs.remove_stale(tmp_path, ".rec.tmp-") == [stale]
     assert live.is_dir() and not stale.exists()
     shutil.rmtree(live)
+
+
+def test_a_full_disk_appending_to_the_log_names_it(tmp_path, monkeypatch):
+    class Full:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_a):
+            return False
+
+        def write(self, _text):
+            _enospc()
+    monkeypatch.setattr("builtins.open", lambda *_a, **_k: Full())
+    with pytest.raises(RunIOError) as ei, rd.io_guard("training", "checkpoint.pt"):
+        rd.append_line(tmp_path / rd.TRAIN_LOG, "step:1")
+    assert str(ei.value).startswith(f"{tmp_path / rd.TRAIN_LOG}: the disk is full")
