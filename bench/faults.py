@@ -333,7 +333,7 @@ class Bench:
     def _path_and_pack_cases(self, pack_main, base: Path) -> None:
         import eval_bpb
         elsewhere = self.tmp / "elsewhere"
-        elsewhere.mkdir()
+        elsewhere.mkdir(exist_ok=True)
         work = self.tmp / "work"
         self.case("eval_bpb.py runs/X from another cwd", lambda: eval_bpb.main(
             [str(base), "--out", str(elsewhere / rd.EVAL)]), {},
