@@ -5,6 +5,7 @@ per-tensor quantization sensitivity.
     python eval_bpb.py --checkpoint ema.pt --artifact final_model.gkq --data DIR --tokenizer M
     python eval_bpb.py --compare RUN_A RUN_B ... [--evaluate] [--strict] [--gap-threshold 0.005]
     python eval_bpb.py RUN_DIR --ttt chunk|lora [--ttt-on post|pre]   # third number: post+TTT
+    NGRAM_TILT_ENABLED=1 python eval_bpb.py RUN_DIR [--ttt lora]       # + post+tilt (TTT tilted)
     python eval_bpb.py --compare RUN_A RUN_B --rank-by post_ttt
     python eval_bpb.py RUN_DIR --sensitivity [--sensitivity-by class] --max-tokens 8192
     python eval_bpb.py RUN_DIR --sensitivity --split train   # to steer the fitter (QUANT_SENSITIVITY)
@@ -30,6 +31,7 @@ from golf.errors import user_errors
 from golf.eval_target import evaluate_run_dir
 from golf.evaluate import run_eval
 from golf.sensitivity import run_sensitivity
+from golf.tilt import TiltSettings
 from golf.ttt import TTTSettings
 
 
@@ -60,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="score only the first N targets (labelled partial; default env "
                          "MAX_EVAL_TOKENS, else the run's own); a RUN's diagnostic evals are "
                          "written beside eval.json as eval.<label>.json")
+    ap.add_argument("--doc-windows", action="store_true", default=None,
+                    help="no window crosses a BOS (default: on when the model has DOC_ATTENTION)")
     ap.add_argument("--batch-tokens", type=int, help="tokens per forward (default VAL_BATCH_SIZE)")
     ap.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--out", help="eval.json path (default RUN_DIR/eval.json)")
@@ -138,7 +142,8 @@ def _main(args: argparse.Namespace) -> int:
                                 out_dir=args.out, log=say, split=args.split, **common)
             return 0
         kw = dict(checkpoint=args.checkpoint, artifact=args.artifact, mode=args.mode,
-                  stride=args.stride, out=args.out, log=say, ttt=ttt_settings(args), **common)
+                  stride=args.stride, out=args.out, log=say, ttt=ttt_settings(args),
+                  tilt=TiltSettings.from_env(), doc_windows=args.doc_windows, **common)
         if args.run_dir:  # official pair, or a diagnostic beside eval.json (golf.eval_target)
             evaluate_run_dir(args.run_dir, **kw)
         else:

@@ -1,7 +1,7 @@
 """Where `eval_bpb.py RUN` writes: a run's official eval.json, or a diagnostic file beside it.
 
 Why: eval.json is half of the run's artifact/eval pair, and pack.py ships the number it holds.
-A partial, other-mode, other-data, other-weights or TTT evaluation is a diagnostic: it goes to
+A partial, other-mode, other-data, other-weights, TTT or tilted evaluation is a diagnostic: it goes to
 eval.<label>.json beside eval.json (a new name each time, never replacing a file) or to --out.
 Only a full official evaluation of the run's own artifact replaces eval.json, through the
 staged pair (golf.rundir rule 4), so the previous pair moves to previous/<n>/ and nothing is
@@ -55,6 +55,11 @@ def diagnostic_label(run_dir: str | os.PathLike, kw: dict[str, Any]) -> str:
     ttt = kw.get("ttt")
     if ttt is not None and getattr(ttt, "active", False):
         parts.append(f"ttt-{ttt.mode}-{ttt.on}")
+    if getattr(kw.get("tilt"), "enabled", False):
+        parts.append("tilt")
+    docs = kw.get("doc_windows")
+    if docs is not None and bool(docs) != bool(getattr(cfg, "doc_attention", False)):
+        parts.append("docwindows" if docs else "nodocwindows")
     if kw.get("byte_check") is False:
         parts.append("nobytecheck")
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(parts))[:80]

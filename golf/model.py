@@ -1,5 +1,5 @@
 """The 11-layer XSA / QK-gain GPT and the record stack's extras (BigramHash, SmearGate, value
-embedding); shapes and formulas are the records' (README "Model stacks" lists each difference).
+embedding); shapes and formulas are the records' (docs/stacks.md lists each difference).
 
 Every feature is switched by a ModelConfig field (defined here, so a new variant is one
 file: its field, its check and its code), and ablations need no code edits. All large matrices

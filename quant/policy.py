@@ -6,7 +6,7 @@ tied embedding int7 k=15, small tensors fp16 and control tensors fp32).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 SMALL_NUMEL = 65_536
 # Control tensors (gains, mixes, gates, scalar scales): passthrough in fp32. The first nine
@@ -71,9 +71,6 @@ class QuantPolicy:
 
     def for_class(self, cls: str) -> ClassPolicy:
         return getattr(self, cls)
-
-    def with_class(self, cls: str, **changes) -> "QuantPolicy":
-        return replace(self, **{cls: replace(self.for_class(cls), **changes)})
 
 
 def is_control(name: str, patterns: tuple[str, ...] = CONTROL_PATTERNS) -> bool:

@@ -41,6 +41,10 @@ def test_labels_name_what_differs_from_the_runs_own_evaluation(run, tmp_path):
     assert diagnostic_label(run, {"ttt": TTT()}) == "ttt-lora-post"
     assert diagnostic_label(run, {"byte_check": False}) == "nobytecheck"
 
+    class Tilt:
+        enabled = True
+    assert diagnostic_label(run, {"tilt": Tilt(), "doc_windows": True}) == "tilt-docwindows"
+
 
 def test_beside_path_never_names_an_existing_file(run):
     first = beside_path(run, "partial64")
