@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 from golf.atomic import file_sha256
-from golf.data.shards import MANIFEST, check_token_range, find_shards, read_manifest, read_shard, train_pattern
+from golf.data.shards import (MANIFEST, check_token_range, find_shards, read_manifest, read_shard,
+                              train_pattern)
 from golf.errors import ShardError, TokenizerError
 
 TRAIN_SAMPLE = 2  # train shards read when the manifest records no max_token_id: first and last
@@ -27,11 +28,12 @@ def check_dataset(data_path: str | os.PathLike, tokenizer_path: str | os.PathLik
     man = read_manifest(data_path)
     where = Path(data_path) / MANIFEST
     want = man.get("tokenizer_sha256")
-    if want and file_sha256(tokenizer_path) != want:
+    have = file_sha256(tokenizer_path) if want else None
+    if want and have != want:
         raise TokenizerError(
             f"TOKENIZER_PATH={tokenizer_path}: not the tokenizer DATA_PATH={data_path} was made "
             f"with ({where} records {man.get('tokenizer', 'its tokenizer')} with sha256 "
-            f"{str(want)[:12]}..., this file has {file_sha256(tokenizer_path)[:12]}...); set "
+            f"{str(want)[:12]}..., this file has {str(have)[:12]}...); set "
             "TOKENIZER_PATH to the dataset's own tokenizer, or prepare the data again with this one")
     recorded = man.get("vocab_size")
     if recorded is not None and int(recorded) != vocab_size:
