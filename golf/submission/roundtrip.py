@@ -24,8 +24,9 @@ from golf.errors import RoundTripError
 from golf.submission.tempdirs import die_with_parent, roundtrip_dir
 
 _LINE = re.compile(r"final_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)(?: val_bpb_hex:(\S+))?")
+# Threads and MKL's kernel path (MKL_CBWR) decide the rounding: the proof runs the parent's.
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-             "CUDA_VISIBLE_DEVICES", "SYSTEMROOT")
+             "MKL_CBWR", "CUDA_VISIBLE_DEVICES", "SYSTEMROOT")
 
 
 @dataclass(frozen=True)
