@@ -1,11 +1,10 @@
 """golf's error classes, and one readable line for bad input instead of a traceback.
 
-Here: ConfigError, TrainError, CheckpointError, InteropError, RunIOError, EvalError, ShardError,
-TokenizerError, PrepareError, ByteLUTError (each also importable from the module raising it)
-and RankFailed; the packing errors join them with golf/submission. All but RankFailed are
-ValueErrors whose message names the file and the fix; the CLIs wrap their work in
-`user_errors()` so users see that message
-alone. GOLF_DEBUG=1 shows the traceback.
+Here: ConfigError, TrainError, CheckpointError, InteropError, RunIOError, RunLockError,
+EvalError, ShardError, TokenizerError, PrepareError, ByteLUTError (each also importable from
+the module raising it) and RankFailed; the packing errors join them with golf/submission. All
+but RankFailed are ValueErrors whose message names the file and the fix; the CLIs wrap their
+work in `user_errors()` so users see that message alone. GOLF_DEBUG=1 shows the traceback.
 """
 from __future__ import annotations
 
@@ -48,6 +47,10 @@ class InteropError(ValueError):
 class RunIOError(ValueError):
     """A write failed for lack of space or permission; the message names the path, the cause
     and what was kept (a ValueError so the CLIs print it as one line)."""
+
+
+class RunLockError(ValueError):
+    """Another command is writing the run directory; the message names its pid and command."""
 
 
 class EvalError(ValueError):

@@ -440,13 +440,14 @@ def quant_only(run: str) -> int:
     why = rd.unwritable_reason(run_dir)
     if why:
         raise rd.RunIOError(f"QUANT_ONLY={run}: {why}; nothing was written")
-    old = run_dir / rd.SUMMARY
-    prev = json.loads(old.read_text()) if old.is_file() else {}
-    log = make_logger(run_dir, 0)
-    log(f"quant_only:{run_dir} method:{cfg.quant_method} budget_bytes:{cfg.budget_bytes}")
-    finish_run(cfg, run_dir, log, PhaseTimer(), steps=int(prev.get("steps", 0)),
-               train_time_ms=float(prev.get("train_time_ms", 0.0)),
-               world_size=1, do_pack=None)
+    with rd.run_lock(run_dir, f"QUANT_ONLY={run} train_gpt.py"):
+        old = run_dir / rd.SUMMARY
+        prev = json.loads(old.read_text()) if old.is_file() else {}
+        log = make_logger(run_dir, 0)
+        log(f"quant_only:{run_dir} method:{cfg.quant_method} budget_bytes:{cfg.budget_bytes}")
+        finish_run(cfg, run_dir, log, PhaseTimer(), steps=int(prev.get("steps", 0)),
+                   train_time_ms=float(prev.get("train_time_ms", 0.0)),
+                   world_size=1, do_pack=None)
     return 0
 
 
@@ -494,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train_gpt.py: unknown argument {args[0]!r}; settings are environment variables "
               "(python train_gpt.py --help lists them)", file=sys.stderr)
         return 2
-    with user_errors(), distributed.session():
+    with user_errors(), distributed.session(), rd.held_locks():
         found = env_problems()
         if found:
             raise ConfigError(found + config_problems_beside(found))

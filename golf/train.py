@@ -22,6 +22,7 @@ from golf.atomic import atomic_save
 from golf.bpb import val_byte_counter
 from golf.checkpoint import load_torch_file
 from golf.config import Config
+from golf.data.inputs import check_dataset
 from golf.data.loader import DistributedTokenLoader
 from golf.data.shards import dataset_text_transform, load_val_bytes, load_val_tokens
 from golf.data.tokenizer import load_tokenizer
@@ -60,8 +61,7 @@ def make_logger(run_dir: Path | None, rank: int) -> Callable[[str], None]:
         print(msg, flush=True)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a") as f:
-                f.write(msg + "\n")
+            rd.append_line(path, msg)
     return log
 
 
@@ -91,18 +91,19 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     `stop_after_steps` (test hook) behaves like a SIGTERM after that many total steps:
     it writes checkpoint.pt and returns with stopped_early=True.
     """
-    t = Trainer(cfg, run_dir, log)
-    t.build()
-    if t.cfg.warmup_steps > 0 and t.ckpt is None:
-        t.prime_compile()
-    t.set_ema({k: v.detach().float().clone() for k, v in t.base.state_dict().items()}
-              if t.cfg.ema_decay > 0 else None)  # from the weights after priming
-    if t.ckpt is not None:
-        t.restore()
-    stopped = t.loop(stop_after_steps)
-    if isinstance(stopped, TrainResult):  # a signal: checkpoint written, nothing exported
-        return stopped
-    return t.finish(stopped)
+    with rd.held_locks():  # the run's lock, until golf.main's command ends if it holds one
+        t = Trainer(cfg, run_dir, log)
+        t.build()
+        if t.cfg.warmup_steps > 0 and t.ckpt is None:
+            t.prime_compile()
+        t.set_ema({k: v.detach().float().clone() for k, v in t.base.state_dict().items()}
+                  if t.cfg.ema_decay > 0 else None)  # from the weights after priming
+        if t.ckpt is not None:
+            t.restore()
+        stopped = t.loop(stop_after_steps)
+        if isinstance(stopped, TrainResult):  # a signal: checkpoint written, nothing exported
+            return stopped
+        return t.finish(stopped)
 
 
 @contextmanager
@@ -150,6 +151,7 @@ class Trainer:
             rd.check_resume(ckpt_path, cfg, run_dir, changes)
         rd.check_run_dir(run_dir, cfg, resuming=in_place)
         sp = load_tokenizer(cfg.tokenizer_path, cfg.vocab_size)
+        check_dataset(cfg.data_path, cfg.tokenizer_path, cfg.vocab_size)
         self.loader = DistributedTokenLoader(cfg.data_path, rank=di.rank, world_size=di.world_size,
                                              seed=cfg.seed, vocab_size=cfg.vocab_size)
         self.val_tokens = load_val_tokens(cfg.data_path, cfg.vocab_size)
@@ -159,6 +161,8 @@ class Trainer:
         self.ckpt = (load_torch_file(ckpt_path, "unset RESUME to start fresh, or point it at another "
                                      f"run's {rd.CHECKPOINT}", keys=("model", "step")) if ckpt_path else None)
 
+        if di.rank == 0:  # held until the command ends (golf.main), or this process does
+            rd.lock_run(run_dir, f"train_gpt.py training {run_dir}")
         cleared = (rd.start_run_dir(run_dir, cfg.replace(run_id=run_dir.name), di.world_size,
                                     resuming=in_place, given=given) if di.rank == 0 else [])
         self.log = log = log or make_logger(run_dir, di.rank)
@@ -431,8 +435,7 @@ class Trainer:
 
     def write_metrics(self, rec: dict) -> None:
         if self.di.rank == 0:
-            with open(self.run_dir / rd.METRICS, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            rd.append_line(self.run_dir / rd.METRICS, json.dumps(rec))
 
     def save_checkpoint(self) -> Path | None:
         """checkpoint.pt, all a resume needs (a collective: every rank's stream position)."""

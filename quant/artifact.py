@@ -374,9 +374,11 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> int:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):  # a full disk names the file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     return len(data)
 
@@ -475,11 +477,13 @@ def state_dict_from_tensors(tensors: list[QTensor]) -> dict[str, torch.Tensor]:
     return {qt.name: sd[qt.name] for qt in tensors}
 
 
-def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """(dequantized state_dict keyed like model.state_dict(), meta) from a .gkq file."""
+def load_artifact(path: str | os.PathLike, blob: bytes | None = None
+                  ) -> tuple[dict[str, torch.Tensor], dict]:
+    """(dequantized state_dict keyed like model.state_dict(), meta) from a .gkq file, or from
+    `blob`, its bytes already read (a caller that hashes what it scores decodes those bytes)."""
     path = str(path)
     try:
-        blob = Path(path).read_bytes()
+        blob = Path(path).read_bytes() if blob is None else blob
     except FileNotFoundError:
         raise ArtifactError(f"{path}: artifact not found; check the path (ARTIFACT=...)") from None
     header, payload = parse_artifact(blob, path)

@@ -19,7 +19,7 @@ from pathlib import Path
 from golf import settings
 
 from golf.atomic import atomic_file, atomic_write_json, file_sha256
-from golf.data.shards import MANIFEST, read_header
+from golf.data.shards import MANIFEST, max_token_id, read_header
 from golf.data.sources.splits import DatasetPaths
 from golf.data.tokenizer import load_tokenizer, user_defined_pieces
 from golf.errors import PrepareError, ShardError
@@ -206,6 +206,8 @@ def prepare_fineweb(root: str | Path = "./data", train_shards: int = 1, *, varia
     atomic_write_json(ds / MANIFEST, {
         "name": dataset, "variant": variant, "source": base, "tokenizer": model.name,
         "tokenizer_sha256": file_sha256(model), "text_transform": files.text_transform,
+        "vocab_size": load_tokenizer(model).vocab_size(),
+        "max_token_id": max_token_id([ds / n for n in files.val + files.train]),
         "files": {n: read_header(ds / n) for n in names}})
     return DatasetPaths(ds, model)
 
