@@ -242,6 +242,34 @@ def _check_config(path: str, cfg: Any, expected: Any, what: str) -> None:
                         "evaluate it with its own run directory's config.json")
 
 
+# The artifact's own model is built (on the meta device, no memory) only to read its shapes;
+# the layer count bounds that build's time, so a forged meta cannot make it run for minutes.
+MAX_ARTIFACT_LAYERS = 1024
+
+
+def artifact_shapes(meta: dict) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of the model an artifact's meta["config"] describes, after the
+    same checks as the settings (quant.load_artifact compares them with the header before it
+    decodes anything; a problem here is reported as a corrupt artifact)."""
+    raw = meta.get("config")
+    if not isinstance(raw, dict):
+        raise ValueError("no config in the artifact's meta; re-quantize it with this golfkit")
+    cfg = Config.from_dict(raw)
+    problems = cfg.model_problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    if cfg.num_layers > MAX_ARTIFACT_LAYERS:
+        raise ValueError(f"NUM_LAYERS={cfg.num_layers}: more than {MAX_ARTIFACT_LAYERS}")
+    with torch.device("meta"):
+        model = GPT(cfg)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """quant.load_artifact with the shapes checked against the artifact's own model."""
+    return quant.load_artifact(path, expect=artifact_shapes)
+
+
 def load_eval_model(source: str | os.PathLike, cfg_override: Any = None,
                     device: str = "cpu") -> tuple[torch.nn.Module, Any, str]:
     """(model, cfg, kind) from a checkpoint .pt ({"config","state_dict"}) or an artifact.
@@ -262,7 +290,7 @@ def load_eval_model(source: str | os.PathLike, cfg_override: Any = None,
                             "written by train_gpt.py")
         kind, state, cfg_dict = "checkpoint", obj["state_dict"], obj["config"]
     else:
-        state, meta = quant.load_artifact(path)
+        state, meta = load_artifact(path)
         cfg_dict = (meta or {}).get("config")
         if cfg_dict is None:
             raise EvalError(f"{path}: artifact has no config in its metadata; re-quantize it with "

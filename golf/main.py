@@ -162,7 +162,7 @@ def measured_slopes(path: str, model, hessians, log: Callable[[str], None]) -> d
         log(f"quant:WARNING {path} was measured on the validation split: an artifact fitted to "
             "it has seen validation text, which a record submission may not; measure with "
             "`eval_bpb.py ... --sensitivity --split train`")
-    deq, _meta = quant.load_artifact(art)
+    deq, _meta = evaluate.load_artifact(art)
     slopes = quant.loss_slopes(model.state_dict(), deq, hessians,
                                {r["name"]: r["delta_bpb"] for r in rep["rows"]})
     log(f"quant:sensitivity {path} tensors:{len(slopes)} measured_on:{art}")

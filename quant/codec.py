@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from . import rans
+from .bounded import StreamError, brotli_d, lzma_d, raw_d, zlib_d, zstd_d
 
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
 
@@ -25,9 +26,11 @@ _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
 @dataclass(frozen=True)
 class Codec:
     """One byte-stream compressor: adding a codec is one entry in REGISTRY (names are stored
-    in artifact headers, so an entry is never renamed or removed)."""
+    in artifact headers, so an entry is never renamed or removed). `decompress(data, limit)`
+    never produces (or holds) much more than `limit` bytes: an artifact's streams are data
+    from anyone, and a few hundred bytes of brotli can expand to gigabytes."""
     compress: Callable[[bytes], bytes]
-    decompress: Callable[[bytes], bytes]
+    decompress: Callable[[bytes, int], bytes]
 
 
 def _zstd_c(data: bytes) -> bytes:
@@ -35,38 +38,23 @@ def _zstd_c(data: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=22, write_content_size=True).compress(data)
 
 
-def _zstd_d(data: bytes) -> bytes:
-    import zstandard  # optional dependency: only the codec that uses it needs it
-    return zstandard.ZstdDecompressor().decompress(data)
-
-
 def _brotli_c(data: bytes) -> bytes:
     import brotli  # optional dependency: only the codec that uses it needs it
     return brotli.compress(data, quality=11, lgwin=24)
-
-
-def _brotli_d(data: bytes) -> bytes:
-    import brotli  # optional dependency: only the codec that uses it needs it
-    return brotli.decompress(data)
 
 
 def _rans_c(data: bytes) -> bytes:
     return rans.encode(data)
 
 
-def _rans_d(data: bytes) -> bytes:
-    return rans.decode(data)
-
-
 REGISTRY: dict[str, Codec] = {
-    "zstd": Codec(_zstd_c, _zstd_d),
-    "brotli": Codec(_brotli_c, _brotli_d),
+    "zstd": Codec(_zstd_c, zstd_d),
+    "brotli": Codec(_brotli_c, brotli_d),
     # raw LZMA2 stream: no container header or CRC (the artifact's sha256 covers it)
-    "lzma": Codec(lambda d: lzma.compress(d, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS),
-                  lambda d: lzma.decompress(d, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)),
-    "zlib": Codec(lambda d: zlib.compress(d, 9), zlib.decompress),
-    "rans": Codec(_rans_c, _rans_d),
-    "raw": Codec(bytes, bytes),
+    "lzma": Codec(lambda d: lzma.compress(d, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS), lzma_d),
+    "zlib": Codec(lambda d: zlib.compress(d, 9), zlib_d),
+    "rans": Codec(_rans_c, rans.decode),
+    "raw": Codec(bytes, raw_d),
 }
 CODECS = tuple(REGISTRY)
 JOINT = ("rans",)  # coded over several streams at once, not in the per-stream best-of
@@ -83,8 +71,16 @@ def compress(data: bytes, codec: str) -> bytes:
     return _codec(codec).compress(bytes(data))
 
 
-def decompress(data: bytes, codec: str) -> bytes:
-    return _codec(codec).decompress(bytes(data))
+def decompress(data: bytes, codec: str, limit: int) -> bytes:
+    """Decompress to at most `limit` bytes (StreamError past it, or on a stream that does not
+    decode; the caller compares the length with what it declared)."""
+    try:
+        return _codec(codec).decompress(bytes(data), limit)
+    except StreamError:
+        raise
+    except Exception as exc:  # each library's own error (zstd, brotli, lzma, zlib, rANS)
+        raise StreamError(f"{codec} stream does not decode ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:100] if str(exc) else ''})") from None
 
 
 def shuffle(data: bytes, width: int) -> bytes:
