@@ -28,9 +28,15 @@ def _refusal(exc: pickle.UnpicklingError) -> str:
     return f"it names {m.group(1)}" if m else "it holds an object that is not a tensor or plain value"
 
 
-def load_torch_file(path: str | os.PathLike, fix: str, keys: tuple[str, ...] = ()) -> Any:
-    """torch.load(weights_only=True) on CPU; missing, unreadable, refused or lacking `keys`
-    -> CheckpointError naming `path`."""
+def _tensor_map(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor)
+                                       for k, t in v.items())
+
+
+def load_torch_file(path: str | os.PathLike, fix: str, keys: tuple[str, ...] = (),
+                    tensors: tuple[str, ...] = ()) -> Any:
+    """torch.load(weights_only=True) on CPU; missing, unreadable, refused, lacking `keys`, or
+    with a `tensors` key that is not a {name: tensor} dict -> CheckpointError naming `path`."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: file not found; {fix}")
@@ -48,4 +54,10 @@ def load_torch_file(path: str | os.PathLike, fix: str, keys: tuple[str, ...] = (
     missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
     if missing:
         raise CheckpointError(f"{p}: missing {', '.join(missing)}; {fix}")
+    wrong = [k for k in tensors if isinstance(obj, dict) and k in obj and not _tensor_map(obj[k])]
+    if "config" in keys and not isinstance(obj["config"], dict):
+        wrong.append("config")
+    if wrong:
+        raise CheckpointError(f"{p}: {', '.join(wrong)} is not what golfkit writes there "
+                              f"(a dict of tensors / of settings); {fix}")
     return obj

@@ -284,8 +284,9 @@ def load_eval_model(source: str | os.PathLike, cfg_override: Any = None,
     state: dict | None = None
     cfg_dict: dict | None = None
     if path.suffix == ".pt":
-        obj = load_torch_file(path, "re-export it from training or pass another --checkpoint")
-        if not isinstance(obj, dict) or "state_dict" not in obj or "config" not in obj:
+        obj = load_torch_file(path, "re-export it from training or pass another --checkpoint",
+                              tensors=("state_dict",))
+        if not isinstance(obj, dict) or "state_dict" not in obj or not isinstance(obj.get("config"), dict):
             raise EvalError(f"{path}: checkpoint lacks 'config'/'state_dict'; use model.pt / ema.pt "
                             "written by train_gpt.py")
         kind, state, cfg_dict = "checkpoint", obj["state_dict"], obj["config"]
@@ -296,6 +297,9 @@ def load_eval_model(source: str | os.PathLike, cfg_override: Any = None,
             raise EvalError(f"{path}: artifact has no config in its metadata; re-quantize it with "
                             "this version of golfkit")
     cfg = Config.from_dict(cfg_dict)
+    if cfg.model_problems():
+        raise EvalError(f"{path}: its config is not a valid model ({'; '.join(cfg.model_problems())}); "
+                        "use weights written by train_gpt.py")
     _check_config(str(path), cfg, cfg_override, kind)
     model = GPT(cfg)
     try:

@@ -26,7 +26,7 @@ from .tensors import TORCH_DTYPES
 # memory): the file read whole, its header JSON, and the decoded elements of all tensors.
 MAX_ARTIFACT_BYTES = 1 << 30
 MAX_HEADER_BYTES = 8 << 20
-MAX_ELEMENTS = 1 << 30
+MAX_ELEMENTS = 1 << 28
 KINDS = ("quant", "pass", "alias")
 SCALE_DTYPES = ("float16", "float32")
 SHUFFLES = (1, 2, 4)

@@ -198,3 +198,22 @@ def test_packed_script_refuses_the_pickle_and_never_imports_beside_itself(
     assert proc.returncode == 2, proc.stderr[-2000:]
     err = proc.stderr.strip()
     assert err.count("\n") == 0 and "Traceback" not in err and "refused" in err and "F.pt" in err, err[-2000:]
+
+
+def test_a_safe_but_foreign_file_is_one_line_too(run, capsys, monkeypatch, tmp_path):
+    """Plain types pass the unpickler, so the shape of what golfkit reads is checked as well:
+    a state_dict that is not {name: tensor}, a config of an invalid model, weights of another."""
+    from golf.main import main
+    cfg = json.loads((run / rd.CONFIG).read_text())
+    with pytest.raises(CheckpointError, match=r"ema\.pt: state_dict is not what golfkit writes"):
+        torch.save({"config": cfg, "state_dict": "weights"}, run / rd.EMA)
+        load_torch_file(run / rd.EMA, "x", keys=("config", "state_dict"), tensors=("state_dict",))
+    monkeypatch.setenv("QUANT_ONLY", str(run))
+    monkeypatch.setenv("PACK", "0")
+    for obj, says in [({"config": {**cfg, "num_heads": 0}, "state_dict": {}}, "not a valid model"),
+                      ({"config": cfg, "state_dict": {"w": torch.ones(2)}}, "do not fit the model")]:
+        torch.save(obj, run / rd.EMA)
+        with pytest.raises(SystemExit):
+            main()
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and says in err and str(run / rd.EMA) in err, err
