@@ -17,7 +17,7 @@ import torch
 from bench.faults import tiny_env
 from golf import rundir as rd
 from golf.checkpoint import CheckpointError, load_torch_file
-from tests.conftest import untrained_run
+from conftest import untrained_run
 
 
 class _Payload:
