@@ -5,6 +5,7 @@ per-tensor quantization sensitivity.
     python eval_bpb.py --checkpoint ema.pt --artifact final_model.gkq --data DIR --tokenizer M
     python eval_bpb.py --compare RUN_A RUN_B ... [--evaluate] [--strict] [--gap-threshold 0.005]
     python eval_bpb.py RUN_DIR --ttt chunk|lora [--ttt-on post|pre]   # third number: post+TTT
+    NGRAM_TILT_ENABLED=1 python eval_bpb.py RUN_DIR [--ttt lora]       # + post+tilt (TTT tilted)
     python eval_bpb.py --compare RUN_A RUN_B --rank-by post_ttt
     python eval_bpb.py RUN_DIR --sensitivity [--sensitivity-by class] --max-tokens 8192
     python eval_bpb.py RUN_DIR --sensitivity --split train   # to steer the fitter (QUANT_SENSITIVITY)
@@ -27,6 +28,7 @@ from golf.compare import RANK_KEYS, compare_runs, divergence_box, format_compare
 from golf.errors import user_errors
 from golf.evaluate import run_eval
 from golf.sensitivity import run_sensitivity
+from golf.tilt import TiltSettings
 from golf.ttt import TTTSettings
 
 
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--mode", choices=("chunked", "sliding", "both"),
                     help="default: sliding when stride > 0, else chunked")
     ap.add_argument("--max-tokens", type=int, help="score only the first N targets (labelled partial)")
+    ap.add_argument("--doc-windows", action="store_true", default=None,
+                    help="no window crosses a BOS (default: on when the model has DOC_ATTENTION)")
     ap.add_argument("--batch-tokens", type=int, help="tokens per forward (default VAL_BATCH_SIZE)")
     ap.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--out", help="eval.json path (default RUN_DIR/eval.json)")
@@ -118,7 +122,8 @@ def _main(args: argparse.Namespace) -> int:
             return 0
         run_eval(run_dir=args.run_dir, checkpoint=args.checkpoint, artifact=args.artifact,
                  mode=args.mode, stride=args.stride, out=args.out, log=say,
-                 ttt=ttt_settings(args), **common)
+                 ttt=ttt_settings(args), tilt=TiltSettings.from_env(),
+                 doc_windows=args.doc_windows, **common)
     return 0
 
 

@@ -4,7 +4,7 @@
                                [--micro-ms 94.85] [--opt-ms 2.2]
 
 Inputs: --micro-ms is one 48 x 2048 micro-batch's forward+backward on one GPU and --opt-ms the
-whole optimizer step there. Defaults from the lent H100 of 2026-11-27 (README "Results, GPU"):
+whole optimizer step there. Defaults from the lent H100 of 2026-11-27 (docs/results.md, "GPU"):
 with SDPA's native GQA flag one step took 823 ms with 8 micro-batches and 104.8 ms with one,
 so the optimizer is (8 x 104.8 - 823) / 7 = 2.2 ms; the shipped repeated-KV attention took
 761 ms per 8-micro-batch step, so one micro-batch is (761 - 2.2) / 8 = 94.85 ms.

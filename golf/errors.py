@@ -9,6 +9,7 @@ alone. GOLF_DEBUG=1 shows the traceback.
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from contextlib import contextmanager
@@ -79,6 +80,20 @@ class RoundTripError(PackError):
     """The packed train_gpt.py did not reproduce the run's post-quant val_bpb."""
 
 
+# Space and permission errnos: each is one readable line, never a traceback (rundir rule 7).
+IO_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+             errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+             errno.EDQUOT: "the disk quota is exceeded"}
+
+
+def io_message(exc: OSError, doing: str, kept: str) -> str:
+    """One line: the path, what the errno means, what was being done and what was kept."""
+    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    what = IO_ERRNOS.get(exc.errno, exc.strerror or "I/O error")
+    where = exc.filename or "(unknown path)"
+    return f"{where}: {what} ({code}) while {doing}; kept: {kept}"
+
+
 @contextmanager
 def user_errors(exit_code: int = 2) -> Iterator[None]:
     try:
@@ -89,7 +104,6 @@ def user_errors(exit_code: int = 2) -> Iterator[None]:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exit_code) from None
     except OSError as exc:  # out of space or permission where no caller said what was kept
-        from golf.rundir import IO_ERRNOS, io_message  # here: golf.rundir imports this module
         if os.environ.get("GOLF_DEBUG") or exc.errno not in IO_ERRNOS:
             raise
         print(f"error: {io_message(exc, 'accessing it', 'every file completed before (writes are atomic)')}",

@@ -36,7 +36,8 @@ from golf.model import GPT
 from golf.plots import plot_loss_curves
 from golf.rules import CAP_BYTES, eval_mode, run_eval_mode
 from golf.train import make_logger, train
-from quant.codec import compress_workers
+from quant.codec import FRAMED, compress_workers, framed_problems
+from quant.records import RECORD_METHODS, record_policy
 
 
 def _truthy(value: str | None) -> bool:
@@ -241,19 +242,23 @@ def budget_problems(cfg: Config) -> list[str]:
             f"above {floor:,} (the challenge cap is {CAP_BYTES:,})"]
 
 
-def env_problems() -> list[str]:
-    """Settings read outside Config (quant/ parses its own, since it must not import golf)."""
+def env_problems(cfg: Config | None = None) -> list[str]:
+    """Settings read outside Config (quant/ parses its own, since it must not import golf), and
+    what QUANT_METHOD needs from the machine (the records' container needs lrzip)."""
+    out = []
     try:
         compress_workers()
     except ValueError as exc:
-        return [str(exc)]
-    return []
+        out.append(str(exc))
+    if cfg is not None and cfg.quant_method in RECORD_METHODS:
+        out += framed_problems(record_policy(cfg.quant_method, quant.QuantPolicy()).compressors)
+    return out
 
 
 def preflight(cfg: Config) -> Config:
     """Every setting checked before any data is read or anything is written: one ConfigError
     lists the config's own problems, the byte budget and the environment's together."""
-    return cfg.validate(extra=budget_problems(cfg) + env_problems())
+    return cfg.validate(extra=budget_problems(cfg) + env_problems(cfg))
 
 
 def submission_folder(run_dir: Path, out_dir: str | None) -> str | None:
@@ -365,6 +370,11 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
 
     if do_pack is None:
         do_pack = _truthy(os.environ.get("PACK", "1"))
+    if do_pack and unpackable_method(cfg.quant_method):
+        log(f"pack:skipped (QUANT_METHOD={cfg.quant_method} stores its codes in the records' "
+            "lrzip container, which the packed script does not carry: a baseline to measure, "
+            "not a submission)")
+        do_pack = False
     if do_pack:
         try:
             from golf.submission import pack_run  # guarded: not in the packed script
@@ -388,6 +398,12 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
         log(over_cap_warning(cfg.quant_method, summary))
     print_summary(summary, log)
     return summary
+
+
+def unpackable_method(method: str) -> bool:
+    """Whether QUANT_METHOD's artifacts use a framed coder the packed script leaves out."""
+    return method in RECORD_METHODS and any(
+        c in FRAMED for c in record_policy(method, quant.QuantPolicy()).compressors)
 
 
 def over_cap_warning(method: str, summary: dict) -> str:

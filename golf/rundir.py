@@ -1,6 +1,6 @@
 """The run directory: every file name it holds and who may write what (nothing lost).
 
-Rules (README "Nothing lost: who owns what" states the same):
+Rules (docs/nothing-lost.md states the same):
 1. A run directory belongs to one run. A new run refuses a RUN_ID whose folder holds files;
    OVERWRITE=1 removes that earlier run's own files (RUN_FILES, previous/) and nothing else.
 2. RESUME=runs/X continues X under X's own config.json, never the environment's. A variable
@@ -38,7 +38,7 @@ from golf.atomic import atomic_write_json
 from golf.checkpoint import load_torch_file
 from golf.config import Config
 from golf.distributed import on_rank0
-from golf.errors import ConfigError, RunIOError
+from golf.errors import IO_ERRNOS, ConfigError, RunIOError, io_message
 
 CONFIG = "config.json"
 TRAIN_LOG = "train.log"
@@ -75,9 +75,6 @@ RESUME_MAY_CHANGE = frozenset({
     "budget_margin_bytes"})
 _MAY_CHANGE_TEXT = ", ".join(sorted(n.upper() for n in RESUME_MAY_CHANGE
                                    - {"resume", "run_id", "runs_dir", "overwrite"}))
-IO_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
-             errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
-             errno.EDQUOT: "the disk quota is exceeded"}
 
 
 # ----------------------------------------------------------------------------- where
@@ -337,13 +334,6 @@ def publish_pair(run_dir: Path, log: Callable[[str], None]) -> Path | None:
 
 
 # ----------------------------------------------------------------------------- I/O (rule 7)
-def io_message(exc: OSError, doing: str, kept: str) -> str:
-    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-    what = IO_ERRNOS.get(exc.errno, exc.strerror or "I/O error")
-    where = exc.filename or "(unknown path)"
-    return f"{where}: {what} ({code}) while {doing}; kept: {kept}"
-
-
 @contextmanager
 def io_guard(doing: str, kept: str) -> Iterator[None]:
     """Turn a space/permission OSError inside the block into one RunIOError (rule 7)."""

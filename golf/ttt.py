@@ -31,7 +31,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -41,11 +41,15 @@ import torch.nn.functional as F
 
 from golf.bpb import bpb_from_sums, bytes_at
 from golf.evaluate import (
+    EvalData,
     EvalError,
     EvalResult,
     _batches,
     _dist_active,
     batch_nll,
+    checked_against,
+    document_spans,
+    document_window_plan,
     rank_slice,
     window_plan,
 )
@@ -117,6 +121,11 @@ class TTTSettings:
                             "fix the environment variable or the --ttt flag")
         return s
 
+    def post_ttt(self, models: dict[str, nn.Module], ed: EvalData, base: dict,
+                 **kw: Any) -> dict:
+        """eval.json's post_ttt entry; golf.evaluate.run_eval calls it on the settings it was given."""
+        return ttt_block(self, models, ed, base, **kw)
+
     def knobs(self) -> dict[str, Any]:
         """The settings that shaped this mode's result (for eval.json and submission.json)."""
         common = {"grad_clip": self.grad_clip}
@@ -167,8 +176,8 @@ class _Tally:
     """Σ NLL, targets and bytes of what was scored; per target NLL and counts when recording
     (the tests' C1-C4 checks). Bytes come from golf.bpb.bytes_at of the scored targets."""
 
-    def __init__(self, toks: np.ndarray, n: int, lut: Any, record: bool):
-        self.toks, self.lut = toks, lut
+    def __init__(self, toks: np.ndarray, n: int, lut: Any, record: bool, tilt: Any = None):
+        self.toks, self.lut, self.tilt = toks, lut, tilt     # tilt: a golf.tilt.TokenTilt or None
         self.nll_sum, self.tokens, self.bytes = 0.0, 0, 0
         self.per = np.full(n, np.nan) if record else None
         self.counts = np.zeros(n, dtype=np.int64) if record else None
@@ -225,7 +234,7 @@ def score_windows(model: nn.Module, stream: torch.Tensor, windows: Sequence[Wind
     cross-entropy over all V logits), under no_grad: nothing here can change the model."""
     with torch.no_grad(), _autocast(dev):
         for batch in _batches(windows, rows):
-            tally.add([(a, e) for _, a, e in batch], batch_nll(model, stream, batch, dev))
+            tally.add([(a, e) for _, a, e in batch], batch_nll(model, stream, batch, dev, tally.tilt))
 
 
 def _sync_grads(params: Sequence[nn.Parameter], world: int) -> None:
@@ -285,18 +294,22 @@ def train_span(model: nn.Module, opt: torch.optim.Optimizer, stream: torch.Tenso
 # ----------------------------------------------------------------------------- chunk mode
 def chunk_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
               seq_len: int, stride: int, batch_tokens: int, dev: torch.device, rank: int,
-              world: int, record: bool = False) -> TTTResult:
-    """R23's score-first TTT on `model` in place (callers pass a copy; see run_ttt)."""
+              world: int, record: bool = False, tilt: Any = None,
+              doc_bos: int | None = None) -> TTTResult:
+    """R23's score-first TTT on `model` in place (callers pass a copy; see run_ttt); with
+    `doc_bos` its windows stay inside documents (golf.evaluate.document_window_plan)."""
     t0 = time.perf_counter()
     stream = torch.from_numpy(toks[: n + 1].astype(np.int32))
     n_chunks = -(-n // s.chunk_tokens)
     by_chunk: list[list[Window]] = [[] for _ in range(n_chunks)]
-    for w in window_plan(n, seq_len, stride):
+    plan = (window_plan(n, seq_len, stride) if doc_bos is None
+            else document_window_plan(toks, n, seq_len, stride, doc_bos))
+    for w in plan:
         by_chunk[w[1] // s.chunk_tokens].append(w)
     rows = max(1, batch_tokens // max(1, world) // seq_len)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum)
-    tally = _Tally(toks, n, lut, record)
+    tally = _Tally(toks, n, lut, record, tilt)
     steps = 0
     model.eval()
     for ci, wins in enumerate(by_chunk):
@@ -376,13 +389,7 @@ def reset_adapters(adapters: Sequence[BatchedLoRA], doc_starts: Sequence[int], s
                 ad.A[slot].copy_((torch.rand(ad.A.shape[1:], generator=g) * 2 - 1) * bound)
 
 
-def split_documents(toks: np.ndarray, n: int, bos_id: int) -> list[tuple[int, int]]:
-    """Target ranges [p_j, p_{j+1}) of the documents: p_j is a BOS position, so document j's
-    inputs start at its BOS and its last target is the next BOS (pred_len = doc_len - 1).
-    Targets before the first BOS form a document of their own; every target is in exactly one."""
-    cuts = (np.flatnonzero(np.asarray(toks[1:n]) == bos_id) + 1).tolist() if bos_id >= 0 else []
-    bounds = [0, *cuts, n]
-    return list(zip(bounds[:-1], bounds[1:]))
+split_documents = document_spans       # documents as TTT and the per-document eval cut them
 
 
 def chunk_windows(a0: int, b0: int, k: int, chunk: int, seq_len: int, stride: int) -> list[Window]:
@@ -435,8 +442,13 @@ def _lora_step(model: nn.Module, adapters: Sequence[BatchedLoRA], opt: torch.opt
             logits = model(x.to(dev))
             picked = [logits[i, a - s:e - s] for i, (_, (s, a, e)) in enumerate(rows)]
             tgt = torch.cat([stream[a + 1:e + 1] for _, (_, a, e) in rows]).to(dev).long()
-            nll = F.cross_entropy(torch.cat(picked).float(), tgt, reduction="none")
-        tally.add([(a, e) for _, (_, a, e) in rows], nll.detach())
+            flat = torch.cat(picked).float()
+            nll = F.cross_entropy(flat, tgt, reduction="none")
+        spans = [(a, e) for _, (_, a, e) in rows]
+        scored = nll.detach()
+        if tally.tilt is not None:             # the score is tilted, the training loss is not
+            scored = tally.tilt.apply(scored, flat.detach(), tgt, spans)
+        tally.add(spans, scored)
         if not train:
             return 0
         lens = torch.tensor([e - a for _, (_, a, e) in rows], device=dev)
@@ -500,7 +512,7 @@ def _rank_docs(docs: Sequence[tuple[int, int]], rank: int, world: int) -> list[t
 
 def lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
              seq_len: int, stride: int, dev: torch.device, rank: int, world: int,
-             record: bool = False) -> TTTResult:
+             record: bool = False, tilt: Any = None) -> TTTResult:
     """Per-document LoRA TTT on `model` in place (callers pass a copy; see run_ttt)."""
     t0 = time.perf_counter()
     stream = torch.from_numpy(toks[: n + 1].astype(np.int32))
@@ -510,7 +522,7 @@ def lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n:
         p.requires_grad_(False)
     adapters = attach_lora(model, s.lora_batch_docs, s.lora_rank, s.lora_targets)
     base_opt = torch.optim.SGD(base_params, lr=s.lr, momentum=s.momentum) if s.lora_phases else None
-    tally = _Tally(toks, n, lut, record)
+    tally = _Tally(toks, n, lut, record, tilt)
     steps = 0
     model.eval()
     for d0, d1, train_after in phase_segments(len(docs), s.lora_phases, s.lora_prefix_docs):
@@ -539,12 +551,14 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
             seq_len: int, stride: int = 0, batch_tokens: int = 65536,
             device: str | torch.device = "cpu", max_tokens: int | None = None, rank: int = 0,
             world_size: int = 1, bos_id: int | None = None, weights: str | None = None,
-            record: bool = False) -> TTTResult:
+            record: bool = False, tilt: Any = None, doc_bos: int | None = None) -> TTTResult:
     """Score-first TTT of a *copy* of `model` over the stream; the caller's weights never change.
 
     Same stream convention, window plan and byte accounting as golf.evaluate.evaluate_bpb.
     Under torch.distributed, ranks split the windows (chunk) or documents (lora), gradients of
-    shared weights are all-reduced, and every rank returns the same sums.
+    shared weights are all-reduced, and every rank returns the same sums. `tilt` (a
+    golf.tilt.TokenTilt) tilts every scored NLL; the adaptation losses stay untilted. `doc_bos`
+    keeps chunk mode's windows inside documents (LoRA mode scores per document anyway).
     """
     if not settings.active:
         raise EvalError("TTT is off: set TTT=chunk or TTT=lora (or pass --ttt)")
@@ -560,11 +574,40 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
     dev = torch.device(device)
     work = copy.deepcopy(model).to(dev)
     common = dict(n=n, seq_len=seq_len, stride=stride, dev=dev, rank=rank, world=world_size,
-                  record=record)
+                  record=record, tilt=tilt)
     if settings.mode == "chunk":
-        res = chunk_ttt(work, toks, lut, settings, batch_tokens=batch_tokens, **common)
+        res = chunk_ttt(work, toks, lut, settings, batch_tokens=batch_tokens, doc_bos=doc_bos,
+                        **common)
     else:
         res = lora_ttt(work, toks, lut, settings, **common)
     res.partial = n < n_total
     res.weights = weights or settings.on
     return res
+
+
+def ttt_block(settings: TTTSettings, models: dict[str, nn.Module], ed: EvalData, base: dict, *,
+              cfg: Any, seq_len: int, stride: int, batch_tokens: int, device: str, rank: int,
+              world: int, log: Callable[[str], None], tilt: Any = None,
+              doc_bos: int | None = None) -> dict:
+    """eval.json's post_ttt: golf.ttt.run_ttt on a copy of the `settings.on` weights, scored on
+    the same tokens and windows as `base` (the headline entry), bytes checked like pre/post;
+    with `tilt` (a golf.tilt.TokenTilt) its scored NLL is tilted, its training loss not."""
+    label = settings.on
+    if label not in models:
+        raise EvalError(f"TTT on {label!r} weights needs the "
+                        f"{'artifact (--artifact)' if label == 'post' else 'checkpoint (--checkpoint)'}")
+    if settings.bos_id < 0 and getattr(cfg, "bos_id", None) is not None:
+        settings = dataclasses.replace(settings, bos_id=int(cfg.bos_id))   # documents split at BOS
+    log(f"ttt:start mode:{settings.mode} on:{label} knobs:{settings.knobs()}")
+    res = run_ttt(models[label], ed.tokens, ed.lut, settings, seq_len=seq_len, stride=stride,
+                  batch_tokens=batch_tokens, device=device, max_tokens=ed.n_targets, rank=rank,
+                  world_size=world, weights=label, tilt=tilt, doc_bos=doc_bos)
+    checked_against(res, ed, "TTT ")
+    out = res.to_dict()
+    out["tilt"] = tilt.settings.knobs() if tilt is not None else None
+    ref = base.get(label)
+    out["ttt_gain"] = out["val_bpb"] - ref["val_bpb"] if ref else None
+    log(f"eval:ttt:{res.ttt} on:{label} post_ttt_val_loss:{res.val_loss:.8f} "
+        f"post_ttt_val_bpb:{res.val_bpb:.8f} ttt_gain:{(out['ttt_gain'] or 0.0):+.8f} "
+        f"seconds:{res.seconds:.1f}")
+    return out

@@ -45,6 +45,10 @@ def _is(v: Any, typ: type | tuple, what: str) -> Any:
     return v
 
 
+def _dtype(v: Any) -> bool:
+    return isinstance(v, str) and v in TORCH_DTYPES
+
+
 def check_header(header: Any, payload_len: int) -> None:
     """Types and bounds of the whole header against a payload of `payload_len` bytes."""
     _is(header, dict, "header")
@@ -114,12 +118,12 @@ def _check_tensor(e: dict, name: str, streams: list, extents: list[int]) -> int:
     numel = math.prod(shape)
     if numel > MAX_ELEMENTS:
         raise ValueError(f"{name}: shape {shape} holds more than {MAX_ELEMENTS:,} elements")
-    if e.get("dtype") not in TORCH_DTYPES:
+    if not _dtype(e.get("dtype")):
         raise ValueError(f"{name}: dtype {e.get('dtype')!r}, expected one of {list(TORCH_DTYPES)}")
     kind = e["kind"]
     if kind == "pass":
         sd = e.get("stored_dtype")
-        if sd not in TORCH_DTYPES or sd == "bfloat16":
+        if not _dtype(sd) or sd == "bfloat16":
             raise ValueError(f"{name}: stored_dtype {sd!r}")
         _ref(e.get("data"), f"{name}: data", streams, extents, numel * np.dtype(sd).itemsize)
         return numel

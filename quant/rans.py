@@ -2,7 +2,7 @@
 
 Why: the quantizer's int codes are close to i.i.d. per tensor, so an order-0 coder with the
 tensor's own histogram is within ~0.1 % of the entropy, while brotli-11 / zstd-22 land
-0.8-1.5 % above it (README "Results"): on a 16 MB artifact that is 100-200 KB of weights.
+0.8-1.5 % above it (docs/results.md): on a 16 MB artifact that is 100-200 KB of weights.
 
 Coder: 64-bit states in [2^32, 2^64), 32-bit renormalization words, probabilities quantized
 to 1/2^16 (a state range far above the probability resolution keeps the coder's own loss

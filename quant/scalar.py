@@ -10,7 +10,7 @@ TINY = 2.0 ** -24  # smallest fp16 subnormal: an epsilon, never an absolute scal
 SCALE_FORMATS = ("log", "fp16")  # QUANT_SCALES: per-row steps on the log grid, or any fp16
 # Log-grid codes per octave: step = fp16(2^(c/R)). R = 64: worst relative rounding
 # 2^(1/(2R)) - 1 = 0.54 % (+ fp16's 2^-11), an eighth of the fitter's ladder spacing 2^(1/16).
-# Measured on the 4L x 128 and 6L x 256 checkpoints (README "Log-grid row scales"): the codes
+# Measured on the 4L x 128 and 6L x 256 checkpoints (docs/log-scales.md): the codes
 # take ~0.65-0.7 bytes/row at R = 64, ~0.55 at R = 32, 1.1-1.25 for fp16 + best codec, and
 # at equal budget R = 64 was no worse than fp16 at all four points measured, R = 32 worse at
 # two (by <= 0.00005 bpb, noise level). A multiple of 16, so the ladder's steps 2^(j/16)

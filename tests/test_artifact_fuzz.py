@@ -235,7 +235,7 @@ def test_rans_refuses_a_declared_count_before_decoding():
     assert rans.decode(rans.encode(bytes(64)), limit=64) == bytes(64)
 
 
-@pytest.mark.parametrize("codec", quant.codec.CODECS)
+@pytest.mark.parametrize("codec", [c for c in quant.codec.CODECS if c not in quant.codec.FRAMED])
 def test_every_codec_decodes_at_its_limit_and_refuses_one_byte_less_or_a_cut(codec):
     from quant.codec import StreamError, compress, decompress
     data = bytes(range(256)) * 40

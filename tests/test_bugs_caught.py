@@ -155,7 +155,7 @@ def _eval_json(run, pre: float, post: float) -> None:
 @pytest.mark.parametrize("gap,alarm", [(0.0049, False), (0.0051, True), (0.0075, True)])
 def test_divergence_alarm_default_is_a_0_005_bpb_gap(tmp_path, capsys, gap, alarm):
     """`eval_bpb.py --compare --strict` exits 3 when a run's quantization gap exceeds 0.005 bpb
-    (the README's documented default) and 0 below it; same orderings, so only the gap decides."""
+    (the default docs/evaluation.md documents) and 0 below it; same orderings, so only the gap decides."""
     from eval_bpb import main
     from golf.compare import compare_runs, find_divergences
     a, b = tmp_path / "a", tmp_path / "b"
@@ -226,7 +226,7 @@ def test_gptq_first_block_error_feedback_matches_a_column_by_column_solve():
 
 
 def test_budget_table_prints_and_records_the_numbers_submission_json_keeps(tmp_path):
-    """The printed table (README "Packing") and to_dict (submission.json) carry the same five
+    """The printed table (docs/packing.md) and to_dict (submission.json) carry the same five
     numbers under fixed names; over the cap it says by how much, near it it warns."""
     from golf.submission.budget import budget_table, format_budget_table
     code, model = _sized(tmp_path, 73_501, 15_900_000)

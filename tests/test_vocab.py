@@ -1,7 +1,7 @@
 """A non-1024 vocabulary through every piece of the pipeline: a challenge-settings 8192-piece
 tokenizer, shards made with it scored exactly, and the GPT plus quantizer at VOCAB_SIZE=8192
 (the tied embedding classed as an embedding, its GPTQ Hessian, the fitter's choice reported,
-the artifact loading back). The whole main job at 8192 takes ~70 s on CPU (README), too slow
+the artifact loading back). The whole main job at 8192 takes ~70 s on CPU (docs/ablations.md), too slow
 for the suite, so the pieces are tested here."""
 from __future__ import annotations
 

@@ -57,10 +57,6 @@ def student_t_sf(t: float, df: float) -> float:
     return tail if t >= 0 else 1.0 - tail
 
 
-def student_t_cdf(t: float, df: float) -> float:
-    return 1.0 - student_t_sf(t, df)
-
-
 def mean_std(xs: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; 0.0 for a single value)."""
     n = len(xs)
