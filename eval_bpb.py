@@ -19,17 +19,32 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import nullcontext
 from typing import Any, Callable, Sequence
 
 import torch.distributed as dist
 
 from golf import distributed
+from golf import rundir as rd
 from golf.compare import RANK_KEYS, compare_runs, divergence_box, format_compare
 from golf.errors import user_errors
+from golf.eval_target import evaluate_run_dir
 from golf.evaluate import run_eval
 from golf.sensitivity import run_sensitivity
 from golf.tilt import TiltSettings
 from golf.ttt import TTTSettings
+
+
+def _env_int(name: str) -> int | None:
+    """An integer environment variable, None when unset (one clear line when not an integer)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"error: {name}={raw!r} is not an integer; unset it or pass "
+                         "--max-tokens N") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--stride", type=int, help="sliding stride (default: config EVAL_STRIDE)")
     ap.add_argument("--mode", choices=("chunked", "sliding", "both"),
                     help="default: sliding when stride > 0, else chunked")
-    ap.add_argument("--max-tokens", type=int, help="score only the first N targets (labelled partial)")
+    ap.add_argument("--max-tokens", type=int, default=_env_int("MAX_EVAL_TOKENS"),
+                    help="score only the first N targets (labelled partial; default env "
+                         "MAX_EVAL_TOKENS, else the run's own); a RUN's diagnostic evals are "
+                         "written beside eval.json as eval.<label>.json")
     ap.add_argument("--doc-windows", action="store_true", default=None,
                     help="no window crosses a BOS (default: on when the model has DOC_ATTENTION)")
     ap.add_argument("--batch-tokens", type=int, help="tokens per forward (default VAL_BATCH_SIZE)")
@@ -116,14 +134,20 @@ def _main(args: argparse.Namespace) -> int:
                 f"within {args.gap_threshold}")
             return 0
         if args.sensitivity or args.sensitivity_by:
-            run_sensitivity(args.run_dir, checkpoint=args.checkpoint, artifact=args.artifact,
-                            by=args.sensitivity_by or "tensor", stride=args.stride or 0,
-                            out_dir=args.out, log=say, split=args.split, **common)
+            writes_run = args.run_dir and not args.out and rank == 0
+            with rd.run_lock(args.run_dir, f"eval_bpb.py --sensitivity {args.run_dir}") \
+                    if writes_run else nullcontext():
+                run_sensitivity(args.run_dir, checkpoint=args.checkpoint, artifact=args.artifact,
+                                by=args.sensitivity_by or "tensor", stride=args.stride or 0,
+                                out_dir=args.out, log=say, split=args.split, **common)
             return 0
-        run_eval(run_dir=args.run_dir, checkpoint=args.checkpoint, artifact=args.artifact,
-                 mode=args.mode, stride=args.stride, out=args.out, log=say,
-                 ttt=ttt_settings(args), tilt=TiltSettings.from_env(),
-                 doc_windows=args.doc_windows, **common)
+        kw = dict(checkpoint=args.checkpoint, artifact=args.artifact, mode=args.mode,
+                  stride=args.stride, out=args.out, log=say, ttt=ttt_settings(args),
+                  tilt=TiltSettings.from_env(), doc_windows=args.doc_windows, **common)
+        if args.run_dir:  # official pair, or a diagnostic beside eval.json (golf.eval_target)
+            evaluate_run_dir(args.run_dir, **kw)
+        else:
+            run_eval(**kw)
     return 0
 
 

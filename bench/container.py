@@ -33,10 +33,11 @@ from quant.policy import SMALL_NUMEL
 
 def load_codes(ckpt: str, method: str, small_numel: int | None):
     """(quantized model, [(name, int8 codes)]) of the checkpoint under `method`."""
+    from golf import rundir
     from golf.checkpoint import load_torch_file
     ck = load_torch_file(ckpt, "pass runs/<ID>/ema.pt", keys=("config", "state_dict"))
     sd = {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
-    hpath = Path(ckpt).with_name("hessians.pt")
+    hpath = Path(ckpt).with_name(rundir.HESSIANS)
     hs = (load_torch_file(hpath, "delete it", keys=("hessians",))["hessians"]
           if hpath.is_file() else None)
     numel = small_numel or int(ck["config"].get("quant_small_numel", SMALL_NUMEL))

@@ -12,6 +12,7 @@ predicted from tokens [.., t] and its byte count uses prev = token t.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -26,10 +27,11 @@ import torch.nn.functional as F
 import quant
 from golf import distributed
 from golf import rundir as rd
-from golf.atomic import atomic_write_json, file_sha256
+from golf.atomic import atomic_write_json
 from golf.bpb import bpb_from_sums, check_bytes, range_bytes, val_byte_counter
 from golf.checkpoint import load_torch_file
 from golf.config import Config
+from golf.data.inputs import check_dataset
 from golf.data.shards import (check_token_range, dataset_text_transform, find_shards,
                               load_val_bytes, load_val_tokens, read_shard, train_pattern)
 from golf.data.tokenizer import load_tokenizer
@@ -293,20 +295,22 @@ def artifact_shapes(meta: dict) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+def load_artifact(path: str | os.PathLike, blob: bytes | None = None
+                  ) -> tuple[dict[str, torch.Tensor], dict]:
     """quant.load_artifact with the shapes checked against the artifact's own model."""
-    return quant.load_artifact(path, expect=artifact_shapes)
+    return quant.load_artifact(path, blob, expect=artifact_shapes)
 
 
 def load_eval_model(source: str | os.PathLike, cfg_override: Any = None,
-                    device: str = "cpu") -> tuple[torch.nn.Module, Any, str]:
-    """(model, cfg, kind) from a checkpoint .pt ({"config","state_dict"}) or an artifact.
+                    device: str = "cpu", blob: bytes | None = None) -> tuple[torch.nn.Module, Any, str]:
+    """(model, cfg, kind) from a checkpoint .pt ({"config","state_dict"}) or an artifact
+    (decoded from `blob`, its bytes, when the caller has read them: see read_artifact).
 
     `cfg_override` is the config the caller expects (e.g. RUN_DIR/config.json); the weights'
     own network fields must match it, else one error lists the differing keys.
     """
     path = Path(source)
-    if not path.is_file():
+    if blob is None and not path.is_file():
         raise EvalError(f"{path}: file not found; pass an existing --checkpoint / --artifact")
     kind = "artifact"
     state: dict | None = None
@@ -319,7 +323,7 @@ def load_eval_model(source: str | os.PathLike, cfg_override: Any = None,
                             "written by train_gpt.py")
         kind, state, cfg_dict = "checkpoint", obj["state_dict"], obj["config"]
     else:
-        state, meta = load_artifact(path)
+        state, meta = load_artifact(path, blob)
         cfg_dict = (meta or {}).get("config")
         if cfg_dict is None:
             raise EvalError(f"{path}: artifact has no config in its metadata; re-quantize it with "
@@ -361,6 +365,7 @@ def load_eval_data(data_path: str, tokenizer_path: str, vocab_size: int, *,
     if sp.get_piece_size() != vocab_size:
         raise EvalError(f"{tokenizer_path}: tokenizer has {sp.get_piece_size()} pieces but the model "
                         f"has vocab_size={vocab_size}; pass the tokenizer the model was trained with")
+    check_dataset(data_path, tokenizer_path, vocab_size)
     sidecar = None
     if split == "val":
         tokens = load_val_tokens(str(data_path), vocab_size)
@@ -531,7 +536,8 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     say = log if (log and rank == 0) else (lambda _m: None)
     cfg, checkpoint, artifact = resolve_run_files(run_dir, checkpoint, artifact)
     device = device or default_device()
-    models, cfg = load_models({"pre": checkpoint, "post": artifact}, cfg, device)
+    blob = read_artifact(artifact) if artifact else None  # read once: scored and hashed
+    models, cfg = load_models({"pre": checkpoint, "post": artifact}, cfg, device, {"post": blob})
     seq_len = seq_len or cfg.effective_eval_seq_len
     stride = cfg.eval_stride if stride is None else stride
     if max_tokens is None:
@@ -554,8 +560,8 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
         "stride": stride if headline == "sliding" else 0,
         "partial": ed.n_targets < len(ed.tokens) - 1,
         "checkpoint": checkpoint, "artifact": artifact,
-        # rank 0 only: once the last collective is done it may move a staged artifact away
-        "artifact_sha256": file_sha256(artifact) if artifact and rank == 0 else None,
+        # of the bytes scored, never the file read again (another command may have replaced it)
+        "artifact_sha256": hashlib.sha256(blob).hexdigest() if blob is not None else None,
         "data": str(data_path), "tokenizer": str(tok_path), "world_size": world,
         "decoded_bytes": ed.decoded_bytes, "doc_windows": doc_windows,
     }
@@ -582,13 +588,25 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     return report
 
 
-def load_models(paths: dict[str, str | None], cfg: Any, device: str) -> tuple[dict[str, torch.nn.Module], Any]:
-    """The models of the paths given (label -> model) and the config they are checked against:
-    `cfg` (the run's), else the first one's own."""
+def read_artifact(path: str | os.PathLike) -> bytes:
+    """An artifact's bytes, read once: eval.json's artifact_sha256 is their hash, and the model
+    scored is decoded from them."""
+    p = Path(path)
+    if not p.is_file():
+        raise EvalError(f"{p}: file not found; pass an existing --checkpoint / --artifact")
+    return p.read_bytes()
+
+
+def load_models(paths: dict[str, str | None], cfg: Any, device: str,
+                blobs: dict[str, bytes | None] | None = None
+                ) -> tuple[dict[str, torch.nn.Module], Any]:
+    """The models of the paths given (label -> model, decoded from blobs[label] when given)
+    and the config they are checked against: `cfg` (the run's), else the first one's own."""
     models: dict[str, torch.nn.Module] = {}
     for label, path in paths.items():
         if path is not None:
-            models[label], wcfg, _ = load_eval_model(path, cfg_override=cfg, device=device)
+            models[label], wcfg, _ = load_eval_model(path, cfg_override=cfg, device=device,
+                                                     blob=(blobs or {}).get(label))
             cfg = cfg or wcfg
     return models, cfg
 

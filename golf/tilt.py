@@ -28,20 +28,11 @@ import numpy as np
 import torch
 
 from golf.errors import EvalError
+from golf.settings import fields_table, parse_env, register, setting
 
 # ----------------------------------------------------------------------------- settings
-# The one declaration of the tilt's settings: env name -> (field, type, default, valid, meaning).
-# Defaults are #2135's launch values except NGRAM_TILT_ENABLED (off unless asked for).
-SETTINGS: dict[str, tuple[str, type, Any, Callable[[Any], bool], str]] = {
-    "NGRAM_TILT_ENABLED": ("enabled", bool, False, lambda v: True,
-                           "1 = tilt the scored NLL towards the token-only n-gram hint"),
-    "TOKEN_ORDER": ("order", int, 16, lambda v: 1 <= v <= 64,
-                    "n of the n-gram: the hint's context is the previous n-1 targets (1..64)"),
-    "TOKEN_THRESHOLD": ("threshold", float, 0.8, lambda v: 0.0 <= v <= 1.0,
-                        "the hint fires when its share of the context's continuations is >= this"),
-    "TOKEN_BOOST": ("boost", float, 2.625, lambda v: math.isfinite(v) and v >= 0.0,
-                    "β: the hinted token's logit is raised by β, then renormalised (>= 0)"),
-}
+_ENV_NAMES = {"enabled": "NGRAM_TILT_ENABLED", "order": "TOKEN_ORDER",
+              "threshold": "TOKEN_THRESHOLD", "boost": "TOKEN_BOOST"}
 
 _WHY_ILLEGAL = ("it gates on whether the token being scored starts or continues a word, so "
                 "whether and how the distribution is tilted depends on that token itself (C1: a "
@@ -58,31 +49,29 @@ ILLEGAL: dict[str, Callable[[float], bool]] = {
 
 @dataclass(frozen=True)
 class TiltSettings:
-    """NGRAM_TILT_ENABLED, TOKEN_ORDER, TOKEN_THRESHOLD, TOKEN_BOOST (see SETTINGS)."""
-    enabled: bool = False
-    order: int = 16
-    threshold: float = 0.8
-    boost: float = 2.625
+    """The tilt's knobs, declared once in golf.settings' table under the records' names.
+    Defaults are #2135's launch values except NGRAM_TILT_ENABLED (off unless asked for)."""
+    enabled: bool = setting(False, "1 = tilt the scored NLL towards the token-only n-gram hint")
+    order: int = setting(16, "n of the n-gram: the hint's context is the previous n-1 targets",
+                         ge=1, le=64)
+    threshold: float = setting(0.8, "the hint fires when its share of the context's "
+                               "continuations is >= this", ge=0, le=1)
+    boost: float = setting(2.625, "beta: the hinted token's logit is raised by beta, then "
+                           "renormalised", ge=0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "TiltSettings":
-        """Read the SETTINGS variables (unset or empty = default); refuse the illegal channels."""
+        """Read the tilt's variables (unset or empty = default); refuse the illegal channels."""
         env = os.environ if env is None else env
         refuse_illegal(env)
-        vals: dict[str, Any] = {}
-        for name, (fld, kind, _default, ok, meaning) in SETTINGS.items():
-            raw = env.get(name, "").strip()
-            if not raw:
-                continue
-            val = _parse(name, raw, kind)
-            if not ok(val):
-                raise EvalError(f"{name}={raw!r} is out of range: {meaning}; fix the variable")
-            vals[fld] = val
+        vals, bad = parse_env(TILT_SETTINGS, env)
+        if bad:
+            raise EvalError(f"{bad[0]}; fix the variable")
         return cls(**vals)
 
     def knobs(self) -> dict[str, Any]:
         """The settings under their env names (for eval.json and submission.json)."""
-        return {name: getattr(self, spec[0]) for name, spec in SETTINGS.items()}
+        return {s.name: getattr(self, s.field) for s in TILT_SETTINGS}
 
     def build(self, tokens: np.ndarray, n: int) -> "TokenTilt | None":
         """The tilt of a stream's first n targets when enabled, else None (the scorer calls
@@ -90,15 +79,8 @@ class TiltSettings:
         return TokenTilt(tokens, n, self) if self.enabled else None
 
 
-def _parse(name: str, raw: str, kind: type) -> Any:
-    if kind is bool:
-        if raw.lower() not in ("0", "1", "true", "false"):
-            raise EvalError(f"{name}={raw!r} is not a boolean; use 0 or 1")
-        return raw.lower() in ("1", "true")
-    try:
-        return kind(raw)
-    except ValueError:
-        raise EvalError(f"{name}={raw!r} is not a valid {kind.__name__}; fix the variable") from None
+TILT_SETTINGS = fields_table(TiltSettings, "tilt", _ENV_NAMES.__getitem__)
+register("tilt", TILT_SETTINGS)
 
 
 def refuse_illegal(env: Mapping[str, str]) -> None:

@@ -53,34 +53,41 @@ from golf.evaluate import (
     rank_slice,
     window_plan,
 )
+from golf.settings import fields_table, parse_env, register, setting, value_problems
 
 MODES = ("off", "chunk", "lora")
 Window = tuple[int, int, int]          # (start, score_from, score_to) as in golf.evaluate
 
 
 # ----------------------------------------------------------------------------- settings
+def _ttt_env_name(name: str) -> str:
+    return {"mode": "TTT", "on": "TTT_ON"}.get(name, "TTT_" + name.upper())
+
+
 @dataclass(frozen=True)
 class TTTSettings:
     """TTT knobs; env name = TTT_ + field name upper-cased (mode is `TTT`, on is `TTT_ON`)."""
-    mode: str = "off"             # TTT: off | chunk | lora
-    on: str = "post"              # TTT_ON: post = the dequantized artifact, pre = full precision
-    chunk_tokens: int = 32_768    # TTT_CHUNK_TOKENS (R23)
-    lr: float = 0.002             # TTT_LR: SGD lr of chunk mode and of LoRA global phases (R23)
-    epochs: int = 3               # TTT_EPOCHS (R23)
-    momentum: float = 0.9         # TTT_MOMENTUM (R23)
-    grad_clip: float = 1.0        # TTT_GRAD_CLIP (R23; per document in LoRA mode; 0 = off)
-    batch_seqs: int = 32          # TTT_BATCH_SEQS: sequences per SGD step, split over ranks (R23)
-    lora_rank: int = 8            # TTT_LORA_RANK (ours: the reference does not give it)
-    lora_lr: float = 0.01         # TTT_LORA_LR: Adam lr of the adapters (ours)
-    lora_chunk: int = 48          # TTT_LORA_CHUNK: targets per LoRA step (1.0611 record)
-    lora_batch_docs: int = 64     # TTT_LORA_BATCH_DOCS: documents (adapter sets) per batch (1.0611)
-    lora_targets: str = "all"     # TTT_LORA_TARGETS: "all" nn.Linear, or comma-separated name parts
-    lora_phases: int = 0          # TTT_LORA_PHASES: global SGD phases (1.0611 record: 3)
-    lora_prefix_docs: int = 2500  # TTT_LORA_PREFIX_DOCS: documents covered by the phases (1.0611)
-    lora_phase_epochs: int = 1    # TTT_LORA_PHASE_EPOCHS: SGD epochs per global phase (ours)
-    lora_sort: bool = True        # TTT_LORA_SORT: length-sort documents within a segment (padding)
-    bos_id: int = -1              # TTT_BOS_ID: document separator; -1 = the model's BOS_ID
-    seed: int = 0                 # TTT_SEED: LoRA adapter init (with each document's start)
+    mode: str = setting("off", "test-time training at evaluation", choices=MODES,
+                        aliases=(("0", "off"), ("none", "off")))
+    on: str = setting("post", "post = the dequantized artifact, pre = full precision",
+                      choices=("post", "pre"))
+    chunk_tokens: int = setting(32_768, "targets per chunk (chunk mode; R23)", gt=0)
+    lr: float = setting(0.002, "SGD lr of chunk mode and of LoRA global phases (R23)", ge=0)
+    epochs: int = setting(3, "SGD epochs per chunk (R23)", ge=0)
+    momentum: float = setting(0.9, "SGD momentum (R23)", ge=0, lt=1)
+    grad_clip: float = setting(1.0, "gradient clip (per document in LoRA mode; 0 = off)", ge=0)
+    batch_seqs: int = setting(32, "sequences per SGD step, split over ranks (R23)", gt=0)
+    lora_rank: int = setting(8, "LoRA adapter rank (ours: the reference does not give it)", gt=0)
+    lora_lr: float = setting(0.01, "Adam lr of the adapters (ours)", ge=0)
+    lora_chunk: int = setting(48, "targets per LoRA step (1.0611 record)", gt=0)
+    lora_batch_docs: int = setting(64, "documents (adapter sets) per batch (1.0611)", gt=0)
+    lora_targets: str = setting("all", "all nn.Linear, or comma-separated name parts")
+    lora_phases: int = setting(0, "global SGD phases (1.0611 record: 3)", ge=0)
+    lora_prefix_docs: int = setting(2500, "documents covered by the phases (1.0611)", ge=0)
+    lora_phase_epochs: int = setting(1, "SGD epochs per global phase (ours)", ge=0)
+    lora_sort: bool = setting(True, "length-sort documents within a segment (padding)")
+    bos_id: int = setting(-1, "document separator; -1 = the model's BOS_ID", ge=-1)
+    seed: int = setting(0, "LoRA adapter init (with each document's start)", ge=0)
 
     @property
     def active(self) -> bool:
@@ -88,37 +95,26 @@ class TTTSettings:
 
     @staticmethod
     def env_name(name: str) -> str:
-        return {"mode": "TTT", "on": "TTT_ON"}.get(name, "TTT_" + name.upper())
+        return _ttt_env_name(name)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "TTTSettings":
         """Read TTT* variables (unset or empty = default); `overrides` (CLI flags) win."""
-        env = os.environ if env is None else env
-        vals: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(cls.env_name(f.name), "")
-            if raw.strip():
-                vals[f.name] = _parse(f.name, raw.strip(), type(getattr(cls, f.name)))
+        vals, bad = parse_env(TTT_SETTINGS, os.environ if env is None else env, full=False)
+        if bad:
+            raise EvalError(f"{bad[0]}; fix the environment variable")
         vals.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**vals).validated()
 
     def validated(self) -> "TTTSettings":
-        mode = {"0": "off", "none": "off", "": "off"}.get(self.mode.lower(), self.mode.lower())
-        s = dataclasses.replace(self, mode=mode, on=self.on.lower())
-        bad = [(n, ok) for n, ok in (
-            ("mode", s.mode in MODES), ("on", s.on in ("post", "pre")),
-            ("chunk_tokens", s.chunk_tokens > 0), ("lr", s.lr >= 0), ("epochs", s.epochs >= 0),
-            ("momentum", 0 <= s.momentum < 1), ("grad_clip", s.grad_clip >= 0),
-            ("batch_seqs", s.batch_seqs > 0), ("lora_rank", s.lora_rank > 0),
-            ("lora_lr", s.lora_lr >= 0), ("lora_chunk", s.lora_chunk > 0),
-            ("lora_batch_docs", s.lora_batch_docs > 0), ("lora_phases", s.lora_phases >= 0),
-            ("lora_prefix_docs", s.lora_prefix_docs >= 0),
-            ("lora_phase_epochs", s.lora_phase_epochs >= 0)) if not ok]
+        """Spellings resolved (mode LoRA -> lora, 0/none -> off); a value out of its declared
+        range is an EvalError naming the variable."""
+        mode_setting = TTT_SETTINGS[0]
+        s = dataclasses.replace(self, mode=mode_setting.parse_type(self.mode or "off"),
+                                on=self.on.lower())
+        bad = value_problems(s, TTT_SETTINGS)
         if bad:
-            n = bad[0][0]
-            hint = f" (one of {', '.join(MODES)})" if n == "mode" else (" (post or pre)" if n == "on" else "")
-            raise EvalError(f"{self.env_name(n)}={getattr(self, n)!r} is out of range{hint}; "
-                            "fix the environment variable or the --ttt flag")
+            raise EvalError(f"{bad[0]}; fix the environment variable or the --ttt flag")
         return s
 
     def post_ttt(self, models: dict[str, nn.Module], ed: EvalData, base: dict,
@@ -142,16 +138,8 @@ class TTTSettings:
         return k
 
 
-def _parse(name: str, raw: str, kind: type) -> Any:
-    try:
-        if kind is bool:
-            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(raw)
-            return raw.lower() in ("1", "true", "yes", "on")
-        return kind(raw)
-    except ValueError:
-        raise EvalError(f"{TTTSettings.env_name(name)}={raw!r} is not a valid {kind.__name__}; "
-                        "fix the environment variable") from None
+TTT_SETTINGS = fields_table(TTTSettings, "ttt", _ttt_env_name)
+register("ttt", TTT_SETTINGS)
 
 
 # ----------------------------------------------------------------------------- result

@@ -382,9 +382,11 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> int:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):  # a full disk names the file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     return len(data)
 
@@ -518,9 +520,10 @@ def state_dict_from_tensors(tensors: list[QTensor]) -> dict[str, torch.Tensor]:
 Shapes = Callable[[dict], Mapping[str, Sequence[int]]]
 
 
-def load_artifact(path: str | os.PathLike, expect: Shapes | None = None
+def load_artifact(path: str | os.PathLike, blob: bytes | None = None, expect: Shapes | None = None
                   ) -> tuple[dict[str, torch.Tensor], dict]:
-    """(dequantized state_dict keyed like model.state_dict(), meta) from a .gkq file.
+    """(dequantized state_dict keyed like model.state_dict(), meta) from a .gkq file, or from
+    `blob`, its bytes already read (a caller that hashes what it scores decodes those bytes).
 
     `expect(meta)` gives the tensor names and shapes the header's model must have (golf
     derives them from meta["config"], checked like a setting; raising there is reported as a
@@ -529,10 +532,10 @@ def load_artifact(path: str | os.PathLike, expect: Shapes | None = None
     not a golfkit artifact / truncated / unsupported version)."""
     path = str(path)
     try:
-        size = os.stat(path).st_size
+        size = os.stat(path).st_size if blob is None else len(blob)
         if size > MAX_ARTIFACT_BYTES:
             raise _corrupt(path, f"{size:,} bytes, more than an artifact may be ({MAX_ARTIFACT_BYTES:,})")
-        blob = Path(path).read_bytes()
+        blob = Path(path).read_bytes() if blob is None else blob
     except FileNotFoundError:
         raise ArtifactError(f"{path}: artifact not found; check the path (ARTIFACT=...)") from None
     header, payload = parse_artifact(blob, path)

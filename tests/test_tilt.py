@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from golf.errors import EvalError
-from golf.tilt import SETTINGS, TiltSettings, TokenTilt, tilted_nll, token_hints
+from golf.tilt import TILT_SETTINGS, TiltSettings, TokenTilt, tilted_nll, token_hints
 
 
 def sequential_hints(y: list[int], order: int, threshold: float) -> list[int]:
@@ -120,7 +120,7 @@ def test_tilted_distribution_sums_to_one_over_the_vocabulary():
 def test_settings_are_declared_once_with_the_records_defaults():
     s = TiltSettings.from_env({})
     assert (s.enabled, s.order, s.threshold, s.boost) == (False, 16, 0.8, 2.625)
-    assert set(s.knobs()) == set(SETTINGS)
+    assert set(s.knobs()) == {t.name for t in TILT_SETTINGS}
     s = TiltSettings.from_env({"NGRAM_TILT_ENABLED": "1", "TOKEN_ORDER": "8",
                                "TOKEN_THRESHOLD": "0.5", "TOKEN_BOOST": "1"})
     assert (s.enabled, s.order, s.threshold, s.boost) == (True, 8, 0.5, 1.0)
