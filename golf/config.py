@@ -21,6 +21,7 @@ import torch
 
 from golf.errors import ConfigError
 from golf.model import ModelConfig, parameter_count, sign_problems
+from golf.muon import NS_COEFF_SETS
 from golf.rules import CAP_BYTES, TRAIN_LIMIT_S, scaled_cap_bytes
 
 # The records' effective RoPE base. Their Rotary is built with a hard-coded train_seq_len of
@@ -101,16 +102,70 @@ CPU_SIZES: dict[str, Any] = {
 CPU_PRESET: dict[str, Any] = {**R29_PRESET, **CPU_SIZES, "bigram_vocab_size": 512,
                               "bigram_dim": 32, "ve_dim": 32}
 CPU_P1125_PRESET: dict[str, Any] = {**P1125_PRESET, **CPU_SIZES}
+# --- the frontier stack (issue 29: PR #1855 and #2135) ---------------------------------------
+# PR #1855 (the 1.0611 record) as it ran: its launch command / log header values wherever golfkit
+# has the setting. Not reproduced (no golfkit setting yet): the document-packing loader (golfkit
+# trains on TRAIN_SEQ_LEN rows, split at BOS by DOC_ATTENTION), its LoRA TTT and its lrzip
+# container; LQER is record_1855's (groups of 64).
+PR1855_PRESET: dict[str, Any] = {
+    "data_path": "./data/datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved",
+    "tokenizer_path": "./data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model",
+    "vocab_size": 8192, "mlp_mult": 4.0, "qk_gain_init": 5.0, "xsa_last_n": -1,
+    "rope_dims": 16, "rope_base": 10000.0, "rope_ntk_ref_len": 0,        # ROPE_YARN=0: no rescale
+    "bigram_vocab_size": 0, "smear_gate": False, "smear_bos_fix": False, "ve_dim": 0,
+    "num_loops": 2, "loop_start": 3, "loop_end": 5, "enable_looping_at": 0.35,
+    "skip_gates_enabled": True, "parallel_start_layer": 8, "parallel_final_lane": "mean",
+    "smear_gate_enabled": True, "smear_gate_bos_fix": True, "gate_window": 12,
+    "sparse_attn_gate_enabled": True, "sparse_attn_gate_scale": 0.5,
+    "asym_logit_rescale": False, "asym_logit_train": False, "doc_attention": True,
+    "train_seq_len": 2048, "train_batch_tokens": 786_432, "warmup_steps": 20,
+    "warmdown_frac": 0.85, "min_lr": 0.1, "val_loss_every": 0,
+    "muon_ns_coeffs": "polar_express", "muon_row_normalize": True, "embed_wd": 0.085,
+    "matrix_lr": 0.026, "tied_embed_lr": 0.03, "scalar_lr": 0.02, "muon_momentum": 0.97,
+    "muon_momentum_warmup_start": 0.92, "muon_momentum_warmup_steps": 1500, "muon_ns_steps": 5,
+    "muon_wd": 0.095, "adam_wd": 0.02, "beta1": 0.9, "beta2": 0.99, "grad_clip_norm": 0.3,
+    "ema_decay": 0.9965, "ema_warmup": False, "gptq_reserve_seconds": 0.5,
+    "eval_seq_len": 2048, "quant_method": "record_1855", "gptq_calib_batches": 16,
+}
+# PR #2135 (the 1.0565 record) as it ran: #1855 plus MATRIX_LR 0.028, 32 calibration batches,
+# EVAL_SEQ_LEN 2560, validation every 4000 steps, AsymLogit's two caps (inert: never trained),
+# and SMEAR_GATE_BOS_FIX=0 (its launch command; the README claims the fix). Its LQER groups of 32,
+# n-gram tilt and one-phase TTT are not golfkit settings.
+PR2135_PRESET: dict[str, Any] = {
+    **PR1855_PRESET, "matrix_lr": 0.028, "gptq_calib_batches": 32, "eval_seq_len": 2560,
+    "val_loss_every": 4000, "smear_gate_bos_fix": False,
+    "asym_logit_rescale": True, "asym_logit_train": False,
+}
+# golfkit's frontier: #2135 with its two bugs fixed. The BOS mask is on (no document reaches the
+# next through the SmearGate, as in #1855), and the AsymLogit caps really train: the training loss
+# goes through them (golfkit has no fused scalar-cap loss) and they join AdamW at SCALAR_LR
+# without weight decay (golf.optim.NO_DECAY).
+FRONTIER_PRESET: dict[str, Any] = {**PR2135_PRESET, "smear_gate_bos_fix": True,
+                                   "asym_logit_train": True}
+# The frontier's model features at the `cpu` preset's size (4 x 128, sp1024 embedded data):
+# layers 1..2 looped once from 35 % of training (6 virtual layers), two lanes on layer 3.
+CPU_FRONTIER_PRESET: dict[str, Any] = {
+    **FRONTIER_PRESET, **CPU_SIZES, "vocab_size": 1024, "loop_start": 1, "loop_end": 2,
+    "num_loops": 1, "parallel_start_layer": 3, "quant_method": "gptq", "eval_seq_len": 256,
+    "gptq_calib_batches": 8, "val_loss_every": 100,
+}
+FRONTIER_PRESETS: dict[str, dict[str, Any]] = {
+    "pr1855": PR1855_PRESET, "pr2135": PR2135_PRESET, "frontier": FRONTIER_PRESET,
+    "cpu_frontier": CPU_FRONTIER_PRESET,
+}
+
 # Presets whose default BUDGET_BYTES is the scaled cap (golf.rules.scaled_cap_bytes) of the model
 # actually configured (NUM_LAYERS=6 under PRESET=cpu gets its own cap); BUDGET_BYTES set wins.
-SCALED_CAP_PRESETS = ("cpu", "cpu_p1125")
+SCALED_CAP_PRESETS = ("cpu", "cpu_p1125", "cpu_frontier")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "r29": R29_PRESET, "p1125": P1125_PRESET, "cpu": CPU_PRESET, "cpu_p1125": CPU_P1125_PRESET,
+    **FRONTIER_PRESETS,
 }
 # PRESET=11l was the name of the GPU stack before the record stack existed: it stays p1125
 PRESET_ALIASES: dict[str, str] = {"11l": "p1125"}
-CPU_EQUIVALENT: dict[str, str] = {"r29": "cpu", "p1125": "cpu_p1125"}
+CPU_EQUIVALENT: dict[str, str] = {"r29": "cpu", "p1125": "cpu_p1125", "pr1855": "cpu_frontier",
+                                  "pr2135": "cpu_frontier", "frontier": "cpu_frontier"}
 OPTIM_GROUPS = ("records", "legacy")
 
 @dataclass(frozen=True)
@@ -127,6 +182,7 @@ class Config(ModelConfig):
     iterations: int = 20_000             # ITERATIONS (upper bound; wallclock usually stops first)
     warmup_steps: int = 20               # WARMUP_STEPS (compile priming steps, state restored after)
     warmdown_iters: int = 3500           # WARMDOWN_ITERS (iterations' worth of time for LR decay)
+    enable_looping_at: float = 0.0       # ENABLE_LOOPING_AT (training fraction, max of steps/ITERATIONS and time/cap, at which NUM_LOOPS's loop turns on, one-way; 0 = from the start)
     max_wallclock_seconds: float = TRAIN_LIMIT_S  # MAX_WALLCLOCK_SECONDS (0 = no cap)
     val_loss_every: int = 4000           # VAL_LOSS_EVERY (0 = only at the end)
     train_log_every: int = 100           # TRAIN_LOG_EVERY
@@ -149,6 +205,12 @@ class Config(ModelConfig):
     beta1: float = 0.9                   # BETA1
     beta2: float = 0.95                  # BETA2
     adam_eps: float = 1e-8               # ADAM_EPS
+    # the 2026-04 records' optimizer and schedule options (PR #1855 / #2135); off by default
+    muon_ns_coeffs: str = "classic"      # MUON_NS_COEFFS (classic: (3.4445, -4.775, 2.0315) each step; polar_express: the records' five tuples)
+    muon_row_normalize: bool = False     # MUON_ROW_NORMALIZE (each row of the Nesterov update / its L2 norm before Newton–Schulz)
+    embed_wd: float = -1.0               # EMBED_WD (AdamW decay of the embedding group; -1 = ADAM_WD)
+    warmdown_frac: float = 0.0           # WARMDOWN_FRAC (>0: LR 1 until the last fraction of training, then linear to MIN_LR; replaces WARMDOWN_ITERS)
+    min_lr: float = 0.0                  # MIN_LR (the LR factor's floor under WARMDOWN_FRAC)
     optim_groups: str = "records"        # OPTIM_GROUPS (records: only block matrices in Muon; legacy: every 2-D block tensor)
     grad_clip_norm: float = 0.3          # GRAD_CLIP_NORM (on the all-reduced gradient; 0 = off)
     muon_sharded: bool = True            # MUON_SHARDED (each rank orthogonalises its share of the banks; 0 = every rank all)
@@ -175,7 +237,7 @@ class Config(ModelConfig):
     budget_bytes: int = CAP_BYTES        # BUDGET_BYTES (code + model cap, decimal bytes; cpu presets: scaled_cap_bytes)
     budget_margin_bytes: int = 2_000     # BUDGET_MARGIN_BYTES (safety margin under the cap)
     # --- provenance -------------------------------------------------------------------------
-    preset: str = ""                     # PRESET applied by from_env (r29 | p1125 | cpu | cpu_p1125)
+    preset: str = ""                     # PRESET applied by from_env (r29 | p1125 | cpu | cpu_p1125 | pr1855 | pr2135 | frontier | cpu_frontier)
 
     # ------------------------------------------------------------------------------------
     @property
@@ -282,6 +344,13 @@ def config_problems(c: Config) -> list[str]:
 
 def _sign_problems(c: Config) -> Iterator[str]:
     yield from sign_problems(c, _POSITIVE, _NON_NEGATIVE)
+    if not 0 <= c.warmdown_frac < 1 or not 0 <= c.min_lr <= 1:
+        yield (f"WARMDOWN_FRAC={c.warmdown_frac} / MIN_LR={c.min_lr}: need 0 <= WARMDOWN_FRAC < 1 "
+               "and 0 <= MIN_LR <= 1; set e.g. 0.85 and 0.1 (WARMDOWN_FRAC=0: WARMDOWN_ITERS decides)")
+    if c.embed_wd < 0 and c.embed_wd != -1:
+        yield f"EMBED_WD={c.embed_wd}: must be >= 0, or -1 (= ADAM_WD)"
+    if not 0 <= c.enable_looping_at <= 1:
+        yield f"ENABLE_LOOPING_AT={c.enable_looping_at}: must be a training fraction in [0, 1]; set e.g. 0.35"
     if not 0 <= c.ema_decay < 1:
         yield f"EMA_DECAY={c.ema_decay}: must be in [0, 1); set e.g. 0.997 (0 = off)"
 
@@ -318,6 +387,8 @@ def _choice_problems(c: Config) -> Iterator[str]:
     if c.quant_scales not in QUANT_SCALES:
         yield (f"QUANT_SCALES={c.quant_scales!r}: not one of {', '.join(QUANT_SCALES)} (log: "
                "log-grid row scales, entropy-coded when smaller; fp16: plain fp16 scales)")
+    if c.muon_ns_coeffs not in NS_COEFF_SETS:
+        yield f"MUON_NS_COEFFS={c.muon_ns_coeffs!r}: not one of {', '.join(NS_COEFF_SETS)}"
     if c.optim_groups not in OPTIM_GROUPS:
         yield f"OPTIM_GROUPS={c.optim_groups!r}: not one of {', '.join(OPTIM_GROUPS)}"
 

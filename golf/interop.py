@@ -1,6 +1,6 @@
 """Import a record's checkpoint into a golfkit run directory.
 
-    python -m golf.interop import CHECKPOINT --out runs/NAME [--stack r29|r23|r21|r20|p1125|baseline]
+    python -m golf.interop import CHECKPOINT --out runs/NAME [--stack pr2135|pr1855|r29|r23|r21|r20|p1125|baseline]
                            [--env "VAR=... VAR=..."] [--calibrate N]
 
 CHECKPOINT is a challenge script's full-precision `final_model.pt` (a bare torch state dict,
@@ -40,10 +40,10 @@ import quant
 from golf import model as golf_model
 from golf import rundir
 from golf.atomic import atomic_save, atomic_write_json, atomic_write_text, file_sha256
-from golf.config import Config
+from golf.config import PRESETS, Config
 from golf.data.loader import DistributedTokenLoader
 from golf.errors import InteropError, user_errors
-from golf.model import GPT
+from golf.model import GPT, ModelConfig
 from golf.train import resolve_grad_accum
 
 
@@ -82,6 +82,25 @@ STACKS: dict[str, Stack] = {s.name: s for s in (
           {**_COMMON, "ROPE_DIMS": "16", "XSA_LAST_N": "-1", "LN_SCALE": "1", "LEAKY_RELU_SLOPE": "0.5",
            "QK_GAIN_INIT": "1.5"}, rope_full=False, ntk=True),
 )}
+# The frontier records' forward-pass settings are their presets' (golf.config), minus the shapes
+# the tensors give; the depth loop (NUM_LOOPS, LOOP_START/END), PARALLEL_START_LAYER and the
+# BOS mask cannot be read off tensors, so they come from here or --env.
+_SHAPE_FIELDS = ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads", "mlp_mult",
+                 "tie_embeddings")
+
+
+def _preset_stack(name: str, about: str) -> Stack:
+    keep = (set(ModelConfig.model_field_names()) - set(_SHAPE_FIELDS)) | {"eval_seq_len", "enable_looping_at"}
+    env = {k.upper(): ("1" if v else "0") if isinstance(v, bool) else str(v)
+           for k, v in PRESETS[name].items() if k in keep}
+    return Stack(name, about, env, rope_full=False, ntk=False)
+
+
+STACKS.update({s.name: s for s in (
+    _preset_stack("pr1855", "PR #1855, 1.0611 (banked; depth loop 3-5 x3, lanes from 8, gated skips, "
+                            "SmearGate with BOS mask, sparse attention gate, per-document attention)"),
+    _preset_stack("pr2135", "PR #2135, 1.0565 (#1855's model + AsymLogit caps; no BOS mask, as it ran)"),
+)})
 STACK_ALIASES = {"r25": "r29", "root": "baseline"}
 NTK_REF_LEN = 1024  # the records' Rotary hard-codes train_seq_len=1024
 
@@ -220,6 +239,10 @@ BLOCK_PARAMS = ("attn.c_q.weight", "attn.c_k.weight", "attn.c_v.weight", "attn.p
 GLOBAL_PARAMS = ("tok_emb.weight", "skip_weights", "lm_head.weight", "bigram.embed.weight",
                  "bigram.proj.weight", "bigram.scale", "smear.gate", "ve_shared.embed.weight",
                  "ve_shared.proj.weight", "ve_shared.scale")
+# the frontier records' tensors (PR #1855 / #2135 state dicts), each optional
+FRONTIER_GLOBALS = ("skip_gates", "parallel_post_lambdas", "parallel_resid_lambdas",
+                    "smear_gate.weight", "smear_lambda", "softcap_pos", "softcap_neg")
+FRONTIER_BLOCK_PARAMS = ("attn.attn_gate_w",)
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
 _VE_SCALE_RE = re.compile(r"^ve_layer_scales\.(\d+)$")
 
@@ -291,6 +314,15 @@ class Shapes:
     smear: bool = False
     ve_dim: int = 0
     ve_count: int = 0
+    skip_gates: bool = False                # the frontier records' tensors (golf.interop._infer_frontier)
+    lanes: bool = False
+    smear_window: int = 0
+    sparse_window: int = 0
+    asym: bool = False
+
+    @property
+    def frontier(self) -> bool:
+        return self.skip_gates or self.lanes or bool(self.smear_window or self.sparse_window) or self.asym
 
     @property
     def head_dim(self) -> int:
@@ -309,6 +341,15 @@ class Shapes:
                   "SMEAR_GATE": "1" if self.smear else "0", "VE_DIM": str(self.ve_dim)})
         if self.bigram:
             e["BIGRAM_DIM"] = str(self.bigram[1])
+        if self.frontier:
+            e.update({"SKIP_GATES_ENABLED": str(int(self.skip_gates)),
+                      "SMEAR_GATE_ENABLED": str(int(bool(self.smear_window))),
+                      "SPARSE_ATTN_GATE_ENABLED": str(int(bool(self.sparse_window))),
+                      "ASYM_LOGIT_RESCALE": str(int(self.asym))})
+            if self.smear_window or self.sparse_window:
+                e["GATE_WINDOW"] = str(self.smear_window or self.sparse_window)
+            if not self.lanes:
+                e["PARALLEL_START_LAYER"] = "0"
         return e
 
 
@@ -326,12 +367,14 @@ def classify_keys(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tenso
             raise InteropError(f"{name}: the record was trained with {switch}, which golfkit does not "
                                "implement; it cannot be imported faithfully")
         m = _BLOCK_RE.match(name)
-        if (m and m.group(2) in BLOCK_PARAMS) or name in GLOBAL_PARAMS or _VE_SCALE_RE.match(name):
+        if (m and m.group(2) in BLOCK_PARAMS + FRONTIER_BLOCK_PARAMS) or name in GLOBAL_PARAMS \
+                or name in FRONTIER_GLOBALS or _VE_SCALE_RE.match(name):
             known[name] = t
             continue
         raise InteropError(f"{name}: unknown tensor {tuple(t.shape)}; expected tok_emb.weight, "
                            "blocks.N.{" + ",".join(BLOCK_PARAMS) + "}, skip_weights, lm_head.weight, "
-                           "bigram.*, smear.gate, ve_shared.*, ve_layer_scales.N or the banks "
+                           "bigram.*, smear.gate, ve_shared.*, ve_layer_scales.N, the frontier's "
+                           f"{', '.join(FRONTIER_GLOBALS + FRONTIER_BLOCK_PARAMS)} or the banks "
                            f"({', '.join(BANKS)})")
     return known, ignored
 
@@ -369,7 +412,10 @@ def infer_shapes(sd: Mapping[str, torch.Tensor]) -> Shapes:
             if tuple(t.shape) != shape:
                 raise _shape_error(f"blocks.{i}.{p}", t, shape, f"from tok_emb {V}x{d}, {H} heads, "
                                    f"kv_dim {kv_dim}, MLP {F}")
-    n_skip = min(L // 2, L - L // 2)
+    frontier = any(k in sd for k in FRONTIER_GLOBALS) or any(k.endswith(FRONTIER_BLOCK_PARAMS) for k in sd)
+    sw = sd.get("skip_weights")
+    # a depth loop sizes the skips by its virtual plan; the built model checks that count
+    n_skip = sw.shape[0] if frontier and sw is not None and sw.ndim == 2 else min(L // 2, L - L // 2)
     _expect(sd, "skip_weights", (n_skip, d), f"U-Net skips for {L} layers")
     tied = "lm_head.weight" not in sd
     if not tied:
@@ -379,7 +425,40 @@ def infer_shapes(sd: Mapping[str, torch.Tensor]) -> Shapes:
                            "float MLP_MULT golfkit can store")
     shapes = Shapes(V, d, L, H, kv_dim // hd, F, tied)
     _infer_extras(sd, shapes, kv_dim)
+    if frontier:
+        _infer_frontier(sd, shapes, n_skip)
     return shapes
+
+
+def _infer_frontier(sd: Mapping[str, torch.Tensor], shapes: Shapes, n_skip: int) -> None:
+    """The frontier records' gates, lanes and caps into `shapes` (their shapes as the records store them)."""
+    d, L, H = shapes.model_dim, shapes.num_layers, shapes.num_heads
+    if "skip_gates" in sd:
+        _expect(sd, "skip_gates", (n_skip, d), "one sigmoid gate per skip weight")
+        shapes.skip_gates = True
+    if "parallel_post_lambdas" in sd or "parallel_resid_lambdas" in sd:
+        _expect(sd, "parallel_post_lambdas", (L, 2, 2), "per layer: 2 sources x 2 lanes")
+        _expect(sd, "parallel_resid_lambdas", (L, 2), "per layer: one residual scale per lane")
+        shapes.lanes = True
+    if "smear_gate.weight" in sd or "smear_lambda" in sd:
+        w = sd.get("smear_gate.weight")
+        if w is None or w.ndim != 2 or w.shape[0] != 1:
+            raise InteropError("smear_gate.weight: missing or not (1, GATE_WINDOW)")
+        _expect(sd, "smear_lambda", (1,), "SmearGate strength")
+        shapes.smear_window = w.shape[1]
+    gates = [sd.get(f"blocks.{i}.attn.attn_gate_w") for i in range(L)]
+    if any(g is not None for g in gates):
+        window = next(g for g in gates if g is not None).shape[-1]
+        for i in range(L):
+            _expect(sd, f"blocks.{i}.attn.attn_gate_w", (H, window), "sparse attention gate per head")
+        if shapes.smear_window and window != shapes.smear_window:
+            raise InteropError(f"blocks.0.attn.attn_gate_w: window {window} differs from smear_gate's "
+                               f"{shapes.smear_window}; golfkit shares one GATE_WINDOW")
+        shapes.sparse_window = window
+    if "softcap_pos" in sd or "softcap_neg" in sd:
+        _expect(sd, "softcap_pos", (), "AsymLogit cap for z >= 0")
+        _expect(sd, "softcap_neg", (), "AsymLogit cap for z < 0")
+        shapes.asym = True
 
 
 def _infer_extras(sd: Mapping[str, torch.Tensor], shapes: Shapes, kv_dim: int) -> None:
@@ -453,6 +532,9 @@ def resolve_stack(name: str | None, layout: str, shapes: Shapes) -> tuple[Stack,
         if key not in STACKS:
             raise InteropError(f"--stack {name}: unknown; use one of {', '.join(STACKS)}")
         return STACKS[key], None
+    if layout == "banked" and shapes.frontier:
+        raise InteropError("a banked checkpoint with the frontier's tensors (skip_gates, lambdas, "
+                           "smear_gate, ...): pass --stack pr1855 or --stack pr2135")
     if layout == "banked":
         return STACKS["r29"], ("no --stack: a banked checkpoint, assuming r29 (R25/R29: XSA on all "
                                "layers); pass --stack r23 for R23 (XSA on the last 4)")
@@ -654,6 +736,10 @@ def _import_warnings(shapes: "Shapes", stack: str) -> list[str]:
                 "digits, not in the model"]
     if shapes.smear:
         warnings.append("smear: crosses document boundaries as in the record (SMEAR_BOS_FIX=0)")
+    if shapes.frontier:
+        warnings.append("looping: the imported model runs with the depth loop on (model.looping), "
+                        "as the records evaluate; NUM_LOOPS/LOOP_START/LOOP_END/PARALLEL_START_LAYER "
+                        "and SMEAR_GATE_BOS_FIX come from --stack / --env, not from tensors")
     if stack.startswith("r"):
         warnings.append("orth: R29's ORTH_LAST_N leaves no tensor; it is assumed 0 (its default)")
     return warnings

@@ -15,6 +15,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from golf.layers import (FINAL_LANES, asym_softcap, doc_attention, encoder_decoder, final_lane,
+                         input_smear, segment_ids, skip_merge, sparse_gate, two_lane_update,
+                         virtual_layers)
+
 try:  # FA3 on Hopper when installed; SDPA otherwise.
     from flash_attn_interface import flash_attn_func as _fa3  # type: ignore
 except Exception:  # pragma: no cover - not installed on CPU machines
@@ -57,6 +61,21 @@ class ModelConfig:
     bos_id: int = 1                      # BOS_ID (the tokenizer's BOS; the challenge's is 1)
     ve_dim: int = 0                      # VE_DIM (shared value-embedding width; 0 = off)
     ve_layers: str = "-2,-1"             # VE_LAYERS (comma-separated layer indices; negative count from the end)
+    # --- the frontier stack (PR #1855 / #2135, as their code runs); each off by default
+    num_loops: int = 0                   # NUM_LOOPS (depth loop: LOOP_START..LOOP_END run NUM_LOOPS+1 times while looping; 0 = off)
+    loop_start: int = 3                  # LOOP_START (first physical layer of the loop)
+    loop_end: int = 5                    # LOOP_END (last physical layer of the loop, inclusive)
+    skip_gates_enabled: bool = False     # SKIP_GATES_ENABLED (skip merge g*x + (1-g)*w*skip, g = sigmoid(skip_gates))
+    parallel_start_layer: int = 0        # PARALLEL_START_LAYER (decoder layers >= it run the two-lane block; 0 = off)
+    parallel_final_lane: str = "mean"    # PARALLEL_FINAL_LANE (mean | lane0 | lane1: what leaves the two lanes)
+    smear_gate_enabled: bool = False     # SMEAR_GATE_ENABLED (the frontier SmearGate: pre-norm, additive, input-gated; not SMEAR_GATE)
+    smear_gate_bos_fix: bool = False     # SMEAR_GATE_BOS_FIX (a BOS does not receive its predecessor through SMEAR_GATE_ENABLED's gate)
+    gate_window: int = 12                # GATE_WINDOW (input dims read by the SmearGate and the sparse attention gate)
+    sparse_attn_gate_enabled: bool = False  # SPARSE_ATTN_GATE_ENABLED (per-head sigmoid gate on the attention output)
+    sparse_attn_gate_scale: float = 0.5  # SPARSE_ATTN_GATE_SCALE (gate = sigmoid(scale * W . u[:GATE_WINDOW]))
+    asym_logit_rescale: bool = False     # ASYM_LOGIT_RESCALE (softcap_pos for z >= 0, softcap_neg below; both start at LOGIT_SOFTCAP)
+    asym_logit_train: bool = False       # ASYM_LOGIT_TRAIN (1: the two caps learn, AdamW at SCALAR_LR without decay; 0 = the records' inert caps)
+    doc_attention: bool = False          # DOC_ATTENTION (attention never crosses a BOS_ID token: per-document logits)
 
     @property
     def head_dim(self) -> int:
@@ -66,6 +85,11 @@ class ModelConfig:
         """Indices of the layers that apply XSA (the last XSA_LAST_N; -1 = all)."""
         n = self.num_layers if self.xsa_last_n < 0 else min(self.xsa_last_n, self.num_layers)
         return list(range(self.num_layers - n, self.num_layers))
+
+    def layer_plan(self, looping: bool) -> tuple[list[int], list[int]]:
+        """(encoder, decoder) physical layers for the loop state (golf.layers.virtual_layers)."""
+        return encoder_decoder(virtual_layers(self.num_layers, self.num_loops, self.loop_start,
+                                              self.loop_end, looping))
 
     def ve_layer_indices(self) -> list[int]:
         """VE_LAYERS resolved to layer indices, in the order given (negative = from the end).
@@ -99,11 +123,13 @@ class ModelConfig:
 
     def model_problems(self) -> list[str]:
         """Every bad model setting, one line each naming the variable and the fix."""
-        return [*_model_sign_problems(self), *_shape_problems(self), *_feature_problems(self)]
+        return [*_model_sign_problems(self), *_shape_problems(self), *_feature_problems(self),
+                *_frontier_problems(self)]
 
 
 _MODEL_POSITIVE = ("num_layers", "num_heads", "num_kv_heads", "model_dim", "vocab_size")
-_MODEL_NON_NEGATIVE = ("bigram_vocab_size", "bigram_dim", "ve_dim", "rope_dims", "rope_ntk_ref_len")
+_MODEL_NON_NEGATIVE = ("bigram_vocab_size", "bigram_dim", "ve_dim", "rope_dims", "rope_ntk_ref_len",
+                       "num_loops", "parallel_start_layer")
 
 
 def sign_problems(c: Any, positive: tuple[str, ...], non_negative: tuple[str, ...]) -> Iterator[str]:
@@ -162,6 +188,26 @@ def _feature_problems(c: ModelConfig) -> Iterator[str]:
             c.ve_layer_indices()
         except ValueError as exc:
             yield str(exc)
+
+
+def _frontier_problems(c: ModelConfig) -> Iterator[str]:
+    """The depth loop's range, the two-lane start, the gates' window."""
+    L = c.num_layers
+    if c.num_loops > 0 and not 0 <= c.loop_start <= c.loop_end < L:
+        yield (f"LOOP_START={c.loop_start} / LOOP_END={c.loop_end}: need 0 <= LOOP_START <= LOOP_END"
+               f" < NUM_LAYERS={L}; fix them or set NUM_LOOPS=0")
+    if c.parallel_start_layer >= L >= 1:
+        yield (f"PARALLEL_START_LAYER={c.parallel_start_layer}: must be < NUM_LAYERS={L}; "
+               "lower it or set 0 (off)")
+    elif c.num_loops > 0 and 0 < c.parallel_start_layer <= c.loop_end:
+        yield (f"PARALLEL_START_LAYER={c.parallel_start_layer}: must be above LOOP_END={c.loop_end}"
+               " (the looped layers run single-lane); raise it or set 0 (off)")
+    if c.parallel_final_lane not in FINAL_LANES:
+        yield (f"PARALLEL_FINAL_LANE={c.parallel_final_lane!r}: not one of {', '.join(FINAL_LANES)}")
+    if (c.smear_gate_enabled or c.sparse_attn_gate_enabled) and not 1 <= c.gate_window <= c.model_dim:
+        yield (f"GATE_WINDOW={c.gate_window}: must be in 1..MODEL_DIM={c.model_dim}; set e.g. 12")
+    if c.asym_logit_rescale and not c.logit_softcap > 0:
+        yield "ASYM_LOGIT_RESCALE=1 needs LOGIT_SOFTCAP > 0 (both caps start there); set e.g. 30"
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
@@ -331,12 +377,17 @@ class Attention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((self.h,), float(cfg.qk_gain_init)))
         self.use_xsa = use_xsa
         self.xsa_gate = nn.Parameter(torch.full((self.h,), XSA_GATE_INIT)) if (use_xsa and cfg.xsa_gate) else None
+        if cfg.sparse_attn_gate_enabled:  # zero init: every head at sigmoid(0) = 0.5
+            self.attn_gate_w = nn.Parameter(torch.zeros(self.h, cfg.gate_window))
+            self.gate_scale = cfg.sparse_attn_gate_scale
         self.rope_dims, self.rope_base, self.ntk_ref = cfg.rope_dims, cfg.rope_base, cfg.rope_ntk_ref_len
         if self.ntk_ref > 0 and 0 < self.rope_dims <= 2:
             raise ValueError(f"ROPE_NTK_REF_LEN needs ROPE_DIMS > 2, got {self.rope_dims}")
 
-    def forward(self, u: torch.Tensor, ve: torch.Tensor | None = None) -> torch.Tensor:
-        """u (B,T,d); ve (B,T,kv_dim) is added to u W_vᵀ before the head split (XSA sees it too)."""
+    def forward(self, u: torch.Tensor, ve: torch.Tensor | None = None,
+                seg: torch.Tensor | None = None) -> torch.Tensor:
+        """u (B,T,d); ve (B,T,kv_dim) is added to u W_vᵀ before the head split (XSA sees it too);
+        seg (B,T) segment ids (golf.layers.segment_ids) keep attention inside each document."""
         B, T, _ = u.shape
         q = rms(self.c_q(u).view(B, T, self.h, self.hd))
         k = rms(self.c_k(u).view(B, T, self.hkv, self.hd))
@@ -349,13 +400,17 @@ class Attention(nn.Module):
             cos, sin = rope_tables(T, self.rope_dims, base, u.device, q.dtype)
             q, k = apply_rope(q, cos, sin, self.rope_dims), apply_rope(k, cos, sin, self.rope_dims)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
-        if _fa3 is not None and u.is_cuda:
+        if seg is not None:
+            y = doc_attention(q, k, v, seg)
+        elif _fa3 is not None and u.is_cuda:
             y = _fa3(q, k, v, causal=True)
             y = y[0] if isinstance(y, tuple) else y
         else:
             y = sdpa_causal(q, k, v)
         if self.use_xsa:
             y = xsa(y, v, self.xsa_gate)
+        if hasattr(self, "attn_gate_w"):
+            y = sparse_gate(y, u, self.attn_gate_w, self.gate_scale)
         return self.proj(y.reshape(B, T, self.h * self.hd))
 
 
@@ -388,11 +443,34 @@ class Block(nn.Module):
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))))
         self.s = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
 
-    def forward(self, x: torch.Tensor, x0: torch.Tensor, ve: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, x0: torch.Tensor, ve: torch.Tensor | None = None,
+                seg: torch.Tensor | None = None) -> torch.Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms(x) * self.s, ve)
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms(x) * self.s, ve, seg)
         return x + self.mlp_scale.to(x.dtype) * self.mlp(rms(x) * self.s)
+
+    def two_lane(self, lanes: tuple[torch.Tensor, torch.Tensor], x0: torch.Tensor,
+                 resid: torch.Tensor, post: torch.Tensor, ve: torch.Tensor | None = None,
+                 seg: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The parallel-residual form: attention reads resid_mix(lane0, x0), the MLP reads lane1
+        (both from the block's input), and each output is written to both lanes
+        (golf.layers.two_lane_update with this layer's lambdas)."""
+        lane0, lane1 = lanes
+        mix = self.resid_mix.to(lane0.dtype)
+        a = self.attn_scale.to(lane0.dtype) * self.attn(rms(mix[0] * lane0 + mix[1] * x0) * self.s, ve, seg)
+        m = self.mlp_scale.to(lane1.dtype) * self.mlp(rms(lane1) * self.s)
+        return two_lane_update(lane0, lane1, a, m, resid, post)
+
+
+class GateWeight(nn.Module):
+    """The SmearGate's (1, GATE_WINDOW) weight, zero-initialised; a Parameter holder rather
+    than an nn.Linear so no Linear rule (orthogonal init, Hessian hooks) reaches it, while the
+    state-dict name stays the records' `smear_gate.weight`."""
+
+    def __init__(self, window: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, window))
 
 
 class TiedHead(nn.Module):
@@ -429,9 +507,24 @@ class GPT(nn.Module):
         if self.ve_layers:
             self.ve_shared = ValueEmbedding(cfg.vocab_size, cfg.ve_dim, cfg.num_kv_heads * cfg.head_dim)
             self.ve_layer_scales = nn.ParameterList(nn.Parameter(torch.ones(1)) for _ in self.ve_layers)
-        self.n_enc = L // 2
-        self.n_skip = min(self.n_enc, L - self.n_enc)
+        # the loop state: training sets it at ENABLE_LOOPING_AT; a fresh model (eval, TTT,
+        # calibration, import) starts with the loop on, as the trained model ends
+        self.looping = cfg.num_loops > 0
+        enc, dec = cfg.layer_plan(looping=True)
+        self.n_skip = min(len(enc), len(dec))  # skip slots: sized for the looped plan
         self.skip_weights = nn.Parameter(torch.ones(self.n_skip, d))
+        if cfg.skip_gates_enabled:  # zero init: g = 0.5
+            self.skip_gates = nn.Parameter(torch.zeros(self.n_skip, d))
+        if cfg.parallel_start_layer > 0:  # one row per physical layer; rows below the start unused
+            self.parallel_post_lambdas = nn.Parameter(torch.ones(L, 2, 2))
+            self.parallel_resid_lambdas = nn.Parameter(torch.full((L, 2), 1.1))
+        if cfg.smear_gate_enabled:
+            self.smear_gate = GateWeight(cfg.gate_window)
+            self.smear_lambda = nn.Parameter(torch.zeros(1))
+        if cfg.asym_logit_rescale:  # inert (no gradient) unless ASYM_LOGIT_TRAIN, as the records ran
+            for name in ("softcap_pos", "softcap_neg"):
+                self.register_parameter(name, nn.Parameter(torch.tensor(float(cfg.logit_softcap)),
+                                                           requires_grad=cfg.asym_logit_train))
         if cfg.tie_embeddings:
             self.lm_head: nn.Module = TiedHead(self.tok_emb)
         else:
@@ -456,10 +549,13 @@ class GPT(nn.Module):
                     nn.init.orthogonal_(m.weight)
 
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        """x0: rms(E[t] + bigram(t)), then the smear gate."""
+        """x0: rms(E[t] + bigram(t) smeared by SMEAR_GATE_ENABLED's gate), then SMEAR_GATE's."""
         e = self.tok_emb(idx)
         if hasattr(self, "bigram"):
             e = e + self.bigram(idx).to(e.dtype)
+        if hasattr(self, "smear_gate"):
+            bos = self.cfg.bos_id if self.cfg.smear_gate_bos_fix else None
+            e = input_smear(e, idx, self.smear_gate.weight, self.smear_lambda, bos)
         x = rms(e)
         return self.smear(x, idx) if hasattr(self, "smear") else x
 
@@ -473,22 +569,49 @@ class GPT(nn.Module):
         return out
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        """Final-normed hidden state (B,T,d): the lm_head input."""
+        """Final-normed hidden state (B,T,d): the lm_head input.
+
+        U-Net over the virtual layer plan of the loop state: encoder outputs are stacked, decoder
+        position i < n_skip pops one (LIFO) into x, or into lane0 once the two lanes run."""
         x = x0 = self.embed(idx)
         ves = self.value_embeds(idx)
+        seg = segment_ids(idx, self.cfg.bos_id) if self.cfg.doc_attention else None
+        enc, dec = self.cfg.layer_plan(self.looping)
         stack = []
-        for i, blk in enumerate(self.blocks):
-            if i >= self.n_enc and stack:
-                x = x + self.skip_weights[i - self.n_enc].to(x.dtype) * stack.pop()
-            x = blk(x, x0, ves[i])
-            if i < self.n_enc:
-                stack.append(x)
+        for layer in enc:
+            x = self.blocks[layer](x, x0, ves[layer], seg)
+            stack.append(x)
+        lanes: tuple[torch.Tensor, torch.Tensor] | None = None
+        start = self.cfg.parallel_start_layer
+        for i, layer in enumerate(dec):
+            if lanes is None and 0 < start <= layer:
+                lanes = (x, x)
+            if i < self.n_skip and stack:
+                gate = self.skip_gates[i] if hasattr(self, "skip_gates") else None
+                if lanes is None:
+                    x = skip_merge(x, stack.pop(), self.skip_weights[i], gate)
+                else:
+                    lanes = (skip_merge(lanes[0], stack.pop(), self.skip_weights[i], gate), lanes[1])
+            if lanes is None:
+                x = self.blocks[layer](x, x0, ves[layer], seg)
+            else:
+                lanes = self.blocks[layer].two_lane(lanes, x0, self.parallel_resid_lambdas[layer],
+                                                    self.parallel_post_lambdas[layer], ves[layer], seg)
+        if lanes is not None:
+            x = final_lane(*lanes, self.cfg.parallel_final_lane)
         return rms(x)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        z = self.lm_head(self.hidden(idx)).float()
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Head and softcap in fp32: LOGIT_SOFTCAP's tanh cap, or ASYM_LOGIT_RESCALE's two caps."""
+        z = self.lm_head(h).float()
+        if hasattr(self, "softcap_pos"):
+            return asym_softcap(z, self.softcap_pos, self.softcap_neg)
         if self.softcap > 0:
             z = self.softcap * torch.tanh(z / self.softcap)
+        return z
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        z = self.logits(self.hidden(idx))
         if targets is None:
             return z
         return F.cross_entropy(z.reshape(-1, z.size(-1)), targets.reshape(-1))

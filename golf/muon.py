@@ -19,23 +19,43 @@ import torch
 import torch.distributed as dist
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
+# MUON_NS_COEFFS: the (a, b, c) of each Newton–Schulz iteration, in order; the last repeats when
+# MUON_NS_STEPS is larger. polar_express: the five per-iteration tuples of PR #1344 that the
+# 2026-04 records (#1787 -> #1855 -> #2135) use, exactly as they ship.
+NS_COEFF_SETS: dict[str, tuple[tuple[float, float, float], ...]] = {
+    "classic": (NS_COEFFS,),
+    "polar_express": ((8.156554524902461, -22.48329292557795, 15.878769915207462),
+                      (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+                      (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+                      (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+                      (2.3465413258596377, -1.7097828382687081, 0.42323551169305323)),
+}
 
 
-def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7,
+                  coeffs: str = "classic") -> torch.Tensor:
     """Approximate orthogonalisation UVᵀ of g (quintic Newton–Schulz, bf16 on CUDA).
 
     g may be one matrix (m, n) or a stack (b, m, n) of same-shape matrices, each orthogonalised
-    on its own: one batched product per iteration instead of one launch per matrix."""
-    a, b, c = NS_COEFFS
+    on its own: one batched product per iteration instead of one launch per matrix. Iteration
+    k uses NS_COEFF_SETS[coeffs][k] (the last one again past the end)."""
+    table = NS_COEFF_SETS[coeffs]
     x = g.bfloat16() if g.is_cuda else g.float()
     transposed = x.size(-2) > x.size(-1)
     if transposed:
         x = x.mT
     x = x / (x.norm(dim=(-2, -1), keepdim=True) + eps)
-    for _ in range(steps):
+    for k in range(steps):
+        a, b, c = table[min(k, len(table) - 1)]
         s = x @ x.mT
         x = a * x + (b * s + c * s @ s) @ x
     return (x.mT if transposed else x).to(g.dtype)
+
+
+def row_normalize(u: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """MUON_ROW_NORMALIZE ("MuonEq-R"): each row of each matrix divided by its L2 norm (floor
+    eps), applied to the Nesterov update before Newton–Schulz, as the 2026-04 records do."""
+    return u / u.norm(dim=-1, keepdim=True).clamp_min(eps)
 
 
 def _overlap() -> bool:
@@ -74,8 +94,12 @@ class Bank:
 class Muon(torch.optim.Optimizer):
     """Nesterov momentum, orthogonalised update scaled by max(1, rows/cols)^0.5, decoupled WD."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.95, ns_steps: int = 5, weight_decay: float = 0.0):
-        super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
+    def __init__(self, params, lr: float, momentum: float = 0.95, ns_steps: int = 5, weight_decay: float = 0.0,
+                 ns_coeffs: str = "classic", row_normalize: bool = False):
+        if ns_coeffs not in NS_COEFF_SETS:
+            raise ValueError(f"MUON_NS_COEFFS={ns_coeffs!r}: use one of {', '.join(NS_COEFF_SETS)}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay,
+                                      ns_coeffs=ns_coeffs, row_normalize=row_normalize))
         self._banks: list[Bank] | None = None
 
     # ------------------------------------------------------------------ plain form
@@ -99,10 +123,15 @@ class Muon(torch.optim.Optimizer):
 
     @staticmethod
     def _orthogonal_update(g: torch.Tensor, buf: torch.Tensor, group: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(NS(g + mu*buf'), buf') with buf' = mu*buf + g, for a stack of same-shape matrices."""
+        """(NS(g + mu*buf'), buf') with buf' = mu*buf + g, for a stack of same-shape matrices;
+        the Nesterov update row-normalised first under MUON_ROW_NORMALIZE. (.get: groups of a
+        checkpoint from before these options load without them.)"""
         mom = group["momentum"]
         buf = buf.mul_(mom).add_(g)
-        return newton_schulz(g.add(buf, alpha=mom), group["ns_steps"]), buf  # Nesterov
+        u = g.add(buf, alpha=mom)  # Nesterov
+        if group.get("row_normalize", False):
+            u = row_normalize(u)
+        return newton_schulz(u, group["ns_steps"], coeffs=group.get("ns_coeffs", "classic")), buf
 
     @staticmethod
     def _apply(ps: list[torch.Tensor], u: torch.Tensor, group: dict) -> None:

@@ -12,6 +12,10 @@ from golf.muon import Muon, newton_schulz  # noqa: F401  (re-exported: the optim
 from quant.policy import is_control
 
 
+# parameters of the scalar group that take no weight decay (golf.model: ASYM_LOGIT_TRAIN's caps)
+NO_DECAY = ("softcap_pos", "softcap_neg")
+
+
 def muon_momentum(step: int, cfg: Config) -> float:
     """Linear warmup of Muon momentum from MUON_MOMENTUM_WARMUP_START to MUON_MOMENTUM."""
     n = cfg.muon_momentum_warmup_steps
@@ -53,12 +57,20 @@ def build_optimizers(model: nn.Module, cfg: Config) -> list[torch.optim.Optimize
     opts: list[torch.optim.Optimizer] = []
     if muon:
         opts.append(Muon(muon, lr=cfg.matrix_lr, momentum=cfg.muon_momentum_warmup_start,
-                         ns_steps=cfg.muon_ns_steps, weight_decay=cfg.muon_wd))
+                         ns_steps=cfg.muon_ns_steps, weight_decay=cfg.muon_wd,
+                         ns_coeffs=cfg.muon_ns_coeffs, row_normalize=cfg.muon_row_normalize))
     groups = []
     if emb:
-        groups.append(dict(params=emb, lr=cfg.tied_embed_lr))
-    if scal:
-        groups.append(dict(params=scal, lr=cfg.scalar_lr))
+        groups.append(dict(params=emb, lr=cfg.tied_embed_lr,
+                           weight_decay=cfg.adam_wd if cfg.embed_wd < 0 else cfg.embed_wd))
+    # ASYM_LOGIT_TRAIN's caps (~30) learn without decay: ADAM_WD would pull them toward 0 by
+    # lr*wd of their value every step (about e^-2 over the records' 5,000 steps)
+    caps = {id(p) for n, p in model.named_parameters() if n in NO_DECAY}
+    decayed = [p for p in scal if id(p) not in caps]
+    if decayed:
+        groups.append(dict(params=decayed, lr=cfg.scalar_lr))
+    if len(decayed) < len(scal):
+        groups.append(dict(params=[p for p in scal if id(p) in caps], lr=cfg.scalar_lr, weight_decay=0.0))
     if groups:
         # on CUDA one fused kernel updates every embedding/scalar tensor (per-tensor launches
         # cost ~5 ms a step, several % of an 8xH100 step); on CPU the plain loop
@@ -83,6 +95,17 @@ def ema_decay_at(step: int, decay: float, warmup: bool = True) -> float:
     return min(decay, (1.0 + step) / (10.0 + step)) if warmup else decay
 
 
+def training_fraction(step: int, elapsed_ms: float, cap_ms: float, iterations: int) -> float:
+    """How far training has gone, in [0, 1]: the larger of steps/ITERATIONS and elapsed/cap.
+
+    The records' schedules use the wallclock fraction only (cap = 600 s less the reserve); a
+    run that ends by ITERATIONS first (the CPU main job) maps the fraction to steps, so its
+    loop switch does not depend on how fast the machine happened to be."""
+    by_steps = step / iterations if iterations > 0 else 0.0
+    by_time = elapsed_ms / cap_ms if cap_ms > 0 else 0.0
+    return min(max(by_steps, by_time), 1.0)
+
+
 def lr_multiplier(step: int, elapsed_ms: float, cap_ms: float, warmdown_iters: int, iterations: int) -> float:
     """LR factor in [0, 1]: constant, then linear to 0 at whichever end comes first.
 
@@ -104,6 +127,23 @@ def lr_multiplier(step: int, elapsed_ms: float, cap_ms: float, warmdown_iters: i
     remaining = max(cap_ms - elapsed_ms, 0.0)
     by_time = remaining / warm_ms if remaining < warm_ms else 1.0
     return min(by_steps, by_time)
+
+
+def schedule_multiplier(cfg: Config, step: int, elapsed_ms: float, cap_ms: float) -> float:
+    """The LR factor of the step: WARMDOWN_FRAC's rule when it is set (the 2026-04 records'),
+    else WARMDOWN_ITERS's (lr_multiplier)."""
+    if cfg.warmdown_frac > 0:
+        frac = training_fraction(step, elapsed_ms, cap_ms, cfg.iterations)
+        return frac_multiplier(frac, cfg.warmdown_frac, cfg.min_lr)
+    return lr_multiplier(step, elapsed_ms, cap_ms, cfg.warmdown_iters, cfg.iterations)
+
+
+def frac_multiplier(frac: float, warmdown_frac: float, min_lr: float) -> float:
+    """1 until the last `warmdown_frac` of training, then (1 - frac)/warmdown_frac, never below
+    MIN_LR (#1855: 0.85 and 0.1, so the floor is reached at frac 0.915)."""
+    if frac < 1 - warmdown_frac:
+        return 1.0
+    return max((1 - frac) / warmdown_frac, min_lr)
 
 
 def set_lrs(opts: list[torch.optim.Optimizer], mult: float, momentum: float | None = None) -> None:

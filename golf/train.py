@@ -29,7 +29,8 @@ from golf.distributed import all_reduce_ as _allreduce, host_max, init_distribut
 from golf.errors import TrainError
 from golf.evaluate import EvalResult, evaluate_bpb
 from golf.model import GPT, count_parameters
-from golf.optim import build_optimizers, ema_decay_at, lr_multiplier, muon_momentum, set_lrs
+from golf.optim import (build_optimizers, ema_decay_at, muon_momentum, schedule_multiplier, set_lrs,
+                        training_fraction)
 from golf.step import Stepper
 from quant import collect_error_weights, collect_hessians
 
@@ -178,6 +179,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.base = base = GPT(cfg).to(dev)
         log(f"model_params:{count_parameters(base)}")
+        base.looping = cfg.num_loops > 0 and cfg.enable_looping_at <= 0  # the switch: switch_loop
         log(f"world_size:{self.di.world_size} grad_accum_steps:{self.accum}")
         xl = cfg.xsa_layers()
         log(f"XSA:last_{len(xl)} active_layers:{xl} gate:{int(cfg.xsa_gate)}")
@@ -216,8 +218,12 @@ class Trainer:
         saved = (copy.deepcopy(base.state_dict()), [copy.deepcopy(o.state_dict()) for o in opts],
                  copy.deepcopy(loader.state_dict()))
         self.stepper.zero()
-        for _ in range(self.cfg.warmup_steps):
-            self.train_step()
+        start = base.looping  # a loop that switches on later is primed in both states (two graphs)
+        for state in ([False, True] if self.cfg.num_loops > 0 and not start else [start]):
+            base.looping = state
+            for _ in range(self.cfg.warmup_steps):
+                self.train_step()
+        base.looping = start
         base.load_state_dict(saved[0])
         for o, s in zip(opts, saved[1]):
             o.load_state_dict(s)
@@ -275,7 +281,8 @@ class Trainer:
         steps that report it."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        mult = lr_multiplier(self.step, self.train_ms, self.cap_ms, cfg.warmdown_iters, cfg.iterations)
+        self.switch_loop()
+        mult = schedule_multiplier(cfg, self.step, self.train_ms, self.cap_ms)
         set_lrs(self.opts, mult, muon_momentum(self.step, cfg))
         loss_t = self.train_step()
         if self.ema is not None:
@@ -295,6 +302,17 @@ class Trainer:
                 torch.cuda.synchronize()
         self.train_ms += 1000.0 * (time.perf_counter() - t0)
         return mult, due
+
+    def switch_loop(self) -> None:
+        """Turn the depth loop on (one-way) once the training fraction reaches ENABLE_LOOPING_AT."""
+        cfg = self.cfg
+        if self.base.looping or cfg.num_loops <= 0:
+            return
+        frac = training_fraction(self.step, self.train_ms, self.cap_ms, cfg.iterations)
+        if frac >= cfg.enable_looping_at:
+            self.base.looping = True
+            enc, dec = cfg.layer_plan(looping=True)
+            self.log(f"loop:on step:{self.step} frac:{frac:.3f} encoder:{enc} decoder:{dec}")
 
     def step_avg(self) -> float:
         return self.train_ms / max(self.step, 1)

@@ -11,10 +11,13 @@ from dataclasses import dataclass
 SMALL_NUMEL = 65_536
 # Control tensors (gains, mixes, gates, scalar scales): passthrough in fp32. The first nine
 # are the challenge baseline's list; the rest are the record stacks' additions (smear gate,
-# bigram / value-embedding scales, per-layer VE scalars) and golfkit's per-head XSA gate.
+# bigram / value-embedding scales, per-layer VE scalars), golfkit's per-head XSA gate and the
+# frontier stack's skip gates, lane lambdas, sparse attention gate and asymmetric softcaps.
 CONTROL_PATTERNS = ("attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix",
                     "resid_mixes", "q_gain", "skip_weight", "skip_weights",
-                    "smear", "bigram.scale", "ve_shared.scale", "ve_layer_scales", "xsa_gate")
+                    "smear", "bigram.scale", "ve_shared.scale", "ve_layer_scales", "xsa_gate",
+                    "skip_gates", "parallel_post_lambdas", "parallel_resid_lambdas", "attn_gate_w",
+                    "softcap_pos", "softcap_neg")
 CLASSES = ("attention", "mlp", "embedding", "other")
 
 

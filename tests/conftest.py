@@ -78,6 +78,17 @@ def tiny_pipeline_config(data, **changes):
     return Config.from_env({}, cpu_preset=True).replace(**{**base, **changes})
 
 
+def randomize(m, seed: int = 0, std: float = 0.1):
+    """Give every parameter of module `m` (zero-initialised ones too) non-trivial values, so
+    every gate, lambda and projection matters in a comparison; returns `m`."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(std * torch.randn(p.shape, generator=g))
+    return m
+
+
 def untrained_run(run: Path, cfg, seed: int = 0):
     """A run folder as the main job leaves it, without training: a seeded random GPT of `cfg`
     as ema.pt, its config.json and its int8 artifact (for eval/pack/TTT tests). Returns the model."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import randomize
 from golf import config as config_mod
 from golf.config import PRESETS, R29_ROPE_BASE, Config
 from golf.errors import ConfigError
@@ -31,15 +32,6 @@ def tiny_cfg(**kw) -> Config:
                 smear_gate=True, smear_bos_fix=False, ve_dim=16, ve_layers="-2,-1")
     base.update(kw)
     return Config().replace(**base)
-
-
-def randomize(m: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give every parameter (zero-initialised ones too) non-trivial values."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
-    return m
 
 
 def meta_model(cfg: Config) -> GPT:
