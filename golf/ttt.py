@@ -11,13 +11,16 @@ order of two lines. Here the order is fixed by construction and checked by tests
   chunked or sliding) belongs to the chunk holding its first scored target. Per chunk: score
   all its windows under no_grad, *then* SGD (momentum, epochs, clip) on that chunk's targets,
   all parameters, LR cosine across chunks; the last chunk is never trained on.
-- `lora` (the 1.0611 record's shape): documents split at BOS; each
-  document is cut into TTT_LORA_CHUNK-target chunks scored with in-document context only; after
-  a chunk is scored, that document's own LoRA adapters take one step on it (never after its
-  last chunk). Each document of a batch has its own adapters (reset per batch, initialised from
-  the document's start position, never from tokens), so documents cannot see each other.
-  Optional global phases (TTT_LORA_PHASES > 0) train the base model with SGD on documents
-  that are already scored, in stream order.
+- `lora` (the records' phased score-first LoRA: PR #1855, with #2014's and #2135's knobs):
+  documents from BOS to BOS, sorted by length and cut into TTT_BATCH_SIZE batches, the longest
+  batch first; every document of a batch has its own adapters per virtual layer (golf.lora:
+  Q, K, V, the O and MLP bypasses, the head); step k scores chunk k (TTT_CHUNK_SIZE targets,
+  a window of the seq_len tokens before the chunk's end inside the document), then one AdamW
+  step for the documents with a later chunk. A is warm-started across batches, B zeroed. At
+  each PHASED_TTT_* boundary the base model takes SGD on the documents already scored.
+- `lora_golf` (golfkit's earlier reading of the same record): stream-order segments, adapters
+  on every nn.Linear (not per virtual layer), Adam, per-document clipping, A seeded by each
+  document's start; optional global phases (TTT_LORA_PHASES) in stream order.
 
 No compile and no warm-up step exist here, so no validation token is ever seen before it is
 scored. The caller's model is deep-copied; its weights never change. Settings come from
@@ -51,8 +54,8 @@ from golf.evaluate import (
     rank_slice,
     window_plan,
 )
+from golf.lora import BLOCK_TARGETS, DocLoRA
 
-MODES = ("off", "chunk", "lora")
 Window = tuple[int, int, int]          # (start, score_from, score_to) as in golf.evaluate
 
 
@@ -60,25 +63,54 @@ Window = tuple[int, int, int]          # (start, score_from, score_to) as in gol
 @dataclass(frozen=True)
 class TTTSettings:
     """TTT knobs; env name = TTT_ + field name upper-cased (mode is `TTT`, on is `TTT_ON`)."""
-    mode: str = "off"             # TTT: off | chunk | lora
+    mode: str = "off"             # TTT: off | one of TTT_MODES (chunk | lora | lora_golf)
     on: str = "post"              # TTT_ON: post = the dequantized artifact, pre = full precision
     chunk_tokens: int = 32_768    # TTT_CHUNK_TOKENS (R23)
-    lr: float = 0.002             # TTT_LR: SGD lr of chunk mode and of LoRA global phases (R23)
+    lr: float = 0.002             # TTT_LR: SGD lr of chunk mode and of lora_golf's global phases (R23)
     epochs: int = 3               # TTT_EPOCHS (R23)
     momentum: float = 0.9         # TTT_MOMENTUM (R23)
-    grad_clip: float = 1.0        # TTT_GRAD_CLIP (R23; per document in LoRA mode; 0 = off)
+    grad_clip: float = 1.0        # TTT_GRAD_CLIP (R23; per document in lora_golf; 0 = off)
     batch_seqs: int = 32          # TTT_BATCH_SEQS: sequences per SGD step, split over ranks (R23)
-    lora_rank: int = 8            # TTT_LORA_RANK (ours: the reference does not give it)
-    lora_lr: float = 0.01         # TTT_LORA_LR: Adam lr of the adapters (ours)
-    lora_chunk: int = 48          # TTT_LORA_CHUNK: targets per LoRA step (1.0611 record)
-    lora_batch_docs: int = 64     # TTT_LORA_BATCH_DOCS: documents (adapter sets) per batch (1.0611)
-    lora_targets: str = "all"     # TTT_LORA_TARGETS: "all" nn.Linear, or comma-separated name parts
-    lora_phases: int = 0          # TTT_LORA_PHASES: global SGD phases (1.0611 record: 3)
-    lora_prefix_docs: int = 2500  # TTT_LORA_PREFIX_DOCS: documents covered by the phases (1.0611)
-    lora_phase_epochs: int = 1    # TTT_LORA_PHASE_EPOCHS: SGD epochs per global phase (ours)
-    lora_sort: bool = True        # TTT_LORA_SORT: length-sort documents within a segment (padding)
+    lora_rank: int | None = None  # TTT_LORA_RANK (unset: the mode's default, lora 80, lora_golf 8)
+    lora_lr: float | None = None  # TTT_LORA_LR (unset: the mode's default, lora 1e-4, lora_golf 0.01)
+    lora_chunk: int = 48          # TTT_LORA_CHUNK: lora_golf's targets per LoRA step
+    lora_batch_docs: int = 64     # TTT_LORA_BATCH_DOCS: lora_golf's documents per batch
+    lora_targets: str = "all"     # TTT_LORA_TARGETS: lora_golf's "all" nn.Linear, or name parts
+    lora_phases: int = 0          # TTT_LORA_PHASES: lora_golf's global SGD phases
+    lora_prefix_docs: int = 2500  # TTT_LORA_PREFIX_DOCS: documents covered by lora_golf's phases
+    lora_phase_epochs: int = 1    # TTT_LORA_PHASE_EPOCHS: SGD epochs per lora_golf phase (ours)
+    lora_sort: bool = True        # TTT_LORA_SORT: lora_golf length-sorts a segment's documents
     bos_id: int = -1              # TTT_BOS_ID: document separator; -1 = the model's BOS_ID
-    seed: int = 0                 # TTT_SEED: LoRA adapter init (with each document's start)
+    seed: int = 0                 # TTT_SEED: LoRA adapter init (never from tokens)
+    # --- TTT=lora, the records' phased score-first LoRA (PR #1855; #2014, #2135). Env names
+    # are the records' own: TTT_ + field upper-cased, the phased_ttt_* / global_ttt_* fields
+    # upper-cased as they are. Defaults are #1855's launch values.
+    batch_size: int = 64          # TTT_BATCH_SIZE: documents per batch (#2014: 24)
+    chunk_size: int = 48          # TTT_CHUNK_SIZE: targets scored, then trained, per step
+    eval_seq_len: int = 0         # TTT_EVAL_SEQ_LEN: window length (0 = the eval's EVAL_SEQ_LEN)
+    lora_alpha: float = 144.0     # TTT_LORA_ALPHA: delta scale alpha / rank
+    weight_decay: float = 0.5     # TTT_WEIGHT_DECAY: AdamW's (#2135: 2.0)
+    beta1: float = 0.0            # TTT_BETA1
+    beta2: float = 0.99           # TTT_BETA2
+    grad_steps: int = 1           # TTT_GRAD_STEPS: AdamW steps per chunk
+    local_lr_mult: float = 1.0    # TTT_LOCAL_LR_MULT: adapter lr = TTT_LORA_LR x this (#2014: 0.75)
+    q_lora: bool = True           # TTT_Q_LORA
+    k_lora: bool = True           # TTT_K_LORA (#2135: 0)
+    v_lora: bool = True           # TTT_V_LORA
+    o_lora: bool = True           # TTT_O_LORA: the bypass from the attention input
+    mlp_lora: bool = True         # TTT_MLP_LORA: the bypass from the MLP input
+    mask: str = ""                # TTT_MASK: "" or no_qv (Q and V off; #2014)
+    warm_start_a: bool = True     # TTT_WARM_START_A: keep A across batches of a phase (B = 0)
+    short_score_first_enabled: bool = False     # TTT_SHORT_SCORE_FIRST_ENABLED (#2014: 1)
+    short_score_first_steps: str = "256:8,2000:24"  # TTT_SHORT_SCORE_FIRST_STEPS: doc_len:chunk
+    phased_ttt_num_phases: int = 3      # PHASED_TTT_NUM_PHASES (#2014, #2135: 1)
+    phased_ttt_prefix_docs: int = 2500  # PHASED_TTT_PREFIX_DOCS: scored documents the phases train on
+    global_ttt_lr: float = 0.001        # GLOBAL_TTT_LR: SGD lr of a global phase (cosine per chunk)
+    global_ttt_momentum: float = 0.9    # GLOBAL_TTT_MOMENTUM
+    global_ttt_epochs: int = 1          # GLOBAL_TTT_EPOCHS: passes over each chunk
+    global_ttt_chunk_tokens: int = 32_768  # GLOBAL_TTT_CHUNK_TOKENS (the last chunk is skipped)
+    global_ttt_batch_seqs: int = 32     # GLOBAL_TTT_BATCH_SEQS: sequences per step per rank
+    global_ttt_grad_clip: float = 1.0   # GLOBAL_TTT_GRAD_CLIP
 
     @property
     def active(self) -> bool:
@@ -86,6 +118,8 @@ class TTTSettings:
 
     @staticmethod
     def env_name(name: str) -> str:
+        if name.startswith(("phased_ttt_", "global_ttt_")):
+            return name.upper()
         return {"mode": "TTT", "on": "TTT_ON"}.get(name, "TTT_" + name.upper())
 
     @classmethod
@@ -96,28 +130,52 @@ class TTTSettings:
         for f in dataclasses.fields(cls):
             raw = env.get(cls.env_name(f.name), "")
             if raw.strip():
-                vals[f.name] = _parse(f.name, raw.strip(), type(getattr(cls, f.name)))
+                vals[f.name] = _parse(f.name, raw.strip(), _OPTIONAL.get(f.name) or type(f.default))
         vals.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**vals).validated()
 
     def validated(self) -> "TTTSettings":
+        """Normalised mode, the mode's defaults for unset shared fields, every range checked."""
         mode = {"0": "off", "none": "off", "": "off"}.get(self.mode.lower(), self.mode.lower())
-        s = dataclasses.replace(self, mode=mode, on=self.on.lower())
-        bad = [(n, ok) for n, ok in (
+        s = dataclasses.replace(self, mode=mode, on=self.on.lower(), mask=self.mask.lower())
+        spec = TTT_MODES.get(s.mode)
+        if spec is not None:
+            s = dataclasses.replace(s, **{k: v for k, v in spec.defaults.items()
+                                          if getattr(s, k) is None})
+        bad = [n for n, ok in (
             ("mode", s.mode in MODES), ("on", s.on in ("post", "pre")),
             ("chunk_tokens", s.chunk_tokens > 0), ("lr", s.lr >= 0), ("epochs", s.epochs >= 0),
             ("momentum", 0 <= s.momentum < 1), ("grad_clip", s.grad_clip >= 0),
-            ("batch_seqs", s.batch_seqs > 0), ("lora_rank", s.lora_rank > 0),
-            ("lora_lr", s.lora_lr >= 0), ("lora_chunk", s.lora_chunk > 0),
+            ("batch_seqs", s.batch_seqs > 0), ("lora_rank", s.lora_rank is None or s.lora_rank > 0),
+            ("lora_lr", s.lora_lr is None or s.lora_lr >= 0), ("lora_chunk", s.lora_chunk > 0),
             ("lora_batch_docs", s.lora_batch_docs > 0), ("lora_phases", s.lora_phases >= 0),
             ("lora_prefix_docs", s.lora_prefix_docs >= 0),
-            ("lora_phase_epochs", s.lora_phase_epochs >= 0)) if not ok]
+            ("lora_phase_epochs", s.lora_phase_epochs >= 0), *s._record_checks()) if not ok]
         if bad:
-            n = bad[0][0]
-            hint = f" (one of {', '.join(MODES)})" if n == "mode" else (" (post or pre)" if n == "on" else "")
-            raise EvalError(f"{self.env_name(n)}={getattr(self, n)!r} is out of range{hint}; "
+            n = bad[0]
+            hint = {"mode": f" (one of {', '.join(MODES)})", "on": " (post or pre)",
+                    "mask": f" (one of {', '.join(repr(m) for m in MASKS)})",
+                    "short_score_first_steps": " (doc_len:chunk pairs such as 256:8,2000:24)"}
+            raise EvalError(f"{self.env_name(n)}={getattr(s, n)!r} is out of range{hint.get(n, '')}; "
                             "fix the environment variable or the --ttt flag")
         return s
+
+    def _record_checks(self) -> list[tuple[str, bool]]:
+        """Ranges of TTT=lora's fields (the records' phased LoRA)."""
+        return [("batch_size", self.batch_size > 0), ("chunk_size", self.chunk_size > 0),
+                ("eval_seq_len", self.eval_seq_len >= 0), ("lora_alpha", self.lora_alpha > 0),
+                ("weight_decay", self.weight_decay >= 0), ("beta1", 0 <= self.beta1 < 1),
+                ("beta2", 0 <= self.beta2 < 1), ("grad_steps", self.grad_steps >= 1),
+                ("local_lr_mult", self.local_lr_mult >= 0), ("mask", self.mask in MASKS),
+                ("short_score_first_steps", short_steps(self.short_score_first_steps) is not None),
+                ("phased_ttt_num_phases", self.phased_ttt_num_phases >= 0),
+                ("phased_ttt_prefix_docs", self.phased_ttt_prefix_docs >= 0),
+                ("global_ttt_lr", self.global_ttt_lr >= 0),
+                ("global_ttt_momentum", 0 <= self.global_ttt_momentum < 1),
+                ("global_ttt_epochs", self.global_ttt_epochs >= 0),
+                ("global_ttt_chunk_tokens", self.global_ttt_chunk_tokens > 0),
+                ("global_ttt_batch_seqs", self.global_ttt_batch_seqs > 0),
+                ("global_ttt_grad_clip", self.global_ttt_grad_clip >= 0)]
 
     def post_ttt(self, models: dict[str, nn.Module], ed: EvalData, base: dict,
                  **kw: Any) -> dict:
@@ -126,18 +184,12 @@ class TTTSettings:
 
     def knobs(self) -> dict[str, Any]:
         """The settings that shaped this mode's result (for eval.json and submission.json)."""
-        common = {"grad_clip": self.grad_clip}
-        if self.mode == "chunk":
-            return {**common, "chunk_tokens": self.chunk_tokens, "lr": self.lr, "epochs": self.epochs,
-                    "momentum": self.momentum, "batch_seqs": self.batch_seqs, "schedule": "cosine"}
-        k = {**common, "lora_rank": self.lora_rank, "lora_lr": self.lora_lr, "optimizer": "adam",
-             "lora_chunk": self.lora_chunk, "lora_batch_docs": self.lora_batch_docs,
-             "lora_targets": self.lora_targets, "lora_phases": self.lora_phases,
-             "bos_id": self.bos_id, "seed": self.seed}
-        if self.lora_phases:
-            k.update(lora_prefix_docs=self.lora_prefix_docs, lora_phase_epochs=self.lora_phase_epochs,
-                     lr=self.lr, momentum=self.momentum, batch_seqs=self.batch_seqs)
-        return k
+        spec = TTT_MODES[self.mode]
+        return {**{k: getattr(self, k) for k in spec.knobs}, **spec.fixed}
+
+
+# Fields whose default is None (the mode's default applies); their type when read from the env.
+_OPTIONAL: dict[str, type] = {"lora_rank": int, "lora_lr": float}
 
 
 def _parse(name: str, raw: str, kind: type) -> Any:
@@ -424,25 +476,33 @@ def _clip_per_slot(adapters: Sequence[BatchedLoRA], clip: float) -> None:
         g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
 
 
-def _lora_step(model: nn.Module, adapters: Sequence[BatchedLoRA], opt: torch.optim.Optimizer,
-               stream: torch.Tensor, rows: Sequence[tuple[int, Window]], train: set[int],
-               clip: float, dev: torch.device, tally: _Tally) -> int:
-    """One forward over this step's windows: record every NLL (the score, taken before any
-    update that could have seen it), then one step for the documents in `train` on the very
-    targets just scored. Rows are right-padded; the model is causal, so padding is unseen."""
+def _window_nll(model: nn.Module, stream: torch.Tensor, rows: Sequence[tuple[int, Window]],
+                dev: torch.device) -> torch.Tensor:
+    """Per-target NLL (float32, all V logits) of the rows' windows, right-padded with id 0 into
+    one batch; the model is causal, so padding is unseen by the scored positions."""
     T = max(e - s for _, (s, _, e) in rows)
     x = torch.zeros(len(rows), T, dtype=torch.long)
     for i, (_, (s, _, e)) in enumerate(rows):
         x[i, : e - s] = stream[s:e]
+    logits = model(x.to(dev))
+    picked = [logits[i, a - s:e - s] for i, (_, (s, a, e)) in enumerate(rows)]
+    tgt = torch.cat([stream[a + 1:e + 1] for _, (_, a, e) in rows]).to(dev).long()
+    return F.cross_entropy(torch.cat(picked).float(), tgt, reduction="none")
+
+
+def _lora_step(model: nn.Module, route: Callable[[torch.Tensor | None], None],
+               opt: torch.optim.Optimizer, stream: torch.Tensor,
+               rows: Sequence[tuple[int, Window]], train: set[int], dev: torch.device,
+               tally: _Tally, *, clip: Callable[[], None] | None = None, steps: int = 1) -> int:
+    """One forward over this step's windows: record every NLL (the score, taken before any
+    update that could have seen it), then `steps` optimizer steps for the documents in `train`
+    on the very targets just scored (the first reuses the scoring forward). `route` points
+    batch rows at their documents' adapters (None after). Returns the steps taken."""
     slots = torch.tensor([slot for slot, _ in rows], device=dev)
-    for ad in adapters:
-        ad.rows = slots
+    route(slots)
     try:
         with torch.set_grad_enabled(bool(train)), _autocast(dev):
-            logits = model(x.to(dev))
-            picked = [logits[i, a - s:e - s] for i, (_, (s, a, e)) in enumerate(rows)]
-            tgt = torch.cat([stream[a + 1:e + 1] for _, (_, a, e) in rows]).to(dev).long()
-            nll = F.cross_entropy(torch.cat(picked).float(), tgt, reduction="none")
+            nll = _window_nll(model, stream, rows, dev)
         tally.add([(a, e) for _, (_, a, e) in rows], nll.detach())
         if not train:
             return 0
@@ -451,15 +511,26 @@ def _lora_step(model: nn.Module, adapters: Sequence[BatchedLoRA], opt: torch.opt
         n_slot = torch.bincount(tok_slot).clamp(min=1).float()
         on = torch.zeros(len(n_slot), device=dev)
         on[sorted(train)] = 1.0
-        loss = (nll * (on / n_slot)[tok_slot]).sum()              # Σ over documents of their mean NLL
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        _clip_per_slot(adapters, clip)
-        opt.step()
-        return 1
+        weight = (on / n_slot)[tok_slot]                          # Σ over documents of their mean NLL
+        for k in range(steps):
+            if k:
+                with _autocast(dev):
+                    nll = _window_nll(model, stream, rows, dev)
+            opt.zero_grad(set_to_none=True)
+            (nll * weight).sum().backward()
+            if clip is not None:
+                clip()
+            opt.step()
+        return steps
     finally:
+        route(None)
+
+
+def _golf_route(adapters: Sequence[BatchedLoRA]) -> Callable[[torch.Tensor | None], None]:
+    def route(rows: torch.Tensor | None) -> None:
         for ad in adapters:
-            ad.rows = None
+            ad.rows = rows
+    return route
 
 
 def _lora_batch(model: nn.Module, adapters: Sequence[BatchedLoRA], stream: torch.Tensor,
@@ -475,7 +546,8 @@ def _lora_batch(model: nn.Module, adapters: Sequence[BatchedLoRA], stream: torch
         rows = [(slot, w) for slot, (a, b) in enumerate(docs) if k < n_chunks[slot]
                 for w in chunk_windows(a, b, k, s.lora_chunk, seq_len, stride)]
         train = {slot for slot, nc in enumerate(n_chunks) if k < nc - 1}
-        steps += _lora_step(model, adapters, opt, stream, rows, train, s.grad_clip, dev, tally)
+        steps += _lora_step(model, _golf_route(adapters), opt, stream, rows, train, dev, tally,
+                            clip=lambda: _clip_per_slot(adapters, s.grad_clip))
     return steps
 
 
@@ -505,10 +577,11 @@ def _rank_docs(docs: Sequence[tuple[int, int]], rank: int, world: int) -> list[t
     return [d for d in docs if a <= d[0] < b]
 
 
-def lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
-             seq_len: int, stride: int, dev: torch.device, rank: int, world: int,
-             record: bool = False) -> TTTResult:
-    """Per-document LoRA TTT on `model` in place (callers pass a copy; see run_ttt)."""
+def lora_golf_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
+                  seq_len: int, stride: int, batch_tokens: int, dev: torch.device, rank: int,
+                  world: int, record: bool = False) -> TTTResult:
+    """golfkit's earlier per-document LoRA TTT (TTT=lora_golf) on `model` in place (callers
+    pass a copy; see run_ttt). batch_tokens is unused: TTT_LORA_BATCH_DOCS sets the batch."""
     t0 = time.perf_counter()
     stream = torch.from_numpy(toks[: n + 1].astype(np.int32))
     docs = split_documents(toks, n, s.bos_id)
@@ -537,8 +610,182 @@ def lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n:
             for p in base_params:
                 p.requires_grad_(False)
     return _finish(tally, n=n, t0=t0, dev=dev, world=world, mode="sliding" if stride else "chunked",
-                   seq_len=seq_len, stride=stride, partial=False, ttt="lora", knobs=s.knobs(),
+                   seq_len=seq_len, stride=stride, partial=False, ttt="lora_golf",
+                   knobs=s.knobs(), units=len(docs), adapt_steps=steps)
+
+
+# ----------------------------------------------------------------------------- records' phased LoRA
+ADAM_EPS = 1e-10                                            # the records' AdamW eps for the adapters
+MASKS: dict[str, tuple[str, ...]] = {"": (), "no_qv": ("q", "v")}   # TTT_MASK -> targets switched off
+
+
+def short_steps(raw: str) -> list[tuple[int, int]] | None:
+    """TTT_SHORT_SCORE_FIRST_STEPS "256:8,2000:24" -> [(256, 8), (2000, 24)]; None if malformed."""
+    try:
+        pairs = sorted((int(a), int(b)) for a, b in (p.split(":") for p in raw.split(",") if p.strip()))
+    except ValueError:
+        return None
+    return pairs if all(a > 0 and b > 0 for a, b in pairs) else None
+
+
+def record_targets(s: TTTSettings) -> tuple[str, ...]:
+    """The block adapters on: TTT_Q/K/V/O/MLP_LORA, minus what TTT_MASK switches off."""
+    on = {"q": s.q_lora, "k": s.k_lora, "v": s.v_lora, "o": s.o_lora, "mlp": s.mlp_lora}
+    return tuple(t for t in BLOCK_TARGETS if on[t] and t not in MASKS[s.mask])
+
+
+def record_batches(docs: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Document indices per batch, in processing order: sorted by length ascending (ties in
+    stream order), cut into batch_size from the short end, the longest batch first (so the
+    first batch holds the remainder: 50,000 docs by 64 give 16 then 781 x 64)."""
+    order = sorted(range(len(docs)), key=lambda j: (docs[j][1] - docs[j][0], j))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)][::-1]
+
+
+def phase_boundaries(phases: int, prefix_docs: int) -> list[int]:
+    """Cumulative scored-document counts that end each global phase (2500 / 3: 833, 1666, 2500)."""
+    return [prefix_docs * (i + 1) // phases for i in range(phases)] if phases > 0 else []
+
+
+def batch_chunk(s: TTTSettings, docs: Sequence[tuple[int, int]]) -> int:
+    """TTT_CHUNK_SIZE, or with TTT_SHORT_SCORE_FIRST_ENABLED (#2014) the chunk of the first
+    step whose doc_len bound covers the batch's longest document (doc_len = targets + 1)."""
+    if s.short_score_first_enabled:
+        longest = max(b - a for a, b in docs) + 1
+        for limit, size in short_steps(s.short_score_first_steps) or []:
+            if longest <= limit:
+                return size
+    return s.chunk_size
+
+
+def _record_batch(model: nn.Module, bank: DocLoRA, stream: torch.Tensor,
+                  docs: Sequence[tuple[int, int]], s: TTTSettings, seq_len: int,
+                  dev: torch.device, tally: _Tally) -> int:
+    """One batch, slot i = docs[i], with a fresh AdamW state: step k scores chunk k of every
+    document that has one in a window of the seq_len tokens ending at the chunk's end (never
+    before the document's BOS), then trains the documents that have a later chunk."""
+    chunk = batch_chunk(s, docs)
+    opt = torch.optim.AdamW(bank.parameters(), lr=s.lora_lr * s.local_lr_mult,
+                            betas=(s.beta1, s.beta2), eps=ADAM_EPS, weight_decay=s.weight_decay)
+    n_chunks = [-(-(b - a) // chunk) for a, b in docs]
+    steps = 0
+    for k in range(max(n_chunks)):
+        rows = [(slot, w) for slot, (a, b) in enumerate(docs) if k < n_chunks[slot]
+                for w in chunk_windows(a, b, k, chunk, seq_len, stride=1)]
+        train = {slot for slot, nc in enumerate(n_chunks) if k < nc - 1}
+        steps += _lora_step(model, bank.route, opt, stream, rows, train, dev, tally,
+                            steps=s.grad_steps)
+    return steps
+
+
+def _global_phase(model: nn.Module, params: Sequence[nn.Parameter], stream: torch.Tensor,
+                  docs: Sequence[tuple[int, int]], prefix: Sequence[int], s: TTTSettings,
+                  seq_len: int, dev: torch.device, rank: int, world: int) -> int:
+    """SGD of the base model on already-scored documents (in processing order), concatenated
+    BOS to BOS: GLOBAL_TTT_CHUNK_TOKENS chunks, the last one skipped, lr cosine over chunks,
+    seq_len sequences, GLOBAL_TTT_BATCH_SEQS per rank per step, clip, the training loss."""
+    last_end = docs[prefix[-1]][1]
+    cat = torch.cat([stream[docs[j][0]:docs[j][1]] for j in prefix] + [stream[last_end:last_end + 1]])
+    total, size = len(cat) - 1, s.global_ttt_chunk_tokens
+    n_chunks = -(-total // size)
+    opt = torch.optim.SGD(params, lr=s.global_ttt_lr, momentum=s.global_ttt_momentum)
+    for p in params:
+        p.requires_grad_(True)
+    steps = 0
+    try:
+        for ci in range(n_chunks - 1):
+            lr = s.global_ttt_lr * 0.5 * (1.0 + math.cos(math.pi * ci / max(1, n_chunks - 1)))
+            steps += train_span(model, opt, cat, ci * size, min((ci + 1) * size, total), lr=lr,
+                                epochs=s.global_ttt_epochs, seq_len=seq_len,
+                                batch_seqs=s.global_ttt_batch_seqs * world,
+                                clip=s.global_ttt_grad_clip, dev=dev, rank=rank, world=world)
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+    return steps
+
+
+def phased_lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
+                    seq_len: int, stride: int, batch_tokens: int, dev: torch.device, rank: int,
+                    world: int, record: bool = False) -> TTTResult:
+    """TTT=lora: the records' phased score-first LoRA on `model` in place (callers pass a copy).
+
+    Batches (record_batches) go round-robin to the ranks; after each round every rank knows
+    how many documents are scored, and at each phase boundary all of them run the same global
+    phase on the first boundary-many documents in processing order. A is drawn afresh (from a
+    generator seeded by TTT_SEED and the batch index, never from tokens) for the first batch, after a
+    batch of another size, after a phase, and for every batch without TTT_WARM_START_A;
+    otherwise only B is zeroed. stride and batch_tokens are unused (chunk windows)."""
+    t0 = time.perf_counter()
+    stream = torch.from_numpy(toks[: n + 1].astype(np.int64))
+    docs = split_documents(toks, n, s.bos_id)
+    T = s.eval_seq_len or seq_len
+    params = [p for p in model.parameters() if p.requires_grad]   # what a global phase trains
+    for p in params:
+        p.requires_grad_(False)
+    batches = record_batches(docs, s.batch_size)
+    bank = DocLoRA(model, max(len(b) for b in batches), s.lora_rank, s.lora_alpha, record_targets(s))
+    bounds = phase_boundaries(s.phased_ttt_num_phases, s.phased_ttt_prefix_docs)
+    tally = _Tally(toks, n, lut, record)
+    steps, phase, prev_size = 0, 0, 0
+    model.eval()
+    for r0 in range(0, len(batches), world):
+        if r0 + rank < len(batches):
+            batch = [docs[j] for j in batches[r0 + rank]]
+            if not s.warm_start_a or len(batch) != prev_size:     # seeded by the batch index
+                bank.fresh_A(torch.Generator().manual_seed(s.seed * 1_000_003 + r0 + rank))
+            else:
+                bank.zero_B()
+            prev_size = len(batch)
+            steps += _record_batch(model, bank, stream, batch, s, T, dev, tally)
+        done = min(r0 + world, len(batches))
+        scored = sum(len(b) for b in batches[:done])
+        while phase < len(bounds) and scored >= bounds[phase] and done < len(batches):
+            prefix = [j for b in batches[:done] for j in b][:bounds[phase]]
+            steps += _global_phase(model, params, stream, docs, prefix, s, T, dev, rank, world)
+            phase, prev_size = phase + 1, 0                        # a fresh A after a phase
+    return _finish(tally, n=n, t0=t0, dev=dev, world=world, mode="sliding", seq_len=T,
+                   stride=s.chunk_size, partial=False, ttt="lora", knobs=s.knobs(),
                    units=len(docs), adapt_steps=steps)
+
+
+# ----------------------------------------------------------------------------- the modes
+@dataclass(frozen=True)
+class TTTMode:
+    """One TTT mode: its runner, one line for --help, the TTTSettings fields that shape its
+    result (eval.json's knobs) plus constants it reports, and its values for the shared fields
+    left unset (None)."""
+    run: Callable[..., TTTResult]
+    about: str
+    knobs: tuple[str, ...]
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    documents: bool = False        # splits the stream at BOS (needs the model's BOS_ID)
+
+
+_PHASED_KNOBS = ("lora_rank", "lora_alpha", "lora_lr", "local_lr_mult", "weight_decay", "beta1",
+                 "beta2", "grad_steps", "batch_size", "chunk_size", "eval_seq_len", "mask",
+                 "q_lora", "k_lora", "v_lora", "o_lora", "mlp_lora", "warm_start_a",
+                 "short_score_first_enabled", "short_score_first_steps", "phased_ttt_num_phases",
+                 "phased_ttt_prefix_docs", "global_ttt_lr", "global_ttt_momentum",
+                 "global_ttt_epochs", "global_ttt_chunk_tokens", "global_ttt_batch_seqs",
+                 "global_ttt_grad_clip", "bos_id", "seed")
+_GOLF_KNOBS = ("grad_clip", "lora_rank", "lora_lr", "lora_chunk", "lora_batch_docs",
+               "lora_targets", "lora_phases", "lora_prefix_docs", "lora_phase_epochs", "lr",
+               "momentum", "batch_seqs", "bos_id", "seed")
+
+TTT_MODES: dict[str, TTTMode] = {
+    "chunk": TTTMode(chunk_ttt, "R23 per-chunk SGD of all weights",
+                     ("grad_clip", "chunk_tokens", "lr", "epochs", "momentum", "batch_seqs"),
+                     fixed={"schedule": "cosine"}),
+    "lora": TTTMode(phased_lora_ttt, "the records' phased score-first LoRA (PR #1855 / #2014 / #2135)",
+                    _PHASED_KNOBS, fixed={"optimizer": "adamw", "eps": ADAM_EPS, "global": "sgd"},
+                    defaults={"lora_rank": 80, "lora_lr": 1e-4}, documents=True),
+    "lora_golf": TTTMode(lora_golf_ttt, "golfkit's earlier per-document LoRA on every nn.Linear",
+                         _GOLF_KNOBS, fixed={"optimizer": "adam"},
+                         defaults={"lora_rank": 8, "lora_lr": 0.01}, documents=True),
+}
+MODES = ("off", *TTT_MODES)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -562,16 +809,14 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
     n = n_total if max_tokens is None else min(n_total, int(max_tokens))
     if n <= 0:
         raise EvalError(f"no validation targets to score (stream of {len(toks)} tokens)")
-    if settings.mode == "lora" and settings.bos_id < 0:
+    spec = TTT_MODES[settings.mode]
+    if spec.documents and settings.bos_id < 0:
         settings = dataclasses.replace(settings, bos_id=-1 if bos_id is None else int(bos_id))
     dev = torch.device(device)
     work = copy.deepcopy(model).to(dev)
     common = dict(n=n, seq_len=seq_len, stride=stride, dev=dev, rank=rank, world=world_size,
                   record=record)
-    if settings.mode == "chunk":
-        res = chunk_ttt(work, toks, lut, settings, batch_tokens=batch_tokens, **common)
-    else:
-        res = lora_ttt(work, toks, lut, settings, **common)
+    res = spec.run(work, toks, lut, settings, batch_tokens=batch_tokens, **common)
     res.partial = n < n_total
     res.weights = weights or settings.on
     return res
