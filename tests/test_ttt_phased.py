@@ -250,3 +250,18 @@ def test_records_form_lowers_the_loss_on_a_repetitive_stream(one_thread):
     before = evaluate_bpb(model, toks, toy_lut(), seq_len=L, stride=8)
     r = ttt(model, toks, settings("lora", lora_lr=0.01), 8)
     assert r.val_bpb < before.val_bpb - 0.05, (before.val_bpb, r.val_bpb)
+
+
+def test_the_processing_order_check_catches_a_phase_on_unscored_documents(monkeypatch, one_thread):
+    """Teeth: the same check fails when a global phase also trains on documents not yet scored."""
+    import golf.ttt as ttt_mod
+    real = ttt_mod._global_phase
+
+    def leaky(model, params, stream, docs, prefix, *args, **kw):
+        s = settings("lora")
+        everything = [j for b in record_batches(docs, s.batch_size) for j in b]
+        return real(model, params, stream, docs, everything, *args, **kw)
+
+    monkeypatch.setattr(ttt_mod, "_global_phase", leaky)
+    with pytest.raises(AssertionError, match="moved"):
+        test_records_form_is_causal_in_processing_order_through_global_phases(True, None)
