@@ -4,7 +4,8 @@ Why this module exists: the April records' headline is a model adapted *while* i
 and the illegal variants (training on validation text before scoring it, rescoring after an
 update, multi-epoch passes scored on the last epoch) differ from the legal ones only in the
 order of two lines. Here the order is fixed by construction and checked by tests
-(tests/test_ttt.py perturbs the stream after position t and asserts no score up to t moves):
+(tests/test_ttt.py perturbs the stream after position t and asserts no score up to t moves;
+tests/test_ttt_phased.py does the same for `lora` in its own processing order, see below):
 
 - `chunk` (R23 / PR #549): the stream is cut into chunks of
   TTT_CHUNK_TOKENS targets; every window of the usual plan (`golf.evaluate.window_plan`,
@@ -18,6 +19,8 @@ order of two lines. Here the order is fixed by construction and checked by tests
   a window of the seq_len tokens before the chunk's end inside the document), then one AdamW
   step for the documents with a later chunk. A is warm-started across batches, B zeroed. At
   each PHASED_TTT_* boundary the base model takes SGD on the documents already scored.
+  Causal in that processing order (a permutation fixed by document lengths), as the records
+  ran, not in stream order: docs/ttt.md says what that concedes.
 - `lora_golf` (golfkit's earlier reading of the same record): stream-order segments, adapters
   on every nn.Linear (not per virtual layer), Adam, per-document clipping, A seeded by each
   document's start; optional global phases (TTT_LORA_PHASES) in stream order.
