@@ -745,7 +745,8 @@ def phased_lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings
         scored = sum(len(b) for b in batches[:done])
         while phase < len(bounds) and scored >= bounds[phase] and done < len(batches):
             prefix = [j for b in batches[:done] for j in b][:bounds[phase]]
-            steps += _global_phase(model, params, stream, docs, prefix, s, T, dev, rank, world)
+            steps += _global_phase(model, params, stream, docs, prefix, s, seq_len, dev, rank,
+                                   world)
             phase, prev_size = phase + 1, 0                        # a fresh A after a phase
     return _finish(tally, n=n, t0=t0, dev=dev, world=world, mode="sliding", seq_len=T,
                    stride=s.chunk_size, partial=False, ttt="lora", knobs=s.knobs(),
