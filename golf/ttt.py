@@ -804,8 +804,9 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
     Under torch.distributed, ranks split the windows (chunk) or documents (lora), gradients of
     shared weights are all-reduced, and every rank returns the same sums.
     """
+    settings = settings.validated()         # idempotent; fills the mode's defaults if unset
     if not settings.active:
-        raise EvalError("TTT is off: set TTT=chunk or TTT=lora (or pass --ttt)")
+        raise EvalError("TTT is off: set TTT=lora, TTT=chunk or TTT=lora_golf (or pass --ttt)")
     if world_size > 1 and not _dist_active(world_size):
         raise EvalError("TTT with world_size > 1 needs an initialized process group (torchrun)")
     toks = np.asarray(tokens)
