@@ -4,7 +4,8 @@ per-tensor quantization sensitivity.
     python eval_bpb.py RUN_DIR [--mode chunked|sliding|both] [--max-tokens N]
     python eval_bpb.py --checkpoint ema.pt --artifact final_model.gkq --data DIR --tokenizer M
     python eval_bpb.py --compare RUN_A RUN_B ... [--evaluate] [--strict] [--gap-threshold 0.005]
-    python eval_bpb.py RUN_DIR --ttt chunk|lora|lora_golf [--ttt-on post|pre]   # post+TTT
+    python eval_bpb.py RUN_DIR --ttt lora|chunk|lora_golf [--ttt-on post|pre]   # post+TTT
+    NGRAM_TILT_ENABLED=1 python eval_bpb.py RUN_DIR [--ttt lora]       # + post+tilt (TTT tilted)
     python eval_bpb.py --compare RUN_A RUN_B --rank-by post_ttt
     python eval_bpb.py RUN_DIR --sensitivity [--sensitivity-by class] --max-tokens 8192
     python eval_bpb.py RUN_DIR --sensitivity --split train   # to steer the fitter (QUANT_SENSITIVITY)
@@ -18,16 +19,32 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import nullcontext
 from typing import Any, Callable, Sequence
 
 import torch.distributed as dist
 
 from golf import distributed
+from golf import rundir as rd
 from golf.compare import RANK_KEYS, compare_runs, divergence_box, format_compare
 from golf.errors import user_errors
+from golf.eval_target import evaluate_run_dir
 from golf.evaluate import run_eval
 from golf.sensitivity import run_sensitivity
+from golf.tilt import TiltSettings
 from golf.ttt import TTT_MODES, TTTSettings
+
+
+def _env_int(name: str) -> int | None:
+    """An integer environment variable, None when unset (one clear line when not an integer)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"error: {name}={raw!r} is not an integer; unset it or pass "
+                         "--max-tokens N") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--stride", type=int, help="sliding stride (default: config EVAL_STRIDE)")
     ap.add_argument("--mode", choices=("chunked", "sliding", "both"),
                     help="default: sliding when stride > 0, else chunked")
-    ap.add_argument("--max-tokens", type=int, help="score only the first N targets (labelled partial)")
+    ap.add_argument("--max-tokens", type=int, default=_env_int("MAX_EVAL_TOKENS"),
+                    help="score only the first N targets (labelled partial; default env "
+                         "MAX_EVAL_TOKENS, else the run's own); a RUN's diagnostic evals are "
+                         "written beside eval.json as eval.<label>.json")
+    ap.add_argument("--doc-windows", action="store_true", default=None,
+                    help="no window crosses a BOS (default: on when the model has DOC_ATTENTION)")
     ap.add_argument("--batch-tokens", type=int, help="tokens per forward (default VAL_BATCH_SIZE)")
     ap.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--out", help="eval.json path (default RUN_DIR/eval.json)")
@@ -66,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ttt-chunk-tokens", type=int, help="TTT_CHUNK_TOKENS (32768)")
     t.add_argument("--ttt-lr", type=float, help="TTT_LR (0.002)")
     t.add_argument("--ttt-epochs", type=int, help="TTT_EPOCHS (3)")
-    t.add_argument("--ttt-lora-rank", type=int, help="TTT_LORA_RANK (lora 80, lora_golf 8)")
-    t.add_argument("--ttt-lora-lr", type=float, help="TTT_LORA_LR (lora 1e-4, lora_golf 0.01)")
+    t.add_argument("--ttt-lora-rank", type=int, help="TTT_LORA_RANK (lora: 80)")
+    t.add_argument("--ttt-lora-lr", type=float, help="TTT_LORA_LR (lora: 1e-4)")
     t.add_argument("--ttt-lora-chunk", type=int, help="TTT_LORA_CHUNK (lora_golf: 48)")
     return ap
 
@@ -112,13 +134,20 @@ def _main(args: argparse.Namespace) -> int:
                 f"within {args.gap_threshold}")
             return 0
         if args.sensitivity or args.sensitivity_by:
-            run_sensitivity(args.run_dir, checkpoint=args.checkpoint, artifact=args.artifact,
-                            by=args.sensitivity_by or "tensor", stride=args.stride or 0,
-                            out_dir=args.out, log=say, split=args.split, **common)
+            writes_run = args.run_dir and not args.out and rank == 0
+            with rd.run_lock(args.run_dir, f"eval_bpb.py --sensitivity {args.run_dir}") \
+                    if writes_run else nullcontext():
+                run_sensitivity(args.run_dir, checkpoint=args.checkpoint, artifact=args.artifact,
+                                by=args.sensitivity_by or "tensor", stride=args.stride or 0,
+                                out_dir=args.out, log=say, split=args.split, **common)
             return 0
-        run_eval(run_dir=args.run_dir, checkpoint=args.checkpoint, artifact=args.artifact,
-                 mode=args.mode, stride=args.stride, out=args.out, log=say,
-                 ttt=ttt_settings(args), **common)
+        kw = dict(checkpoint=args.checkpoint, artifact=args.artifact, mode=args.mode,
+                  stride=args.stride, out=args.out, log=say, ttt=ttt_settings(args),
+                  tilt=TiltSettings.from_env(), doc_windows=args.doc_windows, **common)
+        if args.run_dir:  # official pair, or a diagnostic beside eval.json (golf.eval_target)
+            evaluate_run_dir(args.run_dir, **kw)
+        else:
+            run_eval(**kw)
     return 0
 
 

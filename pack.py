@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from golf import rundir as rd
 from golf.errors import PackError, user_errors
@@ -87,9 +89,28 @@ def _cli(argv: Sequence[str] | None) -> int:
     return 0 if res.ok else 1
 
 
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the temp folders are removed and the round-trip child
+    is killed on the way out (a SIGKILL is cleaned by the next pack: golf.submission.tempdirs)."""
+    try:
+        old = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry: one clear line on bad input (GOLF_DEBUG=1 for a traceback)."""
-    with user_errors():
+    with user_errors(), sigterm_interrupts():
         return _cli(argv)
     return 2  # pragma: no cover
 

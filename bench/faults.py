@@ -1,13 +1,17 @@
-"""Fault injection for "nothing lost" (issue 13): every action the issue found destroying work
-or failing badly, run against a tiny model in a temp folder, through the CLIs' own entry
-points (train_gpt.py, pack.py, eval_bpb.py, golf.data.prepare) with the environment set as a
-user would, plus full disks and read-only folders simulated by failing os.replace / os.access.
+"""Fault injection for "nothing lost" (issue 13) and "untrusted files are data, wrong inputs
+never give a number" (issue 26: bench/faults_inputs.py): every action the issues found
+destroying work, running foreign code or failing badly, run against one tiny trained model in
+a temp folder, through the CLIs' own entry points (train_gpt.py, pack.py, eval_bpb.py,
+golf.data.prepare, the packed script) with the environment set as a user would, plus full
+disks and read-only folders simulated by failing os.replace / os.access / writes.
 
-    python -m bench.faults [--json faults.json] [--keep DIR]
+    python -m bench.faults [--json faults.json] [--keep DIR] [--issue 13|26|all]
 
-Prints one JSON object per case and a table: case, exit code, first line of the message, and
-whether every file that existed before the case still exists with its content (appended logs
-count as kept, a pair moved to previous/<n>/ too) -- the "data kept" column.
+Prints one JSON object per case and a table: case, exit code, whether every file that existed
+before the case still exists with its content (appended logs count as kept, a pair moved to
+previous/<n>/ too) -- the "data kept" column --, whether a marker file appeared (code from a
+file ran), peak memory, and the first line of the message. Cases another branch fixes show
+"after merge: <branch>" until it is merged; only the others fail the bench.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 from unittest import mock
@@ -33,7 +37,9 @@ from unittest import mock
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/faults.py` as well as `python -m bench.faults`
     sys.path.insert(0, str(REPO))
-from golf import rundir as rd  # noqa: E402  (after the path guard)
+from bench.fault_case import Case, first_error  # noqa: E402  (after the path guard)
+from bench.faults_inputs import InputCases, vm_peak_mib, vm_peak_reset  # noqa: E402
+from golf import rundir as rd  # noqa: E402
 
 # the tiny model of tests/conftest.py's tiny_pipeline_config, as environment variables
 TINY_ENV = {"PRESET": "cpu", "NUM_LAYERS": "2", "MODEL_DIM": "64", "NUM_HEADS": "4",
@@ -69,15 +75,6 @@ def sigterm_after_first_step(cwd: Path, env: Mapping[str, str], timeout: float |
     return p.wait(timeout=timeout), out
 
 
-@dataclass
-class Case:
-    case: str
-    exit_code: int
-    message: str
-    data_kept: bool
-    seconds: float
-    expect: str        # what the case must show
-    ok: bool           # it showed it
 
 
 # ----------------------------------------------------------------------------- tools
@@ -115,22 +112,12 @@ def call(fn: Callable[[], int | None], env: Mapping[str, str], cwd: Path) -> tup
     return code, err.getvalue() + out.getvalue()
 
 
-def first_error(text: str) -> str:
-    """The error line (with its first bullet when it heads a list of problems)."""
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith(("error:", "TRACEBACK", "Traceback")):
-            if line.endswith(":") and i + 1 < len(lines):
-                line += " " + lines[i + 1].strip()
-            return line[:160]
-    return (text.strip().splitlines() or [""])[-1][:160]
-
-
 def snapshot(root: Path) -> dict[str, tuple[str, bytes]]:
-    """path -> (sha256, first 64 KiB) of every file under root."""
+    """path -> (sha256, first 64 KiB) of every file under root (run locks aside: a lock file
+    names its latest holder, which is bookkeeping, not data)."""
     out = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file():
+        if p.is_file() and p.name != rd.LOCK:
             b = p.read_bytes()
             out[str(p)] = (hashlib.sha256(b).hexdigest(), b[:65536])
     return out
@@ -183,34 +170,63 @@ class Bench:
         self.data = prepare_embedded(tmp / "data")
         self.env = tiny_env(self.data.dataset_dir, self.data.tokenizer_path,
                             RUNS_DIR=tmp / "runs", PACK="0")
+        self.marker = tmp / "MARKER"  # written by any hostile pickle or shadow module that runs
         self.cases: list[Case] = []
 
     def case(self, name: str, fn: Callable[[], int | None], env: Mapping[str, str], *,
              expect: str, want_code: int | None, must: Callable[[str], bool] = lambda _t: True,
-             cwd: Path | None = None, continues: Path | None = None) -> Case:
+             cwd: Path | None = None, continues: Path | None = None,
+             removes: set[Path] = frozenset(), owner: str = "") -> Case:
         """`continues`: the unfinished run this command resumes in place, whose config.json,
         checkpoint.pt and the exports of its unfinished end (model.pt, hessians.pt: ema.pt
-        was never written) it rightly rewrites, after its checks passed."""
+        was never written) it rightly rewrites, after its checks passed. `removes`: files the
+        case is meant to remove or replace. `owner`: the branch whose fix the case needs."""
         before = snapshot(self.tmp / "work")
+        self.marker.unlink(missing_ok=True)
+        rss0 = vm_peak_reset()
         t0 = time.perf_counter()
         code, text = call(fn, env, cwd or self.tmp / "work")
         secs = time.perf_counter() - t0
         own = ({str(continues / n) for n in (rd.CONFIG, rd.CHECKPOINT, rd.MODEL, rd.HESSIANS)}
-               if continues else set())
+               if continues else set()) | {str(p) for p in removes}
         gone = [p for p in lost(before, self.tmp / "work") if p not in own]
-        ok_kept = not gone
+        return self.judge(name, code, text, secs, gone, expect=expect, want_code=want_code,
+                          must=must, owner=owner, peak=vm_peak_mib(rss0))
+
+    def judge(self, name: str, code: int, text: str, secs: float, gone: list[str], *, expect: str,
+              want_code: int | None, must: Callable[[str], bool], owner: str, peak: float) -> Case:
+        """The case's verdict: exit code, nothing lost, no traceback, no marker, `must`."""
+        marker = self.marker.exists()
+        self.marker.unlink(missing_ok=True)
         # exit 2: our one-line errors; 1: SystemExit("error: ...") from the env parser
         code_ok = want_code is None or code == want_code or (want_code == 2 and code == 1)
-        ok = code_ok and ok_kept and "Traceback" not in text and "TRACEBACK" not in text \
-            and must(text)
+        ok = code_ok and not gone and not marker and "Traceback" not in text \
+            and "TRACEBACK" not in text and must(text)
         msg = (first_error(text.replace(str(self.tmp), "<tmp>")) if code else "ok") \
-            + (f" LOST: {', '.join(gone)}" if gone else "")
-        c = Case(name, code, msg, ok_kept, round(secs, 2), expect, ok)
+            + (f" LOST: {', '.join(gone)}" if gone else "") + (" MARKER WRITTEN" if marker else "")
+        return self.record(Case(name, code, msg, not gone, round(secs, 2), expect, ok,
+                                marker=marker, peak_mib=peak, owner=owner))
+
+    def record(self, c: Case) -> Case:
         self.cases.append(c)
         print(json.dumps(asdict(c)), flush=True)
         return c
 
-    def run_all(self) -> list[Case]:
+    def subprocess_case(self, name: str, argv: list[str], env: Mapping[str, str], *, cwd: Path,
+                        expect: str, want_code: int, owner: str = "") -> Case:
+        """A case run as its own process (the packed script); peak memory is not measured."""
+        before = snapshot(self.tmp / "work")
+        self.marker.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        p = subprocess.run(argv, cwd=cwd, env=dict(env), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=600)
+        text = p.stdout.replace("Traceback (most recent call last):", "TRACEBACK") \
+            if p.returncode not in (0, 2) else p.stdout
+        return self.judge(name, p.returncode, text, time.perf_counter() - t0,
+                          lost(before, self.tmp / "work"), expect=expect, want_code=want_code,
+                          must=lambda _t: True, owner=owner, peak=0.0)
+
+    def run_all(self, issues: tuple[str, ...] = ("13", "26")) -> list[Case]:
         from golf.main import main as train_gpt
         from pack import main as pack_main
         work = self.tmp / "work"
@@ -221,6 +237,10 @@ class Bench:
         # the finished run every case starts from
         self.case("setup: tiny run through train_gpt.py", train_gpt, {**self.env, "RUN_ID": "base"},
                   expect="exit 0", want_code=0)
+        if "26" in issues:  # first: issue 13's cases below replace base's pair
+            InputCases(self, base).run()
+        if "13" not in issues:
+            return self.cases
         self._config_cases(train_gpt)
         self._run_dir_cases(train_gpt, base)
         self._io_cases(train_gpt, pack_main, base)
@@ -313,7 +333,7 @@ class Bench:
     def _path_and_pack_cases(self, pack_main, base: Path) -> None:
         import eval_bpb
         elsewhere = self.tmp / "elsewhere"
-        elsewhere.mkdir()
+        elsewhere.mkdir(exist_ok=True)
         work = self.tmp / "work"
         self.case("eval_bpb.py runs/X from another cwd", lambda: eval_bpb.main(
             [str(base), "--out", str(elsewhere / rd.EVAL)]), {},
@@ -372,8 +392,7 @@ class Bench:
         resume = hint.split("continue with RESUME=")[-1].split()[0] if hint else ""
         c = Case("SIGTERM, non-default vars", code, hint.strip()[-80:] or "no hint", True,
                  round(time.perf_counter() - t0, 2), "exit 130 + resume hint", code == 130 and bool(hint))
-        self.cases.append(c)
-        print(json.dumps(asdict(c)), flush=True)
+        self.record(c)
         self.case("... then the hint, only RESUME set, from another cwd", train_gpt,
                   {"RESUME": str(work / resume), "PACK": "0"}, cwd=self.tmp / "elsewhere",
                   continues=work / resume,
@@ -389,14 +408,19 @@ def _pair_ok(run: Path) -> bool:
     return ev.get("artifact_sha256") == file_sha256(run / rd.ARTIFACT)
 
 
+def verdict(c: Case) -> str:
+    """yes; NO; or, for a case another branch fixes, 'after merge: <branch>'."""
+    return "yes" if c.ok else (f"after merge: {c.owner}" if c.owner else "NO")
+
+
 def format_table(cases: list[Case]) -> str:
     w = max(len(c.case) for c in cases)
-    lines = [f"| {'case':<{w}} | exit | data kept | as expected | message (first line) |",
-             f"|{'-' * (w + 2)}|------|-----------|-------------|----------------------|"]
+    lines = [f"| {'case':<{w}} | exit | data kept | marker | peak MiB | as expected | message (first line) |",
+             f"|{'-' * (w + 2)}|------|-----------|--------|----------|-------------|----------------------|"]
     for c in cases:
         msg = c.message.replace("|", "/")
         lines.append(f"| {c.case:<{w}} | {c.exit_code:>4} | {'yes' if c.data_kept else 'NO':<9} | "
-                     f"{'yes' if c.ok else 'NO':<11} | {msg} |")
+                     f"{'RAN' if c.marker else 'no':<6} | {c.peak_mib:>8.1f} | {verdict(c)} | {msg} |")
     return "\n".join(lines)
 
 
@@ -404,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="also write the cases to this file")
     ap.add_argument("--keep", help="run in this folder and keep it (default: a temp folder)")
+    ap.add_argument("--issue", choices=("13", "26", "all"), default="all",
+                    help="replay only this issue's cases (after the shared setup run)")
     a = ap.parse_args(argv)
     import torch
     torch.set_num_threads(1)
@@ -411,14 +437,15 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="golf_faults_"))
     tmp.mkdir(parents=True, exist_ok=True)
     try:
-        cases = Bench(tmp).run_all()
+        cases = Bench(tmp).run_all(("13", "26") if a.issue == "all" else (a.issue,))
     finally:
         if not a.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     print(format_table(cases))
-    bad = [c.case for c in cases if not c.ok]
-    summary = {"cases": len(cases), "as_expected": len(cases) - len(bad), "failed": bad,
-               "seconds": round(time.perf_counter() - t0, 1)}
+    bad = [c.case for c in cases if not c.ok and not c.owner]
+    pending = [f"{c.case} ({c.owner})" for c in cases if not c.ok and c.owner]
+    summary = {"cases": len(cases), "as_expected": sum(c.ok for c in cases), "failed": bad,
+               "after_merge": pending, "seconds": round(time.perf_counter() - t0, 1)}
     print(json.dumps(summary))
     if a.json:
         Path(a.json).write_text(json.dumps({"summary": summary, "cases": [asdict(c) for c in cases]},

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from golf import rundir
-from golf.evaluate import EvalError, run_eval
+from golf.eval_target import evaluate_run_dir
+from golf.evaluate import EvalError
 
 RANK_KEYS = ("pre", "post", "post_ttt")
 
@@ -68,7 +69,7 @@ def compare_runs(run_dirs: Sequence[str], *, evaluate: bool = False, gap_thresho
         if not path.is_file():
             if not evaluate:
                 raise EvalError(f"{path}: missing; run `python eval_bpb.py {rd}` first or pass --evaluate")
-            run_eval(run_dir=rd, log=log, **eval_kwargs)
+            _, path = evaluate_run_dir(rd, log, **eval_kwargs)  # a diagnostic goes beside
         try:
             rep = json.loads(path.read_text())
             ttt = rep.get("post_ttt") or {}

@@ -4,7 +4,9 @@ One frozen dataclass is the single source of truth: train_gpt.py, eval_bpb.py an
 pack.py all build it with `Config.from_env()` and persist it as `config.json` in the
 run directory, so a run can be re-created exactly from that file.
 
-The field defaults are the feature-less 11L stack (close to PR #1125, "p1125"), so a
+Each field declares its environment variable with golf.settings.setting (meaning, range,
+choices): that table is --help, docs/settings.md and the validation, so a new setting is one
+field here. The field defaults are the feature-less 11L stack (close to PR #1125, "p1125"), so a
 config.json written before a feature existed loads as the model it was. Presets
 (`PRESET=...`, see PRESETS) are layered on top; explicit environment variables still win.
 """
@@ -20,8 +22,9 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 
 from golf.errors import ConfigError
-from golf.model import ModelConfig, parameter_count, sign_problems
+from golf.model import ModelConfig, parameter_count
 from golf.muon import NS_COEFF_SETS
+from golf.settings import fields_table, parse_env, register, setting, value_problems
 from golf.rules import CAP_BYTES, TRAIN_LIMIT_S, scaled_cap_bytes
 
 # The records' effective RoPE base. Their Rotary is built with a hard-coded train_seq_len of
@@ -80,7 +83,9 @@ CPU_SIZES: dict[str, Any] = {
     "grad_accum_steps": 1,
     "iterations": 400,
     "warmdown_iters": 120,
-    "max_wallclock_seconds": 240.0,
+    # a safety cap only: the CPU demo is bounded by ITERATIONS, so a slow machine still does all
+    # 400 steps and gets the same weights (the 240 s cap stopped a busy machine at step 248)
+    "max_wallclock_seconds": 3600.0,
     "val_loss_every": 100,
     "train_log_every": 10,
     "warmup_steps": 0,
@@ -167,77 +172,98 @@ PRESET_ALIASES: dict[str, str] = {"11l": "p1125"}
 CPU_EQUIVALENT: dict[str, str] = {"r29": "cpu", "p1125": "cpu_p1125", "pr1855": "cpu_frontier",
                                   "pr2135": "cpu_frontier", "frontier": "cpu_frontier"}
 OPTIM_GROUPS = ("records", "legacy")
+QUANT_METHODS = ("gptq", "rtn", "int8", "record_1060", "record_1855", "record_2135")
+QUANT_SCALES = ("log", "fp16")  # quant.SCALE_FORMATS (golf does not import quant here)
 
 @dataclass(frozen=True)
 class Config(ModelConfig):
     """Every setting of a run: the model's fields (inherited from golf.model.ModelConfig, the
     artifact's model dict) and the data, training, optimizer, eval and quantization ones."""
     # --- data -------------------------------------------------------------------
-    data_path: str = "./data/datasets/fineweb10B_sp1024"      # DATA_PATH (folder of shards)
-    tokenizer_path: str = "./data/tokenizers/fineweb_1024_bpe.model"  # TOKENIZER_PATH
+    data_path: str = setting("./data/datasets/fineweb10B_sp1024", "folder of the dataset's shards")
+    tokenizer_path: str = setting("./data/tokenizers/fineweb_1024_bpe.model", "SentencePiece model")
     # --- training -----------------------------------------------------------------
-    train_seq_len: int = 2048            # TRAIN_SEQ_LEN
-    train_batch_tokens: int = 786_432    # TRAIN_BATCH_TOKENS (global, per optimizer step)
-    grad_accum_steps: int = 0            # GRAD_ACCUM_STEPS (0 = 8 // world_size, min 1)
-    iterations: int = 20_000             # ITERATIONS (upper bound; wallclock usually stops first)
-    warmup_steps: int = 20               # WARMUP_STEPS (compile priming steps, state restored after)
-    warmdown_iters: int = 3500           # WARMDOWN_ITERS (iterations' worth of time for LR decay)
-    enable_looping_at: float = 0.0       # ENABLE_LOOPING_AT (training fraction, max of steps/ITERATIONS and time/cap, at which NUM_LOOPS's loop turns on, one-way; 0 = from the start)
-    max_wallclock_seconds: float = TRAIN_LIMIT_S  # MAX_WALLCLOCK_SECONDS (0 = no cap)
-    val_loss_every: int = 4000           # VAL_LOSS_EVERY (0 = only at the end)
-    train_log_every: int = 100           # TRAIN_LOG_EVERY
-    checkpoint_every: int = 0            # CHECKPOINT_EVERY: steps between resumable checkpoints (0 = only on SIGINT/SIGTERM)
-    seed: int = 1337                     # SEED
-    run_id: str = ""                     # RUN_ID (default: timestamp)
-    runs_dir: str = "./runs"             # RUNS_DIR (run directory = RUNS_DIR/RUN_ID)
-    resume: str = ""                     # RESUME (path to a run dir or checkpoint to continue)
-    overwrite: bool = False              # OVERWRITE (1: reuse a RUN_ID folder, its earlier run's files removed)
+    train_seq_len: int = setting(2048, "training sequence length", ge=1)
+    train_batch_tokens: int = setting(786_432, "tokens per optimizer step (global)", ge=1)
+    grad_accum_steps: int = setting(0, "micro-batches per step (0 = 8 // world_size, min 1)", ge=0)
+    iterations: int = setting(20_000, "optimizer steps (upper bound; on GPU the wallclock cap "
+                              "usually stops first)", ge=0)
+    warmup_steps: int = setting(20, "compile priming steps, state restored after", ge=0)
+    warmdown_iters: int = setting(3500, "steps' worth of LR decay to 0 at the end", ge=0)
+    enable_looping_at: float = setting(0.0, "training fraction (max of steps/ITERATIONS and "
+                                       "time/cap) at which NUM_LOOPS's loop turns on, one-way; 0 "
+                                       "= from the start", ge=0, le=1)
+    max_wallclock_seconds: float = setting(TRAIN_LIMIT_S, "training + calibration wallclock cap "
+                                           "(0 = no cap; cpu: a safety cap)", ge=0)
+    val_loss_every: int = setting(4000, "steps between validations (0 = only at the end)", ge=0)
+    train_log_every: int = setting(100, "steps between train-loss log lines", ge=0)
+    checkpoint_every: int = setting(0, "steps between resumable checkpoints (0 = only on "
+                                    "SIGINT/SIGTERM)", ge=0)
+    seed: int = setting(1337, "seed of the weights and the data order", ge=0)
+    run_id: str = setting("", "run folder name under RUNS_DIR (default: timestamp)")
+    runs_dir: str = setting("./runs", "parent of the run folders")
+    resume: str = setting("", "a run folder or checkpoint.pt to continue")
+    overwrite: bool = setting(False, "reuse a RUN_ID folder, its earlier run's files removed")
     # --- optimizer ----------------------------------------------------------------
-    matrix_lr: float = 0.025             # MATRIX_LR (Muon)
-    tied_embed_lr: float = 0.035         # TIED_EMBED_LR (Adam on the tied embedding)
-    scalar_lr: float = 0.025             # SCALAR_LR (Adam on gains, scales, mixes)
-    muon_momentum: float = 0.99          # MUON_MOMENTUM
-    muon_momentum_warmup_start: float = 0.92   # MUON_MOMENTUM_WARMUP_START
-    muon_momentum_warmup_steps: int = 1500     # MUON_MOMENTUM_WARMUP_STEPS
-    muon_ns_steps: int = 5               # MUON_NS_STEPS
-    muon_wd: float = 0.04                # MUON_WD (decoupled)
-    adam_wd: float = 0.04                # ADAM_WD (decoupled)
-    beta1: float = 0.9                   # BETA1
-    beta2: float = 0.95                  # BETA2
-    adam_eps: float = 1e-8               # ADAM_EPS
+    matrix_lr: float = setting(0.025, "Muon learning rate (block matrices)", gt=0)
+    tied_embed_lr: float = setting(0.035, "Adam learning rate of the tied embedding", gt=0)
+    scalar_lr: float = setting(0.025, "Adam learning rate of gains, scales, mixes", gt=0)
+    muon_momentum: float = setting(0.99, "Muon momentum after warm-up", ge=0, lt=1)
+    muon_momentum_warmup_start: float = setting(0.92, "Muon momentum at step 0", ge=0, lt=1)
+    muon_momentum_warmup_steps: int = setting(1500, "steps of the momentum warm-up", ge=0)
+    muon_ns_steps: int = setting(5, "Newton-Schulz iterations per Muon step", ge=1)
+    muon_wd: float = setting(0.04, "decoupled weight decay of Muon", ge=0)
+    adam_wd: float = setting(0.04, "decoupled weight decay of Adam", ge=0)
+    beta1: float = setting(0.9, "Adam beta1", ge=0, lt=1)
+    beta2: float = setting(0.95, "Adam beta2", ge=0, lt=1)
+    adam_eps: float = setting(1e-8, "Adam epsilon", gt=0)
     # the 2026-04 records' optimizer and schedule options (PR #1855 / #2135); off by default
-    muon_ns_coeffs: str = "classic"      # MUON_NS_COEFFS (classic: (3.4445, -4.775, 2.0315) each step; polar_express: the records' five tuples)
-    muon_row_normalize: bool = False     # MUON_ROW_NORMALIZE (each row of the Nesterov update / its L2 norm before Newton–Schulz)
-    embed_wd: float = -1.0               # EMBED_WD (AdamW decay of the embedding group; -1 = ADAM_WD)
-    warmdown_frac: float = 0.0           # WARMDOWN_FRAC (>0: LR 1 until the last fraction of training, then linear to MIN_LR; replaces WARMDOWN_ITERS)
-    min_lr: float = 0.0                  # MIN_LR (the LR factor's floor under WARMDOWN_FRAC)
-    optim_groups: str = "records"        # OPTIM_GROUPS (records: only block matrices in Muon; legacy: every 2-D block tensor)
-    grad_clip_norm: float = 0.3          # GRAD_CLIP_NORM (on the all-reduced gradient; 0 = off)
-    muon_sharded: bool = True            # MUON_SHARDED (each rank orthogonalises its share of the banks; 0 = every rank all)
-    muon_reduce_bf16: bool = True        # MUON_REDUCE_BF16 (bank gradients reduced in bf16 on NCCL, as the records; fp32 on gloo)
-    ema_decay: float = 0.997             # EMA_DECAY (0 = off; EMA weights are exported)
-    ema_warmup: bool = True              # EMA_WARMUP (decay min(EMA_DECAY, (1+t)/(10+t)); 0 = records' fixed decay)
+    muon_ns_coeffs: str = setting("classic", "classic: (3.4445, -4.775, 2.0315) each step; "
+                                  "polar_express: the records' five tuples",
+                                  choices=tuple(NS_COEFF_SETS))
+    muon_row_normalize: bool = setting(False, "each row of the Nesterov update / its L2 norm "
+                                       "before Newton-Schulz")
+    embed_wd: float = setting(-1.0, "AdamW decay of the embedding group (-1 = ADAM_WD)", ge=-1)
+    warmdown_frac: float = setting(0.0, ">0: LR 1 until the last fraction of training, then "
+                                   "linear to MIN_LR; replaces WARMDOWN_ITERS", ge=0, lt=1)
+    min_lr: float = setting(0.0, "the LR factor's floor under WARMDOWN_FRAC", ge=0, le=1)
+    optim_groups: str = setting("records", "records: only block matrices in Muon; legacy: every "
+                                "2-D block tensor", choices=OPTIM_GROUPS)
+    grad_clip_norm: float = setting(0.3, "clip of the all-reduced gradient norm (0 = off)", ge=0)
+    muon_sharded: bool = setting(True, "each rank orthogonalises its share of the banks (0 = "
+                                 "every rank all)")
+    muon_reduce_bf16: bool = setting(True, "bank gradients reduced in bf16 on NCCL (fp32 on gloo)")
+    ema_decay: float = setting(0.997, "EMA of the weights, which are exported (0 = off)", ge=0, lt=1)
+    ema_warmup: bool = setting(True, "decay min(EMA_DECAY, (1+t)/(10+t)); 0 = fixed decay")
     # --- runtime --------------------------------------------------------------------
-    compile: bool = True                 # COMPILE (torch.compile on CUDA; ignored on CPU)
+    compile: bool = setting(True, "torch.compile on CUDA (ignored on CPU)")
     # --- evaluation -------------------------------------------------------------------
-    val_batch_size: int = 524_288        # VAL_BATCH_SIZE (tokens per eval forward, global)
-    eval_seq_len: int = 0                # EVAL_SEQ_LEN (0 = TRAIN_SEQ_LEN)
-    eval_stride: int = 64                # EVAL_STRIDE (sliding window stride; 0 = non-overlapping only)
-    max_eval_tokens: int = 0             # MAX_EVAL_TOKENS (0 = the whole val split; >0 = partial, labelled)
+    val_batch_size: int = setting(524_288, "tokens per eval forward (global)", ge=1)
+    eval_seq_len: int = setting(0, "eval window (0 = TRAIN_SEQ_LEN)", ge=0)
+    eval_stride: int = setting(64, "sliding-window stride (0 = non-overlapping only)", ge=0)
+    max_eval_tokens: int = setting(0, "0 = the whole val split; >0 = partial, labelled", ge=0)
     # --- quantization / packing ---------------------------------------------------------
-    quant_method: str = "gptq"           # QUANT_METHOD (gptq | rtn | int8 | record_1060 | record_1855)
-    quant_error_norm: float = 0.0        # QUANT_ERROR_NORM (fitter: predicted error / ||W||^2_H^alpha; 0 = absolute, 1 = relative)
-    quant_fisher: int = 1                # QUANT_FISHER (1: the fitter prices each weight's error by its Fisher error weight, collected with the Hessians; 0: diag(H) only)
-    quant_lqer_ranks: str = ""           # QUANT_LQER_RANKS (comma-separated LQER ranks the fitter may add per tensor, e.g. 2,4; empty = off)
-    quant_scales: str = "log"            # QUANT_SCALES (log: per-row steps on the log grid fp16(2^(c/64)), stored as entropy-coded codes when smaller; fp16: plain fp16 steps)
-    gptq_calib_batches: int = 16         # GPTQ_CALIB_BATCHES (training batches for Hessians)
-    gptq_reserve_seconds: float = 8.0    # GPTQ_RESERVE_SECONDS (taken from the training wallclock)
-    quant_small_numel: int = 65_536      # QUANT_SMALL_NUMEL (tensors this small stay fp16/fp32)
-    quant_sensitivity: str = ""          # QUANT_SENSITIVITY: sensitivity.json (eval_bpb.py --sensitivity) to weight the fitter by measured loss
-    budget_bytes: int = CAP_BYTES        # BUDGET_BYTES (code + model cap, decimal bytes; cpu presets: scaled_cap_bytes)
-    budget_margin_bytes: int = 2_000     # BUDGET_MARGIN_BYTES (safety margin under the cap)
+    quant_method: str = setting("gptq", "quantizer (gptq and rtn fit BUDGET_BYTES)",
+                                choices=QUANT_METHODS)
+    quant_error_norm: float = setting(0.0, "fitter: error / ||W||^2_H^alpha (0 = absolute, 1 = "
+                                      "relative)", ge=0, le=1)
+    quant_fisher: int = setting(1, "1: the fitter prices errors by Fisher weights; 0: diag(H)",
+                                choices=(0, 1))
+    quant_lqer_ranks: str = setting("", "comma-separated LQER ranks the fitter may add (e.g. "
+                                    "2,4; empty = off)")
+    quant_scales: str = setting("log", "log: log-grid row scales, entropy-coded when smaller; "
+                                "fp16: plain fp16", choices=QUANT_SCALES)
+    gptq_calib_batches: int = setting(16, "training batches for the Hessians", ge=0)
+    gptq_reserve_seconds: float = setting(8.0, "seconds of the wallclock kept for calibration",
+                                          ge=0)
+    quant_small_numel: int = setting(65_536, "tensors this small stay fp16/fp32", ge=0)
+    quant_sensitivity: str = setting("", "sensitivity.json (eval_bpb.py --sensitivity) weighting "
+                                     "the fitter")
+    budget_bytes: int = setting(CAP_BYTES, "code + model cap, decimal bytes (cpu: the scaled "
+                                "cap)", ge=1)
+    budget_margin_bytes: int = setting(2_000, "safety margin under the cap", ge=0)
     # --- provenance -------------------------------------------------------------------------
-    preset: str = ""                     # PRESET applied by from_env (r29 | p1125 | cpu | cpu_p1125 | pr1855 | pr2135 | frontier | cpu_frontier)
+    preset: str = ""                     # the PRESET from_env applied (golf.settings declares PRESET)
 
     # ------------------------------------------------------------------------------------
     @property
@@ -296,21 +322,21 @@ class Config(ModelConfig):
         name = _choose_preset(env.get("PRESET", ""), cpu_preset)
         if name:
             cfg = _with_preset(cfg, name)  # its scaled cap once, below, for the model as overridden
-        changes: dict[str, Any] = {}
-        bad: list[str] = []
-        for f in fields(cls):
-            raw = env.get(f.name.upper())
-            if f.name == "preset" or raw is None or raw == "":
-                continue
-            try:
-                changes[f.name] = parse_setting(f.name, raw, type(getattr(cfg, f.name)))
-            except ValueError as exc:
-                bad.append(str(exc))
+        changes, bad = parse_env(CONFIG_TABLE, env, full=False)
         if bad:
             raise ConfigError(bad)
         cfg = dataclasses.replace(cfg, **changes)
         # a preset applied now sets the cap for the model as overridden; a saved config keeps its own
         return _scaled_cap(cfg) if name and "budget_bytes" not in changes else cfg
+
+
+def preset_columns() -> dict[str, dict[str, Any]]:
+    """The defaults --help and docs/settings.md show beside the declared ones: the cpu preset
+    (a machine without CUDA) and r29 (the GPU default), by variable name."""
+    cpu = {k.upper(): v for k, v in CPU_PRESET.items()}
+    cpu["BUDGET_BYTES"] = "scaled cap"  # golf.rules.scaled_cap_bytes of the configured model
+    return {"cpu": {**cpu, "PRESET": "cpu"},
+            "gpu (r29)": {**{k.upper(): v for k, v in R29_PRESET.items()}, "PRESET": "r29"}}
 
 
 def _with_preset(cfg: Config, name: str) -> Config:
@@ -326,33 +352,16 @@ def _scaled_cap(cfg: Config) -> Config:
     return cfg.replace(budget_bytes=scaled_cap_bytes(parameter_count(cfg)))
 
 
-QUANT_METHODS = ("gptq", "rtn", "int8", "record_1060", "record_1855")
-QUANT_SCALES = ("log", "fp16")  # quant.SCALE_FORMATS (golf does not import quant here)
-# Fields that must be >= 1 / >= 0 (0 meaning "off" or "default", see each field's comment).
-_POSITIVE = ("train_seq_len", "train_batch_tokens", "val_batch_size", "budget_bytes")
-_NON_NEGATIVE = ("grad_accum_steps", "iterations", "warmup_steps", "warmdown_iters",
-                 "val_loss_every", "train_log_every", "checkpoint_every", "eval_seq_len",
-                 "eval_stride", "max_eval_tokens", "gptq_calib_batches", "quant_small_numel",
-                 "budget_margin_bytes", "max_wallclock_seconds", "gptq_reserve_seconds")
-
-
 def config_problems(c: Config) -> list[str]:
     """All problems of `c` (see Config.validate); each check only looks at fields that are
     themselves valid, so one bad value gives one line, not a cascade."""
-    return [*_sign_problems(c), *_loop_problems(c), *_choice_problems(c)]
+    return [*value_problems(c, CONFIG_SETTINGS), *_loop_problems(c), *_lqer_problems(c),
+            *_embed_wd_problems(c)]
 
 
-def _sign_problems(c: Config) -> Iterator[str]:
-    yield from sign_problems(c, _POSITIVE, _NON_NEGATIVE)
-    if not 0 <= c.warmdown_frac < 1 or not 0 <= c.min_lr <= 1:
-        yield (f"WARMDOWN_FRAC={c.warmdown_frac} / MIN_LR={c.min_lr}: need 0 <= WARMDOWN_FRAC < 1 "
-               "and 0 <= MIN_LR <= 1; set e.g. 0.85 and 0.1 (WARMDOWN_FRAC=0: WARMDOWN_ITERS decides)")
-    if c.embed_wd < 0 and c.embed_wd != -1:
+def _embed_wd_problems(c: Config) -> Iterator[str]:
+    if -1 < c.embed_wd < 0:  # below -1 the table's rule already said so
         yield f"EMBED_WD={c.embed_wd}: must be >= 0, or -1 (= ADAM_WD)"
-    if not 0 <= c.enable_looping_at <= 1:
-        yield f"ENABLE_LOOPING_AT={c.enable_looping_at}: must be a training fraction in [0, 1]; set e.g. 0.35"
-    if not 0 <= c.ema_decay < 1:
-        yield f"EMA_DECAY={c.ema_decay}: must be in [0, 1); set e.g. 0.997 (0 = off)"
 
 
 def _loop_problems(c: Config) -> Iterator[str]:
@@ -373,24 +382,11 @@ def _loop_problems(c: Config) -> Iterator[str]:
                f"0 = TRAIN_SEQ_LEN); set 0 (non-overlapping) or at most {window}")
 
 
-def _choice_problems(c: Config) -> Iterator[str]:
-    if c.quant_method not in QUANT_METHODS:
-        yield f"QUANT_METHOD={c.quant_method!r}: not one of {', '.join(QUANT_METHODS)}"
-    if not 0 <= c.quant_error_norm <= 1:
-        yield f"QUANT_ERROR_NORM={c.quant_error_norm}: must be in [0, 1] (0 = absolute error, 1 = relative)"
-    if c.quant_fisher not in (0, 1):
-        yield f"QUANT_FISHER={c.quant_fisher}: must be 0 (diag(H)-weighted error) or 1 (Fisher error weights)"
+def _lqer_problems(c: Config) -> Iterator[str]:
     try:
         lqer_ranks(c.quant_lqer_ranks)
     except ValueError as exc:
         yield str(exc)
-    if c.quant_scales not in QUANT_SCALES:
-        yield (f"QUANT_SCALES={c.quant_scales!r}: not one of {', '.join(QUANT_SCALES)} (log: "
-               "log-grid row scales, entropy-coded when smaller; fp16: plain fp16 scales)")
-    if c.muon_ns_coeffs not in NS_COEFF_SETS:
-        yield f"MUON_NS_COEFFS={c.muon_ns_coeffs!r}: not one of {', '.join(NS_COEFF_SETS)}"
-    if c.optim_groups not in OPTIM_GROUPS:
-        yield f"OPTIM_GROUPS={c.optim_groups!r}: not one of {', '.join(OPTIM_GROUPS)}"
 
 
 def lqer_ranks(raw: str) -> tuple[int, ...]:
@@ -430,22 +426,7 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def parse_setting(name: str, raw: str, typ: type) -> Any:
-    """One environment value as the field's type; ValueError naming the variable otherwise
-    (the one parser: golf.submission's BUDGET_BYTES goes through it too)."""
-    try:
-        if typ is bool:
-            low = raw.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if typ is int:
-            return int(float(raw)) if "e" in raw.lower() else int(raw)
-        if typ is float:
-            return float(raw)
-        return raw
-    except ValueError:
-        raise ValueError(f"{name.upper()}={raw!r}: not a valid {typ.__name__}; fix or unset "
-                         "it") from None
+# Every field declared with setting(): the model's (golf.model) and the run's, in field order.
+CONFIG_TABLE = fields_table(Config, "run")
+CONFIG_SETTINGS = tuple(s for s in CONFIG_TABLE if s.field not in ModelConfig.model_field_names())
+register("run", CONFIG_SETTINGS)

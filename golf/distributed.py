@@ -20,6 +20,8 @@ from typing import Callable, Iterator, TypeVar
 import torch
 import torch.distributed as dist
 
+from golf import settings
+
 from golf.errors import RankFailed
 
 T = TypeVar("T")
@@ -33,15 +35,8 @@ ERROR_ACK_TIMEOUT_S = 30.0
 
 
 def rank0_timeout_s() -> float:
-    raw = os.environ.get("GOLF_RANK0_TIMEOUT_SECONDS", "")
-    try:
-        value = float(raw) if raw else DEFAULT_RANK0_TIMEOUT_S
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ValueError(f"GOLF_RANK0_TIMEOUT_SECONDS={raw!r} is not a positive number of seconds; "
-                         "fix or unset it")
-    return value
+    """GOLF_RANK0_TIMEOUT_SECONDS (ValueError naming it when not a positive number)."""
+    return float(settings.read("GOLF_RANK0_TIMEOUT_SECONDS", os.environ))
 
 
 @dataclass(frozen=True)
@@ -71,15 +66,16 @@ def rank_world() -> tuple[int, int]:
 def default_device() -> torch.device:
     """This rank's accelerator (cuda:LOCAL_RANK) or the CPU."""
     if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", rank_world()[0]))
+        local = settings.read("LOCAL_RANK", os.environ)
+        local = rank_world()[0] if local is None else local
         return torch.device("cuda", local % torch.cuda.device_count())
     return torch.device("cpu")
 
 
 def init_distributed() -> DistInfo:
     """Join the torchrun group when WORLD_SIZE > 1 (NCCL on CUDA, gloo on CPU); idempotent."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    world = settings.read("WORLD_SIZE", os.environ)
+    local = settings.read("LOCAL_RANK", os.environ) or 0
     device = default_device()
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -1,11 +1,10 @@
 """golf's error classes, and one readable line for bad input instead of a traceback.
 
-Here: ConfigError, TrainError, CheckpointError, InteropError, RunIOError, EvalError, ShardError,
-TokenizerError, PrepareError, ByteLUTError (each also importable from the module raising it)
-and RankFailed; the packing errors join them with golf/submission. All but RankFailed are
-ValueErrors whose message names the file and the fix; the CLIs wrap their work in
-`user_errors()` so users see that message
-alone. GOLF_DEBUG=1 shows the traceback.
+Here: ConfigError, TrainError, CheckpointError, InteropError, RunIOError, RunLockError,
+EvalError, ShardError, TokenizerError, PrepareError, ByteLUTError (each also importable from
+the module raising it) and RankFailed; the packing errors join them with golf/submission. All
+but RankFailed are ValueErrors whose message names the file and the fix; the CLIs wrap their
+work in `user_errors()` so users see that message alone. GOLF_DEBUG=1 shows the traceback.
 """
 from __future__ import annotations
 
@@ -14,6 +13,8 @@ import os
 import sys
 from contextlib import contextmanager
 from typing import Iterator, Sequence
+
+from golf import settings
 
 
 class RankFailed(RuntimeError):
@@ -46,6 +47,10 @@ class InteropError(ValueError):
 class RunIOError(ValueError):
     """A write failed for lack of space or permission; the message names the path, the cause
     and what was kept (a ValueError so the CLIs print it as one line)."""
+
+
+class RunLockError(ValueError):
+    """Another command is writing the run directory; the message names its pid and command."""
 
 
 class EvalError(ValueError):
@@ -94,17 +99,26 @@ def io_message(exc: OSError, doing: str, kept: str) -> str:
     return f"{where}: {what} ({code}) while {doing}; kept: {kept}"
 
 
+def _debug() -> bool:
+    """GOLF_DEBUG: tracebacks instead of one line (a bad spelling counts as on: this runs while
+    an error is already being reported)."""
+    try:
+        return bool(settings.read("GOLF_DEBUG", os.environ))
+    except ValueError:
+        return True
+
+
 @contextmanager
 def user_errors(exit_code: int = 2) -> Iterator[None]:
     try:
         yield
     except (ValueError, FileNotFoundError, RankFailed) as exc:
-        if os.environ.get("GOLF_DEBUG"):
+        if _debug():
             raise
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exit_code) from None
     except OSError as exc:  # out of space or permission where no caller said what was kept
-        if os.environ.get("GOLF_DEBUG") or exc.errno not in IO_ERRNOS:
+        if _debug() or exc.errno not in IO_ERRNOS:
             raise
         print(f"error: {io_message(exc, 'accessing it', 'every file completed before (writes are atomic)')}",
               file=sys.stderr)

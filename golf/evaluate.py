@@ -12,6 +12,7 @@ predicted from tokens [.., t] and its byte count uses prev = token t.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -26,10 +27,11 @@ import torch.nn.functional as F
 import quant
 from golf import distributed
 from golf import rundir as rd
-from golf.atomic import atomic_write_json, file_sha256
+from golf.atomic import atomic_write_json
 from golf.bpb import bpb_from_sums, check_bytes, range_bytes, val_byte_counter
 from golf.checkpoint import load_torch_file
 from golf.config import Config
+from golf.data.inputs import check_dataset
 from golf.data.shards import (check_token_range, dataset_text_transform, find_shards,
                               load_val_bytes, load_val_tokens, read_shard, train_pattern)
 from golf.data.tokenizer import load_tokenizer
@@ -93,6 +95,26 @@ def window_plan(n_targets: int, seq_len: int, stride: int = 0) -> list[tuple[int
     return plan
 
 
+def document_spans(tokens: np.ndarray, n: int, bos_id: int) -> list[tuple[int, int]]:
+    """Target ranges [p_j, p_{j+1}) of the documents: p_j is a BOS position, so document j's
+    inputs start at its BOS and its last target is the next BOS (as the records count them).
+    Targets before the first BOS form a document of their own; bos_id < 0 = one document."""
+    cuts = (np.flatnonzero(np.asarray(tokens[1:n]) == bos_id) + 1).tolist() if bos_id >= 0 else []
+    bounds = [0, *cuts, n]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def document_window_plan(tokens: np.ndarray, n: int, seq_len: int, stride: int,
+                         bos_id: int) -> list[tuple[int, int, int]]:
+    """window_plan inside each document: no window's input crosses a BOS, so each document is
+    scored as if it were alone (what a model with per-document attention sees). In target
+    order, every target once."""
+    plan: list[tuple[int, int, int]] = []
+    for a0, b0 in document_spans(tokens, n, bos_id):
+        plan.extend((a0 + s, a0 + a, a0 + e) for s, a, e in window_plan(b0 - a0, seq_len, stride))
+    return plan
+
+
 def plan_coverage(plan: Sequence[tuple[int, int, int]], n_targets: int) -> np.ndarray:
     """How many times each target is scored by `plan` (must be all ones)."""
     counts = np.zeros(n_targets, dtype=np.int64)
@@ -112,15 +134,19 @@ def _dist_active(world_size: int) -> bool:
 
 
 def batch_nll(model: torch.nn.Module, stream: torch.Tensor, batch: Sequence[tuple[int, int, int]],
-              dev: torch.device) -> torch.Tensor:
+              dev: torch.device, tilt: Any = None) -> torch.Tensor:
     """Per-target NLL of one batch of windows (start, first scored, end): float32 cross-entropy
     over all V logits, targets a+1..e of each window. The one scoring rule of every eval mode
-    (plain, sliding, and the score-first passes of TTT)."""
+    (plain, sliding, and the score-first passes of TTT). `tilt` (a golf.tilt.TokenTilt, built
+    by its settings' `build`) renormalises it towards the n-gram hint: scored NLL only."""
     x = torch.stack([stream[s:e] for s, _, e in batch]).to(dev).long()
     logits = model(x)
-    picked = [logits[i, a - s:e - s] for i, (s, a, e) in enumerate(batch)]
+    picked = torch.cat([logits[i, a - s:e - s] for i, (s, a, e) in enumerate(batch)]).float()
     tgt = torch.cat([stream[a + 1:e + 1] for _, a, e in batch]).to(dev).long()
-    return F.cross_entropy(torch.cat(picked).float(), tgt, reduction="none")
+    nll = F.cross_entropy(picked, tgt, reduction="none")
+    if tilt is not None:
+        nll = tilt.apply(nll, picked, tgt, [(a, e) for _, a, e in batch])
+    return nll
 
 
 def _batches(plan: Sequence[tuple[int, int, int]], rows: int) -> list[list[tuple[int, int, int]]]:
@@ -143,7 +169,7 @@ def _autocast(dev: torch.device) -> torch.autocast:
 
 
 def _score_windows(model: torch.nn.Module, stream: torch.Tensor, plan: Sequence[tuple[int, int, int]],
-                   rows: int, dev: torch.device) -> tuple[float, int]:
+                   rows: int, dev: torch.device, tilt: Any = None) -> tuple[float, int]:
     """(Σ NLL in float64, targets scored) of `plan`'s windows, `rows` windows per batch."""
     nll_sum = 0.0
     n_scored = 0
@@ -152,7 +178,7 @@ def _score_windows(model: torch.nn.Module, stream: torch.Tensor, plan: Sequence[
     try:
         with torch.inference_mode(), _autocast(dev):
             for batch in _batches(plan, rows):
-                nll = batch_nll(model, stream, batch, dev)
+                nll = batch_nll(model, stream, batch, dev, tilt)
                 nll_sum += float(nll.double().sum().item())
                 n_scored += int(nll.numel())
     finally:
@@ -163,7 +189,7 @@ def _score_windows(model: torch.nn.Module, stream: torch.Tensor, plan: Sequence[
 def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_len: int,
                  stride: int = 0, batch_tokens: int = 65536, device: str | torch.device = "cpu",
                  max_tokens: int | None = None, rank: int = 0,
-                 world_size: int = 1) -> EvalResult:
+                 world_size: int = 1, tilt: Any = None, doc_bos: int | None = None) -> EvalResult:
     """val_loss (nats/token) and val_bpb of `model` over the stream `tokens`.
 
     Chunked mode (stride 0) scores the short tail window too, so tokens == N exactly; the
@@ -172,7 +198,9 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_le
     less), all other windows match the record scripts' `ws + ctx < N` form.
     NLL is float32 cross-entropy per scored target, summed in float64; bytes come from
     `golf.bpb.range_bytes` (the piece table, or the byte sidecar when `lut` is a
-    golf.bpb.SidecarBytes). Every target is scored exactly once (raises
+    golf.bpb.SidecarBytes); `tilt` (see batch_nll) tilts every scored NLL; `doc_bos` (a BOS
+    id) keeps every window inside one document (document_window_plan). Every target is
+    scored exactly once (raises
     otherwise). Under torch.distributed the windows are split across ranks and the three
     sums all-reduced, so every rank returns the same result.
     """
@@ -184,13 +212,15 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_le
     if n <= 0:
         raise EvalError(f"no validation targets to score (stream of {len(toks)} tokens, "
                         f"max_tokens={max_tokens}); check DATA_PATH / --max-tokens")
-    plan = window_plan(n, seq_len, stride)
+    plan = (window_plan(n, seq_len, stride) if doc_bos is None
+            else document_window_plan(toks, n, seq_len, stride, doc_bos))
     lo, hi = rank_slice(len(plan), rank, world_size)
     my_plan = plan[lo:hi]
     dev = torch.device(device)
     stream = torch.from_numpy(toks[: n + 1].astype(np.int32))   # int32 halves host memory
     rows = max(1, batch_tokens // max(1, world_size) // seq_len)
-    nll_sum, n_scored = _score_windows(model, stream, my_plan, rows, dev)
+    by_len = my_plan if doc_bos is None else sorted(my_plan, key=lambda w: w[2] - w[0])
+    nll_sum, n_scored = _score_windows(model, stream, by_len, rows, dev, tilt)   # batch equal lengths
     n_bytes = 0
     if my_plan:  # a rank's windows score one contiguous target range: count its bytes at once
         n_bytes = range_bytes(toks, my_plan[0][1], my_plan[-1][2], lut)
@@ -243,14 +273,15 @@ def _check_config(path: str, cfg: Any, expected: Any, what: str) -> None:
 
 
 def load_eval_model(source: str | os.PathLike, cfg_override: Any = None,
-                    device: str = "cpu") -> tuple[torch.nn.Module, Any, str]:
-    """(model, cfg, kind) from a checkpoint .pt ({"config","state_dict"}) or an artifact.
+                    device: str = "cpu", blob: bytes | None = None) -> tuple[torch.nn.Module, Any, str]:
+    """(model, cfg, kind) from a checkpoint .pt ({"config","state_dict"}) or an artifact
+    (decoded from `blob`, its bytes, when the caller has read them: see read_artifact).
 
     `cfg_override` is the config the caller expects (e.g. RUN_DIR/config.json); the weights'
     own network fields must match it, else one error lists the differing keys.
     """
     path = Path(source)
-    if not path.is_file():
+    if blob is None and not path.is_file():
         raise EvalError(f"{path}: file not found; pass an existing --checkpoint / --artifact")
     kind = "artifact"
     state: dict | None = None
@@ -262,7 +293,7 @@ def load_eval_model(source: str | os.PathLike, cfg_override: Any = None,
                             "written by train_gpt.py")
         kind, state, cfg_dict = "checkpoint", obj["state_dict"], obj["config"]
     else:
-        state, meta = quant.load_artifact(path)
+        state, meta = quant.load_artifact(path, blob)
         cfg_dict = (meta or {}).get("config")
         if cfg_dict is None:
             raise EvalError(f"{path}: artifact has no config in its metadata; re-quantize it with "
@@ -301,6 +332,7 @@ def load_eval_data(data_path: str, tokenizer_path: str, vocab_size: int, *,
     if sp.get_piece_size() != vocab_size:
         raise EvalError(f"{tokenizer_path}: tokenizer has {sp.get_piece_size()} pieces but the model "
                         f"has vocab_size={vocab_size}; pass the tokenizer the model was trained with")
+    check_dataset(data_path, tokenizer_path, vocab_size)
     sidecar = None
     if split == "val":
         tokens = load_val_tokens(str(data_path), vocab_size)
@@ -344,11 +376,12 @@ def evaluate_source(source: str | os.PathLike, data_path: str, tokenizer_path: s
 
 
 def score_eval_data(model: torch.nn.Module, data: "EvalData", *, seq_len: int, stride: int,
-                    batch_tokens: int, device: str, rank: int, world_size: int) -> EvalResult:
+                    batch_tokens: int, device: str, rank: int, world_size: int,
+                    tilt: Any = None, doc_bos: int | None = None) -> EvalResult:
     """evaluate_bpb on loaded val data, labelled partial and checked against the decoded bytes."""
     res = evaluate_bpb(model, data.tokens, data.lut, seq_len=seq_len, stride=stride,
                        batch_tokens=batch_tokens, device=device, max_tokens=data.n_targets,
-                       rank=rank, world_size=world_size)
+                       rank=rank, world_size=world_size, tilt=tilt, doc_bos=doc_bos)
     return checked_against(res, data)
 
 
@@ -411,9 +444,13 @@ def format_gap_table(report: dict) -> str:
     (the gap is measured before TTT: TTT can more than recover it, as the TTT records show)."""
     rows = [("pre (full precision)", report.get("pre"), "", None),
             ("post (artifact)", report.get("post"), "quant gap", report.get("gap"))]
+    k = report.get("post_tilt")
+    if k:
+        rows.append((f"{k['weights']}+tilt (n-gram)", k, "tilt gain", k.get("tilt_gain")))
     t = report.get("post_ttt")
     if t:
-        rows.append((f"post+TTT ({t['ttt']}, on {t['weights']})", t, "TTT gain", t.get("ttt_gain")))
+        plus = "+tilt" if t.get("tilt") else ""
+        rows.append((f"post+TTT{plus} ({t['ttt']}, on {t['weights']})", t, "TTT gain", t.get("ttt_gain")))
     lines = [f"{'':<30} {'val_bpb':>11}  {'':<9} {'delta':>10}"]
     for name, r, what, delta in rows:
         if r:
@@ -430,13 +467,26 @@ def eval_hardware(world: int) -> str:
     return f"{world}xCPU"
 
 
+def tilt_block(tilt: Any, models: dict[str, torch.nn.Module], ed: "EvalData", base: dict, *,
+               stride: int, log: Callable[[str], None], **score: Any) -> dict:
+    """eval.json's post_tilt: the artifact (else the checkpoint) scored like `base` (the
+    headline entry) with its NLL tilted by `tilt` (a golf.tilt.TokenTilt)."""
+    label = "post" if "post" in models else "pre"
+    res = score_eval_data(models[label], ed, stride=stride, tilt=tilt, **score)
+    out = {**res.to_dict(), "weights": label, "tilt": tilt.settings.knobs(), "gated": tilt.gated,
+           "hint_seconds": tilt.seconds, "tilt_gain": res.val_bpb - base[label]["val_bpb"]}
+    log(f"eval:tilt on:{label} gated:{tilt.gated}/{ed.n_targets} hint_seconds:{tilt.seconds:.1f} "
+        f"{label}_tilt_val_bpb:{res.val_bpb:.8f} tilt_gain:{out['tilt_gain']:+.8f}")
+    return out
+
+
 def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = None,
              artifact: str | None = None, data: str | None = None, tokenizer: str | None = None,
              mode: str | None = None, seq_len: int | None = None, stride: int | None = None,
              max_tokens: int | None = None, batch_tokens: int | None = None,
              device: str | None = None, out: str | os.PathLike | None = None,
              byte_check: bool = True, log: Callable[[str], None] | None = print,
-             ttt: Any = None) -> dict:
+             ttt: Any = None, tilt: Any = None, doc_windows: bool | None = None) -> dict:
     """Pre- (checkpoint) vs post-quant (artifact) val_bpb on the same tokens, same mode.
 
     mode: "chunked", "sliding" or "both" (default: sliding when stride > 0). Returns the
@@ -444,13 +494,17 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     ttt: a golf.ttt.TTTSettings; when active, a third number `post_ttt` (score-first TTT of a
     copy of the chosen weights, in the headline window mode) is added beside pre and post. It is
     passed in, never imported: golf.ttt sits above this module and the packed script lacks it.
+    tilt: a golf.tilt.TiltSettings (passed in likewise); when enabled, `post_tilt` is added and
+    post_ttt is tilted. doc_windows: keep every window inside one document (default: the
+    model's DOC_ATTENTION).
     """
     t0 = time.perf_counter()
     rank, world = dist_info()
     say = log if (log and rank == 0) else (lambda _m: None)
     cfg, checkpoint, artifact = resolve_run_files(run_dir, checkpoint, artifact)
     device = device or default_device()
-    models, cfg = load_models({"pre": checkpoint, "post": artifact}, cfg, device)
+    blob = read_artifact(artifact) if artifact else None  # read once: scored and hashed
+    models, cfg = load_models({"pre": checkpoint, "post": artifact}, cfg, device, {"post": blob})
     seq_len = seq_len or cfg.effective_eval_seq_len
     stride = cfg.eval_stride if stride is None else stride
     if max_tokens is None:
@@ -461,8 +515,11 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     tok_path = tokenizer or cfg.tokenizer_path
     ed = load_eval_data(data_path, tok_path, cfg.vocab_size, max_tokens=max_tokens,
                         byte_check=byte_check, log=say)
+    if doc_windows is None:
+        doc_windows = bool(getattr(cfg, "doc_attention", False))
+    doc_bos = int(cfg.bos_id) if doc_windows else None
     modes, table = score_modes(models, ed, mode, stride, seq_len=seq_len, batch_tokens=batch_tokens,
-                               device=device, rank=rank, world_size=world)
+                               device=device, rank=rank, world_size=world, doc_bos=doc_bos)
     headline = "sliding" if "sliding" in modes else "chunked"
     report: dict[str, Any] = {
         "pre": modes[headline].get("pre"), "post": modes[headline].get("post"),
@@ -470,17 +527,25 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
         "stride": stride if headline == "sliding" else 0,
         "partial": ed.n_targets < len(ed.tokens) - 1,
         "checkpoint": checkpoint, "artifact": artifact,
-        # rank 0 only: once the last collective is done it may move a staged artifact away
-        "artifact_sha256": file_sha256(artifact) if artifact and rank == 0 else None,
+        # of the bytes scored, never the file read again (another command may have replaced it)
+        "artifact_sha256": hashlib.sha256(blob).hexdigest() if blob is not None else None,
         "data": str(data_path), "tokenizer": str(tok_path), "world_size": world,
-        "decoded_bytes": ed.decoded_bytes,
+        "decoded_bytes": ed.decoded_bytes, "doc_windows": doc_windows,
     }
     if mode == "both":
         report["modes"] = modes
+    tt = tilt.build(ed.tokens, ed.n_targets) if tilt is not None else None
+    if tt is not None:
+        report["post_tilt"] = tilt_block(tt, models, ed, modes[headline], stride=report["stride"],
+                                         log=say, seq_len=seq_len, batch_tokens=batch_tokens,
+                                         device=device, rank=rank, world_size=world,
+                                         doc_bos=doc_bos)
+        table.append({"label": f"{report['post_tilt']['weights']}+tilt", **report["post_tilt"]})
     if ttt is not None and getattr(ttt, "active", False):
         report["post_ttt"] = ttt.post_ttt(models, ed, modes[headline], cfg=cfg, seq_len=seq_len,
                                           stride=report["stride"], batch_tokens=batch_tokens,
-                                          device=device, rank=rank, world=world, log=say)
+                                          device=device, rank=rank, world=world, log=say, tilt=tt,
+                                          doc_bos=doc_bos)
         table.append({"label": f"ttt:{ttt.mode}", **report["post_ttt"]})
     report["hardware"] = eval_hardware(world)
     report["wall_seconds"] = time.perf_counter() - t0
@@ -490,13 +555,25 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     return report
 
 
-def load_models(paths: dict[str, str | None], cfg: Any, device: str) -> tuple[dict[str, torch.nn.Module], Any]:
-    """The models of the paths given (label -> model) and the config they are checked against:
-    `cfg` (the run's), else the first one's own."""
+def read_artifact(path: str | os.PathLike) -> bytes:
+    """An artifact's bytes, read once: eval.json's artifact_sha256 is their hash, and the model
+    scored is decoded from them."""
+    p = Path(path)
+    if not p.is_file():
+        raise EvalError(f"{p}: file not found; pass an existing --checkpoint / --artifact")
+    return p.read_bytes()
+
+
+def load_models(paths: dict[str, str | None], cfg: Any, device: str,
+                blobs: dict[str, bytes | None] | None = None
+                ) -> tuple[dict[str, torch.nn.Module], Any]:
+    """The models of the paths given (label -> model, decoded from blobs[label] when given)
+    and the config they are checked against: `cfg` (the run's), else the first one's own."""
     models: dict[str, torch.nn.Module] = {}
     for label, path in paths.items():
         if path is not None:
-            models[label], wcfg, _ = load_eval_model(path, cfg_override=cfg, device=device)
+            models[label], wcfg, _ = load_eval_model(path, cfg_override=cfg, device=device,
+                                                     blob=(blobs or {}).get(label))
             cfg = cfg or wcfg
     return models, cfg
 

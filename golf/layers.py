@@ -126,10 +126,11 @@ def doc_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: torch.
     if q.is_cuda and _fa3_varlen is not None:
         return _varlen(q, k, v, seg)
     qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    if k.size(2) != q.size(2):
+    gqa = k.size(2) != q.size(2)
+    if gqa and q.is_cuda:  # as golf.model.sdpa_causal: repeated KV heads compile faster on CUDA
         rep = q.size(2) // k.size(2)
-        kt, vt = kt.repeat_interleave(rep, dim=1), vt.repeat_interleave(rep, dim=1)
-    y = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=segment_mask(seg))
+        kt, vt, gqa = kt.repeat_interleave(rep, dim=1), vt.repeat_interleave(rep, dim=1), False
+    y = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=segment_mask(seg), enable_gqa=gqa)
     return y.transpose(1, 2)
 
 

@@ -25,22 +25,28 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import quant
-from golf import distributed, evaluate
+from golf import distributed, evaluate, settings
 from golf import rundir as rd
 from golf.atomic import atomic_write_json, file_sha256
 from golf.checkpoint import load_torch_file
-from golf.config import Config, lqer_ranks
+from golf.config import Config, lqer_ranks, preset_columns
 from golf.data import EMBEDDED_DATASET
-from golf.errors import user_errors
+from golf.errors import ConfigError, user_errors
 from golf.model import GPT
 from golf.plots import plot_loss_curves
 from golf.rules import CAP_BYTES, eval_mode, run_eval_mode
 from golf.train import make_logger, train
-from quant.codec import compress_workers
+from quant.codec import FRAMED, compress_workers, framed_problems
+from quant.records import RECORD_METHODS, record_policy
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+USAGE = """usage: python train_gpt.py [--help]
+       torchrun --standalone --nproc_per_node=8 train_gpt.py
+
+Trains, quantizes to the byte budget, evaluates and packs. Every setting is an environment
+variable (e.g. ITERATIONS=200 python train_gpt.py); each is checked before any work starts.
+Defaults: the cpu column without CUDA, the r29 column with it (PRESET picks another stack).
+"""
 
 
 @dataclass
@@ -184,18 +190,26 @@ def evaluate_run(cfg: Config, run_dir: Path, log: Callable[[str], None],
                              out=out_dir / rd.EVAL, **settings)
 
 
-def ttt_settings():
-    """TTT=chunk|lora adds post_ttt to eval.json (default off). golf.ttt is not embedded in the
-    packed script (~9 KB of code bytes a non-TTT submission would pay for), so there TTT=... is
-    refused with one line instead."""
+def ttt_module():
+    """golf.ttt (importing it registers the TTT_* settings), or None in the packed script,
+    which leaves it out: ~9 KB of code bytes a non-TTT submission would pay for."""
     try:
-        from golf.ttt import TTTSettings  # here: left out of the packed script
-    except ImportError:  # the values TTTSettings reads as off
+        import golf.ttt  # here: left out of the packed script (amalgamate.EXCLUDED)
+    except ImportError:
+        return None
+    return golf.ttt
+
+
+def ttt_settings():
+    """TTT=chunk|lora adds post_ttt to eval.json (default off). Without golf.ttt (the packed
+    script) TTT=... is refused with one line instead."""
+    ttt = ttt_module()
+    if ttt is None:
         if os.environ.get("TTT", "").strip().lower() not in ("", "0", "off", "none"):
             raise ValueError("TTT is set, but this packed script carries no test-time training; "
-                             "run TTT from a golfkit checkout (eval_bpb.py --ttt)") from None
+                             "run TTT from a golfkit checkout (eval_bpb.py --ttt)")
         return None
-    return TTTSettings.from_env()
+    return ttt.TTTSettings.from_env()
 
 
 def print_summary(summary: dict, log: Callable[[str], None]) -> None:
@@ -233,19 +247,28 @@ def budget_problems(cfg: Config) -> list[str]:
             f"above {floor:,} (the challenge cap is {CAP_BYTES:,})"]
 
 
-def env_problems() -> list[str]:
-    """Settings read outside Config (quant/ parses its own, since it must not import golf)."""
-    try:
-        compress_workers()
-    except ValueError as exc:
-        return [str(exc)]
-    return []
+def env_problems(cfg: Config | None = None) -> list[str]:
+    """Every variable set now, against the settings table (type, range, choices, unknown
+    look-alikes such as NUM_LAYER), the TTT settings, and what QUANT_METHOD needs from the
+    machine (the records' container needs lrzip): all before any work. quant/ parses
+    GOLF_COMPRESS_THREADS itself (it imports nothing from golf)."""
+    ttt_module()  # its TTT_* settings join the table where this checkout has them
+    found = settings.environment_problems(os.environ)
+    if not found:  # the table found them all; the readers below would repeat the first
+        try:
+            compress_workers()
+            ttt_settings()
+        except ValueError as exc:  # EvalError is a ValueError
+            found.append(str(exc))
+    if cfg is not None and cfg.quant_method in RECORD_METHODS:
+        found += framed_problems(record_policy(cfg.quant_method, quant.QuantPolicy()).compressors)
+    return found
 
 
 def preflight(cfg: Config) -> Config:
     """Every setting checked before any data is read or anything is written: one ConfigError
     lists the config's own problems, the byte budget and the environment's together."""
-    return cfg.validate(extra=budget_problems(cfg) + env_problems())
+    return cfg.validate(extra=budget_problems(cfg) + env_problems(cfg))
 
 
 def submission_folder(run_dir: Path, out_dir: str | None) -> str | None:
@@ -254,7 +277,7 @@ def submission_folder(run_dir: Path, out_dir: str | None) -> str | None:
     pack writes SUBMISSION_DIR/<RUN_ID> and never replaces the parent or its other records."""
     if out_dir:
         return out_dir
-    parent = os.environ.get("SUBMISSION_DIR")
+    parent = settings.read("SUBMISSION_DIR", os.environ)
     return str(Path(parent) / run_dir.name) if parent else None
 
 
@@ -356,7 +379,12 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
     atomic_write_json(run_dir / rd.SUMMARY, summary)
 
     if do_pack is None:
-        do_pack = _truthy(os.environ.get("PACK", "1"))
+        do_pack = settings.read("PACK", os.environ)
+    if do_pack and unpackable_method(cfg.quant_method):
+        log(f"pack:skipped (QUANT_METHOD={cfg.quant_method} stores its codes in the records' "
+            "lrzip container, which the packed script does not carry: a baseline to measure, "
+            "not a submission)")
+        do_pack = False
     if do_pack:
         try:
             from golf.submission import pack_run  # guarded: not in the packed script
@@ -365,8 +393,8 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
         else:
             with timer.phase("pack", log):  # the run's cap (the scaled one on CPU), never above 16 MB
                 packed = pack_run(run_dir, submission_folder(run_dir, out_dir),
-                                  name=os.environ.get("GOLF_NAME", ""),
-                                  github_id=os.environ.get("GOLF_GITHUB_ID", ""), log=log,
+                                  name=settings.read("GOLF_NAME", os.environ),
+                                  github_id=settings.read("GOLF_GITHUB_ID", os.environ), log=log,
                                   cap=cfg.budget_bytes)
             summary["code_bytes"] = packed.budget.code_bytes
             summary["model_bytes"] = packed.budget.model_bytes
@@ -380,6 +408,12 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
         log(over_cap_warning(cfg.quant_method, summary))
     print_summary(summary, log)
     return summary
+
+
+def unpackable_method(method: str) -> bool:
+    """Whether QUANT_METHOD's artifacts use a framed coder the packed script leaves out."""
+    return method in RECORD_METHODS and any(
+        c in FRAMED for c in record_policy(method, quant.QuantPolicy()).compressors)
 
 
 def over_cap_warning(method: str, summary: dict) -> str:
@@ -406,21 +440,22 @@ def quant_only(run: str) -> int:
     why = rd.unwritable_reason(run_dir)
     if why:
         raise rd.RunIOError(f"QUANT_ONLY={run}: {why}; nothing was written")
-    old = run_dir / rd.SUMMARY
-    prev = json.loads(old.read_text()) if old.is_file() else {}
-    log = make_logger(run_dir, 0)
-    log(f"quant_only:{run_dir} method:{cfg.quant_method} budget_bytes:{cfg.budget_bytes}")
-    finish_run(cfg, run_dir, log, PhaseTimer(), steps=int(prev.get("steps", 0)),
-               train_time_ms=float(prev.get("train_time_ms", 0.0)),
-               world_size=1, do_pack=None)
+    with rd.run_lock(run_dir, f"QUANT_ONLY={run} train_gpt.py"):
+        old = run_dir / rd.SUMMARY
+        prev = json.loads(old.read_text()) if old.is_file() else {}
+        log = make_logger(run_dir, 0)
+        log(f"quant_only:{run_dir} method:{cfg.quant_method} budget_bytes:{cfg.budget_bytes}")
+        finish_run(cfg, run_dir, log, PhaseTimer(), steps=int(prev.get("steps", 0)),
+                   train_time_ms=float(prev.get("train_time_ms", 0.0)),
+                   world_size=1, do_pack=None)
     return 0
 
 
 def eval_only() -> int:
     """Evaluate ARTIFACT (the round-trip proof's mode) and print the exact-result line."""
-    artifact = os.environ.get("ARTIFACT", rd.ARTIFACT)
+    artifact = settings.read("ARTIFACT", os.environ) or rd.ARTIFACT
     cfg = Config.from_env()
-    seq_len = cfg.eval_seq_len or int(os.environ.get("TRAIN_SEQ_LEN", "0")) or cfg.train_seq_len
+    seq_len = cfg.effective_eval_seq_len
     res = evaluate.evaluate_source(artifact, cfg.data_path, cfg.tokenizer_path,
                                    seq_len=seq_len, stride=cfg.eval_stride,
                                    max_tokens=cfg.max_eval_tokens or None,
@@ -433,11 +468,40 @@ def eval_only() -> int:
     return 0
 
 
+def config_problems_beside(found: list[str]) -> list[str]:
+    """The run config's own problems (cross-field ones, the byte budget) to report together
+    with the environment's, so one error lists them all; none when no config can be built."""
+    try:
+        cfg = config_from_env(os.environ)
+    except (ValueError, OSError):  # a value that does not parse: `found` names it already
+        return []
+    return [p for p in cfg.problems() + budget_problems(cfg) if p not in found]
+
+
+def settings_help() -> str:
+    """--help: the settings table with the cpu and GPU (r29) defaults."""
+    ttt_module()
+    return USAGE + "\n" + settings.render_help(settings.catalogue(), preset_columns())
+
+
 def main(argv: list[str] | None = None) -> int:
-    with user_errors(), distributed.session():
-        if _truthy(os.environ.get("EVAL_ONLY")):
+    """`argv` (train_gpt.py passes sys.argv[1:]): only --help/-h; anything else is exit 2.
+    The environment is checked against the settings table before any mode starts."""
+    args = list(argv or [])
+    if args and args[0] in ("-h", "--help") and len(args) == 1:
+        print(settings_help())
+        return 0
+    if args:
+        print(f"train_gpt.py: unknown argument {args[0]!r}; settings are environment variables "
+              "(python train_gpt.py --help lists them)", file=sys.stderr)
+        return 2
+    with user_errors(), distributed.session(), rd.held_locks():
+        found = env_problems()
+        if found:
+            raise ConfigError(found + config_problems_beside(found))
+        if settings.read("EVAL_ONLY", os.environ):
             return eval_only()
-        if os.environ.get("QUANT_ONLY"):
-            return quant_only(os.environ["QUANT_ONLY"])
+        if settings.read("QUANT_ONLY", os.environ):
+            return quant_only(settings.read("QUANT_ONLY", os.environ))
         run_pipeline(config_from_env(os.environ))
     return 0

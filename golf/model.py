@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from golf.layers import (FINAL_LANES, asym_softcap, doc_attention, encoder_decoder, final_lane,
                          input_smear, segment_ids, skip_merge, sparse_gate, two_lane_update,
                          virtual_layers)
+from golf.settings import fields_table, register, setting, value_problems
 
 try:  # FA3 on Hopper when installed; SDPA otherwise.
     from flash_attn_interface import flash_attn_func as _fa3  # type: ignore
@@ -38,44 +39,54 @@ class ModelConfig:
     Config extends it (same flat names, env variable = field name upper-cased). The defaults
     are the feature-less 11L stack (close to PR #1125), so an old config.json loads as the
     model it was."""
-    vocab_size: int = 1024               # VOCAB_SIZE
-    num_layers: int = 11                 # NUM_LAYERS
-    model_dim: int = 512                 # MODEL_DIM
-    num_heads: int = 8                   # NUM_HEADS
-    num_kv_heads: int = 4                # NUM_KV_HEADS
-    mlp_mult: float = 3.0                # MLP_MULT
-    qk_gain_init: float = 4.0            # QK_GAIN_INIT
-    xsa_last_n: int = -1                 # XSA_LAST_N (-1 = all layers, 0 = off)
-    xsa_gate: bool = False               # XSA_GATE (learned per-head gate on the removed part)
-    rope_dims: int = 16                  # ROPE_DIMS (rotated dims per head; 0 = no RoPE)
-    rope_base: float = 10000.0           # ROPE_BASE (used as given; r29 sets the records' effective 22,082)
-    rope_ntk_ref_len: int = 0            # ROPE_NTK_REF_LEN (>0: base*(T/ref)^(rd/(rd-2)) when T > ref, the records' rescale; 0 = off)
-    logit_softcap: float = 30.0          # LOGIT_SOFTCAP (0 = off)
-    ln_scale: bool = True                # LN_SCALE (1/sqrt(layer+1) on normed branch inputs)
-    leaky_relu_slope: float = 0.5        # LEAKY_RELU_SLOPE (MLP act = leaky_relu(x, s)^2)
-    tie_embeddings: bool = True          # TIE_EMBEDDINGS
-    bigram_vocab_size: int = 0           # BIGRAM_VOCAB_SIZE (hash buckets B of BigramHash; 0 = off)
-    bigram_dim: int = 128                # BIGRAM_DIM (bigram table width, projected to MODEL_DIM)
-    smear_gate: bool = False             # SMEAR_GATE (x_t <- (1-g) x_t + g x_{t-1} after the input norm)
-    smear_bos_fix: bool = False          # SMEAR_BOS_FIX (a BOS token does not receive its predecessor)
-    bos_id: int = 1                      # BOS_ID (the tokenizer's BOS; the challenge's is 1)
-    ve_dim: int = 0                      # VE_DIM (shared value-embedding width; 0 = off)
-    ve_layers: str = "-2,-1"             # VE_LAYERS (comma-separated layer indices; negative count from the end)
+    vocab_size: int = setting(1024, "tokenizer vocabulary size (the shards' token range)", ge=1)
+    num_layers: int = setting(11, "transformer blocks", ge=1)
+    model_dim: int = setting(512, "residual width", ge=1)
+    num_heads: int = setting(8, "attention heads (must divide MODEL_DIM)", ge=1)
+    num_kv_heads: int = setting(4, "key/value heads (GQA; must divide NUM_HEADS)", ge=1)
+    mlp_mult: float = setting(3.0, "MLP hidden width = MLP_MULT x MODEL_DIM", gt=0)
+    qk_gain_init: float = setting(4.0, "initial per-head gain on q.k scores", gt=0)
+    xsa_last_n: int = setting(-1, "XSA on the last N layers (-1 = all layers, 0 = off)", ge=-1)
+    xsa_gate: bool = setting(False, "learned per-head gate on the part XSA removes")
+    rope_dims: int = setting(16, "rotated dims per head (0 = no RoPE; even, <= head_dim)", ge=0)
+    rope_base: float = setting(10000.0, "RoPE base, used as given (r29 sets the records' "
+                               "effective 22,082)", gt=0)
+    rope_ntk_ref_len: int = setting(0, ">0: base*(T/ref)^(rd/(rd-2)) when T > ref, the records' "
+                                    "rescale; 0 = off", ge=0)
+    logit_softcap: float = setting(30.0, "tanh soft cap on the logits (0 = off)", ge=0)
+    ln_scale: bool = setting(True, "1/sqrt(layer+1) on normed branch inputs")
+    leaky_relu_slope: float = setting(0.5, "MLP activation = leaky_relu(x, slope)^2")
+    tie_embeddings: bool = setting(True, "the input embedding is the output head")
+    bigram_vocab_size: int = setting(0, "hash buckets of BigramHash (0 = off, else >= 2)", ge=0)
+    bigram_dim: int = setting(128, "bigram table width, projected to MODEL_DIM", ge=0)
+    smear_gate: bool = setting(False, "x_t <- (1-g) x_t + g x_{t-1} after the input norm")
+    smear_bos_fix: bool = setting(False, "a BOS token does not receive its predecessor")
+    bos_id: int = setting(1, "the tokenizer's BOS id (the challenge's is 1)", ge=0)
+    ve_dim: int = setting(0, "shared value-embedding width (0 = off)", ge=0)
+    ve_layers: str = setting("-2,-1", "VE layers, comma-separated (negative count from the end)")
     # --- the frontier stack (PR #1855 / #2135, as their code runs); each off by default
-    num_loops: int = 0                   # NUM_LOOPS (depth loop: LOOP_START..LOOP_END run NUM_LOOPS+1 times while looping; 0 = off)
-    loop_start: int = 3                  # LOOP_START (first physical layer of the loop)
-    loop_end: int = 5                    # LOOP_END (last physical layer of the loop, inclusive)
-    skip_gates_enabled: bool = False     # SKIP_GATES_ENABLED (skip merge g*x + (1-g)*w*skip, g = sigmoid(skip_gates))
-    parallel_start_layer: int = 0        # PARALLEL_START_LAYER (decoder layers >= it run the two-lane block; 0 = off)
-    parallel_final_lane: str = "mean"    # PARALLEL_FINAL_LANE (mean | lane0 | lane1: what leaves the two lanes)
-    smear_gate_enabled: bool = False     # SMEAR_GATE_ENABLED (the frontier SmearGate: pre-norm, additive, input-gated; not SMEAR_GATE)
-    smear_gate_bos_fix: bool = False     # SMEAR_GATE_BOS_FIX (a BOS does not receive its predecessor through SMEAR_GATE_ENABLED's gate)
-    gate_window: int = 12                # GATE_WINDOW (input dims read by the SmearGate and the sparse attention gate)
-    sparse_attn_gate_enabled: bool = False  # SPARSE_ATTN_GATE_ENABLED (per-head sigmoid gate on the attention output)
-    sparse_attn_gate_scale: float = 0.5  # SPARSE_ATTN_GATE_SCALE (gate = sigmoid(scale * W . u[:GATE_WINDOW]))
-    asym_logit_rescale: bool = False     # ASYM_LOGIT_RESCALE (softcap_pos for z >= 0, softcap_neg below; both start at LOGIT_SOFTCAP)
-    asym_logit_train: bool = False       # ASYM_LOGIT_TRAIN (1: the two caps learn, AdamW at SCALAR_LR without decay; 0 = the records' inert caps)
-    doc_attention: bool = False          # DOC_ATTENTION (attention never crosses a BOS_ID token: per-document logits)
+    num_loops: int = setting(0, "depth loop: LOOP_START..LOOP_END run NUM_LOOPS+1 times while "
+                             "looping (0 = off)", ge=0)
+    loop_start: int = setting(3, "first physical layer of the loop", ge=0)
+    loop_end: int = setting(5, "last physical layer of the loop, inclusive", ge=0)
+    skip_gates_enabled: bool = setting(False, "skip merge g*x + (1-g)*w*skip, g = sigmoid(skip_gates)")
+    parallel_start_layer: int = setting(0, "decoder layers >= it run the two-lane block (0 = off)",
+                                        ge=0)
+    parallel_final_lane: str = setting("mean", "what leaves the two lanes", choices=FINAL_LANES)
+    smear_gate_enabled: bool = setting(False, "the frontier SmearGate: pre-norm, additive, "
+                                       "input-gated (not SMEAR_GATE)")
+    smear_gate_bos_fix: bool = setting(False, "a BOS does not receive its predecessor through "
+                                       "SMEAR_GATE_ENABLED's gate")
+    gate_window: int = setting(12, "input dims read by the SmearGate and the sparse attention gate",
+                               ge=1)
+    sparse_attn_gate_enabled: bool = setting(False, "per-head sigmoid gate on the attention output")
+    sparse_attn_gate_scale: float = setting(0.5, "gate = sigmoid(scale * W . u[:GATE_WINDOW])")
+    asym_logit_rescale: bool = setting(False, "softcap_pos for z >= 0, softcap_neg below; both "
+                                       "start at LOGIT_SOFTCAP")
+    asym_logit_train: bool = setting(False, "1: the two caps learn (AdamW at SCALAR_LR, no decay); "
+                                     "0 = the records' inert caps")
+    doc_attention: bool = setting(False, "attention never crosses a BOS_ID token: per-document "
+                                  "logits")
 
     @property
     def head_dim(self) -> int:
@@ -127,29 +138,12 @@ class ModelConfig:
                 *_frontier_problems(self)]
 
 
-_MODEL_POSITIVE = ("num_layers", "num_heads", "num_kv_heads", "model_dim", "vocab_size")
-_MODEL_NON_NEGATIVE = ("bigram_vocab_size", "bigram_dim", "ve_dim", "rope_dims", "rope_ntk_ref_len",
-                       "num_loops", "parallel_start_layer")
-
-
-def sign_problems(c: Any, positive: tuple[str, ...], non_negative: tuple[str, ...]) -> Iterator[str]:
-    """Fields that must be >= 1, and >= 0 (0 meaning "off" or "default"); golf.config uses it
-    for the other settings, so the rule and its wording are written once."""
-    for name in positive:
-        if getattr(c, name) < 1:
-            yield f"{name.upper()}={getattr(c, name)}: must be >= 1; set a positive value"
-    for name in non_negative:
-        if getattr(c, name) < 0:
-            yield (f"{name.upper()}={getattr(c, name)}: must be >= 0; set 0 (off/default) or a "
-                   "positive value")
+MODEL_SETTINGS = fields_table(ModelConfig, "model")
+register("model", MODEL_SETTINGS)
 
 
 def _model_sign_problems(c: ModelConfig) -> Iterator[str]:
-    yield from sign_problems(c, _MODEL_POSITIVE, _MODEL_NON_NEGATIVE)
-    if not c.mlp_mult > 0:
-        yield f"MLP_MULT={c.mlp_mult}: must be > 0; set e.g. 3"
-    if c.xsa_last_n < -1:
-        yield f"XSA_LAST_N={c.xsa_last_n}: must be -1 (all layers), 0 (off) or a layer count"
+    yield from value_problems(c, MODEL_SETTINGS)
 
 
 def _divisors(n: int) -> str:
@@ -202,9 +196,7 @@ def _frontier_problems(c: ModelConfig) -> Iterator[str]:
     elif c.num_loops > 0 and 0 < c.parallel_start_layer <= c.loop_end:
         yield (f"PARALLEL_START_LAYER={c.parallel_start_layer}: must be above LOOP_END={c.loop_end}"
                " (the looped layers run single-lane); raise it or set 0 (off)")
-    if c.parallel_final_lane not in FINAL_LANES:
-        yield (f"PARALLEL_FINAL_LANE={c.parallel_final_lane!r}: not one of {', '.join(FINAL_LANES)}")
-    if (c.smear_gate_enabled or c.sparse_attn_gate_enabled) and not 1 <= c.gate_window <= c.model_dim:
+    if (c.smear_gate_enabled or c.sparse_attn_gate_enabled) and c.gate_window > c.model_dim >= 1:
         yield (f"GATE_WINDOW={c.gate_window}: must be in 1..MODEL_DIM={c.model_dim}; set e.g. 12")
     if c.asym_logit_rescale and not c.logit_softcap > 0:
         yield "ASYM_LOGIT_RESCALE=1 needs LOGIT_SOFTCAP > 0 (both caps start there); set e.g. 30"

@@ -22,13 +22,19 @@ Rules (docs/nothing-lost.md states the same):
    cwd), so eval_bpb.py and pack.py work from any folder.
 7. A write that fails for lack of space or permission (ENOSPC, EROFS, EACCES, ...) is one
    RunIOError naming the path, what the errno means and what was kept.
+8. One writer at a time: a command that writes a run directory (training, QUANT_ONLY,
+   eval_bpb.py RUN) holds an OS lock on RUN/.lock for its whole life; a second one is refused
+   with one line naming the holder's pid and command. The kernel drops the lock when its
+   process dies, so a crash leaves no stale lock to clean up.
 """
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +44,7 @@ from golf.atomic import atomic_write_json
 from golf.checkpoint import load_torch_file
 from golf.config import Config
 from golf.distributed import on_rank0
-from golf.errors import IO_ERRNOS, ConfigError, RunIOError, io_message
+from golf.errors import IO_ERRNOS, ConfigError, RunIOError, RunLockError, io_message
 
 CONFIG = "config.json"
 TRAIN_LOG = "train.log"
@@ -58,6 +64,7 @@ SENSITIVITY_PNG = "sensitivity.png"
 IMPORT_INFO = "import.json"      # golf.interop: where an imported run came from
 PREVIOUS = "previous"        # previous/<n>/: earlier artifact/eval pairs of this run
 STAGING = ".staging"         # the pair being written (rule 4)
+LOCK = ".lock"               # held by the one command writing the run (rule 8)
 
 # every file a run (train -> quantize -> eval -> plots) writes in its folder
 RUN_FILES = (CONFIG, TRAIN_LOG, METRICS, MODEL, EMA, CHECKPOINT, HESSIANS, ARTIFACT,
@@ -126,7 +133,7 @@ def run_dir_problem(run_dir: Path, cfg: Config, *, resuming: bool) -> str | None
         return f"RUNS_DIR={cfg.runs_dir}: {why}; choose a writable RUNS_DIR (nothing was written)"
     if resuming or cfg.overwrite or not run_dir.exists():
         return None
-    held = sorted(p.name for p in run_dir.iterdir())
+    held = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK)
     if not held:
         return None
     shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
@@ -178,10 +185,19 @@ def start_run_dir(run_dir: Path, cfg: Config, world_size: int, *, resuming: bool
 
 
 # ----------------------------------------------------------------------------- paths (rule 6)
+def resolved(path: str | os.PathLike, var: str) -> Path:
+    """`path` made absolute; a symlink loop is one ConfigError naming `var`, not a traceback."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as exc:  # 3.11 raises RuntimeError("Symlink loop ..."), 3.13 ELOOP
+        raise ConfigError([f"{var}={path}: cannot be resolved ({exc}); a symbolic link there "
+                           "points back into itself: fix the link or set another path"]) from None
+
+
 def absolute_paths(cfg: Config) -> tuple[Config, dict[str, str]]:
     """(cfg with DATA_PATH/TOKENIZER_PATH absolute, the user's spelling of each)."""
     given = {k: getattr(cfg, k) for k in PATH_FIELDS}
-    return cfg.replace(**{k: str(Path(v).resolve()) for k, v in given.items()}), given
+    return cfg.replace(**{k: str(resolved(v, k.upper())) for k, v in given.items()}), given
 
 
 def load_config(run_dir: str | os.PathLike, what: str = "RUN_DIR") -> Config:
@@ -204,7 +220,7 @@ def _absolute_config(raw: Mapping[str, Any], where: Path) -> Config:
             continue
         base = raw.get("cwd")
         if base or p.exists():
-            fixed[k] = str((Path(base) / p if base else p).resolve())
+            fixed[k] = str(resolved(Path(base) / p if base else p, f"{where}: {k.upper()}"))
         else:
             raise ConfigError([f"{where}: {k.upper()}={p} is relative to the folder that run was "
                                "started from, which it does not record; run from that folder, or "
@@ -333,7 +349,88 @@ def publish_pair(run_dir: Path, log: Callable[[str], None]) -> Path | None:
     return prev
 
 
+# ----------------------------------------------------------------------------- one writer (rule 8)
+_HELD: dict[Path, int] = {}  # run dirs this process holds -> open lock fd (nested use is free)
+_SCOPES = [0]                # depth of held_locks(): only the outermost releases
+
+
+def _holder(fd: int) -> str:
+    """What the lock file says of the process holding it ('pid N: command')."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 4096).decode("utf-8", "replace").strip()
+    return text or "a process that has not yet written its name"
+
+
+def lock_run(run_dir: str | os.PathLike, command: str | None = None) -> None:
+    """Take RUN/.lock (fcntl.flock, exclusive) until the enclosing `held_locks()` ends (or the
+    process does). A second writer is refused with one RunLockError; a lock this process
+    already holds is taken again for free (QUANT_ONLY evaluates and packs inside its own)."""
+    key = Path(run_dir).resolve()
+    if key in _HELD:
+        return
+    key.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise RunLockError(f"{run_dir}: another golfkit command is writing this run ({holder}); "
+                           "wait for it to finish, or work on a copy of the folder") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}: {command or ' '.join(sys.argv)}\n".encode())
+    _HELD[key] = fd
+    remove_killed_temps(key)
+
+
+def remove_killed_temps(run_dir: Path) -> list[Path]:
+    """Temp files of a killed write (golf.atomic's .<name>.*.tmp, quant's <name>.*.tmp, for
+    the run's own file names): with the lock held no other command writes here, so they are
+    a dead process's, never someone else's file."""
+    names = set(RUN_FILES)
+    gone = []
+    for p in run_dir.glob("*.tmp"):
+        stem = p.name[1:] if p.name.startswith(".") else p.name
+        if p.is_file() and any(stem.startswith(n + ".") for n in names):
+            p.unlink()
+            gone.append(p)
+    return gone
+
+
+@contextmanager
+def held_locks() -> Iterator[None]:
+    """Run locks taken inside the outermost such block are released at its end: a command's
+    life (train() alone, or train + quantize + eval + pack under golf.main). The file stays:
+    removing it could let two writers lock two different files."""
+    before = set(_HELD)
+    _SCOPES[0] += 1
+    try:
+        yield
+    finally:
+        _SCOPES[0] -= 1
+        for key in (set(_HELD) - before if _SCOPES[0] == 0 else ()):
+            os.close(_HELD.pop(key))  # closing the descriptor releases the lock
+
+
+@contextmanager
+def run_lock(run_dir: str | os.PathLike, command: str | None = None) -> Iterator[None]:
+    """lock_run for the block's duration."""
+    with held_locks():
+        lock_run(run_dir, command)
+        yield
+
+
 # ----------------------------------------------------------------------------- I/O (rule 7)
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a run's log (train.log, metrics.jsonl); a failed write (a full disk
+    reports no file name) names the file."""
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, exc.filename or str(path)) from exc
+
+
 @contextmanager
 def io_guard(doing: str, kept: str) -> Iterator[None]:
     """Turn a space/permission OSError inside the block into one RunIOError (rule 7)."""

@@ -22,6 +22,7 @@ from golf.atomic import atomic_save
 from golf.bpb import val_byte_counter
 from golf.checkpoint import load_torch_file
 from golf.config import Config
+from golf.data.inputs import check_dataset
 from golf.data.loader import DistributedTokenLoader
 from golf.data.shards import dataset_text_transform, load_val_bytes, load_val_tokens
 from golf.data.tokenizer import load_tokenizer
@@ -60,8 +61,7 @@ def make_logger(run_dir: Path | None, rank: int) -> Callable[[str], None]:
         print(msg, flush=True)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a") as f:
-                f.write(msg + "\n")
+            rd.append_line(path, msg)
     return log
 
 
@@ -91,18 +91,19 @@ def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None
     `stop_after_steps` (test hook) behaves like a SIGTERM after that many total steps:
     it writes checkpoint.pt and returns with stopped_early=True.
     """
-    t = Trainer(cfg, run_dir, log)
-    t.build()
-    if t.cfg.warmup_steps > 0 and t.ckpt is None:
-        t.prime_compile()
-    t.set_ema({k: v.detach().float().clone() for k, v in t.base.state_dict().items()}
-              if t.cfg.ema_decay > 0 else None)  # from the weights after priming
-    if t.ckpt is not None:
-        t.restore()
-    stopped = t.loop(stop_after_steps)
-    if isinstance(stopped, TrainResult):  # a signal: checkpoint written, nothing exported
-        return stopped
-    return t.finish(stopped)
+    with rd.held_locks():  # the run's lock, until golf.main's command ends if it holds one
+        t = Trainer(cfg, run_dir, log)
+        t.build()
+        if t.cfg.warmup_steps > 0 and t.ckpt is None:
+            t.prime_compile()
+        t.set_ema({k: v.detach().float().clone() for k, v in t.base.state_dict().items()}
+                  if t.cfg.ema_decay > 0 else None)  # from the weights after priming
+        if t.ckpt is not None:
+            t.restore()
+        stopped = t.loop(stop_after_steps)
+        if isinstance(stopped, TrainResult):  # a signal: checkpoint written, nothing exported
+            return stopped
+        return t.finish(stopped)
 
 
 @contextmanager
@@ -150,6 +151,7 @@ class Trainer:
             rd.check_resume(ckpt_path, cfg, run_dir, changes)
         rd.check_run_dir(run_dir, cfg, resuming=in_place)
         sp = load_tokenizer(cfg.tokenizer_path, cfg.vocab_size)
+        check_dataset(cfg.data_path, cfg.tokenizer_path, cfg.vocab_size)
         self.loader = DistributedTokenLoader(cfg.data_path, rank=di.rank, world_size=di.world_size,
                                              seed=cfg.seed, vocab_size=cfg.vocab_size)
         self.val_tokens = load_val_tokens(cfg.data_path, cfg.vocab_size)
@@ -159,6 +161,8 @@ class Trainer:
         self.ckpt = (load_torch_file(ckpt_path, "unset RESUME to start fresh, or point it at another "
                                      f"run's {rd.CHECKPOINT}", keys=("model", "step")) if ckpt_path else None)
 
+        if di.rank == 0:  # held until the command ends (golf.main), or this process does
+            rd.lock_run(run_dir, f"train_gpt.py training {run_dir}")
         cleared = (rd.start_run_dir(run_dir, cfg.replace(run_id=run_dir.name), di.world_size,
                                     resuming=in_place, given=given) if di.rank == 0 else [])
         self.log = log = log or make_logger(run_dir, di.rank)
@@ -169,7 +173,7 @@ class Trainer:
         for change in changes:
             log(f"resume:change {change}")
         self.step, self.train_ms, self.last_loss = 0, 0.0, float("nan")
-        self.interrupted = False
+        self.interrupted = self.nonfinite = False
         self.cap_ms = (1000.0 * max(cfg.max_wallclock_seconds - cfg.gptq_reserve_seconds, 0.0)
                        if cfg.max_wallclock_seconds > 0 else 0.0)
 
@@ -206,9 +210,14 @@ class Trainer:
         return self.loader.next_batch(self.cfg.train_batch_tokens, self.cfg.train_seq_len, self.accum)
 
     def train_step(self) -> torch.Tensor:
-        """One optimizer step on the next global batch; the mean loss stays on the device."""
+        """One optimizer step on the next global batch; the mean loss stays on the device.
+        A non-finite loss on any rank skips the update on every rank (self.nonfinite is set),
+        so the weights, optimizers and EMA stay the last good ones."""
         loss = self.stepper.accumulate(self.forward, [self.next_batch() for _ in range(self.accum)])
-        self.stepper.step()
+        # the one per-step host read of the loss: every rank must agree before the update
+        self.nonfinite = host_max([float(not torch.isfinite(loss).all())])[0] > 0
+        if not self.nonfinite:
+            self.stepper.step()
         self.stepper.zero()
         return loss
 
@@ -273,6 +282,20 @@ class Trainer:
                     return self.step < cfg.iterations
         return False
 
+    def stop_nonfinite(self, loss: float) -> None:
+        """The first non-finite loss: checkpoint the state from before that step (weights,
+        optimizers, EMA, stream position; its update was skipped) and stop with one line."""
+        self.loader.load_state_dict(self.loader_before)
+        ck = self.save_checkpoint()
+        bad = self.step + 1
+        self.log(f"train:nonfinite step:{bad}/{self.cfg.iterations} train_loss:{loss} checkpoint:{ck} "
+                 f"holds step {self.step}")
+        raise TrainError(f"train_loss is {loss} at step {bad}: training stopped; {ck or 'checkpoint.pt'} "
+                         f"holds step {self.step}, the last finite state. Lower the learning rates "
+                         f"(MATRIX_LR, TIED_EMBED_LR, SCALAR_LR) and start a new run, or export "
+                         f"those weights with RESUME={self.run_dir} ITERATIONS={self.step} "
+                         "python train_gpt.py")
+
     def on_signal(self, _signum: int, _frame: Any) -> None:
         self.interrupted = True
 
@@ -281,10 +304,13 @@ class Trainer:
         steps that report it."""
         cfg = self.cfg
         t0 = time.perf_counter()
+        self.loader_before = self.loader.state_dict()  # the stream as the last good state saw it
         self.switch_loop()
         mult = schedule_multiplier(cfg, self.step, self.train_ms, self.cap_ms)
         set_lrs(self.opts, mult, muon_momentum(self.step, cfg))
         loss_t = self.train_step()
+        if self.nonfinite:
+            self.stop_nonfinite(float(loss_t))
         if self.ema is not None:
             d = ema_decay_at(self.step, cfg.ema_decay, cfg.ema_warmup)
             with torch.no_grad():  # one fused update over all tensors
@@ -409,8 +435,7 @@ class Trainer:
 
     def write_metrics(self, rec: dict) -> None:
         if self.di.rank == 0:
-            with open(self.run_dir / rd.METRICS, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            rd.append_line(self.run_dir / rd.METRICS, json.dumps(rec))
 
     def save_checkpoint(self) -> Path | None:
         """checkpoint.pt, all a resume needs (a collective: every rank's stream position)."""

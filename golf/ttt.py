@@ -54,66 +54,80 @@ from golf.evaluate import (
     _dist_active,
     batch_nll,
     checked_against,
+    document_spans,
+    document_window_plan,
     rank_slice,
     window_plan,
 )
 from golf.lora import BLOCK_TARGETS, DocLoRA
+from golf.settings import fields_table, parse_env, register, setting, value_problems
 
 Window = tuple[int, int, int]          # (start, score_from, score_to) as in golf.evaluate
 
 
 # ----------------------------------------------------------------------------- settings
+def _ttt_env_name(name: str) -> str:
+    """TTT_ + the field upper-cased; the records' PHASED_TTT_* / GLOBAL_TTT_* fields as they are."""
+    if name.startswith(("phased_ttt_", "global_ttt_")):
+        return name.upper()
+    return {"mode": "TTT", "on": "TTT_ON"}.get(name, "TTT_" + name.upper())
+
+
 @dataclass(frozen=True)
 class TTTSettings:
-    """TTT knobs; env name = TTT_ + field name upper-cased (mode is `TTT`, on is `TTT_ON`)."""
-    mode: str = "off"             # TTT: off | one of TTT_MODES (chunk | lora | lora_golf)
-    on: str = "post"              # TTT_ON: post = the dequantized artifact, pre = full precision
-    chunk_tokens: int = 32_768    # TTT_CHUNK_TOKENS (R23)
-    lr: float = 0.002             # TTT_LR: SGD lr of chunk mode and of lora_golf's global phases (R23)
-    epochs: int = 3               # TTT_EPOCHS (R23)
-    momentum: float = 0.9         # TTT_MOMENTUM (R23)
-    grad_clip: float = 1.0        # TTT_GRAD_CLIP (R23; per document in lora_golf; 0 = off)
-    batch_seqs: int = 32          # TTT_BATCH_SEQS: sequences per SGD step, split over ranks (R23)
-    lora_rank: int | None = None  # TTT_LORA_RANK (unset: the mode's default, lora 80, lora_golf 8)
-    lora_lr: float | None = None  # TTT_LORA_LR (unset: the mode's default, lora 1e-4, lora_golf 0.01)
-    lora_chunk: int = 48          # TTT_LORA_CHUNK: lora_golf's targets per LoRA step
-    lora_batch_docs: int = 64     # TTT_LORA_BATCH_DOCS: lora_golf's documents per batch
-    lora_targets: str = "all"     # TTT_LORA_TARGETS: lora_golf's "all" nn.Linear, or name parts
-    lora_phases: int = 0          # TTT_LORA_PHASES: lora_golf's global SGD phases
-    lora_prefix_docs: int = 2500  # TTT_LORA_PREFIX_DOCS: documents covered by lora_golf's phases
-    lora_phase_epochs: int = 1    # TTT_LORA_PHASE_EPOCHS: SGD epochs per lora_golf phase (ours)
-    lora_sort: bool = True        # TTT_LORA_SORT: lora_golf length-sorts a segment's documents
-    bos_id: int = -1              # TTT_BOS_ID: document separator; -1 = the model's BOS_ID
-    seed: int = 0                 # TTT_SEED: LoRA adapter init (never from tokens)
-    # --- TTT=lora, the records' phased score-first LoRA (PR #1855; #2014, #2135). Env names
-    # are the records' own: TTT_ + field upper-cased, the phased_ttt_* / global_ttt_* fields
-    # upper-cased as they are. Defaults are #1855's launch values.
-    batch_size: int = 64          # TTT_BATCH_SIZE: documents per batch (#2014: 24)
-    chunk_size: int = 48          # TTT_CHUNK_SIZE: targets scored, then trained, per step
-    eval_seq_len: int = 0         # TTT_EVAL_SEQ_LEN: window length (0 = the eval's EVAL_SEQ_LEN)
-    lora_alpha: float = 144.0     # TTT_LORA_ALPHA: delta scale alpha / rank
-    weight_decay: float = 0.5     # TTT_WEIGHT_DECAY: AdamW's (#2135: 2.0)
-    beta1: float = 0.0            # TTT_BETA1
-    beta2: float = 0.99           # TTT_BETA2
-    grad_steps: int = 1           # TTT_GRAD_STEPS: AdamW steps per chunk
-    local_lr_mult: float = 1.0    # TTT_LOCAL_LR_MULT: adapter lr = TTT_LORA_LR x this (#2014: 0.75)
-    q_lora: bool = True           # TTT_Q_LORA
-    k_lora: bool = True           # TTT_K_LORA (#2135: 0)
-    v_lora: bool = True           # TTT_V_LORA
-    o_lora: bool = True           # TTT_O_LORA: the bypass from the attention input
-    mlp_lora: bool = True         # TTT_MLP_LORA: the bypass from the MLP input
-    mask: str = ""                # TTT_MASK: "" or no_qv (Q and V off; #2014)
-    warm_start_a: bool = True     # TTT_WARM_START_A: keep A across batches of a phase (B = 0)
-    short_score_first_enabled: bool = False     # TTT_SHORT_SCORE_FIRST_ENABLED (#2014: 1)
-    short_score_first_steps: str = "256:8,2000:24"  # TTT_SHORT_SCORE_FIRST_STEPS: doc_len:chunk
-    phased_ttt_num_phases: int = 3      # PHASED_TTT_NUM_PHASES (#2014, #2135: 1)
-    phased_ttt_prefix_docs: int = 2500  # PHASED_TTT_PREFIX_DOCS: scored documents the phases train on
-    global_ttt_lr: float = 0.001        # GLOBAL_TTT_LR: SGD lr of a global phase (cosine per chunk)
-    global_ttt_momentum: float = 0.9    # GLOBAL_TTT_MOMENTUM
-    global_ttt_epochs: int = 1          # GLOBAL_TTT_EPOCHS: passes over each chunk
-    global_ttt_chunk_tokens: int = 32_768  # GLOBAL_TTT_CHUNK_TOKENS (the last chunk is skipped)
-    global_ttt_batch_seqs: int = 32     # GLOBAL_TTT_BATCH_SEQS: sequences per step per rank
-    global_ttt_grad_clip: float = 1.0   # GLOBAL_TTT_GRAD_CLIP
+    """TTT knobs; env name = TTT_ + field name upper-cased (mode is `TTT`, on is `TTT_ON`;
+    the phased_ttt_* / global_ttt_* fields are upper-cased as they are, the records' names)."""
+    mode: str = setting("off", "test-time training at evaluation (the modes of golf.ttt.TTT_MODES)",
+                        aliases=(("0", "off"), ("none", "off")))
+    on: str = setting("post", "post = the dequantized artifact, pre = full precision",
+                      choices=("post", "pre"))
+    chunk_tokens: int = setting(32_768, "targets per chunk (chunk mode; R23)", gt=0)
+    lr: float = setting(0.002, "SGD lr of chunk mode and of lora_golf's global phases (R23)", ge=0)
+    epochs: int = setting(3, "SGD epochs per chunk (R23)", ge=0)
+    momentum: float = setting(0.9, "SGD momentum (R23)", ge=0, lt=1)
+    grad_clip: float = setting(1.0, "gradient clip (per document in lora_golf; 0 = off)", ge=0)
+    batch_seqs: int = setting(32, "sequences per SGD step, split over ranks (R23)", gt=0)
+    golf_lora_rank: int = setting(8, "lora_golf: adapter rank", gt=0)
+    golf_lora_lr: float = setting(0.01, "lora_golf: Adam lr of the adapters", ge=0)
+    lora_chunk: int = setting(48, "lora_golf: targets per LoRA step", gt=0)
+    lora_batch_docs: int = setting(64, "lora_golf: documents (adapter sets) per batch", gt=0)
+    lora_targets: str = setting("all", "lora_golf: all nn.Linear, or comma-separated name parts")
+    lora_phases: int = setting(0, "lora_golf: global SGD phases", ge=0)
+    lora_prefix_docs: int = setting(2500, "lora_golf: documents covered by the phases", ge=0)
+    lora_phase_epochs: int = setting(1, "lora_golf: SGD epochs per global phase (ours)", ge=0)
+    lora_sort: bool = setting(True, "lora_golf: length-sort documents within a segment (padding)")
+    bos_id: int = setting(-1, "document separator; -1 = the model's BOS_ID", ge=-1)
+    seed: int = setting(0, "LoRA adapter init (never from tokens)", ge=0)
+    # --- TTT=lora, the records' phased score-first LoRA (PR #1855; #2014, #2135): their own
+    # variable names, #1855's launch values as defaults.
+    lora_rank: int = setting(80, "lora: adapter rank", gt=0)
+    lora_lr: float = setting(1e-4, "lora: AdamW lr of the adapters (#2135: 8e-5)", ge=0)
+    batch_size: int = setting(64, "lora: documents per batch (#2014: 24)", gt=0)
+    chunk_size: int = setting(48, "lora: targets scored, then trained, per step", gt=0)
+    eval_seq_len: int = setting(0, "lora: scoring window (0 = the eval's EVAL_SEQ_LEN)", ge=0)
+    lora_alpha: float = setting(144.0, "lora: adapter delta scale alpha / rank", gt=0)
+    weight_decay: float = setting(0.5, "lora: AdamW weight decay (#2135: 2.0)", ge=0)
+    beta1: float = setting(0.0, "lora: AdamW beta1", ge=0, lt=1)
+    beta2: float = setting(0.99, "lora: AdamW beta2", ge=0, lt=1)
+    grad_steps: int = setting(1, "lora: AdamW steps per chunk", ge=1)
+    local_lr_mult: float = setting(1.0, "lora: adapter lr = TTT_LORA_LR x this (#2014: 0.75)", ge=0)
+    q_lora: bool = setting(True, "lora: adapt Q")
+    k_lora: bool = setting(True, "lora: adapt K (#2135: 0)")
+    v_lora: bool = setting(True, "lora: adapt V")
+    o_lora: bool = setting(True, "lora: the O bypass from the attention input")
+    mlp_lora: bool = setting(True, "lora: the MLP bypass from the MLP input")
+    mask: str = setting("", "lora: no_qv switches Q and V off (#2014)", choices=("", "no_qv"))
+    warm_start_a: bool = setting(True, "lora: keep A across the batches of a phase (B = 0)")
+    short_score_first_enabled: bool = setting(False, "lora: #2014's short-document chunks")
+    short_score_first_steps: str = setting("256:8,2000:24", "lora: doc_len:chunk steps (#2014)")
+    phased_ttt_num_phases: int = setting(3, "lora: global SGD phases (#2014, #2135: 1)", ge=0)
+    phased_ttt_prefix_docs: int = setting(2500, "lora: scored documents the phases train on", ge=0)
+    global_ttt_lr: float = setting(0.001, "lora: global phase SGD lr (cosine over chunks)", ge=0)
+    global_ttt_momentum: float = setting(0.9, "lora: global phase SGD momentum", ge=0, lt=1)
+    global_ttt_epochs: int = setting(1, "lora: global phase passes over each chunk", ge=0)
+    global_ttt_chunk_tokens: int = setting(32_768, "lora: global phase chunk (the last is skipped)", gt=0)
+    global_ttt_batch_seqs: int = setting(32, "lora: global phase sequences per step per rank", gt=0)
+    global_ttt_grad_clip: float = setting(1.0, "lora: global phase gradient clip", ge=0)
 
     @property
     def active(self) -> bool:
@@ -121,64 +135,34 @@ class TTTSettings:
 
     @staticmethod
     def env_name(name: str) -> str:
-        if name.startswith(("phased_ttt_", "global_ttt_")):
-            return name.upper()
-        return {"mode": "TTT", "on": "TTT_ON"}.get(name, "TTT_" + name.upper())
+        return _ttt_env_name(name)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "TTTSettings":
         """Read TTT* variables (unset or empty = default); `overrides` (CLI flags) win."""
-        env = os.environ if env is None else env
-        vals: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(cls.env_name(f.name), "")
-            if raw.strip():
-                vals[f.name] = _parse(f.name, raw.strip(), _OPTIONAL.get(f.name) or type(f.default))
+        vals, bad = parse_env(TTT_SETTINGS, os.environ if env is None else env, full=False)
+        if bad:
+            raise EvalError(f"{bad[0]}; fix the environment variable")
         vals.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**vals).validated()
 
     def validated(self) -> "TTTSettings":
-        """Normalised mode, the mode's defaults for unset shared fields, every range checked."""
-        mode = {"0": "off", "none": "off", "": "off"}.get(self.mode.lower(), self.mode.lower())
-        s = dataclasses.replace(self, mode=mode, on=self.on.lower(), mask=self.mask.lower())
-        spec = TTT_MODES.get(s.mode)
-        if spec is not None:
-            s = dataclasses.replace(s, **{k: v for k, v in spec.defaults.items()
-                                          if getattr(s, k) is None})
-        bad = [n for n, ok in (
-            ("mode", s.mode in MODES), ("on", s.on in ("post", "pre")),
-            ("chunk_tokens", s.chunk_tokens > 0), ("lr", s.lr >= 0), ("epochs", s.epochs >= 0),
-            ("momentum", 0 <= s.momentum < 1), ("grad_clip", s.grad_clip >= 0),
-            ("batch_seqs", s.batch_seqs > 0), ("lora_rank", s.lora_rank is None or s.lora_rank > 0),
-            ("lora_lr", s.lora_lr is None or s.lora_lr >= 0), ("lora_chunk", s.lora_chunk > 0),
-            ("lora_batch_docs", s.lora_batch_docs > 0), ("lora_phases", s.lora_phases >= 0),
-            ("lora_prefix_docs", s.lora_prefix_docs >= 0),
-            ("lora_phase_epochs", s.lora_phase_epochs >= 0), *s._record_checks()) if not ok]
+        """Spellings resolved (mode LoRA -> lora, 0/none -> off); a value out of its declared
+        range is an EvalError naming the variable."""
+        mode_setting = TTT_SETTINGS[0]
+        s = dataclasses.replace(self, mode=mode_setting.parse_type(self.mode or "off"),
+                                on=self.on.lower(), mask=self.mask.lower())
+        bad = value_problems(s, TTT_SETTINGS) + s._own_problems()
         if bad:
-            n = bad[0]
-            hint = {"mode": f" (one of {', '.join(MODES)})", "on": " (post or pre)",
-                    "mask": f" (one of {', '.join(repr(m) for m in MASKS)})",
-                    "short_score_first_steps": " (doc_len:chunk pairs such as 256:8,2000:24)"}
-            raise EvalError(f"{self.env_name(n)}={getattr(s, n)!r} is out of range{hint.get(n, '')}; "
-                            "fix the environment variable or the --ttt flag")
+            raise EvalError(f"{bad[0]}; fix the environment variable or the --ttt flag")
         return s
 
-    def _record_checks(self) -> list[tuple[str, bool]]:
-        """Ranges of TTT=lora's fields (the records' phased LoRA)."""
-        return [("batch_size", self.batch_size > 0), ("chunk_size", self.chunk_size > 0),
-                ("eval_seq_len", self.eval_seq_len >= 0), ("lora_alpha", self.lora_alpha > 0),
-                ("weight_decay", self.weight_decay >= 0), ("beta1", 0 <= self.beta1 < 1),
-                ("beta2", 0 <= self.beta2 < 1), ("grad_steps", self.grad_steps >= 1),
-                ("local_lr_mult", self.local_lr_mult >= 0), ("mask", self.mask in MASKS),
-                ("short_score_first_steps", short_steps(self.short_score_first_steps) is not None),
-                ("phased_ttt_num_phases", self.phased_ttt_num_phases >= 0),
-                ("phased_ttt_prefix_docs", self.phased_ttt_prefix_docs >= 0),
-                ("global_ttt_lr", self.global_ttt_lr >= 0),
-                ("global_ttt_momentum", 0 <= self.global_ttt_momentum < 1),
-                ("global_ttt_epochs", self.global_ttt_epochs >= 0),
-                ("global_ttt_chunk_tokens", self.global_ttt_chunk_tokens > 0),
-                ("global_ttt_batch_seqs", self.global_ttt_batch_seqs > 0),
-                ("global_ttt_grad_clip", self.global_ttt_grad_clip >= 0)]
+    def _own_problems(self) -> list[str]:
+        """What the table's per-field rules cannot say: the syntax of the short-document steps."""
+        if short_steps(self.short_score_first_steps) is None:
+            return [f"TTT_SHORT_SCORE_FIRST_STEPS={self.short_score_first_steps!r}: not "
+                    "doc_len:chunk pairs such as 256:8,2000:24"]
+        return []
 
     def post_ttt(self, models: dict[str, nn.Module], ed: EvalData, base: dict,
                  **kw: Any) -> dict:
@@ -189,22 +173,6 @@ class TTTSettings:
         """The settings that shaped this mode's result (for eval.json and submission.json)."""
         spec = TTT_MODES[self.mode]
         return {**{k: getattr(self, k) for k in spec.knobs}, **spec.fixed}
-
-
-# Fields whose default is None (the mode's default applies); their type when read from the env.
-_OPTIONAL: dict[str, type] = {"lora_rank": int, "lora_lr": float}
-
-
-def _parse(name: str, raw: str, kind: type) -> Any:
-    try:
-        if kind is bool:
-            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(raw)
-            return raw.lower() in ("1", "true", "yes", "on")
-        return kind(raw)
-    except ValueError:
-        raise EvalError(f"{TTTSettings.env_name(name)}={raw!r} is not a valid {kind.__name__}; "
-                        "fix the environment variable") from None
 
 
 # ----------------------------------------------------------------------------- result
@@ -229,8 +197,8 @@ class _Tally:
     """Σ NLL, targets and bytes of what was scored; per target NLL and counts when recording
     (the tests' C1-C4 checks). Bytes come from golf.bpb.bytes_at of the scored targets."""
 
-    def __init__(self, toks: np.ndarray, n: int, lut: Any, record: bool):
-        self.toks, self.lut = toks, lut
+    def __init__(self, toks: np.ndarray, n: int, lut: Any, record: bool, tilt: Any = None):
+        self.toks, self.lut, self.tilt = toks, lut, tilt     # tilt: a golf.tilt.TokenTilt or None
         self.nll_sum, self.tokens, self.bytes = 0.0, 0, 0
         self.per = np.full(n, np.nan) if record else None
         self.counts = np.zeros(n, dtype=np.int64) if record else None
@@ -287,7 +255,7 @@ def score_windows(model: nn.Module, stream: torch.Tensor, windows: Sequence[Wind
     cross-entropy over all V logits), under no_grad: nothing here can change the model."""
     with torch.no_grad(), _autocast(dev):
         for batch in _batches(windows, rows):
-            tally.add([(a, e) for _, a, e in batch], batch_nll(model, stream, batch, dev))
+            tally.add([(a, e) for _, a, e in batch], batch_nll(model, stream, batch, dev, tally.tilt))
 
 
 def _sync_grads(params: Sequence[nn.Parameter], world: int) -> None:
@@ -347,18 +315,22 @@ def train_span(model: nn.Module, opt: torch.optim.Optimizer, stream: torch.Tenso
 # ----------------------------------------------------------------------------- chunk mode
 def chunk_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
               seq_len: int, stride: int, batch_tokens: int, dev: torch.device, rank: int,
-              world: int, record: bool = False) -> TTTResult:
-    """R23's score-first TTT on `model` in place (callers pass a copy; see run_ttt)."""
+              world: int, record: bool = False, tilt: Any = None,
+              doc_bos: int | None = None) -> TTTResult:
+    """R23's score-first TTT on `model` in place (callers pass a copy; see run_ttt); with
+    `doc_bos` its windows stay inside documents (golf.evaluate.document_window_plan)."""
     t0 = time.perf_counter()
     stream = torch.from_numpy(toks[: n + 1].astype(np.int32))
     n_chunks = -(-n // s.chunk_tokens)
     by_chunk: list[list[Window]] = [[] for _ in range(n_chunks)]
-    for w in window_plan(n, seq_len, stride):
+    plan = (window_plan(n, seq_len, stride) if doc_bos is None
+            else document_window_plan(toks, n, seq_len, stride, doc_bos))
+    for w in plan:
         by_chunk[w[1] // s.chunk_tokens].append(w)
     rows = max(1, batch_tokens // max(1, world) // seq_len)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum)
-    tally = _Tally(toks, n, lut, record)
+    tally = _Tally(toks, n, lut, record, tilt)
     steps = 0
     model.eval()
     for ci, wins in enumerate(by_chunk):
@@ -438,13 +410,7 @@ def reset_adapters(adapters: Sequence[BatchedLoRA], doc_starts: Sequence[int], s
                 ad.A[slot].copy_((torch.rand(ad.A.shape[1:], generator=g) * 2 - 1) * bound)
 
 
-def split_documents(toks: np.ndarray, n: int, bos_id: int) -> list[tuple[int, int]]:
-    """Target ranges [p_j, p_{j+1}) of the documents: p_j is a BOS position, so document j's
-    inputs start at its BOS and its last target is the next BOS (pred_len = doc_len - 1).
-    Targets before the first BOS form a document of their own; every target is in exactly one."""
-    cuts = (np.flatnonzero(np.asarray(toks[1:n]) == bos_id) + 1).tolist() if bos_id >= 0 else []
-    bounds = [0, *cuts, n]
-    return list(zip(bounds[:-1], bounds[1:]))
+split_documents = document_spans       # documents as TTT and the per-document eval cut them
 
 
 def chunk_windows(a0: int, b0: int, k: int, chunk: int, seq_len: int, stride: int) -> list[Window]:
@@ -479,10 +445,10 @@ def _clip_per_slot(adapters: Sequence[BatchedLoRA], clip: float) -> None:
         g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
 
 
-def _window_nll(model: nn.Module, stream: torch.Tensor, rows: Sequence[tuple[int, Window]],
-                dev: torch.device) -> torch.Tensor:
-    """Per-target NLL (float32, all V logits) of the rows' windows, right-padded with id 0 into
-    one batch; the model is causal, so padding is unseen by the scored positions."""
+def _window_logits(model: nn.Module, stream: torch.Tensor, rows: Sequence[tuple[int, Window]],
+                   dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float32 logits over all V, targets) at the scored positions of the rows' windows,
+    right-padded with id 0 into one batch; the model is causal, so padding is unseen."""
     T = max(e - s for _, (s, _, e) in rows)
     x = torch.zeros(len(rows), T, dtype=torch.long)
     for i, (_, (s, _, e)) in enumerate(rows):
@@ -490,7 +456,7 @@ def _window_nll(model: nn.Module, stream: torch.Tensor, rows: Sequence[tuple[int
     logits = model(x.to(dev))
     picked = [logits[i, a - s:e - s] for i, (_, (s, a, e)) in enumerate(rows)]
     tgt = torch.cat([stream[a + 1:e + 1] for _, (_, a, e) in rows]).to(dev).long()
-    return F.cross_entropy(torch.cat(picked).float(), tgt, reduction="none")
+    return torch.cat(picked).float(), tgt
 
 
 def _lora_step(model: nn.Module, route: Callable[[torch.Tensor | None], None],
@@ -505,8 +471,13 @@ def _lora_step(model: nn.Module, route: Callable[[torch.Tensor | None], None],
     route(slots)
     try:
         with torch.set_grad_enabled(bool(train)), _autocast(dev):
-            nll = _window_nll(model, stream, rows, dev)
-        tally.add([(a, e) for _, (_, a, e) in rows], nll.detach())
+            flat, tgt = _window_logits(model, stream, rows, dev)
+            nll = F.cross_entropy(flat, tgt, reduction="none")
+        spans = [(a, e) for _, (_, a, e) in rows]
+        scored = nll.detach()
+        if tally.tilt is not None:             # the score is tilted, the training loss is not
+            scored = tally.tilt.apply(scored, flat.detach(), tgt, spans)
+        tally.add(spans, scored)
         if not train:
             return 0
         lens = torch.tensor([e - a for _, (_, a, e) in rows], device=dev)
@@ -518,7 +489,7 @@ def _lora_step(model: nn.Module, route: Callable[[torch.Tensor | None], None],
         for k in range(steps):
             if k:
                 with _autocast(dev):
-                    nll = _window_nll(model, stream, rows, dev)
+                    nll = F.cross_entropy(*_window_logits(model, stream, rows, dev), reduction="none")
             opt.zero_grad(set_to_none=True)
             (nll * weight).sum().backward()
             if clip is not None:
@@ -542,7 +513,7 @@ def _lora_batch(model: nn.Module, adapters: Sequence[BatchedLoRA], stream: torch
     """One batch of documents, slot i = docs[i], with fresh adapters and a fresh Adam state.
     Step k scores chunk k of every document that has one, then trains those not at their end."""
     reset_adapters(adapters, [a for a, _ in docs], s.seed)
-    opt = torch.optim.Adam([p for ad in adapters for p in (ad.A, ad.B)], lr=s.lora_lr)
+    opt = torch.optim.Adam([p for ad in adapters for p in (ad.A, ad.B)], lr=s.golf_lora_lr)
     n_chunks = [-(-(b - a) // s.lora_chunk) for a, b in docs]
     steps = 0
     for k in range(max(n_chunks)):
@@ -582,18 +553,20 @@ def _rank_docs(docs: Sequence[tuple[int, int]], rank: int, world: int) -> list[t
 
 def lora_golf_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
                   seq_len: int, stride: int, batch_tokens: int, dev: torch.device, rank: int,
-                  world: int, record: bool = False) -> TTTResult:
+                  world: int, record: bool = False, tilt: Any = None,
+                  doc_bos: int | None = None) -> TTTResult:
     """golfkit's earlier per-document LoRA TTT (TTT=lora_golf) on `model` in place (callers
-    pass a copy; see run_ttt). batch_tokens is unused: TTT_LORA_BATCH_DOCS sets the batch."""
+    pass a copy; see run_ttt). batch_tokens and doc_bos are unused: TTT_LORA_BATCH_DOCS sets
+    the batch, and every window lies inside one document anyway."""
     t0 = time.perf_counter()
     stream = torch.from_numpy(toks[: n + 1].astype(np.int32))
     docs = split_documents(toks, n, s.bos_id)
     base_params = list(model.parameters())
     for p in base_params:
         p.requires_grad_(False)
-    adapters = attach_lora(model, s.lora_batch_docs, s.lora_rank, s.lora_targets)
+    adapters = attach_lora(model, s.lora_batch_docs, s.golf_lora_rank, s.lora_targets)
     base_opt = torch.optim.SGD(base_params, lr=s.lr, momentum=s.momentum) if s.lora_phases else None
-    tally = _Tally(toks, n, lut, record)
+    tally = _Tally(toks, n, lut, record, tilt)
     steps = 0
     model.eval()
     for d0, d1, train_after in phase_segments(len(docs), s.lora_phases, s.lora_prefix_docs):
@@ -710,7 +683,8 @@ def _global_phase(model: nn.Module, params: Sequence[nn.Parameter], stream: torc
 
 def phased_lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
                     seq_len: int, stride: int, batch_tokens: int, dev: torch.device, rank: int,
-                    world: int, record: bool = False) -> TTTResult:
+                    world: int, record: bool = False, tilt: Any = None,
+                    doc_bos: int | None = None) -> TTTResult:
     """TTT=lora: the records' phased score-first LoRA on `model` in place (callers pass a copy).
 
     Batches (record_batches) go round-robin to the ranks; after each round every rank knows
@@ -718,7 +692,8 @@ def phased_lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings
     phase on the first boundary-many documents in processing order. A is drawn afresh (from a
     generator seeded by TTT_SEED and the batch index, never from tokens) for the first batch, after a
     batch of another size, after a phase, and for every batch without TTT_WARM_START_A;
-    otherwise only B is zeroed. stride and batch_tokens are unused (chunk windows)."""
+    otherwise only B is zeroed. `tilt` tilts the scores, never the adaptation losses. stride,
+    batch_tokens and doc_bos are unused (per-document chunk windows)."""
     t0 = time.perf_counter()
     stream = torch.from_numpy(toks[: n + 1].astype(np.int64))
     docs = split_documents(toks, n, s.bos_id)
@@ -729,7 +704,7 @@ def phased_lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings
     batches = record_batches(docs, s.batch_size)
     bank = DocLoRA(model, max(len(b) for b in batches), s.lora_rank, s.lora_alpha, record_targets(s))
     bounds = phase_boundaries(s.phased_ttt_num_phases, s.phased_ttt_prefix_docs)
-    tally = _Tally(toks, n, lut, record)
+    tally = _Tally(toks, n, lut, record, tilt)
     steps, phase, prev_size = 0, 0, 0
     model.eval()
     for r0 in range(0, len(batches), world):
@@ -756,14 +731,12 @@ def phased_lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings
 # ----------------------------------------------------------------------------- the modes
 @dataclass(frozen=True)
 class TTTMode:
-    """One TTT mode: its runner, one line for --help, the TTTSettings fields that shape its
-    result (eval.json's knobs) plus constants it reports, and its values for the shared fields
-    left unset (None)."""
+    """One TTT mode: its runner, one line for --help, and the TTTSettings fields that shape its
+    result (eval.json's knobs) plus constants it reports."""
     run: Callable[..., TTTResult]
     about: str
     knobs: tuple[str, ...]
     fixed: Mapping[str, Any] = field(default_factory=dict)
-    defaults: Mapping[str, Any] = field(default_factory=dict)
     documents: bool = False        # splits the stream at BOS (needs the model's BOS_ID)
 
 
@@ -774,7 +747,7 @@ _PHASED_KNOBS = ("lora_rank", "lora_alpha", "lora_lr", "local_lr_mult", "weight_
                  "phased_ttt_prefix_docs", "global_ttt_lr", "global_ttt_momentum",
                  "global_ttt_epochs", "global_ttt_chunk_tokens", "global_ttt_batch_seqs",
                  "global_ttt_grad_clip", "bos_id", "seed")
-_GOLF_KNOBS = ("grad_clip", "lora_rank", "lora_lr", "lora_chunk", "lora_batch_docs",
+_GOLF_KNOBS = ("grad_clip", "golf_lora_rank", "golf_lora_lr", "lora_chunk", "lora_batch_docs",
                "lora_targets", "lora_phases", "lora_prefix_docs", "lora_phase_epochs", "lr",
                "momentum", "batch_seqs", "bos_id", "seed")
 
@@ -784,12 +757,14 @@ TTT_MODES: dict[str, TTTMode] = {
                      fixed={"schedule": "cosine"}),
     "lora": TTTMode(phased_lora_ttt, "the records' phased score-first LoRA (PR #1855 / #2014 / #2135)",
                     _PHASED_KNOBS, fixed={"optimizer": "adamw", "eps": ADAM_EPS, "global": "sgd"},
-                    defaults={"lora_rank": 80, "lora_lr": 1e-4}, documents=True),
+                    documents=True),
     "lora_golf": TTTMode(lora_golf_ttt, "golfkit's earlier per-document LoRA on every nn.Linear",
-                         _GOLF_KNOBS, fixed={"optimizer": "adam"},
-                         defaults={"lora_rank": 8, "lora_lr": 0.01}, documents=True),
+                         _GOLF_KNOBS, fixed={"optimizer": "adam"}, documents=True),
 }
 MODES = ("off", *TTT_MODES)
+TTT_SETTINGS = tuple(dataclasses.replace(st, choices=MODES) if st.field == "mode" else st
+                     for st in fields_table(TTTSettings, "ttt", _ttt_env_name))
+register("ttt", TTT_SETTINGS)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -797,14 +772,16 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
             seq_len: int, stride: int = 0, batch_tokens: int = 65536,
             device: str | torch.device = "cpu", max_tokens: int | None = None, rank: int = 0,
             world_size: int = 1, bos_id: int | None = None, weights: str | None = None,
-            record: bool = False) -> TTTResult:
+            record: bool = False, tilt: Any = None, doc_bos: int | None = None) -> TTTResult:
     """Score-first TTT of a *copy* of `model` over the stream; the caller's weights never change.
 
     Same stream convention, window plan and byte accounting as golf.evaluate.evaluate_bpb.
     Under torch.distributed, ranks split the windows (chunk) or documents (lora), gradients of
-    shared weights are all-reduced, and every rank returns the same sums.
+    shared weights are all-reduced, and every rank returns the same sums. `tilt` (a
+    golf.tilt.TokenTilt) tilts every scored NLL; the adaptation losses stay untilted. `doc_bos`
+    keeps chunk mode's windows inside documents (LoRA mode scores per document anyway).
     """
-    settings = settings.validated()         # idempotent; fills the mode's defaults if unset
+    settings = settings.validated()         # idempotent: spellings resolved, ranges checked
     if not settings.active:
         raise EvalError("TTT is off: set TTT=lora, TTT=chunk or TTT=lora_golf (or pass --ttt)")
     if world_size > 1 and not _dist_active(world_size):
@@ -820,8 +797,8 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
     dev = torch.device(device)
     work = copy.deepcopy(model).to(dev)
     common = dict(n=n, seq_len=seq_len, stride=stride, dev=dev, rank=rank, world=world_size,
-                  record=record)
-    res = spec.run(work, toks, lut, settings, batch_tokens=batch_tokens, **common)
+                  record=record, tilt=tilt)
+    res = spec.run(work, toks, lut, settings, batch_tokens=batch_tokens, doc_bos=doc_bos, **common)
     res.partial = n < n_total
     res.weights = weights or settings.on
     return res
@@ -829,9 +806,11 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
 
 def ttt_block(settings: TTTSettings, models: dict[str, nn.Module], ed: EvalData, base: dict, *,
               cfg: Any, seq_len: int, stride: int, batch_tokens: int, device: str, rank: int,
-              world: int, log: Callable[[str], None]) -> dict:
+              world: int, log: Callable[[str], None], tilt: Any = None,
+              doc_bos: int | None = None) -> dict:
     """eval.json's post_ttt: golf.ttt.run_ttt on a copy of the `settings.on` weights, scored on
-    the same tokens and windows as `base` (the headline entry), bytes checked like pre/post."""
+    the same tokens and windows as `base` (the headline entry), bytes checked like pre/post;
+    with `tilt` (a golf.tilt.TokenTilt) its scored NLL is tilted, its training loss not."""
     label = settings.on
     if label not in models:
         raise EvalError(f"TTT on {label!r} weights needs the "
@@ -841,9 +820,10 @@ def ttt_block(settings: TTTSettings, models: dict[str, nn.Module], ed: EvalData,
     log(f"ttt:start mode:{settings.mode} on:{label} knobs:{settings.knobs()}")
     res = run_ttt(models[label], ed.tokens, ed.lut, settings, seq_len=seq_len, stride=stride,
                   batch_tokens=batch_tokens, device=device, max_tokens=ed.n_targets, rank=rank,
-                  world_size=world, weights=label)
+                  world_size=world, weights=label, tilt=tilt, doc_bos=doc_bos)
     checked_against(res, ed, "TTT ")
     out = res.to_dict()
+    out["tilt"] = tilt.settings.knobs() if tilt is not None else None
     ref = base.get(label)
     out["ttt_gain"] = out["val_bpb"] - ref["val_bpb"] if ref else None
     log(f"eval:ttt:{res.ttt} on:{label} post_ttt_val_loss:{res.val_loss:.8f} "

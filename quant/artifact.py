@@ -30,7 +30,12 @@ per row: c - base with base = min c, or zigzag first differences along the rows 
 joint "codes" rANS stream (one table per byte plane, after the codes) or, all tensors
 together, in "scales/log" under the best general codec; the builder also builds the whole
 artifact with those steps as plain fp16 (the same values) and keeps whichever is smaller.
-Codes are never bit-packed. Small
+With a framed coder (added without a version change: an older
+reader refuses its codec name), the code matrices may instead sit in one stream "codes.framed"
+whose codec is pergroup_v1 / pergroup_v2 (the records' per-group lrzip container,
+quant/pergroup.py; record_1855 / record_2135 only; v1 leaves codes outside its role groups in
+their own streams) or ctxrans (golfkit's context-modelled rANS, quant/ctxrans.py); a policy
+selects one by listing it in its compressors. Codes are never bit-packed. Small
 passthrough tensors share one stream per dtype (pass/float16, pass/float32); a large tensor the
 budget fitter kept in fp16 has its own (pass/<name>/float16).
 """
@@ -47,7 +52,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .codec import StreamCache, compress, decompress, shuffle, unshuffle
+from .codec import FRAMED, StreamCache, compress, decompress, framed_takes, shuffle, unshuffle
 from .errors import ArtifactError, ConfigMismatchError
 from .logscale import pack_scale_codes, plane_lengths, unpack_scale_codes
 from .lqer import LqerFormat, lqer_from_bytes
@@ -62,6 +67,7 @@ FORMAT_VERSION = 5
 SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
 JOINT_CODES = "codes"  # the one stream that holds every tensor's codes when rANS wins
 SCALE_LOG = "scales/log"  # every tensor's log-grid scale codes, when a general codec wins
+FRAMED_CODES = "codes.framed"  # the code matrices under one framed coder (codec.FRAMED)
 _PREFIX = struct.Struct("<4sHI32s")
 
 
@@ -119,9 +125,13 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
     best: tuple[bytes, list[dict]] | None = None
     for log_scales in (False, True) if has_log else (False,):
         entries, raw_streams, segments = _tensor_entries(tensors, log_scales)
-        plain = {n: b for n, b in raw_streams.items() if n not in segments}
+        framed = _framed_codes(raw_streams, entries, codecs, cache)
+        rest = {n: b for n, b in raw_streams.items() if n not in (framed[1] if framed else {})}
+        plain = {n: b for n, b in rest.items() if n not in segments}
         chosen = _compress_streams(plain, codecs, cache, shuffle_fp16, stream_codecs)
-        chosen, moved = _join_codes(raw_streams, segments, chosen, codecs, cache)
+        chosen, moved = _join_codes(rest, segments, chosen, codecs, cache)
+        if framed:
+            chosen[FRAMED_CODES], moved = framed[0], {**moved, **framed[1]}
         _scale_parts(chosen, entries)
         streams, payload = _lay_out(chosen, entries, moved)
         blob = _seal(meta, streams, entries, payload)
@@ -275,6 +285,33 @@ def _joint_stream(code_names: list[str], scale_names: list[str], segments: dict[
     return {JOINT_CODES: stream, **{n: c for n, c in chosen.items() if n not in moved}}, moved
 
 
+def _framed_codes(raw_streams: dict[str, bytearray], entries: list[dict],
+                    codecs: tuple[str, ...], cache: StreamCache
+                    ) -> tuple[dict, dict[str, tuple[str, int]]] | None:
+    """One framed coder's stream over the code matrices it takes, when a policy lists one
+    (codec.FRAMED: the records' per-group lrzip container, v1 only the role groups, or
+    golfkit's context rANS): (its stream, and per code stream moved into it,
+    (FRAMED_CODES, offset)). None when none is listed."""
+    codec = next((c for c in codecs if c in FRAMED), None)
+    if codec is None:
+        return None
+    mats = [(e["name"], np.frombuffer(bytes(raw_streams[f"codes/{e['name']}"]), np.int8)
+             .reshape(e["rows"], e["cols"])) for e in entries if e["kind"] == "quant"
+            and framed_takes(codec, e["name"])]
+    if not mats:
+        return None
+    frame = cache.framed(codec, mats)
+    total = sum(m.size for _n, m in mats)
+    moved, parts, off = {}, [], 0
+    for name, m in mats:
+        moved[f"codes/{name}"] = (FRAMED_CODES, off)
+        parts.append({"name": f"codes/{name}", "raw_length": m.size, "standalone_codec": codec,
+                      "bytes": len(frame) * m.size / total, "sizes": {}})
+        off += m.size
+    return {"name": FRAMED_CODES, "codec": codec, "blob": frame, "raw_length": total,
+            "shuffle": 1, "sizes": {codec: len(frame)}, "parts": parts}, moved
+
+
 def _scale_parts(chosen: dict[str, dict], entries: list[dict]) -> None:
     """Split the shared fp16/fp32 scale streams into per-tensor parts (bytes in proportion to
     raw length), so every tensor's scale bytes read as rowscales/<name> (in place)."""
@@ -337,9 +374,11 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> int:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):  # a full disk names the file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     return len(data)
 
@@ -438,11 +477,13 @@ def state_dict_from_tensors(tensors: list[QTensor]) -> dict[str, torch.Tensor]:
     return {qt.name: sd[qt.name] for qt in tensors}
 
 
-def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """(dequantized state_dict keyed like model.state_dict(), meta) from a .gkq file."""
+def load_artifact(path: str | os.PathLike, blob: bytes | None = None
+                  ) -> tuple[dict[str, torch.Tensor], dict]:
+    """(dequantized state_dict keyed like model.state_dict(), meta) from a .gkq file, or from
+    `blob`, its bytes already read (a caller that hashes what it scores decodes those bytes)."""
     path = str(path)
     try:
-        blob = Path(path).read_bytes()
+        blob = Path(path).read_bytes() if blob is None else blob
     except FileNotFoundError:
         raise ArtifactError(f"{path}: artifact not found; check the path (ARTIFACT=...)") from None
     header, payload = parse_artifact(blob, path)

@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from . import rans
+from .errors import QuantError
 
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
 
@@ -58,6 +59,52 @@ def _rans_d(data: bytes) -> bytes:
     return rans.decode(data)
 
 
+def _framed(codec: str):
+    """The module of a framed coder, imported here rather than at the top: both are left out
+    of the packed script (golf/submission/amalgamate.EXCLUDED), whose artifacts use neither."""
+    try:
+        if codec == "ctxrans":
+            from . import ctxrans  # here: left out of the packed script
+            return ctxrans
+        from . import pergroup  # here: left out of the packed script
+        return pergroup
+    except ImportError:
+        raise QuantError(f"codec {codec!r} is not in this packed script; quantize and load such "
+                         "artifacts with a golfkit checkout") from None
+
+
+def framed_problems(codecs: tuple[str, ...]) -> list[str]:
+    """Why the framed coders among `codecs` cannot run here (lrzip missing, or a packed script
+    without them), one line each: checked before training, so a baseline does not stop after."""
+    out = []
+    for codec in (c for c in codecs if c in FRAMED):
+        try:
+            mod = _framed(codec)
+            if codec.startswith("pergroup"):
+                mod.lrzip_binary()
+        except QuantError as exc:
+            out.append(str(exc))
+    return out
+
+
+def framed_encode(codec: str, mats: list[tuple[str, np.ndarray]]) -> bytes:
+    """A FRAMED codec's frame of (name, int8 codes) matrices."""
+    name = {"pergroup_v1": "encode_v1", "pergroup_v2": "encode_v2", "ctxrans": "encode"}[codec]
+    return getattr(_framed(codec), name)(mats)
+
+
+def framed_takes(codec: str, name: str) -> bool:
+    """Whether a FRAMED codec holds this tensor's codes (v1: only its role groups' tensors)."""
+    return codec != "pergroup_v1" or _framed(codec).group_of(name) is not None
+
+
+def _joint_only(name: str) -> Callable[[bytes], bytes]:
+    def refuse(_data: bytes) -> bytes:
+        raise ValueError(f"codec {name!r} codes named code matrices jointly (the artifact builder "
+                         "calls it), not a byte string")
+    return refuse
+
+
 REGISTRY: dict[str, Codec] = {
     "zstd": Codec(_zstd_c, _zstd_d),
     "brotli": Codec(_brotli_c, _brotli_d),
@@ -67,9 +114,18 @@ REGISTRY: dict[str, Codec] = {
     "zlib": Codec(lambda d: zlib.compress(d, 9), zlib.decompress),
     "rans": Codec(_rans_c, _rans_d),
     "raw": Codec(bytes, bytes),
+    # the records' per-group lrzip container (quant/pergroup.py): record_1855 / record_2135 only
+    "pergroup_v1": Codec(_joint_only("pergroup_v1"), lambda d: _framed("pergroup_v1").decode(d)),
+    "pergroup_v2": Codec(_joint_only("pergroup_v2"), lambda d: _framed("pergroup_v2").decode(d)),
+    # golfkit's context-modelled rANS over the code matrices (quant/ctxrans.py)
+    "ctxrans": Codec(_joint_only("ctxrans"), lambda d: _framed("ctxrans").decode(d)),
 }
 CODECS = tuple(REGISTRY)
-JOINT = ("rans",)  # coded over several streams at once, not in the per-stream best-of
+# framed coders: one frame over all the code matrices they take (the artifact builder's
+# _framed_codes; the first one listed in a policy's compressors is used)
+FRAMED = ("pergroup_v1", "pergroup_v2", "ctxrans")
+# coded over several streams at once, not in the per-stream best-of
+JOINT = ("rans", *FRAMED)
 
 
 def _codec(name: str) -> Codec:
@@ -162,6 +218,17 @@ class StreamCache:
         """(winning codec, compressed bytes, {codec: size}) over `codecs` (joint ones skipped)."""
         self.prefetch([(data, codecs)])
         return self._memo[(hashlib.sha256(data).digest(), tuple(c for c in codecs if c not in JOINT))]
+
+    def framed(self, codec: str, mats: list[tuple[str, np.ndarray]]) -> bytes:
+        """A FRAMED codec's frame of the named code matrices (memoized: lrzip is slow)."""
+        h = hashlib.sha256(codec.encode())
+        for name, m in mats:
+            h.update(repr((name, m.shape)).encode())
+            h.update(np.ascontiguousarray(m).tobytes())
+        key = h.digest()
+        if key not in self._joint:
+            self._joint[key] = (framed_encode(codec, mats), [])
+        return self._joint[key][0]
 
     def joint(self, parts: list[bytes]) -> tuple[bytes, list[float]]:
         """rANS blob of the concatenated parts (one table each) and each part's share of its

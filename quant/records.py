@@ -9,12 +9,19 @@ record_1060 (the 1.1122 record, R29, §3.5/§3.6): attention/MLP int6 full-Hessi
 record_1855 (the 1.0611 record, §3.11): SDClip GPTQ (step = k·std(row)/qmax, 1 % damping):
   attention int6 k=13, MLP int6 k=11.5, tied embedding int7 k=14 with the LM head's input
   Hessian, other large int6 k=12.85 (§3.8); LQER rank 4 on the 3 tensors with the largest
-  ||W - Ŵ||_F, unweighted SVD, A int2 one scale, B int4 groups of 64; brotli-11 (the sibling
-  record's coder, §3.12; its per-group lrzip pipeline is not reproduced, see quant/README.md).
+  ||W - Ŵ||_F, unweighted SVD, A int2 one scale, B int4 groups of 64; the codes in the record's
+  per-group container v1 (quant/pergroup.py: role groups, L1 chain row order on tok_emb / c_q
+  / mlp.fc, transposed, `lrzip -z -L 9` per group), everything else brotli-11.
+record_2135 (the 1.0565 record, frontier §0 / §3.4 / §3.7): record_1855's quantizer with LQER B
+  in groups of 32, the codes in container v2 (every tensor chain-sorted, one lrzip blob). Its
+  other changes (MATRIX_LR, 32 calibration batches, no gate int8) are training and calibration
+  settings, not the quantizer's.
 
-Deviations kept on purpose: no absolute scale floor (§3.1's latent hazard), and the streams go
-into golfkit's container (independently compressed, restricted to the record's coder) rather
-than one torch.save blob, so eval_bpb.py and pack.py read them like any artifact.
+Deviations kept on purpose: no absolute scale floor (§3.1's latent hazard), and the non-code
+streams go into golfkit's container (independently compressed, restricted to the record's
+coder) rather than one torch.save blob, so eval_bpb.py and pack.py read them like any artifact.
+The per-group container needs the lrzip binary (`apt-get install lrzip`); without it these
+methods stop with one line saying so.
 """
 from __future__ import annotations
 
@@ -25,12 +32,15 @@ import torch
 
 from .baseline import CLIP_Q
 from .gptq import gptq_quantize
-from .lqer import RECORD_FORMAT, make_lqer
+from .lqer import RECORD_FORMAT, LqerFormat, make_lqer
 from .policy import ClassPolicy, ClipRule, QuantPolicy, classify
 from .scalar import as_rows, clip_step, dequantize, hessian_error, qmax_for, round_scale, rtn_codes
 from .tensors import QTensor, alias_entry, dtype_name
 
-RECORD_METHODS = ("record_1060", "record_1855")
+RECORD_METHODS = ("record_1060", "record_1855", "record_2135")
+# the SDClip + LQER records: their LQER packing and codes container (pergroup v1 / v2)
+SDCLIP_RECORDS = {"record_1855": (RECORD_FORMAT, "pergroup_v1"),
+                  "record_2135": (LqerFormat(2, 0, 4, 32), "pergroup_v2")}
 PERCENTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
 LQER_TOP_K, LQER_RANK = 3, 4
 
@@ -43,12 +53,12 @@ def record_policy(method: str, base: QuantPolicy) -> QuantPolicy:
                        embedding=ClassPolicy(8, ClipRule("percentile", CLIP_Q)),
                        other=ClassPolicy(8, ClipRule("percentile", CLIP_Q)),
                        compressors=("lzma",), float_rung=False)
-    if method == "record_1855":
+    if method in SDCLIP_RECORDS:
         return replace(base, attention=ClassPolicy(6, ClipRule("std", 13.0), 0.01),
                        mlp=ClassPolicy(6, ClipRule("std", 11.5), 0.01),
                        embedding=ClassPolicy(7, ClipRule("std", 14.0), 0.01),
                        other=ClassPolicy(6, ClipRule("std", 12.85), 0.01),
-                       compressors=("brotli",), float_rung=False)
+                       compressors=("brotli", SDCLIP_RECORDS[method][1]), float_rung=False)
     raise ValueError(f"unknown record method {method!r}; use one of {RECORD_METHODS}")
 
 
@@ -100,8 +110,9 @@ def record_tensor(method: str, name: str, t: torch.Tensor, cls: str, policy: Qua
     return _qtensor(name, t, cls, codes, step, cp.bits, "gptq" if h is not None else "rtn", h)
 
 
-def add_record_lqer(tensors: list[QTensor], weights: Mapping[str, torch.Tensor]) -> list[str]:
-    """record_1855's LQER: rank 4 on the top-3 quantized tensors by ||W - Ŵ||_F (in place)."""
+def add_record_lqer(tensors: list[QTensor], weights: Mapping[str, torch.Tensor],
+                    fmt: LqerFormat = RECORD_FORMAT) -> list[str]:
+    """The records' LQER: rank 4 on the top-3 quantized tensors by ||W - Ŵ||_F (in place)."""
     errs = []
     for qt in tensors:
         if qt.kind == "quant":
@@ -112,7 +123,7 @@ def add_record_lqer(tensors: list[QTensor], weights: Mapping[str, torch.Tensor])
     errs.sort(key=lambda x: -x[0])
     picked = []
     for _n, qt, e in errs[:LQER_TOP_K]:
-        qt.lqer = make_lqer(e, LQER_RANK, RECORD_FORMAT)
+        qt.lqer = make_lqer(e, LQER_RANK, fmt)
         picked.append(qt.name)
     return picked
 
@@ -130,7 +141,7 @@ def record_quantize(method: str, sd: Mapping[str, torch.Tensor], aliases: Mappin
         cls = classify(name, t.numel(), t.ndim, t.is_floating_point(), policy)
         out.append(passthrough(name, t, cls, policy) if cls == "small" else
                    record_tensor(method, name, t, cls, policy, hessians.get(name), device, log))
-    if method == "record_1855":
-        picked = add_record_lqer(out, sd)
+    if method in SDCLIP_RECORDS:
+        picked = add_record_lqer(out, sd, SDCLIP_RECORDS[method][0])
         log(f"quant:{method} lqer rank:{LQER_RANK} tensors:{','.join(picked)}")
     return out

@@ -3,6 +3,7 @@ and a tiny model configuration that trains in seconds on CPU."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -26,6 +27,13 @@ torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.
 SHARED_DATA = Path(os.environ.get("GOLF_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 OFFICIAL_TOKENIZER = SHARED_DATA / "tokenizers" / "fineweb_1024_bpe.model"
 OFFICIAL_TOKENIZER_SHA256 = "4f5e8adb109c66b4886963bc75a7befd73bda36d27fd7102df8e9e66503b0e2a"
+
+
+# The records' per-group container (record_1855 / record_2135) runs the lrzip system binary.
+needs_lrzip = pytest.mark.skipif(
+    shutil.which("lrzip") is None,
+    reason="lrzip not on PATH: record_1855 / record_2135 store codes in the records' per-group "
+           "lrzip container; apt-get install lrzip (.ci/run installs it)")
 
 
 @pytest.fixture()

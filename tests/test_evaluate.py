@@ -429,9 +429,9 @@ def test_batches_run_on_the_device_asked(monkeypatch):
     devs = []
     real = ev.batch_nll
 
-    def on_cpu(model, stream, batch, dev):
+    def on_cpu(model, stream, batch, dev, tilt=None):
         devs.append(dev.type)
-        return real(model, stream, batch, torch.device("cpu"))
+        return real(model, stream, batch, torch.device("cpu"), tilt)
 
     monkeypatch.setattr(ev, "batch_nll", on_cpu)
     toks, lut = _stream(100, V), _toy_lut(V)

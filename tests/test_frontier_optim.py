@@ -102,3 +102,15 @@ def test_bad_optimizer_settings_name_the_variable():
                          "EMBED_WD": "-0.5"}).validate()
     text = str(exc.value)
     assert "MUON_NS_COEFFS='polar'" in text and "WARMDOWN_FRAC=1.2" in text and "EMBED_WD=-0.5" in text
+
+
+def test_momentum_warms_up_from_092_to_097_over_1500_steps():
+    from golf.optim import muon_momentum, set_lrs
+    cfg = Config.from_preset("pr1855")
+    assert [round(muon_momentum(s, cfg), 6) for s in (0, 750, 1500, 4000)] == [0.92, 0.945, 0.97, 0.97]
+    w = torch.nn.Parameter(torch.randn(4, 4))
+    opt = Muon([w], lr=0.1, momentum=cfg.muon_momentum_warmup_start)
+    for g in opt.param_groups:
+        g["base_lr"] = g["lr"]
+    set_lrs([opt], 0.5, muon_momentum(750, cfg))
+    assert opt.param_groups[0]["momentum"] == pytest.approx(0.945) and opt.param_groups[0]["lr"] == 0.05

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import quant
+from conftest import needs_lrzip
 from quant.lqer import (LqerFormat, Lqer, lowrank_factors, lqer_from_bytes, make_lqer,
                         quantize_groups)
 
@@ -77,6 +78,7 @@ def test_stored_bytes_are_exact_and_round_trip():
         assert torch.equal(back.correction(), lq.correction())
 
 
+@needs_lrzip
 def test_artifact_carries_lqer_and_loads_codes_plus_correction(tmp_path):
     """A tensor with LQER loads as codes*scale + (qA*sA)@(qB*sB), computed here in numpy."""
     g = torch.Generator().manual_seed(0)

@@ -1,12 +1,15 @@
-"""The records' quantizers (record_1060, record_1855) on tiny tensors, and the scaled-cap rule of
+"""The records' quantizers (record_1060, record_1855, record_2135) on tiny tensors, and the scaled-cap rule of
 the CPU presets. Each property is recomputed here from the records' published formulas."""
 from __future__ import annotations
+
+import shutil
 
 import torch
 import numpy as np
 import pytest
 
 import quant
+from conftest import needs_lrzip
 from quant.gptq import gptq_quantize
 from quant.records import PERCENTILES
 from golf.config import Config
@@ -34,19 +37,28 @@ def _model():
 @pytest.fixture(scope="module")
 def quantized():
     sd, hs = _model()
+    lrzip = shutil.which("lrzip") is not None  # the per-group records' tests skip without it
     return sd, hs, {m: quant.quantize_model(sd, hessians=hs, method=m, policy=POLICY)
-                    for m in ("record_1060", "record_1855")}
+                    for m in ("record_1060", "record_1855", "record_2135")
+                    if lrzip or m == "record_1060"}
 
 
-@pytest.mark.parametrize("method,codec", [("record_1060", "lzma"), ("record_1855", "brotli")])
-def test_record_bytes_and_round_trip(quantized, tmp_path, method, codec):
+@pytest.mark.parametrize("method,codecs", [
+    ("record_1060", {"lzma"}),
+    pytest.param("record_1855", {"brotli", "pergroup_v1"}, marks=needs_lrzip),
+    pytest.param("record_2135", {"brotli", "pergroup_v2"}, marks=needs_lrzip)])
+def test_record_bytes_and_round_trip(quantized, tmp_path, method, codecs):
     sd, _hs, qs = quantized
     q = qs[method]
     p = tmp_path / f"{method}.gkq"
     assert quant.save_artifact(p, q) == q.total_bytes == p.stat().st_size == len(q.to_bytes())
     payload = sum(s["length"] for s in q.streams)
     assert q.total_bytes > payload
-    assert {s["codec"] for s in q.streams} <= {codec, "raw"}  # the record's coder only
+    assert {s["codec"] for s in q.streams} <= codecs | {"raw"}  # the record's coders only
+    framed = [s for s in q.streams if s["codec"].startswith("pergroup")]
+    if method != "record_1060":  # every matrix here is in a role group: all codes in the frame
+        assert len(framed) == 1 and {p["name"] for p in framed[0]["parts"]} == {
+            f"codes/{qt.name}" for qt in q.tensors if qt.kind == "quant"}
     loaded, meta = quant.load_artifact(p)
     assert meta["quant_method"] == method
     ref = q.state_dict()
@@ -80,9 +92,11 @@ def test_record_1060_grids_and_percentile_sweep(quantized):
     assert np.array_equal(qt.scales, best_step)
 
 
-def test_record_1855_sdclip_steps_and_top3_lqer(quantized):
+@needs_lrzip
+@pytest.mark.parametrize("method,b_group", [("record_1855", 64), ("record_2135", 32)])
+def test_sdclip_records_steps_and_top3_lqer(quantized, method, b_group):
     sd, _hs, qs = quantized
-    q = qs["record_1855"]
+    q = qs[method]
     rows = {qt.name: qt for qt in q.tensors}
     for name, bits, k in (("blocks.0.attn.c_q.weight", 6, 13.0), ("blocks.0.mlp.fc.weight", 6, 11.5),
                           ("tok_emb.weight", 7, 14.0)):
@@ -97,13 +111,14 @@ def test_record_1855_sdclip_steps_and_top3_lqer(quantized):
     assert sorted(n for n, qt in rows.items() if qt.lqer is not None) == sorted(top3)
     for n in top3:
         lq = rows[n].lqer
-        assert lq.rank == 4 and lq.sa.size == 1 and lq.sb.size == -(-4 * sd[n].shape[1] // 64)
+        assert lq.rank == 4 and lq.sa.size == 1 and lq.sb.size == -(-4 * sd[n].shape[1] // b_group)
         assert lq.qa.min() >= -2 and lq.qa.max() <= 1 and lq.qb.min() >= -8 and lq.qb.max() <= 7
         # the correction lowers the tensor's error
         w_hat = torch.from_numpy(rows[n].codes).float() * torch.from_numpy(rows[n].scales).float()[:, None]
         assert float((sd[n] - w_hat - lq.correction()).norm()) < errs[n]
 
 
+@needs_lrzip
 def test_records_ignore_a_budget_they_fit_and_refuse_one_they_do_not(quantized):
     sd, hs, qs = quantized
     size = qs["record_1855"].total_bytes

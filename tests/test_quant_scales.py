@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import quant
+from conftest import needs_lrzip
 from quant.artifact import build_artifact, decode_tensors, logical_streams, parse_artifact
 from quant.logscale import pack_scale_codes, packed_cost, unpack_scale_codes
 from quant.scalar import LOG_SCALE_R, log_grid_table, log_scale_value, round_log_scale
@@ -185,6 +186,7 @@ def test_log_layout_wins_on_rows_of_similar_scale(qlog):
                - _scale_bytes(qlog.streams)) < 1
 
 
+@needs_lrzip
 def test_records_and_int8_keep_fp16_scales():
     sd = _sd(cols=(64, 48))
     for method in ("int8", "record_1060", "record_1855"):

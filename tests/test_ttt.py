@@ -63,7 +63,7 @@ def settings(mode: str, **kw) -> TTTSettings:
     if mode == "chunk":
         base = dict(mode="chunk", chunk_tokens=96, lr=0.05, epochs=2, batch_seqs=4)
     elif mode == "lora_golf":
-        base = dict(mode="lora_golf", lora_chunk=8, lora_lr=0.05, lora_batch_docs=4, lora_rank=4)
+        base = dict(mode="lora_golf", lora_chunk=8, golf_lora_lr=0.05, lora_batch_docs=4, golf_lora_rank=4)
     elif mode == "lora":    # the records' phased form, small: 2 global phases over 8 documents
         base = dict(mode="lora", chunk_size=8, lora_lr=0.05, batch_size=4, lora_rank=4,
                     phased_ttt_num_phases=2, phased_ttt_prefix_docs=8, global_ttt_lr=0.05,
@@ -73,7 +73,7 @@ def settings(mode: str, **kw) -> TTTSettings:
                     warm_start_a=False, phased_ttt_num_phases=1, phased_ttt_prefix_docs=6,
                     global_ttt_lr=0.05, global_ttt_chunk_tokens=2 * L, global_ttt_batch_seqs=2)
     else:  # golf_phased: lora_golf with global SGD phases on already-scored documents
-        base = dict(mode="lora_golf", lora_chunk=8, lora_lr=0.05, lora_batch_docs=4, lora_rank=4,
+        base = dict(mode="lora_golf", lora_chunk=8, golf_lora_lr=0.05, lora_batch_docs=4, golf_lora_rank=4,
                     lora_phases=2, lora_prefix_docs=8, lr=0.05, batch_seqs=4)
     base.update(kw)
     return TTTSettings(**base).validated()
@@ -239,7 +239,7 @@ def test_chunk_scores_are_a_full_softmax_including_after_training(stride, one_th
 
 def test_lora_scores_are_a_full_softmax_with_in_document_context(one_thread):
     model, toks = tiny_gpt(), doc_stream(hi=L - 2)          # every document fits one window
-    r = ttt(model, toks, settings("lora_golf", lora_lr=0.0), 8)
+    r = ttt(model, toks, settings("lora_golf", golf_lora_lr=0.0), 8)
     for a, b in split_documents(toks, len(toks) - 1, BOS):
         np.testing.assert_allclose(r.nll[a:b], _full_softmax_nll(model, toks, a, a, b), atol=2e-5)
 
@@ -259,7 +259,7 @@ def test_lora_lr_zero_equals_per_document_scoring(mode, one_thread):
     """With both LRs 0, LoRA TTT is plain scoring with in-document context (each document
     evaluated on its own): the same up to float rounding of different batch shapes."""
     model, toks = tiny_gpt(), doc_stream()
-    r = ttt(model, toks, settings(mode, lora_lr=0.0, lr=0.0), 8)
+    r = ttt(model, toks, settings(mode, golf_lora_lr=0.0, lr=0.0), 8)
     nll = sum(evaluate_bpb(model, toks[a:b + 1], toy_lut(), seq_len=L, stride=8).val_loss * (b - a)
               for a, b in split_documents(toks, len(toks) - 1, BOS))
     assert r.val_loss == pytest.approx(nll / r.tokens, rel=1e-6)

@@ -46,7 +46,7 @@ def test_lora_defaults_are_the_records_and_read_their_variable_names():
         (3, 2500, 0.001, 0.9, 32_768, 32)
     assert record_targets(s) == ("q", "k", "v", "o", "mlp")
     golf = TTTSettings(mode="lora_golf").validated()
-    assert (golf.lora_rank, golf.lora_lr) == (8, 0.01)          # today's form keeps its values
+    assert (golf.golf_lora_rank, golf.golf_lora_lr) == (8, 0.01)    # today's form keeps its values
     e = TTTSettings.from_env({"TTT": "lora", "TTT_MASK": "no_qv", "TTT_K_LORA": "0",
                               "PHASED_TTT_NUM_PHASES": "1", "GLOBAL_TTT_LR": "0.002",
                               "TTT_LORA_RANK": "16", "TTT_SHORT_SCORE_FIRST_ENABLED": "1"})

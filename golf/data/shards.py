@@ -85,6 +85,12 @@ def check_token_range(tokens: np.ndarray, vocab_size: int, path: str | os.PathLi
                          "shard was made with a different tokenizer, fix VOCAB_SIZE or DATA_PATH")
 
 
+def max_token_id(paths: list[Path]) -> int:
+    """The largest token id in these shards (recorded in a dataset's manifest at preparation,
+    so a VOCAB_SIZE too small for the shards is refused before training without reading them)."""
+    return max((int(np.max(t)) for t in map(read_shard, paths) if len(t)), default=-1)
+
+
 def train_pattern(data_path: str | os.PathLike) -> str:
     return str(Path(data_path) / "fineweb_train_*.bin")
 
@@ -116,16 +122,21 @@ def load_val_bytes(data_path: str | os.PathLike) -> np.ndarray | None:
     return np.concatenate([np.asarray(read_shard(p)) for p in paths])
 
 
-def dataset_text_transform(data_path: str | os.PathLike) -> str | None:
-    """The text transform the dataset folder's manifest.json declares (e.g. CaseOps), if any:
-    such a dataset's tokens spell transformed text, so it is scored from its byte sidecar."""
+def read_manifest(data_path: str | os.PathLike) -> dict:
+    """The dataset folder's manifest.json ({} when it has none: a hand-made folder)."""
     p = Path(data_path) / MANIFEST
     if not p.is_file():
-        return None
+        return {}
     try:
         man = json.loads(p.read_text(encoding="utf-8"))
     except ValueError:
         raise ShardError(f"{p}: not JSON; re-create the dataset with `python -m "
                          "golf.data.prepare`") from None
-    value = man.get("text_transform") if isinstance(man, dict) else None
+    return man if isinstance(man, dict) else {}
+
+
+def dataset_text_transform(data_path: str | os.PathLike) -> str | None:
+    """The text transform the dataset folder's manifest.json declares (e.g. CaseOps), if any:
+    such a dataset's tokens spell transformed text, so it is scored from its byte sidecar."""
+    value = read_manifest(data_path).get("text_transform")
     return str(value) if value else None

@@ -18,9 +18,12 @@ from golf.errors import PackError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OUR_ROOTS = ("golf", "quant")
-# Never shipped: the packer itself, data preparation (a submission trains on given shards) and
-# test-time training (the packed script's eval does not run it; importing code guards it).
-EXCLUDED = ("golf.submission", "golf.data.prepare", "golf.data.sources", "golf.ttt")
+# Never shipped: the packer itself, data preparation (a submission trains on given shards),
+# test-time training (the packed script's eval does not run it; importing code guards it) and
+# the framed code coders (the records' lrzip container, golfkit's opt-in context rANS: the
+# packed script's artifacts use neither; quant.codec imports them where it uses them).
+EXCLUDED = ("golf.submission", "golf.data.prepare", "golf.data.sources", "golf.ttt",
+            "quant.pergroup", "quant.ctxrans")
 # Import names whose pip distribution name differs.
 PIP_NAMES = {"sentencepiece": "sentencepiece", "yaml": "pyyaml", "PIL": "pillow"}
 

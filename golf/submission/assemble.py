@@ -25,6 +25,7 @@ from golf.submission.record import build_submission_json, render_readme
 from golf.submission.roundtrip import RoundTripResult, run_roundtrip
 from golf.submission.run import RunInfo, load_run, roundtrip_settings, verify_artifact
 from golf.submission.script import ENTRY, build_forms, requirements_for
+from golf.submission.tempdirs import owned_name, remove_stale
 
 ARTIFACT = rd.ARTIFACT
 SCRIPT = "train_gpt.py"
@@ -79,13 +80,17 @@ def default_out_dir(run_dir: str | os.PathLike) -> Path:
 
 
 def _write(path: Path, data: bytes | str) -> None:
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    """Write a pack file; a failed write (a full disk) names it."""
+    try:
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, exc.filename or str(path)) from exc
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
     """Replace `out` with `tmp` (the old folder is removed only after the new one is in place)."""
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        old = out.with_name(owned_name(f".{out.name}.old-"))
         os.replace(out, old)
         try:
             os.replace(tmp, out)
@@ -211,11 +216,14 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     log("train_gpt.py forms: " + ", ".join(f"{k}={v:,}B" for k, v in sizes.items()))
     with rd.io_guard(f"packing into {out.parent}", "the run directory and any earlier pack"):
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        for prefix in (f".{out.name}.tmp-", f".{out.name}.old-"):  # a killed pack's folders
+            for p in remove_stale(out.parent, prefix):
+                log(f"pack: removed {p} (left by a killed pack)")
+        tmp = Path(tempfile.mkdtemp(prefix=owned_name(f".{out.name}.tmp-"), dir=out.parent))
     try:
         with rd.io_guard(f"writing the pack in {out.parent}", "the run directory and any earlier "
                          "pack (the partial folder was removed)"):
-            shutil.copyfile(primary.run_dir / ARTIFACT, tmp / ARTIFACT)
+            _write(tmp / ARTIFACT, (primary.run_dir / ARTIFACT).read_bytes())
             settings = roundtrip_settings(primary, data_path, tokenizer_path) if roundtrip else None
             shipped, rt = _ship_form(tmp, forms, _form_order(forms, compress), primary,
                                      settings=settings, cap=cap, where=str(out),

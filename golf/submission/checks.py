@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from golf import rundir as rd
+from golf import settings
 from golf.atomic import file_sha256
 from golf.rules import EVAL_LIMIT_S, TRAIN_LIMIT_S
 from golf.submission.budget import CAP_BYTES, BudgetTable
@@ -79,8 +80,8 @@ def check_wallclock(train_ms: float | None, hardware: str, seed: int) -> Check:
 
 def eval_speed_ratio(hardware: str, override: float | None = None) -> tuple[float | None, str]:
     """(ratio, why): measured seconds / ratio estimates seconds on 8xH100; None = unknown."""
-    if override is None and os.environ.get("GOLF_EVAL_SPEED_RATIO", "").strip():
-        override = float(os.environ["GOLF_EVAL_SPEED_RATIO"])
+    if override is None:
+        override = settings.read("GOLF_EVAL_SPEED_RATIO", os.environ)
     if override is not None:
         return float(override), f"ratio {float(override):g} set by GOLF_EVAL_SPEED_RATIO/--eval-speed-ratio"
     hw = hardware.lower().replace(" ", "").replace("×", "x")

@@ -8,6 +8,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 from golf import rundir as rd
+from golf import settings
 from golf.errors import PackError
 from golf.rules import TRAIN_LIMIT_S
 from golf.submission.budget import CAP_BYTES, BudgetTable, format_budget_table
@@ -101,7 +102,7 @@ def build_submission_json(runs: Sequence[RunInfo], table: BudgetTable, *, name: 
     primary = runs[0]
     auto_name, auto_blurb = _auto_name_and_blurb(primary.config)
     sub: dict[str, Any] = {
-        "author": os.environ.get("GOLF_AUTHOR", "") or name, "name": name or auto_name,
+        "author": settings.read("GOLF_AUTHOR", os.environ) or name, "name": name or auto_name,
         "github_id": github_id, "blurb": blurb or auto_blurb,
         "date": date or _dt.date.today().isoformat(), "track": track,
         "val_bpb": mean_std(bpbs)[0], "val_loss": mean_std(losses)[0],

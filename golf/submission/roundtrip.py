@@ -2,7 +2,9 @@
 the run's post-quant val_bpb bit for bit.
 
 Why outside the repo with a clean environment: the proof must show that nothing of ours on
-sys.path (or in the cwd) is needed, so it copies both files into a fresh temp dir.
+sys.path (or in the cwd) is needed, so it copies both files into a fresh temp dir (in TMPDIR,
+named as golfkit's own, and removed by the next pack if this one is killed; the child dies
+with the packer).
 """
 from __future__ import annotations
 
@@ -17,11 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from golf import rundir as rd
 from golf.errors import RoundTripError
+from golf.submission.tempdirs import die_with_parent, roundtrip_dir
 
 _LINE = re.compile(r"final_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)(?: val_bpb_hex:(\S+))?")
+# Threads and MKL's kernel path (MKL_CBWR) decide the rounding: the proof runs the parent's.
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-             "CUDA_VISIBLE_DEVICES", "SYSTEMROOT")
+             "MKL_CBWR", "CUDA_VISIBLE_DEVICES", "SYSTEMROOT")
 
 
 @dataclass(frozen=True)
@@ -62,15 +67,23 @@ def run_roundtrip(script: str | os.PathLike, artifact: str | os.PathLike, *,
 
     `label` names the artifact in error messages (the user's file, not the temp copy)."""
     label = label or str(artifact)
-    work = Path(tempfile.mkdtemp(prefix="golf_roundtrip_"))
+    with rd.io_guard(f"copying the packed script and artifact into TMPDIR={tempfile.gettempdir()}"
+                     " for the round trip (set TMPDIR to a folder with free space)",
+                     "the run directory and any earlier pack"):
+        work = roundtrip_dir()
+        try:
+            shutil.copyfile(script, work / "train_gpt.py")
+            shutil.copyfile(artifact, work / Path(artifact).name)
+        except OSError as exc:
+            shutil.rmtree(work, ignore_errors=True)
+            raise OSError(exc.errno, exc.strerror, exc.filename or str(work)) from exc
     try:
-        shutil.copyfile(script, work / "train_gpt.py")
-        shutil.copyfile(artifact, work / Path(artifact).name)
         env = clean_env({**settings, "EVAL_ONLY": "1", "ARTIFACT": str(work / Path(artifact).name)})
         t0 = time.perf_counter()
         try:
             proc = subprocess.run([python, "-I", "train_gpt.py"], cwd=work, env=env, timeout=timeout,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  preexec_fn=die_with_parent())
         except subprocess.TimeoutExpired:
             raise RoundTripError(f"{script}: round-trip evaluation took over {timeout:.0f} s; "
                                  "pass a larger timeout or set MAX_EVAL_TOKENS") from None

@@ -5,6 +5,7 @@ Why read back from disk: the numbers a submission records are those of the files
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -12,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from quant.artifact import parse_artifact
-from quant.errors import ArtifactError
+from quant.artifact import check_artifact_config, parse_artifact
+from quant.errors import ArtifactError, ConfigMismatchError
 
 from golf import rundir as rd
-from golf.atomic import file_sha256
 from golf.checkpoint import load_torch_file
+from golf.config import Config
 from golf.errors import PackError, RoundTripError
 
 REQUIRED_RUN_FILES = (rd.CONFIG, rd.EVAL, rd.ARTIFACT, rd.TRAIN_LOG)
@@ -98,15 +99,25 @@ def load_run(run_dir: str | os.PathLike) -> RunInfo:
 
 
 def verify_artifact(run: RunInfo) -> None:
-    """Once, before any round trip: the artifact's header and checksums are intact, and it is the
-    file eval.json measured (sha256), so a corrupt or swapped artifact fails in well under 1 s."""
+    """Once, before any round trip: the artifact's header and checksums are intact, it was made
+    for this run's model (meta.config against config.json) and it is the file eval.json
+    measured (sha256), so a corrupt, foreign or swapped artifact fails in well under 1 s."""
     path = run.run_dir / rd.ARTIFACT
+    blob = path.read_bytes()
     try:
-        parse_artifact(path.read_bytes(), str(path))
+        header, _ = parse_artifact(blob, str(path))
     except ArtifactError as exc:  # it cannot round trip: say so before trying any form
         raise RoundTripError(f"{exc} (checked before any round trip)") from None
+    meta = header.get("meta") or {}
+    try:  # an artifact recording no config cannot be compared (its round trip refuses it)
+        if meta.get("config"):
+            check_artifact_config(meta, Config.from_dict(run.config).model_dict(), str(path))
+    except ConfigMismatchError as exc:
+        raise PackError(f"{exc.args[0].split('; set these')[0]}; it is not this run's artifact "
+                        f"({run.run_dir / rd.CONFIG}): pack the run that made it, or re-quantize "
+                        f"this one with QUANT_ONLY={run.run_dir}") from None
     want = run.eval.get("artifact_sha256")
-    if want and file_sha256(path) != want:
+    if want and hashlib.sha256(blob).hexdigest() != want:
         raise PackError(f"{path}: not the artifact {run.run_dir / rd.EVAL} was measured on (sha256 "
                         f"differs); re-run eval_bpb.py {run.run_dir} (or QUANT_ONLY={run.run_dir})")
 

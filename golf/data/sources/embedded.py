@@ -20,7 +20,7 @@ from pydoc_data.topics import topics
 
 from golf.atomic import atomic_write_json, file_sha256
 from golf.data import EMBEDDED_DATASET, EMBEDDED_TOKENIZER
-from golf.data.shards import MANIFEST, read_header
+from golf.data.shards import MANIFEST, max_token_id, read_header
 from golf.data.sources.splits import DEFAULT_SHARD_TOKENS, DatasetPaths, encode_docs, is_val_doc, write_split
 from golf.data.tokenizer import load_tokenizer
 from golf.data.sources.tokenizer_train import train_tokenizer
@@ -140,6 +140,7 @@ def prepare_embedded(root: str | Path = "./data", force: bool = False) -> Datase
     files += write_split(ds, "train", encode_docs(sp, train), DEFAULT_SHARD_TOKENS)
     atomic_write_json(ds / MANIFEST, {
         "name": EMBEDDED_DATASET, "tokenizer": tok.name, "tokenizer_sha256": file_sha256(tok),
+        "vocab_size": sp.vocab_size(), "max_token_id": max_token_id(files),
         "docs": {"train": len(train), "val": len(val)},
         "text_bytes": {"train": sum(len(d.encode()) for d in train),
                        "val": sum(len(d.encode()) for d in val)},

@@ -16,14 +16,15 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from golf import settings
+
 from golf.atomic import atomic_file, atomic_write_json, file_sha256
-from golf.data.shards import MANIFEST, read_header
+from golf.data.shards import MANIFEST, max_token_id, read_header
 from golf.data.sources.splits import DatasetPaths
 from golf.data.tokenizer import load_tokenizer, user_defined_pieces
 from golf.errors import PrepareError, ShardError
 
 HF_REPO = "willdepueoai/parameter-golf"   # the challenge's published exports (data/README.md there)
-HF_PREFIX = "datasets"                    # export root inside that repo
 # Where each published variant lives: the challenge's repo ships sp1024 only; sp4096/sp8192
 # and CaseOps are community exports in the same layout.
 VARIANT_REPOS = {
@@ -75,7 +76,7 @@ def variant_repo(variant: str, repo_id: str | None = None) -> str:
     if not variant.replace("_", "").isalnum():
         raise PrepareError(f"--variant {variant!r}: use a name like sp1024, sp8192 or "
                            "sp8192_lossless_caps_caseops_v1_reserved (letters, digits, _)")
-    repo = repo_id or os.environ.get("MATCHED_FINEWEB_REPO_ID") or VARIANT_REPOS.get(variant)
+    repo = repo_id or settings.read("MATCHED_FINEWEB_REPO_ID", os.environ) or VARIANT_REPOS.get(variant)
     if repo is None:
         raise PrepareError(f"--variant {variant}: no known repository publishes it; pass "
                            f"--repo-id OWNER/NAME (known: {', '.join(sorted(VARIANT_REPOS))})")
@@ -87,10 +88,11 @@ def hf_root_url(repo_id: str | None = None) -> str:
     the export root inside it (MATCHED_FINEWEB_REMOTE_ROOT_PREFIX, default `datasets`), the
     same variables the challenge's own downloader reads. GOLF_HF_BASE replaces the whole URL
     (a mirror)."""
-    if os.environ.get("GOLF_HF_BASE"):
-        return os.environ["GOLF_HF_BASE"].rstrip("/")
-    repo = repo_id or os.environ.get("MATCHED_FINEWEB_REPO_ID", HF_REPO)
-    prefix = os.environ.get("MATCHED_FINEWEB_REMOTE_ROOT_PREFIX", HF_PREFIX).strip("/")
+    base = settings.read("GOLF_HF_BASE", os.environ).strip()
+    if base:
+        return base.rstrip("/")
+    repo = repo_id or settings.read("MATCHED_FINEWEB_REPO_ID", os.environ) or HF_REPO
+    prefix = settings.read("MATCHED_FINEWEB_REMOTE_ROOT_PREFIX", os.environ).strip("/")
     return f"https://huggingface.co/datasets/{repo}/resolve/main/{prefix}"
 
 
@@ -204,6 +206,8 @@ def prepare_fineweb(root: str | Path = "./data", train_shards: int = 1, *, varia
     atomic_write_json(ds / MANIFEST, {
         "name": dataset, "variant": variant, "source": base, "tokenizer": model.name,
         "tokenizer_sha256": file_sha256(model), "text_transform": files.text_transform,
+        "vocab_size": load_tokenizer(model).vocab_size(),
+        "max_token_id": max_token_id([ds / n for n in files.val + files.train]),
         "files": {n: read_header(ds / n) for n in names}})
     return DatasetPaths(ds, model)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from golf.atomic import atomic_write_json, file_sha256
-from golf.data.shards import MANIFEST, read_header
+from golf.data.shards import MANIFEST, max_token_id, read_header
 from golf.data.sources.splits import DEFAULT_SHARD_TOKENS, encode_docs, is_val_doc, write_split
 from golf.data.tokenizer import load_tokenizer, user_defined_pieces
 from golf.errors import PrepareError
@@ -143,7 +143,8 @@ def prepare_text(inputs: list[str | Path], tokenizer: str | Path, out_dir: str |
                 stats["files"][p.name] = read_header(p)
     atomic_write_json(out / MANIFEST, {
         "name": out.name, "tokenizer": str(tokenizer), "tokenizer_sha256": file_sha256(tokenizer),
-        "vocab_size": sp.vocab_size(), **stats})
+        "vocab_size": sp.vocab_size(),
+        "max_token_id": max_token_id([out / n for n in stats["files"]]), **stats})
     for name in sorted(old - set(stats["files"]) - {MANIFEST}):
         (out / name).unlink()
     return stats

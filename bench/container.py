@@ -1,0 +1,177 @@
+"""Coders on the same codes: order-0 entropy, golfkit's rANS, the records' per-group lrzip
+container (v1 and v2) and golfkit's context rANS, in bits per code and encode/decode seconds.
+
+    python -m bench.container --checkpoint runs/ID/ema.pt [--method record_1855]
+        [--small-numel N] [--out bench/results/container]
+
+The codes are `--method`'s (default record_1855: SDClip GPTQ with the run's hessians.pt
+beside the checkpoint, round-to-nearest without one) on every quantized tensor. Each coder
+stores all of them: the per-group v1 frame holds those in its role groups and the rest go to
+brotli-11 (the record's remainder coder), v2 and the rANS coders hold them all. "artifact"
+rows are whole .gkq files of the same tensors (scales, LQER factors, passthrough and header
+included) with the codes under the record's container and under golfkit's context rANS.
+Writes <out>.json and prints a table. Needs lrzip (`apt-get install lrzip`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+import quant
+from quant import ctxrans, pergroup, rans
+from quant.artifact import build_artifact, decode_tensors, parse_artifact
+from quant.codec import compress, decompress
+from quant.core import METHODS
+from quant.policy import SMALL_NUMEL
+
+
+def load_codes(ckpt: str, method: str, small_numel: int | None):
+    """(quantized model, [(name, int8 codes)]) of the checkpoint under `method`."""
+    from golf import rundir
+    from golf.checkpoint import load_torch_file
+    ck = load_torch_file(ckpt, "pass runs/<ID>/ema.pt", keys=("config", "state_dict"))
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
+    hpath = Path(ckpt).with_name(rundir.HESSIANS)
+    hs = (load_torch_file(hpath, "delete it", keys=("hessians",))["hessians"]
+          if hpath.is_file() else None)
+    numel = small_numel or int(ck["config"].get("quant_small_numel", SMALL_NUMEL))
+    q = quant.quantize_model(sd, hessians=hs, method=method,
+                             policy=quant.QuantPolicy(small_numel=numel))
+    return q, [(qt.name, np.ascontiguousarray(qt.codes, np.int8)) for qt in q.tensors
+               if qt.kind == "quant"], hs is not None
+
+
+def order0_bits(mats: list[tuple[str, np.ndarray]]) -> float:
+    """Sum over tensors of n * H0(tensor codes): the bound of a coder with one ideal table each."""
+    total = 0.0
+    for _n, m in mats:
+        c = np.bincount(m.reshape(-1).view(np.uint8), minlength=256).astype(np.float64)
+        c = c[c > 0]
+        total += float(-(c * np.log2(c / c.sum())).sum())
+    return total
+
+
+def timed(enc: Callable[[], bytes], dec: Callable[[bytes], bytes], want: bytes) -> dict:
+    t0 = time.perf_counter()
+    blob = enc()
+    t1 = time.perf_counter()
+    out = dec(blob)
+    t2 = time.perf_counter()
+    if out != want:
+        raise SystemExit("a coder did not round-trip the codes bit-exactly")
+    return {"bytes": len(blob), "encode_s": round(t1 - t0, 3), "decode_s": round(t2 - t1, 3)}
+
+
+def coders(mats: list[tuple[str, np.ndarray]]) -> dict[str, dict]:
+    """Every coder's bytes and seconds on the same codes (each checked bit-exact)."""
+    want = b"".join(m.tobytes() for _n, m in mats)
+    grouped = [(n, m) for n, m in mats if pergroup.group_of(n) is not None]
+    rest = [(n, m) for n, m in mats if pergroup.group_of(n) is None]
+
+    def v1() -> bytes:  # frame + the remainder's codes under brotli, length-prefixed
+        frame = pergroup.encode_v1(grouped)
+        return len(frame).to_bytes(8, "little") + frame + _framed_brotli(rest)
+
+    def v1_dec(blob: bytes) -> bytes:
+        k = int.from_bytes(blob[:8], "little")
+        parts = dict(zip([n for n, _m in grouped], _split(pergroup.decode(blob[8:8 + k]), grouped)))
+        parts.update(zip([n for n, _m in rest], _split(_unframed_brotli(blob[8 + k:], rest), rest)))
+        return b"".join(parts[n] for n, _m in mats)
+
+    lengths = [m.size for _n, m in mats]
+    return {
+        "golfkit joint rANS (today's code stream)": timed(lambda: rans.encode(want, lengths),
+                                                          rans.decode, want),
+        "brotli-11 per tensor (record_1855 before)": timed(
+            lambda: _framed_brotli(mats), lambda b: _unframed_brotli(b, mats), want),
+        "lrzip per-group v1 (+ brotli rest)": timed(v1, v1_dec, want),
+        "lrzip per-group v2": timed(lambda: pergroup.encode_v2(mats), pergroup.decode, want),
+        "golfkit context rANS (new)": timed(lambda: ctxrans.encode(mats), ctxrans.decode, want),
+    }
+
+
+def _framed_brotli(mats: list[tuple[str, np.ndarray]]) -> bytes:
+    return b"".join(len(t).to_bytes(8, "little") + t
+                    for t in (compress(m.tobytes(), "brotli") for _n, m in mats))
+
+
+def _unframed_brotli(blob: bytes, mats: list[tuple[str, np.ndarray]]) -> bytes:
+    out, pos = [], 0
+    for _m in mats:
+        j = int.from_bytes(blob[pos:pos + 8], "little")
+        out.append(decompress(blob[pos + 8:pos + 8 + j], "brotli"))
+        pos += 8 + j
+    return b"".join(out)
+
+
+def _split(data: bytes, mats: list[tuple[str, np.ndarray]]) -> list[bytes]:
+    out, off = [], 0
+    for _n, m in mats:
+        out.append(data[off:off + m.size])
+        off += m.size
+    return out
+
+
+def artifacts(q) -> dict[str, dict]:
+    """Whole artifacts of q's tensors: codes in the record's container vs golfkit's coders."""
+    out = {}
+    record = next((c for c in q.policy.compressors if c.startswith("pergroup")), None)
+    today = quant.QuantPolicy().compressors  # golfkit's default coders: best of, per stream
+    for label, codecs in (("artifact, record's container", q.policy.compressors),
+                          ("artifact, golfkit today (default coders)", today),
+                          ("artifact, golfkit context rANS", ("brotli", "ctxrans"))):
+        if label.endswith("container") and record is None:
+            continue
+        t0 = time.perf_counter()
+        blob, _streams = build_artifact(q.tensors, q.meta, codecs, None, q.policy.shuffle_fp16)
+        t1 = time.perf_counter()
+        decode_tensors(*parse_artifact(blob))
+        out[label] = {"bytes": len(blob), "encode_s": round(t1 - t0, 3),
+                      "decode_s": round(time.perf_counter() - t1, 3)}
+    return out
+
+
+def table(res: dict) -> str:
+    n = res["codes"]
+    lines = ["| coder | bytes | bits/code | encode s | decode s |", "|---|---:|---:|---:|---:|",
+             f"| order-0 entropy (one ideal table per tensor) | {res['order0_bytes']:,.0f} | "
+             f"{8 * res['order0_bytes'] / n:.4f} | - | - |"]
+    for label, r in {**res["coders"], **res["artifacts"]}.items():
+        lines.append(f"| {label} | {r['bytes']:,} | {8 * r['bytes'] / n:.4f} | "
+                     f"{r['encode_s']} | {r['decode_s']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.container", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--method", default="record_1855", choices=METHODS)
+    ap.add_argument("--small-numel", type=int, default=0,
+                    help="passthrough threshold (default: the run's QUANT_SMALL_NUMEL)")
+    ap.add_argument("--out", default="bench/results/container")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    pergroup.lrzip_binary()  # one line naming `apt-get install lrzip` when it is missing
+    q, mats, gptq = load_codes(args.checkpoint, args.method, args.small_numel or None)
+    res = {"checkpoint": args.checkpoint, "method": args.method, "gptq": gptq,
+           "tensors": len(mats), "codes": int(sum(m.size for _n, m in mats)),
+           "order0_bytes": order0_bits(mats) / 8, "coders": coders(mats),
+           "artifacts": artifacts(q),
+           "modes": {n: ctxrans.choose_mode(m) for n, m in mats}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from golf.atomic import atomic_write_json
+    atomic_write_json(out.with_suffix(".json"), res)
+    print(table(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""docs/settings.md from the settings table: `python -m golf.settings_doc > docs/settings.md`.
+
+Why a module of its own: the table is spread over its owners (golf.model, golf.config, golf.ttt,
+golf.settings), so rendering all of it imports the workshop's TTT, which the shipped core must
+not; tests/test_settings.py checks the committed file equals this output.
+"""
+from __future__ import annotations
+
+import golf.tilt  # noqa: F401  (registers the n-gram tilt settings)
+import golf.ttt  # noqa: F401  (registers the TTT_* settings)
+from golf import settings
+from golf.config import preset_columns
+
+HEADER = """# Settings
+
+Every environment variable golfkit reads, generated from its declaration (golf/settings.py's
+table: the `setting(...)` fields of golf/model.py, golf/config.py and golf/ttt.py, and
+golf/settings.py's OPERATIONAL list) by `python -m golf.settings_doc > docs/settings.md`;
+`python train_gpt.py --help` prints the same table. Columns: the default under the cpu preset
+(a machine without CUDA), under r29 (the GPU default), what the parser accepts, and the meaning.
+Every variable set is checked before any work starts: a value outside its range (NaN, inf,
+negative learning rates, ...), a boolean spelled other than 1/0, true/false, yes/no, on/off, and
+an unknown variable that looks like golfkit's (`NUM_LAYER`: did you mean NUM_LAYERS?) are refused
+together in one error.
+
+Two rules that are not one variable's: under the cpu presets MAX_WALLCLOCK_SECONDS is a safety
+cap (3600 s), so the CPU demo is bounded by ITERATIONS and a slow machine still trains all 400
+steps to the same weights (the GPU stacks keep the challenge's 600 s). Training stops at the first
+non-finite loss (any rank) with one line; that step's update is skipped and checkpoint.pt holds
+the last finite state (weights, optimizers, EMA, data stream), so
+`RESUME=runs/<id> ITERATIONS=<that step> python train_gpt.py` exports it.
+"""
+
+
+def markdown() -> str:
+    return HEADER + "\n" + settings.render_markdown(settings.catalogue(), preset_columns())
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

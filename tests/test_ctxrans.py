@@ -1,0 +1,115 @@
+"""golfkit's context-modelled rANS (quant/ctxrans.py): bit-exact round trips in every mode, the
+mode each kind of matrix gets, its gain on clustered rows, its use in the artifact, and corrupt
+blobs. No external binary: none of these need lrzip."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import quant
+from quant import ctxrans, rans
+
+
+def _gauss(rows: int, cols: int, seed: int, sd: float = 3.0) -> np.ndarray:
+    g = np.random.default_rng(seed)
+    return np.clip(np.rint(g.normal(0, sd, (rows, cols))), -31, 31).astype(np.int8)
+
+
+def _clustered(rows: int, cols: int, seed: int) -> np.ndarray:
+    """A third of the rows near one shared vector (a trained embedding's rare tokens), shuffled
+    among independent rows."""
+    g = np.random.default_rng(seed)
+    x = _gauss(rows, cols, seed)
+    centre = np.rint(g.normal(0, 6, cols))
+    near = g.choice(rows, rows // 3, replace=False)
+    x[near] = np.clip(centre + np.rint(g.normal(0, 0.4, (near.size, cols))), -63, 63)
+    return x
+
+
+def _quiet_columns(rows: int, cols: int, seed: int) -> np.ndarray:
+    """Columns at four very different spreads (hidden units of different strength)."""
+    sd = np.repeat([0.3, 1.0, 3.0, 9.0], cols // 4)
+    g = np.random.default_rng(seed)
+    return np.clip(np.rint(g.normal(0, 1, (rows, cols)) * sd), -63, 63).astype(np.int8)
+
+
+def test_round_trips_every_mode_bit_exactly_and_picks_the_mode_that_fits():
+    mats = [("a", _gauss(64, 32, 0)), ("b", _clustered(256, 64, 1)),
+            ("c", _quiet_columns(128, 128, 2)),
+            ("d", np.full((5, 7), -128, np.int8)), ("e", _gauss(3, 1, 4))]
+    assert [ctxrans.choose_mode(m) for _n, m in mats[:3]] == [0, 2, 1]
+    blob = ctxrans.encode(mats)
+    assert ctxrans.decode(blob) == b"".join(m.tobytes() for _n, m in mats)
+
+
+def _correlated_rows(rows: int, cols: int, seed: int) -> np.ndarray:
+    """Each row 0.8 x the row before plus noise: too far apart to code as differences, but the
+    code above predicts the sign and size of the code below."""
+    g = np.random.default_rng(seed)
+    x = np.zeros((rows, cols))
+    for r in range(1, rows):
+        x[r] = 0.8 * x[r - 1] + g.normal(0, 3, cols)
+    return np.clip(np.rint(x), -31, 31).astype(np.int8)
+
+
+def test_context_of_the_code_above_round_trips_beside_a_long_tensor():
+    """Mode 3 reads each raw row's contexts from the row decoded before it, so the lanes are
+    capped at its width even when another tensor would want more lanes."""
+    x = _correlated_rows(256, 96, 3)
+    assert ctxrans.choose_mode(x) == 3
+    mats = [("a", x), ("b", _gauss(80, 7000, 10))]
+    blob = ctxrans.encode(mats)
+    lanes = int.from_bytes(blob[blob.index(b"gkC1") + 4 + 4 + 2 * 9 + 4 + int.from_bytes(
+        blob[26:30], "little"):][:4], "little")
+    assert lanes <= 96 < rans.lanes_for(x.size + 80 * 7000)
+    assert ctxrans.decode(blob) == b"".join(m.tobytes() for _n, m in mats)
+    assert len(ctxrans.encode([("a", x)])) < 0.95 * len(rans.encode(x.tobytes()))
+
+
+def test_row_differences_wrap_modulo_256():
+    x = np.array([[127, -128, 0], [-128, 127, 1], [127, -128, 0], [126, -127, 1]], np.int8)
+    sym, _cls, _side = ctxrans._transform(x, 2)
+    order = ctxrans.pergroup.l1_chain_order(x)
+    xs = x[order].astype(np.int64)
+    rowc = np.frombuffer(_side, np.uint8, x.shape[0], 2 * x.shape[0])
+    for r in range(1, 4):
+        want = (xs[r] - xs[r - 1]) % 256 if rowc[r] < ctxrans.RAW else xs[r] % 256
+        assert sym[r].tolist() == want.tolist()
+    assert ctxrans.decode(ctxrans.encode([("x", x)])) == x.tobytes()
+
+
+def test_beats_order0_rans_on_clustered_rows_and_quiet_columns():
+    for m in (_clustered(256, 64, 5), _quiet_columns(128, 128, 6)):
+        assert len(ctxrans.encode([("m", m)])) < 0.97 * len(rans.encode(m.tobytes()))
+
+
+def test_plain_mode_costs_about_what_order0_rans_costs():
+    m = _gauss(256, 128, 7)
+    assert ctxrans.choose_mode(m) == 0
+    assert abs(len(ctxrans.encode([("m", m)])) - len(rans.encode(m.tobytes()))) < 64
+
+
+def test_artifact_with_context_rans_loads_the_same_tensors(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    sd = {"tok_emb.weight": torch.randn(96, 48, generator=g) * 0.05,
+          "blocks.0.mlp.fc.weight": torch.randn(96, 48, generator=g) * 0.02,
+          "blocks.0.attn_scale": torch.rand(48, generator=g)}
+    pol = quant.QuantPolicy(small_numel=1000, compressors=("brotli", "ctxrans"))
+    q = quant.quantize_model(sd, method="rtn", policy=pol)
+    framed = [s for s in q.streams if s["codec"] == "ctxrans"]
+    assert len(framed) == 1 and not any(s["name"].startswith("codes/") for s in q.streams)
+    p = tmp_path / "m.gkq"
+    quant.save_artifact(p, q)
+    loaded, _meta = quant.load_artifact(p)
+    for name, t in q.state_dict().items():
+        assert torch.equal(loaded[name], t)
+
+
+def test_corrupt_blobs_raise_a_ctxrans_error():
+    blob = ctxrans.encode([("b", _clustered(40, 16, 8)), ("a", _gauss(16, 16, 9))])
+    bad = [blob[:-3], blob[:20], b"gkC2" + blob[4:], blob + b"\0"]
+    bad.append(blob[:8] + b"\xff\xff\xff\x7f" + blob[12:])  # rows far beyond any real tensor
+    for b in bad:
+        with pytest.raises(ctxrans.CtxRansError):
+            ctxrans.decode(b)
