@@ -172,11 +172,21 @@ def register(owner: str, table: Sequence[Setting]) -> None:
 def catalogue() -> tuple[Setting, ...]:
     """Every registered setting, each name once (a subclass's table repeats its base's)."""
     seen: dict[str, Setting] = {}
-    # the run's own tables (model, run, ttt) first, the operational variables after them
-    for _owner, table in sorted(_TABLES.items(), key=lambda kv: kv[0] == "operational"):
+    # the run's own tables (model, run, ttt, tilt) first, the operational variables after them;
+    # a fixed order, not the order the owners happened to be imported in
+    for _owner, table in sorted(_TABLES.items(), key=lambda kv: _owner_rank(kv[0])):
         for s in table:
             seen.setdefault(s.name, s)
     return tuple(seen.values())
+
+
+_OWNER_ORDER = ("model", "run", "ttt", "tilt")
+
+
+def _owner_rank(owner: str) -> tuple[int, str]:
+    if owner == "operational":
+        return (len(_OWNER_ORDER) + 1, owner)
+    return (_OWNER_ORDER.index(owner) if owner in _OWNER_ORDER else len(_OWNER_ORDER), owner)
 
 
 def lookup(name: str) -> Setting:

@@ -1,4 +1,4 @@
-"""The records' per-group lrzip container for int8 code matrices (anchor_frontier.md §3.6 / §3.7).
+"""The records' per-group lrzip container for int8 code matrices (#1855's v1 and #2135's v2).
 
 Why: record_1855 and record_2135 are baselines, so their codes are stored the way the records
 shipped them, not under a coder golfkit chose. v1 (#1855, #2014): the codes are routed into 7

@@ -226,7 +226,9 @@ def test_eval_cli_reports_post_tilt_and_tilts_post_ttt(ttt_run, monkeypatch, cap
     monkeypatch.setenv("NGRAM_TILT_ENABLED", "1")
     monkeypatch.setenv("TOKEN_ORDER", "3")
     assert eval_bpb.main([str(run), "--ttt", "chunk", "--ttt-chunk-tokens", "512"]) == 0
-    rep = json.loads((run / "eval.json").read_text())
+    written = sorted(run.glob("eval.*.json"))          # a tilt/TTT eval is a diagnostic: beside eval.json
+    assert len(written) == 1 and "tilt" in written[0].name
+    rep = json.loads(written[0].read_text())
     k, t, post = rep["post_tilt"], rep["post_ttt"], rep["post"]
     assert (k["tokens"], k["bytes"], k["weights"]) == (post["tokens"], post["bytes"], "post")
     assert k["tilt"]["TOKEN_ORDER"] == 3 and t["tilt"] == k["tilt"] and 0 < k["gated"] < k["tokens"]
