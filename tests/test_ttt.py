@@ -394,7 +394,9 @@ def test_ttt_on_pre_adapts_the_full_precision_weights(ttt_run, one_thread):
     run, _cfg = ttt_run
     assert eval_bpb.main([str(run), "--ttt", "chunk", "--ttt-on", "pre", "--ttt-chunk-tokens", "512",
                           "--mode", "chunked"]) == 0
-    t = json.loads((run / "eval.json").read_text())["post_ttt"]
+    written = sorted(run.glob("eval.*.json"))          # a TTT eval is a diagnostic: beside eval.json
+    assert len(written) == 1 and "ttt" in written[0].name
+    t = json.loads(written[0].read_text())["post_ttt"]
     assert t["weights"] == "pre" and t["mode"] == "chunked" and t["stride"] == 0
 
 
