@@ -265,3 +265,10 @@ def test_the_processing_order_check_catches_a_phase_on_unscored_documents(monkey
     monkeypatch.setattr(ttt_mod, "_global_phase", leaky)
     with pytest.raises(AssertionError, match="moved"):
         test_records_form_is_causal_in_processing_order_through_global_phases(True, None)
+
+
+def test_a_misspelt_phase_variable_is_refused_not_ignored():
+    """PHASED_TTT_* and GLOBAL_TTT_* are golfkit's prefixes: a typo is one line naming the fix."""
+    from golf import settings as table
+    got = table.environment_problems({"PHASED_TTT_NUM_PHASE": "1", "GLOBAL_TTT_LR": "0.002"})
+    assert got == ["PHASED_TTT_NUM_PHASE: not a golfkit setting; did you mean PHASED_TTT_NUM_PHASES?"]
