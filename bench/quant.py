@@ -23,6 +23,7 @@ import time
 import torch
 
 import quant
+from golf.checkpoint import load_torch_file
 from golf.rules import CAP_BYTES
 from quant.codec import compress
 from quant.gptq import gptq_quantize
@@ -224,7 +225,7 @@ def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
     from golf.model import GPT
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ck = load_torch_file(ckpt_path, "pass a model.pt / ema.pt train_gpt.py wrote", keys=("config", "state_dict"))
     state = {k: v.float() for k, v in ck["state_dict"].items()}
     cfg = Config.from_dict(ck["config"]).replace(data_path=data_path, tokenizer_path=tokenizer_path)
     model = GPT(cfg)
@@ -296,7 +297,7 @@ def compare_coders(ckpt_path: str, data_path: str, *, calib_seqs: int = 32,
     from golf.config import Config
     from golf.data.loader import DistributedTokenLoader
     from golf.model import GPT
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ck = load_torch_file(ckpt_path, "pass a model.pt / ema.pt train_gpt.py wrote", keys=("config", "state_dict"))
     sd = {k: v.float() for k, v in ck["state_dict"].items()}
     cfg = Config.from_dict(ck["config"])
     model = GPT(cfg)

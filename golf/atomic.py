@@ -1,8 +1,12 @@
 """Atomic file writes (a temp file in the destination folder, then os.replace) and file hashes.
 
 A reader never sees a half-written shard, checkpoint or JSON, and a failed write leaves the
-previous good file in place (the temp file is removed). Every writer in golf/ goes through
-`atomic_file`; quant/ keeps its own because it must not import golf.
+previous good file in place (the temp file is removed). The temp file is fsynced before the
+rename and the folder after it, so a power loss leaves the old file or the new one, never an
+empty one under the new name. A writer killed outright (SIGKILL, OOM) cannot remove its temp
+file, so the temp name carries the writer's pid and the next write of the same target removes
+the ones whose writer is gone. Every writer in golf/ goes through `atomic_file`; quant/ keeps
+its own because it must not import golf.
 """
 from __future__ import annotations
 
@@ -10,12 +14,55 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
 import torch
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists (on this machine); unknown counts as running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists under another user, or no way to ask: keep its file
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove `.<name>.<pid>.<random>.tmp` files beside `path` whose writer no longer runs (a
+    killed write of the same target); only names of exactly that form, never anything else."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[A-Za-z0-9_]+\.tmp")
+    removed = []
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return removed
+    for name in names:
+        m = pattern.fullmatch(name)
+        if m and int(m.group(1)) != os.getpid() and not _running(int(m.group(1))):
+            (path.parent / name).unlink(missing_ok=True)
+            removed.append(path.parent / name)
+    return removed
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable, where the platform can open a folder (not Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -26,13 +73,17 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb",
     (a download validated before it takes a good file's name)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    remove_stale_temps(p)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.{os.getpid()}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
         if check is not None:
             check(Path(tmp))
         os.replace(tmp, p)
+        fsync_dir(p.parent)
     except OSError as exc:  # name the destination: a failed fh.write carries no file name
         Path(tmp).unlink(missing_ok=True)
         if exc.filename is None or str(exc.filename) == tmp:

@@ -272,6 +272,35 @@ def _check_config(path: str, cfg: Any, expected: Any, what: str) -> None:
                         "evaluate it with its own run directory's config.json")
 
 
+# The artifact's own model is built (on the meta device, no memory) only to read its shapes;
+# the layer count bounds that build's time, so a forged meta cannot make it run for minutes.
+MAX_ARTIFACT_LAYERS = 1024
+
+
+def artifact_shapes(meta: dict) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of the model an artifact's meta["config"] describes, after the
+    same checks as the settings (quant.load_artifact compares them with the header before it
+    decodes anything; a problem here is reported as a corrupt artifact)."""
+    raw = meta.get("config")
+    if not isinstance(raw, dict):
+        raise ValueError("no config in the artifact's meta; re-quantize it with this golfkit")
+    cfg = Config.from_dict(raw)
+    problems = cfg.model_problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    if cfg.num_layers > MAX_ARTIFACT_LAYERS:
+        raise ValueError(f"NUM_LAYERS={cfg.num_layers}: more than {MAX_ARTIFACT_LAYERS}")
+    with torch.device("meta"):
+        model = GPT(cfg)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def load_artifact(path: str | os.PathLike, blob: bytes | None = None
+                  ) -> tuple[dict[str, torch.Tensor], dict]:
+    """quant.load_artifact with the shapes checked against the artifact's own model."""
+    return quant.load_artifact(path, blob, expect=artifact_shapes)
+
+
 def load_eval_model(source: str | os.PathLike, cfg_override: Any = None,
                     device: str = "cpu", blob: bytes | None = None) -> tuple[torch.nn.Module, Any, str]:
     """(model, cfg, kind) from a checkpoint .pt ({"config","state_dict"}) or an artifact
@@ -287,18 +316,22 @@ def load_eval_model(source: str | os.PathLike, cfg_override: Any = None,
     state: dict | None = None
     cfg_dict: dict | None = None
     if path.suffix == ".pt":
-        obj = load_torch_file(path, "re-export it from training or pass another --checkpoint")
-        if not isinstance(obj, dict) or "state_dict" not in obj or "config" not in obj:
+        obj = load_torch_file(path, "re-export it from training or pass another --checkpoint",
+                              tensors=("state_dict",))
+        if not isinstance(obj, dict) or "state_dict" not in obj or not isinstance(obj.get("config"), dict):
             raise EvalError(f"{path}: checkpoint lacks 'config'/'state_dict'; use model.pt / ema.pt "
                             "written by train_gpt.py")
         kind, state, cfg_dict = "checkpoint", obj["state_dict"], obj["config"]
     else:
-        state, meta = quant.load_artifact(path, blob)
+        state, meta = load_artifact(path, blob)
         cfg_dict = (meta or {}).get("config")
         if cfg_dict is None:
             raise EvalError(f"{path}: artifact has no config in its metadata; re-quantize it with "
                             "this version of golfkit")
     cfg = Config.from_dict(cfg_dict)
+    if cfg.model_problems():
+        raise EvalError(f"{path}: its config is not a valid model ({'; '.join(cfg.model_problems())}); "
+                        "use weights written by train_gpt.py")
     _check_config(str(path), cfg, cfg_override, kind)
     model = GPT(cfg)
     try:

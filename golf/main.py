@@ -28,7 +28,7 @@ import quant
 from golf import distributed, evaluate, settings
 from golf import rundir as rd
 from golf.atomic import atomic_write_json, file_sha256
-from golf.checkpoint import load_torch_file
+from golf.checkpoint import CheckpointError, load_torch_file
 from golf.config import Config, lqer_ranks, preset_columns
 from golf.data import EMBEDDED_DATASET
 from golf.errors import ConfigError, user_errors
@@ -100,16 +100,24 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
                  out_dir: Path | None = None) -> Path:
     """EMA weights + training-data Hessians -> artifact fitted to the budget left by `code_bytes`,
     written with its report into `out_dir` (default the run dir; finish_run stages it)."""
-    ckpt = load_torch_file(run_dir / rd.EMA, "re-run training to export it",
-                           keys=("config", "state_dict"))
-    model = GPT(Config.from_dict(ckpt["config"]))
-    model.load_state_dict(ckpt["state_dict"])
+    fix = "re-run training to export it"
+    ckpt = load_torch_file(run_dir / rd.EMA, fix, keys=("config", "state_dict"), tensors=("state_dict",))
+    wcfg = Config.from_dict(ckpt["config"])
+    if wcfg.model_problems():
+        raise CheckpointError(f"{run_dir / rd.EMA}: its config is not a valid model "
+                              f"({'; '.join(wcfg.model_problems())}); {fix}")
+    model = GPT(wcfg)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{run_dir / rd.EMA}: its weights do not fit the model of its config "
+                              f"({str(exc).splitlines()[0][:160]}); {fix}") from None
     model.eval()
     hessians = omega = None
     calib = run_dir / rd.HESSIANS
     if calib.is_file():
         saved = load_torch_file(calib, "delete it to quantize without Hessians, or re-run "
-                                "training", keys=("hessians",))
+                                "training", keys=("hessians",), tensors=("hessians", "error_weights"))
         hessians = saved["hessians"]
         omega = saved.get("error_weights") if cfg.quant_fisher else None
         if cfg.quant_fisher and omega is None and cfg.quant_method in ("gptq", "rtn"):
@@ -168,7 +176,7 @@ def measured_slopes(path: str, model, hessians, log: Callable[[str], None]) -> d
         log(f"quant:WARNING {path} was measured on the validation split: an artifact fitted to "
             "it has seen validation text, which a record submission may not; measure with "
             "`eval_bpb.py ... --sensitivity --split train`")
-    deq, _meta = quant.load_artifact(art)
+    deq, _meta = evaluate.load_artifact(art)
     slopes = quant.loss_slopes(model.state_dict(), deq, hessians,
                                {r["name"]: r["delta_bpb"] for r in rep["rows"]})
     log(f"quant:sensitivity {path} tensors:{len(slopes)} measured_on:{art}")

@@ -14,7 +14,7 @@ import torch
 import quant
 from golf import rundir
 from golf.atomic import atomic_write_json, file_sha256
-from golf.evaluate import (EvalError, default_device, evaluate_bpb, load_eval_data,
+from golf.evaluate import (EvalError, default_device, evaluate_bpb, load_artifact, load_eval_data,
                            load_eval_model, resolve_run_files)
 from golf.plots import plot_sensitivity
 
@@ -67,7 +67,7 @@ def run_sensitivity(run_dir: str | None = None, *, checkpoint: str | None = None
     device = device or default_device()
     model, cfg, _ = load_eval_model(checkpoint, cfg_override=exp_cfg, device=device)
     load_eval_model(artifact, cfg_override=cfg, device="cpu")  # config check, clear error
-    deq, _meta = quant.load_artifact(artifact)
+    deq, _meta = load_artifact(artifact)
     live = model.state_dict()
     full = {k: v.detach().clone() for k, v in live.items()}
     aliases = _aliases(live)

@@ -38,6 +38,11 @@ their own streams) or ctxrans (golfkit's context-modelled rANS, quant/ctxrans.py
 selects one by listing it in its compressors. Codes are never bit-packed. Small
 passthrough tensors share one stream per dtype (pass/float16, pass/float32); a large tensor the
 budget fitter kept in fp16 has its own (pass/<name>/float16).
+
+Reading: an artifact is data from anyone. Before any stream is decoded, the header passes
+quant/header.py's schema (types, bounds, every reference inside its stream) and, when the
+caller gives `expect`, the tensors' names and shapes are compared with the model its meta
+describes; each stream then decodes through quant/bounded.py to at most its declared length.
 """
 from __future__ import annotations
 
@@ -47,13 +52,15 @@ import os
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from . import rans
 from .codec import FRAMED, StreamCache, compress, decompress, framed_takes, shuffle, unshuffle
 from .errors import ArtifactError, ConfigMismatchError
+from .header import MAX_ARTIFACT_BYTES, MAX_HEADER_BYTES, check_header
 from .logscale import pack_scale_codes, plane_lengths, unpack_scale_codes
 from .lqer import LqerFormat, lqer_from_bytes
 from .scalar import log_scale_value
@@ -231,7 +238,8 @@ def _join_codes(raw_streams: dict[str, bytearray], segments: dict[str, list[int]
     code_names = [n for n in raw_streams if n.startswith("codes/")]
     scale_names = list(segments)
     gen = sum(len(chosen[n]["blob"]) for n in code_names)
-    use_rans = "rans" in codecs and bool(code_names)
+    # every code tensor and up to two scale planes each: within what the decoder accepts
+    use_rans = "rans" in codecs and bool(code_names) and 3 * len(code_names) <= rans.MAX_SEGMENTS
     joint = cache.joint([bytes(raw_streams[n]) for n in code_names]) if use_rans else None
     codes_joint = joint is not None and len(joint[0]) < gen
     moved: dict[str, tuple[str, int]] = {}
@@ -388,14 +396,21 @@ def save_artifact(path: str | os.PathLike, qmodel) -> int:
     return write_atomic(path, qmodel.to_bytes())
 
 
+_FIX = "re-run quantization (or re-copy the file) to regenerate it"
+
+
+def _corrupt(path: str, reason: str) -> ArtifactError:
+    return ArtifactError(f"{path}: corrupt artifact ({reason}); {_FIX}")
+
+
 def parse_artifact(blob: bytes, path: str = "<bytes>") -> tuple[dict, bytes]:
-    """Validate magic, version, lengths and checksums; return (header, payload)."""
-    fix = "re-run quantization (or re-copy the file) to regenerate it"
+    """Validate magic, version, lengths, checksums and the header's schema (quant/header.py)
+    before anything is decoded; return (header, payload)."""
     if len(blob) < 4 or blob[:4] != MAGIC:
         raise ArtifactError(f"{path}: not a golfkit artifact (bad magic {blob[:4]!r}, expected "
                             f"{MAGIC!r}); pass a .gkq file written by quant.save_artifact")
     if len(blob) < _PREFIX.size:
-        raise ArtifactError(f"{path}: truncated artifact ({len(blob)} bytes, header incomplete); {fix}")
+        raise ArtifactError(f"{path}: truncated artifact ({len(blob)} bytes, header incomplete); {_FIX}")
     _, version, hlen, hsha = _PREFIX.unpack_from(blob)
     if version not in SUPPORTED_VERSIONS:
         raise ArtifactError(f"{path}: unsupported artifact format version {version}; this golfkit "
@@ -404,33 +419,58 @@ def parse_artifact(blob: bytes, path: str = "<bytes>") -> tuple[dict, bytes]:
     hstart = _PREFIX.size
     if len(blob) < hstart + hlen:
         raise ArtifactError(f"{path}: truncated artifact ({len(blob)} bytes, header needs "
-                            f"{hstart + hlen}); {fix}")
+                            f"{hstart + hlen}); {_FIX}")
     hbytes = blob[hstart:hstart + hlen]
     if hashlib.sha256(hbytes).digest() != hsha:
-        raise ArtifactError(f"{path}: corrupt artifact (header checksum mismatch); {fix}")
-    try:
-        header = json.loads(decompress(hbytes, "brotli") if version >= 2 else hbytes)
-    except Exception as exc:
-        raise ArtifactError(f"{path}: corrupt artifact (header does not decode: "
-                            f"{type(exc).__name__}); {fix}") from None
+        raise _corrupt(path, "header checksum mismatch")
+    header = _read_header_json(hbytes, version, path)
     payload = blob[hstart + hlen:]
-    if len(payload) < header["payload_len"]:
-        raise ArtifactError(f"{path}: truncated artifact (payload {len(payload)} of "
-                            f"{header['payload_len']} bytes); {fix}")
-    if len(payload) > header["payload_len"]:
-        raise ArtifactError(f"{path}: corrupt artifact ({len(payload) - header['payload_len']} "
-                            f"unexpected trailing bytes); {fix}")
-    if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
-        raise ArtifactError(f"{path}: corrupt artifact (payload checksum mismatch); {fix}")
+    declared = header.get("payload_len")
+    if isinstance(declared, int) and not isinstance(declared, bool) and declared >= 0:
+        if len(payload) < declared:
+            raise ArtifactError(f"{path}: truncated artifact (payload {len(payload)} of "
+                                f"{declared} bytes); {_FIX}")
+        if len(payload) > declared:
+            raise _corrupt(path, f"{len(payload) - declared} unexpected trailing bytes")
+    if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
+        raise _corrupt(path, "payload checksum mismatch")
+    try:
+        check_header(header, len(payload))
+    except Exception as exc:  # ValueError by design; anything else still fails closed, in one line
+        raise _corrupt(path, f"header: {exc}") from None
     return header, payload
+
+
+def _read_header_json(hbytes: bytes, version: int, path: str) -> dict:
+    """The header object: brotli (since version 2) capped at MAX_HEADER_BYTES, then JSON."""
+    try:
+        text = decompress(hbytes, "brotli", MAX_HEADER_BYTES) if version >= 2 else hbytes
+        if len(text) > MAX_HEADER_BYTES:
+            raise ValueError(f"more than {MAX_HEADER_BYTES} bytes")
+        header = json.loads(text)
+    except (ValueError, RecursionError, UnicodeDecodeError) as exc:
+        raise _corrupt(path, f"header does not decode: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:100] if str(exc) else ''}") from None
+    if not isinstance(header, dict):
+        raise _corrupt(path, f"header is a JSON {type(header).__name__}, expected an object")
+    return header
+
+
+def decode_streams(header: dict, payload: bytes) -> list[bytes]:
+    """Every stream decompressed to exactly its declared raw length (never more)."""
+    raw: list[bytes] = []
+    for s in header["streams"]:
+        data = decompress(payload[s["offset"]:s["offset"] + s["length"]], s["codec"], s["raw_length"])
+        if len(data) != s["raw_length"]:
+            raise ValueError(f"stream {s['name']!r} decodes to {len(data)} bytes, its header "
+                             f"says {s['raw_length']}")
+        raw.append(unshuffle(data, s["shuffle"]))
+    return raw
 
 
 def decode_tensors(header: dict, payload: bytes) -> list[QTensor]:
     """Rebuild QTensor records (codes, scales, passthrough data) from a verified payload."""
-    raw: list[bytes] = []
-    for s in header["streams"]:
-        data = decompress(payload[s["offset"]:s["offset"] + s["length"]], s["codec"])
-        raw.append(unshuffle(data, s["shuffle"]))
+    raw = decode_streams(header, payload)
 
     def view(ref: list, dtype: str) -> np.ndarray:
         sid, off, n = ref
@@ -477,24 +517,52 @@ def state_dict_from_tensors(tensors: list[QTensor]) -> dict[str, torch.Tensor]:
     return {qt.name: sd[qt.name] for qt in tensors}
 
 
-def load_artifact(path: str | os.PathLike, blob: bytes | None = None
+Shapes = Callable[[dict], Mapping[str, Sequence[int]]]
+
+
+def load_artifact(path: str | os.PathLike, blob: bytes | None = None, expect: Shapes | None = None
                   ) -> tuple[dict[str, torch.Tensor], dict]:
     """(dequantized state_dict keyed like model.state_dict(), meta) from a .gkq file, or from
-    `blob`, its bytes already read (a caller that hashes what it scores decodes those bytes)."""
+    `blob`, its bytes already read (a caller that hashes what it scores decodes those bytes).
+
+    `expect(meta)` gives the tensor names and shapes the header's model must have (golf
+    derives them from meta["config"], checked like a setting; raising there is reported as a
+    corrupt artifact too); they are compared before any stream is decoded. Every failure is
+    one ArtifactError line: "<path>: corrupt artifact (<reason>); <fix>" (or not found /
+    not a golfkit artifact / truncated / unsupported version)."""
     path = str(path)
     try:
+        size = os.stat(path).st_size if blob is None else len(blob)
+        if size > MAX_ARTIFACT_BYTES:
+            raise _corrupt(path, f"{size:,} bytes, more than an artifact may be ({MAX_ARTIFACT_BYTES:,})")
         blob = Path(path).read_bytes() if blob is None else blob
     except FileNotFoundError:
         raise ArtifactError(f"{path}: artifact not found; check the path (ARTIFACT=...)") from None
     header, payload = parse_artifact(blob, path)
+    if expect is not None:
+        _check_shapes(header, expect, path)
     try:
         tensors = decode_tensors(header, payload)
-    except ArtifactError:
-        raise
-    except Exception as exc:  # checksums passed, so this is a writer bug or a hand-edited file
-        raise ArtifactError(f"{path}: corrupt artifact ({type(exc).__name__}: {exc}); "
-                            "re-run quantization to regenerate it") from None
-    return state_dict_from_tensors(tensors), header["meta"]
+        return state_dict_from_tensors(tensors), header["meta"]
+    except Exception as exc:  # checksums and schema passed: a writer bug or a forged file
+        raise _corrupt(path, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+
+
+def _check_shapes(header: dict, expect: Shapes, path: str) -> None:
+    """The header's tensors are exactly the expected model's, name by name and shape by shape."""
+    try:
+        want = {k: list(v) for k, v in expect(header["meta"]).items()}
+    except Exception as exc:  # the meta's own model is invalid (e.g. num_heads=0)
+        reason = "; ".join(ln.strip(" -") for ln in str(exc).splitlines() if ln.strip())
+        raise _corrupt(path, f"meta.config: {reason[:400]}") from None
+    got = {e["name"]: e["shape"] for e in header["tensors"]}
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    wrong = [f"{k} {got[k]} (model: {want[k]})" for k in sorted(set(want) & set(got)) if got[k] != want[k]]
+    problems = ([f"missing {', '.join(missing[:5])}"] if missing else []) + \
+               ([f"unknown {', '.join(extra[:5])}"] if extra else []) + \
+               ([f"shapes {', '.join(wrong[:5])}"] if wrong else [])
+    if problems:
+        raise _corrupt(path, "tensors do not fit the model of its meta.config: " + "; ".join(problems))
 
 
 def check_artifact_config(meta: Mapping[str, Any], expected_model_dict: Mapping[str, Any],

@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from . import rans
+from .bounded import StreamError, brotli_d, lzma_d, raw_d, zlib_d, zstd_d
 from .errors import QuantError
 
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
@@ -26,9 +27,11 @@ _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
 @dataclass(frozen=True)
 class Codec:
     """One byte-stream compressor: adding a codec is one entry in REGISTRY (names are stored
-    in artifact headers, so an entry is never renamed or removed)."""
+    in artifact headers, so an entry is never renamed or removed). `decompress(data, limit)`
+    never produces (or holds) much more than `limit` bytes: an artifact's streams are data
+    from anyone, and a few hundred bytes of brotli can expand to gigabytes."""
     compress: Callable[[bytes], bytes]
-    decompress: Callable[[bytes], bytes]
+    decompress: Callable[[bytes, int], bytes]
 
 
 def _zstd_c(data: bytes) -> bytes:
@@ -36,27 +39,13 @@ def _zstd_c(data: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=22, write_content_size=True).compress(data)
 
 
-def _zstd_d(data: bytes) -> bytes:
-    import zstandard  # optional dependency: only the codec that uses it needs it
-    return zstandard.ZstdDecompressor().decompress(data)
-
-
 def _brotli_c(data: bytes) -> bytes:
     import brotli  # optional dependency: only the codec that uses it needs it
     return brotli.compress(data, quality=11, lgwin=24)
 
 
-def _brotli_d(data: bytes) -> bytes:
-    import brotli  # optional dependency: only the codec that uses it needs it
-    return brotli.decompress(data)
-
-
 def _rans_c(data: bytes) -> bytes:
     return rans.encode(data)
-
-
-def _rans_d(data: bytes) -> bytes:
-    return rans.decode(data)
 
 
 def _framed(codec: str):
@@ -105,20 +94,27 @@ def _joint_only(name: str) -> Callable[[bytes], bytes]:
     return refuse
 
 
+def _framed_d(name: str) -> Callable[[bytes, int], bytes]:
+    """A framed coder's decode, its output checked against the declared length afterwards
+    (their frames are bounded by their own modules, not by this limit: see docs/safe_loading.md)."""
+    def decode(data: bytes, limit: int) -> bytes:
+        return raw_d(_framed(name).decode(data), limit)
+    return decode
+
+
 REGISTRY: dict[str, Codec] = {
-    "zstd": Codec(_zstd_c, _zstd_d),
-    "brotli": Codec(_brotli_c, _brotli_d),
+    "zstd": Codec(_zstd_c, zstd_d),
+    "brotli": Codec(_brotli_c, brotli_d),
     # raw LZMA2 stream: no container header or CRC (the artifact's sha256 covers it)
-    "lzma": Codec(lambda d: lzma.compress(d, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS),
-                  lambda d: lzma.decompress(d, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)),
-    "zlib": Codec(lambda d: zlib.compress(d, 9), zlib.decompress),
-    "rans": Codec(_rans_c, _rans_d),
-    "raw": Codec(bytes, bytes),
+    "lzma": Codec(lambda d: lzma.compress(d, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS), lzma_d),
+    "zlib": Codec(lambda d: zlib.compress(d, 9), zlib_d),
+    "rans": Codec(_rans_c, rans.decode),
+    "raw": Codec(bytes, raw_d),
     # the records' per-group lrzip container (quant/pergroup.py): record_1855 / record_2135 only
-    "pergroup_v1": Codec(_joint_only("pergroup_v1"), lambda d: _framed("pergroup_v1").decode(d)),
-    "pergroup_v2": Codec(_joint_only("pergroup_v2"), lambda d: _framed("pergroup_v2").decode(d)),
+    "pergroup_v1": Codec(_joint_only("pergroup_v1"), _framed_d("pergroup_v1")),
+    "pergroup_v2": Codec(_joint_only("pergroup_v2"), _framed_d("pergroup_v2")),
     # golfkit's context-modelled rANS over the code matrices (quant/ctxrans.py)
-    "ctxrans": Codec(_joint_only("ctxrans"), lambda d: _framed("ctxrans").decode(d)),
+    "ctxrans": Codec(_joint_only("ctxrans"), _framed_d("ctxrans")),
 }
 CODECS = tuple(REGISTRY)
 # framed coders: one frame over all the code matrices they take (the artifact builder's
@@ -139,8 +135,16 @@ def compress(data: bytes, codec: str) -> bytes:
     return _codec(codec).compress(bytes(data))
 
 
-def decompress(data: bytes, codec: str) -> bytes:
-    return _codec(codec).decompress(bytes(data))
+def decompress(data: bytes, codec: str, limit: int) -> bytes:
+    """Decompress to at most `limit` bytes (StreamError past it, or on a stream that does not
+    decode; the caller compares the length with what it declared)."""
+    try:
+        return _codec(codec).decompress(bytes(data), limit)
+    except StreamError:
+        raise
+    except Exception as exc:  # each library's own error (zstd, brotli, lzma, zlib, rANS)
+        raise StreamError(f"{codec} stream does not decode ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:100] if str(exc) else ''})") from None
 
 
 def shuffle(data: bytes, width: int) -> bytes:

@@ -139,13 +139,19 @@ def lqer_ladder(e: torch.Tensor, ranks: tuple[int, ...], fmt: LqerFormat,
     return out
 
 
+def block_bytes(rows: int, cols: int, rank: int, fmt: LqerFormat) -> int:
+    """Bytes of Lqer.to_bytes for these shapes and format (the artifact header checks it)."""
+    na, nb = rows * rank, rank * cols
+    return na + nb + 2 * (_groups(na, fmt.a_group) + _groups(nb, fmt.b_group))
+
+
 def lqer_from_bytes(raw: bytes, rows: int, cols: int, rank: int, fmt: LqerFormat) -> Lqer:
     """Inverse of Lqer.to_bytes for known shapes and format."""
     na, nb = rows * rank, rank * cols
-    ga, gb = _groups(na, fmt.a_group), _groups(nb, fmt.b_group)
+    ga = _groups(na, fmt.a_group)
     buf = np.frombuffer(raw, dtype=np.uint8)
-    if buf.size != na + nb + 2 * (ga + gb):
-        raise ValueError(f"LQER block is {buf.size} bytes, expected {na + nb + 2 * (ga + gb)}")
+    if buf.size != block_bytes(rows, cols, rank, fmt):
+        raise ValueError(f"LQER block is {buf.size} bytes, expected {block_bytes(rows, cols, rank, fmt)}")
     qa = buf[:na].view(np.int8).reshape(rows, rank)
     qb = buf[na:na + nb].view(np.int8).reshape(rank, cols)
     sa = buf[na + nb:na + nb + 2 * ga].view(np.float16)

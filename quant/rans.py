@@ -25,12 +25,21 @@ import struct
 
 import numpy as np
 
+from .bounded import brotli_d
+
 MAGIC = b"gkR1"
 PROB_BITS = 16
 M = 1 << PROB_BITS            # probability resolution
 LOW = 1 << 32                 # state lower bound; states live in [LOW, LOW << 32)
 # round(2^(k/8) * 2^16) for k = 0..7: counts from log-bytes by integer shifts only
 _LOG_BASE = (65536, 71468, 77936, 84990, 92682, 101070, 110218, 120194)
+# Decoder bounds: a blob states its own sizes, and a one-symbol table codes any number of
+# symbols in no words, so the caller's expected count caps them. Segments are capped because
+# each used one costs a 64 KiB slot table while decoding (64 MiB at most); an artifact has
+# one per code tensor and scale plane (~200 for 11 layers).
+MAX_SYMBOLS = 1 << 28
+MAX_SEGMENTS = 1024
+MAX_LANES = 1 << 16
 
 
 class RansError(ValueError):
@@ -154,6 +163,8 @@ def encode_with_bits(data: bytes, lengths: list[int] | None = None,
     lengths = [n] if lengths is None else [int(x) for x in lengths]
     if sum(lengths) != n or any(x < 0 for x in lengths):
         raise ValueError(f"segment lengths sum to {sum(lengths)}, data has {n} symbols")
+    if len(lengths) > MAX_SEGMENTS:  # the decoder refuses more (see MAX_SEGMENTS)
+        raise ValueError(f"{len(lengths)} segments; a rANS blob holds at most {MAX_SEGMENTS}")
     lanes = lanes or lanes_for(n)
     block, freqs, counts = _tables(sym, lengths)
     f_flat, c_flat = _flat_tables(freqs)
@@ -180,31 +191,47 @@ def encode_with_bits(data: bytes, lengths: list[int] | None = None,
     return blob, _ideal_bits(freqs, counts)
 
 
-def decode(blob: bytes) -> bytes:
-    """Inverse of encode; raises RansError when the blob does not decode exactly."""
-    import brotli  # optional dependency: only this stream coder needs it
+def _read_header(blob: bytes, limit: int) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(lanes, symbols, segment lengths, freqs, final states, words), every count checked
+    against `limit` and the blob's own length before anything it sizes is allocated."""
+    if blob[:4] != MAGIC:
+        raise RansError("not a rANS blob (bad magic)")
+    lanes, n, n_seg = struct.unpack_from("<IQI", blob, 4)
+    if n > limit:
+        raise RansError(f"rANS blob declares {n} symbols, more than the {limit} expected")
+    if not 1 <= lanes <= MAX_LANES or n_seg > MAX_SEGMENTS:
+        raise RansError(f"rANS blob declares {lanes} lanes and {n_seg} segments (at most "
+                        f"{MAX_LANES} and {MAX_SEGMENTS})")
+    i = 4 + struct.calcsize("<IQI")
+    lengths = np.frombuffer(blob, dtype="<u4", count=n_seg, offset=i).astype(np.int64)
+    if int(lengths.sum()) != n:
+        raise RansError("rANS blob length does not match its header")
+    i += 4 * n_seg
+    (tlen,) = struct.unpack_from("<I", blob, i)
+    i += 4
+    block = brotli_d(blob[i:i + tlen], (2 + 256) * n_seg)
+    freqs = _parse_tables(block, n_seg)
+    i += tlen
+    state = np.frombuffer(blob, dtype="<u8", count=lanes, offset=i).astype(np.uint64)
+    i += 8 * lanes
+    (n_words,) = struct.unpack_from("<Q", blob, i)
+    i += 8
+    if i + 4 * n_words != len(blob):
+        raise RansError("rANS blob length does not match its header")
+    words = np.frombuffer(blob, dtype="<u4", count=n_words, offset=i).astype(np.uint64)
+    return lanes, n, lengths, freqs, state, words
+
+
+def decode(blob: bytes, limit: int = MAX_SYMBOLS) -> bytes:
+    """Inverse of encode; raises RansError when the blob does not decode exactly, or would
+    decode to more than `limit` symbols (refused before decoding any)."""
     try:
-        if blob[:4] != MAGIC:
-            raise RansError("not a rANS blob (bad magic)")
-        lanes, n, n_seg = struct.unpack_from("<IQI", blob, 4)
-        i = 4 + struct.calcsize("<IQI")
-        lengths = np.frombuffer(blob, dtype="<u4", count=n_seg, offset=i).astype(np.int64)
-        i += 4 * n_seg
-        (tlen,) = struct.unpack_from("<I", blob, i)
-        i += 4
-        freqs = _parse_tables(brotli.decompress(blob[i:i + tlen]), n_seg)
-        i += tlen
-        state = np.frombuffer(blob, dtype="<u8", count=lanes, offset=i).astype(np.uint64)
-        i += 8 * lanes
-        (n_words,) = struct.unpack_from("<Q", blob, i)
-        i += 8
-        words = np.frombuffer(blob, dtype="<u4", count=n_words, offset=i).astype(np.uint64)
-        if i + 4 * n_words != len(blob) or int(lengths.sum()) != n:
-            raise RansError("rANS blob length does not match its header")
-    except (struct.error, ValueError, brotli.error) as exc:
+        lanes, n, lengths, freqs, state, words = _read_header(blob, limit)
+    except (struct.error, ValueError, IndexError) as exc:
         if isinstance(exc, RansError):
             raise
         raise RansError(f"rANS blob is truncated or corrupt ({exc})") from None
+    n_seg = len(lengths)
     f_flat, c_flat = _flat_tables(freqs)
     used = np.nonzero(freqs.sum(axis=1))[0]
     lookup = np.zeros((n_seg, M), dtype=np.uint8)

@@ -35,7 +35,7 @@ def test_header_edited_and_recompressed_is_rejected_by_its_checksum(artifact_blo
     """A header that still decodes (valid brotli, valid JSON) but says something else must not load:
     only the header sha256 stands between such an edit and silently different meta."""
     version, hsha, hbytes, payload = _split(artifact_blob)
-    header = json.loads(decompress(hbytes, "brotli"))
+    header = json.loads(decompress(hbytes, "brotli", 1 << 24))
     header["meta"]["config"]["num_layers"] = 7
     forged = compress(json.dumps(header, sort_keys=True, separators=(",", ":")).encode(), "brotli")
     blob = _PREFIX.pack(b"GKQF", version, len(forged), hsha) + forged + payload

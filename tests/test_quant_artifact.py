@@ -63,7 +63,7 @@ def test_parallel_compression_writes_the_same_bytes_as_serial(qmodel):
     assert [s["offset"] for s in streams] == [sum(x["length"] for x in streams[:i]) for i in range(len(streams))]
     assert sum(s["length"] for s in streams) == len(payload) and len(streams) >= 3
     for s in streams:
-        raw = decompress(payload[s["offset"]:s["offset"] + s["length"]], s["codec"])
+        raw = decompress(payload[s["offset"]:s["offset"] + s["length"]], s["codec"], s["raw_length"])
         assert len(raw) == s["raw_length"], s["name"]
 
 

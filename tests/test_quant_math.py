@@ -188,7 +188,7 @@ def test_int8_baseline_semantics_hand_checked():
     assert pt["bf"].dtype == torch.float16 and obj["passthrough_orig_dtypes"]["bf"] == "bfloat16"
     assert pt["steps"].dtype == torch.int64
     blob = quant.baseline_int8_zlib_blob(sd)
-    back = torch.load(io.BytesIO(zlib.decompress(blob)), weights_only=False)
+    back = torch.load(io.BytesIO(zlib.decompress(blob)), weights_only=True)
     assert torch.equal(back["quantized"]["w"], q)
     # our int8 method stores the same codes and scales
     qm = quant.quantize_model(sd, method="int8")
