@@ -4,7 +4,7 @@ per-tensor quantization sensitivity.
     python eval_bpb.py RUN_DIR [--mode chunked|sliding|both] [--max-tokens N]
     python eval_bpb.py --checkpoint ema.pt --artifact final_model.gkq --data DIR --tokenizer M
     python eval_bpb.py --compare RUN_A RUN_B ... [--evaluate] [--strict] [--gap-threshold 0.005]
-    python eval_bpb.py RUN_DIR --ttt chunk|lora [--ttt-on post|pre]   # third number: post+TTT
+    python eval_bpb.py RUN_DIR --ttt lora|chunk|lora_golf [--ttt-on post|pre]   # post+TTT
     NGRAM_TILT_ENABLED=1 python eval_bpb.py RUN_DIR [--ttt lora]       # + post+tilt (TTT tilted)
     python eval_bpb.py --compare RUN_A RUN_B --rank-by post_ttt
     python eval_bpb.py RUN_DIR --sensitivity [--sensitivity-by class] --max-tokens 8192
@@ -32,7 +32,7 @@ from golf.eval_target import evaluate_run_dir
 from golf.evaluate import run_eval
 from golf.sensitivity import run_sensitivity
 from golf.tilt import TiltSettings
-from golf.ttt import TTTSettings
+from golf.ttt import TTT_MODES, TTTSettings
 
 
 def _env_int(name: str) -> int | None:
@@ -80,17 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--rank-by", choices=RANK_KEYS, default="post",
                     help="with --compare: order runs by this val_bpb (default post)")
     t = ap.add_argument_group("test-time training (score-first; other knobs: TTT_* env vars)")
-    t.add_argument("--ttt", choices=("off", "chunk", "lora"),
-                   help="add post_ttt: chunk = R23 per-chunk SGD, lora = per-document LoRA "
-                        "(default: env TTT, else off)")
+    t.add_argument("--ttt", choices=("off", *TTT_MODES),
+                   help="add post_ttt: " + "; ".join(f"{k} = {m.about}" for k, m in TTT_MODES.items())
+                        + " (default: env TTT, else off)")
     t.add_argument("--ttt-on", choices=("post", "pre"),
                    help="adapt the dequantized artifact (post, default) or full precision (pre)")
     t.add_argument("--ttt-chunk-tokens", type=int, help="TTT_CHUNK_TOKENS (32768)")
     t.add_argument("--ttt-lr", type=float, help="TTT_LR (0.002)")
     t.add_argument("--ttt-epochs", type=int, help="TTT_EPOCHS (3)")
-    t.add_argument("--ttt-lora-rank", type=int, help="TTT_LORA_RANK (8)")
-    t.add_argument("--ttt-lora-lr", type=float, help="TTT_LORA_LR (0.01)")
-    t.add_argument("--ttt-lora-chunk", type=int, help="TTT_LORA_CHUNK (48)")
+    t.add_argument("--ttt-lora-rank", type=int, help="TTT_LORA_RANK (lora: 80)")
+    t.add_argument("--ttt-lora-lr", type=float, help="TTT_LORA_LR (lora: 1e-4)")
+    t.add_argument("--ttt-lora-chunk", type=int, help="TTT_LORA_CHUNK (lora_golf: 48)")
     return ap
 
 

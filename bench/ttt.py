@@ -32,10 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = [("chunk", {"chunk_tokens": 4096, "lr": 0.002}),
            ("chunk", {"chunk_tokens": 4096, "lr": 0.01}),
            ("chunk", {"chunk_tokens": 16384, "lr": 0.01}),
-           ("lora", {"lora_lr": 0.003}),
-           ("lora", {"lora_lr": 0.01}),
-           ("lora", {"lora_lr": 0.01, "lora_chunk": 96}),
-           ("lora", {"lora_lr": 0.01, "lora_phases": 3, "lora_prefix_docs": 60})]
+           ("lora_golf", {"golf_lora_lr": 0.003}),
+           ("lora_golf", {"golf_lora_lr": 0.01}),
+           ("lora_golf", {"golf_lora_lr": 0.01, "lora_chunk": 96}),
+           ("lora_golf", {"golf_lora_lr": 0.01, "lora_phases": 3, "lora_prefix_docs": 60})]
 QUICK = [CONFIGS[1], CONFIGS[4]]
 
 

@@ -19,7 +19,7 @@ BOOL_TRUE = ("1", "true", "yes", "on")
 BOOL_FALSE = ("0", "false", "no", "off")
 # A set variable with one of these prefixes is golfkit's: unknown -> refused, never ignored.
 GOLF_PREFIXES = ("NUM_", "QUANT_", "TTT_", "MUON_", "EVAL_", "GOLF_", "GPTQ_", "BIGRAM_",
-                 "ROPE_", "XSA_", "SMEAR_", "BUDGET_", "TIED_", "ADAM_")
+                 "ROPE_", "XSA_", "SMEAR_", "BUDGET_", "TIED_", "ADAM_", "PHASED_TTT_", "GLOBAL_TTT_")
 # Set by the tools golfkit runs under (torchrun, CUDA, OpenMP, Python): never taken for a typo.
 FOREIGN_PREFIXES = ("TORCH", "NCCL_", "CUDA_", "OMP_", "MKL_", "PYTHON", "LC_",
                     "ROLE_", "GROUP_", "MASTER_", "LOCAL_WORLD_", "SLURM_", "PYTEST_")

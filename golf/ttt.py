@@ -4,20 +4,26 @@ Why this module exists: the April records' headline is a model adapted *while* i
 and the illegal variants (training on validation text before scoring it, rescoring after an
 update, multi-epoch passes scored on the last epoch) differ from the legal ones only in the
 order of two lines. Here the order is fixed by construction and checked by tests
-(tests/test_ttt.py perturbs the stream after position t and asserts no score up to t moves):
+(tests/test_ttt.py perturbs the stream after position t and asserts no score up to t moves;
+tests/test_ttt_phased.py does the same for `lora` in its own processing order, see below):
 
 - `chunk` (R23 / PR #549): the stream is cut into chunks of
   TTT_CHUNK_TOKENS targets; every window of the usual plan (`golf.evaluate.window_plan`,
   chunked or sliding) belongs to the chunk holding its first scored target. Per chunk: score
   all its windows under no_grad, *then* SGD (momentum, epochs, clip) on that chunk's targets,
   all parameters, LR cosine across chunks; the last chunk is never trained on.
-- `lora` (the 1.0611 record's shape): documents split at BOS; each
-  document is cut into TTT_LORA_CHUNK-target chunks scored with in-document context only; after
-  a chunk is scored, that document's own LoRA adapters take one step on it (never after its
-  last chunk). Each document of a batch has its own adapters (reset per batch, initialised from
-  the document's start position, never from tokens), so documents cannot see each other.
-  Optional global phases (TTT_LORA_PHASES > 0) train the base model with SGD on documents
-  that are already scored, in stream order.
+- `lora` (the records' phased score-first LoRA: PR #1855, with #2014's and #2135's knobs):
+  documents from BOS to BOS, sorted by length and cut into TTT_BATCH_SIZE batches, the longest
+  batch first; every document of a batch has its own adapters per virtual layer (golf.lora:
+  Q, K, V, the O and MLP bypasses, the head); step k scores chunk k (TTT_CHUNK_SIZE targets,
+  a window of the seq_len tokens before the chunk's end inside the document), then one AdamW
+  step for the documents with a later chunk. A is warm-started across batches, B zeroed. At
+  each PHASED_TTT_* boundary the base model takes SGD on the documents already scored.
+  Causal in that processing order (a permutation fixed by document lengths), as the records
+  ran, not in stream order: docs/ttt.md says what that concedes.
+- `lora_golf` (golfkit's earlier reading of the same record): stream-order segments, adapters
+  on every nn.Linear (not per virtual layer), Adam, per-document clipping, A seeded by each
+  document's start; optional global phases (TTT_LORA_PHASES) in stream order.
 
 No compile and no warm-up step exist here, so no validation token is ever seen before it is
 scored. The caller's model is deep-copied; its weights never change. Settings come from
@@ -53,41 +59,75 @@ from golf.evaluate import (
     rank_slice,
     window_plan,
 )
+from golf.lora import BLOCK_TARGETS, DocLoRA
 from golf.settings import fields_table, parse_env, register, setting, value_problems
 
-MODES = ("off", "chunk", "lora")
 Window = tuple[int, int, int]          # (start, score_from, score_to) as in golf.evaluate
 
 
 # ----------------------------------------------------------------------------- settings
 def _ttt_env_name(name: str) -> str:
+    """TTT_ + the field upper-cased; the records' PHASED_TTT_* / GLOBAL_TTT_* fields as they are."""
+    if name.startswith(("phased_ttt_", "global_ttt_")):
+        return name.upper()
     return {"mode": "TTT", "on": "TTT_ON"}.get(name, "TTT_" + name.upper())
 
 
 @dataclass(frozen=True)
 class TTTSettings:
-    """TTT knobs; env name = TTT_ + field name upper-cased (mode is `TTT`, on is `TTT_ON`)."""
-    mode: str = setting("off", "test-time training at evaluation", choices=MODES,
+    """TTT knobs; env name = TTT_ + field name upper-cased (mode is `TTT`, on is `TTT_ON`;
+    the phased_ttt_* / global_ttt_* fields are upper-cased as they are, the records' names)."""
+    mode: str = setting("off", "test-time training at evaluation (the modes of golf.ttt.TTT_MODES)",
                         aliases=(("0", "off"), ("none", "off")))
     on: str = setting("post", "post = the dequantized artifact, pre = full precision",
                       choices=("post", "pre"))
     chunk_tokens: int = setting(32_768, "targets per chunk (chunk mode; R23)", gt=0)
-    lr: float = setting(0.002, "SGD lr of chunk mode and of LoRA global phases (R23)", ge=0)
+    lr: float = setting(0.002, "SGD lr of chunk mode and of lora_golf's global phases (R23)", ge=0)
     epochs: int = setting(3, "SGD epochs per chunk (R23)", ge=0)
     momentum: float = setting(0.9, "SGD momentum (R23)", ge=0, lt=1)
-    grad_clip: float = setting(1.0, "gradient clip (per document in LoRA mode; 0 = off)", ge=0)
+    grad_clip: float = setting(1.0, "gradient clip (per document in lora_golf; 0 = off)", ge=0)
     batch_seqs: int = setting(32, "sequences per SGD step, split over ranks (R23)", gt=0)
-    lora_rank: int = setting(8, "LoRA adapter rank (ours: the reference does not give it)", gt=0)
-    lora_lr: float = setting(0.01, "Adam lr of the adapters (ours)", ge=0)
-    lora_chunk: int = setting(48, "targets per LoRA step (1.0611 record)", gt=0)
-    lora_batch_docs: int = setting(64, "documents (adapter sets) per batch (1.0611)", gt=0)
-    lora_targets: str = setting("all", "all nn.Linear, or comma-separated name parts")
-    lora_phases: int = setting(0, "global SGD phases (1.0611 record: 3)", ge=0)
-    lora_prefix_docs: int = setting(2500, "documents covered by the phases (1.0611)", ge=0)
-    lora_phase_epochs: int = setting(1, "SGD epochs per global phase (ours)", ge=0)
-    lora_sort: bool = setting(True, "length-sort documents within a segment (padding)")
+    golf_lora_rank: int = setting(8, "lora_golf: adapter rank", gt=0)
+    golf_lora_lr: float = setting(0.01, "lora_golf: Adam lr of the adapters", ge=0)
+    lora_chunk: int = setting(48, "lora_golf: targets per LoRA step", gt=0)
+    lora_batch_docs: int = setting(64, "lora_golf: documents (adapter sets) per batch", gt=0)
+    lora_targets: str = setting("all", "lora_golf: all nn.Linear, or comma-separated name parts")
+    lora_phases: int = setting(0, "lora_golf: global SGD phases", ge=0)
+    lora_prefix_docs: int = setting(2500, "lora_golf: documents covered by the phases", ge=0)
+    lora_phase_epochs: int = setting(1, "lora_golf: SGD epochs per global phase (ours)", ge=0)
+    lora_sort: bool = setting(True, "lora_golf: length-sort documents within a segment (padding)")
     bos_id: int = setting(-1, "document separator; -1 = the model's BOS_ID", ge=-1)
-    seed: int = setting(0, "LoRA adapter init (with each document's start)", ge=0)
+    seed: int = setting(0, "LoRA adapter init (never from tokens)", ge=0)
+    # --- TTT=lora, the records' phased score-first LoRA (PR #1855; #2014, #2135): their own
+    # variable names, #1855's launch values as defaults.
+    lora_rank: int = setting(80, "lora: adapter rank", gt=0)
+    lora_lr: float = setting(1e-4, "lora: AdamW lr of the adapters (#2135: 8e-5)", ge=0)
+    batch_size: int = setting(64, "lora: documents per batch (#2014: 24)", gt=0)
+    chunk_size: int = setting(48, "lora: targets scored, then trained, per step", gt=0)
+    eval_seq_len: int = setting(0, "lora: scoring window (0 = the eval's EVAL_SEQ_LEN)", ge=0)
+    lora_alpha: float = setting(144.0, "lora: adapter delta scale alpha / rank", gt=0)
+    weight_decay: float = setting(0.5, "lora: AdamW weight decay (#2135: 2.0)", ge=0)
+    beta1: float = setting(0.0, "lora: AdamW beta1", ge=0, lt=1)
+    beta2: float = setting(0.99, "lora: AdamW beta2", ge=0, lt=1)
+    grad_steps: int = setting(1, "lora: AdamW steps per chunk", ge=1)
+    local_lr_mult: float = setting(1.0, "lora: adapter lr = TTT_LORA_LR x this (#2014: 0.75)", ge=0)
+    q_lora: bool = setting(True, "lora: adapt Q")
+    k_lora: bool = setting(True, "lora: adapt K (#2135: 0)")
+    v_lora: bool = setting(True, "lora: adapt V")
+    o_lora: bool = setting(True, "lora: the O bypass from the attention input")
+    mlp_lora: bool = setting(True, "lora: the MLP bypass from the MLP input")
+    mask: str = setting("", "lora: no_qv switches Q and V off (#2014)", choices=("", "no_qv"))
+    warm_start_a: bool = setting(True, "lora: keep A across the batches of a phase (B = 0)")
+    short_score_first_enabled: bool = setting(False, "lora: #2014's short-document chunks")
+    short_score_first_steps: str = setting("256:8,2000:24", "lora: doc_len:chunk steps (#2014)")
+    phased_ttt_num_phases: int = setting(3, "lora: global SGD phases (#2014, #2135: 1)", ge=0)
+    phased_ttt_prefix_docs: int = setting(2500, "lora: scored documents the phases train on", ge=0)
+    global_ttt_lr: float = setting(0.001, "lora: global phase SGD lr (cosine over chunks)", ge=0)
+    global_ttt_momentum: float = setting(0.9, "lora: global phase SGD momentum", ge=0, lt=1)
+    global_ttt_epochs: int = setting(1, "lora: global phase passes over each chunk", ge=0)
+    global_ttt_chunk_tokens: int = setting(32_768, "lora: global phase chunk (the last is skipped)", gt=0)
+    global_ttt_batch_seqs: int = setting(32, "lora: global phase sequences per step per rank", gt=0)
+    global_ttt_grad_clip: float = setting(1.0, "lora: global phase gradient clip", ge=0)
 
     @property
     def active(self) -> bool:
@@ -111,11 +151,18 @@ class TTTSettings:
         range is an EvalError naming the variable."""
         mode_setting = TTT_SETTINGS[0]
         s = dataclasses.replace(self, mode=mode_setting.parse_type(self.mode or "off"),
-                                on=self.on.lower())
-        bad = value_problems(s, TTT_SETTINGS)
+                                on=self.on.lower(), mask=self.mask.lower())
+        bad = value_problems(s, TTT_SETTINGS) + s._own_problems()
         if bad:
             raise EvalError(f"{bad[0]}; fix the environment variable or the --ttt flag")
         return s
+
+    def _own_problems(self) -> list[str]:
+        """What the table's per-field rules cannot say: the syntax of the short-document steps."""
+        if short_steps(self.short_score_first_steps) is None:
+            return [f"TTT_SHORT_SCORE_FIRST_STEPS={self.short_score_first_steps!r}: not "
+                    "doc_len:chunk pairs such as 256:8,2000:24"]
+        return []
 
     def post_ttt(self, models: dict[str, nn.Module], ed: EvalData, base: dict,
                  **kw: Any) -> dict:
@@ -124,22 +171,8 @@ class TTTSettings:
 
     def knobs(self) -> dict[str, Any]:
         """The settings that shaped this mode's result (for eval.json and submission.json)."""
-        common = {"grad_clip": self.grad_clip}
-        if self.mode == "chunk":
-            return {**common, "chunk_tokens": self.chunk_tokens, "lr": self.lr, "epochs": self.epochs,
-                    "momentum": self.momentum, "batch_seqs": self.batch_seqs, "schedule": "cosine"}
-        k = {**common, "lora_rank": self.lora_rank, "lora_lr": self.lora_lr, "optimizer": "adam",
-             "lora_chunk": self.lora_chunk, "lora_batch_docs": self.lora_batch_docs,
-             "lora_targets": self.lora_targets, "lora_phases": self.lora_phases,
-             "bos_id": self.bos_id, "seed": self.seed}
-        if self.lora_phases:
-            k.update(lora_prefix_docs=self.lora_prefix_docs, lora_phase_epochs=self.lora_phase_epochs,
-                     lr=self.lr, momentum=self.momentum, batch_seqs=self.batch_seqs)
-        return k
-
-
-TTT_SETTINGS = fields_table(TTTSettings, "ttt", _ttt_env_name)
-register("ttt", TTT_SETTINGS)
+        spec = TTT_MODES[self.mode]
+        return {**{k: getattr(self, k) for k in spec.knobs}, **spec.fixed}
 
 
 # ----------------------------------------------------------------------------- result
@@ -412,25 +445,33 @@ def _clip_per_slot(adapters: Sequence[BatchedLoRA], clip: float) -> None:
         g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
 
 
-def _lora_step(model: nn.Module, adapters: Sequence[BatchedLoRA], opt: torch.optim.Optimizer,
-               stream: torch.Tensor, rows: Sequence[tuple[int, Window]], train: set[int],
-               clip: float, dev: torch.device, tally: _Tally) -> int:
-    """One forward over this step's windows: record every NLL (the score, taken before any
-    update that could have seen it), then one step for the documents in `train` on the very
-    targets just scored. Rows are right-padded; the model is causal, so padding is unseen."""
+def _window_logits(model: nn.Module, stream: torch.Tensor, rows: Sequence[tuple[int, Window]],
+                   dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float32 logits over all V, targets) at the scored positions of the rows' windows,
+    right-padded with id 0 into one batch; the model is causal, so padding is unseen."""
     T = max(e - s for _, (s, _, e) in rows)
     x = torch.zeros(len(rows), T, dtype=torch.long)
     for i, (_, (s, _, e)) in enumerate(rows):
         x[i, : e - s] = stream[s:e]
+    logits = model(x.to(dev))
+    picked = [logits[i, a - s:e - s] for i, (_, (s, a, e)) in enumerate(rows)]
+    tgt = torch.cat([stream[a + 1:e + 1] for _, (_, a, e) in rows]).to(dev).long()
+    return torch.cat(picked).float(), tgt
+
+
+def _lora_step(model: nn.Module, route: Callable[[torch.Tensor | None], None],
+               opt: torch.optim.Optimizer, stream: torch.Tensor,
+               rows: Sequence[tuple[int, Window]], train: set[int], dev: torch.device,
+               tally: _Tally, *, clip: Callable[[], None] | None = None, steps: int = 1) -> int:
+    """One forward over this step's windows: record every NLL (the score, taken before any
+    update that could have seen it), then `steps` optimizer steps for the documents in `train`
+    on the very targets just scored (the first reuses the scoring forward). `route` points
+    batch rows at their documents' adapters (None after). Returns the steps taken."""
     slots = torch.tensor([slot for slot, _ in rows], device=dev)
-    for ad in adapters:
-        ad.rows = slots
+    route(slots)
     try:
         with torch.set_grad_enabled(bool(train)), _autocast(dev):
-            logits = model(x.to(dev))
-            picked = [logits[i, a - s:e - s] for i, (_, (s, a, e)) in enumerate(rows)]
-            tgt = torch.cat([stream[a + 1:e + 1] for _, (_, a, e) in rows]).to(dev).long()
-            flat = torch.cat(picked).float()
+            flat, tgt = _window_logits(model, stream, rows, dev)
             nll = F.cross_entropy(flat, tgt, reduction="none")
         spans = [(a, e) for _, (_, a, e) in rows]
         scored = nll.detach()
@@ -444,15 +485,26 @@ def _lora_step(model: nn.Module, adapters: Sequence[BatchedLoRA], opt: torch.opt
         n_slot = torch.bincount(tok_slot).clamp(min=1).float()
         on = torch.zeros(len(n_slot), device=dev)
         on[sorted(train)] = 1.0
-        loss = (nll * (on / n_slot)[tok_slot]).sum()              # Σ over documents of their mean NLL
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        _clip_per_slot(adapters, clip)
-        opt.step()
-        return 1
+        weight = (on / n_slot)[tok_slot]                          # Σ over documents of their mean NLL
+        for k in range(steps):
+            if k:
+                with _autocast(dev):
+                    nll = F.cross_entropy(*_window_logits(model, stream, rows, dev), reduction="none")
+            opt.zero_grad(set_to_none=True)
+            (nll * weight).sum().backward()
+            if clip is not None:
+                clip()
+            opt.step()
+        return steps
     finally:
+        route(None)
+
+
+def _golf_route(adapters: Sequence[BatchedLoRA]) -> Callable[[torch.Tensor | None], None]:
+    def route(rows: torch.Tensor | None) -> None:
         for ad in adapters:
-            ad.rows = None
+            ad.rows = rows
+    return route
 
 
 def _lora_batch(model: nn.Module, adapters: Sequence[BatchedLoRA], stream: torch.Tensor,
@@ -461,14 +513,15 @@ def _lora_batch(model: nn.Module, adapters: Sequence[BatchedLoRA], stream: torch
     """One batch of documents, slot i = docs[i], with fresh adapters and a fresh Adam state.
     Step k scores chunk k of every document that has one, then trains those not at their end."""
     reset_adapters(adapters, [a for a, _ in docs], s.seed)
-    opt = torch.optim.Adam([p for ad in adapters for p in (ad.A, ad.B)], lr=s.lora_lr)
+    opt = torch.optim.Adam([p for ad in adapters for p in (ad.A, ad.B)], lr=s.golf_lora_lr)
     n_chunks = [-(-(b - a) // s.lora_chunk) for a, b in docs]
     steps = 0
     for k in range(max(n_chunks)):
         rows = [(slot, w) for slot, (a, b) in enumerate(docs) if k < n_chunks[slot]
                 for w in chunk_windows(a, b, k, s.lora_chunk, seq_len, stride)]
         train = {slot for slot, nc in enumerate(n_chunks) if k < nc - 1}
-        steps += _lora_step(model, adapters, opt, stream, rows, train, s.grad_clip, dev, tally)
+        steps += _lora_step(model, _golf_route(adapters), opt, stream, rows, train, dev, tally,
+                            clip=lambda: _clip_per_slot(adapters, s.grad_clip))
     return steps
 
 
@@ -498,17 +551,20 @@ def _rank_docs(docs: Sequence[tuple[int, int]], rank: int, world: int) -> list[t
     return [d for d in docs if a <= d[0] < b]
 
 
-def lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
-             seq_len: int, stride: int, dev: torch.device, rank: int, world: int,
-             record: bool = False, tilt: Any = None) -> TTTResult:
-    """Per-document LoRA TTT on `model` in place (callers pass a copy; see run_ttt)."""
+def lora_golf_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
+                  seq_len: int, stride: int, batch_tokens: int, dev: torch.device, rank: int,
+                  world: int, record: bool = False, tilt: Any = None,
+                  doc_bos: int | None = None) -> TTTResult:
+    """golfkit's earlier per-document LoRA TTT (TTT=lora_golf) on `model` in place (callers
+    pass a copy; see run_ttt). batch_tokens and doc_bos are unused: TTT_LORA_BATCH_DOCS sets
+    the batch, and every window lies inside one document anyway."""
     t0 = time.perf_counter()
     stream = torch.from_numpy(toks[: n + 1].astype(np.int32))
     docs = split_documents(toks, n, s.bos_id)
     base_params = list(model.parameters())
     for p in base_params:
         p.requires_grad_(False)
-    adapters = attach_lora(model, s.lora_batch_docs, s.lora_rank, s.lora_targets)
+    adapters = attach_lora(model, s.lora_batch_docs, s.golf_lora_rank, s.lora_targets)
     base_opt = torch.optim.SGD(base_params, lr=s.lr, momentum=s.momentum) if s.lora_phases else None
     tally = _Tally(toks, n, lut, record, tilt)
     steps = 0
@@ -530,8 +586,185 @@ def lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n:
             for p in base_params:
                 p.requires_grad_(False)
     return _finish(tally, n=n, t0=t0, dev=dev, world=world, mode="sliding" if stride else "chunked",
-                   seq_len=seq_len, stride=stride, partial=False, ttt="lora", knobs=s.knobs(),
+                   seq_len=seq_len, stride=stride, partial=False, ttt="lora_golf",
+                   knobs=s.knobs(), units=len(docs), adapt_steps=steps)
+
+
+# ----------------------------------------------------------------------------- records' phased LoRA
+ADAM_EPS = 1e-10                                            # the records' AdamW eps for the adapters
+MASKS: dict[str, tuple[str, ...]] = {"": (), "no_qv": ("q", "v")}   # TTT_MASK -> targets switched off
+
+
+def short_steps(raw: str) -> list[tuple[int, int]] | None:
+    """TTT_SHORT_SCORE_FIRST_STEPS "256:8,2000:24" -> [(256, 8), (2000, 24)]; None if malformed."""
+    try:
+        pairs = sorted((int(a), int(b)) for a, b in (p.split(":") for p in raw.split(",") if p.strip()))
+    except ValueError:
+        return None
+    return pairs if all(a > 0 and b > 0 for a, b in pairs) else None
+
+
+def record_targets(s: TTTSettings) -> tuple[str, ...]:
+    """The block adapters on: TTT_Q/K/V/O/MLP_LORA, minus what TTT_MASK switches off."""
+    on = {"q": s.q_lora, "k": s.k_lora, "v": s.v_lora, "o": s.o_lora, "mlp": s.mlp_lora}
+    return tuple(t for t in BLOCK_TARGETS if on[t] and t not in MASKS[s.mask])
+
+
+def record_batches(docs: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Document indices per batch, in processing order: sorted by length ascending (ties in
+    stream order), cut into batch_size from the short end, the longest batch first (so the
+    first batch holds the remainder: 50,000 docs by 64 give 16 then 781 x 64)."""
+    order = sorted(range(len(docs)), key=lambda j: (docs[j][1] - docs[j][0], j))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)][::-1]
+
+
+def phase_boundaries(phases: int, prefix_docs: int) -> list[int]:
+    """Cumulative scored-document counts that end each global phase (2500 / 3: 833, 1666, 2500)."""
+    return [prefix_docs * (i + 1) // phases for i in range(phases)] if phases > 0 else []
+
+
+def batch_chunk(s: TTTSettings, docs: Sequence[tuple[int, int]]) -> int:
+    """TTT_CHUNK_SIZE, or with TTT_SHORT_SCORE_FIRST_ENABLED (#2014) the chunk of the first
+    step whose doc_len bound covers the batch's longest document (doc_len = targets + 1)."""
+    if s.short_score_first_enabled:
+        longest = max(b - a for a, b in docs) + 1
+        for limit, size in short_steps(s.short_score_first_steps) or []:
+            if longest <= limit:
+                return size
+    return s.chunk_size
+
+
+def _record_batch(model: nn.Module, bank: DocLoRA, stream: torch.Tensor,
+                  docs: Sequence[tuple[int, int]], s: TTTSettings, seq_len: int,
+                  dev: torch.device, tally: _Tally) -> int:
+    """One batch, slot i = docs[i], with a fresh AdamW state: step k scores chunk k of every
+    document that has one in a window of the seq_len tokens ending at the chunk's end (never
+    before the document's BOS), then trains the documents that have a later chunk."""
+    chunk = batch_chunk(s, docs)
+    opt = torch.optim.AdamW(bank.parameters(), lr=s.lora_lr * s.local_lr_mult,
+                            betas=(s.beta1, s.beta2), eps=ADAM_EPS, weight_decay=s.weight_decay)
+    n_chunks = [-(-(b - a) // chunk) for a, b in docs]
+    steps = 0
+    for k in range(max(n_chunks)):
+        rows = [(slot, w) for slot, (a, b) in enumerate(docs) if k < n_chunks[slot]
+                for w in chunk_windows(a, b, k, chunk, seq_len, stride=1)]
+        train = {slot for slot, nc in enumerate(n_chunks) if k < nc - 1}
+        steps += _lora_step(model, bank.route, opt, stream, rows, train, dev, tally,
+                            steps=s.grad_steps)
+    return steps
+
+
+def _global_phase(model: nn.Module, params: Sequence[nn.Parameter], stream: torch.Tensor,
+                  docs: Sequence[tuple[int, int]], prefix: Sequence[int], s: TTTSettings,
+                  seq_len: int, dev: torch.device, rank: int, world: int) -> int:
+    """SGD of the base model on already-scored documents (in processing order), concatenated
+    BOS to BOS: GLOBAL_TTT_CHUNK_TOKENS chunks, the last one skipped, lr cosine over chunks,
+    seq_len sequences, GLOBAL_TTT_BATCH_SEQS per rank per step, clip, the training loss."""
+    last_end = docs[prefix[-1]][1]
+    cat = torch.cat([stream[docs[j][0]:docs[j][1]] for j in prefix] + [stream[last_end:last_end + 1]])
+    total, size = len(cat) - 1, s.global_ttt_chunk_tokens
+    n_chunks = -(-total // size)
+    opt = torch.optim.SGD(params, lr=s.global_ttt_lr, momentum=s.global_ttt_momentum)
+    for p in params:
+        p.requires_grad_(True)
+    steps = 0
+    try:
+        for ci in range(n_chunks - 1):
+            lr = s.global_ttt_lr * 0.5 * (1.0 + math.cos(math.pi * ci / max(1, n_chunks - 1)))
+            steps += train_span(model, opt, cat, ci * size, min((ci + 1) * size, total), lr=lr,
+                                epochs=s.global_ttt_epochs, seq_len=seq_len,
+                                batch_seqs=s.global_ttt_batch_seqs * world,
+                                clip=s.global_ttt_grad_clip, dev=dev, rank=rank, world=world)
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+    return steps
+
+
+def phased_lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
+                    seq_len: int, stride: int, batch_tokens: int, dev: torch.device, rank: int,
+                    world: int, record: bool = False, tilt: Any = None,
+                    doc_bos: int | None = None) -> TTTResult:
+    """TTT=lora: the records' phased score-first LoRA on `model` in place (callers pass a copy).
+
+    Batches (record_batches) go round-robin to the ranks; after each round every rank knows
+    how many documents are scored, and at each phase boundary all of them run the same global
+    phase on the first boundary-many documents in processing order. A is drawn afresh (from a
+    generator seeded by TTT_SEED and the batch index, never from tokens) for the first batch, after a
+    batch of another size, after a phase, and for every batch without TTT_WARM_START_A;
+    otherwise only B is zeroed. `tilt` tilts the scores, never the adaptation losses. stride,
+    batch_tokens and doc_bos are unused (per-document chunk windows)."""
+    t0 = time.perf_counter()
+    stream = torch.from_numpy(toks[: n + 1].astype(np.int64))
+    docs = split_documents(toks, n, s.bos_id)
+    T = s.eval_seq_len or seq_len
+    params = [p for p in model.parameters() if p.requires_grad]   # what a global phase trains
+    for p in params:
+        p.requires_grad_(False)
+    batches = record_batches(docs, s.batch_size)
+    bank = DocLoRA(model, max(len(b) for b in batches), s.lora_rank, s.lora_alpha, record_targets(s))
+    bounds = phase_boundaries(s.phased_ttt_num_phases, s.phased_ttt_prefix_docs)
+    tally = _Tally(toks, n, lut, record, tilt)
+    steps, phase, prev_size = 0, 0, 0
+    model.eval()
+    for r0 in range(0, len(batches), world):
+        if r0 + rank < len(batches):
+            batch = [docs[j] for j in batches[r0 + rank]]
+            if not s.warm_start_a or len(batch) != prev_size:     # seeded by the batch index
+                bank.fresh_A(torch.Generator().manual_seed(s.seed * 1_000_003 + r0 + rank))
+            else:
+                bank.zero_B()
+            prev_size = len(batch)
+            steps += _record_batch(model, bank, stream, batch, s, T, dev, tally)
+        done = min(r0 + world, len(batches))
+        scored = sum(len(b) for b in batches[:done])
+        while phase < len(bounds) and scored >= bounds[phase] and done < len(batches):
+            prefix = [j for b in batches[:done] for j in b][:bounds[phase]]
+            steps += _global_phase(model, params, stream, docs, prefix, s, seq_len, dev, rank,
+                                   world)
+            phase, prev_size = phase + 1, 0                        # a fresh A after a phase
+    return _finish(tally, n=n, t0=t0, dev=dev, world=world, mode="sliding", seq_len=T,
+                   stride=s.chunk_size, partial=False, ttt="lora", knobs=s.knobs(),
                    units=len(docs), adapt_steps=steps)
+
+
+# ----------------------------------------------------------------------------- the modes
+@dataclass(frozen=True)
+class TTTMode:
+    """One TTT mode: its runner, one line for --help, and the TTTSettings fields that shape its
+    result (eval.json's knobs) plus constants it reports."""
+    run: Callable[..., TTTResult]
+    about: str
+    knobs: tuple[str, ...]
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    documents: bool = False        # splits the stream at BOS (needs the model's BOS_ID)
+
+
+_PHASED_KNOBS = ("lora_rank", "lora_alpha", "lora_lr", "local_lr_mult", "weight_decay", "beta1",
+                 "beta2", "grad_steps", "batch_size", "chunk_size", "eval_seq_len", "mask",
+                 "q_lora", "k_lora", "v_lora", "o_lora", "mlp_lora", "warm_start_a",
+                 "short_score_first_enabled", "short_score_first_steps", "phased_ttt_num_phases",
+                 "phased_ttt_prefix_docs", "global_ttt_lr", "global_ttt_momentum",
+                 "global_ttt_epochs", "global_ttt_chunk_tokens", "global_ttt_batch_seqs",
+                 "global_ttt_grad_clip", "bos_id", "seed")
+_GOLF_KNOBS = ("grad_clip", "golf_lora_rank", "golf_lora_lr", "lora_chunk", "lora_batch_docs",
+               "lora_targets", "lora_phases", "lora_prefix_docs", "lora_phase_epochs", "lr",
+               "momentum", "batch_seqs", "bos_id", "seed")
+
+TTT_MODES: dict[str, TTTMode] = {
+    "chunk": TTTMode(chunk_ttt, "R23 per-chunk SGD of all weights",
+                     ("grad_clip", "chunk_tokens", "lr", "epochs", "momentum", "batch_seqs"),
+                     fixed={"schedule": "cosine"}),
+    "lora": TTTMode(phased_lora_ttt, "the records' phased score-first LoRA (PR #1855 / #2014 / #2135)",
+                    _PHASED_KNOBS, fixed={"optimizer": "adamw", "eps": ADAM_EPS, "global": "sgd"},
+                    documents=True),
+    "lora_golf": TTTMode(lora_golf_ttt, "golfkit's earlier per-document LoRA on every nn.Linear",
+                         _GOLF_KNOBS, fixed={"optimizer": "adam"}, documents=True),
+}
+MODES = ("off", *TTT_MODES)
+TTT_SETTINGS = tuple(dataclasses.replace(st, choices=MODES) if st.field == "mode" else st
+                     for st in fields_table(TTTSettings, "ttt", _ttt_env_name))
+register("ttt", TTT_SETTINGS)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -548,8 +781,9 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
     golf.tilt.TokenTilt) tilts every scored NLL; the adaptation losses stay untilted. `doc_bos`
     keeps chunk mode's windows inside documents (LoRA mode scores per document anyway).
     """
+    settings = settings.validated()         # idempotent: spellings resolved, ranges checked
     if not settings.active:
-        raise EvalError("TTT is off: set TTT=chunk or TTT=lora (or pass --ttt)")
+        raise EvalError("TTT is off: set TTT=lora, TTT=chunk or TTT=lora_golf (or pass --ttt)")
     if world_size > 1 and not _dist_active(world_size):
         raise EvalError("TTT with world_size > 1 needs an initialized process group (torchrun)")
     toks = np.asarray(tokens)
@@ -557,17 +791,14 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
     n = n_total if max_tokens is None else min(n_total, int(max_tokens))
     if n <= 0:
         raise EvalError(f"no validation targets to score (stream of {len(toks)} tokens)")
-    if settings.mode == "lora" and settings.bos_id < 0:
+    spec = TTT_MODES[settings.mode]
+    if spec.documents and settings.bos_id < 0:
         settings = dataclasses.replace(settings, bos_id=-1 if bos_id is None else int(bos_id))
     dev = torch.device(device)
     work = copy.deepcopy(model).to(dev)
     common = dict(n=n, seq_len=seq_len, stride=stride, dev=dev, rank=rank, world=world_size,
                   record=record, tilt=tilt)
-    if settings.mode == "chunk":
-        res = chunk_ttt(work, toks, lut, settings, batch_tokens=batch_tokens, doc_bos=doc_bos,
-                        **common)
-    else:
-        res = lora_ttt(work, toks, lut, settings, **common)
+    res = spec.run(work, toks, lut, settings, batch_tokens=batch_tokens, doc_bos=doc_bos, **common)
     res.partial = n < n_total
     res.weights = weights or settings.on
     return res

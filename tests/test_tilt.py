@@ -189,7 +189,7 @@ def test_scorer_tilt_equals_a_softmax_over_tilted_logits(stride, one_thread):
     assert tilted.val_loss != pytest.approx(plain.val_loss, rel=1e-4)
 
 
-@pytest.mark.parametrize("mode,stride", [("chunk", 0), ("chunk", 8), ("lora", 0), ("lora", 8)])
+@pytest.mark.parametrize("mode,stride", [("chunk", 0), ("chunk", 8), ("lora_golf", 0), ("lora_golf", 8)])
 def test_tilted_ttt_score_at_t_ignores_tokens_after_t(mode, stride, one_thread):
     """C1 with the tilt on top of adapting TTT: perturbing tokens after t moves no score <= t
     (the hint table is rebuilt from each perturbed stream, as the scorer does)."""
@@ -201,7 +201,7 @@ def test_tilted_ttt_score_at_t_ignores_tokens_after_t(mode, stride, one_thread):
     _assert_causal(nll_of, doc_stream(n_docs=8), ts=(150, 301))
 
 
-@pytest.mark.parametrize("mode", ["chunk", "lora"])
+@pytest.mark.parametrize("mode", ["chunk", "lora", "lora_golf"])
 def test_ttt_adapts_on_the_untilted_loss(mode, one_thread):
     """The tilt changes hinted scores only: unhinted targets score bit-identically with and
     without it, so every adaptation step saw the same (untilted) loss."""

@@ -62,10 +62,18 @@ def settings(mode: str, **kw) -> TTTSettings:
     """Small, aggressive knobs: a leak, if any, would move scores visibly."""
     if mode == "chunk":
         base = dict(mode="chunk", chunk_tokens=96, lr=0.05, epochs=2, batch_seqs=4)
-    elif mode == "lora":
-        base = dict(mode="lora", lora_chunk=8, lora_lr=0.05, lora_batch_docs=4, lora_rank=4)
-    else:  # lora with global SGD phases on already-scored documents
-        base = dict(mode="lora", lora_chunk=8, lora_lr=0.05, lora_batch_docs=4, lora_rank=4,
+    elif mode == "lora_golf":
+        base = dict(mode="lora_golf", lora_chunk=8, golf_lora_lr=0.05, lora_batch_docs=4, golf_lora_rank=4)
+    elif mode == "lora":    # the records' phased form, small: 2 global phases over 8 documents
+        base = dict(mode="lora", chunk_size=8, lora_lr=0.05, batch_size=4, lora_rank=4,
+                    phased_ttt_num_phases=2, phased_ttt_prefix_docs=8, global_ttt_lr=0.05,
+                    global_ttt_chunk_tokens=64, global_ttt_batch_seqs=2)
+    elif mode == "records":  # fresh A per batch, one phase after 6 documents: rank-split exact
+        base = dict(mode="lora", chunk_size=8, lora_lr=0.05, batch_size=4, lora_rank=4,
+                    warm_start_a=False, phased_ttt_num_phases=1, phased_ttt_prefix_docs=6,
+                    global_ttt_lr=0.05, global_ttt_chunk_tokens=2 * L, global_ttt_batch_seqs=2)
+    else:  # golf_phased: lora_golf with global SGD phases on already-scored documents
+        base = dict(mode="lora_golf", lora_chunk=8, golf_lora_lr=0.05, lora_batch_docs=4, golf_lora_rank=4,
                     lora_phases=2, lora_prefix_docs=8, lr=0.05, batch_seqs=4)
     base.update(kw)
     return TTTSettings(**base).validated()
@@ -76,7 +84,7 @@ def ttt(model, toks, s, stride, **kw):
                    bos_id=BOS, record=True, **kw)
 
 
-MODES = [("chunk", 0), ("chunk", 8), ("lora", 0), ("lora", 8), ("phased", 8)]
+MODES = [("chunk", 0), ("chunk", 8), ("lora_golf", 0), ("lora_golf", 8), ("golf_phased", 8)]
 
 
 # ----------------------------------------------------------------------------- settings
@@ -159,7 +167,7 @@ def test_no_score_at_or_before_t_depends_on_tokens_after_t(mode, stride, one_thr
     _assert_causal(lambda x: ttt(model, x, settings(mode), stride).nll, toks)
 
 
-@pytest.mark.parametrize("mode", ["chunk", "lora"])
+@pytest.mark.parametrize("mode", ["chunk", "lora_golf"])
 def test_causal_even_when_the_perturbation_moves_document_boundaries(mode, one_thread):
     """New BOS tokens after t change later documents and how the batches are sorted/padded;
     per-document adapters (seeded by start position) keep earlier scores unchanged."""
@@ -195,7 +203,7 @@ def test_each_target_scored_exactly_once_with_exact_bytes(mode, stride, one_thre
     n = len(toks) - 1
     assert r.tokens == n and (r.counts == 1).all() and not np.isnan(r.nll).any()
     assert r.bytes == lut_target_bytes(toks, n, toy_lut())
-    assert r.score_first and r.adapt_steps > 0 and r.ttt == ("chunk" if mode == "chunk" else "lora")
+    assert r.score_first and r.adapt_steps > 0 and r.ttt == ("chunk" if mode == "chunk" else "lora_golf")
     part = ttt(tiny_gpt(), toks, settings(mode), stride, max_tokens=300)
     assert part.partial and part.tokens == 300 and (part.counts[:300] == 1).all()
 
@@ -231,7 +239,7 @@ def test_chunk_scores_are_a_full_softmax_including_after_training(stride, one_th
 
 def test_lora_scores_are_a_full_softmax_with_in_document_context(one_thread):
     model, toks = tiny_gpt(), doc_stream(hi=L - 2)          # every document fits one window
-    r = ttt(model, toks, settings("lora", lora_lr=0.0), 8)
+    r = ttt(model, toks, settings("lora_golf", golf_lora_lr=0.0), 8)
     for a, b in split_documents(toks, len(toks) - 1, BOS):
         np.testing.assert_allclose(r.nll[a:b], _full_softmax_nll(model, toks, a, a, b), atol=2e-5)
 
@@ -246,12 +254,12 @@ def test_chunk_lr_zero_equals_the_no_ttt_score_exactly(stride, one_thread):
     assert (r.val_loss, r.val_bpb, r.tokens, r.bytes) == (ref.val_loss, ref.val_bpb, ref.tokens, ref.bytes)
 
 
-@pytest.mark.parametrize("mode", ["lora", "phased"])
+@pytest.mark.parametrize("mode", ["lora_golf", "golf_phased"])
 def test_lora_lr_zero_equals_per_document_scoring(mode, one_thread):
     """With both LRs 0, LoRA TTT is plain scoring with in-document context (each document
     evaluated on its own): the same up to float rounding of different batch shapes."""
     model, toks = tiny_gpt(), doc_stream()
-    r = ttt(model, toks, settings(mode, lora_lr=0.0, lr=0.0), 8)
+    r = ttt(model, toks, settings(mode, golf_lora_lr=0.0, lr=0.0), 8)
     nll = sum(evaluate_bpb(model, toks[a:b + 1], toy_lut(), seq_len=L, stride=8).val_loss * (b - a)
               for a, b in split_documents(toks, len(toks) - 1, BOS))
     assert r.val_loss == pytest.approx(nll / r.tokens, rel=1e-6)
@@ -266,7 +274,7 @@ def repetitive_stream(n_docs: int = 16, seed: int = 0) -> np.ndarray:
                            for i in range(n_docs)]).astype(np.uint16)
 
 
-@pytest.mark.parametrize("mode,margin", [("chunk", 0.3), ("lora", 0.02), ("phased", 0.1)])
+@pytest.mark.parametrize("mode,margin", [("chunk", 0.3), ("lora_golf", 0.02), ("golf_phased", 0.1)])
 def test_ttt_lowers_the_loss_on_a_repetitive_stream(mode, margin, one_thread):
     """A real gain, not a no-op (on this untrained model, before ~2.13 bpb: chunk ~1.49,
     lora ~2.10, lora + global phases ~1.86)."""
@@ -277,7 +285,7 @@ def test_ttt_lowers_the_loss_on_a_repetitive_stream(mode, margin, one_thread):
 
 
 # ----------------------------------------------------------------------------- copies, adapters
-@pytest.mark.parametrize("mode", ["chunk", "phased"])
+@pytest.mark.parametrize("mode", ["chunk", "golf_phased", "lora"])
 def test_the_callers_weights_never_change(mode, one_thread):
     model = tiny_gpt()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -312,7 +320,7 @@ def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         out = {}
-        for mode in ("chunk", "phased"):
+        for mode in ("chunk", "golf_phased", "records"):
             r = run_ttt(tiny_gpt(), doc_stream(), toy_lut(), settings(mode), seq_len=L, stride=8,
                         batch_tokens=4 * L, bos_id=BOS, rank=rank, world_size=world, record=True)
             out[mode] = {**r.to_dict(), "counts_ok": bool((r.counts == 1).all())}
@@ -326,7 +334,7 @@ def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 def test_two_rank_gloo_matches_one_process(tmp_path, one_thread):
     import torch.multiprocessing as mp
     mp.spawn(_gloo_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    for mode in ("chunk", "phased"):
+    for mode in ("chunk", "golf_phased", "records"):
         single = ttt(tiny_gpt(), doc_stream(), settings(mode), 8)
         for rank in range(2):
             d = json.loads((tmp_path / f"rank{rank}.json").read_text())[mode]
@@ -348,7 +356,7 @@ def ttt_run(tmp_path, embedded_data):
     return run, cfg
 
 
-@pytest.mark.parametrize("mode", ["chunk", "lora"])
+@pytest.mark.parametrize("mode", ["chunk", "lora", "lora_golf"])
 def test_run_eval_writes_post_ttt_beside_pre_and_post(ttt_run, mode, one_thread):
     from golf.evaluate import run_eval
     run, _cfg = ttt_run
@@ -362,7 +370,7 @@ def test_run_eval_writes_post_ttt_beside_pre_and_post(ttt_run, mode, one_thread)
     assert (t["ttt"], t["weights"], t["mode"]) == (mode, "post", "sliding")
     assert t["tokens"] == rep["post"]["tokens"] and t["bytes"] == rep["post"]["bytes"] == rep["decoded_bytes"]
     assert t["ttt_gain"] == pytest.approx(t["val_bpb"] - rep["post"]["val_bpb"])
-    if mode == "lora":
+    if mode != "chunk":
         assert t["knobs"]["bos_id"] == 1 and t["units"] > 1     # documents split at the model's BOS
     log = "\n".join(lines)
     assert "quant gap" in log and "TTT gain" in log and "post_ttt_val_bpb" in log
@@ -386,7 +394,9 @@ def test_ttt_on_pre_adapts_the_full_precision_weights(ttt_run, one_thread):
     run, _cfg = ttt_run
     assert eval_bpb.main([str(run), "--ttt", "chunk", "--ttt-on", "pre", "--ttt-chunk-tokens", "512",
                           "--mode", "chunked"]) == 0
-    t = json.loads((run / "eval.json").read_text())["post_ttt"]
+    written = sorted(run.glob("eval.*.json"))          # a TTT eval is a diagnostic: beside eval.json
+    assert len(written) == 1 and "ttt" in written[0].name
+    t = json.loads(written[0].read_text())["post_ttt"]
     assert t["weights"] == "pre" and t["mode"] == "chunked" and t["stride"] == 0
 
 
