@@ -62,16 +62,17 @@ def test_long_windows_score_every_target_of_the_full_split(seq_len):
 from test_ttt import ttt_run  # noqa: E402,F401  (fixture: a run directory on the embedded corpus)
 
 
-def test_eval_cli_doc_windows_flag(ttt_run, one_thread):
+def test_eval_cli_doc_windows_flag(ttt_run, tmp_path, one_thread):
     """--doc-windows reaches the scorer: same targets and bytes, another loss, recorded."""
     import json
 
     import eval_bpb
     run, _cfg = ttt_run
-    assert eval_bpb.main([str(run), "--mode", "chunked"]) == 0
-    plain = json.loads((run / "eval.json").read_text())
-    assert eval_bpb.main([str(run), "--mode", "chunked", "--doc-windows"]) == 0
-    docs = json.loads((run / "eval.json").read_text())
+    a, b = tmp_path / "plain.json", tmp_path / "docs.json"
+    assert eval_bpb.main([str(run), "--mode", "chunked", "--out", str(a)]) == 0
+    plain = json.loads(a.read_text())
+    assert eval_bpb.main([str(run), "--mode", "chunked", "--doc-windows", "--out", str(b)]) == 0
+    docs = json.loads(b.read_text())
     assert (plain["doc_windows"], docs["doc_windows"]) == (False, True)
     for label in ("pre", "post"):
         assert docs[label]["tokens"] == plain[label]["tokens"]
