@@ -26,6 +26,7 @@ from golf.model import ModelConfig, parameter_count
 from golf.muon import NS_COEFF_SETS
 from golf.settings import fields_table, parse_env, register, setting, value_problems
 from golf.rules import CAP_BYTES, TRAIN_LIMIT_S, scaled_cap_bytes
+from quant.methods import METHODS as QUANT_METHODS, budget_methods, default_method
 
 # The records' effective RoPE base. Their Rotary is built with a hard-coded train_seq_len of
 # 1024 and rescales base' = base * (T/1024)^(rd/(rd-2)) above it, so at T = 2048 with 16
@@ -172,7 +173,6 @@ PRESET_ALIASES: dict[str, str] = {"11l": "p1125"}
 CPU_EQUIVALENT: dict[str, str] = {"r29": "cpu", "p1125": "cpu_p1125", "pr1855": "cpu_frontier",
                                   "pr2135": "cpu_frontier", "frontier": "cpu_frontier"}
 OPTIM_GROUPS = ("records", "legacy")
-QUANT_METHODS = ("gptq", "rtn", "int8", "record_1060", "record_1855", "record_2135")
 QUANT_SCALES = ("log", "fp16")  # quant.SCALE_FORMATS (golf does not import quant here)
 
 @dataclass(frozen=True)
@@ -243,8 +243,9 @@ class Config(ModelConfig):
     eval_stride: int = setting(64, "sliding-window stride (0 = non-overlapping only)", ge=0)
     max_eval_tokens: int = setting(0, "0 = the whole val split; >0 = partial, labelled", ge=0)
     # --- quantization / packing ---------------------------------------------------------
-    quant_method: str = setting("gptq", "quantizer (gptq and rtn fit BUDGET_BYTES)",
-                                choices=QUANT_METHODS)
+    # choices: a live view of quant.methods.METHODS, so a method added there is accepted here
+    quant_method: str = setting(default_method(), f"quantizer ({' and '.join(budget_methods())} "
+                                "fit BUDGET_BYTES)", choices=QUANT_METHODS.keys())
     quant_error_norm: float = setting(0.0, "fitter: error / ||W||^2_H^alpha (0 = absolute, 1 = "
                                       "relative)", ge=0, le=1)
     quant_fisher: int = setting(1, "1: the fitter prices errors by Fisher weights; 0: diag(H)",

@@ -37,6 +37,7 @@ from golf.plots import plot_loss_curves
 from golf.rules import CAP_BYTES, eval_mode, run_eval_mode
 from golf.train import make_logger, train
 from quant.codec import FRAMED, compress_workers, framed_problems
+from quant.methods import METHODS as QUANT_METHODS
 from quant.records import RECORD_METHODS, record_policy
 
 
@@ -113,6 +114,7 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
         raise CheckpointError(f"{run_dir / rd.EMA}: its weights do not fit the model of its config "
                               f"({str(exc).splitlines()[0][:160]}); {fix}") from None
     model.eval()
+    method = QUANT_METHODS[cfg.quant_method]
     hessians = omega = None
     calib = run_dir / rd.HESSIANS
     if calib.is_file():
@@ -120,14 +122,15 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
                                 "training", keys=("hessians",), tensors=("hessians", "error_weights"))
         hessians = saved["hessians"]
         omega = saved.get("error_weights") if cfg.quant_fisher else None
-        if cfg.quant_fisher and omega is None and cfg.quant_method in ("gptq", "rtn"):
+        if cfg.quant_fisher and omega is None and method.needs_fisher:
             log("quant:note hessians.pt has no error_weights (an older run): the fitter prices "
                 "errors by diag(H)")
-    elif cfg.quant_method == "gptq":
-        log("quant:warning no hessians.pt in the run; GPTQ falls back to identity Hessians")
+    elif method.needs_hessians:
+        log(f"quant:warning no hessians.pt in the run; {cfg.quant_method}'s GPTQ falls back to "
+            "identity Hessians")
     slopes = measured_slopes(cfg.quant_sensitivity, model, hessians, log) if cfg.quant_sensitivity else None
     budget = None  # int8 and the records' methods set their own size; only the fitter fits
-    if cfg.quant_method in ("gptq", "rtn"):
+    if method.fits_budget:
         budget = cfg.budget_bytes - code_bytes - cfg.budget_margin_bytes
     log(f"quant:start method:{cfg.quant_method} code_bytes:{code_bytes} "
         f"model_budget_bytes:{budget if budget is not None else 'none'}")

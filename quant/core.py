@@ -19,13 +19,13 @@ from .gptq import gptq_factor, gptq_quantize
 from .logscale import packed_cost
 from .lqer import FITTER_FORMAT, make_lqer
 from .policy import CLASSES, QuantPolicy, classify, is_control
-from .records import RECORD_METHODS, record_policy, record_quantize
+from .methods import METHODS
+from .records import record_policy, record_quantize
 from .report import build_report
 from .scalar import (LOG_SCALE_R, SCALE_FORMATS, as_rows, clip_step, dequantize, hessian_error,
                      qmax_for, round_log_scale, round_scale, rtn_codes)
 from .tensors import QTensor, alias_entry, dtype_name
 
-METHODS = ("gptq", "rtn", "int8", *RECORD_METHODS)
 
 
 class QuantizedModel:
@@ -297,7 +297,8 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     or to plain fp16; int8 and the records' methods keep fp16 scales whatever it says.
     """
     if method not in METHODS:
-        raise QuantError(f"unknown quant method {method!r}; set QUANT_METHOD to one of {METHODS}")
+        raise QuantError(f"unknown quant method {method!r}; set QUANT_METHOD to one of "
+                         f"{', '.join(METHODS)}")
     if scales not in SCALE_FORMATS:
         raise QuantError(f"unknown scale format {scales!r}; set QUANT_SCALES to one of "
                          f"{', '.join(SCALE_FORMATS)}")
@@ -311,7 +312,7 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     meta.update(quant_method=method, quant_seed=seed)
     cache = StreamCache()
     hessians = dict(hessians or {})
-    if method == "int8" or method in RECORD_METHODS:
+    if not METHODS[method].fits_budget:
         return _unfitted(method, sd, aliases, hessians, meta, policy, cache, budget_bytes,
                          device, log)
     slots, items = _plan_items(sd, aliases, hessians, method, policy, log, device,

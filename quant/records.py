@@ -33,14 +33,14 @@ import torch
 from .baseline import CLIP_Q
 from .gptq import gptq_quantize
 from .lqer import RECORD_FORMAT, LqerFormat, make_lqer
+from .methods import METHODS, record_methods
 from .policy import ClassPolicy, ClipRule, QuantPolicy, classify
 from .scalar import as_rows, clip_step, dequantize, hessian_error, qmax_for, round_scale, rtn_codes
 from .tensors import QTensor, alias_entry, dtype_name
 
-RECORD_METHODS = ("record_1060", "record_1855", "record_2135")
-# the SDClip + LQER records: their LQER packing and codes container (pergroup v1 / v2)
-SDCLIP_RECORDS = {"record_1855": (RECORD_FORMAT, "pergroup_v1"),
-                  "record_2135": (LqerFormat(2, 0, 4, 32), "pergroup_v2")}
+RECORD_METHODS = record_methods()
+# the SDClip + LQER records: their LQER packing (their coders: quant.methods.METHODS)
+SDCLIP_RECORDS = {"record_1855": RECORD_FORMAT, "record_2135": LqerFormat(2, 0, 4, 32)}
 PERCENTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
 LQER_TOP_K, LQER_RANK = 3, 4
 
@@ -52,13 +52,13 @@ def record_policy(method: str, base: QuantPolicy) -> QuantPolicy:
                        mlp=ClassPolicy(6, ClipRule("percentile", 1.0), 0.02),
                        embedding=ClassPolicy(8, ClipRule("percentile", CLIP_Q)),
                        other=ClassPolicy(8, ClipRule("percentile", CLIP_Q)),
-                       compressors=("lzma",), float_rung=False)
+                       compressors=METHODS[method].record_coders, float_rung=False)
     if method in SDCLIP_RECORDS:
         return replace(base, attention=ClassPolicy(6, ClipRule("std", 13.0), 0.01),
                        mlp=ClassPolicy(6, ClipRule("std", 11.5), 0.01),
                        embedding=ClassPolicy(7, ClipRule("std", 14.0), 0.01),
                        other=ClassPolicy(6, ClipRule("std", 12.85), 0.01),
-                       compressors=("brotli", SDCLIP_RECORDS[method][1]), float_rung=False)
+                       compressors=METHODS[method].record_coders, float_rung=False)
     raise ValueError(f"unknown record method {method!r}; use one of {RECORD_METHODS}")
 
 
@@ -142,6 +142,6 @@ def record_quantize(method: str, sd: Mapping[str, torch.Tensor], aliases: Mappin
         out.append(passthrough(name, t, cls, policy) if cls == "small" else
                    record_tensor(method, name, t, cls, policy, hessians.get(name), device, log))
     if method in SDCLIP_RECORDS:
-        picked = add_record_lqer(out, sd, SDCLIP_RECORDS[method][0])
+        picked = add_record_lqer(out, sd, SDCLIP_RECORDS[method])
         log(f"quant:{method} lqer rank:{LQER_RANK} tensors:{','.join(picked)}")
     return out
