@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 from . import rans
-from .codec import FRAMED, StreamCache, compress, decompress, framed_takes, shuffle, unshuffle
+from .codec import FRAMED, REGISTRY, StreamCache, compress, decompress, framed_takes, shuffle, unshuffle
 from .errors import ArtifactError, ConfigMismatchError
 from .header import MAX_ARTIFACT_BYTES, MAX_HEADER_BYTES, check_header
 from .logscale import pack_scale_codes, plane_lengths, unpack_scale_codes
@@ -68,10 +68,19 @@ from .tensors import QTensor, dequant_tensor
 from .policy import CLASSES
 
 MAGIC = b"GKQF"
-FORMAT_VERSION = 5
-# 1: plain JSON header; 2: brotli-compressed header; 3: + rans; 4: + LQER factors;
-# 5: + log-grid row scales
-SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
+# the layout's own versions: 1: plain JSON header; 2: brotli-compressed header; 3: + rans;
+# 4: + LQER factors; 5: + log-grid row scales. A codec's entry says which version it needs
+# (quant/codec.py REGISTRY `since`): the version written is the newer of the two.
+LAYOUT_VERSION = 5
+
+
+def format_version() -> int:
+    """The version this golfkit writes (and the newest it reads)."""
+    return max(LAYOUT_VERSION, *(c.since for c in REGISTRY.values()))
+
+
+FORMAT_VERSION = format_version()
+SUPPORTED_VERSIONS = tuple(range(1, FORMAT_VERSION + 1))
 JOINT_CODES = "codes"  # the one stream that holds every tensor's codes when rANS wins
 SCALE_LOG = "scales/log"  # every tensor's log-grid scale codes, when a general codec wins
 FRAMED_CODES = "codes.framed"  # the code matrices under one framed coder (codec.FRAMED)
@@ -362,12 +371,13 @@ def _seal(meta: Mapping[str, Any], streams: list[dict], entries: list[dict],
           payload: bytearray) -> bytes:
     """Prefix + checksummed brotli JSON header + payload: the artifact's exact bytes."""
     table = [{k: v for k, v in st.items() if k not in ("sizes", "parts")} for st in streams]
-    header = {"format": "golfkit-quant", "version": FORMAT_VERSION, "meta": dict(meta),
+    version = format_version()
+    header = {"format": "golfkit-quant", "version": version, "meta": dict(meta),
               "streams": table, "tensors": entries, "payload_len": len(payload),
               "payload_sha256": hashlib.sha256(payload).hexdigest()}
     hjson = json.dumps(header, sort_keys=True, separators=(",", ":"), default=str).encode()
     hbytes = compress(hjson, "brotli")  # ~7x smaller: ~25 KB of an 11L budget back for weights
-    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(hbytes), hashlib.sha256(hbytes).digest())
+    prefix = _PREFIX.pack(MAGIC, version, len(hbytes), hashlib.sha256(hbytes).digest())
     return prefix + hbytes + bytes(payload)
 
 
@@ -412,9 +422,9 @@ def parse_artifact(blob: bytes, path: str = "<bytes>") -> tuple[dict, bytes]:
     if len(blob) < _PREFIX.size:
         raise ArtifactError(f"{path}: truncated artifact ({len(blob)} bytes, header incomplete); {_FIX}")
     _, version, hlen, hsha = _PREFIX.unpack_from(blob)
-    if version not in SUPPORTED_VERSIONS:
+    if not 1 <= version <= format_version():
         raise ArtifactError(f"{path}: unsupported artifact format version {version}; this golfkit "
-                            f"reads versions {list(SUPPORTED_VERSIONS)}; use the golfkit that wrote it "
+                            f"reads versions {list(range(1, format_version() + 1))}; use the golfkit that wrote it "
                             "or re-quantize")
     hstart = _PREFIX.size
     if len(blob) < hstart + hlen:

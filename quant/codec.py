@@ -32,6 +32,11 @@ class Codec:
     from anyone, and a few hundred bytes of brotli can expand to gigabytes."""
     compress: Callable[[bytes], bytes]
     decompress: Callable[[bytes, int], bytes]
+    ratio: float = 1.2        # first guess of compressed size / order-0 entropy (the fitter's)
+    tried: bool = False       # in QuantPolicy's default compressors (the per-stream best-of)
+    since: int = 1            # the artifact format version a reader needs to decode it
+    module: str = ""          # its third-party import, if any (the packed script requires it)
+    pip: str = ""             # that import's pip distribution name
 
 
 def _zstd_c(data: bytes) -> bytes:
@@ -102,21 +107,38 @@ def _framed_d(name: str) -> Callable[[bytes, int], bytes]:
     return decode
 
 
+# ratio guesses: measured on trained checkpoints' code streams (§6); order = the tie-break order
 REGISTRY: dict[str, Codec] = {
-    "zstd": Codec(_zstd_c, zstd_d),
-    "brotli": Codec(_brotli_c, brotli_d),
+    "zstd": Codec(_zstd_c, zstd_d, 1.018, True, module="zstandard", pip="zstandard"),
+    "brotli": Codec(_brotli_c, brotli_d, 1.015, True, module="brotli", pip="brotli"),
     # raw LZMA2 stream: no container header or CRC (the artifact's sha256 covers it)
-    "lzma": Codec(lambda d: lzma.compress(d, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS), lzma_d),
-    "zlib": Codec(lambda d: zlib.compress(d, 9), zlib_d),
-    "rans": Codec(_rans_c, rans.decode),
-    "raw": Codec(bytes, raw_d),
+    "lzma": Codec(lambda d: lzma.compress(d, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS), lzma_d,
+                  1.07, True),
+    "zlib": Codec(lambda d: zlib.compress(d, 9), zlib_d, 1.16, True),
+    "rans": Codec(_rans_c, rans.decode, 1.001, True, since=3),
+    "raw": Codec(bytes, raw_d, 2.4),
     # the records' per-group lrzip container (quant/pergroup.py): record_1855 / record_2135 only
-    "pergroup_v1": Codec(_joint_only("pergroup_v1"), _framed_d("pergroup_v1")),
-    "pergroup_v2": Codec(_joint_only("pergroup_v2"), _framed_d("pergroup_v2")),
+    "pergroup_v1": Codec(_joint_only("pergroup_v1"), _framed_d("pergroup_v1"), since=5),
+    "pergroup_v2": Codec(_joint_only("pergroup_v2"), _framed_d("pergroup_v2"), since=5),
     # golfkit's context-modelled rANS over the code matrices (quant/ctxrans.py)
-    "ctxrans": Codec(_joint_only("ctxrans"), _framed_d("ctxrans")),
+    "ctxrans": Codec(_joint_only("ctxrans"), _framed_d("ctxrans"), since=5),
 }
 CODECS = tuple(REGISTRY)
+
+
+def default_compressors() -> tuple[str, ...]:
+    """The codecs a policy tries unless it names its own (QuantPolicy.compressors)."""
+    return tuple(name for name, c in REGISTRY.items() if c.tried)
+
+
+def pip_names() -> dict[str, str]:
+    """Third-party import name -> pip distribution name, for the codecs that need one."""
+    return {c.module: c.pip for c in REGISTRY.values() if c.module}
+
+
+def codec_ratio(codecs: Iterable[str]) -> float:
+    """First guess of compressed size / order-0 entropy for the best of `codecs`."""
+    return min((REGISTRY[c].ratio if c in REGISTRY else 1.2 for c in codecs), default=1.2)
 # framed coders: one frame over all the code matrices they take (the artifact builder's
 # _framed_codes; the first one listed in a policy's compressors is used)
 FRAMED = ("pergroup_v1", "pergroup_v2", "ctxrans")
@@ -128,7 +150,7 @@ def _codec(name: str) -> Codec:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown codec {name!r}; use one of {CODECS}") from None
+        raise ValueError(f"unknown codec {name!r}; use one of {tuple(REGISTRY)}") from None
 
 
 def compress(data: bytes, codec: str) -> bytes:

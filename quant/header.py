@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .codec import CODECS
+from .codec import REGISTRY
 from .logscale import MODES
 from .lqer import LqerFormat, block_bytes
 from .tensors import TORCH_DTYPES
@@ -85,7 +85,7 @@ def check_header(header: Any, payload_len: int) -> None:
 
 def _check_stream(st: dict, i: int, payload_len: int) -> None:
     _is(st.get("name"), str, f"stream {i} name")
-    if st.get("codec") not in CODECS:
+    if st.get("codec") not in REGISTRY:
         raise ValueError(f"stream {st['name']!r}: unknown codec {st.get('codec')!r}")
     off = _int(st.get("offset"), f"stream {st['name']!r} offset")
     n = _int(st.get("length"), f"stream {st['name']!r} length")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from golf.errors import PackError
+from quant.codec import pip_names
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OUR_ROOTS = ("golf", "quant")
@@ -24,8 +25,13 @@ OUR_ROOTS = ("golf", "quant")
 # packed script's artifacts use neither; quant.codec imports them where it uses them).
 EXCLUDED = ("golf.submission", "golf.data.prepare", "golf.data.sources", "golf.ttt",
             "quant.pergroup", "quant.ctxrans")
-# Import names whose pip distribution name differs.
+# Import names whose pip distribution name differs (the codecs' own: quant/codec.py REGISTRY).
 PIP_NAMES = {"sentencepiece": "sentencepiece", "yaml": "pyyaml", "PIL": "pillow"}
+
+
+def pip_name(module: str) -> str:
+    """The pip distribution that provides top-level import `module`."""
+    return {**PIP_NAMES, **pip_names()}.get(module, module)
 
 
 @dataclass(frozen=True)

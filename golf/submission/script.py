@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
-from golf.submission.amalgamate import (PIP_NAMES, compressed_forms, module_closure, render_plain,
+from golf.submission.amalgamate import (compressed_forms, module_closure, pip_name, render_plain,
                                         smallest_compressed)
 
 ENTRY = "golf.main"
@@ -46,7 +46,7 @@ def requirements_for(entry: str = ENTRY, src_roots: Sequence[Path] | None = None
         names.add("brotli")
     lines, optional = [], []
     for n in sorted(names):
-        dist = PIP_NAMES.get(n, n)
+        dist = pip_name(n)
         try:
             lines.append(f"{dist}>={metadata.version(dist).split('+')[0]}")
         except metadata.PackageNotFoundError:
