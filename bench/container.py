@@ -35,14 +35,18 @@ def load_codes(ckpt: str, method: str, small_numel: int | None):
     """(quantized model, [(name, int8 codes)]) of the checkpoint under `method`."""
     from golf import rundir
     from golf.checkpoint import load_torch_file
+    from golf.config import Config
+    from golf.model import GPT, quant_roles
     ck = load_torch_file(ckpt, "pass runs/<ID>/ema.pt", keys=("config", "state_dict"))
     sd = {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
     hpath = Path(ckpt).with_name(rundir.HESSIANS)
     hs = (load_torch_file(hpath, "delete it", keys=("hessians",))["hessians"]
           if hpath.is_file() else None)
     numel = small_numel or int(ck["config"].get("quant_small_numel", SMALL_NUMEL))
+    with torch.device("meta"):  # the model's parameter roles (control / embedding names) only
+        roles = quant_roles(GPT(Config.from_dict(ck["config"])))
     q = quant.quantize_model(sd, hessians=hs, method=method,
-                             policy=quant.QuantPolicy(small_numel=numel))
+                             policy=quant.QuantPolicy(small_numel=numel, **roles))
     return q, [(qt.name, np.ascontiguousarray(qt.codes, np.int8)) for qt in q.tensors
                if qt.kind == "quant"], hs is not None
 

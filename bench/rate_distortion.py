@@ -106,12 +106,12 @@ def scale_bytes(q) -> dict:
 def run(args: argparse.Namespace) -> dict:
     from golf.config import lqer_ranks
     from golf.evaluate import evaluate_bpb, load_eval_data
-    from golf.model import GPT
+    from golf.model import GPT, quant_roles
     cfg, model, state, hs, om = load_run(args.checkpoint, args.data, args.calib_batches)
     data = load_eval_data(args.data, args.tokenizer, cfg.vocab_size,
                           max_tokens=args.max_eval_tokens, log=None)
     params = sum(p.numel() for p in model.parameters())
-    policy = quant.QuantPolicy(small_numel=cfg.quant_small_numel)
+    policy = quant.QuantPolicy(small_numel=cfg.quant_small_numel, **quant_roles(model))
     if args.codecs:  # the records keep their own coder (record_policy)
         policy = replace(policy, compressors=tuple(args.codecs.split(",")))
 

@@ -32,12 +32,12 @@ from golf.checkpoint import CheckpointError, load_torch_file
 from golf.config import Config, lqer_ranks, preset_columns
 from golf.data import EMBEDDED_DATASET
 from golf.errors import ConfigError, user_errors
-from golf.model import GPT
+from golf.model import GPT, quant_roles
 from golf.plots import plot_loss_curves
 from golf.rules import CAP_BYTES, eval_mode, run_eval_mode
 from golf.train import make_logger, train
 from quant.codec import FRAMED, compress_workers, framed_problems
-from quant.methods import METHODS as QUANT_METHODS
+from quant.methods import METHODS as QUANT_METHODS, describe as describe_methods
 from quant.records import RECORD_METHODS, record_policy
 
 
@@ -126,16 +126,19 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
             log("quant:note hessians.pt has no error_weights (an older run): the fitter prices "
                 "errors by diag(H)")
     elif method.needs_hessians:
-        log(f"quant:warning no hessians.pt in the run; {cfg.quant_method}'s GPTQ falls back to "
-            "identity Hessians")
+        log(f"quant:warning no hessians.pt in the run; GPTQ (QUANT_METHOD={cfg.quant_method}) "
+            "falls back to identity Hessians")
     slopes = measured_slopes(cfg.quant_sensitivity, model, hessians, log) if cfg.quant_sensitivity else None
     budget = None  # int8 and the records' methods set their own size; only the fitter fits
     if method.fits_budget:
         budget = cfg.budget_bytes - code_bytes - cfg.budget_margin_bytes
     log(f"quant:start method:{cfg.quant_method} code_bytes:{code_bytes} "
         f"model_budget_bytes:{budget if budget is not None else 'none'}")
-    # int8 is the challenge baseline: keep its own passthrough rule untouched
-    policy = None if cfg.quant_method == "int8" else quant.QuantPolicy(small_numel=cfg.quant_small_numel)
+    # int8 is the challenge baseline: keep its own passthrough threshold untouched; the model's
+    # parameter roles (which tensors are control, which the embedding) come from golf.model
+    roles = quant_roles(model)
+    policy = (quant.QuantPolicy(**roles) if cfg.quant_method == "int8"
+              else quant.QuantPolicy(small_numel=cfg.quant_small_numel, **roles))
     qmodel = quant.quantize_model(model, hessians=hessians, method=cfg.quant_method,
                                   budget_bytes=budget, seed=cfg.seed, log=log, policy=policy,
                                   loss_slopes=slopes, device=distributed.default_device(),
@@ -492,7 +495,9 @@ def config_problems_beside(found: list[str]) -> list[str]:
 def settings_help() -> str:
     """--help: the settings table with the cpu and GPU (r29) defaults."""
     ttt_module()
-    return USAGE + "\n" + settings.render_help(settings.catalogue(), preset_columns())
+    methods = "\n".join("  " + line for line in describe_methods())
+    return (USAGE + "\n" + settings.render_help(settings.catalogue(), preset_columns())
+            + "\n\nQUANT_METHOD values:\n" + methods)
 
 
 def main(argv: list[str] | None = None) -> int:

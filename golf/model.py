@@ -628,3 +628,53 @@ def parameter_count(cfg: ModelConfig) -> int:
     rule that scales with model size (golf.rules.scaled_cap_bytes) never needs a typed count."""
     with torch.device("meta"):
         return count_parameters(GPT(cfg))
+
+
+# ----------------------------------------------------------------------------- parameter roles
+# Each parameter's role, declared once beside the parameters. Read by the optimizer's groups
+# (golf/optim.py split_params), the quantizer (golf passes quant_roles() into quant.QuantPolicy:
+# quant knows nothing of this model) and the import of record checkpoints (golf/interop.py).
+#   matrix     a 2-D weight inside a block: Muon; the quantizer's attention / mlp / other class
+#   embedding  a lookup table or an untied LM head: AdamW at TIED_EMBED_LR; the embedding class
+#   control    gains, mixes, gates, scalar scales: AdamW at SCALAR_LR; kept in fp32 when packed
+#   other      the rest (small projections outside the blocks): AdamW at SCALAR_LR
+ROLES = ("matrix", "embedding", "control", "other")
+# control parameters by name: the challenge baseline's nine, then the record stacks' additions
+# (smear gate, bigram / value-embedding scales, per-layer VE scalars), golfkit's per-head XSA
+# gate and the frontier stack's skip gates, lane lambdas, sparse attention gate and softcaps
+CONTROL_PARAMS = ("attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix",
+                  "resid_mixes", "q_gain", "skip_weight", "skip_weights",
+                  "smear", "bigram.scale", "ve_shared.scale", "ve_layer_scales", "xsa_gate",
+                  "skip_gates", "parallel_post_lambdas", "parallel_resid_lambdas", "attn_gate_w",
+                  "softcap_pos", "softcap_neg")
+
+
+def is_control(name: str) -> bool:
+    return any(p in name for p in CONTROL_PARAMS)
+
+
+def param_role(name: str, p: torch.Tensor, tables: set[int]) -> str:
+    """One parameter's role; `tables` holds id() of every nn.Embedding weight (embedding_ids)."""
+    if p.ndim == 2 and name.startswith("blocks.") and not is_control(name):
+        return "matrix"
+    if id(p) in tables or name.startswith("lm_head"):
+        return "embedding"
+    return "control" if is_control(name) else "other"
+
+
+def embedding_ids(model: nn.Module) -> set[int]:
+    return {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+
+
+def param_roles(model: nn.Module) -> dict[str, str]:
+    """name -> role for every parameter of `model` (trainable or not)."""
+    tables = embedding_ids(model)
+    return {name: param_role(name, p, tables) for name, p in model.named_parameters()}
+
+
+def quant_roles(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    """The roles in the quantizer's terms (QuantPolicy fields): names kept in fp32, and the
+    names of the embedding class."""
+    roles = param_roles(model)
+    return {"control_patterns": CONTROL_PARAMS,
+            "embedding_patterns": tuple(n for n, r in roles.items() if r == "embedding")}

@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 
 from golf.config import Config
+from golf.model import embedding_ids, param_role
 from golf.muon import Muon, newton_schulz  # noqa: F401  (re-exported: the optimizers' one import)
-from quant.policy import is_control
 
 
 # parameters of the scalar group that take no weight decay (golf.model: ASYM_LOGIT_TRAIN's caps)
@@ -26,8 +26,8 @@ def muon_momentum(step: int, cfg: Config) -> float:
 def split_params(model: nn.Module, mode: str = "records") -> tuple[list, list, list]:
     """(Muon matrices, embedding tables / head, scalars and small matrices) for OPTIM_GROUPS.
 
-    records (R23 onwards): Muon gets only the 2-D block weights that are not
-    control tensors (c_q, c_k, c_v, attn.proj, mlp.fc, mlp.proj); the embedding group every
+    records (R23 onwards), the roles golf.model declares: Muon gets only the 2-D block weights
+    that are not control tensors (c_q, c_k, c_v, attn.proj, mlp.fc, mlp.proj); the embedding group every
     nn.Embedding table (tok_emb, bigram.embed, ve_shared.embed) and an untied lm_head; the
     scalar group the rest: control tensors (resid_mix, scales, gains, skip_weights, gates) and
     the small bigram/VE projections. legacy: golfkit's earlier rule, every 2-D tensor under
@@ -35,7 +35,7 @@ def split_params(model: nn.Module, mode: str = "records") -> tuple[list, list, l
     """
     if mode not in ("records", "legacy"):
         raise ValueError(f"OPTIM_GROUPS={mode!r} is not records or legacy; fix the variable")
-    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    tables = embedding_ids(model)
     muon, emb, scal = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -43,9 +43,9 @@ def split_params(model: nn.Module, mode: str = "records") -> tuple[list, list, l
         if mode == "legacy":
             is_matrix = p.ndim == 2 and name.startswith("blocks.")
             is_emb = name.startswith(("tok_emb", "lm_head"))
-        else:
-            is_matrix = p.ndim == 2 and name.startswith("blocks.") and not is_control(name)
-            is_emb = id(p) in tables or name.startswith("lm_head")
+        else:  # the roles golf.model declares: control and other share the scalar group
+            role = param_role(name, p, tables)
+            is_matrix, is_emb = role == "matrix", role == "embedding"
         (muon if is_matrix else emb if is_emb else scal).append(p)
     return muon, emb, scal
 

@@ -10,6 +10,7 @@ import golf.tilt  # noqa: F401  (registers the n-gram tilt settings)
 import golf.ttt  # noqa: F401  (registers the TTT_* settings)
 from golf import settings
 from golf.config import preset_columns
+from quant.methods import describe as describe_methods
 
 HEADER = """# Settings
 
@@ -33,7 +34,9 @@ the last finite state (weights, optimizers, EMA, data stream), so
 
 
 def markdown() -> str:
-    return HEADER + "\n" + settings.render_markdown(settings.catalogue(), preset_columns())
+    methods = "".join(f"- {line}\n" for line in describe_methods())
+    return (HEADER + "\n" + settings.render_markdown(settings.catalogue(), preset_columns())
+            + "\n## QUANT_METHOD values\n\nFrom quant/methods.py's table:\n\n" + methods)
 
 
 if __name__ == "__main__":

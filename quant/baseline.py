@@ -17,11 +17,12 @@ CLIP_Q = 0.9999984
 QMAX = 127
 
 
-def baseline_keep_float(name: str, t: torch.Tensor) -> tuple[torch.Tensor, str | None]:
+def baseline_keep_float(name: str, t: torch.Tensor, control: tuple[str, ...] = CONTROL_PATTERNS
+                        ) -> tuple[torch.Tensor, str | None]:
     """Passthrough rule for small float tensors: fp32 for control names, fp16 for fp32/bf16.
 
     Returns (stored tensor, original dtype name if it was downcast, else None)."""
-    if any(p in name for p in CONTROL_PATTERNS):
+    if any(p in name for p in control):
         return t.float().contiguous(), None
     if t.dtype in (torch.float32, torch.bfloat16):
         return t.to(torch.float16).contiguous(), str(t.dtype).removeprefix("torch.")

@@ -13,7 +13,7 @@ from . import fitter
 from .artifact import (SCALE_LOG, build_artifact, logical_streams, lqer_stream_name,
                        pass_stream_name, row_scales_name, state_dict_from_tensors)
 from .baseline import baseline_keep_float, baseline_quantize_tensor
-from .codec import StreamCache
+from .codec import StreamCache, codec_ratio
 from .errors import BudgetError, QuantError
 from .gptq import gptq_factor, gptq_quantize
 from .logscale import packed_cost
@@ -99,7 +99,7 @@ def _int8_baseline(sd: Mapping[str, torch.Tensor], aliases: dict[str, str],
         elif not t.is_floating_point():
             out.append(_passthrough(name, t, "small", policy))
         elif t.numel() <= policy.small_numel:
-            kept, _ = baseline_keep_float(name, t)
+            kept, _ = baseline_keep_float(name, t, policy.control_patterns)
             out.append(QTensor(name=name, shape=tuple(t.shape), dtype=dtype_name(t.dtype),
                                cls="small", kind="pass", method=dtype_name(kept.dtype),
                                data=kept.numpy().reshape(-1), error_kind="mse"))
@@ -202,12 +202,6 @@ class _Item:
             self.cache[o] = replace(base, lqer=lq, error=err,
                                     extra={**base.extra, "lqer_rank": lq.rank})
         return self.cache[o]
-
-
-def _codec_ratio(policy: QuantPolicy) -> float:
-    """First guess of compressed size / order-0 entropy for the best allowed codec (§6 numbers)."""
-    known = {"brotli": 1.015, "zstd": 1.018, "lzma": 1.07, "zlib": 1.16, "rans": 1.001, "raw": 2.4}
-    return min((known.get(c, 1.2) for c in policy.compressors), default=1.2)
 
 
 def loss_slopes(weights: Mapping[str, torch.Tensor], dequantized: Mapping[str, torch.Tensor],
@@ -469,5 +463,5 @@ def _fit_to_budget(slots: list[QTensor | _Item], items: list[_Item], curves: lis
         s.data.nbytes for s in slots if isinstance(s, QTensor) and s.kind == "pass")
     choice, _total = fitter.fit_budget(curves, budget_bytes, lambda i, j: items[i].realize(j),
                                        measure, fixed_guess, log,
-                                       initial_ratio=_codec_ratio(policy))
+                                       initial_ratio=codec_ratio(policy.compressors))
     return _assemble(slots, items, choice)

@@ -15,7 +15,7 @@ class Method:
     """What golf needs to know about a quantizer method before running it."""
     meaning: str                       # one line, for --help and the docs
     fits_budget: bool                  # the fitter sizes it to BUDGET_BYTES
-    needs_hessians: bool               # calibration Hessians improve it (GPTQ solves)
+    needs_hessians: bool               # its GPTQ solves need calibration Hessians (hessians.pt)
     needs_fisher: bool                 # the fitter prices its errors by Fisher weights
     record_coders: tuple[str, ...] = ()  # a record's quantizer: the coders its artifact uses
     default: bool = False
@@ -26,9 +26,10 @@ class Method:
 
 
 METHODS: dict[str, Method] = {
-    "gptq": Method("GPTQ with calibration Hessians, fitted to the byte budget", True, True, True,
+    "gptq": Method("GPTQ per tensor, bits and clip chosen by the budget fitter", True, True, True,
                    default=True),
-    "rtn": Method("round-to-nearest, fitted to the byte budget", True, True, True),
+    # rtn reads Hessians only to weigh errors (diag H), so it does not need them
+    "rtn": Method("round-to-nearest, bits and clip chosen by the budget fitter", True, False, True),
     "int8": Method("the challenge baseline's per-row int8 (not fitted)", False, False, False),
     "record_1060": Method("the 1.1122 record's quantizer (int6 GPTQ, lzma)", False, True, False,
                           record_coders=("lzma",)),
@@ -55,3 +56,14 @@ def budget_methods() -> tuple[str, ...]:
 def record_methods() -> tuple[str, ...]:
     """The records' quantizers (their size is set by their own rule)."""
     return tuple(name for name, m in METHODS.items() if m.is_record)
+
+
+def describe() -> list[str]:
+    """One line per method for --help and docs/settings.md: name, what it does, what it needs."""
+    out = []
+    for name, m in METHODS.items():
+        needs = [w for w, on in (("fits BUDGET_BYTES", m.fits_budget), ("Hessians", m.needs_hessians),
+                                 ("Fisher weights", m.needs_fisher)) if on]
+        tag = " (default)" if m.default else ""
+        out.append(f"{name}{tag}: {m.meaning}" + (f"; {', '.join(needs)}" if needs else ""))
+    return out

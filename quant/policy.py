@@ -6,18 +6,18 @@ tied embedding int7 k=15, small tensors fp16 and control tensors fp32).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .codec import default_compressors
 
 SMALL_NUMEL = 65_536
-# Control tensors (gains, mixes, gates, scalar scales): passthrough in fp32. The first nine
-# are the challenge baseline's list; the rest are the record stacks' additions (smear gate,
-# bigram / value-embedding scales, per-layer VE scalars), golfkit's per-head XSA gate and the
-# frontier stack's skip gates, lane lambdas, sparse attention gate and asymmetric softcaps.
+# Control tensors (gains, mixes, gates, scalar scales): passthrough in fp32. Which tensors are
+# control is the model's to say (golf declares its parameters' roles in golf/model.py and passes
+# them in); without a declaration, the challenge baseline's nine names.
 CONTROL_PATTERNS = ("attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix",
-                    "resid_mixes", "q_gain", "skip_weight", "skip_weights",
-                    "smear", "bigram.scale", "ve_shared.scale", "ve_layer_scales", "xsa_gate",
-                    "skip_gates", "parallel_post_lambdas", "parallel_resid_lambdas", "attn_gate_w",
-                    "softcap_pos", "softcap_neg")
+                    "resid_mixes", "q_gain", "skip_weight", "skip_weights")
+# the embedding class by name, likewise the model's to say; without a declaration, these
+EMBEDDING_PATTERNS = ("tok_emb", "embed", "lm_head")
 CLASSES = ("attention", "mlp", "embedding", "other")
 
 
@@ -68,7 +68,9 @@ class QuantPolicy:
     small_numel: int = SMALL_NUMEL
     keep_float: tuple[str, ...] = ()          # name substrings forced to fp16 passthrough
     control_patterns: tuple[str, ...] = CONTROL_PATTERNS  # passthrough in fp32
-    compressors: tuple[str, ...] = ("zstd", "brotli", "lzma", "zlib", "rans")
+    embedding_patterns: tuple[str, ...] = EMBEDDING_PATTERNS  # the embedding class
+    # the codecs quant/codec.py's REGISTRY marks as tried by default, in its order
+    compressors: tuple[str, ...] = field(default_factory=default_compressors)
     shuffle_fp16: bool = True
     float_rung: bool = True   # the budget fitter may keep a whole tensor in fp16 when it pays
 
@@ -90,6 +92,6 @@ def classify(name: str, numel: int, ndim: int, is_float: bool, policy: QuantPoli
         return "attention"
     if ".mlp." in name or name.startswith("mlp."):
         return "mlp"
-    if "tok_emb" in name or "embed" in name or "lm_head" in name:
+    if any(p in name for p in policy.embedding_patterns):
         return "embedding"
     return "other"

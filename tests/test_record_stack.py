@@ -17,7 +17,7 @@ from golf import config as config_mod
 from golf.config import PRESETS, R29_ROPE_BASE, Config
 from golf.errors import ConfigError
 from golf.model import (GPT, Attention, ModelConfig, SmearGate, apply_rope, bigram_hash,
-                        count_parameters, rope_base_for, rope_tables)
+                        count_parameters, quant_roles, rope_base_for, rope_tables)
 from golf.optim import build_optimizers, split_params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -448,7 +448,7 @@ def test_all_features_quantize_and_load_back(tmp_path):
     batches = [torch.randint(0, cfg.vocab_size, (2, 16), generator=g) for _ in range(3)]
     hs = quant.collect_hessians(model, batches)
     assert set(hs) == set(mods)
-    policy = quant.QuantPolicy(small_numel=256, compressors=("zstd",))
+    policy = quant.QuantPolicy(small_numel=256, compressors=("zstd",), **quant_roles(model))  # golf.model's roles
     q = quant.quantize_model(model, hessians=hs, method="gptq", meta={"config": cfg.to_dict()},
                              policy=policy)
     by = {t.name: t for t in q.tensors}
