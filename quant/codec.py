@@ -100,10 +100,10 @@ def _joint_only(name: str) -> Callable[[bytes], bytes]:
 
 
 def _framed_d(name: str) -> Callable[[bytes, int], bytes]:
-    """A framed coder's decode, its output checked against the declared length afterwards
-    (their frames are bounded by their own modules, not by this limit: see docs/safe_loading.md)."""
+    """A framed coder's decode: it refuses a frame whose declared sizes exceed the stream's
+    declared length before it allocates, and its output is checked against that length."""
     def decode(data: bytes, limit: int) -> bytes:
-        return raw_d(_framed(name).decode(data), limit)
+        return raw_d(_framed(name).decode(data, limit), limit)
     return decode
 
 

@@ -38,6 +38,7 @@ from typing import Sequence
 import numpy as np
 
 from . import pergroup, rans
+from .bounded import StreamError, brotli_d
 from .errors import QuantError
 
 MAGIC = b"gkC1"
@@ -229,9 +230,10 @@ class _Reader(pergroup._Reader):
             raise CtxRansError(str(exc).replace("per-group frame", "context-rANS blob")) from None
 
 
-def decode(blob: bytes) -> bytes:
-    """Every tensor's codes row-major, concatenated (inverse of encode)."""
-    import brotli  # optional dependency: only the side-information block needs it
+def decode(blob: bytes, limit: int = MAX_SYMBOLS) -> bytes:
+    """Every tensor's codes row-major, concatenated (inverse of encode). A blob declaring more
+    than `limit` symbols (the artifact stream's declared length) is refused before any
+    allocation, and its brotli blocks are decoded no further than their headers allow."""
     r = _Reader(bytes(blob))
     if r.take(4) != MAGIC:
         raise CtxRansError("not a context-rANS blob (bad magic)")
@@ -240,14 +242,15 @@ def decode(blob: bytes) -> bytes:
     for _ in range(n):
         rows, cols, mode = r.unpack("<IIB")
         total += rows * cols
-        if mode > 3 or rows == 0 or cols == 0 or total > MAX_SYMBOLS or (
+        if mode > 3 or rows == 0 or cols == 0 or total > min(MAX_SYMBOLS, limit) or (
                 mode >= 2 and rows > pergroup.MAX_ROWS):
             raise CtxRansError(f"context-rANS blob: a tensor declares {rows} x {cols}, mode {mode}")
         heads.append((rows, cols, mode))
     (k,) = r.unpack("<I")
+    side_len = sum((0, c, 3 * rw + c, 3 * rw)[m] for rw, c, m in heads)
     try:
-        side = brotli.decompress(r.take(k))
-    except brotli.error:
+        side = brotli_d(r.take(k), side_len)
+    except StreamError:
         raise CtxRansError("context-rANS side information does not decode") from None
     tids, deps, plans, pos, base, first = [], [], [], 0, 0, 0
     for rows, cols, mode in heads:
@@ -306,14 +309,13 @@ def _decode_core(r: _Reader, tid: np.ndarray, dep: np.ndarray, n_tables: int,
                  min_cols_above: int | None) -> np.ndarray:
     """Symbols of the rANS part; a symbol with dep >= 0 adds the class of the symbol at dep
     (decoded at least one lane step earlier, since lanes <= the cols of such a tensor)."""
-    import brotli  # optional dependency: only the table block needs it
     lanes, n, tables, tlen = r.unpack("<IQII")
     if (n != tid.size or tables != n_tables or not 1 <= lanes <= 1 << 16
             or (min_cols_above is not None and lanes > min_cols_above)):
         raise CtxRansError("context-rANS core does not match its headers")
-    try:
-        block = brotli.decompress(r.take(tlen))
-    except brotli.error:
+    try:  # a table is at most 2 + 256 bytes (rans._parse_tables)
+        block = brotli_d(r.take(tlen), n_tables * 258)
+    except StreamError:
         raise CtxRansError("context-rANS tables do not decode") from None
     try:
         freqs = rans._parse_tables(block, n_tables)

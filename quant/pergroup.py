@@ -38,6 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .bounded import StreamError, brotli_d
 from .errors import QuantError
 
 MAGIC = b"PGRP"
@@ -51,6 +52,7 @@ LRZIP_ARGS = ("-z", "-L", "9")                 # the records' invocation
 METHOD_LRZIP = 1
 MAX_ROWS = 1 << 16                             # permutations are uint16
 MAX_CODES = 1 << 34                            # a declared size above this is corrupt, not big
+MANIFEST_BOUND = 1 << 24                       # bytes of v1's JSON manifest (a few dozen per tensor)
 
 
 class LrzipMissing(QuantError):
@@ -243,36 +245,40 @@ def _check_manifest(manifest: object) -> list[tuple[str, int, int, str, bool]]:
     return out
 
 
-def decode(frame: bytes) -> bytes:
-    """Every tensor's codes row-major in artifact order (inverse of encode_v1 / encode_v2)."""
+def decode(frame: bytes, limit: int = MAX_CODES) -> bytes:
+    """Every tensor's codes row-major in artifact order (inverse of encode_v1 / encode_v2);
+    a frame declaring more than `limit` codes (the artifact stream's declared length) is
+    refused before lrzip runs or anything is allocated."""
     r = _Reader(bytes(frame))
     if r.take(4) != MAGIC:
         raise PergroupError("not a per-group frame (bad magic)")
     (version,) = r.unpack("<I")
     if version == 1:
-        return _decode_v1(r)
+        return _decode_v1(r, limit)
     if version == 2:
-        return _decode_v2(r)
+        return _decode_v2(r, limit)
     raise PergroupError(f"per-group frame version {version} is not 1 or 2")
 
 
-def _decode_v1(r: _Reader) -> bytes:
-    import brotli  # optional dependency: only the records' container needs it here
+def _decode_v1(r: _Reader, limit: int) -> bytes:
     (n,) = r.unpack("<I")
     if n != len(GROUPS) + 2:
         raise PergroupError(f"per-group v1 frame has {n} streams, not {len(GROUPS) + 2}")
     blobs = [r.take(k) for k in r.unpack(f"<{n}I")]
     if r.pos != len(r.data):
         raise PergroupError("per-group v1 frame has trailing bytes")
-    try:
-        manifest = json.loads(brotli.decompress(blobs[-2]))
-        perms = np.frombuffer(brotli.decompress(blobs[-1]), dtype="<u2")
-    except (brotli.error, ValueError) as exc:
+    try:  # a manifest row is a short JSON list; a permutation entry is 2 bytes per row
+        manifest = json.loads(brotli_d(blobs[-2], MANIFEST_BOUND))
+        perms = np.frombuffer(brotli_d(blobs[-1], 2 * MAX_ROWS * len(GROUPS)), dtype="<u2")
+    except (StreamError, ValueError) as exc:
         raise PergroupError(f"per-group v1 manifest or permutations do not decode ({exc})") from None
     manifest = _check_manifest(manifest)
     sizes = {g: 0 for g, _s in GROUPS}
     for _name, rows, cols, group, _s in manifest:
         sizes[group] += rows * cols
+    if sum(sizes.values()) > limit:
+        raise PergroupError(f"per-group v1 frame declares {sum(sizes.values())} codes, its "
+                            f"stream {limit}")
     with ThreadPoolExecutor(len(GROUPS)) as ex:
         raw = dict(zip(sizes, ex.map(lambda b, k: lrzip_decompress(b, k) if b or k else b"",
                                      blobs[:-2], sizes.values())))
@@ -294,7 +300,7 @@ def _decode_v1(r: _Reader) -> bytes:
     return b"".join(out)
 
 
-def _decode_v2(r: _Reader) -> bytes:
+def _decode_v2(r: _Reader, limit: int) -> bytes:
     (n,) = r.unpack("<I")
     heads, total = [], 0
     for _ in range(n):
@@ -302,6 +308,8 @@ def _decode_v2(r: _Reader) -> bytes:
         name = r.take(k).decode(errors="replace")
         rows, cols = r.unpack("<II")
         total = _check_shape(name, rows, cols, total)
+        if total > limit:
+            raise PergroupError(f"per-group v2 frame declares more codes than its stream ({limit})")
         perm = _check_perm(np.frombuffer(r.take(2 * rows), dtype="<u2"), name)
         heads.append((name, rows, cols, perm))
     method, size = r.unpack("<BI")

@@ -113,3 +113,30 @@ def test_corrupt_blobs_raise_a_ctxrans_error():
     for b in bad:
         with pytest.raises(ctxrans.CtxRansError):
             ctxrans.decode(b)
+
+
+def test_a_blob_declaring_more_symbols_than_its_stream_is_refused_before_decoding(monkeypatch):
+    """The artifact stream's declared length bounds the frame: one symbol fewer is refused at
+    the header, before the side information or any table is decompressed."""
+    mats = [("a", _gauss(64, 32, 0)), ("b", _clustered(256, 64, 1))]
+    blob = ctxrans.encode(mats)
+    n = sum(m.size for _n, m in mats)
+    assert ctxrans.decode(blob, n) == b"".join(m.tobytes() for _n, m in mats)
+    touched = []
+    monkeypatch.setattr(ctxrans, "brotli_d", lambda *a: touched.append(a) or b"")
+    with pytest.raises(ctxrans.CtxRansError, match="declares"):
+        ctxrans.decode(blob, n - 1)
+    assert touched == []
+
+
+def test_a_side_information_bomb_stops_at_its_declared_size():
+    """A side block that expands far beyond what the tensor headers need is refused without
+    being decompressed whole."""
+    import struct
+
+    import brotli
+    bomb = brotli.compress(b"\0" * (64 << 20), quality=1)
+    head = ctxrans.MAGIC + struct.pack("<I", 1) + struct.pack("<IIB", 4, 4, 1)
+    blob = head + struct.pack("<I", len(bomb)) + bomb
+    with pytest.raises(ctxrans.CtxRansError, match="side information"):
+        ctxrans.decode(blob)

@@ -57,7 +57,7 @@ def test_summary_numbers_match_an_independent_score_and_the_files(e2e):
     cfg, s, tmp = e2e
     assert cfg.eval_stride == 0 and cfg.max_eval_tokens % cfg.eval_seq_len == 0
     run, sub = Path(s["run_dir"]), tmp / "submission"
-    pre = _independent_bpb(cfg, torch.load(run / "ema.pt", weights_only=False)["state_dict"])
+    pre = _independent_bpb(cfg, torch.load(run / "ema.pt", weights_only=True)["state_dict"])
     post = _independent_bpb(cfg, quant.load_artifact(sub / "final_model.gkq")[0])
     assert s["pre_val_bpb"] == pytest.approx(pre, rel=1e-5)
     assert s["post_val_bpb"] == pytest.approx(post, rel=1e-5)

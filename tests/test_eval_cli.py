@@ -162,7 +162,7 @@ def test_run_eval_writes_consistent_eval_json(run_dir):
     # chunked pre/post/gap against a score computed here: one plain forward per 64-token window
     # of the checkpoint and of the dequantized artifact, bytes from the decoded documents
     import quant
-    pre = _plain_chunked_bpb(cfg, torch.load(run / "ema.pt", weights_only=False)["state_dict"], 3000)
+    pre = _plain_chunked_bpb(cfg, torch.load(run / "ema.pt", weights_only=True)["state_dict"], 3000)
     post = _plain_chunked_bpb(cfg, quant.load_artifact(run / "final_model.gkq")[0], 3000)
     ch = rep["modes"]["chunked"]
     assert ch["pre"]["val_bpb"] == pytest.approx(pre, rel=1e-5)

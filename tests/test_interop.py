@@ -206,7 +206,7 @@ def np_dequant(obj: dict, name: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- helpers
 def imported(out: Path):
     from golf.model import GPT
-    ck = torch.load(out / "ema.pt", weights_only=False)
+    ck = torch.load(out / "ema.pt", weights_only=True)
     cfg = Config.from_dict(ck["config"])
     model = GPT(cfg)
     model.load_state_dict(ck["state_dict"], strict=True)
@@ -509,7 +509,7 @@ def test_imported_run_evaluates_quantizes_and_is_complete(embedded_data, tmp_pat
            "TRAIN_SEQ_LEN=64 TRAIN_BATCH_TOKENS=512 GRAD_ACCUM_STEPS=1 EVAL_SEQ_LEN=64 EVAL_STRIDE=0 "
            "MAX_EVAL_TOKENS=2048 VAL_BATCH_SIZE=4096 QUANT_SMALL_NUMEL=1024 COMPILE=0")
     import_checkpoint(src, out, stack="baseline", env=env, calibrate_batches=2, log=lambda m: None)
-    hs = torch.load(out / "hessians.pt", weights_only=False)
+    hs = torch.load(out / "hessians.pt", weights_only=True)
     assert hs["source"] == "train" and hs["tokens"] == 2 * 512 and "blocks.0.attn.c_q.weight" in hs["hessians"]
     pre = run_eval(checkpoint=str(out / "ema.pt"), log=None, device="cpu")
     assert pre["pre"]["partial"] and 0 < pre["pre"]["val_bpb"] < 20

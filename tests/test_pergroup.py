@@ -152,3 +152,14 @@ def test_the_main_job_does_not_pack_a_record_container_artifact():
     from golf.main import unpackable_method
     assert [m for m in ("gptq", "rtn", "int8", "record_1060", "record_1855", "record_2135")
             if unpackable_method(m)] == ["record_1855", "record_2135"]
+
+
+@needs_lrzip
+def test_a_v2_frame_declaring_more_codes_than_its_stream_is_refused_before_lrzip(monkeypatch):
+    """The artifact stream's declared length bounds the frame: lrzip never runs on a frame whose
+    tensor headers declare more codes than that."""
+    frame = pergroup.encode_v2(TENSORS[:2])
+    n = sum(c.size for _n, c in TENSORS[:2])
+    monkeypatch.setattr(pergroup, "lrzip_decompress", lambda *a: pytest.fail("lrzip ran"))
+    with pytest.raises(pergroup.PergroupError, match="more codes than its stream"):
+        pergroup.decode(frame, n - 1)

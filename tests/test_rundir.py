@@ -236,7 +236,7 @@ def test_full_disk_after_training_keeps_a_resumable_checkpoint(embedded_data, tm
     assert exc.value.code == 2 and "Traceback" not in err and len(err.splitlines()) == 1
     assert err.startswith(f"error: {run / rd.EMA}: the disk is full (ENOSPC) while writing")
     assert f"kept: {run / rd.CHECKPOINT} at step 6" in err and f"RESUME={run}" in err
-    assert torch.load(run / rd.CHECKPOINT, weights_only=False)["step"] == 6
+    assert torch.load(run / rd.CHECKPOINT, weights_only=True)["step"] == 6
     monkeypatch.setenv("RESUME", str(run))                          # as the message says
     assert main() == 0 and (run / rd.EMA).is_file() and (run / rd.EVAL).is_file()
 

@@ -23,7 +23,7 @@ def fast(cfg, tmp_path, **kw):
 
 
 def sd(path):
-    return torch.load(path, weights_only=False)["state_dict"]
+    return torch.load(path, weights_only=True)["state_dict"]
 
 
 def test_lr_multiplier_iteration_and_wallclock():
@@ -99,10 +99,10 @@ def test_loss_falls_and_run_dir(tiny_config, tmp_path):
     for f in ("config.json", "train.log", "model.pt", "ema.pt", "hessians.pt"):
         assert (res.run_dir / f).is_file()
     assert res.final_val_bpb == res.final_val_bpb and res.steps == 30
-    h = torch.load(res.calib_path, weights_only=False)
+    h = torch.load(res.calib_path, weights_only=True)
     assert "tok_emb.weight" in h["hessians"] and h["tokens"] > 0
     om = h["error_weights"]  # QUANT_FISHER=1 (default): one entry per weight, its shape
-    ema = torch.load(res.run_dir / "ema.pt", weights_only=False)["state_dict"]
+    ema = torch.load(res.run_dir / "ema.pt", weights_only=True)["state_dict"]
     assert {"tok_emb.weight", "blocks.0.mlp.proj.weight"} <= set(om)
     assert all(om[k].shape == ema[k].shape and float(om[k].min()) >= 0 for k in om)
     assert "model_params:" in (res.run_dir / "train.log").read_text()
@@ -134,7 +134,7 @@ def test_periodic_checkpoint_resumes_bit_identical(tiny_config, tmp_path):
         if msg.startswith("checkpoint:") and msg.endswith(" step:4/5"):
             shutil.copy(tmp_path / "every2" / "checkpoint.pt", crashed / "checkpoint.pt")
     straight = train(cfg.replace(run_id="every2", checkpoint_every=2), log=grab)
-    ck = torch.load(crashed / "checkpoint.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(crashed / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert ck["step"] == 4
     done = train(cfg.replace(run_id="crashed", resume=str(crashed)))
     assert done.steps == 5

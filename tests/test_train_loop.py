@@ -42,7 +42,7 @@ def _cfg(tiny_config, tmp_path, **kw):
 
 
 def _sd(path):
-    return torch.load(path, weights_only=False)["state_dict"]
+    return torch.load(path, weights_only=True)["state_dict"]
 
 
 @pytest.mark.parametrize("cap,reserve,steps", [(10.0, 4.0, 6), (7.5, 2.0, 6), (0.0, 4.0, 20)])
@@ -85,7 +85,7 @@ def test_resume_carries_elapsed_time_into_the_cap(tiny_config, tmp_path, monkeyp
                run_id="resumed")
     monkeypatch.setattr(golf_train, "time", FakeClock(1.0))
     part = train(cfg, stop_after_steps=3, log=lambda _m: None)
-    ck = torch.load(part.run_dir / "checkpoint.pt", weights_only=False)
+    ck = torch.load(part.run_dir / "checkpoint.pt", weights_only=True)
     assert (ck["step"], ck["elapsed_ms"]) == (3, pytest.approx(3000.0))
     monkeypatch.setattr(golf_train, "time", FakeClock(1.0))
     done = train(cfg.replace(resume=str(part.run_dir)), log=lambda _m: None)
@@ -128,7 +128,7 @@ def test_signal_writes_a_checkpoint_exports_nothing_and_restores_handlers(tiny_c
     monkeypatch.setattr(golf_train, "time", FakeClock(0.01, on_call=fire))
     res = train(_cfg(tiny_config, tmp_path, run_id="sig"), log=lambda _m: None)
     assert res.interrupted and res.steps == 3
-    ck = torch.load(res.run_dir / "checkpoint.pt", weights_only=False)
+    ck = torch.load(res.run_dir / "checkpoint.pt", weights_only=True)
     assert ck["step"] == 3
     assert not (res.run_dir / "model.pt").exists() and not (res.run_dir / "ema.pt").exists()
     assert signal.getsignal(signum) is before
