@@ -97,6 +97,30 @@ def test_headline_is_the_tilted_score_when_one_ran():
     assert headline(pre_only)[1] == "roundtrip"
 
 
+def _run(tmp_path: Path, ev: dict, seed: int = 1):
+    from golf.submission import RunInfo
+    d = tmp_path / f"r{seed}"
+    d.mkdir(exist_ok=True)
+    (d / "final_model.gkq").write_bytes(b"x" * 100)
+    return RunInfo(d, {"seed": seed}, ev, {}, None, seed, "1xCPU", 1000.0, 10, "eval.x.json")
+
+
+def test_a_tilted_score_is_named_and_seeds_must_share_the_settings(tmp_path):
+    from golf.submission import build_submission_json
+    from golf.submission.budget import BudgetTable
+    table = BudgetTable(50, 100, 150, 16_000_000, 15_999_850)
+    c = C.check_post_ttt(_run(tmp_path, _record(ttt=False)))
+    assert (c.name, c.status) == ("tilted score", "WARN") and "eval.x.json" in c.detail
+    a, b = _record(), _record()
+    sub = build_submission_json([_run(tmp_path, a, 1), _run(tmp_path, b, 2)], table,
+                                name="n", github_id="g", blurb="b")
+    assert sub["eval_env"]["TOKEN_ORDER"] == 16 and sub["compliance"]["ngram_tilt_token_only"] is True
+    b["post_ttt"]["tilt"] = {**b["post_ttt"]["tilt"], "TOKEN_ORDER": 8}
+    with pytest.raises(PackError, match="different TTT/tilt settings"):
+        build_submission_json([_run(tmp_path, a, 3), _run(tmp_path, b, 4)], table,
+                              name="n", github_id="g", blurb="b")
+
+
 # ----------------------------------------------------------------------------- a real pack
 @pytest.fixture()
 def small_run(tmp_path, embedded_data):
@@ -155,6 +179,7 @@ def test_pack_scores_ttt_and_tilt_from_the_named_record(small_run, tmp_path, one
     assert seed["eval_time_s"] == pytest.approx(sum(seed["eval_time_parts"].values()))
     assert sub["checks"][f"eval <= 600 s (seed {sub['seeds'][0]})"] == "N/A"   # measured on a CPU
     assert sub["compliance"]["eval_under_600s"] is None
+    assert sub["checks"]["post-TTT score"] == "WARN" and sub["compliance"]["ngram_tilt_token_only"]
     readme = (res.out_dir / "README.md").read_text()
     assert "TTT=lora" in readme and "TTT_LORA_RANK=4" in readme and "NGRAM_TILT_ENABLED=1" in readme
     assert "TOKEN_ORDER=3" in readme and "n-gram hint precompute" in readme and path.name in readme

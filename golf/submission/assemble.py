@@ -173,6 +173,8 @@ def _describe(runs: Sequence[RunInfo], table: BudgetTable, shipped: str,
     sub["code_form"] = shipped
     enforce_each_seed({r.seed: (r.run_dir / ARTIFACT, sub["seed_results"][str(r.seed)]["bytes_total"])
                        for r in runs}, table.cap)
+    if eval_speed_ratio is not None:  # the estimates below assume it: say so
+        sub["eval_speed_ratio"] = eval_speed_ratio
     under: list[bool | None] = []
     for r in runs:
         ev_check, est = seed_eval_time(r, eval_speed_ratio)

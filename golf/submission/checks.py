@@ -14,7 +14,7 @@ from golf.rules import EVAL_LIMIT_S, TRAIN_LIMIT_S
 from golf.submission.budget import CAP_BYTES, BudgetTable
 from golf.submission.evaltime import EvalCost, estimate_8xh100, eval_cost, on_8xh100
 from golf.submission.roundtrip import RoundTripResult
-from golf.submission.run import RunInfo
+from golf.submission.run import RunInfo, score_key
 from golf.submission.stats import RECORD_MARGIN_NATS, RECORD_P_VALUE
 
 REQUIRED_FIELDS = ("author", "name", "github_id", "val_bpb", "val_loss", "pre_quant_val_bpb",
@@ -125,15 +125,20 @@ def check_record(sub: Mapping[str, Any]) -> list[Check]:
 
 
 def check_post_ttt(run: RunInfo) -> Check:
-    """The post-TTT score must come from this very artifact; the round trip re-runs only the
-    post-quant eval, so say where the TTT number comes from."""
+    """A TTT or tilted score must come from this very artifact; the round trip re-runs only the
+    plain post-quant eval, so say where the score comes from."""
+    key = score_key(run.eval)
+    name = "post-TTT score" if key == "post_ttt" else "tilted score"
     want = run.eval.get("artifact_sha256")
     if want and want != file_sha256(run.run_dir / rd.ARTIFACT):
-        return Check("post-TTT score", "FAIL", f"{run.eval_file} was measured on another "
-                     "artifact (sha256 differs); re-run eval_bpb.py --ttt on this one")
-    t = run.eval["post_ttt"]
-    return Check("post-TTT score", "WARN", f"{t['val_bpb']:.6f} ({t['ttt']}, score-first) from "
-                 f"{run.eval_file} on this artifact; the round trip does not re-run TTT")
+        return Check(name, "FAIL", f"{run.eval_file} was measured on another artifact (sha256 "
+                     "differs); re-run eval_bpb.py (--ttt / NGRAM_TILT_ENABLED=1) on this one")
+    t = run.eval[key]
+    what = f"{t['ttt']}, score-first" if key == "post_ttt" else "token-only n-gram tilt"
+    if key == "post_ttt" and t.get("tilt"):
+        what += ", tilted"
+    return Check(name, "WARN", f"{t['val_bpb']:.6f} ({what}) from {run.eval_file} on this "
+                 "artifact; the round trip re-runs neither TTT nor the tilt")
 
 
 def check_roundtrip(rt: RoundTripResult | None) -> Check:
@@ -187,7 +192,7 @@ def _roundtrip(ctx: CheckContext) -> list[Check]:
 
 
 def _post_ttt(ctx: CheckContext) -> list[Check]:
-    return [check_post_ttt(ctx.runs[0])] if ctx.submission.get("ttt") else []
+    return [check_post_ttt(ctx.runs[0])] if score_key(ctx.runs[0].eval) != "post" else []
 
 
 def _record(ctx: CheckContext) -> list[Check]:

@@ -14,7 +14,7 @@ from golf.rules import TRAIN_LIMIT_S
 from golf.submission.budget import CAP_BYTES, BudgetTable, format_budget_table
 from golf.submission.checks import Check, format_checks
 from golf.submission.evaltime import eval_cost, format_eval_cost
-from golf.submission.run import RunInfo, headline, tilt_in_score
+from golf.submission.run import RunInfo, headline, score_key, tilt_in_score
 from golf.submission.stats import mean_std, welch_one_sided
 
 
@@ -55,7 +55,19 @@ def _scoring_method(runs: Sequence[RunInfo]) -> str:
     if len(methods) > 1:
         raise PackError(f"runs were scored differently ({'; '.join(methods)}); evaluate every "
                         "seed the same way (same mode, same TTT) before packing them together")
+    envs = {json.dumps(score_env(r.eval), sort_keys=True, default=str): r for r in runs}
+    if len(envs) > 1:
+        raise PackError("runs were scored with different TTT/tilt settings ("
+                        + "; ".join(f"{r.run_dir / r.eval_file}: {e}" for e, r in envs.items())
+                        + "); evaluate every seed with the same variables before packing them")
     return methods[0]
+
+
+def score_env(ev: Mapping[str, Any]) -> dict[str, Any]:
+    """The TTT and tilt variables (env name -> value) that produced a record's score."""
+    ttt = ev.get("post_ttt") or {}
+    env = dict(ttt.get("env") or {"TTT": ttt.get("ttt")}) if score_key(ev) == "post_ttt" else {}
+    return {**env, **(tilt_in_score(ev) or {})}
 
 
 def _auto_name_and_blurb(c: Mapping[str, Any]) -> tuple[str, str]:
@@ -83,11 +95,6 @@ def _tilt_block(ev: Mapping[str, Any]) -> dict[str, Any]:
             "hint_seconds": hints.get("hint_seconds")}
 
 
-def eval_env(sub: Mapping[str, Any]) -> dict[str, Any]:
-    """Every TTT and tilt variable that produced the score (empty when neither did)."""
-    return {**(sub.get("ttt") or {}).get("env", {}), **(sub.get("tilt") or {}).get("env", {})}
-
-
 def _env_value(v: Any) -> str:
     return str(int(v)) if isinstance(v, bool) else str(v)
 
@@ -109,6 +116,9 @@ def _compliance(runs: Sequence[RunInfo], sub: Mapping[str, Any], table: BudgetTa
             "score_first_ttt": (all(bool(h.get("score_first")) for h in heads)
                                 if "ttt" in sub else None),
             "no_pre_quant_ttt": True,   # TTT on full-precision weights never scores
+            # True = the score is tilted by the token-only n-gram hint (strict prefix, the only
+            # form golf.tilt runs: C1/C2 by construction and test); None = no tilt in the score
+            "ngram_tilt_token_only": True if "tilt" in sub else None,
             "eval_under_600s": None}    # set from the eval-time check in pack_run
 
 
@@ -142,8 +152,8 @@ def build_submission_json(runs: Sequence[RunInfo], table: BudgetTable, *, name: 
         sub["ttt"] = _ttt_block(heads[0])
     if tilt_in_score(primary.eval):
         sub["tilt"] = _tilt_block(primary.eval)
-    if eval_env(sub):
-        sub["eval_env"] = eval_env(sub)
+    if score_env(primary.eval):
+        sub["eval_env"] = score_env(primary.eval)
     if len(runs) > 1:
         sub["val_bpb_std"] = mean_std(bpbs)[1]
         sub["val_loss_std"] = mean_std(losses)[1]
@@ -184,14 +194,15 @@ def _results_section(sub: Mapping[str, Any]) -> list[str]:
 def _eval_section(sub: Mapping[str, Any], runs: Sequence[RunInfo]) -> list[str]:
     """The settings that produced the score and what its evaluation cost, part by part."""
     lines = ["## Evaluation", "", f"Score read from `{sub['eval_record']}`."]
-    env = eval_env(sub)
+    env = sub.get("eval_env")
     if env:
         lines += ["The TTT and n-gram tilt settings that produced it:", "", "```bash",
                   " \\\n".join(f"{k}={_env_value(v)}" for k, v in env.items()), "```"]
     lines += [""]
     for r in runs:
         cost = eval_cost(r.eval, r.eval.get("hardware") or r.hardware)
-        lines += ["```", format_eval_cost(cost, title=f"eval time, seed {r.seed}"), "```", ""]
+        lines += ["```", format_eval_cost(cost, sub.get("eval_speed_ratio"),
+                                          f"eval time, seed {r.seed}"), "```", ""]
     return lines
 
 
