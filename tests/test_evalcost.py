@@ -155,7 +155,7 @@ def _ttt_tilt_eval(run: Path, **kw):
     return evaluate_run_dir(run, lambda _m: None, ttt=ttt, tilt=tilt, **kw)
 
 
-def test_pack_scores_ttt_and_tilt_from_the_named_record(small_run, tmp_path, one_thread):
+def test_pack_scores_ttt_and_tilt_from_the_named_record(small_run, tmp_path, one_thread, capsys):
     from golf.submission import pack_run
     rep, path = _ttt_tilt_eval(small_run)
     assert path.parent == small_run and path.name != "eval.json" and not rep["partial"]
@@ -184,9 +184,11 @@ def test_pack_scores_ttt_and_tilt_from_the_named_record(small_run, tmp_path, one
     assert "TTT=lora" in readme and "TTT_LORA_RANK=4" in readme and "NGRAM_TILT_ENABLED=1" in readme
     assert "TOKEN_ORDER=3" in readme and "n-gram hint precompute" in readme and path.name in readme
     assert any("n-gram hint precompute" in line for line in lines)     # pack's printed table
-    plain = pack_run(small_run, tmp_path / "plain", name="t", github_id="t", blurb="b",
-                     compress=False, roundtrip=False, log=lambda _m: None).submission
-    assert plain["eval_record"] == "eval.json" and "ttt" not in plain and "tilt" not in plain
+    import pack
+    capsys.readouterr()
+    assert pack.main(["--budget-only", str(small_run), "--score", path.name]) == 0
+    out = capsys.readouterr().out
+    assert f"eval time, {path.name}" in out and "n-gram hint precompute" in out and "N/A" in out
 
 
 def test_score_record_must_be_full_and_beside_eval_json(small_run, tmp_path, one_thread):
