@@ -39,8 +39,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--data-path", default=None)
     ap.add_argument("--tokenizer-path", default=None)
     ap.add_argument("--eval-speed-ratio", type=float, default=None,
-                    help="8xH100 speed over the eval's hardware (eval-time estimate; "
-                         "default GOLF_EVAL_SPEED_RATIO, else 8/k for k H100/H200)")
+                    help="R, 8xH100 speed over the eval's hardware: estimate = host parts + "
+                         "device parts / R (default GOLF_EVAL_SPEED_RATIO, else 8/k for k "
+                         "H100/H200, else N/A; see docs/packing.md)")
     ap.add_argument("--score", default=None, metavar="EVAL_RECORD",
                     help="the eval record in each run directory that holds the score (default "
                          "eval.json; e.g. eval.ttt-lora-post-tilt.json from eval_bpb.py --ttt lora "

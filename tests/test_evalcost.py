@@ -62,6 +62,13 @@ def test_pass_on_8xh100_and_fail_when_the_parts_add_up_over_600_s():
     assert c.status == "FAIL" and est == 605.0
 
 
+def test_a_ratio_in_the_environment_never_rescales_an_8xh100_measurement(monkeypatch):
+    monkeypatch.setenv("GOLF_EVAL_SPEED_RATIO", "100")
+    assert _check(_record(ttt_s=500.0))[0].status == "FAIL"            # 605 s as measured
+    c, est = _check(_record(ttt_s=4000.0, hardware="1xNVIDIA H100 80GB HBM3"))
+    assert c.status == "WARN" and est == pytest.approx(25.0 + 80.0 + 40.0)  # the env's R = 100
+
+
 def test_one_gpu_scales_device_parts_only():
     # 25 + 80 as measured (every rank does them whole on its CPU) + 4000 / 8 = 605 > 600
     c, est = _check(_record(ttt_s=4000.0, hardware="1xNVIDIA H100 80GB HBM3"))

@@ -97,12 +97,12 @@ def on_8xh100(hardware: str) -> bool:
 
 def speed_ratio(hardware: str, override: float | None = None) -> tuple[float | None, str]:
     """(R, why) of ESTIMATE_RULE for the device parts; (None, why not) when none is known."""
+    if override is None and on_8xh100(hardware):   # a measurement there needs no assumption
+        return 1.0, "measured on 8xH100"
     if override is None:
         override = settings.read("GOLF_EVAL_SPEED_RATIO", os.environ)
     if override is not None:
         return float(override), f"R {float(override):g} set by GOLF_EVAL_SPEED_RATIO/--eval-speed-ratio"
-    if on_8xh100(hardware):
-        return 1.0, "measured on 8xH100"
     hw = _compact(hardware)
     m = re.match(r"(\d+)x(.*)", hw)
     k = int(m.group(1)) if m else 1
