@@ -65,9 +65,13 @@ def _scoring_method(runs: Sequence[RunInfo]) -> str:
 
 def score_env(ev: Mapping[str, Any]) -> dict[str, Any]:
     """The TTT and tilt variables (env name -> value) that produced a record's score."""
-    ttt = ev.get("post_ttt") or {}
-    env = dict(ttt.get("env") or {"TTT": ttt.get("ttt")}) if score_key(ev) == "post_ttt" else {}
+    env = _ttt_env(ev["post_ttt"]) if score_key(ev) == "post_ttt" else {}
     return {**env, **(tilt_in_score(ev) or {})}
+
+
+def _ttt_env(block: Mapping[str, Any]) -> dict[str, Any]:
+    """A TTT block's variables (a record written before they were kept: TTT alone)."""
+    return dict(block.get("env") or {"TTT": block.get("ttt")})
 
 
 def _auto_name_and_blurb(c: Mapping[str, Any]) -> tuple[str, str]:
@@ -84,7 +88,7 @@ def _auto_name_and_blurb(c: Mapping[str, Any]) -> tuple[str, str]:
 def _ttt_block(head: Mapping[str, Any]) -> dict[str, Any]:
     """The TTT that made the score: its mode, knobs and (env) the variables that re-create it."""
     return {"mode": head.get("ttt"), "weights": head.get("weights"), "knobs": head.get("knobs"),
-            "env": head.get("env") or {"TTT": head.get("ttt")},
+            "env": _ttt_env(head),
             "window": head.get("mode"), "stride": head.get("stride"), "seq_len": head.get("seq_len")}
 
 
