@@ -2,7 +2,8 @@
 
     python pack.py runs/<RUN_ID> [runs/<RUN_ID2> ...] [--out submission/<RUN_ID>] [--name N]
                    [--github-id G] [--blurb B] [--no-roundtrip] [--record --baseline-mean M ...]
-    python pack.py --budget-only runs/<RUN_ID>     # budget table only, writes nothing
+    python pack.py runs/<RUN_ID> --score eval.ttt-lora-post-tilt.json   # score = that record
+    python pack.py --budget-only runs/<RUN_ID>     # budget and eval-time tables, writes nothing
     python pack.py --code-bytes                    # exact bytes of the shipped train_gpt.py
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any, Iterator, Sequence
 from golf import rundir as rd
 from golf.errors import PackError, user_errors
 from golf.submission import (budget_cap, budget_table, build_forms, code_bytes,
-                             format_budget_table, load_run, pack_run)
+                             format_budget_table, format_eval_cost, load_run, pack_run)
+from golf.submission.checks import run_eval_cost
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -37,8 +39,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--data-path", default=None)
     ap.add_argument("--tokenizer-path", default=None)
     ap.add_argument("--eval-speed-ratio", type=float, default=None,
-                    help="8xH100 speed over the eval's hardware (eval-time estimate; "
-                         "default GOLF_EVAL_SPEED_RATIO, else 8/k for k H100/H200)")
+                    help="R, 8xH100 speed over the eval's hardware: estimate = host parts + "
+                         "device parts / R (default GOLF_EVAL_SPEED_RATIO, else 8/k for k "
+                         "H100/H200, else N/A; see docs/packing.md)")
+    ap.add_argument("--score", default=None, metavar="EVAL_RECORD",
+                    help="the eval record in each run directory that holds the score (default "
+                         "eval.json; e.g. eval.ttt-lora-post-tilt.json from eval_bpb.py --ttt lora "
+                         "with NGRAM_TILT_ENABLED=1); refused if partial or not this artifact's")
     ap.add_argument("--record", action="store_true", help="check a record claim")
     ap.add_argument("--baseline-mean", type=float)
     ap.add_argument("--baseline-std", type=float, default=0.0)
@@ -51,14 +58,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def budget_only(run_dir: str, cap: int) -> int:
-    """The budget table of the smallest form with this run's artifact; writes nothing."""
-    run = load_run(run_dir)
+def budget_only(run_dir: str, cap: int, score: str | None = None,
+                ratio: float | None = None) -> int:
+    """The budget table of the smallest form with this run's artifact and what its scored
+    evaluation costs, part by part; writes nothing."""
+    run = load_run(run_dir, score)
     with tempfile.TemporaryDirectory() as td:
         p = Path(td) / "train_gpt.py"
         p.write_bytes(min(build_forms().values(), key=len))
         t = budget_table(p, run.run_dir / rd.ARTIFACT, cap)
     print(format_budget_table(t))
+    print(format_eval_cost(run_eval_cost(run), ratio, f"eval time, {run.eval_file}"))
     return 1 if t.over else 0
 
 
@@ -79,13 +89,13 @@ def _cli(argv: Sequence[str] | None) -> int:
     if not a.run_dirs:
         raise PackError("pack.py: no RUN_DIR given; pass e.g. runs/<RUN_ID>")
     if a.budget_only:
-        return budget_only(a.run_dirs[0], cap)
+        return budget_only(a.run_dirs[0], cap, a.score, a.eval_speed_ratio)
     compress = {"auto": "auto", "yes": True, "no": False}[a.compress]
     res = pack_run(a.run_dirs[0], a.out, name=a.name, github_id=a.github_id, blurb=a.blurb,
                    extra_runs=a.run_dirs[1:], baseline=_baseline(a), compress=compress,
                    roundtrip=not a.no_roundtrip, record=a.record, tolerance=a.tolerance,
                    data_path=a.data_path, tokenizer_path=a.tokenizer_path,
-                   eval_speed_ratio=a.eval_speed_ratio, cap=cap)
+                   eval_speed_ratio=a.eval_speed_ratio, cap=cap, score=a.score)
     return 0 if res.ok else 1
 
 

@@ -536,8 +536,12 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
     say = log if (log and rank == 0) else (lambda _m: None)
     cfg, checkpoint, artifact = resolve_run_files(run_dir, checkpoint, artifact)
     device = device or default_device()
+    models, cfg = load_models({"pre": checkpoint}, cfg, device)
+    t_load = time.perf_counter()   # deserialization: what a submission pays before it scores
     blob = read_artifact(artifact) if artifact else None  # read once: scored and hashed
-    models, cfg = load_models({"pre": checkpoint, "post": artifact}, cfg, device, {"post": blob})
+    post, cfg = load_models({"post": artifact}, cfg, device, {"post": blob})
+    models.update(post)
+    deserialize_seconds = time.perf_counter() - t_load if artifact else None
     seq_len = seq_len or cfg.effective_eval_seq_len
     stride = cfg.eval_stride if stride is None else stride
     if max_tokens is None:
@@ -564,6 +568,7 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
         "artifact_sha256": hashlib.sha256(blob).hexdigest() if blob is not None else None,
         "data": str(data_path), "tokenizer": str(tok_path), "world_size": world,
         "decoded_bytes": ed.decoded_bytes, "doc_windows": doc_windows,
+        "deserialize_seconds": deserialize_seconds, "byte_check": byte_check,
     }
     if mode == "both":
         report["modes"] = modes

@@ -174,6 +174,12 @@ class TTTSettings:
         spec = TTT_MODES[self.mode]
         return {**{k: getattr(self, k) for k in spec.knobs}, **spec.fixed}
 
+    def env(self) -> dict[str, Any]:
+        """The variables that re-create this mode's result, under their env names (TTT, TTT_ON
+        and the mode's knobs): what submission.json and the generated README state."""
+        names = ("mode", "on") + tuple(TTT_MODES[self.mode].knobs)
+        return {_ttt_env_name(k): getattr(self, k) for k in names}
+
 
 # ----------------------------------------------------------------------------- result
 @dataclass
@@ -824,6 +830,7 @@ def ttt_block(settings: TTTSettings, models: dict[str, nn.Module], ed: EvalData,
     checked_against(res, ed, "TTT ")
     out = res.to_dict()
     out["tilt"] = tilt.settings.knobs() if tilt is not None else None
+    out["env"] = settings.env()
     ref = base.get(label)
     out["ttt_gain"] = out["val_bpb"] - ref["val_bpb"] if ref else None
     log(f"eval:ttt:{res.ttt} on:{label} post_ttt_val_loss:{res.val_loss:.8f} "

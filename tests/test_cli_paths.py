@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from golf.errors import ConfigError
+from golf.submission.evaltime import EvalCost, EvalPart
 import torch
 
 import pack
@@ -183,12 +184,14 @@ def test_wallclock_and_eval_time_fail_over_600_s_on_8xh100():
     assert C.check_wallclock(600_000.0, "8xH100 SXM", 1).status == "PASS"
     assert C.check_wallclock(600_001.0, "8xH100 SXM", 1).status == "FAIL"
     assert C.check_wallclock(900_000.0, "1xH100", 1).status == "WARN"  # not the scored hardware
-    assert C.check_eval_time(600.0, "8xH100", 1)[0].status == "PASS"
-    assert C.check_eval_time(600.5, "8xH100", 1)[0].status == "FAIL"
+    def cost(secs, hw):
+        return EvalCost((EvalPart("scoring", secs, "device", True),), hw)
+    assert C.check_eval_time(cost(600.0, "8xH100"), 1)[0].status == "PASS"
+    assert C.check_eval_time(cost(600.5, "8xH100"), 1)[0].status == "FAIL"
     # one H100: estimated as measured / 8; over 600 s after that is a FAIL, under only a WARN
-    fail, est = C.check_eval_time(4801.0, "1xH100", 1)
+    fail, est = C.check_eval_time(cost(4801.0, "1xH100"), 1)
     assert fail.status == "FAIL" and est == pytest.approx(4801.0 / 8)
-    assert C.check_eval_time(4799.0, "1xH100", 1)[0].status == "WARN"
+    assert C.check_eval_time(cost(4799.0, "1xH100"), 1)[0].status == "WARN"
 
 
 def test_fields_and_record_checks_fail():

@@ -433,13 +433,15 @@ def test_pack_records_what_ran_and_checks_eval_time(tmp_path):
     from golf import submission
     from golf.submission.budget import BudgetTable
     from golf.submission.checks import check_eval_time
+    from golf.submission.evaltime import EvalCost, EvalPart
     post = {"val_bpb": 1.2, "val_loss": 2.0, "seconds": 30.0}
     ev = {"pre": {"val_bpb": 1.19}, "post": post, "mode": "sliding", "stride": 64, "seq_len": 2048,
           "modes": {"chunked": {"post": {**post, "seconds": 10.0}}, "sliding": {"post": post}},
           "post_ttt": {"val_bpb": 1.15, "val_loss": 1.9, "seconds": 400.0, "ttt": "chunk",
                        "weights": "post", "score_first": True, "knobs": {"lr": 0.002}, "mode": "sliding"}}
     assert submission.headline(ev)[1] == "ttt(chunk, score-first)+sliding(stride=64)"
-    assert submission.eval_seconds(ev) == 440.0
+    assert submission.eval_seconds(ev) is None          # deserialization not recorded
+    assert submission.eval_seconds({**ev, "deserialize_seconds": 2.0}) == 402.0  # + TTT, not post
     assert submission.headline({**ev, "post_ttt": {**ev["post_ttt"], "weights": "pre"}}) == (post, "sliding(stride=64)")
     (tmp_path / "final_model.gkq").write_bytes(b"x" * 100)
     run = submission.RunInfo(tmp_path, {"seed": 1}, ev, {}, None, 1, "1xCPU", 1000.0, 10)
@@ -453,14 +455,16 @@ def test_pack_records_what_ran_and_checks_eval_time(tmp_path):
                                        BudgetTable(50, 100, 150, 16_000_000, 15_999_850), name="n",
                                        github_id="g", blurb="b")
     assert plain["val_bpb"] == 1.2 and plain["compliance"]["score_first_ttt"] is None
-    c, est = check_eval_time(440.0, "8xNVIDIA H100 80GB HBM3", 1)
+    def cost(secs, hw):
+        return EvalCost((EvalPart("TTT", secs, "device", True),), hw)
+    c, est = check_eval_time(cost(440.0, "8xNVIDIA H100 80GB HBM3"), 1)
     assert c.status == "PASS" and est == 440.0
-    c, est = check_eval_time(2000.0, "1xNVIDIA H100 80GB HBM3", 1)
-    assert c.status == "WARN" and est == 250.0 and "ESTIMATE" in c.detail and "/ ratio 8" in c.detail
-    assert check_eval_time(8000.0, "1xNVIDIA H200", 1)[0].status == "FAIL"
-    c, est = check_eval_time(30.0, "1xCPU", 1)
-    assert c.status == "WARN" and est is None and "GOLF_EVAL_SPEED_RATIO" in c.detail
-    assert check_eval_time(30.0, "1xCPU", 1, ratio_override=0.01)[0].status == "FAIL"
+    c, est = check_eval_time(cost(2000.0, "1xNVIDIA H100 80GB HBM3"), 1)
+    assert c.status == "WARN" and est == 250.0 and "ESTIMATE" in c.detail and "/ R 8" in c.detail
+    assert check_eval_time(cost(8000.0, "1xNVIDIA H200"), 1)[0].status == "FAIL"
+    c, est = check_eval_time(cost(30.0, "1xCPU"), 1)
+    assert c.status == "N/A" and est is None and "GOLF_EVAL_SPEED_RATIO" in c.detail
+    assert check_eval_time(cost(30.0, "1xCPU"), 1, ratio_override=0.01)[0].status == "FAIL"
 
 
 def test_main_job_summary_shows_the_third_number(ttt_run, monkeypatch, one_thread):

@@ -20,7 +20,9 @@ from golf import rundir as rd
 from golf.errors import PackError, RoundTripError
 from golf.submission.budget import (CAP_BYTES, BudgetTable, budget_table, enforce_budget,
                                     enforce_each_seed, format_budget_table)
-from golf.submission.checks import Check, CheckContext, format_checks, run_checks, seed_eval_time
+from golf.submission.checks import (Check, CheckContext, format_checks, run_checks, run_eval_cost,
+                                    seed_eval_time)
+from golf.submission.evaltime import format_eval_cost
 from golf.submission.record import build_submission_json, render_readme
 from golf.submission.roundtrip import RoundTripResult, run_roundtrip
 from golf.submission.run import RunInfo, load_run, roundtrip_settings, verify_artifact
@@ -103,9 +105,11 @@ def _swap_in(tmp: Path, out: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- the phases
-def _load_runs(run_dir: str | os.PathLike, extra_runs: Sequence[str | os.PathLike]) -> list[RunInfo]:
-    """Phase 1: every run read and its artifact verified, one run per seed."""
-    runs = [load_run(run_dir)] + [load_run(r) for r in extra_runs]
+def _load_runs(run_dir: str | os.PathLike, extra_runs: Sequence[str | os.PathLike],
+               score: str | None = None) -> list[RunInfo]:
+    """Phase 1: every run read (its score from `score`, the same record name in each run) and
+    its artifact verified, one run per seed."""
+    runs = [load_run(r, score) for r in (run_dir, *extra_runs)]
     seeds = [r.seed for r in runs]
     if len(set(seeds)) != len(seeds):
         raise PackError(f"runs {', '.join(str(r.run_dir) for r in runs)} repeat a seed ({seeds}); "
@@ -169,6 +173,8 @@ def _describe(runs: Sequence[RunInfo], table: BudgetTable, shipped: str,
     sub["code_form"] = shipped
     enforce_each_seed({r.seed: (r.run_dir / ARTIFACT, sub["seed_results"][str(r.seed)]["bytes_total"])
                        for r in runs}, table.cap)
+    if eval_speed_ratio is not None:  # the estimates below assume it: say so
+        sub["eval_speed_ratio"] = eval_speed_ratio
     under: list[bool | None] = []
     for r in runs:
         ev_check, est = seed_eval_time(r, eval_speed_ratio)
@@ -194,7 +200,7 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
              cap: int = CAP_BYTES, entry: str = ENTRY, src_roots: Sequence[Path] | None = None,
              tolerance: float = 0.0, data_path: str | None = None,
              tokenizer_path: str | None = None, eval_speed_ratio: float | None = None,
-             log: Log = print) -> PackResult:
+             score: str | None = None, log: Log = print) -> PackResult:
     """Write the submission folder atomically; raise PackError (and leave nothing) on failure.
 
     `out_dir` is the record folder itself (default submission/<RUN_ID>). If it already exists it
@@ -205,9 +211,11 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     compress: "auto" ships the smallest form that passes the round trip; True/False force it.
     baseline: {"mean", "std", "n"} or a list of val_loss values (nats) for the Welch test.
     eval_speed_ratio: 8xH100 speed over the eval's hardware, for the eval-time estimate
-    (default GOLF_EVAL_SPEED_RATIO, else 8/k for k H100/H200, else none: see checks.py).
+    (default GOLF_EVAL_SPEED_RATIO, else 8/k for k H100/H200, else none: see evaltime.py).
+    score: the eval record holding the score in each run directory (default eval.json; e.g.
+    eval.ttt-lora-post-tilt.json from `eval_bpb.py RUN --ttt lora` with NGRAM_TILT_ENABLED=1).
     """
-    runs = _load_runs(run_dir, extra_runs)
+    runs = _load_runs(run_dir, extra_runs, score)
     primary = runs[0]
     out = Path(out_dir if out_dir is not None else default_out_dir(run_dir)).resolve()
     check_out_dir(out)
@@ -239,6 +247,9 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
             check_out_dir(out)  # again: the round trip took a while
             _swap_in(tmp, out)
             log(format_budget_table(table))
+            for r in runs:
+                log(format_eval_cost(run_eval_cost(r), eval_speed_ratio,
+                                     f"eval time, seed {r.seed}, {r.eval_file}"))
             log(f"pack: wrote {out}")
             return PackResult(out, table, sizes, shipped, sub, checks, rt)
     finally:

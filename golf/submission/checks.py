@@ -5,35 +5,27 @@ one function `(ctx) -> list[Check]` here plus one entry in CHECKS; pack_run neve
 """
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from golf import rundir as rd
-from golf import settings
 from golf.atomic import file_sha256
 from golf.rules import EVAL_LIMIT_S, TRAIN_LIMIT_S
 from golf.submission.budget import CAP_BYTES, BudgetTable
+from golf.submission.evaltime import EvalCost, estimate_8xh100, eval_cost, on_8xh100
 from golf.submission.roundtrip import RoundTripResult
-from golf.submission.run import RunInfo, eval_seconds
+from golf.submission.run import RunInfo, score_key
 from golf.submission.stats import RECORD_MARGIN_NATS, RECORD_P_VALUE
 
 REQUIRED_FIELDS = ("author", "name", "github_id", "val_bpb", "val_loss", "pre_quant_val_bpb",
                    "bytes_total", "bytes_code", "bytes_model", "blurb", "date", "seeds",
                    "seed_results", "hardware", "track", "eval_method", "compliance")
-# How many times faster 8xH100 is assumed to be than k devices of a kind at evaluation: 8/k
-# for H100 and H200 (H200 counted as an H100: same compute, more memory), i.e. perfect
-# scaling over GPUs and no communication cost. Deliberately optimistic, so an estimate over
-# the limit is a real FAIL and one under it is only a WARN. No ratio is assumed for a CPU or
-# another GPU: GOLF_EVAL_SPEED_RATIO (or pack.py --eval-speed-ratio) sets one explicitly.
-PER_DEVICE_VS_H100 = {"h100": 1.0, "h200": 1.0}
 
 
 @dataclass(frozen=True)
 class Check:
     name: str
-    status: str  # PASS | WARN | FAIL
+    status: str  # PASS | WARN | FAIL | N/A (cannot be decided here: the detail says why)
     detail: str
 
 
@@ -70,52 +62,33 @@ def check_wallclock(train_ms: float | None, hardware: str, seed: int) -> Check:
     if train_ms is None:
         return Check(name, "WARN", "training time not recorded")
     secs = train_ms / 1000.0
-    hw = hardware.lower().replace(" ", "").replace("×", "x")
-    on_8h100 = hw.startswith("8x") and "h100" in hw
-    if on_8h100:
+    if on_8xh100(hardware):
         return Check(name, "PASS" if secs <= TRAIN_LIMIT_S else "FAIL", f"{secs:.1f} s on {hardware}")
     return Check(name, "WARN", f"{secs:.1f} s on {hardware!r}; the limit applies on 8xH100, "
                  "re-time there before a record claim")
 
 
-def eval_speed_ratio(hardware: str, override: float | None = None) -> tuple[float | None, str]:
-    """(ratio, why): measured seconds / ratio estimates seconds on 8xH100; None = unknown."""
-    if override is None:
-        override = settings.read("GOLF_EVAL_SPEED_RATIO", os.environ)
-    if override is not None:
-        return float(override), f"ratio {float(override):g} set by GOLF_EVAL_SPEED_RATIO/--eval-speed-ratio"
-    hw = hardware.lower().replace(" ", "").replace("×", "x")
-    m = re.match(r"(\d+)x(.*)", hw)
-    k = int(m.group(1)) if m else 1
-    for kind, rel in PER_DEVICE_VS_H100.items():
-        if kind in hw:
-            r = 8.0 / (k * rel)
-            return r, f"ratio {r:g} = 8 H100 / {k} {kind.upper()} (ideal scaling: optimistic)"
-    return None, ""
-
-
-def check_eval_time(eval_s: float | None, hardware: str, seed: int,
+def check_eval_time(cost: EvalCost, seed: int,
                     ratio_override: float | None = None) -> tuple[Check, float | None]:
-    """Evaluation (every post-quant scoring pass + TTT) against the 600 s limit on 8xH100:
-    measured there -> PASS/FAIL; elsewhere an estimate (measured / speed ratio) labelled as one:
-    over the limit FAIL, under it WARN; no known ratio -> WARN. Returns (check, estimate s)."""
+    """The whole scored evaluation (golf.submission.evaltime: deserialize, n-gram hints,
+    scoring or TTT) against the 600 s limit: measured on 8xH100 -> PASS/FAIL; elsewhere an
+    estimate by ESTIMATE_RULE, labelled as one (over the limit FAIL, under it WARN); no known
+    ratio -> N/A with the reason; a part not recorded -> WARN. Returns (check, estimate s)."""
     name = f"eval <= {EVAL_LIMIT_S:.0f} s (seed {seed})"
-    if eval_s is None:
-        return Check(name, "WARN", "eval seconds not recorded in eval.json; re-run eval_bpb.py"), None
-    hw = hardware.lower().replace(" ", "").replace("×", "x")
-    if hw.startswith("8x") and "h100" in hw and ratio_override is None:
-        ok = eval_s <= EVAL_LIMIT_S
-        return Check(name, "PASS" if ok else "FAIL", f"{eval_s:.1f} s measured on {hardware}"), eval_s
-    ratio, why = eval_speed_ratio(hardware, ratio_override)
-    if ratio is None:
-        return Check(name, "WARN", f"{eval_s:.1f} s measured on {hardware!r}; no speed ratio to "
-                     "8xH100 is known for it: set GOLF_EVAL_SPEED_RATIO=R for an estimate "
-                     "(measured / R), or re-time on 8xH100"), None
-    est = eval_s / ratio
+    parts = ", ".join(f"{p.name} {p.seconds:.1f} s" for p in cost.counted if p.seconds is not None)
+    if cost.missing:
+        return Check(name, "WARN", f"not recorded: {', '.join(cost.missing)} (the eval record "
+                     "predates it); re-run eval_bpb.py on this artifact"), None
+    est, how = estimate_8xh100(cost, ratio_override)
+    measured = f"{cost.measured:.1f} s measured on {cost.hardware} ({parts})"
+    if est is None:
+        return Check(name, "N/A", f"{measured}; {how}"), None
     over = est > EVAL_LIMIT_S
+    if on_8xh100(cost.hardware) and ratio_override is None:
+        return Check(name, "FAIL" if over else "PASS", measured), est
     return Check(name, "FAIL" if over else "WARN",
-                 f"ESTIMATE {est:.1f} s on 8xH100 = {eval_s:.1f} s measured on {hardware} / {why}; "
-                 f"{'over' if over else 'under'} {EVAL_LIMIT_S:.0f} s; re-time on 8xH100"), est
+                 f"ESTIMATE {est:.1f} s on 8xH100 = {how}; {'over' if over else 'under'} "
+                 f"{EVAL_LIMIT_S:.0f} s; {measured}; re-time on 8xH100"), est
 
 
 IDENTITY_FIELDS = ("author", "github_id")
@@ -152,15 +125,20 @@ def check_record(sub: Mapping[str, Any]) -> list[Check]:
 
 
 def check_post_ttt(run: RunInfo) -> Check:
-    """The post-TTT score must come from this very artifact; the round trip re-runs only the
-    post-quant eval, so say where the TTT number comes from."""
+    """A TTT or tilted score must come from this very artifact; the round trip re-runs only the
+    plain post-quant eval, so say where the score comes from."""
+    key = score_key(run.eval)
+    name = "post-TTT score" if key == "post_ttt" else "tilted score"
     want = run.eval.get("artifact_sha256")
     if want and want != file_sha256(run.run_dir / rd.ARTIFACT):
-        return Check("post-TTT score", "FAIL", "eval.json was measured on another artifact "
-                     "(sha256 differs); re-run eval_bpb.py --ttt on this one")
-    t = run.eval["post_ttt"]
-    return Check("post-TTT score", "WARN", f"{t['val_bpb']:.6f} ({t['ttt']}, score-first) from "
-                 "eval.json on this artifact; the round trip does not re-run TTT")
+        return Check(name, "FAIL", f"{run.eval_file} was measured on another artifact (sha256 "
+                     "differs); re-run eval_bpb.py (--ttt / NGRAM_TILT_ENABLED=1) on this one")
+    t = run.eval[key]
+    what = f"{t['ttt']}, score-first" if key == "post_ttt" else "token-only n-gram tilt"
+    if key == "post_ttt" and t.get("tilt"):
+        what += ", tilted"
+    return Check(name, "WARN", f"{t['val_bpb']:.6f} ({what}) from {run.eval_file} on this "
+                 "artifact; the round trip re-runs neither TTT nor the tilt")
 
 
 def check_roundtrip(rt: RoundTripResult | None) -> Check:
@@ -169,10 +147,14 @@ def check_roundtrip(rt: RoundTripResult | None) -> Check:
                  ("within tolerance" if rt else "skipped (--no-roundtrip)"))
 
 
+def run_eval_cost(run: RunInfo) -> EvalCost:
+    """The parts of the run's score record, with the hardware that measured them."""
+    return eval_cost(run.eval, run.eval.get("hardware") or run.hardware)
+
+
 def seed_eval_time(run: RunInfo, ratio_override: float | None = None) -> tuple[Check, float | None]:
-    """check_eval_time on one run's recorded eval seconds and the hardware that measured them."""
-    return check_eval_time(eval_seconds(run.eval), run.eval.get("hardware") or run.hardware,
-                           run.seed, ratio_override)
+    """check_eval_time on one run's score record (eval.json or pack.py --score's)."""
+    return check_eval_time(run_eval_cost(run), run.seed, ratio_override)
 
 
 # ----------------------------------------------------------------------------- the registry
@@ -210,7 +192,7 @@ def _roundtrip(ctx: CheckContext) -> list[Check]:
 
 
 def _post_ttt(ctx: CheckContext) -> list[Check]:
-    return [check_post_ttt(ctx.runs[0])] if ctx.submission.get("ttt") else []
+    return [check_post_ttt(ctx.runs[0])] if score_key(ctx.runs[0].eval) != "post" else []
 
 
 def _record(ctx: CheckContext) -> list[Check]:
@@ -232,5 +214,7 @@ def format_checks(checks: Sequence[Check]) -> str:
     lines = ["pre-submit checks:"] + [f"  [{c.status:<4}] {c.name:<{width}}  {c.detail}" for c in checks]
     fails = sum(c.status == "FAIL" for c in checks)
     warns = sum(c.status == "WARN" for c in checks)
-    lines.append(f"  => {'FAIL' if fails else 'PASS'} ({fails} fail, {warns} warn)")
+    na = sum(c.status == "N/A" for c in checks)
+    lines.append(f"  => {'FAIL' if fails else 'PASS'} ({fails} fail, {warns} warn"
+                 + (f", {na} n/a)" if na else ")"))
     return "\n".join(lines)

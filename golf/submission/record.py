@@ -13,7 +13,8 @@ from golf.errors import PackError
 from golf.rules import TRAIN_LIMIT_S
 from golf.submission.budget import CAP_BYTES, BudgetTable, format_budget_table
 from golf.submission.checks import Check, format_checks
-from golf.submission.run import RunInfo, eval_seconds, headline
+from golf.submission.evaltime import eval_cost, format_eval_cost
+from golf.submission.run import RunInfo, headline, score_key, tilt_in_score
 from golf.submission.stats import mean_std, welch_one_sided
 
 
@@ -21,12 +22,16 @@ from golf.submission.stats import mean_std, welch_one_sided
 def _seed_result(run: RunInfo, code: int) -> dict[str, Any]:
     post, pre = run.eval["post"], run.eval.get("pre") or {}
     head, _method = headline(run.eval)
-    ttt = run.eval.get("post_ttt") or {}
+    ttt, tilt = run.eval.get("post_ttt") or {}, run.eval.get("post_tilt") or {}
     model = (run.run_dir / rd.ARTIFACT).stat().st_size
+    cost = eval_cost(run.eval, run.eval.get("hardware") or run.hardware)
     return {"val_bpb": head["val_bpb"], "val_loss": head["val_loss"],
             "pre_quant_val_bpb": pre.get("val_bpb"), "post_quant_val_bpb": post.get("val_bpb"),
             "post_ttt_val_bpb": ttt.get("val_bpb") if ttt.get("weights") == "post" else None,
-            "eval_time_s": eval_seconds(run.eval), "bytes_total": code + model,
+            "post_tilt_val_bpb": tilt.get("val_bpb") if tilt.get("weights") == "post" else None,
+            "eval_record": run.eval_file, "eval_time_s": cost.measured,
+            "eval_time_parts": {p.name: p.seconds for p in cost.counted},
+            "eval_time_hardware": cost.hardware, "bytes_total": code + model,
             "bytes_model": model, "steps": run.steps, "train_time_ms": run.train_time_ms}
 
 
@@ -50,7 +55,23 @@ def _scoring_method(runs: Sequence[RunInfo]) -> str:
     if len(methods) > 1:
         raise PackError(f"runs were scored differently ({'; '.join(methods)}); evaluate every "
                         "seed the same way (same mode, same TTT) before packing them together")
+    envs = {json.dumps(score_env(r.eval), sort_keys=True, default=str): r for r in runs}
+    if len(envs) > 1:
+        raise PackError("runs were scored with different TTT/tilt settings ("
+                        + "; ".join(f"{r.run_dir / r.eval_file}: {e}" for e, r in envs.items())
+                        + "); evaluate every seed with the same variables before packing them")
     return methods[0]
+
+
+def score_env(ev: Mapping[str, Any]) -> dict[str, Any]:
+    """The TTT and tilt variables (env name -> value) that produced a record's score."""
+    env = _ttt_env(ev["post_ttt"]) if score_key(ev) == "post_ttt" else {}
+    return {**env, **(tilt_in_score(ev) or {})}
+
+
+def _ttt_env(block: Mapping[str, Any]) -> dict[str, Any]:
+    """A TTT block's variables (a record written before they were kept: TTT alone)."""
+    return dict(block.get("env") or {"TTT": block.get("ttt")})
 
 
 def _auto_name_and_blurb(c: Mapping[str, Any]) -> tuple[str, str]:
@@ -65,8 +86,21 @@ def _auto_name_and_blurb(c: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _ttt_block(head: Mapping[str, Any]) -> dict[str, Any]:
+    """The TTT that made the score: its mode, knobs and (env) the variables that re-create it."""
     return {"mode": head.get("ttt"), "weights": head.get("weights"), "knobs": head.get("knobs"),
+            "env": _ttt_env(head),
             "window": head.get("mode"), "stride": head.get("stride"), "seq_len": head.get("seq_len")}
+
+
+def _tilt_block(ev: Mapping[str, Any]) -> dict[str, Any]:
+    """The n-gram tilt in the score: its variables (env name -> value) and what it did."""
+    hints = ev.get("post_tilt") or {}
+    return {"env": dict(tilt_in_score(ev) or {}), "gated": hints.get("gated"),
+            "hint_seconds": hints.get("hint_seconds")}
+
+
+def _env_value(v: Any) -> str:
+    return str(int(v)) if isinstance(v, bool) else str(v)
 
 
 def _compliance(runs: Sequence[RunInfo], sub: Mapping[str, Any], table: BudgetTable,
@@ -86,6 +120,9 @@ def _compliance(runs: Sequence[RunInfo], sub: Mapping[str, Any], table: BudgetTa
             "score_first_ttt": (all(bool(h.get("score_first")) for h in heads)
                                 if "ttt" in sub else None),
             "no_pre_quant_ttt": True,   # TTT on full-precision weights never scores
+            # True = the score is tilted by the token-only n-gram hint (strict prefix, the only
+            # form golf.tilt runs: C1/C2 by construction and test); None = no tilt in the score
+            "ngram_tilt_token_only": True if "tilt" in sub else None,
             "eval_under_600s": None}    # set from the eval-time check in pack_run
 
 
@@ -114,8 +151,13 @@ def build_submission_json(runs: Sequence[RunInfo], table: BudgetTable, *, name: 
         "eval_seq_len": primary.eval.get("seq_len"), "eval_partial": bool(primary.eval.get("partial")),
         "post_quant_val_bpb": mean_std([r.eval["post"]["val_bpb"] for r in runs])[0],
     }
+    sub["eval_record"] = primary.eval_file
     if method.startswith("ttt("):
         sub["ttt"] = _ttt_block(heads[0])
+    if tilt_in_score(primary.eval):
+        sub["tilt"] = _tilt_block(primary.eval)
+    if score_env(primary.eval):
+        sub["eval_env"] = score_env(primary.eval)
     if len(runs) > 1:
         sub["val_bpb_std"] = mean_std(bpbs)[1]
         sub["val_loss_std"] = mean_std(losses)[1]
@@ -153,6 +195,21 @@ def _results_section(sub: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _eval_section(sub: Mapping[str, Any], runs: Sequence[RunInfo]) -> list[str]:
+    """The settings that produced the score and what its evaluation cost, part by part."""
+    lines = ["## Evaluation", "", f"Score read from `{sub['eval_record']}`."]
+    env = sub.get("eval_env")
+    if env:
+        lines += ["The TTT and n-gram tilt settings that produced it:", "", "```bash",
+                  " \\\n".join(f"{k}={_env_value(v)}" for k, v in env.items()), "```"]
+    lines += [""]
+    for r in runs:
+        cost = eval_cost(r.eval, r.eval.get("hardware") or r.hardware)
+        lines += ["```", format_eval_cost(cost, sub.get("eval_speed_ratio"),
+                                          f"eval time, seed {r.seed}"), "```", ""]
+    return lines
+
+
 def render_readme(sub: Mapping[str, Any], runs: Sequence[RunInfo], table: BudgetTable,
                   forms: Mapping[str, int], shipped: str, checks: Sequence[Check]) -> str:
     """The submission's README, generated from the run's files (no hand-typed numbers)."""
@@ -161,6 +218,7 @@ def render_readme(sub: Mapping[str, Any], runs: Sequence[RunInfo], table: Budget
     lines += ["", f"Evaluation: {sub['eval_method']}, seq_len {sub['eval_seq_len']}"
               + (" (PARTIAL val split)" if sub["eval_partial"] else " (full val split)")
               + f"; hardware {sub['hardware']}.", ""]
+    lines += _eval_section(sub, runs)
     timings = runs[0].summary.get("phase_seconds") or {}
     if timings:
         lines += ["## Timings", "", "| phase | seconds |", "|---|---|"]

@@ -35,6 +35,7 @@ class RunInfo:
     hardware: str
     train_time_ms: float | None
     steps: int | None
+    eval_file: str = rd.EVAL      # the eval record the score is read from (pack.py --score)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -71,8 +72,38 @@ def _last_metric(path: Path, key: str) -> Any:
     return val
 
 
-def load_run(run_dir: str | os.PathLike) -> RunInfo:
-    """Read a run directory; missing files raise one PackError naming them and the fix."""
+def score_path(run_dir: Path, score: str | None) -> Path:
+    """The eval record a run's score is read from: eval.json, or `score`, the name of a
+    diagnostic record beside it (eval.<label>.json, e.g. written by `eval_bpb.py RUN --ttt lora`
+    with NGRAM_TILT_ENABLED=1). Only a file in the run directory: it belongs to this run."""
+    if not score:
+        return run_dir / rd.EVAL
+    p = Path(score)
+    if p.parent != Path(".") and p.resolve().parent != run_dir.resolve():
+        raise PackError(f"--score {score}: not in the run directory {run_dir}; pass the name of an "
+                        f"eval record beside its {rd.EVAL} (e.g. eval.ttt-lora-post-tilt.json)")
+    return run_dir / p.name
+
+
+def check_score_record(path: Path, ev: Mapping[str, Any], run_dir: Path) -> None:
+    """A diagnostic record may carry the score only if it is a full, byte-checked evaluation
+    of this run's artifact on this run's data and tokenizer (one PackError naming the fix)."""
+    fix = f"re-run eval_bpb.py {run_dir} with the same TTT/tilt settings on the full split"
+    if ev.get("partial"):
+        raise PackError(f"{path}: a partial evaluation ({(ev.get('post') or {}).get('tokens')} "
+                        f"targets, not the whole val split) cannot be the score; {fix}")
+    if ev.get("byte_check") is False or not ev.get("artifact_sha256"):
+        raise PackError(f"{path}: evaluated without the byte check or without hashing the "
+                        f"artifact, so it cannot be the score; {fix}")
+    saved = rd.load_config(run_dir)
+    for key, own in (("data", saved.data_path), ("tokenizer", saved.tokenizer_path)):
+        if ev.get(key) and own and Path(ev[key]).resolve() != Path(own).resolve():
+            raise PackError(f"{path}: scored with {key} {ev[key]}, not the run's {own}; {fix}")
+
+
+def load_run(run_dir: str | os.PathLike, score: str | None = None) -> RunInfo:
+    """Read a run directory; missing files raise one PackError naming them and the fix.
+    `score`: the eval record to read the score from (see score_path); default eval.json."""
     d = Path(run_dir)
     if not d.is_dir():
         raise PackError(f"{d}: run directory not found; pass the RUNS_DIR/RUN_ID of a finished run")
@@ -81,9 +112,15 @@ def load_run(run_dir: str | os.PathLike) -> RunInfo:
         raise PackError(f"{d}: missing {', '.join(missing)}; finish the run (train -> quantize -> "
                         "eval) before packing")
     config = _read_json(d / rd.CONFIG)
-    ev = _read_json(d / rd.EVAL)
+    ev_path = score_path(d, score)
+    if not ev_path.is_file():
+        raise PackError(f"{ev_path}: eval record not found; write it with eval_bpb.py {d} "
+                        "(a TTT or tilted evaluation goes to eval.<label>.json beside eval.json)")
+    ev = _read_json(ev_path)
     if not (ev.get("post") or {}).get("val_bpb"):
-        raise PackError(f"{d / rd.EVAL}: no post-quant result; run eval_bpb.py on the artifact")
+        raise PackError(f"{ev_path}: no post-quant result; run eval_bpb.py on the artifact")
+    if score:
+        check_score_record(ev_path, ev, d)
     summary = _read_json(d / rd.SUMMARY) if (d / rd.SUMMARY).is_file() else {}
     hess = None
     if (d / rd.HESSIANS).is_file():
@@ -95,7 +132,7 @@ def load_run(run_dir: str | os.PathLike) -> RunInfo:
     return RunInfo(d, config, ev, summary, hess, int(config.get("seed", 0)),
                    _hardware(config, summary, log_text),
                    float(train_ms) if train_ms is not None else None,
-                   int(steps) if steps is not None else None)
+                   int(steps) if steps is not None else None, ev_path.name)
 
 
 def verify_artifact(run: RunInfo) -> None:
@@ -140,22 +177,28 @@ def roundtrip_settings(run: RunInfo, data_path: str | None = None,
             "VAL_BATCH_SIZE": str(cfg.get("val_batch_size", 524_288))}
 
 
+def score_key(ev: Mapping[str, Any]) -> str:
+    """Which block of an eval record is the score: post_ttt (score-first TTT of the artifact,
+    tilted when a tilt ran), else post_tilt (the artifact's tilted scoring), else post.
+    TTT or tilt on full-precision weights is a diagnostic, never a score."""
+    for key in ("post_ttt", "post_tilt"):
+        b = ev.get(key) or {}
+        if b.get("weights") == "post" and b.get("val_bpb") is not None:
+            return key
+    return "post"
+
+
+def tilt_in_score(ev: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The tilt settings (env name -> value) of the score, None when the score is untilted."""
+    key = score_key(ev)
+    return (ev.get(key) or {}).get("tilt") if key != "post" else None
+
+
 def headline(ev: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-    """(the scored block, eval_method) from what actually ran: post+TTT when eval.json has a
-    post_ttt on the artifact (TTT on full-precision weights is a diagnostic, never a score)."""
+    """(the scored block, eval_method) from what actually ran (score_key)."""
     base = f"sliding(stride={ev.get('stride')})" if ev.get("mode") == "sliding" else "roundtrip"
-    t = ev.get("post_ttt") or {}
-    if t.get("weights") == "post" and t.get("val_bpb") is not None:
-        return dict(t), f"ttt({t.get('ttt')}, score-first)+{base}"
-    return dict(ev["post"]), base
-
-
-def eval_seconds(ev: Mapping[str, Any]) -> float | None:
-    """Measured seconds of what the submission runs at eval: every post-quant scoring pass
-    (chunked and sliding when both ran) plus the TTT pass; pre-quant passes are diagnostics."""
-    posts = [m["post"] for m in (ev.get("modes") or {}).values() if m.get("post")] or [ev.get("post") or {}]
-    secs = [b.get("seconds") for b in posts]
-    t = ev.get("post_ttt") or {}
-    if t.get("weights") == "post":
-        secs.append(t.get("seconds"))
-    return None if any(x is None for x in secs) else float(sum(secs))
+    key = score_key(ev)
+    tilt = "ngram_tilt+" if tilt_in_score(ev) else ""
+    if key == "post_ttt":
+        return dict(ev[key]), f"ttt({ev[key].get('ttt')}, score-first)+{tilt}{base}"
+    return dict(ev[key]), tilt + base
