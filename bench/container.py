@@ -107,9 +107,9 @@ def _framed_brotli(mats: list[tuple[str, np.ndarray]]) -> bytes:
 
 def _unframed_brotli(blob: bytes, mats: list[tuple[str, np.ndarray]]) -> bytes:
     out, pos = [], 0
-    for _m in mats:
+    for _n, m in mats:
         j = int.from_bytes(blob[pos:pos + 8], "little")
-        out.append(decompress(blob[pos + 8:pos + 8 + j], "brotli"))
+        out.append(decompress(blob[pos + 8:pos + 8 + j], "brotli", m.size))
         pos += 8 + j
     return b"".join(out)
 
