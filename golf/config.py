@@ -22,6 +22,7 @@ import torch
 from golf.errors import ConfigError
 from golf.model import ModelConfig, parameter_count, sign_problems
 from golf.muon import NS_COEFF_SETS
+from golf.seq_schedule import parse_seq_schedule
 from golf.rules import CAP_BYTES, TRAIN_LIMIT_S, scaled_cap_bytes
 
 # The records' effective RoPE base. Their Rotary is built with a hard-coded train_seq_len of
@@ -104,9 +105,8 @@ CPU_PRESET: dict[str, Any] = {**R29_PRESET, **CPU_SIZES, "bigram_vocab_size": 51
 CPU_P1125_PRESET: dict[str, Any] = {**P1125_PRESET, **CPU_SIZES}
 # --- the frontier stack (issue 29: PR #1855 and #2135) ---------------------------------------
 # PR #1855 (the 1.0611 record) as it ran: its launch command / log header values wherever golfkit
-# has the setting. Not reproduced (no golfkit setting yet): the document-packing loader (golfkit
-# trains on TRAIN_SEQ_LEN rows, split at BOS by DOC_ATTENTION), its LoRA TTT and its lrzip
-# container; LQER is record_1855's (groups of 64).
+# has the setting, with its DocumentPackingLoader (DOC_PACKING). Not reproduced: its LoRA TTT;
+# LQER is record_1855's (groups of 64).
 PR1855_PRESET: dict[str, Any] = {
     "data_path": "./data/datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved",
     "tokenizer_path": "./data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model",
@@ -117,7 +117,7 @@ PR1855_PRESET: dict[str, Any] = {
     "skip_gates_enabled": True, "parallel_start_layer": 8, "parallel_final_lane": "mean",
     "smear_gate_enabled": True, "smear_gate_bos_fix": True, "gate_window": 12,
     "sparse_attn_gate_enabled": True, "sparse_attn_gate_scale": 0.5,
-    "asym_logit_rescale": False, "asym_logit_train": False, "doc_attention": True,
+    "asym_logit_rescale": False, "asym_logit_train": False, "doc_attention": True, "doc_packing": True,
     "train_seq_len": 2048, "train_batch_tokens": 786_432, "warmup_steps": 20,
     "warmdown_frac": 0.85, "min_lr": 0.1, "val_loss_every": 0,
     "muon_ns_coeffs": "polar_express", "muon_row_normalize": True, "embed_wd": 0.085,
@@ -211,6 +211,10 @@ class Config(ModelConfig):
     embed_wd: float = -1.0               # EMBED_WD (AdamW decay of the embedding group; -1 = ADAM_WD)
     warmdown_frac: float = 0.0           # WARMDOWN_FRAC (>0: LR 1 until the last fraction of training, then linear to MIN_LR; replaces WARMDOWN_ITERS)
     min_lr: float = 0.0                  # MIN_LR (the LR factor's floor under WARMDOWN_FRAC)
+    # --- the 2026-04 records' loader and #2014's progressive context (golf.data.packing, golf.seq_schedule)
+    doc_packing: bool = False            # DOC_PACKING (records' DocumentPackingLoader: sequential packed rows of TRAIN_BATCH_TOKENS/(ranks x accum) tokens, attention cut at BOS and every TRAIN_SEQ_LEN; needs DOC_ATTENTION=1)
+    train_seq_schedule: str = ""         # TRAIN_SEQ_SCHEDULE (#2014: len@fraction,... e.g. 1024@0.1,2048@0.7,3072@1.0; the last length = TRAIN_SEQ_LEN; empty = off)
+    seq_change_warmup_steps: int = 0     # SEQ_CHANGE_WARMUP_STEPS (LR x (step-s0+1)/N for N steps after each TRAIN_SEQ_SCHEDULE change; 0 = none)
     optim_groups: str = "records"        # OPTIM_GROUPS (records: only block matrices in Muon; legacy: every 2-D block tensor)
     grad_clip_norm: float = 0.3          # GRAD_CLIP_NORM (on the all-reduced gradient; 0 = off)
     muon_sharded: bool = True            # MUON_SHARDED (each rank orthogonalises its share of the banks; 0 = every rank all)
@@ -339,7 +343,7 @@ _NON_NEGATIVE = ("grad_accum_steps", "iterations", "warmup_steps", "warmdown_ite
 def config_problems(c: Config) -> list[str]:
     """All problems of `c` (see Config.validate); each check only looks at fields that are
     themselves valid, so one bad value gives one line, not a cascade."""
-    return [*_sign_problems(c), *_loop_problems(c), *_choice_problems(c)]
+    return [*_sign_problems(c), *_loop_problems(c), *_choice_problems(c), *_packing_problems(c)]
 
 
 def _sign_problems(c: Config) -> Iterator[str]:
@@ -371,6 +375,23 @@ def _loop_problems(c: Config) -> Iterator[str]:
     if c.eval_seq_len >= 0 and window >= 1 and c.eval_stride > window:
         yield (f"EVAL_STRIDE={c.eval_stride}: must be <= the eval window {window} (EVAL_SEQ_LEN, "
                f"0 = TRAIN_SEQ_LEN); set 0 (non-overlapping) or at most {window}")
+
+
+def _packing_problems(c: Config) -> Iterator[str]:
+    """DOC_PACKING needs per-document attention; TRAIN_SEQ_SCHEDULE parses and ends at TRAIN_SEQ_LEN."""
+    if c.doc_packing and not c.doc_attention:
+        yield ("DOC_PACKING=1 needs DOC_ATTENTION=1: a packed row without it is one causal "
+               "sequence across every document; set DOC_ATTENTION=1 or DOC_PACKING=0")
+    try:
+        stages = parse_seq_schedule(c.train_seq_schedule)
+    except ValueError as exc:
+        yield str(exc)
+        return
+    if stages and max(s.seq_len for s in stages) != c.train_seq_len:
+        yield (f"TRAIN_SEQ_SCHEDULE={c.train_seq_schedule!r}: its longest length must equal "
+               f"TRAIN_SEQ_LEN={c.train_seq_len} (the model's context after training); set one to the other")
+    if c.seq_change_warmup_steps < 0:
+        yield f"SEQ_CHANGE_WARMUP_STEPS={c.seq_change_warmup_steps}: must be >= 0 (0 = no re-warm-up)"
 
 
 def _choice_problems(c: Config) -> Iterator[str]:
