@@ -142,11 +142,16 @@ PR2135_PRESET: dict[str, Any] = {
 # without weight decay (golf.optim.NO_DECAY).
 FRONTIER_PRESET: dict[str, Any] = {**PR2135_PRESET, "smear_gate_bos_fix": True,
                                    "asym_logit_train": True}
-# The frontier's model features at the `cpu` preset's size (4 x 128, sp1024 embedded data):
-# layers 1..2 looped once from 35 % of training (6 virtual layers), two lanes on layer 3.
+# The CPU default (issue 29): the frontier's model features, shrunk so the CPU main job costs about
+# what `cpu` does (at cpu's 4 x 128 with MLP 4x it took ~2x cpu's time per step): 3 layers x 128,
+# MLP 3x, layer 1 looped once from 35 % of training (virtual 0,1,1,2), two lanes on layer 2,
+# per-document attention on TRAIN_SEQ_LEN rows (DOC_PACKING off: the seeded row loader, and no
+# banded attention over 8,192-token rows), golfkit's EMA warm-up (a fixed 0.99 would keep 67 % of
+# the initial weights after 40 steps). Measurements: docs/frontier.md, docs/ablations.md.
 CPU_FRONTIER_PRESET: dict[str, Any] = {
-    **FRONTIER_PRESET, **CPU_SIZES, "vocab_size": 1024, "loop_start": 1, "loop_end": 2,
-    "num_loops": 1, "parallel_start_layer": 3, "quant_method": "gptq", "eval_seq_len": 256,
+    **FRONTIER_PRESET, **CPU_SIZES, "vocab_size": 1024, "num_layers": 3, "mlp_mult": 3.0,
+    "loop_start": 1, "loop_end": 1, "num_loops": 1, "parallel_start_layer": 2,
+    "doc_packing": False, "ema_warmup": True, "quant_method": "gptq", "eval_seq_len": 256,
     "gptq_calib_batches": 8, "val_loss_every": 100,
 }
 FRONTIER_PRESETS: dict[str, dict[str, Any]] = {
@@ -289,8 +294,9 @@ class Config(ModelConfig):
                  base: "Config | None" = None) -> "Config":
         """Build a Config from environment variables named like the fields, upper-cased.
 
-        PRESET picks the starting point (default: r29 with CUDA, cpu without). `cpu_preset=True`
-        forces the CPU form of the chosen preset (r29 -> cpu, p1125 -> cpu_p1125);
+        PRESET picks the starting point (default: frontier with CUDA, cpu_frontier without).
+        `cpu_preset=True` forces the CPU form of the chosen preset (r29 -> cpu, p1125 -> cpu_p1125,
+        the frontier presets -> cpu_frontier);
         `cpu_preset=False` applies no preset (`base` as is, e.g. a saved config.json). Any
         variable that is set explicitly overrides the preset. Values that do not parse raise one
         ConfigError listing all of them.
@@ -440,10 +446,12 @@ def _preset_name(raw: str) -> str:
 
 
 def _choose_preset(raw: str, cpu_preset: bool | None) -> str:
-    """The preset from_env applies: PRESET if set, else r29 with CUDA and cpu without."""
+    """The preset from_env applies: PRESET if set, else frontier with CUDA and cpu_frontier
+    without (issue 29: the board's stack is the default; PRESET=r29 / cpu keep the R29 ones)."""
     if cpu_preset is False:
         return ""
-    key = _preset_name(raw) if raw.strip() else ("cpu" if cpu_preset or not _cuda_available() else "r29")
+    key = _preset_name(raw) if raw.strip() else (
+        "cpu_frontier" if cpu_preset or not _cuda_available() else "frontier")
     return CPU_EQUIVALENT.get(key, key) if cpu_preset else key
 
 
