@@ -121,3 +121,24 @@ def test_training_on_packed_rows(tiny_config, tmp_path):
                               max_eval_tokens=2048)
     res = train(cfg, log=lambda _m: None)
     assert res.steps == 4 and math.isfinite(res.final_val_bpb)
+
+
+def test_round_trip_eval_scores_a_doc_attention_model_as_eval_json(embedded_data, tmp_path):
+    """EVAL_ONLY (the packed script's round trip, evaluate_source) scores a DOC_ATTENTION model
+    in per-document windows, as run_eval's eval.json does: the two numbers are the same bits
+    (they differed by 1e-4 on cpu_frontier, so every CPU-default submission failed its round
+    trip), and whole-row windows give another number."""
+    from conftest import tiny_pipeline_config, untrained_run
+    from golf.evaluate import evaluate_source, run_eval
+    cfg = tiny_pipeline_config(embedded_data, doc_attention=True, max_eval_tokens=1500)
+    run = tmp_path / "run"
+    untrained_run(run, cfg)
+    rep = run_eval(run_dir=run, mode="chunked", max_tokens=1500, log=None, device="cpu",
+                   out=tmp_path / "eval.json")
+    args = dict(seq_len=64, stride=0, max_tokens=1500, device="cpu", rank=0, world_size=1)
+    from golf import rundir as rd
+    assert evaluate_source(run / rd.ARTIFACT, str(embedded_data.dataset_dir),
+                           str(embedded_data.tokenizer_path), **args).val_bpb == rep["post"]["val_bpb"]
+    rows = run_eval(run_dir=run, mode="chunked", max_tokens=1500, log=None, device="cpu",
+                    out=tmp_path / "rows.json", doc_windows=False)
+    assert rows["post"]["val_bpb"] != rep["post"]["val_bpb"]
