@@ -1,7 +1,9 @@
-"""CPU ablation of the record stack: P1125, P1125 + each R29 feature alone, and the full R29.
+"""CPU ablations: the record stack (P1125, + each R29 feature alone, the full R29) and, with
+`--stack frontier`, the CPU frontier preset minus each of its features, against today's `cpu`.
 
-    python -m bench.ablation [--iterations 150] [--seeds 1337,42] [--data DIR --tokenizer MODEL]
-                             [--out bench/results/ablation.json] [--only p1125,r29] [--threads 1]
+    python -m bench.ablation [--stack r29|frontier] [--iterations 150] [--seeds 1337,42]
+                             [--data DIR --tokenizer MODEL] [--out bench/results/ablation.json]
+                             [--only p1125,r29] [--threads 1]
 
 Each configuration is the main job (`train_gpt.py`, a subprocess) at the CPU size on the proxy
 corpus (`python -m golf.data.prepare proxy`: validation = 100 held-out C4 documents, official
@@ -31,6 +33,10 @@ jobs on a shared machine inflate ms/step). A run whose folder already holds a fi
 for the same settings is reused, so an interrupted bench continues where it stopped
 (`--fresh` retrains). The output is one JSON file and a table: mean over seeds, the per-seed
 spread (max - min) and, for each configuration, the paired difference to p1125 per seed.
+
+`--stack frontier` (issue 29; base `cpu_frontier`, the CPU default): each row switches one
+feature off on top of PRESET=cpu_frontier (FRONTIER_CONFIGS below), and `cpu` is the R29 CPU
+preset; every row keeps its preset's scaled cap (golf.rules.scaled_cap_bytes), so the gap is real.
 
 Cost: 16 runs of 150 steps x 8,192 tokens. Measured 2026-12-01 with `--threads 1` beside other
 jobs (load 2-4 on 2 cores): 44 min, 145-235 s a run. On 2 quiet cores (~0.47 s/step at 2
@@ -74,6 +80,24 @@ CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
     "r29": ("full R29 stack (PRESET=cpu)", {"PRESET": "cpu"}),
 }
 
+# --stack frontier: the CPU frontier preset with one feature off per row, and the R29 CPU preset
+FRONTIER_BASE = "cpu_frontier"
+_CF = {"PRESET": "cpu_frontier"}
+FRONTIER_CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
+    "cpu_frontier": ("CPU frontier preset (the CPU default)", dict(_CF)),
+    "-loop": ("depth loop off", {**_CF, "NUM_LOOPS": "0"}),
+    "-lanes": ("two-lane parallel residual off", {**_CF, "PARALLEL_START_LAYER": "0"}),
+    "-skip_gates": ("skip gates off (plain weighted skips)", {**_CF, "SKIP_GATES_ENABLED": "0"}),
+    "-sparse_gate": ("sparse attention gate off", {**_CF, "SPARSE_ATTN_GATE_ENABLED": "0"}),
+    "-smear_gate": ("new SmearGate off", {**_CF, "SMEAR_GATE_ENABLED": "0"}),
+    "-doc_attention": ("per-document attention off", {**_CF, "DOC_ATTENTION": "0"}),
+    "-polar_express": ("classic Newton-Schulz, no row normalisation",
+                       {**_CF, "MUON_NS_COEFFS": "classic", "MUON_ROW_NORMALIZE": "0"}),
+    "cpu": ("R29 CPU preset (PRESET=cpu, the old default)", {"PRESET": "cpu"}),
+}
+STACKS: dict[str, tuple[dict[str, tuple[str, dict[str, str]]], str]] = {
+    "r29": (CONFIGS, BASE), "frontier": (FRONTIER_CONFIGS, FRONTIER_BASE)}
+
 _STEP_AVG = re.compile(r"^step:(\d+)/\d+ .*step_avg:([0-9.]+)ms")
 _PARAMS = re.compile(r"^model_params:(\d+)")
 
@@ -110,8 +134,8 @@ def parse_log(path: Path) -> dict:
 
 
 def run_one(name: str, seed: int, args: argparse.Namespace, runs_dir: Path) -> dict:
-    env_over = {**CONFIGS[name][1], **common_env(args), "SEED": str(seed)}
-    run_id = f"{re.sub(r'[^A-Za-z0-9_.-]', '', name.replace('+', 'plus_'))}_s{seed}"
+    env_over = {**STACKS[args.stack][0][name][1], **common_env(args), "SEED": str(seed)}
+    run_id = f"{re.sub(r'[^A-Za-z0-9_.-]', '', name.replace('+', 'plus_').replace('-', 'minus_'))}_s{seed}"
     run_dir = runs_dir / run_id
     record = run_dir / "ablation_run.json"
     if not args.fresh and record.is_file():
@@ -160,32 +184,33 @@ def _spread(xs: list[float]) -> float:
     return max(xs) - min(xs) if xs else float("nan")
 
 
-def aggregate(runs: list[dict], names: list[str]) -> dict:
+def aggregate(runs: list[dict], names: list[str], stack: str = "r29") -> dict:
     """Per configuration: mean and spread over seeds, and the paired delta to the baseline."""
-    base = {r["seed"]: r for r in runs if r["config"] == BASE}
+    configs, base_name = STACKS[stack]
+    base = {r["seed"]: r for r in runs if r["config"] == base_name}
     out = {}
     for name in names:
         rs = [r for r in runs if r["config"] == name]
         if not rs:
             continue
-        agg: dict = {"what": CONFIGS[name][0], "seeds": [r["seed"] for r in rs],
+        agg: dict = {"what": configs[name][0], "seeds": [r["seed"] for r in rs],
                      "params": rs[0].get("params")}
         for key in ("pre_val_bpb", "post_val_bpb", "gap", "ms_per_step"):
             xs = [r[key] for r in rs if r.get(key) is not None]
             agg[key] = {"mean": statistics.fmean(xs), "spread": _spread(xs), "per_seed": xs}
         d = [r["pre_val_bpb"] - base[r["seed"]]["pre_val_bpb"] for r in rs if r["seed"] in base]
-        if d and name != BASE:
-            agg["delta_pre_vs_p1125"] = {"mean": statistics.fmean(d), "spread": _spread(d), "per_seed": d}
+        if d and name != base_name:
+            agg[f"delta_pre_vs_{base_name}"] = {"mean": statistics.fmean(d), "spread": _spread(d), "per_seed": d}
         out[name] = agg
     return out
 
 
-def table(agg: dict) -> str:
-    lines = ["| config | params | ms/step (min over seeds) | pre val_bpb (mean ± spread/2) | Δpre vs p1125 (per seed) "
+def table(agg: dict, base_name: str = BASE) -> str:
+    lines = [f"| config | params | ms/step (min over seeds) | pre val_bpb (mean ± spread/2) | Δpre vs {base_name} (per seed) "
              "| post val_bpb | gap |",
              "|---|---|---|---|---|---|---|"]
     for name, a in agg.items():
-        d = a.get("delta_pre_vs_p1125")
+        d = a.get(f"delta_pre_vs_{base_name}")
         dtxt = "–" if d is None else (f"{d['mean']:+.4f} (" + ", ".join(f"{x:+.4f}" for x in d["per_seed"]) + ")")
         lines.append(
             f"| `{name}` {a['what']} | {a['params']:,} | {min(a['ms_per_step']['per_seed']):.0f} "
@@ -196,6 +221,8 @@ def table(agg: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stack", choices=sorted(STACKS), default="r29",
+                    help="r29: P1125 + each R29 feature; frontier: cpu_frontier minus each feature")
     ap.add_argument("--iterations", type=int, default=150)
     ap.add_argument("--warmdown", type=int, default=None,
                     help="WARMDOWN_ITERS (default 30%% of --iterations, the CPU preset's 120/400)")
@@ -204,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokenizer", default="./data/tokenizers/fineweb_1024_bpe.model")
     ap.add_argument("--max-eval-tokens", type=int, default=65536,
                     help="MAX_EVAL_TOKENS for every run (the proxy val split holds 68,713)")
-    ap.add_argument("--only", default="", help="comma-separated subset of: " + ", ".join(CONFIGS))
+    ap.add_argument("--only", default="", help="comma-separated subset of the stack's rows: "
+                    + "; ".join(f"{k}: {', '.join(c)}" for k, (c, _b) in STACKS.items()))
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS") or 2),
                     help="OMP_NUM_THREADS of each run (default: $OMP_NUM_THREADS, else 2)")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
@@ -215,10 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.warmdown is None:
         args.warmdown = max(1, round(0.3 * args.iterations))
-    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(CONFIGS)
-    bad = [n for n in names if n not in CONFIGS]
+    configs, base_name = STACKS[args.stack]
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(configs)
+    bad = [n for n in names if n not in configs]
     if bad:
-        raise SystemExit(f"error: --only {','.join(bad)}: unknown; choose from {', '.join(CONFIGS)}")
+        raise SystemExit(f"error: --only {','.join(bad)}: unknown; choose from {', '.join(configs)}")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     for p in (args.data, args.tokenizer):
         if not Path(p).exists():
@@ -229,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = Path(args.runs_dir).resolve()
     t0 = time.time()
     runs = [run_one(n, s, args, runs_dir) for s in seeds for n in names]
-    agg = aggregate(runs, names)
+    agg = aggregate(runs, names, args.stack)
     result = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
         "bench_seconds": round(time.time() - t0, 1), "threads": args.threads,
@@ -244,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, out)
     print(json.dumps(result, indent=2))
-    print(table(agg))
+    print(table(agg, base_name))
     print(f"wrote {out} ({result['bench_seconds']:.0f} s; the runs themselves "
           f"{result['runs_wall_seconds']:.0f} s, {result['reused_runs']} reused)")
     return 0

@@ -24,6 +24,7 @@ import torch
 from golf.errors import ConfigError
 from golf.model import ModelConfig, parameter_count
 from golf.muon import NS_COEFF_SETS
+from golf.seq_schedule import parse_seq_schedule
 from golf.settings import fields_table, parse_env, register, setting, value_problems
 from golf.rules import CAP_BYTES, TRAIN_LIMIT_S, scaled_cap_bytes
 from quant.methods import METHODS as QUANT_METHODS, budget_methods, default_method
@@ -110,9 +111,8 @@ CPU_PRESET: dict[str, Any] = {**R29_PRESET, **CPU_SIZES, "bigram_vocab_size": 51
 CPU_P1125_PRESET: dict[str, Any] = {**P1125_PRESET, **CPU_SIZES}
 # --- the frontier stack (issue 29: PR #1855 and #2135) ---------------------------------------
 # PR #1855 (the 1.0611 record) as it ran: its launch command / log header values wherever golfkit
-# has the setting. Not reproduced (no golfkit setting yet): the document-packing loader (golfkit
-# trains on TRAIN_SEQ_LEN rows, split at BOS by DOC_ATTENTION), its LoRA TTT and its lrzip
-# container; LQER is record_1855's (groups of 64).
+# has the setting, with its DocumentPackingLoader (DOC_PACKING). Not reproduced: its LoRA TTT;
+# LQER is record_1855's (groups of 64).
 PR1855_PRESET: dict[str, Any] = {
     "data_path": "./data/datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved",
     "tokenizer_path": "./data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model",
@@ -123,7 +123,7 @@ PR1855_PRESET: dict[str, Any] = {
     "skip_gates_enabled": True, "parallel_start_layer": 8, "parallel_final_lane": "mean",
     "smear_gate_enabled": True, "smear_gate_bos_fix": True, "gate_window": 12,
     "sparse_attn_gate_enabled": True, "sparse_attn_gate_scale": 0.5,
-    "asym_logit_rescale": False, "asym_logit_train": False, "doc_attention": True,
+    "asym_logit_rescale": False, "asym_logit_train": False, "doc_attention": True, "doc_packing": True,
     "train_seq_len": 2048, "train_batch_tokens": 786_432, "warmup_steps": 20,
     "warmdown_frac": 0.85, "min_lr": 0.1, "val_loss_every": 0,
     "muon_ns_coeffs": "polar_express", "muon_row_normalize": True, "embed_wd": 0.085,
@@ -148,11 +148,16 @@ PR2135_PRESET: dict[str, Any] = {
 # without weight decay (golf.optim.NO_DECAY).
 FRONTIER_PRESET: dict[str, Any] = {**PR2135_PRESET, "smear_gate_bos_fix": True,
                                    "asym_logit_train": True}
-# The frontier's model features at the `cpu` preset's size (4 x 128, sp1024 embedded data):
-# layers 1..2 looped once from 35 % of training (6 virtual layers), two lanes on layer 3.
+# The CPU default (issue 29): the frontier's model features, shrunk so the CPU main job costs about
+# what `cpu` does (at cpu's 4 x 128 with MLP 4x it took ~2x cpu's time per step): 3 layers x 128,
+# MLP 3x, layer 1 looped once from 35 % of training (virtual 0,1,1,2), two lanes on layer 2,
+# per-document attention on TRAIN_SEQ_LEN rows (DOC_PACKING off: the seeded row loader, and no
+# banded attention over 8,192-token rows), golfkit's EMA warm-up (a fixed 0.99 would keep 67 % of
+# the initial weights after 40 steps). Measurements: docs/frontier.md, docs/ablations.md.
 CPU_FRONTIER_PRESET: dict[str, Any] = {
-    **FRONTIER_PRESET, **CPU_SIZES, "vocab_size": 1024, "loop_start": 1, "loop_end": 2,
-    "num_loops": 1, "parallel_start_layer": 3, "quant_method": "gptq", "eval_seq_len": 256,
+    **FRONTIER_PRESET, **CPU_SIZES, "vocab_size": 1024, "num_layers": 3, "mlp_mult": 3.0,
+    "loop_start": 1, "loop_end": 1, "num_loops": 1, "parallel_start_layer": 2,
+    "doc_packing": False, "ema_warmup": True, "quant_method": "gptq", "eval_seq_len": 256,
     "gptq_calib_batches": 8, "val_loss_every": 100,
 }
 FRONTIER_PRESETS: dict[str, dict[str, Any]] = {
@@ -169,6 +174,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     **FRONTIER_PRESETS,
 }
 # PRESET=11l was the name of the GPU stack before the record stack existed: it stays p1125
+# What a machine gets without PRESET (issue 29: the board's stack; PRESET=r29 / cpu keep R29's)
+DEFAULT_GPU_PRESET, DEFAULT_CPU_PRESET = "frontier", "cpu_frontier"
 PRESET_ALIASES: dict[str, str] = {"11l": "p1125"}
 CPU_EQUIVALENT: dict[str, str] = {"r29": "cpu", "p1125": "cpu_p1125", "pr1855": "cpu_frontier",
                                   "pr2135": "cpu_frontier", "frontier": "cpu_frontier"}
@@ -227,6 +234,15 @@ class Config(ModelConfig):
     warmdown_frac: float = setting(0.0, ">0: LR 1 until the last fraction of training, then "
                                    "linear to MIN_LR; replaces WARMDOWN_ITERS", ge=0, lt=1)
     min_lr: float = setting(0.0, "the LR factor's floor under WARMDOWN_FRAC", ge=0, le=1)
+    # --- the 2026-04 records' loader and #2014's progressive context (golf.data.packing, golf.seq_schedule)
+    doc_packing: bool = setting(False, "records' document-packing loader: sequential packed rows "
+                                "of TRAIN_BATCH_TOKENS/(ranks x accum) tokens, attention cut at BOS "
+                                "and every TRAIN_SEQ_LEN; needs DOC_ATTENTION=1")
+    train_seq_schedule: str = setting("", "#2014's progressive context: len@fraction,... e.g. "
+                                      "1024@0.1,2048@0.7,3072@1.0 (the last length = "
+                                      "TRAIN_SEQ_LEN; empty = off)")
+    seq_change_warmup_steps: int = setting(0, "LR x (step-s0+1)/N for N steps after each "
+                                           "TRAIN_SEQ_SCHEDULE change (0 = none)", ge=0)
     optim_groups: str = setting("records", "records: only block matrices in Muon; legacy: every "
                                 "2-D block tensor", choices=OPTIM_GROUPS)
     grad_clip_norm: float = setting(0.3, "clip of the all-reduced gradient norm (0 = off)", ge=0)
@@ -312,8 +328,9 @@ class Config(ModelConfig):
                  base: "Config | None" = None) -> "Config":
         """Build a Config from environment variables named like the fields, upper-cased.
 
-        PRESET picks the starting point (default: r29 with CUDA, cpu without). `cpu_preset=True`
-        forces the CPU form of the chosen preset (r29 -> cpu, p1125 -> cpu_p1125);
+        PRESET picks the starting point (default: frontier with CUDA, cpu_frontier without).
+        `cpu_preset=True` forces the CPU form of the chosen preset (r29 -> cpu, p1125 -> cpu_p1125,
+        the frontier presets -> cpu_frontier);
         `cpu_preset=False` applies no preset (`base` as is, e.g. a saved config.json). Any
         variable that is set explicitly overrides the preset. Values that do not parse raise one
         ConfigError listing all of them.
@@ -332,12 +349,13 @@ class Config(ModelConfig):
 
 
 def preset_columns() -> dict[str, dict[str, Any]]:
-    """The defaults --help and docs/settings.md show beside the declared ones: the cpu preset
-    (a machine without CUDA) and r29 (the GPU default), by variable name."""
-    cpu = {k.upper(): v for k, v in CPU_PRESET.items()}
+    """The defaults --help and docs/settings.md show beside the declared ones: the presets a
+    machine gets without PRESET (without CUDA and with it), by variable name."""
+    cpu = {k.upper(): v for k, v in PRESETS[DEFAULT_CPU_PRESET].items()}
     cpu["BUDGET_BYTES"] = "scaled cap"  # golf.rules.scaled_cap_bytes of the configured model
-    return {"cpu": {**cpu, "PRESET": "cpu"},
-            "gpu (r29)": {**{k.upper(): v for k, v in R29_PRESET.items()}, "PRESET": "r29"}}
+    gpu = {k.upper(): v for k, v in PRESETS[DEFAULT_GPU_PRESET].items()}
+    return {f"cpu ({DEFAULT_CPU_PRESET})": {**cpu, "PRESET": DEFAULT_CPU_PRESET},
+            f"gpu ({DEFAULT_GPU_PRESET})": {**gpu, "PRESET": DEFAULT_GPU_PRESET}}
 
 
 def _with_preset(cfg: Config, name: str) -> Config:
@@ -357,7 +375,7 @@ def config_problems(c: Config) -> list[str]:
     """All problems of `c` (see Config.validate); each check only looks at fields that are
     themselves valid, so one bad value gives one line, not a cascade."""
     return [*value_problems(c, CONFIG_SETTINGS), *_loop_problems(c), *_lqer_problems(c),
-            *_embed_wd_problems(c)]
+            *_embed_wd_problems(c), *_packing_problems(c)]
 
 
 def _embed_wd_problems(c: Config) -> Iterator[str]:
@@ -381,6 +399,21 @@ def _loop_problems(c: Config) -> Iterator[str]:
     if c.eval_seq_len >= 0 and window >= 1 and c.eval_stride > window:
         yield (f"EVAL_STRIDE={c.eval_stride}: must be <= the eval window {window} (EVAL_SEQ_LEN, "
                f"0 = TRAIN_SEQ_LEN); set 0 (non-overlapping) or at most {window}")
+
+
+def _packing_problems(c: Config) -> Iterator[str]:
+    """DOC_PACKING needs per-document attention; TRAIN_SEQ_SCHEDULE parses and ends at TRAIN_SEQ_LEN."""
+    if c.doc_packing and not c.doc_attention:
+        yield ("DOC_PACKING=1 needs DOC_ATTENTION=1: a packed row without it is one causal "
+               "sequence across every document; set DOC_ATTENTION=1 or DOC_PACKING=0")
+    try:
+        stages = parse_seq_schedule(c.train_seq_schedule)
+    except ValueError as exc:
+        yield str(exc)
+        return
+    if stages and max(s.seq_len for s in stages) != c.train_seq_len:
+        yield (f"TRAIN_SEQ_SCHEDULE={c.train_seq_schedule!r}: its longest length must equal "
+               f"TRAIN_SEQ_LEN={c.train_seq_len} (the model's context after training); set one to the other")
 
 
 def _lqer_problems(c: Config) -> Iterator[str]:
@@ -416,10 +449,12 @@ def _preset_name(raw: str) -> str:
 
 
 def _choose_preset(raw: str, cpu_preset: bool | None) -> str:
-    """The preset from_env applies: PRESET if set, else r29 with CUDA and cpu without."""
+    """The preset from_env applies: PRESET if set, else frontier with CUDA and cpu_frontier
+    without (issue 29: the board's stack is the default; PRESET=r29 / cpu keep the R29 ones)."""
     if cpu_preset is False:
         return ""
-    key = _preset_name(raw) if raw.strip() else ("cpu" if cpu_preset or not _cuda_available() else "r29")
+    key = _preset_name(raw) if raw.strip() else (
+        DEFAULT_CPU_PRESET if cpu_preset or not _cuda_available() else DEFAULT_GPU_PRESET)
     return CPU_EQUIVALENT.get(key, key) if cpu_preset else key
 
 

@@ -403,9 +403,12 @@ def evaluate_source(source: str | os.PathLike, data_path: str, tokenizer_path: s
     stride = cfg.eval_stride if stride is None else stride
     data = load_eval_data(data_path, tokenizer_path, cfg.vocab_size, max_tokens=max_tokens,
                           byte_check=byte_check, log=log if rank == 0 else None)
+    # per-document windows for a DOC_ATTENTION model, as run_eval scores it (eval.json): the
+    # packed script's round trip (EVAL_ONLY) must reproduce that number
+    doc_bos = int(cfg.bos_id) if getattr(cfg, "doc_attention", False) else None
     return score_eval_data(model, data, seq_len=seq_len, stride=stride,
                            batch_tokens=batch_tokens or cfg.val_batch_size, device=device,
-                           rank=rank, world_size=world_size)
+                           rank=rank, world_size=world_size, doc_bos=doc_bos)
 
 
 def score_eval_data(model: torch.nn.Module, data: "EvalData", *, seq_len: int, stride: int,

@@ -125,6 +125,10 @@ def doc_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: torch.
     path); otherwise SDPA with the boolean segment mask (CPU, or CUDA without FA3)."""
     if q.is_cuda and _fa3_varlen is not None:
         return _varlen(q, k, v, seg)
+    if q.size(1) > BANDED_MIN_LEN:  # a packed row (DOC_PACKING): only the band can attend
+        window = cu_seqlens(seg)[1]
+        if 2 * window < q.size(1):
+            return banded_doc_attention(q, k, v, seg, window)
     qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     gqa = k.size(2) != q.size(2)
     if gqa and q.is_cuda:  # as golf.model.sdpa_causal: repeated KV heads compile faster on CUDA
@@ -132,6 +136,39 @@ def doc_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: torch.
         kt, vt, gqa = kt.repeat_interleave(rep, dim=1), vt.repeat_interleave(rep, dim=1), False
     y = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=segment_mask(seg), enable_gqa=gqa)
     return y.transpose(1, 2)
+
+
+# Rows longer than this go through banded_doc_attention when their segments are short: a dense
+# mask over a packed row (8,192 tokens on CPU, 98,304 in the records) is quadratic in memory.
+BANDED_MIN_LEN = 1024
+
+
+def banded_doc_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: torch.Tensor,
+                         window: int) -> torch.Tensor:
+    """doc_attention for rows whose segments are at most `window` long, in O(T·window).
+
+    The row is cut into blocks of `window` queries; a query's segment starts at most
+    window-1 positions back, so its keys lie in its own block or the one before. Each block
+    attends over those 2·window keys with the segment mask (tail padding gets its own segment)."""
+    B, T, H, D = q.shape
+    hkv, pad = k.size(2), (-T) % window
+    n = (T + pad) // window
+    q, k, v = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (q, k, v))
+    seg = F.pad(seg, (0, pad), value=-1)
+
+    def with_previous(t: torch.Tensor, fill: float) -> torch.Tensor:
+        blocks = t.reshape(B, n, window, *t.shape[2:])
+        prev = torch.cat((torch.full_like(blocks[:, :1], fill), blocks[:, :-1]), dim=1)
+        return torch.cat((prev, blocks), dim=2).reshape(B * n, 2 * window, *t.shape[2:])
+
+    seg_k = with_previous(seg, -2)                                # -2: before the row
+    seg_q = seg.reshape(B * n, window)
+    causal = torch.ones(window, 2 * window, dtype=torch.bool, device=q.device).tril(window)
+    mask = ((seg_q[:, :, None] == seg_k[:, None, :]) & causal).unsqueeze(1)
+    qt = q.reshape(B * n, window, H, D).transpose(1, 2)
+    kt, vt = (with_previous(t, 0.0).transpose(1, 2) for t in (k, v))
+    y = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, enable_gqa=hkv != H)
+    return y.transpose(1, 2).reshape(B, T + pad, H, D)[:, :T]
 
 
 def cu_seqlens(seg: torch.Tensor) -> tuple[torch.Tensor, int]:

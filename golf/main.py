@@ -46,7 +46,7 @@ USAGE = """usage: python train_gpt.py [--help]
 
 Trains, quantizes to the byte budget, evaluates and packs. Every setting is an environment
 variable (e.g. ITERATIONS=200 python train_gpt.py); each is checked before any work starts.
-Defaults: the cpu column without CUDA, the r29 column with it (PRESET picks another stack).
+Defaults: the cpu column without CUDA, the gpu column with it (PRESET picks another stack).
 """
 
 
@@ -493,7 +493,7 @@ def config_problems_beside(found: list[str]) -> list[str]:
 
 
 def settings_help() -> str:
-    """--help: the settings table with the cpu and GPU (r29) defaults."""
+    """--help: the settings table with the defaults without and with CUDA."""
     ttt_module()
     methods = "\n".join("  " + line for line in describe_methods())
     return (USAGE + "\n" + settings.render_help(settings.catalogue(), preset_columns())

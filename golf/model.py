@@ -502,6 +502,9 @@ class GPT(nn.Module):
         # the loop state: training sets it at ENABLE_LOOPING_AT; a fresh model (eval, TTT,
         # calibration, import) starts with the loop on, as the trained model ends
         self.looping = cfg.num_loops > 0
+        # the segment cut of DOC_ATTENTION: 0 = the row is the window (eval, TTT, (B,T) rows);
+        # training on DOC_PACKING's packed rows sets TRAIN_SEQ_LEN or the TRAIN_SEQ_SCHEDULE stage
+        self.doc_window = 0
         enc, dec = cfg.layer_plan(looping=True)
         self.n_skip = min(len(enc), len(dec))  # skip slots: sized for the looped plan
         self.skip_weights = nn.Parameter(torch.ones(self.n_skip, d))
@@ -567,7 +570,7 @@ class GPT(nn.Module):
         position i < n_skip pops one (LIFO) into x, or into lane0 once the two lanes run."""
         x = x0 = self.embed(idx)
         ves = self.value_embeds(idx)
-        seg = segment_ids(idx, self.cfg.bos_id) if self.cfg.doc_attention else None
+        seg = segment_ids(idx, self.cfg.bos_id, self.doc_window or None) if self.cfg.doc_attention else None
         enc, dec = self.cfg.layer_plan(self.looping)
         stack = []
         for layer in enc:

@@ -17,8 +17,8 @@ HEADER = """# Settings
 Every environment variable golfkit reads, generated from its declaration (golf/settings.py's
 table: the `setting(...)` fields of golf/model.py, golf/config.py and golf/ttt.py, and
 golf/settings.py's OPERATIONAL list) by `python -m golf.settings_doc > docs/settings.md`;
-`python train_gpt.py --help` prints the same table. Columns: the default under the cpu preset
-(a machine without CUDA), under r29 (the GPU default), what the parser accepts, and the meaning.
+`python train_gpt.py --help` prints the same table. Columns: the default without CUDA
+(cpu_frontier), with it (frontier), what the parser accepts, and the meaning.
 Every variable set is checked before any work starts: a value outside its range (NaN, inf,
 negative learning rates, ...), a boolean spelled other than 1/0, true/false, yes/no, on/off, and
 an unknown variable that looks like golfkit's (`NUM_LAYER`: did you mean NUM_LAYERS?) are refused

@@ -24,6 +24,7 @@ from golf.checkpoint import load_torch_file
 from golf.config import Config
 from golf.data.inputs import check_dataset
 from golf.data.loader import DistributedTokenLoader
+from golf.data.packing import DocumentPackingLoader
 from golf.data.shards import dataset_text_transform, load_val_bytes, load_val_tokens
 from golf.data.tokenizer import load_tokenizer
 from golf.distributed import all_reduce_ as _allreduce, host_max, init_distributed
@@ -32,6 +33,7 @@ from golf.evaluate import EvalResult, evaluate_bpb
 from golf.model import GPT, count_parameters
 from golf.optim import (build_optimizers, ema_decay_at, muon_momentum, schedule_multiplier, set_lrs,
                         training_fraction)
+from golf.seq_schedule import SeqSchedule, parse_seq_schedule
 from golf.step import Stepper
 from quant import collect_error_weights, collect_hessians
 
@@ -82,6 +84,23 @@ def calib_batches_for_rank(total: int, rank: int, world_size: int) -> int:
         raise TrainError(f"GPTQ_CALIB_BATCHES={total} is below the world size {world_size}: every "
                          f"rank needs a calibration batch; set it to 0 or at least {world_size}")
     return max(0, -(-(total - rank) // world_size))
+
+
+def make_loader(cfg: Config, rank: int, world_size: int, accum: int
+                ) -> DistributedTokenLoader | DocumentPackingLoader:
+    """DOC_PACKING's packed-row loader (every TRAIN_SEQ_SCHEDULE length must divide its row,
+    as in #2014) or the seeded TRAIN_SEQ_LEN-row one."""
+    if not cfg.doc_packing:
+        return DistributedTokenLoader(cfg.data_path, rank=rank, world_size=world_size, seed=cfg.seed,
+                                      vocab_size=cfg.vocab_size)
+    local = cfg.train_batch_tokens // (world_size * accum)
+    bad = [s.seq_len for s in parse_seq_schedule(cfg.train_seq_schedule) if local % s.seq_len]
+    if bad:
+        raise TrainError(f"TRAIN_SEQ_SCHEDULE={cfg.train_seq_schedule!r}: lengths {bad} do not divide "
+                         f"the packed row of {local} tokens (TRAIN_BATCH_TOKENS / ranks / accum); "
+                         "use divisors of it")
+    return DocumentPackingLoader(cfg.data_path, rank=rank, world_size=world_size,
+                                 vocab_size=cfg.vocab_size, bos_id=cfg.bos_id)
 
 
 def train(cfg: Config, run_dir: Path | None = None, *, log: Callable[[str], None] | None = None,
@@ -152,8 +171,10 @@ class Trainer:
         rd.check_run_dir(run_dir, cfg, resuming=in_place)
         sp = load_tokenizer(cfg.tokenizer_path, cfg.vocab_size)
         check_dataset(cfg.data_path, cfg.tokenizer_path, cfg.vocab_size)
-        self.loader = DistributedTokenLoader(cfg.data_path, rank=di.rank, world_size=di.world_size,
-                                             seed=cfg.seed, vocab_size=cfg.vocab_size)
+        self.loader = make_loader(cfg, di.rank, di.world_size, self.accum)
+        self.seq = SeqSchedule(parse_seq_schedule(cfg.train_seq_schedule), cfg.train_seq_len,
+                               cfg.seq_change_warmup_steps)
+        self.seq.update(0, 0.0)
         self.val_tokens = load_val_tokens(cfg.data_path, cfg.vocab_size)
         self.lut = val_byte_counter(sp, cfg.vocab_size, self.val_tokens, load_val_bytes(cfg.data_path),
                                     text_transform=dataset_text_transform(cfg.data_path),
@@ -207,7 +228,12 @@ class Trainer:
             return self.model(x, y)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.loader.next_batch(self.cfg.train_batch_tokens, self.cfg.train_seq_len, self.accum)
+        """The next micro-batch: TRAIN_SEQ_LEN (or the schedule's stage) rows, or a packed row
+        whose segment cut the model takes from the same length (DOC_PACKING)."""
+        seq_len = self.seq.seq_len or self.cfg.train_seq_len
+        if self.cfg.doc_packing:
+            self.base.doc_window = seq_len
+        return self.loader.next_batch(self.cfg.train_batch_tokens, seq_len, self.accum)
 
     def train_step(self) -> torch.Tensor:
         """One optimizer step on the next global batch; the mean loss stays on the device.
@@ -255,6 +281,8 @@ class Trainer:
         if self.ema is not None and ckpt.get("ema") is not None:
             self.set_ema({k: v.to(self.dev) for k, v in ckpt["ema"].items()})
         self.step, self.train_ms = int(ckpt["step"]), float(ckpt["elapsed_ms"])
+        if ckpt.get("seq_schedule"):
+            self.seq.load_state_dict(ckpt["seq_schedule"])
         torch.set_rng_state(ckpt["rng"]["cpu"])
         self.log(f"resume:{self.ckpt_path} step:{self.step} elapsed_ms:{self.train_ms:.0f}")
 
@@ -306,7 +334,8 @@ class Trainer:
         t0 = time.perf_counter()
         self.loader_before = self.loader.state_dict()  # the stream as the last good state saw it
         self.switch_loop()
-        mult = schedule_multiplier(cfg, self.step, self.train_ms, self.cap_ms)
+        self.switch_seq_len()
+        mult = schedule_multiplier(cfg, self.step, self.train_ms, self.cap_ms) * self.seq.lr_factor(self.step)
         set_lrs(self.opts, mult, muon_momentum(self.step, cfg))
         loss_t = self.train_step()
         if self.nonfinite:
@@ -339,6 +368,13 @@ class Trainer:
             self.base.looping = True
             enc, dec = cfg.layer_plan(looping=True)
             self.log(f"loop:on step:{self.step} frac:{frac:.3f} encoder:{enc} decoder:{dec}")
+
+    def switch_seq_len(self) -> None:
+        """TRAIN_SEQ_SCHEDULE's stage for this step (a change starts its LR re-warm-up)."""
+        frac = training_fraction(self.step, self.train_ms, self.cap_ms, self.cfg.iterations)
+        if self.seq.update(self.step, frac):
+            self.log(f"seq_len:{self.seq.seq_len} step:{self.step} frac:{frac:.3f} "
+                     f"lr_rewarmup_steps:{self.cfg.seq_change_warmup_steps}")
 
     def step_avg(self) -> float:
         return self.train_ms / max(self.step, 1)
@@ -399,6 +435,7 @@ class Trainer:
         pairs = [tuple(t.to(dev) for t in self.next_batch()) for _ in range(n_mine)]
         batches = [x for x, _ in pairs]
         ema_model.eval()
+        ema_model.doc_window = self.base.doc_window  # packed rows: the training segment cut
         with self.autocast:
             hs = collect_hessians(ema_model, batches, all_reduce=_allreduce)
             # the fitter's error weights (QUANT_FISHER), on the same batches: a subset chosen per
@@ -422,6 +459,7 @@ class Trainer:
     def validate(self, m: torch.nn.Module, tag: str = "") -> EvalResult:
         """Chunked val_bpb of `m`, logged and recorded (the clock is paused meanwhile)."""
         cfg, di = self.cfg, self.di
+        m.doc_window = 0  # eval rows are their own window (the training cut is set per batch)
         r = evaluate_bpb(m, self.val_tokens, self.lut, seq_len=cfg.train_seq_len, stride=0,
                          batch_tokens=cfg.val_batch_size, device=self.dev,
                          max_tokens=cfg.max_eval_tokens or None, rank=di.rank, world_size=di.world_size)
@@ -450,6 +488,6 @@ class Trainer:
             return None
         with rd.io_guard(f"writing the checkpoint at step {self.step}", f"the previous {rd.CHECKPOINT}, if any"):
             return atomic_save({"model": self.base.state_dict(), "ema": self.ema, "optimizers": opt_states,
-                                "loader": loaders, "step": self.step, "elapsed_ms": self.train_ms,
+                                "loader": loaders, "seq_schedule": self.seq.state_dict(), "step": self.step, "elapsed_ms": self.train_ms,
                                 "rng": {"cpu": torch.get_rng_state()}, "config": self.cfg.to_dict()},
                                self.run_dir / rd.CHECKPOINT)

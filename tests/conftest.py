@@ -83,7 +83,8 @@ def tiny_pipeline_config(data, **changes):
                 warmdown_iters=5, max_wallclock_seconds=0.0, val_loss_every=0, train_log_every=5,
                 val_batch_size=8192, eval_seq_len=64, eval_stride=0, compile=False,
                 gptq_calib_batches=2, ema_decay=0.9)
-    return Config.from_env({}, cpu_preset=True).replace(**{**base, **changes})
+    # pinned to the R29 CPU stack (bigram, VE, the old SmearGate): the CPU default is cpu_frontier
+    return Config.from_env({"PRESET": "cpu"}, cpu_preset=True).replace(**{**base, **changes})
 
 
 def randomize(m, seed: int = 0, std: float = 0.1):

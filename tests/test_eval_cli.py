@@ -119,7 +119,7 @@ def run_dir(tmp_path_factory, shared_data, official_tokenizer):
     data = root / "data"
     data.mkdir()
     shards.write_shard(data / "fineweb_val_000000.bin", np.asarray(ids[:6000], dtype=np.uint16))
-    cfg = Config.from_env({}, cpu_preset=True).replace(
+    cfg = Config.from_env({"PRESET": "cpu"}, cpu_preset=True).replace(
         data_path=str(data), tokenizer_path=str(official_tokenizer), num_layers=2, model_dim=64,
         num_heads=4, num_kv_heads=2, mlp_mult=2.0, train_seq_len=64, eval_seq_len=64,
         eval_stride=16, val_batch_size=4096, max_eval_tokens=0, compile=False)

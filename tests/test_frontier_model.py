@@ -386,15 +386,20 @@ def test_pr2135_and_frontier_differ_from_pr1855_as_the_records_do():
     assert diff == {"smear_gate_bos_fix", "asym_logit_train"} and f.smear_gate_bos_fix and f.asym_logit_train
 
 
-def test_cpu_frontier_has_the_frontier_features_at_the_cpu_size():
+def test_cpu_frontier_is_the_frontier_features_shrunk_to_cpu_cost():
+    """The CPU default: every frontier model feature, 3 x 128 with MLP 3x (cpu's data, row
+    length, batch and steps), so a step costs about what `cpu`'s does (docs/frontier.md)."""
     from golf.model import parameter_count
     cpu, small = Config.from_preset("cpu"), Config.from_preset("cpu_frontier")
-    shape = ("num_layers", "model_dim", "num_heads", "num_kv_heads", "vocab_size", "train_seq_len",
+    shape = ("model_dim", "num_heads", "num_kv_heads", "vocab_size", "train_seq_len",
              "train_batch_tokens", "iterations", "data_path")
     assert all(getattr(cpu, k) == getattr(small, k) for k in shape)
-    assert small.layer_plan(True) == ([0, 1, 2], [1, 2, 3]) and small.parallel_start_layer == 3
+    assert (small.num_layers, small.mlp_mult) == (3, 3.0)
+    assert small.layer_plan(False) == ([0], [1, 2]) and small.layer_plan(True) == ([0, 1], [1, 2])
+    assert small.parallel_start_layer == 2 and small.enable_looping_at == 0.35
     assert small.doc_attention and small.skip_gates_enabled and small.smear_gate_enabled
     assert small.sparse_attn_gate_enabled and small.smear_gate_bos_fix and not small.bigram_vocab_size
-    assert small.problems() == [] and small.budget_bytes < cpu.budget_bytes * 1.2
-    assert parameter_count(small) > parameter_count(cpu)         # MLP 4x, the gates and lanes
+    assert not small.smear_gate and not small.ve_dim and not small.doc_packing and small.ema_warmup
+    assert small.problems() == [] and small.budget_bytes < cpu.budget_bytes
+    assert parameter_count(small) == 575_677 < parameter_count(cpu)
     assert Config.from_env({"PRESET": "frontier"}, cpu_preset=True).preset == "cpu_frontier"

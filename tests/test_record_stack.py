@@ -363,7 +363,8 @@ def test_build_optimizers_uses_optim_groups_and_lrs():
 
 def test_presets_from_env(monkeypatch):
     monkeypatch.setattr(config_mod, "_cuda_available", lambda: True)
-    r29 = Config.from_env({})
+    assert Config.from_env({}).preset == "frontier"          # the CUDA default (issue 29)
+    r29 = Config.from_env({"PRESET": "r29"})
     assert r29.preset == "r29" and r29.qk_gain_init == 1.5 and r29.bigram_vocab_size == 2816
     assert (r29.bigram_dim, r29.ve_dim, r29.smear_gate, r29.smear_bos_fix) == (112, 128, True, False)
     assert r29.rope_base == R29_ROPE_BASE and r29.rope_dims == 16 and r29.xsa_layers() == list(range(11))
@@ -382,7 +383,9 @@ def test_presets_from_env(monkeypatch):
 
 def test_cpu_presets(monkeypatch):
     monkeypatch.setattr(config_mod, "_cuda_available", lambda: False)
-    c = Config.from_env({})
+    assert Config.from_env({}).preset == "cpu_frontier"      # the CPU default (issue 29)
+    assert Config.from_env({}, cpu_preset=True).preset == "cpu_frontier"
+    c = Config.from_env({"PRESET": "cpu"})
     assert c.preset == "cpu" and (c.num_layers, c.model_dim) == (4, 128)
     assert (c.bigram_vocab_size, c.bigram_dim, c.ve_dim, c.smear_gate) == (512, 32, 32, True)
     assert c.ve_layer_indices() == [2, 3] and c.qk_gain_init == 1.5 and c.rope_base == R29_ROPE_BASE

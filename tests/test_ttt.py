@@ -27,7 +27,7 @@ def tiny_gpt(seed: int = 0):
     black box whatever it contains."""
     from golf.config import Config
     from golf.model import GPT
-    cfg = Config.from_env({}, cpu_preset=True).replace(
+    cfg = Config.from_env({"PRESET": "cpu"}, cpu_preset=True).replace(
         vocab_size=V, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2.0,
         train_seq_len=L, eval_seq_len=L, bigram_vocab_size=64, bigram_dim=8, ve_dim=8,
         compile=False)
@@ -347,7 +347,7 @@ def test_two_rank_gloo_matches_one_process(tmp_path, one_thread):
 def ttt_run(tmp_path, embedded_data):
     """A run directory: random tiny GPT (ema.pt), its int8 artifact, the embedded val split."""
     from golf.config import Config
-    cfg = Config.from_env({}, cpu_preset=True).replace(
+    cfg = Config.from_env({"PRESET": "cpu"}, cpu_preset=True).replace(
         data_path=str(embedded_data.dataset_dir), tokenizer_path=str(embedded_data.tokenizer_path),
         num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2.0, train_seq_len=64,
         eval_seq_len=64, eval_stride=16, val_batch_size=4096, max_eval_tokens=1500, compile=False)
