@@ -34,7 +34,7 @@ FUZZ = settings(max_examples=25, deadline=None, derandomize=True,
 def good(tmp_path_factory) -> tuple[bytes, dict]:
     """A small GPT's artifact with a joint rANS code stream, log-grid scales and passthroughs,
     and its decoded state dict."""
-    cfg = Config.from_env({}, cpu_preset=True).replace(num_layers=2, model_dim=64, num_heads=4,
+    cfg = Config.from_env({"PRESET": "cpu"}, cpu_preset=True).replace(num_layers=2, model_dim=64, num_heads=4,
                                                        num_kv_heads=2, mlp_mult=2.0, vocab_size=128)
     torch.manual_seed(0)
     q = quant.quantize_model(GPT(cfg), method="rtn", policy=quant.QuantPolicy(small_numel=256),

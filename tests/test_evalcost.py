@@ -140,7 +140,7 @@ def small_run(tmp_path, embedded_data):
     shutil.copytree(embedded_data.dataset_dir, data)
     val = data / "fineweb_val_000000.bin"
     write_shard(val, read_shard(val)[:1201])
-    cfg = Config.from_env({}, cpu_preset=True).replace(
+    cfg = Config.from_env({"PRESET": "cpu"}, cpu_preset=True).replace(
         data_path=str(data), tokenizer_path=str(embedded_data.tokenizer_path), num_layers=2,
         model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2.0, train_seq_len=64, eval_seq_len=64,
         eval_stride=0, val_batch_size=4096, max_eval_tokens=0, compile=False)
