@@ -129,9 +129,10 @@ def test_eval_json_hashes_the_bytes_it_scored(tmp_path, embedded_data, monkeypat
     untrained_run(other, cfg, seed=1)
     real = evaluate.load_models
 
-    def load_then_replace(*a, **k):
-        out = real(*a, **k)
-        shutil.copyfile(other / rd.ARTIFACT, run / rd.ARTIFACT)
+    def load_then_replace(paths, *a, **k):
+        out = real(paths, *a, **k)
+        if "post" in paths:                   # the artifact's bytes are read: now replace it
+            shutil.copyfile(other / rd.ARTIFACT, run / rd.ARTIFACT)
         return out
     monkeypatch.setattr(evaluate, "load_models", load_then_replace)
     rep = evaluate.run_eval(run_dir=run, out=tmp_path / "e.json", log=None, device="cpu")

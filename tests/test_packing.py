@@ -1,4 +1,4 @@
-"""DOC_PACKING: the records' document-packing loader (anchor_frontier §2.3) and packed rows in
+"""DOC_PACKING: the records' document-packing loader (#1855's DocumentPackingLoader) and packed rows in
 the model, against computations written out from the spec on tiny streams."""
 from __future__ import annotations
 

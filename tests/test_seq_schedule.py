@@ -1,4 +1,4 @@
-"""#2014's TRAIN_SEQ_SCHEDULE with its LR re-warm-up (anchor_frontier §2.7), on a fake step
+"""#2014's TRAIN_SEQ_SCHEDULE with its LR re-warm-up (#2014's progressive context), on a fake step
 counter and a fake clock."""
 from __future__ import annotations
 

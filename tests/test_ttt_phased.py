@@ -29,6 +29,7 @@ def frontier_gpt(seed: int = 0, randomized: bool = True) -> GPT:
     gate, skip gates. Randomized so zero-initialised projections and gates all matter."""
     cfg = Config.from_env({"PRESET": "cpu_frontier"}).replace(
         vocab_size=V, num_layers=4, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2.0,
+        loop_start=1, loop_end=2, num_loops=1, parallel_start_layer=3,
         train_seq_len=L, eval_seq_len=L, compile=False)
     torch.manual_seed(seed)
     m = GPT(cfg).eval()
