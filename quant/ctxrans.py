@@ -327,12 +327,9 @@ def _decode_core(r: _Reader, tid: np.ndarray, dep: np.ndarray, n_tables: int,
     if r.pos != len(r.data):
         raise CtxRansError("context-rANS blob has trailing bytes")
     f_flat, c_flat = rans._flat_tables(freqs)
-    lookup = np.zeros((n_tables, rans.M), dtype=np.uint8)
-    for t in np.nonzero(freqs.sum(axis=1))[0]:
-        lookup[t] = np.repeat(np.arange(256, dtype=np.uint8), freqs[t])
-    lookup = lookup.reshape(-1)
+    lookup = rans.symbol_lookup(freqs)
     out = np.empty(n, dtype=np.uint8)
-    ptr, mask = 0, np.uint64(rans.M - 1)
+    ptr = 0
     for t in range((n + lanes - 1) // lanes):
         start = t * lanes
         cnt = min(lanes, n - start)
@@ -340,20 +337,11 @@ def _decode_core(r: _Reader, tid: np.ndarray, dep: np.ndarray, n_tables: int,
         d = dep[start:start + cnt]
         if (d >= 0).any():
             seg = seg + np.where(d >= 0, _above_class(out[np.maximum(d, 0)]), 0)
-        x = state[:cnt]
-        slot = x & mask
-        s = lookup[seg * rans.M + slot.astype(np.int64)]
-        key = seg * 256 + s
-        if np.any(f_flat[key] == 0):
-            raise CtxRansError("context-rANS blob is corrupt (a symbol outside its table)")
-        x = f_flat[key] * (x >> np.uint64(rans.PROB_BITS)) + slot - c_flat[key]
-        need = x < rans.LOW
-        k = int(need.sum())
-        if ptr + k > words.size:
-            raise CtxRansError("context-rANS blob is truncated (ran out of words)")
-        x[need] = (x[need] << np.uint64(32)) | words[ptr:ptr + k]
-        ptr += k
-        state[:cnt] = x
+        try:
+            s, state[:cnt], ptr = rans.decode_step(state[:cnt], seg, lookup, f_flat, c_flat,
+                                                   words, ptr, zero_check=True)
+        except rans.RansError as exc:
+            raise CtxRansError(str(exc).replace("rANS blob", "context-rANS blob")) from None
         out[start:start + cnt] = s
     if ptr != words.size or not np.all(state == rans.LOW):
         raise CtxRansError("context-rANS blob is corrupt (final states or word count)")

@@ -222,6 +222,35 @@ def _read_header(blob: bytes, limit: int) -> tuple[int, int, np.ndarray, np.ndar
     return lanes, n, lengths, freqs, state, words
 
 
+def symbol_lookup(freqs: np.ndarray) -> np.ndarray:
+    """Flat (table, slot) -> symbol map of the normalised tables: entry t*M + slot."""
+    lookup = np.zeros((len(freqs), M), dtype=np.uint8)
+    for t in np.nonzero(freqs.sum(axis=1))[0]:
+        lookup[t] = np.repeat(np.arange(256, dtype=np.uint8), freqs[t])
+    return lookup.reshape(-1)
+
+
+def decode_step(x: np.ndarray, seg: np.ndarray, lookup: np.ndarray, f_flat: np.ndarray,
+                c_flat: np.ndarray, words: np.ndarray, ptr: int,
+                zero_check: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    """One interleaved step of every lane: (symbols, new states, words consumed so far), each
+    lane decoding with table seg[lane]. The one rANS decode step, shared with quant.ctxrans.
+    `zero_check`: refuse a symbol its table gives no frequency (a context coder's tables may
+    be sparse). RansError when the words run out."""
+    slot = x & np.uint64(M - 1)
+    s = lookup[seg * M + slot.astype(np.int64)]
+    key = seg * 256 + s
+    if zero_check and np.any(f_flat[key] == 0):
+        raise RansError("rANS blob is corrupt (a symbol outside its table)")
+    x = f_flat[key] * (x >> np.uint64(PROB_BITS)) + slot - c_flat[key]
+    need = x < LOW
+    k = int(need.sum())
+    if ptr + k > words.size:
+        raise RansError("rANS blob is truncated (ran out of words)")
+    x[need] = (x[need] << np.uint64(32)) | words[ptr:ptr + k]
+    return s, x, ptr + k
+
+
 def decode(blob: bytes, limit: int = MAX_SYMBOLS) -> bytes:
     """Inverse of encode; raises RansError when the blob does not decode exactly, or would
     decode to more than `limit` symbols (refused before decoding any)."""
@@ -233,31 +262,15 @@ def decode(blob: bytes, limit: int = MAX_SYMBOLS) -> bytes:
         raise RansError(f"rANS blob is truncated or corrupt ({exc})") from None
     n_seg = len(lengths)
     f_flat, c_flat = _flat_tables(freqs)
-    used = np.nonzero(freqs.sum(axis=1))[0]
-    lookup = np.zeros((n_seg, M), dtype=np.uint8)
-    for s in used:
-        lookup[s] = np.repeat(np.arange(256, dtype=np.uint8), freqs[s])
-    lookup = lookup.reshape(-1)
+    lookup = symbol_lookup(freqs)
     ends = np.cumsum(lengths)
     out = np.empty(n, dtype=np.uint8)
     ptr = 0
-    mask = np.uint64(M - 1)
     for t in range((n + lanes - 1) // lanes):
         start = t * lanes
         cnt = min(lanes, n - start)
         seg = _row_tables(ends, start, cnt)
-        x = state[:cnt]
-        slot = x & mask
-        s = lookup[seg * M + slot.astype(np.int64)]
-        key = seg * 256 + s
-        x = f_flat[key] * (x >> np.uint64(PROB_BITS)) + slot - c_flat[key]
-        need = x < LOW
-        k = int(need.sum())
-        if ptr + k > words.size:
-            raise RansError("rANS blob is truncated (ran out of words)")
-        x[need] = (x[need] << np.uint64(32)) | words[ptr:ptr + k]
-        ptr += k
-        state[:cnt] = x
+        s, state[:cnt], ptr = decode_step(state[:cnt], seg, lookup, f_flat, c_flat, words, ptr)
         out[start:start + cnt] = s
     if ptr != words.size or not np.all(state == LOW):
         raise RansError("rANS blob is corrupt (final states or word count do not match)")
