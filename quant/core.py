@@ -13,7 +13,7 @@ from . import fitter
 from .artifact import (SCALE_LOG, build_artifact, logical_streams, lqer_stream_name,
                        pass_stream_name, row_scales_name, state_dict_from_tensors)
 from .baseline import baseline_keep_float, baseline_quantize_tensor
-from .codec import StreamCache, codec_ratio
+from .codec import JOINT, StreamCache, codec_ratio
 from .errors import BudgetError, QuantError
 from .gptq import gptq_factor, gptq_quantize
 from .logscale import packed_cost
@@ -448,7 +448,7 @@ def _fit_to_budget(slots: list[QTensor | _Item], items: list[_Item], curves: lis
                                        policy.shuffle_fp16, winners)
         logical = logical_streams(streams)
         for name, st in logical.items():  # later rounds try only the codec that won
-            if name.startswith("codes/") and st["standalone_codec"] not in ("raw", "rans"):
+            if name.startswith("codes/") and st["standalone_codec"] not in ("raw", *JOINT):
                 winners.setdefault(name, (st["standalone_codec"],))
         by_name = {name: st["length"] for name, st in logical.items()}
         own = []  # each tensor's own bytes: codes, row scales as stored, LQER factors

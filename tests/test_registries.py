@@ -84,7 +84,7 @@ def test_a_registered_codec_is_tried_priced_required_and_versioned(monkeypatch, 
 
 def test_the_codec_table_gives_todays_defaults():
     """The table reproduces what the scattered lists said (artifact bytes depend on them)."""
-    assert QuantPolicy().compressors == ("zstd", "brotli", "lzma", "zlib", "rans")
+    assert QuantPolicy().compressors == ("zstd", "brotli", "lzma", "zlib", "rans", "ctxrans")
     assert artifact.FORMAT_VERSION == 5 and artifact.SUPPORTED_VERSIONS == (1, 2, 3, 4, 5)
     assert codec.codec_ratio(("lzma", "zlib")) == 1.07 and codec.codec_ratio(("pergroup_v1",)) == 1.2
     assert pip_name("zstandard") == "zstandard" and pip_name("yaml") == "pyyaml"

@@ -21,10 +21,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 OUR_ROOTS = ("golf", "quant")
 # Never shipped: the packer itself, data preparation (a submission trains on given shards),
 # test-time training (the packed script's eval does not run it; importing code guards it) and
-# the framed code coders (the records' lrzip container, golfkit's opt-in context rANS: the
-# packed script's artifacts use neither; quant.codec imports them where it uses them).
+# the records' lrzip container (the packed script's artifacts never use it; quant.codec
+# imports it where it uses it; golfkit's context rANS is a default coder and ships).
 EXCLUDED = ("golf.submission", "golf.data.prepare", "golf.data.sources", "golf.ttt",
-            "quant.pergroup", "quant.ctxrans")
+            "quant.pergroup")
 # Import names whose pip distribution name differs (the codecs' own: quant/codec.py REGISTRY).
 PIP_NAMES = {"sentencepiece": "sentencepiece", "yaml": "pyyaml", "PIL": "pillow"}
 
