@@ -2,7 +2,8 @@
 container (v1 and v2) and golfkit's context rANS, in bits per code and encode/decode seconds.
 
     python -m bench.container --checkpoint runs/ID/ema.pt [--method record_1855]
-        [--budget BYTES] [--fit-times] [--v2] [--small-numel N] [--out bench/results/container]
+        [--budget BYTES] [--fit-times] [--v2] [--by-group] [--small-numel N]
+        [--out bench/results/container]
 
 The codes are `--method`'s (default record_1855: SDClip GPTQ with the run's hessians.pt
 beside the checkpoint, round-to-nearest without one) on every quantized tensor; a fitted
@@ -161,19 +162,28 @@ def artifacts(q) -> dict[str, dict]:
     return out
 
 
+def by_group(mats: list[tuple[str, np.ndarray]]) -> dict[str, dict]:
+    """Per v1 role group: the records' frame of that group alone (lrzip, its permutations and
+    manifest) against the context rANS frame of the same matrices: where each one wins."""
+    out = {}
+    for group, _suffix in pergroup.GROUPS:
+        sub = [(n, m) for n, m in mats if pergroup.group_of(n) == group]
+        if sub:
+            out[group] = {"codes": int(sum(m.size for _n, m in sub)),
+                          "lrzip_v1": len(pergroup.encode_v1(sub)),
+                          "ctxrans": len(ctxrans.encode(sub))}
+    return out
+
+
 @contextmanager
 def no_order_memo():
-    """Every row order computed afresh (what the fitter paid before the memo)."""
-    keep = roworder.OrderMemo.order
-
-    def fresh(self, codes):
-        self.sorts += 1
-        return roworder.l1_chain_order(np.ascontiguousarray(codes, dtype=np.int8))
-    roworder.OrderMemo.order = fresh
+    """Every row order and mode search computed afresh (what the fitter paid before the memo)."""
+    keep = roworder.OrderMemo.lookup
+    roworder.OrderMemo.lookup = lambda self, kind, codes, compute: compute()
     try:
         yield
     finally:
-        roworder.OrderMemo.order = keep
+        roworder.OrderMemo.lookup = keep
 
 
 def fit_times(ckpt: str, method: str, small_numel: int | None, budget: int) -> dict[str, dict]:
@@ -205,6 +215,12 @@ def table(res: dict) -> str:
     for label, r in {**res["coders"], **res["artifacts"]}.items():
         lines.append(f"| {label} | {r['bytes']:,} | {8 * r['bytes'] / n:.4f} | "
                      f"{8 * r['bytes'] / p:.4f} | {r['encode_s']} | {r['decode_s']} |")
+    if res.get("by_group"):
+        lines += ["", "| v1 group | codes | lrzip v1 bytes | context rANS bytes | difference |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {g} | {v['codes']:,} | {v['lrzip_v1']:,} | {v['ctxrans']:,} | "
+                  f"{v['ctxrans'] - v['lrzip_v1']:+,} ({100 * (v['ctxrans'] / v['lrzip_v1'] - 1):+.2f} %) |"
+                  for g, v in res["by_group"].items()]
     if res.get("fit_times"):
         lines += ["", "| fitter | artifact bytes | wall s | CPU s |", "|---|---:|---:|---:|"]
         lines += [f"| {k} | {v['bytes']:,} | {v['fit_wall_s']} | {v['fit_cpu_s']} |"
@@ -222,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit-times", action="store_true",
                     help="also time the fitter without/with the context rANS (fitted methods)")
     ap.add_argument("--v2", action="store_true", help="also the records' v2 container")
+    ap.add_argument("--by-group", action="store_true",
+                    help="also each v1 role group alone: lrzip against the context rANS")
     ap.add_argument("--small-numel", type=int, default=0,
                     help="passthrough threshold (default: the run's QUANT_SMALL_NUMEL)")
     ap.add_argument("--out", default="bench/results/container")
@@ -241,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
            "order0_bytes": order0_bits(mats) / 8, "coders": coders(mats, args.v2),
            "artifacts": artifacts(q),
            "modes": {n: ctxrans.choose_mode(m) for n, m in mats}}
+    if args.by_group:
+        res["by_group"] = by_group(mats)
     if args.fit_times and fitted:
         res["fit_times"] = fit_times(args.checkpoint, args.method, numel, args.budget)
     out = Path(args.out)

@@ -33,9 +33,11 @@ artifact with those steps as plain fp16 (the same values) and keeps whichever is
 With a framed coder (added without a version change: an older
 reader refuses its codec name), the code matrices may instead sit in one stream "codes.framed"
 whose codec is pergroup_v1 / pergroup_v2 (the records' per-group lrzip container,
-quant/pergroup.py; record_1855 / record_2135 only; v1 leaves codes outside its role groups in
-their own streams) or ctxrans (golfkit's context-modelled rANS, quant/ctxrans.py); a policy
-selects one by listing it in its compressors. Codes are never bit-packed. Small
+quant/pergroup.py; record_1855 / record_2135 only, listed in their policies' compressors; v1
+leaves codes outside its role groups in their own streams) or ctxrans (golfkit's
+context-modelled rANS, quant/ctxrans.py, a default coder: the builder frames no matrix, every
+matrix, or those it codes smaller, and keeps the smallest artifact; the others stay in their
+own or the joint rANS stream). Codes are never bit-packed. Small
 passthrough tensors share one stream per dtype (pass/float16, pass/float32); a large tensor the
 budget fitter kept in fp16 has its own (pass/<name>/float16).
 

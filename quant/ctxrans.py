@@ -140,13 +140,19 @@ def tensor_bits(tensors: Sequence[tuple[str, np.ndarray]], memo: OrderMemo | Non
                 ) -> list[float]:
     """Each tensor's estimated bits in a frame (ideal coded bits under its cheapest mode, its
     tables and side information): what the artifact builder weighs against its other coders."""
-    return [_plan(np.ascontiguousarray(c, dtype=np.int8), memo)[4] for _n, c in tensors]
+    return [_choice(np.ascontiguousarray(c, dtype=np.int8), memo)[1] for _n, c in tensors]
 
 
-def _plan(x: np.ndarray, memo: OrderMemo | None = None
-          ) -> tuple[int, np.ndarray, np.ndarray, bytes, float]:
-    """(mode, symbols, classes, side info, estimated bits) of the cheapest mode; the row order
-    computed once (or taken from `memo`)."""
+def _choice(x: np.ndarray, memo: OrderMemo | None) -> tuple[int, float]:
+    """(cheapest mode, its estimated bits), kept in `memo` by content when given."""
+    if memo is None:
+        return _search(x, None)[:2]
+    return memo.lookup("ctxrans.mode", x, lambda: _search(x, memo)[:2])
+
+
+def _search(x: np.ndarray, memo: OrderMemo | None) -> tuple[int, float, tuple]:
+    """(mode, estimated bits, its transform) of the cheapest mode by ideal bits + table and
+    side-information estimates; the row order computed once (or taken from `memo`)."""
     rows, cols = x.shape
     order_bits = rows * (np.log2(max(rows, 2)) + 2.0)
     side = {0: 0.0, 1: 2.0 * cols, 2: 2.0 * cols + order_bits, 3: order_bits}
@@ -161,7 +167,18 @@ def _plan(x: np.ndarray, memo: OrderMemo | None = None
         cost = _cost(t[0], t[1]) + side[m]
         if best is None or cost < best[0]:
             best = (cost, m, t)
-    return (best[1], *best[2], best[0])
+    return best[1], best[0], best[2]
+
+
+def _plan(x: np.ndarray, memo: OrderMemo | None = None
+          ) -> tuple[int, np.ndarray, np.ndarray, bytes, float]:
+    """(mode, symbols, classes, side info, estimated bits) of the cheapest mode; with `memo`,
+    a matrix seen before is transformed in its known mode only."""
+    if memo is None:
+        mode, cost, t = _search(x, None)
+        return (mode, *t, cost)
+    mode, cost = _choice(x, memo)
+    return (mode, *_transform(x, mode, memo.order(x) if mode >= 2 else None), cost)
 
 
 def _dependencies(rows: int, cols: int, rowc: np.ndarray, first: int) -> np.ndarray:

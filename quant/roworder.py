@@ -10,8 +10,11 @@ Shipped in the packed script: decoding never sorts, but ctxrans (the default cod
 from __future__ import annotations
 
 import hashlib
+from typing import Callable, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 MAX_ROWS = 1 << 16   # orders travel as uint16
 
@@ -42,23 +45,31 @@ def is_permutation(perm: np.ndarray) -> bool:
 
 
 class OrderMemo:
-    """l1_chain_order by the sha256 of a matrix's shape and codes: equal codes, one sort.
+    """Results computed from a code matrix, kept by the sha256 of its shape and codes: the
+    row order (l1_chain_order) and whatever a coder derives from the same codes (`lookup`,
+    e.g. the context rANS's chosen mode and cost). Equal codes, one sort.
 
-    Bounded: past `capacity` entries the oldest is dropped (an order is 8 bytes per row, and
-    the fitter's options differ per tensor, so a build touches at most one entry per tensor)."""
+    Bounded: past `capacity` entries the oldest is dropped (an entry is small: 8 bytes per row
+    for an order; the fitter's options differ per tensor, so a build adds at most a few per
+    tensor)."""
 
-    def __init__(self, capacity: int = 4096) -> None:
+    def __init__(self, capacity: int = 8192) -> None:
         self.capacity = capacity
-        self._orders: dict[bytes, np.ndarray] = {}
+        self._memo: dict[tuple[str, bytes], object] = {}
         self.sorts = 0  # how many orders were computed (tests and the bench read it)
 
-    def order(self, codes: np.ndarray) -> np.ndarray:
+    def lookup(self, kind: str, codes: np.ndarray, compute: Callable[[], T]) -> T:
+        """compute()'s value for these codes under `kind`, computed at most once per content."""
         x = np.ascontiguousarray(codes, dtype=np.int8)
-        key = hashlib.sha256(repr(x.shape).encode() + x.tobytes()).digest()
-        hit = self._orders.get(key)
-        if hit is None:
-            hit = self._orders[key] = l1_chain_order(x)
+        key = (kind, hashlib.sha256(repr(x.shape).encode() + x.tobytes()).digest())
+        if key not in self._memo:
+            self._memo[key] = compute()
+            if len(self._memo) > self.capacity:
+                self._memo.pop(next(iter(self._memo)))
+        return self._memo[key]  # type: ignore[return-value]
+
+    def order(self, codes: np.ndarray) -> np.ndarray:
+        def sort() -> np.ndarray:
             self.sorts += 1
-            if len(self._orders) > self.capacity:
-                self._orders.pop(next(iter(self._orders)))
-        return hit
+            return l1_chain_order(codes)
+        return self.lookup("order", codes, sort)
