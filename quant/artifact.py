@@ -162,14 +162,15 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
 def _frame_choices(tensors: list[QTensor], plain: list[dict], cache: StreamCache
                    ) -> list[list[str]]:
     """Which code matrices to try in the context-rANS frame: all of them, and those whose
-    estimated frame bytes are below their bytes in the build without it (`plain`'s streams)."""
+    frame alone (exact bytes, memoised by content) is smaller than their bytes in the build
+    without it (`plain`'s streams)."""
     quant_t = [qt for qt in tensors if qt.kind == "quant"]
     if not quant_t:
         return []
-    mats = [(qt.name, np.ascontiguousarray(qt.codes, np.int8)) for qt in quant_t]
     before = logical_streams(plain)
-    fewer = [qt.name for qt, bits in zip(quant_t, cache.frame_bits(mats))
-             if bits / 8 < before[f"codes/{qt.name}"]["length"]]
+    fewer = [qt.name for qt in quant_t if len(cache.framed(
+        "ctxrans", [(qt.name, np.ascontiguousarray(qt.codes, np.int8))])[0])
+        < before[f"codes/{qt.name}"]["length"]]
     every = [qt.name for qt in quant_t]
     return [every] + ([fewer] if fewer and len(fewer) < len(every) else [])
 

@@ -275,10 +275,6 @@ class StreamCache:
                                         else len(frame) / len(mats) for b in bits])
         return self._joint[key]
 
-    def frame_bits(self, mats: list[tuple[str, np.ndarray]]) -> list[float]:
-        """The context rANS's estimated bits of each matrix (row orders memoized)."""
-        return ctxrans.tensor_bits(mats, self.orders)
-
     def joint(self, parts: list[bytes]) -> tuple[bytes, list[float]]:
         """rANS blob of the concatenated parts (one table each) and each part's share of its
         bytes (ideal coded bits, scaled so the shares sum to the blob size)."""

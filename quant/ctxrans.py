@@ -136,13 +136,6 @@ def choose_mode(x: np.ndarray) -> int:
     return _plan(x)[0]
 
 
-def tensor_bits(tensors: Sequence[tuple[str, np.ndarray]], memo: OrderMemo | None = None
-                ) -> list[float]:
-    """Each tensor's estimated bits in a frame (ideal coded bits under its cheapest mode, its
-    tables and side information): what the artifact builder weighs against its other coders."""
-    return [_choice(np.ascontiguousarray(c, dtype=np.int8), memo)[1] for _n, c in tensors]
-
-
 def _choice(x: np.ndarray, memo: OrderMemo | None) -> tuple[int, float]:
     """(cheapest mode, its estimated bits), kept in `memo` by content when given."""
     if memo is None:

@@ -142,6 +142,24 @@ def test_the_default_coders_leave_context_rans_out_where_an_lz_coder_wins():
     assert len(q.to_bytes()) == len(_build_without(q, "ctxrans"))
 
 
+def test_the_frame_takes_only_the_matrices_it_codes_smaller():
+    """A clustered embedding beside rows that repeat a pattern: the frame holds the embedding
+    alone, the LZ-friendly matrix keeps its own stream, and that artifact is smaller than both
+    no frame and every matrix framed (the choice is per tensor, not all or nothing)."""
+    g = np.random.default_rng(4)
+    emb = _clustered(256, 64, 18).astype(np.float32) * 0.01 + g.normal(0, 1e-4, (256, 64))
+    rep = torch.randn(128, 16, generator=torch.Generator().manual_seed(5)).repeat(1, 8)
+    sd = {"tok_emb.weight": torch.tensor(emb, dtype=torch.float32), "blocks.0.mlp.fc.weight": rep}
+    q = quant.quantize_model(sd, method="rtn", policy=quant.QuantPolicy(small_numel=1000))
+    header, _payload = artifact.parse_artifact(q.to_bytes())
+    framed = next(i for i, s in enumerate(header["streams"]) if s["codec"] == "ctxrans")
+    where = {e["name"]: header["streams"][e["codes"][0]]["codec"] for e in header["tensors"]
+             if e["kind"] == "quant"}
+    assert where["tok_emb.weight"] == "ctxrans" and where["blocks.0.mlp.fc.weight"] != "ctxrans"
+    assert header["streams"][framed]["raw_length"] == 256 * 64
+    assert len(q.to_bytes()) < min(len(_build_without(q, "ctxrans")), len(_build_all_framed(q)))
+
+
 @settings(max_examples=12, deadline=None, derandomize=True)
 @given(shapes=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 80), st.sampled_from(
     ["gauss", "clustered", "columns", "correlated", "constant"])), min_size=1, max_size=4),
