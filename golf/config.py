@@ -303,9 +303,6 @@ class Config(ModelConfig):
             raise ConfigError(found)
         return self
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
 
