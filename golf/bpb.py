@@ -116,12 +116,11 @@ def val_byte_counter(sp, vocab_size: int, tokens: np.ndarray, sidecar: np.ndarra
 # ----------------------------------------------------------------------------- byte rules
 @dataclass(frozen=True)
 class PieceRule:
-    """What one kind of piece counts as in the byte table (rules: challenge README "Score").
-    `count(sp, id, where)` gives (bytes without a leading ▁, has a leading ▁), or None for a
-    boundary (0 bytes, and a ▁ right after it is no space), or raises ByteLUTError to refuse."""
+    """What one kind of piece counts as (challenge README "Score"): `count(sp, id, where)` gives
+    (bytes without a leading ▁, has a leading ▁), None for a boundary (0 bytes; a ▁ after it is
+    no space), or raises ByteLUTError to refuse the tokenizer."""
     applies: Callable[[Any, int], bool]
     count: Callable[[Any, int, str], "tuple[int, bool] | None"]
-    about: str
 
 
 def _refuse_user_defined(sp: Any, t: int, where: str) -> None:
@@ -136,21 +135,15 @@ def _text_bytes(sp: Any, t: int, where: str) -> tuple[int, bool]:
     return len((piece[1:] if lead else piece).encode("utf-8")), lead
 
 
-# The byte rules, declared once: build_byte_lut counts each piece by the first rule that applies
-# (order matters: "text" takes every piece the others left). A new rule is one entry here.
+# The byte rules, declared once: build_byte_lut counts a piece by the first rule that applies.
+# boundary: control / unknown / unused (unk targets are refused at scoring time); user_defined:
+# refused (a byte sidecar counts them); byte: a byte-fallback piece is 1 byte; text: the rest.
 PIECE_RULES: dict[str, PieceRule] = {
     "boundary": PieceRule(lambda sp, t: sp.is_control(t) or sp.is_unknown(t) or sp.is_unused(t),
-                          lambda sp, t, where: None,
-                          "control, unknown and unused pieces: 0 bytes (unk targets are refused "
-                          "at scoring time)"),
-    "user_defined": PieceRule(is_user_defined, _refuse_user_defined,
-                              "refused: they stand for no text of their own (a byte sidecar "
-                              "counts them)"),
-    "byte": PieceRule(lambda sp, t: sp.is_byte(t), lambda sp, t, where: (1, False),
-                      "byte-fallback pieces: exactly 1 byte each"),
-    "text": PieceRule(lambda sp, t: True, _text_bytes,
-                      "UTF-8 length of the piece; a leading ▁ adds 1 space byte unless the "
-                      "previous token is a boundary"),
+                          lambda sp, t, where: None),
+    "user_defined": PieceRule(is_user_defined, _refuse_user_defined),
+    "byte": PieceRule(lambda sp, t: sp.is_byte(t), lambda sp, t, where: (1, False)),
+    "text": PieceRule(lambda sp, t: True, _text_bytes),
 }
 
 

@@ -20,6 +20,7 @@ import torch
 import golf.main as gm
 from golf import bpb, settings
 from golf.config import CONFIG_SETTINGS, Config
+from golf.evaluate import evaluate_bpb
 from golf.model import MODEL_SETTINGS, ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,17 +160,23 @@ def test_a_byte_rule_is_one_piece_rule(official_tokenizer, monkeypatch):
     n = len(toks) - 1
     plain = bpb.build_byte_lut(sp, 1024)
     assert bpb.range_bytes(toks, 0, n, plain) == len(sp.decode(toks[1:].tolist()).encode())
-    toy = bpb.PieceRule(_digit_run, lambda sp_, t, where: (3 * len(sp_.id_to_piece(t)), False),
-                        "a toy rule: a piece of bare digits counts 3 bytes a digit")
+    # a toy rule: a piece of bare digits counts 3 bytes a digit
+    toy = bpb.PieceRule(_digit_run, lambda sp_, t, where: (3 * len(sp_.id_to_piece(t)), False))
     monkeypatch.setattr(bpb, "PIECE_RULES", {"toy": toy, **bpb.PIECE_RULES})
     lut = bpb.build_byte_lut(sp, 1024)
     digits = sum(len(sp.id_to_piece(int(t))) for t in toks[1:] if _digit_run(sp, int(t)))
     assert digits >= 4   # the text does hold bare-digit pieces
     got = bpb.range_bytes(toks, 0, n, lut)
     assert got == bpb.range_bytes(toks, 0, n, plain) + 2 * digits
-    # and it is the denominator of the reported bpb
-    assert bpb.bpb_from_sums(100.0, n, got)[1] < bpb.bpb_from_sums(100.0, n, plain_total := got - 2 * digits)[1]
-    assert plain_total == bpb.range_bytes(toks, 0, n, plain)
+    # the evaluation's bytes and val_bpb: a uniform model costs log2(1024) = 10 bits a token
+    res = evaluate_bpb(_Uniform(), toks, lut, seq_len=8)
+    assert (res.tokens, res.bytes) == (n, got)
+    assert res.val_bpb == pytest.approx(10.0 * n / got, rel=1e-5)
+
+
+class _Uniform(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(*x.shape, 1024)
 
 
 # ----------------------------------------------------------------------------- TTT mode
