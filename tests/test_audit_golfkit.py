@@ -170,3 +170,19 @@ def test_three_golfkit_seed_logs_compare_their_settings_key_by_key(golfkit_folde
     assert status == "FAIL"
     assert (f"train_seed7.log differs from train.log in 1 key(s): matrix_lr: "
             f"'{cfg.matrix_lr}' -> '0.05' (train_seed7.log:{line})") in ev
+
+
+def test_golfkit_val_tokens_line_counts_the_whole_stream(tmp_path):
+    """golfkit logs the validation stream it loaded (62,021,846 tokens for the SP1024 export),
+    the records the truncated count (62,021,632): both are the canonical export, and the full
+    stream leaves no target unscored."""
+    header = "Hyperparameters:\n  vocab_size: 1024\n  data_path: /d/datasets/fineweb10B_sp1024\n"
+    for n, split_status in ((62_021_846, "PASS"), (62_021_632, "PASS"), (61_000_000, "FAIL")):
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        (folder / "train.log").write_text(f"{header}train_shards:80\nval_tokens:{n}\n"
+                                          "step:1/1 train_loss:1.0 train_time:5ms\n")
+        result = audit(folder)
+        assert result["data.val_tokens"][0] == split_status, result["data.val_tokens"]
+        assert result["data.train_shards"][0] == "PASS"
+    assert "62,021,845 of 62,021,845 targets" in audit(tmp_path / "62021846")["coverage.targets"][1]

@@ -52,8 +52,10 @@ CANONICAL_VAL = (
 
 
 def match_split(tokens: int) -> ValSplit | None:
-    """The canonical export whose logged count is within one token of `tokens` (+1 for BOS)."""
-    return next((s for s in CANONICAL_VAL if any(abs(tokens - n) <= 1 for n in s.logged)), None)
+    """The canonical export whose logged count, or whole stream (golfkit logs the stream it
+    loaded), is within one token of `tokens` (+1 for BOS)."""
+    return next((s for s in CANONICAL_VAL if any(abs(tokens - n) <= 1 for n in s.logged)
+                 or (s.full_tokens is not None and abs(tokens - s.full_tokens) <= 1)), None)
 
 
 def check_train_shards(ctx: Context) -> Verdict:

@@ -11,6 +11,7 @@ import base64
 import lzma
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import PurePosixPath
 from typing import Any, Iterator
 
@@ -43,8 +44,11 @@ def parse(source: str) -> ast.Module | None:
         return None
 
 
+@lru_cache(maxsize=256)
 def aliases(tree: ast.AST) -> dict[str, str]:
-    """Local name -> module for every import (`import lzma as L` gives L -> lzma)."""
+    """Local name -> module for every import (`import lzma as L` gives L -> lzma); cached per
+    tree (nodes hash by identity): every check asks again, and a packed script has ~50 trees.
+    Callers read the mapping, never change it."""
     out: dict[str, str] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -16,10 +16,11 @@ from golf.rules import EVAL_LIMIT_S, TRAIN_LIMIT_S
 
 
 def _stop_s(log: LogFile) -> tuple[float, int] | None:
-    """Training stop in seconds and its line: `stopping_early ... train_time:Nms`, else the last
-    step line's train_time."""
+    """Training stop in seconds and its line: `stopping_early ... train_time:Nms`, else the first
+    line that shows the final train_time (golfkit's EMA eval line after calibration repeats it,
+    and the stop is before calibration)."""
     hit = log.last(facts.STOP)
-    if hit is None:  # the first line at the final train_time: a later eval line repeats it
+    if hit is None:
         steps = list(log.grep(facts.STEP_TIME))
         final = steps[-1][1].group(1) if steps else None
         hit = next((h for h in steps if h[1].group(1) == final), None)
