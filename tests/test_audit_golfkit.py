@@ -186,3 +186,12 @@ def test_golfkit_val_tokens_line_counts_the_whole_stream(tmp_path):
         assert result["data.val_tokens"][0] == split_status, result["data.val_tokens"]
         assert result["data.train_shards"][0] == "PASS"
     assert "62,021,845 of 62,021,845 targets" in audit(tmp_path / "62021846")["coverage.targets"][1]
+
+
+def test_a_challenge_style_seed_line_names_the_logs_seed(tmp_path):
+    """The challenge baseline's log prints `seed:1337` on a line of its own, not a header."""
+    for i, seed in enumerate((1337, 42, 7)):
+        (tmp_path / f"run{i}.log").write_text(f"seed:{seed}\nstep:1/1 train_loss:1.0 "
+                                              "train_time:5ms\nrun_seed:99\n")
+    status, ev = audit(tmp_path)["seeds.count"]
+    assert status == "PASS" and ev.startswith("seeds ['7', '42', '1337'] from 3 logs")
