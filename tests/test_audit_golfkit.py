@@ -71,6 +71,18 @@ def test_each_packed_form_is_decoded_and_its_modules_parsed_as_code(tmp_path, fo
     assert all("matrix_lr" not in s for s, _ in strings(trees["train_gpt.py"]))
 
 
+def test_a_file_an_embedded_module_opens_is_a_helper(tmp_path):
+    """The embedded modules are the code that runs: a folder file one of them names is a
+    helper outside the counted code; the artifact and the logs are not."""
+    module = 'def load():\n    return open("table.bin", "rb").read(), "final_model.gkq"\n'
+    (tmp_path / "train_gpt.py").write_bytes(compressed_forms(packed_script({"pkg.io": module}))["xz"])
+    (tmp_path / "table.bin").write_bytes(b"\0" * 1234)
+    (tmp_path / "final_model.gkq").write_bytes(b"\0" * 99)
+    status, ev = audit(tmp_path)["size.helpers"]
+    assert status == "WARN"
+    assert ev == "WARN: train_gpt.py:pkg.io:2: named in a string table.bin (1,234 bytes) is not in the counted code"
+
+
 # ----------------------------------------------------------------------------- a real pack
 @pytest.fixture()
 def golfkit_folder(packed_tiny_run, tmp_path) -> tuple[Path, object]:

@@ -24,9 +24,9 @@ CODEC_MODULES = {"lzma": lzma, "zlib": zlib, "brotli": brotli}
 # (golf.submission.amalgamate); the audit parses those strings as code, never runs them.
 EMBEDDED_TABLE = "_SOURCES"
 # Not code: prose, logs, the tokenizer (uncounted by precedent, #43) and the model artifact
-# (already counted as the model bytes).
+# (already counted as the model bytes; .gkq is golfkit's).
 NOT_COUNTED = (".md", ".json", ".log", ".txt", ".model", ".vocab", ".png", ".jpg", ".svg",
-               ".pt", ".ptz")
+               ".pt", ".ptz", ".gkq")
 
 
 @dataclass(frozen=True)
@@ -250,13 +250,15 @@ def local_refs(folder: Folder, trees: dict[str, ast.Module], start: str) -> list
     seen, todo, refs = {start}, [start], []
     while todo:
         cur = todo.pop()
-        for name, how, line in _mentions(trees.get(cur), by_base, folder):
-            if name in seen:
-                continue
-            seen.add(name)
-            refs.append(Ref(name, how, f"{cur}:{line}"))
-            if name in trees:
-                todo.append(name)
+        # a packed script's embedded modules run as part of it
+        for code in [cur, *(n for n in trees if n.startswith(embedded_name(cur, "")))]:
+            for name, how, line in _mentions(trees.get(code), by_base, folder):
+                if name in seen:
+                    continue
+                seen.add(name)
+                refs.append(Ref(name, how, f"{code}:{line}"))
+                if name in trees:
+                    todo.append(name)
     return refs
 
 
