@@ -201,7 +201,7 @@ class Trainer:
             log(f"fork:{ckpt_path} -> {run_dir} (the source run is not written)")
         for change in changes:
             log(f"resume:change {change}")
-        log(hyperparameters_block(cfg))
+        log(hyperparameters_block(cfg.replace(run_id=run_dir.name)))
         log(f"train_shards:{len(find_shards(train_pattern(cfg.data_path)))}")
         log(f"val_tokens:{len(self.val_tokens)}")
         self.step, self.train_ms, self.last_loss = 0, 0.0, float("nan")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import lzma
 import re
 import shutil
 from pathlib import Path
 
 import brotli
-import lzma
 import pytest
 
 from golf.audit import Context, load_folder, run_checks
