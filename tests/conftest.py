@@ -117,6 +117,21 @@ def untrained_run(run: Path, cfg, seed: int = 0):
     return model
 
 
+@pytest.fixture(scope="session")
+def packed_tiny_run(tmp_path_factory, embedded_data):
+    """The main job at tiny scale, trained, quantized, evaluated and packed once per session
+    (golf.main.run_pipeline, the path `python train_gpt.py` takes): (cfg, summary, tmp) with
+    the run under tmp/runs/e2e and its submission folder at tmp/submission. Tests that change
+    the run refit it with PACK=0, so the submission folder stays as the pack wrote it."""
+    from golf.main import run_pipeline
+    tmp = tmp_path_factory.mktemp("e2e")
+    cfg = tiny_pipeline_config(embedded_data, iterations=8, warmdown_iters=4, val_loss_every=4,
+                               train_log_every=2, quant_small_numel=1024, max_eval_tokens=4096,
+                               runs_dir=str(tmp / "runs"), run_id="e2e")
+    summary = run_pipeline(cfg, do_pack=True, out_dir=str(tmp / "submission"))
+    return cfg, summary, tmp
+
+
 @pytest.fixture()
 def tiny_config(embedded_data):
     """The tiny model (tiny_pipeline_config) over the embedded corpus."""
