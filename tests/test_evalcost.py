@@ -128,6 +128,22 @@ def test_a_tilted_score_is_named_and_seeds_must_share_the_settings(tmp_path):
                               name="n", github_id="g", blurb="b")
 
 
+def test_training_under_600s_counts_the_calibration_after_the_loop(tmp_path):
+    """The rule bounds every read of training data: a loop that stops at 590 s and a Hessian
+    pass on training batches ending at 608 s is not training under 600 s."""
+    from dataclasses import replace
+    from golf.submission import build_submission_json
+    from golf.submission.budget import BudgetTable
+    table = BudgetTable(50, 100, 150, 16_000_000, 15_999_850)
+    def flag(train_ms: float, calib_ms: float | None) -> bool:
+        hess = None if calib_ms is None else {"elapsed_ms": calib_ms, "train_budget_ms": 3_600_000}
+        run = replace(_run(tmp_path, _record(ttt=False)), train_time_ms=train_ms, hessians=hess)
+        sub = build_submission_json([run], table, name="n", github_id="g", blurb="b")
+        return sub["compliance"]["training_under_600s"]
+    assert flag(590_000, None) and flag(590_000, 599_000)
+    assert not flag(590_000, 608_480) and not flag(601_000, None)
+
+
 # ----------------------------------------------------------------------------- a real pack
 @pytest.fixture()
 def small_run(tmp_path, embedded_data):

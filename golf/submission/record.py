@@ -103,11 +103,20 @@ def _env_value(v: Any) -> str:
     return str(int(v)) if isinstance(v, bool) else str(v)
 
 
+def _last_train_read_ms(run: RunInfo) -> float:
+    """When the run last read training data, on the training clock: the loop's stop, or the end
+    of the Hessian / Fisher calibration on training batches when that came after it."""
+    calib = (run.hessians or {}).get("elapsed_ms")
+    return max(run.train_time_ms, calib) if calib is not None else run.train_time_ms
+
+
 def _compliance(runs: Sequence[RunInfo], sub: Mapping[str, Any], table: BudgetTable,
                 heads: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The rule flags; roundtrip_exact and eval_under_600s are filled in by the pack once known."""
     ev = runs[0].eval
-    train_ok = all(r.train_time_ms is not None and r.train_time_ms <= TRAIN_LIMIT_S * 1000 for r in runs)
+    # the rule bounds every read of training data, so the calibration after the loop counts too
+    train_ok = all(r.train_time_ms is not None and _last_train_read_ms(r) <= TRAIN_LIMIT_S * 1000
+                   for r in runs)
     calib_ok = all(r.hessians is not None and r.hessians.get("train_budget_ms") is not None
                    and r.hessians.get("elapsed_ms", 0) <= r.hessians["train_budget_ms"] for r in runs)
     return {"artifact_under_16mb": sub["bytes_total"] <= min(table.cap, CAP_BYTES),
