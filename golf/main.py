@@ -224,14 +224,6 @@ def tilt_settings():
     return tilt.TiltSettings.from_env() if tilt is not None else None
 
 
-def load_switchable_parts() -> None:
-    """Import the carried parts a run's settings switch on: each registers its own variables
-    (TTT_*, NGRAM_TILT_ENABLED, TOKEN_*) in the settings table."""
-    for part in ship.PARTS.values():
-        if part.needs is not None:
-            ship.optional(part.name)
-
-
 def print_summary(summary: dict, log: Callable[[str], None]) -> None:
     rows = [
         ("pre-quant val_bpb", f"{summary['pre_val_bpb']:.6f}"),
@@ -275,7 +267,7 @@ def env_problems(cfg: Config | None = None) -> list[str]:
     look-alikes such as NUM_LAYER), the TTT settings, and what QUANT_METHOD needs from the
     machine (the records' container needs lrzip): all before any work. quant/ parses
     GOLF_COMPRESS_THREADS itself (it imports nothing from golf)."""
-    load_switchable_parts()  # their settings join the table where this program carries them
+    ship.load_switchable()  # their settings join the table where this program carries them
     found = settings.environment_problems(os.environ) + ship.missing_problems(os.environ)
     if not found:  # the table found them all; the readers below would repeat the first
         try:
@@ -527,7 +519,7 @@ def config_problems_beside(found: list[str]) -> list[str]:
 
 def settings_help() -> str:
     """--help: the settings table with the defaults without and with CUDA."""
-    load_switchable_parts()
+    ship.load_switchable()
     methods = "\n".join("  " + line for line in describe_methods())
     return (USAGE + "\n" + settings.render_help(settings.catalogue(), preset_columns())
             + "\n\nQUANT_METHOD values:\n" + methods)

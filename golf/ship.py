@@ -87,6 +87,13 @@ def optional(name: str) -> ModuleType | None:
     return importlib.import_module(PARTS[name].module) if carried(name) else None
 
 
+def load_switchable() -> list[ModuleType]:
+    """Import the carried parts a run's settings switch on (TTT, the tilt): each registers its
+    own variables (TTT_*, NGRAM_TILT_ENABLED, TOKEN_*) in golf.settings' table."""
+    mods = [optional(p.name) for p in PARTS.values() if p.needs is not None]
+    return [m for m in mods if m is not None]
+
+
 def parts_for(settings: Env) -> tuple[str, ...]:
     """The parts a run with these settings (the environment, or the variables of a scored
     evaluation record) needs in its packed script, in table order."""
