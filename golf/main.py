@@ -88,10 +88,14 @@ def ensure_embedded_data(cfg: Config, log: Callable[[str], None]) -> None:
     log(f"prepare:embedded dataset:{paths.dataset_dir} tokenizer:{paths.tokenizer_path}")
 
 
-@functools.lru_cache(maxsize=8)
-def shipped_code_bytes(parts: tuple[str, ...] = ()) -> int:
-    """Exact bytes of the train_gpt.py that ships carrying the optional `parts` (run_parts):
+def shipped_code_bytes() -> int:
+    """Exact bytes of the train_gpt.py that ships carrying the parts this run needs (run_parts):
     from the packer in a checkout, or the running file itself in the packed script."""
+    return _code_bytes_carrying(run_parts())
+
+
+@functools.lru_cache(maxsize=8)
+def _code_bytes_carrying(parts: tuple[str, ...]) -> int:
     packer = ship.optional("packer")
     if packer is None:
         return len(Path(sys.argv[0]).read_bytes())
@@ -253,7 +257,7 @@ def print_summary(summary: dict, log: Callable[[str], None]) -> None:
 def budget_problems(cfg: Config) -> list[str]:
     """BUDGET_BYTES must leave room for a model after the shipped code and the margin; checked
     before training (config.py cannot measure the code: it must not import pack)."""
-    code = shipped_code_bytes(run_parts())
+    code = shipped_code_bytes()
     floor = code + cfg.budget_margin_bytes
     if cfg.budget_bytes > floor:
         return []
@@ -348,7 +352,7 @@ def finish_run(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "P
             f"QUANT_ONLY={run_dir} python train_gpt.py")
 
     def quantize() -> int:
-        code_bytes = shipped_code_bytes(run_parts())  # built once: the fitter and the summary share it
+        code_bytes = shipped_code_bytes()  # built once: the fitter and the summary share it
         with rd.io_guard("writing the artifact", kept):
             rd.clear_staging(run_dir)
             quantize_run(cfg, run_dir, log, code_bytes, out_dir=staged)
