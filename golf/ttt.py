@@ -792,7 +792,23 @@ TTT_MODES: dict[str, TTTMode] = {
     "lora_golf": TTTMode(lora_golf_ttt, "golfkit's earlier per-document LoRA on every nn.Linear",
                          _GOLF_KNOBS, fixed={"optimizer": "adam"}, documents=True),
 }
-MODES = ("off", *TTT_MODES)
+
+
+class _ModeNames:
+    """"off" and TTT_MODES' names, read when asked (TTT's choices): a mode added to the table
+    is accepted, listed by --help and parsed without a second list to edit."""
+
+    def __iter__(self):
+        return iter(("off", *TTT_MODES))
+
+    def __contains__(self, name: object) -> bool:
+        return name == "off" or name in TTT_MODES
+
+    def __len__(self) -> int:
+        return 1 + len(TTT_MODES)
+
+
+MODES = _ModeNames()
 TTT_SETTINGS = tuple(dataclasses.replace(st, choices=MODES) if st.field == "mode" else st
                      for st in fields_table(TTTSettings, "ttt", _ttt_env_name))
 register("ttt", TTT_SETTINGS)
@@ -814,7 +830,7 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
     """
     settings = settings.validated()         # idempotent: spellings resolved, ranges checked
     if not settings.active:
-        raise EvalError("TTT is off: set TTT=lora, TTT=chunk or TTT=lora_golf (or pass --ttt)")
+        raise EvalError(f"TTT is off: set TTT to one of {', '.join(TTT_MODES)} (or pass --ttt)")
     if world_size > 1 and not _dist_active(world_size):
         raise EvalError("TTT with world_size > 1 needs an initialized process group (torchrun)")
     toks = np.asarray(tokens)

@@ -2,6 +2,7 @@
 and a tiny model configuration that trains in seconds on CPU."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -109,7 +110,7 @@ def untrained_run(run: Path, cfg, seed: int = 0):
     torch.manual_seed(seed)
     model = GPT(cfg)
     run.mkdir(parents=True, exist_ok=True)
-    (run / rd.CONFIG).write_text(cfg.to_json())
+    (run / rd.CONFIG).write_text(json.dumps(cfg.to_dict()))
     torch.save({"config": cfg.to_dict(), "state_dict": model.state_dict()}, run / rd.EMA)
     quant.save_artifact(run / rd.ARTIFACT,
                         quant.quantize_model(model, method="int8", meta={"config": cfg.to_dict()}))
