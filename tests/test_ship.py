@@ -102,7 +102,8 @@ def _packed_state(tmp_path: Path, parts: tuple[str, ...]) -> str:
              "import golf, quant.codec as c\nfrom golf import ship\n"
              "print(golf.PACKED_PARTS, [n for n in ship.PARTS if ship.optional(n)], c.LEFT_OUT)\n"
              "print(ship.missing_problems({'TTT': 'lora', 'NGRAM_TILT_ENABLED': '1'}))\n"
-             "print(ship.optional('tilt').__spec__.origin if ship.carried('tilt') else '-')\n")
+             "print(ship.optional('tilt').__spec__.origin if ship.carried('tilt') else '-')\n"
+             "print(c.framed_problems(('ctxrans', 'pergroup_v2')))\n")
     out = subprocess.run([sys.executable, "-I", "-c", probe], cwd=tmp_path, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -115,3 +116,4 @@ def test_the_packed_script_states_its_parts_and_refuses_the_others(tmp_path):
     assert "TTT=lora: this packed train_gpt.py does not carry golf.ttt, golf.lora" in out[1]
     assert "NGRAM_TILT_ENABLED" not in out[1]
     assert out[2] == "train_gpt.py:golf.tilt"          # served by the embedded sources
+    assert out[3].count("is not in this packed script") == 2     # one line per framed coder
