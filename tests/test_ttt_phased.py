@@ -96,6 +96,39 @@ def test_batches_sorted_by_length_longest_first_and_phase_boundaries():
     assert batch_chunk(TTTSettings(mode="lora").validated(), [(0, 10)]) == 48
 
 
+def _chunk_by_hand(doc_lens: list[int], steps: dict[int, int], default: int) -> int:
+    """#2014's rule written out: the batch's longest doc_len, the smallest bound >= it."""
+    longest = max(doc_lens)
+    covering = [b for b in steps if b >= longest]
+    return steps[min(covering)] if covering else default
+
+
+def test_short_doc_len_and_chunk_size_add_one_step_to_the_schedule():
+    """TTT_SHORT_DOC_LEN / TTT_SHORT_CHUNK_SIZE (#2014 launches 2000 / 24, the steps table's own
+    last step) are one more doc_len:chunk step; which chunk a batch of short or long documents
+    gets is checked against the rule written out by hand."""
+    from golf.ttt import batch_chunk
+    env = {"TTT": "lora", "TTT_SHORT_SCORE_FIRST_ENABLED": "1", "TTT_SHORT_SCORE_FIRST_STEPS": "256:8",
+           "TTT_SHORT_DOC_LEN": "1000", "TTT_SHORT_CHUNK_SIZE": "16", "TTT_CHUNK_SIZE": "40"}
+    s = TTTSettings.from_env(env)
+    assert (s.short_doc_len, s.short_chunk_size) == (1000, 16)
+    assert {"TTT_SHORT_DOC_LEN": 1000, "TTT_SHORT_CHUNK_SIZE": 16}.items() <= s.env().items()
+    for batch in ([100], [256], [257], [100, 1000], [1001], [5, 9000]):
+        docs = [(0, n - 1) for n in batch]                  # doc_len = targets + 1
+        assert batch_chunk(s, docs) == _chunk_by_hand(batch, {256: 8, 1000: 16}, 40), batch
+    d = TTTSettings(mode="lora", short_score_first_enabled=True).validated()   # #2014's values
+    assert [batch_chunk(d, [(0, n - 1)]) for n in (256, 257, 2000, 2001)] == [8, 24, 24, 48]
+    off = TTTSettings.from_env({**env, "TTT_SHORT_SCORE_FIRST_ENABLED": "0"})
+    assert batch_chunk(off, [(0, 99)]) == 40                # the schedule only when enabled
+
+
+@pytest.mark.parametrize("env", [{"TTT_SHORT_SCORE_FIRST_STEPS": "2000:24", "TTT_SHORT_CHUNK_SIZE": "32"},
+                                 {"TTT_SHORT_SCORE_FIRST_STEPS": "256:8,256:16"}])
+def test_contradicting_short_steps_are_one_clear_error(env):
+    with pytest.raises(EvalError, match="TTT_SHORT_"):
+        TTTSettings.from_env({"TTT": "lora", **env})
+
+
 # ----------------------------------------------------------------------------- adapters
 def _delta_weight(lora, slot: int, doc: int) -> torch.Tensor:
     """The adapter as a dense matrix: scale * B @ A (out x in)."""

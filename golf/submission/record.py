@@ -14,7 +14,7 @@ from golf.rules import TRAIN_LIMIT_S
 from golf.submission.budget import CAP_BYTES, BudgetTable, format_budget_table
 from golf.submission.checks import Check, format_checks
 from golf.submission.evaltime import eval_cost, format_eval_cost
-from golf.submission.run import RunInfo, headline, score_key, tilt_in_score
+from golf.submission.run import RunInfo, headline, score_env, tilt_in_score, ttt_env
 from golf.submission.stats import mean_std, welch_one_sided
 
 
@@ -63,17 +63,6 @@ def _scoring_method(runs: Sequence[RunInfo]) -> str:
     return methods[0]
 
 
-def score_env(ev: Mapping[str, Any]) -> dict[str, Any]:
-    """The TTT and tilt variables (env name -> value) that produced a record's score."""
-    env = _ttt_env(ev["post_ttt"]) if score_key(ev) == "post_ttt" else {}
-    return {**env, **(tilt_in_score(ev) or {})}
-
-
-def _ttt_env(block: Mapping[str, Any]) -> dict[str, Any]:
-    """A TTT block's variables (a record written before they were kept: TTT alone)."""
-    return dict(block.get("env") or {"TTT": block.get("ttt")})
-
-
 def _auto_name_and_blurb(c: Mapping[str, Any]) -> tuple[str, str]:
     """Defaults for --name/--blurb, read from the primary run's config."""
     name = f"golfkit {c.get('num_layers')}L d{c.get('model_dim')} {c.get('quant_method', 'gptq')}"
@@ -88,7 +77,7 @@ def _auto_name_and_blurb(c: Mapping[str, Any]) -> tuple[str, str]:
 def _ttt_block(head: Mapping[str, Any]) -> dict[str, Any]:
     """The TTT that made the score: its mode, knobs and (env) the variables that re-create it."""
     return {"mode": head.get("ttt"), "weights": head.get("weights"), "knobs": head.get("knobs"),
-            "env": _ttt_env(head),
+            "env": ttt_env(head),
             "window": head.get("mode"), "stride": head.get("stride"), "seq_len": head.get("seq_len")}
 
 
