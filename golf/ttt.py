@@ -120,9 +120,6 @@ class TTTSettings:
     warm_start_a: bool = setting(True, "lora: keep A across the batches of a phase (B = 0)")
     short_score_first_enabled: bool = setting(False, "lora: #2014's short-document chunks")
     short_score_first_steps: str = setting("256:8,2000:24", "lora: doc_len:chunk steps (#2014)")
-    short_doc_len: int = setting(2000, "lora: one more step, documents up to this doc_len get "
-                                 "TTT_SHORT_CHUNK_SIZE (#2014)", gt=0)
-    short_chunk_size: int = setting(24, "lora: the chunk of that step (#2014: 24)", gt=0)
     phased_ttt_num_phases: int = setting(3, "lora: global SGD phases (#2014, #2135: 1)", ge=0)
     phased_ttt_prefix_docs: int = setting(2500, "lora: scored documents the phases train on", ge=0)
     global_ttt_lr: float = setting(0.001, "lora: global phase SGD lr (cosine over chunks)", ge=0)
@@ -161,15 +158,10 @@ class TTTSettings:
         return s
 
     def _own_problems(self) -> list[str]:
-        """What the table's per-field rules cannot say: the syntax of the short-document steps,
-        and that TTT_SHORT_DOC_LEN's step agrees with the steps table where both name a bound."""
+        """What the table's per-field rules cannot say: the syntax of the short-document steps."""
         if short_steps(self.short_score_first_steps) is None:
             return [f"TTT_SHORT_SCORE_FIRST_STEPS={self.short_score_first_steps!r}: not "
                     "distinct doc_len:chunk pairs such as 256:8,2000:24"]
-        if short_schedule(self) is None:
-            return [f"TTT_SHORT_DOC_LEN={self.short_doc_len} with TTT_SHORT_CHUNK_SIZE="
-                    f"{self.short_chunk_size} contradicts TTT_SHORT_SCORE_FIRST_STEPS="
-                    f"{self.short_score_first_steps!r} at that bound; make them agree"]
         return []
 
     def post_ttt(self, models: dict[str, nn.Module], ed: EvalData, base: dict,
@@ -620,19 +612,6 @@ def short_steps(raw: str) -> list[tuple[int, int]] | None:
     return pairs if ok else None
 
 
-def short_schedule(s: TTTSettings) -> list[tuple[int, int]] | None:
-    """#2014's short-document steps, by bound: TTT_SHORT_SCORE_FIRST_STEPS plus the step
-    TTT_SHORT_DOC_LEN:TTT_SHORT_CHUNK_SIZE (#2014 launches 2000:24, the table's own last step);
-    None when malformed, or when both give one bound different chunks."""
-    steps = short_steps(s.short_score_first_steps)
-    if steps is None:
-        return None
-    table = dict(steps)
-    if table.setdefault(s.short_doc_len, s.short_chunk_size) != s.short_chunk_size:
-        return None
-    return sorted(table.items())
-
-
 def record_targets(s: TTTSettings) -> tuple[str, ...]:
     """The block adapters on: TTT_Q/K/V/O/MLP_LORA, minus what TTT_MASK switches off."""
     on = {"q": s.q_lora, "k": s.k_lora, "v": s.v_lora, "o": s.o_lora, "mlp": s.mlp_lora}
@@ -654,11 +633,11 @@ def phase_boundaries(phases: int, prefix_docs: int) -> list[int]:
 
 def batch_chunk(s: TTTSettings, docs: Sequence[tuple[int, int]]) -> int:
     """TTT_CHUNK_SIZE, or with TTT_SHORT_SCORE_FIRST_ENABLED (#2014) the chunk of the first
-    step (short_schedule) whose doc_len bound covers the batch's longest document
+    step (TTT_SHORT_SCORE_FIRST_STEPS) whose doc_len bound covers the batch's longest document
     (doc_len = targets + 1)."""
     if s.short_score_first_enabled:
         longest = max(b - a for a, b in docs) + 1
-        for limit, size in short_schedule(s) or []:
+        for limit, size in short_steps(s.short_score_first_steps) or []:
             if longest <= limit:
                 return size
     return s.chunk_size
@@ -773,8 +752,7 @@ class TTTMode:
 _PHASED_KNOBS = ("lora_rank", "lora_alpha", "lora_lr", "local_lr_mult", "weight_decay", "beta1",
                  "beta2", "grad_steps", "batch_size", "chunk_size", "eval_seq_len", "mask",
                  "q_lora", "k_lora", "v_lora", "o_lora", "mlp_lora", "warm_start_a",
-                 "short_score_first_enabled", "short_score_first_steps", "short_doc_len",
-                 "short_chunk_size", "phased_ttt_num_phases",
+                 "short_score_first_enabled", "short_score_first_steps", "phased_ttt_num_phases",
                  "phased_ttt_prefix_docs", "global_ttt_lr", "global_ttt_momentum",
                  "global_ttt_epochs", "global_ttt_chunk_tokens", "global_ttt_batch_seqs",
                  "global_ttt_grad_clip", "bos_id", "seed")

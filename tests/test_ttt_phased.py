@@ -103,16 +103,13 @@ def _chunk_by_hand(doc_lens: list[int], steps: dict[int, int], default: int) -> 
     return steps[min(covering)] if covering else default
 
 
-def test_short_doc_len_and_chunk_size_add_one_step_to_the_schedule():
-    """TTT_SHORT_DOC_LEN / TTT_SHORT_CHUNK_SIZE (#2014 launches 2000 / 24, the steps table's own
-    last step) are one more doc_len:chunk step; which chunk a batch of short or long documents
-    gets is checked against the rule written out by hand."""
+def test_short_score_first_steps_pick_the_chunk_of_a_batch():
+    """#2014's TTT_SHORT_SCORE_FIRST_STEPS: a batch gets the chunk of the smallest doc_len bound
+    covering its longest document, else TTT_CHUNK_SIZE; checked against the rule written out."""
     from golf.ttt import batch_chunk
-    env = {"TTT": "lora", "TTT_SHORT_SCORE_FIRST_ENABLED": "1", "TTT_SHORT_SCORE_FIRST_STEPS": "256:8",
-           "TTT_SHORT_DOC_LEN": "1000", "TTT_SHORT_CHUNK_SIZE": "16", "TTT_CHUNK_SIZE": "40"}
+    env = {"TTT": "lora", "TTT_SHORT_SCORE_FIRST_ENABLED": "1",
+           "TTT_SHORT_SCORE_FIRST_STEPS": "256:8,1000:16", "TTT_CHUNK_SIZE": "40"}
     s = TTTSettings.from_env(env)
-    assert (s.short_doc_len, s.short_chunk_size) == (1000, 16)
-    assert {"TTT_SHORT_DOC_LEN": 1000, "TTT_SHORT_CHUNK_SIZE": 16}.items() <= s.env().items()
     for batch in ([100], [256], [257], [100, 1000], [1001], [5, 9000]):
         docs = [(0, n - 1) for n in batch]                  # doc_len = targets + 1
         assert batch_chunk(s, docs) == _chunk_by_hand(batch, {256: 8, 1000: 16}, 40), batch
@@ -122,7 +119,7 @@ def test_short_doc_len_and_chunk_size_add_one_step_to_the_schedule():
     assert batch_chunk(off, [(0, 99)]) == 40                # the schedule only when enabled
 
 
-@pytest.mark.parametrize("env", [{"TTT_SHORT_SCORE_FIRST_STEPS": "2000:24", "TTT_SHORT_CHUNK_SIZE": "32"},
+@pytest.mark.parametrize("env", [{"TTT_SHORT_SCORE_FIRST_STEPS": "2000:x"},
                                  {"TTT_SHORT_SCORE_FIRST_STEPS": "256:8,256:16"}])
 def test_contradicting_short_steps_are_one_clear_error(env):
     with pytest.raises(EvalError, match="TTT_SHORT_"):
