@@ -196,6 +196,3 @@ class DocLoRA(nn.Module):
         with torch.no_grad():
             for m in self.lora_modules():
                 m.B.zero_()
-
-    def params_per_document(self) -> int:
-        return sum(m.A[:, 0].numel() + m.B[:, 0].numel() for m in self.lora_modules())

@@ -5,7 +5,10 @@ Phases (each writes files into the run directory that the next one reads):
   train    -> config.json, train.log, metrics.jsonl, model.pt, ema.pt, hessians.pt
   quantize -> final_model.gkq (fitted to the byte budget), quant_report.{json,png}
   evaluate -> eval.json (pre- vs post-quant val_bpb, same tokens, same mode)
-  pack     -> submission/ (repo checkout only; the packed file skips it)
+  pack     -> submission/ (repo checkout only: the packed file carries no packer)
+
+TTT=... and NGRAM_TILT_ENABLED=1 add post+TTT / post+tilt (post+TTT+tilt with both) to the
+evaluation, and the packed script then carries those parts (golf/ship.py) and re-runs them.
 
 `EVAL_ONLY=1 ARTIFACT=path` instead evaluates an artifact and prints the
 `final_roundtrip_exact` line that pack.py's round-trip proof compares bit for bit.
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import quant
-from golf import distributed, evaluate, settings
+from golf import distributed, evaluate, settings, ship
 from golf import rundir as rd
 from golf.atomic import atomic_write_json, file_sha256
 from golf.checkpoint import CheckpointError, load_torch_file
@@ -86,27 +89,34 @@ def ensure_embedded_data(cfg: Config, log: Callable[[str], None]) -> None:
         return
     if data_path.is_dir() and any(data_path.glob("fineweb_val_*.bin")) and Path(cfg.tokenizer_path).is_file():
         return
-    try:  # not embedded in the packed script (a submission trains on given shards)
-        from golf.data.sources.embedded import prepare_embedded
-    except ImportError:
+    sources = ship.optional("data_prep")  # never in the packed script: it trains on given shards
+    if sources is None:
         raise FileNotFoundError(f"DATA_PATH={cfg.data_path}: no embedded corpus there, and this "
                                 "packed script cannot build one; run `python -m golf.data.prepare "
-                                "embedded` from a golfkit checkout or set DATA_PATH") from None
+                                "embedded` from a golfkit checkout or set DATA_PATH")
     root = data_path.parent.parent  # <root>/datasets/embedded_sp1024
     log(f"prepare:embedded building corpus under {root} (first run only)")
-    paths = prepare_embedded(root)
+    paths = sources.prepare_embedded(root)
     log(f"prepare:embedded dataset:{paths.dataset_dir} tokenizer:{paths.tokenizer_path}")
 
 
-@functools.lru_cache(maxsize=1)
 def shipped_code_bytes() -> int:
-    """Exact bytes of the train_gpt.py that ships: from pack.py in a checkout, or the
-    running file itself when this *is* the packed single-file script."""
-    try:
-        from golf.submission import code_bytes  # not embedded in the packed script
-    except ImportError:
+    """Exact bytes of the train_gpt.py that ships carrying the parts this run needs (run_parts):
+    from the packer in a checkout, or the running file itself in the packed script."""
+    return _code_bytes_carrying(run_parts())
+
+
+@functools.lru_cache(maxsize=8)
+def _code_bytes_carrying(parts: tuple[str, ...]) -> int:
+    packer = ship.optional("packer")
+    if packer is None:
         return len(Path(sys.argv[0]).read_bytes())
-    return code_bytes()
+    return packer.code_bytes(parts=parts)
+
+
+def run_parts() -> tuple[str, ...]:
+    """The optional parts this run's settings need in its packed script (TTT, the tilt)."""
+    return ship.parts_for(os.environ)
 
 
 def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_bytes: int,
@@ -210,33 +220,25 @@ def evaluate_run(cfg: Config, run_dir: Path, log: Callable[[str], None],
     request = evaluate.EvalRequest(mode=run_eval_mode(cfg.eval_stride),
                                    seq_len=cfg.effective_eval_seq_len, stride=cfg.eval_stride,
                                    max_tokens=cfg.max_eval_tokens, batch_tokens=cfg.val_batch_size,
-                                   ttt=ttt_settings())
+                                   ttt=ttt_settings(), tilt=tilt_settings())
     if out_dir is None:
         return evaluate.run_eval(run_dir, request, log=log)
     staged = replace(request, artifact=str(out_dir / rd.ARTIFACT))
     return evaluate.run_eval(run_dir, staged, out=out_dir / rd.EVAL, log=log)
 
 
-def ttt_module():
-    """golf.ttt (importing it registers the TTT_* settings), or None in the packed script,
-    which leaves it out: ~9 KB of code bytes a non-TTT submission would pay for."""
-    try:
-        import golf.ttt  # here: left out of the packed script (amalgamate.EXCLUDED)
-    except ImportError:
-        return None
-    return golf.ttt
-
-
 def ttt_settings():
-    """TTT=chunk|lora adds post_ttt to eval.json (default off). Without golf.ttt (the packed
-    script) TTT=... is refused with one line instead."""
-    ttt = ttt_module()
-    if ttt is None:
-        if os.environ.get("TTT", "").strip().lower() not in ("", "0", "off", "none"):
-            raise ValueError("TTT is set, but this packed script carries no test-time training; "
-                             "run TTT from a golfkit checkout (eval_bpb.py --ttt)")
-        return None
-    return ttt.TTTSettings.from_env()
+    """TTT=chunk|lora|lora_golf adds post_ttt to eval.json (default off); None where this
+    packed script does not carry TTT (env_problems refuses TTT=... there)."""
+    ttt = ship.optional("ttt")
+    return ttt.TTTSettings.from_env() if ttt is not None else None
+
+
+def tilt_settings():
+    """NGRAM_TILT_ENABLED=1 adds post_tilt and tilts post_ttt (default off); None where this
+    packed script does not carry the tilt (env_problems refuses the switch there)."""
+    tilt = ship.optional("tilt")
+    return tilt.TiltSettings.from_env() if tilt is not None else None
 
 
 def print_summary(summary: dict, log: Callable[[str], None]) -> None:
@@ -245,8 +247,11 @@ def print_summary(summary: dict, log: Callable[[str], None]) -> None:
         ("post-quant val_bpb", f"{summary['post_val_bpb']:.6f}"),
         ("gap (post - pre)", f"{summary['gap']:+.6f}"),
     ] + ([
-        (f"post+TTT val_bpb ({summary['ttt_mode']})", f"{summary['post_ttt_val_bpb']:.6f}"),
-        ("TTT gain (post+TTT - post)", f"{summary['ttt_gain']:+.6f}"),
+        ("post+tilt val_bpb", f"{summary['post_tilt_val_bpb']:.6f}"),
+        ("tilt gain (post+tilt - post)", f"{summary['tilt_gain']:+.6f}"),
+    ] if "post_tilt_val_bpb" in summary else []) + ([
+        (f"{summary['ttt_label']} val_bpb ({summary['ttt_mode']})", f"{summary['post_ttt_val_bpb']:.6f}"),
+        (f"TTT gain ({summary['ttt_label']} - post)", f"{summary['ttt_gain']:+.6f}"),
     ] if "post_ttt_val_bpb" in summary else []) + [
         ("eval mode", summary["eval_mode"] + (" (partial)" if summary.get("partial") else "")),
         ("code bytes", f"{summary['code_bytes']:,}"),
@@ -279,12 +284,13 @@ def env_problems(cfg: Config | None = None) -> list[str]:
     look-alikes such as NUM_LAYER), the TTT settings, and what QUANT_METHOD needs from the
     machine (the records' container needs lrzip): all before any work. quant/ parses
     GOLF_COMPRESS_THREADS itself (it imports nothing from golf)."""
-    ttt_module()  # its TTT_* settings join the table where this checkout has them
-    found = settings.environment_problems(os.environ)
+    ship.load_switchable()  # their settings join the table where this program carries them
+    found = settings.environment_problems(os.environ) + ship.missing_problems(os.environ)
     if not found:  # the table found them all; the readers below would repeat the first
         try:
             compress_workers()
             ttt_settings()
+            tilt_settings()
         except ValueError as exc:  # EvalError is a ValueError
             found.append(str(exc))
     if cfg is not None and cfg.quant_method in RECORD_METHODS:
@@ -395,10 +401,7 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
         "steps": finish.steps, "train_time_ms": finish.train_time_ms,
         "phase_seconds": timer.seconds, "hardware": evaluate.eval_hardware(finish.world_size),
     }
-    ttt = report.get("post_ttt")
-    if ttt:  # the third number (TTT=chunk|lora), beside the two it builds on
-        summary.update(post_ttt_val_bpb=ttt["val_bpb"], post_ttt_val_loss=ttt["val_loss"],
-                       ttt_mode=ttt.get("ttt", ""), ttt_gain=ttt["val_bpb"] - report["post"]["val_bpb"])
+    summary.update(after_quant_numbers(report))
     atomic_write_json(run_dir / rd.SUMMARY, summary)
 
     do_pack = finish.do_pack
@@ -409,30 +412,44 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
             "lrzip container, which the packed script does not carry: a baseline to measure, "
             "not a submission)")
         do_pack = False
-    if do_pack:
-        try:
-            # guarded: not in the packed script
-            from golf.submission import Claim, PackRequest, pack_run
-        except ImportError:
-            log("pack:skipped (this is already a packed submission script)")
-        else:
-            with timer.phase("pack", log):  # the run's cap (the scaled one on CPU), never above 16 MB
-                claim = Claim(name=settings.read("GOLF_NAME", os.environ),
-                              github_id=settings.read("GOLF_GITHUB_ID", os.environ))
-                packed = pack_run(run_dir, submission_folder(run_dir, finish.out_dir),
-                                  PackRequest(claim=claim, cap=cfg.budget_bytes), log=log)
-            summary["code_bytes"] = packed.budget.code_bytes
-            summary["model_bytes"] = packed.budget.model_bytes
-            summary["total_bytes"] = packed.budget.total
-            summary["headroom_bytes"] = packed.budget.headroom
-            summary["cap_bytes"] = packed.budget.cap
-            summary["submission_dir"] = str(packed.out_dir)
-            summary["phase_seconds"] = timer.seconds
-            atomic_write_json(run_dir / rd.SUMMARY, summary)
+    packer = ship.optional("packer") if do_pack else None
+    if do_pack and packer is None:
+        log("pack:skipped (this is already a packed submission script)")
+    elif do_pack:
+        with timer.phase("pack", log):  # the run's cap (the scaled one on CPU), never above 16 MB
+            claim = packer.Claim(name=settings.read("GOLF_NAME", os.environ),
+                                 github_id=settings.read("GOLF_GITHUB_ID", os.environ))
+            packed = packer.pack_run(run_dir, submission_folder(run_dir, finish.out_dir),
+                                     packer.PackRequest(claim=claim, cap=cfg.budget_bytes), log=log)
+        summary["code_bytes"] = packed.budget.code_bytes
+        summary["model_bytes"] = packed.budget.model_bytes
+        summary["total_bytes"] = packed.budget.total
+        summary["headroom_bytes"] = packed.budget.headroom
+        summary["cap_bytes"] = packed.budget.cap
+        summary["submission_dir"] = str(packed.out_dir)
+        summary["phase_seconds"] = timer.seconds
+        atomic_write_json(run_dir / rd.SUMMARY, summary)
     if summary["headroom_bytes"] < 0:
         log(over_cap_warning(cfg.quant_method, summary))
     print_summary(summary, log)
     return summary
+
+
+def after_quant_numbers(report: dict) -> dict:
+    """The summary's numbers past post-quant: post+tilt (NGRAM_TILT_ENABLED=1) and post+TTT,
+    labelled post+TTT+tilt when the tilt ran inside it (each on the artifact)."""
+    out: dict = {}
+    post = report["post"]["val_bpb"]
+    tilt = report.get("post_tilt")
+    if tilt and tilt.get("weights") == "post":
+        out.update(post_tilt_val_bpb=tilt["val_bpb"], post_tilt_val_loss=tilt["val_loss"],
+                   tilt_gain=tilt["val_bpb"] - post)
+    ttt = report.get("post_ttt")
+    if ttt:  # the third number (TTT=chunk|lora), beside the two it builds on
+        out.update(post_ttt_val_bpb=ttt["val_bpb"], post_ttt_val_loss=ttt["val_loss"],
+                   ttt_mode=ttt.get("ttt", ""), ttt_gain=ttt["val_bpb"] - post,
+                   ttt_label="post+TTT+tilt" if ttt.get("tilt") else "post+TTT")
+    return out
 
 
 def unpackable_method(method: str) -> bool:
@@ -476,21 +493,31 @@ def quant_only(run: str) -> int:
 
 
 def eval_only() -> int:
-    """Evaluate ARTIFACT (the round-trip proof's mode) and print the exact-result line."""
+    """Evaluate ARTIFACT (the round-trip proof's mode) and print the exact-result line: of the
+    plain post-quant pass, or with TTT / NGRAM_TILT_ENABLED set of the pass they make the score
+    (post+TTT, tilted when both; else post+tilt), as eval.json's score record holds it."""
     artifact = settings.read("ARTIFACT", os.environ) or rd.ARTIFACT
     cfg = Config.from_env()
     seq_len = cfg.effective_eval_seq_len
+    ttt, tilt = ttt_settings(), tilt_settings()
     request = evaluate.EvalRequest(data=cfg.data_path, tokenizer=cfg.tokenizer_path,
                                    seq_len=seq_len, stride=cfg.eval_stride,
                                    max_tokens=cfg.max_eval_tokens or None,
                                    batch_tokens=cfg.val_batch_size,
                                    device=distributed.default_device())
-    res = evaluate.evaluate_source(artifact, request)
-    label = eval_mode(cfg.eval_stride)
-    print(f"eval_mode:{label} seq_len:{seq_len} stride:{cfg.eval_stride} tokens:{res.tokens} "
-          f"bytes:{res.bytes} partial:{int(res.partial)} eval_time:{res.seconds * 1000:.0f}ms")
-    print(f"final_roundtrip_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} "
-          f"val_bpb_hex:{float(res.val_bpb).hex()}")
+    if (ttt is None or not ttt.active) and (tilt is None or not tilt.enabled):
+        res = evaluate.evaluate_source(artifact, request).to_dict()
+        score = "post"
+    else:  # the pass the score came from, with the same windows as the run's own evaluation
+        report = evaluate.run_eval(None, replace(request, artifact=artifact, ttt=ttt, tilt=tilt,
+                                                 mode=run_eval_mode(cfg.eval_stride)), log=None)
+        score = "post_ttt" if "post_ttt" in report else "post_tilt"
+        res = report[score]
+    print(f"eval_mode:{eval_mode(cfg.eval_stride)} seq_len:{seq_len} stride:{cfg.eval_stride} "
+          f"tokens:{res['tokens']} bytes:{res['bytes']} partial:{int(res['partial'])} "
+          f"eval_time:{res['seconds'] * 1000:.0f}ms score:{score}")
+    print(f"final_roundtrip_exact val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} "
+          f"val_bpb_hex:{float(res['val_bpb']).hex()} score:{score}")
     return 0
 
 
@@ -506,7 +533,7 @@ def config_problems_beside(found: list[str]) -> list[str]:
 
 def settings_help() -> str:
     """--help: the settings table with the defaults without and with CUDA."""
-    ttt_module()
+    ship.load_switchable()
     methods = "\n".join("  " + line for line in describe_methods())
     return (USAGE + "\n" + settings.render_help(settings.catalogue(), preset_columns())
             + "\n\nQUANT_METHOD values:\n" + methods)

@@ -6,9 +6,7 @@ not; tests/test_settings.py checks the committed file equals this output.
 """
 from __future__ import annotations
 
-import golf.tilt  # noqa: F401  (registers the n-gram tilt settings)
-import golf.ttt  # noqa: F401  (registers the TTT_* settings)
-from golf import settings
+from golf import settings, ship
 from golf.config import preset_columns
 from quant.methods import describe as describe_methods
 
@@ -34,6 +32,7 @@ the last finite state (weights, optimizers, EMA, data stream), so
 
 
 def markdown() -> str:
+    ship.load_switchable()   # TTT_* and the tilt's variables join the table
     methods = "".join(f"- {line}\n" for line in describe_methods())
     return (HEADER + "\n" + settings.render_markdown(settings.catalogue(), preset_columns())
             + "\n## QUANT_METHOD values\n\nFrom quant/methods.py's table:\n\n" + methods)

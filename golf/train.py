@@ -25,7 +25,8 @@ from golf.config import Config
 from golf.data.inputs import check_dataset
 from golf.data.loader import DistributedTokenLoader
 from golf.data.packing import DocumentPackingLoader
-from golf.data.shards import dataset_text_transform, load_val_bytes, load_val_tokens
+from golf.data.shards import (dataset_text_transform, find_shards, load_val_bytes, load_val_tokens,
+                              train_pattern)
 from golf.data.tokenizer import load_tokenizer
 from golf.distributed import all_reduce_ as _allreduce, host_max, init_distributed
 from golf.errors import TrainError
@@ -65,6 +66,13 @@ def make_logger(run_dir: Path | None, rank: int) -> Callable[[str], None]:
             path.parent.mkdir(parents=True, exist_ok=True)
             rd.append_line(path, msg)
     return log
+
+
+def hyperparameters_block(cfg: Config) -> str:
+    """The run's settings in the records' `Hyperparameters:` form, one indented `key: value`
+    per field: each seed's log then shows what it ran with, so a reviewer (or golf.audit)
+    can compare the seeds' logs key by key (#2124's third seed came from another config)."""
+    return "Hyperparameters:\n" + "\n".join(f"  {k}: {v}" for k, v in cfg.to_dict().items())
 
 
 def resolve_grad_accum(cfg: Config, world_size: int) -> int:
@@ -193,6 +201,9 @@ class Trainer:
             log(f"fork:{ckpt_path} -> {run_dir} (the source run is not written)")
         for change in changes:
             log(f"resume:change {change}")
+        log(hyperparameters_block(cfg.replace(run_id=run_dir.name)))
+        log(f"train_shards:{len(find_shards(train_pattern(cfg.data_path)))}")
+        log(f"val_tokens:{len(self.val_tokens)}")
         self.step, self.train_ms, self.last_loss = 0, 0.0, float("nan")
         self.interrupted = self.nonfinite = False
         self.cap_ms = (1000.0 * max(cfg.max_wallclock_seconds - cfg.gptq_reserve_seconds, 0.0)

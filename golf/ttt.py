@@ -162,7 +162,7 @@ class TTTSettings:
         """What the table's per-field rules cannot say: the syntax of the short-document steps."""
         if short_steps(self.short_score_first_steps) is None:
             return [f"TTT_SHORT_SCORE_FIRST_STEPS={self.short_score_first_steps!r}: not "
-                    "doc_len:chunk pairs such as 256:8,2000:24"]
+                    "distinct doc_len:chunk pairs such as 256:8,2000:24"]
         return []
 
     def post_ttt(self, models: dict[str, nn.Module], ed: EvalData, base: dict, scoring: Scoring,
@@ -650,12 +650,14 @@ MASKS: dict[str, tuple[str, ...]] = {"": (), "no_qv": ("q", "v")}   # TTT_MASK -
 
 
 def short_steps(raw: str) -> list[tuple[int, int]] | None:
-    """TTT_SHORT_SCORE_FIRST_STEPS "256:8,2000:24" -> [(256, 8), (2000, 24)]; None if malformed."""
+    """TTT_SHORT_SCORE_FIRST_STEPS "256:8,2000:24" -> [(256, 8), (2000, 24)]; None if malformed
+    (not positive doc_len:chunk pairs, or a bound twice)."""
     try:
         pairs = sorted((int(a), int(b)) for a, b in (p.split(":") for p in raw.split(",") if p.strip()))
     except ValueError:
         return None
-    return pairs if all(a > 0 and b > 0 for a, b in pairs) else None
+    ok = all(a > 0 and b > 0 for a, b in pairs) and len({a for a, _ in pairs}) == len(pairs)
+    return pairs if ok else None
 
 
 def record_targets(s: TTTSettings) -> tuple[str, ...]:
@@ -679,7 +681,8 @@ def phase_boundaries(phases: int, prefix_docs: int) -> list[int]:
 
 def batch_chunk(s: TTTSettings, docs: Sequence[tuple[int, int]]) -> int:
     """TTT_CHUNK_SIZE, or with TTT_SHORT_SCORE_FIRST_ENABLED (#2014) the chunk of the first
-    step whose doc_len bound covers the batch's longest document (doc_len = targets + 1)."""
+    step (TTT_SHORT_SCORE_FIRST_STEPS) whose doc_len bound covers the batch's longest document
+    (doc_len = targets + 1)."""
     if s.short_score_first_enabled:
         longest = max(b - a for a, b in docs) + 1
         for limit, size in short_steps(s.short_score_first_steps) or []:
@@ -818,7 +821,23 @@ TTT_MODES: dict[str, TTTMode] = {
     "lora_golf": TTTMode(lora_golf_ttt, "golfkit's earlier per-document LoRA on every nn.Linear",
                          _GOLF_KNOBS, fixed={"optimizer": "adam"}, documents=True),
 }
-MODES = ("off", *TTT_MODES)
+
+
+class _ModeNames:
+    """"off" and TTT_MODES' names, read when asked (TTT's choices): a mode added to the table
+    is accepted, listed by --help and parsed without a second list to edit."""
+
+    def __iter__(self):
+        return iter(("off", *TTT_MODES))
+
+    def __contains__(self, name: object) -> bool:
+        return name == "off" or name in TTT_MODES
+
+    def __len__(self) -> int:
+        return 1 + len(TTT_MODES)
+
+
+MODES = _ModeNames()
 TTT_SETTINGS = tuple(dataclasses.replace(st, choices=MODES) if st.field == "mode" else st
                      for st in fields_table(TTTSettings, "ttt", _ttt_env_name))
 register("ttt", TTT_SETTINGS)
@@ -839,7 +858,7 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
     world_size, max_tokens, bos_id = p.scoring.world_size, p.max_tokens, p.bos_id
     settings = settings.validated()         # idempotent: spellings resolved, ranges checked
     if not settings.active:
-        raise EvalError("TTT is off: set TTT=lora, TTT=chunk or TTT=lora_golf (or pass --ttt)")
+        raise EvalError(f"TTT is off: set TTT to one of {', '.join(TTT_MODES)} (or pass --ttt)")
     if world_size > 1 and not _dist_active(world_size):
         raise EvalError("TTT with world_size > 1 needs an initialized process group (torchrun)")
     toks = np.asarray(tokens)

@@ -354,14 +354,13 @@ def test_architecture_names_every_module_of_golf_and_quant():
 
 
 def test_architecture_states_what_the_packed_script_leaves_out():
-    """The paragraph on what ships names exactly the modules amalgamate.EXCLUDED leaves out."""
+    """The paragraph on what ships names exactly the modules of golf/ship.py's optional parts."""
+    from golf import ship
     text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
     para = next(p for p in text.split("\n\n") if p.startswith("What is shipped inside the packed"))
-    stated = set(DOTTED.findall(para)) - {"golf.main"}
-    tree = ast.parse((ROOT / "golf/submission/amalgamate.py").read_text(encoding="utf-8"))
-    excluded = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
-                    and any(getattr(t, "id", "") == "EXCLUDED" for t in n.targets))
-    assert stated == set(excluded)
+    stated = set(DOTTED.findall(para)) - {"golf.main", "golf.ship.optional", "golf.PACKED_PARTS",
+                                          "quant.codec.LEFT_OUT"}
+    assert stated == {m for part in ship.PARTS.values() for m in part.modules}
 
 
 def test_readme_quick_start_holds_the_lines_ci_runs():

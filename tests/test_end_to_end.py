@@ -7,16 +7,10 @@ import json
 import pytest
 
 
-@pytest.fixture(scope="module")
-def e2e(tmp_path_factory, embedded_data):
-    from conftest import tiny_pipeline_config
-    from golf.main import run_pipeline
-    tmp = tmp_path_factory.mktemp("e2e")
-    cfg = tiny_pipeline_config(embedded_data, iterations=8, warmdown_iters=4, val_loss_every=4,
-                               train_log_every=2, quant_small_numel=1024, max_eval_tokens=4096,
-                               runs_dir=str(tmp / "runs"), run_id="e2e")
-    summary = run_pipeline(cfg, do_pack=True, out_dir=str(tmp / "submission"))
-    return cfg, summary, tmp
+@pytest.fixture()
+def e2e(packed_tiny_run):
+    """The session's tiny packed run (conftest.packed_tiny_run), shared with tests/test_audit_golfkit.py."""
+    return packed_tiny_run
 
 
 def _independent_bpb(cfg, state_dict) -> float:

@@ -96,7 +96,7 @@ def test_missing_run_dir_files_message_without_traceback(tmp_path):
 
 def test_run_dir_without_weights_names_the_missing_file(run_dir, tmp_path, capsys):
     _, cfg = run_dir
-    (tmp_path / "config.json").write_text(cfg.to_json())
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
     assert "ema.pt" in _cli_error(capsys, str(tmp_path))
 
 
@@ -215,7 +215,7 @@ def test_artifact_from_another_config_lists_differing_keys(run_dir, tmp_path, ca
     run, cfg = run_dir
     other = tmp_path / "other"
     other.mkdir()
-    (other / "config.json").write_text(cfg.replace(num_layers=3, model_dim=96).to_json())
+    (other / "config.json").write_text(json.dumps(cfg.replace(num_layers=3, model_dim=96).to_dict()))
     err = _cli_error(capsys, str(other), "--checkpoint", str(run / "ema.pt"),
                      "--artifact", str(run / "final_model.gkq"), "--max-tokens", "256")
     assert "num_layers" in err and "model_dim" in err and "ema.pt" in err

@@ -245,7 +245,7 @@ def test_wrong_expected_bpb_fails_the_proof(standin, tmp_path):
     ev = json.loads((run / "eval.json").read_text())
     ev["post"]["val_bpb"] = float.fromhex(ev["post"]["val_bpb"].hex()) + 2 ** -40  # a tiny, non-bit-equal change
     (run / "eval.json").write_text(json.dumps(ev))
-    with pytest.raises(RoundTripError, match="!= run's post-quant val_bpb"):
+    with pytest.raises(RoundTripError, match="!= the run's scored val_bpb"):
         submission.pack_run(run, tmp_path / "sub",
                             submission.PackRequest(compress=False, entry=entry, src_roots=roots),
                             log=lambda _m: None)

@@ -145,3 +145,47 @@ def test_the_optimizer_no_longer_speaks_the_quantizers_vocabulary():
     tree = ast.parse(Path(__file__).resolve().parents[1].joinpath("golf/optim.py").read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not {m for m in imported if m and m.split(".")[0] == "quant"}
+
+
+def test_a_new_parameter_is_routed_by_its_declared_role(monkeypatch):
+    """A parameter golf/model.py gives a role is grouped by the optimizer and classed by the
+    quantizer by that role: a new lookup table is an embedding everywhere, and a name added to
+    CONTROL_PARAMS turns a 2-D block tensor from a Muon matrix into an fp32 control tensor."""
+    import torch
+    from golf import model as gmodel
+    from golf.optim import split_params
+    from quant.policy import classify, is_control
+    cfg = Config.from_preset("cpu")
+    with torch.device("meta"):
+        model = gmodel.GPT(cfg)
+        model.blocks[0].toy_mix = torch.nn.Parameter(torch.empty(512, 256))   # > small_numel
+        model.toy_table = torch.nn.Embedding(cfg.vocab_size, 128)
+
+    def routes(name: str, p) -> tuple[str, str, str, bool]:
+        muon, emb, _scalar = split_params(model)
+        group = "muon" if any(p is q for q in muon) else "emb" if any(p is q for q in emb) else "scalar"
+        policy = QuantPolicy(**gmodel.quant_roles(model))
+        cls = classify(name, p.numel(), p.ndim, p.is_floating_point(), policy)
+        return gmodel.param_roles(model)[name], group, cls, is_control(name, policy.control_patterns)
+
+    table = model.toy_table.weight
+    assert routes("toy_table.weight", table) == ("embedding", "emb", "embedding", False)
+    mix = model.blocks[0].toy_mix
+    assert routes("blocks.0.toy_mix", mix) == ("matrix", "muon", "other", False)
+    monkeypatch.setattr(gmodel, "CONTROL_PARAMS", (*gmodel.CONTROL_PARAMS, "toy_mix"))
+    assert routes("blocks.0.toy_mix", mix) == ("control", "scalar", "other", True)
+
+
+def test_interop_keeps_no_role_rules_of_its_own():
+    """golf/interop.py's name tables say which tensors a record's checkpoint holds and what each
+    shape tells; the imported run's tensors get their roles from golf.model like any run's (the
+    run directory holds the weights only), so interop declares no role vocabulary."""
+    import ast
+    from pathlib import Path
+    tree = ast.parse(Path(__file__).resolve().parents[1].joinpath("golf/interop.py").read_text())
+    assigned = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+                if isinstance(t, ast.Name)}
+    assert {"GLOBAL_PARAMS", "BLOCK_PARAMS"} <= assigned          # the walk sees its tables
+    assert not {a for a in assigned if any(w in a for w in ("CONTROL", "ROLE", "EMBEDDING"))}
+    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert not used & {"is_control", "classify", "param_role", "split_params"}

@@ -77,7 +77,7 @@ def test_config_json_round_trip_is_unchanged(tmp_path):
     """The metadata lives on the fields: config.json keeps its keys, an older one still loads."""
     cfg = Config.from_preset("cpu")
     path = tmp_path / "config.json"
-    path.write_text(cfg.to_json())
+    path.write_text(json.dumps(cfg.to_dict()))
     assert Config.load(path) == cfg
     old = {k: v for k, v in cfg.to_dict().items() if k not in ("quant_scales", "checkpoint_every")}
     path.write_text(json.dumps({**old, "a_field_from_the_future": 1}))
@@ -244,13 +244,13 @@ def test_training_stops_at_the_first_nonfinite_loss_with_the_last_good_checkpoin
 
 
 def test_cpu_presets_are_bounded_by_steps_not_the_machine():
-    """Under the cpu presets the wallclock cap is a safety cap far above 400 steps' time, so the
+    """Under the cpu presets the wallclock cap is a safety cap far above their steps' time, so the
     LR schedule (and the depth loop's switch) follows the steps alone: the weights do not
     depend on the machine's speed."""
     from golf.optim import schedule_multiplier, training_fraction
     for name in ("cpu", "cpu_p1125", "cpu_frontier"):
         c = Config.from_preset(name)
-        assert c.iterations == 400 and c.max_wallclock_seconds >= 3600
+        assert c.max_wallclock_seconds >= 3600 and c.iterations * 1.5 < c.max_wallclock_seconds
         cap_ms = 1000.0 * (c.max_wallclock_seconds - c.gptq_reserve_seconds)
         for step_ms in (50.0, 1500.0):  # a fast machine and one 2.5x slower than the old cap allowed
             for step in range(c.iterations):

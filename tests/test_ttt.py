@@ -483,3 +483,31 @@ def test_main_job_summary_shows_the_third_number(ttt_run, monkeypatch, one_threa
     assert s["ttt_gain"] == t["val_bpb"] - json.loads((run / "eval.json").read_text())["post"]["val_bpb"]
     assert json.loads((run / "summary.json").read_text())["post_ttt_val_bpb"] == t["val_bpb"]
     assert any(line.strip().startswith("post+TTT val_bpb (chunk)") for line in lines)
+
+
+def test_main_job_tilts_after_ttt_when_asked(ttt_run, monkeypatch, one_thread):
+    """NGRAM_TILT_ENABLED=1 in the main job: eval.json holds post+tilt and a tilted post+TTT,
+    and the summary prints both, labelled post+TTT+tilt; without it nothing is tilted."""
+    from golf.main import Finish, PhaseTimer, evaluate_run, summarize_and_pack
+    from golf.tilt import TiltSettings
+    run, cfg = ttt_run
+    monkeypatch.setenv("TTT", "chunk")
+    monkeypatch.setenv("TTT_CHUNK_TOKENS", "512")
+    plain = evaluate_run(cfg, run, lambda _m: None)
+    assert "post_tilt" not in plain and plain["post_ttt"]["tilt"] is None
+    monkeypatch.setenv("NGRAM_TILT_ENABLED", "1")
+    monkeypatch.setenv("TOKEN_ORDER", "3")
+    monkeypatch.setenv("TOKEN_THRESHOLD", "0.5")
+    report = evaluate_run(cfg, run, lambda _m: None)
+    knobs = TiltSettings(enabled=True, order=3, threshold=0.5).knobs()
+    tilt, ttt = report["post_tilt"], report["post_ttt"]
+    assert tilt["weights"] == "post" and tilt["tilt"] == knobs and tilt["gated"] > 0
+    assert tilt["val_bpb"] != report["post"]["val_bpb"]              # the hints fired and moved it
+    assert ttt["tilt"] == knobs and ttt["val_bpb"] != plain["post_ttt"]["val_bpb"]
+    lines: list[str] = []
+    s = summarize_and_pack(cfg, run, lines.append, PhaseTimer(), report, 1,
+                           Finish(steps=1, train_time_ms=1.0, do_pack=False))
+    assert (s["post_tilt_val_bpb"], s["post_ttt_val_bpb"]) == (tilt["val_bpb"], ttt["val_bpb"])
+    assert s["tilt_gain"] == tilt["val_bpb"] - report["post"]["val_bpb"]
+    assert any(line.strip().startswith("post+tilt val_bpb") for line in lines)
+    assert any(line.strip().startswith("post+TTT+tilt val_bpb (chunk)") for line in lines)

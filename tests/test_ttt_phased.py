@@ -74,7 +74,7 @@ def test_adapters_per_document_are_the_records_counts():
         with torch.device("meta"):
             bank = DocLoRA(GPT(cfg), docs=1, rank=80, alpha=144.0, targets=targets)
         assert bank.slots == 17
-        counts.append(bank.params_per_document())
+        counts.append(sum(m.A[:, 0].numel() + m.B[:, 0].numel() for m in bank.lora_modules()))
     assert counts == [6_963_200, 5_918_720, 4_526_080]
 
 
@@ -94,6 +94,36 @@ def test_batches_sorted_by_length_longest_first_and_phase_boundaries():
     s = TTTSettings(mode="lora", short_score_first_enabled=True).validated()
     assert [batch_chunk(s, [(0, n - 1)]) for n in (200, 256, 257, 2000, 2001)] == [8, 8, 24, 24, 48]
     assert batch_chunk(TTTSettings(mode="lora").validated(), [(0, 10)]) == 48
+
+
+def _chunk_by_hand(doc_lens: list[int], steps: dict[int, int], default: int) -> int:
+    """#2014's rule written out: the batch's longest doc_len, the smallest bound >= it."""
+    longest = max(doc_lens)
+    covering = [b for b in steps if b >= longest]
+    return steps[min(covering)] if covering else default
+
+
+def test_short_score_first_steps_pick_the_chunk_of_a_batch():
+    """#2014's TTT_SHORT_SCORE_FIRST_STEPS: a batch gets the chunk of the smallest doc_len bound
+    covering its longest document, else TTT_CHUNK_SIZE; checked against the rule written out."""
+    from golf.ttt import batch_chunk
+    env = {"TTT": "lora", "TTT_SHORT_SCORE_FIRST_ENABLED": "1",
+           "TTT_SHORT_SCORE_FIRST_STEPS": "256:8,1000:16", "TTT_CHUNK_SIZE": "40"}
+    s = TTTSettings.from_env(env)
+    for batch in ([100], [256], [257], [100, 1000], [1001], [5, 9000]):
+        docs = [(0, n - 1) for n in batch]                  # doc_len = targets + 1
+        assert batch_chunk(s, docs) == _chunk_by_hand(batch, {256: 8, 1000: 16}, 40), batch
+    d = TTTSettings(mode="lora", short_score_first_enabled=True).validated()   # #2014's values
+    assert [batch_chunk(d, [(0, n - 1)]) for n in (256, 257, 2000, 2001)] == [8, 24, 24, 48]
+    off = TTTSettings.from_env({**env, "TTT_SHORT_SCORE_FIRST_ENABLED": "0"})
+    assert batch_chunk(off, [(0, 99)]) == 40                # the schedule only when enabled
+
+
+@pytest.mark.parametrize("env", [{"TTT_SHORT_SCORE_FIRST_STEPS": "2000:x"},
+                                 {"TTT_SHORT_SCORE_FIRST_STEPS": "256:8,256:16"}])
+def test_contradicting_short_steps_are_one_clear_error(env):
+    with pytest.raises(EvalError, match="TTT_SHORT_"):
+        TTTSettings.from_env({"TTT": "lora", **env})
 
 
 # ----------------------------------------------------------------------------- adapters

@@ -7,13 +7,13 @@ One job per module, and this file is the front door (import from `golf.submissio
     run         a run directory as the packer reads it (RunInfo, load_run, what was scored)
     budget      code + model bytes against the cap (the table every size print uses)
     evaltime    what the scored evaluation costs, part by part, and the 8xH100 estimate rule
-    roundtrip   proof that the shipped file reproduces the run's post-quant val_bpb
+    roundtrip   proof that the shipped file reproduces the run's score (post, +TTT, +tilt)
     checks      the pre-submit checks: a registry (CHECKS) the packer runs in order
     stats       Welch's t-test for a record claim (pure math)
     record      submission.json and the generated README.md
     assemble    pack_run: the phases, and the out-folder rules (never replace what pack did not write)
 
-Never embedded in the packed script (amalgamate.EXCLUDED): a submission has no packer.
+Never embedded in the packed script (golf/ship.py's "packer" part): a submission has no packer.
 """
 from golf.errors import OverCapError, PackError, RoundTripError
 from golf.submission.assemble import (PackRequest, PackResult, check_out_dir, default_out_dir,

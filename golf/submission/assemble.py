@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from golf import rundir as rd
+from golf import ship
 from golf.errors import PackError, RoundTripError
 from golf.submission.budget import (CAP_BYTES, BudgetTable, budget_table, enforce_budget,
                                     enforce_each_seed, format_budget_table)
@@ -25,7 +26,8 @@ from golf.submission.checks import (Check, CheckContext, format_checks, run_chec
 from golf.submission.evaltime import format_eval_cost
 from golf.submission.record import Claim, build_submission_json, render_readme
 from golf.submission.roundtrip import RoundTripResult, RoundTripTarget, run_roundtrip
-from golf.submission.run import RunInfo, load_run, roundtrip_settings, verify_artifact
+from golf.submission.run import (RunInfo, headline, load_run, roundtrip_settings, score_env,
+                                 score_key, verify_artifact)
 from golf.submission.script import ENTRY, build_forms, requirements_for
 from golf.submission.tempdirs import owned_name, remove_stale
 
@@ -131,13 +133,14 @@ def _form_order(forms: dict[str, bytes], compress: str | bool) -> list[str]:
 def _ship_form(tmp: Path, out: Path, forms: dict[str, bytes], primary: RunInfo,
                request: PackRequest, log: Log) -> tuple[str, RoundTripResult | None]:
     """Phase 2: write each form in turn (best first), enforce the cap, and keep the first that
-    passes the round trip (request.roundtrip False = none: the first form ships)."""
+    passes the round trip of the score (post, or post+TTT / post+tilt re-run by the packed
+    script; request.roundtrip False = none: the first form ships)."""
     errors: list[str] = []
     tolerance = request.tolerance
     settings = (roundtrip_settings(primary, request.data_path, request.tokenizer_path)
                 if request.roundtrip else None)
-    target = RoundTripTarget(primary.eval["post"]["val_bpb"], tolerance,
-                             label=str(primary.run_dir / ARTIFACT))
+    expected, key = headline(primary.eval)[0]["val_bpb"], score_key(primary.eval)
+    target = RoundTripTarget(expected, tolerance, label=str(primary.run_dir / ARTIFACT))
     for form in _form_order(forms, request.compress):
         _write(tmp / SCRIPT, forms[form])
         table = budget_table(tmp / SCRIPT, tmp / ARTIFACT, request.cap)
@@ -151,7 +154,7 @@ def _ship_form(tmp: Path, out: Path, forms: dict[str, bytes], primary: RunInfo,
             errors.append(f"[{form}] {exc}")
             log(f"round trip FAILED for form {form}")
             continue
-        log(f"round trip ok [{form}]: val_bpb {rt.val_bpb!r} == eval.json "
+        log(f"round trip ok [{form}]: {key} val_bpb {rt.val_bpb!r} == {primary.eval_file} "
             f"{rt.expected_bpb!r} ({'bit-exact' if rt.exact else f'within {tolerance}'})")
         return form, rt
     raise RoundTripError(errors[0].split("] ", 1)[1] if len(errors) == 1 else "\n".join(errors))
@@ -239,9 +242,11 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     entry, src_roots, eval_speed_ratio = request.entry, request.src_roots, request.eval_speed_ratio
     out = Path(out_dir if out_dir is not None else default_out_dir(run_dir)).resolve()
     check_out_dir(out)
-    forms = build_forms(entry, src_roots)
+    parts = ship.parts_for(score_env(primary.eval))    # what the score needs the script to re-run
+    forms = build_forms(entry, src_roots, parts)
     sizes = {k: len(v) for k, v in forms.items()}
-    log("train_gpt.py forms: " + ", ".join(f"{k}={v:,}B" for k, v in sizes.items()))
+    log(f"train_gpt.py optional parts: {', '.join(parts) or 'none'}; forms: "
+        + ", ".join(f"{k}={v:,}B" for k, v in sizes.items()))
     with rd.io_guard(f"packing into {out.parent}", "the run directory and any earlier pack"):
         out.parent.mkdir(parents=True, exist_ok=True)
         for prefix in (f".{out.name}.tmp-", f".{out.name}.old-"):  # a killed pack's folders
@@ -255,7 +260,7 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
             shipped, rt = _ship_form(tmp, out, forms, primary, request, log)
             table = budget_table(tmp / SCRIPT, tmp / ARTIFACT, request.cap)
             _copy_logs_and_requirements(tmp, runs, requirements_for(
-                entry, src_roots, shipped if shipped != "plain" else ""))
+                entry, src_roots, shipped if shipped != "plain" else "", parts))
             sub = _describe(runs, table, shipped, rt, request)
             checks = run_checks(CheckContext(runs, table, sub, rt, request.record,
                                              eval_speed_ratio))

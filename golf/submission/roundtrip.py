@@ -1,5 +1,5 @@
 """Round-trip proof: the shipped train_gpt.py, run alone on the shipped artifact, reproduces
-the run's post-quant val_bpb bit for bit.
+the run's score bit for bit (post-quant, or post+TTT / post+tilt, which it then carries).
 
 Why outside the repo with a clean environment: the proof must show that nothing of ours on
 sys.path (or in the cwd) is needed, so it copies both files into a fresh temp dir (in TMPDIR,
@@ -105,7 +105,7 @@ def run_roundtrip(script: str | os.PathLike, artifact: str | os.PathLike,
         res = RoundTripResult(loss, bpb, float(expected_bpb), seconds, out[-2000:])
         if not res.exact and abs(bpb - expected_bpb) > tolerance:
             raise RoundTripError(
-                f"{label}: round-trip val_bpb {bpb!r} ({bpb.hex()}) != run's post-quant val_bpb "
+                f"{label}: round-trip val_bpb {bpb!r} ({bpb.hex()}) != the run's scored val_bpb "
                 f"{expected_bpb!r} ({float(expected_bpb).hex()}); the shipped file or artifact "
                 "differs from what was evaluated: re-run eval on this artifact, then pack again")
         return res
