@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 from golf import rundir as rd
 from golf import ship
 from golf.errors import PackError, user_errors
-from golf.submission import (budget_cap, budget_table, build_forms, code_bytes,
+from golf.submission import (Claim, PackRequest, budget_cap, budget_table, build_forms, code_bytes,
                              format_budget_table, format_eval_cost, load_run, pack_run)
 from golf.submission.checks import run_eval_cost
 from golf.submission.run import score_env
@@ -96,11 +96,12 @@ def _cli(argv: Sequence[str] | None) -> int:
     if a.budget_only:
         return budget_only(a.run_dirs[0], cap, a.score, a.eval_speed_ratio)
     compress = {"auto": "auto", "yes": True, "no": False}[a.compress]
-    res = pack_run(a.run_dirs[0], a.out, name=a.name, github_id=a.github_id, blurb=a.blurb,
-                   extra_runs=a.run_dirs[1:], baseline=_baseline(a), compress=compress,
-                   roundtrip=not a.no_roundtrip, record=a.record, tolerance=a.tolerance,
-                   data_path=a.data_path, tokenizer_path=a.tokenizer_path,
-                   eval_speed_ratio=a.eval_speed_ratio, cap=cap, score=a.score)
+    claim = Claim(name=a.name, github_id=a.github_id, blurb=a.blurb, baseline=_baseline(a))
+    res = pack_run(a.run_dirs[0], a.out, PackRequest(
+        claim=claim, extra_runs=a.run_dirs[1:], score=a.score, compress=compress,
+        roundtrip=not a.no_roundtrip, tolerance=a.tolerance, data_path=a.data_path,
+        tokenizer_path=a.tokenizer_path, record=a.record, cap=cap,
+        eval_speed_ratio=a.eval_speed_ratio))
     return 0 if res.ok else 1
 
 

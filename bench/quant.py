@@ -221,7 +221,7 @@ def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
     from golf.config import Config
     from golf.data.loader import DistributedTokenLoader
     from golf.data.shards import load_val_tokens
-    from golf.evaluate import evaluate_bpb
+    from golf.evaluate import Scoring, evaluate_bpb
     from golf.model import GPT, quant_roles
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -248,8 +248,8 @@ def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
         m = GPT(cfg)
         m.load_state_dict(sd if sd is not None else state)
         m.to(device).eval()
-        return float(evaluate_bpb(m, tokens, lut, seq_len=seq, max_tokens=max_tokens,
-                                  device=device).val_bpb)
+        return float(evaluate_bpb(m, tokens, lut, Scoring(seq, device=device),
+                                  max_tokens=max_tokens).val_bpb)
 
     def via_file(q) -> dict:
         with tempfile.TemporaryDirectory() as d:

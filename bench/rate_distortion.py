@@ -105,7 +105,7 @@ def scale_bytes(q) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     from golf.config import lqer_ranks
-    from golf.evaluate import evaluate_bpb, load_eval_data
+    from golf.evaluate import Scoring, evaluate_bpb, load_eval_data
     from golf.model import GPT, quant_roles
     cfg, model, state, hs, om = load_run(args.checkpoint, args.data, args.calib_batches)
     data = load_eval_data(args.data, args.tokenizer, cfg.vocab_size,
@@ -119,8 +119,8 @@ def run(args: argparse.Namespace) -> dict:
         m = GPT(cfg)
         m.load_state_dict(sd)
         m.eval()
-        return evaluate_bpb(m, data.tokens, data.lut, seq_len=cfg.effective_eval_seq_len,
-                            max_tokens=data.n_targets, device="cpu")
+        return evaluate_bpb(m, data.tokens, data.lut, Scoring(cfg.effective_eval_seq_len),
+                            max_tokens=data.n_targets)
 
     def bpb(sd: dict) -> float:
         return float(score(sd).val_bpb)

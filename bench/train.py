@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
 from golf.config import CPU_PRESET, Config  # noqa: E402
 from golf.model import GPT, count_parameters  # noqa: E402
 from golf.optim import build_optimizers  # noqa: E402
-from golf.step import Stepper  # noqa: E402
+from golf.step import StepPlan, Stepper  # noqa: E402
 
 
 def time_steps(cfg: Config, batch: int, seq: int, steps: int, device: str, compile_: bool = False,
@@ -39,8 +39,8 @@ def time_steps(cfg: Config, batch: int, seq: int, steps: int, device: str, compi
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     ac = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
-    stepper = Stepper(base, opts, rank=0, world=1, accum=accum, clip_norm=cfg.grad_clip_norm,
-                      sharded=sharded, reduce_bf16=True)
+    stepper = Stepper(base, opts, StepPlan(accum=accum, clip_norm=cfg.grad_clip_norm,
+                                           sharded=sharded, reduce_bf16=True))
     x = torch.randint(0, cfg.vocab_size, (batch, seq), device=device)
 
     def fwd(a, b):

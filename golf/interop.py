@@ -745,10 +745,22 @@ def _import_warnings(shapes: "Shapes", stack: str) -> list[str]:
     return warnings
 
 
-def _import_lines(src: Path, fmt: str, layout: str, stack: str, sha: str, shapes: "Shapes",
-                  cfg: Config, ignored: list[str], notes: list[str], warnings: list[str]) -> list[str]:
+@dataclass(frozen=True)
+class ImportSource:
+    """Where imported weights came from: the file, its format and tensor layout, the stack
+    chosen for it, the file's sha256 (train.log's first line and import.json's fields)."""
+    path: Path
+    format: str
+    layout: str
+    stack: str
+    sha256: str
+
+
+def _import_lines(source: ImportSource, shapes: "Shapes", cfg: Config, ignored: list[str],
+                  notes: list[str], warnings: list[str]) -> list[str]:
     """The import's key:value lines: source, shapes, the config it chose, what it ignored."""
-    lines = [f"import:source {src} format:{fmt} layout:{layout} stack:{stack} sha256:{sha}",
+    lines = [f"import:source {source.path} format:{source.format} layout:{source.layout} "
+             f"stack:{source.stack} sha256:{source.sha256}",
              f"import:shapes vocab:{shapes.vocab_size} layers:{shapes.num_layers} dim:{shapes.model_dim} "
              f"heads:{shapes.num_heads}/{shapes.num_kv_heads} mlp:{shapes.mlp_hidden} tied:{int(shapes.tie_embeddings)} "
              f"bigram:{'x'.join(map(str, shapes.bigram)) if shapes.bigram else 0} smear:{int(shapes.smear)} "
@@ -805,8 +817,8 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *,
     state = convert(known, cfg, fold_ln, notes)
     model = build_model(cfg, state, provenance)
     warnings = _import_warnings(shapes, st.name)
-    sha = file_sha256(src)
-    lines = _import_lines(src, fmt, layout, st.name, sha, shapes, cfg, ignored, notes, warnings)
+    source = ImportSource(src, fmt, layout, st.name, file_sha256(src))
+    lines = _import_lines(source, shapes, cfg, ignored, notes, warnings)
     for line in lines:
         log(line)
 
@@ -821,7 +833,7 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *,
             f"to collect training-data Hessians from DATA_PATH={cfg.data_path}")
     say(f"import:done {out} params:{sum(t.numel() for t in state.values())}")
     ema_sd = {k: v.detach().to(torch.float32).contiguous() for k, v in model.state_dict().items()}
-    info = {"source": str(src), "source_sha256": sha, "format": fmt, "layout": layout,
+    info = {"source": str(src), "source_sha256": source.sha256, "format": fmt, "layout": layout,
             "stack": st.name, "env": user_env, "ignored": ignored, "notes": notes,
             "warnings": warnings, "hessians": hess is not None}
     _write_run_dir(out, cfg, ema_sd, hess, info, lines)

@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -51,6 +51,18 @@ Trains, quantizes to the byte budget, evaluates and packs. Every setting is an e
 variable (e.g. ITERATIONS=200 python train_gpt.py); each is checked before any work starts.
 Defaults: the cpu column without CUDA, the gpu column with it (PRESET picks another stack).
 """
+
+
+@dataclass(frozen=True)
+class Finish:
+    """What the phases after training need from it and from the caller: the steps taken, the
+    training time and the world size (summary.json), and whether and where to pack (do_pack
+    None = the PACK setting; out_dir None = SUBMISSION_DIR/<RUN_ID>, see submission_folder)."""
+    steps: int = 0
+    train_time_ms: float = 0.0
+    world_size: int = 1
+    do_pack: bool | None = None
+    out_dir: str | None = None
 
 
 @dataclass
@@ -205,13 +217,14 @@ def evaluate_run(cfg: Config, run_dir: Path, log: Callable[[str], None],
     `out_dir` the artifact is read from there and eval.json written there (the staged pair).
     Every eval setting is passed from `cfg`: under QUANT_ONLY it holds the variables set now
     over the saved config.json, which run_eval alone would read back."""
-    settings = dict(mode=run_eval_mode(cfg.eval_stride), log=log, seq_len=cfg.effective_eval_seq_len,
-                    stride=cfg.eval_stride, max_tokens=cfg.max_eval_tokens,
-                    batch_tokens=cfg.val_batch_size, ttt=ttt_settings(), tilt=tilt_settings())
+    request = evaluate.EvalRequest(mode=run_eval_mode(cfg.eval_stride),
+                                   seq_len=cfg.effective_eval_seq_len, stride=cfg.eval_stride,
+                                   max_tokens=cfg.max_eval_tokens, batch_tokens=cfg.val_batch_size,
+                                   ttt=ttt_settings(), tilt=tilt_settings())
     if out_dir is None:
-        return evaluate.run_eval(run_dir=run_dir, **settings)
-    return evaluate.run_eval(run_dir=run_dir, artifact=str(out_dir / rd.ARTIFACT),
-                             out=out_dir / rd.EVAL, **settings)
+        return evaluate.run_eval(run_dir, request, log=log)
+    staged = replace(request, artifact=str(out_dir / rd.ARTIFACT))
+    return evaluate.run_eval(run_dir, staged, out=out_dir / rd.EVAL, log=log)
 
 
 def ttt_settings():
@@ -334,14 +347,13 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
             f"-- continue with RESUME={run_dir} python train_gpt.py")
         raise SystemExit(130)
 
-    return finish_run(cfg, run_dir, log, timer, steps=result.steps,
-                      train_time_ms=result.train_time_ms, world_size=dist_info.world_size,
-                      do_pack=do_pack, out_dir=out_dir)
+    return finish_run(cfg, run_dir, log, timer, Finish(
+        steps=result.steps, train_time_ms=result.train_time_ms, world_size=dist_info.world_size,
+        do_pack=do_pack, out_dir=out_dir))
 
 
-def finish_run(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "PhaseTimer", *,
-               steps: int, train_time_ms: float, world_size: int,
-               do_pack: bool | None = None, out_dir: str | None = None) -> dict:
+def finish_run(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "PhaseTimer",
+               finish: Finish) -> dict:
     """Quantize -> evaluate -> plots -> summary (-> pack) for a trained run directory.
 
     The artifact and eval.json are written into the staging folder and moved in together, the
@@ -366,17 +378,14 @@ def finish_run(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "P
     def publish_and_pack() -> dict:
         with rd.io_guard("moving the new artifact/eval pair in", kept):
             rd.publish_pair(run_dir, log)
-        return summarize_and_pack(cfg, run_dir, log, timer, report, code_bytes=code_bytes,
-                                  steps=steps, train_time_ms=train_time_ms, world_size=world_size,
-                                  do_pack=do_pack, out_dir=out_dir)
+        return summarize_and_pack(cfg, run_dir, log, timer, report, code_bytes, finish)
     # plots, summary and pack are rank 0's; the others wait for them on the store, so every
     # rank leaves the process group together (and learns if rank 0 failed)
     return distributed.on_rank0("pack", publish_and_pack)
 
 
 def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "PhaseTimer",
-                       report: dict, *, code_bytes: int, steps: int, train_time_ms: float,
-                       world_size: int, do_pack: bool | None, out_dir: str | None) -> dict:
+                       report: dict, code_bytes: int, finish: Finish) -> dict:
     """Loss plot, summary.json, the pack (unless PACK=0) and the summary table."""
     plot_loss_curves(run_dir / rd.METRICS, run_dir / rd.LOSS_PNG, title=f"run {run_dir.name}")
 
@@ -389,12 +398,13 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
         "code_bytes": code_bytes, "model_bytes": model_bytes,
         "total_bytes": code_bytes + model_bytes,
         "cap_bytes": cfg.budget_bytes, "headroom_bytes": cfg.budget_bytes - code_bytes - model_bytes,
-        "steps": steps, "train_time_ms": train_time_ms,
-        "phase_seconds": timer.seconds, "hardware": evaluate.eval_hardware(world_size),
+        "steps": finish.steps, "train_time_ms": finish.train_time_ms,
+        "phase_seconds": timer.seconds, "hardware": evaluate.eval_hardware(finish.world_size),
     }
     summary.update(after_quant_numbers(report))
     atomic_write_json(run_dir / rd.SUMMARY, summary)
 
+    do_pack = finish.do_pack
     if do_pack is None:
         do_pack = settings.read("PACK", os.environ)
     if do_pack and unpackable_method(cfg.quant_method):
@@ -407,10 +417,10 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
         log("pack:skipped (this is already a packed submission script)")
     elif do_pack:
         with timer.phase("pack", log):  # the run's cap (the scaled one on CPU), never above 16 MB
-            packed = packer.pack_run(run_dir, submission_folder(run_dir, out_dir),
-                                     name=settings.read("GOLF_NAME", os.environ),
-                                     github_id=settings.read("GOLF_GITHUB_ID", os.environ),
-                                     log=log, cap=cfg.budget_bytes)
+            claim = packer.Claim(name=settings.read("GOLF_NAME", os.environ),
+                                 github_id=settings.read("GOLF_GITHUB_ID", os.environ))
+            packed = packer.pack_run(run_dir, submission_folder(run_dir, finish.out_dir),
+                                     packer.PackRequest(claim=claim, cap=cfg.budget_bytes), log=log)
         summary["code_bytes"] = packed.budget.code_bytes
         summary["model_bytes"] = packed.budget.model_bytes
         summary["total_bytes"] = packed.budget.total
@@ -477,9 +487,8 @@ def quant_only(run: str) -> int:
         prev = json.loads(old.read_text()) if old.is_file() else {}
         log = make_logger(run_dir, 0)
         log(f"quant_only:{run_dir} method:{cfg.quant_method} budget_bytes:{cfg.budget_bytes}")
-        finish_run(cfg, run_dir, log, PhaseTimer(), steps=int(prev.get("steps", 0)),
-                   train_time_ms=float(prev.get("train_time_ms", 0.0)),
-                   world_size=1, do_pack=None)
+        finish_run(cfg, run_dir, log, PhaseTimer(), Finish(
+            steps=int(prev.get("steps", 0)), train_time_ms=float(prev.get("train_time_ms", 0.0))))
     return 0
 
 
@@ -491,16 +500,17 @@ def eval_only() -> int:
     cfg = Config.from_env()
     seq_len = cfg.effective_eval_seq_len
     ttt, tilt = ttt_settings(), tilt_settings()
-    common = dict(seq_len=seq_len, stride=cfg.eval_stride, max_tokens=cfg.max_eval_tokens or None,
-                  batch_tokens=cfg.val_batch_size, device=distributed.default_device())
+    request = evaluate.EvalRequest(data=cfg.data_path, tokenizer=cfg.tokenizer_path,
+                                   seq_len=seq_len, stride=cfg.eval_stride,
+                                   max_tokens=cfg.max_eval_tokens or None,
+                                   batch_tokens=cfg.val_batch_size,
+                                   device=distributed.default_device())
     if (ttt is None or not ttt.active) and (tilt is None or not tilt.enabled):
-        res = evaluate.evaluate_source(artifact, cfg.data_path, cfg.tokenizer_path,
-                                       **common).to_dict()
+        res = evaluate.evaluate_source(artifact, request).to_dict()
         score = "post"
     else:  # the pass the score came from, with the same windows as the run's own evaluation
-        report = evaluate.run_eval(artifact=artifact, data=cfg.data_path, log=None,
-                                   tokenizer=cfg.tokenizer_path, ttt=ttt, tilt=tilt,
-                                   mode=run_eval_mode(cfg.eval_stride), **common)
+        report = evaluate.run_eval(None, replace(request, artifact=artifact, ttt=ttt, tilt=tilt,
+                                                 mode=run_eval_mode(cfg.eval_stride)), log=None)
         score = "post_ttt" if "post_ttt" in report else "post_tilt"
         res = report[score]
     print(f"eval_mode:{eval_mode(cfg.eval_stride)} seq_len:{seq_len} stride:{cfg.eval_stride} "

@@ -30,12 +30,12 @@ from golf.data.shards import (dataset_text_transform, find_shards, load_val_byte
 from golf.data.tokenizer import load_tokenizer
 from golf.distributed import all_reduce_ as _allreduce, host_max, init_distributed
 from golf.errors import TrainError
-from golf.evaluate import EvalResult, evaluate_bpb
+from golf.evaluate import EvalResult, Scoring, evaluate_bpb
 from golf.model import GPT, count_parameters
 from golf.optim import (build_optimizers, ema_decay_at, muon_momentum, schedule_multiplier, set_lrs,
                         training_fraction)
 from golf.seq_schedule import SeqSchedule, parse_seq_schedule
-from golf.step import Stepper
+from golf.step import StepPlan, Stepper
 from quant import collect_error_weights, collect_hessians
 
 
@@ -227,9 +227,10 @@ class Trainer:
         self.model = torch.compile(base, dynamic=False) if (self.cuda and cfg.compile) else base
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda
                          else torch.autocast("cpu", enabled=False))
-        self.stepper = Stepper(base, self.opts, rank=self.di.rank, world=self.di.world_size,
-                               accum=self.accum, clip_norm=cfg.grad_clip_norm,
-                               sharded=cfg.muon_sharded, reduce_bf16=cfg.muon_reduce_bf16)
+        self.stepper = Stepper(base, self.opts, StepPlan(
+            rank=self.di.rank, world=self.di.world_size, accum=self.accum,
+            clip_norm=cfg.grad_clip_norm, sharded=cfg.muon_sharded,
+            reduce_bf16=cfg.muon_reduce_bf16))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.cuda:  # pinned: a pageable copy would make the host wait for the device queue
@@ -471,9 +472,10 @@ class Trainer:
         """Chunked val_bpb of `m`, logged and recorded (the clock is paused meanwhile)."""
         cfg, di = self.cfg, self.di
         m.doc_window = 0  # eval rows are their own window (the training cut is set per batch)
-        r = evaluate_bpb(m, self.val_tokens, self.lut, seq_len=cfg.train_seq_len, stride=0,
-                         batch_tokens=cfg.val_batch_size, device=self.dev,
-                         max_tokens=cfg.max_eval_tokens or None, rank=di.rank, world_size=di.world_size)
+        scoring = Scoring(seq_len=cfg.train_seq_len, stride=0, batch_tokens=cfg.val_batch_size,
+                          device=self.dev, rank=di.rank, world_size=di.world_size)
+        r = evaluate_bpb(m, self.val_tokens, self.lut, scoring,
+                         max_tokens=cfg.max_eval_tokens or None)
         m.train()
         self.log(f"step:{self.step}/{cfg.iterations} val_loss:{r.val_loss:.4f} val_bpb:{r.val_bpb:.4f} "
                  f"train_time:{self.train_ms:.0f}ms step_avg:{self.step_avg():.2f}ms{tag}")

@@ -309,7 +309,7 @@ def test_caseops_sidecar_scores_the_original_bytes(caseops_data):
     """val bytes = the untransformed documents' UTF-8 bytes; the table would count each
     operator as 3 bytes (the #2071 inflation), and the sidecar path never uses it."""
     from golf.bpb import SidecarBytes
-    from golf.evaluate import evaluate_bpb, load_eval_data
+    from golf.evaluate import Scoring, evaluate_bpb, load_eval_data
     from golf.model import GPT
     from conftest import tiny_pipeline_config
     sp, model, ds, val, originals = caseops_data
@@ -323,7 +323,7 @@ def test_caseops_sidecar_scores_the_original_bytes(caseops_data):
     cfg = tiny_pipeline_config(type("D", (), {"dataset_dir": ds, "tokenizer_path": model})(),
                                vocab_size=320)
     torch.manual_seed(0)
-    res = evaluate_bpb(GPT(cfg), ed.tokens, ed.lut, seq_len=64)
+    res = evaluate_bpb(GPT(cfg), ed.tokens, ed.lut, Scoring(seq_len=64))
     assert res.bytes == original
     # what the piece table would have said: operator pieces at 3 UTF-8 bytes each
     table_guess = sum(len(sp.id_to_piece(int(t)).replace("▁", " ").encode()) for t in val[1:]

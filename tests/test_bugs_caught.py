@@ -199,7 +199,7 @@ def test_gptq_first_block_error_feedback_matches_a_column_by_column_solve():
     """GPTQ from the formula (one column at a time, error fed to every later column through the
     upper Cholesky factor of H^-1; no blocks, no lazy updates), computed here in fp64 on a tiny
     problem: the blocked solver must give the same codes, within one block and across blocks."""
-    from quant.gptq import gptq_quantize
+    from quant.gptq import GptqSolve, gptq_quantize
     g = torch.Generator().manual_seed(3)
     rows, cols = 6, 12
     W = torch.randn(rows, cols, generator=g)
@@ -219,7 +219,8 @@ def test_gptq_first_block_error_feedback_matches_a_column_by_column_solve():
         err = (w[:, i] - q * s) / U[i, i]
         w[:, i:] -= err[:, None] * U[i, i:][None, :]
     for block in (cols, 5, 1):
-        got = gptq_quantize(W, H.float(), scale, qmax, block_size=block, act_order=False, damp=damp)
+        solve = GptqSolve(block_size=block, act_order=False, damp=damp)
+        got = gptq_quantize(W, H.float(), scale, qmax, solve)
         assert torch.equal(got.float(), want), block
     rtn = torch.clamp(torch.round(W / scale[:, None]), -qmax, qmax)
     assert not torch.equal(rtn, want)  # the feedback changes codes here, so the test can tell

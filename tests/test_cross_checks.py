@@ -135,6 +135,7 @@ def test_eval_json_hashes_the_bytes_it_scored(tmp_path, embedded_data, monkeypat
             shutil.copyfile(other / rd.ARTIFACT, run / rd.ARTIFACT)
         return out
     monkeypatch.setattr(evaluate, "load_models", load_then_replace)
-    rep = evaluate.run_eval(run_dir=run, out=tmp_path / "e.json", log=None, device="cpu")
+    rep = evaluate.run_eval(run, evaluate.EvalRequest(device="cpu"), out=tmp_path / "e.json",
+                            log=None)
     assert rep["artifact_sha256"] == hashlib.sha256(scored).hexdigest()
     assert rep["artifact_sha256"] != hashlib.sha256((run / rd.ARTIFACT).read_bytes()).hexdigest()

@@ -124,6 +124,7 @@ def test_quant_sensitivity_weights_the_fit_and_guards_its_artifact(e2e, monkeypa
     """eval_bpb --sensitivity -> QUANT_SENSITIVITY: the refit uses the measured slopes (logged)
     and stays under budget; a sensitivity file whose artifact changed since is refused."""
     from pathlib import Path
+    from golf.evaluate import EvalRequest
     from golf.sensitivity import run_sensitivity
     from golf import main as golf_main
     from golf.submission import code_bytes
@@ -131,7 +132,7 @@ def test_quant_sensitivity_weights_the_fit_and_guards_its_artifact(e2e, monkeypa
     run = Path(s["run_dir"])
     logs: list[str] = []
     budget = code_bytes() + 2_000 + (run / "final_model.gkq").stat().st_size  # quantized by now
-    rep = run_sensitivity(str(run), max_tokens=1024, log=logs.append, split="train")
+    rep = run_sensitivity(str(run), EvalRequest(max_tokens=1024), split="train", log=logs.append)
     assert rep["split"] == "train" and rep["rows"]
     sens = run / "sensitivity.json"
     monkeypatch.setenv("BUDGET_BYTES", str(budget))

@@ -12,6 +12,7 @@ import torch
 
 import eval_bpb
 from golf.compare import divergence_box, find_divergences
+from golf.evaluate import EvalRequest
 from golf.sensitivity import run_sensitivity, tensor_class
 from quant.policy import CLASSES
 from conftest import untrained_run  # noqa: E402
@@ -153,10 +154,10 @@ def _plain_chunked_bpb(cfg, state_dict, n: int) -> float:
 
 
 def test_run_eval_writes_consistent_eval_json(run_dir):
-    from golf.evaluate import run_eval
+    from golf.evaluate import EvalRequest, run_eval
     run, cfg = run_dir
     lines: list[str] = []
-    rep = run_eval(run_dir=run, mode="both", max_tokens=3000, log=lines.append)
+    rep = run_eval(run, EvalRequest(mode="both", max_tokens=3000), log=lines.append)
     on_disk = json.loads((run / "eval.json").read_text())
     assert on_disk == json.loads(json.dumps(rep))
     # chunked pre/post/gap against a score computed here: one plain forward per 64-token window
@@ -183,15 +184,16 @@ def test_run_eval_writes_consistent_eval_json(run_dir):
 def test_evaluate_source_is_deterministic_and_full_by_default(run_dir):
     from golf.evaluate import evaluate_source
     run, cfg = run_dir
-    kw = dict(seq_len=64, stride=0, max_tokens=None, batch_tokens=2048, device="cpu")
-    a = evaluate_source(run / "final_model.gkq", cfg.data_path, cfg.tokenizer_path, **kw)
-    b = evaluate_source(run / "final_model.gkq", cfg.data_path, cfg.tokenizer_path, **kw)
+    asked = EvalRequest(data=cfg.data_path, tokenizer=cfg.tokenizer_path, seq_len=64, stride=0,
+                        max_tokens=None, batch_tokens=2048, device="cpu")
+    a = evaluate_source(run / "final_model.gkq", asked)
+    b = evaluate_source(run / "final_model.gkq", asked)
     assert a.val_bpb == b.val_bpb and a.tokens == 5999 and not a.partial
 
 
 def test_sensitivity_by_class_writes_sorted_json_and_png(run_dir):
     run, _ = run_dir
-    rep = run_sensitivity(str(run), by="class", max_tokens=1024, log=lambda s: None)
+    rep = run_sensitivity(str(run), EvalRequest(max_tokens=1024), by="class", log=lambda s: None)
     deltas = [r["delta_bpb"] for r in rep["rows"]]
     assert deltas == sorted(deltas, reverse=True) and rep["rows"]
     assert {r["name"] for r in rep["rows"]} <= set(CLASSES)

@@ -498,7 +498,7 @@ def test_cli_one_line_error_and_success(tmp_path, capsys):
 # ----------------------------------------------------------------------------- end to end
 def test_imported_run_evaluates_quantizes_and_is_complete(embedded_data, tmp_path, monkeypatch, one_thread):
     """import (+ --calibrate) -> pre-quant eval of ema.pt -> QUANT_ONLY (PACK=0): a complete run."""
-    from golf.evaluate import run_eval
+    from golf.evaluate import EvalRequest, run_eval
     from golf.interop import import_checkpoint
     from golf.main import quant_only
     sd = record_state(L=2, d=32, V=1024, F=64, seed=3)
@@ -511,7 +511,7 @@ def test_imported_run_evaluates_quantizes_and_is_complete(embedded_data, tmp_pat
     import_checkpoint(src, out, stack="baseline", env=env, calibrate_batches=2, log=lambda m: None)
     hs = torch.load(out / "hessians.pt", weights_only=True)
     assert hs["source"] == "train" and hs["tokens"] == 2 * 512 and "blocks.0.attn.c_q.weight" in hs["hessians"]
-    pre = run_eval(checkpoint=str(out / "ema.pt"), log=None, device="cpu")
+    pre = run_eval(None, EvalRequest(checkpoint=str(out / "ema.pt"), device="cpu"), log=None)
     assert pre["pre"]["partial"] and 0 < pre["pre"]["val_bpb"] < 20
     for var in ("QUANT_ONLY", "PRESET", "DATA_PATH", "MAX_EVAL_TOKENS"):
         monkeypatch.delenv(var, raising=False)

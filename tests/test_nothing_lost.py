@@ -174,10 +174,10 @@ def test_submission_dir_is_a_parent_and_keeps_its_other_records(straight, monkey
 def test_pack_replaces_only_its_own_earlier_folder(straight):
     """An earlier pack of the run is replaced atomically; a folder with anything else in it
     (a parent such as submission/, or a record someone added to) is refused before any work."""
-    from golf.submission import PackError, pack_run
+    from golf.submission import PackError, PackRequest, pack_run
     _cfg, run, tmp = straight
     out = tmp / "repack" / run.name
-    quiet = dict(roundtrip=False, log=lambda _m: None)
+    quiet = dict(request=PackRequest(roundtrip=False), log=lambda _m: None)
     pack_run(run, out, **quiet)
     (out / "submission.json").write_text("{}")            # stale: must be replaced
     pack_run(run, out, **quiet)

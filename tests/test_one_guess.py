@@ -20,7 +20,7 @@ import torch
 import golf.main as gm
 from golf import bpb, settings
 from golf.config import CONFIG_SETTINGS, Config
-from golf.evaluate import evaluate_bpb
+from golf.evaluate import Scoring, evaluate_bpb
 from golf.model import MODEL_SETTINGS, ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,7 +169,7 @@ def test_a_byte_rule_is_one_piece_rule(official_tokenizer, monkeypatch):
     got = bpb.range_bytes(toks, 0, n, lut)
     assert got == bpb.range_bytes(toks, 0, n, plain) + 2 * digits
     # the evaluation's bytes and val_bpb: a uniform model costs log2(1024) = 10 bits a token
-    res = evaluate_bpb(_Uniform(), toks, lut, seq_len=8)
+    res = evaluate_bpb(_Uniform(), toks, lut, Scoring(seq_len=8))
     assert (res.tokens, res.bytes) == (n, got)
     assert res.val_bpb == pytest.approx(10.0 * n / got, rel=1e-5)
 
@@ -188,11 +188,11 @@ def test_a_ttt_mode_is_one_table_entry(monkeypatch, capsys):
     assert any(p.startswith("TTT=") for p in settings.environment_problems({"TTT": "toy"}))
     calls = []
 
-    def toy_run(model, toks, lut, s, **kw):
-        calls.append((s.mode, kw["n"], kw["seq_len"]))
-        return ttt.TTTResult(val_loss=1.0, val_bpb=1.5, tokens=kw["n"], bytes=2 * kw["n"],
-                             seconds=0.0, tokens_per_s=0.0, mode="chunked", seq_len=kw["seq_len"],
-                             stride=0, partial=False, ttt="toy")
+    def toy_run(model, toks, lut, s, n, p):
+        calls.append((s.mode, n, p.scoring.seq_len))
+        return ttt.TTTResult(val_loss=1.0, val_bpb=1.5, tokens=n, bytes=2 * n,
+                             seconds=0.0, tokens_per_s=0.0, mode="chunked",
+                             seq_len=p.scoring.seq_len, stride=0, partial=False, ttt="toy")
 
     monkeypatch.setitem(ttt.TTT_MODES, "toy", ttt.TTTMode(toy_run, "a toy mode from a test",
                                                           ("lr",), fixed={"kind": "toy"}))
@@ -205,5 +205,6 @@ def test_a_ttt_mode_is_one_table_entry(monkeypatch, capsys):
     assert s.mode == "toy" and s.knobs() == {"lr": 0.5, "kind": "toy"}
     assert s.env() == {"TTT": "toy", "TTT_ON": "post", "TTT_LR": 0.5}
     assert settings.environment_problems({"TTT": "toy"}) == []
-    res = ttt.run_ttt(torch.nn.Linear(2, 2), np.arange(9), None, s, seq_len=4, max_tokens=6)
+    res = ttt.run_ttt(torch.nn.Linear(2, 2), np.arange(9), None, s,
+                      ttt.TTTPass(Scoring(seq_len=4), max_tokens=6))
     assert calls == [("toy", 6, 4)] and res.weights == "post" and res.partial

@@ -10,7 +10,7 @@ import pytest
 
 import quant
 from conftest import needs_lrzip
-from quant.gptq import gptq_quantize
+from quant.gptq import GptqSolve, gptq_quantize
 from quant.records import PERCENTILES
 from golf.config import Config
 from golf.rules import R29_CODE_BYTES, R29_PARAMS, RECORD_BITS_PER_PARAM, scaled_cap_bytes
@@ -85,7 +85,7 @@ def test_record_1060_grids_and_percentile_sweep(quantized):
     mses = {}
     for p in PERCENTILES:
         step = (torch.quantile(w.abs(), p, dim=1) / 31).to(torch.float16).float()
-        codes = gptq_quantize(w, hs[name], step, 31, damp=0.02)
+        codes = gptq_quantize(w, hs[name], step, 31, GptqSolve(damp=0.02))
         mses[p] = float(((w - codes.float() * step[:, None]) ** 2).sum())
     best = min(mses, key=mses.get)
     best_step = (torch.quantile(w.abs(), best, dim=1) / 31).to(torch.float16).numpy()

@@ -242,12 +242,12 @@ def test_full_disk_after_training_keeps_a_resumable_checkpoint(embedded_data, tm
 
 
 def test_unwritable_runs_dir_and_pack_out_are_one_message_each(finished, embedded_data, tmp_path):
-    from golf.submission import PackError, pack_run
+    from golf.submission import PackError, PackRequest, pack_run
     from golf.train import train
     cfg, run, _ = finished
     ro = tmp_path / "ro"
     ro.mkdir()
-    quiet = dict(roundtrip=False, log=lambda _m: None)
+    quiet = dict(request=PackRequest(roundtrip=False), log=lambda _m: None)
     if os.geteuid() != 0:
         ro.chmod(0o555)
         guard = None

@@ -12,7 +12,7 @@ from golf.config import Config
 from golf.model import GPT
 from golf.muon import Muon, newton_schulz, shape_factor
 from golf.optim import build_optimizers
-from golf.step import Stepper
+from golf.step import StepPlan, Stepper
 from conftest import exit_without_teardown
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -42,8 +42,8 @@ def train_steps(rank: int, world: int, accum: int, steps: int, *, sharded: bool,
         model.load_state_dict(state["model"])
         for o, s in zip(opts, state["opts"]):
             o.load_state_dict(s)
-    st = Stepper(model, opts, rank=rank, world=world, accum=accum, clip_norm=clip,
-                 sharded=sharded, reduce_bf16=False)
+    st = Stepper(model, opts, StepPlan(rank=rank, world=world, accum=accum, clip_norm=clip,
+                                       sharded=sharded, reduce_bf16=False))
     per = GLOBAL_ROWS // (world * accum)
     for s in range(steps):
         x, y = batch(s + (state or {}).get("step", 0))

@@ -13,7 +13,7 @@ import torch
 from conftest import randomize
 from golf.config import Config
 from golf.errors import EvalError
-from golf.evaluate import evaluate_bpb
+from golf.evaluate import Scoring, evaluate_bpb
 from golf.bpb import lut_target_bytes
 from golf.layers import asym_softcap, final_lane, segment_ids, skip_merge, two_lane_update
 from golf.lora import DocLoRA
@@ -278,7 +278,7 @@ def test_each_target_scored_once_and_lr_zero_is_a_full_softmax_of_chunk_windows(
 def test_records_form_lowers_the_loss_on_a_repetitive_stream(one_thread):
     """A real gain (adapters and global phases), not a no-op."""
     model, toks = frontier_gpt(randomized=False), repetitive_stream()
-    before = evaluate_bpb(model, toks, toy_lut(), seq_len=L, stride=8)
+    before = evaluate_bpb(model, toks, toy_lut(), Scoring(seq_len=L, stride=8))
     r = ttt(model, toks, settings("lora", lora_lr=0.01), 8)
     assert r.val_bpb < before.val_bpb - 0.05, (before.val_bpb, r.val_bpb)
 

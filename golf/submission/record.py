@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from golf import rundir as rd
@@ -124,10 +125,21 @@ def _compliance(runs: Sequence[RunInfo], sub: Mapping[str, Any], table: BudgetTa
             "eval_under_600s": None}    # set from the eval-time check in pack_run
 
 
-def build_submission_json(runs: Sequence[RunInfo], table: BudgetTable, *, name: str,
-                          github_id: str, blurb: str, baseline: Any = None,
+@dataclass(frozen=True)
+class Claim:
+    """What a submission says about itself: its name, the author's GitHub id, the blurb (each
+    "" = generated from the run), and the baseline it claims to beat ({"mean", "std", "n"} or
+    a list of val_loss values in nats, for the Welch test; None = no significance block)."""
+    name: str = ""
+    github_id: str = ""
+    blurb: str = ""
+    baseline: Any = None
+
+
+def build_submission_json(runs: Sequence[RunInfo], table: BudgetTable, claim: Claim = Claim(), *,
                           track: str = "10min_16mb", date: str | None = None) -> dict[str, Any]:
     """submission.json; with several seeds val_bpb/val_loss are means and std is reported."""
+    name, blurb = claim.name, claim.blurb
     results = {str(r.seed): _seed_result(r, table.code_bytes) for r in runs}
     method = _scoring_method(runs)
     heads = [headline(r.eval)[0] for r in runs]
@@ -138,7 +150,7 @@ def build_submission_json(runs: Sequence[RunInfo], table: BudgetTable, *, name: 
     auto_name, auto_blurb = _auto_name_and_blurb(primary.config)
     sub: dict[str, Any] = {
         "author": settings.read("GOLF_AUTHOR", os.environ) or name, "name": name or auto_name,
-        "github_id": github_id, "blurb": blurb or auto_blurb,
+        "github_id": claim.github_id, "blurb": blurb or auto_blurb,
         "date": date or _dt.date.today().isoformat(), "track": track,
         "val_bpb": mean_std(bpbs)[0], "val_loss": mean_std(losses)[0],
         "pre_quant_val_bpb": mean_std(pres)[0] if None not in pres else None,
@@ -159,7 +171,7 @@ def build_submission_json(runs: Sequence[RunInfo], table: BudgetTable, *, name: 
     if len(runs) > 1:
         sub["val_bpb_std"] = mean_std(bpbs)[1]
         sub["val_loss_std"] = mean_std(losses)[1]
-    sig = _significance(losses, baseline)
+    sig = _significance(losses, claim.baseline)
     if sig:
         sub["significance"] = sig
     sub["compliance"] = _compliance(runs, sub, table, heads)

@@ -42,6 +42,16 @@ class RoundTripResult:
         return self.val_bpb.hex() == self.expected_bpb.hex()
 
 
+@dataclass(frozen=True)
+class RoundTripTarget:
+    """What the round trip must reproduce: the run's post-quant val_bpb (bit for bit, or
+    within `tolerance`), and the artifact's name for error messages (the user's file, not the
+    temp copy; None = the path given)."""
+    bpb: float
+    tolerance: float = 0.0
+    label: str | None = None
+
+
 def parse_roundtrip_line(output: str) -> tuple[float, float]:
     """(val_loss, val_bpb) from the last final_roundtrip_exact line (hex wins when present)."""
     found = _LINE.findall(output)
@@ -59,14 +69,13 @@ def clean_env(settings: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def run_roundtrip(script: str | os.PathLike, artifact: str | os.PathLike, *,
-                  settings: Mapping[str, str], expected_bpb: float, tolerance: float = 0.0,
-                  timeout: float = 1800.0, python: str = sys.executable,
-                  label: str | None = None) -> RoundTripResult:
-    """Run `script` with EVAL_ONLY=1 on `artifact` in a fresh temp dir and compare val_bpb.
-
-    `label` names the artifact in error messages (the user's file, not the temp copy)."""
-    label = label or str(artifact)
+def run_roundtrip(script: str | os.PathLike, artifact: str | os.PathLike,
+                  settings: Mapping[str, str], target: RoundTripTarget, *,
+                  timeout: float = 1800.0, python: str = sys.executable) -> RoundTripResult:
+    """Run `script` with EVAL_ONLY=1 and `settings` on `artifact` in a fresh temp dir and
+    compare its val_bpb with `target`."""
+    label = target.label or str(artifact)
+    expected_bpb, tolerance = target.bpb, target.tolerance
     with rd.io_guard(f"copying the packed script and artifact into TMPDIR={tempfile.gettempdir()}"
                      " for the round trip (set TMPDIR to a folder with free space)",
                      "the run directory and any earlier pack"):
