@@ -21,7 +21,7 @@ TOTAL_BYTES = re.compile(r"Total submission size (?:quantized|int\d)\S*: (\d+) b
                          r"^\s+total bytes\s+" + COUNT + r"$")
 # golfkit logs every form of the packed script: plain= is the readable source the wrapper holds
 CODE_RAW = re.compile(r"Code size(?: \(uncompressed\))?: (\d+) bytes|"
-                      r"train_gpt\.py forms: plain=" + COUNT + "B")
+                      r"train_gpt\.py (?:optional parts: [^;]*; )?forms: plain=" + COUNT + "B")
 CODE_COUNTED = re.compile(r"Code size \(compressed\): (\d+) bytes|"
                           r"^\s+code bytes \(train_gpt\.py\)\s+" + COUNT + r"$")
 CODE_HASH = re.compile(r"(?i)(?:code|script)[ _]?(?:sha256|hash)\s*[:=]\s*([0-9a-f]{16,64})")
