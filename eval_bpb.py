@@ -24,15 +24,15 @@ from typing import Any, Callable, Sequence
 
 import torch.distributed as dist
 
-from golf import distributed
-from golf import rundir as rd
-from golf.compare import RANK_KEYS, compare_runs, divergence_box, format_compare
-from golf.errors import user_errors
-from golf.eval_target import evaluate_run_dir
-from golf.evaluate import EvalRequest, run_eval
-from golf.sensitivity import run_sensitivity
-from golf.tilt import TiltSettings
-from golf.ttt import TTT_MODES, TTTSettings
+from golf.run import distributed
+from golf.run import rundir as rd
+from golf.eval.compare import RANK_KEYS, compare_runs, divergence_box, format_compare
+from golf.run.errors import user_errors
+from golf.eval.destination import evaluate_run_dir
+from golf.eval.score import EvalRequest, run_eval
+from golf.eval.sensitivity import run_sensitivity
+from golf.eval.tilt import TiltSettings
+from golf.eval.ttt import TTT_MODES, TTTSettings
 
 
 def _env_int(name: str) -> int | None:
@@ -146,7 +146,7 @@ def _main(args: argparse.Namespace) -> int:
         request = EvalRequest(checkpoint=args.checkpoint, artifact=args.artifact, mode=args.mode,
                               stride=args.stride, ttt=ttt_settings(args),
                               tilt=TiltSettings.from_env(), doc_windows=args.doc_windows, **common)
-        if args.run_dir:  # official pair, or a diagnostic beside eval.json (golf.eval_target)
+        if args.run_dir:  # official pair, or a diagnostic beside eval.json (golf.eval.destination)
             evaluate_run_dir(args.run_dir, say, out=args.out, request=request)
         else:
             run_eval(None, request, out=args.out, log=say)

@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from golf import rundir as rd
+from golf.run import rundir as rd
 from golf import ship
-from golf.errors import PackError, user_errors
+from golf.run.errors import PackError, user_errors
 from golf.submission import (Claim, PackRequest, budget_cap, budget_table, build_forms, code_bytes,
                              format_budget_table, format_eval_cost, load_run, pack_run)
 from golf.submission.checks import run_eval_cost

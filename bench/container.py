@@ -42,10 +42,10 @@ def load_codes(ckpt: str, method: str, small_numel: int | None, budget: int | No
                compressors: tuple[str, ...] | None = None):
     """(quantized model, [(name, int8 codes)], whether GPTQ had Hessians, fit seconds) of the
     checkpoint under `method` (fitted to `budget` bytes when the method fits one)."""
-    from golf import rundir
-    from golf.checkpoint import load_torch_file
-    from golf.config import Config
-    from golf.model import GPT, quant_roles
+    from golf.run import rundir
+    from golf.run.checkpoint import load_torch_file
+    from golf.run.config import Config
+    from golf.model.gpt import GPT, quant_roles
     ck = load_torch_file(ckpt, "pass runs/<ID>/ema.pt", keys=("config", "state_dict"))
     sd = {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
     hpath = Path(ckpt).with_name(rundir.HESSIANS)
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         res["fit_times"] = fit_times(args.checkpoint, args.method, numel, args.budget)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from golf.atomic import atomic_write_json
+    from golf.run.atomic import atomic_write_json
     atomic_write_json(out.with_suffix(".json"), res)
     print(table(res))
     return 0

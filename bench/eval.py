@@ -20,10 +20,10 @@ if __package__ in (None, ""):
 def run(quick: bool = False) -> dict:
     import numpy as np
     import torch
-    from golf.bpb import ByteLUT
-    from golf.config import Config
-    from golf.evaluate import Scoring, evaluate_bpb
-    from golf.model import GPT
+    from golf.eval.bpb import ByteLUT
+    from golf.run.config import Config
+    from golf.eval.score import Scoring, evaluate_bpb
+    from golf.model.gpt import GPT
 
     cfg = Config.from_env({}, cpu_preset=True)
     torch.manual_seed(0)

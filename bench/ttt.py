@@ -24,7 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from golf import rundir as rd  # noqa: E402  (after the path guard)
+from golf.run import rundir as rd  # noqa: E402  (after the path guard)
 
 REPO = Path(__file__).resolve().parents[1]
 # (mode, knobs): chunk sizes and LRs around R23's (32768 tokens, lr 0.002 on 62M tokens: the
@@ -71,9 +71,9 @@ def proxy_data(workdir: Path, shared: Path) -> Path | None:
 
 def measure(run: Path, configs: list, stride: int, max_tokens: int | None) -> dict:
     """Plain post-quant score, then each TTT setting, on the same artifact, tokens and windows."""
-    from golf.evaluate import Scoring, load_eval_data, load_eval_model, score_eval_data
-    from golf.config import Config
-    from golf.ttt import TTTPass, TTTSettings, run_ttt
+    from golf.eval.score import Scoring, load_eval_data, load_eval_model, score_eval_data
+    from golf.run.config import Config
+    from golf.eval.ttt import TTTPass, TTTSettings, run_ttt
     cfg = Config.load(run / rd.CONFIG)
     model, cfg, _ = load_eval_model(run / rd.ARTIFACT, cfg_override=cfg)
     ed = load_eval_data(cfg.data_path, cfg.tokenizer_path, cfg.vocab_size, max_tokens=max_tokens, log=None)

@@ -28,17 +28,19 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import quant
-from golf import distributed, evaluate, settings, ship
-from golf import rundir as rd
-from golf.atomic import atomic_write_json, file_sha256
-from golf.checkpoint import CheckpointError, load_torch_file
-from golf.config import Config, lqer_ranks, preset_columns
+from golf.run import distributed, settings
+from golf.eval import score as evaluate
+from golf import ship
+from golf.run import rundir as rd
+from golf.run.atomic import atomic_write_json, file_sha256
+from golf.run.checkpoint import CheckpointError, load_torch_file
+from golf.run.config import Config, lqer_ranks, preset_columns
 from golf.data import EMBEDDED_DATASET
-from golf.errors import ConfigError, user_errors
-from golf.model import GPT, quant_roles
-from golf.plots import plot_loss_curves
-from golf.rules import CAP_BYTES, eval_mode, run_eval_mode
-from golf.train import make_logger, train
+from golf.run.errors import ConfigError, user_errors
+from golf.model.gpt import GPT, quant_roles
+from golf.run.plots import plot_loss_curves
+from golf.run.rules import CAP_BYTES, eval_mode, run_eval_mode
+from golf.train.loop import make_logger, train
 from quant.codec import FRAMED, compress_workers, framed_problems
 from quant.methods import METHODS as QUANT_METHODS, describe as describe_methods
 from quant.records import RECORD_METHODS, record_policy
@@ -157,7 +159,7 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
     log(f"quant:start method:{cfg.quant_method} code_bytes:{code_bytes} "
         f"model_budget_bytes:{budget if budget is not None else 'none'}")
     # int8 is the challenge baseline: keep its own passthrough threshold untouched; the model's
-    # parameter roles (which tensors are control, which the embedding) come from golf.model
+    # parameter roles (which tensors are control, which the embedding) come from golf.model.gpt
     roles = quant_roles(model)
     policy = (quant.QuantPolicy(**roles) if cfg.quant_method == "int8"
               else quant.QuantPolicy(small_numel=cfg.quant_small_numel, **roles))
@@ -357,7 +359,7 @@ def finish_run(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "P
     """Quantize -> evaluate -> plots -> summary (-> pack) for a trained run directory.
 
     The artifact and eval.json are written into the staging folder and moved in together, the
-    previous pair first going to previous/<n>/ (golf.rundir rule 4)."""
+    previous pair first going to previous/<n>/ (golf.run.rundir rule 4)."""
     staged = rd.staging_dir(run_dir)
     kept = (f"{run_dir / rd.EMA} and {rd.HESSIANS} (training), and the previous "
             f"{rd.ARTIFACT}/{rd.EVAL} pair if any; free space and re-quantize with "
@@ -471,7 +473,7 @@ def quant_only(run: str) -> int:
     """QUANT_ONLY=runs/ID: re-quantize, evaluate and pack a finished run without training
     again, under the run's saved config with any variable set now overriding it (BUDGET_BYTES,
     QUANT_METHOD, QUANT_SMALL_NUMEL, EVAL_STRIDE, ...). The new artifact/eval pair replaces the
-    old one only once complete; the old one moves to previous/<n>/ (golf.rundir rule 4)."""
+    old one only once complete; the old one moves to previous/<n>/ (golf.run.rundir rule 4)."""
     run_dir = Path(run)
     for name in (rd.CONFIG, rd.EMA):
         if not (run_dir / name).is_file():

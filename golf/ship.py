@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping
 
 import golf
-from golf.settings import BOOL_FALSE
+from golf.run.settings import BOOL_FALSE
 
 Env = Mapping[str, Any]
 
@@ -49,9 +49,9 @@ class Part:
 
 PARTS: dict[str, Part] = {p.name: p for p in (
     # score-first test-time training at evaluation (TTT=chunk|lora|lora_golf)
-    Part("ttt", ("golf.ttt", "golf.lora"), _set_and_not(("0", "off", "none"), "TTT"), "TTT"),
+    Part("ttt", ("golf.eval.ttt", "golf.eval.lora"), _set_and_not(("0", "off", "none"), "TTT"), "TTT"),
     # the token-only n-gram tilt of the scored NLL (NGRAM_TILT_ENABLED=1)
-    Part("tilt", ("golf.tilt",), _set_and_not(BOOL_FALSE, "NGRAM_TILT_ENABLED"),
+    Part("tilt", ("golf.eval.tilt",), _set_and_not(BOOL_FALSE, "NGRAM_TILT_ENABLED"),
          "NGRAM_TILT_ENABLED"),
     # never shipped: pack.py's library (a submission does not pack itself)
     Part("packer", ("golf.submission",)),
@@ -87,7 +87,7 @@ def optional(name: str) -> ModuleType | None:
 
 def load_switchable() -> list[ModuleType]:
     """Import the carried parts a run's settings switch on (TTT, the tilt): each registers its
-    own variables (TTT_*, NGRAM_TILT_ENABLED, TOKEN_*) in golf.settings' table."""
+    own variables (TTT_*, NGRAM_TILT_ENABLED, TOKEN_*) in golf.run.settings' table."""
     mods = [optional(p.name) for p in PARTS.values() if p.needs is not None]
     return [m for m in mods if m is not None]
 

@@ -53,6 +53,7 @@ import json
 import os
 import struct
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -143,11 +144,11 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
     cache = cache or StreamCache()
     has_log = any(qt.kind == "quant" and qt.scale_codes is not None for qt in tensors)
     codec = next((c for c in codecs if c in FRAMED), None)
+    coding = _Coding(codecs, cache, shuffle_fp16, stream_codecs)
     best: tuple[bytes, list[dict]] | None = None
     for log_scales in (False, True) if has_log else (False,):
         def build(framed: Sequence[str] | None) -> tuple[bytes, list[dict]]:
-            return _build_once(tensors, meta, codecs, cache, shuffle_fp16, stream_codecs,
-                               log_scales, codec if framed else None, framed)
+            return _build_once(tensors, meta, coding, log_scales, codec if framed else None, framed)
         if codec is None or REGISTRY[codec].frame == "fixed":
             tries = [build([qt.name for qt in tensors if qt.kind == "quant"])]
         else:
@@ -175,19 +176,27 @@ def _frame_choices(tensors: list[QTensor], plain: list[dict], cache: StreamCache
     return [every] + ([fewer] if fewer and len(fewer) < len(every) else [])
 
 
-def _build_once(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tuple[str, ...],
-                cache: StreamCache, shuffle_fp16: bool,
-                stream_codecs: Mapping[str, tuple[str, ...]] | None, log_scales: bool,
-                frame_codec: str | None, framed_names: Sequence[str] | None
+@dataclass(frozen=True)
+class _Coding:
+    """How one build_artifact call codes its streams; the same for each of its candidate builds."""
+    codecs: tuple[str, ...]
+    cache: StreamCache
+    shuffle_fp16: bool
+    stream_codecs: Mapping[str, tuple[str, ...]] | None
+
+
+def _build_once(tensors: list[QTensor], meta: Mapping[str, Any], coding: _Coding,
+                log_scales: bool, frame_codec: str | None, framed_names: Sequence[str] | None
                 ) -> tuple[bytes, list[dict]]:
     """One artifact: scales as log codes or fp16, and the named code matrices (if any) in
     `frame_codec`'s frame, the rest under the best of the other codecs."""
+    c = coding
     entries, raw_streams, segments = _tensor_entries(tensors, log_scales)
-    framed = _framed_codes(raw_streams, entries, frame_codec, framed_names or (), cache)
+    framed = _framed_codes(raw_streams, entries, frame_codec, framed_names or (), c.cache)
     rest = {n: b for n, b in raw_streams.items() if n not in (framed[1] if framed else {})}
     plain = {n: b for n, b in rest.items() if n not in segments}
-    chosen = _compress_streams(plain, codecs, cache, shuffle_fp16, stream_codecs)
-    chosen, moved = _join_codes(rest, segments, chosen, codecs, cache)
+    chosen = _compress_streams(plain, c.codecs, c.cache, c.shuffle_fp16, c.stream_codecs)
+    chosen, moved = _join_codes(rest, segments, chosen, c.codecs, c.cache)
     if framed:
         chosen[FRAMED_CODES], moved = framed[0], {**moved, **framed[1]}
     _scale_parts(chosen, entries)

@@ -77,7 +77,7 @@ def embedded_data(tmp_path_factory):
 def tiny_pipeline_config(data, **changes):
     """A 2-layer model over the prepared corpus `data` (DatasetPaths): every feature on,
     seconds per dozen steps; `changes` override it (the shared base of the tiny runs)."""
-    from golf.config import Config
+    from golf.run.config import Config
     base = dict(data_path=str(data.dataset_dir), tokenizer_path=str(data.tokenizer_path),
                 num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0,
                 train_seq_len=64, train_batch_tokens=1024, iterations=20, warmup_steps=0,
@@ -105,8 +105,8 @@ def untrained_run(run: Path, cfg, seed: int = 0):
     import torch
 
     import quant
-    from golf import rundir as rd
-    from golf.model import GPT
+    from golf.run import rundir as rd
+    from golf.model.gpt import GPT
     torch.manual_seed(seed)
     model = GPT(cfg)
     run.mkdir(parents=True, exist_ok=True)

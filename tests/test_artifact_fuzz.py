@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import quant
-from golf.config import Config
-from golf.evaluate import load_artifact
-from golf.model import GPT
+from golf.run.config import Config
+from golf.eval.score import load_artifact
+from golf.model.gpt import GPT
 from quant import rans
 from quant.artifact import FORMAT_VERSION, parse_artifact
 

@@ -22,8 +22,8 @@ from golf.submission.amalgamate import compressed_forms
 # a class whose names come from a function (not derivable statically), and a table read.
 MODULE = '''
 from dataclasses import dataclass
-from golf import settings
-from golf.settings import fields_table, setting
+from golf.run import settings
+from golf.run.settings import fields_table, setting
 
 
 @dataclass

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from golf.errors import ConfigError
+from golf.run.errors import ConfigError
 from golf.submission.evaltime import EvalCost, EvalPart
 import torch
 
 import pack
 from golf import submission
-from golf.config import PRESETS, Config
+from golf.run.config import PRESETS, Config
 from golf.submission import checks as C
 from golf.submission.budget import BudgetTable
-from golf.errors import OverCapError
+from golf.run.errors import OverCapError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_pack import _make_run, standin  # noqa: E402,F401  (fixture re-used)
@@ -253,9 +253,9 @@ def eval_run(tmp_path_factory, embedded_data):
 
 
 def _direct(model, cfg, stride: int) -> float:
-    from golf.bpb import build_byte_lut
+    from golf.eval.bpb import build_byte_lut
     from golf.data.shards import load_val_tokens
-    from golf.evaluate import Scoring, evaluate_bpb
+    from golf.eval.score import Scoring, evaluate_bpb
     toks = load_val_tokens(cfg.data_path, cfg.vocab_size)
     lut = build_byte_lut(cfg.tokenizer_path, cfg.vocab_size)
     return evaluate_bpb(model.eval(), toks, lut, Scoring(seq_len=cfg.eval_seq_len, stride=stride),
@@ -269,7 +269,7 @@ def _direct(model, cfg, stride: int) -> float:
     ("sliding", 0, "sliding", 32),   # sliding without a stride: seq_len // 2 at seq_len 64
     ("both", 8, "sliding", 8)])      # both: sliding is the headline, chunked beside it
 def test_run_eval_mode_selection(eval_run, tmp_path, mode, stride, want_mode, want_stride):
-    from golf.evaluate import EvalRequest, run_eval
+    from golf.eval.score import EvalRequest, run_eval
     run, cfg, model = eval_run
     rep = run_eval(run, EvalRequest(mode=mode, stride=stride, device="cpu"),
                    out=tmp_path / "e.json", log=None)
@@ -282,7 +282,7 @@ def test_run_eval_mode_selection(eval_run, tmp_path, mode, stride, want_mode, wa
 
 
 def test_run_eval_unknown_mode_is_an_eval_error(eval_run):
-    from golf.evaluate import EvalError, EvalRequest, run_eval
+    from golf.eval.score import EvalError, EvalRequest, run_eval
     with pytest.raises(EvalError, match="unknown mode 'fast'"):
         run_eval(eval_run[0], EvalRequest(mode="fast", device="cpu"), log=None)
 
@@ -291,7 +291,7 @@ def test_run_eval_unknown_mode_is_an_eval_error(eval_run):
 def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     """A writer that fails half way (here: an object json cannot encode, after part of the text
     was written) leaves the previous file byte for byte and no temp file beside it."""
-    from golf.atomic import atomic_file, atomic_write_json
+    from golf.run.atomic import atomic_file, atomic_write_json
     p = tmp_path / "eval.json"
     atomic_write_json(p, {"post": 1.0})
     good = p.read_bytes()
@@ -311,7 +311,7 @@ def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
 def test_atomic_file_check_failure_keeps_the_old_file_and_no_temp(tmp_path):
     """A download is validated on its temp file: a failed check leaves the good file as it was
     and no temp file behind; a passing check sees the complete bytes."""
-    from golf.atomic import atomic_file
+    from golf.run.atomic import atomic_file
     dest = tmp_path / "shard.bin"
     dest.write_bytes(b"good")
     seen = []

@@ -104,8 +104,8 @@ def _build_without(q, codec: str) -> bytes:
 def _build_all_framed(q) -> bytes:
     """q's tensors with every code matrix in the context-rANS frame (smaller scale option)."""
     names = [qt.name for qt in q.tensors if qt.kind == "quant"]
-    return min((artifact._build_once(q.tensors, q.meta, q.policy.compressors, StreamCache(),
-                                     True, None, log, "ctxrans", names)[0]
+    coding = artifact._Coding(q.policy.compressors, StreamCache(), True, None)
+    return min((artifact._build_once(q.tensors, q.meta, coding, log, "ctxrans", names)[0]
                 for log in (False, True)), key=len)
 
 

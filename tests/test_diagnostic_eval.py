@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_pipeline_config, untrained_run
-from golf import rundir as rd
-from golf.eval_target import beside_path, diagnostic_label
-from golf.evaluate import EvalRequest
+from golf.run import rundir as rd
+from golf.eval.destination import beside_path, diagnostic_label
+from golf.eval.score import EvalRequest
 
 
 @pytest.fixture()
@@ -96,7 +96,7 @@ def test_a_failed_official_eval_leaves_the_pair_and_no_staging(run, capsys):
     """Scoring fails after the artifact was copied into staging: the copies go, the run's
     own pair stays as it was."""
     import eval_bpb
-    import golf.evaluate as ev
+    import golf.eval.score as ev
     before = _files(run)
 
     def broken(*_a, **_k):

@@ -314,20 +314,20 @@ def architecture_problems(text: str) -> list[str]:
 
 
 def test_the_name_checker_catches_what_it_should():
-    doc = ("# x\n`golf/no_such.py` `golf.rundir.no_such` `quant.QuantizedModel.no_such` "
-           "`golf.rundir.publish_pair` `quant/artifact.py`\n"
-           "### golf/rundir.py\n`publish_pair(run_dir)` `gone_function(x)` `NO_SUCH_CONST` "
+    doc = ("# x\n`golf/no_such.py` `golf.run.rundir.no_such` `quant.QuantizedModel.no_such` "
+           "`golf.run.rundir.publish_pair` `quant/artifact.py`\n"
+           "### golf/run/rundir.py\n`publish_pair(run_dir)` `gone_function(x)` `NO_SUCH_CONST` "
            "`RUN_FILES` `class Missing(ValueError)` `PRESET=cpu` `a few words`\n"
-           "### golf/model.py\n`GPT.hessian_modules()` `GPT.no_method()` `.forward(x)` "
+           "### golf/model/gpt.py\n`GPT.hessian_modules()` `GPT.no_method()` `.forward(x)` "
            "`cfg.xsa_layers()` `ModelConfig`\n"
            "### golf/nope.py\n")
     assert architecture_problems(doc) == [
         "path golf/no_such.py does not exist",
-        "golf.rundir.no_such: golf.rundir has no no_such",
+        "golf.run.rundir.no_such: golf.run.rundir has no no_such",
         "quant.QuantizedModel.no_such: QuantizedModel has no member no_such",
-        "gone_function: not in golf/rundir.py",
-        "NO_SUCH_CONST: not in golf/rundir.py",
-        "Missing: not in golf/rundir.py",
+        "gone_function: not in golf/run/rundir.py",
+        "NO_SUCH_CONST: not in golf/run/rundir.py",
+        "Missing: not in golf/run/rundir.py",
         "GPT.no_method: GPT has no member no_method",
         "heading '### golf/nope.py': golf/nope.py does not exist",
     ]

@@ -22,7 +22,7 @@ def _independent_bpb(cfg, state_dict) -> float:
     import numpy as np
     import sentencepiece as spm
     import torch
-    from golf.model import GPT
+    from golf.model.gpt import GPT
     n, T = cfg.max_eval_tokens, cfg.eval_seq_len
     val = np.concatenate([np.fromfile(p, dtype="<u2", offset=256 * 4)
                           for p in sorted(Path(cfg.data_path).glob("fineweb_val_*.bin"))])
@@ -124,8 +124,8 @@ def test_quant_sensitivity_weights_the_fit_and_guards_its_artifact(e2e, monkeypa
     """eval_bpb --sensitivity -> QUANT_SENSITIVITY: the refit uses the measured slopes (logged)
     and stays under budget; a sensitivity file whose artifact changed since is refused."""
     from pathlib import Path
-    from golf.evaluate import EvalRequest
-    from golf.sensitivity import run_sensitivity
+    from golf.eval.score import EvalRequest
+    from golf.eval.sensitivity import run_sensitivity
     from golf import main as golf_main
     from golf.submission import code_bytes
     _, s, _ = e2e
@@ -153,7 +153,7 @@ def test_quant_only_eval_settings_set_now_reach_the_evaluation(e2e, monkeypatch)
     the saved config; they used to be dropped because run_eval re-read config.json."""
     from pathlib import Path
     from golf import main as golf_main
-    from golf.config import Config
+    from golf.run.config import Config
     _, s, _ = e2e
     run = Path(s["run_dir"])
     saved = Config.load(run / "config.json")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golf.evaluate import Scoring, document_spans, document_window_plan, evaluate_bpb, window_plan
+from golf.eval.score import Scoring, document_spans, document_window_plan, evaluate_bpb, window_plan
 from test_ttt import BOS, L, doc_stream, tiny_gpt, toy_lut
 
 
@@ -84,7 +84,7 @@ def test_eval_cli_doc_windows_flag(ttt_run, tmp_path, one_thread):
 
 @pytest.mark.parametrize("stride", [0, 8])
 def test_chunk_ttt_with_document_windows_at_lr_zero_is_the_document_score(stride, one_thread):
-    from golf.ttt import TTTPass, TTTSettings, run_ttt
+    from golf.eval.ttt import TTTPass, TTTSettings, run_ttt
     model, toks = tiny_gpt(), doc_stream(n_docs=10)
     kw = dict(seq_len=L, stride=stride, batch_tokens=4 * L)
     ref = evaluate_bpb(model, toks, toy_lut(), Scoring(doc_bos=BOS, **kw))

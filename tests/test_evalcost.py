@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import untrained_run
-from golf.errors import PackError
+from golf.run.errors import PackError
 from golf.submission import checks as C
 from golf.submission.evaltime import (ESTIMATE_RULE, HOST, eval_cost, eval_seconds,
                                       format_eval_cost)
@@ -22,7 +22,7 @@ TTT_PART = "TTT (score-first: scores as it adapts)"
 
 def _record(ttt_s: float = 450.0, hint_s: float = 80.0, deser_s: float = 25.0,
             hardware: str = "8xNVIDIA H100 80GB HBM3", tilt: bool = True, ttt: bool = True) -> dict:
-    """A synthetic eval record as golf.evaluate.run_eval writes it (TTT + tilt on the artifact)."""
+    """A synthetic eval record as golf.eval.score.run_eval writes it (TTT + tilt on the artifact)."""
     knobs = {"NGRAM_TILT_ENABLED": True, "TOKEN_ORDER": 16, "TOKEN_THRESHOLD": 0.8, "TOKEN_BOOST": 2.625}
     ev = {"pre": {"val_bpb": 1.10, "seconds": 40.0}, "mode": "chunked", "stride": 0,
           "post": {"val_bpb": 1.12, "val_loss": 1.9, "seconds": 40.0},
@@ -149,9 +149,9 @@ def test_training_under_600s_counts_the_calibration_after_the_loop(tmp_path):
 def small_run(tmp_path, embedded_data):
     """A tiny untrained run over a short val split (1,200 targets), so a TTT + tilt record
     covers the whole split (a partial one cannot be the score)."""
-    from golf.config import Config
+    from golf.run.config import Config
     from golf.data.shards import read_shard, write_shard
-    from golf.evaluate import run_eval
+    from golf.eval.score import run_eval
     data = tmp_path / "data"
     shutil.copytree(embedded_data.dataset_dir, data)
     val = data / "fineweb_val_000000.bin"
@@ -168,10 +168,10 @@ def small_run(tmp_path, embedded_data):
 
 
 def _ttt_tilt_eval(run: Path, max_tokens: int | None = None):
-    from golf.eval_target import evaluate_run_dir
-    from golf.evaluate import EvalRequest
-    from golf.tilt import TiltSettings
-    from golf.ttt import TTTSettings
+    from golf.eval.destination import evaluate_run_dir
+    from golf.eval.score import EvalRequest
+    from golf.eval.tilt import TiltSettings
+    from golf.eval.ttt import TTTSettings
     ttt = TTTSettings(mode="lora", lora_rank=4, batch_size=4, chunk_size=16,
                       phased_ttt_num_phases=1, phased_ttt_prefix_docs=2,
                       global_ttt_chunk_tokens=256).validated()
@@ -192,7 +192,7 @@ def test_pack_scores_ttt_and_tilt_from_the_named_record(small_run, tmp_path, one
     # the packed script carries TTT and the tilt (golf.ship) and re-ran them bit for bit
     assert res.roundtrip.exact and res.roundtrip.val_bpb == rep["post_ttt"]["val_bpb"]
     shipped = (res.out_dir / "train_gpt.py").read_text()
-    assert "_SOURCES['golf.ttt']" in shipped and "_SOURCES['golf.tilt']" in shipped
+    assert "_SOURCES['golf.eval.ttt']" in shipped and "_SOURCES['golf.eval.tilt']" in shipped
     assert "_SOURCES['golf.submission']" not in shipped
     sub = json.loads((res.out_dir / "submission.json").read_text())
     assert sub["eval_record"] == path.name and sub["val_bpb"] == rep["post_ttt"]["val_bpb"]

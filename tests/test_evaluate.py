@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import golf.bpb as bpb
-from golf.bpb import decoded_target_bytes, lut_target_bytes
-from golf.evaluate import EvalError, Scoring, evaluate_bpb, plan_coverage, window_plan
+import golf.eval.bpb as bpb
+from golf.eval.bpb import decoded_target_bytes, lut_target_bytes
+from golf.eval.score import EvalError, Scoring, evaluate_bpb, plan_coverage, window_plan
 from conftest import exit_without_teardown
 
 
@@ -245,7 +245,7 @@ def test_lut_bytes_equal_decoded_text_on_embedded_val(embedded_data):
 def test_byte_check_catches_a_wrong_lut(official_tokenizer, shared_data):
     """A LUT that bakes the '▁' byte into base_bytes (the GDN-lineage bug) must be refused."""
     import sentencepiece as spm
-    from golf.bpb import check_bytes
+    from golf.eval.bpb import check_bytes
     sp = spm.SentencePieceProcessor(model_file=str(official_tokenizer))
     good = bpb.build_byte_lut(sp, 1024)
     bad = bpb.ByteLUT(base_bytes=(np.asarray(good.base_bytes) + np.asarray(good.has_leading_space)).astype(np.int16),
@@ -261,7 +261,7 @@ def test_byte_check_catches_a_wrong_lut(official_tokenizer, shared_data):
 
 def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
-    import golf.evaluate as ev
+    import golf.eval.score as ev
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         V = 40
@@ -310,7 +310,7 @@ def test_two_rank_gloo_equals_single_process(tmp_path):
 def test_official_val_prints_the_reference_byte_count(official_tokenizer, shared_data, monkeypatch):
     """On the official sp1024 val split (~62M targets) the known 151,080,168 bytes is printed."""
     import sentencepiece as spm
-    import golf.bpb as ev
+    import golf.eval.bpb as ev
     sp = spm.SentencePieceProcessor(model_file=str(official_tokenizer))
     toks = _fineweb_stream(shared_data, sp, n_docs=3)
     lines: list[str] = []
@@ -397,7 +397,7 @@ def test_cuda_scoring_runs_under_bf16_autocast_like_the_baseline():
     """On CUDA the forward runs in bf16 autocast (the precision the challenge baseline scores
     its val loss in); on any other device autocast is off."""
     import warnings
-    from golf.evaluate import _autocast
+    from golf.eval.score import _autocast
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")           # "CUDA is not available" on a CPU machine
         cuda = _autocast(torch.device("cuda"))
@@ -423,7 +423,7 @@ class _DeviceSpy(torch.nn.Module):
 def test_batches_run_on_the_device_asked(monkeypatch):
     """batch_nll moves inputs and targets to `dev` (meta stands in for an accelerator);
     evaluate_bpb hands every batch the device it was given."""
-    import golf.evaluate as ev
+    import golf.eval.score as ev
     V = 16
     stream = torch.from_numpy(_stream(40, V).astype(np.int32))
     spy = _DeviceSpy(V)
@@ -447,7 +447,7 @@ def test_batches_run_on_the_device_asked(monkeypatch):
 def test_batches_group_consecutive_equal_windows_up_to_rows(rows):
     """_batches: the plan in order, at most `rows` windows of one length per batch, and a batch
     is only closed when full or when the next window's length differs."""
-    from golf.evaluate import _batches
+    from golf.eval.score import _batches
     for n, L, s in [(100, 16, 0), (100, 16, 5), (37, 8, 3), (64, 16, 16), (5, 8, 2), (90, 10, 1)]:
         plan = window_plan(n, L, s)
         out = _batches(plan, rows)
@@ -488,7 +488,7 @@ def test_result_records_what_ran_and_how_long_it_took():
     """seq_len, stride and mode as asked (stride defaults to chunked); seconds within the
     wall time the caller measured, tokens_per_s = tokens / seconds."""
     import time
-    from golf.rules import eval_mode
+    from golf.run.rules import eval_mode
     V = 16
     toks, lut = _stream(120, V), _toy_lut(V)
     m = BigramModel(V)
@@ -522,7 +522,7 @@ def test_stream_edges_one_target_and_none():
 
 
 def test_a_plan_that_misses_a_target_is_refused(monkeypatch):
-    import golf.evaluate as ev
+    import golf.eval.score as ev
     real = ev.window_plan
     monkeypatch.setattr(ev, "window_plan", lambda *a: real(*a)[:-1])
     with pytest.raises(EvalError, match="window plan bug"):

@@ -18,19 +18,20 @@ import sentencepiece as spm
 import torch
 
 import golf.main as gm
-from golf import bpb, settings
-from golf.config import CONFIG_SETTINGS, Config
-from golf.evaluate import Scoring, evaluate_bpb
-from golf.model import MODEL_SETTINGS, ModelConfig
+from golf.eval import bpb
+from golf.run import settings
+from golf.run.config import CONFIG_SETTINGS, Config
+from golf.eval.score import Scoring, evaluate_bpb
+from golf.model.gpt import MODEL_SETTINGS, ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
 # The README row -> (the one file it touches, the table there that every other mention reads,
 # the test that adds a toy entry to that table and sees it reach the user).
 ONE_GUESS = {
-    "attention variant": ("golf/model.py", "MODEL_SETTINGS",
+    "attention variant": ("golf/model/gpt.py", "MODEL_SETTINGS",
                           "tests/test_one_guess.py::test_an_attention_variant_is_one_model_field"),
-    "byte rule": ("golf/bpb.py", "PIECE_RULES",
+    "byte rule": ("golf/eval/bpb.py", "PIECE_RULES",
                   "tests/test_one_guess.py::test_a_byte_rule_is_one_piece_rule"),
     "pre-submit check": ("golf/submission/checks.py", "CHECKS",
                          "tests/test_pack.py::test_pack_run_runs_every_registered_check_in_order"),
@@ -38,13 +39,13 @@ ONE_GUESS = {
                    "tests/test_registries.py::test_a_registered_codec_is_tried_priced_required_and_versioned"),
     "data source": ("golf/data/sources/<name>.py", "",
                     "tests/test_prepare.py::test_a_data_source_is_one_file_found_by_the_dispatcher"),
-    "model feature": ("golf/model.py", "MODEL_SETTINGS",
+    "model feature": ("golf/model/gpt.py", "MODEL_SETTINGS",
                       "tests/test_one_guess.py::test_a_model_feature_is_one_model_field"),
     "quantizer method": ("quant/methods.py", "METHODS",
                          "tests/test_registries.py::test_a_registered_quant_method_is_accepted_and_listed"),
-    "TTT mode": ("golf/ttt.py", "TTT_MODES",
+    "TTT mode": ("golf/eval/ttt.py", "TTT_MODES",
                  "tests/test_one_guess.py::test_a_ttt_mode_is_one_table_entry"),
-    "setting": ("golf/config.py", "CONFIG_SETTINGS",
+    "setting": ("golf/run/config.py", "CONFIG_SETTINGS",
                 "tests/test_one_guess.py::test_a_run_setting_is_one_config_field"),
 }
 
@@ -99,7 +100,7 @@ def _reaches_the_user(monkeypatch, capsys, owner: str, table, name: str, bad: st
     assert gm.main(["--help"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.split()[:1] == [name])
     assert line.endswith(meaning)
-    from golf.settings_doc import markdown
+    from golf.run.settings_doc import markdown
     assert f"| `{name}` |" in markdown() and meaning in markdown()
     assert settings.environment_problems({name: "1"}) == []
     (problem,) = settings.environment_problems({name: bad})
@@ -107,18 +108,18 @@ def _reaches_the_user(monkeypatch, capsys, owner: str, table, name: str, bad: st
 
 
 def test_a_model_feature_is_one_model_field(monkeypatch, capsys):
-    """A ModelConfig field declared with setting(...) (golf/model.py) is the feature's switch:
-    --help, docs/settings.md and the start-up check read golf.model's table, nothing else."""
+    """A ModelConfig field declared with setting(...) (golf/model/gpt.py) is the feature's switch:
+    --help, docs/settings.md and the start-up check read golf.model.gpt's table, nothing else."""
     table = settings.fields_table(_ToyModel, "model")
-    assert table[:len(MODEL_SETTINGS)] == MODEL_SETTINGS    # golf.model's own table, rebuilt
+    assert table[:len(MODEL_SETTINGS)] == MODEL_SETTINGS    # golf.model.gpt's own table, rebuilt
     _reaches_the_user(monkeypatch, capsys, "model", table, "TOY_LOOPS", "-1")
     # the artifact's model dict is every ModelConfig field: nothing lists them by hand
     assert set(ModelConfig().model_dict()) == {s.field for s in MODEL_SETTINGS}
 
 
 def _cfg_reads(cls_name: str) -> set[str]:
-    """The names `cfg.X` that golf/model.py's class `cls_name` reads."""
-    tree = ast.parse((REPO / "golf" / "model.py").read_text())
+    """The names `cfg.X` that golf/model/gpt.py's class `cls_name` reads."""
+    tree = ast.parse((REPO / "golf" / "model" / "gpt.py").read_text())
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls_name)
     return {n.attr for n in ast.walk(cls) if isinstance(n, ast.Attribute)
             and isinstance(n.value, ast.Name) and n.value.id == "cfg"}
@@ -126,7 +127,7 @@ def _cfg_reads(cls_name: str) -> set[str]:
 
 def test_an_attention_variant_is_one_model_field(monkeypatch, capsys):
     """Attention is configured by ModelConfig's declared fields alone, so a variant is its field,
-    check and code in golf/model.py; a toy field reaches --help, the docs and the check."""
+    check and code in golf/model/gpt.py; a toy field reaches --help, the docs and the check."""
     declared = {s.field for s in MODEL_SETTINGS} | {"head_dim"}
     reads = _cfg_reads("Attention")
     assert {"xsa_gate", "sparse_attn_gate_enabled", "rope_dims"} <= reads <= declared
@@ -135,7 +136,7 @@ def test_an_attention_variant_is_one_model_field(monkeypatch, capsys):
 
 
 def test_a_run_setting_is_one_config_field(monkeypatch, capsys):
-    """A Config field with setting(...) (golf/config.py) is parsed, listed and checked."""
+    """A Config field with setting(...) (golf/run/config.py) is parsed, listed and checked."""
     table = tuple(s for s in settings.fields_table(_ToyRun, "run")
                   if s.field not in ModelConfig.model_field_names())
     assert table[:len(CONFIG_SETTINGS)] == CONFIG_SETTINGS
@@ -151,7 +152,7 @@ def _digit_run(sp, t: int) -> bool:
 
 
 def test_a_byte_rule_is_one_piece_rule(official_tokenizer, monkeypatch):
-    """A PieceRule added to golf/bpb.py's PIECE_RULES decides its pieces' bytes in the table the
+    """A PieceRule added to golf/eval/bpb.py's PIECE_RULES decides its pieces' bytes in the table the
     scorer divides by; the other pieces keep theirs."""
     sp = spm.SentencePieceProcessor()
     sp.Load(str(official_tokenizer))
@@ -181,10 +182,10 @@ class _Uniform(torch.nn.Module):
 
 # ----------------------------------------------------------------------------- TTT mode
 def test_a_ttt_mode_is_one_table_entry(monkeypatch, capsys):
-    """A TTTMode added to golf/ttt.py's TTT_MODES is an eval_bpb.py --ttt choice (with its line
+    """A TTTMode added to golf/eval/ttt.py's TTT_MODES is an eval_bpb.py --ttt choice (with its line
     in --help), a valid TTT=..., run by run_ttt, and its knobs are what eval.json records."""
     import eval_bpb
-    from golf import ttt
+    from golf.eval import ttt
     assert any(p.startswith("TTT=") for p in settings.environment_problems({"TTT": "toy"}))
     calls = []
 

@@ -28,7 +28,7 @@ STANDIN_ENTRY = '''
 import os
 import sys
 
-from golf.config import Config
+from golf.run.config import Config
 
 
 def score(path):
@@ -42,7 +42,7 @@ def score(path):
 
 
 def main():
-    from golf.errors import user_errors
+    from golf.run.errors import user_errors
     try:
         from golf import submission  # must NOT be shipped
         shipped_pack = True
@@ -54,9 +54,9 @@ def main():
             loss, bpb = score(os.environ["ARTIFACT"])
             print(f"final_roundtrip_exact val_loss:{loss:.8f} val_bpb:{bpb:.8f} val_bpb_hex:{bpb.hex()}")
             return 0
-        import golf.config
+        import golf.run.config
         print("standin ok", Config().budget_bytes, "pack_importable:", shipped_pack,
-              "origin:", golf.config.__spec__.origin)
+              "origin:", golf.run.config.__spec__.origin)
     return 0
 '''
 
@@ -126,7 +126,7 @@ def _run_alone(script: bytes, tmp_path: Path, env_extra: dict | None = None) -> 
 def test_closure_follows_function_imports_and_excludes_packer(standin):
     entry, roots = standin
     c = module_closure(entry, roots)
-    assert {"golf", "golf.config", "golf.errors", "quant", "quant.artifact", entry} <= set(c.modules)
+    assert {"golf", "golf.run.config", "golf.run.errors", "quant", "quant.artifact", entry} <= set(c.modules)
     assert not any(n.startswith("golf.submission") for n in c.modules)
     assert "torch" in c.third_party and "os" not in c.third_party
 
@@ -138,7 +138,7 @@ def test_plain_and_compressed_scripts_run_standalone_identically(standin, tmp_pa
     assert len(packed) < len(plain)
     a = _run_alone(plain, tmp_path)
     assert a.returncode == 0, a.stderr
-    assert "standin ok 16000000 pack_importable: False origin: train_gpt.py:golf.config" in a.stdout
+    assert "standin ok 16000000 pack_importable: False origin: train_gpt.py:golf.run.config" in a.stdout
     forms = submission.build_forms(entry, roots)
     assert forms["plain"] == plain and min(forms.values(), key=len) == packed
     for name, script in forms.items():  # every self-extracting codec, not only the shipped one
@@ -345,7 +345,7 @@ def test_welch_one_sided_direction_and_margin():
 def test_real_eval_only_roundtrip(tmp_path, request):
     """golf.main's EVAL_ONLY on a tiny real artifact (runs once the pipeline modules exist)."""
     module_closure("golf.main")  # a PackError here is our bug, not a missing resource
-    from golf.evaluate import EvalRequest, run_eval
+    from golf.eval.score import EvalRequest, run_eval
     tiny_config = request.getfixturevalue("tiny_config")
     cfg = tiny_config.replace(max_eval_tokens=4096)
     run = tmp_path / "run"

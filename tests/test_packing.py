@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import randomize
-from golf.config import Config
+from golf.run.config import Config
 from golf.data.packing import DocumentPackingLoader
 from golf.data.shards import write_shard
-from golf.layers import banded_doc_attention, segment_ids, segment_mask
-from golf.model import GPT
+from golf.model.layers import banded_doc_attention, segment_ids, segment_mask
+from golf.model.gpt import GPT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 BOS = 1
@@ -116,7 +116,7 @@ def test_doc_packing_needs_doc_attention():
 
 
 def test_training_on_packed_rows(tiny_config, tmp_path):
-    from golf.train import train
+    from golf.train.loop import train
     cfg = tiny_config.replace(runs_dir=str(tmp_path), run_id="packed", doc_attention=True,
                               doc_packing=True, iterations=4, gptq_calib_batches=1,
                               max_eval_tokens=2048)
@@ -130,13 +130,13 @@ def test_round_trip_eval_scores_a_doc_attention_model_as_eval_json(embedded_data
     (they differed by 1e-4 on cpu_frontier, so every CPU-default submission failed its round
     trip), and whole-row windows give another number."""
     from conftest import tiny_pipeline_config, untrained_run
-    from golf.evaluate import EvalRequest, evaluate_source, run_eval
+    from golf.eval.score import EvalRequest, evaluate_source, run_eval
     cfg = tiny_pipeline_config(embedded_data, doc_attention=True, max_eval_tokens=1500)
     run = tmp_path / "run"
     untrained_run(run, cfg)
     asked = EvalRequest(mode="chunked", max_tokens=1500, device="cpu")
     rep = run_eval(run, asked, out=tmp_path / "eval.json", log=None)
-    from golf import rundir as rd
+    from golf.run import rundir as rd
     alone = EvalRequest(data=str(embedded_data.dataset_dir), tokenizer=str(embedded_data.tokenizer_path),
                         seq_len=64, stride=0, max_tokens=1500, device="cpu")
     assert evaluate_source(run / rd.ARTIFACT, alone).val_bpb == rep["post"]["val_bpb"]

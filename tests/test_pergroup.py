@@ -136,7 +136,7 @@ def test_the_records_container_stays_out_of_the_packed_script():
 def test_a_record_method_without_lrzip_is_refused_before_training(monkeypatch, tmp_path):
     """The main job's preflight names the install for QUANT_METHOD=record_1855 / record_2135,
     so the baseline does not stop after training; other methods need nothing."""
-    from golf.config import Config
+    from golf.run.config import Config
     from golf.main import env_problems
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("GOLF_COMPRESS_THREADS", raising=False)

@@ -17,7 +17,7 @@ from golf.data.shards import find_shards, read_shard
 from golf.data.sources.splits import is_val_doc
 from golf.data.sources.text import prepare_text
 from golf.data.sources.tokenizer_train import train_tokenizer
-from golf.errors import PrepareError
+from golf.run.errors import PrepareError
 
 
 def _hashes(root):

@@ -12,8 +12,8 @@ import quant
 from conftest import needs_lrzip
 from quant.gptq import GptqSolve, gptq_quantize
 from quant.records import PERCENTILES
-from golf.config import Config
-from golf.rules import R29_CODE_BYTES, R29_PARAMS, RECORD_BITS_PER_PARAM, scaled_cap_bytes
+from golf.run.config import Config
+from golf.run.rules import R29_CODE_BYTES, R29_PARAMS, RECORD_BITS_PER_PARAM, scaled_cap_bytes
 
 POLICY = quant.QuantPolicy(small_numel=1000)
 
@@ -131,7 +131,7 @@ def test_records_ignore_a_budget_they_fit_and_refuse_one_they_do_not(quantized):
 
 
 def test_scaled_cap_rule_gives_the_record_bits_per_param():
-    from golf.model import GPT
+    from golf.model.gpt import GPT
     assert RECORD_BITS_PER_PARAM == pytest.approx((16_000_000 - 96_398) * 8 / 27_038_812)
     assert 4.70 < RECORD_BITS_PER_PARAM < 4.71
     assert sum(p.numel() for p in GPT(Config.from_preset("r29")).parameters()) == R29_PARAMS

@@ -62,7 +62,7 @@ def test_the_parameter_counter_counts_what_a_caller_must_pass():
 
 def test_no_function_takes_eight_or_more_parameters():
     """Eight or more parameters is a settings object waiting to be named (a frozen dataclass of
-    what travels together: golf.evaluate.Scoring, golf.submission.PackRequest, ...)."""
+    what travels together: golf.eval.score.Scoring, golf.submission.PackRequest, ...)."""
     files = [p for d in ("golf", "quant") for p in sorted((REPO / d).rglob("*.py"))]
     files += [REPO / n for n in ("train_gpt.py", "eval_bpb.py", "pack.py")]
     over = {(str(p.relative_to(REPO)), name)

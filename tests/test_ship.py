@@ -59,7 +59,7 @@ def test_the_guess_finder_sees_a_guess(tmp_path):
     (tmp_path / "quant").mkdir()
     (tmp_path / "golf" / "a.py").write_text(
         "try:\n    import brotli\nexcept ImportError:\n    brotli = None\n"
-        "def f():\n    try:\n        from golf.ttt import x\n    except (ValueError, ImportError):\n"
+        "def f():\n    try:\n        from golf.eval.ttt import x\n    except (ValueError, ImportError):\n"
         "        return None\n")
     assert import_guesses(tmp_path) == ["golf/a.py:6 ['golf']"]
 
@@ -87,10 +87,10 @@ def _under(name: str, modules) -> bool:
 def test_the_core_closure_holds_no_optional_module_and_a_part_brings_its_own():
     everything = [m for p in ship.PARTS.values() for m in p.modules]
     core = set(module_closure(ENTRY).modules)
-    assert {"golf.main", "golf.ship", "golf.evaluate", "quant.codec", "quant.ctxrans"} <= core
+    assert {"golf.main", "golf.ship", "golf.eval.score", "quant.codec", "quant.ctxrans"} <= core
     assert not [n for n in core if _under(n, everything)]
     with_ttt = set(module_closure(ENTRY, parts=("ttt", "tilt")).modules)
-    assert with_ttt - core == {"golf.ttt", "golf.lora", "golf.tilt"}
+    assert with_ttt - core == {"golf.eval.ttt", "golf.eval.lora", "golf.eval.tilt"}
 
 
 def _packed_state(tmp_path: Path, parts: tuple[str, ...]) -> str:
@@ -114,8 +114,8 @@ def _packed_state(tmp_path: Path, parts: tuple[str, ...]) -> str:
 def test_the_packed_script_states_its_parts_and_refuses_the_others(tmp_path):
     out = _packed_state(tmp_path, ("tilt",)).splitlines()
     assert out[0] == "('tilt',) ['tilt'] ('quant.pergroup',)"
-    assert "TTT=lora: this packed train_gpt.py does not carry golf.ttt, golf.lora" in out[1]
+    assert "TTT=lora: this packed train_gpt.py does not carry golf.eval.ttt, golf.eval.lora" in out[1]
     assert "NGRAM_TILT_ENABLED" not in out[1]
-    assert out[2] == "train_gpt.py:golf.tilt"          # served by the embedded sources
+    assert out[2] == "train_gpt.py:golf.eval.tilt"          # served by the embedded sources
     # one line for the framed coder it leaves out (the records' container); ctxrans ships
     assert out[3].count("is not in this packed script") == 1 and "pergroup_v2" in out[3]

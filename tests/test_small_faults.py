@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from golf import rundir as rd
-from golf.errors import ConfigError, RunIOError
+from golf.run import rundir as rd
+from golf.run.errors import ConfigError, RunIOError
 from golf.submission import tempdirs
 
 

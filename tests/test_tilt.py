@@ -10,8 +10,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from golf.errors import EvalError
-from golf.tilt import TILT_SETTINGS, TiltSettings, TokenTilt, tilted_nll, token_hints
+from golf.run.errors import EvalError
+from golf.eval.tilt import TILT_SETTINGS, TiltSettings, TokenTilt, tilted_nll, token_hints
 
 
 def sequential_hints(y: list[int], order: int, threshold: float) -> list[int]:
@@ -151,7 +151,7 @@ def test_the_records_disabled_channels_are_accepted():
 # ----------------------------------------------------------------------------- in the scorer
 from test_ttt import (BOS, L, V, _assert_causal, doc_stream, tiny_gpt, toy_lut,  # noqa: E402
                       ttt as run_ttt_recorded, settings as ttt_settings)
-from golf.evaluate import Scoring, evaluate_bpb, window_plan  # noqa: E402
+from golf.eval.score import Scoring, evaluate_bpb, window_plan  # noqa: E402
 
 TILT = TiltSettings(enabled=True, order=4, threshold=0.5, boost=2.0)
 

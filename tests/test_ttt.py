@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from conftest import exit_without_teardown, untrained_run
-from golf.bpb import ByteLUT, lut_target_bytes
-from golf.evaluate import EvalError, Scoring, evaluate_bpb, window_plan
-from golf.ttt import (BatchedLoRA, TTTSettings, attach_lora, chunk_ttt, chunk_windows,
+from golf.eval.bpb import ByteLUT, lut_target_bytes
+from golf.eval.score import EvalError, Scoring, evaluate_bpb, window_plan
+from golf.eval.ttt import (BatchedLoRA, TTTSettings, attach_lora, chunk_ttt, chunk_windows,
                       phase_segments, reset_adapters, run_ttt, score_windows, split_documents,
                       train_span, SpanSGD, TTTPass, _Tally)
 
@@ -25,8 +25,8 @@ V, L, BOS = 64, 32, 1
 def tiny_gpt(seed: int = 0):
     """A 2-layer GPT with every record feature on (bigram, smear, VE): TTT must treat it as a
     black box whatever it contains."""
-    from golf.config import Config
-    from golf.model import GPT
+    from golf.run.config import Config
+    from golf.model.gpt import GPT
     cfg = Config.from_env({"PRESET": "cpu"}, cpu_preset=True).replace(
         vocab_size=V, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2.0,
         train_seq_len=L, eval_seq_len=L, bigram_vocab_size=64, bigram_dim=8, ve_dim=8,
@@ -347,7 +347,7 @@ def test_two_rank_gloo_matches_one_process(tmp_path, one_thread):
 @pytest.fixture()
 def ttt_run(tmp_path, embedded_data):
     """A run directory: random tiny GPT (ema.pt), its int8 artifact, the embedded val split."""
-    from golf.config import Config
+    from golf.run.config import Config
     cfg = Config.from_env({"PRESET": "cpu"}, cpu_preset=True).replace(
         data_path=str(embedded_data.dataset_dir), tokenizer_path=str(embedded_data.tokenizer_path),
         num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2.0, train_seq_len=64,
@@ -359,7 +359,7 @@ def ttt_run(tmp_path, embedded_data):
 
 @pytest.mark.parametrize("mode", ["chunk", "lora", "lora_golf"])
 def test_run_eval_writes_post_ttt_beside_pre_and_post(ttt_run, mode, one_thread):
-    from golf.evaluate import EvalRequest, run_eval
+    from golf.eval.score import EvalRequest, run_eval
     run, _cfg = ttt_run
     lines: list[str] = []
     s = TTTSettings(mode=mode, chunk_tokens=512, lora_chunk=32).validated()
@@ -414,7 +414,7 @@ def _fake(tmp_path: Path, name: str, pre: float, post: float, ttt_bpb: float | N
 
 def test_compare_ranks_by_choice_and_flags_post_vs_ttt_flips(tmp_path, capsys):
     import eval_bpb
-    from golf.compare import find_divergences
+    from golf.eval.compare import find_divergences
     a = _fake(tmp_path, "a", 1.100, 1.102, 1.090)
     b = _fake(tmp_path, "b", 1.101, 1.103, 1.080)               # worse post, better after TTT
     assert eval_bpb.main(["--compare", str(a), str(b), "--rank-by", "post_ttt", "--strict"]) == 3
@@ -489,7 +489,7 @@ def test_main_job_tilts_after_ttt_when_asked(ttt_run, monkeypatch, one_thread):
     """NGRAM_TILT_ENABLED=1 in the main job: eval.json holds post+tilt and a tilted post+TTT,
     and the summary prints both, labelled post+TTT+tilt; without it nothing is tilted."""
     from golf.main import Finish, PhaseTimer, evaluate_run, summarize_and_pack
-    from golf.tilt import TiltSettings
+    from golf.eval.tilt import TiltSettings
     run, cfg = ttt_run
     monkeypatch.setenv("TTT", "chunk")
     monkeypatch.setenv("TTT_CHUNK_TOKENS", "512")

@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from conftest import randomize
-from golf.config import Config
-from golf.errors import EvalError
-from golf.evaluate import Scoring, evaluate_bpb
-from golf.bpb import lut_target_bytes
-from golf.layers import asym_softcap, final_lane, segment_ids, skip_merge, two_lane_update
-from golf.lora import DocLoRA
-from golf.model import GPT, rms
-from golf.ttt import (TTTSettings, batch_chunk, chunk_windows, phase_boundaries, record_batches,
+from golf.run.config import Config
+from golf.run.errors import EvalError
+from golf.eval.score import Scoring, evaluate_bpb
+from golf.eval.bpb import lut_target_bytes
+from golf.model.layers import asym_softcap, final_lane, segment_ids, skip_merge, two_lane_update
+from golf.eval.lora import DocLoRA
+from golf.model.gpt import GPT, rms
+from golf.eval.ttt import (TTTSettings, batch_chunk, chunk_windows, phase_boundaries, record_batches,
                       record_targets, split_documents)
 from test_ttt import BOS, L, V, doc_stream, repetitive_stream, settings, toy_lut, ttt
 
@@ -106,7 +106,7 @@ def _chunk_by_hand(doc_lens: list[int], steps: dict[int, int], default: int) -> 
 def test_short_score_first_steps_pick_the_chunk_of_a_batch():
     """#2014's TTT_SHORT_SCORE_FIRST_STEPS: a batch gets the chunk of the smallest doc_len bound
     covering its longest document, else TTT_CHUNK_SIZE; checked against the rule written out."""
-    from golf.ttt import batch_chunk
+    from golf.eval.ttt import batch_chunk
     env = {"TTT": "lora", "TTT_SHORT_SCORE_FIRST_ENABLED": "1",
            "TTT_SHORT_SCORE_FIRST_STEPS": "256:8,1000:16", "TTT_CHUNK_SIZE": "40"}
     s = TTTSettings.from_env(env)
@@ -285,7 +285,7 @@ def test_records_form_lowers_the_loss_on_a_repetitive_stream(one_thread):
 
 def test_the_processing_order_check_catches_a_phase_on_unscored_documents(monkeypatch, one_thread):
     """Teeth: the same check fails when a global phase also trains on documents not yet scored."""
-    import golf.ttt as ttt_mod
+    import golf.eval.ttt as ttt_mod
     real = ttt_mod._global_phase
 
     def leaky(model, params, stream, docs, prefix, *args, **kw):
@@ -300,6 +300,6 @@ def test_the_processing_order_check_catches_a_phase_on_unscored_documents(monkey
 
 def test_a_misspelt_phase_variable_is_refused_not_ignored():
     """PHASED_TTT_* and GLOBAL_TTT_* are golfkit's prefixes: a typo is one line naming the fix."""
-    from golf import settings as table
+    from golf.run import settings as table
     got = table.environment_problems({"PHASED_TTT_NUM_PHASE": "1", "GLOBAL_TTT_LR": "0.002"})
     assert got == ["PHASED_TTT_NUM_PHASE: not a golfkit setting; did you mean PHASED_TTT_NUM_PHASES?"]

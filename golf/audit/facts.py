@@ -38,7 +38,7 @@ TOTAL_EVAL = re.compile(r"total_eval_time:\s*" + NUM + "s")
 EVAL_TIMER = re.compile(r"beginning .*eval timer")
 SCORE = re.compile(r"^(?P<label>[a-z][\w]*) val_loss:\s*(?P<loss>[\d.]+)\s+val_bpb:\s*"
                    r"(?P<bpb>[\d.]+)(?:.*?eval_time:\s*(?P<ms>[\d.]+)ms)?")
-# golfkit's eval table (golf.evaluate.format_table): label, mode, val_loss, val_bpb, tokens,
+# golfkit's eval table (golf.eval.score.format_table): label, mode, val_loss, val_bpb, tokens,
 # bytes, tok/s, seconds, and "(partial)" when MAX_EVAL_TOKENS cut the split
 EVAL_ROW = re.compile(r"^(?P<label>pre|post|\S+\+tilt|ttt:\S+)\s+(?P<mode>[a-z]+)\s+"
                       r"(?P<loss>\d+\.\d+)\s+(?P<bpb>\d+\.\d+)\s+(?P<tokens>[\d,]+)\s+[\d,]+\s+"

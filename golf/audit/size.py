@@ -14,7 +14,7 @@ from golf.audit.context import Context, needs_entry
 from golf.audit.report import FAIL, NA, PASS, WARN, Verdict, na
 from golf.audit.source import local_refs, unwrap
 from golf.audit.wrapper import find_recipe, recompute
-from golf.rules import CAP_BYTES
+from golf.run.rules import CAP_BYTES
 
 LOW_MARGIN = 10_000   # bytes: records ran 7-100 KB under the cap; less is a reproducibility risk
 

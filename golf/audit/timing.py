@@ -12,7 +12,7 @@ from golf.audit import facts
 from golf.audit.context import Context, needs_logs
 from golf.audit.folder import LogFile
 from golf.audit.report import FAIL, PASS, WARN, Verdict
-from golf.rules import EVAL_LIMIT_S, TRAIN_LIMIT_S
+from golf.run.rules import EVAL_LIMIT_S, TRAIN_LIMIT_S
 
 
 def _stop_s(log: LogFile) -> tuple[float, int] | None:

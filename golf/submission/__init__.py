@@ -15,7 +15,7 @@ One job per module, and this file is the front door (import from `golf.submissio
 
 Never embedded in the packed script (golf/ship.py's "packer" part): a submission has no packer.
 """
-from golf.errors import OverCapError, PackError, RoundTripError
+from golf.run.errors import OverCapError, PackError, RoundTripError
 from golf.submission.assemble import (PackRequest, PackResult, check_out_dir, default_out_dir,
                                       pack_run)
 from golf.submission.budget import (CAP_BYTES, BudgetTable, budget_cap, budget_table,

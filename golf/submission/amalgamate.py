@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from golf import ship
-from golf.errors import PackError
+from golf.run.errors import PackError
 from quant.codec import pip_names
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from golf import rundir as rd
+from golf.run import rundir as rd
 from golf import ship
-from golf.errors import PackError, RoundTripError
+from golf.run.errors import PackError, RoundTripError
 from golf.submission.budget import (CAP_BYTES, BudgetTable, budget_table, enforce_budget,
                                     enforce_each_seed, format_budget_table)
 from golf.submission.checks import (Check, CheckContext, format_checks, run_checks, run_eval_cost,

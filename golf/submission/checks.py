@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from golf import rundir as rd
-from golf.atomic import file_sha256
-from golf.rules import EVAL_LIMIT_S, TRAIN_LIMIT_S
+from golf.run import rundir as rd
+from golf.run.atomic import file_sha256
+from golf.run.rules import EVAL_LIMIT_S, TRAIN_LIMIT_S
 from golf.submission.budget import CAP_BYTES, BudgetTable
 from golf.submission.evaltime import EvalCost, estimate_8xh100, eval_cost, on_8xh100
 from golf.submission.roundtrip import RoundTripResult

@@ -8,10 +8,10 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from golf import rundir as rd
-from golf import settings
-from golf.errors import PackError
-from golf.rules import TRAIN_LIMIT_S
+from golf.run import rundir as rd
+from golf.run import settings
+from golf.run.errors import PackError
+from golf.run.rules import TRAIN_LIMIT_S
 from golf.submission.budget import CAP_BYTES, BudgetTable, format_budget_table
 from golf.submission.checks import Check, format_checks
 from golf.submission.evaltime import eval_cost, format_eval_cost
@@ -120,7 +120,7 @@ def _compliance(runs: Sequence[RunInfo], sub: Mapping[str, Any], table: BudgetTa
                                 if "ttt" in sub else None),
             "no_pre_quant_ttt": True,   # TTT on full-precision weights never scores
             # True = the score is tilted by the token-only n-gram hint (strict prefix, the only
-            # form golf.tilt runs: C1/C2 by construction and test); None = no tilt in the score
+            # form golf.eval.tilt runs: C1/C2 by construction and test); None = no tilt in the score
             "ngram_tilt_token_only": True if "tilt" in sub else None,
             "eval_under_600s": None}    # set from the eval-time check in pack_run
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from golf import rundir as rd
-from golf.errors import RoundTripError
+from golf.run import rundir as rd
+from golf.run.errors import RoundTripError
 from golf.submission.tempdirs import die_with_parent, roundtrip_dir
 
 _LINE = re.compile(r"final_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)(?: val_bpb_hex:(\S+))?")

@@ -16,10 +16,10 @@ from typing import Any, Mapping
 from quant.artifact import check_artifact_config, parse_artifact
 from quant.errors import ArtifactError, ConfigMismatchError
 
-from golf import rundir as rd
-from golf.checkpoint import load_torch_file
-from golf.config import Config
-from golf.errors import PackError, RoundTripError
+from golf.run import rundir as rd
+from golf.run.checkpoint import load_torch_file
+from golf.run.config import Config
+from golf.run.errors import PackError, RoundTripError
 
 REQUIRED_RUN_FILES = (rd.CONFIG, rd.EVAL, rd.ARTIFACT, rd.TRAIN_LOG)
 

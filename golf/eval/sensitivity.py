@@ -12,11 +12,11 @@ from typing import Callable, Sequence
 import torch
 
 import quant
-from golf import rundir
-from golf.atomic import atomic_write_json, file_sha256
-from golf.evaluate import (EvalError, EvalRequest, Scoring, default_device, evaluate_bpb,
+from golf.run import rundir
+from golf.run.atomic import atomic_write_json, file_sha256
+from golf.eval.score import (EvalError, EvalRequest, Scoring, default_device, evaluate_bpb,
                            load_artifact, load_eval_data, load_eval_model, resolve_run_files)
-from golf.plots import plot_sensitivity
+from golf.run.plots import plot_sensitivity
 
 
 def tensor_class(name: str) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from golf.data.tokenizer import is_user_defined, load_tokenizer, user_defined_pieces
-from golf.errors import ByteLUTError, EvalError
+from golf.run.errors import ByteLUTError, EvalError
 
 # Bytes of the official 50k-doc FineWeb val split (sp1024), back-computed from official logs.
 OFFICIAL_VAL_BYTES = 151_080_168

@@ -25,19 +25,19 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import quant
-from golf import distributed
-from golf import rundir as rd
-from golf.atomic import atomic_write_json
-from golf.bpb import bpb_from_sums, check_bytes, range_bytes, val_byte_counter
-from golf.checkpoint import load_torch_file
-from golf.config import Config
+from golf.run import distributed
+from golf.run import rundir as rd
+from golf.run.atomic import atomic_write_json
+from golf.eval.bpb import bpb_from_sums, check_bytes, range_bytes, val_byte_counter
+from golf.run.checkpoint import load_torch_file
+from golf.run.config import Config
 from golf.data.inputs import check_dataset
 from golf.data.shards import (check_token_range, dataset_text_transform, find_shards,
                               load_val_bytes, load_val_tokens, read_shard, train_pattern)
 from golf.data.tokenizer import load_tokenizer
-from golf.errors import EvalError
-from golf.model import GPT
-from golf.rules import eval_mode
+from golf.run.errors import EvalError
+from golf.model.gpt import GPT
+from golf.run.rules import eval_mode
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ class Scoring:
 @dataclass(frozen=True)
 class EvalRequest:
     """What a caller asks of an evaluation (eval_bpb.py's options); None = the run's config
-    decides. ttt (a golf.ttt.TTTSettings) and tilt (a golf.tilt.TiltSettings) are passed in,
-    never imported: golf.ttt sits above this module and the packed script lacks it."""
+    decides. ttt (a golf.eval.ttt.TTTSettings) and tilt (a golf.eval.tilt.TiltSettings) are passed in,
+    never imported: golf.eval.ttt sits above this module and the packed script lacks it."""
     checkpoint: str | None = None
     artifact: str | None = None
     data: str | None = None
@@ -173,7 +173,7 @@ def batch_nll(model: torch.nn.Module, stream: torch.Tensor, batch: Sequence[tupl
               dev: torch.device, tilt: Any = None) -> torch.Tensor:
     """Per-target NLL of one batch of windows (start, first scored, end): float32 cross-entropy
     over all V logits, targets a+1..e of each window. The one scoring rule of every eval mode
-    (plain, sliding, and the score-first passes of TTT). `tilt` (a golf.tilt.TokenTilt, built
+    (plain, sliding, and the score-first passes of TTT). `tilt` (a golf.eval.tilt.TokenTilt, built
     by its settings' `build`) renormalises it towards the n-gram hint: scored NLL only."""
     x = torch.stack([stream[s:e] for s, _, e in batch]).to(dev).long()
     logits = model(x)
@@ -231,8 +231,8 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, scoring: 
     Sliding mode's tail window gets a full seq_len of context (the record scripts give it
     less), all other windows match the record scripts' `ws + ctx < N` form.
     NLL is float32 cross-entropy per scored target, summed in float64; bytes come from
-    `golf.bpb.range_bytes` (the piece table, or the byte sidecar when `lut` is a
-    golf.bpb.SidecarBytes); `tilt` (see batch_nll) tilts every scored NLL; `scoring.doc_bos`
+    `golf.eval.bpb.range_bytes` (the piece table, or the byte sidecar when `lut` is a
+    golf.eval.bpb.SidecarBytes); `tilt` (see batch_nll) tilts every scored NLL; `scoring.doc_bos`
     (a BOS id) keeps every window inside one document (document_window_plan). Every target is
     scored exactly once (raises otherwise). Under torch.distributed the windows are split
     across ranks and the three sums all-reduced, so every rank returns the same result.
@@ -537,7 +537,7 @@ def tilt_block(tilt: Any, models: dict[str, torch.nn.Module], ed: "EvalData", ba
                scoring: Scoring, log: Callable[[str], None]) -> dict:
     """eval.json's post_tilt: the artifact (else the checkpoint) scored like `base` (the
     headline entry, in `scoring`'s windows) with its NLL tilted by `tilt` (a
-    golf.tilt.TokenTilt)."""
+    golf.eval.tilt.TokenTilt)."""
     label = "post" if "post" in models else "pre"
     res = score_eval_data(models[label], ed, scoring, tilt=tilt)
     out = {**res.to_dict(), "weights": label, "tilt": tilt.settings.knobs(), "gated": tilt.gated,

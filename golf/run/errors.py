@@ -14,7 +14,7 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
-from golf import settings
+from golf.run import settings
 
 
 class RankFailed(RuntimeError):

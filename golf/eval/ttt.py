@@ -8,13 +8,13 @@ order of two lines. Here the order is fixed by construction and checked by tests
 tests/test_ttt_phased.py does the same for `lora` in its own processing order, see below):
 
 - `chunk` (R23 / PR #549): the stream is cut into chunks of
-  TTT_CHUNK_TOKENS targets; every window of the usual plan (`golf.evaluate.window_plan`,
+  TTT_CHUNK_TOKENS targets; every window of the usual plan (`golf.eval.score.window_plan`,
   chunked or sliding) belongs to the chunk holding its first scored target. Per chunk: score
   all its windows under no_grad, *then* SGD (momentum, epochs, clip) on that chunk's targets,
   all parameters, LR cosine across chunks; the last chunk is never trained on.
 - `lora` (the records' phased score-first LoRA: PR #1855, with #2014's and #2135's knobs):
   documents from BOS to BOS, sorted by length and cut into TTT_BATCH_SIZE batches, the longest
-  batch first; every document of a batch has its own adapters per virtual layer (golf.lora:
+  batch first; every document of a batch has its own adapters per virtual layer (golf.eval.lora:
   Q, K, V, the O and MLP bypasses, the head); step k scores chunk k (TTT_CHUNK_SIZE targets,
   a window of the seq_len tokens before the chunk's end inside the document), then one AdamW
   step for the documents with a later chunk. A is warm-started across batches, B zeroed. At
@@ -45,8 +45,8 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from golf.bpb import bpb_from_sums, bytes_at
-from golf.evaluate import (
+from golf.eval.bpb import bpb_from_sums, bytes_at
+from golf.eval.score import (
     EvalData,
     EvalError,
     EvalResult,
@@ -60,10 +60,10 @@ from golf.evaluate import (
     rank_slice,
     window_plan,
 )
-from golf.lora import BLOCK_TARGETS, DocLoRA
-from golf.settings import fields_table, parse_env, register, setting, value_problems
+from golf.eval.lora import BLOCK_TARGETS, DocLoRA
+from golf.run.settings import fields_table, parse_env, register, setting, value_problems
 
-Window = tuple[int, int, int]          # (start, score_from, score_to) as in golf.evaluate
+Window = tuple[int, int, int]          # (start, score_from, score_to) as in golf.eval.score
 
 
 # ----------------------------------------------------------------------------- settings
@@ -78,7 +78,7 @@ def _ttt_env_name(name: str) -> str:
 class TTTSettings:
     """TTT knobs; env name = TTT_ + field name upper-cased (mode is `TTT`, on is `TTT_ON`;
     the phased_ttt_* / global_ttt_* fields are upper-cased as they are, the records' names)."""
-    mode: str = setting("off", "test-time training at evaluation (the modes of golf.ttt.TTT_MODES)",
+    mode: str = setting("off", "test-time training at evaluation (the modes of golf.eval.ttt.TTT_MODES)",
                         aliases=(("0", "off"), ("none", "off")))
     on: str = setting("post", "post = the dequantized artifact, pre = full precision",
                       choices=("post", "pre"))
@@ -167,7 +167,7 @@ class TTTSettings:
 
     def post_ttt(self, models: dict[str, nn.Module], ed: EvalData, base: dict, scoring: Scoring,
                  cfg: Any, log: Callable[[str], None], tilt: Any = None) -> dict:
-        """eval.json's post_ttt entry; golf.evaluate.run_eval calls it on the settings it was
+        """eval.json's post_ttt entry; golf.eval.score.run_eval calls it on the settings it was
         given, with the headline's windows (`scoring`) and the model's config (its BOS_ID
         splits documents when TTT_BOS_ID is -1)."""
         s = self
@@ -190,9 +190,9 @@ class TTTSettings:
 @dataclass(frozen=True)
 class TTTPass:
     """One score-first pass besides the model and its settings: the windows and where they run
-    (a golf.evaluate.Scoring, as the plain score uses; doc_bos keeps chunk mode's windows
+    (a golf.eval.score.Scoring, as the plain score uses; doc_bos keeps chunk mode's windows
     inside documents), how many targets (None = all), the model's BOS id (splits documents
-    when TTT_BOS_ID is -1), the tilt of the scores (a golf.tilt.TokenTilt; the adaptation
+    when TTT_BOS_ID is -1), the tilt of the scores (a golf.eval.tilt.TokenTilt; the adaptation
     losses stay untilted), and whether to keep every target's NLL and count (the tests)."""
     scoring: Scoring
     max_tokens: int | None = None
@@ -235,10 +235,10 @@ class TTTResult(EvalResult):
 
 class _Tally:
     """Σ NLL, targets and bytes of what was scored; per target NLL and counts when recording
-    (the tests' C1-C4 checks). Bytes come from golf.bpb.bytes_at of the scored targets."""
+    (the tests' C1-C4 checks). Bytes come from golf.eval.bpb.bytes_at of the scored targets."""
 
     def __init__(self, toks: np.ndarray, n: int, lut: Any, record: bool, tilt: Any = None):
-        self.toks, self.lut, self.tilt = toks, lut, tilt     # tilt: a golf.tilt.TokenTilt or None
+        self.toks, self.lut, self.tilt = toks, lut, tilt     # tilt: a golf.eval.tilt.TokenTilt or None
         self.nll_sum, self.tokens, self.bytes = 0.0, 0, 0
         self.per = np.full(n, np.nan) if record else None
         self.counts = np.zeros(n, dtype=np.int64) if record else None
@@ -291,7 +291,7 @@ def _finish(tally: _Tally, *, n: int, t0: float, dev: torch.device, world: int,
 # ----------------------------------------------------------------------------- shared steps
 def score_windows(model: nn.Module, stream: torch.Tensor, windows: Sequence[Window], rows: int,
                   dev: torch.device, tally: _Tally) -> None:
-    """Score windows exactly as golf.evaluate.evaluate_bpb does (same batching rule, float32
+    """Score windows exactly as golf.eval.score.evaluate_bpb does (same batching rule, float32
     cross-entropy over all V logits), under no_grad: nothing here can change the model."""
     with torch.no_grad(), _autocast(dev):
         for batch in _batches(windows, rows):
@@ -359,7 +359,7 @@ def chunk_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, n: i
               p: TTTPass) -> TTTResult:
     """R23's score-first TTT on `model` in place (callers pass a copy; see run_ttt) over the
     first n targets; with p.scoring.doc_bos its windows stay inside documents
-    (golf.evaluate.document_window_plan)."""
+    (golf.eval.score.document_window_plan)."""
     t0 = time.perf_counter()
     sc, dev = p.scoring, p.dev
     seq_len, stride, doc_bos = sc.seq_len, sc.stride, sc.doc_bos
@@ -848,10 +848,10 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
             p: TTTPass) -> TTTResult:
     """Score-first TTT of a *copy* of `model` over the stream; the caller's weights never change.
 
-    Same stream convention, window plan and byte accounting as golf.evaluate.evaluate_bpb.
+    Same stream convention, window plan and byte accounting as golf.eval.score.evaluate_bpb.
     Under torch.distributed, ranks split the windows (chunk) or documents (lora), gradients of
     shared weights are all-reduced, and every rank returns the same sums. p.tilt (a
-    golf.tilt.TokenTilt) tilts every scored NLL; the adaptation losses stay untilted.
+    golf.eval.tilt.TokenTilt) tilts every scored NLL; the adaptation losses stay untilted.
     p.scoring.doc_bos keeps chunk mode's windows inside documents (LoRA mode scores per
     document anyway). The result's `weights` is settings.on.
     """
@@ -878,9 +878,9 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
 
 def ttt_block(settings: TTTSettings, models: dict[str, nn.Module], ed: EvalData, base: dict,
               scoring: Scoring, log: Callable[[str], None], tilt: Any = None) -> dict:
-    """eval.json's post_ttt: golf.ttt.run_ttt on a copy of the `settings.on` weights, scored on
+    """eval.json's post_ttt: golf.eval.ttt.run_ttt on a copy of the `settings.on` weights, scored on
     the same tokens and windows (`scoring`) as `base` (the headline entry), bytes checked like
-    pre/post; with `tilt` (a golf.tilt.TokenTilt) its scored NLL is tilted, its training loss
+    pre/post; with `tilt` (a golf.eval.tilt.TokenTilt) its scored NLL is tilted, its training loss
     not."""
     label = settings.on
     if label not in models:

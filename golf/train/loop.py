@@ -17,25 +17,25 @@ from typing import Any, Callable, Iterator, NamedTuple
 import torch
 import torch.distributed as dist
 
-from golf import rundir as rd
-from golf.atomic import atomic_save
-from golf.bpb import val_byte_counter
-from golf.checkpoint import load_torch_file
-from golf.config import Config
+from golf.run import rundir as rd
+from golf.run.atomic import atomic_save
+from golf.eval.bpb import val_byte_counter
+from golf.run.checkpoint import load_torch_file
+from golf.run.config import Config
 from golf.data.inputs import check_dataset
 from golf.data.loader import DistributedTokenLoader
 from golf.data.packing import DocumentPackingLoader
 from golf.data.shards import (dataset_text_transform, find_shards, load_val_bytes, load_val_tokens,
                               train_pattern)
 from golf.data.tokenizer import load_tokenizer
-from golf.distributed import all_reduce_ as _allreduce, host_max, init_distributed
-from golf.errors import TrainError
-from golf.evaluate import EvalResult, Scoring, evaluate_bpb
-from golf.model import GPT, count_parameters
-from golf.optim import (build_optimizers, ema_decay_at, muon_momentum, schedule_multiplier, set_lrs,
+from golf.run.distributed import all_reduce_ as _allreduce, host_max, init_distributed
+from golf.run.errors import TrainError
+from golf.eval.score import EvalResult, Scoring, evaluate_bpb
+from golf.model.gpt import GPT, count_parameters
+from golf.train.optim import (build_optimizers, ema_decay_at, muon_momentum, schedule_multiplier, set_lrs,
                         training_fraction)
-from golf.seq_schedule import SeqSchedule, parse_seq_schedule
-from golf.step import StepPlan, Stepper
+from golf.train.seq_schedule import SeqSchedule, parse_seq_schedule
+from golf.train.step import StepPlan, Stepper
 from quant import collect_error_weights, collect_hessians
 
 
@@ -162,7 +162,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, run_dir: Path | None, log: Callable[[str], None] | None):
         """Setup: every check first, then the data and the resumed checkpoint, and only then is
-        the run dir written (golf.rundir's rules)."""
+        the run dir written (golf.run.rundir's rules)."""
         cfg.validate()  # every bad setting at once, before any data is read or anything written
         self.di = di = init_distributed()
         self.dev = di.device

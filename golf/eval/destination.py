@@ -4,8 +4,8 @@ Why: eval.json is half of the run's artifact/eval pair, and pack.py ships the nu
 A partial, other-mode, other-data, other-weights, TTT or tilted evaluation is a diagnostic: it goes to
 eval.<label>.json beside eval.json (a new name each time, never replacing a file) or to --out.
 Only a full official evaluation of the run's own artifact replaces eval.json, through the
-staged pair (golf.rundir rule 4), so the previous pair moves to previous/<n>/ and nothing is
-lost. Every write into the run holds its lock (golf.rundir rule 8).
+staged pair (golf.run.rundir rule 4), so the previous pair moves to previous/<n>/ and nothing is
+lost. Every write into the run holds its lock (golf.run.rundir rule 8).
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from golf import distributed
-from golf import rundir as rd
-from golf.evaluate import EvalError, EvalRequest, resolve_run_files, run_eval
-from golf.rules import eval_mode
+from golf.run import distributed
+from golf.run import rundir as rd
+from golf.eval.score import EvalError, EvalRequest, resolve_run_files, run_eval
+from golf.run.rules import eval_mode
 
 Log = Callable[[str], None]
 

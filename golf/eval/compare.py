@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from golf import rundir
-from golf.eval_target import evaluate_run_dir
-from golf.evaluate import EvalError, EvalRequest
+from golf.run import rundir
+from golf.eval.destination import evaluate_run_dir
+from golf.eval.score import EvalError, EvalRequest
 
 RANK_KEYS = ("pre", "post", "post_ttt")
 

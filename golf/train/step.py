@@ -1,6 +1,6 @@
 """One optimizer step across ranks: accumulate, reduce, clip the global gradient, update.
 
-Two communication schemes, one result per matrix (golf/muon.py):
+Two communication schemes, one result per matrix (golf/train/muon.py):
   sharded (MUON_SHARDED=1, default): Muon banks are reduce-scattered asynchronously, largest
     first, while every other gradient goes out in one packed all-reduce; each rank
     orthogonalises its own matrices, the AdamW step runs while the first update gather is in
@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 import torch
 import torch.distributed as dist
 
-from golf.muon import Muon
+from golf.train.muon import Muon
 
 CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s epsilon
 
