@@ -23,6 +23,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
 
     def measure(label: str, **kw) -> dict:
         t0 = time.perf_counter()
-        q = quant.quantize_model(model, hessians=hs, policy=policy, **kw)
+        q = quant.quantize_model(model, hessians=hs, **{"policy": policy, **kw})
         secs = time.perf_counter() - t0
         with tempfile.TemporaryDirectory() as d:
             quant.save_artifact(f"{d}/m.gkq", q)
@@ -154,15 +155,21 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         return nats / float(np.log(2.0)) / nbytes
 
     for method, off in parse_offsets(args.offsets):
-        rec, rec_sd, rec_q = measure(f"{method}{off:+d}", method=method, record_bits_offset=off)
-        fit, fit_sd, fit_q = measure(f"fitter@{method}{off:+d}", method="gptq",
-                                     budget_bytes=rec["bytes"], error_weights=om)
-        fit["vs"] = rec["method"]
-        fit["gap_ratio"] = {k: fit["gap"][k] / rec["gap"][k] if rec["gap"][k] else float("nan")
-                            for k in rec["gap"]}
-        if rec["method"] in args.diagnose:
-            fit["swaps"] = swaps(scored, fit["post"]["bpb"], fit_sd, rec_sd, fit_q, rec_q)
-        _save(res, out)
+        label = f"{method}{off:+d}"
+        if args.fitter_only:  # the record's bytes only (its scores come from another run)
+            q = quant.quantize_model(model, hessians=hs, policy=policy, method=method,
+                                     record_bits_offset=off)
+            rec, rec_sd, rec_q = {"method": label, "bytes": q.total_bytes}, None, None
+        else:
+            rec, rec_sd, rec_q = measure(label, method=method, record_bits_offset=off)
+        for rows in args.row_steps.split(","):
+            fit, fit_sd, fit_q = measure(f"fitter[{rows}]@{label}", method="gptq",
+                                         budget_bytes=rec["bytes"], error_weights=om,
+                                         policy=replace(policy, row_steps=rows))
+            fit["vs"] = label
+            if label in args.diagnose and rec_sd is not None:
+                fit["swaps"] = swaps(scored, fit["post"]["bpb"], fit_sd, rec_sd, fit_q, rec_q)
+            _save(res, out)
     return res
 
 
@@ -197,7 +204,24 @@ def combine(paths: list[str]) -> dict:
         raise SystemExit(f"--combine: {paths} are not runs on one checkpoint, token set and TTT")
     res = dict(parts[0])
     res["points"] = [p for r in parts for p in r["points"]]
+    for p in res["points"]:   # runs before QuantPolicy.row_steps named their fitter "fitter@"
+        if p["method"].startswith("fitter@"):
+            p["method"] = "fitter[sdclip]@" + p["method"][len("fitter@"):]
     return res
+
+
+def add_ratios(res: dict) -> None:
+    """Each fitter point's gap / the gap of the record point it was sized to (same bytes)."""
+    recs = {p["method"]: p for p in res["points"] if not p["method"].startswith("fitter")}
+    for p in res["points"]:
+        rec = recs.get(p["method"].split("@")[-1]) if p["method"].startswith("fitter") else None
+        if rec is None:
+            continue
+        p["gap_ratio"] = {k: p["gap"][k] / rec["gap"][k] if rec["gap"][k] else float("nan")
+                          for k in rec["gap"]}
+        if "post_ttt" in p and "post_ttt" in rec:
+            p["ttt_gap_ratio"] = ((p["post_ttt"]["bpb"] - res["pre"]["bpb"])
+                                  / (rec["post_ttt"]["bpb"] - res["pre"]["bpb"]))
 
 
 def _save(res: dict, out: Path) -> None:
@@ -223,6 +247,13 @@ def table(res: dict) -> str:
     return "\n".join(rows)
 
 
+def family(method: str) -> str:
+    """A plot line: the fitter variant ("fitter[flat]") or the record ("record_1855")."""
+    if method.startswith("fitter"):
+        return method.split("@")[0]
+    return method.rstrip("0123456789").rstrip("+-")
+
+
 def plot(res: dict, path: Path) -> None:
     """Two panels, bits/param on x: the post-quant gap, and post+TTT minus pre."""
     import matplotlib
@@ -231,13 +262,12 @@ def plot(res: dict, path: Path) -> None:
     panels = [("gap", "post - pre")] + ([("post_ttt", "post+TTT - pre")] if res.get("ttt") else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels):
-        for family in sorted({p["method"].split("+")[0].split("-")[0] for p in res["points"]}):
-            pts = sorted((p for p in res["points"]
-                          if p["method"].split("+")[0].split("-")[0] == family),
+        for fam in sorted({family(p["method"]) for p in res["points"]}):
+            pts = sorted((p for p in res["points"] if family(p["method"]) == fam),
                          key=lambda p: p["bits_per_param"])
             ys = [p["gap"]["bpb"] if key == "gap" else p["post_ttt"]["bpb"] - res["pre"]["bpb"]
                   for p in pts]
-            ax.plot([p["bits_per_param"] for p in pts], ys, "-o", label=family, ms=5)
+            ax.plot([p["bits_per_param"] for p in pts], ys, "-o", label=fam, ms=5)
         ax.set_xlabel("bits per parameter (artifact bytes x 8 / params)")
         ax.set_ylabel(f"val_bpb {title}")
         ax.set_yscale("symlog", linthresh=1e-3)
@@ -263,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="RECORD=OFFSET,...: the records' bit-width offsets to measure")
     ap.add_argument("--max-eval-tokens", type=int, default=0, help="0 = the whole val split")
     ap.add_argument("--no-ttt", action="store_true", help="skip post+TTT (pre/post only)")
+    ap.add_argument("--fitter-only", action="store_true",
+                    help="build each record only for its byte count and score the fitter there")
+    ap.add_argument("--row-steps", default="sdclip,flat",
+                    help="fitter lines by QuantPolicy.row_steps, comma-separated (sdclip: the "
+                         "default; flat: one step per tensor)")
     ap.add_argument("--diagnose", nargs="*", default=[],
                     help="record points (e.g. record_1060+0) whose equal-bytes fitter point gets "
                          "the per-tensor swap table")
@@ -274,11 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.combine:
         res = combine(args.combine)
-        _save(res, out)
     elif not (args.checkpoint and args.data and args.tokenizer):
         raise SystemExit("--checkpoint, --data and --tokenizer are needed (or --combine)")
     else:
         res = run(args, out)
+    add_ratios(res)
+    _save(res, out)
     plot(res, out.with_suffix(".png"))
     print(table(res))
     return 0

@@ -22,8 +22,8 @@ from .policy import CLASSES, QuantPolicy, classify, is_control
 from .methods import METHODS, record_methods
 from .records import record_policy, record_quantize
 from .report import build_report
-from .scalar import (LOG_SCALE_R, SCALE_FORMATS, as_rows, clip_step, dequantize, hessian_error,
-                     qmax_for, round_log_scale, round_scale, rtn_codes)
+from .scalar import (LOG_SCALE_R, SCALE_FORMATS, as_rows, clip_step, dequantize, flat_steps,
+                     hessian_error, qmax_for, round_log_scale, round_scale, rtn_codes)
 from .tensors import QTensor, alias_entry, dtype_name
 
 
@@ -134,6 +134,8 @@ class _Item:
         self.h = None if h is None else h.detach().to(torch.float32).cpu()
         self.col_weight = None if self.h is None else torch.diagonal(self.h).clone()
         self.base_step = clip_step(self.w, cp.bits, cp.clip.kind, cp.clip.value, self.col_weight)
+        if policy.row_steps == "flat":  # one step for all rows: no row's range fits the class's
+            self.base_step, self.bits = flat_steps(self.base_step), 8   # qmax, so 8-bit codes
         self.std = self.w.std(dim=1, unbiased=False).clamp_min(1e-30)
         self.method = "gptq" if (method == "gptq" and self.h is not None) else "rtn"
         self.log = log
