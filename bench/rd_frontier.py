@@ -3,14 +3,20 @@ post+TTT per point (issue 27 item 5, second half).
 
     python -m bench.rd_frontier --checkpoint runs/ID/ema.pt --data DIR --tokenizer MODEL \
         [--offsets record_1855=-1,0,1,2 record_2135=0 record_1060=-1,0] [--no-ttt] \
-        [--out bench/results/rd_frontier]
+        [--row-steps sdclip,flat[,flat+lqer]] [--diagnose record_1855+0] \
+        [--bytes-from EARLIER.json] [--out bench/results/rd_frontier]
+    python -m bench.rd_frontier --combine A.json B.json ... --out bench/results/rd_frontier
 
 A record ships at one size. Its one knob here is `record_bits_offset` (quant.records.
 record_policy): every class's bit width + offset, clip rule unchanged (record_1855/2135's
 SDClip k, record_1060's percentiles), capped at 8 bits. For each (record, offset) the record's
 artifact is built with the coders it shipped (record_1855 / 2135: the per-group lrzip container,
 quant/pergroup.py), then golfkit's default fitter (QUANT_METHOD=gptq, Fisher error weights, log
-scales, default coders) at exactly that artifact's byte count. Every artifact goes through a
+scales, default coders; one line per --row-steps entry: QuantPolicy.row_steps "sdclip" is today's
+default, "flat" one step per tensor, "+lqer" adds LQER rungs) at exactly that artifact's byte
+count (--bytes-from reuses a record's bytes from an earlier run instead of rebuilding it;
+--diagnose adds, for that record point, the fitter's model with one tensor at a time taken from
+the record's artifact). Every artifact goes through a
 file round trip and is scored pre / post / post+TTT on the same validation tokens, per-document
 windows as run_eval scores a DOC_ATTENTION model. Noise: each number is also kept for the two
 halves of the split (cut at the BOS nearest the middle), so a difference between two methods can
@@ -154,18 +160,24 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         nats, nbytes = scorer._sums(m, data.n_targets)
         return nats / float(np.log(2.0)) / nbytes
 
+    known = {p["method"]: p["bytes"] for f in args.bytes_from
+             for p in json.loads(Path(f).read_text())["points"] if not p["method"].startswith("fitter")}
+    ranks = tuple(int(r) for r in args.lqer_ranks.split(","))
     for method, off in parse_offsets(args.offsets):
         label = f"{method}{off:+d}"
-        if args.fitter_only:  # the record's bytes only (its scores come from another run)
+        if label in known:    # the record's bytes from an earlier run of this bench
+            rec, rec_sd, rec_q = {"method": label, "bytes": known[label]}, None, None
+        elif args.fitter_only:  # the record's bytes only (its scores come from another run)
             q = quant.quantize_model(model, hessians=hs, policy=policy, method=method,
                                      record_bits_offset=off)
             rec, rec_sd, rec_q = {"method": label, "bytes": q.total_bytes}, None, None
         else:
             rec, rec_sd, rec_q = measure(label, method=method, record_bits_offset=off)
-        for rows in args.row_steps.split(","):
-            fit, fit_sd, fit_q = measure(f"fitter[{rows}]@{label}", method="gptq",
+        for line in args.row_steps.split(","):
+            rows, lqer = line.split("+")[0], ranks if line.endswith("+lqer") else ()
+            fit, fit_sd, fit_q = measure(f"fitter[{line}]@{label}", method="gptq",
                                          budget_bytes=rec["bytes"], error_weights=om,
-                                         policy=replace(policy, row_steps=rows))
+                                         policy=replace(policy, row_steps=rows), lqer_ranks=lqer)
             fit["vs"] = label
             if label in args.diagnose and rec_sd is not None:
                 fit["swaps"] = swaps(scored, fit["post"]["bpb"], fit_sd, rec_sd, fit_q, rec_q)
@@ -199,14 +211,22 @@ def _levels(qt: Any) -> str:
 def combine(paths: list[str]) -> dict:
     """One result from runs of this bench on the same checkpoint and tokens (points joined)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    key = {(r["checkpoint"], r["eval_tokens"], r["half_cut"], json.dumps(r["ttt"])) for r in parts}
-    if len(key) != 1:
+    key = {(r["checkpoint"], r["eval_tokens"], r["half_cut"]) for r in parts}
+    ttts = {json.dumps(r["ttt"]) for r in parts if r["ttt"]}
+    if len(key) != 1 or len(ttts) > 1:
         raise SystemExit(f"--combine: {paths} are not runs on one checkpoint, token set and TTT")
     res = dict(parts[0])
-    res["points"] = [p for r in parts for p in r["points"]]
-    for p in res["points"]:   # runs before QuantPolicy.row_steps named their fitter "fitter@"
-        if p["method"].startswith("fitter@"):
+    best: dict[str, dict] = {}
+    for p in (p for r in parts for p in r["points"]):
+        if p["method"].startswith("fitter@"):   # runs before QuantPolicy.row_steps existed
             p["method"] = "fitter[sdclip]@" + p["method"][len("fitter@"):]
+        had = best.get(p["method"])
+        if had is None or ("post_ttt" in p and "post_ttt" not in had):
+            best[p["method"]] = p             # the same point from two runs: the one with TTT
+        if had is not None and "swaps" in (had, p)[best[p["method"]] is had]:
+            best[p["method"]]["swaps"] = (had, p)[best[p["method"]] is had]["swaps"]
+    res["points"] = list(best.values())
+    res["ttt"] = next((r["ttt"] for r in parts if r["ttt"]), None)
     return res
 
 
@@ -247,6 +267,31 @@ def table(res: dict) -> str:
     return "\n".join(rows)
 
 
+def pairs_table(res: dict) -> str:
+    """One row per record point: its gap and post+TTT beside each fitter line's at its bytes
+    (ratio = fitter gap / record gap; TTT columns are post+TTT - pre)."""
+    lines = sorted({p["method"].split("@")[0] for p in res["points"] if "@" in p["method"]},
+                   key=lambda ln: (ln != "fitter[sdclip]", len(ln), ln))  # the default first
+    recs = sorted((p for p in res["points"] if "@" not in p["method"]),
+                  key=lambda p: p["bits_per_param"])
+    at = {p["method"]: p for p in res["points"]}
+    pre = res["pre"]["bpb"]
+
+    def ttt(p: dict | None) -> str:
+        return f"{p['post_ttt']['bpb'] - pre:+.5f}" if p and "post_ttt" in p else "-"
+    head = (["record point", "bits/param", "bytes", "record gap"]
+            + [f"{ln} gap (ratio)" for ln in lines] + ["record TTT"] + [f"{ln} TTT" for ln in lines])
+    rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r in recs:
+        fits = [at.get(f"{ln}@{r['method']}") for ln in lines]
+        cells = [r["method"], f"{r['bits_per_param']:.2f}", f"{r['bytes']:,}", f"{r['gap']['bpb']:+.5f}"]
+        cells += [f"{f['gap']['bpb']:+.5f} ({f['gap']['bpb'] / r['gap']['bpb']:.2f})" if f else "-"
+                  for f in fits]
+        cells += [ttt(r)] + [ttt(f) for f in fits]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def family(method: str) -> str:
     """A plot line: the fitter variant ("fitter[flat]") or the record ("record_1855")."""
     if method.startswith("fitter"):
@@ -263,8 +308,10 @@ def plot(res: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels):
         for fam in sorted({family(p["method"]) for p in res["points"]}):
-            pts = sorted((p for p in res["points"] if family(p["method"]) == fam),
-                         key=lambda p: p["bits_per_param"])
+            pts = sorted((p for p in res["points"] if family(p["method"]) == fam
+                          and (key == "gap" or "post_ttt" in p)), key=lambda p: p["bits_per_param"])
+            if not pts:
+                continue
             ys = [p["gap"]["bpb"] if key == "gap" else p["post_ttt"]["bpb"] - res["pre"]["bpb"]
                   for p in pts]
             ax.plot([p["bits_per_param"] for p in pts], ys, "-o", label=fam, ms=5)
@@ -297,7 +344,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="build each record only for its byte count and score the fitter there")
     ap.add_argument("--row-steps", default="sdclip,flat",
                     help="fitter lines by QuantPolicy.row_steps, comma-separated (sdclip: the "
-                         "default; flat: one step per tensor)")
+                         "default; flat: one step per tensor; a +lqer suffix adds LQER rungs)")
+    ap.add_argument("--lqer-ranks", default="2,4", help="the LQER ranks of a +lqer line")
+    ap.add_argument("--bytes-from", nargs="*", default=[],
+                    help="earlier JSONs of this bench: a record point found there is not rebuilt, "
+                         "the fitter is sized to its bytes")
     ap.add_argument("--diagnose", nargs="*", default=[],
                     help="record points (e.g. record_1060+0) whose equal-bytes fitter point gets "
                          "the per-tensor swap table")
@@ -317,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     _save(res, out)
     plot(res, out.with_suffix(".png"))
     print(table(res))
+    print(pairs_table(res))
     return 0
 
 
