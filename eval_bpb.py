@@ -24,15 +24,15 @@ from typing import Any, Callable, Sequence
 
 import torch.distributed as dist
 
-from golf import distributed
-from golf import rundir as rd
-from golf.compare import RANK_KEYS, compare_runs, divergence_box, format_compare
-from golf.errors import user_errors
-from golf.eval_target import evaluate_run_dir
-from golf.evaluate import run_eval
-from golf.sensitivity import run_sensitivity
-from golf.tilt import TiltSettings
-from golf.ttt import TTT_MODES, TTTSettings
+from golf.run import distributed
+from golf.run import rundir as rd
+from golf.eval.compare import RANK_KEYS, compare_runs, divergence_box, format_compare
+from golf.run.errors import user_errors
+from golf.eval.destination import evaluate_run_dir
+from golf.eval.score import EvalRequest, run_eval
+from golf.eval.sensitivity import run_sensitivity
+from golf.eval.tilt import TiltSettings
+from golf.eval.ttt import TTT_MODES, TTTSettings
 
 
 def _env_int(name: str) -> int | None:
@@ -122,10 +122,11 @@ def _main(args: argparse.Namespace) -> int:
                       max_tokens=args.max_tokens, batch_tokens=args.batch_tokens,
                       device=args.device, byte_check=not args.skip_byte_check)
         if args.compare:
+            asked = EvalRequest(mode=args.mode, stride=args.stride, ttt=ttt_settings(args),
+                                **common)
             rows, warns = compare_runs(args.compare, evaluate=args.evaluate,
                                        gap_threshold=args.gap_threshold, log=say,
-                                       rank_by=args.rank_by, mode=args.mode, stride=args.stride,
-                                       ttt=ttt_settings(args), **common)
+                                       rank_by=args.rank_by, request=asked)
             say(format_compare(rows, args.rank_by))
             if warns:
                 say(divergence_box(warns))
@@ -137,17 +138,18 @@ def _main(args: argparse.Namespace) -> int:
             writes_run = args.run_dir and not args.out and rank == 0
             with rd.run_lock(args.run_dir, f"eval_bpb.py --sensitivity {args.run_dir}") \
                     if writes_run else nullcontext():
-                run_sensitivity(args.run_dir, checkpoint=args.checkpoint, artifact=args.artifact,
-                                by=args.sensitivity_by or "tensor", stride=args.stride or 0,
-                                out_dir=args.out, log=say, split=args.split, **common)
+                asked = EvalRequest(checkpoint=args.checkpoint, artifact=args.artifact,
+                                    stride=args.stride or 0, **common)
+                run_sensitivity(args.run_dir, asked, by=args.sensitivity_by or "tensor",
+                                split=args.split, out_dir=args.out, log=say)
             return 0
-        kw = dict(checkpoint=args.checkpoint, artifact=args.artifact, mode=args.mode,
-                  stride=args.stride, out=args.out, log=say, ttt=ttt_settings(args),
-                  tilt=TiltSettings.from_env(), doc_windows=args.doc_windows, **common)
-        if args.run_dir:  # official pair, or a diagnostic beside eval.json (golf.eval_target)
-            evaluate_run_dir(args.run_dir, **kw)
+        request = EvalRequest(checkpoint=args.checkpoint, artifact=args.artifact, mode=args.mode,
+                              stride=args.stride, ttt=ttt_settings(args),
+                              tilt=TiltSettings.from_env(), doc_windows=args.doc_windows, **common)
+        if args.run_dir:  # official pair, or a diagnostic beside eval.json (golf.eval.destination)
+            evaluate_run_dir(args.run_dir, say, out=args.out, request=request)
         else:
-            run_eval(**kw)
+            run_eval(None, request, out=args.out, log=say)
     return 0
 
 

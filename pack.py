@@ -5,6 +5,7 @@
     python pack.py runs/<RUN_ID> --score eval.ttt-lora-post-tilt.json   # score = that record
     python pack.py --budget-only runs/<RUN_ID>     # budget and eval-time tables, writes nothing
     python pack.py --code-bytes                    # exact bytes of the shipped train_gpt.py
+    TTT=lora NGRAM_TILT_ENABLED=1 python pack.py --code-bytes   # ... carrying TTT and the tilt
 """
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from golf import rundir as rd
-from golf.errors import PackError, user_errors
-from golf.submission import (budget_cap, budget_table, build_forms, code_bytes,
+from golf.run import rundir as rd
+from golf import ship
+from golf.run.errors import PackError, user_errors
+from golf.submission import (Claim, PackRequest, budget_cap, budget_table, build_forms, code_bytes,
                              format_budget_table, format_eval_cost, load_run, pack_run)
 from golf.submission.checks import run_eval_cost
+from golf.submission.run import score_env
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -54,7 +57,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--budget-bytes", type=int, default=None,
                     help="the cap on code + model bytes (default: BUDGET_BYTES, else 16,000,000)")
     ap.add_argument("--budget-only", action="store_true", help="print the budget table, write nothing")
-    ap.add_argument("--code-bytes", action="store_true", help="print exact code bytes, write nothing")
+    ap.add_argument("--code-bytes", action="store_true",
+                    help="print exact code bytes, write nothing (with TTT / NGRAM_TILT_ENABLED "
+                         "set: of the script carrying those parts)")
     return ap.parse_args(argv)
 
 
@@ -65,7 +70,7 @@ def budget_only(run_dir: str, cap: int, score: str | None = None,
     run = load_run(run_dir, score)
     with tempfile.TemporaryDirectory() as td:
         p = Path(td) / "train_gpt.py"
-        p.write_bytes(min(build_forms().values(), key=len))
+        p.write_bytes(min(build_forms(parts=ship.parts_for(score_env(run.eval))).values(), key=len))
         t = budget_table(p, run.run_dir / rd.ARTIFACT, cap)
     print(format_budget_table(t))
     print(format_eval_cost(run_eval_cost(run), ratio, f"eval time, {run.eval_file}"))
@@ -84,18 +89,19 @@ def _cli(argv: Sequence[str] | None) -> int:
     a = parse_args(argv)
     cap = budget_cap(a.budget_bytes)
     if a.code_bytes:
-        print(code_bytes())
+        print(code_bytes(parts=ship.parts_for(os.environ)))   # the parts TTT / the tilt need
         return 0
     if not a.run_dirs:
         raise PackError("pack.py: no RUN_DIR given; pass e.g. runs/<RUN_ID>")
     if a.budget_only:
         return budget_only(a.run_dirs[0], cap, a.score, a.eval_speed_ratio)
     compress = {"auto": "auto", "yes": True, "no": False}[a.compress]
-    res = pack_run(a.run_dirs[0], a.out, name=a.name, github_id=a.github_id, blurb=a.blurb,
-                   extra_runs=a.run_dirs[1:], baseline=_baseline(a), compress=compress,
-                   roundtrip=not a.no_roundtrip, record=a.record, tolerance=a.tolerance,
-                   data_path=a.data_path, tokenizer_path=a.tokenizer_path,
-                   eval_speed_ratio=a.eval_speed_ratio, cap=cap, score=a.score)
+    claim = Claim(name=a.name, github_id=a.github_id, blurb=a.blurb, baseline=_baseline(a))
+    res = pack_run(a.run_dirs[0], a.out, PackRequest(
+        claim=claim, extra_runs=a.run_dirs[1:], score=a.score, compress=compress,
+        roundtrip=not a.no_roundtrip, tolerance=a.tolerance, data_path=a.data_path,
+        tokenizer_path=a.tokenizer_path, record=a.record, cap=cap,
+        eval_speed_ratio=a.eval_speed_ratio))
     return 0 if res.ok else 1
 
 

@@ -4,7 +4,7 @@
     torchrun --standalone --nproc_per_node=8 train_gpt.py # GPU: the 11L stack on FineWeb
     python train_gpt.py --help                           # every setting, its defaults, its meaning
 
-Hyperparameters come from environment variables (docs/settings.md, generated from golf/settings.py).
+Hyperparameters come from environment variables (docs/settings.md, generated from golf/run/settings.py).
 `pack.py` turns this checkout into the single self-contained train_gpt.py a submission ships.
 """
 import sys

@@ -36,7 +36,7 @@ spread (max - min) and, for each configuration, the paired difference to p1125 p
 
 `--stack frontier` (issue 29; base `cpu_frontier`, the CPU default): each row switches one
 feature off on top of PRESET=cpu_frontier (FRONTIER_CONFIGS below), and `cpu` is the R29 CPU
-preset; every row keeps its preset's scaled cap (golf.rules.scaled_cap_bytes), so the gap is real.
+preset; every row keeps its preset's scaled cap (golf.run.rules.scaled_cap_bytes), so the gap is real.
 
 Cost: 16 runs of 150 steps x 8,192 tokens. Measured 2026-12-01 with `--threads 1` beside other
 jobs (load 2-4 on 2 cores): 44 min, 145-235 s a run. On 2 quiet cores (~0.47 s/step at 2
@@ -59,8 +59,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from golf import rundir as rd  # noqa: E402
-from golf.config import CPU_PRESET, R29_ROPE_BASE, Config  # noqa: E402
+from golf.run import rundir as rd  # noqa: E402
+from golf.run.config import CPU_PRESET, R29_ROPE_BASE, Config  # noqa: E402
 
 BASE = "p1125"
 # name -> (what it switches, environment on top of the common one)

@@ -4,7 +4,7 @@ forward+backward time of each path the model can take.
     python -m bench.attention            # needs a GPU; prints JSON and a short table
 
 Paths: sdpa_gqa (enable_gqa=True, heads not repeated), sdpa_repeat (KV heads repeated first:
-what golf/model.py does on CUDA, faster under torch.compile), each pinned to one backend (flash, cudnn,
+what golf/model/gpt.py does on CUDA, faster under torch.compile), each pinned to one backend (flash, cudnn,
 efficient) to see which accept it, and FA3 when flash_attn_interface imports.
 """
 from __future__ import annotations

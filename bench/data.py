@@ -20,7 +20,7 @@ SHARED = Path(os.environ.get("GOLF_SHARED_DATA", REPO.parent / "shared" / "data"
 
 
 def run(quick: bool = False) -> dict:
-    from golf.bpb import build_byte_lut
+    from golf.eval.bpb import build_byte_lut
     from golf.data.sources.embedded import embedded_documents, prepare_embedded
     from golf.data.sources.text import prepare_text
     from golf.data.tokenizer import load_tokenizer

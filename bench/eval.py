@@ -20,10 +20,10 @@ if __package__ in (None, ""):
 def run(quick: bool = False) -> dict:
     import numpy as np
     import torch
-    from golf.bpb import ByteLUT
-    from golf.config import Config
-    from golf.evaluate import evaluate_bpb
-    from golf.model import GPT
+    from golf.eval.bpb import ByteLUT
+    from golf.run.config import Config
+    from golf.eval.score import Scoring, evaluate_bpb
+    from golf.model.gpt import GPT
 
     cfg = Config.from_env({}, cpu_preset=True)
     torch.manual_seed(0)
@@ -38,10 +38,10 @@ def run(quick: bool = False) -> dict:
     out: dict = {"device": "cpu", "threads": torch.get_num_threads(), "model": {
         "num_layers": cfg.num_layers, "model_dim": cfg.model_dim, "vocab_size": V},
         "seq_len": seq_len, "stride": stride, "tokens": n_tokens, "quick": quick}
-    evaluate_bpb(model, tokens[:seq_len + 1], lut, seq_len=seq_len)  # warm-up
+    evaluate_bpb(model, tokens[:seq_len + 1], lut, Scoring(seq_len))  # warm-up
     for name, s in (("chunked", 0), ("sliding", stride)):
-        res = evaluate_bpb(model, tokens, lut, seq_len=seq_len, stride=s,
-                           batch_tokens=cfg.val_batch_size)
+        res = evaluate_bpb(model, tokens, lut,
+                           Scoring(seq_len, stride=s, batch_tokens=cfg.val_batch_size))
         out[name] = {"seconds": round(res.seconds, 3), "tokens_per_s": round(res.tokens_per_s, 1),
                      "tokens": res.tokens}
     out["sliding_cost_ratio"] = round(out["sliding"]["seconds"] / out["chunked"]["seconds"], 2)

@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:  # `python bench/faults.py` as well as `python -m 
     sys.path.insert(0, str(REPO))
 from bench.fault_case import Case, first_error  # noqa: E402  (after the path guard)
 from bench.faults_inputs import InputCases, vm_peak_mib, vm_peak_reset  # noqa: E402
-from golf import rundir as rd  # noqa: E402
+from golf.run import rundir as rd  # noqa: E402
 
 # the tiny model of tests/conftest.py's tiny_pipeline_config, as environment variables
 TINY_ENV = {"PRESET": "cpu", "NUM_LAYERS": "2", "MODEL_DIM": "64", "NUM_HEADS": "4",
@@ -379,7 +379,7 @@ class Bench:
     def _sigterm_case(self, base: Path) -> None:
         """SIGTERM a real train_gpt.py run started with a relative DATA_PATH, then follow its
         hint (only RESUME set) from another folder; the artifact equals the uninterrupted one."""
-        from golf.atomic import file_sha256
+        from golf.run.atomic import file_sha256
         from golf.main import main as train_gpt
         work = self.tmp / "work"
         rel = os.path.relpath(self.data.dataset_dir, work)
@@ -403,7 +403,7 @@ class Bench:
 
 def _pair_ok(run: Path) -> bool:
     """eval.json describes the artifact beside it."""
-    from golf.atomic import file_sha256
+    from golf.run.atomic import file_sha256
     ev = json.loads((run / rd.EVAL).read_text())
     return ev.get("artifact_sha256") == file_sha256(run / rd.ARTIFACT)
 

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from unittest import mock
 
 from bench.fault_case import REPO, Case, first_error
-from golf import rundir as rd
+from golf.run import rundir as rd
 
 SAFELOAD, SETTINGS = "safeload", "settings"  # the branches that fix the other cases
 OTHER_TOKENIZER = REPO.parent / "shared" / "data" / "tokenizers" / "fineweb_1024_bpe.model"
@@ -162,7 +162,7 @@ def _status_kib(key: str) -> int:
 
 
 def hold_lock(run: Path) -> subprocess.Popen:
-    """Another process holding the run's lock as golf.rundir writes it (a first QUANT_ONLY)."""
+    """Another process holding the run's lock as golf.run.rundir writes it (a first QUANT_ONLY)."""
     code = ("import fcntl, os, sys, time\n"
             f"fd = os.open({str(run / rd.LOCK)!r}, os.O_RDWR | os.O_CREAT)\n"
             "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
@@ -286,9 +286,9 @@ class InputCases:
         """A copy of base whose artifact and eval.json come from a 3-layer model."""
         import quant
         import torch
-        from golf.config import Config
+        from golf.run.config import Config
         from golf.main import artifact_meta
-        from golf.model import GPT
+        from golf.model.gpt import GPT
         run = self._copy_run("foreign")
         other = Config.from_dict(self.cfg).replace(num_layers=3)
         torch.manual_seed(0)
@@ -302,7 +302,7 @@ class InputCases:
     def _race_case(self) -> None:
         """The artifact replaced (as a racing QUANT_ONLY would) after eval read it."""
         import eval_bpb
-        from golf import evaluate
+        from golf.eval import score as evaluate
         run = self._copy_run("race")
         scored = hashlib.sha256((run / rd.ARTIFACT).read_bytes()).hexdigest()
         real = evaluate.load_models

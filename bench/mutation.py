@@ -47,12 +47,12 @@ class Target:
 
 # The one table to edit: which code, restricted to which functions, checked by which tests.
 TARGETS: tuple[Target, ...] = (
-    Target("byte LUT + bpb", "golf/bpb.py",
+    Target("byte LUT + bpb", "golf/eval/bpb.py",
            ("build_byte_lut", "target_bytes", "bpb_from_sums", "ByteLUT.torch", "bytes_at",
             "range_bytes", "lut_target_bytes", "val_byte_counter"),
            ("tests/test_bpb.py", "tests/test_bpb_edges.py", "tests/test_bugs_caught.py::"
             "test_torch_and_numpy_byte_counts_agree_with_decoded_text_after_boundaries")),
-    Target("scorer windows", "golf/evaluate.py",
+    Target("scorer windows", "golf/eval/score.py",
            ("window_plan", "plan_coverage", "rank_slice", "batch_nll", "_batches", "_autocast",
             "_score_windows", "evaluate_bpb"),
            ("tests/test_evaluate.py",
@@ -93,7 +93,7 @@ TARGETS: tuple[Target, ...] = (
     Target("budget table + cap", "golf/submission/budget.py", (),
            ("tests/test_bugs_caught.py",
             "tests/test_pack.py::test_budget_counts_bytes_on_disk_and_enforces_cap")),
-    Target("run dir (train)", "golf/rundir.py",
+    Target("run dir (train)", "golf/run/rundir.py",
            ("run_dir_problem", "check_run_dir", "start_run_dir", "_clear_earlier_run",
             "unwritable_reason", "is_trained", "clear_staging", "publish_pair", "artifact_ref",
             "resolve_artifact_ref"),

@@ -23,8 +23,8 @@ import time
 import torch
 
 import quant
-from golf.checkpoint import load_torch_file
-from golf.rules import CAP_BYTES
+from golf.run.checkpoint import load_torch_file
+from golf.run.rules import CAP_BYTES
 from quant.codec import compress
 from quant.gptq import gptq_quantize
 from quant.scalar import clip_step, order0_entropy, qmax_for, round_scale, rtn_codes
@@ -217,12 +217,12 @@ def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
     when present). Written against the golf contracts (GPT, DistributedTokenLoader,
     load_val_tokens, build_byte_lut, evaluate_bpb)."""
     import tempfile
-    from golf.bpb import build_byte_lut
-    from golf.config import Config
+    from golf.eval.bpb import build_byte_lut
+    from golf.run.config import Config
     from golf.data.loader import DistributedTokenLoader
     from golf.data.shards import load_val_tokens
-    from golf.evaluate import evaluate_bpb
-    from golf.model import GPT, quant_roles
+    from golf.eval.score import Scoring, evaluate_bpb
+    from golf.model.gpt import GPT, quant_roles
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     ck = load_torch_file(ckpt_path, "pass a model.pt / ema.pt train_gpt.py wrote", keys=("config", "state_dict"))
@@ -248,8 +248,8 @@ def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
         m = GPT(cfg)
         m.load_state_dict(sd if sd is not None else state)
         m.to(device).eval()
-        return float(evaluate_bpb(m, tokens, lut, seq_len=seq, max_tokens=max_tokens,
-                                  device=device).val_bpb)
+        return float(evaluate_bpb(m, tokens, lut, Scoring(seq, device=device),
+                                  max_tokens=max_tokens).val_bpb)
 
     def via_file(q) -> dict:
         with tempfile.TemporaryDirectory() as d:
@@ -295,9 +295,9 @@ def compare_coders(ckpt_path: str, data_path: str, *, calib_seqs: int = 32,
     at the policy steps (same codes, so only the coder differs), then GPTQ fitted to the
     default budget (what the freed bytes buy: mean Hessian-weighted relative error)."""
     from dataclasses import replace
-    from golf.config import Config
+    from golf.run.config import Config
     from golf.data.loader import DistributedTokenLoader
-    from golf.model import GPT, quant_roles
+    from golf.model.gpt import GPT, quant_roles
     ck = load_torch_file(ckpt_path, "pass a model.pt / ema.pt train_gpt.py wrote", keys=("config", "state_dict"))
     sd = {k: v.float() for k, v in ck["state_dict"].items()}
     cfg = Config.from_dict(ck["config"])

@@ -35,15 +35,15 @@ import numpy as np
 import torch
 
 import quant
-from golf import rundir
+from golf.run import rundir
 from quant.artifact import build_artifact, logical_streams
 
 
 def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8):
     """(cfg, model, float state, hessians, Fisher error weights) for a training checkpoint."""
-    from golf.checkpoint import load_torch_file
-    from golf.config import Config
-    from golf.model import GPT
+    from golf.run.checkpoint import load_torch_file
+    from golf.run.config import Config
+    from golf.model.gpt import GPT
     ck = load_torch_file(ckpt_path, "pass runs/<ID>/ema.pt", keys=("config", "state_dict"))
     state = {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
     cfg = Config.from_dict(ck["config"])
@@ -104,9 +104,9 @@ def scale_bytes(q) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from golf.config import lqer_ranks
-    from golf.evaluate import evaluate_bpb, load_eval_data
-    from golf.model import GPT, quant_roles
+    from golf.run.config import lqer_ranks
+    from golf.eval.score import Scoring, evaluate_bpb, load_eval_data
+    from golf.model.gpt import GPT, quant_roles
     cfg, model, state, hs, om = load_run(args.checkpoint, args.data, args.calib_batches)
     data = load_eval_data(args.data, args.tokenizer, cfg.vocab_size,
                           max_tokens=args.max_eval_tokens, log=None)
@@ -119,8 +119,8 @@ def run(args: argparse.Namespace) -> dict:
         m = GPT(cfg)
         m.load_state_dict(sd)
         m.eval()
-        return evaluate_bpb(m, data.tokens, data.lut, seq_len=cfg.effective_eval_seq_len,
-                            max_tokens=data.n_targets, device="cpu")
+        return evaluate_bpb(m, data.tokens, data.lut, Scoring(cfg.effective_eval_seq_len),
+                            max_tokens=data.n_targets)
 
     def bpb(sd: dict) -> float:
         return float(score(sd).val_bpb)
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         merge(res, json.loads(Path(args.merge).read_text()))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from golf.atomic import atomic_write_json
+    from golf.run.atomic import atomic_write_json
     atomic_write_json(out.with_suffix(".json"), res)
     plot(res, out.with_suffix(".png"))
     print(table(res))

@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from golf.config import Config  # noqa: E402
-from golf.model import GPT  # noqa: E402
-from golf.muon import by_shape  # noqa: E402
-from golf.optim import split_params  # noqa: E402
+from golf.run.config import Config  # noqa: E402
+from golf.model.gpt import GPT  # noqa: E402
+from golf.train.muon import by_shape  # noqa: E402
+from golf.train.optim import split_params  # noqa: E402
 
 
 def ns_flops(shape: tuple[int, int], steps: int = 5) -> float:
@@ -44,7 +44,7 @@ def model_step(cfg: Config, world: int, busbw: float, micro_ms: float, opt_ms: f
     with torch.device("meta"):
         model = GPT(cfg)
     muon, emb, scal = split_params(model)
-    banks = {shape: len(ps) for shape, ps in by_shape(muon).items()}  # as golf.muon banks them
+    banks = {shape: len(ps) for shape, ps in by_shape(muon).items()}  # as golf.train.muon banks them
     bank_params = sum(n * s[0] * s[1] for s, n in banks.items())
     small_params = sum(p.numel() for p in emb + scal)
     ring = (world - 1) / world

@@ -31,8 +31,8 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from golf.atomic import atomic_write_json  # noqa: E402  (after the path guard)
-from golf.tilt import tilted_nll, token_hints  # noqa: E402
+from golf.run.atomic import atomic_write_json  # noqa: E402  (after the path guard)
+from golf.eval.tilt import tilted_nll, token_hints  # noqa: E402
 
 RECORD_TARGETS = 47_851_520
 RECORD = {"seconds": 198.85, "host_gb": 8.5}   # #2135: 196.8-200.9 s, ~8.5 GB per rank

@@ -20,15 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from golf.config import CPU_PRESET, Config  # noqa: E402
-from golf.model import GPT, count_parameters  # noqa: E402
-from golf.optim import build_optimizers  # noqa: E402
-from golf.step import Stepper  # noqa: E402
+from golf.run.config import CPU_PRESET, Config  # noqa: E402
+from golf.model.gpt import GPT, count_parameters  # noqa: E402
+from golf.train.optim import build_optimizers  # noqa: E402
+from golf.train.step import StepPlan, Stepper  # noqa: E402
 
 
 def time_steps(cfg: Config, batch: int, seq: int, steps: int, device: str, compile_: bool = False,
                *, accum: int = 1, sharded: bool = True) -> dict:
-    """Median ms of full optimizer steps (accum x fwd+bwd, then golf.step.Stepper: reduce,
+    """Median ms of full optimizer steps (accum x fwd+bwd, then golf.train.step.Stepper: reduce,
     clip, Muon in its sharded or plain form, AdamW) on random tokens; compile time is the
     first step's excess over the median, peak memory the allocator's high-water mark."""
     torch.manual_seed(0)
@@ -39,8 +39,8 @@ def time_steps(cfg: Config, batch: int, seq: int, steps: int, device: str, compi
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     ac = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
-    stepper = Stepper(base, opts, rank=0, world=1, accum=accum, clip_norm=cfg.grad_clip_norm,
-                      sharded=sharded, reduce_bf16=True)
+    stepper = Stepper(base, opts, StepPlan(accum=accum, clip_norm=cfg.grad_clip_norm,
+                                           sharded=sharded, reduce_bf16=True))
     x = torch.randint(0, cfg.vocab_size, (batch, seq), device=device)
 
     def fwd(a, b):

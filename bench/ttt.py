@@ -24,7 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from golf import rundir as rd  # noqa: E402  (after the path guard)
+from golf.run import rundir as rd  # noqa: E402  (after the path guard)
 
 REPO = Path(__file__).resolve().parents[1]
 # (mode, knobs): chunk sizes and LRs around R23's (32768 tokens, lr 0.002 on 62M tokens: the
@@ -71,23 +71,23 @@ def proxy_data(workdir: Path, shared: Path) -> Path | None:
 
 def measure(run: Path, configs: list, stride: int, max_tokens: int | None) -> dict:
     """Plain post-quant score, then each TTT setting, on the same artifact, tokens and windows."""
-    from golf.evaluate import load_eval_data, load_eval_model, score_eval_data
-    from golf.config import Config
-    from golf.ttt import TTTSettings, run_ttt
+    from golf.eval.score import Scoring, load_eval_data, load_eval_model, score_eval_data
+    from golf.run.config import Config
+    from golf.eval.ttt import TTTPass, TTTSettings, run_ttt
     cfg = Config.load(run / rd.CONFIG)
     model, cfg, _ = load_eval_model(run / rd.ARTIFACT, cfg_override=cfg)
     ed = load_eval_data(cfg.data_path, cfg.tokenizer_path, cfg.vocab_size, max_tokens=max_tokens, log=None)
     seq = cfg.effective_eval_seq_len
-    post = score_eval_data(model, ed, seq_len=seq, stride=stride, batch_tokens=cfg.val_batch_size,
-                           device="cpu", rank=0, world_size=1)
+    post = score_eval_data(model, ed, Scoring(seq, stride=stride, batch_tokens=cfg.val_batch_size))
     out = {"run": str(run), "data": cfg.data_path, "tokens": post.tokens, "bytes": post.bytes,
            "seq_len": seq, "stride": stride, "post": {"val_bpb": post.val_bpb, "seconds": post.seconds},
            "ttt": []}
     print(f"bench.ttt: {run.name}: post val_bpb {post.val_bpb:.6f} ({post.seconds:.1f} s)", flush=True)
     for mode, knobs in configs:
         s = TTTSettings(mode=mode, **knobs).validated()
-        r = run_ttt(model, ed.tokens, ed.lut, s, seq_len=seq, stride=stride,
-                    batch_tokens=cfg.val_batch_size, max_tokens=ed.n_targets, bos_id=cfg.bos_id)
+        p = TTTPass(Scoring(seq, stride=stride, batch_tokens=cfg.val_batch_size),
+                    max_tokens=ed.n_targets, bos_id=cfg.bos_id)
+        r = run_ttt(model, ed.tokens, ed.lut, s, p)
         assert r.tokens == post.tokens and r.bytes == post.bytes
         row = {"mode": mode, "knobs": knobs, "val_bpb": r.val_bpb, "gain": r.val_bpb - post.val_bpb,
                "seconds": r.seconds, "steps": r.adapt_steps, "units": r.units}

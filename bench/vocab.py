@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.ablation import parse_log  # noqa: E402
-from golf import rundir as rd  # noqa: E402
-from golf.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from golf.config import Config  # noqa: E402
+from golf.run import rundir as rd  # noqa: E402
+from golf.run.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from golf.run.config import Config  # noqa: E402
 from golf.data.sources.proxy import VAL_DOCS, proxy_documents  # noqa: E402
 from golf.data.sources.text import prepare_text  # noqa: E402
 from golf.data.sources.tokenizer_train import prepare_tokenizer  # noqa: E402

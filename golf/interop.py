@@ -37,14 +37,14 @@ from typing import Any, Callable, Mapping
 import torch
 
 import quant
-from golf import model as golf_model
-from golf import rundir
-from golf.atomic import atomic_save, atomic_write_json, atomic_write_text, file_sha256
-from golf.config import PRESETS, Config
+from golf.model import gpt as golf_model
+from golf.run import rundir
+from golf.run.atomic import atomic_save, atomic_write_json, atomic_write_text, file_sha256
+from golf.run.config import PRESETS, Config
 from golf.data.loader import DistributedTokenLoader
-from golf.errors import InteropError, user_errors
-from golf.model import GPT, ModelConfig
-from golf.train import resolve_grad_accum
+from golf.run.errors import InteropError, user_errors
+from golf.model.gpt import GPT, ModelConfig
+from golf.train.loop import resolve_grad_accum
 
 
 # ----------------------------------------------------------------------------- stacks
@@ -82,7 +82,7 @@ STACKS: dict[str, Stack] = {s.name: s for s in (
           {**_COMMON, "ROPE_DIMS": "16", "XSA_LAST_N": "-1", "LN_SCALE": "1", "LEAKY_RELU_SLOPE": "0.5",
            "QK_GAIN_INIT": "1.5"}, rope_full=False, ntk=True),
 )}
-# The frontier records' forward-pass settings are their presets' (golf.config), minus the shapes
+# The frontier records' forward-pass settings are their presets' (golf.run.config), minus the shapes
 # the tensors give; the depth loop (NUM_LOOPS, LOOP_START/END), PARALLEL_START_LAYER and the
 # BOS mask cannot be read off tensors, so they come from here or --env.
 _SHAPE_FIELDS = ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads", "mlp_mult",
@@ -520,7 +520,7 @@ def parse_env(spec: str | Mapping[str, str] | list[str] | None) -> dict[str, str
         if not sep or not key:
             raise InteropError(f"--env {item!r}: expected VAR=VALUE")
         if key not in names:
-            raise InteropError(f"--env {key}: not a golfkit variable (see golf/config.py)")
+            raise InteropError(f"--env {key}: not a golfkit variable (see golf/run/config.py)")
         out[key] = val
     return out
 
@@ -602,7 +602,7 @@ def build_config(shapes: Shapes, stack: Stack, user_env: Mapping[str, str], run_
 
 # ----------------------------------------------------------------------------- conversion
 def golf_rope_sign() -> int:
-    """+1 if golf.model.apply_rope turns pairs by +pos*freq, -1 if by -pos*freq (the records').
+    """+1 if golf.model.gpt.apply_rope turns pairs by +pos*freq, -1 if by -pos*freq (the records').
     Measured on the module's current function (looked up at call time, so a changed rotation is
     what the conversion follows)."""
     cos, sin = golf_model.rope_tables(2, 2, 10000.0, "cpu", torch.float32)
@@ -638,7 +638,7 @@ def convert(sd: Mapping[str, torch.Tensor], cfg: Config, fold_ln: bool,
 
 
 def build_model(cfg: Config, state: Mapping[str, torch.Tensor], provenance: Mapping[str, str]):
-    """golf.model.GPT(cfg) with `state` loaded strictly; any mismatch names the tensor."""
+    """golf.model.gpt.GPT(cfg) with `state` loaded strictly; any mismatch names the tensor."""
     try:
         model = GPT(cfg)
     except ValueError as exc:
@@ -667,7 +667,7 @@ def build_model(cfg: Config, state: Mapping[str, torch.Tensor], provenance: Mapp
 
 # ----------------------------------------------------------------------------- calibration
 def calibrate(model, cfg: Config, n_batches: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """hessians.pt content from n_batches of training data, as golf/train.py collects it."""
+    """hessians.pt content from n_batches of training data, as golf/train/loop.py collects it."""
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     accum = resolve_grad_accum(cfg, 1)
     loader = DistributedTokenLoader(cfg.data_path, rank=0, world_size=1, seed=cfg.seed,
@@ -745,10 +745,22 @@ def _import_warnings(shapes: "Shapes", stack: str) -> list[str]:
     return warnings
 
 
-def _import_lines(src: Path, fmt: str, layout: str, stack: str, sha: str, shapes: "Shapes",
-                  cfg: Config, ignored: list[str], notes: list[str], warnings: list[str]) -> list[str]:
+@dataclass(frozen=True)
+class ImportSource:
+    """Where imported weights came from: the file, its format and tensor layout, the stack
+    chosen for it, the file's sha256 (train.log's first line and import.json's fields)."""
+    path: Path
+    format: str
+    layout: str
+    stack: str
+    sha256: str
+
+
+def _import_lines(source: ImportSource, shapes: "Shapes", cfg: Config, ignored: list[str],
+                  notes: list[str], warnings: list[str]) -> list[str]:
     """The import's key:value lines: source, shapes, the config it chose, what it ignored."""
-    lines = [f"import:source {src} format:{fmt} layout:{layout} stack:{stack} sha256:{sha}",
+    lines = [f"import:source {source.path} format:{source.format} layout:{source.layout} "
+             f"stack:{source.stack} sha256:{source.sha256}",
              f"import:shapes vocab:{shapes.vocab_size} layers:{shapes.num_layers} dim:{shapes.model_dim} "
              f"heads:{shapes.num_heads}/{shapes.num_kv_heads} mlp:{shapes.mlp_hidden} tied:{int(shapes.tie_embeddings)} "
              f"bigram:{'x'.join(map(str, shapes.bigram)) if shapes.bigram else 0} smear:{int(shapes.smear)} "
@@ -805,8 +817,8 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *,
     state = convert(known, cfg, fold_ln, notes)
     model = build_model(cfg, state, provenance)
     warnings = _import_warnings(shapes, st.name)
-    sha = file_sha256(src)
-    lines = _import_lines(src, fmt, layout, st.name, sha, shapes, cfg, ignored, notes, warnings)
+    source = ImportSource(src, fmt, layout, st.name, file_sha256(src))
+    lines = _import_lines(source, shapes, cfg, ignored, notes, warnings)
     for line in lines:
         log(line)
 
@@ -821,7 +833,7 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *,
             f"to collect training-data Hessians from DATA_PATH={cfg.data_path}")
     say(f"import:done {out} params:{sum(t.numel() for t in state.values())}")
     ema_sd = {k: v.detach().to(torch.float32).contiguous() for k, v in model.state_dict().items()}
-    info = {"source": str(src), "source_sha256": sha, "format": fmt, "layout": layout,
+    info = {"source": str(src), "source_sha256": source.sha256, "format": fmt, "layout": layout,
             "stack": st.name, "env": user_env, "ignored": ignored, "notes": notes,
             "warnings": warnings, "hessians": hess is not None}
     _write_run_dir(out, cfg, ema_sd, hess, info, lines)

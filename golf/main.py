@@ -5,7 +5,10 @@ Phases (each writes files into the run directory that the next one reads):
   train    -> config.json, train.log, metrics.jsonl, model.pt, ema.pt, hessians.pt
   quantize -> final_model.gkq (fitted to the byte budget), quant_report.{json,png}
   evaluate -> eval.json (pre- vs post-quant val_bpb, same tokens, same mode)
-  pack     -> submission/ (repo checkout only; the packed file skips it)
+  pack     -> submission/ (repo checkout only: the packed file carries no packer)
+
+TTT=... and NGRAM_TILT_ENABLED=1 add post+TTT / post+tilt (post+TTT+tilt with both) to the
+evaluation, and the packed script then carries those parts (golf/ship.py) and re-runs them.
 
 `EVAL_ONLY=1 ARTIFACT=path` instead evaluates an artifact and prints the
 `final_roundtrip_exact` line that pack.py's round-trip proof compares bit for bit.
@@ -20,22 +23,24 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import quant
-from golf import distributed, evaluate, settings
-from golf import rundir as rd
-from golf.atomic import atomic_write_json, file_sha256
-from golf.checkpoint import CheckpointError, load_torch_file
-from golf.config import Config, lqer_ranks, preset_columns
+from golf.run import distributed, settings
+from golf.eval import score as evaluate
+from golf import ship
+from golf.run import rundir as rd
+from golf.run.atomic import atomic_write_json, file_sha256
+from golf.run.checkpoint import CheckpointError, load_torch_file
+from golf.run.config import Config, lqer_ranks, preset_columns
 from golf.data import EMBEDDED_DATASET
-from golf.errors import ConfigError, user_errors
-from golf.model import GPT, quant_roles
-from golf.plots import plot_loss_curves
-from golf.rules import CAP_BYTES, eval_mode, run_eval_mode
-from golf.train import make_logger, train
+from golf.run.errors import ConfigError, user_errors
+from golf.model.gpt import GPT, quant_roles
+from golf.run.plots import plot_loss_curves
+from golf.run.rules import CAP_BYTES, eval_mode, run_eval_mode
+from golf.train.loop import make_logger, train
 from quant.codec import FRAMED, compress_workers, framed_problems
 from quant.methods import METHODS as QUANT_METHODS, describe as describe_methods
 from quant.records import RECORD_METHODS, record_policy
@@ -48,6 +53,18 @@ Trains, quantizes to the byte budget, evaluates and packs. Every setting is an e
 variable (e.g. ITERATIONS=200 python train_gpt.py); each is checked before any work starts.
 Defaults: the cpu column without CUDA, the gpu column with it (PRESET picks another stack).
 """
+
+
+@dataclass(frozen=True)
+class Finish:
+    """What the phases after training need from it and from the caller: the steps taken, the
+    training time and the world size (summary.json), and whether and where to pack (do_pack
+    None = the PACK setting; out_dir None = SUBMISSION_DIR/<RUN_ID>, see submission_folder)."""
+    steps: int = 0
+    train_time_ms: float = 0.0
+    world_size: int = 1
+    do_pack: bool | None = None
+    out_dir: str | None = None
 
 
 @dataclass
@@ -74,27 +91,34 @@ def ensure_embedded_data(cfg: Config, log: Callable[[str], None]) -> None:
         return
     if data_path.is_dir() and any(data_path.glob("fineweb_val_*.bin")) and Path(cfg.tokenizer_path).is_file():
         return
-    try:  # not embedded in the packed script (a submission trains on given shards)
-        from golf.data.sources.embedded import prepare_embedded
-    except ImportError:
+    sources = ship.optional("data_prep")  # never in the packed script: it trains on given shards
+    if sources is None:
         raise FileNotFoundError(f"DATA_PATH={cfg.data_path}: no embedded corpus there, and this "
                                 "packed script cannot build one; run `python -m golf.data.prepare "
-                                "embedded` from a golfkit checkout or set DATA_PATH") from None
+                                "embedded` from a golfkit checkout or set DATA_PATH")
     root = data_path.parent.parent  # <root>/datasets/embedded_sp1024
     log(f"prepare:embedded building corpus under {root} (first run only)")
-    paths = prepare_embedded(root)
+    paths = sources.prepare_embedded(root)
     log(f"prepare:embedded dataset:{paths.dataset_dir} tokenizer:{paths.tokenizer_path}")
 
 
-@functools.lru_cache(maxsize=1)
 def shipped_code_bytes() -> int:
-    """Exact bytes of the train_gpt.py that ships: from pack.py in a checkout, or the
-    running file itself when this *is* the packed single-file script."""
-    try:
-        from golf.submission import code_bytes  # not embedded in the packed script
-    except ImportError:
+    """Exact bytes of the train_gpt.py that ships carrying the parts this run needs (run_parts):
+    from the packer in a checkout, or the running file itself in the packed script."""
+    return _code_bytes_carrying(run_parts())
+
+
+@functools.lru_cache(maxsize=8)
+def _code_bytes_carrying(parts: tuple[str, ...]) -> int:
+    packer = ship.optional("packer")
+    if packer is None:
         return len(Path(sys.argv[0]).read_bytes())
-    return code_bytes()
+    return packer.code_bytes(parts=parts)
+
+
+def run_parts() -> tuple[str, ...]:
+    """The optional parts this run's settings need in its packed script (TTT, the tilt)."""
+    return ship.parts_for(os.environ)
 
 
 def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_bytes: int,
@@ -135,7 +159,7 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
     log(f"quant:start method:{cfg.quant_method} code_bytes:{code_bytes} "
         f"model_budget_bytes:{budget if budget is not None else 'none'}")
     # int8 is the challenge baseline: keep its own passthrough threshold untouched; the model's
-    # parameter roles (which tensors are control, which the embedding) come from golf.model
+    # parameter roles (which tensors are control, which the embedding) come from golf.model.gpt
     roles = quant_roles(model)
     policy = (quant.QuantPolicy(**roles) if cfg.quant_method == "int8"
               else quant.QuantPolicy(small_numel=cfg.quant_small_numel, **roles))
@@ -195,35 +219,28 @@ def evaluate_run(cfg: Config, run_dir: Path, log: Callable[[str], None],
     `out_dir` the artifact is read from there and eval.json written there (the staged pair).
     Every eval setting is passed from `cfg`: under QUANT_ONLY it holds the variables set now
     over the saved config.json, which run_eval alone would read back."""
-    settings = dict(mode=run_eval_mode(cfg.eval_stride), log=log, seq_len=cfg.effective_eval_seq_len,
-                    stride=cfg.eval_stride, max_tokens=cfg.max_eval_tokens,
-                    batch_tokens=cfg.val_batch_size, ttt=ttt_settings())
+    request = evaluate.EvalRequest(mode=run_eval_mode(cfg.eval_stride),
+                                   seq_len=cfg.effective_eval_seq_len, stride=cfg.eval_stride,
+                                   max_tokens=cfg.max_eval_tokens, batch_tokens=cfg.val_batch_size,
+                                   ttt=ttt_settings(), tilt=tilt_settings())
     if out_dir is None:
-        return evaluate.run_eval(run_dir=run_dir, **settings)
-    return evaluate.run_eval(run_dir=run_dir, artifact=str(out_dir / rd.ARTIFACT),
-                             out=out_dir / rd.EVAL, **settings)
-
-
-def ttt_module():
-    """golf.ttt (importing it registers the TTT_* settings), or None in the packed script,
-    which leaves it out: ~9 KB of code bytes a non-TTT submission would pay for."""
-    try:
-        import golf.ttt  # here: left out of the packed script (amalgamate.EXCLUDED)
-    except ImportError:
-        return None
-    return golf.ttt
+        return evaluate.run_eval(run_dir, request, log=log)
+    staged = replace(request, artifact=str(out_dir / rd.ARTIFACT))
+    return evaluate.run_eval(run_dir, staged, out=out_dir / rd.EVAL, log=log)
 
 
 def ttt_settings():
-    """TTT=chunk|lora adds post_ttt to eval.json (default off). Without golf.ttt (the packed
-    script) TTT=... is refused with one line instead."""
-    ttt = ttt_module()
-    if ttt is None:
-        if os.environ.get("TTT", "").strip().lower() not in ("", "0", "off", "none"):
-            raise ValueError("TTT is set, but this packed script carries no test-time training; "
-                             "run TTT from a golfkit checkout (eval_bpb.py --ttt)")
-        return None
-    return ttt.TTTSettings.from_env()
+    """TTT=chunk|lora|lora_golf adds post_ttt to eval.json (default off); None where this
+    packed script does not carry TTT (env_problems refuses TTT=... there)."""
+    ttt = ship.optional("ttt")
+    return ttt.TTTSettings.from_env() if ttt is not None else None
+
+
+def tilt_settings():
+    """NGRAM_TILT_ENABLED=1 adds post_tilt and tilts post_ttt (default off); None where this
+    packed script does not carry the tilt (env_problems refuses the switch there)."""
+    tilt = ship.optional("tilt")
+    return tilt.TiltSettings.from_env() if tilt is not None else None
 
 
 def print_summary(summary: dict, log: Callable[[str], None]) -> None:
@@ -232,8 +249,11 @@ def print_summary(summary: dict, log: Callable[[str], None]) -> None:
         ("post-quant val_bpb", f"{summary['post_val_bpb']:.6f}"),
         ("gap (post - pre)", f"{summary['gap']:+.6f}"),
     ] + ([
-        (f"post+TTT val_bpb ({summary['ttt_mode']})", f"{summary['post_ttt_val_bpb']:.6f}"),
-        ("TTT gain (post+TTT - post)", f"{summary['ttt_gain']:+.6f}"),
+        ("post+tilt val_bpb", f"{summary['post_tilt_val_bpb']:.6f}"),
+        ("tilt gain (post+tilt - post)", f"{summary['tilt_gain']:+.6f}"),
+    ] if "post_tilt_val_bpb" in summary else []) + ([
+        (f"{summary['ttt_label']} val_bpb ({summary['ttt_mode']})", f"{summary['post_ttt_val_bpb']:.6f}"),
+        (f"TTT gain ({summary['ttt_label']} - post)", f"{summary['ttt_gain']:+.6f}"),
     ] if "post_ttt_val_bpb" in summary else []) + [
         ("eval mode", summary["eval_mode"] + (" (partial)" if summary.get("partial") else "")),
         ("code bytes", f"{summary['code_bytes']:,}"),
@@ -266,12 +286,13 @@ def env_problems(cfg: Config | None = None) -> list[str]:
     look-alikes such as NUM_LAYER), the TTT settings, and what QUANT_METHOD needs from the
     machine (the records' container needs lrzip): all before any work. quant/ parses
     GOLF_COMPRESS_THREADS itself (it imports nothing from golf)."""
-    ttt_module()  # its TTT_* settings join the table where this checkout has them
-    found = settings.environment_problems(os.environ)
+    ship.load_switchable()  # their settings join the table where this program carries them
+    found = settings.environment_problems(os.environ) + ship.missing_problems(os.environ)
     if not found:  # the table found them all; the readers below would repeat the first
         try:
             compress_workers()
             ttt_settings()
+            tilt_settings()
         except ValueError as exc:  # EvalError is a ValueError
             found.append(str(exc))
     if cfg is not None and cfg.quant_method in RECORD_METHODS:
@@ -328,18 +349,17 @@ def run_pipeline(cfg: Config, *, do_pack: bool | None = None, out_dir: str | Non
             f"-- continue with RESUME={run_dir} python train_gpt.py")
         raise SystemExit(130)
 
-    return finish_run(cfg, run_dir, log, timer, steps=result.steps,
-                      train_time_ms=result.train_time_ms, world_size=dist_info.world_size,
-                      do_pack=do_pack, out_dir=out_dir)
+    return finish_run(cfg, run_dir, log, timer, Finish(
+        steps=result.steps, train_time_ms=result.train_time_ms, world_size=dist_info.world_size,
+        do_pack=do_pack, out_dir=out_dir))
 
 
-def finish_run(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "PhaseTimer", *,
-               steps: int, train_time_ms: float, world_size: int,
-               do_pack: bool | None = None, out_dir: str | None = None) -> dict:
+def finish_run(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "PhaseTimer",
+               finish: Finish) -> dict:
     """Quantize -> evaluate -> plots -> summary (-> pack) for a trained run directory.
 
     The artifact and eval.json are written into the staging folder and moved in together, the
-    previous pair first going to previous/<n>/ (golf.rundir rule 4)."""
+    previous pair first going to previous/<n>/ (golf.run.rundir rule 4)."""
     staged = rd.staging_dir(run_dir)
     kept = (f"{run_dir / rd.EMA} and {rd.HESSIANS} (training), and the previous "
             f"{rd.ARTIFACT}/{rd.EVAL} pair if any; free space and re-quantize with "
@@ -360,17 +380,14 @@ def finish_run(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "P
     def publish_and_pack() -> dict:
         with rd.io_guard("moving the new artifact/eval pair in", kept):
             rd.publish_pair(run_dir, log)
-        return summarize_and_pack(cfg, run_dir, log, timer, report, code_bytes=code_bytes,
-                                  steps=steps, train_time_ms=train_time_ms, world_size=world_size,
-                                  do_pack=do_pack, out_dir=out_dir)
+        return summarize_and_pack(cfg, run_dir, log, timer, report, code_bytes, finish)
     # plots, summary and pack are rank 0's; the others wait for them on the store, so every
     # rank leaves the process group together (and learns if rank 0 failed)
     return distributed.on_rank0("pack", publish_and_pack)
 
 
 def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], timer: "PhaseTimer",
-                       report: dict, *, code_bytes: int, steps: int, train_time_ms: float,
-                       world_size: int, do_pack: bool | None, out_dir: str | None) -> dict:
+                       report: dict, code_bytes: int, finish: Finish) -> dict:
     """Loss plot, summary.json, the pack (unless PACK=0) and the summary table."""
     plot_loss_curves(run_dir / rd.METRICS, run_dir / rd.LOSS_PNG, title=f"run {run_dir.name}")
 
@@ -383,15 +400,13 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
         "code_bytes": code_bytes, "model_bytes": model_bytes,
         "total_bytes": code_bytes + model_bytes,
         "cap_bytes": cfg.budget_bytes, "headroom_bytes": cfg.budget_bytes - code_bytes - model_bytes,
-        "steps": steps, "train_time_ms": train_time_ms,
-        "phase_seconds": timer.seconds, "hardware": evaluate.eval_hardware(world_size),
+        "steps": finish.steps, "train_time_ms": finish.train_time_ms,
+        "phase_seconds": timer.seconds, "hardware": evaluate.eval_hardware(finish.world_size),
     }
-    ttt = report.get("post_ttt")
-    if ttt:  # the third number (TTT=chunk|lora), beside the two it builds on
-        summary.update(post_ttt_val_bpb=ttt["val_bpb"], post_ttt_val_loss=ttt["val_loss"],
-                       ttt_mode=ttt.get("ttt", ""), ttt_gain=ttt["val_bpb"] - report["post"]["val_bpb"])
+    summary.update(after_quant_numbers(report))
     atomic_write_json(run_dir / rd.SUMMARY, summary)
 
+    do_pack = finish.do_pack
     if do_pack is None:
         do_pack = settings.read("PACK", os.environ)
     if do_pack and unpackable_method(cfg.quant_method):
@@ -399,29 +414,44 @@ def summarize_and_pack(cfg: Config, run_dir: Path, log: Callable[[str], None], t
             "lrzip container, which the packed script does not carry: a baseline to measure, "
             "not a submission)")
         do_pack = False
-    if do_pack:
-        try:
-            from golf.submission import pack_run  # guarded: not in the packed script
-        except ImportError:
-            log("pack:skipped (this is already a packed submission script)")
-        else:
-            with timer.phase("pack", log):  # the run's cap (the scaled one on CPU), never above 16 MB
-                packed = pack_run(run_dir, submission_folder(run_dir, out_dir),
-                                  name=settings.read("GOLF_NAME", os.environ),
-                                  github_id=settings.read("GOLF_GITHUB_ID", os.environ), log=log,
-                                  cap=cfg.budget_bytes)
-            summary["code_bytes"] = packed.budget.code_bytes
-            summary["model_bytes"] = packed.budget.model_bytes
-            summary["total_bytes"] = packed.budget.total
-            summary["headroom_bytes"] = packed.budget.headroom
-            summary["cap_bytes"] = packed.budget.cap
-            summary["submission_dir"] = str(packed.out_dir)
-            summary["phase_seconds"] = timer.seconds
-            atomic_write_json(run_dir / rd.SUMMARY, summary)
+    packer = ship.optional("packer") if do_pack else None
+    if do_pack and packer is None:
+        log("pack:skipped (this is already a packed submission script)")
+    elif do_pack:
+        with timer.phase("pack", log):  # the run's cap (the scaled one on CPU), never above 16 MB
+            claim = packer.Claim(name=settings.read("GOLF_NAME", os.environ),
+                                 github_id=settings.read("GOLF_GITHUB_ID", os.environ))
+            packed = packer.pack_run(run_dir, submission_folder(run_dir, finish.out_dir),
+                                     packer.PackRequest(claim=claim, cap=cfg.budget_bytes), log=log)
+        summary["code_bytes"] = packed.budget.code_bytes
+        summary["model_bytes"] = packed.budget.model_bytes
+        summary["total_bytes"] = packed.budget.total
+        summary["headroom_bytes"] = packed.budget.headroom
+        summary["cap_bytes"] = packed.budget.cap
+        summary["submission_dir"] = str(packed.out_dir)
+        summary["phase_seconds"] = timer.seconds
+        atomic_write_json(run_dir / rd.SUMMARY, summary)
     if summary["headroom_bytes"] < 0:
         log(over_cap_warning(cfg.quant_method, summary))
     print_summary(summary, log)
     return summary
+
+
+def after_quant_numbers(report: dict) -> dict:
+    """The summary's numbers past post-quant: post+tilt (NGRAM_TILT_ENABLED=1) and post+TTT,
+    labelled post+TTT+tilt when the tilt ran inside it (each on the artifact)."""
+    out: dict = {}
+    post = report["post"]["val_bpb"]
+    tilt = report.get("post_tilt")
+    if tilt and tilt.get("weights") == "post":
+        out.update(post_tilt_val_bpb=tilt["val_bpb"], post_tilt_val_loss=tilt["val_loss"],
+                   tilt_gain=tilt["val_bpb"] - post)
+    ttt = report.get("post_ttt")
+    if ttt:  # the third number (TTT=chunk|lora), beside the two it builds on
+        out.update(post_ttt_val_bpb=ttt["val_bpb"], post_ttt_val_loss=ttt["val_loss"],
+                   ttt_mode=ttt.get("ttt", ""), ttt_gain=ttt["val_bpb"] - post,
+                   ttt_label="post+TTT+tilt" if ttt.get("tilt") else "post+TTT")
+    return out
 
 
 def unpackable_method(method: str) -> bool:
@@ -443,7 +473,7 @@ def quant_only(run: str) -> int:
     """QUANT_ONLY=runs/ID: re-quantize, evaluate and pack a finished run without training
     again, under the run's saved config with any variable set now overriding it (BUDGET_BYTES,
     QUANT_METHOD, QUANT_SMALL_NUMEL, EVAL_STRIDE, ...). The new artifact/eval pair replaces the
-    old one only once complete; the old one moves to previous/<n>/ (golf.rundir rule 4)."""
+    old one only once complete; the old one moves to previous/<n>/ (golf.run.rundir rule 4)."""
     run_dir = Path(run)
     for name in (rd.CONFIG, rd.EMA):
         if not (run_dir / name).is_file():
@@ -459,26 +489,37 @@ def quant_only(run: str) -> int:
         prev = json.loads(old.read_text()) if old.is_file() else {}
         log = make_logger(run_dir, 0)
         log(f"quant_only:{run_dir} method:{cfg.quant_method} budget_bytes:{cfg.budget_bytes}")
-        finish_run(cfg, run_dir, log, PhaseTimer(), steps=int(prev.get("steps", 0)),
-                   train_time_ms=float(prev.get("train_time_ms", 0.0)),
-                   world_size=1, do_pack=None)
+        finish_run(cfg, run_dir, log, PhaseTimer(), Finish(
+            steps=int(prev.get("steps", 0)), train_time_ms=float(prev.get("train_time_ms", 0.0))))
     return 0
 
 
 def eval_only() -> int:
-    """Evaluate ARTIFACT (the round-trip proof's mode) and print the exact-result line."""
+    """Evaluate ARTIFACT (the round-trip proof's mode) and print the exact-result line: of the
+    plain post-quant pass, or with TTT / NGRAM_TILT_ENABLED set of the pass they make the score
+    (post+TTT, tilted when both; else post+tilt), as eval.json's score record holds it."""
     artifact = settings.read("ARTIFACT", os.environ) or rd.ARTIFACT
     cfg = Config.from_env()
     seq_len = cfg.effective_eval_seq_len
-    res = evaluate.evaluate_source(artifact, cfg.data_path, cfg.tokenizer_path,
+    ttt, tilt = ttt_settings(), tilt_settings()
+    request = evaluate.EvalRequest(data=cfg.data_path, tokenizer=cfg.tokenizer_path,
                                    seq_len=seq_len, stride=cfg.eval_stride,
                                    max_tokens=cfg.max_eval_tokens or None,
-                                   batch_tokens=cfg.val_batch_size, device=distributed.default_device())
-    label = eval_mode(cfg.eval_stride)
-    print(f"eval_mode:{label} seq_len:{seq_len} stride:{cfg.eval_stride} tokens:{res.tokens} "
-          f"bytes:{res.bytes} partial:{int(res.partial)} eval_time:{res.seconds * 1000:.0f}ms")
-    print(f"final_roundtrip_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} "
-          f"val_bpb_hex:{float(res.val_bpb).hex()}")
+                                   batch_tokens=cfg.val_batch_size,
+                                   device=distributed.default_device())
+    if (ttt is None or not ttt.active) and (tilt is None or not tilt.enabled):
+        res = evaluate.evaluate_source(artifact, request).to_dict()
+        score = "post"
+    else:  # the pass the score came from, with the same windows as the run's own evaluation
+        report = evaluate.run_eval(None, replace(request, artifact=artifact, ttt=ttt, tilt=tilt,
+                                                 mode=run_eval_mode(cfg.eval_stride)), log=None)
+        score = "post_ttt" if "post_ttt" in report else "post_tilt"
+        res = report[score]
+    print(f"eval_mode:{eval_mode(cfg.eval_stride)} seq_len:{seq_len} stride:{cfg.eval_stride} "
+          f"tokens:{res['tokens']} bytes:{res['bytes']} partial:{int(res['partial'])} "
+          f"eval_time:{res['seconds'] * 1000:.0f}ms score:{score}")
+    print(f"final_roundtrip_exact val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} "
+          f"val_bpb_hex:{float(res['val_bpb']).hex()} score:{score}")
     return 0
 
 
@@ -494,7 +535,7 @@ def config_problems_beside(found: list[str]) -> list[str]:
 
 def settings_help() -> str:
     """--help: the settings table with the defaults without and with CUDA."""
-    ttt_module()
+    ship.load_switchable()
     methods = "\n".join("  " + line for line in describe_methods())
     return (USAGE + "\n" + settings.render_help(settings.catalogue(), preset_columns())
             + "\n\nQUANT_METHOD values:\n" + methods)

@@ -33,9 +33,11 @@ artifact with those steps as plain fp16 (the same values) and keeps whichever is
 With a framed coder (added without a version change: an older
 reader refuses its codec name), the code matrices may instead sit in one stream "codes.framed"
 whose codec is pergroup_v1 / pergroup_v2 (the records' per-group lrzip container,
-quant/pergroup.py; record_1855 / record_2135 only; v1 leaves codes outside its role groups in
-their own streams) or ctxrans (golfkit's context-modelled rANS, quant/ctxrans.py); a policy
-selects one by listing it in its compressors. Codes are never bit-packed. Small
+quant/pergroup.py; record_1855 / record_2135 only, listed in their policies' compressors; v1
+leaves codes outside its role groups in their own streams) or ctxrans (golfkit's
+context-modelled rANS, quant/ctxrans.py, a default coder: the builder frames no matrix, every
+matrix, or those it codes smaller, and keeps the smallest artifact; the others stay in their
+own or the joint rANS stream). Codes are never bit-packed. Small
 passthrough tensors share one stream per dtype (pass/float16, pass/float32); a large tensor the
 budget fitter kept in fp16 has its own (pass/<name>/float16).
 
@@ -51,6 +53,7 @@ import json
 import os
 import struct
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -133,27 +136,72 @@ def build_artifact(tensors: list[QTensor], meta: Mapping[str, Any], codecs: tupl
     """Serialize to the exact bytes save_artifact writes; also return per-stream info.
 
     Tensors with log-grid scale codes are built both ways, scales as fp16 and as log codes,
-    and the smaller artifact wins (both decode to the same values). stream_codecs narrows
-    the codecs tried for named streams (the budget fitter uses each stream's earlier winner
-    while it iterates; the final build tries them all again)."""
+    and the smaller artifact wins (both decode to the same values). With a "best" framed
+    coder (the context rANS) each way is also built with it holding no code matrix, every
+    one, and the ones it codes smaller than the other coders did; the smallest wins.
+    stream_codecs narrows the codecs tried for named streams (the budget fitter uses each
+    stream's earlier winner while it iterates; the final build tries them all again)."""
     cache = cache or StreamCache()
     has_log = any(qt.kind == "quant" and qt.scale_codes is not None for qt in tensors)
+    codec = next((c for c in codecs if c in FRAMED), None)
+    coding = _Coding(codecs, cache, shuffle_fp16, stream_codecs)
     best: tuple[bytes, list[dict]] | None = None
     for log_scales in (False, True) if has_log else (False,):
-        entries, raw_streams, segments = _tensor_entries(tensors, log_scales)
-        framed = _framed_codes(raw_streams, entries, codecs, cache)
-        rest = {n: b for n, b in raw_streams.items() if n not in (framed[1] if framed else {})}
-        plain = {n: b for n, b in rest.items() if n not in segments}
-        chosen = _compress_streams(plain, codecs, cache, shuffle_fp16, stream_codecs)
-        chosen, moved = _join_codes(rest, segments, chosen, codecs, cache)
-        if framed:
-            chosen[FRAMED_CODES], moved = framed[0], {**moved, **framed[1]}
-        _scale_parts(chosen, entries)
-        streams, payload = _lay_out(chosen, entries, moved)
-        blob = _seal(meta, streams, entries, payload)
-        if best is None or len(blob) < len(best[0]):
-            best = (blob, streams)
+        def build(framed: Sequence[str] | None) -> tuple[bytes, list[dict]]:
+            return _build_once(tensors, meta, coding, log_scales, codec if framed else None, framed)
+        if codec is None or REGISTRY[codec].frame == "fixed":
+            tries = [build([qt.name for qt in tensors if qt.kind == "quant"])]
+        else:
+            tries = [build(None)]
+            tries += [build(names) for names in _frame_choices(tensors, tries[0][1], cache)]
+        for blob, streams in tries:
+            if best is None or len(blob) < len(best[0]):
+                best = (blob, streams)
     return best
+
+
+def _frame_choices(tensors: list[QTensor], plain: list[dict], cache: StreamCache
+                   ) -> list[list[str]]:
+    """Which code matrices to try in the context-rANS frame: all of them, and those whose
+    frame alone (exact bytes, memoised by content) is smaller than their bytes in the build
+    without it (`plain`'s streams)."""
+    quant_t = [qt for qt in tensors if qt.kind == "quant"]
+    if not quant_t:
+        return []
+    before = logical_streams(plain)
+    fewer = [qt.name for qt in quant_t if len(cache.framed(
+        "ctxrans", [(qt.name, np.ascontiguousarray(qt.codes, np.int8))])[0])
+        < before[f"codes/{qt.name}"]["length"]]
+    every = [qt.name for qt in quant_t]
+    return [every] + ([fewer] if fewer and len(fewer) < len(every) else [])
+
+
+@dataclass(frozen=True)
+class _Coding:
+    """How one build_artifact call codes its streams; the same for each of its candidate builds."""
+    codecs: tuple[str, ...]
+    cache: StreamCache
+    shuffle_fp16: bool
+    stream_codecs: Mapping[str, tuple[str, ...]] | None
+
+
+def _build_once(tensors: list[QTensor], meta: Mapping[str, Any], coding: _Coding,
+                log_scales: bool, frame_codec: str | None, framed_names: Sequence[str] | None
+                ) -> tuple[bytes, list[dict]]:
+    """One artifact: scales as log codes or fp16, and the named code matrices (if any) in
+    `frame_codec`'s frame, the rest under the best of the other codecs."""
+    c = coding
+    entries, raw_streams, segments = _tensor_entries(tensors, log_scales)
+    framed = _framed_codes(raw_streams, entries, frame_codec, framed_names or (), c.cache)
+    rest = {n: b for n, b in raw_streams.items() if n not in (framed[1] if framed else {})}
+    plain = {n: b for n, b in rest.items() if n not in segments}
+    chosen = _compress_streams(plain, c.codecs, c.cache, c.shuffle_fp16, c.stream_codecs)
+    chosen, moved = _join_codes(rest, segments, chosen, c.codecs, c.cache)
+    if framed:
+        chosen[FRAMED_CODES], moved = framed[0], {**moved, **framed[1]}
+    _scale_parts(chosen, entries)
+    streams, payload = _lay_out(chosen, entries, moved)
+    return _seal(meta, streams, entries, payload), streams
 
 
 def _tensor_entries(tensors: list[QTensor], log_scales: bool = False
@@ -303,29 +351,27 @@ def _joint_stream(code_names: list[str], scale_names: list[str], segments: dict[
 
 
 def _framed_codes(raw_streams: dict[str, bytearray], entries: list[dict],
-                    codecs: tuple[str, ...], cache: StreamCache
-                    ) -> tuple[dict, dict[str, tuple[str, int]]] | None:
-    """One framed coder's stream over the code matrices it takes, when a policy lists one
-    (codec.FRAMED: the records' per-group lrzip container, v1 only the role groups, or
-    golfkit's context rANS): (its stream, and per code stream moved into it,
-    (FRAMED_CODES, offset)). None when none is listed."""
-    codec = next((c for c in codecs if c in FRAMED), None)
+                  codec: str | None, names: Sequence[str], cache: StreamCache
+                  ) -> tuple[dict, dict[str, tuple[str, int]]] | None:
+    """`codec`'s frame (codec.FRAMED: the records' per-group lrzip container, v1 only its role
+    groups, or golfkit's context rANS) over the named code matrices it takes: (its stream, and
+    per code stream moved into it, (FRAMED_CODES, offset)). None when it takes none."""
     if codec is None:
         return None
+    wanted = set(names)
     mats = [(e["name"], np.frombuffer(bytes(raw_streams[f"codes/{e['name']}"]), np.int8)
              .reshape(e["rows"], e["cols"])) for e in entries if e["kind"] == "quant"
-            and framed_takes(codec, e["name"])]
+            and e["name"] in wanted and framed_takes(codec, e["name"])]
     if not mats:
         return None
-    frame = cache.framed(codec, mats)
-    total = sum(m.size for _n, m in mats)
+    frame, shares = cache.framed(codec, mats)
     moved, parts, off = {}, [], 0
-    for name, m in mats:
+    for (name, m), share in zip(mats, shares):
         moved[f"codes/{name}"] = (FRAMED_CODES, off)
         parts.append({"name": f"codes/{name}", "raw_length": m.size, "standalone_codec": codec,
-                      "bytes": len(frame) * m.size / total, "sizes": {}})
+                      "bytes": share, "sizes": {}})
         off += m.size
-    return {"name": FRAMED_CODES, "codec": codec, "blob": frame, "raw_length": total,
+    return {"name": FRAMED_CODES, "codec": codec, "blob": frame, "raw_length": off,
             "shuffle": 1, "sizes": {codec: len(frame)}, "parts": parts}, moved
 
 

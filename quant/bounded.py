@@ -5,11 +5,13 @@ Why: an artifact is data from anyone, and its streams state their own decompress
 plain `brotli.decompress` of 809 crafted bytes allocated 2.2 GiB; each library here is driven
 through its bounded interface (zstd's stream reader with a capped window, brotli's
 output_buffer_limit, lzma's max_length with the dictionary sized by the output, zlib's
-max_length) and stops one byte past `limit`, raising StreamError.
+max_length) and stops one byte past `limit`, raising StreamError. FrameReader does the same for
+the framed code coders' own headers: every read is checked against the bytes that are there.
 """
 from __future__ import annotations
 
 import lzma
+import struct
 import zlib
 
 
@@ -47,14 +49,16 @@ def brotli_d(data: bytes, limit: int) -> bytes:
     dec = brotli.Decompressor()
     try:
         out = bytearray(dec.process(data, output_buffer_limit=limit + 1))
+        while len(out) <= limit and not dec.is_finished():
+            chunk = dec.process(b"", output_buffer_limit=limit + 1 - len(out))
+            if not chunk:
+                break
+            out += chunk
     except TypeError:  # brotli < 1.2 has no output limit, and without one no bound holds
         raise StreamError("the installed brotli cannot bound its output; pip install "
                           "'brotli>=1.2'") from None
-    while len(out) <= limit and not dec.is_finished():
-        chunk = dec.process(b"", output_buffer_limit=limit + 1 - len(out))
-        if not chunk:
-            break
-        out += chunk
+    except brotli.error:  # its own error class: callers expect this module's one error
+        raise StreamError("brotli stream is corrupt") from None
     if len(out) > limit:
         raise _over(limit)
     if not dec.is_finished():
@@ -87,3 +91,22 @@ def raw_d(data: bytes, limit: int) -> bytes:
     if len(data) > limit:
         raise _over(limit)
     return bytes(data)
+
+
+class FrameReader:
+    """Bounds-checked reads from a frame: an overrun raises `error` naming `what`, never an
+    IndexError or a short read that a caller could mistake for data."""
+
+    def __init__(self, data: bytes, error: type[Exception], what: str) -> None:
+        self.data, self.pos, self.error, self.what = data, 0, error, what
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise self.error(f"{self.what} truncated (needs {n} bytes at {self.pos}, "
+                             f"has {len(self.data) - self.pos})")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str) -> tuple:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))

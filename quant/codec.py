@@ -3,7 +3,9 @@
 Every stream is compressed independently with each allowed general-purpose codec; the smallest
 wins (ties go to the earlier name) and all sizes are kept for the report. "rans" (quant/rans.py,
 an order-0 coder with one table per segment) is offered for the code streams jointly by the
-artifact builder, which keeps it only when it beats their per-stream best.
+artifact builder, which keeps it only when it beats their per-stream best. Framed coders take
+whole code matrices: golfkit's context rANS (quant/ctxrans.py) competes with the others per
+tensor, the records' per-group lrzip container (quant/pergroup.py) takes all it holds.
 """
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from . import rans
+from . import ctxrans, rans
 from .bounded import StreamError, brotli_d, lzma_d, raw_d, zlib_d, zstd_d
 from .errors import QuantError
+from .roworder import OrderMemo
 
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
 
@@ -37,6 +40,9 @@ class Codec:
     since: int = 1            # the artifact format version a reader needs to decode it
     module: str = ""          # its third-party import, if any (the packed script requires it)
     pip: str = ""             # that import's pip distribution name
+    frame: str = ""           # a framed coder over code matrices: "best" (the artifact builder
+    #                           keeps it for the tensors where it is smaller) or "fixed" (it takes
+    #                           every matrix it holds: a record's container, reproduced as is)
 
 
 def _zstd_c(data: bytes) -> bytes:
@@ -53,18 +59,22 @@ def _rans_c(data: bytes) -> bytes:
     return rans.encode(data)
 
 
+# The framed coders this program does not carry: none in a checkout; the packed script's header
+# (golf.ship.markers) appends its own tuple here, so a framed artifact there gets one clear line.
+LEFT_OUT: tuple[str, ...] = ()
+
+
 def _framed(codec: str):
-    """The module of a framed coder, imported here rather than at the top: both are left out
-    of the packed script (golf/submission/amalgamate.EXCLUDED), whose artifacts use neither."""
-    try:
-        if codec == "ctxrans":
-            from . import ctxrans  # here: left out of the packed script
-            return ctxrans
-        from . import pergroup  # here: left out of the packed script
-        return pergroup
-    except ImportError:
+    """The module of a framed coder. The records' container is imported where it is used: it
+    is left out of the packed script (golf/ship.py's table), which states so in LEFT_OUT; no
+    import is guessed at. golfkit's context rANS ships (a default coder)."""
+    if codec == "ctxrans":
+        return ctxrans
+    if "quant.pergroup" in LEFT_OUT:
         raise QuantError(f"codec {codec!r} is not in this packed script; quantize and load such "
-                         "artifacts with a golfkit checkout") from None
+                         "artifacts with a golfkit checkout")
+    from . import pergroup
+    return pergroup
 
 
 def framed_problems(codecs: tuple[str, ...]) -> list[str]:
@@ -118,10 +128,14 @@ REGISTRY: dict[str, Codec] = {
     "rans": Codec(_rans_c, rans.decode, 1.001, True, since=3),
     "raw": Codec(bytes, raw_d, 2.4),
     # the records' per-group lrzip container (quant/pergroup.py): record_1855 / record_2135 only
-    "pergroup_v1": Codec(_joint_only("pergroup_v1"), _framed_d("pergroup_v1"), since=5),
-    "pergroup_v2": Codec(_joint_only("pergroup_v2"), _framed_d("pergroup_v2"), since=5),
-    # golfkit's context-modelled rANS over the code matrices (quant/ctxrans.py)
-    "ctxrans": Codec(_joint_only("ctxrans"), _framed_d("ctxrans"), since=5),
+    "pergroup_v1": Codec(_joint_only("pergroup_v1"), _framed_d("pergroup_v1"), since=5,
+                         frame="fixed"),
+    "pergroup_v2": Codec(_joint_only("pergroup_v2"), _framed_d("pergroup_v2"), since=5,
+                         frame="fixed"),
+    # golfkit's context-modelled rANS over the code matrices (quant/ctxrans.py), pure numpy:
+    # tried by default; ratio measured on trained CPU checkpoints' codes (docs/container.md)
+    "ctxrans": Codec(_joint_only("ctxrans"), _framed_d("ctxrans"), 0.99, True, since=5,
+                     frame="best"),
 }
 CODECS = tuple(REGISTRY)
 
@@ -139,9 +153,9 @@ def pip_names() -> dict[str, str]:
 def codec_ratio(codecs: Iterable[str]) -> float:
     """First guess of compressed size / order-0 entropy for the best of `codecs`."""
     return min((REGISTRY[c].ratio if c in REGISTRY else 1.2 for c in codecs), default=1.2)
-# framed coders: one frame over all the code matrices they take (the artifact builder's
+# framed coders: one frame over the code matrices they take (the artifact builder's
 # _framed_codes; the first one listed in a policy's compressors is used)
-FRAMED = ("pergroup_v1", "pergroup_v2", "ctxrans")
+FRAMED = tuple(name for name, c in REGISTRY.items() if c.frame)
 # coded over several streams at once, not in the per-stream best-of
 JOINT = ("rans", *FRAMED)
 
@@ -208,6 +222,7 @@ class StreamCache:
     def __init__(self, workers: int | None = None) -> None:
         self._memo: dict[tuple[bytes, tuple[str, ...]], tuple[str, bytes, dict[str, int]]] = {}
         self._joint: dict[bytes, tuple[bytes, list[float]]] = {}
+        self.orders = OrderMemo()  # context rANS row orders, kept across the fitter's builds
         self.workers = workers or compress_workers()
 
     def prefetch(self, jobs: Iterable[tuple[bytes, tuple[str, ...]]]) -> None:
@@ -245,16 +260,24 @@ class StreamCache:
         self.prefetch([(data, codecs)])
         return self._memo[(hashlib.sha256(data).digest(), tuple(c for c in codecs if c not in JOINT))]
 
-    def framed(self, codec: str, mats: list[tuple[str, np.ndarray]]) -> bytes:
-        """A FRAMED codec's frame of the named code matrices (memoized: lrzip is slow)."""
+    def framed(self, codec: str, mats: list[tuple[str, np.ndarray]]) -> tuple[bytes, list[float]]:
+        """A FRAMED codec's frame of the named code matrices (memoized: lrzip is slow, and the
+        context rANS sorts rows) and each matrix's share of its bytes (by the coder's own
+        estimate where it has one, else by size), scaled so the shares sum to the frame."""
         h = hashlib.sha256(codec.encode())
         for name, m in mats:
             h.update(repr((name, m.shape)).encode())
             h.update(np.ascontiguousarray(m).tobytes())
         key = h.digest()
         if key not in self._joint:
-            self._joint[key] = (framed_encode(codec, mats), [])
-        return self._joint[key][0]
+            if codec == "ctxrans":
+                frame, bits = ctxrans.encode_with_bits(mats, self.orders)
+            else:
+                frame, bits = framed_encode(codec, mats), [float(m.size) for _n, m in mats]
+            total = sum(bits)
+            self._joint[key] = (frame, [b * len(frame) / total if total > 0
+                                        else len(frame) / len(mats) for b in bits])
+        return self._joint[key]
 
     def joint(self, parts: list[bytes]) -> tuple[bytes, list[float]]:
         """rANS blob of the concatenated parts (one table each) and each part's share of its

@@ -13,14 +13,14 @@ from . import fitter
 from .artifact import (SCALE_LOG, build_artifact, logical_streams, lqer_stream_name,
                        pass_stream_name, row_scales_name, state_dict_from_tensors)
 from .baseline import baseline_keep_float, baseline_quantize_tensor
-from .codec import StreamCache, codec_ratio
+from .codec import JOINT, StreamCache, codec_ratio
 from .errors import BudgetError, QuantError
-from .gptq import gptq_factor, gptq_quantize
+from .gptq import GptqSolve, gptq_factor, gptq_quantize
 from .logscale import packed_cost
 from .lqer import FITTER_FORMAT, make_lqer
 from .policy import CLASSES, QuantPolicy, classify, is_control
 from .methods import METHODS, record_methods
-from .records import record_policy, record_quantize
+from .records import RecordRun, record_policy, record_quantize
 from .report import build_report
 from .scalar import (LOG_SCALE_R, SCALE_FORMATS, as_rows, clip_step, dequantize, flat_steps,
                      hessian_error, qmax_for, round_log_scale, round_scale, rtn_codes)
@@ -163,8 +163,9 @@ class _Item:
                 if self._factor is None:  # H's factor does not depend on the step
                     self._factor = gptq_factor(self.h, self.damp, log=self.log, name=self.name,
                                                device=self.device)
-                codes = gptq_quantize(self.w.to(self.device), self.h, step, qmax, damp=self.damp,
-                                      log=self.log, name=self.name, factor=self._factor)
+                solve = GptqSolve(damp=self.damp, name=self.name, log=self.log)
+                codes = gptq_quantize(self.w.to(self.device), self.h, step, qmax, solve,
+                                      self._factor)
             else:
                 codes = rtn_codes(self.w, step, qmax)
             err = hessian_error(self.w, dequantize(codes, step), self.h)
@@ -360,7 +361,8 @@ def _unfitted(method: str, sd: Mapping[str, torch.Tensor], aliases: dict[str, st
             raise BudgetError(f"int8 baseline artifact is {q.total_bytes:,} bytes, over the budget "
                               f"of {budget_bytes:,}; use QUANT_METHOD=gptq or rtn to fit a budget")
         return q
-    tensors = record_quantize(method, sd, aliases, hessians, policy, _passthrough, device, log)
+    tensors = record_quantize(RecordRun(method, policy, device, log), sd, aliases, hessians,
+                              _passthrough)
     q = QuantizedModel(tensors, meta, policy, method, cache, budget_bytes)
     if budget_bytes is not None and q.total_bytes > budget_bytes:
         raise BudgetError(f"{method} artifact is {q.total_bytes:,} bytes, over the budget of "
@@ -460,7 +462,7 @@ def _fit_to_budget(slots: list[QTensor | _Item], items: list[_Item], curves: lis
                                        policy.shuffle_fp16, winners)
         logical = logical_streams(streams)
         for name, st in logical.items():  # later rounds try only the codec that won
-            if name.startswith("codes/") and st["standalone_codec"] not in ("raw", "rans"):
+            if name.startswith("codes/") and st["standalone_codec"] not in ("raw", *JOINT):
                 winners.setdefault(name, (st["standalone_codec"],))
         by_name = {name: st["length"] for name, st in logical.items()}
         own = []  # each tensor's own bytes: codes, row scales as stored, LQER factors

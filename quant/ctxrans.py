@@ -9,7 +9,7 @@ than others. This coder captures both with static tables chosen per tensor by ex
   mode 0 "plain":   one table (what the joint rANS stream does).
   mode 1 "columns": each column gets a class (its mean |code| bucketed, COL_CLASSES), one table
                     per class; the classes travel as side information.
-  mode 2 "delta":   rows in the greedy L1 nearest-neighbour order (quant/pergroup.py), each row
+  mode 2 "delta":   rows in the greedy L1 nearest-neighbour order (quant/roworder.py), each row
                     either raw (tables by column class, as mode 1) or the difference to the row
                     before it modulo 256 (tables by the row's class: its mean |difference|
                     bucketed, ROW_EDGES); order, row and column classes travel as side info.
@@ -37,9 +37,10 @@ from typing import Sequence
 
 import numpy as np
 
-from . import pergroup, rans
-from .bounded import StreamError, brotli_d
+from . import rans
+from .bounded import FrameReader, StreamError, brotli_d
 from .errors import QuantError
+from .roworder import MAX_ROWS, OrderMemo, is_permutation, l1_chain_order
 
 MAGIC = b"gkC1"
 COL_CLASSES = 4
@@ -71,7 +72,7 @@ def _transform(x: np.ndarray, mode: int, order: np.ndarray | None = None
     colc = _col_classes(x)
     if mode == 1:
         return x.view(np.uint8), np.broadcast_to(colc.astype(np.int64), x.shape), colc.tobytes()
-    order = pergroup.l1_chain_order(x) if order is None else order
+    order = l1_chain_order(x) if order is None else order
     xs = x[order]
     diff = np.zeros_like(xs)
     diff[1:] = (xs[1:].astype(np.int16) - xs[:-1]).astype(np.int8)  # wraps modulo 256
@@ -135,21 +136,42 @@ def choose_mode(x: np.ndarray) -> int:
     return _plan(x)[0]
 
 
-def _plan(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, bytes]:
-    """(mode, symbols, classes, side info) of the cheapest mode; the row order computed once."""
+def _choice(x: np.ndarray, memo: OrderMemo | None) -> tuple[int, float]:
+    """(cheapest mode, its estimated bits), kept in `memo` by content when given."""
+    if memo is None:
+        return _search(x, None)[:2]
+    return memo.lookup("ctxrans.mode", x, lambda: _search(x, memo)[:2])
+
+
+def _search(x: np.ndarray, memo: OrderMemo | None) -> tuple[int, float, tuple]:
+    """(mode, estimated bits, its transform) of the cheapest mode by ideal bits + table and
+    side-information estimates; the row order computed once (or taken from `memo`)."""
     rows, cols = x.shape
     order_bits = rows * (np.log2(max(rows, 2)) + 2.0)
     side = {0: 0.0, 1: 2.0 * cols, 2: 2.0 * cols + order_bits, 3: order_bits}
-    modes = [0, 1] + ([2] if rows <= pergroup.MAX_ROWS else [])
-    modes += [3] if rows <= pergroup.MAX_ROWS and cols >= MIN_COLS_ABOVE else []
-    order = pergroup.l1_chain_order(x) if len(modes) > 2 else None
+    modes = [0, 1] + ([2] if rows <= MAX_ROWS else [])
+    modes += [3] if rows <= MAX_ROWS and cols >= MIN_COLS_ABOVE else []
+    order = None
+    if len(modes) > 2:
+        order = memo.order(x) if memo is not None else l1_chain_order(x)
     best: tuple[float, int, tuple] | None = None
     for m in modes:
         t = _transform(x, m, order)
         cost = _cost(t[0], t[1]) + side[m]
         if best is None or cost < best[0]:
             best = (cost, m, t)
-    return (best[1], *best[2])
+    return best[1], best[0], best[2]
+
+
+def _plan(x: np.ndarray, memo: OrderMemo | None = None
+          ) -> tuple[int, np.ndarray, np.ndarray, bytes, float]:
+    """(mode, symbols, classes, side info, estimated bits) of the cheapest mode; with `memo`,
+    a matrix seen before is transformed in its known mode only."""
+    if memo is None:
+        mode, cost, t = _search(x, None)
+        return (mode, *t, cost)
+    mode, cost = _choice(x, memo)
+    return (mode, *_transform(x, mode, memo.order(x) if mode >= 2 else None), cost)
 
 
 def _dependencies(rows: int, cols: int, rowc: np.ndarray, first: int) -> np.ndarray:
@@ -161,26 +183,34 @@ def _dependencies(rows: int, cols: int, rowc: np.ndarray, first: int) -> np.ndar
     return dep.reshape(-1)
 
 
-def encode(tensors: Sequence[tuple[str, np.ndarray]]) -> bytes:
-    """Frame of (name, int8 codes) matrices; decode() returns their codes concatenated."""
+def encode(tensors: Sequence[tuple[str, np.ndarray]], memo: OrderMemo | None = None) -> bytes:
+    """Frame of (name, int8 codes) matrices; decode() returns their codes concatenated.
+    `memo` keeps row orders across calls (the budget fitter's repeated builds)."""
+    return encode_with_bits(tensors, memo)[0]
+
+
+def encode_with_bits(tensors: Sequence[tuple[str, np.ndarray]], memo: OrderMemo | None = None
+                     ) -> tuple[bytes, list[float]]:
+    """encode(), plus each tensor's estimated bits (its share of the frame, for the fitter)."""
     import brotli  # optional dependency: only the side-information block needs it
     head = bytearray(MAGIC + struct.pack("<I", len(tensors)))
-    syms, tids, sides, base = [], [], [], 0
+    syms, tids, sides, bits, base = [], [], [], [], 0
     lanes = rans.lanes_for(sum(int(np.asarray(c).size) for _n, c in tensors))
     for _name, codes in tensors:
         x = np.ascontiguousarray(codes, dtype=np.int8)
-        mode, sym, cls, side = _plan(x)
+        mode, sym, cls, side, cost = _plan(x, memo)
         head += struct.pack("<IIB", x.shape[0], x.shape[1], mode)
         syms.append(sym.reshape(-1))
         tids.append(cls.reshape(-1) + base)
         base += _tables_of(mode)
         sides.append(side)
+        bits.append(cost)
         if mode == 3:  # a symbol's context is decoded a row earlier: at least one lane step
             lanes = min(lanes, x.shape[1])
     side = brotli.compress(b"".join(sides), quality=11)
     core = _encode_core(np.concatenate(syms) if syms else np.zeros(0, np.uint8),
                         np.concatenate(tids) if tids else np.zeros(0, np.int64), base, lanes)
-    return bytes(head) + struct.pack("<I", len(side)) + side + core
+    return bytes(head) + struct.pack("<I", len(side)) + side + core, bits
 
 
 def _encode_core(sym: np.ndarray, tid: np.ndarray, n_tables: int, lanes: int) -> bytes:
@@ -220,21 +250,11 @@ def _encode_core(sym: np.ndarray, tid: np.ndarray, n_tables: int, lanes: int) ->
             + words.astype("<u4").tobytes())
 
 
-class _Reader(pergroup._Reader):
-    """pergroup's bounds-checked reader, raising this coder's error."""
-
-    def take(self, n: int) -> bytes:
-        try:
-            return super().take(n)
-        except pergroup.PergroupError as exc:
-            raise CtxRansError(str(exc).replace("per-group frame", "context-rANS blob")) from None
-
-
 def decode(blob: bytes, limit: int = MAX_SYMBOLS) -> bytes:
     """Every tensor's codes row-major, concatenated (inverse of encode). A blob declaring more
     than `limit` symbols (the artifact stream's declared length) is refused before any
     allocation, and its brotli blocks are decoded no further than their headers allow."""
-    r = _Reader(bytes(blob))
+    r = FrameReader(bytes(blob), CtxRansError, "context-rANS blob")
     if r.take(4) != MAGIC:
         raise CtxRansError("not a context-rANS blob (bad magic)")
     (n,) = r.unpack("<I")
@@ -243,7 +263,7 @@ def decode(blob: bytes, limit: int = MAX_SYMBOLS) -> bytes:
         rows, cols, mode = r.unpack("<IIB")
         total += rows * cols
         if mode > 3 or rows == 0 or cols == 0 or total > min(MAX_SYMBOLS, limit) or (
-                mode >= 2 and rows > pergroup.MAX_ROWS):
+                mode >= 2 and rows > MAX_ROWS):
             raise CtxRansError(f"context-rANS blob: a tensor declares {rows} x {cols}, mode {mode}")
         heads.append((rows, cols, mode))
     (k,) = r.unpack("<I")
@@ -290,7 +310,9 @@ def _side_plan(part: bytes, rows: int, cols: int, mode: int, first: int
         colc = np.frombuffer(part, np.uint8).astype(np.int64)
         cls = np.broadcast_to(colc, (rows, cols)).reshape(-1)
     else:
-        order = pergroup._check_perm(np.frombuffer(part, "<u2", rows), "a tensor")
+        order = np.frombuffer(part, "<u2", rows).astype(np.int64)
+        if not is_permutation(order):
+            raise CtxRansError("context-rANS side information: a row order is not a permutation")
         rowc = np.frombuffer(part, np.uint8, rows, 2 * rows)
         raw = (np.frombuffer(part, np.uint8, cols, 3 * rows) if mode == 2
                else np.zeros((rows, cols), np.int64))
@@ -305,7 +327,7 @@ def _side_plan(part: bytes, rows: int, cols: int, mode: int, first: int
     return cls, dep, rowc, order
 
 
-def _decode_core(r: _Reader, tid: np.ndarray, dep: np.ndarray, n_tables: int,
+def _decode_core(r: FrameReader, tid: np.ndarray, dep: np.ndarray, n_tables: int,
                  min_cols_above: int | None) -> np.ndarray:
     """Symbols of the rANS part; a symbol with dep >= 0 adds the class of the symbol at dep
     (decoded at least one lane step earlier, since lanes <= the cols of such a tensor)."""

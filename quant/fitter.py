@@ -53,11 +53,6 @@ def bits_for(policy_bits: int, j_index: int) -> int:
     return 8
 
 
-def option_count(n_ranks: int) -> int:
-    """Options per tensor: fp16, the ladder, then one block of LQER_STEPS per LQER rank."""
-    return N_OPTIONS + n_ranks * len(LQER_STEPS)
-
-
 def decode_option(o: int) -> tuple[int, int | None]:
     """(ladder option, index into the LQER ranks or None) of option o."""
     if o < N_OPTIONS:

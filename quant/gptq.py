@@ -5,9 +5,22 @@ fp64 Cholesky, fixed column order (stable sort for act-order).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+
+@dataclass(frozen=True)
+class GptqSolve:
+    """How one tensor's GPTQ solve runs: lazy-update block size, act-order (descending
+    diag(H)), relative damping, and the tensor's name and log for the line that says damping
+    was raised (and for the error when it cannot be)."""
+    block_size: int = 128
+    act_order: bool = True
+    damp: float = 0.01
+    name: str = ""
+    log: Callable[[str], None] | None = None
 
 
 def _inverse_upper_cholesky(h: torch.Tensor, damp: float,
@@ -49,8 +62,7 @@ def gptq_factor(H: torch.Tensor, damp: float = 0.01, act_order: bool = True,
 
 
 def gptq_quantize(W: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, qmax: int,
-                  block_size: int = 128, act_order: bool = True, damp: float = 0.01,
-                  log: Callable[[str], None] | None = None, name: str = "",
+                  solve: GptqSolve = GptqSolve(),
                   factor: tuple[torch.Tensor | None, torch.Tensor, torch.Tensor] | None = None
                   ) -> torch.Tensor:
     """GPTQ codes (int8, same shape as W) for W (rows, cols), H (cols, cols), per-row scale.
@@ -58,14 +70,17 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, qmax: i
     Columns are swept (in descending diag(H) order with act_order) in blocks; each column's
     rounding error is fed back into the not-yet-quantized columns through the upper Cholesky
     factor of H^-1, with lazy updates between blocks. Runs on W's device (CPU or CUDA);
-    codes are returned on CPU. `factor` is gptq_factor(H, damp, act_order) when the caller
-    has it already (the same codes, without refactoring H).
+    codes are returned on CPU. `factor` is gptq_factor(H, solve.damp, solve.act_order) when the
+    caller has it already (the same codes, without refactoring H).
     """
     W = W.detach().to(torch.float32).clone()
     rows, cols = W.shape
+    block_size = solve.block_size
     if H.shape != (cols, cols):
-        raise ValueError(f"GPTQ {name}: Hessian shape {tuple(H.shape)} does not match {cols} columns")
-    perm, U, dead = factor or gptq_factor(H, damp, act_order, log, name, W.device)
+        raise ValueError(f"GPTQ {solve.name}: Hessian shape {tuple(H.shape)} does not match "
+                         f"{cols} columns")
+    perm, U, dead = factor or gptq_factor(H, solve.damp, solve.act_order, solve.log, solve.name,
+                                          W.device)
     U, dead = U.to(W.device), dead.to(W.device)
     W[:, dead] = 0.0
     if perm is not None:

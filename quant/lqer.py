@@ -51,11 +51,6 @@ class Lqer:
     qb: np.ndarray   # int8 (rank, cols)
     sb: np.ndarray   # float16, one per group of flattened B
 
-    @property
-    def raw_bytes(self) -> int:
-        """Bytes before compression: one byte per code, two per scale."""
-        return int(self.qa.size + self.qb.size + 2 * (self.sa.size + self.sb.size))
-
     def to_bytes(self) -> bytes:
         return b"".join(np.ascontiguousarray(x).tobytes() for x in (self.qa, self.qb, self.sa, self.sb))
 

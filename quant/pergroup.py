@@ -38,8 +38,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .bounded import StreamError, brotli_d
+from .bounded import FrameReader, StreamError, brotli_d
 from .errors import QuantError
+from .roworder import MAX_ROWS, is_permutation, l1_chain_order
 
 MAGIC = b"PGRP"
 # v1's role groups: (group, the name suffix that routes a tensor to it), in stream order
@@ -50,7 +51,6 @@ GROUPS = (("tok_emb", "tok_emb.weight"), ("c_k", "attn.c_k.weight"),
 SORTED_GROUPS = ("tok_emb", "c_q", "mlp.fc")  # v1 chain-sorts only these
 LRZIP_ARGS = ("-z", "-L", "9")                 # the records' invocation
 METHOD_LRZIP = 1
-MAX_ROWS = 1 << 16                             # permutations are uint16
 MAX_CODES = 1 << 34                            # a declared size above this is corrupt, not big
 MANIFEST_BOUND = 1 << 24                       # bytes of v1's JSON manifest (a few dozen per tensor)
 
@@ -109,26 +109,6 @@ def lrzip_decompress(data: bytes, expect: int) -> bytes:
     if len(out) != expect:
         raise PergroupError(f"per-group lrzip blob decoded to {len(out)} bytes, not {expect}")
     return out
-
-
-def l1_chain_order(codes: np.ndarray) -> np.ndarray:
-    """The greedy L1 nearest-neighbour chain: row 0 first, then repeatedly the unused row with
-    the smallest sum |delta| to the current row (ties: the lowest row index)."""
-    x = np.asarray(codes).astype(np.int32)
-    n = x.shape[0]
-    order = np.empty(n, dtype=np.int64)
-    if n == 0:
-        return order
-    left = np.arange(1, n)
-    cur = 0
-    order[0] = 0
-    for i in range(1, n):
-        d = np.abs(x[left] - x[cur]).sum(axis=1)
-        j = int(np.argmin(d))  # `left` is ascending, so the first minimum is the lowest index
-        cur = int(left[j])
-        order[i] = cur
-        left = np.delete(left, j)
-    return order
 
 
 def group_of(name: str) -> str | None:
@@ -199,26 +179,8 @@ def encode_v2(tensors: Sequence[tuple[str, np.ndarray]]) -> bytes:
     return bytes(head) + struct.pack("<BI", METHOD_LRZIP, len(blob)) + blob + struct.pack("<I", 0)
 
 
-class _Reader:
-    """Bounds-checked reads from a frame: any overrun is a PergroupError, never an IndexError."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise PergroupError(f"per-group frame truncated (needs {n} bytes at {self.pos}, "
-                                f"has {len(self.data) - self.pos})")
-        out = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return out
-
-    def unpack(self, fmt: str) -> tuple:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
-
-
 def _check_perm(perm: np.ndarray, name: str) -> np.ndarray:
-    if not np.array_equal(np.sort(perm), np.arange(perm.size)):
+    if not is_permutation(perm):
         raise PergroupError(f"per-group frame: the row order of {name} is not a permutation")
     return perm.astype(np.int64)
 
@@ -249,7 +211,7 @@ def decode(frame: bytes, limit: int = MAX_CODES) -> bytes:
     """Every tensor's codes row-major in artifact order (inverse of encode_v1 / encode_v2);
     a frame declaring more than `limit` codes (the artifact stream's declared length) is
     refused before lrzip runs or anything is allocated."""
-    r = _Reader(bytes(frame))
+    r = FrameReader(bytes(frame), PergroupError, "per-group frame")
     if r.take(4) != MAGIC:
         raise PergroupError("not a per-group frame (bad magic)")
     (version,) = r.unpack("<I")
@@ -260,7 +222,7 @@ def decode(frame: bytes, limit: int = MAX_CODES) -> bytes:
     raise PergroupError(f"per-group frame version {version} is not 1 or 2")
 
 
-def _decode_v1(r: _Reader, limit: int) -> bytes:
+def _decode_v1(r: FrameReader, limit: int) -> bytes:
     (n,) = r.unpack("<I")
     if n != len(GROUPS) + 2:
         raise PergroupError(f"per-group v1 frame has {n} streams, not {len(GROUPS) + 2}")
@@ -300,7 +262,7 @@ def _decode_v1(r: _Reader, limit: int) -> bytes:
     return b"".join(out)
 
 
-def _decode_v2(r: _Reader, limit: int) -> bytes:
+def _decode_v2(r: FrameReader, limit: int) -> bytes:
     (n,) = r.unpack("<I")
     heads, total = [], 0
     for _ in range(n):

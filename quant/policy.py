@@ -12,7 +12,7 @@ from .codec import default_compressors
 
 SMALL_NUMEL = 65_536
 # Control tensors (gains, mixes, gates, scalar scales): passthrough in fp32. Which tensors are
-# control is the model's to say (golf declares its parameters' roles in golf/model.py and passes
+# control is the model's to say (golf declares its parameters' roles in golf/model/gpt.py and passes
 # them in); without a declaration, the challenge baseline's nine names.
 CONTROL_PATTERNS = ("attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix",
                     "resid_mixes", "q_gain", "skip_weight", "skip_weights")

@@ -25,13 +25,13 @@ methods stop with one line saying so.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
 import torch
 
 from .baseline import CLIP_Q
-from .gptq import gptq_quantize
+from .gptq import GptqSolve, gptq_quantize
 from .lqer import RECORD_FORMAT, LqerFormat, make_lqer
 from .methods import METHODS, record_methods
 from .policy import CLASSES, ClassPolicy, ClipRule, QuantPolicy, classify
@@ -81,52 +81,74 @@ def _shipped_policy(method: str, base: QuantPolicy) -> QuantPolicy:
     raise ValueError(f"unknown record method {method!r}; use one of {RECORD_METHODS}")
 
 
-def _qtensor(name: str, t: torch.Tensor, cls: str, codes: torch.Tensor, step: torch.Tensor,
-             bits: int, method: str, h: torch.Tensor | None) -> QTensor:
-    w = as_rows(t)
+@dataclass(frozen=True)
+class RecordRun:
+    """One run of a record's quantizer: its method, its policy (record_policy(method, ...)),
+    where GPTQ solves and where it logs: the same for every tensor of the model."""
+    method: str
+    policy: QuantPolicy
+    device: str
+    log: Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Weight:
+    """One large float tensor to quantize: its name, values, class and input Hessian (None =
+    round-to-nearest)."""
+    name: str
+    t: torch.Tensor
+    cls: str
+    h: torch.Tensor | None
+
+
+def _qtensor(wt: Weight, codes: torch.Tensor, step: torch.Tensor, bits: int,
+             method: str) -> QTensor:
+    w = as_rows(wt.t)
     std = w.std(dim=1, unbiased=False).clamp_min(1e-30)
-    return QTensor(name=name, shape=tuple(t.shape), dtype=dtype_name(t.dtype), cls=cls,
+    return QTensor(name=wt.name, shape=tuple(wt.t.shape), dtype=dtype_name(wt.t.dtype), cls=wt.cls,
                    kind="quant", codes=codes.numpy(), scales=step.to(torch.float16).numpy(),
                    bits=bits, method=method, k=round(float((step * qmax_for(bits) / std).mean()), 4),
-                   error=hessian_error(w, dequantize(codes, step), h),
-                   error_kind="hessian" if h is not None else "mse")
+                   error=hessian_error(w, dequantize(codes, step), wt.h),
+                   error_kind="hessian" if wt.h is not None else "mse")
 
 
-def _solve(w: torch.Tensor, h: torch.Tensor | None, step: torch.Tensor, qmax: int, damp: float,
-           device: str, log: Callable[[str], None], name: str) -> torch.Tensor:
+def _solve(w: torch.Tensor, h: torch.Tensor | None, step: torch.Tensor, qmax: int,
+           solve: GptqSolve, device: str) -> torch.Tensor:
     if h is None:
         return rtn_codes(w, step, qmax)
-    return gptq_quantize(w.to(device), h, step, qmax, damp=damp, log=log, name=name)
+    return gptq_quantize(w.to(device), h, step, qmax, solve)
 
 
-def _gptq_percentile(w: torch.Tensor, h: torch.Tensor | None, cp: ClassPolicy, device: str,
-                     log: Callable[[str], None], name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _gptq_percentile(w: torch.Tensor, h: torch.Tensor | None, bits: int, solve: GptqSolve,
+                     device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """record_1060's sweep: one GPTQ pass per clip percentile, lowest plain MSE wins."""
-    qmax = qmax_for(cp.bits)
+    qmax = qmax_for(bits)
     best = None
     for p in PERCENTILES:
-        step = round_scale(clip_step(w, cp.bits, "percentile", p))
-        codes = _solve(w, h, step, qmax, cp.damp, device, log, name)
+        step = round_scale(clip_step(w, bits, "percentile", p))
+        codes = _solve(w, h, step, qmax, solve, device)
         mse = float(((w - dequantize(codes, step)) ** 2).sum())
         if best is None or mse < best[0]:
             best = (mse, codes, step)
     return best[1], best[2]
 
 
-def record_tensor(method: str, name: str, t: torch.Tensor, cls: str, policy: QuantPolicy,
-                  h: torch.Tensor | None, device: str, log: Callable[[str], None]) -> QTensor:
+def record_tensor(run: RecordRun, wt: Weight) -> QTensor:
     """One large float tensor under the record's rule for its class."""
-    w = as_rows(t)
-    cp = policy.for_class(cls)
-    h = None if h is None else h.detach().to(torch.float32).cpu()
-    if method == "record_1060" and cls in ("attention", "mlp"):
-        codes, step = _gptq_percentile(w, h, cp, device, log, name)
-        return _qtensor(name, t, cls, codes, step, cp.bits, "gptq" if h is not None else "rtn", h)
+    w = as_rows(wt.t)
+    cp = run.policy.for_class(wt.cls)
+    h = None if wt.h is None else wt.h.detach().to(torch.float32).cpu()
+    wt = replace(wt, h=h)
+    solve = GptqSolve(damp=cp.damp, name=wt.name, log=run.log)
+    solved = "gptq" if h is not None else "rtn"
+    if run.method == "record_1060" and wt.cls in ("attention", "mlp"):
+        codes, step = _gptq_percentile(w, h, cp.bits, solve, run.device)
+        return _qtensor(wt, codes, step, cp.bits, solved)
     step = round_scale(clip_step(w, cp.bits, cp.clip.kind, cp.clip.value))
-    if method == "record_1060":  # int8 percentile round-to-nearest (embedding, other)
-        return _qtensor(name, t, cls, rtn_codes(w, step, qmax_for(cp.bits)), step, cp.bits, "rtn", h)
-    codes = _solve(w, h, step, qmax_for(cp.bits), cp.damp, device, log, name)
-    return _qtensor(name, t, cls, codes, step, cp.bits, "gptq" if h is not None else "rtn", h)
+    if run.method == "record_1060":  # int8 percentile round-to-nearest (embedding, other)
+        return _qtensor(wt, rtn_codes(w, step, qmax_for(cp.bits)), step, cp.bits, "rtn")
+    codes = _solve(w, h, step, qmax_for(cp.bits), solve, run.device)
+    return _qtensor(wt, codes, step, cp.bits, solved)
 
 
 def add_record_lqer(tensors: list[QTensor], weights: Mapping[str, torch.Tensor],
@@ -147,20 +169,21 @@ def add_record_lqer(tensors: list[QTensor], weights: Mapping[str, torch.Tensor],
     return picked
 
 
-def record_quantize(method: str, sd: Mapping[str, torch.Tensor], aliases: Mapping[str, str],
-                    hessians: Mapping[str, torch.Tensor], policy: QuantPolicy,
-                    passthrough: Callable[[str, torch.Tensor, str, QuantPolicy], QTensor],
-                    device: str, log: Callable[[str], None]) -> list[QTensor]:
-    """Every state_dict entry under `method` (policy = record_policy(method, ...))."""
+def record_quantize(run: RecordRun, sd: Mapping[str, torch.Tensor], aliases: Mapping[str, str],
+                    hessians: Mapping[str, torch.Tensor],
+                    passthrough: Callable[[str, torch.Tensor, str, QuantPolicy], QTensor]
+                    ) -> list[QTensor]:
+    """Every state_dict entry under `run.method` (run.policy = record_policy(method, ...))."""
     out: list[QTensor] = []
+    policy = run.policy
     for name, t in sd.items():
         if name in aliases:
             out.append(alias_entry(name, t, aliases[name]))
             continue
         cls = classify(name, t.numel(), t.ndim, t.is_floating_point(), policy)
         out.append(passthrough(name, t, cls, policy) if cls == "small" else
-                   record_tensor(method, name, t, cls, policy, hessians.get(name), device, log))
-    if method in SDCLIP_RECORDS:
-        picked = add_record_lqer(out, sd, SDCLIP_RECORDS[method])
-        log(f"quant:{method} lqer rank:{LQER_RANK} tensors:{','.join(picked)}")
+                   record_tensor(run, Weight(name, t, cls, hessians.get(name))))
+    if run.method in SDCLIP_RECORDS:
+        picked = add_record_lqer(out, sd, SDCLIP_RECORDS[run.method])
+        run.log(f"quant:{run.method} lqer rank:{LQER_RANK} tensors:{','.join(picked)}")
     return out

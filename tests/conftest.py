@@ -2,6 +2,7 @@
 and a tiny model configuration that trains in seconds on CPU."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -76,7 +77,7 @@ def embedded_data(tmp_path_factory):
 def tiny_pipeline_config(data, **changes):
     """A 2-layer model over the prepared corpus `data` (DatasetPaths): every feature on,
     seconds per dozen steps; `changes` override it (the shared base of the tiny runs)."""
-    from golf.config import Config
+    from golf.run.config import Config
     base = dict(data_path=str(data.dataset_dir), tokenizer_path=str(data.tokenizer_path),
                 num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0,
                 train_seq_len=64, train_batch_tokens=1024, iterations=20, warmup_steps=0,
@@ -104,16 +105,31 @@ def untrained_run(run: Path, cfg, seed: int = 0):
     import torch
 
     import quant
-    from golf import rundir as rd
-    from golf.model import GPT
+    from golf.run import rundir as rd
+    from golf.model.gpt import GPT
     torch.manual_seed(seed)
     model = GPT(cfg)
     run.mkdir(parents=True, exist_ok=True)
-    (run / rd.CONFIG).write_text(cfg.to_json())
+    (run / rd.CONFIG).write_text(json.dumps(cfg.to_dict()))
     torch.save({"config": cfg.to_dict(), "state_dict": model.state_dict()}, run / rd.EMA)
     quant.save_artifact(run / rd.ARTIFACT,
                         quant.quantize_model(model, method="int8", meta={"config": cfg.to_dict()}))
     return model
+
+
+@pytest.fixture(scope="session")
+def packed_tiny_run(tmp_path_factory, embedded_data):
+    """The main job at tiny scale, trained, quantized, evaluated and packed once per session
+    (golf.main.run_pipeline, the path `python train_gpt.py` takes): (cfg, summary, tmp) with
+    the run under tmp/runs/e2e and its submission folder at tmp/submission. Tests that change
+    the run refit it with PACK=0, so the submission folder stays as the pack wrote it."""
+    from golf.main import run_pipeline
+    tmp = tmp_path_factory.mktemp("e2e")
+    cfg = tiny_pipeline_config(embedded_data, iterations=8, warmdown_iters=4, val_loss_every=4,
+                               train_log_every=2, quant_small_numel=1024, max_eval_tokens=4096,
+                               runs_dir=str(tmp / "runs"), run_id="e2e")
+    summary = run_pipeline(cfg, do_pack=True, out_dir=str(tmp / "submission"))
+    return cfg, summary, tmp
 
 
 @pytest.fixture()

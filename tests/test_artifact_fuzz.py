@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import quant
-from golf.config import Config
-from golf.evaluate import load_artifact
-from golf.model import GPT
+from golf.run.config import Config
+from golf.eval.score import load_artifact
+from golf.model.gpt import GPT
 from quant import rans
 from quant.artifact import FORMAT_VERSION, parse_artifact
 
@@ -246,3 +246,52 @@ def test_every_codec_decodes_at_its_limit_and_refuses_one_byte_less_or_a_cut(cod
     if codec != "raw":
         with pytest.raises(StreamError):
             decompress(blob[: len(blob) // 2], codec, len(data))
+
+
+@pytest.fixture(scope="module")
+def good_ctx(tmp_path_factory) -> tuple[bytes, dict]:
+    """A small GPT whose embedding rows cluster (a trained one's rare tokens), so the default
+    coders keep a context-rANS frame; and its decoded state dict."""
+    cfg = Config.from_env({"PRESET": "cpu"}, cpu_preset=True).replace(
+        num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0, vocab_size=128)
+    torch.manual_seed(1)
+    model = GPT(cfg)
+    with torch.no_grad():
+        w = model.tok_emb.weight
+        w[64:] = w[0] + 0.02 * torch.randn(64, w.shape[1]) * w.std()
+    q = quant.quantize_model(model, method="rtn", policy=quant.QuantPolicy(small_numel=256),
+                             meta={"config": cfg.to_dict()})
+    blob = q.to_bytes()
+    header, _ = parse_artifact(blob)
+    assert "ctxrans" in {s["codec"] for s in header["streams"]}
+    path = tmp_path_factory.mktemp("good_ctx") / "m.gkq"
+    path.write_bytes(blob)
+    return blob, load_artifact(path)[0]
+
+
+@FUZZ
+@given(data=st.data())
+def test_context_rans_stream_flips_and_cuts_are_one_error(good_ctx, tmp_path, data):
+    """Bytes of the ctxrans stream flipped, or the stream cut (lengths and checksums made
+    consistent again, so its own decoder is what stands): a correct load or the one line."""
+    blob, sd = good_ctx
+    header, payload = split(blob)
+    st_i = next(i for i, s in enumerate(header["streams"]) if s["codec"] == "ctxrans")
+    s = header["streams"][st_i]
+    body = bytearray(payload[s["offset"]:s["offset"] + s["length"]])
+    if data.draw(st.booleans()):
+        for _ in range(data.draw(st.integers(1, 3))):
+            i = data.draw(st.integers(0, len(body) - 1))
+            body[i] ^= data.draw(st.integers(1, 255))
+    else:
+        body = body[:data.draw(st.integers(0, len(body) - 1))]
+    shift = len(body) - s["length"]
+    new_payload = payload[:s["offset"]] + bytes(body) + payload[s["offset"] + s["length"]:]
+    s["length"] = len(body)
+    for other in header["streams"]:
+        if other["offset"] > s["offset"]:
+            other["offset"] += shift
+    header["payload_len"] = len(new_payload)
+    p = tmp_path / "m.gkq"
+    p.write_bytes(seal(header, new_payload))
+    load_outcome(p, sd)

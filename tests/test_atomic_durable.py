@@ -1,4 +1,4 @@
-"""golf.atomic: the temp file reaches the disk before it takes the target's name, and a write
+"""golf.run.atomic: the temp file reaches the disk before it takes the target's name, and a write
 killed outright leaves a temp file that the next write of the same target removes (issue 26)."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from golf import atomic
-from golf.atomic import atomic_write_bytes, atomic_write_json
+from golf.run import atomic
+from golf.run.atomic import atomic_write_bytes, atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def _dead_pid() -> int:
 def test_a_killed_write_leaves_a_temp_that_the_next_write_removes(tmp_path):
     target = tmp_path / "checkpoint.pt"
     target.write_bytes(b"old")
-    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from golf.atomic import atomic_file\n"
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from golf.run.atomic import atomic_file\n"
             "with atomic_file(sys.argv[2]) as fh:\n"
             "    fh.write(b'half'); fh.flush(); print('writing', flush=True); time.sleep(120)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(REPO), str(target)],

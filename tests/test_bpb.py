@@ -13,7 +13,7 @@ import sentencepiece as spm
 import torch
 
 from conftest import OFFICIAL_TOKENIZER_SHA256
-from golf.bpb import ByteLUTError, build_byte_lut, bpb_from_sums, target_bytes
+from golf.eval.bpb import ByteLUTError, build_byte_lut, bpb_from_sums, target_bytes
 from golf.data.shards import find_shards, read_shard
 from golf.data.tokenizer import piece_types
 
@@ -203,8 +203,8 @@ def _decoded_without_unk(sp, ids: list[int]) -> int:
 def test_every_held_tokenizer_table_is_exact(shared_data, name, corpus):
     """LUT bytes == decoded UTF-8 bytes, document by document, for every tokenizer we hold;
     a tokenizer without byte fallback emits <unk>, and the scorer refuses such a stream."""
-    from golf.bpb import check_bytes
-    from golf.evaluate import EvalError
+    from golf.eval.bpb import check_bytes
+    from golf.eval.score import EvalError
     path = shared_data / "tokenizers" / name
     if not path.is_file():
         pytest.skip(f"{path} missing")
@@ -286,7 +286,7 @@ def _independent_sidecar(sp, toks: np.ndarray) -> np.ndarray:
 def caseops_data(tmp_path_factory):
     """A tiny CaseOps-like dataset: tokenizer with operator pieces trained on transformed
     text, val/train shards of transformed text, the val byte sidecar and a manifest."""
-    from golf.atomic import atomic_write_json
+    from golf.run.atomic import atomic_write_json
     from golf.data.sources.splits import encode_docs
     from golf.data.sources.tokenizer_train import train_tokenizer
     from golf.data.shards import write_shard
@@ -308,9 +308,9 @@ def caseops_data(tmp_path_factory):
 def test_caseops_sidecar_scores_the_original_bytes(caseops_data):
     """val bytes = the untransformed documents' UTF-8 bytes; the table would count each
     operator as 3 bytes (the #2071 inflation), and the sidecar path never uses it."""
-    from golf.bpb import SidecarBytes
-    from golf.evaluate import evaluate_bpb, load_eval_data
-    from golf.model import GPT
+    from golf.eval.bpb import SidecarBytes
+    from golf.eval.score import Scoring, evaluate_bpb, load_eval_data
+    from golf.model.gpt import GPT
     from conftest import tiny_pipeline_config
     sp, model, ds, val, originals = caseops_data
     original = sum(len(d.encode("utf-8")) for d in originals)
@@ -323,7 +323,7 @@ def test_caseops_sidecar_scores_the_original_bytes(caseops_data):
     cfg = tiny_pipeline_config(type("D", (), {"dataset_dir": ds, "tokenizer_path": model})(),
                                vocab_size=320)
     torch.manual_seed(0)
-    res = evaluate_bpb(GPT(cfg), ed.tokens, ed.lut, seq_len=64)
+    res = evaluate_bpb(GPT(cfg), ed.tokens, ed.lut, Scoring(seq_len=64))
     assert res.bytes == original
     # what the piece table would have said: operator pieces at 3 UTF-8 bytes each
     table_guess = sum(len(sp.id_to_piece(int(t)).replace("▁", " ").encode()) for t in val[1:]
@@ -333,8 +333,8 @@ def test_caseops_sidecar_scores_the_original_bytes(caseops_data):
 
 def test_operator_pieces_without_sidecar_are_refused(caseops_data, tmp_path):
     import shutil
-    from golf.bpb import ByteLUTError
-    from golf.evaluate import load_eval_data
+    from golf.eval.bpb import ByteLUTError
+    from golf.eval.score import load_eval_data
     sp, model, ds, _, _ = caseops_data
     bare = tmp_path / "bare"
     shutil.copytree(ds, bare)
@@ -347,7 +347,7 @@ def test_sidecar_that_disagrees_with_the_table_is_an_error(official, tmp_path):
     """A plain tokenizer's sidecar must equal the table token for token; when it does, the
     sidecar is what is scored; one wrong entry is refused, as is a text transform with no
     sidecar and a sidecar of the wrong length."""
-    from golf.bpb import SidecarBytes, bytes_at, val_byte_counter
+    from golf.eval.bpb import SidecarBytes, bytes_at, val_byte_counter
     sp, lut = official
     toks = np.concatenate([[1] + sp.encode(t) for t in ("Hello there, world.", "Second doc ok")])
     good = np.concatenate([[0], target_bytes(toks[:-1], toks[1:], lut)])
@@ -370,7 +370,7 @@ def test_sidecar_that_disagrees_with_the_table_is_an_error(official, tmp_path):
 def test_operator_error_names_the_setting_and_a_real_operator_piece(caseops_data):
     """Without a sidecar the refusal names DATA_PATH (what to fix) and, as its example, a
     piece and the id that piece really has, of a user_defined piece."""
-    from golf.bpb import val_byte_counter
+    from golf.eval.bpb import val_byte_counter
     from golf.data.tokenizer import is_user_defined
     sp, _, _, val, _ = caseops_data
     with pytest.raises(ByteLUTError, match="user_defined pieces") as e:
@@ -394,7 +394,7 @@ def test_bytes_at_and_range_bytes_count_target_t_as_token_t_plus_1(official):
     sidecar: the bytes written from the pieces' definition (_independent_sidecar: ▁ one space,
     none after BOS, byte pieces 1; its per-document sums are the decoded text's), target t
     being token t+1; an arbitrary sidecar is read at t+1 too."""
-    from golf.bpb import SidecarBytes, bytes_at, range_bytes
+    from golf.eval.bpb import SidecarBytes, bytes_at, range_bytes
     sp, lut = official
     docs = _doc_ids(sp)
     toks = np.concatenate([[1] + d for d in docs]).astype(np.int64)

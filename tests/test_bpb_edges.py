@@ -1,4 +1,4 @@
-"""Edges of golf/bpb.py the corpus tests do not reach (found by bench.mutation): the protobuf
+"""Edges of golf/eval/bpb.py the corpus tests do not reach (found by bench.mutation): the protobuf
 reader on hand-built messages (every wire type, multi-byte varints), bpb_from_sums at its
 smallest valid inputs, and the torch tables following the targets' device and dtype."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from golf.bpb import ByteLUT, bpb_from_sums, target_bytes
+from golf.eval.bpb import ByteLUT, bpb_from_sums, target_bytes
 from golf.data.tokenizer import _varint, piece_types
 
 

@@ -101,7 +101,7 @@ def test_cap_is_16_000_000_decimal_bytes_inclusive(tmp_path, extra):
     passes; one byte over fails, in the table, the enforcer and the pre-submit check."""
     from golf.submission.budget import CAP_BYTES, budget_table, enforce_budget
     from golf.submission.checks import check_budget
-    from golf.errors import OverCapError
+    from golf.run.errors import OverCapError
     assert CAP_BYTES == 16 * 10 ** 6
     code, model = _sized(tmp_path, 70_000, 16_000_000 - 70_000 + extra)
     t = budget_table(code, model)
@@ -119,7 +119,7 @@ def test_cap_is_16_000_000_decimal_bytes_inclusive(tmp_path, extra):
 def test_each_seed_must_fit_the_cap_inclusive():
     """A multi-seed record: every seed's total is held to the cap (== passes, +1 fails, named)."""
     from pathlib import Path
-    from golf.errors import OverCapError
+    from golf.run.errors import OverCapError
     from golf.submission.budget import enforce_each_seed
     enforce_each_seed({1: (Path("a.gkq"), 1000), 2: (Path("b.gkq"), 999)}, 1000)
     with pytest.raises(OverCapError, match=r"b\.gkq: seed 2 totals 1,001 bytes.* by 1;"):
@@ -130,7 +130,7 @@ def test_budget_cap_is_the_flag_else_budget_bytes_else_the_challenge_cap():
     """pack's cap: --budget-bytes wins over BUDGET_BYTES (stripped), an unset or blank variable
     means 16,000,000; 1 byte is a valid cap, 0, negative and non-numbers are one ConfigError
     naming BUDGET_BYTES (the main job's parser and rule: Config's)."""
-    from golf.errors import ConfigError
+    from golf.run.errors import ConfigError
     from golf.submission.budget import budget_cap
     assert budget_cap(None, {}) == budget_cap(None, {"BUDGET_BYTES": "  "}) == 16_000_000
     assert budget_cap(None, {"BUDGET_BYTES": " 123 "}) == 123
@@ -157,7 +157,7 @@ def test_divergence_alarm_default_is_a_0_005_bpb_gap(tmp_path, capsys, gap, alar
     """`eval_bpb.py --compare --strict` exits 3 when a run's quantization gap exceeds 0.005 bpb
     (the default docs/evaluation.md documents) and 0 below it; same orderings, so only the gap decides."""
     from eval_bpb import main
-    from golf.compare import compare_runs, find_divergences
+    from golf.eval.compare import compare_runs, find_divergences
     a, b = tmp_path / "a", tmp_path / "b"
     _eval_json(a, 1.20, 1.20 + gap)
     _eval_json(b, 1.30, 1.30 + 0.001)
@@ -173,7 +173,7 @@ def test_torch_and_numpy_byte_counts_agree_with_decoded_text_after_boundaries(of
     "▁" piece at the document's start: so right after BOS that piece is one byte shorter, in the
     torch branch (used on the accelerator) exactly as in the numpy one."""
     import sentencepiece as spm
-    from golf.bpb import build_byte_lut, target_bytes
+    from golf.eval.bpb import build_byte_lut, target_bytes
     sp = spm.SentencePieceProcessor(model_file=str(official_tokenizer))
     lut = build_byte_lut(sp, 1024)
     texts = ["Hello world, this is a test.", "x leading space", "déjà vu — ünïcode", "a\nb  c d"]
@@ -199,7 +199,7 @@ def test_gptq_first_block_error_feedback_matches_a_column_by_column_solve():
     """GPTQ from the formula (one column at a time, error fed to every later column through the
     upper Cholesky factor of H^-1; no blocks, no lazy updates), computed here in fp64 on a tiny
     problem: the blocked solver must give the same codes, within one block and across blocks."""
-    from quant.gptq import gptq_quantize
+    from quant.gptq import GptqSolve, gptq_quantize
     g = torch.Generator().manual_seed(3)
     rows, cols = 6, 12
     W = torch.randn(rows, cols, generator=g)
@@ -219,7 +219,8 @@ def test_gptq_first_block_error_feedback_matches_a_column_by_column_solve():
         err = (w[:, i] - q * s) / U[i, i]
         w[:, i:] -= err[:, None] * U[i, i:][None, :]
     for block in (cols, 5, 1):
-        got = gptq_quantize(W, H.float(), scale, qmax, block_size=block, act_order=False, damp=damp)
+        solve = GptqSolve(block_size=block, act_order=False, damp=damp)
+        got = gptq_quantize(W, H.float(), scale, qmax, solve)
         assert torch.equal(got.float(), want), block
     rtn = torch.clamp(torch.round(W / scale[:, None]), -qmax, qmax)
     assert not torch.equal(rtn, want)  # the feedback changes codes here, so the test can tell
@@ -252,7 +253,7 @@ def test_budget_table_prints_and_records_the_numbers_submission_json_keeps(tmp_p
 def test_budget_errors_name_the_missing_file_and_where(tmp_path):
     """A missing file is named with what it is; an over-cap error starts with where it happened."""
     from golf.submission.budget import budget_table, enforce_budget
-    from golf.errors import OverCapError, PackError
+    from golf.run.errors import OverCapError, PackError
     code, model = _sized(tmp_path, 10, 20)
     with pytest.raises(PackError, match=r"nope\.gkq: model artifact not found; build it first"):
         budget_table(code, tmp_path / "nope.gkq")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from golf.checkpoint import CheckpointError, load_torch_file
+from golf.run.checkpoint import CheckpointError, load_torch_file
 
 
 def test_round_trip_and_required_keys(tmp_path):

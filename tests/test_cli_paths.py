@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from golf.errors import ConfigError
+from golf.run.errors import ConfigError
 from golf.submission.evaltime import EvalCost, EvalPart
 import torch
 
 import pack
 from golf import submission
-from golf.config import PRESETS, Config
+from golf.run.config import PRESETS, Config
 from golf.submission import checks as C
 from golf.submission.budget import BudgetTable
-from golf.errors import OverCapError
+from golf.run.errors import OverCapError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_pack import _make_run, standin  # noqa: E402,F401  (fixture re-used)
@@ -101,7 +101,8 @@ def shipped_code_bytes(tmp_path_factory) -> int:
                                                  "tokenizer_path": str(tmp / "tok.model")}))
     (run / "eval.json").write_text(json.dumps({"post": {"val_bpb": 1.0, "val_loss": 1.0}, "mode": "chunked"}))
     (run / "train.log").write_text("x\n")
-    submission.pack_run(run, tmp / "sub", roundtrip=False, log=lambda _m: None)
+    submission.pack_run(run, tmp / "sub", submission.PackRequest(roundtrip=False),
+                        log=lambda _m: None)
     return (tmp / "sub" / "train_gpt.py").stat().st_size
 
 
@@ -125,15 +126,20 @@ def test_cli_budget_only_at_and_over_the_cap_writes_nothing(tmp_path, capsys, sh
 def test_pack_run_total_exactly_at_cap_ships_and_one_byte_less_cap_refuses(standin, tmp_path):
     entry, roots = standin
     run = _make_run(tmp_path, standin)
-    trial = submission.pack_run(run, tmp_path / "probe", entry=entry, src_roots=roots, roundtrip=False,
-                          log=lambda _m: None)
+    trial = submission.pack_run(run, tmp_path / "probe",
+                                submission.PackRequest(roundtrip=False, entry=entry, src_roots=roots),
+                                log=lambda _m: None)
     exact = trial.budget.total
-    res = submission.pack_run(run, tmp_path / "at", entry=entry, src_roots=roots, roundtrip=False,
-                        cap=exact, log=lambda _m: None)
+    res = submission.pack_run(run, tmp_path / "at",
+                              submission.PackRequest(roundtrip=False, cap=exact, entry=entry,
+                                                     src_roots=roots),
+                              log=lambda _m: None)
     assert res.budget.headroom == 0 and (tmp_path / "at" / "submission.json").is_file()
     with pytest.raises(OverCapError, match="by 1 bytes"):
-        submission.pack_run(run, tmp_path / "under", entry=entry, src_roots=roots, roundtrip=False,
-                      cap=exact - 1, log=lambda _m: None)
+        submission.pack_run(run, tmp_path / "under",
+                            submission.PackRequest(roundtrip=False, cap=exact - 1, entry=entry,
+                                                   src_roots=roots),
+                            log=lambda _m: None)
     assert not (tmp_path / "under").exists()
 
 
@@ -141,10 +147,13 @@ def test_repack_swaps_over_the_good_folder_and_a_failed_swap_restores_it(standin
     entry, roots = standin
     run = _make_run(tmp_path, standin)
     out = tmp_path / "sub"
-    kw = dict(entry=entry, src_roots=roots, roundtrip=False, log=lambda _m: None)
-    submission.pack_run(run, out, blurb="first", **kw)
+    def pack(blurb: str) -> None:
+        request = submission.PackRequest(claim=submission.Claim(blurb=blurb), entry=entry,
+                                         src_roots=roots, roundtrip=False)
+        submission.pack_run(run, out, request, log=lambda _m: None)
+    pack("first")
     first = {p.name: p.read_bytes() for p in out.iterdir()}
-    submission.pack_run(run, out, blurb="second", **kw)
+    pack("second")
     assert json.loads((out / "submission.json").read_text())["blurb"] == "second"
     second = {p.name: p.read_bytes() for p in out.iterdir()}
     assert second.keys() == first.keys() and second != first
@@ -156,7 +165,7 @@ def test_repack_swaps_over_the_good_folder_and_a_failed_swap_restores_it(standin
         return real_replace(src, dst)
     monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(OSError, match="I/O error"):
-        submission.pack_run(run, out, blurb="third", **kw)
+        pack("third")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == second
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -244,12 +253,12 @@ def eval_run(tmp_path_factory, embedded_data):
 
 
 def _direct(model, cfg, stride: int) -> float:
-    from golf.bpb import build_byte_lut
+    from golf.eval.bpb import build_byte_lut
     from golf.data.shards import load_val_tokens
-    from golf.evaluate import evaluate_bpb
+    from golf.eval.score import Scoring, evaluate_bpb
     toks = load_val_tokens(cfg.data_path, cfg.vocab_size)
     lut = build_byte_lut(cfg.tokenizer_path, cfg.vocab_size)
-    return evaluate_bpb(model.eval(), toks, lut, seq_len=cfg.eval_seq_len, stride=stride,
+    return evaluate_bpb(model.eval(), toks, lut, Scoring(seq_len=cfg.eval_seq_len, stride=stride),
                         max_tokens=256).val_bpb
 
 
@@ -260,10 +269,10 @@ def _direct(model, cfg, stride: int) -> float:
     ("sliding", 0, "sliding", 32),   # sliding without a stride: seq_len // 2 at seq_len 64
     ("both", 8, "sliding", 8)])      # both: sliding is the headline, chunked beside it
 def test_run_eval_mode_selection(eval_run, tmp_path, mode, stride, want_mode, want_stride):
-    from golf.evaluate import run_eval
+    from golf.eval.score import EvalRequest, run_eval
     run, cfg, model = eval_run
-    rep = run_eval(run_dir=run, mode=mode, stride=stride, out=tmp_path / "e.json", log=None,
-                   device="cpu")
+    rep = run_eval(run, EvalRequest(mode=mode, stride=stride, device="cpu"),
+                   out=tmp_path / "e.json", log=None)
     assert (rep["mode"], rep["stride"]) == (want_mode, want_stride)
     assert rep["pre"]["val_bpb"] == pytest.approx(_direct(model, cfg, want_stride), rel=1e-9)
     assert ("modes" in rep) == (mode == "both")
@@ -273,16 +282,16 @@ def test_run_eval_mode_selection(eval_run, tmp_path, mode, stride, want_mode, wa
 
 
 def test_run_eval_unknown_mode_is_an_eval_error(eval_run):
-    from golf.evaluate import EvalError, run_eval
+    from golf.eval.score import EvalError, EvalRequest, run_eval
     with pytest.raises(EvalError, match="unknown mode 'fast'"):
-        run_eval(run_dir=eval_run[0], mode="fast", log=None, device="cpu")
+        run_eval(eval_run[0], EvalRequest(mode="fast", device="cpu"), log=None)
 
 
 # ----------------------------------------------------------------------------- atomic writes
 def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     """A writer that fails half way (here: an object json cannot encode, after part of the text
     was written) leaves the previous file byte for byte and no temp file beside it."""
-    from golf.atomic import atomic_file, atomic_write_json
+    from golf.run.atomic import atomic_file, atomic_write_json
     p = tmp_path / "eval.json"
     atomic_write_json(p, {"post": 1.0})
     good = p.read_bytes()
@@ -302,7 +311,7 @@ def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
 def test_atomic_file_check_failure_keeps_the_old_file_and_no_temp(tmp_path):
     """A download is validated on its temp file: a failed check leaves the good file as it was
     and no temp file behind; a passing check sees the complete bytes."""
-    from golf.atomic import atomic_file
+    from golf.run.atomic import atomic_file
     dest = tmp_path / "shard.bin"
     dest.write_bytes(b"good")
     seen = []

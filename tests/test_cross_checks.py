@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import tiny_pipeline_config, untrained_run
-from golf import rundir as rd
+from golf.run import rundir as rd
 from golf.data import inputs
 from golf.data.shards import MANIFEST, read_shard, write_shard
-from golf.errors import PackError, ShardError, TokenizerError
+from golf.run.errors import PackError, ShardError, TokenizerError
 
 
 def _copy_dataset(src: Path, dst: Path, **manifest_changes) -> Path:
@@ -73,7 +73,7 @@ def test_without_a_manifest_the_train_shards_are_sampled(tmp_path, embedded_data
 
 def test_training_with_a_foreign_tokenizer_writes_nothing(embedded_data, official_tokenizer,
                                                           tmp_path):
-    from golf.train import train
+    from golf.train.loop import train
     cfg = tiny_pipeline_config(embedded_data, tokenizer_path=str(official_tokenizer),
                                runs_dir=str(tmp_path / "runs"), run_id="r")
     with pytest.raises(TokenizerError, match="TOKENIZER_PATH"):
@@ -120,7 +120,7 @@ def _exit_code(fn) -> int:
 def test_eval_json_hashes_the_bytes_it_scored(tmp_path, embedded_data, monkeypatch):
     """An artifact replaced on disk after it was read (a racing QUANT_ONLY) does not lend its
     sha256 to the score of the one read."""
-    from golf import evaluate
+    from golf.eval import score as evaluate
     cfg = tiny_pipeline_config(embedded_data, max_eval_tokens=256)
     run = tmp_path / "run"
     untrained_run(run, cfg)
@@ -135,6 +135,7 @@ def test_eval_json_hashes_the_bytes_it_scored(tmp_path, embedded_data, monkeypat
             shutil.copyfile(other / rd.ARTIFACT, run / rd.ARTIFACT)
         return out
     monkeypatch.setattr(evaluate, "load_models", load_then_replace)
-    rep = evaluate.run_eval(run_dir=run, out=tmp_path / "e.json", log=None, device="cpu")
+    rep = evaluate.run_eval(run, evaluate.EvalRequest(device="cpu"), out=tmp_path / "e.json",
+                            log=None)
     assert rep["artifact_sha256"] == hashlib.sha256(scored).hexdigest()
     assert rep["artifact_sha256"] != hashlib.sha256((run / rd.ARTIFACT).read_bytes()).hexdigest()

@@ -8,7 +8,12 @@ import pytest
 import torch
 
 import quant
-from quant import ctxrans, rans
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quant import artifact, ctxrans, rans
+from quant.codec import StreamCache
+from quant.roworder import OrderMemo
 
 
 def _gauss(rows: int, cols: int, seed: int, sd: float = 3.0) -> np.ndarray:
@@ -29,7 +34,7 @@ def _clustered(rows: int, cols: int, seed: int) -> np.ndarray:
 
 def _quiet_columns(rows: int, cols: int, seed: int) -> np.ndarray:
     """Columns at four very different spreads (hidden units of different strength)."""
-    sd = np.repeat([0.3, 1.0, 3.0, 9.0], cols // 4)
+    sd = np.array([0.3, 1.0, 3.0, 9.0])[np.arange(cols) * 4 // cols]
     g = np.random.default_rng(seed)
     return np.clip(np.rint(g.normal(0, 1, (rows, cols)) * sd), -63, 63).astype(np.int8)
 
@@ -70,7 +75,7 @@ def test_context_of_the_code_above_round_trips_beside_a_long_tensor():
 def test_row_differences_wrap_modulo_256():
     x = np.array([[127, -128, 0], [-128, 127, 1], [127, -128, 0], [126, -127, 1]], np.int8)
     sym, _cls, _side = ctxrans._transform(x, 2)
-    order = ctxrans.pergroup.l1_chain_order(x)
+    order = ctxrans.l1_chain_order(x)
     xs = x[order].astype(np.int64)
     rowc = np.frombuffer(_side, np.uint8, x.shape[0], 2 * x.shape[0])
     for r in range(1, 4):
@@ -90,20 +95,134 @@ def test_plain_mode_costs_about_what_order0_rans_costs():
     assert abs(len(ctxrans.encode([("m", m)])) - len(rans.encode(m.tobytes()))) < 64
 
 
-def test_artifact_with_context_rans_loads_the_same_tensors(tmp_path):
-    g = torch.Generator().manual_seed(0)
-    sd = {"tok_emb.weight": torch.randn(96, 48, generator=g) * 0.05,
-          "blocks.0.mlp.fc.weight": torch.randn(96, 48, generator=g) * 0.02,
-          "blocks.0.attn_scale": torch.rand(48, generator=g)}
-    pol = quant.QuantPolicy(small_numel=1000, compressors=("brotli", "ctxrans"))
-    q = quant.quantize_model(sd, method="rtn", policy=pol)
-    framed = [s for s in q.streams if s["codec"] == "ctxrans"]
-    assert len(framed) == 1 and not any(s["name"].startswith("codes/") for s in q.streams)
+def _build_without(q, codec: str) -> bytes:
+    """q's tensors built with the default coders less `codec`."""
+    codecs = tuple(c for c in q.policy.compressors if c != codec)
+    return artifact.build_artifact(q.tensors, q.meta, codecs, None, q.policy.shuffle_fp16)[0]
+
+
+def _build_all_framed(q) -> bytes:
+    """q's tensors with every code matrix in the context-rANS frame (smaller scale option)."""
+    names = [qt.name for qt in q.tensors if qt.kind == "quant"]
+    coding = artifact._Coding(q.policy.compressors, StreamCache(), True, None)
+    return min((artifact._build_once(q.tensors, q.meta, coding, log, "ctxrans", names)[0]
+                for log in (False, True)), key=len)
+
+
+def test_the_default_coders_keep_context_rans_where_it_is_smaller(tmp_path):
+    """A clustered embedding: the default artifact holds a ctxrans frame, is no larger than
+    the same tensors without it or with every matrix framed, and loads bit-exactly."""
+    g = np.random.default_rng(0)
+    emb = _clustered(256, 64, 11).astype(np.float32) * 0.01 + g.normal(0, 1e-4, (256, 64))
+    sd = {"tok_emb.weight": torch.tensor(emb, dtype=torch.float32),
+          "blocks.0.mlp.fc.weight": torch.randn(96, 64, generator=torch.Generator().manual_seed(1)),
+          "blocks.0.attn_scale": torch.rand(64)}
+    q = quant.quantize_model(sd, method="rtn", policy=quant.QuantPolicy(small_numel=1000))
+    assert "ctxrans" in q.policy.compressors  # a default coder, by its registry entry
+    assert [s["codec"] for s in q.streams].count("ctxrans") == 1
+    blob = q.to_bytes()
+    assert len(blob) <= min(len(_build_without(q, "ctxrans")), len(_build_all_framed(q)))
+    assert len(blob) < len(_build_without(q, "ctxrans"))
     p = tmp_path / "m.gkq"
     quant.save_artifact(p, q)
     loaded, _meta = quant.load_artifact(p)
     for name, t in q.state_dict().items():
         assert torch.equal(loaded[name], t)
+
+
+def test_the_default_coders_leave_context_rans_out_where_an_lz_coder_wins():
+    """Rows that repeat a 16-code pattern: an LZ coder stores them almost free, an order-0 or
+    context table cannot, so the builder keeps today's streams and no frame."""
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(128, 16, generator=g).repeat(1, 8)
+    q = quant.quantize_model({"blocks.0.mlp.fc.weight": w}, method="rtn",
+                             policy=quant.QuantPolicy(small_numel=100))
+    assert "ctxrans" not in {s["codec"] for s in q.streams}
+    assert len(q.to_bytes()) < len(_build_all_framed(q))
+    assert len(q.to_bytes()) == len(_build_without(q, "ctxrans"))
+
+
+def test_the_frame_takes_only_the_matrices_it_codes_smaller():
+    """A clustered embedding beside rows that repeat a pattern: the frame holds the embedding
+    alone, the LZ-friendly matrix keeps its own stream, and that artifact is smaller than both
+    no frame and every matrix framed (the choice is per tensor, not all or nothing)."""
+    g = np.random.default_rng(4)
+    emb = _clustered(256, 64, 18).astype(np.float32) * 0.01 + g.normal(0, 1e-4, (256, 64))
+    rep = torch.randn(128, 16, generator=torch.Generator().manual_seed(5)).repeat(1, 8)
+    sd = {"tok_emb.weight": torch.tensor(emb, dtype=torch.float32), "blocks.0.mlp.fc.weight": rep}
+    q = quant.quantize_model(sd, method="rtn", policy=quant.QuantPolicy(small_numel=1000))
+    header, _payload = artifact.parse_artifact(q.to_bytes())
+    framed = next(i for i, s in enumerate(header["streams"]) if s["codec"] == "ctxrans")
+    where = {e["name"]: header["streams"][e["codes"][0]]["codec"] for e in header["tensors"]
+             if e["kind"] == "quant"}
+    assert where["tok_emb.weight"] == "ctxrans" and where["blocks.0.mlp.fc.weight"] != "ctxrans"
+    assert header["streams"][framed]["raw_length"] == 256 * 64
+    assert len(q.to_bytes()) < min(len(_build_without(q, "ctxrans")), len(_build_all_framed(q)))
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(shapes=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 80), st.sampled_from(
+    ["gauss", "clustered", "columns", "correlated", "constant"])), min_size=1, max_size=4),
+       seed=st.integers(0, 1000))
+def test_round_trip_is_exact_for_any_shapes_and_mixes(shapes, seed):
+    make = {"gauss": _gauss, "clustered": _clustered, "columns": _quiet_columns,
+            "correlated": _correlated_rows,
+            "constant": lambda r, c, s: np.full((r, c), s % 256 - 128, np.int8)}
+    mats = [(f"t{i}", make[kind](r, c, seed + i)) for i, (r, c, kind) in enumerate(shapes)]
+    blob = ctxrans.encode(mats)
+    assert ctxrans.decode(blob, sum(m.size for _n, m in mats)) == b"".join(
+        m.tobytes() for _n, m in mats)
+
+
+def test_row_orders_are_memoised_by_content():
+    """The fitter rebuilds with most tensors unchanged: each distinct matrix is sorted once,
+    and the frame's bytes do not depend on the memo."""
+    a, b = _clustered(200, 64, 12), _correlated_rows(150, 80, 13)
+    memo = OrderMemo()
+    first = ctxrans.encode([("a", a), ("b", b)], memo)
+    assert memo.sorts == 2
+    assert ctxrans.encode([("a", a.copy()), ("b", b)], memo) == first
+    assert memo.sorts == 2
+    b2 = b.copy()
+    b2[0, 0] ^= 1
+    ctxrans.encode([("a", a), ("b", b2)], memo)
+    assert memo.sorts == 3
+    assert ctxrans.encode([("a", a), ("b", b)]) == first
+
+
+def test_a_framed_artifact_uses_the_fitters_cache_for_row_orders():
+    g = torch.Generator().manual_seed(3)
+    sd = {"tok_emb.weight": torch.tensor(_clustered(128, 64, 14).astype(np.float32)),
+          "blocks.0.mlp.fc.weight": torch.randn(96, 64, generator=g)}
+    q = quant.quantize_model(sd, method="rtn", policy=quant.QuantPolicy(small_numel=1000))
+    cache = StreamCache()
+    one = artifact.build_artifact(q.tensors, q.meta, q.policy.compressors, cache)[0]
+    sorts = cache.orders.sorts
+    assert sorts >= 1
+    assert artifact.build_artifact(q.tensors, q.meta, q.policy.compressors, cache)[0] == one
+    assert cache.orders.sorts == sorts
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_flipped_or_cut_frames_decode_exactly_or_raise_one_error(data):
+    """Any byte flipped, or any cut: the original codes back, or a CtxRansError (never another
+    exception, a hang, or more than the declared symbols)."""
+    mats = [("b", _clustered(48, 64, 15)), ("c", _correlated_rows(40, 64, 16)),
+            ("a", _quiet_columns(16, 16, 17))]
+    blob = bytearray(ctxrans.encode(mats))
+    want = b"".join(m.tobytes() for _n, m in mats)
+    if data.draw(st.booleans()):
+        i = data.draw(st.integers(0, len(blob) - 1))
+        blob[i] ^= data.draw(st.integers(1, 255))
+    else:
+        blob = blob[:data.draw(st.integers(0, len(blob) - 1))]
+    try:
+        out = ctxrans.decode(bytes(blob), len(want))
+    except ctxrans.CtxRansError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert len(out) == len(want)
 
 
 def test_corrupt_blobs_raise_a_ctxrans_error():

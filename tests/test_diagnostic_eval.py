@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_pipeline_config, untrained_run
-from golf import rundir as rd
-from golf.eval_target import beside_path, diagnostic_label
+from golf.run import rundir as rd
+from golf.eval.destination import beside_path, diagnostic_label
+from golf.eval.score import EvalRequest
 
 
 @pytest.fixture()
@@ -31,19 +32,19 @@ def _files(run: Path) -> dict[str, bytes]:
 def test_labels_name_what_differs_from_the_runs_own_evaluation(run, tmp_path):
     class TTT:
         active, mode, on = True, "lora", "post"
-    assert diagnostic_label(run, {}) == ""
-    assert diagnostic_label(run, {"max_tokens": 512, "mode": "chunked", "stride": 0,
-                                  "seq_len": 64, "artifact": str(run / rd.ARTIFACT),
-                                  "checkpoint": str(run / rd.EMA)}) == ""
-    assert diagnostic_label(run, {"max_tokens": 2048}) == "partial2048"
-    assert diagnostic_label(run, {"mode": "sliding", "stride": 32}) == "sliding-stride32"
-    assert diagnostic_label(run, {"data": str(tmp_path / "other data")}) == "data-other_data"
-    assert diagnostic_label(run, {"ttt": TTT()}) == "ttt-lora-post"
-    assert diagnostic_label(run, {"byte_check": False}) == "nobytecheck"
+    assert diagnostic_label(run, EvalRequest()) == ""
+    assert diagnostic_label(run, EvalRequest(max_tokens=512, mode="chunked", stride=0,
+                                              seq_len=64, artifact=str(run / rd.ARTIFACT),
+                                              checkpoint=str(run / rd.EMA))) == ""
+    assert diagnostic_label(run, EvalRequest(max_tokens=2048)) == "partial2048"
+    assert diagnostic_label(run, EvalRequest(mode="sliding", stride=32)) == "sliding-stride32"
+    assert diagnostic_label(run, EvalRequest(data=str(tmp_path / "other data"))) == "data-other_data"
+    assert diagnostic_label(run, EvalRequest(ttt=TTT())) == "ttt-lora-post"
+    assert diagnostic_label(run, EvalRequest(byte_check=False)) == "nobytecheck"
 
     class Tilt:
         enabled = True
-    assert diagnostic_label(run, {"tilt": Tilt(), "doc_windows": True}) == "tilt-docwindows"
+    assert diagnostic_label(run, EvalRequest(tilt=Tilt(), doc_windows=True)) == "tilt-docwindows"
 
 
 def test_beside_path_never_names_an_existing_file(run):
@@ -95,7 +96,7 @@ def test_a_failed_official_eval_leaves_the_pair_and_no_staging(run, capsys):
     """Scoring fails after the artifact was copied into staging: the copies go, the run's
     own pair stays as it was."""
     import eval_bpb
-    import golf.evaluate as ev
+    import golf.eval.score as ev
     before = _files(run)
 
     def broken(*_a, **_k):

@@ -314,20 +314,20 @@ def architecture_problems(text: str) -> list[str]:
 
 
 def test_the_name_checker_catches_what_it_should():
-    doc = ("# x\n`golf/no_such.py` `golf.rundir.no_such` `quant.QuantizedModel.no_such` "
-           "`golf.rundir.publish_pair` `quant/artifact.py`\n"
-           "### golf/rundir.py\n`publish_pair(run_dir)` `gone_function(x)` `NO_SUCH_CONST` "
+    doc = ("# x\n`golf/no_such.py` `golf.run.rundir.no_such` `quant.QuantizedModel.no_such` "
+           "`golf.run.rundir.publish_pair` `quant/artifact.py`\n"
+           "### golf/run/rundir.py\n`publish_pair(run_dir)` `gone_function(x)` `NO_SUCH_CONST` "
            "`RUN_FILES` `class Missing(ValueError)` `PRESET=cpu` `a few words`\n"
-           "### golf/model.py\n`GPT.hessian_modules()` `GPT.no_method()` `.forward(x)` "
+           "### golf/model/gpt.py\n`GPT.hessian_modules()` `GPT.no_method()` `.forward(x)` "
            "`cfg.xsa_layers()` `ModelConfig`\n"
            "### golf/nope.py\n")
     assert architecture_problems(doc) == [
         "path golf/no_such.py does not exist",
-        "golf.rundir.no_such: golf.rundir has no no_such",
+        "golf.run.rundir.no_such: golf.run.rundir has no no_such",
         "quant.QuantizedModel.no_such: QuantizedModel has no member no_such",
-        "gone_function: not in golf/rundir.py",
-        "NO_SUCH_CONST: not in golf/rundir.py",
-        "Missing: not in golf/rundir.py",
+        "gone_function: not in golf/run/rundir.py",
+        "NO_SUCH_CONST: not in golf/run/rundir.py",
+        "Missing: not in golf/run/rundir.py",
         "GPT.no_method: GPT has no member no_method",
         "heading '### golf/nope.py': golf/nope.py does not exist",
     ]
@@ -354,14 +354,13 @@ def test_architecture_names_every_module_of_golf_and_quant():
 
 
 def test_architecture_states_what_the_packed_script_leaves_out():
-    """The paragraph on what ships names exactly the modules amalgamate.EXCLUDED leaves out."""
+    """The paragraph on what ships names exactly the modules of golf/ship.py's optional parts."""
+    from golf import ship
     text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
     para = next(p for p in text.split("\n\n") if p.startswith("What is shipped inside the packed"))
-    stated = set(DOTTED.findall(para)) - {"golf.main"}
-    tree = ast.parse((ROOT / "golf/submission/amalgamate.py").read_text(encoding="utf-8"))
-    excluded = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
-                    and any(getattr(t, "id", "") == "EXCLUDED" for t in n.targets))
-    assert stated == set(excluded)
+    stated = set(DOTTED.findall(para)) - {"golf.main", "golf.ship.optional", "golf.PACKED_PARTS",
+                                          "quant.codec.LEFT_OUT"}
+    assert stated == {m for part in ship.PARTS.values() for m in part.modules}
 
 
 def test_readme_quick_start_holds_the_lines_ci_runs():

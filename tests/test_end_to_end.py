@@ -7,16 +7,10 @@ import json
 import pytest
 
 
-@pytest.fixture(scope="module")
-def e2e(tmp_path_factory, embedded_data):
-    from conftest import tiny_pipeline_config
-    from golf.main import run_pipeline
-    tmp = tmp_path_factory.mktemp("e2e")
-    cfg = tiny_pipeline_config(embedded_data, iterations=8, warmdown_iters=4, val_loss_every=4,
-                               train_log_every=2, quant_small_numel=1024, max_eval_tokens=4096,
-                               runs_dir=str(tmp / "runs"), run_id="e2e")
-    summary = run_pipeline(cfg, do_pack=True, out_dir=str(tmp / "submission"))
-    return cfg, summary, tmp
+@pytest.fixture()
+def e2e(packed_tiny_run):
+    """The session's tiny packed run (conftest.packed_tiny_run), shared with tests/test_audit_golfkit.py."""
+    return packed_tiny_run
 
 
 def _independent_bpb(cfg, state_dict) -> float:
@@ -28,7 +22,7 @@ def _independent_bpb(cfg, state_dict) -> float:
     import numpy as np
     import sentencepiece as spm
     import torch
-    from golf.model import GPT
+    from golf.model.gpt import GPT
     n, T = cfg.max_eval_tokens, cfg.eval_seq_len
     val = np.concatenate([np.fromfile(p, dtype="<u2", offset=256 * 4)
                           for p in sorted(Path(cfg.data_path).glob("fineweb_val_*.bin"))])
@@ -130,14 +124,15 @@ def test_quant_sensitivity_weights_the_fit_and_guards_its_artifact(e2e, monkeypa
     """eval_bpb --sensitivity -> QUANT_SENSITIVITY: the refit uses the measured slopes (logged)
     and stays under budget; a sensitivity file whose artifact changed since is refused."""
     from pathlib import Path
-    from golf.sensitivity import run_sensitivity
+    from golf.eval.score import EvalRequest
+    from golf.eval.sensitivity import run_sensitivity
     from golf import main as golf_main
     from golf.submission import code_bytes
     _, s, _ = e2e
     run = Path(s["run_dir"])
     logs: list[str] = []
     budget = code_bytes() + 2_000 + (run / "final_model.gkq").stat().st_size  # quantized by now
-    rep = run_sensitivity(str(run), max_tokens=1024, log=logs.append, split="train")
+    rep = run_sensitivity(str(run), EvalRequest(max_tokens=1024), split="train", log=logs.append)
     assert rep["split"] == "train" and rep["rows"]
     sens = run / "sensitivity.json"
     monkeypatch.setenv("BUDGET_BYTES", str(budget))
@@ -158,7 +153,7 @@ def test_quant_only_eval_settings_set_now_reach_the_evaluation(e2e, monkeypatch)
     the saved config; they used to be dropped because run_eval re-read config.json."""
     from pathlib import Path
     from golf import main as golf_main
-    from golf.config import Config
+    from golf.run.config import Config
     _, s, _ = e2e
     run = Path(s["run_dir"])
     saved = Config.load(run / "config.json")

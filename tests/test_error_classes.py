@@ -1,21 +1,21 @@
-"""golf's error classes have one home (golf/errors.py) and keep their old import paths."""
+"""golf's error classes have one home (golf/run/errors.py) and keep their old import paths."""
 from __future__ import annotations
 
 import pytest
 
-import golf.errors as errors
-from golf.checkpoint import CheckpointError
-from golf.config import Config, ConfigError
-from golf.evaluate import EvalError, window_plan
+import golf.run.errors as errors
+from golf.run.checkpoint import CheckpointError
+from golf.run.config import Config, ConfigError
+from golf.eval.score import EvalError, window_plan
 from golf.interop import InteropError
-from golf.rundir import RunIOError
-from golf.train import TrainError, resolve_grad_accum
+from golf.run.rundir import RunIOError
+from golf.train.loop import TrainError, resolve_grad_accum
 
 
 @pytest.mark.parametrize("cls", [ConfigError, TrainError, CheckpointError, InteropError,
                                  RunIOError, EvalError])
 def test_defined_once_in_errors_and_printed_as_one_line(cls):
-    assert cls.__module__ == "golf.errors"
+    assert cls.__module__ == "golf.run.errors"
     assert getattr(errors, cls.__name__) is cls
     assert issubclass(cls, ValueError)  # user_errors() prints ValueErrors as one line
 

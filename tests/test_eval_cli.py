@@ -11,8 +11,9 @@ import pytest
 import torch
 
 import eval_bpb
-from golf.compare import divergence_box, find_divergences
-from golf.sensitivity import run_sensitivity, tensor_class
+from golf.eval.compare import divergence_box, find_divergences
+from golf.eval.score import EvalRequest
+from golf.eval.sensitivity import run_sensitivity, tensor_class
 from quant.policy import CLASSES
 from conftest import untrained_run  # noqa: E402
 
@@ -95,7 +96,7 @@ def test_missing_run_dir_files_message_without_traceback(tmp_path):
 
 def test_run_dir_without_weights_names_the_missing_file(run_dir, tmp_path, capsys):
     _, cfg = run_dir
-    (tmp_path / "config.json").write_text(cfg.to_json())
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
     assert "ema.pt" in _cli_error(capsys, str(tmp_path))
 
 
@@ -106,7 +107,7 @@ def run_dir(tmp_path_factory, shared_data, official_tokenizer):
     of FineWeb docs tokenized with the official tokenizer."""
     from golf.data import shards
     import sentencepiece as spm
-    from golf.config import Config
+    from golf.run.config import Config
 
     root = tmp_path_factory.mktemp("evalrun")
     sp = spm.SentencePieceProcessor(model_file=str(official_tokenizer))
@@ -132,7 +133,7 @@ def _plain_chunked_bpb(cfg, state_dict, n: int) -> float:
     """bpb of the first n targets of the run's val shard, computed without the scorer."""
     import math
     import sentencepiece as spm
-    from golf.model import GPT
+    from golf.model.gpt import GPT
     val = np.fromfile(next(Path(cfg.data_path).glob("fineweb_val_*.bin")), dtype="<u2", offset=1024)
     toks = torch.as_tensor(val[:n + 1].astype(np.int64))
     model = GPT(cfg)
@@ -153,10 +154,10 @@ def _plain_chunked_bpb(cfg, state_dict, n: int) -> float:
 
 
 def test_run_eval_writes_consistent_eval_json(run_dir):
-    from golf.evaluate import run_eval
+    from golf.eval.score import EvalRequest, run_eval
     run, cfg = run_dir
     lines: list[str] = []
-    rep = run_eval(run_dir=run, mode="both", max_tokens=3000, log=lines.append)
+    rep = run_eval(run, EvalRequest(mode="both", max_tokens=3000), log=lines.append)
     on_disk = json.loads((run / "eval.json").read_text())
     assert on_disk == json.loads(json.dumps(rep))
     # chunked pre/post/gap against a score computed here: one plain forward per 64-token window
@@ -181,17 +182,18 @@ def test_run_eval_writes_consistent_eval_json(run_dir):
 
 
 def test_evaluate_source_is_deterministic_and_full_by_default(run_dir):
-    from golf.evaluate import evaluate_source
+    from golf.eval.score import evaluate_source
     run, cfg = run_dir
-    kw = dict(seq_len=64, stride=0, max_tokens=None, batch_tokens=2048, device="cpu")
-    a = evaluate_source(run / "final_model.gkq", cfg.data_path, cfg.tokenizer_path, **kw)
-    b = evaluate_source(run / "final_model.gkq", cfg.data_path, cfg.tokenizer_path, **kw)
+    asked = EvalRequest(data=cfg.data_path, tokenizer=cfg.tokenizer_path, seq_len=64, stride=0,
+                        max_tokens=None, batch_tokens=2048, device="cpu")
+    a = evaluate_source(run / "final_model.gkq", asked)
+    b = evaluate_source(run / "final_model.gkq", asked)
     assert a.val_bpb == b.val_bpb and a.tokens == 5999 and not a.partial
 
 
 def test_sensitivity_by_class_writes_sorted_json_and_png(run_dir):
     run, _ = run_dir
-    rep = run_sensitivity(str(run), by="class", max_tokens=1024, log=lambda s: None)
+    rep = run_sensitivity(str(run), EvalRequest(max_tokens=1024), by="class", log=lambda s: None)
     deltas = [r["delta_bpb"] for r in rep["rows"]]
     assert deltas == sorted(deltas, reverse=True) and rep["rows"]
     assert {r["name"] for r in rep["rows"]} <= set(CLASSES)
@@ -213,11 +215,11 @@ def test_artifact_from_another_config_lists_differing_keys(run_dir, tmp_path, ca
     run, cfg = run_dir
     other = tmp_path / "other"
     other.mkdir()
-    (other / "config.json").write_text(cfg.replace(num_layers=3, model_dim=96).to_json())
+    (other / "config.json").write_text(json.dumps(cfg.replace(num_layers=3, model_dim=96).to_dict()))
     err = _cli_error(capsys, str(other), "--checkpoint", str(run / "ema.pt"),
                      "--artifact", str(run / "final_model.gkq"), "--max-tokens", "256")
     assert "num_layers" in err and "model_dim" in err and "ema.pt" in err
-    from golf.evaluate import EvalError, load_eval_model
+    from golf.eval.score import EvalError, load_eval_model
     with pytest.raises(EvalError, match="num_layers") as ei:
         load_eval_model(run / "final_model.gkq", cfg_override=cfg.replace(num_layers=3))
     assert "final_model.gkq" in str(ei.value)

@@ -2,11 +2,13 @@
 target scored once, each document scored as if it were alone, counts at the full val split."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golf.evaluate import document_spans, document_window_plan, evaluate_bpb, window_plan
+from golf.eval.score import Scoring, document_spans, document_window_plan, evaluate_bpb, window_plan
 from test_ttt import BOS, L, doc_stream, tiny_gpt, toy_lut
 
 
@@ -35,12 +37,12 @@ def test_each_document_is_scored_as_if_alone(stride, one_thread):
     document scored on its own stream (BOS .. next BOS); without them it differs."""
     model, toks = tiny_gpt(), doc_stream(n_docs=10)
     n = len(toks) - 1
-    kw = dict(seq_len=L, stride=stride, batch_tokens=4 * L)
-    docs = evaluate_bpb(model, toks, toy_lut(), doc_bos=BOS, **kw)
-    alone = sum(evaluate_bpb(model, toks[a:b + 1], toy_lut(), **kw).val_loss * (b - a)
+    plain_windows = Scoring(seq_len=L, stride=stride, batch_tokens=4 * L)
+    docs = evaluate_bpb(model, toks, toy_lut(), replace(plain_windows, doc_bos=BOS))
+    alone = sum(evaluate_bpb(model, toks[a:b + 1], toy_lut(), plain_windows).val_loss * (b - a)
                 for a, b in document_spans(toks, n, BOS))
     assert docs.tokens == n and docs.val_loss == pytest.approx(alone / n, rel=1e-12)
-    plain = evaluate_bpb(model, toks, toy_lut(), **kw)       # context crosses documents
+    plain = evaluate_bpb(model, toks, toy_lut(), plain_windows)   # context crosses documents
     assert plain.bytes == docs.bytes and abs(plain.val_loss - docs.val_loss) > 1e-6
 
 
@@ -82,12 +84,12 @@ def test_eval_cli_doc_windows_flag(ttt_run, tmp_path, one_thread):
 
 @pytest.mark.parametrize("stride", [0, 8])
 def test_chunk_ttt_with_document_windows_at_lr_zero_is_the_document_score(stride, one_thread):
-    from golf.ttt import TTTSettings, run_ttt
+    from golf.eval.ttt import TTTPass, TTTSettings, run_ttt
     model, toks = tiny_gpt(), doc_stream(n_docs=10)
     kw = dict(seq_len=L, stride=stride, batch_tokens=4 * L)
-    ref = evaluate_bpb(model, toks, toy_lut(), doc_bos=BOS, **kw)
+    ref = evaluate_bpb(model, toks, toy_lut(), Scoring(doc_bos=BOS, **kw))
     s = TTTSettings(mode="chunk", chunk_tokens=96, lr=0.0, batch_seqs=4).validated()
-    r = run_ttt(model, toks, toy_lut(), s, doc_bos=BOS, record=True, **kw)
+    r = run_ttt(model, toks, toy_lut(), s, TTTPass(Scoring(doc_bos=BOS, **kw), record=True))
     assert r.adapt_steps > 0 and (r.counts == 1).all()
     assert (r.tokens, r.bytes) == (ref.tokens, ref.bytes)
     assert r.val_loss == pytest.approx(ref.val_loss, rel=1e-9)

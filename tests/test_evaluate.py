@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import golf.bpb as bpb
-from golf.bpb import decoded_target_bytes, lut_target_bytes
-from golf.evaluate import EvalError, evaluate_bpb, plan_coverage, window_plan
+import golf.eval.bpb as bpb
+from golf.eval.bpb import decoded_target_bytes, lut_target_bytes
+from golf.eval.score import EvalError, Scoring, evaluate_bpb, plan_coverage, window_plan
 from conftest import exit_without_teardown
 
 
@@ -114,8 +114,8 @@ def test_chunked_and_sliding_agree_when_stride_is_seq_len():
             assert chunked[:-1] == sliding[:-1] and sliding[-1][0] == n - 64
     toks, lut = _stream(300, 32), _toy_lut(32)
     m = BigramModel(32)
-    a = evaluate_bpb(m, toks, lut, seq_len=64, stride=0)
-    b = evaluate_bpb(m, toks, lut, seq_len=64, stride=64)
+    a = evaluate_bpb(m, toks, lut, Scoring(seq_len=64, stride=0))
+    b = evaluate_bpb(m, toks, lut, Scoring(seq_len=64, stride=64))
     assert (a.val_bpb, a.tokens, a.bytes) == (b.val_bpb, b.tokens, b.bytes)
     assert a.mode == "chunked" and b.mode == "sliding"
 
@@ -132,7 +132,8 @@ def test_bad_plan_arguments_raise_one_clear_error(bad):
 def test_uniform_model_gives_log2_vocab_per_token(stride):
     V = 48
     toks, lut = _stream(501, V), _toy_lut(V)
-    res = evaluate_bpb(UniformModel(V), toks, lut, seq_len=64, stride=stride, batch_tokens=256)
+    res = evaluate_bpb(UniformModel(V), toks, lut,
+                       Scoring(seq_len=64, stride=stride, batch_tokens=256))
     assert res.tokens == 500 and not res.partial
     assert res.bytes == _rule_bytes(toks, 500, lut)
     per_token = torch.logsumexp(torch.zeros(V), 0).item()      # ln V as float32 CE computes it
@@ -147,7 +148,7 @@ def test_bigram_nll_matches_direct_computation(seq_len, stride):
     V = 40
     toks, lut = _stream(333, V, seed=3), _toy_lut(V)
     m = BigramModel(V, seed=4)
-    res = evaluate_bpb(m, toks, lut, seq_len=seq_len, stride=stride, batch_tokens=64)
+    res = evaluate_bpb(m, toks, lut, Scoring(seq_len=seq_len, stride=stride, batch_tokens=64))
     logp = torch.log_softmax(m.table.detach().double(), dim=-1).numpy()
     t = toks.astype(np.int64)
     expected = -logp[t[:-1], t[1:]].sum()
@@ -159,9 +160,9 @@ def test_batching_does_not_change_the_result_and_is_deterministic():
     V = 40
     toks, lut = _stream(400, V), _toy_lut(V)
     m = BigramModel(V)
-    r1 = evaluate_bpb(m, toks, lut, seq_len=32, stride=8, batch_tokens=32)
-    r2 = evaluate_bpb(m, toks, lut, seq_len=32, stride=8, batch_tokens=4096)
-    r3 = evaluate_bpb(m, toks, lut, seq_len=32, stride=8, batch_tokens=4096)
+    r1 = evaluate_bpb(m, toks, lut, Scoring(seq_len=32, stride=8, batch_tokens=32))
+    r2 = evaluate_bpb(m, toks, lut, Scoring(seq_len=32, stride=8, batch_tokens=4096))
+    r3 = evaluate_bpb(m, toks, lut, Scoring(seq_len=32, stride=8, batch_tokens=4096))
     assert r1.val_bpb == pytest.approx(r2.val_bpb, rel=1e-9)
     assert r2.val_bpb == r3.val_bpb                               # bit-identical on CPU
 
@@ -169,16 +170,16 @@ def test_batching_does_not_change_the_result_and_is_deterministic():
 def test_max_tokens_is_partial_and_exact():
     V = 40
     toks, lut = _stream(400, V), _toy_lut(V)
-    res = evaluate_bpb(BigramModel(V), toks, lut, seq_len=32, stride=8, max_tokens=123)
+    res = evaluate_bpb(BigramModel(V), toks, lut, Scoring(seq_len=32, stride=8), max_tokens=123)
     assert res.partial and res.tokens == 123
     assert res.bytes == _rule_bytes(toks, 123, lut)
-    full = evaluate_bpb(BigramModel(V), toks, lut, seq_len=32, stride=8, max_tokens=10_000)
+    full = evaluate_bpb(BigramModel(V), toks, lut, Scoring(seq_len=32, stride=8), max_tokens=10_000)
     assert not full.partial and full.tokens == 399
 
 
 def test_result_round_trips_through_json():
     toks, lut = _stream(100, 16), _toy_lut(16)
-    d = evaluate_bpb(UniformModel(16), toks, lut, seq_len=16).to_dict()
+    d = evaluate_bpb(UniformModel(16), toks, lut, Scoring(seq_len=16)).to_dict()
     back = json.loads(json.dumps(d))
     assert back == d and set(d) >= {"val_loss", "val_bpb", "tokens", "bytes", "seconds",
                                     "tokens_per_s", "mode", "seq_len", "stride", "partial"}
@@ -189,8 +190,8 @@ def test_ranks_split_windows_and_sums_add_up():
     V = 40
     toks, lut = _stream(400, V), _toy_lut(V)
     m = BigramModel(V)
-    whole = evaluate_bpb(m, toks, lut, seq_len=32, stride=8)
-    parts = [evaluate_bpb(m, toks, lut, seq_len=32, stride=8, rank=r, world_size=3) for r in range(3)]
+    whole = evaluate_bpb(m, toks, lut, Scoring(seq_len=32, stride=8))
+    parts = [evaluate_bpb(m, toks, lut, Scoring(seq_len=32, stride=8, rank=r, world_size=3)) for r in range(3)]
     assert sum(p.tokens for p in parts) == whole.tokens
     assert sum(p.bytes for p in parts) == whole.bytes
     nll = sum(p.val_loss * p.tokens for p in parts)
@@ -244,7 +245,7 @@ def test_lut_bytes_equal_decoded_text_on_embedded_val(embedded_data):
 def test_byte_check_catches_a_wrong_lut(official_tokenizer, shared_data):
     """A LUT that bakes the '▁' byte into base_bytes (the GDN-lineage bug) must be refused."""
     import sentencepiece as spm
-    from golf.bpb import check_bytes
+    from golf.eval.bpb import check_bytes
     sp = spm.SentencePieceProcessor(model_file=str(official_tokenizer))
     good = bpb.build_byte_lut(sp, 1024)
     bad = bpb.ByteLUT(base_bytes=(np.asarray(good.base_bytes) + np.asarray(good.has_leading_space)).astype(np.int16),
@@ -260,20 +261,21 @@ def test_byte_check_catches_a_wrong_lut(official_tokenizer, shared_data):
 
 def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
-    import golf.evaluate as ev
+    import golf.eval.score as ev
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         V = 40
-        res = evaluate_bpb(BigramModel(V), _stream(400, V), _toy_lut(V), seq_len=32, stride=8,
-                           batch_tokens=64, rank=rank, world_size=world)
+        res = evaluate_bpb(BigramModel(V), _stream(400, V), _toy_lut(V),
+                           Scoring(seq_len=32, stride=8, batch_tokens=64, rank=rank,
+                                   world_size=world))
         # one window for two ranks: rank 1 scores nothing and must add nothing
-        one = evaluate_bpb(BigramModel(V), _stream(20, V), _toy_lut(V), seq_len=32,
-                           rank=rank, world_size=world)
+        one = evaluate_bpb(BigramModel(V), _stream(20, V), _toy_lut(V),
+                           Scoring(seq_len=32, rank=rank, world_size=world))
         real_plan = ev.window_plan
         ev.window_plan = lambda *a: real_plan(*a)[:-1]      # a plan that skips its last window
         try:
-            evaluate_bpb(BigramModel(V), _stream(200, V), _toy_lut(V), seq_len=32, rank=rank,
-                         world_size=world)
+            evaluate_bpb(BigramModel(V), _stream(200, V), _toy_lut(V),
+                         Scoring(seq_len=32, rank=rank, world_size=world))
             broken = "no error"
         except EvalError as e:
             broken = str(e)
@@ -293,8 +295,9 @@ def test_two_rank_gloo_equals_single_process(tmp_path):
     import torch.multiprocessing as mp
     mp.spawn(_gloo_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     V = 40
-    single = evaluate_bpb(BigramModel(V), _stream(400, V), _toy_lut(V), seq_len=32, stride=8)
-    one = evaluate_bpb(BigramModel(V), _stream(20, V), _toy_lut(V), seq_len=32)
+    single = evaluate_bpb(BigramModel(V), _stream(400, V), _toy_lut(V),
+                          Scoring(seq_len=32, stride=8))
+    one = evaluate_bpb(BigramModel(V), _stream(20, V), _toy_lut(V), Scoring(seq_len=32))
     for r in range(2):
         d = json.loads((tmp_path / f"rank{r}.json").read_text())
         assert d["res"]["tokens"] == single.tokens and d["res"]["bytes"] == single.bytes
@@ -307,7 +310,7 @@ def test_two_rank_gloo_equals_single_process(tmp_path):
 def test_official_val_prints_the_reference_byte_count(official_tokenizer, shared_data, monkeypatch):
     """On the official sp1024 val split (~62M targets) the known 151,080,168 bytes is printed."""
     import sentencepiece as spm
-    import golf.bpb as ev
+    import golf.eval.bpb as ev
     sp = spm.SentencePieceProcessor(model_file=str(official_tokenizer))
     toks = _fineweb_stream(shared_data, sp, n_docs=3)
     lines: list[str] = []
@@ -354,7 +357,7 @@ def test_each_target_is_scored_with_the_context_its_mode_gives(stride):
     m = PositionModel(V, seed=6)
     n = len(toks) - 1
     context = [t % L + 1 for t in range(n)] if stride == 0 else [min(t + 1, L) for t in range(n)]
-    res = evaluate_bpb(m, toks, lut, seq_len=L, stride=stride, batch_tokens=64)
+    res = evaluate_bpb(m, toks, lut, Scoring(seq_len=L, stride=stride, batch_tokens=64))
     assert res.tokens == n
     assert res.val_loss * n == pytest.approx(_nll_with_context(m, toks, context), rel=1e-6)
 
@@ -378,9 +381,9 @@ def test_cpu_scores_are_float32_even_inside_a_callers_autocast():
     V = 40
     toks, lut = _stream(200, V), _toy_lut(V)
     m = LinearModel(V)
-    plain = evaluate_bpb(m, toks, lut, seq_len=32)
+    plain = evaluate_bpb(m, toks, lut, Scoring(seq_len=32))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        inside = evaluate_bpb(m, toks, lut, seq_len=32)
+        inside = evaluate_bpb(m, toks, lut, Scoring(seq_len=32))
     assert inside.val_bpb == plain.val_bpb
     with torch.no_grad():
         w = m.out.weight.double()
@@ -394,7 +397,7 @@ def test_cuda_scoring_runs_under_bf16_autocast_like_the_baseline():
     """On CUDA the forward runs in bf16 autocast (the precision the challenge baseline scores
     its val loss in); on any other device autocast is off."""
     import warnings
-    from golf.evaluate import _autocast
+    from golf.eval.score import _autocast
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")           # "CUDA is not available" on a CPU machine
         cuda = _autocast(torch.device("cuda"))
@@ -420,7 +423,7 @@ class _DeviceSpy(torch.nn.Module):
 def test_batches_run_on_the_device_asked(monkeypatch):
     """batch_nll moves inputs and targets to `dev` (meta stands in for an accelerator);
     evaluate_bpb hands every batch the device it was given."""
-    import golf.evaluate as ev
+    import golf.eval.score as ev
     V = 16
     stream = torch.from_numpy(_stream(40, V).astype(np.int32))
     spy = _DeviceSpy(V)
@@ -435,7 +438,8 @@ def test_batches_run_on_the_device_asked(monkeypatch):
 
     monkeypatch.setattr(ev, "batch_nll", on_cpu)
     toks, lut = _stream(100, V), _toy_lut(V)
-    res = evaluate_bpb(UniformModel(V), toks, lut, seq_len=16, batch_tokens=32, device="meta")
+    res = evaluate_bpb(UniformModel(V), toks, lut,
+                       Scoring(seq_len=16, batch_tokens=32, device="meta"))
     assert devs and set(devs) == {"meta"} and res.tokens == 99
 
 
@@ -443,7 +447,7 @@ def test_batches_run_on_the_device_asked(monkeypatch):
 def test_batches_group_consecutive_equal_windows_up_to_rows(rows):
     """_batches: the plan in order, at most `rows` windows of one length per batch, and a batch
     is only closed when full or when the next window's length differs."""
-    from golf.evaluate import _batches
+    from golf.eval.score import _batches
     for n, L, s in [(100, 16, 0), (100, 16, 5), (37, 8, 3), (64, 16, 16), (5, 8, 2), (90, 10, 1)]:
         plan = window_plan(n, L, s)
         out = _batches(plan, rows)
@@ -463,7 +467,8 @@ def test_each_forward_holds_at_most_batch_tokens_per_rank_and_as_many_as_fit(seq
     V = 16
     toks, lut = _stream(300, V), _toy_lut(V)
     spy = _DeviceSpy(V)
-    evaluate_bpb(spy, toks, lut, seq_len=seq_len, batch_tokens=batch_tokens, rank=0, world_size=world)
+    evaluate_bpb(spy, toks, lut,
+                 Scoring(seq_len=seq_len, batch_tokens=batch_tokens, rank=0, world_size=world))
     fit = max(1, (batch_tokens // world) // seq_len)
     assert all(r * t <= batch_tokens / world or r == 1 for r, t in spy.shapes)
     full = [r for r, t in spy.shapes if t == seq_len]
@@ -475,7 +480,7 @@ def test_default_forward_is_65536_tokens():
     V = 8
     toks, lut = _stream(65_538, V), _toy_lut(V)
     spy = _DeviceSpy(V)
-    evaluate_bpb(spy, toks, lut, seq_len=1)
+    evaluate_bpb(spy, toks, lut, Scoring(seq_len=1))
     assert spy.shapes == [(65_536, 1), (1, 1)]
 
 
@@ -483,20 +488,20 @@ def test_result_records_what_ran_and_how_long_it_took():
     """seq_len, stride and mode as asked (stride defaults to chunked); seconds within the
     wall time the caller measured, tokens_per_s = tokens / seconds."""
     import time
-    from golf.rules import eval_mode
+    from golf.run.rules import eval_mode
     V = 16
     toks, lut = _stream(120, V), _toy_lut(V)
     m = BigramModel(V)
     for stride in (0, 5):
         t0 = time.perf_counter()
-        r = evaluate_bpb(m, toks, lut, seq_len=16, stride=stride)
+        r = evaluate_bpb(m, toks, lut, Scoring(seq_len=16, stride=stride))
         wall = time.perf_counter() - t0
         assert (r.seq_len, r.stride, r.mode) == (16, stride, eval_mode(stride))
         assert 0 < r.seconds <= wall
         assert r.tokens_per_s == pytest.approx(r.tokens / r.seconds, rel=1e-9)
-    default = evaluate_bpb(m, toks, lut, seq_len=16)
+    default = evaluate_bpb(m, toks, lut, Scoring(seq_len=16))
     assert default.stride == 0 and default.mode == eval_mode(0)
-    assert default.val_bpb == evaluate_bpb(m, toks, lut, seq_len=16, stride=0).val_bpb
+    assert default.val_bpb == evaluate_bpb(m, toks, lut, Scoring(seq_len=16, stride=0)).val_bpb
 
 
 def test_stream_edges_one_target_and_none():
@@ -505,22 +510,23 @@ def test_stream_edges_one_target_and_none():
     V = 16
     lut = _toy_lut(V)
     with pytest.raises(EvalError, match="no validation targets"):
-        evaluate_bpb(UniformModel(V), np.array([0], dtype=np.uint16), lut, seq_len=8)
+        evaluate_bpb(UniformModel(V), np.array([0], dtype=np.uint16), lut, Scoring(seq_len=8))
     one_byte = int(np.flatnonzero((lut.base_bytes == 1) & ~lut.has_leading_space)[0])
-    r = evaluate_bpb(UniformModel(V), np.array([0, one_byte], dtype=np.uint16), lut, seq_len=8)
+    r = evaluate_bpb(UniformModel(V), np.array([0, one_byte], dtype=np.uint16), lut,
+                     Scoring(seq_len=8))
     assert (r.tokens, r.bytes) == (1, 1)
     assert r.val_bpb == pytest.approx(math.log(V) / math.log(2), rel=1e-6)
     zero = bpb.ByteLUT(np.zeros(V, dtype=np.int16), np.zeros(V, dtype=bool), np.zeros(V, dtype=bool))
     with pytest.raises(EvalError, match="0 bytes"):
-        evaluate_bpb(UniformModel(V), _stream(30, V), zero, seq_len=8)
+        evaluate_bpb(UniformModel(V), _stream(30, V), zero, Scoring(seq_len=8))
 
 
 def test_a_plan_that_misses_a_target_is_refused(monkeypatch):
-    import golf.evaluate as ev
+    import golf.eval.score as ev
     real = ev.window_plan
     monkeypatch.setattr(ev, "window_plan", lambda *a: real(*a)[:-1])
     with pytest.raises(EvalError, match="window plan bug"):
-        evaluate_bpb(UniformModel(16), _stream(50, 16), _toy_lut(16), seq_len=8)
+        evaluate_bpb(UniformModel(16), _stream(50, 16), _toy_lut(16), Scoring(seq_len=8))
 
 
 def test_simulated_rank_shares_empty_one_target_and_zero_byte():
@@ -534,8 +540,8 @@ def test_simulated_rank_shares_empty_one_target_and_zero_byte():
     for last, last_bytes in ((one_byte, 1), (0, 0)):
         toks = _stream(L + 1, V, seed=7)
         toks = np.append(toks, last).astype(np.uint16)          # 9 targets: windows of 8 and 1
-        whole = evaluate_bpb(m, toks, lut, seq_len=L)
-        parts = [evaluate_bpb(m, toks, lut, seq_len=L, rank=r, world_size=4) for r in range(4)]
+        whole = evaluate_bpb(m, toks, lut, Scoring(seq_len=L))
+        parts = [evaluate_bpb(m, toks, lut, Scoring(seq_len=L, rank=r, world_size=4)) for r in range(4)]
         assert [p.tokens for p in parts] == [0, 8, 0, 1]
         for p in (parts[0], parts[2]):
             assert p.bytes == 0 and math.isnan(p.val_loss) and math.isnan(p.val_bpb)
@@ -546,5 +552,5 @@ def test_simulated_rank_shares_empty_one_target_and_zero_byte():
             assert nll == pytest.approx(whole.val_loss * 9, rel=1e-9)
         else:
             assert math.isnan(parts[3].val_bpb)
-        two = [evaluate_bpb(m, toks, lut, seq_len=L, rank=r, world_size=2) for r in range(2)]
+        two = [evaluate_bpb(m, toks, lut, Scoring(seq_len=L, rank=r, world_size=2)) for r in range(2)]
         assert [p.tokens for p in two] == [8, 1]

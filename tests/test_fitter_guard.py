@@ -226,14 +226,13 @@ def test_rate_order_is_fp16_then_most_bytes_first_ties_in_option_order():
 def test_lqer_options_are_fitted_by_bytes_and_mapped_back_to_their_indices():
     """With LQER options (curves wider than N_OPTIONS, not ordered by bytes) the fit returns
     option indices of the original curves: measure sees them, the total is theirs, never over."""
-    from quant.fitter import LQER_STEPS, option_count
-    assert option_count(1) == N_OPTIONS + len(LQER_STEPS)
+    from quant.fitter import LQER_STEPS
     curves = []
     for base in _curves(3, seed=4):   # step j + a correction: 5 % more bytes, 30 % of the error
         steps = list(LQER_STEPS)
         curves.append(Curve(np.concatenate([base.rate, base.rate[steps] * 1.05]),
                             np.concatenate([base.dist, base.dist[steps] * 0.3])))
-    width = option_count(1)
+    width = N_OPTIONS + len(LQER_STEPS)   # fp16, the ladder, one LQER rank's block
     lo = 500 + sum(int(min(c.rate) * 1.1) for c in curves)
     hi = 500 + sum(int(c.rate[1] * 1.1) for c in curves)
     for where in (0.2, 0.7):

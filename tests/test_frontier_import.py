@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import randomize
-from golf.config import Config
-from golf.errors import InteropError
+from golf.run.config import Config
+from golf.run.errors import InteropError
 from golf.interop import import_checkpoint
-from golf.model import GPT, quant_roles
+from golf.model.gpt import GPT, quant_roles
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ENV = "NUM_LOOPS=1 LOOP_START=1 LOOP_END=2 PARALLEL_START_LAYER=3 ROPE_DIMS=4 EVAL_STRIDE=0"
@@ -95,7 +95,7 @@ def test_frontier_model_quantizes_and_loads_back(tmp_path):
     hs = quant.collect_hessians(m, batches)
     q = quant.quantize_model(m, hessians=hs, method="gptq", meta={"config": cfg.to_dict()},
                              policy=quant.QuantPolicy(small_numel=256, compressors=("zstd",),
-                                                      **quant_roles(m)))  # golf.model's roles
+                                                      **quant_roles(m)))  # golf.model.gpt's roles
     by = {t.name: t for t in q.tensors}
     for n in ("skip_gates", "parallel_post_lambdas", "parallel_resid_lambdas", "smear_gate.weight",
               "smear_lambda", "softcap_pos", "blocks.2.attn.attn_gate_w"):

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from conftest import randomize as randomize_params
-from golf.config import Config
-from golf.errors import ConfigError
-from golf.layers import (asym_softcap, cu_seqlens, doc_attention, input_smear, segment_ids,
+from golf.run.config import Config
+from golf.run.errors import ConfigError
+from golf.model.layers import (asym_softcap, cu_seqlens, doc_attention, input_smear, segment_ids,
                          skip_merge, virtual_layers)
-from golf.model import GPT, rms
-from golf.optim import build_optimizers, training_fraction
-from golf.train import Trainer
+from golf.model.gpt import GPT, rms
+from golf.train.optim import build_optimizers, training_fraction
+from golf.train.loop import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 BOS = 1
@@ -330,7 +330,7 @@ def test_env_names_are_the_records():
 # --- a real training run on the fake clock ----------------------------------------------------
 
 class TickClock:
-    """`time` inside golf.train with perf_counter advancing 1 s a call: 1 s per training step."""
+    """`time` inside golf.train.loop with perf_counter advancing 1 s a call: 1 s per training step."""
 
     def __init__(self):
         self.t = 0.0
@@ -345,7 +345,7 @@ class TickClock:
 
 
 def test_training_turns_the_loop_on_at_the_wallclock_fraction(tiny_config, tmp_path, monkeypatch):
-    import golf.train as golf_train
+    import golf.train.loop as golf_train
     monkeypatch.setattr(golf_train, "time", TickClock())
     cfg = tiny_config.replace(
         runs_dir=str(tmp_path), run_id="loop", num_layers=3, bigram_vocab_size=0, ve_dim=0,
@@ -371,7 +371,7 @@ def test_training_turns_the_loop_on_at_the_wallclock_fraction(tiny_config, tmp_p
 @pytest.mark.parametrize("name,count", [("pr1855", 35_945_671), ("pr2135", 35_945_673),
                                         ("frontier", 35_945_673)])
 def test_record_presets_have_the_records_parameter_counts(name, count):
-    from golf.model import parameter_count
+    from golf.model.gpt import parameter_count
     cfg = Config.from_preset(name)
     assert cfg.problems() == [] and parameter_count(cfg) == count
 
@@ -389,7 +389,7 @@ def test_pr2135_and_frontier_differ_from_pr1855_as_the_records_do():
 def test_cpu_frontier_is_the_frontier_features_shrunk_to_cpu_cost():
     """The CPU default: every frontier model feature, 3 x 128 with MLP 3x (cpu's data, row
     length, batch and steps), so a step costs about what `cpu`'s does (docs/frontier.md)."""
-    from golf.model import parameter_count
+    from golf.model.gpt import parameter_count
     cpu, small = Config.from_preset("cpu"), Config.from_preset("cpu_frontier")
     shape = ("model_dim", "num_heads", "num_kv_heads", "vocab_size", "train_seq_len",
              "train_batch_tokens", "iterations", "data_path")

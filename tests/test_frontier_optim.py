@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from golf.config import Config
-from golf.errors import ConfigError
-from golf.muon import NS_COEFF_SETS, Muon, newton_schulz, shape_factor
-from golf.optim import build_optimizers, frac_multiplier, schedule_multiplier
+from golf.run.config import Config
+from golf.run.errors import ConfigError
+from golf.train.muon import NS_COEFF_SETS, Muon, newton_schulz, shape_factor
+from golf.train.optim import build_optimizers, frac_multiplier, schedule_multiplier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -71,7 +71,7 @@ def test_row_normalized_muon_step_by_hand():
 def test_muon_options_reach_the_optimizer_and_embed_wd_the_embedding_group():
     cfg = Config.from_preset("cpu_frontier").replace(num_layers=2, model_dim=32, num_heads=4,
                                                      vocab_size=64, rope_dims=4)
-    from golf.model import GPT
+    from golf.model.gpt import GPT
     m = GPT(cfg)
     muon, adam = build_optimizers(m, cfg)
     assert muon.param_groups[0]["ns_coeffs"] == "polar_express" and muon.param_groups[0]["row_normalize"]
@@ -105,7 +105,7 @@ def test_bad_optimizer_settings_name_the_variable():
 
 
 def test_momentum_warms_up_from_092_to_097_over_1500_steps():
-    from golf.optim import muon_momentum, set_lrs
+    from golf.train.optim import muon_momentum, set_lrs
     cfg = Config.from_preset("pr1855")
     assert [round(muon_momentum(s, cfg), 6) for s in (0, 750, 1500, 4000)] == [0.92, 0.945, 0.97, 0.97]
     w = torch.nn.Parameter(torch.randn(4, 4))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from quant.gptq import gptq_quantize
+from quant.gptq import GptqSolve, gptq_quantize
 
 
 def _reference(W: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor:
@@ -49,7 +49,7 @@ def test_default_gptq_is_act_order_with_stable_ties_and_one_percent_damping():
         assert d[0] == d[3] and d[2] == d[5]  # the ties are exact
         want = _reference(W, H, scale, 7)
         assert torch.equal(gptq_quantize(W, H.float(), scale, 7), want), seed
-        plain = gptq_quantize(W, H.float(), scale, 7, act_order=False)
+        plain = gptq_quantize(W, H.float(), scale, 7, GptqSolve(act_order=False))
         if not torch.equal(plain, want):
             break
     else:

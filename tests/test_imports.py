@@ -118,10 +118,10 @@ def test_find_cycle_reports_the_cycle_and_accepts_a_dag():
 
 def test_graph_covers_every_module_and_sees_real_edges():
     g = import_graph()
-    assert {"golf.main", "golf.evaluate", "golf.ttt", "quant", "quant.core",
+    assert {"golf.main", "golf.eval.score", "golf.eval.ttt", "quant", "quant.core",
             "golf.submission.checks", "golf.data.sources.fineweb"} <= set(g)
-    assert "golf.evaluate" in g["golf.ttt"]          # a module-level edge the scan must see
-    assert "golf.errors" in g["golf.rundir"]
+    assert "golf.eval.score" in g["golf.eval.ttt"]          # a module-level edge the scan must see
+    assert "golf.run.errors" in g["golf.run.rundir"]
 
 
 # ----------------------------------------------------------------------------- the repository

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from golf.config import Config
+from golf.run.config import Config
 
 FEATURES = ("bigram_vocab_size", "bigram_dim", "smear_gate", "ve_dim", "ve_layers")
 
@@ -29,7 +29,7 @@ def _have_features() -> bool:
 
 @pytest.fixture()
 def record_features():
-    assert _have_features(), "golf.config lost record features: " + str(
+    assert _have_features(), "golf.run.config lost record features: " + str(
         sorted(set(FEATURES) - {f.name for f in dataclasses.fields(Config)}))
 
 
@@ -205,7 +205,7 @@ def np_dequant(obj: dict, name: str) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- helpers
 def imported(out: Path):
-    from golf.model import GPT
+    from golf.model.gpt import GPT
     ck = torch.load(out / "ema.pt", weights_only=True)
     cfg = Config.from_dict(ck["config"])
     model = GPT(cfg)
@@ -243,7 +243,7 @@ def golf_env(cfg: Config) -> dict[str, str]:
 @pytest.mark.parametrize("layout", ["per_layer", "banked"])
 def test_golf_model_round_trips_through_record_layouts(layout, tiny_config, tmp_path, one_thread):
     from golf.interop import import_checkpoint
-    from golf.model import GPT
+    from golf.model.gpt import GPT
     cfg = tiny_config.replace(num_layers=3)
     if _have_features():
         cfg = cfg.replace(bigram_vocab_size=64, bigram_dim=16, smear_gate=True, ve_dim=8,
@@ -330,9 +330,9 @@ def test_import_matches_the_records_forward_pass_with_extras(stack, record_featu
 
 
 def test_rope_direction_is_converted_when_golfkit_turns_the_other_way(monkeypatch, tmp_path, one_thread):
-    """If golf.model rotated by +pos*freq, the import must negate the pairs' second halves of
+    """If golf.model.gpt rotated by +pos*freq, the import must negate the pairs' second halves of
     W_q/W_k; with a +rotation patched in, the imported model still equals the records' forward."""
-    import golf.model
+    import golf.model.gpt
     from golf.interop import golf_rope_sign
 
     def plus_rope(x, cos, sin, rope_dims):
@@ -343,7 +343,7 @@ def test_rope_direction_is_converted_when_golfkit_turns_the_other_way(monkeypatc
         c, s = cos[None, :, None, :], sin[None, :, None, :]
         return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s, rest), dim=-1)
 
-    monkeypatch.setattr(golf.model, "apply_rope", plus_rope)
+    monkeypatch.setattr(golf.model.gpt, "apply_rope", plus_rope)
     assert golf_rope_sign() == 1
     fwd, st, T = STACK_CASES["p1125"]
     _check_against_record("p1125", fwd, st, T, tmp_path)
@@ -498,7 +498,7 @@ def test_cli_one_line_error_and_success(tmp_path, capsys):
 # ----------------------------------------------------------------------------- end to end
 def test_imported_run_evaluates_quantizes_and_is_complete(embedded_data, tmp_path, monkeypatch, one_thread):
     """import (+ --calibrate) -> pre-quant eval of ema.pt -> QUANT_ONLY (PACK=0): a complete run."""
-    from golf.evaluate import run_eval
+    from golf.eval.score import EvalRequest, run_eval
     from golf.interop import import_checkpoint
     from golf.main import quant_only
     sd = record_state(L=2, d=32, V=1024, F=64, seed=3)
@@ -511,7 +511,7 @@ def test_imported_run_evaluates_quantizes_and_is_complete(embedded_data, tmp_pat
     import_checkpoint(src, out, stack="baseline", env=env, calibrate_batches=2, log=lambda m: None)
     hs = torch.load(out / "hessians.pt", weights_only=True)
     assert hs["source"] == "train" and hs["tokens"] == 2 * 512 and "blocks.0.attn.c_q.weight" in hs["hessians"]
-    pre = run_eval(checkpoint=str(out / "ema.pt"), log=None, device="cpu")
+    pre = run_eval(None, EvalRequest(checkpoint=str(out / "ema.pt"), device="cpu"), log=None)
     assert pre["pre"]["partial"] and 0 < pre["pre"]["val_bpb"] < 20
     for var in ("QUANT_ONLY", "PRESET", "DATA_PATH", "MAX_EVAL_TOKENS"):
         monkeypatch.delenv(var, raising=False)

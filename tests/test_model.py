@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from golf.config import Config
-from golf.model import GPT, apply_rope, count_parameters, rope_tables, xsa
+from golf.run.config import Config
+from golf.model.gpt import GPT, apply_rope, count_parameters, rope_tables, xsa
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,7 +66,7 @@ def test_rope_preserves_norm_and_leaves_tail_dims():
 
 
 def test_q_gain_gets_gradient_and_changes():
-    from golf.optim import build_optimizers
+    from golf.train.optim import build_optimizers
     torch.manual_seed(0)
     cfg = small_cfg()
     m = GPT(cfg)

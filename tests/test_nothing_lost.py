@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from golf.atomic import file_sha256
-from golf.config import Config, ConfigError
+from golf.run.atomic import file_sha256
+from golf.run.config import Config, ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def test_every_bad_size_is_listed_at_once_naming_the_variable(tiny_config):
 def test_cap_not_above_reserve_fails_before_any_file(tiny_config, tmp_path):
     """A 4 s cap under an 8 s GPTQ reserve used to switch the cap off (37 s of training)."""
     cfg = tiny(tiny_config, tmp_path, max_wallclock_seconds=4.0, gptq_reserve_seconds=8.0)
-    from golf.train import train
+    from golf.train.loop import train
     with pytest.raises(ConfigError, match="MAX_WALLCLOCK_SECONDS=4 is not above GPTQ_RESERVE_SECONDS=8"):
         train(cfg)
     assert not (tmp_path / "runs").exists()
@@ -97,7 +97,7 @@ def test_cli_prints_every_problem_in_one_error(tmp_path, embedded_data):
 
 # ----------------------------------------------------------------------------- 2. run dirs
 def test_reused_run_id_is_refused_and_overwrite_starts_fresh(tiny_config, tmp_path):
-    from golf.train import train
+    from golf.train.loop import train
     cfg = tiny(tiny_config, tmp_path, run_id="same", iterations=2, train_log_every=1,
                gptq_calib_batches=0)
     first = train(cfg)
@@ -142,7 +142,7 @@ def straight(tmp_path_factory, embedded_data):
 
 def test_resumed_run_gives_the_uninterrupted_artifact_byte_for_byte(straight):
     from golf.main import quantize_run, shipped_code_bytes
-    from golf.train import train
+    from golf.train.loop import train
     cfg, run, _ = straight
     part = train(cfg.replace(run_id="parted"), stop_after_steps=3)
     assert part.interrupted and (part.run_dir / "checkpoint.pt").is_file()
@@ -174,10 +174,10 @@ def test_submission_dir_is_a_parent_and_keeps_its_other_records(straight, monkey
 def test_pack_replaces_only_its_own_earlier_folder(straight):
     """An earlier pack of the run is replaced atomically; a folder with anything else in it
     (a parent such as submission/, or a record someone added to) is refused before any work."""
-    from golf.submission import PackError, pack_run
+    from golf.submission import PackError, PackRequest, pack_run
     _cfg, run, tmp = straight
     out = tmp / "repack" / run.name
-    quiet = dict(roundtrip=False, log=lambda _m: None)
+    quiet = dict(request=PackRequest(roundtrip=False), log=lambda _m: None)
     pack_run(run, out, **quiet)
     (out / "submission.json").write_text("{}")            # stale: must be replaced
     pack_run(run, out, **quiet)
@@ -198,7 +198,7 @@ def _prep(inputs, tok, out, **kw):
 
 
 def test_prepare_text_non_utf8_names_file_and_line(tmp_path, embedded_data):
-    from golf.errors import PrepareError
+    from golf.run.errors import PrepareError
     tok = embedded_data.tokenizer_path
     txt = tmp_path / "latin.txt"
     txt.write_bytes("line one\nna\xefve line two\n".encode("latin-1"))
@@ -225,7 +225,7 @@ def test_prepare_text_corrupt_gz_is_one_error(tmp_path, embedded_data, repo_root
 
 
 def test_prepare_text_empty_splits_are_errors(tmp_path, embedded_data):
-    from golf.errors import PrepareError
+    from golf.run.errors import PrepareError
     tok = embedded_data.tokenizer_path
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
@@ -242,7 +242,7 @@ def test_prepare_text_empty_splits_are_errors(tmp_path, embedded_data):
 
 
 def test_quant_fisher_is_zero_or_one():
-    from golf.config import Config
+    from golf.run.config import Config
     probs = Config().replace(quant_fisher=2).problems()
     assert len(probs) == 1 and probs[0].startswith("QUANT_FISHER=2")
     assert Config().replace(quant_fisher=0).problems() == []

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from golf.submission.amalgamate import module_closure
 from golf.submission.stats import betainc, student_t_sf, welch_one_sided
 
 REPO = Path(__file__).resolve().parents[1]
+ME = submission.Claim(name="me", github_id="gh", blurb="test")
 
 # A stand-in for golf.main: imports a few real modules of ours (one inside a function, one
 # guarded like main.py's `from golf.submission import ...`) and implements the EVAL_ONLY contract with a
@@ -26,7 +28,7 @@ STANDIN_ENTRY = '''
 import os
 import sys
 
-from golf.config import Config
+from golf.run.config import Config
 
 
 def score(path):
@@ -40,7 +42,7 @@ def score(path):
 
 
 def main():
-    from golf.errors import user_errors
+    from golf.run.errors import user_errors
     try:
         from golf import submission  # must NOT be shipped
         shipped_pack = True
@@ -52,9 +54,9 @@ def main():
             loss, bpb = score(os.environ["ARTIFACT"])
             print(f"final_roundtrip_exact val_loss:{loss:.8f} val_bpb:{bpb:.8f} val_bpb_hex:{bpb.hex()}")
             return 0
-        import golf.config
+        import golf.run.config
         print("standin ok", Config().budget_bytes, "pack_importable:", shipped_pack,
-              "origin:", golf.config.__spec__.origin)
+              "origin:", golf.run.config.__spec__.origin)
     return 0
 '''
 
@@ -124,7 +126,7 @@ def _run_alone(script: bytes, tmp_path: Path, env_extra: dict | None = None) -> 
 def test_closure_follows_function_imports_and_excludes_packer(standin):
     entry, roots = standin
     c = module_closure(entry, roots)
-    assert {"golf", "golf.config", "golf.errors", "quant", "quant.artifact", entry} <= set(c.modules)
+    assert {"golf", "golf.run.config", "golf.run.errors", "quant", "quant.artifact", entry} <= set(c.modules)
     assert not any(n.startswith("golf.submission") for n in c.modules)
     assert "torch" in c.third_party and "os" not in c.third_party
 
@@ -136,7 +138,7 @@ def test_plain_and_compressed_scripts_run_standalone_identically(standin, tmp_pa
     assert len(packed) < len(plain)
     a = _run_alone(plain, tmp_path)
     assert a.returncode == 0, a.stderr
-    assert "standin ok 16000000 pack_importable: False origin: train_gpt.py:golf.config" in a.stdout
+    assert "standin ok 16000000 pack_importable: False origin: train_gpt.py:golf.run.config" in a.stdout
     forms = submission.build_forms(entry, roots)
     assert forms["plain"] == plain and min(forms.values(), key=len) == packed
     for name, script in forms.items():  # every self-extracting codec, not only the shipped one
@@ -178,8 +180,9 @@ def test_pack_run_writes_folder_with_exact_accounting_and_roundtrip(standin, tmp
     entry, roots = standin
     run = _make_run(tmp_path, standin)
     out = tmp_path / "sub"
-    res = submission.pack_run(run, out, name="me", github_id="gh", blurb="test", entry=entry,
-                        src_roots=roots, log=lambda _m: None)
+    res = submission.pack_run(run, out,
+                              submission.PackRequest(claim=ME, entry=entry, src_roots=roots),
+                              log=lambda _m: None)
     names = {p.name for p in out.iterdir()}
     assert names == {"train_gpt.py", "final_model.gkq", "submission.json", "README.md",
                      "train.log", "requirements.txt"}
@@ -204,14 +207,20 @@ def test_over_cap_leaves_nothing_and_keeps_good_folder(standin, tmp_path):
     run = _make_run(tmp_path, standin)
     out = tmp_path / "sub"
     with pytest.raises(OverCapError, match="exceeds the cap"):
-        submission.pack_run(run, out, entry=entry, src_roots=roots, cap=1000, roundtrip=False,
-                      log=lambda _m: None)
+        submission.pack_run(run, out,
+                            submission.PackRequest(roundtrip=False, cap=1000, entry=entry,
+                                                   src_roots=roots),
+                            log=lambda _m: None)
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-    submission.pack_run(run, out, entry=entry, src_roots=roots, roundtrip=False, log=lambda _m: None)
+    submission.pack_run(run, out,
+                        submission.PackRequest(roundtrip=False, entry=entry, src_roots=roots),
+                        log=lambda _m: None)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(OverCapError):
-        submission.pack_run(run, out, entry=entry, src_roots=roots, cap=1000, roundtrip=False,
-                      log=lambda _m: None)
+        submission.pack_run(run, out,
+                            submission.PackRequest(roundtrip=False, cap=1000, entry=entry,
+                                                   src_roots=roots),
+                            log=lambda _m: None)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -223,8 +232,9 @@ def test_tampered_artifact_fails_the_proof(standin, tmp_path):
     blob[-5] ^= 0xFF
     (run / "final_model.gkq").write_bytes(bytes(blob))
     with pytest.raises(RoundTripError, match=r"(?s)final_model\.gkq.*checksum") as err:
-        submission.pack_run(run, tmp_path / "sub", entry=entry, src_roots=roots, compress=False,
-                      log=lambda _m: None)
+        submission.pack_run(run, tmp_path / "sub",
+                            submission.PackRequest(compress=False, entry=entry, src_roots=roots),
+                            log=lambda _m: None)
     assert str(err.value).startswith(str(run / "final_model.gkq"))
     assert not (tmp_path / "sub").exists()
 
@@ -235,9 +245,10 @@ def test_wrong_expected_bpb_fails_the_proof(standin, tmp_path):
     ev = json.loads((run / "eval.json").read_text())
     ev["post"]["val_bpb"] = float.fromhex(ev["post"]["val_bpb"].hex()) + 2 ** -40  # a tiny, non-bit-equal change
     (run / "eval.json").write_text(json.dumps(ev))
-    with pytest.raises(RoundTripError, match="!= run's post-quant val_bpb"):
-        submission.pack_run(run, tmp_path / "sub", entry=entry, src_roots=roots, compress=False,
-                      log=lambda _m: None)
+    with pytest.raises(RoundTripError, match="!= the run's scored val_bpb"):
+        submission.pack_run(run, tmp_path / "sub",
+                            submission.PackRequest(compress=False, entry=entry, src_roots=roots),
+                            log=lambda _m: None)
 
 
 def _welch(losses, base_mean, base_std, base_n, margin=0.005):
@@ -261,9 +272,11 @@ def test_multi_seed_record_report(standin, tmp_path, margin_over, passes):
     bpbs_in = [json.loads((r / "eval.json").read_text())["post"]["val_bpb"] for r in runs]
     mean = sum(losses) / 3
     base = {"mean": mean + margin_over, "std": 0.0005, "n": 3}
-    res = submission.pack_run(runs[0], tmp_path / "sub", extra_runs=runs[1:], name="me", github_id="gh",
-                        blurb="b", entry=entry, src_roots=roots, roundtrip=False, record=True,
-                        baseline=base, log=lambda _m: None)
+    res = submission.pack_run(runs[0], tmp_path / "sub",
+                              submission.PackRequest(claim=replace(ME, blurb="b", baseline=base),
+                                                     extra_runs=runs[1:], roundtrip=False,
+                                                     record=True, entry=entry, src_roots=roots),
+                              log=lambda _m: None)
     sub = res.submission
     assert sub["seeds"] == [1, 2, 3] and sub["val_bpb_std"] > 0
     assert [sub["seed_results"][str(s)]["val_bpb"] for s in (1, 2, 3)] == bpbs_in
@@ -292,8 +305,10 @@ def test_pack_run_runs_every_registered_check_in_order(standin, tmp_path, monkey
         return [checks.Check("extra rule", "FAIL", "made up for the test")]
 
     monkeypatch.setattr(checks, "CHECKS", checks.CHECKS + (extra,))
-    res = submission.pack_run(run, tmp_path / "sub", name="me", github_id="gh", blurb="b",
-                              entry=entry, src_roots=roots, roundtrip=False, log=lambda _m: None)
+    res = submission.pack_run(run, tmp_path / "sub",
+                              submission.PackRequest(claim=replace(ME, blurb="b"),
+                                                     roundtrip=False, entry=entry, src_roots=roots),
+                              log=lambda _m: None)
     assert seen == [([1337], res.budget.total, None)]
     names = [c.name for c in res.checks]
     assert names[0] == "size cap" and names[-1] == "extra rule" and "round trip" in names
@@ -330,13 +345,15 @@ def test_welch_one_sided_direction_and_margin():
 def test_real_eval_only_roundtrip(tmp_path, request):
     """golf.main's EVAL_ONLY on a tiny real artifact (runs once the pipeline modules exist)."""
     module_closure("golf.main")  # a PackError here is our bug, not a missing resource
-    from golf.evaluate import run_eval
+    from golf.eval.score import EvalRequest, run_eval
     tiny_config = request.getfixturevalue("tiny_config")
     cfg = tiny_config.replace(max_eval_tokens=4096)
     run = tmp_path / "run"
     untrained_run(run, cfg)
-    run_eval(run_dir=run, device="cpu", log=None)
+    run_eval(run, EvalRequest(device="cpu"), log=None)
     (run / "train.log").write_text("test\n")
-    res = submission.pack_run(run, tmp_path / "sub", name="t", github_id="t", blurb="t",
-                        compress=False, log=lambda _m: None)
+    res = submission.pack_run(run, tmp_path / "sub",
+                              submission.PackRequest(claim=submission.Claim("t", "t", "t"),
+                                                     compress=False),
+                              log=lambda _m: None)
     assert res.roundtrip is not None and res.roundtrip.exact

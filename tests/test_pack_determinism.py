@@ -38,8 +38,8 @@ def test_shipped_closure_leaves_out_what_a_submission_never_runs():
     from golf import submission
     from golf.submission.amalgamate import module_closure
     names = set(module_closure(submission.ENTRY).modules)
-    assert {"golf.main", "golf.train", "golf.model", "quant.core"} <= names
-    assert not names & {"golf.ttt", "golf.submission", "golf.interop", "golf.data.prepare"}
+    assert {"golf.main", "golf.train.loop", "golf.model.gpt", "quant.core"} <= names
+    assert not names & {"golf.eval.ttt", "golf.submission", "golf.interop", "golf.data.prepare"}
     # the packer and every data source, whole: listed by file here, not by the packer's own rule
     sources = {f"golf.data.sources.{p.stem}" for p in (REPO / "golf" / "data" / "sources").glob("*.py")}
     assert {"golf.data.sources.embedded", "golf.data.sources.fineweb"} <= sources
@@ -48,16 +48,17 @@ def test_shipped_closure_leaves_out_what_a_submission_never_runs():
 
 
 def test_packed_script_refuses_ttt_it_does_not_carry(monkeypatch):
-    """Without golf.ttt (as in the packed file), TTT=... is one clear error, and unset it is off."""
-    import sys
+    """A packed script stating it carries no TTT (golf.PACKED_PARTS): no TTT settings, and
+    TTT=... is one clear line naming the variable, before any work."""
+    import golf
     from golf import main
-    import pytest
-    monkeypatch.setitem(sys.modules, "golf.ttt", None)   # import now raises ImportError
+    monkeypatch.setattr(golf, "PACKED_PARTS", ())
     monkeypatch.delenv("TTT", raising=False)
-    assert main.ttt_settings() is None
+    assert main.ttt_settings() is None and main.tilt_settings() is None
+    assert not any("TTT" in p for p in main.env_problems())
     monkeypatch.setenv("TTT", "chunk")
-    with pytest.raises(ValueError, match="carries no test-time training"):
-        main.ttt_settings()
+    assert any(p.startswith("TTT=chunk: this packed train_gpt.py does not carry golf.eval.ttt")
+               for p in main.env_problems())
 
 
 def test_shipped_sources_are_the_same_program_without_docstrings():

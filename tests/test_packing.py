@@ -3,6 +3,7 @@ the model, against computations written out from the spec on tiny streams."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import randomize
-from golf.config import Config
+from golf.run.config import Config
 from golf.data.packing import DocumentPackingLoader
 from golf.data.shards import write_shard
-from golf.layers import banded_doc_attention, segment_ids, segment_mask
-from golf.model import GPT
+from golf.model.layers import banded_doc_attention, segment_ids, segment_mask
+from golf.model.gpt import GPT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 BOS = 1
@@ -115,7 +116,7 @@ def test_doc_packing_needs_doc_attention():
 
 
 def test_training_on_packed_rows(tiny_config, tmp_path):
-    from golf.train import train
+    from golf.train.loop import train
     cfg = tiny_config.replace(runs_dir=str(tmp_path), run_id="packed", doc_attention=True,
                               doc_packing=True, iterations=4, gptq_calib_batches=1,
                               max_eval_tokens=2048)
@@ -129,16 +130,15 @@ def test_round_trip_eval_scores_a_doc_attention_model_as_eval_json(embedded_data
     (they differed by 1e-4 on cpu_frontier, so every CPU-default submission failed its round
     trip), and whole-row windows give another number."""
     from conftest import tiny_pipeline_config, untrained_run
-    from golf.evaluate import evaluate_source, run_eval
+    from golf.eval.score import EvalRequest, evaluate_source, run_eval
     cfg = tiny_pipeline_config(embedded_data, doc_attention=True, max_eval_tokens=1500)
     run = tmp_path / "run"
     untrained_run(run, cfg)
-    rep = run_eval(run_dir=run, mode="chunked", max_tokens=1500, log=None, device="cpu",
-                   out=tmp_path / "eval.json")
-    args = dict(seq_len=64, stride=0, max_tokens=1500, device="cpu", rank=0, world_size=1)
-    from golf import rundir as rd
-    assert evaluate_source(run / rd.ARTIFACT, str(embedded_data.dataset_dir),
-                           str(embedded_data.tokenizer_path), **args).val_bpb == rep["post"]["val_bpb"]
-    rows = run_eval(run_dir=run, mode="chunked", max_tokens=1500, log=None, device="cpu",
-                    out=tmp_path / "rows.json", doc_windows=False)
+    asked = EvalRequest(mode="chunked", max_tokens=1500, device="cpu")
+    rep = run_eval(run, asked, out=tmp_path / "eval.json", log=None)
+    from golf.run import rundir as rd
+    alone = EvalRequest(data=str(embedded_data.dataset_dir), tokenizer=str(embedded_data.tokenizer_path),
+                        seq_len=64, stride=0, max_tokens=1500, device="cpu")
+    assert evaluate_source(run / rd.ARTIFACT, alone).val_bpb == rep["post"]["val_bpb"]
+    rows = run_eval(run, replace(asked, doc_windows=False), out=tmp_path / "rows.json", log=None)
     assert rows["post"]["val_bpb"] != rep["post"]["val_bpb"]

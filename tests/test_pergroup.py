@@ -123,19 +123,20 @@ def test_record_method_without_lrzip_stops_instead_of_falling_back(monkeypatch, 
             quant.quantize_model(sd, method=method, policy=quant.QuantPolicy(small_numel=100))
 
 
-def test_framed_coders_stay_out_of_the_packed_script():
-    """The records' lrzip container and the opt-in context rANS cost a submission code bytes
-    and its artifacts use neither: quant.codec imports them only where it uses them."""
+def test_the_records_container_stays_out_of_the_packed_script():
+    """The records' lrzip container costs a submission code bytes and its artifacts never use
+    it: quant.codec imports it only where it uses it. The context rANS, a default coder whose
+    frames the packed script must decode, ships (without pulling the container in)."""
     from golf.submission.amalgamate import module_closure
     mods = module_closure("golf.main").modules
-    assert "quant.codec" in mods and "quant.artifact" in mods
-    assert "quant.pergroup" not in mods and "quant.ctxrans" not in mods
+    assert "quant.codec" in mods and "quant.artifact" in mods and "quant.ctxrans" in mods
+    assert "quant.pergroup" not in mods
 
 
 def test_a_record_method_without_lrzip_is_refused_before_training(monkeypatch, tmp_path):
     """The main job's preflight names the install for QUANT_METHOD=record_1855 / record_2135,
     so the baseline does not stop after training; other methods need nothing."""
-    from golf.config import Config
+    from golf.run.config import Config
     from golf.main import env_problems
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("GOLF_COMPRESS_THREADS", raising=False)

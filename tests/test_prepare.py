@@ -17,7 +17,7 @@ from golf.data.shards import find_shards, read_shard
 from golf.data.sources.splits import is_val_doc
 from golf.data.sources.text import prepare_text
 from golf.data.sources.tokenizer_train import train_tokenizer
-from golf.errors import PrepareError
+from golf.run.errors import PrepareError
 
 
 def _hashes(root):
@@ -496,6 +496,10 @@ def test_a_data_source_is_one_file_found_by_the_dispatcher(tmp_path, monkeypatch
     monkeypatch.setattr(sources, "__path__", [*sources.__path__, str(pkg)])
     monkeypatch.delitem(sys.modules, "golf.data.sources.toy", raising=False)
     try:
+        with pytest.raises(SystemExit) as help_exit:   # the CLI's --help lists the new source
+            prepare.main(["--help"])
+        assert help_exit.value.code == 0 and "{embedded,fineweb,proxy,text,tokenizer,toy}" \
+            in capsys.readouterr().out
         assert prepare.main(["toy", "--n", "3"]) == 0
     finally:
         sys.modules.pop("golf.data.sources.toy", None)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import quant
 from golf.data.shards import HEADER_INTS, MAGIC, VERSION, read_shard, write_shard
-from golf.evaluate import window_plan
+from golf.eval.score import window_plan
 from quant import rans
 from quant.fitter import N_OPTIONS, Curve, fit_budget
 from quant.errors import BudgetError
@@ -27,7 +27,7 @@ FEW = settings(max_examples=30, deadline=None, suppress_health_check=[HealthChec
 @pytest.fixture(scope="module")
 def sp_lut(official_tokenizer):
     import sentencepiece as spm
-    from golf.bpb import build_byte_lut
+    from golf.eval.bpb import build_byte_lut
     sp = spm.SentencePieceProcessor(model_file=str(official_tokenizer))
     return sp, build_byte_lut(sp, 1024)
 
@@ -42,7 +42,7 @@ def test_lut_bytes_equal_decoded_bytes_of_random_documents(sp_lut, docs):
     """For documents separated by BOS, the LUT's bytes (numpy and torch) equal the UTF-8 length
     of each document's decoded text. Each document may start mid-text (at a non-byte piece), so a
     leading "▁" right after BOS, whose space decoding drops, is exercised too."""
-    from golf.bpb import target_bytes
+    from golf.eval.bpb import target_bytes
     sp, lut = sp_lut
     stream, want = [], 0
     for text, cut in docs:

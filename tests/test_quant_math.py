@@ -12,7 +12,7 @@ from torch import nn
 
 import quant
 from quant.baseline import baseline_int8_state
-from quant.gptq import gptq_quantize
+from quant.gptq import GptqSolve, gptq_quantize
 from quant.scalar import clip_step, dequantize, hessian_error, qmax_for, round_scale, rtn_codes
 
 
@@ -71,7 +71,8 @@ def test_gptq_beats_rtn_in_hessian_norm(seed):
         qmax = qmax_for(bits)
         step = round_scale(clip_step(w, bits, "std", k))
         e_rtn = hessian_error(w, dequantize(rtn_codes(w, step, qmax), step), h)
-        e_gptq = hessian_error(w, dequantize(gptq_quantize(w, h, step, qmax, block_size=32), step), h)
+        codes = gptq_quantize(w, h, step, qmax, GptqSolve(block_size=32))
+        e_gptq = hessian_error(w, dequantize(codes, step), h)
         assert e_gptq < e_rtn, (bits, e_gptq, e_rtn)
 
 
@@ -93,8 +94,8 @@ def test_gptq_raises_damping_instead_of_failing_on_singular_hessian():
     h = (x.T @ x).double()
     h = h - 2 * torch.eye(32, dtype=torch.float64) * float(torch.diagonal(h).mean())  # indefinite
     logs = []
-    codes = gptq_quantize(w, h, round_scale(clip_step(w, 6, "std", 12.0)), 31, log=logs.append,
-                          name="t")
+    codes = gptq_quantize(w, h, round_scale(clip_step(w, 6, "std", 12.0)), 31,
+                          GptqSolve(log=logs.append, name="t"))
     assert codes.shape == w.shape and any("damping raised" in m for m in logs)
 
 

@@ -10,10 +10,10 @@ import pytest
 
 import quant
 from conftest import needs_lrzip
-from quant.gptq import gptq_quantize
+from quant.gptq import GptqSolve, gptq_quantize
 from quant.records import PERCENTILES
-from golf.config import Config
-from golf.rules import R29_CODE_BYTES, R29_PARAMS, RECORD_BITS_PER_PARAM, scaled_cap_bytes
+from golf.run.config import Config
+from golf.run.rules import R29_CODE_BYTES, R29_PARAMS, RECORD_BITS_PER_PARAM, scaled_cap_bytes
 
 POLICY = quant.QuantPolicy(small_numel=1000)
 
@@ -85,7 +85,7 @@ def test_record_1060_grids_and_percentile_sweep(quantized):
     mses = {}
     for p in PERCENTILES:
         step = (torch.quantile(w.abs(), p, dim=1) / 31).to(torch.float16).float()
-        codes = gptq_quantize(w, hs[name], step, 31, damp=0.02)
+        codes = gptq_quantize(w, hs[name], step, 31, GptqSolve(damp=0.02))
         mses[p] = float(((w - codes.float() * step[:, None]) ** 2).sum())
     best = min(mses, key=mses.get)
     best_step = (torch.quantile(w.abs(), best, dim=1) / 31).to(torch.float16).numpy()
@@ -159,7 +159,7 @@ def test_record_bits_offset_moves_every_class_and_keeps_the_sdclip_rule():
 
 
 def test_scaled_cap_rule_gives_the_record_bits_per_param():
-    from golf.model import GPT
+    from golf.model.gpt import GPT
     assert RECORD_BITS_PER_PARAM == pytest.approx((16_000_000 - 96_398) * 8 / 27_038_812)
     assert 4.70 < RECORD_BITS_PER_PARAM < 4.71
     assert sum(p.numel() for p in GPT(Config.from_preset("r29")).parameters()) == R29_PARAMS

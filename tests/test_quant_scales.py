@@ -215,7 +215,7 @@ def test_version4_artifact_loads_and_fp16_scales_reproduce_it():
 def test_unknown_scale_format_is_one_readable_error():
     with pytest.raises(quant.QuantError, match="QUANT_SCALES"):
         quant.quantize_model(_sd(), method="rtn", scales="bf16")
-    from golf.config import QUANT_SCALES, Config
+    from golf.run.config import QUANT_SCALES, Config
     assert QUANT_SCALES == quant.scalar.SCALE_FORMATS
     probs = Config().replace(quant_scales="log2").problems()
     assert len(probs) == 1 and probs[0].startswith("QUANT_SCALES='log2'")

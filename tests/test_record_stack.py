@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from conftest import randomize
-from golf import config as config_mod
-from golf.config import PRESETS, R29_ROPE_BASE, Config
-from golf.errors import ConfigError
-from golf.model import (GPT, Attention, ModelConfig, SmearGate, apply_rope, bigram_hash,
+from golf.run import config as config_mod
+from golf.run.config import PRESETS, R29_ROPE_BASE, Config
+from golf.run.errors import ConfigError
+from golf.model.gpt import (GPT, Attention, ModelConfig, SmearGate, apply_rope, bigram_hash,
                         count_parameters, quant_roles, rope_base_for, rope_tables)
-from golf.optim import build_optimizers, split_params
+from golf.train.optim import build_optimizers, split_params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -413,9 +413,9 @@ def test_unknown_preset_and_optim_groups_are_one_line_errors():
 def test_model_dict_covers_every_field_the_model_reads():
     fields = {f.name for f in dataclasses.fields(Config)}
     assert set(Config().model_dict()) == {f.name for f in dataclasses.fields(ModelConfig)}
-    src = (REPO / "golf" / "model.py").read_text()
+    src = (REPO / "golf" / "model" / "gpt.py").read_text()
     read = set(re.findall(r"\bcfg\.(\w+)", src))
-    # properties and methods of Config that model.py calls read fields in turn
+    # properties and methods of Config that gpt.py calls read fields in turn
     for name in list(read):
         member = getattr(Config, name, None)
         fn = member.fget if isinstance(member, property) else member
@@ -451,7 +451,7 @@ def test_all_features_quantize_and_load_back(tmp_path):
     batches = [torch.randint(0, cfg.vocab_size, (2, 16), generator=g) for _ in range(3)]
     hs = quant.collect_hessians(model, batches)
     assert set(hs) == set(mods)
-    policy = quant.QuantPolicy(small_numel=256, compressors=("zstd",), **quant_roles(model))  # golf.model's roles
+    policy = quant.QuantPolicy(small_numel=256, compressors=("zstd",), **quant_roles(model))  # golf.model.gpt's roles
     q = quant.quantize_model(model, hessians=hs, method="gptq", meta={"config": cfg.to_dict()},
                              policy=policy)
     by = {t.name: t for t in q.tensors}

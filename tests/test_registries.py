@@ -7,8 +7,8 @@ import zlib
 import pytest
 
 import golf.main as gm
-from golf import settings
-from golf.config import Config
+from golf.run import settings
+from golf.run.config import Config
 from golf.submission.amalgamate import pip_name
 from quant import artifact, codec, methods
 from quant.bounded import zlib_d
@@ -84,15 +84,15 @@ def test_a_registered_codec_is_tried_priced_required_and_versioned(monkeypatch, 
 
 def test_the_codec_table_gives_todays_defaults():
     """The table reproduces what the scattered lists said (artifact bytes depend on them)."""
-    assert QuantPolicy().compressors == ("zstd", "brotli", "lzma", "zlib", "rans")
+    assert QuantPolicy().compressors == ("zstd", "brotli", "lzma", "zlib", "rans", "ctxrans")
     assert artifact.FORMAT_VERSION == 5 and artifact.SUPPORTED_VERSIONS == (1, 2, 3, 4, 5)
     assert codec.codec_ratio(("lzma", "zlib")) == 1.07 and codec.codec_ratio(("pergroup_v1",)) == 1.2
     assert pip_name("zstandard") == "zstandard" and pip_name("yaml") == "pyyaml"
 
 
 # ----------------------------------------------------------------------------- parameter roles
-# The rules as they stood before the roles were declared in golf/model.py, written out here
-# independently: golf/optim.py's records grouping and quant/policy.py's classes and fp32 names.
+# The rules as they stood before the roles were declared in golf/model/gpt.py, written out here
+# independently: golf/train/optim.py's records grouping and quant/policy.py's classes and fp32 names.
 OLD_CONTROL = ("attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes",
                "q_gain", "skip_weight", "skip_weights", "smear", "bigram.scale", "ve_shared.scale",
                "ve_layer_scales", "xsa_gate", "skip_gates", "parallel_post_lambdas",
@@ -119,8 +119,8 @@ def _old_class(name: str, t, small_numel: int) -> str:
 @pytest.mark.parametrize("preset", ["cpu", "r29", "cpu_frontier"])
 def test_parameter_roles_keep_the_groups_and_classes(preset):
     import torch
-    from golf.model import GPT, quant_roles
-    from golf.optim import split_params
+    from golf.model.gpt import GPT, quant_roles
+    from golf.train.optim import split_params
     from quant.policy import classify, is_control
     cfg = Config.from_preset(preset)
     with torch.device("meta"):  # shapes and names only: no weights to initialise
@@ -142,6 +142,50 @@ def test_parameter_roles_keep_the_groups_and_classes(preset):
 def test_the_optimizer_no_longer_speaks_the_quantizers_vocabulary():
     import ast
     from pathlib import Path
-    tree = ast.parse(Path(__file__).resolve().parents[1].joinpath("golf/optim.py").read_text())
+    tree = ast.parse(Path(__file__).resolve().parents[1].joinpath("golf/train/optim.py").read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not {m for m in imported if m and m.split(".")[0] == "quant"}
+
+
+def test_a_new_parameter_is_routed_by_its_declared_role(monkeypatch):
+    """A parameter golf/model/gpt.py gives a role is grouped by the optimizer and classed by the
+    quantizer by that role: a new lookup table is an embedding everywhere, and a name added to
+    CONTROL_PARAMS turns a 2-D block tensor from a Muon matrix into an fp32 control tensor."""
+    import torch
+    from golf.model import gpt as gmodel
+    from golf.train.optim import split_params
+    from quant.policy import classify, is_control
+    cfg = Config.from_preset("cpu")
+    with torch.device("meta"):
+        model = gmodel.GPT(cfg)
+        model.blocks[0].toy_mix = torch.nn.Parameter(torch.empty(512, 256))   # > small_numel
+        model.toy_table = torch.nn.Embedding(cfg.vocab_size, 128)
+
+    def routes(name: str, p) -> tuple[str, str, str, bool]:
+        muon, emb, _scalar = split_params(model)
+        group = "muon" if any(p is q for q in muon) else "emb" if any(p is q for q in emb) else "scalar"
+        policy = QuantPolicy(**gmodel.quant_roles(model))
+        cls = classify(name, p.numel(), p.ndim, p.is_floating_point(), policy)
+        return gmodel.param_roles(model)[name], group, cls, is_control(name, policy.control_patterns)
+
+    table = model.toy_table.weight
+    assert routes("toy_table.weight", table) == ("embedding", "emb", "embedding", False)
+    mix = model.blocks[0].toy_mix
+    assert routes("blocks.0.toy_mix", mix) == ("matrix", "muon", "other", False)
+    monkeypatch.setattr(gmodel, "CONTROL_PARAMS", (*gmodel.CONTROL_PARAMS, "toy_mix"))
+    assert routes("blocks.0.toy_mix", mix) == ("control", "scalar", "other", True)
+
+
+def test_interop_keeps_no_role_rules_of_its_own():
+    """golf/interop.py's name tables say which tensors a record's checkpoint holds and what each
+    shape tells; the imported run's tensors get their roles from golf.model.gpt like any run's (the
+    run directory holds the weights only), so interop declares no role vocabulary."""
+    import ast
+    from pathlib import Path
+    tree = ast.parse(Path(__file__).resolve().parents[1].joinpath("golf/interop.py").read_text())
+    assigned = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+                if isinstance(t, ast.Name)}
+    assert {"GLOBAL_PARAMS", "BLOCK_PARAMS"} <= assigned          # the walk sees its tables
+    assert not {a for a in assigned if any(w in a for w in ("CONTROL", "ROLE", "EMBEDDING"))}
+    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert not used & {"is_control", "classify", "param_role", "split_params"}

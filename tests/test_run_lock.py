@@ -1,4 +1,4 @@
-"""One writer per run directory (golf.rundir rule 8): an OS lock on RUN/.lock held for a
+"""One writer per run directory (golf.run.rundir rule 8): an OS lock on RUN/.lock held for a
 command's life; a second writer is refused with one line naming the holder; the lock dies
 with its process."""
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from golf import rundir as rd
-from golf.errors import RunLockError
+from golf.run import rundir as rd
+from golf.run.errors import RunLockError
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""The run-directory rules of golf/rundir.py (issue 13, nothing lost): resume under the run's own
+"""The run-directory rules of golf/run/rundir.py (issue 13, nothing lost): resume under the run's own
 config, trained runs fork instead of being trained into, the artifact/eval pair replaced only
 whole, I/O failures as one message with the work kept, absolute paths, pack's budget and its
 one artifact check. Each test reproduces the action that used to lose work."""
@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from bench.faults import failing_replace, sigterm_after_first_step, tiny_env, unwritable
-from golf import rundir as rd
-from golf.atomic import file_sha256
-from golf.config import Config, ConfigError
-from golf.rules import CAP_BYTES
+from golf.run import rundir as rd
+from golf.run.atomic import file_sha256
+from golf.run.config import Config, ConfigError
+from golf.run.rules import CAP_BYTES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def test_run_records_absolute_paths_and_the_users_spelling(finished, embedded_da
 # ----------------------------------------------------------------------------- rule 2: resume
 def test_resume_refuses_changed_run_fields_and_takes_the_legit_ones(tiny_config, tmp_path):
     from golf.main import config_from_env
-    from golf.train import train
+    from golf.train.loop import train
     cfg = tiny_config.replace(**{**SMALL, "iterations": 4, "gptq_calib_batches": 0},
                               runs_dir=str(tmp_path), run_id="r")
     part = train(cfg, stop_after_steps=2)
@@ -155,7 +155,7 @@ def test_a_checkpoint_moved_out_of_its_run_folder_resumes_as_its_own_run(finishe
 
 # ----------------------------------------------------------------------------- rule 3: trained runs
 def test_trained_run_is_never_trained_into_and_forks_to_a_new_folder(finished, embedded_data):
-    from golf.train import train
+    from golf.train.loop import train
     cfg, run, _ = finished
     cfg = _abs(cfg, embedded_data)
     before = _snapshot(run)
@@ -174,7 +174,7 @@ def test_trained_run_is_never_trained_into_and_forks_to_a_new_folder(finished, e
 
 # ----------------------------------------------------------------------------- rule 4: the pair
 def test_quant_only_keeps_the_pair_whole_through_a_fault(finished, monkeypatch):
-    import golf.evaluate
+    import golf.eval.score
     from golf.main import quant_only
     _cfg, run, _ = finished
     monkeypatch.setenv("PACK", "0")
@@ -184,7 +184,7 @@ def test_quant_only_keeps_the_pair_whole_through_a_fault(finished, monkeypatch):
     def broken(*_a, **_k):                                         # after the artifact is staged
         raise RuntimeError("injected fault between the artifact and eval.json")
     with monkeypatch.context() as m:
-        m.setattr(golf.evaluate, "run_eval", broken)
+        m.setattr(golf.eval.score, "run_eval", broken)
         with pytest.raises(RuntimeError, match="injected"):
             quant_only(str(run))
     assert (rd.staging_dir(run) / rd.ARTIFACT).is_file()           # the new one got that far
@@ -242,12 +242,12 @@ def test_full_disk_after_training_keeps_a_resumable_checkpoint(embedded_data, tm
 
 
 def test_unwritable_runs_dir_and_pack_out_are_one_message_each(finished, embedded_data, tmp_path):
-    from golf.submission import PackError, pack_run
-    from golf.train import train
+    from golf.submission import PackError, PackRequest, pack_run
+    from golf.train.loop import train
     cfg, run, _ = finished
     ro = tmp_path / "ro"
     ro.mkdir()
-    quiet = dict(roundtrip=False, log=lambda _m: None)
+    quiet = dict(request=PackRequest(roundtrip=False), log=lambda _m: None)
     if os.geteuid() != 0:
         ro.chmod(0o555)
         guard = None

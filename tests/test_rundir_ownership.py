@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from golf.config import Config, ConfigError
+from golf.run.config import Config, ConfigError
 
 from golf.submission.assemble import _is_earlier_pack, _swap_in, check_out_dir
-from golf.rundir import RUN_FILES, check_run_dir, run_dir_problem, start_run_dir
-from golf.errors import PackError
+from golf.run.rundir import RUN_FILES, check_run_dir, run_dir_problem, start_run_dir
+from golf.run.errors import PackError
 
 CFG = Config()
 
@@ -167,7 +167,7 @@ def test_rundir_unwritable_names_the_nearest_existing_folder_and_why(tmp_path, m
     """A RUNS_DIR that cannot be written is refused naming the folder that exists (the run
     folder itself may not yet) and the cause: permission, or a read-only file system."""
     import os
-    from golf.rundir import unwritable_reason
+    from golf.run.rundir import unwritable_reason
     ro = tmp_path / "runs"
     ro.mkdir()
     _read_only(monkeypatch, ro)
@@ -185,8 +185,8 @@ def test_rundir_unwritable_names_the_nearest_existing_folder_and_why(tmp_path, m
 
 def test_rundir_full_disk_at_start_is_one_error_saying_nothing_was_written(tmp_path, monkeypatch):
     import errno
-    import golf.rundir as rd
-    from golf.errors import RunIOError
+    import golf.run.rundir as rd
+    from golf.run.errors import RunIOError
     run = tmp_path / "r6"
 
     def full(path, obj):
@@ -243,7 +243,7 @@ def test_pack_files_are_written_as_given_text_as_utf8(tmp_path):
 def test_rundir_overwrite_empties_previous_pairs_but_keeps_what_else_is_there(tmp_path):
     """OVERWRITE=1 removes the earlier pairs in previous/<n>/ (any subset of the pair files) and
     the folders they leave empty; a folder holding anything else stays, and so does previous/."""
-    from golf.rundir import PAIR_FILES, PREVIOUS
+    from golf.run.rundir import PAIR_FILES, PREVIOUS
     run = tmp_path / "r5"
     for sub, names in (("1", PAIR_FILES), ("2", PAIR_FILES[:2]), ("3", PAIR_FILES[1:] + ("mine.txt",))):
         (run / PREVIOUS / sub).mkdir(parents=True)
@@ -263,7 +263,7 @@ def test_rundir_overwrite_empties_previous_pairs_but_keeps_what_else_is_there(tm
 
 
 def test_trained_means_ema_pt_is_a_file(tmp_path):
-    from golf.rundir import EMA, is_trained
+    from golf.run.rundir import EMA, is_trained
     assert not is_trained(tmp_path)
     (tmp_path / EMA).mkdir()
     assert not is_trained(tmp_path)
@@ -273,7 +273,7 @@ def test_trained_means_ema_pt_is_a_file(tmp_path):
 
 
 def _stage(run, eval_artifact=None, extra=("quant_report.json",)):
-    from golf.rundir import ARTIFACT, EVAL, clear_staging
+    from golf.run.rundir import ARTIFACT, EVAL, clear_staging
     st = clear_staging(run)
     (st / ARTIFACT).write_bytes(b"new-artifact")
     (st / EVAL).write_text(json.dumps({"artifact": eval_artifact or ARTIFACT, "bpb": 1}))
@@ -283,7 +283,7 @@ def _stage(run, eval_artifact=None, extra=("quant_report.json",)):
 
 
 def test_staging_starts_empty_and_a_leftover_attempt_is_cleared(tmp_path):
-    from golf.rundir import STAGING, clear_staging
+    from golf.run.rundir import STAGING, clear_staging
     run = tmp_path / "not" / "yet"
     st = clear_staging(run)                           # the run folder does not exist yet
     assert st == run / STAGING and st.is_dir() and not any(st.iterdir())
@@ -296,7 +296,7 @@ def test_publish_pair_moves_the_pair_in_and_the_old_pair_to_previous(tmp_path):
     """Rule 4: the staged pair moves in whole; the earlier pair (the pair files that exist)
     goes to previous/<n>/, n one more than the largest number there; eval.json is moved byte for
     byte (it names its artifact by the bare file name beside it); other files stay."""
-    from golf.rundir import ARTIFACT, EVAL, PREVIOUS, STAGING, publish_pair
+    from golf.run.rundir import ARTIFACT, EVAL, PREVIOUS, STAGING, publish_pair
     run = tmp_path / "run"
     logs: list[str] = []
     _stage(run)
@@ -331,7 +331,7 @@ def test_publish_pair_moves_the_pair_in_and_the_old_pair_to_previous(tmp_path):
 
 
 def test_publish_pair_refuses_an_incomplete_stage_and_moves_nothing(tmp_path):
-    from golf.rundir import ARTIFACT, EVAL, publish_pair
+    from golf.run.rundir import ARTIFACT, EVAL, publish_pair
     run = tmp_path / "run"
     st = _stage(run)
     (st / EVAL).unlink()
@@ -347,7 +347,7 @@ def test_publish_pair_refuses_an_incomplete_stage_and_moves_nothing(tmp_path):
 def test_an_eval_report_names_an_artifact_beside_it_by_file_name(tmp_path):
     """The reference survives the pair's move (staging -> run folder -> previous/<n>/); an
     artifact elsewhere keeps the path given, and both resolve back to the file."""
-    from golf.rundir import artifact_ref, resolve_artifact_ref
+    from golf.run.rundir import artifact_ref, resolve_artifact_ref
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     art = tmp_path / "a" / "final_model.gkq"

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from golf.config import Config
-from golf.seq_schedule import SeqSchedule, Stage, parse_seq_schedule, stage_at
-from golf.train import Trainer
+from golf.run.config import Config
+from golf.train.seq_schedule import SeqSchedule, Stage, parse_seq_schedule, stage_at
+from golf.train.loop import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RECORD = "1024@0.100,2048@0.700,3072@1.000"
@@ -75,7 +75,7 @@ def test_schedule_settings_are_checked():
 def test_training_follows_the_schedule_and_rewarms(tiny_config, tmp_path, packing):
     """4 steps, 32 until half-way then 64 (TRAIN_SEQ_LEN): the change at step index 3 logs and
     that step's LR factor is 1/2 (SEQ_CHANGE_WARMUP_STEPS=2; WARMDOWN_ITERS=0 keeps the rest 1)."""
-    from golf.train import train
+    from golf.train.loop import train
     cfg = tiny_config.replace(runs_dir=str(tmp_path), run_id="sched", iterations=4, warmdown_iters=0,
                               train_seq_schedule="32@0.5,64@1.0", seq_change_warmup_steps=2,
                               doc_attention=packing, doc_packing=packing, train_log_every=1,

@@ -1,4 +1,4 @@
-"""The settings table (golf/settings.py): one parser, one rule per variable, refused before work.
+"""The settings table (golf/run/settings.py): one parser, one rule per variable, refused before work.
 
 Each test feeds the product the inputs a user types (environment variables, argv) and checks
 what it does with them: refuses with one line naming the variable, suggests the name meant,
@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import golf.main as gm
-import golf.ttt  # noqa: F401  (registers the TTT_* settings, as golf.main does before a check)
-from golf import settings
-from golf.config import Config, preset_columns
-from golf.errors import TrainError
+import golf.eval.ttt  # noqa: F401  (registers the TTT_* settings, as golf.main does before a check)
+from golf.run import settings
+from golf.run.config import Config, preset_columns
+from golf.run.errors import TrainError
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(iterations=6, grad_accum_steps=1, max_eval_tokens=4096, gptq_calib_batches=0,
@@ -77,7 +77,7 @@ def test_config_json_round_trip_is_unchanged(tmp_path):
     """The metadata lives on the fields: config.json keeps its keys, an older one still loads."""
     cfg = Config.from_preset("cpu")
     path = tmp_path / "config.json"
-    path.write_text(cfg.to_json())
+    path.write_text(json.dumps(cfg.to_dict()))
     assert Config.load(path) == cfg
     old = {k: v for k, v in cfg.to_dict().items() if k not in ("quant_scales", "checkpoint_every")}
     path.write_text(json.dumps({**old, "a_field_from_the_future": 1}))
@@ -167,9 +167,9 @@ def test_an_unknown_argument_is_exit_2_with_one_line(argv, monkeypatch, capsys):
 
 
 def test_docs_settings_md_is_the_generated_table():
-    from golf.settings_doc import markdown
+    from golf.run.settings_doc import markdown
     assert (REPO / "docs" / "settings.md").read_text() == markdown(), \
-        "docs/settings.md is stale: python -m golf.settings_doc > docs/settings.md"
+        "docs/settings.md is stale: python -m golf.run.settings_doc > docs/settings.md"
 
 
 # ----------------------------------------------------------------------------- every read declared
@@ -200,7 +200,7 @@ def test_every_variable_the_code_reads_is_declared():
     assert {"PACK", "EVAL_ONLY", "GOLF_COMPRESS_THREADS", "WORLD_SIZE"} <= set(read)  # the walk sees them
     declared = {s.name for s in settings.catalogue()}
     undeclared = {n: str(p.relative_to(REPO)) for n, p in read.items() if n not in declared}
-    assert not undeclared, f"read but not in golf.settings' table: {undeclared}"
+    assert not undeclared, f"read but not in golf.run.settings' table: {undeclared}"
 
 
 def test_the_walk_sees_each_way_of_reading():
@@ -215,10 +215,10 @@ def test_training_stops_at_the_first_nonfinite_loss_with_the_last_good_checkpoin
     """A loss made NaN at step 4: the run stops there with one TrainError line, and its
     checkpoint equals the one an interrupted run writes after step 3 (weights, optimizer,
     stream), from which the run resumes."""
-    from golf import rundir as rd
-    from golf.checkpoint import load_torch_file
+    from golf.run import rundir as rd
+    from golf.run.checkpoint import load_torch_file
     from golf.main import config_from_env
-    from golf.train import Trainer, train
+    from golf.train.loop import Trainer, train
     ref = train(tiny_config.replace(**SMALL, runs_dir=str(tmp_path), run_id="ref"), stop_after_steps=3)
     clean_forward = Trainer.forward
 
@@ -244,13 +244,13 @@ def test_training_stops_at_the_first_nonfinite_loss_with_the_last_good_checkpoin
 
 
 def test_cpu_presets_are_bounded_by_steps_not_the_machine():
-    """Under the cpu presets the wallclock cap is a safety cap far above 400 steps' time, so the
+    """Under the cpu presets the wallclock cap is a safety cap far above their steps' time, so the
     LR schedule (and the depth loop's switch) follows the steps alone: the weights do not
     depend on the machine's speed."""
-    from golf.optim import schedule_multiplier, training_fraction
+    from golf.train.optim import schedule_multiplier, training_fraction
     for name in ("cpu", "cpu_p1125", "cpu_frontier"):
         c = Config.from_preset(name)
-        assert c.iterations == 400 and c.max_wallclock_seconds >= 3600
+        assert c.max_wallclock_seconds >= 3600 and c.iterations * 1.5 < c.max_wallclock_seconds
         cap_ms = 1000.0 * (c.max_wallclock_seconds - c.gptq_reserve_seconds)
         for step_ms in (50.0, 1500.0):  # a fast machine and one 2.5x slower than the old cap allowed
             for step in range(c.iterations):

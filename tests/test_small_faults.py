@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from golf import rundir as rd
-from golf.errors import ConfigError, RunIOError
+from golf.run import rundir as rd
+from golf.run.errors import ConfigError, RunIOError
 from golf.submission import tempdirs
 
 
@@ -53,7 +53,7 @@ def test_a_full_tmpdir_is_named_as_tmpdir(tmp_path, monkeypatch):
     script.write_text("")
     art.write_bytes(b"")
     with pytest.raises(RunIOError) as ei:
-        roundtrip.run_roundtrip(script, art, settings={}, expected_bpb=1.0)
+        roundtrip.run_roundtrip(script, art, {}, roundtrip.RoundTripTarget(1.0))
     msg = str(ei.value)
     assert msg.startswith(f"{tmp}/{tempdirs.ROUNDTRIP_PREFIX}") and f"TMPDIR={tmp}" in msg
     assert "SUBMISSION_DIR" not in msg and list(tmp.iterdir()) == []

@@ -1,4 +1,4 @@
-"""The optimizer step's two schemes (golf/step.py): sharded Muon gives the plain update,
+"""The optimizer step's two schemes (golf/train/step.py): sharded Muon gives the plain update,
 checked in one process and across gloo ranks spawned here (2 and 3 ranks vs 1)."""
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from golf.config import Config
-from golf.model import GPT
-from golf.muon import Muon, newton_schulz, shape_factor
-from golf.optim import build_optimizers
-from golf.step import Stepper
+from golf.run.config import Config
+from golf.model.gpt import GPT
+from golf.train.muon import Muon, newton_schulz, shape_factor
+from golf.train.optim import build_optimizers
+from golf.train.step import StepPlan, Stepper
 from conftest import exit_without_teardown
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -42,8 +42,8 @@ def train_steps(rank: int, world: int, accum: int, steps: int, *, sharded: bool,
         model.load_state_dict(state["model"])
         for o, s in zip(opts, state["opts"]):
             o.load_state_dict(s)
-    st = Stepper(model, opts, rank=rank, world=world, accum=accum, clip_norm=clip,
-                 sharded=sharded, reduce_bf16=False)
+    st = Stepper(model, opts, StepPlan(rank=rank, world=world, accum=accum, clip_norm=clip,
+                                       sharded=sharded, reduce_bf16=False))
     per = GLOBAL_ROWS // (world * accum)
     for s in range(steps):
         x, y = batch(s + (state or {}).get("step", 0))

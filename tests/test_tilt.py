@@ -10,8 +10,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from golf.errors import EvalError
-from golf.tilt import TILT_SETTINGS, TiltSettings, TokenTilt, tilted_nll, token_hints
+from golf.run.errors import EvalError
+from golf.eval.tilt import TILT_SETTINGS, TiltSettings, TokenTilt, tilted_nll, token_hints
 
 
 def sequential_hints(y: list[int], order: int, threshold: float) -> list[int]:
@@ -151,7 +151,7 @@ def test_the_records_disabled_channels_are_accepted():
 # ----------------------------------------------------------------------------- in the scorer
 from test_ttt import (BOS, L, V, _assert_causal, doc_stream, tiny_gpt, toy_lut,  # noqa: E402
                       ttt as run_ttt_recorded, settings as ttt_settings)
-from golf.evaluate import evaluate_bpb, window_plan  # noqa: E402
+from golf.eval.score import Scoring, evaluate_bpb, window_plan  # noqa: E402
 
 TILT = TiltSettings(enabled=True, order=4, threshold=0.5, boost=2.0)
 
@@ -181,9 +181,10 @@ def test_scorer_tilt_equals_a_softmax_over_tilted_logits(stride, one_thread):
     direct = _direct_tilted(model, toks, stride)
     rec = run_ttt_recorded(model, toks, ttt_settings("chunk", lr=0.0), stride, tilt=tilt)
     np.testing.assert_allclose(rec.nll, direct, atol=2e-5)
-    plain = evaluate_bpb(model, toks, toy_lut(), seq_len=L, stride=stride, batch_tokens=4 * L)
-    tilted = evaluate_bpb(model, toks, toy_lut(), seq_len=L, stride=stride, batch_tokens=4 * L,
-                          tilt=tilt)
+    plain = evaluate_bpb(model, toks, toy_lut(),
+                         Scoring(seq_len=L, stride=stride, batch_tokens=4 * L))
+    tilted = evaluate_bpb(model, toks, toy_lut(),
+                          Scoring(seq_len=L, stride=stride, batch_tokens=4 * L), tilt=tilt)
     assert tilted.val_loss == pytest.approx(direct.mean(), rel=1e-6)
     assert (tilted.tokens, tilted.bytes) == (plain.tokens, plain.bytes)
     assert tilted.val_loss != pytest.approx(plain.val_loss, rel=1e-4)

@@ -122,7 +122,7 @@ def test_a_rank0_failure_stops_every_rank_with_its_message(tmp_path, embedded_da
 
 
 def test_rank0_timeout_setting_is_checked(monkeypatch):
-    from golf.distributed import rank0_timeout_s
+    from golf.run.distributed import rank0_timeout_s
     monkeypatch.setenv("GOLF_RANK0_TIMEOUT_SECONDS", "abc")
     with pytest.raises(ValueError, match="GOLF_RANK0_TIMEOUT_SECONDS='abc'"):
         rank0_timeout_s()

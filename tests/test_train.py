@@ -7,9 +7,9 @@ import socket
 import pytest
 import torch
 
-from golf.optim import ema_decay_at, lr_multiplier, newton_schulz
-from golf.config import ConfigError
-from golf.train import TrainError, resolve_grad_accum, train
+from golf.train.optim import ema_decay_at, lr_multiplier, newton_schulz
+from golf.run.config import ConfigError
+from golf.train.loop import TrainError, resolve_grad_accum, train
 from conftest import exit_without_teardown
 
 
@@ -158,7 +158,7 @@ def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> N
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from golf.config import Config
+    from golf.run.config import Config
     import torch.distributed as dist
     try:
         train(Config.from_dict(cfg_dict), run_dir=out)

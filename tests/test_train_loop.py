@@ -10,14 +10,14 @@ import time
 import pytest
 import torch
 
-import golf.train as golf_train
-from golf.train import train
+import golf.train.loop as golf_train
+from golf.train.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class FakeClock:
-    """Stands in for the `time` module inside golf.train: perf_counter advances `tick` seconds per
+    """Stands in for the `time` module inside golf.train.loop: perf_counter advances `tick` seconds per
     call, so every training step (one call before, one after) takes exactly `tick` seconds.
     `on_call` (call number -> action) lets a test act at a given moment, e.g. send a signal."""
 

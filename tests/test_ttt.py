@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from conftest import exit_without_teardown, untrained_run
-from golf.bpb import ByteLUT, lut_target_bytes
-from golf.evaluate import EvalError, evaluate_bpb, window_plan
-from golf.ttt import (BatchedLoRA, TTTSettings, attach_lora, chunk_ttt, chunk_windows,
+from golf.eval.bpb import ByteLUT, lut_target_bytes
+from golf.eval.score import EvalError, Scoring, evaluate_bpb, window_plan
+from golf.eval.ttt import (BatchedLoRA, TTTSettings, attach_lora, chunk_ttt, chunk_windows,
                       phase_segments, reset_adapters, run_ttt, score_windows, split_documents,
-                      train_span, _Tally)
+                      train_span, SpanSGD, TTTPass, _Tally)
 
 V, L, BOS = 64, 32, 1
 
@@ -25,8 +25,8 @@ V, L, BOS = 64, 32, 1
 def tiny_gpt(seed: int = 0):
     """A 2-layer GPT with every record feature on (bigram, smear, VE): TTT must treat it as a
     black box whatever it contains."""
-    from golf.config import Config
-    from golf.model import GPT
+    from golf.run.config import Config
+    from golf.model.gpt import GPT
     cfg = Config.from_env({"PRESET": "cpu"}, cpu_preset=True).replace(
         vocab_size=V, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2.0,
         train_seq_len=L, eval_seq_len=L, bigram_vocab_size=64, bigram_dim=8, ve_dim=8,
@@ -79,9 +79,10 @@ def settings(mode: str, **kw) -> TTTSettings:
     return TTTSettings(**base).validated()
 
 
-def ttt(model, toks, s, stride, **kw):
-    return run_ttt(model, toks, toy_lut(), s, seq_len=L, stride=stride, batch_tokens=4 * L,
-                   bos_id=BOS, record=True, **kw)
+def ttt(model, toks, s, stride, max_tokens=None, tilt=None):
+    p = TTTPass(Scoring(seq_len=L, stride=stride, batch_tokens=4 * L), max_tokens=max_tokens,
+                bos_id=BOS, tilt=tilt, record=True)
+    return run_ttt(model, toks, toy_lut(), s, p)
 
 
 MODES = [("chunk", 0), ("chunk", 8), ("lora_golf", 0), ("lora_golf", 8), ("golf_phased", 8)]
@@ -187,8 +188,7 @@ def test_the_causality_check_catches_train_before_score(one_thread):
         opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
         wins = window_plan(n, L, 8)
         for c in range(0, n, 96):
-            train_span(m, opt, stream, c, min(c + 96, n), lr=0.05, epochs=1, seq_len=L,
-                       batch_seqs=4, clip=1.0, dev=torch.device("cpu"), rank=0, world=1)
+            train_span(m, opt, stream, (c, min(c + 96, n)), SpanSGD(0.05, 1, 4, 1.0), Scoring(L))
             score_windows(m, stream, [w for w in wins if c <= w[1] < c + 96], 4, torch.device("cpu"), tally)
         return tally.per
     with pytest.raises(AssertionError, match="moved"):
@@ -229,8 +229,8 @@ def test_chunk_scores_are_a_full_softmax_including_after_training(stride, one_th
         np.testing.assert_allclose(r0.nll[a:e], _full_softmax_nll(model, toks, s, a, e), atol=2e-5)
     m = copy.deepcopy(model)
     s2 = settings("chunk", chunk_tokens=-(-n // 2))
-    r = chunk_ttt(m, toks, toy_lut(), s2, n=n, seq_len=L, stride=stride, batch_tokens=4 * L,
-                  dev=torch.device("cpu"), rank=0, world=1, record=True)   # m = state after chunk 0
+    p = TTTPass(Scoring(seq_len=L, stride=stride, batch_tokens=4 * L), record=True)
+    r = chunk_ttt(m, toks, toy_lut(), s2, n, p)                          # m = state after chunk 0
     second = [w for w in window_plan(n, L, stride) if w[1] >= s2.chunk_tokens]
     for s, a, e in second:
         np.testing.assert_allclose(r.nll[a:e], _full_softmax_nll(m, toks, s, a, e), atol=2e-5)
@@ -248,7 +248,7 @@ def test_lora_scores_are_a_full_softmax_with_in_document_context(one_thread):
 @pytest.mark.parametrize("stride", [0, 8])
 def test_chunk_lr_zero_equals_the_no_ttt_score_exactly(stride, one_thread):
     model, toks = tiny_gpt(), doc_stream()
-    ref = evaluate_bpb(model, toks, toy_lut(), seq_len=L, stride=stride, batch_tokens=4 * L)
+    ref = evaluate_bpb(model, toks, toy_lut(), Scoring(seq_len=L, stride=stride, batch_tokens=4 * L))
     r = ttt(model, toks, settings("chunk", lr=0.0), stride)
     assert r.adapt_steps > 0                                    # it did run the (no-op) updates
     assert (r.val_loss, r.val_bpb, r.tokens, r.bytes) == (ref.val_loss, ref.val_bpb, ref.tokens, ref.bytes)
@@ -260,7 +260,7 @@ def test_lora_lr_zero_equals_per_document_scoring(mode, one_thread):
     evaluated on its own): the same up to float rounding of different batch shapes."""
     model, toks = tiny_gpt(), doc_stream()
     r = ttt(model, toks, settings(mode, golf_lora_lr=0.0, lr=0.0), 8)
-    nll = sum(evaluate_bpb(model, toks[a:b + 1], toy_lut(), seq_len=L, stride=8).val_loss * (b - a)
+    nll = sum(evaluate_bpb(model, toks[a:b + 1], toy_lut(), Scoring(seq_len=L, stride=8)).val_loss * (b - a)
               for a, b in split_documents(toks, len(toks) - 1, BOS))
     assert r.val_loss == pytest.approx(nll / r.tokens, rel=1e-6)
 
@@ -279,7 +279,7 @@ def test_ttt_lowers_the_loss_on_a_repetitive_stream(mode, margin, one_thread):
     """A real gain, not a no-op (on this untrained model, before ~2.13 bpb: chunk ~1.49,
     lora ~2.10, lora + global phases ~1.86)."""
     model, toks = tiny_gpt(), repetitive_stream()
-    before = evaluate_bpb(model, toks, toy_lut(), seq_len=L, stride=8)
+    before = evaluate_bpb(model, toks, toy_lut(), Scoring(seq_len=L, stride=8))
     r = ttt(model, toks, settings(mode), 8)
     assert r.val_bpb < before.val_bpb - margin, (before.val_bpb, r.val_bpb)
 
@@ -321,8 +321,9 @@ def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     try:
         out = {}
         for mode in ("chunk", "golf_phased", "records"):
-            r = run_ttt(tiny_gpt(), doc_stream(), toy_lut(), settings(mode), seq_len=L, stride=8,
-                        batch_tokens=4 * L, bos_id=BOS, rank=rank, world_size=world, record=True)
+            p = TTTPass(Scoring(seq_len=L, stride=8, batch_tokens=4 * L, rank=rank,
+                                world_size=world), bos_id=BOS, record=True)
+            r = run_ttt(tiny_gpt(), doc_stream(), toy_lut(), settings(mode), p)
             out[mode] = {**r.to_dict(), "counts_ok": bool((r.counts == 1).all())}
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(out))
         dist.barrier()  # leave together: gloo aborts a rank whose peer closed mid-read
@@ -346,7 +347,7 @@ def test_two_rank_gloo_matches_one_process(tmp_path, one_thread):
 @pytest.fixture()
 def ttt_run(tmp_path, embedded_data):
     """A run directory: random tiny GPT (ema.pt), its int8 artifact, the embedded val split."""
-    from golf.config import Config
+    from golf.run.config import Config
     cfg = Config.from_env({"PRESET": "cpu"}, cpu_preset=True).replace(
         data_path=str(embedded_data.dataset_dir), tokenizer_path=str(embedded_data.tokenizer_path),
         num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2.0, train_seq_len=64,
@@ -358,11 +359,11 @@ def ttt_run(tmp_path, embedded_data):
 
 @pytest.mark.parametrize("mode", ["chunk", "lora", "lora_golf"])
 def test_run_eval_writes_post_ttt_beside_pre_and_post(ttt_run, mode, one_thread):
-    from golf.evaluate import run_eval
+    from golf.eval.score import EvalRequest, run_eval
     run, _cfg = ttt_run
     lines: list[str] = []
     s = TTTSettings(mode=mode, chunk_tokens=512, lora_chunk=32).validated()
-    rep = run_eval(run_dir=run, log=lines.append, ttt=s)
+    rep = run_eval(run, EvalRequest(ttt=s), log=lines.append)
     on_disk = json.loads((run / "eval.json").read_text())
     t = on_disk["post_ttt"]
     assert {"val_loss", "val_bpb", "tokens", "bytes", "seconds", "mode", "knobs", "ttt",
@@ -413,7 +414,7 @@ def _fake(tmp_path: Path, name: str, pre: float, post: float, ttt_bpb: float | N
 
 def test_compare_ranks_by_choice_and_flags_post_vs_ttt_flips(tmp_path, capsys):
     import eval_bpb
-    from golf.compare import find_divergences
+    from golf.eval.compare import find_divergences
     a = _fake(tmp_path, "a", 1.100, 1.102, 1.090)
     b = _fake(tmp_path, "b", 1.101, 1.103, 1.080)               # worse post, better after TTT
     assert eval_bpb.main(["--compare", str(a), str(b), "--rank-by", "post_ttt", "--strict"]) == 3
@@ -446,14 +447,14 @@ def test_pack_records_what_ran_and_checks_eval_time(tmp_path):
     (tmp_path / "final_model.gkq").write_bytes(b"x" * 100)
     run = submission.RunInfo(tmp_path, {"seed": 1}, ev, {}, None, 1, "1xCPU", 1000.0, 10)
     sub = submission.build_submission_json([run], BudgetTable(50, 100, 150, 16_000_000, 15_999_850),
-                                     name="n", github_id="g", blurb="b")
+                                     submission.Claim("n", "g", "b"))
     assert sub["val_bpb"] == 1.15 and sub["post_quant_val_bpb"] == 1.2 and sub["ttt"]["mode"] == "chunk"
     assert sub["compliance"]["score_first_ttt"] is True
     assert sub["seed_results"]["1"]["post_ttt_val_bpb"] == 1.15
     plain = submission.build_submission_json([submission.RunInfo(tmp_path, {"seed": 1}, {k: v for k, v in ev.items() if k != "post_ttt"},
                                                      {}, None, 1, "1xCPU", 1000.0, 10)],
-                                       BudgetTable(50, 100, 150, 16_000_000, 15_999_850), name="n",
-                                       github_id="g", blurb="b")
+                                       BudgetTable(50, 100, 150, 16_000_000, 15_999_850),
+                                       submission.Claim("n", "g", "b"))
     assert plain["val_bpb"] == 1.2 and plain["compliance"]["score_first_ttt"] is None
     def cost(secs, hw):
         return EvalCost((EvalPart("TTT", secs, "device", True),), hw)
@@ -469,16 +470,44 @@ def test_pack_records_what_ran_and_checks_eval_time(tmp_path):
 
 def test_main_job_summary_shows_the_third_number(ttt_run, monkeypatch, one_thread):
     """summary.json and the printed table carry post+TTT and its gain beside pre and post."""
-    from golf.main import PhaseTimer, evaluate_run, summarize_and_pack
+    from golf.main import Finish, PhaseTimer, evaluate_run, summarize_and_pack
     run, cfg = ttt_run
     monkeypatch.setenv("TTT", "chunk")
     monkeypatch.setenv("TTT_CHUNK_TOKENS", "512")
     report = evaluate_run(cfg, run, lambda _m: None)
     lines: list[str] = []
-    s = summarize_and_pack(cfg, run, lines.append, PhaseTimer(), report, code_bytes=1, steps=1,
-                           train_time_ms=1.0, world_size=1, do_pack=False, out_dir=None)
+    s = summarize_and_pack(cfg, run, lines.append, PhaseTimer(), report, 1,
+                           Finish(steps=1, train_time_ms=1.0, do_pack=False))
     t = json.loads((run / "eval.json").read_text())["post_ttt"]
     assert s["post_ttt_val_bpb"] == t["val_bpb"] and s["ttt_mode"] == "chunk"
     assert s["ttt_gain"] == t["val_bpb"] - json.loads((run / "eval.json").read_text())["post"]["val_bpb"]
     assert json.loads((run / "summary.json").read_text())["post_ttt_val_bpb"] == t["val_bpb"]
     assert any(line.strip().startswith("post+TTT val_bpb (chunk)") for line in lines)
+
+
+def test_main_job_tilts_after_ttt_when_asked(ttt_run, monkeypatch, one_thread):
+    """NGRAM_TILT_ENABLED=1 in the main job: eval.json holds post+tilt and a tilted post+TTT,
+    and the summary prints both, labelled post+TTT+tilt; without it nothing is tilted."""
+    from golf.main import Finish, PhaseTimer, evaluate_run, summarize_and_pack
+    from golf.eval.tilt import TiltSettings
+    run, cfg = ttt_run
+    monkeypatch.setenv("TTT", "chunk")
+    monkeypatch.setenv("TTT_CHUNK_TOKENS", "512")
+    plain = evaluate_run(cfg, run, lambda _m: None)
+    assert "post_tilt" not in plain and plain["post_ttt"]["tilt"] is None
+    monkeypatch.setenv("NGRAM_TILT_ENABLED", "1")
+    monkeypatch.setenv("TOKEN_ORDER", "3")
+    monkeypatch.setenv("TOKEN_THRESHOLD", "0.5")
+    report = evaluate_run(cfg, run, lambda _m: None)
+    knobs = TiltSettings(enabled=True, order=3, threshold=0.5).knobs()
+    tilt, ttt = report["post_tilt"], report["post_ttt"]
+    assert tilt["weights"] == "post" and tilt["tilt"] == knobs and tilt["gated"] > 0
+    assert tilt["val_bpb"] != report["post"]["val_bpb"]              # the hints fired and moved it
+    assert ttt["tilt"] == knobs and ttt["val_bpb"] != plain["post_ttt"]["val_bpb"]
+    lines: list[str] = []
+    s = summarize_and_pack(cfg, run, lines.append, PhaseTimer(), report, 1,
+                           Finish(steps=1, train_time_ms=1.0, do_pack=False))
+    assert (s["post_tilt_val_bpb"], s["post_ttt_val_bpb"]) == (tilt["val_bpb"], ttt["val_bpb"])
+    assert s["tilt_gain"] == tilt["val_bpb"] - report["post"]["val_bpb"]
+    assert any(line.strip().startswith("post+tilt val_bpb") for line in lines)
+    assert any(line.strip().startswith("post+TTT+tilt val_bpb (chunk)") for line in lines)

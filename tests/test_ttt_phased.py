@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from conftest import randomize
-from golf.config import Config
-from golf.errors import EvalError
-from golf.evaluate import evaluate_bpb
-from golf.bpb import lut_target_bytes
-from golf.layers import asym_softcap, final_lane, segment_ids, skip_merge, two_lane_update
-from golf.lora import DocLoRA
-from golf.model import GPT, rms
-from golf.ttt import (TTTSettings, batch_chunk, chunk_windows, phase_boundaries, record_batches,
+from golf.run.config import Config
+from golf.run.errors import EvalError
+from golf.eval.score import Scoring, evaluate_bpb
+from golf.eval.bpb import lut_target_bytes
+from golf.model.layers import asym_softcap, final_lane, segment_ids, skip_merge, two_lane_update
+from golf.eval.lora import DocLoRA
+from golf.model.gpt import GPT, rms
+from golf.eval.ttt import (TTTSettings, batch_chunk, chunk_windows, phase_boundaries, record_batches,
                       record_targets, split_documents)
 from test_ttt import BOS, L, V, doc_stream, repetitive_stream, settings, toy_lut, ttt
 
@@ -74,7 +74,7 @@ def test_adapters_per_document_are_the_records_counts():
         with torch.device("meta"):
             bank = DocLoRA(GPT(cfg), docs=1, rank=80, alpha=144.0, targets=targets)
         assert bank.slots == 17
-        counts.append(bank.params_per_document())
+        counts.append(sum(m.A[:, 0].numel() + m.B[:, 0].numel() for m in bank.lora_modules()))
     assert counts == [6_963_200, 5_918_720, 4_526_080]
 
 
@@ -94,6 +94,36 @@ def test_batches_sorted_by_length_longest_first_and_phase_boundaries():
     s = TTTSettings(mode="lora", short_score_first_enabled=True).validated()
     assert [batch_chunk(s, [(0, n - 1)]) for n in (200, 256, 257, 2000, 2001)] == [8, 8, 24, 24, 48]
     assert batch_chunk(TTTSettings(mode="lora").validated(), [(0, 10)]) == 48
+
+
+def _chunk_by_hand(doc_lens: list[int], steps: dict[int, int], default: int) -> int:
+    """#2014's rule written out: the batch's longest doc_len, the smallest bound >= it."""
+    longest = max(doc_lens)
+    covering = [b for b in steps if b >= longest]
+    return steps[min(covering)] if covering else default
+
+
+def test_short_score_first_steps_pick_the_chunk_of_a_batch():
+    """#2014's TTT_SHORT_SCORE_FIRST_STEPS: a batch gets the chunk of the smallest doc_len bound
+    covering its longest document, else TTT_CHUNK_SIZE; checked against the rule written out."""
+    from golf.eval.ttt import batch_chunk
+    env = {"TTT": "lora", "TTT_SHORT_SCORE_FIRST_ENABLED": "1",
+           "TTT_SHORT_SCORE_FIRST_STEPS": "256:8,1000:16", "TTT_CHUNK_SIZE": "40"}
+    s = TTTSettings.from_env(env)
+    for batch in ([100], [256], [257], [100, 1000], [1001], [5, 9000]):
+        docs = [(0, n - 1) for n in batch]                  # doc_len = targets + 1
+        assert batch_chunk(s, docs) == _chunk_by_hand(batch, {256: 8, 1000: 16}, 40), batch
+    d = TTTSettings(mode="lora", short_score_first_enabled=True).validated()   # #2014's values
+    assert [batch_chunk(d, [(0, n - 1)]) for n in (256, 257, 2000, 2001)] == [8, 24, 24, 48]
+    off = TTTSettings.from_env({**env, "TTT_SHORT_SCORE_FIRST_ENABLED": "0"})
+    assert batch_chunk(off, [(0, 99)]) == 40                # the schedule only when enabled
+
+
+@pytest.mark.parametrize("env", [{"TTT_SHORT_SCORE_FIRST_STEPS": "2000:x"},
+                                 {"TTT_SHORT_SCORE_FIRST_STEPS": "256:8,256:16"}])
+def test_contradicting_short_steps_are_one_clear_error(env):
+    with pytest.raises(EvalError, match="TTT_SHORT_"):
+        TTTSettings.from_env({"TTT": "lora", **env})
 
 
 # ----------------------------------------------------------------------------- adapters
@@ -248,14 +278,14 @@ def test_each_target_scored_once_and_lr_zero_is_a_full_softmax_of_chunk_windows(
 def test_records_form_lowers_the_loss_on_a_repetitive_stream(one_thread):
     """A real gain (adapters and global phases), not a no-op."""
     model, toks = frontier_gpt(randomized=False), repetitive_stream()
-    before = evaluate_bpb(model, toks, toy_lut(), seq_len=L, stride=8)
+    before = evaluate_bpb(model, toks, toy_lut(), Scoring(seq_len=L, stride=8))
     r = ttt(model, toks, settings("lora", lora_lr=0.01), 8)
     assert r.val_bpb < before.val_bpb - 0.05, (before.val_bpb, r.val_bpb)
 
 
 def test_the_processing_order_check_catches_a_phase_on_unscored_documents(monkeypatch, one_thread):
     """Teeth: the same check fails when a global phase also trains on documents not yet scored."""
-    import golf.ttt as ttt_mod
+    import golf.eval.ttt as ttt_mod
     real = ttt_mod._global_phase
 
     def leaky(model, params, stream, docs, prefix, *args, **kw):
@@ -270,6 +300,6 @@ def test_the_processing_order_check_catches_a_phase_on_unscored_documents(monkey
 
 def test_a_misspelt_phase_variable_is_refused_not_ignored():
     """PHASED_TTT_* and GLOBAL_TTT_* are golfkit's prefixes: a typo is one line naming the fix."""
-    from golf import settings as table
+    from golf.run import settings as table
     got = table.environment_problems({"PHASED_TTT_NUM_PHASE": "1", "GLOBAL_TTT_LR": "0.002"})
     assert got == ["PHASED_TTT_NUM_PHASE: not a golfkit setting; did you mean PHASED_TTT_NUM_PHASES?"]

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from bench.faults import tiny_env
-from golf import rundir as rd
-from golf.checkpoint import CheckpointError, load_torch_file
+from golf.run import rundir as rd
+from golf.run.checkpoint import CheckpointError, load_torch_file
 from conftest import untrained_run
 
 

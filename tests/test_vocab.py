@@ -32,7 +32,7 @@ def sp8192_data(tmp_path_factory, shared_data):
 
 def test_sp8192_shards_score_exactly_and_pack_more_bytes_per_token(sp8192_data, official_tokenizer):
     import sentencepiece as spm
-    from golf.evaluate import load_eval_data
+    from golf.eval.score import load_eval_data
     data, src = sp8192_data
     lines: list[str] = []
     ed = load_eval_data(str(data.dataset_dir), str(data.tokenizer_path), V, log=lines.append)
@@ -50,7 +50,7 @@ def test_gpt_and_quantizer_at_vocab_8192(tmp_path):
     """Tied 8192 x d embedding: classed `embedding`, quantized by GPTQ with its head-input
     Hessian, its bits in the report, and the artifact loads strictly into a fresh GPT."""
     from golf.data.sources.splits import DatasetPaths
-    from golf.model import GPT
+    from golf.model.gpt import GPT
     cfg = tiny_pipeline_config(DatasetPaths(tmp_path, tmp_path / "t.model"), vocab_size=V,
                                num_layers=1, model_dim=32, num_heads=2, num_kv_heads=1,
                                bigram_vocab_size=0, ve_dim=0)

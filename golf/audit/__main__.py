@@ -5,12 +5,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from golf.atomic import atomic_write_json
+from golf.run.atomic import atomic_write_json
 from golf.audit.checks import run_checks
 from golf.audit.context import Context
 from golf.audit.folder import load_folder
 from golf.audit.report import FAIL, format_table, worst
-from golf.errors import user_errors
+from golf.run.errors import user_errors
 
 
 def _values(text: str) -> list[float]:

@@ -26,7 +26,8 @@ CHECKS: tuple[AuditCheck, ...] = (
     AuditCheck("folder.layout", "file names, submission.json",
                "FAIL: README.md, submission.json, train_gpt.py or a log missing",
                layout.check_layout),
-    AuditCheck("size.model", "logs (Serialized model / Total submission size), submission.json",
+    AuditCheck("size.model", "logs (Serialized model / Total submission size, golfkit's budget table), "
+               "submission.json bytes",
                "FAIL: model + counted code > 16,000,000; WARN: margin < 10 KB, printed total "
                "!= model + code", size.check_model),
     AuditCheck("size.code", "train_gpt.py (its wrapper recipe), logs (Code size lines)",
@@ -35,19 +36,20 @@ CHECKS: tuple[AuditCheck, ...] = (
     AuditCheck("size.helpers", "every local file the code imports or names (.py, .c, .so, data)",
                "WARN: a helper outside the counted code; FAIL: with it the total is over the "
                "cap (#1412, #2135)", size.check_helpers),
-    AuditCheck("identity.script", "train_gpt.py, logs (code size / hash / embedded source)",
+    AuditCheck("identity.script", "train_gpt.py, logs (code size / hash / embedded source, golfkit's plain= form)",
                "FAIL: the logged raw size or hash is not the committed file's (#1855)",
                size.check_identity),
     AuditCheck("time.train", "logs (stopping_early, gptq:reserving, header)",
                "FAIL: training stopped after 600 s; WARN: FORCE_STOP_STEP (#1956)",
                timing.check_train_stop),
-    AuditCheck("time.train_data_after_stop", "logs (Hessian / calibration lines after the stop)",
+    AuditCheck("time.train_data_after_stop", "logs (Hessian / calibration lines after the stop, golfkit's calibration end)",
                "FAIL: stop + the phase > 600 s; WARN: only with the phases logged between "
                "(#1868 rerun, #2135)", timing.check_train_data_after_stop),
-    AuditCheck("time.eval", "logs (total_eval_time, eval timer, warm-up, precompute)",
+    AuditCheck("time.eval", "logs (total_eval_time, eval timer, warm-up, precompute, golfkit's eval table), "
+               "submission.json eval-time parts",
                "FAIL: scored eval > 600 s; WARN: > 600 s with the excluded phases (#1967)",
                timing.check_eval_time),
-    AuditCheck("seeds.count", "logs (header seed or file name), submission.json seeds",
+    AuditCheck("seeds.count", "logs (header seed, seed: line or file name), submission.json seeds",
                "FAIL: < 3 seeds, a claimed seed without a log; WARN: undisclosed runs (#1769)",
                seeds.check_seed_count),
     AuditCheck("seeds.same_config", "logs (Hyperparameters: header)",
@@ -64,7 +66,7 @@ CHECKS: tuple[AuditCheck, ...] = (
     AuditCheck("data.disjoint", "--data DIR shards (document hashes)",
                "FAIL: > 1 % of the validation documents also in training shards (#2127); "
                "WARN: a few exact duplicates", data.check_disjoint),
-    AuditCheck("coverage.targets", "logs (val_tokens, diagnostic lines)",
+    AuditCheck("coverage.targets", "logs (val_tokens, diagnostic lines, golfkit's eval table tokens)",
                "targets scored vs the full split; WARN > 0.01 % dropped, FAIL > 1 % (#1854)",
                data.check_coverage),
     AuditCheck("claims.phrases", "README.md, submission.json, log headers, launch, code defaults",
@@ -73,7 +75,7 @@ CHECKS: tuple[AuditCheck, ...] = (
     AuditCheck("claims.launch_vs_header", "launch commands, log headers",
                "FAIL: a launch value that is not what the log header ran with (#86)",
                claims.check_launch_vs_header),
-    AuditCheck("claims.unread_knobs", "launch commands, code (environment reads, strings)",
+    AuditCheck("claims.unread_knobs", "launch commands, code (environment reads, settings fields, strings)",
                "WARN: a launch variable no code file reads (EVAL_STRIDE in #1855)",
                claims.check_unread_knobs),
     AuditCheck("claims.reported_numbers", "submission.json val_bpb, logs (score lines)",

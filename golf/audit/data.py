@@ -52,8 +52,10 @@ CANONICAL_VAL = (
 
 
 def match_split(tokens: int) -> ValSplit | None:
-    """The canonical export whose logged count is within one token of `tokens` (+1 for BOS)."""
-    return next((s for s in CANONICAL_VAL if any(abs(tokens - n) <= 1 for n in s.logged)), None)
+    """The canonical export whose logged count, or whole stream (golfkit logs the stream it
+    loaded), is within one token of `tokens` (+1 for BOS)."""
+    return next((s for s in CANONICAL_VAL if any(abs(tokens - n) <= 1 for n in s.logged)
+                 or (s.full_tokens is not None and abs(tokens - s.full_tokens) <= 1)), None)
 
 
 def check_train_shards(ctx: Context) -> Verdict:
@@ -72,7 +74,11 @@ def check_train_shards(ctx: Context) -> Verdict:
 
 
 def split_from_header(log: LogFile) -> ValSplit | None:
-    """The export a log's header names (vocab_size, and CaseOps in a path or flag), if any."""
+    """The export a log's header names (vocab_size, and CaseOps in a path or flag), if any;
+    none when its data path names another corpus (golfkit's embedded_sp1024 is not FineWeb)."""
+    data_path = log.header.get("data_path", ("",))[0]
+    if data_path and "fineweb" not in data_path.lower():
+        return None
     vocab = log.header.get("vocab_size", ("",))[0]
     caseops = any("caseops" in (k + v).lower() and v.lower() not in ("false", "0")
                   for k, (v, _) in log.header.items())
@@ -98,7 +104,7 @@ def check_val_tokens(ctx: Context) -> Verdict:
                   f"{named.logged[0]:,}: truncated or re-split validation data (#1923, #2109)")
         else:
             v.add(WARN, f"{where}: val_tokens {n:,} matches no canonical export and the header "
-                  "names none (custom tokenizer?): the README must prove the byte accounting")
+                  "names none (custom tokenizer or corpus?): the README must prove the byte accounting")
     return v if v.evidence else na("no log prints val_tokens")
 
 
@@ -117,6 +123,7 @@ def check_coverage(ctx: Context) -> Verdict:
         status = PASS if dropped <= TAIL_OK else WARN if dropped <= TRUNCATED else FAIL
         v.add(status, f"{where}: {scored:,} of {full:,} targets of the {split.name} split "
               f"scored ({full - scored:,} dropped, {100 * dropped:.4f} %)")
+    _scored_rows(ctx, v)
     if not v.evidence:
         return na("no log prints val_tokens; the scored target count is unknown")
     for log in ctx.folder.logs:
@@ -127,6 +134,20 @@ def check_coverage(ctx: Context) -> Verdict:
                               "they may cover fewer targets than the headline (batch truncation)")
             break
     return v
+
+
+def _scored_rows(ctx: Context, v: Verdict) -> None:
+    """golfkit prints the tokens each score covers: the headline's against the logged split."""
+    for log in ctx.folder.logs:
+        score, split = facts.headline_score(log), facts.number(log, facts.VAL_TOKENS, last=False)
+        if score is None or score.tokens is None or split is None:
+            continue
+        full = int(split[0]) - 1   # targets: every token but the first
+        dropped = max(full - score.tokens, 0) / full if full > 0 else 0.0
+        status = PASS if dropped <= TAIL_OK else WARN if dropped <= TRUNCATED else FAIL
+        v.add(status, f"{score.where}: the score ({score.label}) covers {score.tokens:,} of the "
+              f"{full:,} targets of the logged split ({split[1]}), {100 * dropped:.4f} % dropped"
+              + (" - the log marks it partial (MAX_EVAL_TOKENS)" if score.partial else ""))
 
 
 def check_doubled_path(ctx: Context) -> Verdict:

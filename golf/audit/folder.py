@@ -18,6 +18,7 @@ CODE_SUFFIXES = (".py", ".c", ".cc", ".cpp", ".cu", ".h", ".hpp")
 LOG_SUFFIXES = (".log", ".txt")
 LOG_MARKERS = ("val_bpb", "train_loss", "Hyperparameters", "train_time")
 MAX_TEXT_BYTES = 64_000_000  # a log or script larger than this is not read (and says so)
+SEED_LINE = re.compile(r"^seed:\s*(\d+)\s*$")
 _ASSIGN = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$", re.S)
 
 
@@ -59,6 +60,9 @@ class LogFile(TextFile):
     def seed(self) -> str | None:
         if "seed" in self.header:
             return self.header["seed"][0]
+        line = self.first(SEED_LINE)   # the challenge baseline's `seed:1337`
+        if line:
+            return line[1].group(1)
         m = re.search(r"seed[_-]?(\d+)", Path(self.name).name)
         return m.group(1) if m else None
 

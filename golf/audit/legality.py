@@ -13,7 +13,7 @@ import re
 
 from golf.audit.context import Context
 from golf.audit.report import PASS, WARN, Verdict, na
-from golf.audit.source import aliases, call_name, local_refs, strings
+from golf.audit.source import aliases, call_name, embedded_name, local_refs, strings
 
 NETWORK_MODULES = ("socket", "urllib", "requests", "http", "huggingface_hub", "aiohttp",
                    "ftplib", "boto3", "wget")
@@ -23,12 +23,13 @@ VAL_NAME = re.compile(r"(?:^|_)val(?:_|$)|validation")
 
 
 def run_trees(ctx: Context) -> dict[str, ast.Module]:
-    """The entry script and every .py it pulls in: the code that runs."""
+    """The entry script, every .py it pulls in and the modules they embed: the code that runs."""
     entry = ctx.folder.entry
     if entry is None or entry.name not in ctx.trees:
         return {}
-    names = [entry.name] + [r.name for r in local_refs(ctx.folder, ctx.trees, entry.name)]
-    return {n: ctx.trees[n] for n in names if n in ctx.trees}
+    files = [entry.name] + [r.name for r in local_refs(ctx.folder, ctx.trees, entry.name)]
+    return {n: tree for n, tree in ctx.trees.items()
+            if n in files or any(n.startswith(embedded_name(f, "")) for f in files)}
 
 
 def _functions(tree: ast.AST, pattern: str):

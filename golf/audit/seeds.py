@@ -11,7 +11,8 @@ from golf.audit.report import FAIL, PASS, WARN, Verdict, na
 MIN_SEEDS = 3
 # Header keys that legitimately differ between the runs of one configuration.
 PER_RUN_KEYS = frozenset({"seed", "run_id", "logfile", "rank", "local_rank", "is_main_process",
-                          "artifact_dir", "model_path", "quantized_model_path", "log_path"})
+                          "artifact_dir", "model_path", "quantized_model_path", "log_path",
+                          "runs_dir", "resume", "overwrite"})  # the last three: golfkit's
 
 
 def check_seed_count(ctx: Context) -> Verdict:

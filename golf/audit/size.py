@@ -14,7 +14,7 @@ from golf.audit.context import Context, needs_entry
 from golf.audit.report import FAIL, NA, PASS, WARN, Verdict, na
 from golf.audit.source import local_refs, unwrap
 from golf.audit.wrapper import find_recipe, recompute
-from golf.rules import CAP_BYTES
+from golf.run.rules import CAP_BYTES
 
 LOW_MARGIN = 10_000   # bytes: records ran 7-100 KB under the cap; less is a reproducibility risk
 
@@ -37,7 +37,8 @@ def model_bytes(ctx: Context) -> list[tuple[int, str]]:
 def check_model(ctx: Context) -> Verdict:
     """Per log: its quantized model bytes + its counted code bytes against the cap."""
     if not model_bytes(ctx):
-        return na("no log prints a quantized model size (`Serialized model quantized+...: N bytes`)")
+        return _from_submission(ctx) or na("no log prints a quantized model size (`Serialized "
+                                           "model quantized+...: N bytes`), no submission.json bytes")
     fallback, fallback_from = counted_code(ctx)
     v, totals = Verdict(PASS), []
     for log in ctx.folder.logs:
@@ -58,6 +59,27 @@ def check_model(ctx: Context) -> Verdict:
     if isinstance(claimed, int) and claimed < max(totals):
         v.add(WARN, f"submission.json bytes_total {claimed:,} is below the largest logged "
               f"total {max(totals):,}")
+    elif isinstance(claimed, int):
+        v.evidence.append(f"submission.json bytes_total {claimed:,} (the largest logged total "
+                          f"is {max(totals):,})")
+    return v
+
+
+def _from_submission(ctx: Context) -> Verdict | None:
+    """submission.json's bytes_model + bytes_code when no log prints the sizes (a golfkit
+    folder packed from a log that predates its budget table)."""
+    sub = ctx.folder.submission or {}
+    model, code = sub.get("bytes_model"), sub.get("bytes_code")
+    if not (isinstance(model, int) and isinstance(code, int)):
+        return None
+    total = model + code
+    status = FAIL if total > CAP_BYTES else WARN if CAP_BYTES - total < LOW_MARGIN else PASS
+    v = Verdict(status, [f"submission.json: model {model:,} + code {code:,} = {total:,} vs cap "
+                         f"{CAP_BYTES:,} (margin {CAP_BYTES - total:,}); no log prints the sizes"])
+    entry = ctx.folder.entry
+    if entry and entry.size != code:
+        v.add(FAIL, f"submission.json bytes_code {code:,} but the shipped {entry.name} has "
+              f"{entry.size:,} bytes")
     return v
 
 

@@ -12,13 +12,18 @@ from golf.audit import facts
 from golf.audit.context import Context, needs_logs
 from golf.audit.folder import LogFile
 from golf.audit.report import FAIL, PASS, WARN, Verdict
-from golf.rules import EVAL_LIMIT_S, TRAIN_LIMIT_S
+from golf.run.rules import EVAL_LIMIT_S, TRAIN_LIMIT_S
 
 
 def _stop_s(log: LogFile) -> tuple[float, int] | None:
-    """Training stop in seconds and its line: `stopping_early ... train_time:Nms`, else the last
-    step line's train_time."""
-    hit = log.last(facts.STOP) or log.last(facts.STEP_TIME)
+    """Training stop in seconds and its line: `stopping_early ... train_time:Nms`, else the first
+    line that shows the final train_time (golfkit's EMA eval line after calibration repeats it,
+    and the stop is before calibration)."""
+    hit = log.last(facts.STOP)
+    if hit is None:
+        steps = list(log.grep(facts.STEP_TIME))
+        final = steps[-1][1].group(1) if steps else None
+        hit = next((h for h in steps if h[1].group(1) == final), None)
     return (float(hit[1].group(1)) / 1000.0, hit[0]) if hit else None
 
 
@@ -62,9 +67,20 @@ def check_train_data_after_stop(ctx: Context) -> Verdict:
     """Hessian / calibration phases on training data, ended by 600 s (stop + their duration)."""
     v = Verdict(PASS)
     for log, stop in _log_stops(ctx):
-        if stop is not None and not _train_data_phases(log, stop, v):
+        if stop is not None and not _train_data_phases(log, stop, v) + _calibration_ends(log, v):
             v.evidence.append(f"{log.name}: no Hessian/calibration phase logged after the stop")
     return v
+
+
+def _calibration_ends(log: LogFile, v: Verdict) -> int:
+    """golfkit's `calibration:done ... elapsed_ms:N`: where calibration ended on the training
+    clock (training time + calibration), compared with the limit directly."""
+    hits = list(log.grep(facts.CALIBRATION_END))
+    for line_no, m in hits:
+        end = float(m.group(1)) / 1000.0
+        v.add(FAIL if end > TRAIN_LIMIT_S else PASS, f"{log.at(line_no)}: calibration on "
+              f"training data ends at {end:.2f} s of training time (limit {TRAIN_LIMIT_S:.0f} s)")
+    return len(hits)
 
 
 def _train_data_phases(log: LogFile, stop: tuple[float, int], v: Verdict) -> int:
@@ -120,8 +136,22 @@ def check_eval_time(ctx: Context) -> Verdict:
         v.evidence += [f"  excluded {log.at(n)}: {t[:70]} ({s:.1f} s)" for n, t, s in excluded]
         v.evidence += [f"  inside the timer {log.at(n)}: {t[:70]} ({s:.1f} s)"
                        for n, t, s in inside[:3]]
+        v.evidence += _measured_parts(ctx, log)
         outside = log.header.get("ngram_hint_precompute_outside")
         if outside and outside[0].lower() not in ("false", "0", ""):
             v.add(WARN, f"{log.at(outside[1])}: ngram_hint_precompute_outside {outside[0]}: the "
                   "n-gram precompute runs outside the eval timer (contested, #1967)")
     return v
+
+
+def _measured_parts(ctx: Context, log: LogFile) -> list[str]:
+    """golfkit's submission.json splits each seed's eval time into its parts and names the
+    hardware it was measured on (the 600 s limit is for 8xH100)."""
+    results = (ctx.folder.submission or {}).get("seed_results")
+    one = results.get(str(log.seed)) if isinstance(results, dict) and log.seed else None
+    if not isinstance(one, dict) or not isinstance(one.get("eval_time_s"), (int, float)):
+        return []
+    parts = one.get("eval_time_parts") or {}
+    shown = ", ".join(f"{k} {v:.1f} s" for k, v in parts.items() if isinstance(v, (int, float)))
+    return [f"  submission.json seed_results.{log.seed}: eval_time_s {one['eval_time_s']:.1f} "
+            f"({shown or 'no parts'}) measured on {one.get('eval_time_hardware', '?')}"]

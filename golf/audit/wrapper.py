@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import brotli
 
-from golf.audit.source import aliases, call_name
+from golf.audit.source import aliases, call_name, constant
 
 CODECS: dict[str, tuple[Any, tuple[str, ...]]] = {
     # module, positional parameter names after the data
@@ -36,27 +36,10 @@ class Recipe:
     line: int
 
 
-def _const(node: ast.AST, names: dict[str, str]) -> Any:
-    """A literal, or a codec module constant (lzma.PRESET_EXTREME); anything else refuses."""
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-        mod = names.get(node.value.id, node.value.id)
-        if mod in CODECS and node.attr.isupper():
-            return getattr(CODECS[mod][0], node.attr)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
-        return _const(node.left, names) | _const(node.right, names)
-    if isinstance(node, (ast.List, ast.Tuple)):
-        return [_const(e, names) for e in node.elts]
-    if isinstance(node, ast.Dict):
-        return {_const(k, names): _const(v, names) for k, v in zip(node.keys, node.values)}
-    raise ValueError(ast.unparse(node))
-
-
 def _codec_kwargs(call: ast.Call, codec: str, names: dict[str, str]) -> dict[str, Any] | None:
     try:
-        kw = {p: _const(a, names) for p, a in zip(CODECS[codec][1], call.args[1:])}
-        kw.update({k.arg: _const(k.value, names) for k in call.keywords if k.arg})
+        kw = {p: constant(a, names) for p, a in zip(CODECS[codec][1], call.args[1:])}
+        kw.update({k.arg: constant(k.value, names) for k in call.keywords if k.arg})
         return kw
     except (ValueError, TypeError, KeyError):
         return None

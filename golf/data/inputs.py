@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from golf.atomic import file_sha256
+from golf.run.atomic import file_sha256
 from golf.data.shards import (MANIFEST, check_token_range, find_shards, read_manifest, read_shard,
                               train_pattern)
-from golf.errors import ShardError, TokenizerError
+from golf.run.errors import ShardError, TokenizerError
 
 TRAIN_SAMPLE = 2  # train shards read when the manifest records no max_token_id: first and last
 

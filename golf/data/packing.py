@@ -3,7 +3,7 @@
 Why a second loader: the frontier records do not train on TRAIN_SEQ_LEN rows. Each rank gets
 one packed row of TRAIN_BATCH_TOKENS / (world_size x grad_accum) tokens per micro-step, read
 sequentially from the sorted train shards (no shuffling, SEED plays no part), and attention is
-split at every BOS (golf.layers.segment_ids) with segments cut every TRAIN_SEQ_LEN tokens from
+split at every BOS (golf.model.layers.segment_ids) with segments cut every TRAIN_SEQ_LEN tokens from
 their document start. The stream starts at shard 0's first BOS; a micro-step takes one global
 span of world_size x (local + 1) tokens and rank r reads the r-th slice; a span that does not
 fit in the rest of the shard moves on to the next shard's first BOS (after the last shard:

@@ -14,7 +14,7 @@ import sys
 from types import ModuleType
 
 from golf.data import sources as sources_pkg
-from golf.errors import user_errors
+from golf.run.errors import user_errors
 
 
 def sources() -> list[ModuleType]:

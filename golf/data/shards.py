@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from golf.atomic import atomic_file
-from golf.errors import ShardError
+from golf.run.atomic import atomic_file
+from golf.run.errors import ShardError
 
 MAGIC = 20240520
 VERSION = 1

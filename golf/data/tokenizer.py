@@ -6,7 +6,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from golf.errors import TokenizerError
+from golf.run.errors import TokenizerError
 
 
 def load_tokenizer(path: str | os.PathLike, expected_vocab: int | None = None) -> spm.SentencePieceProcessor:

@@ -16,16 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from golf import rundir as rd
-from golf.errors import PackError, RoundTripError
+from golf.run import rundir as rd
+from golf import ship
+from golf.run.errors import PackError, RoundTripError
 from golf.submission.budget import (CAP_BYTES, BudgetTable, budget_table, enforce_budget,
                                     enforce_each_seed, format_budget_table)
 from golf.submission.checks import (Check, CheckContext, format_checks, run_checks, run_eval_cost,
                                     seed_eval_time)
 from golf.submission.evaltime import format_eval_cost
-from golf.submission.record import build_submission_json, render_readme
-from golf.submission.roundtrip import RoundTripResult, run_roundtrip
-from golf.submission.run import RunInfo, load_run, roundtrip_settings, verify_artifact
+from golf.submission.record import Claim, build_submission_json, render_readme
+from golf.submission.roundtrip import RoundTripResult, RoundTripTarget, run_roundtrip
+from golf.submission.run import (RunInfo, headline, load_run, roundtrip_settings, score_env,
+                                 score_key, verify_artifact)
 from golf.submission.script import ENTRY, build_forms, requirements_for
 from golf.submission.tempdirs import owned_name, remove_stale
 
@@ -128,28 +130,31 @@ def _form_order(forms: dict[str, bytes], compress: str | bool) -> list[str]:
     return ["plain"]
 
 
-def _ship_form(tmp: Path, forms: dict[str, bytes], order: Sequence[str], primary: RunInfo, *,
-               settings: dict[str, str] | None, cap: int, where: str, tolerance: float,
-               log: Log) -> tuple[str, RoundTripResult | None]:
-    """Phase 2: write each form in turn, enforce the cap, and keep the first that passes the
-    round trip (settings None = no round trip: the first form ships)."""
+def _ship_form(tmp: Path, out: Path, forms: dict[str, bytes], primary: RunInfo,
+               request: PackRequest, log: Log) -> tuple[str, RoundTripResult | None]:
+    """Phase 2: write each form in turn (best first), enforce the cap, and keep the first that
+    passes the round trip of the score (post, or post+TTT / post+tilt re-run by the packed
+    script; request.roundtrip False = none: the first form ships)."""
     errors: list[str] = []
-    for form in order:
+    tolerance = request.tolerance
+    settings = (roundtrip_settings(primary, request.data_path, request.tokenizer_path)
+                if request.roundtrip else None)
+    expected, key = headline(primary.eval)[0]["val_bpb"], score_key(primary.eval)
+    target = RoundTripTarget(expected, tolerance, label=str(primary.run_dir / ARTIFACT))
+    for form in _form_order(forms, request.compress):
         _write(tmp / SCRIPT, forms[form])
-        table = budget_table(tmp / SCRIPT, tmp / ARTIFACT, cap)
+        table = budget_table(tmp / SCRIPT, tmp / ARTIFACT, request.cap)
         log(f"[{form}]\n" + format_budget_table(table))
-        enforce_budget(table, where)
+        enforce_budget(table, str(out))
         if settings is None:
             return form, None
         try:
-            rt = run_roundtrip(tmp / SCRIPT, tmp / ARTIFACT, settings=settings,
-                               expected_bpb=primary.eval["post"]["val_bpb"], tolerance=tolerance,
-                               label=str(primary.run_dir / ARTIFACT))
+            rt = run_roundtrip(tmp / SCRIPT, tmp / ARTIFACT, settings, target)
         except RoundTripError as exc:
             errors.append(f"[{form}] {exc}")
             log(f"round trip FAILED for form {form}")
             continue
-        log(f"round trip ok [{form}]: val_bpb {rt.val_bpb!r} == eval.json "
+        log(f"round trip ok [{form}]: {key} val_bpb {rt.val_bpb!r} == {primary.eval_file} "
             f"{rt.expected_bpb!r} ({'bit-exact' if rt.exact else f'within {tolerance}'})")
         return form, rt
     raise RoundTripError(errors[0].split("] ", 1)[1] if len(errors) == 1 else "\n".join(errors))
@@ -164,11 +169,11 @@ def _copy_logs_and_requirements(tmp: Path, runs: Sequence[RunInfo], requirements
 
 
 def _describe(runs: Sequence[RunInfo], table: BudgetTable, shipped: str,
-              rt: RoundTripResult | None, eval_speed_ratio: float | None,
-              **identity: Any) -> dict[str, Any]:
+              rt: RoundTripResult | None, request: PackRequest) -> dict[str, Any]:
     """Phase 4: submission.json with what the pack measured (round trip, code form, eval-time
     estimates); every seed's artifact plus the shipped code must fit the cap."""
-    sub = build_submission_json(runs, table, **identity)
+    eval_speed_ratio = request.eval_speed_ratio
+    sub = build_submission_json(runs, table, request.claim)
     sub["compliance"]["roundtrip_exact"] = bool(rt.exact) if rt else None
     sub["code_form"] = shipped
     enforce_each_seed({r.seed: (r.run_dir / ARTIFACT, sub["seed_results"][str(r.seed)]["bytes_total"])
@@ -193,35 +198,55 @@ def _write_records(tmp: Path, sub: dict[str, Any], runs: Sequence[RunInfo], tabl
 
 
 # ----------------------------------------------------------------------------- pack_run
-def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
-             name: str = "", github_id: str = "", blurb: str = "",
-             extra_runs: Sequence[str | os.PathLike] = (), baseline: Any = None,
-             compress: str | bool = "auto", roundtrip: bool = True, record: bool = False,
-             cap: int = CAP_BYTES, entry: str = ENTRY, src_roots: Sequence[Path] | None = None,
-             tolerance: float = 0.0, data_path: str | None = None,
-             tokenizer_path: str | None = None, eval_speed_ratio: float | None = None,
-             score: str | None = None, log: Log = print) -> PackResult:
+@dataclass(frozen=True)
+class PackRequest:
+    """What pack.py asks of a pack, besides the run and the folder.
+
+    claim: name, GitHub id, blurb and the baseline for the Welch test (record.Claim).
+    extra_runs: the other seeds' run directories. score: the eval record holding the score in
+    each run directory (default eval.json; e.g. eval.ttt-lora-post-tilt.json from
+    `eval_bpb.py RUN --ttt lora` with NGRAM_TILT_ENABLED=1).
+    compress: "auto" ships the smallest form that passes the round trip; True/False force it.
+    roundtrip: prove the shipped file reproduces the score (to `tolerance`), on data_path and
+    tokenizer_path (None = the run's). record: run the record-claim checks too. cap: the byte
+    cap. eval_speed_ratio: 8xH100 speed over the eval's hardware, for the eval-time estimate
+    (default GOLF_EVAL_SPEED_RATIO, else 8/k for k H100/H200, else none: see evaltime.py).
+    entry, src_roots: the script to ship and the source folders it is built from.
+    """
+    claim: Claim = Claim()
+    extra_runs: Sequence[str | os.PathLike] = ()
+    score: str | None = None
+    compress: str | bool = "auto"
+    roundtrip: bool = True
+    tolerance: float = 0.0
+    data_path: str | None = None
+    tokenizer_path: str | None = None
+    record: bool = False
+    cap: int = CAP_BYTES
+    eval_speed_ratio: float | None = None
+    entry: str = ENTRY
+    src_roots: Sequence[Path] | None = None
+
+
+def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+             request: PackRequest = PackRequest(), log: Log = print) -> PackResult:
     """Write the submission folder atomically; raise PackError (and leave nothing) on failure.
 
     `out_dir` is the record folder itself (default submission/<RUN_ID>). If it already exists it
     must be an earlier pack (only pack's own files; see check_out_dir): that folder alone is
     then replaced atomically, as a re-pack of the same RUN_ID (QUANT_ONLY) expects. Anything
     else there (a parent folder, extra files) is refused before any work, never deleted.
-
-    compress: "auto" ships the smallest form that passes the round trip; True/False force it.
-    baseline: {"mean", "std", "n"} or a list of val_loss values (nats) for the Welch test.
-    eval_speed_ratio: 8xH100 speed over the eval's hardware, for the eval-time estimate
-    (default GOLF_EVAL_SPEED_RATIO, else 8/k for k H100/H200, else none: see evaltime.py).
-    score: the eval record holding the score in each run directory (default eval.json; e.g.
-    eval.ttt-lora-post-tilt.json from `eval_bpb.py RUN --ttt lora` with NGRAM_TILT_ENABLED=1).
     """
-    runs = _load_runs(run_dir, extra_runs, score)
+    runs = _load_runs(run_dir, request.extra_runs, request.score)
     primary = runs[0]
+    entry, src_roots, eval_speed_ratio = request.entry, request.src_roots, request.eval_speed_ratio
     out = Path(out_dir if out_dir is not None else default_out_dir(run_dir)).resolve()
     check_out_dir(out)
-    forms = build_forms(entry, src_roots)
+    parts = ship.parts_for(score_env(primary.eval))    # what the score needs the script to re-run
+    forms = build_forms(entry, src_roots, parts)
     sizes = {k: len(v) for k, v in forms.items()}
-    log("train_gpt.py forms: " + ", ".join(f"{k}={v:,}B" for k, v in sizes.items()))
+    log(f"train_gpt.py optional parts: {', '.join(parts) or 'none'}; forms: "
+        + ", ".join(f"{k}={v:,}B" for k, v in sizes.items()))
     with rd.io_guard(f"packing into {out.parent}", "the run directory and any earlier pack"):
         out.parent.mkdir(parents=True, exist_ok=True)
         for prefix in (f".{out.name}.tmp-", f".{out.name}.old-"):  # a killed pack's folders
@@ -232,16 +257,13 @@ def pack_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         with rd.io_guard(f"writing the pack in {out.parent}", "the run directory and any earlier "
                          "pack (the partial folder was removed)"):
             _write(tmp / ARTIFACT, (primary.run_dir / ARTIFACT).read_bytes())
-            settings = roundtrip_settings(primary, data_path, tokenizer_path) if roundtrip else None
-            shipped, rt = _ship_form(tmp, forms, _form_order(forms, compress), primary,
-                                     settings=settings, cap=cap, where=str(out),
-                                     tolerance=tolerance, log=log)
-            table = budget_table(tmp / SCRIPT, tmp / ARTIFACT, cap)
+            shipped, rt = _ship_form(tmp, out, forms, primary, request, log)
+            table = budget_table(tmp / SCRIPT, tmp / ARTIFACT, request.cap)
             _copy_logs_and_requirements(tmp, runs, requirements_for(
-                entry, src_roots, shipped if shipped != "plain" else ""))
-            sub = _describe(runs, table, shipped, rt, eval_speed_ratio, name=name,
-                            github_id=github_id, blurb=blurb, baseline=baseline)
-            checks = run_checks(CheckContext(runs, table, sub, rt, record, eval_speed_ratio))
+                entry, src_roots, shipped if shipped != "plain" else "", parts))
+            sub = _describe(runs, table, shipped, rt, request)
+            checks = run_checks(CheckContext(runs, table, sub, rt, request.record,
+                                             eval_speed_ratio))
             _write_records(tmp, sub, runs, table, sizes, shipped, checks)
             log(format_checks(checks))
             check_out_dir(out)  # again: the round trip took a while

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from golf.config import Config
-from golf.errors import OverCapError, PackError
-from golf.rules import CAP_BYTES
+from golf.run.config import Config
+from golf.run.errors import OverCapError, PackError
+from golf.run.rules import CAP_BYTES
 
 __all__ = ["CAP_BYTES", "BudgetTable", "budget_table", "format_budget_table", "enforce_budget",
            "enforce_each_seed", "budget_cap"]

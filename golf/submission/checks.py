@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from golf import rundir as rd
-from golf.atomic import file_sha256
-from golf.rules import EVAL_LIMIT_S, TRAIN_LIMIT_S
+from golf.run import rundir as rd
+from golf.run.atomic import file_sha256
+from golf.run.rules import EVAL_LIMIT_S, TRAIN_LIMIT_S
 from golf.submission.budget import CAP_BYTES, BudgetTable
 from golf.submission.evaltime import EvalCost, estimate_8xh100, eval_cost, on_8xh100
 from golf.submission.roundtrip import RoundTripResult
@@ -124,9 +124,9 @@ def check_record(sub: Mapping[str, Any]) -> list[Check]:
     return out
 
 
-def check_post_ttt(run: RunInfo) -> Check:
-    """A TTT or tilted score must come from this very artifact; the round trip re-runs only the
-    plain post-quant eval, so say where the score comes from."""
+def check_post_ttt(run: RunInfo, rt: RoundTripResult | None = None) -> Check:
+    """A TTT or tilted score must come from this very artifact, and the packed script, which
+    carries TTT and the tilt for such a score (golf.ship), re-runs it in the round trip."""
     key = score_key(run.eval)
     name = "post-TTT score" if key == "post_ttt" else "tilted score"
     want = run.eval.get("artifact_sha256")
@@ -137,8 +137,11 @@ def check_post_ttt(run: RunInfo) -> Check:
     what = f"{t['ttt']}, score-first" if key == "post_ttt" else "token-only n-gram tilt"
     if key == "post_ttt" and t.get("tilt"):
         what += ", tilted"
-    return Check(name, "WARN", f"{t['val_bpb']:.6f} ({what}) from {run.eval_file} on this "
-                 "artifact; the round trip re-runs neither TTT nor the tilt")
+    if rt is None:
+        return Check(name, "WARN", f"{t['val_bpb']:.6f} ({what}) from {run.eval_file} on this "
+                     "artifact; not re-run by the packed script (--no-roundtrip)")
+    return Check(name, "PASS", f"{t['val_bpb']:.6f} ({what}) from {run.eval_file}, re-run by the "
+                 f"packed script in the round trip ({'bit-exact' if rt.exact else 'within tolerance'})")
 
 
 def check_roundtrip(rt: RoundTripResult | None) -> Check:
@@ -192,7 +195,7 @@ def _roundtrip(ctx: CheckContext) -> list[Check]:
 
 
 def _post_ttt(ctx: CheckContext) -> list[Check]:
-    return [check_post_ttt(ctx.runs[0])] if score_key(ctx.runs[0].eval) != "post" else []
+    return [check_post_ttt(ctx.runs[0], ctx.roundtrip)] if score_key(ctx.runs[0].eval) != "post" else []
 
 
 def _record(ctx: CheckContext) -> list[Check]:

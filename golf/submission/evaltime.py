@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from golf import settings
+from golf.run import settings
 from golf.submission.run import score_key, tilt_in_score
 
 HOST, DEVICE = "host", "device"

@@ -1,5 +1,5 @@
 """Round-trip proof: the shipped train_gpt.py, run alone on the shipped artifact, reproduces
-the run's post-quant val_bpb bit for bit.
+the run's score bit for bit (post-quant, or post+TTT / post+tilt, which it then carries).
 
 Why outside the repo with a clean environment: the proof must show that nothing of ours on
 sys.path (or in the cwd) is needed, so it copies both files into a fresh temp dir (in TMPDIR,
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from golf import rundir as rd
-from golf.errors import RoundTripError
+from golf.run import rundir as rd
+from golf.run.errors import RoundTripError
 from golf.submission.tempdirs import die_with_parent, roundtrip_dir
 
 _LINE = re.compile(r"final_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)(?: val_bpb_hex:(\S+))?")
@@ -42,6 +42,16 @@ class RoundTripResult:
         return self.val_bpb.hex() == self.expected_bpb.hex()
 
 
+@dataclass(frozen=True)
+class RoundTripTarget:
+    """What the round trip must reproduce: the run's post-quant val_bpb (bit for bit, or
+    within `tolerance`), and the artifact's name for error messages (the user's file, not the
+    temp copy; None = the path given)."""
+    bpb: float
+    tolerance: float = 0.0
+    label: str | None = None
+
+
 def parse_roundtrip_line(output: str) -> tuple[float, float]:
     """(val_loss, val_bpb) from the last final_roundtrip_exact line (hex wins when present)."""
     found = _LINE.findall(output)
@@ -59,14 +69,13 @@ def clean_env(settings: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def run_roundtrip(script: str | os.PathLike, artifact: str | os.PathLike, *,
-                  settings: Mapping[str, str], expected_bpb: float, tolerance: float = 0.0,
-                  timeout: float = 1800.0, python: str = sys.executable,
-                  label: str | None = None) -> RoundTripResult:
-    """Run `script` with EVAL_ONLY=1 on `artifact` in a fresh temp dir and compare val_bpb.
-
-    `label` names the artifact in error messages (the user's file, not the temp copy)."""
-    label = label or str(artifact)
+def run_roundtrip(script: str | os.PathLike, artifact: str | os.PathLike,
+                  settings: Mapping[str, str], target: RoundTripTarget, *,
+                  timeout: float = 1800.0, python: str = sys.executable) -> RoundTripResult:
+    """Run `script` with EVAL_ONLY=1 and `settings` on `artifact` in a fresh temp dir and
+    compare its val_bpb with `target`."""
+    label = target.label or str(artifact)
+    expected_bpb, tolerance = target.bpb, target.tolerance
     with rd.io_guard(f"copying the packed script and artifact into TMPDIR={tempfile.gettempdir()}"
                      " for the round trip (set TMPDIR to a folder with free space)",
                      "the run directory and any earlier pack"):
@@ -96,7 +105,7 @@ def run_roundtrip(script: str | os.PathLike, artifact: str | os.PathLike, *,
         res = RoundTripResult(loss, bpb, float(expected_bpb), seconds, out[-2000:])
         if not res.exact and abs(bpb - expected_bpb) > tolerance:
             raise RoundTripError(
-                f"{label}: round-trip val_bpb {bpb!r} ({bpb.hex()}) != run's post-quant val_bpb "
+                f"{label}: round-trip val_bpb {bpb!r} ({bpb.hex()}) != the run's scored val_bpb "
                 f"{expected_bpb!r} ({float(expected_bpb).hex()}); the shipped file or artifact "
                 "differs from what was evaluated: re-run eval on this artifact, then pack again")
         return res

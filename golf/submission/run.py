@@ -16,10 +16,10 @@ from typing import Any, Mapping
 from quant.artifact import check_artifact_config, parse_artifact
 from quant.errors import ArtifactError, ConfigMismatchError
 
-from golf import rundir as rd
-from golf.checkpoint import load_torch_file
-from golf.config import Config
-from golf.errors import PackError, RoundTripError
+from golf.run import rundir as rd
+from golf.run.checkpoint import load_torch_file
+from golf.run.config import Config
+from golf.run.errors import PackError, RoundTripError
 
 REQUIRED_RUN_FILES = (rd.CONFIG, rd.EVAL, rd.ARTIFACT, rd.TRAIN_LOG)
 
@@ -161,7 +161,8 @@ def verify_artifact(run: RunInfo) -> None:
 
 def roundtrip_settings(run: RunInfo, data_path: str | None = None,
                        tokenizer_path: str | None = None) -> dict[str, str]:
-    """The env that re-creates the run's headline (post-quant) evaluation exactly."""
+    """The env that re-creates the run's scored evaluation exactly: its windows and data, and
+    the TTT and tilt variables of the score (score_env), which the packed script then re-runs."""
     ev, cfg = run.eval, run.config
     post = ev.get("post") or {}
     if not (data_path and tokenizer_path):  # recorded absolute (or resolved for an older run)
@@ -169,7 +170,8 @@ def roundtrip_settings(run: RunInfo, data_path: str | None = None,
         data_path, tokenizer_path = data_path or saved.data_path, tokenizer_path or saved.tokenizer_path
     data, tok = data_path, tokenizer_path
     stride = post.get("stride", ev.get("stride", 0)) if post.get("mode", ev.get("mode")) == "sliding" else 0
-    return {"DATA_PATH": str(Path(data).resolve()), "TOKENIZER_PATH": str(Path(tok).resolve()),
+    return {**env_strings(score_env(ev)),
+            "DATA_PATH": str(Path(data).resolve()), "TOKENIZER_PATH": str(Path(tok).resolve()),
             "VOCAB_SIZE": str(cfg.get("vocab_size", 1024)),
             "EVAL_SEQ_LEN": str(post.get("seq_len", ev.get("seq_len"))),
             "EVAL_STRIDE": str(stride),
@@ -192,6 +194,27 @@ def tilt_in_score(ev: Mapping[str, Any]) -> dict[str, Any] | None:
     """The tilt settings (env name -> value) of the score, None when the score is untilted."""
     key = score_key(ev)
     return (ev.get(key) or {}).get("tilt") if key != "post" else None
+
+
+def score_env(ev: Mapping[str, Any]) -> dict[str, Any]:
+    """The TTT and tilt variables (env name -> value) that produced a record's score."""
+    env = ttt_env(ev["post_ttt"]) if score_key(ev) == "post_ttt" else {}
+    return {**env, **(tilt_in_score(ev) or {})}
+
+
+def ttt_env(block: Mapping[str, Any]) -> dict[str, Any]:
+    """A TTT block's variables (a record written before they were kept: TTT alone)."""
+    return dict(block.get("env") or {"TTT": block.get("ttt")})
+
+
+def env_strings(values: Mapping[str, Any]) -> dict[str, str]:
+    """Recorded values as environment strings that parse back to the same values (booleans as
+    1/0, floats by repr, so a learning rate returns bit for bit)."""
+    def text(v: Any) -> str:
+        if isinstance(v, bool):
+            return "1" if v else "0"
+        return repr(v) if isinstance(v, float) else str(v)
+    return {k: text(v) for k, v in values.items()}
 
 
 def headline(ev: Mapping[str, Any]) -> tuple[dict[str, Any], str]:

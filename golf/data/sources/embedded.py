@@ -18,7 +18,7 @@ from typing import Iterator
 import sentencepiece as spm
 from pydoc_data.topics import topics
 
-from golf.atomic import atomic_write_json, file_sha256
+from golf.run.atomic import atomic_write_json, file_sha256
 from golf.data import EMBEDDED_DATASET, EMBEDDED_TOKENIZER
 from golf.data.shards import MANIFEST, max_token_id, read_header
 from golf.data.sources.splits import DEFAULT_SHARD_TOKENS, DatasetPaths, encode_docs, is_val_doc, write_split

@@ -16,13 +16,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from golf import settings
+from golf.run import settings
 
-from golf.atomic import atomic_file, atomic_write_json, file_sha256
+from golf.run.atomic import atomic_file, atomic_write_json, file_sha256
 from golf.data.shards import MANIFEST, max_token_id, read_header
 from golf.data.sources.splits import DatasetPaths
 from golf.data.tokenizer import load_tokenizer, user_defined_pieces
-from golf.errors import PrepareError, ShardError
+from golf.run.errors import PrepareError, ShardError
 
 HF_REPO = "willdepueoai/parameter-golf"   # the challenge's published exports (data/README.md there)
 # Where each published variant lives: the challenge's repo ships sp1024 only; sp4096/sp8192

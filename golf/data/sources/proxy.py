@@ -25,9 +25,9 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from golf.atomic import atomic_write_bytes
+from golf.run.atomic import atomic_write_bytes
 from golf.data.sources.text import prepare_text
-from golf.errors import PrepareError
+from golf.run.errors import PrepareError
 
 OFFICIAL = "tokenizers/fineweb_1024_bpe.model"
 VAL_DOCS = 100

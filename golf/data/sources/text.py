@@ -13,11 +13,11 @@ import zlib
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from golf.atomic import atomic_write_json, file_sha256
+from golf.run.atomic import atomic_write_json, file_sha256
 from golf.data.shards import MANIFEST, max_token_id, read_header
 from golf.data.sources.splits import DEFAULT_SHARD_TOKENS, encode_docs, is_val_doc, write_split
 from golf.data.tokenizer import load_tokenizer, user_defined_pieces
-from golf.errors import PrepareError
+from golf.run.errors import PrepareError
 
 
 def _utf8(data: bytes, where: str, unit: str) -> str:

@@ -13,10 +13,10 @@ from typing import Sequence
 
 import sentencepiece as spm
 
-from golf.atomic import atomic_write_bytes, file_sha256
+from golf.run.atomic import atomic_write_bytes, file_sha256
 from golf.data.sources.text import iter_text_docs
 from golf.data.tokenizer import load_tokenizer
-from golf.errors import PrepareError
+from golf.run.errors import PrepareError
 
 TRAINER_SETTINGS = dict(
     model_type="bpe", vocab_size=1024, byte_fallback=True, normalization_rule_name="nmt_nfkc",

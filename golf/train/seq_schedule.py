@@ -2,7 +2,7 @@
 
 Why: short contexts early make steps cheaper and long ones late teach long-range use; #2014
 trains 1,024 to 10 % of the run, 2,048 to 70 %, then 3,072. The stage in force is the first whose
-threshold is >= the training fraction (golf.optim.training_fraction, the loop switch's and the
+threshold is >= the training fraction (golf.train.optim.training_fraction, the loop switch's and the
 warmdown's clock). Under DOC_PACKING the stage is the segment cut of the packed rows (the row keeps
 its tokens); with TRAIN_SEQ_LEN rows it is the row length (tokens per step unchanged). After each
 change the LR is multiplied by (step - s0 + 1) / SEQ_CHANGE_WARMUP_STEPS for that many steps, s0

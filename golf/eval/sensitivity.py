@@ -12,11 +12,11 @@ from typing import Callable, Sequence
 import torch
 
 import quant
-from golf import rundir
-from golf.atomic import atomic_write_json, file_sha256
-from golf.evaluate import (EvalError, default_device, evaluate_bpb, load_artifact, load_eval_data,
-                           load_eval_model, resolve_run_files)
-from golf.plots import plot_sensitivity
+from golf.run import rundir
+from golf.run.atomic import atomic_write_json, file_sha256
+from golf.eval.score import (EvalError, EvalRequest, Scoring, default_device, evaluate_bpb,
+                           load_artifact, load_eval_data, load_eval_model, resolve_run_files)
+from golf.run.plots import plot_sensitivity
 
 
 def tensor_class(name: str) -> str:
@@ -47,35 +47,34 @@ def _quantized_groups(full: dict[str, torch.Tensor], deq: dict[str, torch.Tensor
     return changed, groups
 
 
-def run_sensitivity(run_dir: str | None = None, *, checkpoint: str | None = None,
-                    artifact: str | None = None, by: str = "tensor", data: str | None = None,
-                    tokenizer: str | None = None, seq_len: int | None = None, stride: int = 0,
-                    max_tokens: int | None = 8192, batch_tokens: int | None = None,
-                    device: str | None = None, out_dir: str | None = None,
-                    byte_check: bool = True, log: Callable[[str], None] = print,
-                    split: str = "val") -> dict:
+def run_sensitivity(run_dir: str | None, request: EvalRequest, *, by: str = "tensor",
+                    split: str = "val", out_dir: str | None = None,
+                    log: Callable[[str], None] = print) -> dict:
     """Δval_bpb from quantizing ONE tensor (or one class) at a time, full precision elsewhere.
 
-    split="train" measures on the last training shard instead: the form to feed the budget
-    fitter (QUANT_SENSITIVITY), since an artifact tuned on validation text is not a fair score."""
+    `request` names the weights, data and windows (stride None = chunked, max_tokens None =
+    every target; its mode, TTT and tilt do not apply). split="train" measures on the last
+    training shard instead: the form to feed the budget fitter (QUANT_SENSITIVITY), since an
+    artifact tuned on validation text is not a fair score."""
     if by not in ("tensor", "class"):
         raise EvalError(f"--sensitivity-by must be tensor or class, got {by!r}")
-    exp_cfg, checkpoint, artifact = resolve_run_files(run_dir, checkpoint, artifact)
+    exp_cfg, checkpoint, artifact = resolve_run_files(run_dir, request.checkpoint, request.artifact)
     if checkpoint is None or artifact is None:
         raise EvalError("sensitivity needs both full-precision weights (ema.pt/model.pt or "
                         "--checkpoint) and an artifact (final_model.gkq or --artifact)")
-    device = device or default_device()
+    device = request.device or default_device()
     model, cfg, _ = load_eval_model(checkpoint, cfg_override=exp_cfg, device=device)
     load_eval_model(artifact, cfg_override=cfg, device="cpu")  # config check, clear error
     deq, _meta = load_artifact(artifact)
     live = model.state_dict()
     full = {k: v.detach().clone() for k, v in live.items()}
     aliases = _aliases(live)
-    ed = load_eval_data(data or cfg.data_path, tokenizer or cfg.tokenizer_path, cfg.vocab_size,
-                        max_tokens=max_tokens, byte_check=byte_check, log=log, split=split)
-    kw = dict(seq_len=seq_len or cfg.effective_eval_seq_len, stride=stride,
-              batch_tokens=batch_tokens or cfg.val_batch_size, device=device,
-              max_tokens=ed.n_targets)
+    ed = load_eval_data(request.data or cfg.data_path, request.tokenizer or cfg.tokenizer_path,
+                        cfg.vocab_size, max_tokens=request.max_tokens,
+                        byte_check=request.byte_check, log=log, split=split)
+    scoring = Scoring(seq_len=request.seq_len or cfg.effective_eval_seq_len,
+                      stride=request.stride or 0,
+                      batch_tokens=request.batch_tokens or cfg.val_batch_size, device=device)
 
     def score(replaced: Sequence[str]) -> float:
         sd = dict(full)
@@ -83,7 +82,7 @@ def run_sensitivity(run_dir: str | None = None, *, checkpoint: str | None = None
             for alias in aliases.get(name, [name]):
                 sd[alias] = deq[name].to(full[alias].dtype)
         model.load_state_dict(sd)
-        return evaluate_bpb(model, ed.tokens, ed.lut, **kw).val_bpb
+        return evaluate_bpb(model, ed.tokens, ed.lut, scoring, max_tokens=ed.n_targets).val_bpb
 
     changed, groups = _quantized_groups(full, deq, aliases, by)
     base = score([])

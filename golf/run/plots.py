@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from golf.atomic import atomic_file
+from golf.run.atomic import atomic_file
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:

@@ -20,9 +20,9 @@ from typing import Callable, Iterator, TypeVar
 import torch
 import torch.distributed as dist
 
-from golf import settings
+from golf.run import settings
 
-from golf.errors import RankFailed
+from golf.run.errors import RankFailed
 
 T = TypeVar("T")
 

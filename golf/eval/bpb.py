@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from golf.data.tokenizer import is_user_defined, load_tokenizer, user_defined_pieces
-from golf.errors import ByteLUTError, EvalError
+from golf.run.errors import ByteLUTError, EvalError
 
 # Bytes of the official 50k-doc FineWeb val split (sp1024), back-computed from official logs.
 OFFICIAL_VAL_BYTES = 151_080_168
@@ -113,12 +113,44 @@ def val_byte_counter(sp, vocab_size: int, tokens: np.ndarray, sidecar: np.ndarra
     return counts
 
 
-def build_byte_lut(sp_or_path, vocab_size: int) -> ByteLUT:
-    """Per-token byte table for any SentencePiece model (rules: challenge README "Score").
+# ----------------------------------------------------------------------------- byte rules
+@dataclass(frozen=True)
+class PieceRule:
+    """What one kind of piece counts as (challenge README "Score"): `count(sp, id, where)` gives
+    (bytes without a leading ▁, has a leading ▁), None for a boundary (0 bytes; a ▁ after it is
+    no space), or raises ByteLUTError to refuse the tokenizer."""
+    applies: Callable[[Any, int], bool]
+    count: Callable[[Any, int, str], "tuple[int, bool] | None"]
 
-    Refused: no standalone "▁" piece (every space would cost byte-fallback pieces, Issue
-    #897) and user_defined pieces (need a sidecar). Byte-fallback pieces count exactly 1 byte
-    each; control, unknown and unused pieces 0 (unk targets are refused at scoring time)."""
+
+def _refuse_user_defined(sp: Any, t: int, where: str) -> None:
+    raise ByteLUTError(f"{where}: piece {t} ({sp.id_to_piece(t)!r}) is user_defined; the "
+                       "byte table cannot count it exactly, use a byte sidecar or "
+                       "a tokenizer without user_defined symbols")
+
+
+def _text_bytes(sp: Any, t: int, where: str) -> tuple[int, bool]:
+    piece = sp.id_to_piece(t)
+    lead = piece.startswith("▁")
+    return len((piece[1:] if lead else piece).encode("utf-8")), lead
+
+
+# The byte rules, declared once: build_byte_lut counts a piece by the first rule that applies.
+# boundary: control / unknown / unused (unk targets are refused at scoring time); user_defined:
+# refused (a byte sidecar counts them); byte: a byte-fallback piece is 1 byte; text: the rest.
+PIECE_RULES: dict[str, PieceRule] = {
+    "boundary": PieceRule(lambda sp, t: sp.is_control(t) or sp.is_unknown(t) or sp.is_unused(t),
+                          lambda sp, t, where: None),
+    "user_defined": PieceRule(is_user_defined, _refuse_user_defined),
+    "byte": PieceRule(lambda sp, t: sp.is_byte(t), lambda sp, t, where: (1, False)),
+    "text": PieceRule(lambda sp, t: True, _text_bytes),
+}
+
+
+def build_byte_lut(sp_or_path, vocab_size: int) -> ByteLUT:
+    """Per-token byte table for any SentencePiece model: each piece counted by the first of
+    PIECE_RULES that applies. Refused: no standalone "▁" piece (every space would cost
+    byte-fallback pieces, Issue #897)."""
     sp = sp_or_path
     where = "<tokenizer>"
     if isinstance(sp_or_path, (str, os.PathLike)):
@@ -133,22 +165,12 @@ def build_byte_lut(sp_or_path, vocab_size: int) -> ByteLUT:
     if space_id == sp.unk_id():  # SentencePiece's piece_to_id of a missing piece
         raise ByteLUTError(f"{where}: tokenizer has no standalone '▁' piece, so space bytes "
                            "would be miscounted; retrain it with the challenge's settings")
+    rules = tuple(PIECE_RULES.values())   # read at call time: a rule added there counts
     for t in range(n):
-        if sp.is_control(t) or sp.is_unknown(t) or sp.is_unused(t):
-            continue
-        if is_user_defined(sp, t):
-            raise ByteLUTError(f"{where}: piece {t} ({sp.id_to_piece(t)!r}) is user_defined; the "
-                               "byte table cannot count it exactly, use a byte sidecar or "
-                               "a tokenizer without user_defined symbols")
-        boundary[t] = False
-        if sp.is_byte(t):
-            base[t] = 1
-            continue
-        piece = sp.id_to_piece(t)
-        if piece.startswith("▁"):
-            lead[t] = True
-            piece = piece[1:]
-        base[t] = len(piece.encode("utf-8"))
+        counted = next(r for r in rules if r.applies(sp, t)).count(sp, t, where)
+        if counted is not None:
+            boundary[t] = False
+            base[t], lead[t] = counted
     return ByteLUT(base, lead, boundary)
 
 

@@ -25,19 +25,55 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import quant
-from golf import distributed
-from golf import rundir as rd
-from golf.atomic import atomic_write_json
-from golf.bpb import bpb_from_sums, check_bytes, range_bytes, val_byte_counter
-from golf.checkpoint import load_torch_file
-from golf.config import Config
+from golf.run import distributed
+from golf.run import rundir as rd
+from golf.run.atomic import atomic_write_json
+from golf.eval.bpb import bpb_from_sums, check_bytes, range_bytes, val_byte_counter
+from golf.run.checkpoint import load_torch_file
+from golf.run.config import Config
 from golf.data.inputs import check_dataset
 from golf.data.shards import (check_token_range, dataset_text_transform, find_shards,
                               load_val_bytes, load_val_tokens, read_shard, train_pattern)
 from golf.data.tokenizer import load_tokenizer
-from golf.errors import EvalError
-from golf.model import GPT
-from golf.rules import eval_mode
+from golf.run.errors import EvalError
+from golf.model.gpt import GPT
+from golf.run.rules import eval_mode
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a stream is scored, besides the weights, the tokens and the byte counter: the window
+    plan (seq_len, stride; doc_bos keeps each window inside one document), the batch size, and
+    where (device, this rank of world_size). One value travels from the settings to every pass
+    (pre, post, tilt, TTT), so they all score the same windows."""
+    seq_len: int
+    stride: int = 0
+    batch_tokens: int = 65536
+    device: str | torch.device = "cpu"
+    rank: int = 0
+    world_size: int = 1
+    doc_bos: int | None = None
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What a caller asks of an evaluation (eval_bpb.py's options); None = the run's config
+    decides. ttt (a golf.eval.ttt.TTTSettings) and tilt (a golf.eval.tilt.TiltSettings) are passed in,
+    never imported: golf.eval.ttt sits above this module and the packed script lacks it."""
+    checkpoint: str | None = None
+    artifact: str | None = None
+    data: str | None = None
+    tokenizer: str | None = None
+    mode: str | None = None
+    seq_len: int | None = None
+    stride: int | None = None
+    max_tokens: int | None = None
+    batch_tokens: int | None = None
+    device: str | None = None
+    byte_check: bool = True
+    doc_windows: bool | None = None
+    ttt: Any = None
+    tilt: Any = None
 
 
 @dataclass
@@ -137,7 +173,7 @@ def batch_nll(model: torch.nn.Module, stream: torch.Tensor, batch: Sequence[tupl
               dev: torch.device, tilt: Any = None) -> torch.Tensor:
     """Per-target NLL of one batch of windows (start, first scored, end): float32 cross-entropy
     over all V logits, targets a+1..e of each window. The one scoring rule of every eval mode
-    (plain, sliding, and the score-first passes of TTT). `tilt` (a golf.tilt.TokenTilt, built
+    (plain, sliding, and the score-first passes of TTT). `tilt` (a golf.eval.tilt.TokenTilt, built
     by its settings' `build`) renormalises it towards the n-gram hint: scored NLL only."""
     x = torch.stack([stream[s:e] for s, _, e in batch]).to(dev).long()
     logits = model(x)
@@ -186,10 +222,8 @@ def _score_windows(model: torch.nn.Module, stream: torch.Tensor, plan: Sequence[
     return nll_sum, n_scored
 
 
-def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_len: int,
-                 stride: int = 0, batch_tokens: int = 65536, device: str | torch.device = "cpu",
-                 max_tokens: int | None = None, rank: int = 0,
-                 world_size: int = 1, tilt: Any = None, doc_bos: int | None = None) -> EvalResult:
+def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, scoring: Scoring, *,
+                 max_tokens: int | None = None, tilt: Any = None) -> EvalResult:
     """val_loss (nats/token) and val_bpb of `model` over the stream `tokens`.
 
     Chunked mode (stride 0) scores the short tail window too, so tokens == N exactly; the
@@ -197,14 +231,15 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_le
     Sliding mode's tail window gets a full seq_len of context (the record scripts give it
     less), all other windows match the record scripts' `ws + ctx < N` form.
     NLL is float32 cross-entropy per scored target, summed in float64; bytes come from
-    `golf.bpb.range_bytes` (the piece table, or the byte sidecar when `lut` is a
-    golf.bpb.SidecarBytes); `tilt` (see batch_nll) tilts every scored NLL; `doc_bos` (a BOS
-    id) keeps every window inside one document (document_window_plan). Every target is
-    scored exactly once (raises
-    otherwise). Under torch.distributed the windows are split across ranks and the three
-    sums all-reduced, so every rank returns the same result.
+    `golf.eval.bpb.range_bytes` (the piece table, or the byte sidecar when `lut` is a
+    golf.eval.bpb.SidecarBytes); `tilt` (see batch_nll) tilts every scored NLL; `scoring.doc_bos`
+    (a BOS id) keeps every window inside one document (document_window_plan). Every target is
+    scored exactly once (raises otherwise). Under torch.distributed the windows are split
+    across ranks and the three sums all-reduced, so every rank returns the same result.
     """
     t0 = time.perf_counter()
+    seq_len, stride, doc_bos = scoring.seq_len, scoring.stride, scoring.doc_bos
+    world_size = scoring.world_size
     toks = np.asarray(tokens)
     n_total = max(0, len(toks) - 1)
     n = n_total if max_tokens is None else min(n_total, int(max_tokens))
@@ -214,11 +249,11 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, *, seq_le
                         f"max_tokens={max_tokens}); check DATA_PATH / --max-tokens")
     plan = (window_plan(n, seq_len, stride) if doc_bos is None
             else document_window_plan(toks, n, seq_len, stride, doc_bos))
-    lo, hi = rank_slice(len(plan), rank, world_size)
+    lo, hi = rank_slice(len(plan), scoring.rank, world_size)
     my_plan = plan[lo:hi]
-    dev = torch.device(device)
+    dev = torch.device(scoring.device)
     stream = torch.from_numpy(toks[: n + 1].astype(np.int32))   # int32 halves host memory
-    rows = max(1, batch_tokens // max(1, world_size) // seq_len)
+    rows = max(1, scoring.batch_tokens // max(1, world_size) // seq_len)
     by_len = my_plan if doc_bos is None else sorted(my_plan, key=lambda w: w[2] - w[0])
     nll_sum, n_scored = _score_windows(model, stream, by_len, rows, dev, tilt)   # batch equal lengths
     n_bytes = 0
@@ -388,36 +423,31 @@ dist_info = distributed.rank_world          # (rank, world_size); kept for the c
 default_device = distributed.default_device
 
 
-def evaluate_source(source: str | os.PathLike, data_path: str, tokenizer_path: str, *,
-                    seq_len: int | None = None, stride: int | None = None,
-                    max_tokens: int | None = None, batch_tokens: int | None = None,
-                    device: str | None = None, rank: int | None = None,
-                    world_size: int | None = None, byte_check: bool = True,
+def evaluate_source(source: str | os.PathLike, request: EvalRequest,
                     log: Callable[[str], None] | None = None) -> EvalResult:
-    """Load a checkpoint or artifact and score it (deterministic: same inputs, same bits on CPU)."""
-    if rank is None or world_size is None:
-        rank, world_size = dist_info()
-    device = device or default_device()
+    """Load a checkpoint or artifact and score it on request.data with request.tokenizer
+    (deterministic: same inputs, same bits on CPU); the request's other None fields come from
+    the weights' own config."""
+    rank, world_size = dist_info()
+    device = request.device or default_device()
     model, cfg, _ = load_eval_model(source, device=device)
-    seq_len = seq_len or cfg.effective_eval_seq_len
-    stride = cfg.eval_stride if stride is None else stride
-    data = load_eval_data(data_path, tokenizer_path, cfg.vocab_size, max_tokens=max_tokens,
-                          byte_check=byte_check, log=log if rank == 0 else None)
+    data = load_eval_data(request.data, request.tokenizer, cfg.vocab_size,
+                          max_tokens=request.max_tokens, byte_check=request.byte_check,
+                          log=log if rank == 0 else None)
     # per-document windows for a DOC_ATTENTION model, as run_eval scores it (eval.json): the
     # packed script's round trip (EVAL_ONLY) must reproduce that number
     doc_bos = int(cfg.bos_id) if getattr(cfg, "doc_attention", False) else None
-    return score_eval_data(model, data, seq_len=seq_len, stride=stride,
-                           batch_tokens=batch_tokens or cfg.val_batch_size, device=device,
-                           rank=rank, world_size=world_size, doc_bos=doc_bos)
+    scoring = Scoring(seq_len=request.seq_len or cfg.effective_eval_seq_len,
+                      stride=cfg.eval_stride if request.stride is None else request.stride,
+                      batch_tokens=request.batch_tokens or cfg.val_batch_size, device=device,
+                      rank=rank, world_size=world_size, doc_bos=doc_bos)
+    return score_eval_data(model, data, scoring)
 
 
-def score_eval_data(model: torch.nn.Module, data: "EvalData", *, seq_len: int, stride: int,
-                    batch_tokens: int, device: str, rank: int, world_size: int,
-                    tilt: Any = None, doc_bos: int | None = None) -> EvalResult:
+def score_eval_data(model: torch.nn.Module, data: "EvalData", scoring: Scoring,
+                    tilt: Any = None) -> EvalResult:
     """evaluate_bpb on loaded val data, labelled partial and checked against the decoded bytes."""
-    res = evaluate_bpb(model, data.tokens, data.lut, seq_len=seq_len, stride=stride,
-                       batch_tokens=batch_tokens, device=device, max_tokens=data.n_targets,
-                       rank=rank, world_size=world_size, tilt=tilt, doc_bos=doc_bos)
+    res = evaluate_bpb(model, data.tokens, data.lut, scoring, max_tokens=data.n_targets, tilt=tilt)
     return checked_against(res, data)
 
 
@@ -503,12 +533,13 @@ def eval_hardware(world: int) -> str:
     return f"{world}xCPU"
 
 
-def tilt_block(tilt: Any, models: dict[str, torch.nn.Module], ed: "EvalData", base: dict, *,
-               stride: int, log: Callable[[str], None], **score: Any) -> dict:
+def tilt_block(tilt: Any, models: dict[str, torch.nn.Module], ed: "EvalData", base: dict,
+               scoring: Scoring, log: Callable[[str], None]) -> dict:
     """eval.json's post_tilt: the artifact (else the checkpoint) scored like `base` (the
-    headline entry) with its NLL tilted by `tilt` (a golf.tilt.TokenTilt)."""
+    headline entry, in `scoring`'s windows) with its NLL tilted by `tilt` (a
+    golf.eval.tilt.TokenTilt)."""
     label = "post" if "post" in models else "pre"
-    res = score_eval_data(models[label], ed, stride=stride, tilt=tilt, **score)
+    res = score_eval_data(models[label], ed, scoring, tilt=tilt)
     out = {**res.to_dict(), "weights": label, "tilt": tilt.settings.knobs(), "gated": tilt.gated,
            "hint_seconds": tilt.seconds, "tilt_gain": res.val_bpb - base[label]["val_bpb"]}
     log(f"eval:tilt on:{label} gated:{tilt.gated}/{ed.n_targets} hint_seconds:{tilt.seconds:.1f} "
@@ -516,50 +547,47 @@ def tilt_block(tilt: Any, models: dict[str, torch.nn.Module], ed: "EvalData", ba
     return out
 
 
-def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = None,
-             artifact: str | None = None, data: str | None = None, tokenizer: str | None = None,
-             mode: str | None = None, seq_len: int | None = None, stride: int | None = None,
-             max_tokens: int | None = None, batch_tokens: int | None = None,
-             device: str | None = None, out: str | os.PathLike | None = None,
-             byte_check: bool = True, log: Callable[[str], None] | None = print,
-             ttt: Any = None, tilt: Any = None, doc_windows: bool | None = None) -> dict:
+def run_eval(run_dir: str | os.PathLike | None = None, request: EvalRequest = EvalRequest(), *,
+             out: str | os.PathLike | None = None,
+             log: Callable[[str], None] | None = print) -> dict:
     """Pre- (checkpoint) vs post-quant (artifact) val_bpb on the same tokens, same mode.
 
-    mode: "chunked", "sliding" or "both" (default: sliding when stride > 0). Returns the
+    request.mode: "chunked", "sliding" or "both" (default: sliding when stride > 0). Returns the
     eval.json dict; rank 0 writes it to `out` (default RUN_DIR/eval.json) and logs a table.
-    ttt: a golf.ttt.TTTSettings; when active, a third number `post_ttt` (score-first TTT of a
-    copy of the chosen weights, in the headline window mode) is added beside pre and post. It is
-    passed in, never imported: golf.ttt sits above this module and the packed script lacks it.
-    tilt: a golf.tilt.TiltSettings (passed in likewise); when enabled, `post_tilt` is added and
-    post_ttt is tilted. doc_windows: keep every window inside one document (default: the
-    model's DOC_ATTENTION).
+    request.ttt: when active, a third number `post_ttt` (score-first TTT of a copy of the chosen
+    weights, in the headline window mode) is added beside pre and post. request.tilt: when
+    enabled, `post_tilt` is added and post_ttt is tilted. request.doc_windows: keep every window
+    inside one document (default: the model's DOC_ATTENTION).
     """
     t0 = time.perf_counter()
     rank, world = dist_info()
     say = log if (log and rank == 0) else (lambda _m: None)
-    cfg, checkpoint, artifact = resolve_run_files(run_dir, checkpoint, artifact)
-    device = device or default_device()
+    cfg, checkpoint, artifact = resolve_run_files(run_dir, request.checkpoint, request.artifact)
+    device = request.device or default_device()
     models, cfg = load_models({"pre": checkpoint}, cfg, device)
     t_load = time.perf_counter()   # deserialization: what a submission pays before it scores
     blob = read_artifact(artifact) if artifact else None  # read once: scored and hashed
     post, cfg = load_models({"post": artifact}, cfg, device, {"post": blob})
     models.update(post)
     deserialize_seconds = time.perf_counter() - t_load if artifact else None
-    seq_len = seq_len or cfg.effective_eval_seq_len
-    stride = cfg.eval_stride if stride is None else stride
+    seq_len = request.seq_len or cfg.effective_eval_seq_len
+    stride = cfg.eval_stride if request.stride is None else request.stride
+    max_tokens = request.max_tokens
     if max_tokens is None:
         max_tokens = cfg.max_eval_tokens or None
-    mode, stride = resolve_mode(mode, stride, seq_len)
-    batch_tokens = batch_tokens or cfg.val_batch_size
-    data_path = data or cfg.data_path
-    tok_path = tokenizer or cfg.tokenizer_path
+    mode, stride = resolve_mode(request.mode, stride, seq_len)
+    data_path = request.data or cfg.data_path
+    tok_path = request.tokenizer or cfg.tokenizer_path
     ed = load_eval_data(data_path, tok_path, cfg.vocab_size, max_tokens=max_tokens,
-                        byte_check=byte_check, log=say)
+                        byte_check=request.byte_check, log=say)
+    doc_windows = request.doc_windows
     if doc_windows is None:
         doc_windows = bool(getattr(cfg, "doc_attention", False))
-    doc_bos = int(cfg.bos_id) if doc_windows else None
-    modes, table = score_modes(models, ed, mode, stride, seq_len=seq_len, batch_tokens=batch_tokens,
-                               device=device, rank=rank, world_size=world, doc_bos=doc_bos)
+    scoring = Scoring(seq_len=seq_len, stride=stride,
+                      batch_tokens=request.batch_tokens or cfg.val_batch_size, device=device,
+                      rank=rank, world_size=world,
+                      doc_bos=int(cfg.bos_id) if doc_windows else None)
+    modes, table = score_modes(models, ed, mode, scoring)
     headline = "sliding" if "sliding" in modes else "chunked"
     report: dict[str, Any] = {
         "pre": modes[headline].get("pre"), "post": modes[headline].get("post"),
@@ -571,22 +599,18 @@ def run_eval(run_dir: str | os.PathLike | None = None, checkpoint: str | None = 
         "artifact_sha256": hashlib.sha256(blob).hexdigest() if blob is not None else None,
         "data": str(data_path), "tokenizer": str(tok_path), "world_size": world,
         "decoded_bytes": ed.decoded_bytes, "doc_windows": doc_windows,
-        "deserialize_seconds": deserialize_seconds, "byte_check": byte_check,
+        "deserialize_seconds": deserialize_seconds, "byte_check": request.byte_check,
     }
     if mode == "both":
         report["modes"] = modes
-    tt = tilt.build(ed.tokens, ed.n_targets) if tilt is not None else None
+    as_headline = dataclasses.replace(scoring, stride=report["stride"])
+    tt = request.tilt.build(ed.tokens, ed.n_targets) if request.tilt is not None else None
     if tt is not None:
-        report["post_tilt"] = tilt_block(tt, models, ed, modes[headline], stride=report["stride"],
-                                         log=say, seq_len=seq_len, batch_tokens=batch_tokens,
-                                         device=device, rank=rank, world_size=world,
-                                         doc_bos=doc_bos)
+        report["post_tilt"] = tilt_block(tt, models, ed, modes[headline], as_headline, say)
         table.append({"label": f"{report['post_tilt']['weights']}+tilt", **report["post_tilt"]})
+    ttt = request.ttt
     if ttt is not None and getattr(ttt, "active", False):
-        report["post_ttt"] = ttt.post_ttt(models, ed, modes[headline], cfg=cfg, seq_len=seq_len,
-                                          stride=report["stride"], batch_tokens=batch_tokens,
-                                          device=device, rank=rank, world=world, log=say, tilt=tt,
-                                          doc_bos=doc_bos)
+        report["post_ttt"] = ttt.post_ttt(models, ed, modes[headline], as_headline, cfg, say, tt)
         table.append({"label": f"ttt:{ttt.mode}", **report["post_ttt"]})
     report["hardware"] = eval_hardware(world)
     report["wall_seconds"] = time.perf_counter() - t0
@@ -629,10 +653,11 @@ def resolve_mode(mode: str | None, stride: int, seq_len: int) -> tuple[str, int]
     return mode, stride
 
 
-def score_modes(models: dict[str, torch.nn.Module], ed: EvalData, mode: str, stride: int,
-                **score: Any) -> tuple[dict[str, dict], list[dict]]:
-    """Every model in each window mode of `mode`: ({mode: {label: result, "gap": post - pre}},
-    the table's rows)."""
+def score_modes(models: dict[str, torch.nn.Module], ed: EvalData, mode: str,
+                scoring: Scoring) -> tuple[dict[str, dict], list[dict]]:
+    """Every model in each window mode of `mode` (sliding by scoring.stride): ({mode: {label:
+    result, "gap": post - pre}}, the table's rows)."""
+    stride = scoring.stride
     mode_strides = {"chunked": [("chunked", 0)], "sliding": [("sliding", stride)],
                     "both": [("chunked", 0), ("sliding", stride)]}[mode]
     modes: dict[str, dict] = {}
@@ -640,7 +665,7 @@ def score_modes(models: dict[str, torch.nn.Module], ed: EvalData, mode: str, str
     for mname, mstride in mode_strides:
         entry: dict[str, Any] = {}
         for label, model in models.items():
-            res = score_eval_data(model, ed, stride=mstride, **score)
+            res = score_eval_data(model, ed, dataclasses.replace(scoring, stride=mstride))
             entry[label] = res.to_dict()
             table.append({"label": label, **res.to_dict()})
         entry["gap"] = (entry["post"]["val_bpb"] - entry["pre"]["val_bpb"]

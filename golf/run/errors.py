@@ -14,7 +14,7 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
-from golf import settings
+from golf.run import settings
 
 
 class RankFailed(RuntimeError):
@@ -82,7 +82,7 @@ class OverCapError(PackError):
 
 
 class RoundTripError(PackError):
-    """The packed train_gpt.py did not reproduce the run's post-quant val_bpb."""
+    """The packed train_gpt.py did not reproduce the run's scored val_bpb."""
 
 
 # Space and permission errnos: each is one readable line, never a traceback (rundir rule 7).

@@ -27,8 +27,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from golf.errors import EvalError
-from golf.settings import fields_table, parse_env, register, setting
+from golf.run.errors import EvalError
+from golf.run.settings import fields_table, parse_env, register, setting
 
 # ----------------------------------------------------------------------------- settings
 _ENV_NAMES = {"enabled": "NGRAM_TILT_ENABLED", "order": "TOKEN_ORDER",
@@ -49,7 +49,7 @@ ILLEGAL: dict[str, Callable[[float], bool]] = {
 
 @dataclass(frozen=True)
 class TiltSettings:
-    """The tilt's knobs, declared once in golf.settings' table under the records' names.
+    """The tilt's knobs, declared once in golf.run.settings' table under the records' names.
     Defaults are #2135's launch values except NGRAM_TILT_ENABLED (off unless asked for)."""
     enabled: bool = setting(False, "1 = tilt the scored NLL towards the token-only n-gram hint")
     order: int = setting(16, "n of the n-gram: the hint's context is the previous n-1 targets",

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from golf.errors import CheckpointError
+from golf.run.errors import CheckpointError
 
 
 def _refusal(exc: pickle.UnpicklingError) -> str:

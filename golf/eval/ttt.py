@@ -8,13 +8,13 @@ order of two lines. Here the order is fixed by construction and checked by tests
 tests/test_ttt_phased.py does the same for `lora` in its own processing order, see below):
 
 - `chunk` (R23 / PR #549): the stream is cut into chunks of
-  TTT_CHUNK_TOKENS targets; every window of the usual plan (`golf.evaluate.window_plan`,
+  TTT_CHUNK_TOKENS targets; every window of the usual plan (`golf.eval.score.window_plan`,
   chunked or sliding) belongs to the chunk holding its first scored target. Per chunk: score
   all its windows under no_grad, *then* SGD (momentum, epochs, clip) on that chunk's targets,
   all parameters, LR cosine across chunks; the last chunk is never trained on.
 - `lora` (the records' phased score-first LoRA: PR #1855, with #2014's and #2135's knobs):
   documents from BOS to BOS, sorted by length and cut into TTT_BATCH_SIZE batches, the longest
-  batch first; every document of a batch has its own adapters per virtual layer (golf.lora:
+  batch first; every document of a batch has its own adapters per virtual layer (golf.eval.lora:
   Q, K, V, the O and MLP bypasses, the head); step k scores chunk k (TTT_CHUNK_SIZE targets,
   a window of the seq_len tokens before the chunk's end inside the document), then one AdamW
   step for the documents with a later chunk. A is warm-started across batches, B zeroed. At
@@ -45,11 +45,12 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from golf.bpb import bpb_from_sums, bytes_at
-from golf.evaluate import (
+from golf.eval.bpb import bpb_from_sums, bytes_at
+from golf.eval.score import (
     EvalData,
     EvalError,
     EvalResult,
+    Scoring,
     _batches,
     _dist_active,
     batch_nll,
@@ -59,10 +60,10 @@ from golf.evaluate import (
     rank_slice,
     window_plan,
 )
-from golf.lora import BLOCK_TARGETS, DocLoRA
-from golf.settings import fields_table, parse_env, register, setting, value_problems
+from golf.eval.lora import BLOCK_TARGETS, DocLoRA
+from golf.run.settings import fields_table, parse_env, register, setting, value_problems
 
-Window = tuple[int, int, int]          # (start, score_from, score_to) as in golf.evaluate
+Window = tuple[int, int, int]          # (start, score_from, score_to) as in golf.eval.score
 
 
 # ----------------------------------------------------------------------------- settings
@@ -77,7 +78,7 @@ def _ttt_env_name(name: str) -> str:
 class TTTSettings:
     """TTT knobs; env name = TTT_ + field name upper-cased (mode is `TTT`, on is `TTT_ON`;
     the phased_ttt_* / global_ttt_* fields are upper-cased as they are, the records' names)."""
-    mode: str = setting("off", "test-time training at evaluation (the modes of golf.ttt.TTT_MODES)",
+    mode: str = setting("off", "test-time training at evaluation (the modes of golf.eval.ttt.TTT_MODES)",
                         aliases=(("0", "off"), ("none", "off")))
     on: str = setting("post", "post = the dequantized artifact, pre = full precision",
                       choices=("post", "pre"))
@@ -161,13 +162,18 @@ class TTTSettings:
         """What the table's per-field rules cannot say: the syntax of the short-document steps."""
         if short_steps(self.short_score_first_steps) is None:
             return [f"TTT_SHORT_SCORE_FIRST_STEPS={self.short_score_first_steps!r}: not "
-                    "doc_len:chunk pairs such as 256:8,2000:24"]
+                    "distinct doc_len:chunk pairs such as 256:8,2000:24"]
         return []
 
-    def post_ttt(self, models: dict[str, nn.Module], ed: EvalData, base: dict,
-                 **kw: Any) -> dict:
-        """eval.json's post_ttt entry; golf.evaluate.run_eval calls it on the settings it was given."""
-        return ttt_block(self, models, ed, base, **kw)
+    def post_ttt(self, models: dict[str, nn.Module], ed: EvalData, base: dict, scoring: Scoring,
+                 cfg: Any, log: Callable[[str], None], tilt: Any = None) -> dict:
+        """eval.json's post_ttt entry; golf.eval.score.run_eval calls it on the settings it was
+        given, with the headline's windows (`scoring`) and the model's config (its BOS_ID
+        splits documents when TTT_BOS_ID is -1)."""
+        s = self
+        if s.bos_id < 0 and getattr(cfg, "bos_id", None) is not None:
+            s = dataclasses.replace(s, bos_id=int(cfg.bos_id))   # documents split at BOS
+        return ttt_block(s, models, ed, base, scoring, log, tilt)
 
     def knobs(self) -> dict[str, Any]:
         """The settings that shaped this mode's result (for eval.json and submission.json)."""
@@ -179,6 +185,34 @@ class TTTSettings:
         and the mode's knobs): what submission.json and the generated README state."""
         names = ("mode", "on") + tuple(TTT_MODES[self.mode].knobs)
         return {_ttt_env_name(k): getattr(self, k) for k in names}
+
+
+@dataclass(frozen=True)
+class TTTPass:
+    """One score-first pass besides the model and its settings: the windows and where they run
+    (a golf.eval.score.Scoring, as the plain score uses; doc_bos keeps chunk mode's windows
+    inside documents), how many targets (None = all), the model's BOS id (splits documents
+    when TTT_BOS_ID is -1), the tilt of the scores (a golf.eval.tilt.TokenTilt; the adaptation
+    losses stay untilted), and whether to keep every target's NLL and count (the tests)."""
+    scoring: Scoring
+    max_tokens: int | None = None
+    bos_id: int | None = None
+    tilt: Any = None
+    record: bool = False
+
+    @property
+    def dev(self) -> torch.device:
+        return torch.device(self.scoring.device)
+
+
+@dataclass(frozen=True)
+class SpanSGD:
+    """How train_span trains on a span: lr, passes over it, sequences per step (split over the
+    ranks) and the gradient clip (0 = off)."""
+    lr: float
+    epochs: int
+    batch_seqs: int
+    clip: float
 
 
 # ----------------------------------------------------------------------------- result
@@ -201,10 +235,10 @@ class TTTResult(EvalResult):
 
 class _Tally:
     """Σ NLL, targets and bytes of what was scored; per target NLL and counts when recording
-    (the tests' C1-C4 checks). Bytes come from golf.bpb.bytes_at of the scored targets."""
+    (the tests' C1-C4 checks). Bytes come from golf.eval.bpb.bytes_at of the scored targets."""
 
     def __init__(self, toks: np.ndarray, n: int, lut: Any, record: bool, tilt: Any = None):
-        self.toks, self.lut, self.tilt = toks, lut, tilt     # tilt: a golf.tilt.TokenTilt or None
+        self.toks, self.lut, self.tilt = toks, lut, tilt     # tilt: a golf.eval.tilt.TokenTilt or None
         self.nll_sum, self.tokens, self.bytes = 0.0, 0, 0
         self.per = np.full(n, np.nan) if record else None
         self.counts = np.zeros(n, dtype=np.int64) if record else None
@@ -257,7 +291,7 @@ def _finish(tally: _Tally, *, n: int, t0: float, dev: torch.device, world: int,
 # ----------------------------------------------------------------------------- shared steps
 def score_windows(model: nn.Module, stream: torch.Tensor, windows: Sequence[Window], rows: int,
                   dev: torch.device, tally: _Tally) -> None:
-    """Score windows exactly as golf.evaluate.evaluate_bpb does (same batching rule, float32
+    """Score windows exactly as golf.eval.score.evaluate_bpb does (same batching rule, float32
     cross-entropy over all V logits), under no_grad: nothing here can change the model."""
     with torch.no_grad(), _autocast(dev):
         for batch in _batches(windows, rows):
@@ -279,24 +313,26 @@ def _sync_grads(params: Sequence[nn.Parameter], world: int) -> None:
         off += p.numel()
 
 
-def train_span(model: nn.Module, opt: torch.optim.Optimizer, stream: torch.Tensor, lo: int,
-               hi: int, *, lr: float, epochs: int, seq_len: int, batch_seqs: int, clip: float,
-               dev: torch.device, rank: int, world: int) -> int:
-    """`epochs` SGD passes over targets [lo, hi), which the caller has already scored.
+def train_span(model: nn.Module, opt: torch.optim.Optimizer, stream: torch.Tensor,
+               span: tuple[int, int], sgd: SpanSGD, place: Scoring) -> int:
+    """`sgd.epochs` SGD passes over the targets [lo, hi) = `span`, which the caller has already
+    scored.
 
-    The span is cut into seq_len sequences (the tail shorter), `batch_seqs` per step; each
-    step's sequences are split over ranks and every rank weighs its mean loss by its share of
-    the step's tokens, so the summed gradient is the global mean whatever the world size.
-    Returns the number of optimizer steps.
+    The span is cut into place.seq_len sequences (the tail shorter), `sgd.batch_seqs` per
+    step; each step's sequences are split over the ranks of `place` and every rank weighs its
+    mean loss by its share of the step's tokens, so the summed gradient is the global mean
+    whatever the world size. Returns the number of optimizer steps.
     """
+    (lo, hi), seq_len, batch_seqs, clip = span, place.seq_len, sgd.batch_seqs, sgd.clip
+    dev, rank, world = torch.device(place.device), place.rank, place.world_size
     for g in opt.param_groups:
-        g["lr"] = lr
+        g["lr"] = sgd.lr
     params = [p for g in opt.param_groups for p in g["params"]]
     seqs = [(s, s, min(s + seq_len, hi)) for s in range(lo, hi, seq_len)]
     steps = 0
     model.train()
     try:
-        for _ in range(epochs):
+        for _ in range(sgd.epochs):
             for batch in _batches(seqs, batch_seqs):
                 total = sum(e - s for s, _, e in batch)
                 a, b = rank_slice(len(batch), rank, world)
@@ -319,13 +355,15 @@ def train_span(model: nn.Module, opt: torch.optim.Optimizer, stream: torch.Tenso
 
 
 # ----------------------------------------------------------------------------- chunk mode
-def chunk_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
-              seq_len: int, stride: int, batch_tokens: int, dev: torch.device, rank: int,
-              world: int, record: bool = False, tilt: Any = None,
-              doc_bos: int | None = None) -> TTTResult:
-    """R23's score-first TTT on `model` in place (callers pass a copy; see run_ttt); with
-    `doc_bos` its windows stay inside documents (golf.evaluate.document_window_plan)."""
+def chunk_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, n: int,
+              p: TTTPass) -> TTTResult:
+    """R23's score-first TTT on `model` in place (callers pass a copy; see run_ttt) over the
+    first n targets; with p.scoring.doc_bos its windows stay inside documents
+    (golf.eval.score.document_window_plan)."""
     t0 = time.perf_counter()
+    sc, dev = p.scoring, p.dev
+    seq_len, stride, doc_bos = sc.seq_len, sc.stride, sc.doc_bos
+    rank, world = sc.rank, sc.world_size
     stream = torch.from_numpy(toks[: n + 1].astype(np.int32))
     n_chunks = -(-n // s.chunk_tokens)
     by_chunk: list[list[Window]] = [[] for _ in range(n_chunks)]
@@ -333,10 +371,10 @@ def chunk_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n
             else document_window_plan(toks, n, seq_len, stride, doc_bos))
     for w in plan:
         by_chunk[w[1] // s.chunk_tokens].append(w)
-    rows = max(1, batch_tokens // max(1, world) // seq_len)
-    params = [p for p in model.parameters() if p.requires_grad]
+    rows = max(1, sc.batch_tokens // max(1, world) // seq_len)
+    params = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum)
-    tally = _Tally(toks, n, lut, record, tilt)
+    tally = _Tally(toks, n, lut, p.record, p.tilt)
     steps = 0
     model.eval()
     for ci, wins in enumerate(by_chunk):
@@ -345,10 +383,9 @@ def chunk_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n
         if ci == n_chunks - 1:
             break                                                        # last chunk: never trained
         lr = s.lr * 0.5 * (1.0 + math.cos(math.pi * ci / max(1, n_chunks - 1)))
-        steps += train_span(model, opt, stream, ci * s.chunk_tokens,     # 2. then train on it
-                            min((ci + 1) * s.chunk_tokens, n), lr=lr, epochs=s.epochs,
-                            seq_len=seq_len, batch_seqs=s.batch_seqs, clip=s.grad_clip,
-                            dev=dev, rank=rank, world=world)
+        span = (ci * s.chunk_tokens, min((ci + 1) * s.chunk_tokens, n))
+        steps += train_span(model, opt, stream, span,                    # 2. then train on it
+                            SpanSGD(lr, s.epochs, s.batch_seqs, s.grad_clip), sc)
     return _finish(tally, n=n, t0=t0, dev=dev, world=world, mode="sliding" if stride else "chunked",
                    seq_len=seq_len, stride=stride, partial=False, ttt="chunk", knobs=s.knobs(),
                    units=n_chunks, adapt_steps=steps)
@@ -465,14 +502,24 @@ def _window_logits(model: nn.Module, stream: torch.Tensor, rows: Sequence[tuple[
     return torch.cat(picked).float(), tgt
 
 
-def _lora_step(model: nn.Module, route: Callable[[torch.Tensor | None], None],
-               opt: torch.optim.Optimizer, stream: torch.Tensor,
+@dataclass(frozen=True)
+class _AdapterUpdate:
+    """How a LoRA step updates the adapters: `route` points batch rows at their documents'
+    adapters (None after), `opt` takes `steps` steps, `clip` (if any) runs before each."""
+    route: Callable[[torch.Tensor | None], None]
+    opt: torch.optim.Optimizer
+    clip: Callable[[], None] | None = None
+    steps: int = 1
+
+
+def _lora_step(model: nn.Module, update: _AdapterUpdate, stream: torch.Tensor,
                rows: Sequence[tuple[int, Window]], train: set[int], dev: torch.device,
-               tally: _Tally, *, clip: Callable[[], None] | None = None, steps: int = 1) -> int:
+               tally: _Tally) -> int:
     """One forward over this step's windows: record every NLL (the score, taken before any
-    update that could have seen it), then `steps` optimizer steps for the documents in `train`
-    on the very targets just scored (the first reuses the scoring forward). `route` points
-    batch rows at their documents' adapters (None after). Returns the steps taken."""
+    update that could have seen it), then update.steps optimizer steps for the documents in
+    `train` on the very targets just scored (the first reuses the scoring forward). Returns
+    the steps taken."""
+    route, opt, clip, steps = update.route, update.opt, update.clip, update.steps
     slots = torch.tensor([slot for slot, _ in rows], device=dev)
     route(slots)
     try:
@@ -514,20 +561,22 @@ def _golf_route(adapters: Sequence[BatchedLoRA]) -> Callable[[torch.Tensor | Non
 
 
 def _lora_batch(model: nn.Module, adapters: Sequence[BatchedLoRA], stream: torch.Tensor,
-                docs: Sequence[tuple[int, int]], s: TTTSettings, seq_len: int, stride: int,
-                dev: torch.device, tally: _Tally) -> int:
+                docs: Sequence[tuple[int, int]], s: TTTSettings, p: TTTPass,
+                tally: _Tally) -> int:
     """One batch of documents, slot i = docs[i], with fresh adapters and a fresh Adam state.
     Step k scores chunk k of every document that has one, then trains those not at their end."""
+    seq_len, stride, dev = p.scoring.seq_len, p.scoring.stride, p.dev
     reset_adapters(adapters, [a for a, _ in docs], s.seed)
-    opt = torch.optim.Adam([p for ad in adapters for p in (ad.A, ad.B)], lr=s.golf_lora_lr)
+    opt = torch.optim.Adam([q for ad in adapters for q in (ad.A, ad.B)], lr=s.golf_lora_lr)
+    update = _AdapterUpdate(_golf_route(adapters), opt,
+                            clip=lambda: _clip_per_slot(adapters, s.grad_clip))
     n_chunks = [-(-(b - a) // s.lora_chunk) for a, b in docs]
     steps = 0
     for k in range(max(n_chunks)):
         rows = [(slot, w) for slot, (a, b) in enumerate(docs) if k < n_chunks[slot]
                 for w in chunk_windows(a, b, k, s.lora_chunk, seq_len, stride)]
         train = {slot for slot, nc in enumerate(n_chunks) if k < nc - 1}
-        steps += _lora_step(model, _golf_route(adapters), opt, stream, rows, train, dev, tally,
-                            clip=lambda: _clip_per_slot(adapters, s.grad_clip))
+        steps += _lora_step(model, update, stream, rows, train, dev, tally)
     return steps
 
 
@@ -557,22 +606,23 @@ def _rank_docs(docs: Sequence[tuple[int, int]], rank: int, world: int) -> list[t
     return [d for d in docs if a <= d[0] < b]
 
 
-def lora_golf_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
-                  seq_len: int, stride: int, batch_tokens: int, dev: torch.device, rank: int,
-                  world: int, record: bool = False, tilt: Any = None,
-                  doc_bos: int | None = None) -> TTTResult:
+def lora_golf_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, n: int,
+                  p: TTTPass) -> TTTResult:
     """golfkit's earlier per-document LoRA TTT (TTT=lora_golf) on `model` in place (callers
-    pass a copy; see run_ttt). batch_tokens and doc_bos are unused: TTT_LORA_BATCH_DOCS sets
-    the batch, and every window lies inside one document anyway."""
+    pass a copy; see run_ttt) over the first n targets. p.scoring's batch_tokens and doc_bos
+    are unused: TTT_LORA_BATCH_DOCS sets the batch, and every window lies inside one document
+    anyway."""
     t0 = time.perf_counter()
+    sc, dev = p.scoring, p.dev
+    seq_len, stride, rank, world = sc.seq_len, sc.stride, sc.rank, sc.world_size
     stream = torch.from_numpy(toks[: n + 1].astype(np.int32))
     docs = split_documents(toks, n, s.bos_id)
     base_params = list(model.parameters())
-    for p in base_params:
-        p.requires_grad_(False)
+    for q in base_params:
+        q.requires_grad_(False)
     adapters = attach_lora(model, s.lora_batch_docs, s.golf_lora_rank, s.lora_targets)
     base_opt = torch.optim.SGD(base_params, lr=s.lr, momentum=s.momentum) if s.lora_phases else None
-    tally = _Tally(toks, n, lut, record, tilt)
+    tally = _Tally(toks, n, lut, p.record, p.tilt)
     steps = 0
     model.eval()
     for d0, d1, train_after in phase_segments(len(docs), s.lora_phases, s.lora_prefix_docs):
@@ -580,17 +630,15 @@ def lora_golf_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, 
         if s.lora_sort:     # legal in any order: a document's score depends only on itself
             mine.sort(key=lambda d: (d[0] - d[1], d[0]))
         for i in range(0, len(mine), s.lora_batch_docs):
-            steps += _lora_batch(model, adapters, stream, mine[i:i + s.lora_batch_docs], s,
-                                 seq_len, stride, dev, tally)
+            steps += _lora_batch(model, adapters, stream, mine[i:i + s.lora_batch_docs], s, p,
+                                 tally)
         if train_after and base_opt is not None:    # global phase on documents just scored
-            for p in base_params:
-                p.requires_grad_(True)
-            steps += train_span(model, base_opt, stream, docs[d0][0], docs[d1 - 1][1], lr=s.lr,
-                                epochs=s.lora_phase_epochs, seq_len=seq_len,
-                                batch_seqs=s.batch_seqs, clip=s.grad_clip, dev=dev, rank=rank,
-                                world=world)
-            for p in base_params:
-                p.requires_grad_(False)
+            for q in base_params:
+                q.requires_grad_(True)
+            steps += train_span(model, base_opt, stream, (docs[d0][0], docs[d1 - 1][1]),
+                                SpanSGD(s.lr, s.lora_phase_epochs, s.batch_seqs, s.grad_clip), sc)
+            for q in base_params:
+                q.requires_grad_(False)
     return _finish(tally, n=n, t0=t0, dev=dev, world=world, mode="sliding" if stride else "chunked",
                    seq_len=seq_len, stride=stride, partial=False, ttt="lora_golf",
                    knobs=s.knobs(), units=len(docs), adapt_steps=steps)
@@ -602,12 +650,14 @@ MASKS: dict[str, tuple[str, ...]] = {"": (), "no_qv": ("q", "v")}   # TTT_MASK -
 
 
 def short_steps(raw: str) -> list[tuple[int, int]] | None:
-    """TTT_SHORT_SCORE_FIRST_STEPS "256:8,2000:24" -> [(256, 8), (2000, 24)]; None if malformed."""
+    """TTT_SHORT_SCORE_FIRST_STEPS "256:8,2000:24" -> [(256, 8), (2000, 24)]; None if malformed
+    (not positive doc_len:chunk pairs, or a bound twice)."""
     try:
         pairs = sorted((int(a), int(b)) for a, b in (p.split(":") for p in raw.split(",") if p.strip()))
     except ValueError:
         return None
-    return pairs if all(a > 0 and b > 0 for a, b in pairs) else None
+    ok = all(a > 0 and b > 0 for a, b in pairs) and len({a for a, _ in pairs}) == len(pairs)
+    return pairs if ok else None
 
 
 def record_targets(s: TTTSettings) -> tuple[str, ...]:
@@ -631,7 +681,8 @@ def phase_boundaries(phases: int, prefix_docs: int) -> list[int]:
 
 def batch_chunk(s: TTTSettings, docs: Sequence[tuple[int, int]]) -> int:
     """TTT_CHUNK_SIZE, or with TTT_SHORT_SCORE_FIRST_ENABLED (#2014) the chunk of the first
-    step whose doc_len bound covers the batch's longest document (doc_len = targets + 1)."""
+    step (TTT_SHORT_SCORE_FIRST_STEPS) whose doc_len bound covers the batch's longest document
+    (doc_len = targets + 1)."""
     if s.short_score_first_enabled:
         longest = max(b - a for a, b in docs) + 1
         for limit, size in short_steps(s.short_score_first_steps) or []:
@@ -641,11 +692,13 @@ def batch_chunk(s: TTTSettings, docs: Sequence[tuple[int, int]]) -> int:
 
 
 def _record_batch(model: nn.Module, bank: DocLoRA, stream: torch.Tensor,
-                  docs: Sequence[tuple[int, int]], s: TTTSettings, seq_len: int,
-                  dev: torch.device, tally: _Tally) -> int:
+                  docs: Sequence[tuple[int, int]], s: TTTSettings, p: TTTPass,
+                  tally: _Tally) -> int:
     """One batch, slot i = docs[i], with a fresh AdamW state: step k scores chunk k of every
-    document that has one in a window of the seq_len tokens ending at the chunk's end (never
-    before the document's BOS), then trains the documents that have a later chunk."""
+    document that has one in a window of the seq_len tokens (TTT_EVAL_SEQ_LEN, else the
+    eval's) ending at the chunk's end (never before the document's BOS), then trains the
+    documents that have a later chunk."""
+    seq_len, dev = s.eval_seq_len or p.scoring.seq_len, p.dev
     chunk = batch_chunk(s, docs)
     opt = torch.optim.AdamW(bank.parameters(), lr=s.lora_lr * s.local_lr_mult,
                             betas=(s.beta1, s.beta2), eps=ADAM_EPS, weight_decay=s.weight_decay)
@@ -655,17 +708,18 @@ def _record_batch(model: nn.Module, bank: DocLoRA, stream: torch.Tensor,
         rows = [(slot, w) for slot, (a, b) in enumerate(docs) if k < n_chunks[slot]
                 for w in chunk_windows(a, b, k, chunk, seq_len, stride=1)]
         train = {slot for slot, nc in enumerate(n_chunks) if k < nc - 1}
-        steps += _lora_step(model, bank.route, opt, stream, rows, train, dev, tally,
-                            steps=s.grad_steps)
+        steps += _lora_step(model, _AdapterUpdate(bank.route, opt, steps=s.grad_steps), stream,
+                            rows, train, dev, tally)
     return steps
 
 
 def _global_phase(model: nn.Module, params: Sequence[nn.Parameter], stream: torch.Tensor,
                   docs: Sequence[tuple[int, int]], prefix: Sequence[int], s: TTTSettings,
-                  seq_len: int, dev: torch.device, rank: int, world: int) -> int:
+                  place: Scoring) -> int:
     """SGD of the base model on already-scored documents (in processing order), concatenated
     BOS to BOS: GLOBAL_TTT_CHUNK_TOKENS chunks, the last one skipped, lr cosine over chunks,
-    seq_len sequences, GLOBAL_TTT_BATCH_SEQS per rank per step, clip, the training loss."""
+    place.seq_len sequences, GLOBAL_TTT_BATCH_SEQS per rank per step, clip, the training loss."""
+    world = place.world_size
     last_end = docs[prefix[-1]][1]
     cat = torch.cat([stream[docs[j][0]:docs[j][1]] for j in prefix] + [stream[last_end:last_end + 1]])
     total, size = len(cat) - 1, s.global_ttt_chunk_tokens
@@ -677,40 +731,41 @@ def _global_phase(model: nn.Module, params: Sequence[nn.Parameter], stream: torc
     try:
         for ci in range(n_chunks - 1):
             lr = s.global_ttt_lr * 0.5 * (1.0 + math.cos(math.pi * ci / max(1, n_chunks - 1)))
-            steps += train_span(model, opt, cat, ci * size, min((ci + 1) * size, total), lr=lr,
-                                epochs=s.global_ttt_epochs, seq_len=seq_len,
-                                batch_seqs=s.global_ttt_batch_seqs * world,
-                                clip=s.global_ttt_grad_clip, dev=dev, rank=rank, world=world)
+            sgd = SpanSGD(lr, s.global_ttt_epochs, s.global_ttt_batch_seqs * world,
+                          s.global_ttt_grad_clip)
+            steps += train_span(model, opt, cat, (ci * size, min((ci + 1) * size, total)), sgd,
+                                place)
     finally:
         for p in params:
             p.requires_grad_(False)
     return steps
 
 
-def phased_lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, *, n: int,
-                    seq_len: int, stride: int, batch_tokens: int, dev: torch.device, rank: int,
-                    world: int, record: bool = False, tilt: Any = None,
-                    doc_bos: int | None = None) -> TTTResult:
-    """TTT=lora: the records' phased score-first LoRA on `model` in place (callers pass a copy).
+def phased_lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings, n: int,
+                    p: TTTPass) -> TTTResult:
+    """TTT=lora: the records' phased score-first LoRA on `model` in place (callers pass a
+    copy) over the first n targets.
 
     Batches (record_batches) go round-robin to the ranks; after each round every rank knows
     how many documents are scored, and at each phase boundary all of them run the same global
     phase on the first boundary-many documents in processing order. A is drawn afresh (from a
     generator seeded by TTT_SEED and the batch index, never from tokens) for the first batch, after a
     batch of another size, after a phase, and for every batch without TTT_WARM_START_A;
-    otherwise only B is zeroed. `tilt` tilts the scores, never the adaptation losses. stride,
-    batch_tokens and doc_bos are unused (per-document chunk windows)."""
+    otherwise only B is zeroed. p.tilt tilts the scores, never the adaptation losses. p.scoring's
+    stride, batch_tokens and doc_bos are unused (per-document chunk windows)."""
     t0 = time.perf_counter()
+    sc, dev = p.scoring, p.dev
+    seq_len, rank, world = sc.seq_len, sc.rank, sc.world_size
     stream = torch.from_numpy(toks[: n + 1].astype(np.int64))
     docs = split_documents(toks, n, s.bos_id)
     T = s.eval_seq_len or seq_len
-    params = [p for p in model.parameters() if p.requires_grad]   # what a global phase trains
-    for p in params:
-        p.requires_grad_(False)
+    params = [q for q in model.parameters() if q.requires_grad]   # what a global phase trains
+    for q in params:
+        q.requires_grad_(False)
     batches = record_batches(docs, s.batch_size)
     bank = DocLoRA(model, max(len(b) for b in batches), s.lora_rank, s.lora_alpha, record_targets(s))
     bounds = phase_boundaries(s.phased_ttt_num_phases, s.phased_ttt_prefix_docs)
-    tally = _Tally(toks, n, lut, record, tilt)
+    tally = _Tally(toks, n, lut, p.record, p.tilt)
     steps, phase, prev_size = 0, 0, 0
     model.eval()
     for r0 in range(0, len(batches), world):
@@ -721,13 +776,12 @@ def phased_lora_ttt(model: nn.Module, toks: np.ndarray, lut: Any, s: TTTSettings
             else:
                 bank.zero_B()
             prev_size = len(batch)
-            steps += _record_batch(model, bank, stream, batch, s, T, dev, tally)
+            steps += _record_batch(model, bank, stream, batch, s, p, tally)
         done = min(r0 + world, len(batches))
         scored = sum(len(b) for b in batches[:done])
         while phase < len(bounds) and scored >= bounds[phase] and done < len(batches):
             prefix = [j for b in batches[:done] for j in b][:bounds[phase]]
-            steps += _global_phase(model, params, stream, docs, prefix, s, seq_len, dev, rank,
-                                   world)
+            steps += _global_phase(model, params, stream, docs, prefix, s, sc)
             phase, prev_size = phase + 1, 0                        # a fresh A after a phase
     return _finish(tally, n=n, t0=t0, dev=dev, world=world, mode="sliding", seq_len=T,
                    stride=s.chunk_size, partial=False, ttt="lora", knobs=s.knobs(),
@@ -767,29 +821,44 @@ TTT_MODES: dict[str, TTTMode] = {
     "lora_golf": TTTMode(lora_golf_ttt, "golfkit's earlier per-document LoRA on every nn.Linear",
                          _GOLF_KNOBS, fixed={"optimizer": "adam"}, documents=True),
 }
-MODES = ("off", *TTT_MODES)
+
+
+class _ModeNames:
+    """"off" and TTT_MODES' names, read when asked (TTT's choices): a mode added to the table
+    is accepted, listed by --help and parsed without a second list to edit."""
+
+    def __iter__(self):
+        return iter(("off", *TTT_MODES))
+
+    def __contains__(self, name: object) -> bool:
+        return name == "off" or name in TTT_MODES
+
+    def __len__(self) -> int:
+        return 1 + len(TTT_MODES)
+
+
+MODES = _ModeNames()
 TTT_SETTINGS = tuple(dataclasses.replace(st, choices=MODES) if st.field == "mode" else st
                      for st in fields_table(TTTSettings, "ttt", _ttt_env_name))
 register("ttt", TTT_SETTINGS)
 
 
 # ----------------------------------------------------------------------------- entry point
-def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSettings, *,
-            seq_len: int, stride: int = 0, batch_tokens: int = 65536,
-            device: str | torch.device = "cpu", max_tokens: int | None = None, rank: int = 0,
-            world_size: int = 1, bos_id: int | None = None, weights: str | None = None,
-            record: bool = False, tilt: Any = None, doc_bos: int | None = None) -> TTTResult:
+def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSettings,
+            p: TTTPass) -> TTTResult:
     """Score-first TTT of a *copy* of `model` over the stream; the caller's weights never change.
 
-    Same stream convention, window plan and byte accounting as golf.evaluate.evaluate_bpb.
+    Same stream convention, window plan and byte accounting as golf.eval.score.evaluate_bpb.
     Under torch.distributed, ranks split the windows (chunk) or documents (lora), gradients of
-    shared weights are all-reduced, and every rank returns the same sums. `tilt` (a
-    golf.tilt.TokenTilt) tilts every scored NLL; the adaptation losses stay untilted. `doc_bos`
-    keeps chunk mode's windows inside documents (LoRA mode scores per document anyway).
+    shared weights are all-reduced, and every rank returns the same sums. p.tilt (a
+    golf.eval.tilt.TokenTilt) tilts every scored NLL; the adaptation losses stay untilted.
+    p.scoring.doc_bos keeps chunk mode's windows inside documents (LoRA mode scores per
+    document anyway). The result's `weights` is settings.on.
     """
+    world_size, max_tokens, bos_id = p.scoring.world_size, p.max_tokens, p.bos_id
     settings = settings.validated()         # idempotent: spellings resolved, ranges checked
     if not settings.active:
-        raise EvalError("TTT is off: set TTT=lora, TTT=chunk or TTT=lora_golf (or pass --ttt)")
+        raise EvalError(f"TTT is off: set TTT to one of {', '.join(TTT_MODES)} (or pass --ttt)")
     if world_size > 1 and not _dist_active(world_size):
         raise EvalError("TTT with world_size > 1 needs an initialized process group (torchrun)")
     toks = np.asarray(tokens)
@@ -800,33 +869,26 @@ def run_ttt(model: nn.Module, tokens: np.ndarray, lut: Any, settings: TTTSetting
     spec = TTT_MODES[settings.mode]
     if spec.documents and settings.bos_id < 0:
         settings = dataclasses.replace(settings, bos_id=-1 if bos_id is None else int(bos_id))
-    dev = torch.device(device)
-    work = copy.deepcopy(model).to(dev)
-    common = dict(n=n, seq_len=seq_len, stride=stride, dev=dev, rank=rank, world=world_size,
-                  record=record, tilt=tilt)
-    res = spec.run(work, toks, lut, settings, batch_tokens=batch_tokens, doc_bos=doc_bos, **common)
+    work = copy.deepcopy(model).to(p.dev)
+    res = spec.run(work, toks, lut, settings, n, p)
     res.partial = n < n_total
-    res.weights = weights or settings.on
+    res.weights = settings.on
     return res
 
 
-def ttt_block(settings: TTTSettings, models: dict[str, nn.Module], ed: EvalData, base: dict, *,
-              cfg: Any, seq_len: int, stride: int, batch_tokens: int, device: str, rank: int,
-              world: int, log: Callable[[str], None], tilt: Any = None,
-              doc_bos: int | None = None) -> dict:
-    """eval.json's post_ttt: golf.ttt.run_ttt on a copy of the `settings.on` weights, scored on
-    the same tokens and windows as `base` (the headline entry), bytes checked like pre/post;
-    with `tilt` (a golf.tilt.TokenTilt) its scored NLL is tilted, its training loss not."""
+def ttt_block(settings: TTTSettings, models: dict[str, nn.Module], ed: EvalData, base: dict,
+              scoring: Scoring, log: Callable[[str], None], tilt: Any = None) -> dict:
+    """eval.json's post_ttt: golf.eval.ttt.run_ttt on a copy of the `settings.on` weights, scored on
+    the same tokens and windows (`scoring`) as `base` (the headline entry), bytes checked like
+    pre/post; with `tilt` (a golf.eval.tilt.TokenTilt) its scored NLL is tilted, its training loss
+    not."""
     label = settings.on
     if label not in models:
         raise EvalError(f"TTT on {label!r} weights needs the "
                         f"{'artifact (--artifact)' if label == 'post' else 'checkpoint (--checkpoint)'}")
-    if settings.bos_id < 0 and getattr(cfg, "bos_id", None) is not None:
-        settings = dataclasses.replace(settings, bos_id=int(cfg.bos_id))   # documents split at BOS
     log(f"ttt:start mode:{settings.mode} on:{label} knobs:{settings.knobs()}")
-    res = run_ttt(models[label], ed.tokens, ed.lut, settings, seq_len=seq_len, stride=stride,
-                  batch_tokens=batch_tokens, device=device, max_tokens=ed.n_targets, rank=rank,
-                  world_size=world, weights=label, tilt=tilt, doc_bos=doc_bos)
+    res = run_ttt(models[label], ed.tokens, ed.lut, settings,
+                  TTTPass(scoring, max_tokens=ed.n_targets, tilt=tilt))
     checked_against(res, ed, "TTT ")
     out = res.to_dict()
     out["tilt"] = tilt.settings.knobs() if tilt is not None else None

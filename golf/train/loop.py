@@ -17,24 +17,25 @@ from typing import Any, Callable, Iterator, NamedTuple
 import torch
 import torch.distributed as dist
 
-from golf import rundir as rd
-from golf.atomic import atomic_save
-from golf.bpb import val_byte_counter
-from golf.checkpoint import load_torch_file
-from golf.config import Config
+from golf.run import rundir as rd
+from golf.run.atomic import atomic_save
+from golf.eval.bpb import val_byte_counter
+from golf.run.checkpoint import load_torch_file
+from golf.run.config import Config
 from golf.data.inputs import check_dataset
 from golf.data.loader import DistributedTokenLoader
 from golf.data.packing import DocumentPackingLoader
-from golf.data.shards import dataset_text_transform, load_val_bytes, load_val_tokens
+from golf.data.shards import (dataset_text_transform, find_shards, load_val_bytes, load_val_tokens,
+                              train_pattern)
 from golf.data.tokenizer import load_tokenizer
-from golf.distributed import all_reduce_ as _allreduce, host_max, init_distributed
-from golf.errors import TrainError
-from golf.evaluate import EvalResult, evaluate_bpb
-from golf.model import GPT, count_parameters
-from golf.optim import (build_optimizers, ema_decay_at, muon_momentum, schedule_multiplier, set_lrs,
+from golf.run.distributed import all_reduce_ as _allreduce, host_max, init_distributed
+from golf.run.errors import TrainError
+from golf.eval.score import EvalResult, Scoring, evaluate_bpb
+from golf.model.gpt import GPT, count_parameters
+from golf.train.optim import (build_optimizers, ema_decay_at, muon_momentum, schedule_multiplier, set_lrs,
                         training_fraction)
-from golf.seq_schedule import SeqSchedule, parse_seq_schedule
-from golf.step import Stepper
+from golf.train.seq_schedule import SeqSchedule, parse_seq_schedule
+from golf.train.step import StepPlan, Stepper
 from quant import collect_error_weights, collect_hessians
 
 
@@ -65,6 +66,13 @@ def make_logger(run_dir: Path | None, rank: int) -> Callable[[str], None]:
             path.parent.mkdir(parents=True, exist_ok=True)
             rd.append_line(path, msg)
     return log
+
+
+def hyperparameters_block(cfg: Config) -> str:
+    """The run's settings in the records' `Hyperparameters:` form, one indented `key: value`
+    per field: each seed's log then shows what it ran with, so a reviewer (or golf.audit)
+    can compare the seeds' logs key by key (#2124's third seed came from another config)."""
+    return "Hyperparameters:\n" + "\n".join(f"  {k}: {v}" for k, v in cfg.to_dict().items())
 
 
 def resolve_grad_accum(cfg: Config, world_size: int) -> int:
@@ -154,7 +162,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, run_dir: Path | None, log: Callable[[str], None] | None):
         """Setup: every check first, then the data and the resumed checkpoint, and only then is
-        the run dir written (golf.rundir's rules)."""
+        the run dir written (golf.run.rundir's rules)."""
         cfg.validate()  # every bad setting at once, before any data is read or anything written
         self.di = di = init_distributed()
         self.dev = di.device
@@ -193,6 +201,9 @@ class Trainer:
             log(f"fork:{ckpt_path} -> {run_dir} (the source run is not written)")
         for change in changes:
             log(f"resume:change {change}")
+        log(hyperparameters_block(cfg.replace(run_id=run_dir.name)))
+        log(f"train_shards:{len(find_shards(train_pattern(cfg.data_path)))}")
+        log(f"val_tokens:{len(self.val_tokens)}")
         self.step, self.train_ms, self.last_loss = 0, 0.0, float("nan")
         self.interrupted = self.nonfinite = False
         self.cap_ms = (1000.0 * max(cfg.max_wallclock_seconds - cfg.gptq_reserve_seconds, 0.0)
@@ -216,9 +227,10 @@ class Trainer:
         self.model = torch.compile(base, dynamic=False) if (self.cuda and cfg.compile) else base
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda
                          else torch.autocast("cpu", enabled=False))
-        self.stepper = Stepper(base, self.opts, rank=self.di.rank, world=self.di.world_size,
-                               accum=self.accum, clip_norm=cfg.grad_clip_norm,
-                               sharded=cfg.muon_sharded, reduce_bf16=cfg.muon_reduce_bf16)
+        self.stepper = Stepper(base, self.opts, StepPlan(
+            rank=self.di.rank, world=self.di.world_size, accum=self.accum,
+            clip_norm=cfg.grad_clip_norm, sharded=cfg.muon_sharded,
+            reduce_bf16=cfg.muon_reduce_bf16))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.cuda:  # pinned: a pageable copy would make the host wait for the device queue
@@ -460,9 +472,10 @@ class Trainer:
         """Chunked val_bpb of `m`, logged and recorded (the clock is paused meanwhile)."""
         cfg, di = self.cfg, self.di
         m.doc_window = 0  # eval rows are their own window (the training cut is set per batch)
-        r = evaluate_bpb(m, self.val_tokens, self.lut, seq_len=cfg.train_seq_len, stride=0,
-                         batch_tokens=cfg.val_batch_size, device=self.dev,
-                         max_tokens=cfg.max_eval_tokens or None, rank=di.rank, world_size=di.world_size)
+        scoring = Scoring(seq_len=cfg.train_seq_len, stride=0, batch_tokens=cfg.val_batch_size,
+                          device=self.dev, rank=di.rank, world_size=di.world_size)
+        r = evaluate_bpb(m, self.val_tokens, self.lut, scoring,
+                         max_tokens=cfg.max_eval_tokens or None)
         m.train()
         self.log(f"step:{self.step}/{cfg.iterations} val_loss:{r.val_loss:.4f} val_bpb:{r.val_bpb:.4f} "
                  f"train_time:{self.train_ms:.0f}ms step_avg:{self.step_avg():.2f}ms{tag}")

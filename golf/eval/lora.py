@@ -13,7 +13,7 @@ own Q/K/V/O/MLP adapters, so 17 slots for the records' 11 layers. Every document
 has its own set: delta = (x Aᵀ) Bᵀ · alpha/rank with A (rank x in) and B (out x rank) taken
 per batch row, so a document's gradient reaches only its own adapters.
 
-How: golf/model.py stays untouched. Each physical layer's attention and MLP are wrapped; during
+How: golf/model/gpt.py stays untouched. Each physical layer's attention and MLP are wrapped; during
 one forward pass they are called once per virtual layer, in order, so the number of calls so
 far *is* the virtual slot (reset by a pre-hook on the model, checked against the layer plan
 after the pass). With no rows routed (`route(None)`) every wrapper is the base module exactly.
@@ -196,6 +196,3 @@ class DocLoRA(nn.Module):
         with torch.no_grad():
             for m in self.lora_modules():
                 m.B.zero_()
-
-    def params_per_document(self) -> int:
-        return sum(m.A[:, 0].numel() + m.B[:, 0].numel() for m in self.lora_modules())

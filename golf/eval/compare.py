@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from golf import rundir
-from golf.eval_target import evaluate_run_dir
-from golf.evaluate import EvalError
+from golf.run import rundir
+from golf.eval.destination import evaluate_run_dir
+from golf.eval.score import EvalError, EvalRequest
 
 RANK_KEYS = ("pre", "post", "post_ttt")
 
@@ -58,7 +58,7 @@ def divergence_box(warnings: Sequence[str]) -> str:
 
 def compare_runs(run_dirs: Sequence[str], *, evaluate: bool = False, gap_threshold: float = 0.005,
                  log: Callable[[str], None] = print, rank_by: str = "post",
-                 **eval_kwargs: Any) -> tuple[list[dict], list[str]]:
+                 request: EvalRequest = EvalRequest()) -> tuple[list[dict], list[str]]:
     """Rows {run, pre, post, gap, post_ttt, ttt_gain, mode, partial} from each RUN/eval.json,
     plus divergence warnings. `rank_by` must be a number every run has (checked here)."""
     if rank_by not in RANK_KEYS:
@@ -69,7 +69,7 @@ def compare_runs(run_dirs: Sequence[str], *, evaluate: bool = False, gap_thresho
         if not path.is_file():
             if not evaluate:
                 raise EvalError(f"{path}: missing; run `python eval_bpb.py {rd}` first or pass --evaluate")
-            _, path = evaluate_run_dir(rd, log, **eval_kwargs)  # a diagnostic goes beside
+            _, path = evaluate_run_dir(rd, log, request=request)  # a diagnostic goes beside
         try:
             rep = json.loads(path.read_text())
             ttt = rep.get("post_ttt") or {}

@@ -3,7 +3,7 @@
 Why one table: a setting used to live in four homes with four parsers, so `PACK=ture` read as
 false, `MATRIX_LR=nan` trained to the end and `NUM_LAYER=3` (a typo) was ignored. Here each
 variable is one `Setting` (name, type, default, range or choices, one line of meaning); the
-dataclass fields of golf.model / golf.config / golf.ttt carry theirs as field metadata
+dataclass fields of golf.model.gpt / golf.run.config / golf.eval.ttt carry theirs as field metadata
 (`setting(...)`), operational variables are declared in OPERATIONAL below, and `--help`,
 docs/settings.md, validation and the unknown-name check all read the same table.
 This module imports nothing from golf, so every layer may use it.
@@ -165,7 +165,7 @@ _TABLES: dict[str, tuple[Setting, ...]] = {}
 
 
 def register(owner: str, table: Sequence[Setting]) -> None:
-    """Called once by the module that owns `table` (golf.model, golf.config, golf.ttt, ...)."""
+    """Called once by the module that owns `table` (golf.model.gpt, golf.run.config, golf.eval.ttt, ...)."""
     _TABLES[owner] = tuple(table)
 
 
@@ -193,7 +193,7 @@ def lookup(name: str) -> Setting:
     for s in catalogue():
         if s.name == name:
             return s
-    raise KeyError(f"{name}: not declared in golf.settings' table")
+    raise KeyError(f"{name}: not declared in golf.run.settings' table")
 
 
 def read(name: str, env: Mapping[str, str]) -> Any:

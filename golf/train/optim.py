@@ -7,12 +7,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from golf.config import Config
-from golf.model import embedding_ids, param_role
-from golf.muon import Muon, newton_schulz  # noqa: F401  (re-exported: the optimizers' one import)
+from golf.run.config import Config
+from golf.model.gpt import embedding_ids, param_role
+from golf.train.muon import Muon, newton_schulz  # noqa: F401  (re-exported: the optimizers' one import)
 
 
-# parameters of the scalar group that take no weight decay (golf.model: ASYM_LOGIT_TRAIN's caps)
+# parameters of the scalar group that take no weight decay (golf.model.gpt: ASYM_LOGIT_TRAIN's caps)
 NO_DECAY = ("softcap_pos", "softcap_neg")
 
 
@@ -26,7 +26,7 @@ def muon_momentum(step: int, cfg: Config) -> float:
 def split_params(model: nn.Module, mode: str = "records") -> tuple[list, list, list]:
     """(Muon matrices, embedding tables / head, scalars and small matrices) for OPTIM_GROUPS.
 
-    records (R23 onwards), the roles golf.model declares: Muon gets only the 2-D block weights
+    records (R23 onwards), the roles golf.model.gpt declares: Muon gets only the 2-D block weights
     that are not control tensors (c_q, c_k, c_v, attn.proj, mlp.fc, mlp.proj); the embedding group every
     nn.Embedding table (tok_emb, bigram.embed, ve_shared.embed) and an untied lm_head; the
     scalar group the rest: control tensors (resid_mix, scales, gains, skip_weights, gates) and
@@ -43,7 +43,7 @@ def split_params(model: nn.Module, mode: str = "records") -> tuple[list, list, l
         if mode == "legacy":
             is_matrix = p.ndim == 2 and name.startswith("blocks.")
             is_emb = name.startswith(("tok_emb", "lm_head"))
-        else:  # the roles golf.model declares: control and other share the scalar group
+        else:  # the roles golf.model.gpt declares: control and other share the scalar group
             role = param_role(name, p, tables)
             is_matrix, is_emb = role == "matrix", role == "embedding"
         (muon if is_matrix else emb if is_emb else scal).append(p)

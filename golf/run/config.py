@@ -4,7 +4,7 @@ One frozen dataclass is the single source of truth: train_gpt.py, eval_bpb.py an
 pack.py all build it with `Config.from_env()` and persist it as `config.json` in the
 run directory, so a run can be re-created exactly from that file.
 
-Each field declares its environment variable with golf.settings.setting (meaning, range,
+Each field declares its environment variable with golf.run.settings.setting (meaning, range,
 choices): that table is --help, docs/settings.md and the validation, so a new setting is one
 field here. The field defaults are the feature-less 11L stack (close to PR #1125, "p1125"), so a
 config.json written before a feature existed loads as the model it was. Presets
@@ -21,12 +21,12 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
-from golf.errors import ConfigError
-from golf.model import ModelConfig, parameter_count
-from golf.muon import NS_COEFF_SETS
-from golf.seq_schedule import parse_seq_schedule
-from golf.settings import fields_table, parse_env, register, setting, value_problems
-from golf.rules import CAP_BYTES, TRAIN_LIMIT_S, scaled_cap_bytes
+from golf.run.errors import ConfigError
+from golf.model.gpt import ModelConfig, parameter_count
+from golf.train.muon import NS_COEFF_SETS
+from golf.train.seq_schedule import parse_seq_schedule
+from golf.run.settings import fields_table, parse_env, register, setting, value_problems
+from golf.run.rules import CAP_BYTES, TRAIN_LIMIT_S, scaled_cap_bytes
 from quant.methods import METHODS as QUANT_METHODS, budget_methods, default_method
 
 # The records' effective RoPE base. Their Rotary is built with a hard-coded train_seq_len of
@@ -145,7 +145,7 @@ PR2135_PRESET: dict[str, Any] = {
 # golfkit's frontier: #2135 with its two bugs fixed. The BOS mask is on (no document reaches the
 # next through the SmearGate, as in #1855), and the AsymLogit caps really train: the training loss
 # goes through them (golfkit has no fused scalar-cap loss) and they join AdamW at SCALAR_LR
-# without weight decay (golf.optim.NO_DECAY).
+# without weight decay (golf.train.optim.NO_DECAY).
 FRONTIER_PRESET: dict[str, Any] = {**PR2135_PRESET, "smear_gate_bos_fix": True,
                                    "asym_logit_train": True}
 # The CPU default (issue 29): the frontier's model features, shrunk so the CPU main job costs about
@@ -158,14 +158,17 @@ CPU_FRONTIER_PRESET: dict[str, Any] = {
     **FRONTIER_PRESET, **CPU_SIZES, "vocab_size": 1024, "num_layers": 3, "mlp_mult": 3.0,
     "loop_start": 1, "loop_end": 1, "num_loops": 1, "parallel_start_layer": 2,
     "doc_packing": False, "ema_warmup": True, "quant_method": "gptq", "eval_seq_len": 256,
-    "gptq_calib_batches": 8, "val_loss_every": 100,
+    "gptq_calib_batches": 8, "val_loss_every": 125,
+    # half cpu's batch, more steps: its step costs ~1.4x cpu's at equal tokens (elementwise ops of
+    # the gates, lanes and loop), and the main job must stay under ~4 minutes on 2 cores
+    "train_batch_tokens": 4096, "iterations": 500, "warmdown_iters": 150,
 }
 FRONTIER_PRESETS: dict[str, dict[str, Any]] = {
     "pr1855": PR1855_PRESET, "pr2135": PR2135_PRESET, "frontier": FRONTIER_PRESET,
     "cpu_frontier": CPU_FRONTIER_PRESET,
 }
 
-# Presets whose default BUDGET_BYTES is the scaled cap (golf.rules.scaled_cap_bytes) of the model
+# Presets whose default BUDGET_BYTES is the scaled cap (golf.run.rules.scaled_cap_bytes) of the model
 # actually configured (NUM_LAYERS=6 under PRESET=cpu gets its own cap); BUDGET_BYTES set wins.
 SCALED_CAP_PRESETS = ("cpu", "cpu_p1125", "cpu_frontier")
 
@@ -184,7 +187,7 @@ QUANT_SCALES = ("log", "fp16")  # quant.SCALE_FORMATS (golf does not import quan
 
 @dataclass(frozen=True)
 class Config(ModelConfig):
-    """Every setting of a run: the model's fields (inherited from golf.model.ModelConfig, the
+    """Every setting of a run: the model's fields (inherited from golf.model.gpt.ModelConfig, the
     artifact's model dict) and the data, training, optimizer, eval and quantization ones."""
     # --- data -------------------------------------------------------------------
     data_path: str = setting("./data/datasets/fineweb10B_sp1024", "folder of the dataset's shards")
@@ -234,7 +237,7 @@ class Config(ModelConfig):
     warmdown_frac: float = setting(0.0, ">0: LR 1 until the last fraction of training, then "
                                    "linear to MIN_LR; replaces WARMDOWN_ITERS", ge=0, lt=1)
     min_lr: float = setting(0.0, "the LR factor's floor under WARMDOWN_FRAC", ge=0, le=1)
-    # --- the 2026-04 records' loader and #2014's progressive context (golf.data.packing, golf.seq_schedule)
+    # --- the 2026-04 records' loader and #2014's progressive context (golf.data.packing, golf.train.seq_schedule)
     doc_packing: bool = setting(False, "records' document-packing loader: sequential packed rows "
                                 "of TRAIN_BATCH_TOKENS/(ranks x accum) tokens, attention cut at BOS "
                                 "and every TRAIN_SEQ_LEN; needs DOC_ATTENTION=1")
@@ -280,7 +283,7 @@ class Config(ModelConfig):
                                 "cap)", ge=1)
     budget_margin_bytes: int = setting(2_000, "safety margin under the cap", ge=0)
     # --- provenance -------------------------------------------------------------------------
-    preset: str = ""                     # the PRESET from_env applied (golf.settings declares PRESET)
+    preset: str = ""                     # the PRESET from_env applied (golf.run.settings declares PRESET)
 
     # ------------------------------------------------------------------------------------
     @property
@@ -302,9 +305,6 @@ class Config(ModelConfig):
         if found:
             raise ConfigError(found)
         return self
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -352,7 +352,7 @@ def preset_columns() -> dict[str, dict[str, Any]]:
     """The defaults --help and docs/settings.md show beside the declared ones: the presets a
     machine gets without PRESET (without CUDA and with it), by variable name."""
     cpu = {k.upper(): v for k, v in PRESETS[DEFAULT_CPU_PRESET].items()}
-    cpu["BUDGET_BYTES"] = "scaled cap"  # golf.rules.scaled_cap_bytes of the configured model
+    cpu["BUDGET_BYTES"] = "scaled cap"  # golf.run.rules.scaled_cap_bytes of the configured model
     gpu = {k.upper(): v for k, v in PRESETS[DEFAULT_GPU_PRESET].items()}
     return {f"cpu ({DEFAULT_CPU_PRESET})": {**cpu, "PRESET": DEFAULT_CPU_PRESET},
             f"gpu ({DEFAULT_GPU_PRESET})": {**gpu, "PRESET": DEFAULT_GPU_PRESET}}
@@ -462,7 +462,7 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-# Every field declared with setting(): the model's (golf.model) and the run's, in field order.
+# Every field declared with setting(): the model's (golf.model.gpt) and the run's, in field order.
 CONFIG_TABLE = fields_table(Config, "run")
 CONFIG_SETTINGS = tuple(s for s in CONFIG_TABLE if s.field not in ModelConfig.model_field_names())
 register("run", CONFIG_SETTINGS)

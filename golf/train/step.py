@@ -1,6 +1,6 @@
 """One optimizer step across ranks: accumulate, reduce, clip the global gradient, update.
 
-Two communication schemes, one result per matrix (golf/muon.py):
+Two communication schemes, one result per matrix (golf/train/muon.py):
   sharded (MUON_SHARDED=1, default): Muon banks are reduce-scattered asynchronously, largest
     first, while every other gradient goes out in one packed all-reduce; each rank
     orthogonalises its own matrices, the AdamW step runs while the first update gather is in
@@ -15,24 +15,37 @@ Nothing here reads a value back to the host: the loss stays a device tensor.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
 import torch.distributed as dist
 
-from golf.muon import Muon
+from golf.train.muon import Muon
 
 CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s epsilon
 
 
+@dataclass(frozen=True)
+class StepPlan:
+    """How a step runs: this rank of `world`, `accum` micro-batches per rank, the global-norm
+    clip (0 = off), and the communication scheme (sharded, bf16 bank reduction on NCCL)."""
+    rank: int = 0
+    world: int = 1
+    accum: int = 1
+    clip_norm: float = 0.0
+    sharded: bool = True
+    reduce_bf16: bool = False
+
+
 class Stepper:
-    def __init__(self, model: torch.nn.Module, opts: list[torch.optim.Optimizer], *, rank: int,
-                 world: int, accum: int, clip_norm: float, sharded: bool, reduce_bf16: bool):
+    def __init__(self, model: torch.nn.Module, opts: list[torch.optim.Optimizer], plan: StepPlan):
         self.model, self.opts = model, opts
-        self.rank, self.world, self.accum, self.clip_norm = rank, world, accum, clip_norm
+        rank, world, reduce_bf16 = plan.rank, plan.world, plan.reduce_bf16
+        self.rank, self.world, self.accum, self.clip_norm = rank, world, plan.accum, plan.clip_norm
         self.muon = next((o for o in opts if isinstance(o, Muon)), None)
         self.others = [o for o in opts if o is not self.muon]
-        self.sharded = sharded and self.muon is not None
+        self.sharded = plan.sharded and self.muon is not None
         muon_ids = {id(p) for g in (self.muon.param_groups if self.muon else []) for p in g["params"]}
         self.small = [p for o in self.others for g in o.param_groups for p in g["params"]
                       if id(p) not in muon_ids]

@@ -40,11 +40,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from golf.atomic import atomic_write_json
-from golf.checkpoint import load_torch_file
-from golf.config import Config
-from golf.distributed import on_rank0
-from golf.errors import IO_ERRNOS, ConfigError, RunIOError, RunLockError, io_message
+from golf.run.atomic import atomic_write_json
+from golf.run.checkpoint import load_torch_file
+from golf.run.config import Config
+from golf.run.distributed import on_rank0
+from golf.run.errors import IO_ERRNOS, ConfigError, RunIOError, RunLockError, io_message
 
 CONFIG = "config.json"
 TRAIN_LOG = "train.log"
@@ -384,7 +384,7 @@ def lock_run(run_dir: str | os.PathLike, command: str | None = None) -> None:
 
 
 def remove_killed_temps(run_dir: Path) -> list[Path]:
-    """Temp files of a killed write (golf.atomic's .<name>.*.tmp, quant's <name>.*.tmp, for
+    """Temp files of a killed write (golf.run.atomic's .<name>.*.tmp, quant's <name>.*.tmp, for
     the run's own file names): with the lock held no other command writes here, so they are
     a dead process's, never someone else's file."""
     names = set(RUN_FILES)

@@ -15,10 +15,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from golf.layers import (FINAL_LANES, asym_softcap, doc_attention, encoder_decoder, final_lane,
+from golf.model.layers import (FINAL_LANES, asym_softcap, doc_attention, encoder_decoder, final_lane,
                          input_smear, segment_ids, skip_merge, sparse_gate, two_lane_update,
                          virtual_layers)
-from golf.settings import fields_table, register, setting, value_problems
+from golf.run.settings import fields_table, register, setting, value_problems
 
 try:  # FA3 on Hopper when installed; SDPA otherwise.
     from flash_attn_interface import flash_attn_func as _fa3  # type: ignore
@@ -35,7 +35,7 @@ class ModelConfig:
     """The fields that define the network: its shapes and forward pass, nothing else.
 
     Why a class of its own: these fields *are* the artifact's model dict (`model_dict`), so a
-    field added here is checked against every artifact without a hand-kept list. golf.config's
+    field added here is checked against every artifact without a hand-kept list. golf.run.config's
     Config extends it (same flat names, env variable = field name upper-cased). The defaults
     are the feature-less 11L stack (close to PR #1125), so an old config.json loads as the
     model it was."""
@@ -98,7 +98,7 @@ class ModelConfig:
         return list(range(self.num_layers - n, self.num_layers))
 
     def layer_plan(self, looping: bool) -> tuple[list[int], list[int]]:
-        """(encoder, decoder) physical layers for the loop state (golf.layers.virtual_layers)."""
+        """(encoder, decoder) physical layers for the loop state (golf.model.layers.virtual_layers)."""
         return encoder_decoder(virtual_layers(self.num_layers, self.num_loops, self.loop_start,
                                               self.loop_end, looping))
 
@@ -379,7 +379,7 @@ class Attention(nn.Module):
     def forward(self, u: torch.Tensor, ve: torch.Tensor | None = None,
                 seg: torch.Tensor | None = None) -> torch.Tensor:
         """u (B,T,d); ve (B,T,kv_dim) is added to u W_vᵀ before the head split (XSA sees it too);
-        seg (B,T) segment ids (golf.layers.segment_ids) keep attention inside each document."""
+        seg (B,T) segment ids (golf.model.layers.segment_ids) keep attention inside each document."""
         B, T, _ = u.shape
         q = rms(self.c_q(u).view(B, T, self.h, self.hd))
         k = rms(self.c_k(u).view(B, T, self.hkv, self.hd))
@@ -447,7 +447,7 @@ class Block(nn.Module):
                  seg: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The parallel-residual form: attention reads resid_mix(lane0, x0), the MLP reads lane1
         (both from the block's input), and each output is written to both lanes
-        (golf.layers.two_lane_update with this layer's lambdas)."""
+        (golf.model.layers.two_lane_update with this layer's lambdas)."""
         lane0, lane1 = lanes
         mix = self.resid_mix.to(lane0.dtype)
         a = self.attn_scale.to(lane0.dtype) * self.attn(rms(mix[0] * lane0 + mix[1] * x0) * self.s, ve, seg)
@@ -628,14 +628,14 @@ def count_parameters(model: nn.Module) -> int:
 
 def parameter_count(cfg: ModelConfig) -> int:
     """Parameters of the GPT `cfg` describes, built on the meta device (no memory, ~ms), so a
-    rule that scales with model size (golf.rules.scaled_cap_bytes) never needs a typed count."""
+    rule that scales with model size (golf.run.rules.scaled_cap_bytes) never needs a typed count."""
     with torch.device("meta"):
         return count_parameters(GPT(cfg))
 
 
 # ----------------------------------------------------------------------------- parameter roles
 # Each parameter's role, declared once beside the parameters. Read by the optimizer's groups
-# (golf/optim.py split_params), the quantizer (golf passes quant_roles() into quant.QuantPolicy:
+# (golf/train/optim.py split_params), the quantizer (golf passes quant_roles() into quant.QuantPolicy:
 # quant knows nothing of this model) and the import of record checkpoints (golf/interop.py).
 #   matrix     a 2-D weight inside a block: Muon; the quantizer's attention / mlp / other class
 #   embedding  a lookup table or an untied LM head: AdamW at TIED_EMBED_LR; the embedding class

@@ -2,7 +2,7 @@
 
 Why a module of its own: these are pure functions of tensors and plain numbers (the depth
 loop's layer plan, per-document attention, the gates, the two-lane step, the asymmetric
-softcap), so golf.model wires them to ModelConfig fields and tests check each one against a
+softcap), so golf.model.gpt wires them to ModelConfig fields and tests check each one against a
 hand computation without building a model. Formulas: the records' forward pass (PR #1855).
 """
 from __future__ import annotations
@@ -131,7 +131,7 @@ def doc_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: torch.
             return banded_doc_attention(q, k, v, seg, window)
     qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     gqa = k.size(2) != q.size(2)
-    if gqa and q.is_cuda:  # as golf.model.sdpa_causal: repeated KV heads compile faster on CUDA
+    if gqa and q.is_cuda:  # as golf.model.gpt.sdpa_causal: repeated KV heads compile faster on CUDA
         rep = q.size(2) // k.size(2)
         kt, vt, gqa = kt.repeat_interleave(rep, dim=1), vt.repeat_interleave(rep, dim=1), False
     y = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=segment_mask(seg), enable_gqa=gqa)

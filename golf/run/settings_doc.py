@@ -1,22 +1,21 @@
-"""docs/settings.md from the settings table: `python -m golf.settings_doc > docs/settings.md`.
+"""docs/settings.md from the settings table: `python -m golf.run.settings_doc > docs/settings.md`.
 
-Why a module of its own: the table is spread over its owners (golf.model, golf.config, golf.ttt,
-golf.settings), so rendering all of it imports the workshop's TTT, which the shipped core must
+Why a module of its own: the table is spread over its owners (golf.model.gpt, golf.run.config, golf.eval.ttt,
+golf.run.settings), so rendering all of it imports the workshop's TTT, which the shipped core must
 not; tests/test_settings.py checks the committed file equals this output.
 """
 from __future__ import annotations
 
-import golf.tilt  # noqa: F401  (registers the n-gram tilt settings)
-import golf.ttt  # noqa: F401  (registers the TTT_* settings)
-from golf import settings
-from golf.config import preset_columns
+from golf.run import settings
+from golf import ship
+from golf.run.config import preset_columns
 from quant.methods import describe as describe_methods
 
 HEADER = """# Settings
 
-Every environment variable golfkit reads, generated from its declaration (golf/settings.py's
-table: the `setting(...)` fields of golf/model.py, golf/config.py and golf/ttt.py, and
-golf/settings.py's OPERATIONAL list) by `python -m golf.settings_doc > docs/settings.md`;
+Every environment variable golfkit reads, generated from its declaration (golf/run/settings.py's
+table: the `setting(...)` fields of golf/model/gpt.py, golf/run/config.py and golf/eval/ttt.py, and
+golf/run/settings.py's OPERATIONAL list) by `python -m golf.run.settings_doc > docs/settings.md`;
 `python train_gpt.py --help` prints the same table. Columns: the default without CUDA
 (cpu_frontier), with it (frontier), what the parser accepts, and the meaning.
 Every variable set is checked before any work starts: a value outside its range (NaN, inf,
@@ -34,6 +33,7 @@ the last finite state (weights, optimizers, EMA, data stream), so
 
 
 def markdown() -> str:
+    ship.load_switchable()   # TTT_* and the tilt's variables join the table
     methods = "".join(f"- {line}\n" for line in describe_methods())
     return (HEADER + "\n" + settings.render_markdown(settings.catalogue(), preset_columns())
             + "\n## QUANT_METHOD values\n\nFrom quant/methods.py's table:\n\n" + methods)

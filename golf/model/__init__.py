@@ -1,0 +1,1 @@
+"""The network: ModelConfig + GPT (gpt) and the frontier stack's config-free pieces (layers)."""
