@@ -53,9 +53,10 @@ class Scorer:
     """Pre / post / post+TTT on one fixed token set, as full, first half and second half."""
 
     def __init__(self, cfg: Any, data: Any, ttt: dict | None):
-        from golf.evaluate import document_spans
+        from golf.eval.score import Scoring, document_spans
         self.cfg, self.data = cfg, data
-        self.doc_bos = int(cfg.bos_id) if getattr(cfg, "doc_attention", False) else None
+        self.scoring = Scoring(seq_len=cfg.effective_eval_seq_len, doc_bos=int(cfg.bos_id)
+                               if getattr(cfg, "doc_attention", False) else None)
         n = data.n_targets
         starts = [a for a, _b in document_spans(data.tokens, n, int(cfg.bos_id))]
         # the first half ends on the target that is the BOS nearest the middle (windows never
@@ -64,9 +65,8 @@ class Scorer:
         self.ttt = ttt
 
     def _sums(self, model: torch.nn.Module, n: int) -> tuple[float, int]:
-        from golf.evaluate import evaluate_bpb
-        r = evaluate_bpb(model, self.data.tokens, self.data.lut, seq_len=self.cfg.effective_eval_seq_len,
-                         max_tokens=n, device="cpu", doc_bos=self.doc_bos)
+        from golf.eval.score import evaluate_bpb
+        r = evaluate_bpb(model, self.data.tokens, self.data.lut, self.scoring, max_tokens=n)
         return r.val_loss * r.tokens, r.bytes
 
     def plain(self, model: torch.nn.Module) -> dict:
@@ -76,13 +76,14 @@ class Scorer:
         return _bpbs(nats, nbytes, nats1, bytes1)
 
     def with_ttt(self, model: torch.nn.Module) -> dict:
-        """post+TTT: golf.ttt.run_ttt on a copy, its per-target NLL split at the same cut."""
-        from golf.bpb import range_bytes
-        from golf.ttt import TTTSettings, run_ttt
+        """post+TTT: golf.eval.ttt.run_ttt on a copy, its per-target NLL split at the same cut."""
+        from golf.eval.bpb import range_bytes
+        from golf.eval.ttt import TTTPass, TTTSettings, run_ttt
         s = TTTSettings(**self.ttt).validated()
         t0 = time.perf_counter()
-        r = run_ttt(model, self.data.tokens, self.data.lut, s, seq_len=self.cfg.effective_eval_seq_len,
-                    max_tokens=self.data.n_targets, bos_id=int(self.cfg.bos_id), record=True)
+        r = run_ttt(model, self.data.tokens, self.data.lut, s,
+                    TTTPass(self.scoring, max_tokens=self.data.n_targets,
+                            bos_id=int(self.cfg.bos_id), record=True))
         nll = np.asarray(r.nll, dtype=np.float64)
         tok = self.data.tokens
         out = _bpbs(float(nll.sum()), r.bytes, float(nll[:self.cut].sum()),
@@ -115,8 +116,8 @@ def parse_offsets(items: list[str]) -> list[tuple[str, int]]:
 
 
 def run(args: argparse.Namespace, out: Path) -> dict:
-    from golf.evaluate import load_eval_data
-    from golf.model import GPT, quant_roles
+    from golf.eval.score import load_eval_data
+    from golf.model.gpt import GPT, quant_roles
     cfg, model, state, hs, om = load_run(args.checkpoint, args.data, args.calib_batches)
     data = load_eval_data(args.data, args.tokenizer, cfg.vocab_size,
                           max_tokens=args.max_eval_tokens or None, log=None)
@@ -245,7 +246,7 @@ def add_ratios(res: dict) -> None:
 
 
 def _save(res: dict, out: Path) -> None:
-    from golf.atomic import atomic_write_json
+    from golf.run.atomic import atomic_write_json
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out.with_suffix(".json"), res)
 
