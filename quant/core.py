@@ -19,11 +19,11 @@ from .gptq import GptqSolve, gptq_factor, gptq_quantize
 from .logscale import packed_cost
 from .lqer import FITTER_FORMAT, make_lqer
 from .policy import CLASSES, QuantPolicy, classify, is_control
-from .methods import METHODS
+from .methods import METHODS, record_methods
 from .records import RecordRun, record_policy, record_quantize
 from .report import build_report
-from .scalar import (LOG_SCALE_R, SCALE_FORMATS, as_rows, clip_step, dequantize, hessian_error,
-                     qmax_for, round_log_scale, round_scale, rtn_codes)
+from .scalar import (LOG_SCALE_R, SCALE_FORMATS, as_rows, clip_step, dequantize, flat_steps,
+                     hessian_error, qmax_for, round_log_scale, round_scale, rtn_codes)
 from .tensors import QTensor, alias_entry, dtype_name
 
 
@@ -134,6 +134,8 @@ class _Item:
         self.h = None if h is None else h.detach().to(torch.float32).cpu()
         self.col_weight = None if self.h is None else torch.diagonal(self.h).clone()
         self.base_step = clip_step(self.w, cp.bits, cp.clip.kind, cp.clip.value, self.col_weight)
+        if policy.row_steps == "flat":  # one step for all rows: no row's range fits the class's
+            self.base_step, self.bits = flat_steps(self.base_step), 8   # qmax, so 8-bit codes
         self.std = self.w.std(dim=1, unbiased=False).clamp_min(1e-30)
         self.method = "gptq" if (method == "gptq" and self.h is not None) else "rtn"
         self.log = log
@@ -270,7 +272,8 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
                    loss_slopes: Mapping[str, float] | None = None,
                    lqer_ranks: tuple[int, ...] = (), error_norm: float = 0.0,
                    error_weights: Mapping[str, torch.Tensor] | None = None,
-                   device: str = "cpu", scales: str = "log") -> QuantizedModel:
+                   device: str = "cpu", scales: str = "log",
+                   record_bits_offset: int = 0) -> QuantizedModel:
     """Quantize every tensor of a model (see QuantPolicy); fit to `budget_bytes` when given.
 
     budget_bytes bounds the exact artifact size (header + streams). method "int8" reproduces
@@ -290,6 +293,8 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     "fp16", QUANT_SCALES) rounds each per-row step, before its codes are computed, to the log
     grid fp16(2^(c/R)) (scalar.round_log_scale; the artifact stores c when that is smaller)
     or to plain fp16; int8 and the records' methods keep fp16 scales whatever it says.
+    `record_bits_offset` shifts a record method's bit widths (quant.records.record_policy), to
+    place a record at other sizes; the other methods refuse anything but 0.
     """
     if method not in METHODS:
         raise QuantError(f"unknown quant method {method!r}; set QUANT_METHOD to one of "
@@ -297,6 +302,9 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     if scales not in SCALE_FORMATS:
         raise QuantError(f"unknown scale format {scales!r}; set QUANT_SCALES to one of "
                          f"{', '.join(SCALE_FORMATS)}")
+    if record_bits_offset and not METHODS[method].is_record:
+        raise QuantError(f"record_bits_offset={record_bits_offset} applies to the records' "
+                         f"methods ({', '.join(record_methods())}), not {method!r}")
     log = log or (lambda s: None)
     policy = policy or QuantPolicy()
     sd = _as_state_dict(model_or_state_dict)
@@ -308,6 +316,10 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     cache = StreamCache()
     hessians = dict(hessians or {})
     if not METHODS[method].fits_budget:
+        if METHODS[method].is_record:
+            policy = record_policy(method, policy, record_bits_offset)
+            if record_bits_offset:  # the artifact says it is not the record as shipped
+                meta["record_bits_offset"] = record_bits_offset
         return _unfitted(method, sd, aliases, hessians, meta, policy, cache, budget_bytes,
                          device, log)
     slots, items = _plan_items(sd, aliases, hessians, method, policy, log, device,
@@ -339,8 +351,9 @@ def _unfitted(method: str, sd: Mapping[str, torch.Tensor], aliases: dict[str, st
               hessians: dict[str, torch.Tensor], meta: dict, policy: QuantPolicy,
               cache: StreamCache, budget_bytes: int | None, device: str,
               log: Callable[[str], None]) -> QuantizedModel:
-    """The int8 baseline or a record's quantizer: its size is set by its own rule, never fitted,
-    so a budget it exceeds is an error naming the method that can fit one."""
+    """The int8 baseline or a record's quantizer (`policy` already the record's, from
+    record_policy): its size is set by its own rule, never fitted, so a budget it exceeds is
+    an error naming the method that can fit one."""
     if method == "int8":
         tensors = _int8_baseline(sd, aliases, policy)
         q = QuantizedModel(tensors, meta, policy, method, cache, budget_bytes)
@@ -348,7 +361,6 @@ def _unfitted(method: str, sd: Mapping[str, torch.Tensor], aliases: dict[str, st
             raise BudgetError(f"int8 baseline artifact is {q.total_bytes:,} bytes, over the budget "
                               f"of {budget_bytes:,}; use QUANT_METHOD=gptq or rtn to fit a budget")
         return q
-    policy = record_policy(method, policy)
     tensors = record_quantize(RecordRun(method, policy, device, log), sd, aliases, hessians,
                               _passthrough)
     q = QuantizedModel(tensors, meta, policy, method, cache, budget_bytes)

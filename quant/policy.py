@@ -19,6 +19,7 @@ CONTROL_PATTERNS = ("attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "res
 # the embedding class by name, likewise the model's to say; without a declaration, these
 EMBEDDING_PATTERNS = ("tok_emb", "embed", "lm_head")
 CLASSES = ("attention", "mlp", "embedding", "other")
+ROW_STEPS = ("flat", "sdclip")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,15 @@ class QuantPolicy:
     compressors: tuple[str, ...] = field(default_factory=default_compressors)
     shuffle_fp16: bool = True
     float_rung: bool = True   # the budget fitter may keep a whole tensor in fp16 when it pays
+    # the fitter's per-row steps (gptq/rtn): "sdclip" = each row's own clip rule (rows of wider
+    # spread get coarser steps), "flat" = one step per tensor (scalar.flat_steps, codes in the
+    # full 8-bit range; smaller gaps at equal bytes in docs/rate-distortion.md, not yet the
+    # default); the records and int8 keep their own rules whatever this says
+    row_steps: str = "sdclip"
+
+    def __post_init__(self) -> None:
+        if self.row_steps not in ROW_STEPS:
+            raise ValueError(f"unknown row_steps {self.row_steps!r}; use one of {ROW_STEPS}")
 
     def for_class(self, cls: str) -> ClassPolicy:
         return getattr(self, cls)

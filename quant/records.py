@@ -34,7 +34,7 @@ from .baseline import CLIP_Q
 from .gptq import GptqSolve, gptq_quantize
 from .lqer import RECORD_FORMAT, LqerFormat, make_lqer
 from .methods import METHODS, record_methods
-from .policy import ClassPolicy, ClipRule, QuantPolicy, classify
+from .policy import CLASSES, ClassPolicy, ClipRule, QuantPolicy, classify
 from .scalar import as_rows, clip_step, dequantize, hessian_error, qmax_for, round_scale, rtn_codes
 from .tensors import QTensor, alias_entry, dtype_name
 
@@ -45,8 +45,27 @@ PERCENTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
 LQER_TOP_K, LQER_RANK = 3, 4
 
 
-def record_policy(method: str, base: QuantPolicy) -> QuantPolicy:
-    """The record's classes and coder; passthrough threshold and control names from `base`."""
+def record_policy(method: str, base: QuantPolicy, bits_offset: int = 0) -> QuantPolicy:
+    """The record's classes and coder; passthrough threshold and control names from `base`.
+
+    `bits_offset` adds to every class's bit width (kept in 2..8; the clip rule is unchanged,
+    so SDClip's step k*std/qmax shrinks with qmax as the record's code defines it). Why: a
+    record ships at one size, and this is the one knob that places it at other budgets for a
+    rate-distortion comparison; 0 is the record as shipped."""
+    return _offset_bits(_shipped_policy(method, base), bits_offset)
+
+
+def _offset_bits(policy: QuantPolicy, offset: int) -> QuantPolicy:
+    """Every class's bits + offset, clamped to the 2..8 that ClassPolicy accepts."""
+    if not offset:
+        return policy
+    return replace(policy, **{c: replace(policy.for_class(c),
+                                         bits=min(8, max(2, policy.for_class(c).bits + offset)))
+                              for c in CLASSES})
+
+
+def _shipped_policy(method: str, base: QuantPolicy) -> QuantPolicy:
+    """The record's own classes and coder (record_policy with no offset)."""
     if method == "record_1060":
         return replace(base, attention=ClassPolicy(6, ClipRule("percentile", 1.0), 0.02),
                        mlp=ClassPolicy(6, ClipRule("percentile", 1.0), 0.02),

@@ -109,6 +109,19 @@ def clip_step(w: torch.Tensor, bits: int, kind: str, value: float,
     raise ValueError(f"unknown clip rule {kind!r}")
 
 
+def flat_steps(step: torch.Tensor) -> torch.Tensor:
+    """Every row's step set to the geometric mean of `step` over the rows.
+
+    Why: the fitter's codes are entropy-coded, so a row quantized with step d costs about
+    h(row) - log2(d) bits per weight and adds about d^2/12 squared error. At a fixed total
+    rate (a fixed sum of log d) the error sum of d^2/12 is least when every d is equal
+    (arithmetic mean >= geometric mean); steps proportional to each row's std (SDClip) are what
+    a fixed-length code needs to fit its range, and spend bits on the rows with the widest
+    spread. Same geometric mean, so the fitter's ladder spans the same steps."""
+    g = torch.exp(torch.log(step.clamp_min(TINY)).mean())
+    return torch.full_like(step, float(g))
+
+
 def mse_step(w: torch.Tensor, qmax: int, col_weight: torch.Tensor | None = None,
              grid: int = 40) -> torch.Tensor:
     """Per row, the clip (a shrink of abs-max) with the lowest weighted squared error."""

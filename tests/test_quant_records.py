@@ -130,6 +130,34 @@ def test_records_ignore_a_budget_they_fit_and_refuse_one_they_do_not(quantized):
                              budget_bytes=size - 1)
 
 
+def test_record_bits_offset_moves_every_class_and_keeps_the_sdclip_rule():
+    """record_1060 at offset -1 / +1 (no lrzip needed): int5 / int7 GPTQ grids, the embedding
+    int7 / int8 (capped at 8); SDClip's step k*std/qmax follows the new qmax (record_policy)."""
+    from quant.records import record_policy
+    p = record_policy("record_1855", POLICY, -2)
+    assert (p.attention.bits, p.mlp.bits, p.embedding.bits, p.other.bits) == (4, 4, 5, 4)
+    assert (p.attention.clip, p.embedding.clip) == (record_policy("record_1855", POLICY).attention.clip,
+                                                    record_policy("record_1855", POLICY).embedding.clip)
+    assert record_policy("record_1855", POLICY, 2).embedding.bits == 8  # 7 + 2 capped
+    sd, hs = _model()
+    sizes, errs = {}, {}
+    for off in (-1, 0, 1):
+        q = quant.quantize_model(sd, hessians=hs, method="record_1060", policy=POLICY,
+                                 record_bits_offset=off)
+        rows = {qt.name: qt for qt in q.tensors}
+        assert rows["blocks.0.attn.c_q.weight"].bits == 6 + off
+        assert rows["tok_emb.weight"].bits == min(8, 8 + off)
+        assert np.abs(rows["blocks.0.mlp.fc.weight"].codes).max() <= 2 ** (5 + off) - 1
+        assert q.meta.get("record_bits_offset", 0) == off
+        sizes[off] = q.total_bytes
+        errs[off] = sum(float((sd[n] - torch.from_numpy(qt.codes).float()
+                               * torch.from_numpy(qt.scales).float()[:, None]).norm())
+                        for n, qt in rows.items() if qt.kind == "quant")
+    assert sizes[-1] < sizes[0] < sizes[1] and errs[-1] > errs[0] > errs[1]
+    with pytest.raises(quant.QuantError, match="record_bits_offset"):
+        quant.quantize_model(sd, hessians=hs, method="gptq", policy=POLICY, record_bits_offset=1)
+
+
 def test_scaled_cap_rule_gives_the_record_bits_per_param():
     from golf.model.gpt import GPT
     assert RECORD_BITS_PER_PARAM == pytest.approx((16_000_000 - 96_398) * 8 / 27_038_812)
