@@ -123,11 +123,11 @@ def test_records_ignore_a_budget_they_fit_and_refuse_one_they_do_not(quantized):
     sd, hs, qs = quantized
     size = qs["record_1855"].total_bytes
     q = quant.quantize_model(sd, hessians=hs, method="record_1855", policy=POLICY,
-                             budget_bytes=size + 10_000)
+                             fit=quant.BudgetFit(size + 10_000))
     assert q.total_bytes == size  # not fitted: the record sets its size by its k
     with pytest.raises(quant.BudgetError, match="record_1855"):
         quant.quantize_model(sd, hessians=hs, method="record_1855", policy=POLICY,
-                             budget_bytes=size - 1)
+                             fit=quant.BudgetFit(size - 1))
 
 
 def test_scaled_cap_rule_gives_the_record_bits_per_param():
