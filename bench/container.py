@@ -60,8 +60,8 @@ def load_codes(ckpt: str, method: str, small_numel: int | None, budget: int | No
         pol = replace(pol, compressors=compressors)
     t0 = time.perf_counter()
     q = quant.quantize_model(sd, hessians=hs, method=method, policy=pol,
-                             budget_bytes=budget if METHODS[method].fits_budget else None,
-                             error_weights=saved.get("error_weights"))
+                             fit=quant.BudgetFit(budget, error_weights=saved.get("error_weights"))
+                             if METHODS[method].fits_budget else None)
     return q, [(qt.name, np.ascontiguousarray(qt.codes, np.int8)) for qt in q.tensors
                if qt.kind == "quant"], hs is not None, round(time.perf_counter() - t0, 2)
 

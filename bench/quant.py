@@ -160,8 +160,8 @@ def bench_fit(sd: dict[str, torch.Tensor], hs: dict[str, torch.Tensor], budget: 
     t_base = time.perf_counter() - t0
     logs: list[str] = []
     t1 = time.perf_counter()
-    q = quant.quantize_model(sd, hessians=hs, method=method, budget_bytes=budget,
-                             log=logs.append)
+    q = quant.quantize_model(sd, hessians=hs, method=method, fit=quant.BudgetFit(budget),
+                             run=quant.QuantRun(log=logs.append))
     dt = time.perf_counter() - t1
     werr = mean_error(q)
     # the baseline's 1/127 scale floor makes small weights cheap; a trained model's rows reach
@@ -169,7 +169,7 @@ def bench_fit(sd: dict[str, torch.Tensor], hs: dict[str, torch.Tensor], budget: 
     base_x10 = len(quant.baseline_int8_zlib_blob({k: v * 10 if v.numel() > 65_536 else v
                                                   for k, v in sd.items()}))
     # equal bytes: fit to the baseline's size and compare Hessian-weighted errors
-    q_eq = quant.quantize_model(sd, hessians=hs, method=method, budget_bytes=base)
+    q_eq = quant.quantize_model(sd, hessians=hs, method=method, fit=quant.BudgetFit(base))
     q8 = quant.quantize_model(sd, method="int8")
     s8 = q8.state_dict()
     err8 = _weighted(sd, s8, hs)
@@ -266,7 +266,8 @@ def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
                  "calib_seconds": round(t_calib, 2), "params": sum(v.numel() for v in state.values())}
     for method in ("rtn", "gptq"):
         t0 = time.perf_counter()
-        q = quant.quantize_model(model, hessians=hs, method=method, policy=policy, device=device)
+        q = quant.quantize_model(model, hessians=hs, method=method, policy=policy,
+                                 run=quant.QuantRun(device=device))
         res[method] = {"bytes": q.total_bytes, "seconds": round(time.perf_counter() - t0, 2),
                        "bpb": bpb(via_file(q))}
         res[method]["gap"] = res[method]["bpb"] - pre
@@ -280,8 +281,8 @@ def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
                         "bits_per_param": round(8 * base_bytes / res["params"], 3)}
     q8 = quant.quantize_model(model, method="int8", policy=quant.QuantPolicy(**roles))
     t0 = time.perf_counter()
-    qfit = quant.quantize_model(model, hessians=hs, method="gptq", budget_bytes=base_bytes,
-                                policy=policy, device=device)
+    qfit = quant.quantize_model(model, hessians=hs, method="gptq", policy=policy,
+                                fit=quant.BudgetFit(base_bytes), run=quant.QuantRun(device=device))
     res["equal_bytes"] = {"int8_zlib_bytes": base_bytes, "int8_bpb": bpb(via_file(q8)),
                           "fit_bytes": qfit.total_bytes, "fit_bpb": bpb(via_file(qfit)),
                           "fit_seconds": round(time.perf_counter() - t0, 1)}
@@ -322,8 +323,8 @@ def compare_coders(ckpt_path: str, data_path: str, *, calib_seqs: int = 32,
         out[label] = {"rtn_bytes": q.total_bytes, "rtn_seconds": round(time.perf_counter() - t0, 1)}
         logs: list[str] = []
         t0 = time.perf_counter()
-        qf = quant.quantize_model(sd, hessians=hs, method="gptq", budget_bytes=budget, policy=pol,
-                                  log=logs.append)
+        qf = quant.quantize_model(sd, hessians=hs, method="gptq", policy=pol,
+                                  fit=quant.BudgetFit(budget), run=quant.QuantRun(log=logs.append))
         out[label].update(fit_bytes=qf.total_bytes, fit_error=mean_error(qf),
                           fit_builds=sum(1 for m in logs if m.startswith("quant:fit round")),
                           fit_seconds=round(time.perf_counter() - t0, 1))

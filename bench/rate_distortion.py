@@ -152,18 +152,20 @@ def run(args: argparse.Namespace) -> dict:
     budgets = budget_grid([points[1]["bytes"], points[2]["bytes"]], args.budgets)
     ranks, a = lqer_ranks(args.lqer_ranks), args.error_norm
     wanted = set(args.lines.split(","))
-    lines = [(label, kw) for key, label, kw in (
-        ("fitter", "fitter", dict(error_weights=om)),
-        ("lqer", f"fitter+lqer({args.lqer_ranks})", dict(error_weights=om, lqer_ranks=ranks)),
-        ("diagh", "fitter diagH", {}),  # the fitter before QUANT_FISHER: diag(H)-weighted error
-        ("fp16scales", "fitter fp16 scales", dict(error_weights=om, scales="fp16")),  # QUANT_SCALES=fp16
+    plain, fp16 = quant.QuantRun(), quant.QuantRun(scales="fp16")  # QUANT_SCALES=fp16
+    lines = [(label, kw, run) for key, label, kw, run in (
+        ("fitter", "fitter", dict(error_weights=om), plain),
+        ("lqer", f"fitter+lqer({args.lqer_ranks})", dict(error_weights=om, lqer_ranks=ranks),
+         plain),
+        ("diagh", "fitter diagH", {}, plain),  # the fitter before QUANT_FISHER: diag(H) error
+        ("fp16scales", "fitter fp16 scales", dict(error_weights=om), fp16),
     ) if key in wanted]
     if a:
-        lines.append((f"fitter diagH norm={a:g}", dict(error_norm=a)))
-    for label, kw in lines:
+        lines.append((f"fitter diagH norm={a:g}", dict(error_norm=a), plain))
+    for label, kw, run in lines:
         for b in budgets:
             try:
-                points.append(point(label, method="gptq", budget_bytes=b, **kw))
+                points.append(point(label, method="gptq", fit=quant.BudgetFit(b, **kw), run=run))
             except quant.BudgetError as exc:
                 print(f"rd:{label} budget:{b} impossible ({exc})")
     fitters = sorted({p["method"] for p in points if p["method"].startswith("fitter")})

@@ -170,15 +170,16 @@ def run(args: argparse.Namespace, out: Path) -> dict:
             rec, rec_sd, rec_q = {"method": label, "bytes": known[label]}, None, None
         elif args.fitter_only:  # the record's bytes only (its scores come from another run)
             q = quant.quantize_model(model, hessians=hs, policy=policy, method=method,
-                                     record_bits_offset=off)
+                                     run=quant.QuantRun(record_bits_offset=off))
             rec, rec_sd, rec_q = {"method": label, "bytes": q.total_bytes}, None, None
         else:
-            rec, rec_sd, rec_q = measure(label, method=method, record_bits_offset=off)
+            rec, rec_sd, rec_q = measure(label, method=method,
+                                         run=quant.QuantRun(record_bits_offset=off))
         for line in args.row_steps.split(","):
             rows, lqer = line.split("+")[0], ranks if line.endswith("+lqer") else ()
-            fit, fit_sd, fit_q = measure(f"fitter[{line}]@{label}", method="gptq",
-                                         budget_bytes=rec["bytes"], error_weights=om,
-                                         policy=replace(policy, row_steps=rows), lqer_ranks=lqer)
+            budget = quant.BudgetFit(int(rec["bytes"]), error_weights=om, lqer_ranks=lqer)
+            fit, fit_sd, fit_q = measure(f"fitter[{line}]@{label}", method="gptq", fit=budget,
+                                         policy=replace(policy, row_steps=rows))
             fit["vs"] = label
             if label in args.diagnose and rec_sd is not None:
                 fit["swaps"] = swaps(scored, fit["post"]["bpb"], fit_sd, rec_sd, fit_q, rec_q)

@@ -163,13 +163,13 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
     roles = quant_roles(model)
     policy = (quant.QuantPolicy(**roles) if cfg.quant_method == "int8"
               else quant.QuantPolicy(small_numel=cfg.quant_small_numel, **roles))
-    qmodel = quant.quantize_model(model, hessians=hessians, method=cfg.quant_method,
-                                  budget_bytes=budget, seed=cfg.seed, log=log, policy=policy,
-                                  loss_slopes=slopes, device=distributed.default_device(),
-                                  lqer_ranks=lqer_ranks(cfg.quant_lqer_ranks),
-                                  error_norm=cfg.quant_error_norm, error_weights=omega,
-                                  scales=cfg.quant_scales,
-                                  meta=artifact_meta(cfg, code_bytes))
+    fit = None if budget is None else quant.BudgetFit(
+        budget, loss_slopes=slopes, lqer_ranks=lqer_ranks(cfg.quant_lqer_ranks),
+        error_norm=cfg.quant_error_norm, error_weights=omega)
+    qmodel = quant.quantize_model(model, hessians=hessians, method=cfg.quant_method, policy=policy,
+                                  meta=artifact_meta(cfg, code_bytes), fit=fit,
+                                  run=quant.QuantRun(seed=cfg.seed, scales=cfg.quant_scales,
+                                                     device=distributed.default_device(), log=log))
     out = out_dir or run_dir
     path = out / rd.ARTIFACT
     nbytes = quant.save_artifact(path, qmodel)

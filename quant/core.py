@@ -2,7 +2,8 @@
 to a byte budget. The artifact bytes are built once here and reused for size and saving."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from numbers import Integral
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -119,9 +120,10 @@ def _int8_baseline(sd: Mapping[str, torch.Tensor], aliases: dict[str, str],
 class _Item:
     """One tensor to quantize with the scalar/GPTQ path, and its realizations per ladder step."""
 
-    def __init__(self, name: str, t: torch.Tensor, cls: str, policy: QuantPolicy,
-                 h: torch.Tensor | None, method: str, log: Callable[[str], None],
-                 device: str = "cpu", lqer_ranks: tuple[int, ...] = (), scales: str = "log"):
+    def __init__(self, name: str, t: torch.Tensor, cls: str, h: torch.Tensor | None,
+                 job: _Job):
+        policy, method, log, device = job.policy, job.method, job.log, job.device
+        lqer_ranks, scales = job.lqer_ranks, job.scales
         self.device = device
         self.log_scales = scales == "log"
         self.name, self.cls, self.shape, self.dtype = name, cls, tuple(t.shape), dtype_name(t.dtype)
@@ -263,19 +265,55 @@ def _slope_multipliers(items: list["_Item"], slopes: Mapping[str, float]) -> dic
     return {it.name: float(np.clip(raw.get(it.name, med), med / 20, med * 20)) for it in items}
 
 
+@dataclass(frozen=True)
+class BudgetFit:
+    """Fit the artifact to a byte budget, and how the fitter prices each tensor's error (see
+    quantize_model): what only a fitted quantization reads."""
+    budget_bytes: int
+    sensitivity: Mapping[str, float] | None = None
+    loss_slopes: Mapping[str, float] | None = None
+    lqer_ranks: tuple[int, ...] = ()
+    error_norm: float = 0.0
+    error_weights: Mapping[str, torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.budget_bytes, bool) or not isinstance(self.budget_bytes, Integral):
+            raise QuantError(f"BudgetFit takes a budget in whole bytes, got "
+                             f"{self.budget_bytes!r}; pass fit=None to quantize without one")
+
+
+@dataclass(frozen=True)
+class QuantRun:
+    """How a quantization runs, the same for every tensor: the seed it records, the device the
+    GPTQ sweeps run on, the row scales' format (QUANT_SCALES) and where it logs (None:
+    nowhere)."""
+    seed: int = 0
+    device: str = "cpu"
+    scales: str = "log"
+    log: Callable[[str], None] | None = None
+    record_bits_offset: int = 0   # a record method's bit widths shifted, to place it at other sizes
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One quantize_model call's choices as its steps read them: the same for every tensor."""
+    method: str
+    policy: QuantPolicy
+    meta: dict
+    log: Callable[[str], None]
+    device: str = "cpu"
+    scales: str = "log"
+    lqer_ranks: tuple[int, ...] = ()
+    cache: StreamCache = field(default_factory=StreamCache)
+
+
 def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], *,
                    hessians: Mapping[str, torch.Tensor] | None = None, method: str = "gptq",
-                   budget_bytes: int | None = None, meta: Mapping[str, Any] | None = None,
-                   policy: QuantPolicy | None = None, seed: int = 0,
-                   log: Callable[[str], None] | None = None,
-                   sensitivity: Mapping[str, float] | None = None,
-                   loss_slopes: Mapping[str, float] | None = None,
-                   lqer_ranks: tuple[int, ...] = (), error_norm: float = 0.0,
-                   error_weights: Mapping[str, torch.Tensor] | None = None,
-                   device: str = "cpu", scales: str = "log",
-                   record_bits_offset: int = 0) -> QuantizedModel:
-    """Quantize every tensor of a model (see QuantPolicy); fit to `budget_bytes` when given.
+                   policy: QuantPolicy | None = None, meta: Mapping[str, Any] | None = None,
+                   fit: BudgetFit | None = None, run: QuantRun = QuantRun()) -> QuantizedModel:
+    """Quantize every tensor of a model (see QuantPolicy); fit to `fit.budget_bytes` when given.
 
+    The fields of `fit` (BudgetFit) and `run` (QuantRun) read as follows.
     budget_bytes bounds the exact artifact size (header + streams). method "int8" reproduces
     the challenge baseline and is never fitted (a budget it exceeds raises BudgetError).
     `seed` is recorded; the algorithms themselves use no randomness. `sensitivity` scales each
@@ -296,6 +334,9 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     `record_bits_offset` shifts a record method's bit widths (quant.records.record_policy), to
     place a record at other sizes; the other methods refuse anything but 0.
     """
+    budget_bytes = None if fit is None else fit.budget_bytes
+    seed, log, device, scales = run.seed, run.log, run.device, run.scales
+    record_bits_offset = run.record_bits_offset
     if method not in METHODS:
         raise QuantError(f"unknown quant method {method!r}; set QUANT_METHOD to one of "
                          f"{', '.join(METHODS)}")
@@ -313,24 +354,22 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     # not the budget itself: the (compressed) header would then change size with the budget
     # asked for, and the "smallest reachable size" an impossible budget reports would drift
     meta.update(quant_method=method, quant_seed=seed)
-    cache = StreamCache()
+    job = _Job(method, policy, meta, log, device, scales, fit.lqer_ranks if fit else ())
     hessians = dict(hessians or {})
     if not METHODS[method].fits_budget:
         if METHODS[method].is_record:
-            policy = record_policy(method, policy, record_bits_offset)
+            job = replace(job, policy=record_policy(method, policy, record_bits_offset))
             if record_bits_offset:  # the artifact says it is not the record as shipped
                 meta["record_bits_offset"] = record_bits_offset
-        return _unfitted(method, sd, aliases, hessians, meta, policy, cache, budget_bytes,
-                         device, log)
-    slots, items = _plan_items(sd, aliases, hessians, method, policy, log, device,
-                               lqer_ranks if budget_bytes is not None else (), scales)
-    if budget_bytes is None:
+        return _unfitted(job, sd, aliases, hessians, budget_bytes)
+    slots, items = _plan_items(sd, aliases, hessians, job)
+    if fit is None:
         tensors = _assemble(slots, items, [fitter.J0] * len(items))
     else:
-        curves = _curves(items, policy, sensitivity, loss_slopes, error_norm,
-                         _error_weights(items, error_weights, log), log)
-        tensors = _fit_to_budget(slots, items, curves, int(budget_bytes), meta, policy, cache, log)
-    q = QuantizedModel(tensors, meta, policy, method, cache, budget_bytes)
+        curves = _curves(items, policy, fit.sensitivity, fit.loss_slopes, fit.error_norm,
+                         _error_weights(items, fit.error_weights, log), log)
+        tensors = _fit_to_budget(job, slots, items, curves, int(budget_bytes))
+    q = QuantizedModel(tensors, meta, policy, method, job.cache, budget_bytes)
     if budget_bytes is not None and q.total_bytes > budget_bytes:  # cannot happen; guard anyway
         raise BudgetError(f"internal error: artifact {q.total_bytes} > budget {budget_bytes}")
     _log_scales(q, scales, log)
@@ -347,13 +386,13 @@ def _log_scales(q: QuantizedModel, scales: str, log: Callable[[str], None]) -> N
         f"streams:{','.join(sorted(held)) or 'none'}")
 
 
-def _unfitted(method: str, sd: Mapping[str, torch.Tensor], aliases: dict[str, str],
-              hessians: dict[str, torch.Tensor], meta: dict, policy: QuantPolicy,
-              cache: StreamCache, budget_bytes: int | None, device: str,
-              log: Callable[[str], None]) -> QuantizedModel:
-    """The int8 baseline or a record's quantizer (`policy` already the record's, from
+def _unfitted(job: _Job, sd: Mapping[str, torch.Tensor], aliases: dict[str, str],
+              hessians: dict[str, torch.Tensor], budget_bytes: int | None) -> QuantizedModel:
+    """The int8 baseline or a record's quantizer (`job.policy` already the record's, from
     record_policy): its size is set by its own rule, never fitted, so a budget it exceeds is
     an error naming the method that can fit one."""
+    method, meta, policy, cache, device, log = (job.method, job.meta, job.policy, job.cache,
+                                                job.device, job.log)
     if method == "int8":
         tensors = _int8_baseline(sd, aliases, policy)
         q = QuantizedModel(tensors, meta, policy, method, cache, budget_bytes)
@@ -372,11 +411,11 @@ def _unfitted(method: str, sd: Mapping[str, torch.Tensor], aliases: dict[str, st
 
 
 def _plan_items(sd: Mapping[str, torch.Tensor], aliases: dict[str, str],
-                hessians: dict[str, torch.Tensor], method: str, policy: QuantPolicy,
-                log: Callable[[str], None], device: str, lqer_ranks: tuple[int, ...],
-                scales: str = "log") -> tuple[list[QTensor | _Item], list[_Item]]:
+                hessians: dict[str, torch.Tensor], job: _Job
+                ) -> tuple[list[QTensor | _Item], list[_Item]]:
     """One slot per tensor in state_dict order: aliases and small tensors as they are stored,
     the rest as _Items to quantize (also returned alone, in the same order)."""
+    method, policy, log = job.method, job.policy, job.log
     slots: list[QTensor | _Item] = []
     items: list[_Item] = []
     for name, t in sd.items():
@@ -387,8 +426,7 @@ def _plan_items(sd: Mapping[str, torch.Tensor], aliases: dict[str, str],
         if cls == "small":
             slots.append(_passthrough(name, t, cls, policy))
             continue
-        item = _Item(name, t, cls, policy, hessians.get(name), method, log, device, lqer_ranks,
-                     scales)
+        item = _Item(name, t, cls, hessians.get(name), job)
         slots.append(item)
         items.append(item)
     paths: dict[str, int] = {}
@@ -443,17 +481,17 @@ def _curves(items: list[_Item], policy: QuantPolicy, sensitivity: Mapping[str, f
             f"of {len(items)} tensors (others use the median)")
     else:
         measured = _norm_multipliers(items, error_norm)
-    return [fitter.predict_curve(it.w, it.base_step, it.bits, it.col_weight,
-                                 float(sens.get(it.name, 1.0)) * measured.get(it.name, 1.0),
-                                 policy.float_rung, it.lqer_ranks, error_weights.get(it.name),
-                                 it.scale_row_bytes())
+    return [fitter.predict_curve(it.w, it.base_step, it.bits, it.col_weight, fitter.CurveOptions(
+                float(sens.get(it.name, 1.0)) * measured.get(it.name, 1.0),
+                policy.float_rung, it.lqer_ranks, error_weights.get(it.name),
+                it.scale_row_bytes()))
             for it in items]
 
 
-def _fit_to_budget(slots: list[QTensor | _Item], items: list[_Item], curves: list[fitter.Curve],
-                   budget_bytes: int, meta: dict, policy: QuantPolicy, cache: StreamCache,
-                   log: Callable[[str], None]) -> list[QTensor]:
+def _fit_to_budget(job: _Job, slots: list[QTensor | _Item], items: list[_Item],
+                   curves: list[fitter.Curve], budget_bytes: int) -> list[QTensor]:
     """Run the fitter with exact artifact builds as its measurement; the chosen tensors."""
+    meta, policy, cache, log = job.meta, job.policy, job.cache, job.log
     winners: dict[str, tuple[str, ...]] = {}
 
     def measure(choice: list[int]) -> tuple[int, list[int]]:
@@ -476,6 +514,6 @@ def _fit_to_budget(slots: list[QTensor | _Item], items: list[_Item], curves: lis
     fixed_guess = 4096 + sum(
         s.data.nbytes for s in slots if isinstance(s, QTensor) and s.kind == "pass")
     choice, _total = fitter.fit_budget(curves, budget_bytes, lambda i, j: items[i].realize(j),
-                                       measure, fixed_guess, log,
-                                       initial_ratio=codec_ratio(policy.compressors))
+                                       measure, fixed_guess, fitter.FitSearch(
+                                           log=log, initial_ratio=codec_ratio(policy.compressors)))
     return _assemble(slots, items, choice)

@@ -348,8 +348,7 @@ def _decode_core(r: FrameReader, tid: np.ndarray, dep: np.ndarray, n_tables: int
     words = np.frombuffer(r.take(4 * n_words), "<u4").astype(np.uint64)
     if r.pos != len(r.data):
         raise CtxRansError("context-rANS blob has trailing bytes")
-    f_flat, c_flat = rans._flat_tables(freqs)
-    lookup = rans.symbol_lookup(freqs)
+    tables = rans.decode_tables(freqs, zero_check=True)
     out = np.empty(n, dtype=np.uint8)
     ptr = 0
     for t in range((n + lanes - 1) // lanes):
@@ -360,8 +359,7 @@ def _decode_core(r: FrameReader, tid: np.ndarray, dep: np.ndarray, n_tables: int
         if (d >= 0).any():
             seg = seg + np.where(d >= 0, _above_class(out[np.maximum(d, 0)]), 0)
         try:
-            s, state[:cnt], ptr = rans.decode_step(state[:cnt], seg, lookup, f_flat, c_flat,
-                                                   words, ptr, zero_check=True)
+            s, state[:cnt], ptr = rans.decode_step(state[:cnt], seg, tables, words, ptr)
         except rans.RansError as exc:
             raise CtxRansError(str(exc).replace("rANS blob", "context-rANS blob")) from None
         out[start:start + cnt] = s

@@ -80,16 +80,27 @@ def error_weight(rows: int, cols: int, col_weight: torch.Tensor | None,
     return cw[None, :]
 
 
+@dataclass(frozen=True)
+class CurveOptions:
+    """How one tensor's curve is priced, besides its weights, steps and diag(H): its error's
+    multiplier (sensitivity times measured loss slope), whether the fp16 rung is offered, the
+    LQER ranks offered, its Fisher error weights (rows x cols) and its bytes per row scale."""
+    sensitivity: float = 1.0
+    allow_float: bool = True
+    lqer_ranks: tuple[int, ...] = ()
+    elem_weight: torch.Tensor | None = None
+    scale_row_bytes: float = 2.0
+
+
 def predict_curve(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int,
-                  col_weight: torch.Tensor | None, sensitivity: float = 1.0,
-                  allow_float: bool = True, lqer_ranks: tuple[int, ...] = (),
-                  elem_weight: torch.Tensor | None = None,
-                  scale_row_bytes: float = 2.0) -> Curve:
+                  col_weight: torch.Tensor | None, opts: CurveOptions = CurveOptions()) -> Curve:
     """Entropy-based rate (codes + row scales at `scale_row_bytes` each: 2 raw fp16 bytes,
     or the log-grid codes' estimate) and weighted distortion (diag(H) per
     column, or the Fisher error weights when given: error_weight) for every option, on a row
     sample. Without allow_float the fp16 rung costs infinitely many bytes. With lqer_ranks,
     the LQER options follow (see _lqer_columns)."""
+    sensitivity, allow_float, lqer_ranks = opts.sensitivity, opts.allow_float, opts.lqer_ranks
+    elem_weight, scale_row_bytes = opts.elem_weight, opts.scale_row_bytes
     rows, cols = w.shape
     stride = max(1, (rows * cols) // SAMPLE)
     idx = torch.arange(0, rows, max(1, stride // max(cols, 1)) if cols < SAMPLE else 1)
@@ -107,8 +118,8 @@ def predict_curve(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int,
             rate[j] = (rows * cols) * hj / 8.0 + 32.0 + scale_row_bytes * rows
             dist[j] = sensitivity * factor * ej
     if lqer_ranks:
-        lr, ld = _lqer_columns(w, base_step, policy_bits, full_cw, col_weight, lqer_ranks, rate,
-                               dist)
+        lr, ld = _lqer_columns(w, base_step, policy_bits, full_cw, col_weight, lqer_ranks,
+                               Curve(rate, dist))
         rate, dist = np.concatenate([rate, lr]), np.concatenate([dist, ld])
     return Curve(rate, dist)
 
@@ -132,11 +143,13 @@ def _ladder_stats(ws: torch.Tensor, ss: torch.Tensor, policy_bits: int, js: list
 
 
 def _lqer_columns(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int, cw: torch.Tensor,
-                  col_weight: torch.Tensor | None, ranks: tuple[int, ...], rate: np.ndarray,
-                  dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                  col_weight: torch.Tensor | None, ranks: tuple[int, ...], plain_steps: Curve
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Rate and distortion of step j + a rank-r correction, for every LQER step and rank: the
-    plain step's (sampled) prediction, plus the factors' entropy-coded bytes, times the ratio
-    of corrected to uncorrected weighted error measured on the full round-to-nearest matrix."""
+    plain step's (sampled) prediction (plain_steps), plus the factors' entropy-coded bytes,
+    times the ratio of corrected to uncorrected weighted error measured on the full
+    round-to-nearest matrix."""
+    rate, dist = plain_steps.rate, plain_steps.dist
     lr = np.zeros(len(ranks) * len(LQER_STEPS))
     ld = np.zeros_like(lr)
     for si, j in enumerate(LQER_STEPS):
@@ -262,10 +275,21 @@ def rate_order(rate: np.ndarray) -> np.ndarray:
     return np.concatenate([[FLOAT], 1 + np.argsort(-rate[1:], kind="stable")]).astype(int)
 
 
+@dataclass(frozen=True)
+class FitSearch:
+    """How the fit searches and reports, besides the curves, the budget and its two
+    callbacks: the bytes it may leave under the budget (slack), the exact builds it may make
+    per phase (max_rounds), its first guess of coded over entropy bytes (initial_ratio: the
+    codecs' quant.codec.codec_ratio) and where it logs (None: nowhere)."""
+    slack: int = SLACK
+    max_rounds: int = 12
+    initial_ratio: float = 1.02
+    log: Callable[[str], None] | None = None
+
+
 def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], object],
                measure: Callable[[list[int]], tuple[int, list[int]]], fixed_guess: int,
-               log: Callable[[str], None] = lambda s: None, slack: int = SLACK,
-               max_rounds: int = 12, initial_ratio: float = 1.02) -> tuple[list[int], int]:
+               search: FitSearch = FitSearch()) -> tuple[list[int], int]:
     """Choose an option index per tensor so the exact artifact size is <= budget.
 
     realize(i, j) quantizes tensor i at option j (cached by the caller); measure(choice)
@@ -273,16 +297,16 @@ def fit_budget(curves: list[Curve], budget: int, realize: Callable[[int, int], o
     (choice, total bytes). With LQER options (curves wider than N_OPTIONS) the fit runs on
     each tensor's options sorted by predicted bytes and maps the choice back.
     """
+    max_rounds = search.max_rounds
     if max_rounds < 1:  # no build: nothing would be measured, and an empty choice came back
         raise ValueError(f"max_rounds={max_rounds}: the fit needs at least one build")
     if not curves or curves[0].rate.size == N_OPTIONS:
-        return _fit(curves, budget, realize, measure, fixed_guess, log, slack, max_rounds,
-                    initial_ratio)
+        return _fit(curves, budget, realize, measure, fixed_guess, search)
     orders = [rate_order(c.rate) for c in curves]
     by_rate = [Curve(c.rate[o], c.dist[o]) for c, o in zip(curves, orders)]
     choice, total = _fit(by_rate, budget, lambda i, k: realize(i, int(orders[i][k])),
                          lambda ch: measure([int(orders[i][k]) for i, k in enumerate(ch)]),
-                         fixed_guess, log, slack, max_rounds, initial_ratio)
+                         fixed_guess, search)
     return [int(orders[i][k]) for i, k in enumerate(choice)], total
 
 
@@ -337,11 +361,12 @@ class _Fit:
 
 def _fit(curves: list[Curve], budget: int, realize: Callable[[int, int], object],
          measure: Callable[[list[int]], tuple[int, list[int]]], fixed_guess: int,
-         log: Callable[[str], None], slack: int, max_rounds: int,
-         initial_ratio: float) -> tuple[list[int], int]:
+         search: FitSearch) -> tuple[list[int], int]:
     """fit_budget on options ordered finest (most bytes) first: bisect the byte target, step
     back if nothing fitted, repair a better over-budget build, refine with exact builds."""
-    st = _Fit(curves, budget, realize, measure, log, initial_ratio)
+    slack, max_rounds = search.slack, search.max_rounds
+    st = _Fit(curves, budget, realize, measure, search.log or (lambda s: None),
+              search.initial_ratio)
     best, choice, total, done = _bisect(st, fixed_guess, slack, max_rounds)
     if done:
         return choice, total

@@ -22,6 +22,7 @@ lengths, u32 table bytes + brotli(table block), u64 x lanes final states, u64 wo
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -230,19 +231,34 @@ def symbol_lookup(freqs: np.ndarray) -> np.ndarray:
     return lookup.reshape(-1)
 
 
-def decode_step(x: np.ndarray, seg: np.ndarray, lookup: np.ndarray, f_flat: np.ndarray,
-                c_flat: np.ndarray, words: np.ndarray, ptr: int,
-                zero_check: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+@dataclass(frozen=True)
+class DecodeTables:
+    """The normalised tables as decode_step reads them, built once per blob: slot -> symbol
+    (symbol_lookup), each (table, symbol)'s frequency and cumulative start (_flat_tables).
+    `zero_check`: refuse a symbol its table gives no frequency (a context coder's tables may
+    be sparse)."""
+    lookup: np.ndarray
+    freq: np.ndarray
+    cum: np.ndarray
+    zero_check: bool = False
+
+
+def decode_tables(freqs: np.ndarray, zero_check: bool = False) -> DecodeTables:
+    f_flat, c_flat = _flat_tables(freqs)
+    return DecodeTables(symbol_lookup(freqs), f_flat, c_flat, zero_check)
+
+
+def decode_step(x: np.ndarray, seg: np.ndarray, tables: DecodeTables, words: np.ndarray,
+                ptr: int) -> tuple[np.ndarray, np.ndarray, int]:
     """One interleaved step of every lane: (symbols, new states, words consumed so far), each
     lane decoding with table seg[lane]. The one rANS decode step, shared with quant.ctxrans.
-    `zero_check`: refuse a symbol its table gives no frequency (a context coder's tables may
-    be sparse). RansError when the words run out."""
+    RansError when the words run out."""
     slot = x & np.uint64(M - 1)
-    s = lookup[seg * M + slot.astype(np.int64)]
+    s = tables.lookup[seg * M + slot.astype(np.int64)]
     key = seg * 256 + s
-    if zero_check and np.any(f_flat[key] == 0):
+    if tables.zero_check and np.any(tables.freq[key] == 0):
         raise RansError("rANS blob is corrupt (a symbol outside its table)")
-    x = f_flat[key] * (x >> np.uint64(PROB_BITS)) + slot - c_flat[key]
+    x = tables.freq[key] * (x >> np.uint64(PROB_BITS)) + slot - tables.cum[key]
     need = x < LOW
     k = int(need.sum())
     if ptr + k > words.size:
@@ -261,8 +277,7 @@ def decode(blob: bytes, limit: int = MAX_SYMBOLS) -> bytes:
             raise
         raise RansError(f"rANS blob is truncated or corrupt ({exc})") from None
     n_seg = len(lengths)
-    f_flat, c_flat = _flat_tables(freqs)
-    lookup = symbol_lookup(freqs)
+    tables = decode_tables(freqs)
     ends = np.cumsum(lengths)
     out = np.empty(n, dtype=np.uint8)
     ptr = 0
@@ -270,7 +285,7 @@ def decode(blob: bytes, limit: int = MAX_SYMBOLS) -> bytes:
         start = t * lanes
         cnt = min(lanes, n - start)
         seg = _row_tables(ends, start, cnt)
-        s, state[:cnt], ptr = decode_step(state[:cnt], seg, lookup, f_flat, c_flat, words, ptr)
+        s, state[:cnt], ptr = decode_step(state[:cnt], seg, tables, words, ptr)
         out[start:start + cnt] = s
     if ptr != words.size or not np.all(state == LOW):
         raise RansError("rANS blob is corrupt (final states or word count do not match)")

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from quant.fitter import FLOAT, N_OPTIONS, Curve, _coarsen, fit_budget
+from quant.fitter import FLOAT, N_OPTIONS, Curve, FitSearch, _coarsen, fit_budget
 from quant.errors import BudgetError
 
 
@@ -66,7 +66,8 @@ def test_fit_lands_under_budget_and_within_slack_when_reachable(factor, where):
     lo = 500 + sum(int(c.rate[-1] * factor) for c in curves)
     hi = 500 + sum(int(c.rate[1] * factor) for c in curves)
     budget = int(lo + where * (hi - lo))
-    choice, total = fit_budget(curves, budget, lambda i, j: None, measure, 500, slack=2_000)
+    choice, total = fit_budget(curves, budget, lambda i, j: None, measure, 500,
+                               FitSearch(slack=2_000))
     assert total <= budget and budget - total <= 2_000
     assert total == 500 + sum(int(curves[i].rate[j] * factor) for i, j in enumerate(choice))
     assert choice in calls
@@ -180,10 +181,11 @@ def test_cut_short_fit_reaches_the_coarsest_choice_or_names_the_smallest_size():
     curves = _steep_and_flat()
     measure, _ = _measure(curves, factor=1.3)
     smallest = measure([N_OPTIONS - 1] * 2)[0]
-    assert fit_budget(curves, smallest, lambda i, j: None, measure, 500, max_rounds=1) == \
+    assert fit_budget(curves, smallest, lambda i, j: None, measure, 500,
+                      FitSearch(max_rounds=1)) == \
         ([N_OPTIONS - 1] * 2, smallest)
     with pytest.raises(BudgetError, match=f"can reach is {smallest:,} bytes"):
-        fit_budget(curves, smallest - 1, lambda i, j: None, measure, 500, max_rounds=1)
+        fit_budget(curves, smallest - 1, lambda i, j: None, measure, 500, FitSearch(max_rounds=1))
 
 
 def test_fit_with_one_bisection_build_still_ends_under_budget():
@@ -193,7 +195,8 @@ def test_fit_with_one_bisection_build_still_ends_under_budget():
     for k in (10, 30, 60):
         measure, calls = _measure(curves, factor=1.3)
         budget = 500 + int(1.3 * (curves[0].rate[k] + curves[1].rate[k]))
-        choice, total = fit_budget(curves, budget, lambda i, j: None, measure, 500, max_rounds=1)
+        choice, total = fit_budget(curves, budget, lambda i, j: None, measure, 500,
+                                   FitSearch(max_rounds=1))
         assert measure(calls[0])[0] > budget and total == measure(choice)[0] <= budget
 
 
@@ -331,7 +334,8 @@ def test_fit_short_of_a_tight_slack_leaves_no_finer_step_that_fits_in_few_builds
         lo = 500 + sum(int(c.rate[-1] * factor) for c in curves)
         hi = 500 + sum(int(c.rate[1] * factor) for c in curves)
         budget = int(lo + np.random.default_rng(seed).uniform() * (hi - lo))
-        choice, total = fit_budget(curves, budget, lambda i, j: None, measure, 500, slack=20)
+        choice, total = fit_budget(curves, budget, lambda i, j: None, measure, 500,
+                                   FitSearch(slack=20))
         builds.append(len({tuple(c) for c in calls}))
         assert total == measure(choice)[0] <= budget
         if budget - total > 20:
@@ -449,8 +453,9 @@ def test_bisection_builds_at_most_max_rounds_and_uses_them_all_when_it_must():
         assert max(used) == rounds, used
     curves, measure, budget = next(iter(_hard_instances()))
     with pytest.raises(ValueError, match="max_rounds=0"):
-        fit_budget(curves, budget, lambda i, j: None, measure, 700, max_rounds=0)
-    choice, total = fit_budget(curves, budget, lambda i, j: None, measure, 700, max_rounds=1)
+        fit_budget(curves, budget, lambda i, j: None, measure, 700, FitSearch(max_rounds=0))
+    choice, total = fit_budget(curves, budget, lambda i, j: None, measure, 700,
+                               FitSearch(max_rounds=1))
     assert len(choice) == len(curves) and total <= budget          # one build is enough to fit
 
 
@@ -526,7 +531,8 @@ def test_every_log_line_says_under_is_budget_minus_total():
         budget = int(np.random.default_rng(seed + 1000).uniform(lo, hi))
         measure = lambda c, actual=actual: (700 + sum(int(actual[i, j]) for i, j in enumerate(c)),
                                             [int(actual[i, j]) for i, j in enumerate(c)])
-        fit_budget(curves, budget, lambda i, j: None, measure, 700, log=logs.append, slack=20)
+        fit_budget(curves, budget, lambda i, j: None, measure, 700,
+                   FitSearch(log=logs.append, slack=20))
         for line in logs:
             kv = dict(x.split(":", 1)[1].split(":", 1) for x in [f"k:{t}" for t in line.split()]
                       if x.count(":") >= 2)
@@ -684,13 +690,13 @@ def test_a_step_back_within_slack_is_the_fit_with_no_more_builds():
         measure, calls = _measure(curves, factor=1.3)
         budget = 500 + int(1.3 * (curves[0].rate[k] + curves[1].rate[k]))
         first, t_first = fit_budget(curves, budget, lambda i, j: None, measure, 500,
-                                    max_rounds=1, slack=10**9)
+                                    FitSearch(max_rounds=1, slack=10**9))
         fits = [c for c in calls if size(c) <= budget]
         assert calls[-1] == fits[0] == first and t_first == size(first)
         for slack in (budget - t_first, 10**9):
             measure, calls = _measure(curves, factor=1.3)
-            assert fit_budget(curves, budget, lambda i, j: None, measure, 500, max_rounds=1,
-                              slack=slack) == (first, t_first)
+            assert fit_budget(curves, budget, lambda i, j: None, measure, 500,
+                              FitSearch(max_rounds=1, slack=slack)) == (first, t_first)
             assert calls[-1] == first and sum(size(c) <= budget for c in calls) == 1
 
 

@@ -17,7 +17,7 @@ import quant
 from golf.data.shards import HEADER_INTS, MAGIC, VERSION, read_shard, write_shard
 from golf.eval.score import window_plan
 from quant import rans
-from quant.fitter import N_OPTIONS, Curve, fit_budget
+from quant.fitter import N_OPTIONS, Curve, FitSearch, fit_budget
 from quant.errors import BudgetError
 
 FEW = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -105,7 +105,8 @@ def _fit(curves, actual, budget, fixed, slack, events=None):
             events.append(("measure", list(choice), fixed + sum(b)))
         return fixed + sum(b), b
     log = (lambda s: events.append(("log", s))) if events is not None else (lambda s: None)
-    return fit_budget(curves, budget, lambda i, j: None, measure, fixed, log=log, slack=slack)
+    return fit_budget(curves, budget, lambda i, j: None, measure, fixed,
+                      FitSearch(log=log, slack=slack))
 
 
 @FEW

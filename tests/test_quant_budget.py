@@ -6,6 +6,7 @@ import random
 import re
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,9 +30,10 @@ CODES_ONLY = replace(FAST, float_rung=False)
 def extremes():
     """Exact sizes at the coarsest and the finest quantized step of every tensor (the range the
     step ladder covers; above it only the fp16 rung can spend more bytes)."""
-    finest = quant.quantize_model(_sd(), method="rtn", policy=CODES_ONLY, budget_bytes=10**9)
+    finest = quant.quantize_model(_sd(), method="rtn", policy=CODES_ONLY,
+                                  fit=quant.BudgetFit(10**9))
     with pytest.raises(quant.BudgetError) as ei:
-        quant.quantize_model(_sd(), method="rtn", policy=FAST, budget_bytes=1_000)
+        quant.quantize_model(_sd(), method="rtn", policy=FAST, fit=quant.BudgetFit(1_000))
     smallest = int(re.search(r"can reach is ([\d,]+) bytes", str(ei.value)).group(1).replace(",", ""))
     return smallest, finest.total_bytes
 
@@ -40,7 +42,7 @@ def test_impossible_budget_names_smallest_reachable_size(extremes):
     smallest, largest = extremes
     assert 0 < smallest < largest
     # the size it names is really reachable
-    q = quant.quantize_model(_sd(), method="rtn", policy=FAST, budget_bytes=smallest)
+    q = quant.quantize_model(_sd(), method="rtn", policy=FAST, fit=quant.BudgetFit(smallest))
     assert q.total_bytes <= smallest
 
 
@@ -51,8 +53,8 @@ def test_fitter_never_over_and_within_2k_across_random_budgets(extremes, lqer_ra
     sd = _sd()
     for _ in range(6 if not lqer_ranks else 3):
         budget = rng.randint(smallest, largest + 5_000)
-        q = quant.quantize_model(sd, method="rtn", policy=FAST, budget_bytes=budget,
-                                 lqer_ranks=lqer_ranks)
+        q = quant.quantize_model(sd, method="rtn", policy=FAST,
+                                 fit=quant.BudgetFit(budget, lqer_ranks=lqer_ranks))
         assert q.total_bytes <= budget
         assert len(q.to_bytes()) == q.total_bytes
         if budget <= largest:
@@ -64,18 +66,18 @@ def test_fp16_rung_spends_a_large_budget_and_can_be_switched_off(extremes):
     between the two it stays under budget; with float_rung=False it never stores them in fp16."""
     _smallest, finest = extremes
     sd = _sd()
-    roomy = quant.quantize_model(sd, method="rtn", policy=FAST, budget_bytes=10**9)
+    roomy = quant.quantize_model(sd, method="rtn", policy=FAST, fit=quant.BudgetFit(10**9))
     big = [r for r in roomy.report if r["class"] != "small"]
     assert all(r["kind"] == "pass" and r["method"] == "float16" for r in big)
     assert roomy.total_bytes > finest
     for budget in (finest + 20_000, (finest + roomy.total_bytes) // 2):
-        mid = quant.quantize_model(sd, method="rtn", policy=FAST, budget_bytes=budget)
+        mid = quant.quantize_model(sd, method="rtn", policy=FAST, fit=quant.BudgetFit(budget))
         assert mid.total_bytes <= budget
         assert mid.total_bytes >= finest - 10_000  # never worse-filled than codes alone
     # the fp16 rung is real data: it loads back to the fp16-rounded weights
     out = roomy.state_dict()
     assert torch.equal(out["blocks.0.mlp.fc.weight"], sd["blocks.0.mlp.fc.weight"].half().float())
-    codes = quant.quantize_model(sd, method="rtn", policy=CODES_ONLY, budget_bytes=10**9)
+    codes = quant.quantize_model(sd, method="rtn", policy=CODES_ONLY, fit=quant.BudgetFit(10**9))
     assert all(r["kind"] == "quant" for r in codes.report if r["class"] != "small")
 
 
@@ -83,9 +85,10 @@ def test_fitter_spends_bytes_where_error_is_weighted(extremes):
     """Same budget: the tensor with 100x sensitivity gets a finer step than without it."""
     smallest, largest = extremes
     budget = (smallest + largest) // 2
-    base = quant.quantize_model(_sd(), method="rtn", policy=FAST, budget_bytes=budget)
-    hot = quant.quantize_model(_sd(), method="rtn", policy=FAST, budget_bytes=budget,
-                               sensitivity={"blocks.0.mlp.fc.weight": 100.0})
+    base = quant.quantize_model(_sd(), method="rtn", policy=FAST, fit=quant.BudgetFit(budget))
+    hot = quant.quantize_model(_sd(), method="rtn", policy=FAST,
+                               fit=quant.BudgetFit(budget,
+                                                   sensitivity={"blocks.0.mlp.fc.weight": 100.0}))
     k = {r["name"]: r["step_over_std"] for r in base.report if r["kind"] == "quant"}
     k_hot = {r["name"]: r["step_over_std"] for r in hot.report if r["kind"] == "quant"}
     assert k_hot["blocks.0.mlp.fc.weight"] < k["blocks.0.mlp.fc.weight"]
@@ -100,8 +103,8 @@ def test_error_norm_evens_out_relative_steps(extremes):
     budget = (smallest + largest) // 2
     ratio = {}
     for alpha in (0.0, 1.0):
-        q = quant.quantize_model(_sd(), method="rtn", policy=CODES_ONLY, budget_bytes=budget,
-                                 error_norm=alpha)
+        q = quant.quantize_model(_sd(), method="rtn", policy=CODES_ONLY,
+                                 fit=quant.BudgetFit(budget, error_norm=alpha))
         k = {r["name"]: r["step_over_std"] for r in q.report if r["kind"] == "quant"}
         ratio[alpha] = k["blocks.0.mlp.fc.weight"] / k["tok_emb.weight"]
         assert q.total_bytes <= budget
@@ -117,14 +120,21 @@ def test_gptq_fit_with_all_codecs_lands_under_budget():
         hs[name] = x.T @ x / 1024
     free = quant.quantize_model(sd, hessians=hs, method="gptq")
     budget = free.total_bytes - 20_000
-    q = quant.quantize_model(sd, hessians=hs, method="gptq", budget_bytes=budget)
+    q = quant.quantize_model(sd, hessians=hs, method="gptq", fit=quant.BudgetFit(budget))
     assert budget - 2_000 <= q.total_bytes <= budget
     assert all(r["method"] == "gptq" for r in q.report if r["kind"] == "quant")
 
 
 def test_int8_over_budget_is_a_budget_error():
     with pytest.raises(quant.BudgetError, match="int8 baseline artifact is"):
-        quant.quantize_model(_sd(), method="int8", budget_bytes=10_000)
+        quant.quantize_model(_sd(), method="int8", fit=quant.BudgetFit(10_000))
+
+
+@pytest.mark.parametrize("bad", [None, 1.5e6, True])
+def test_a_budget_fit_without_whole_bytes_names_the_fix(bad):
+    with pytest.raises(quant.QuantError, match="pass fit=None"):
+        quant.BudgetFit(bad)
+    assert quant.BudgetFit(np.int64(9_000)).budget_bytes == 9_000
 
 
 def test_loss_slopes_are_delta_over_error_and_steer_the_fitter(extremes):
@@ -141,11 +151,12 @@ def test_loss_slopes_are_delta_over_error_and_steer_the_fitter(extremes):
     for n in names:
         assert slopes[n] == pytest.approx(0.01 / errs[n], rel=1e-6)
     budget = (smallest + largest) // 2
-    flat = quant.quantize_model(sd, method="rtn", policy=CODES_ONLY, budget_bytes=budget,
-                                loss_slopes=slopes)
-    hot = quant.quantize_model(sd, method="rtn", policy=CODES_ONLY, budget_bytes=budget,
-                               loss_slopes=slopes | {"blocks.0.mlp.fc.weight":
-                                                     100 * slopes["blocks.0.mlp.fc.weight"]})
+    flat = quant.quantize_model(sd, method="rtn", policy=CODES_ONLY,
+                                fit=quant.BudgetFit(budget, loss_slopes=slopes))
+    hot = quant.quantize_model(sd, method="rtn", policy=CODES_ONLY,
+                               fit=quant.BudgetFit(budget, loss_slopes=slopes | {
+                                   "blocks.0.mlp.fc.weight":
+                                   100 * slopes["blocks.0.mlp.fc.weight"]}))
     step = lambda qm: {r["name"]: r["step_over_std"] for r in qm.report if r["kind"] == "quant"}
     assert step(hot)["blocks.0.mlp.fc.weight"] < step(flat)["blocks.0.mlp.fc.weight"]
     assert hot.total_bytes <= budget and flat.total_bytes <= budget

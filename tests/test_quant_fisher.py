@@ -100,7 +100,7 @@ def test_predicted_distortion_with_error_weights_is_the_weighted_rtn_error():
     w = torch.randn(16, 8, generator=g)
     step = w.std(1) * 12 / qmax_for(6)
     om = torch.rand(16, 8, generator=g)
-    curve = fitter.predict_curve(w, step, 6, None, elem_weight=om)
+    curve = fitter.predict_curve(w, step, 6, None, fitter.CurveOptions(elem_weight=om))
     j = fitter.J0 + 5
     s = (step * fitter.multiplier(j))[:, None]
     qm = qmax_for(fitter.bits_for(6, j))
@@ -109,7 +109,8 @@ def test_predicted_distortion_with_error_weights_is_the_weighted_rtn_error():
     # a constant row pattern times diag(H) gives the diag(H) curve times that constant
     cw = torch.rand(8, generator=g) + 0.1
     plain = fitter.predict_curve(w, step, 6, cw)
-    scaled = fitter.predict_curve(w, step, 6, None, elem_weight=3.0 * cw[None, :].expand(16, 8))
+    scaled = fitter.predict_curve(
+        w, step, 6, None, fitter.CurveOptions(elem_weight=3.0 * cw[None, :].expand(16, 8)))
     assert np.allclose(scaled.dist[1:], 3.0 * plain.dist[1:], rtol=1e-5)
     assert np.array_equal(scaled.rate, plain.rate)
 

@@ -80,8 +80,9 @@ def test_pipeline_round_trip_and_budget_trades_bytes_for_error(tmp_path):
     tight_budget = int(free.total_bytes * 0.6)
     errs = {}
     for label, budget in (("free", None), ("tight", tight_budget)):
-        q = quant.quantize_model(model, hessians=hs, method="gptq", budget_bytes=budget,
-                                 meta={"config": {"d": 128}}, policy=FAST)
+        fit = None if budget is None else quant.BudgetFit(budget)
+        q = quant.quantize_model(model, hessians=hs, method="gptq", meta={"config": {"d": 128}},
+                                 policy=FAST, fit=fit)
         path = tmp_path / f"{label}.gkq"
         assert quant.save_artifact(path, q) == q.total_bytes
         sd, meta = quant.load_artifact(path)
@@ -89,8 +90,8 @@ def test_pipeline_round_trip_and_budget_trades_bytes_for_error(tmp_path):
         errs[label] = _logit_error(model, sd, held)
         if budget is not None:
             assert q.total_bytes <= budget
-            again = quant.quantize_model(model, hessians=hs, method="gptq", budget_bytes=budget,
-                                         meta={"config": {"d": 128}}, policy=FAST)
+            again = quant.quantize_model(model, hessians=hs, method="gptq",
+                                         meta={"config": {"d": 128}}, policy=FAST, fit=fit)
             assert again.to_bytes() == q.to_bytes()  # the fit is deterministic too
     assert errs["free"] < 0.1  # untrained random model: relative logit MSE at int6/int7
     assert errs["free"] < errs["tight"] < 1.0

@@ -123,11 +123,11 @@ def test_records_ignore_a_budget_they_fit_and_refuse_one_they_do_not(quantized):
     sd, hs, qs = quantized
     size = qs["record_1855"].total_bytes
     q = quant.quantize_model(sd, hessians=hs, method="record_1855", policy=POLICY,
-                             budget_bytes=size + 10_000)
+                             fit=quant.BudgetFit(size + 10_000))
     assert q.total_bytes == size  # not fitted: the record sets its size by its k
     with pytest.raises(quant.BudgetError, match="record_1855"):
         quant.quantize_model(sd, hessians=hs, method="record_1855", policy=POLICY,
-                             budget_bytes=size - 1)
+                             fit=quant.BudgetFit(size - 1))
 
 
 def test_record_bits_offset_moves_every_class_and_keeps_the_sdclip_rule():
@@ -143,7 +143,7 @@ def test_record_bits_offset_moves_every_class_and_keeps_the_sdclip_rule():
     sizes, errs = {}, {}
     for off in (-1, 0, 1):
         q = quant.quantize_model(sd, hessians=hs, method="record_1060", policy=POLICY,
-                                 record_bits_offset=off)
+                                 run=quant.QuantRun(record_bits_offset=off))
         rows = {qt.name: qt for qt in q.tensors}
         assert rows["blocks.0.attn.c_q.weight"].bits == 6 + off
         assert rows["tok_emb.weight"].bits == min(8, 8 + off)
@@ -155,7 +155,8 @@ def test_record_bits_offset_moves_every_class_and_keeps_the_sdclip_rule():
                         for n, qt in rows.items() if qt.kind == "quant")
     assert sizes[-1] < sizes[0] < sizes[1] and errs[-1] > errs[0] > errs[1]
     with pytest.raises(quant.QuantError, match="record_bits_offset"):
-        quant.quantize_model(sd, hessians=hs, method="gptq", policy=POLICY, record_bits_offset=1)
+        quant.quantize_model(sd, hessians=hs, method="gptq", policy=POLICY,
+                             run=quant.QuantRun(record_bits_offset=1))
 
 
 def test_scaled_cap_rule_gives_the_record_bits_per_param():

@@ -50,7 +50,7 @@ def test_fitter_with_flat_rows_has_less_error_at_the_same_budget(frac):
     err, sizes = {}, {}
     for rows in ("sdclip", "flat"):
         q = quant.quantize_model(sd, method="rtn", policy=quant.QuantPolicy(
-            small_numel=1000, float_rung=False, row_steps=rows), budget_bytes=budget)
+            small_numel=1000, float_rung=False, row_steps=rows), fit=quant.BudgetFit(budget))
         deq = q.state_dict()
         err[rows] = sum(float(((sd[n] - deq[n]) ** 2).sum()) for n in sd)
         sizes[rows] = q.total_bytes

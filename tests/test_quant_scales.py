@@ -207,14 +207,15 @@ def test_version4_artifact_loads_and_fp16_scales_reproduce_it():
     assert meta["config"] == {"num_layers": 1} and list(loaded) == list(ref["dequantized"])
     assert all(torch.equal(loaded[k], ref["dequantized"][k]) for k in loaded)
     q = quant.quantize_model(ref["inputs"], hessians=ref["hessians"], method="gptq",
-                             policy=quant.QuantPolicy(small_numel=512), scales="fp16")
+                             policy=quant.QuantPolicy(small_numel=512),
+                             run=quant.QuantRun(scales="fp16"))
     sd = q.state_dict()
     assert all(torch.equal(sd[k], ref["dequantized"][k]) for k in sd)
 
 
 def test_unknown_scale_format_is_one_readable_error():
     with pytest.raises(quant.QuantError, match="QUANT_SCALES"):
-        quant.quantize_model(_sd(), method="rtn", scales="bf16")
+        quant.quantize_model(_sd(), method="rtn", run=quant.QuantRun(scales="bf16"))
     from golf.run.config import QUANT_SCALES, Config
     assert QUANT_SCALES == quant.scalar.SCALE_FORMATS
     probs = Config().replace(quant_scales="log2").problems()
@@ -228,13 +229,15 @@ def test_fitter_with_log_scales_lands_under_budget_within_slack():
     are stored: the fitter's per-tensor bytes add up to the artifact's streams)."""
     sd = _sd(5, cols=(64, 32))
     pol = quant.QuantPolicy(compressors=("zlib",), float_rung=False, small_numel=1024)
-    hi = quant.quantize_model(sd, method="rtn", policy=pol, budget_bytes=10 ** 9).total_bytes
+    hi = quant.quantize_model(sd, method="rtn", policy=pol,
+                              fit=quant.BudgetFit(10 ** 9)).total_bytes
     with pytest.raises(quant.BudgetError) as ei:
-        quant.quantize_model(sd, method="rtn", policy=pol, budget_bytes=1_000)
+        quant.quantize_model(sd, method="rtn", policy=pol, fit=quant.BudgetFit(1_000))
     lo = int(re.search(r"can reach is ([\d,]+) bytes", str(ei.value)).group(1).replace(",", ""))
     logs: list[str] = []
     for budget in (int(lo + f * (hi - lo)) for f in (0.3, 0.7)):
-        q = quant.quantize_model(sd, method="rtn", policy=pol, budget_bytes=budget, log=logs.append)
+        q = quant.quantize_model(sd, method="rtn", policy=pol, fit=quant.BudgetFit(budget),
+                                 run=quant.QuantRun(log=logs.append))
         assert budget - 2_000 <= q.total_bytes <= budget, (budget, q.total_bytes)
         assert any(qt.scale_codes is not None for qt in q.tensors if qt.kind == "quant")
         assert _scale_bytes(q.streams) < 2 * (160 + 400)

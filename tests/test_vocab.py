@@ -62,8 +62,8 @@ def test_gpt_and_quantizer_at_vocab_8192(tmp_path):
     assert hs["tok_emb.weight"].shape == (32, 32)
     policy = quant.QuantPolicy(compressors=("zstd",), small_numel=cfg.quant_small_numel)
     budget = int(sum(p.numel() for p in model.parameters()) * 2 * 0.35)   # 35 % of fp16
-    q = quant.quantize_model(model, hessians=hs, method="gptq", budget_bytes=budget,
-                             policy=policy, meta={"config": cfg.to_dict()})
+    q = quant.quantize_model(model, hessians=hs, method="gptq", policy=policy,
+                             meta={"config": cfg.to_dict()}, fit=quant.BudgetFit(budget))
     assert q.total_bytes <= budget
     emb = next(r for r in q.report if r["name"] == "tok_emb.weight")
     assert emb["class"] == "embedding" and emb["method"] == "gptq" and emb["bits"]
