@@ -117,7 +117,8 @@ def check_eval_time(ctx: Context) -> Verdict:
     for log in ctx.folder.logs:
         score = facts.headline_score(log)
         total = facts.number(log, facts.TOTAL_EVAL)
-        secs = total[0] if total else (score.eval_ms / 1000.0 if score and score.eval_ms else None)
+        secs = total[0] if total else (score.eval_ms / 1000.0 if score and score.eval_ms is not None
+                                       else None)   # a tiny eval prints 0.0 s: a time all the same
         if secs is None:
             v.add(WARN, f"{log.name}: no eval time printed for the score")
             continue
