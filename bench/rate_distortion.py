@@ -133,7 +133,8 @@ def run(args: argparse.Namespace) -> dict:
             quant.save_artifact(f"{d}/m.gkq", q)
             sd, _ = quant.load_artifact(f"{d}/m.gkq")
         val = bpb(sd)
-        p = {"method": label, "budget": kw.get("budget_bytes"), "bytes": q.total_bytes,
+        fit = kw.get("fit")
+        p = {"method": label, "budget": fit.budget_bytes if fit else None, "bytes": q.total_bytes,
              "bits_per_param": round(8 * q.total_bytes / params, 4), "val_bpb": val,
              "gap": val - pre, "quant_seconds": round(secs, 1),
              "predicted_gap": predicted_nats(state, sd, om) * bpb_per_nat,
