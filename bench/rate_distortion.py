@@ -65,6 +65,15 @@ def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8):
     return cfg, model, state, hs, om
 
 
+def file_round_trip(q: quant.QuantizedModel) -> dict:
+    """q's state dict as a reader gets it: written to an artifact file and loaded back (what
+    every benchmark point scores, so a coder's round trip is part of the measurement)."""
+    with tempfile.TemporaryDirectory() as d:
+        quant.save_artifact(f"{d}/m.gkq", q)
+        sd, _ = quant.load_artifact(f"{d}/m.gkq")
+    return sd
+
+
 def predicted_nats(state: dict, deq: dict, om: dict) -> float:
     """The Fisher prediction of the loss increase (nats per token) of replacing `state` by the
     dequantized `deq`: sum over weights of Omega * (W - W_hat)^2 (quant.collect_error_weights)."""
@@ -129,9 +138,7 @@ def run(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         q = quant.quantize_model(model, hessians=hs, policy=policy, **kw)
         secs = time.perf_counter() - t0
-        with tempfile.TemporaryDirectory() as d:
-            quant.save_artifact(f"{d}/m.gkq", q)
-            sd, _ = quant.load_artifact(f"{d}/m.gkq")
+        sd = file_round_trip(q)
         val = bpb(sd)
         fit = kw.get("fit")
         p = {"method": label, "budget": fit.budget_bytes if fit else None, "bytes": q.total_bytes,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 
 import quant
-from bench.rate_distortion import load_run
+from bench.rate_distortion import file_round_trip, load_run
 from quant.records import RECORD_METHODS
 
 # TTT=lora as the 1.0611 record (PR #1855) ran it, its global phases scaled to a 341-document,
@@ -134,9 +133,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         t0 = time.perf_counter()
         q = quant.quantize_model(model, hessians=hs, **{"policy": policy, **kw})
         secs = time.perf_counter() - t0
-        with tempfile.TemporaryDirectory() as d:
-            quant.save_artifact(f"{d}/m.gkq", q)
-            sd, _ = quant.load_artifact(f"{d}/m.gkq")
+        sd = file_round_trip(q)
         m = GPT(cfg)
         m.load_state_dict(sd)
         m.eval()
