@@ -374,3 +374,7 @@ def test_readme_quick_start_holds_the_lines_ci_runs():
     assert tagged("setup") == ["pip install -r requirements.txt"]
     assert tagged("tests") == ["python -m pytest -q"]
     assert any(re.match(r"^python train_gpt\.py\s+# main job", ln) for ln in lines)
+    # the default run deselects the slow end-to-end checks; CI runs them with the same command
+    assert '-m "not slow"' in (ROOT / "pytest.ini").read_text(encoding="utf-8")
+    assert 'eval "$test_cmd -m slow"' in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "python -m pytest -q -m slow" in "\n".join(lines)

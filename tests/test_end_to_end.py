@@ -87,6 +87,7 @@ def test_run_dir_has_plots_and_reports(e2e):
         assert data[:8] == b"\x89PNG\r\n\x1a\n", png
 
 
+@pytest.mark.slow
 def test_quant_only_refits_a_finished_run_to_a_new_budget(e2e, monkeypatch):
     """QUANT_ONLY=runs/ID with a smaller BUDGET_BYTES: no training, a smaller artifact under the
     new model budget, eval.json re-measured on the new artifact, the saved config kept."""
@@ -120,6 +121,7 @@ def test_quant_only_on_a_folder_without_a_run_names_it(tmp_path):
         golf_main.quant_only(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_quant_sensitivity_weights_the_fit_and_guards_its_artifact(e2e, monkeypatch):
     """eval_bpb --sensitivity -> QUANT_SENSITIVITY: the refit uses the measured slopes (logged)
     and stays under budget; a sensitivity file whose artifact changed since is refused."""

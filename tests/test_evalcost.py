@@ -180,6 +180,7 @@ def _ttt_tilt_eval(run: Path, max_tokens: int | None = None):
                             request=EvalRequest(max_tokens=max_tokens, ttt=ttt, tilt=tilt))
 
 
+@pytest.mark.slow
 def test_pack_scores_ttt_and_tilt_from_the_named_record(small_run, tmp_path, one_thread, capsys):
     from golf.submission import Claim, PackRequest, pack_run
     rep, path = _ttt_tilt_eval(small_run)

@@ -153,6 +153,7 @@ def test_resumed_run_gives_the_uninterrupted_artifact_byte_for_byte(straight):
     assert file_sha256(art) == file_sha256(run / "final_model.gkq")
 
 
+@pytest.mark.slow
 def test_submission_dir_is_a_parent_and_keeps_its_other_records(straight, monkeypatch):
     """QUANT_ONLY=runs/X SUBMISSION_DIR=./submission used to replace submission/ itself."""
     from golf.main import quant_only

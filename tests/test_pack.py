@@ -131,6 +131,7 @@ def test_closure_follows_function_imports_and_excludes_packer(standin):
     assert "torch" in c.third_party and "os" not in c.third_party
 
 
+@pytest.mark.slow
 def test_plain_and_compressed_scripts_run_standalone_identically(standin, tmp_path):
     entry, roots = standin
     plain = submission.build_train_script(False, entry, roots)

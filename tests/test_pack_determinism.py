@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = ("import hashlib, sys; sys.path.insert(0, {repo!r}); from golf import submission; "
           "b = submission.build_train_script(True); p = submission.build_train_script(False); "
@@ -22,6 +24,7 @@ def build_in_fresh_process(hash_seed: str) -> list[str]:
     return out.stdout.split()
 
 
+@pytest.mark.slow
 def test_packed_script_bytes_do_not_depend_on_the_hash_seed():
     a, b = build_in_fresh_process("1"), build_in_fresh_process("4242")
     assert a == b, (a, b)

@@ -115,6 +115,7 @@ def test_resume_refuses_changed_run_fields_and_takes_the_legit_ones(tiny_config,
     assert "resume:change ITERATIONS: 4 -> 5" in log and "resume:change SEED" not in log
 
 
+@pytest.mark.slow
 def test_sigterm_hint_resumes_a_run_with_non_default_variables(embedded_data, tmp_path,
                                                                monkeypatch):
     """The hint used to fail with a traceback: the resume took the model from the environment."""
@@ -221,6 +222,7 @@ def test_quant_only_int8_over_the_cap_says_so(finished, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- rules 5, 7: I/O
+@pytest.mark.slow
 def test_full_disk_after_training_keeps_a_resumable_checkpoint(embedded_data, tmp_path,
                                                                monkeypatch, capsys):
     """A full disk used to lose the whole run ('unexpected pos 4288 vs 4240')."""

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow   # real torchrun launches: `python -m pytest -q -m slow`
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(NUM_LAYERS="2", MODEL_DIM="64", NUM_HEADS="4", NUM_KV_HEADS="2", MLP_MULT="2",
             TRAIN_SEQ_LEN="64", ITERATIONS="6", WARMDOWN_ITERS="2", MAX_WALLCLOCK_SECONDS="0",
