@@ -117,23 +117,36 @@ def collect_error_weights(model: nn.Module, batches: Iterable[tuple[torch.Tensor
     for name, mod in model.named_modules():
         if isinstance(mod, nn.Embedding):
             hooked.setdefault(f"{name}.weight#lookup", mod)
+    by_module = _by_module(hooked)
     sums: dict[str, torch.Tensor] = {}
     state = {"n": 1.0, "tokens": 0}
+    # this batch's forward calls per module, and the (x, g) of the calls whose gradient has
+    # arrived: a module's term is taken once all its calls' gradients are in, then dropped (a
+    # module called once is taken at once, so only a looped layer's gradients wait)
+    n_calls: dict[int, int] = {}
+    calls: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
-    def accumulate(names: list[str], mod: nn.Module, x: torch.Tensor, g: torch.Tensor) -> None:
-        om = _fisher_sum(mod, x, g.detach().to(torch.float64) * state["n"])
+    def flush(key: int) -> None:
+        mod, names = by_module[key]
+        om = _fisher_sum(mod, calls.pop(key))
         for name in names:
-            key = name.split("#")[0]
-            sums[key] = sums[key] + om if key in sums else om
+            k = name.split("#")[0]
+            sums[k] = sums[k] + om if k in sums else om
 
-    def make_hook(names: list[str]):
+    def take(key: int, x: torch.Tensor, g: torch.Tensor) -> None:
+        calls.setdefault(key, []).append((x, g.detach() * state["n"]))
+        if len(calls[key]) == n_calls[key]:
+            flush(key)
+
+    def make_hook(key: int):
         def hook(mod, args, out):
             x = args[0].detach()
             if out.requires_grad:
-                out.register_hook(lambda g: accumulate(names, mod, x, g))
+                n_calls[key] = n_calls.get(key, 0) + 1
+                out.register_hook(lambda g: take(key, x, g))
         return hook
 
-    handles = [mod.register_forward_hook(make_hook(names)) for mod, names in _by_module(hooked).values()]
+    handles = [mod.register_forward_hook(make_hook(key)) for key, (mod, _n) in by_module.items()]
     was_training = model.training
     model.eval()
     try:
@@ -141,7 +154,10 @@ def collect_error_weights(model: nn.Module, batches: Iterable[tuple[torch.Tensor
             state["n"] = float(y.numel())
             state["tokens"] += y.numel()
             model.zero_grad(set_to_none=True)
+            n_calls.clear()
             model(x, y).backward()
+            for key in list(calls):  # a call whose output never reached the loss has no term
+                flush(key)
     finally:
         for h in handles:
             h.remove()
@@ -150,14 +166,37 @@ def collect_error_weights(model: nn.Module, batches: Iterable[tuple[torch.Tensor
     return _pooled_half_mean(sums, float(state["tokens"]), all_reduce)
 
 
-def _fisher_sum(mod: nn.Module, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """sum_t g_ti^2 x_tj^2 for one batch (g: the per-token loss's output gradient, fp64); an
-    embedding's x is its token ids, so row t sums the g^2 of the positions holding token t."""
-    g2 = g.square().reshape(-1, g.shape[-1])
+def _fisher_sum(mod: nn.Module, calls: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """sum_t (sum_c g_cti x_ctj)^2 for one batch, over the module's calls c in it (fp64).
+
+    Why the calls are summed before squaring: a module the forward runs twice (a layer of the
+    depth loop) has one weight, and position t's gradient of it is the sum of both calls'
+    g x^T; squaring each call's alone drops the cross term 2 g_1 x_1 g_2 x_2, which is what makes
+    the same weight error hurt twice as much coherently (measured: the fitter starved the looped
+    block's MLP). Expanded, it is sum over call pairs (c, c') of (G_c * G_c')^T (X_c * X_c').
+    An embedding's x is its token ids: row v sums, over positions where both calls look up v,
+    the products of their output gradients."""
+    total: torch.Tensor | None = None
+    for a, (xa, ga) in enumerate(calls):
+        for b in range(a, len(calls)):
+            xb, gb = calls[b]
+            part = _pair_sum(mod, xa, ga, xb, gb)
+            part = part if a == b else 2.0 * part
+            total = part if total is None else total + part
+    return total
+
+
+def _pair_sum(mod: nn.Module, xa: torch.Tensor, ga: torch.Tensor, xb: torch.Tensor,
+              gb: torch.Tensor) -> torch.Tensor:
+    """sum_t g_ati g_bti x_atj x_btj (one call pair; a == b gives the call's own square)."""
+    gg = (ga.to(torch.float64) * gb.to(torch.float64)).reshape(-1, ga.shape[-1])
     if isinstance(mod, nn.Embedding):
-        return torch.zeros(mod.num_embeddings, g2.shape[1], dtype=torch.float64,
-                           device=g2.device).index_add_(0, x.reshape(-1), g2)
-    return g2.T @ x.reshape(-1, x.shape[-1]).to(torch.float64).square()
+        ia, ib = xa.reshape(-1), xb.reshape(-1)
+        same = ia == ib
+        return torch.zeros(mod.num_embeddings, gg.shape[1], dtype=torch.float64,
+                           device=gg.device).index_add_(0, ia[same], gg[same])
+    xx = (xa.to(torch.float64) * xb.to(torch.float64)).reshape(-1, xa.shape[-1])
+    return gg.T @ xx
 
 
 def _pooled_half_mean(sums: dict[str, torch.Tensor], n: float,

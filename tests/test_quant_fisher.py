@@ -52,6 +52,37 @@ def test_error_weights_are_half_the_mean_squared_per_token_gradient():
         torch.testing.assert_close(om[name], 0.5 * ref[name] / n_tok, rtol=1e-5, atol=1e-9)
 
 
+class _LoopTiny(_Tiny):
+    """_Tiny with its middle Linear run twice (a depth loop over one layer): one weight, two calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.l = nn.Linear(4, 4, bias=False)
+        self.h = nn.Linear(4, 7, bias=False)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        z = self.h(torch.tanh(self.l(torch.tanh(self.l(self.e(x))))))
+        return nn.functional.cross_entropy(z.reshape(-1, 7), y.reshape(-1))
+
+
+def test_a_weight_the_forward_runs_twice_gets_its_whole_per_token_gradient_squared():
+    """The per-token gradient of a looped layer's weight is the sum of both calls' g x^T; its
+    square has the cross term that squaring each call alone drops (checked: without it the
+    entries here come out 0.73-1.91x of these; on the CPU frontier model's looped block the
+    sum over a tensor rises 1.4-1.7x with it)."""
+    m = _LoopTiny()
+    om = quant.collect_error_weights(m, _batches(), {"l.weight": m.l})["l.weight"]
+    ref, n_tok = torch.zeros(4, 4), 0
+    for x, y in _batches():
+        for xi, yi in zip(x.reshape(-1), y.reshape(-1)):
+            m.zero_grad()
+            m(xi.reshape(1, 1), yi.reshape(1, 1)).backward()
+            ref += m.l.weight.grad ** 2
+            n_tok += 1
+    torch.testing.assert_close(om, 0.5 * ref / n_tok, rtol=1e-5, atol=1e-9)
+
+
 class _Head(nn.Module):
     """logits = h E^T with the embedding's own weight (a tied head)."""
 
