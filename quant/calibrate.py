@@ -171,9 +171,9 @@ def _fisher_sum(mod: nn.Module, calls: list[tuple[torch.Tensor, torch.Tensor]]) 
 
     Why the calls are summed before squaring: a module the forward runs twice (a layer of the
     depth loop) has one weight, and position t's gradient of it is the sum of both calls'
-    g x^T; squaring each call's alone drops the cross term 2 g_1 x_1 g_2 x_2, which is what makes
-    the same weight error hurt twice as much coherently (measured: the fitter starved the looped
-    block's MLP). Expanded, it is sum over call pairs (c, c') of (G_c * G_c')^T (X_c * X_c').
+    g x^T; squaring each call's alone drops the cross term 2 g_1 x_1 g_2 x_2 (up to as much
+    again when the calls' effects of one weight error add up; 1.4-1.7x on the CPU frontier's
+    looped block, docs/rate-distortion.md). Expanded, it is sum over call pairs (c, c') of (G_c * G_c')^T (X_c * X_c').
     An embedding's x is its token ids: row v sums, over positions where both calls look up v,
     the products of their output gradients."""
     total: torch.Tensor | None = None
