@@ -23,14 +23,19 @@ from .errors import BudgetError
 from .lqer import FITTER_FORMAT, factor_entropy_bytes, lqer_ladder
 from .scalar import qmax_for
 
-LADDER = np.arange(-40, 65)          # step multiplier 2^(j/16), 0.18x .. 16x the policy step
+# step multiplier 2^(j/16), 1/16x .. 16x the policy step. The finest rung was 0.18x (-40) until
+# 2026-12-06: at ~6 bits/param on the 1,200-step CPU frontier model every tensor sat on it and
+# the fit stopped 0.7 % under its target, which was the whole 6-bit tie with record_1060
+# (docs/rate-distortion.md). Codes are int8, so the finest rungs clip; the fitter's predicted
+# error includes the clipping, and it takes them only where they pay.
+LADDER = np.arange(-64, 65)
 FLOAT = 0                            # option index of the fp16 rung
 N_OPTIONS = len(LADDER) + 1          # option i >= 1 is ladder step LADDER[i - 1]
 J0 = 1 + int(np.where(LADDER == 0)[0][0])
 SAMPLE = 32_768
 SLACK = 2_000
 # LQER rungs: a rank-r correction on top of these ladder steps (0.5x .. 8x the policy step,
-# every 4th step; the SVDs are full-matrix, so not on all 104 steps)
+# every 4th step; the SVDs are full-matrix, so not on all 128 steps)
 LQER_STEPS = tuple(j for j in range(1, N_OPTIONS) if LADDER[j - 1] % 4 == 0
                    and -16 <= LADDER[j - 1] <= 48)
 CHUNK = 16                           # ladder options per batched evaluation in predict_curve

@@ -236,8 +236,9 @@ def test_lqer_options_are_fitted_by_bytes_and_mapped_back_to_their_indices():
         curves.append(Curve(np.concatenate([base.rate, base.rate[steps] * 1.05]),
                             np.concatenate([base.dist, base.dist[steps] * 0.3])))
     width = N_OPTIONS + len(LQER_STEPS)   # fp16, the ladder, one LQER rank's block
-    lo = 500 + sum(int(min(c.rate) * 1.1) for c in curves)
-    hi = 500 + sum(int(c.rate[1] * 1.1) for c in curves)
+    # budgets inside the span of the steps that have LQER rungs, wherever the ladder ends
+    lo = 500 + sum(int(c.rate[LQER_STEPS[-1]] * 1.1) for c in curves)
+    hi = 500 + sum(int(c.rate[LQER_STEPS[0]] * 1.1) for c in curves)
     for where in (0.2, 0.7):
         budget = int(lo + where * (hi - lo))
         measure, calls = _measure(curves)
