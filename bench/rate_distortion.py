@@ -39,8 +39,10 @@ from golf.run import rundir
 from quant.artifact import build_artifact, logical_streams
 
 
-def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8):
-    """(cfg, model, float state, hessians, Fisher error weights) for a training checkpoint."""
+def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8, fresh_weights: bool = False):
+    """(cfg, model, float state, hessians, Fisher error weights) for a training checkpoint;
+    fresh_weights recollects the error weights with today's rule even when hessians.pt has
+    some (a run's saved weights keep the rule of the commit that trained it)."""
     from golf.run.checkpoint import load_torch_file
     from golf.run.config import Config
     from golf.model.gpt import GPT
@@ -54,7 +56,7 @@ def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8):
     hpath = Path(ckpt_path).with_name(rundir.HESSIANS)
     saved = (load_torch_file(hpath, "delete it to recollect", keys=("hessians",))
              if hpath.is_file() else {})
-    hs, om = saved.get("hessians"), saved.get("error_weights")
+    hs, om = saved.get("hessians"), None if fresh_weights else saved.get("error_weights")
     if hs is None or om is None:  # training batches (never val), as the run would have used
         loader = DistributedTokenLoader(data_path, rank=0, world_size=1, seed=cfg.seed,
                                         vocab_size=cfg.vocab_size)
