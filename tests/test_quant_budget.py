@@ -160,3 +160,21 @@ def test_loss_slopes_are_delta_over_error_and_steer_the_fitter(extremes):
     step = lambda qm: {r["name"]: r["step_over_std"] for r in qm.report if r["kind"] == "quant"}
     assert step(hot)["blocks.0.mlp.fc.weight"] < step(flat)["blocks.0.mlp.fc.weight"]
     assert hot.total_bytes <= budget and flat.total_bytes <= budget
+
+
+def test_the_ladder_reaches_fine_enough_to_spend_a_generous_budget():
+    """A 256 x 256 Gaussian tensor (fp16 rung off) at 55,000 B, ~6.7 bits/weight: the fit lands
+    within the slack, on a rung finer than the ladder's old floor (-40, 0.18x the SDClip step:
+    49,288 B at most here, the 6-bit tie of docs/rate-distortion.md). With no byte limit it
+    still stops short of the finest rung: there int8 codes clip and the error grows again."""
+    from quant import fitter
+    g = torch.Generator().manual_seed(0)
+    sd = {"blocks.0.mlp.fc.weight": torch.randn(256, 256, generator=g) * 0.02}
+    pol = quant.QuantPolicy(small_numel=1000, float_rung=False)
+    q = quant.quantize_model(sd, method="rtn", policy=pol, fit=quant.BudgetFit(55_000))
+    (qt,) = [t for t in q.tensors if t.kind == "quant"]
+    assert 55_000 - fitter.SLACK <= q.total_bytes <= 55_000
+    assert qt.extra["ladder"] < -40
+    free = quant.quantize_model(sd, method="rtn", policy=pol, fit=quant.BudgetFit(10 ** 7))
+    (ft,) = [t for t in free.tensors if t.kind == "quant"]
+    assert int(fitter.LADDER.min()) < ft.extra["ladder"] < -40
