@@ -20,7 +20,7 @@ from typing import Iterator
 
 import quant
 import quant.calibrate as calibrate
-from bench.rate_distortion import file_round_trip, load_run
+from bench.rate_distortion import calibration_pairs, file_round_trip, load_run
 from bench.rd_frontier import Scorer
 
 
@@ -37,13 +37,10 @@ def per_call_rule() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from golf.data.loader import DistributedTokenLoader
     from golf.eval.score import load_eval_data
     from golf.model.gpt import GPT, quant_roles
     cfg, model, _state, hs, _om = load_run(args.checkpoint, args.data)
-    loader = DistributedTokenLoader(args.data, rank=0, world_size=1, seed=cfg.seed,
-                                    vocab_size=cfg.vocab_size)
-    pairs = [loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, 1) for _ in range(8)]
+    pairs = calibration_pairs(cfg, args.data, 8)
     weights = {"summed": quant.collect_error_weights(model, pairs)}
     with per_call_rule():
         weights["per_call"] = quant.collect_error_weights(model, pairs)

@@ -30,6 +30,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,19 +53,24 @@ def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8, fresh_weigh
     model = GPT(cfg)
     model.load_state_dict(state)
     model.eval()
-    from golf.data.loader import DistributedTokenLoader
     hpath = Path(ckpt_path).with_name(rundir.HESSIANS)
     saved = (load_torch_file(hpath, "delete it to recollect", keys=("hessians",))
              if hpath.is_file() else {})
     hs, om = saved.get("hessians"), None if fresh_weights else saved.get("error_weights")
-    if hs is None or om is None:  # training batches (never val), as the run would have used
-        loader = DistributedTokenLoader(data_path, rank=0, world_size=1, seed=cfg.seed,
-                                        vocab_size=cfg.vocab_size)
-        pairs = [loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, 1)
-                 for _ in range(calib_batches)]
+    if hs is None or om is None:
+        pairs = calibration_pairs(cfg, data_path, calib_batches)
         hs = hs if hs is not None else quant.collect_hessians(model, [x for x, _ in pairs])
         om = om if om is not None else quant.collect_error_weights(model, pairs)
     return cfg, model, state, hs, om
+
+
+def calibration_pairs(cfg: Any, data_path: str, n: int) -> list:
+    """The first n (inputs, targets) training batches (never val), as the run would have read
+    them for its calibration."""
+    from golf.data.loader import DistributedTokenLoader
+    loader = DistributedTokenLoader(data_path, rank=0, world_size=1, seed=cfg.seed,
+                                    vocab_size=cfg.vocab_size)
+    return [loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, 1) for _ in range(n)]
 
 
 def file_round_trip(q: quant.QuantizedModel) -> dict:
