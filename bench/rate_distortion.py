@@ -40,10 +40,13 @@ from golf.run import rundir
 from quant.artifact import build_artifact, logical_streams
 
 
-def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8, fresh_weights: bool = False):
+def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8, fresh_weights: bool = False,
+             calib_data: str | None = None):
     """(cfg, model, float state, hessians, Fisher error weights) for a training checkpoint;
     fresh_weights recollects the error weights with today's rule even when hessians.pt has
-    some (a run's saved weights keep the rule of the commit that trained it)."""
+    some (a run's saved weights keep the rule of the commit that trained it). calib_data (a
+    dataset folder) collects both from its training split instead of the run's data: text the
+    model never trained on, as a 10-minute run's calibration batches are (never val)."""
     from golf.run.checkpoint import load_torch_file
     from golf.run.config import Config
     from golf.model.gpt import GPT
@@ -57,8 +60,10 @@ def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8, fresh_weigh
     saved = (load_torch_file(hpath, "delete it to recollect", keys=("hessians",))
              if hpath.is_file() else {})
     hs, om = saved.get("hessians"), None if fresh_weights else saved.get("error_weights")
+    if calib_data:
+        hs = om = None
     if hs is None or om is None:
-        pairs = calibration_pairs(cfg, data_path, calib_batches)
+        pairs = calibration_pairs(cfg, calib_data or data_path, calib_batches)
         hs = hs if hs is not None else quant.collect_hessians(model, [x for x, _ in pairs])
         om = om if om is not None else quant.collect_error_weights(model, pairs)
     return cfg, model, state, hs, om

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     from golf.eval.score import load_eval_data
     from golf.model.gpt import GPT, quant_roles
     cfg, model, state, hs, om = load_run(args.checkpoint, args.data, args.calib_batches,
-                                         args.fresh_weights)
+                                         args.fresh_weights, args.calib_data)
     data = load_eval_data(args.data, args.tokenizer, cfg.vocab_size,
                           max_tokens=args.max_eval_tokens or None, log=None)
     scorer = Scorer(cfg, data, None if args.no_ttt else TTT_SCALED)
@@ -126,6 +126,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     policy = quant.QuantPolicy(small_numel=cfg.quant_small_numel, **quant_roles(model))
     pre = scorer.plain(model)
     res = {"checkpoint": args.checkpoint, "fresh_weights": args.fresh_weights, "params": params,
+           "calib_data": args.calib_data,
            "eval_tokens": data.n_targets, "half_cut": scorer.cut, "pre": pre, "ttt": scorer.ttt,
            "points": []}
     if scorer.ttt and args.pre_ttt:
@@ -212,7 +213,8 @@ def _levels(qt: Any) -> str:
 def combine(paths: list[str]) -> dict:
     """One result from runs of this bench on the same checkpoint and tokens (points joined)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    key = {(r["checkpoint"], r["eval_tokens"], r["half_cut"], r.get("fresh_weights", False))
+    key = {(r["checkpoint"], r["eval_tokens"], r["half_cut"], r.get("fresh_weights", False),
+            r.get("calib_data"))
            for r in parts}
     ttts = {json.dumps(r["ttt"]) for r in parts if r["ttt"]}
     if len(key) != 1 or len(ttts) > 1:
@@ -357,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
                          "the per-tensor swap table")
     ap.add_argument("--calib-batches", type=int, default=8,
                     help="training batches for Hessians / error weights missing from hessians.pt")
+    ap.add_argument("--calib-data", default=None, metavar="DIR",
+                    help="collect the Hessians and Fisher weights of every method on this dataset's "
+                    "training split (text the checkpoint never saw) instead of the run's")
     ap.add_argument("--fresh-weights", action="store_true",
                     help="recollect the Fisher error weights with today's rule (on --calib-batches "
                          "training batches) instead of the run's saved ones")

@@ -14,13 +14,16 @@ import torch
 @dataclass(frozen=True)
 class GptqSolve:
     """How one tensor's GPTQ solve runs: lazy-update block size, act-order (descending
-    diag(H)), relative damping, and the tensor's name and log for the line that says damping
-    was raised (and for the error when it cannot be)."""
+    diag(H)), relative damping, the tensor's name and log for the line that says damping
+    was raised (and for the error when it cannot be), and the rounding rule."""
     block_size: int = 128
     act_order: bool = True
     damp: float = 0.01
     name: str = ""
     log: Callable[[str], None] | None = None
+    # w/step -> integer codes before the clamp; None rounds to nearest (what ships).
+    # bench.quant_headroom passes a rate-aware rule to measure what it would gain
+    rounding: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def _inverse_upper_cholesky(h: torch.Tensor, damp: float,
@@ -89,6 +92,7 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, qmax: i
     s = scale.to(W.device, torch.float32).reshape(-1)
     s = s.expand(rows) if s.numel() == 1 else s
     Q = torch.zeros(rows, cols, dtype=torch.float32, device=W.device)
+    rnd = solve.rounding or torch.round
     for i1 in range(0, cols, block_size):
         i2 = min(i1 + block_size, cols)
         W1 = W[:, i1:i2].clone()
@@ -96,7 +100,7 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, qmax: i
         Err1 = torch.zeros_like(W1)
         for i in range(i2 - i1):
             w = W1[:, i]
-            q = torch.clamp(torch.round(w / s), -qmax, qmax)
+            q = torch.clamp(rnd(w / s), -qmax, qmax)
             Q[:, i1 + i] = q
             err = (w - q * s) / U1[i, i]
             W1[:, i:] -= err[:, None] * U1[i, i:][None, :]

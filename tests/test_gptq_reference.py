@@ -9,7 +9,8 @@ import torch
 from quant.gptq import GptqSolve, gptq_quantize
 
 
-def _reference(W: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor:
+def _reference(W: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, qmax: int,
+               rnd=torch.round) -> torch.Tensor:
     cols = W.shape[1]
     diag = torch.diagonal(H)
     order = sorted(range(cols), key=lambda c: (-float(diag[c]), c))  # descending, stable
@@ -21,7 +22,7 @@ def _reference(W: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, qmax: int)
     s = scale.double()
     q = torch.zeros_like(w)
     for i in range(cols):
-        q[:, i] = torch.clamp(torch.round(w[:, i] / s), -qmax, qmax)
+        q[:, i] = torch.clamp(rnd(w[:, i] / s), -qmax, qmax)
         err = (w[:, i] - q[:, i] * s) / U[i, i]
         w[:, i:] -= err[:, None] * U[i, i:][None, :]
     out = torch.zeros_like(q)
@@ -54,6 +55,15 @@ def test_default_gptq_is_act_order_with_stable_ties_and_one_percent_damping():
             break
     else:
         raise AssertionError("act order never changed the codes: the test cannot tell")
+
+
+def test_a_rounding_rule_replaces_nearest_in_every_column_and_its_error_is_fed_forward():
+    """GptqSolve.rounding (bench.quant_headroom's rate-aware rule) decides each code before the
+    clamp, and the error that rule leaves is what the later columns absorb."""
+    W, H, scale = _problem(2)
+    floored = gptq_quantize(W, H.float(), scale, 7, GptqSolve(rounding=torch.floor))
+    assert torch.equal(floored, _reference(W, H, scale, 7, torch.floor))
+    assert not torch.equal(floored, _reference(W, H, scale, 7))
 
 
 def test_half_precision_weights_are_solved_in_float32():
