@@ -162,7 +162,8 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
     # parameter roles (which tensors are control, which the embedding) come from golf.model.gpt
     roles = quant_roles(model)
     policy = (quant.QuantPolicy(**roles) if cfg.quant_method == "int8"
-              else quant.QuantPolicy(small_numel=cfg.quant_small_numel, **roles))
+              else quant.QuantPolicy(small_numel=cfg.quant_small_numel,
+                                     row_steps=cfg.quant_row_steps, **roles))
     fit = None if budget is None else quant.BudgetFit(
         budget, loss_slopes=slopes, lqer_ranks=lqer_ranks(cfg.quant_lqer_ranks),
         error_norm=cfg.quant_error_norm, error_weights=omega)

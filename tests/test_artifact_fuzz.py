@@ -37,7 +37,7 @@ def good(tmp_path_factory) -> tuple[bytes, dict]:
     cfg = Config.from_env({"PRESET": "cpu"}, cpu_preset=True).replace(num_layers=2, model_dim=64, num_heads=4,
                                                        num_kv_heads=2, mlp_mult=2.0, vocab_size=128)
     torch.manual_seed(0)
-    q = quant.quantize_model(GPT(cfg), method="rtn", policy=quant.QuantPolicy(small_numel=256),
+    q = quant.quantize_model(GPT(cfg), method="rtn", policy=quant.QuantPolicy(small_numel=256, row_steps="sdclip"),
                              meta={"config": cfg.to_dict()})
     blob = q.to_bytes()
     header, _ = parse_artifact(blob)
@@ -259,7 +259,7 @@ def good_ctx(tmp_path_factory) -> tuple[bytes, dict]:
     with torch.no_grad():
         w = model.tok_emb.weight
         w[64:] = w[0] + 0.02 * torch.randn(64, w.shape[1]) * w.std()
-    q = quant.quantize_model(model, method="rtn", policy=quant.QuantPolicy(small_numel=256),
+    q = quant.quantize_model(model, method="rtn", policy=quant.QuantPolicy(small_numel=256, row_steps="sdclip"),
                              meta={"config": cfg.to_dict()})
     blob = q.to_bytes()
     header, _ = parse_artifact(blob)

@@ -115,6 +115,31 @@ def test_quant_only_refits_a_finished_run_to_a_new_budget(e2e, monkeypatch):
     assert summary["headroom_bytes"] == budget - summary["code_bytes"] - len(after)
 
 
+@pytest.mark.slow
+def test_quant_row_steps_reaches_the_fitter(e2e, monkeypatch, tmp_path):
+    """The main job's default rows are flat (one step per tensor, 8-bit codes in every
+    quantized tensor); QUANT_ROW_STEPS=sdclip refits (a copy of the run, at half its model
+    bytes) with each row's own step, whose class bits (6 / 7) show where a step is not finer
+    than the policy's."""
+    import shutil
+    from pathlib import Path
+    from golf import main as golf_main
+    from golf.submission import code_bytes
+    _, s, _ = e2e
+    run = shutil.copytree(Path(s["run_dir"]), tmp_path / "run")
+
+    def bits() -> list[int]:
+        rows = json.loads((run / "quant_report.json").read_text())["tensors"]
+        return [r["bits"] for r in rows if r.get("kind") == "quant"]
+    assert bits() and set(bits()) == {8}
+    half = code_bytes() + 2_000 + (run / "final_model.gkq").stat().st_size // 2
+    monkeypatch.setenv("BUDGET_BYTES", str(half))
+    monkeypatch.setenv("PACK", "0")
+    monkeypatch.setenv("QUANT_ROW_STEPS", "sdclip")
+    assert golf_main.quant_only(str(run)) == 0
+    assert bits() and min(bits()) < 8
+
+
 def test_quant_only_on_a_folder_without_a_run_names_it(tmp_path):
     from golf import main as golf_main
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):

@@ -207,7 +207,7 @@ def test_policy_classes_and_passthrough_dtypes():
     assert quant.classify("bigram.proj", 70_000, 2, True, pol) == "other"
     sd = {"blocks.0.attn.c_q.weight": _w(256, 300), "blocks.0.resid_mix": torch.rand(2, 32),
           "final_norm.weight": torch.rand(32)}
-    q = quant.quantize_model(sd, method="rtn")
+    q = quant.quantize_model(sd, method="rtn", policy=quant.QuantPolicy(row_steps="sdclip"))
     rows = {r["name"]: r for r in q.report}
     assert rows["blocks.0.attn.c_q.weight"]["bits"] == 6
     assert rows["blocks.0.attn.c_q.weight"]["k"] == pytest.approx(13.0, rel=2e-3)

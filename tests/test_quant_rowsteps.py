@@ -65,3 +65,14 @@ def test_fitter_with_flat_rows_has_less_error_at_the_same_budget(frac):
 def test_unknown_row_steps_is_refused():
     with pytest.raises(ValueError, match="row_steps"):
         quant.QuantPolicy(row_steps="wide")
+
+
+def test_the_row_steps_setting_offers_the_policys_shapes_and_refuses_others():
+    """QUANT_ROW_STEPS reaches the fitter's QuantPolicy.row_steps: the same names, the same
+    default, and a wrong name is one error naming the variable."""
+    from golf.run.config import QUANT_ROW_STEPS, Config
+    assert QUANT_ROW_STEPS == quant.policy.ROW_STEPS
+    assert Config().quant_row_steps == quant.QuantPolicy().row_steps
+    probs = Config().replace(quant_row_steps="wide").problems()
+    assert len(probs) == 1 and probs[0].startswith("QUANT_ROW_STEPS='wide'")
+    assert Config.from_env({"QUANT_ROW_STEPS": "sdclip"}, cpu_preset=False).quant_row_steps == "sdclip"

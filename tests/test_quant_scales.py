@@ -21,7 +21,7 @@ from quant.logscale import pack_scale_codes, packed_cost, unpack_scale_codes
 from quant.scalar import LOG_SCALE_R, log_grid_table, log_scale_value, round_log_scale
 
 DATA = Path(__file__).parent / "data"
-FAST = quant.QuantPolicy(compressors=("zlib", "rans"))
+FAST = quant.QuantPolicy(compressors=("zlib", "rans"), row_steps="sdclip")  # a scale per row
 
 
 def _sd(seed: int = 0, cols: tuple[int, int] = (420, 170)) -> dict[str, torch.Tensor]:
@@ -191,7 +191,7 @@ def test_records_and_int8_keep_fp16_scales():
     sd = _sd(cols=(64, 48))
     for method in ("int8", "record_1060", "record_1855"):
         q = quant.quantize_model(sd, hessians=_hessians(sd), method=method,
-                                 policy=quant.QuantPolicy(small_numel=4096))
+                                 policy=quant.QuantPolicy(small_numel=4096, row_steps="sdclip"))
         assert all(qt.scale_codes is None for qt in q.tensors if qt.kind == "quant"), method
         assert not any(n.startswith("scales/log") for n in (s["name"] for s in q.streams))
 
@@ -207,7 +207,7 @@ def test_version4_artifact_loads_and_fp16_scales_reproduce_it():
     assert meta["config"] == {"num_layers": 1} and list(loaded) == list(ref["dequantized"])
     assert all(torch.equal(loaded[k], ref["dequantized"][k]) for k in loaded)
     q = quant.quantize_model(ref["inputs"], hessians=ref["hessians"], method="gptq",
-                             policy=quant.QuantPolicy(small_numel=512),
+                             policy=quant.QuantPolicy(small_numel=512, row_steps="sdclip"),
                              run=quant.QuantRun(scales="fp16"))
     sd = q.state_dict()
     assert all(torch.equal(sd[k], ref["dequantized"][k]) for k in sd)
@@ -228,7 +228,8 @@ def test_fitter_with_log_scales_lands_under_budget_within_slack():
     """Exact size <= budget at every budget, within 2,000 bytes of it (scales counted as they
     are stored: the fitter's per-tensor bytes add up to the artifact's streams)."""
     sd = _sd(5, cols=(64, 32))
-    pol = quant.QuantPolicy(compressors=("zlib",), float_rung=False, small_numel=1024)
+    pol = quant.QuantPolicy(compressors=("zlib",), float_rung=False, small_numel=1024,
+                            row_steps="sdclip")
     hi = quant.quantize_model(sd, method="rtn", policy=pol,
                               fit=quant.BudgetFit(10 ** 9)).total_bytes
     with pytest.raises(quant.BudgetError) as ei:

@@ -184,6 +184,7 @@ CPU_EQUIVALENT: dict[str, str] = {"r29": "cpu", "p1125": "cpu_p1125", "pr1855": 
                                   "pr2135": "cpu_frontier", "frontier": "cpu_frontier"}
 OPTIM_GROUPS = ("records", "legacy")
 QUANT_SCALES = ("log", "fp16")  # quant.SCALE_FORMATS (golf does not import quant here)
+QUANT_ROW_STEPS = ("flat", "sdclip")  # quant.policy.ROW_STEPS, likewise
 
 @dataclass(frozen=True)
 class Config(ModelConfig):
@@ -273,6 +274,8 @@ class Config(ModelConfig):
                                     "2,4; empty = off)")
     quant_scales: str = setting("log", "log: log-grid row scales, entropy-coded when smaller; "
                                 "fp16: plain fp16", choices=QUANT_SCALES)
+    quant_row_steps: str = setting("flat", "fitter's row steps: flat = one step per tensor; "
+                                   "sdclip = each row's own SDClip step", choices=QUANT_ROW_STEPS)
     gptq_calib_batches: int = setting(16, "training batches for the Hessians", ge=0)
     gptq_reserve_seconds: float = setting(8.0, "seconds of the wallclock kept for calibration",
                                           ge=0)
