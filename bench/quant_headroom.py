@@ -68,16 +68,18 @@ class Fitted:
                                    self.budget).total_bytes
 
 
-def default_policy(model: torch.nn.Module, cfg) -> quant.QuantPolicy:
-    """The policy quantize_run gives the fitter for this model."""
+def default_policy(model: torch.nn.Module, cfg, row_steps: str) -> quant.QuantPolicy:
+    """The policy quantize_run gives the fitter for this model (QUANT_ROW_STEPS=row_steps)."""
     from golf.model.gpt import quant_roles
-    return quant.QuantPolicy(small_numel=cfg.quant_small_numel, **quant_roles(model))
+    return quant.QuantPolicy(small_numel=cfg.quant_small_numel, row_steps=row_steps,
+                             **quant_roles(model))
 
 
-def fit_default(model: torch.nn.Module, cfg, hs: dict, om: dict, budget: int) -> Fitted:
-    """The fitter exactly as quantize_model runs it (default policy, Fisher weights), keeping
-    its items so other options can be realized."""
-    policy = default_policy(model, cfg)
+def fit_default(model: torch.nn.Module, cfg, hs: dict, om: dict, budget: int,
+                row_steps: str) -> Fitted:
+    """The fitter exactly as quantize_model runs it (Fisher weights), keeping its items so
+    other options can be realized."""
+    policy = default_policy(model, cfg, row_steps)
     sd = dict(model.state_dict())
     job = core._Job("gptq", policy, {"quant_method": "gptq", "quant_seed": 0}, lambda s: None)
     slots, items = core._plan_items(sd, core._alias_map(sd), dict(hs), job)
@@ -165,7 +167,7 @@ def refine(args: argparse.Namespace, model, cfg, hs: dict, om: dict, scorer: Sco
     rows = []
     for budget in args.budgets:
         t0 = time.perf_counter()
-        f = fit_default(model, cfg, hs, om, budget)
+        f = fit_default(model, cfg, hs, om, budget, args.row_steps)
         start = list(f.choice)
         room = context(f)
         print(f"headroom:context {json.dumps(room)}", flush=True)
@@ -215,7 +217,7 @@ def _entropy_error(w: torch.Tensor, h: torch.Tensor, step: torch.Tensor, qmax: i
 
 def rdo(args: argparse.Namespace, model, cfg, hs: dict) -> list:
     """The `rdo` measurement: per tensor, rate-aware over nearest error at equal entropy."""
-    policy, state, rows = default_policy(model, cfg), dict(model.state_dict()), []
+    policy, state, rows = default_policy(model, cfg, "sdclip"), dict(model.state_dict()), []
     for name, h in hs.items():
         w, h = state[name].float(), h.float()
         cls = classify(name, w.numel(), w.ndim, True, policy)
@@ -311,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe-batches", type=int, default=8)
     ap.add_argument("--mus", type=lambda s: [float(b) for b in s.split(",")],
                     default=[MU_HIGH_RATE, 2 * MU_HIGH_RATE], help="rdo's rate weights (none: skip)")
+    ap.add_argument("--row-steps", default=quant.QuantPolicy().row_steps,
+                    choices=quant.policy.ROW_STEPS, help="the fitter's row shape (default: "
+                    "the default's) for refine and the coder's room; rdo always starts from "
+                    "each row's SDClip step")
     ap.add_argument("--no-rdo", action="store_true")
     ap.add_argument("--no-refine", action="store_true",
                     help="at --budgets only the coder's room (context), no exchanges")
@@ -319,11 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     from golf.eval.score import load_eval_data
     cfg, model, _state, hs, om = load_run(args.checkpoint, args.data, 8, fresh_weights=True)
     res = {"checkpoint": args.checkpoint, "mus": args.mus, "probe_batches": args.probe_batches,
-           "strides": args.strides}
+           "strides": args.strides, "row_steps": args.row_steps}
     if not args.no_rdo:
         res["rdo"] = rdo(args, model, cfg, hs)
     if args.budgets and args.no_refine:
-        res["context"] = [context(fit_default(model, cfg, hs, om, b)) for b in args.budgets]
+        res["context"] = [context(fit_default(model, cfg, hs, om, b, args.row_steps))
+                          for b in args.budgets]
     elif args.budgets:
         data = load_eval_data(args.data, args.tokenizer, cfg.vocab_size, log=None)
         res["refine"] = refine(args, model, cfg, hs, om, Scorer(cfg, data, None))
