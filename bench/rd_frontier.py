@@ -12,8 +12,8 @@ record_policy): every class's bit width + offset, clip rule unchanged (record_18
 SDClip k, record_1060's percentiles), capped at 8 bits. For each (record, offset) the record's
 artifact is built with the coders it shipped (record_1855 / 2135: the per-group lrzip container,
 quant/pergroup.py), then golfkit's default fitter (QUANT_METHOD=gptq, Fisher error weights, log
-scales, default coders; one line per --row-steps entry: QuantPolicy.row_steps "sdclip" is today's
-default, "flat" one step per tensor, "+lqer" adds LQER rungs) at exactly that artifact's byte
+scales, default coders; one line per --row-steps entry: QuantPolicy.row_steps "flat" is today's
+default (one step per tensor), "sdclip" each row's own step, "+lqer" adds LQER rungs) at exactly that artifact's byte
 count (--bytes-from reuses a record's bytes from an earlier run instead of rebuilding it;
 --diagnose adds, for that record point, the fitter's model with one tensor at a time taken from
 the record's artifact). Every artifact goes through a
@@ -348,8 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fitter-only", action="store_true",
                     help="build each record only for its byte count and score the fitter there")
     ap.add_argument("--row-steps", default="sdclip,flat",
-                    help="fitter lines by QuantPolicy.row_steps, comma-separated (sdclip: the "
-                         "default; flat: one step per tensor; a +lqer suffix adds LQER rungs)")
+                    help="fitter lines by QuantPolicy.row_steps, comma-separated (flat: the "
+                         "default, one step per tensor; sdclip: each row's own step; a +lqer "
+                         "suffix adds LQER rungs)")
     ap.add_argument("--lqer-ranks", default="2,4", help="the LQER ranks of a +lqer line")
     ap.add_argument("--bytes-from", nargs="*", default=[],
                     help="earlier JSONs of this bench: a record point found there is not rebuilt, "
