@@ -20,7 +20,7 @@ from typing import Iterator
 
 import quant
 import quant.calibrate as calibrate
-from bench.rate_distortion import calibration_pairs, file_round_trip, load_run
+from bench.rate_distortion import calibration_pairs, file_round_trip, fitter_policy, load_run
 from bench.rd_frontier import Scorer
 
 
@@ -38,7 +38,7 @@ def per_call_rule() -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> dict:
     from golf.eval.score import load_eval_data
-    from golf.model.gpt import GPT, quant_roles
+    from golf.model.gpt import GPT
     cfg, model, _state, hs, _om = load_run(args.checkpoint, args.data)
     pairs = calibration_pairs(cfg, args.data, 8)
     weights = {"summed": quant.collect_error_weights(model, pairs)}
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> dict:
     ratios = {k: float(weights["summed"][k].sum() / weights["per_call"][k].sum())
               for k in weights["summed"]}
     scorer = Scorer(cfg, load_eval_data(args.data, args.tokenizer, cfg.vocab_size, log=None), None)
-    policy = quant.QuantPolicy(small_numel=cfg.quant_small_numel, **quant_roles(model))
+    policy = fitter_policy(model, cfg)
     pre = scorer.plain(model)
     res = {"checkpoint": args.checkpoint, "pre": pre, "omega_ratio_summed_over_per_call":
            {k: round(v, 4) for k, v in ratios.items() if abs(v - 1) > 1e-6}, "points": []}

@@ -28,7 +28,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,14 +36,14 @@ import numpy as np
 import torch
 
 import quant
-from bench.rate_distortion import calibration_pairs, load_run
+from bench.rate_distortion import calibration_pairs, fitter_policy, load_run
 from bench.rd_frontier import Scorer
 from quant import core, fitter
 from quant.artifact import logical_streams, state_dict_from_tensors
 from quant.gptq import GptqSolve, gptq_quantize
 from quant.policy import classify
 from quant.roworder import l1_chain_order
-from quant.scalar import clip_step
+from quant.scalar import clip_step, order0_entropy
 
 MU_HIGH_RATE = 2 * math.log(2) / 12     # d(error / step^2) / d(bits) at high rate
 ENTROPIES = (2.5, 3.0, 3.5, 4.0)        # bits per weight at which rdo compares the two
@@ -68,18 +68,11 @@ class Fitted:
                                    self.budget).total_bytes
 
 
-def default_policy(model: torch.nn.Module, cfg, row_steps: str) -> quant.QuantPolicy:
-    """The policy quantize_run gives the fitter for this model (QUANT_ROW_STEPS=row_steps)."""
-    from golf.model.gpt import quant_roles
-    return quant.QuantPolicy(small_numel=cfg.quant_small_numel, row_steps=row_steps,
-                             **quant_roles(model))
-
-
 def fit_default(model: torch.nn.Module, cfg, hs: dict, om: dict, budget: int,
                 row_steps: str) -> Fitted:
     """The fitter exactly as quantize_model runs it (Fisher weights), keeping its items so
     other options can be realized."""
-    policy = default_policy(model, cfg, row_steps)
+    policy = replace(fitter_policy(model, cfg), row_steps=row_steps)
     sd = dict(model.state_dict())
     job = core._Job("gptq", policy, {"quant_method": "gptq", "quant_seed": 0}, lambda s: None)
     slots, items = core._plan_items(sd, core._alias_map(sd), dict(hs), job)
@@ -151,18 +144,19 @@ def refine(args: argparse.Namespace, model, cfg, hs: dict, om: dict, scorer: Sco
     from golf.model.gpt import GPT
     probe_model = GPT(cfg).eval()
 
-    def probe(tensors: list) -> float:
-        probe_model.load_state_dict(state_dict_from_tensors(tensors))
+    def probe_sd(sd: dict) -> float:
+        probe_model.load_state_dict(sd)
         with torch.no_grad():
             return float(np.mean([float(probe_model(x, y)) for x, y in pairs]))
+
+    def probe(tensors: list) -> float:
+        return probe_sd(state_dict_from_tensors(tensors))
 
     def val(tensors: list) -> float:
         probe_model.load_state_dict(state_dict_from_tensors(tensors))
         return scorer.plain(probe_model)["bpb"]
 
-    probe_model.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        pre_probe = float(np.mean([float(probe_model(x, y)) for x, y in pairs]))
+    pre_probe = probe_sd(model.state_dict())
     pre_val = scorer.plain(model)["bpb"]
     rows = []
     for budget in args.budgets:
@@ -209,15 +203,14 @@ def _entropy_error(w: torch.Tensor, h: torch.Tensor, step: torch.Tensor, qmax: i
         p = torch.bincount((codes.flatten() + qmax).long(), minlength=2 * qmax + 1).double()
         logp = -torch.log2((p / p.sum()).clamp_min(1e-6)).float()
         codes = gptq_quantize(w, h, step, qmax, GptqSolve(rounding=rate_aware(mu, logp, qmax))).float()
-    c = torch.bincount((codes.flatten() + qmax).long()).double()
-    p = c[c > 0] / c.sum()
     d = (w - codes * step[:, None]).double()
-    return float(-(p * torch.log2(p)).sum()), float(torch.einsum("ri,ij,rj->", d, h.double(), d))
+    return order0_entropy(codes), float(torch.einsum("ri,ij,rj->", d, h.double(), d))
 
 
 def rdo(args: argparse.Namespace, model, cfg, hs: dict) -> list:
     """The `rdo` measurement: per tensor, rate-aware over nearest error at equal entropy."""
-    policy, state, rows = default_policy(model, cfg, "sdclip"), dict(model.state_dict()), []
+    policy = replace(fitter_policy(model, cfg), row_steps="sdclip")
+    state, rows = dict(model.state_dict()), []
     for name, h in hs.items():
         w, h = state[name].float(), h.float()
         cls = classify(name, w.numel(), w.ndim, True, policy)

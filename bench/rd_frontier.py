@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 import quant
-from bench.rate_distortion import file_round_trip, load_run
+from bench.rate_distortion import file_round_trip, fitter_policy, load_run
 from quant.records import RECORD_METHODS
 
 # TTT=lora as the 1.0611 record (PR #1855) ran it, its global phases scaled to a 341-document,
@@ -116,14 +116,14 @@ def parse_offsets(items: list[str]) -> list[tuple[str, int]]:
 
 def run(args: argparse.Namespace, out: Path) -> dict:
     from golf.eval.score import load_eval_data
-    from golf.model.gpt import GPT, quant_roles
+    from golf.model.gpt import GPT
     cfg, model, state, hs, om = load_run(args.checkpoint, args.data, args.calib_batches,
                                          args.fresh_weights, args.calib_data)
     data = load_eval_data(args.data, args.tokenizer, cfg.vocab_size,
                           max_tokens=args.max_eval_tokens or None, log=None)
     scorer = Scorer(cfg, data, None if args.no_ttt else TTT_SCALED)
     params = sum(p.numel() for p in model.parameters())
-    policy = quant.QuantPolicy(small_numel=cfg.quant_small_numel, **quant_roles(model))
+    policy = fitter_policy(model, cfg)
     pre = scorer.plain(model)
     res = {"checkpoint": args.checkpoint, "fresh_weights": args.fresh_weights, "params": params,
            "calib_data": args.calib_data,
