@@ -23,6 +23,8 @@ import time
 import torch
 
 import quant
+from bench.rate_distortion import fitter_policy
+from golf.main import quant_policy
 from golf.run.checkpoint import load_torch_file
 from golf.run.rules import CAP_BYTES
 from quant.codec import compress
@@ -222,7 +224,7 @@ def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
     from golf.data.loader import DistributedTokenLoader
     from golf.data.shards import load_val_tokens
     from golf.eval.score import Scoring, evaluate_bpb
-    from golf.model.gpt import GPT, quant_roles
+    from golf.model.gpt import GPT
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     ck = load_torch_file(ckpt_path, "pass a model.pt / ema.pt train_gpt.py wrote", keys=("config", "state_dict"))
@@ -258,8 +260,7 @@ def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
             return quant.load_artifact(path)[0]
 
     # the run's own passthrough threshold (QUANT_SMALL_NUMEL), so small models quantize their blocks
-    roles = quant_roles(model)  # which tensors are control / embedding: the model's declaration
-    policy = quant.QuantPolicy(small_numel=cfg.quant_small_numel, **roles)
+    policy = fitter_policy(model, cfg)
     pre = bpb(None)
     res: dict = {"pre_bpb": pre, "max_tokens": max_tokens, "small_numel": cfg.quant_small_numel,
                  "device": device, "calib_tokens": sum(b.numel() for b in batches),
@@ -279,7 +280,7 @@ def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
     res["int8_zlib"] = {"bytes": base_bytes, "code_bytes": code_bytes,
                         "fits_16MB": base_bytes + code_bytes <= CAP_BYTES,
                         "bits_per_param": round(8 * base_bytes / res["params"], 3)}
-    q8 = quant.quantize_model(model, method="int8", policy=quant.QuantPolicy(**roles))
+    q8 = quant.quantize_model(model, method="int8", policy=quant_policy(cfg, model, "int8"))
     t0 = time.perf_counter()
     qfit = quant.quantize_model(model, hessians=hs, method="gptq", policy=policy,
                                 fit=quant.BudgetFit(base_bytes), run=quant.QuantRun(device=device))
@@ -298,7 +299,7 @@ def compare_coders(ckpt_path: str, data_path: str, *, calib_seqs: int = 32,
     from dataclasses import replace
     from golf.run.config import Config
     from golf.data.loader import DistributedTokenLoader
-    from golf.model.gpt import GPT, quant_roles
+    from golf.model.gpt import GPT
     ck = load_torch_file(ckpt_path, "pass a model.pt / ema.pt train_gpt.py wrote", keys=("config", "state_dict"))
     sd = {k: v.float() for k, v in ck["state_dict"].items()}
     cfg = Config.from_dict(ck["config"])
@@ -316,8 +317,7 @@ def compare_coders(ckpt_path: str, data_path: str, *, calib_seqs: int = 32,
     out: dict = {"budget_bytes": budget, "calib_tokens": max(1, calib_seqs // 8) * per}
     general = ("zstd", "brotli", "lzma", "zlib")
     for label, comps in (("best_of_4", general), ("with_rans", general + ("rans",))):
-        pol = replace(quant.QuantPolicy(small_numel=cfg.quant_small_numel, **quant_roles(model)),
-                      compressors=comps)
+        pol = replace(fitter_policy(model, cfg), compressors=comps)
         t0 = time.perf_counter()
         q = quant.quantize_model(sd, method="rtn", policy=pol)
         out[label] = {"rtn_bytes": q.total_bytes, "rtn_seconds": round(time.perf_counter() - t0, 1)}

@@ -70,10 +70,10 @@ def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8, fresh_weigh
 
 
 def fitter_policy(model: Any, cfg: Any) -> quant.QuantPolicy:
-    """The policy quantize_run gives the fitter for a checkpoint's model: its own passthrough
-    threshold (QUANT_SMALL_NUMEL) and the parameter roles golf.model.gpt declares."""
-    from golf.model.gpt import quant_roles
-    return quant.QuantPolicy(small_numel=cfg.quant_small_numel, **quant_roles(model))
+    """The policy quantize_run gives the fitter for a checkpoint's model (golf.main.quant_policy:
+    the run's passthrough threshold and row steps, the parameter roles golf.model.gpt declares)."""
+    from golf.main import quant_policy
+    return quant_policy(cfg, model, "gptq")
 
 
 def calibration_pairs(cfg: Any, data_path: str, n: int) -> list:

@@ -49,44 +49,52 @@ DEFAULT_OFFSETS = ("record_1855=-1,0,1,2", "record_2135=0", "record_1060=-1,0")
 
 
 class Scorer:
-    """Pre / post / post+TTT on one fixed token set, as full, first half and second half."""
+    """Pre / post / post+TTT on one fixed token set: full split, first and second half, and
+    the NLL sum of each document (for paired_excess's standard errors)."""
 
     def __init__(self, cfg: Any, data: Any, ttt: dict | None):
+        from golf.eval.bpb import range_bytes
         from golf.eval.score import Scoring, document_spans
         self.cfg, self.data = cfg, data
         self.scoring = Scoring(seq_len=cfg.effective_eval_seq_len, doc_bos=int(cfg.bos_id)
                                if getattr(cfg, "doc_attention", False) else None)
         n = data.n_targets
-        starts = [a for a, _b in document_spans(data.tokens, n, int(cfg.bos_id))]
+        spans = document_spans(data.tokens, n, int(cfg.bos_id))
+        self.doc_starts = np.array([a for a, _b in spans], dtype=np.int64)
+        self.doc_bytes = [range_bytes(data.tokens, a, b, data.lut) for a, b in spans]
         # the first half ends on the target that is the BOS nearest the middle (windows never
         # cross a BOS, so the halves' sums add up to the full split's)
-        self.cut = min(starts[1:] or [n // 2], key=lambda s: abs(s - n // 2))
+        self.cut = min(self.doc_starts[1:].tolist() or [n // 2], key=lambda s: abs(s - n // 2))
         self.ttt = ttt
 
-    def _sums(self, model: torch.nn.Module, n: int) -> tuple[float, int]:
-        from golf.eval.score import evaluate_bpb
-        r = evaluate_bpb(model, self.data.tokens, self.data.lut, self.scoring, max_tokens=n)
-        return r.val_loss * r.tokens, r.bytes
+    def _summary(self, nll: np.ndarray) -> dict:
+        """bpb of the full split and its halves from per-target NLL, plus per-document sums."""
+        from golf.eval.bpb import range_bytes
+        tok, nbytes = self.data.tokens, sum(self.doc_bytes)
+        out = _bpbs(float(nll.sum()), nbytes, float(nll[:self.cut].sum()),
+                    range_bytes(tok, 0, self.cut, self.data.lut))
+        out["doc_nats"] = np.add.reduceat(nll, self.doc_starts).tolist()
+        return out
 
     def plain(self, model: torch.nn.Module) -> dict:
-        """val_bpb of the full split and of each half (sums of the full and the first half)."""
-        nats, nbytes = self._sums(model, self.data.n_targets)
-        nats1, bytes1 = self._sums(model, self.cut)
-        return _bpbs(nats, nbytes, nats1, bytes1)
+        """One scoring pass (golf.eval.score.evaluate_bpb) summarised by _summary."""
+        from golf.eval.score import evaluate_bpb
+        nll = np.full(self.data.n_targets, np.nan)
+        r = evaluate_bpb(model, self.data.tokens, self.data.lut, self.scoring,
+                         max_tokens=self.data.n_targets, per_target=nll)
+        assert r.bytes == sum(self.doc_bytes) and not np.isnan(nll).any()
+        return self._summary(nll)
 
     def with_ttt(self, model: torch.nn.Module) -> dict:
-        """post+TTT: golf.eval.ttt.run_ttt on a copy, its per-target NLL split at the same cut."""
-        from golf.eval.bpb import range_bytes
+        """post+TTT: golf.eval.ttt.run_ttt on a copy, its per-target NLL summarised alike."""
         from golf.eval.ttt import TTTPass, TTTSettings, run_ttt
         s = TTTSettings(**self.ttt).validated()
         t0 = time.perf_counter()
         r = run_ttt(model, self.data.tokens, self.data.lut, s,
                     TTTPass(self.scoring, max_tokens=self.data.n_targets,
                             bos_id=int(self.cfg.bos_id), record=True))
-        nll = np.asarray(r.nll, dtype=np.float64)
-        tok = self.data.tokens
-        out = _bpbs(float(nll.sum()), r.bytes, float(nll[:self.cut].sum()),
-                    range_bytes(tok, 0, self.cut, self.data.lut))
+        out = self._summary(np.asarray(r.nll, dtype=np.float64))
+        assert r.bytes == sum(self.doc_bytes)
         out["ttt_seconds"] = round(time.perf_counter() - t0, 1)
         return out
 
@@ -100,6 +108,32 @@ def _bpbs(nats: float, nbytes: int, nats1: float, bytes1: int) -> dict:
 
 def _minus(a: dict, b: dict) -> dict:
     return {k: a[k] - b[k] for k in ("bpb", "half1", "half2")}
+
+
+def doc_ratio_se(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Σx / Σw and its standard error with documents as the sampling unit (the linearised
+    variance of a ratio estimator): a val split is a sample of documents and the tokens of one
+    document are not independent, so documents are what another split would change."""
+    x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    n, ratio = len(x), float(x.sum() / w.sum())
+    if n < 2:
+        return ratio, float("nan")
+    resid = x - ratio * w
+    return ratio, float(np.sqrt(n / (n - 1) * np.square(resid).sum()) / w.sum())
+
+
+def paired_excess(pre: list, fit: list, rec: list, doc_bytes: list, share: float = 0.5) -> dict:
+    """The fitter's gap minus `share` x the record's, in bpb, with its paired standard error
+    (same documents, so the documents' own difficulty cancels): excess <= 0 is "the fitter
+    loses at most `share` of what the record loses"; z = excess / se says how surely."""
+    p, f, r = (np.asarray(v, dtype=np.float64) for v in (pre, fit, rec))
+    ln2 = float(np.log(2.0))
+    _g, gap_se = doc_ratio_se(f - p, doc_bytes)
+    _r, rec_se = doc_ratio_se(r - p, doc_bytes)
+    excess, se = doc_ratio_se((f - p) - share * (r - p), doc_bytes)
+    return {"share": share, "excess": excess / ln2, "excess_se": se / ln2,
+            "z": excess / se if se > 0 else float("nan"),
+            "gap_se": gap_se / ln2, "record_gap_se": rec_se / ln2}
 
 
 def parse_offsets(items: list[str]) -> list[tuple[str, int]]:
@@ -127,7 +161,8 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     pre = scorer.plain(model)
     res = {"checkpoint": args.checkpoint, "fresh_weights": args.fresh_weights, "params": params,
            "calib_data": args.calib_data,
-           "eval_tokens": data.n_targets, "half_cut": scorer.cut, "pre": pre, "ttt": scorer.ttt,
+           "eval_tokens": data.n_targets, "half_cut": scorer.cut, "doc_bytes": scorer.doc_bytes,
+           "pre": pre, "ttt": scorer.ttt,
            "points": []}
     if scorer.ttt and args.pre_ttt:
         res["pre_ttt"] = scorer.with_ttt(model)
@@ -158,8 +193,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         m = GPT(cfg)
         m.load_state_dict(sd)
         m.eval()
-        nats, nbytes = scorer._sums(m, data.n_targets)
-        return nats / float(np.log(2.0)) / nbytes
+        return scorer.plain(m)["bpb"]
 
     known = {p["method"]: p["bytes"] for f in args.bytes_from
              for p in json.loads(Path(f).read_text())["points"] if not p["method"].startswith("fitter")}
@@ -236,17 +270,27 @@ def combine(paths: list[str]) -> dict:
 
 
 def add_ratios(res: dict) -> None:
-    """Each fitter point's gap / the gap of the record point it was sized to (same bytes)."""
+    """Each fitter point's gap / the gap of the record point it was sized to (same bytes), and,
+    where per-document sums were kept, paired_excess (post) and the paired post+TTT difference
+    (fitter - record, bpb, with its standard error)."""
     recs = {p["method"]: p for p in res["points"] if not p["method"].startswith("fitter")}
+    pre, nb = res["pre"], res.get("doc_bytes")
     for p in res["points"]:
         rec = recs.get(p["method"].split("@")[-1]) if p["method"].startswith("fitter") else None
         if rec is None:
             continue
         p["gap_ratio"] = {k: p["gap"][k] / rec["gap"][k] if rec["gap"][k] else float("nan")
                           for k in rec["gap"]}
+        if nb and "doc_nats" in p["post"] and "doc_nats" in rec["post"]:
+            p["paired"] = paired_excess(pre["doc_nats"], p["post"]["doc_nats"],
+                                        rec["post"]["doc_nats"], nb)
         if "post_ttt" in p and "post_ttt" in rec:
             p["ttt_gap_ratio"] = ((p["post_ttt"]["bpb"] - res["pre"]["bpb"])
                                   / (rec["post_ttt"]["bpb"] - res["pre"]["bpb"]))
+            if nb and "doc_nats" in p["post_ttt"] and "doc_nats" in rec["post_ttt"]:
+                d, se = doc_ratio_se(np.subtract(p["post_ttt"]["doc_nats"],
+                                                 rec["post_ttt"]["doc_nats"]), nb)
+                p["ttt_vs_record"] = {"diff": d / np.log(2.0), "se": se / np.log(2.0)}
 
 
 def _save(res: dict, out: Path) -> None:
@@ -274,7 +318,8 @@ def table(res: dict) -> str:
 
 def pairs_table(res: dict) -> str:
     """One row per record point: its gap and post+TTT beside each fitter line's at its bytes
-    (ratio = fitter gap / record gap; TTT columns are post+TTT - pre)."""
+    (ratio = fitter gap / record gap, then fitter gap - 0.5 x record gap +- its paired standard
+    error over documents; TTT columns are post+TTT - pre, then fitter - record +- se)."""
     lines = sorted({p["method"].split("@")[0] for p in res["points"] if "@" in p["method"]},
                    key=lambda ln: (ln != "fitter[sdclip]", len(ln), ln))  # the default first
     recs = sorted((p for p in res["points"] if "@" not in p["method"]),
@@ -284,15 +329,24 @@ def pairs_table(res: dict) -> str:
 
     def ttt(p: dict | None) -> str:
         return f"{p['post_ttt']['bpb'] - pre:+.5f}" if p and "post_ttt" in p else "-"
+
+    def gap_cell(f: dict, r: dict) -> str:
+        """gap (ratio; paired excess over half the record's gap +- its standard error)"""
+        e = f.get("paired")
+        tail = f"; {e['excess']:+.5f} ± {e['excess_se']:.5f}" if e else ""
+        return f"{f['gap']['bpb']:+.5f} ({f['gap']['bpb'] / r['gap']['bpb']:.2f}{tail})"
+
+    def ttt_cell(f: dict | None) -> str:
+        d = (f or {}).get("ttt_vs_record")
+        return ttt(f) + (f" ({d['diff']:+.5f} ± {d['se']:.5f})" if d else "")
     head = (["record point", "bits/param", "bytes", "record gap"]
             + [f"{ln} gap (ratio)" for ln in lines] + ["record TTT"] + [f"{ln} TTT" for ln in lines])
     rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in recs:
         fits = [at.get(f"{ln}@{r['method']}") for ln in lines]
         cells = [r["method"], f"{r['bits_per_param']:.2f}", f"{r['bytes']:,}", f"{r['gap']['bpb']:+.5f}"]
-        cells += [f"{f['gap']['bpb']:+.5f} ({f['gap']['bpb'] / r['gap']['bpb']:.2f})" if f else "-"
-                  for f in fits]
-        cells += [ttt(r)] + [ttt(f) for f in fits]
+        cells += [gap_cell(f, r) if f else "-" for f in fits]
+        cells += [ttt(r)] + [ttt_cell(f) for f in fits]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

@@ -158,12 +158,7 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
         budget = cfg.budget_bytes - code_bytes - cfg.budget_margin_bytes
     log(f"quant:start method:{cfg.quant_method} code_bytes:{code_bytes} "
         f"model_budget_bytes:{budget if budget is not None else 'none'}")
-    # int8 is the challenge baseline: keep its own passthrough threshold untouched; the model's
-    # parameter roles (which tensors are control, which the embedding) come from golf.model.gpt
-    roles = quant_roles(model)
-    policy = (quant.QuantPolicy(**roles) if cfg.quant_method == "int8"
-              else quant.QuantPolicy(small_numel=cfg.quant_small_numel,
-                                     row_steps=cfg.quant_row_steps, **roles))
+    policy = quant_policy(cfg, model, cfg.quant_method)
     fit = None if budget is None else quant.BudgetFit(
         budget, loss_slopes=slopes, lqer_ranks=lqer_ranks(cfg.quant_lqer_ranks),
         error_norm=cfg.quant_error_norm, error_weights=omega)
@@ -178,6 +173,17 @@ def quantize_run(cfg: Config, run_dir: Path, log: Callable[[str], None], code_by
     log(quant.format_report(qmodel))
     log(f"quant:done artifact:{path} bytes:{nbytes}")
     return path
+
+
+def quant_policy(cfg: Config, model: GPT, method: str) -> quant.QuantPolicy:
+    """The policy `method` quantizes `model` with: the model's parameter roles (which tensors are
+    control, which the embedding: golf.model.gpt), and but for the int8 baseline (its own
+    passthrough threshold, untouched) the run's QUANT_SMALL_NUMEL and QUANT_ROW_STEPS."""
+    roles = quant_roles(model)
+    if method == "int8":
+        return quant.QuantPolicy(**roles)
+    return quant.QuantPolicy(small_numel=cfg.quant_small_numel, row_steps=cfg.quant_row_steps,
+                             **roles)
 
 
 def artifact_meta(cfg: Config, code_bytes: int) -> dict:

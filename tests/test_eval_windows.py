@@ -46,6 +46,21 @@ def test_each_document_is_scored_as_if_alone(stride, one_thread):
     assert plain.bytes == docs.bytes and abs(plain.val_loss - docs.val_loss) > 1e-6
 
 
+def test_per_target_nll_adds_up_to_each_document_scored_alone(one_thread):
+    """evaluate_bpb's per_target array: each document's slice sums to that document scored on
+    its own stream, and the whole array to the reported loss (the per-document statistics of
+    bench.rd_frontier rest on it)."""
+    model, toks = tiny_gpt(), doc_stream(n_docs=6)
+    n = len(toks) - 1
+    scoring = Scoring(seq_len=L, batch_tokens=3 * L)
+    nll = np.full(n, np.nan)
+    r = evaluate_bpb(model, toks, toy_lut(), replace(scoring, doc_bos=BOS), per_target=nll)
+    assert not np.isnan(nll).any() and nll.sum() == pytest.approx(r.val_loss * n, rel=1e-12)
+    for a, b in document_spans(toks, n, BOS):
+        alone = evaluate_bpb(model, toks[a:b + 1], toy_lut(), scoring)
+        assert nll[a:b].sum() == pytest.approx(alone.val_loss * (b - a), rel=1e-9)
+
+
 FULL_TARGETS = 47_853_343        # the full CaseOps val split (#2014's logs)
 
 

@@ -205,8 +205,10 @@ def _autocast(dev: torch.device) -> torch.autocast:
 
 
 def _score_windows(model: torch.nn.Module, stream: torch.Tensor, plan: Sequence[tuple[int, int, int]],
-                   rows: int, dev: torch.device, tilt: Any = None) -> tuple[float, int]:
-    """(Σ NLL in float64, targets scored) of `plan`'s windows, `rows` windows per batch."""
+                   rows: int, dev: torch.device, tilt: Any = None,
+                   per_target: np.ndarray | None = None) -> tuple[float, int]:
+    """(Σ NLL in float64, targets scored) of `plan`'s windows, `rows` windows per batch;
+    `per_target` (if given) receives each target's NLL at its position."""
     nll_sum = 0.0
     n_scored = 0
     was_training = model.training
@@ -215,6 +217,9 @@ def _score_windows(model: torch.nn.Module, stream: torch.Tensor, plan: Sequence[
         with torch.inference_mode(), _autocast(dev):
             for batch in _batches(plan, rows):
                 nll = batch_nll(model, stream, batch, dev, tilt)
+                if per_target is not None:
+                    per_target[np.concatenate([np.arange(a, e) for _, a, e in batch])] = \
+                        nll.double().cpu().numpy()
                 nll_sum += float(nll.double().sum().item())
                 n_scored += int(nll.numel())
     finally:
@@ -223,7 +228,8 @@ def _score_windows(model: torch.nn.Module, stream: torch.Tensor, plan: Sequence[
 
 
 def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, scoring: Scoring, *,
-                 max_tokens: int | None = None, tilt: Any = None) -> EvalResult:
+                 max_tokens: int | None = None, tilt: Any = None,
+                 per_target: np.ndarray | None = None) -> EvalResult:
     """val_loss (nats/token) and val_bpb of `model` over the stream `tokens`.
 
     Chunked mode (stride 0) scores the short tail window too, so tokens == N exactly; the
@@ -233,7 +239,9 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, scoring: 
     NLL is float32 cross-entropy per scored target, summed in float64; bytes come from
     `golf.eval.bpb.range_bytes` (the piece table, or the byte sidecar when `lut` is a
     golf.eval.bpb.SidecarBytes); `tilt` (see batch_nll) tilts every scored NLL; `scoring.doc_bos`
-    (a BOS id) keeps every window inside one document (document_window_plan). Every target is
+    (a BOS id) keeps every window inside one document (document_window_plan); `per_target` (a
+    float64 array of at least n entries) receives each scored target's NLL at its index, for
+    per-document statistics (this rank's windows only). Every target is
     scored exactly once (raises otherwise). Under torch.distributed the windows are split
     across ranks and the three sums all-reduced, so every rank returns the same result.
     """
@@ -255,7 +263,8 @@ def evaluate_bpb(model: torch.nn.Module, tokens: np.ndarray, lut: Any, scoring: 
     stream = torch.from_numpy(toks[: n + 1].astype(np.int32))   # int32 halves host memory
     rows = max(1, scoring.batch_tokens // max(1, world_size) // seq_len)
     by_len = my_plan if doc_bos is None else sorted(my_plan, key=lambda w: w[2] - w[0])
-    nll_sum, n_scored = _score_windows(model, stream, by_len, rows, dev, tilt)   # batch equal lengths
+    nll_sum, n_scored = _score_windows(model, stream, by_len, rows, dev, tilt,   # batch equal lengths
+                                       per_target)
     n_bytes = 0
     if my_plan:  # a rank's windows score one contiguous target range: count its bytes at once
         n_bytes = range_bytes(toks, my_plan[0][1], my_plan[-1][2], lut)
