@@ -339,14 +339,15 @@ def pairs_table(res: dict) -> str:
     def ttt_cell(f: dict | None) -> str:
         d = (f or {}).get("ttt_vs_record")
         return ttt(f) + (f" ({d['diff']:+.5f} ± {d['se']:.5f})" if d else "")
-    head = (["record point", "bits/param", "bytes", "record gap"]
-            + [f"{ln} gap (ratio)" for ln in lines] + ["record TTT"] + [f"{ln} TTT" for ln in lines])
+    with_ttt = any("post_ttt" in p for p in res["points"])
+    head = (["record point", "bits/param", "bytes", "record gap"] + [f"{ln} gap (ratio)" for ln in lines]
+            + (["record TTT"] + [f"{ln} TTT" for ln in lines] if with_ttt else []))
     rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in recs:
         fits = [at.get(f"{ln}@{r['method']}") for ln in lines]
         cells = [r["method"], f"{r['bits_per_param']:.2f}", f"{r['bytes']:,}", f"{r['gap']['bpb']:+.5f}"]
         cells += [gap_cell(f, r) if f else "-" for f in fits]
-        cells += [ttt(r)] + [ttt_cell(f) for f in fits]
+        cells += [ttt(r)] + [ttt_cell(f) for f in fits] if with_ttt else []
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -359,7 +360,8 @@ def family(method: str) -> str:
 
 
 def plot(res: dict, path: Path) -> None:
-    """Two panels, bits/param on x: the post-quant gap, and post+TTT minus pre."""
+    """Two panels, bits/param on x: the post-quant gap (with half of each record's, dotted: the
+    issue's target), and post+TTT minus pre."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -373,7 +375,10 @@ def plot(res: dict, path: Path) -> None:
                 continue
             ys = [p["gap"]["bpb"] if key == "gap" else p["post_ttt"]["bpb"] - res["pre"]["bpb"]
                   for p in pts]
-            ax.plot([p["bits_per_param"] for p in pts], ys, "-o", label=fam, ms=5)
+            line = ax.plot([p["bits_per_param"] for p in pts], ys, "-o", label=fam, ms=5)[0]
+            if key == "gap" and not fam.startswith("fitter"):    # the issue's target: half of it
+                ax.plot([p["bits_per_param"] for p in pts], [0.5 * y for y in ys], ":",
+                        color=line.get_color(), label=f"0.5 x {fam}")
         ax.set_xlabel("bits per parameter (artifact bytes x 8 / params)")
         ax.set_ylabel(f"val_bpb {title}")
         ax.set_yscale("symlog", linthresh=1e-3)
