@@ -20,8 +20,9 @@ from typing import Iterator
 
 import quant
 import quant.calibrate as calibrate
-from bench.rate_distortion import calibration_pairs, file_round_trip, fitter_policy, load_run
+from bench.rate_distortion import calibration_pairs, file_round_trip, load_run
 from bench.rd_frontier import Scorer
+from golf.main import quant_policy
 
 
 @contextmanager
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> dict:
     ratios = {k: float(weights["summed"][k].sum() / weights["per_call"][k].sum())
               for k in weights["summed"]}
     scorer = Scorer(cfg, load_eval_data(args.data, args.tokenizer, cfg.vocab_size, log=None), None)
-    policy = fitter_policy(model, cfg)
+    policy = quant_policy(cfg, model, "gptq")
     pre = scorer.plain(model)
     res = {"checkpoint": args.checkpoint, "pre": pre, "omega_ratio_summed_over_per_call":
            {k: round(v, 4) for k, v in ratios.items() if abs(v - 1) > 1e-6}, "points": []}

@@ -23,7 +23,6 @@ import time
 import torch
 
 import quant
-from bench.rate_distortion import fitter_policy
 from golf.main import quant_policy
 from golf.run.checkpoint import load_torch_file
 from golf.run.rules import CAP_BYTES
@@ -260,7 +259,7 @@ def run_on_checkpoint(ckpt_path: str, data_path: str, tokenizer_path: str, *,
             return quant.load_artifact(path)[0]
 
     # the run's own passthrough threshold (QUANT_SMALL_NUMEL), so small models quantize their blocks
-    policy = fitter_policy(model, cfg)
+    policy = quant_policy(cfg, model, "gptq")
     pre = bpb(None)
     res: dict = {"pre_bpb": pre, "max_tokens": max_tokens, "small_numel": cfg.quant_small_numel,
                  "device": device, "calib_tokens": sum(b.numel() for b in batches),
@@ -317,7 +316,7 @@ def compare_coders(ckpt_path: str, data_path: str, *, calib_seqs: int = 32,
     out: dict = {"budget_bytes": budget, "calib_tokens": max(1, calib_seqs // 8) * per}
     general = ("zstd", "brotli", "lzma", "zlib")
     for label, comps in (("best_of_4", general), ("with_rans", general + ("rans",))):
-        pol = replace(fitter_policy(model, cfg), compressors=comps)
+        pol = replace(quant_policy(cfg, model, "gptq"), compressors=comps)
         t0 = time.perf_counter()
         q = quant.quantize_model(sd, method="rtn", policy=pol)
         out[label] = {"rtn_bytes": q.total_bytes, "rtn_seconds": round(time.perf_counter() - t0, 1)}

@@ -36,8 +36,9 @@ import numpy as np
 import torch
 
 import quant
-from bench.rate_distortion import calibration_pairs, fitter_policy, load_run
+from bench.rate_distortion import calibration_pairs, load_run
 from bench.rd_frontier import Scorer
+from golf.main import quant_policy
 from quant import core, fitter
 from quant.artifact import logical_streams, state_dict_from_tensors
 from quant.gptq import GptqSolve, gptq_quantize
@@ -72,7 +73,7 @@ def fit_default(model: torch.nn.Module, cfg, hs: dict, om: dict, budget: int,
                 row_steps: str) -> Fitted:
     """The fitter exactly as quantize_model runs it (Fisher weights), keeping its items so
     other options can be realized."""
-    policy = replace(fitter_policy(model, cfg), row_steps=row_steps)
+    policy = replace(quant_policy(cfg, model, "gptq"), row_steps=row_steps)
     sd = dict(model.state_dict())
     job = core._Job("gptq", policy, {"quant_method": "gptq", "quant_seed": 0}, lambda s: None)
     slots, items = core._plan_items(sd, core._alias_map(sd), dict(hs), job)
@@ -209,7 +210,7 @@ def _entropy_error(w: torch.Tensor, h: torch.Tensor, step: torch.Tensor, qmax: i
 
 def rdo(args: argparse.Namespace, model, cfg, hs: dict) -> list:
     """The `rdo` measurement: per tensor, rate-aware over nearest error at equal entropy."""
-    policy = replace(fitter_policy(model, cfg), row_steps="sdclip")
+    policy = replace(quant_policy(cfg, model, "gptq"), row_steps="sdclip")
     state, rows = dict(model.state_dict()), []
     for name, h in hs.items():
         w, h = state[name].float(), h.float()

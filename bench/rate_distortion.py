@@ -69,13 +69,6 @@ def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8, fresh_weigh
     return cfg, model, state, hs, om
 
 
-def fitter_policy(model: Any, cfg: Any) -> quant.QuantPolicy:
-    """The policy quantize_run gives the fitter for a checkpoint's model (golf.main.quant_policy:
-    the run's passthrough threshold and row steps, the parameter roles golf.model.gpt declares)."""
-    from golf.main import quant_policy
-    return quant_policy(cfg, model, "gptq")
-
-
 def calibration_pairs(cfg: Any, data_path: str, n: int) -> list:
     """The first n (inputs, targets) training batches (never val), as the run would have read
     them for its calibration."""
@@ -135,12 +128,13 @@ def scale_bytes(q) -> dict:
 def run(args: argparse.Namespace) -> dict:
     from golf.run.config import lqer_ranks
     from golf.eval.score import Scoring, evaluate_bpb, load_eval_data
+    from golf.main import quant_policy
     from golf.model.gpt import GPT
     cfg, model, state, hs, om = load_run(args.checkpoint, args.data, args.calib_batches)
     data = load_eval_data(args.data, args.tokenizer, cfg.vocab_size,
                           max_tokens=args.max_eval_tokens, log=None)
     params = sum(p.numel() for p in model.parameters())
-    policy = fitter_policy(model, cfg)
+    policy = quant_policy(cfg, model, "gptq")
     if args.codecs:  # the records keep their own coder (record_policy)
         policy = replace(policy, compressors=tuple(args.codecs.split(",")))
 

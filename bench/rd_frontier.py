@@ -19,8 +19,9 @@ count (--bytes-from reuses a record's bytes from an earlier run instead of rebui
 the record's artifact). Every artifact goes through a
 file round trip and is scored pre / post / post+TTT on the same validation tokens, per-document
 windows as run_eval scores a DOC_ATTENTION model. Noise: each number is also kept for the two
-halves of the split (cut at the BOS nearest the middle), so a difference between two methods can
-be compared with how much it moves between halves. The JSON is rewritten after every point, so
+halves of the split (cut at the BOS nearest the middle) and as NLL sums per document, from which
+each fitter point gets the paired excess over half its record's gap and its standard error over
+documents (paired_excess). The JSON is rewritten after every point, so
 an interrupted run keeps what it measured.
 """
 from __future__ import annotations
@@ -36,7 +37,8 @@ import numpy as np
 import torch
 
 import quant
-from bench.rate_distortion import file_round_trip, fitter_policy, load_run
+from bench.rate_distortion import file_round_trip, load_run
+from golf.main import quant_policy
 from quant.records import RECORD_METHODS
 
 # TTT=lora as the 1.0611 record (PR #1855) ran it, its global phases scaled to a 341-document,
@@ -46,6 +48,7 @@ from quant.records import RECORD_METHODS
 TTT_SCALED = {"mode": "lora", "phased_ttt_prefix_docs": 150, "global_ttt_chunk_tokens": 2048,
               "global_ttt_batch_seqs": 8}
 DEFAULT_OFFSETS = ("record_1855=-1,0,1,2", "record_2135=0", "record_1060=-1,0")
+LN2 = float(np.log(2.0))     # nats -> bits
 
 
 class Scorer:
@@ -65,14 +68,12 @@ class Scorer:
         # the first half ends on the target that is the BOS nearest the middle (windows never
         # cross a BOS, so the halves' sums add up to the full split's)
         self.cut = min(self.doc_starts[1:].tolist() or [n // 2], key=lambda s: abs(s - n // 2))
+        self.bytes, self.cut_bytes = sum(self.doc_bytes), range_bytes(data.tokens, 0, self.cut, data.lut)
         self.ttt = ttt
 
     def _summary(self, nll: np.ndarray) -> dict:
         """bpb of the full split and its halves from per-target NLL, plus per-document sums."""
-        from golf.eval.bpb import range_bytes
-        tok, nbytes = self.data.tokens, sum(self.doc_bytes)
-        out = _bpbs(float(nll.sum()), nbytes, float(nll[:self.cut].sum()),
-                    range_bytes(tok, 0, self.cut, self.data.lut))
+        out = _bpbs(float(nll.sum()), self.bytes, float(nll[:self.cut].sum()), self.cut_bytes)
         out["doc_nats"] = np.add.reduceat(nll, self.doc_starts).tolist()
         return out
 
@@ -82,7 +83,7 @@ class Scorer:
         nll = np.full(self.data.n_targets, np.nan)
         r = evaluate_bpb(model, self.data.tokens, self.data.lut, self.scoring,
                          max_tokens=self.data.n_targets, per_target=nll)
-        assert r.bytes == sum(self.doc_bytes) and not np.isnan(nll).any()
+        assert r.bytes == self.bytes and not np.isnan(nll).any()
         return self._summary(nll)
 
     def with_ttt(self, model: torch.nn.Module) -> dict:
@@ -94,16 +95,15 @@ class Scorer:
                     TTTPass(self.scoring, max_tokens=self.data.n_targets,
                             bos_id=int(self.cfg.bos_id), record=True))
         out = self._summary(np.asarray(r.nll, dtype=np.float64))
-        assert r.bytes == sum(self.doc_bytes)
+        assert r.bytes == self.bytes
         out["ttt_seconds"] = round(time.perf_counter() - t0, 1)
         return out
 
 
 def _bpbs(nats: float, nbytes: int, nats1: float, bytes1: int) -> dict:
     """val_bpb = nats / ln 2 / bytes for the full split and its two halves."""
-    ln2 = float(np.log(2.0))
-    return {"bpb": nats / ln2 / nbytes, "half1": nats1 / ln2 / bytes1,
-            "half2": (nats - nats1) / ln2 / (nbytes - bytes1)}
+    return {"bpb": nats / LN2 / nbytes, "half1": nats1 / LN2 / bytes1,
+            "half2": (nats - nats1) / LN2 / (nbytes - bytes1)}
 
 
 def _minus(a: dict, b: dict) -> dict:
@@ -127,13 +127,12 @@ def paired_excess(pre: list, fit: list, rec: list, doc_bytes: list, share: float
     (same documents, so the documents' own difficulty cancels): excess <= 0 is "the fitter
     loses at most `share` of what the record loses"; z = excess / se says how surely."""
     p, f, r = (np.asarray(v, dtype=np.float64) for v in (pre, fit, rec))
-    ln2 = float(np.log(2.0))
     _g, gap_se = doc_ratio_se(f - p, doc_bytes)
     _r, rec_se = doc_ratio_se(r - p, doc_bytes)
     excess, se = doc_ratio_se((f - p) - share * (r - p), doc_bytes)
-    return {"share": share, "excess": excess / ln2, "excess_se": se / ln2,
+    return {"share": share, "excess": excess / LN2, "excess_se": se / LN2,
             "z": excess / se if se > 0 else float("nan"),
-            "gap_se": gap_se / ln2, "record_gap_se": rec_se / ln2}
+            "gap_se": gap_se / LN2, "record_gap_se": rec_se / LN2}
 
 
 def parse_offsets(items: list[str]) -> list[tuple[str, int]]:
@@ -157,7 +156,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
                           max_tokens=args.max_eval_tokens or None, log=None)
     scorer = Scorer(cfg, data, None if args.no_ttt else TTT_SCALED)
     params = sum(p.numel() for p in model.parameters())
-    policy = fitter_policy(model, cfg)
+    policy = quant_policy(cfg, model, "gptq")
     pre = scorer.plain(model)
     res = {"checkpoint": args.checkpoint, "fresh_weights": args.fresh_weights, "params": params,
            "calib_data": args.calib_data,
@@ -167,14 +166,17 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     if scorer.ttt and args.pre_ttt:
         res["pre_ttt"] = scorer.with_ttt(model)
 
+    def model_of(sd: dict) -> GPT:
+        m = GPT(cfg)
+        m.load_state_dict(sd)
+        return m.eval()
+
     def measure(label: str, **kw) -> dict:
         t0 = time.perf_counter()
         q = quant.quantize_model(model, hessians=hs, **{"policy": policy, **kw})
         secs = time.perf_counter() - t0
         sd = file_round_trip(q)
-        m = GPT(cfg)
-        m.load_state_dict(sd)
-        m.eval()
+        m = model_of(sd)
         post = scorer.plain(m)
         p = {"method": label, "bytes": q.total_bytes, "bits_per_param": 8 * q.total_bytes / params,
              "post": post, "gap": _minus(post, pre), "quant_seconds": round(secs, 1),
@@ -190,10 +192,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         return p, sd, {qt.name: qt for qt in q.tensors}
 
     def scored(sd: dict) -> float:
-        m = GPT(cfg)
-        m.load_state_dict(sd)
-        m.eval()
-        return scorer.plain(m)["bpb"]
+        return scorer.plain(model_of(sd))["bpb"]
 
     known = {p["method"]: p["bytes"] for f in args.bytes_from
              for p in json.loads(Path(f).read_text())["points"] if not p["method"].startswith("fitter")}
@@ -290,7 +289,7 @@ def add_ratios(res: dict) -> None:
             if nb and "doc_nats" in p["post_ttt"] and "doc_nats" in rec["post_ttt"]:
                 d, se = doc_ratio_se(np.subtract(p["post_ttt"]["doc_nats"],
                                                  rec["post_ttt"]["doc_nats"]), nb)
-                p["ttt_vs_record"] = {"diff": d / np.log(2.0), "se": se / np.log(2.0)}
+                p["ttt_vs_record"] = {"diff": d / LN2, "se": se / LN2}
 
 
 def _save(res: dict, out: Path) -> None:
@@ -321,7 +320,7 @@ def pairs_table(res: dict) -> str:
     (ratio = fitter gap / record gap, then fitter gap - 0.5 x record gap +- its paired standard
     error over documents; TTT columns are post+TTT - pre, then fitter - record +- se)."""
     lines = sorted({p["method"].split("@")[0] for p in res["points"] if "@" in p["method"]},
-                   key=lambda ln: (ln != "fitter[sdclip]", len(ln), ln))  # the default first
+                   key=lambda ln: (ln != f"fitter[{quant.QuantPolicy().row_steps}]", len(ln), ln))  # the default first
     recs = sorted((p for p in res["points"] if "@" not in p["method"]),
                   key=lambda p: p["bits_per_param"])
     at = {p["method"]: p for p in res["points"]}
