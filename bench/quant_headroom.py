@@ -39,7 +39,7 @@ import quant
 from bench.rate_distortion import calibration_pairs, load_run
 from bench.rd_frontier import Scorer
 from golf.main import quant_policy
-from quant import core, fitter
+from quant import fitter
 from quant.artifact import logical_streams, state_dict_from_tensors
 from quant.gptq import GptqSolve, gptq_quantize
 from quant.policy import classify
@@ -52,42 +52,35 @@ ENTROPIES = (2.5, 3.0, 3.5, 4.0)        # bits per weight at which rdo compares 
 
 @dataclass
 class Fitted:
-    """The default fitter's result at one budget, and what a measured move needs."""
-    slots: list
-    items: list
-    rate: np.ndarray        # predicted bytes per (tensor, option)
+    """The default fitter's result at one budget (a quant.FitSession and its choice), and what
+    a measured move needs."""
+    session: quant.FitSession
     choice: list[int]
-    job: object
-    budget: int
+
+    @property
+    def rate(self) -> np.ndarray:
+        """Predicted bytes per (tensor, option)."""
+        return np.stack([c.rate for c in self.session.curves])
+
+    @property
+    def budget(self) -> int:
+        return self.session.budget_bytes
 
     def tensors(self, choice: list[int]) -> list:
-        return core._assemble(self.slots, self.items, choice)
+        return self.session.build(choice).tensors
 
     def total_bytes(self, choice: list[int]) -> int:
-        ts = self.tensors(choice)
-        return core.QuantizedModel(ts, self.job.meta, self.job.policy, "gptq", self.job.cache,
-                                   self.budget).total_bytes
+        return self.session.build(choice).total_bytes
 
 
 def fit_default(model: torch.nn.Module, cfg, hs: dict, om: dict, budget: int,
                 row_steps: str) -> Fitted:
-    """The fitter exactly as quantize_model runs it (Fisher weights), keeping its items so
+    """The fitter exactly as quantize_model runs it (Fisher weights), its session kept so
     other options can be realized."""
     policy = replace(quant_policy(cfg, model, "gptq"), row_steps=row_steps)
-    sd = dict(model.state_dict())
-    job = core._Job("gptq", policy, {"quant_method": "gptq", "quant_seed": 0}, lambda s: None)
-    slots, items = core._plan_items(sd, core._alias_map(sd), dict(hs), job)
-    curves = core._curves(items, policy, None, None, 0.0, core._error_weights(items, om, job.log),
-                          job.log)
-    chosen = {t.name: t for t in core._fit_to_budget(job, slots, items, curves, budget)}
-    choice = [_option(chosen[it.name]) for it in items]
-    return Fitted(slots, items, np.stack([c.rate for c in curves]), choice, job, budget)
-
-
-def _option(t) -> int:
-    """The fitter option a realized tensor came from (fp16 is option 0)."""
-    ladder = t.extra.get("ladder")
-    return fitter.FLOAT if ladder is None else 1 + int(np.where(fitter.LADDER == ladder)[0][0])
+    session = quant.open_fit(model, hessians=hs, policy=policy,
+                             fit=quant.BudgetFit(budget, error_weights=om))
+    return Fitted(session, session.fit())
 
 
 def exchange_round(f: Fitted, probe: Callable[[list], float], loss: float, stride: int
@@ -247,8 +240,7 @@ def context(f: Fitted) -> dict:
     entropy given the code to the left (same row) or above (same column, stored row order, and
     the L1 nearest-neighbour row order the records' container uses), against the bytes the
     artifact's code streams take. Totals in bits per code over every quantized tensor."""
-    q = core.QuantizedModel(f.tensors(f.choice), f.job.meta, f.job.policy, "gptq", f.job.cache,
-                            f.budget)
+    q = f.session.build(f.choice)
     coded = {n: st["length"] for n, st in logical_streams(q.streams).items()}
     keys = ("order0", "given_left", "given_above", "given_above_l1_rows", "coded")
     tot = dict.fromkeys(keys, 0.0) | {"codes": 0}

@@ -230,39 +230,47 @@ def loss_slopes(weights: Mapping[str, torch.Tensor], dequantized: Mapping[str, t
     return out
 
 
-def _weighted_norm(it: "_Item") -> float:
-    """||W||^2 weighted by diag(H) (plain ||W||^2 without a Hessian)."""
-    cw = torch.ones(it.w.shape[1]) if it.col_weight is None else it.col_weight
-    return float(((it.w.double() ** 2) * cw.double()).sum())
+def _weighted_norm(it: "_Item", elem_weight: torch.Tensor | None) -> float:
+    """||W||^2 weighted as the item's curve weights its squared error (fitter.error_weight: the
+    Fisher weights when given, else diag(H) per column, else ones), so a multiplier divided by
+    it makes the curve's distortion a *relative* error whatever the weights' own scale."""
+    cw = fitter.error_weight(*it.w.shape, it.col_weight, elem_weight).double()
+    return float(((it.w.double() ** 2) * cw).sum())
 
 
-def _norm_multipliers(items: list["_Item"], alpha: float) -> dict[str, float]:
-    """(median norm / ||W||^2_diag(H))^alpha per tensor: alpha 0 keeps the absolute weighted
+def _norm_multipliers(items: list["_Item"], alpha: float,
+                      error_weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """(median norm / ||W||^2_weights)^alpha per tensor: alpha 0 keeps the absolute weighted
     error, 1 makes it relative (every tensor's relative error equally costly, like one k per
     class), 0.5 is between. Why: absolute error under-prices small-norm tensors whose output
     is scaled up downstream (e.g. projections behind a learned residual scale)."""
     if not alpha or not items:
         return {}
-    norms = {it.name: max(_weighted_norm(it), 1e-30) for it in items}
+    norms = {it.name: max(_weighted_norm(it, error_weights.get(it.name)), 1e-30) for it in items}
     med = float(np.median(list(norms.values())))
     return {n: (med / v) ** alpha for n, v in norms.items()}
 
 
-def _slope_multipliers(items: list["_Item"], slopes: Mapping[str, float]) -> dict[str, float]:
+def _slope_multipliers(items: list["_Item"], slopes: Mapping[str, float],
+                       error_weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """Distortion multipliers that turn each tensor's predicted weighted squared error into a
-    predicted loss increase: slope / ||W||^2_diag(H). Tensors without a slope get the median
-    multiplier; all are clamped to [median/20, 20*median] so a noisy measurement (a tiny or
-    negative delta) cannot make a tensor free or untouchable."""
-    raw = {}
-    for it in items:
-        if it.name in slopes:
-            norm = _weighted_norm(it)
-            if norm > 0:
-                raw[it.name] = slopes[it.name] / norm
-    if not raw:
+    predicted loss increase: slope / ||W||^2 under the same weights as its curve. A slope is
+    loss per unit of *relative* error (loss_slopes), so dividing by the diag(H) norm while the
+    curve weights by Fisher would scale each tensor's price by its Fisher/diag(H) ratio a
+    second time (on the 5,000-step mix model that turned a 0.046 bpb gap at 2.7 bits/param
+    into 0.355). Tensors without a slope get the median slope; slopes are clamped to
+    [median/20, 20*median] so a noisy measurement (a tiny or negative delta) cannot make a
+    tensor free or untouchable."""
+    got = {it.name: float(slopes[it.name]) for it in items if it.name in slopes}
+    if not got:
         return {}
-    med = float(np.median([v for v in raw.values() if v > 0] or [1.0]))
-    return {it.name: float(np.clip(raw.get(it.name, med), med / 20, med * 20)) for it in items}
+    med = float(np.median([v for v in got.values() if v > 0] or [1.0]))
+    out = {}
+    for it in items:
+        norm = _weighted_norm(it, error_weights.get(it.name))
+        if norm > 0:
+            out[it.name] = float(np.clip(got.get(it.name, med), med / 20, med * 20)) / norm
+    return out
 
 
 @dataclass(frozen=True)
@@ -323,8 +331,8 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     on the GPU (faster; codes may differ from a CPU run in rare rounding ties). `lqer_ranks`
     offers the fitter, per tensor, each step plus a rank-r LQER correction (quant/lqer.py) as
     further options, weighed by predicted bytes and error like any other (budget only).
-    `error_norm` alpha divides each tensor's predicted error by its ||W||^2_diag(H)^alpha
-    (see _norm_multipliers; measured `loss_slopes` take precedence). `error_weights` (from
+    `error_norm` alpha divides each tensor's predicted error by its ||W||^2^alpha, weighted as
+    its error is (see _norm_multipliers; measured `loss_slopes` take precedence). `error_weights` (from
     `collect_error_weights`: name -> Omega, rows x cols) weights each entry's squared error by
     its per-token Fisher diagonal instead of diag(H), so the predicted distortion is the
     second-order loss increase in nats per token (see _error_weights). `scales` ("log" or
@@ -335,45 +343,47 @@ def quantize_model(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], 
     place a record at other sizes; the other methods refuse anything but 0.
     """
     budget_bytes = None if fit is None else fit.budget_bytes
-    seed, log, device, scales = run.seed, run.log, run.device, run.scales
-    record_bits_offset = run.record_bits_offset
-    if method not in METHODS:
-        raise QuantError(f"unknown quant method {method!r}; set QUANT_METHOD to one of "
-                         f"{', '.join(METHODS)}")
-    if scales not in SCALE_FORMATS:
-        raise QuantError(f"unknown scale format {scales!r}; set QUANT_SCALES to one of "
-                         f"{', '.join(SCALE_FORMATS)}")
-    if record_bits_offset and not METHODS[method].is_record:
-        raise QuantError(f"record_bits_offset={record_bits_offset} applies to the records' "
-                         f"methods ({', '.join(record_methods())}), not {method!r}")
-    log = log or (lambda s: None)
-    policy = policy or QuantPolicy()
+    job = _job_for(method, policy, meta, fit, run)
     sd = _as_state_dict(model_or_state_dict)
     aliases = _alias_map(sd)
-    meta = dict(meta or {})
-    # not the budget itself: the (compressed) header would then change size with the budget
-    # asked for, and the "smallest reachable size" an impossible budget reports would drift
-    meta.update(quant_method=method, quant_seed=seed)
-    job = _Job(method, policy, meta, log, device, scales, fit.lqer_ranks if fit else ())
     hessians = dict(hessians or {})
     if not METHODS[method].fits_budget:
         if METHODS[method].is_record:
-            job = replace(job, policy=record_policy(method, policy, record_bits_offset))
-            if record_bits_offset:  # the artifact says it is not the record as shipped
-                meta["record_bits_offset"] = record_bits_offset
+            job = replace(job, policy=record_policy(method, job.policy, run.record_bits_offset))
+            if run.record_bits_offset:  # the artifact says it is not the record as shipped
+                job.meta["record_bits_offset"] = run.record_bits_offset
         return _unfitted(job, sd, aliases, hessians, budget_bytes)
-    slots, items = _plan_items(sd, aliases, hessians, job)
     if fit is None:
-        tensors = _assemble(slots, items, [fitter.J0] * len(items))
+        slots, items = _plan_items(sd, aliases, hessians, job)
+        q = QuantizedModel(_assemble(slots, items, [fitter.J0] * len(items)), job.meta,
+                           job.policy, method, job.cache, None)
     else:
-        curves = _curves(items, policy, fit.sensitivity, fit.loss_slopes, fit.error_norm,
-                         _error_weights(items, fit.error_weights, log), log)
-        tensors = _fit_to_budget(job, slots, items, curves, int(budget_bytes))
-    q = QuantizedModel(tensors, meta, policy, method, job.cache, budget_bytes)
-    if budget_bytes is not None and q.total_bytes > budget_bytes:  # cannot happen; guard anyway
-        raise BudgetError(f"internal error: artifact {q.total_bytes} > budget {budget_bytes}")
-    _log_scales(q, scales, log)
+        session = _open_fit(job, sd, aliases, hessians, fit)
+        q = session.build(session.fit())
+        if q.total_bytes > fit.budget_bytes:  # cannot happen; guard anyway
+            raise BudgetError(f"internal error: artifact {q.total_bytes} > budget {fit.budget_bytes}")
+    _log_scales(q, run.scales, job.log)
     return q
+
+
+def _job_for(method: str, policy: QuantPolicy | None, meta: Mapping[str, Any] | None,
+             fit: BudgetFit | None, run: QuantRun) -> _Job:
+    """One call's _Job, every argument checked first (one readable error naming the setting)."""
+    if method not in METHODS:
+        raise QuantError(f"unknown quant method {method!r}; set QUANT_METHOD to one of "
+                         f"{', '.join(METHODS)}")
+    if run.scales not in SCALE_FORMATS:
+        raise QuantError(f"unknown scale format {run.scales!r}; set QUANT_SCALES to one of "
+                         f"{', '.join(SCALE_FORMATS)}")
+    if run.record_bits_offset and not METHODS[method].is_record:
+        raise QuantError(f"record_bits_offset={run.record_bits_offset} applies to the records' "
+                         f"methods ({', '.join(record_methods())}), not {method!r}")
+    meta = dict(meta or {})
+    # not the budget itself: the (compressed) header would then change size with the budget
+    # asked for, and the "smallest reachable size" an impossible budget reports would drift
+    meta.update(quant_method=method, quant_seed=run.seed)
+    return _Job(method, policy or QuantPolicy(), meta, run.log or (lambda s: None), run.device,
+                run.scales, fit.lqer_ranks if fit else ())
 
 
 def _log_scales(q: QuantizedModel, scales: str, log: Callable[[str], None]) -> None:
@@ -475,12 +485,12 @@ def _curves(items: list[_Item], policy: QuantPolicy, sensitivity: Mapping[str, f
     """Each item's predicted rate/distortion curve, its error weighted by sensitivity times the
     measured loss slope (or, without slopes, the error-norm multiplier)."""
     sens = dict(sensitivity or {})
-    measured = _slope_multipliers(items, loss_slopes or {})
+    measured = _slope_multipliers(items, loss_slopes or {}, error_weights)
     if measured:
         log(f"quant:loss_slopes measured:{sum(n in (loss_slopes or {}) for n in measured)} "
             f"of {len(items)} tensors (others use the median)")
     else:
-        measured = _norm_multipliers(items, error_norm)
+        measured = _norm_multipliers(items, error_norm, error_weights)
     return [fitter.predict_curve(it.w, it.base_step, it.bits, it.col_weight, fitter.CurveOptions(
                 float(sens.get(it.name, 1.0)) * measured.get(it.name, 1.0),
                 policy.float_rung, it.lqer_ranks, error_weights.get(it.name),
@@ -488,9 +498,63 @@ def _curves(items: list[_Item], policy: QuantPolicy, sensitivity: Mapping[str, f
             for it in items]
 
 
+@dataclass
+class FitSession:
+    """A budget fit opened up: every tensor's predicted curve, the fitter run on those curves
+    (or on curves a caller corrected), and any choice of options built into a QuantizedModel.
+    quantize_model's fitted path is `session.build(session.fit())`; benches that measure the
+    fitter's choices (bench.quant_headroom, bench.measured_prices) use the same object instead
+    of replaying its steps."""
+    job: _Job
+    slots: list[QTensor | _Item]
+    items: list[_Item]
+    curves: list[fitter.Curve]
+    budget_bytes: int
+
+    @property
+    def names(self) -> list[str]:
+        return [it.name for it in self.items]
+
+    def build(self, choice: list[int]) -> QuantizedModel:
+        """The model with item i at fitter option choice[i] (may exceed the budget)."""
+        return QuantizedModel(_assemble(self.slots, self.items, choice), self.job.meta,
+                              self.job.policy, self.job.method, self.job.cache, self.budget_bytes)
+
+    def fit(self, curves: list[fitter.Curve] | None = None) -> list[int]:
+        """The fitter's option per item under `curves` (default: the predicted ones), with
+        exact artifact builds as its measurement of bytes."""
+        return _fit_to_budget(self.job, self.slots, self.items, curves or self.curves,
+                              self.budget_bytes)
+
+    @staticmethod
+    def option_of(qt: QTensor) -> int:
+        """The fitter option a realized tensor came from (fp16 is option 0; LQER options are
+        reported as the ladder step they correct)."""
+        ladder = qt.extra.get("ladder")
+        return fitter.FLOAT if ladder is None else 1 + int(np.where(fitter.LADDER == ladder)[0][0])
+
+
+def open_fit(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], *,
+             hessians: Mapping[str, torch.Tensor] | None = None, policy: QuantPolicy | None = None,
+             fit: BudgetFit, run: QuantRun = QuantRun()) -> FitSession:
+    """The FitSession quantize_model(method="gptq", fit=fit, ...) would run, for a caller that
+    measures or corrects its curves before fitting."""
+    job = _job_for("gptq", policy, None, fit, run)
+    sd = _as_state_dict(model_or_state_dict)
+    return _open_fit(job, sd, _alias_map(sd), dict(hessians or {}), fit)
+
+
+def _open_fit(job: _Job, sd: Mapping[str, torch.Tensor], aliases: dict[str, str],
+              hessians: dict[str, torch.Tensor], fit: BudgetFit) -> FitSession:
+    slots, items = _plan_items(sd, aliases, hessians, job)
+    curves = _curves(items, job.policy, fit.sensitivity, fit.loss_slopes, fit.error_norm,
+                     _error_weights(items, fit.error_weights, job.log), job.log)
+    return FitSession(job, slots, items, curves, int(fit.budget_bytes))
+
+
 def _fit_to_budget(job: _Job, slots: list[QTensor | _Item], items: list[_Item],
-                   curves: list[fitter.Curve], budget_bytes: int) -> list[QTensor]:
-    """Run the fitter with exact artifact builds as its measurement; the chosen tensors."""
+                   curves: list[fitter.Curve], budget_bytes: int) -> list[int]:
+    """Run the fitter with exact artifact builds as its measurement; the chosen options."""
     meta, policy, cache, log = job.meta, job.policy, job.cache, job.log
     winners: dict[str, tuple[str, ...]] = {}
 
@@ -516,4 +580,4 @@ def _fit_to_budget(job: _Job, slots: list[QTensor | _Item], items: list[_Item],
     choice, _total = fitter.fit_budget(curves, budget_bytes, lambda i, j: items[i].realize(j),
                                        measure, fixed_guess, fitter.FitSearch(
                                            log=log, initial_ratio=codec_ratio(policy.compressors)))
-    return _assemble(slots, items, choice)
+    return choice

@@ -162,6 +162,29 @@ def test_loss_slopes_are_delta_over_error_and_steer_the_fitter(extremes):
     assert hot.total_bytes <= budget and flat.total_bytes <= budget
 
 
+def test_loss_slopes_price_relative_error_whatever_the_error_weights_scale(extremes):
+    """A measured slope is loss per unit of *relative* error, so with slopes given, scaling one
+    tensor's Fisher error weights by 1,000 must not move the fit (the weights then only say
+    where inside the tensor the error costs); before, it multiplied that tensor's price by
+    1,000 (the 0.355 bpb artifact of docs/rate-distortion.md). Without slopes it must move."""
+    smallest, largest = extremes
+    sd = _sd()
+    g = torch.Generator().manual_seed(1)
+    names = [n for n, t in sd.items() if t.ndim == 2]
+    omega = {n: torch.rand(*sd[n].shape, generator=g) + 0.5 for n in names}
+    hot = dict(omega, **{"blocks.0.attn.c_q.weight": 1000 * omega["blocks.0.attn.c_q.weight"]})
+    slopes = {n: 0.01 for n in names}
+    budget = (smallest + largest) // 2
+
+    def levels(weights, **kw):
+        q = quant.quantize_model(sd, method="rtn", policy=CODES_ONLY, fit=quant.BudgetFit(
+            budget, error_weights=weights, **kw))
+        return {t.name: t.extra["ladder"] for t in q.tensors if t.kind == "quant"}
+
+    assert levels(hot, loss_slopes=slopes) == levels(omega, loss_slopes=slopes)
+    assert (levels(hot)["blocks.0.attn.c_q.weight"] < levels(omega)["blocks.0.attn.c_q.weight"])
+
+
 def test_the_ladder_reaches_fine_enough_to_spend_a_generous_budget():
     """A 256 x 256 Gaussian tensor (fp16 rung off) at 55,000 B, ~6.7 bits/weight: the fit lands
     within the slack, on a rung finer than the ladder's old floor (-40, 0.18x the SDClip step:
@@ -178,3 +201,26 @@ def test_the_ladder_reaches_fine_enough_to_spend_a_generous_budget():
     free = quant.quantize_model(sd, method="rtn", policy=pol, fit=quant.BudgetFit(10 ** 7))
     (ft,) = [t for t in free.tensors if t.kind == "quant"]
     assert int(fitter.LADDER.min()) < ft.extra["ladder"] < -40
+
+
+def test_an_opened_fit_builds_what_quantize_model_writes_and_names_its_options(extremes):
+    """open_fit is quantize_model's fitted path opened up: its fit, built, is the same artifact
+    byte for byte; option_of reads back each tensor's option; a corrected curve (one tensor
+    priced 100x) moves that tensor finer; a choice built past the budget is not refused (a
+    bench measures such moves), quantize_model's own result never is over."""
+    smallest, largest = extremes
+    budget = (smallest + largest) // 2
+    sd = _sd()
+    fit = quant.BudgetFit(budget)
+    session = quant.open_fit(sd, policy=CODES_ONLY, fit=fit)
+    choice = session.fit()
+    built = session.build(choice)
+    ref = quant.quantize_model(sd, method="gptq", policy=CODES_ONLY, fit=fit)
+    assert built.to_bytes() == ref.to_bytes() and built.total_bytes <= budget
+    by_name = {t.name: t for t in built.tensors}
+    assert [quant.FitSession.option_of(by_name[n]) for n in session.names] == choice
+    i = session.names.index("blocks.0.mlp.fc.weight")
+    hot = [c if k != i else replace(c, dist=100 * c.dist) for k, c in enumerate(session.curves)]
+    assert session.fit(hot)[i] < choice[i]
+    finest = [max(j - 20, 1) if j else j for j in choice]
+    assert session.build(finest).total_bytes > budget
