@@ -380,7 +380,8 @@ def plot(res: dict, path: Path) -> None:
                         color=line.get_color(), label=f"0.5 x {fam}")
         ax.set_xlabel("bits per parameter (artifact bytes x 8 / params)")
         ax.set_ylabel(f"val_bpb {title}")
-        ax.set_yscale("symlog", linthresh=1e-3)
+        if key == "gap":  # gaps span decades; post+TTT - pre sits within one (symlog: no ticks)
+            ax.set_yscale("symlog", linthresh=1e-3)
         ax.grid(alpha=0.3)
         ax.set_title(f"{title}; {res['params']:,} params, {res['eval_tokens']:,} val tokens",
                      fontsize=9)
