@@ -20,7 +20,7 @@ from typing import Iterator
 
 import quant
 import quant.calibrate as calibrate
-from bench.rate_distortion import calibration_pairs, file_round_trip, load_run
+from bench.rate_distortion import calibration_pairs, file_round_trip, load_run, model_from
 from bench.rd_frontier import Scorer
 from golf.main import quant_policy
 
@@ -39,7 +39,6 @@ def per_call_rule() -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> dict:
     from golf.eval.score import load_eval_data
-    from golf.model.gpt import GPT
     cfg, model, _state, hs, _om = load_run(args.checkpoint, args.data)
     pairs = calibration_pairs(cfg, args.data, 8)
     weights = {"summed": quant.collect_error_weights(model, pairs)}
@@ -56,10 +55,7 @@ def run(args: argparse.Namespace) -> dict:
         for rule, om in weights.items():
             q = quant.quantize_model(model, hessians=hs, method="gptq", policy=policy,
                                      fit=quant.BudgetFit(budget, error_weights=om))
-            m = GPT(cfg)
-            m.load_state_dict(file_round_trip(q))
-            m.eval()
-            post = scorer.plain(m)
+            post = scorer.plain(model_from(cfg, file_round_trip(q)))
             p = {"rule": rule, "budget": budget, "bytes": q.total_bytes,
                  "gap": {k: post[k] - pre[k] for k in post}}
             res["points"].append(p)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import quant
-from bench.rate_distortion import file_round_trip, load_run
+from bench.rate_distortion import file_round_trip, load_run, model_from
 from bench.rd_frontier import Scorer, _save, paired_excess
 from golf.main import quant_policy
 from quant import fitter
@@ -52,30 +52,31 @@ def corrected(curve: fitter.Curve, points: list[tuple[float, float]]) -> fitter.
 class Probe:
     """One-tensor-at-a-time loss increases on training tokens."""
 
-    def __init__(self, model, state: dict, scorer: Scorer, model_of) -> None:
-        self.state, self.scorer, self.model_of = state, scorer, model_of
+    def __init__(self, cfg, model, state: dict, scorer: Scorer) -> None:
+        from golf.eval.sensitivity import tied_names
+        self.cfg, self.state, self.scorer = cfg, state, scorer
         self.base = scorer.plain(model)["bpb"]
-        ptr = {n: v.data_ptr() for n, v in state.items()}   # tied weights share storage
-        self.tied = {n: [m for m in state if ptr[m] == ptr[n]] for n in state}
+        self.tied = tied_names(state)
 
     def gap(self, sd: dict) -> float:
-        return self.scorer.plain(self.model_of(sd))["bpb"] - self.base
+        return self.scorer.plain(model_from(self.cfg, sd))["bpb"] - self.base
 
     def one(self, sd: dict, name: str) -> float:
         """The delta of `name` alone (with the names tied to it) taken from sd."""
-        return self.gap(dict(self.state) | {n: sd[n] for n in self.tied[name]})
+        return self.gap(dict(self.state) | {n: sd[n] for n in self.tied.get(name, [name])})
 
 
 def run_point(session: quant.FitSession, probe: Probe, val, rec: dict, pre: dict,
               rounds: int, log) -> list[dict]:
     """Rounds 0..rounds at one budget (see the module docstring)."""
-    points: list[list[tuple[float, float]]] = [[] for _ in session.names]
+    points: list[dict[int, tuple[float, float]]] = [{} for _ in session.names]  # option -> point
     out = []
     for r in range(rounds + 1):
-        choice = session.fit([corrected(c, p) for c, p in zip(session.curves, points)])
+        choice = session.fit([corrected(c, list(p.values()))
+                              for c, p in zip(session.curves, points)])
         q = session.build(choice)
         sd = file_round_trip(q)
-        post = val.plain(probe.model_of(sd))
+        post = val.plain(model_from(probe.cfg, sd))
         row = {"round": r, "bytes": q.total_bytes, "probe_gap": probe.gap(sd),
                "gap": post["bpb"] - pre["bpb"], "choice": dict(zip(session.names, choice))}
         if "doc_nats" in rec.get("post", {}):
@@ -85,10 +86,10 @@ def run_point(session: quant.FitSession, probe: Probe, val, rec: dict, pre: dict
             row["measured"] = {}
             for i, (name, j) in enumerate(zip(session.names, choice)):
                 pred = float(session.curves[i].dist[j])
-                if pred > 0 and all(abs(p - pred) > 1e-12 * pred for p, _ in points[i]):
-                    points[i].append((pred, probe.one(sd, name)))
+                if pred > 0 and j not in points[i]:
+                    points[i][j] = (pred, probe.one(sd, name))
                     row["measured"][name] = {"option": j, "predicted": pred,
-                                             "delta": points[i][-1][1]}
+                                             "delta": points[i][j][1]}
         log(f"mp:{rec['method']} round:{r} bytes:{row['bytes']} probe_gap:{row['probe_gap']:+.6f} "
             f"val_gap:{row['gap']:+.6f} record_gap:{rec['gap']['bpb']:+.6f} "
             f"excess:{row.get('paired', {}).get('excess', float('nan')):+.5f}"
@@ -99,21 +100,15 @@ def run_point(session: quant.FitSession, probe: Probe, val, rec: dict, pre: dict
 
 def run(args: argparse.Namespace, out: Path) -> dict:
     from golf.eval.score import load_eval_data
-    from golf.model.gpt import GPT
     cfg, model, state, hs, om = load_run(args.checkpoint, args.data, args.calib_batches)
     policy = quant_policy(cfg, model, "gptq")
-
-    def model_of(sd: dict) -> GPT:
-        m = GPT(cfg)
-        m.load_state_dict(sd)
-        return m.eval()
 
     def data(split: str, n: int | None):
         return load_eval_data(args.data, args.tokenizer, cfg.vocab_size, max_tokens=n, log=None,
                               split=split)
 
     val = Scorer(cfg, data("val", None), None)
-    probe = Probe(model, state, Scorer(cfg, data("train", args.probe_tokens), None), model_of)
+    probe = Probe(cfg, model, state, Scorer(cfg, data("train", args.probe_tokens), None))
     pre = val.plain(model)
     records = {p["method"]: p for p in json.loads(Path(args.records).read_text())["points"]}
     res = {"checkpoint": args.checkpoint, "probe_tokens": args.probe_tokens,

@@ -49,13 +49,10 @@ def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8, fresh_weigh
     model never trained on, as a 10-minute run's calibration batches are (never val)."""
     from golf.run.checkpoint import load_torch_file
     from golf.run.config import Config
-    from golf.model.gpt import GPT
     ck = load_torch_file(ckpt_path, "pass runs/<ID>/ema.pt", keys=("config", "state_dict"))
     state = {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
     cfg = Config.from_dict(ck["config"])
-    model = GPT(cfg)
-    model.load_state_dict(state)
-    model.eval()
+    model = model_from(cfg, state)
     hpath = Path(ckpt_path).with_name(rundir.HESSIANS)
     saved = (load_torch_file(hpath, "delete it to recollect", keys=("hessians",))
              if hpath.is_file() else {})
@@ -67,6 +64,14 @@ def load_run(ckpt_path: str, data_path: str, calib_batches: int = 8, fresh_weigh
         hs = hs if hs is not None else quant.collect_hessians(model, [x for x, _ in pairs])
         om = om if om is not None else quant.collect_error_weights(model, pairs)
     return cfg, model, state, hs, om
+
+
+def model_from(cfg: Any, state: dict) -> torch.nn.Module:
+    """The GPT of `cfg` with `state` loaded, in eval mode (what every scored point runs)."""
+    from golf.model.gpt import GPT
+    m = GPT(cfg)
+    m.load_state_dict(state)
+    return m.eval()
 
 
 def calibration_pairs(cfg: Any, data_path: str, n: int) -> list:

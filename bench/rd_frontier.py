@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 import quant
-from bench.rate_distortion import file_round_trip, load_run
+from bench.rate_distortion import file_round_trip, load_run, model_from
 from golf.main import quant_policy
 from quant.records import RECORD_METHODS
 
@@ -149,7 +149,6 @@ def parse_offsets(items: list[str]) -> list[tuple[str, int]]:
 
 def run(args: argparse.Namespace, out: Path) -> dict:
     from golf.eval.score import load_eval_data
-    from golf.model.gpt import GPT
     cfg, model, state, hs, om = load_run(args.checkpoint, args.data, args.calib_batches,
                                          args.fresh_weights, args.calib_data)
     data = load_eval_data(args.data, args.tokenizer, cfg.vocab_size,
@@ -166,17 +165,12 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     if scorer.ttt and args.pre_ttt:
         res["pre_ttt"] = scorer.with_ttt(model)
 
-    def model_of(sd: dict) -> GPT:
-        m = GPT(cfg)
-        m.load_state_dict(sd)
-        return m.eval()
-
     def measure(label: str, **kw) -> dict:
         t0 = time.perf_counter()
         q = quant.quantize_model(model, hessians=hs, **{"policy": policy, **kw})
         secs = time.perf_counter() - t0
         sd = file_round_trip(q)
-        m = model_of(sd)
+        m = model_from(cfg, sd)
         post = scorer.plain(m)
         p = {"method": label, "bytes": q.total_bytes, "bits_per_param": 8 * q.total_bytes / params,
              "post": post, "gap": _minus(post, pre), "quant_seconds": round(secs, 1),
@@ -192,7 +186,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         return p, sd, {qt.name: qt for qt in q.tensors}
 
     def scored(sd: dict) -> float:
-        return scorer.plain(model_of(sd))["bpb"]
+        return scorer.plain(model_from(cfg, sd))["bpb"]
 
     known = {p["method"]: p["bytes"] for f in args.bytes_from
              for p in json.loads(Path(f).read_text())["points"] if not p["method"].startswith("fitter")}

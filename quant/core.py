@@ -526,13 +526,6 @@ class FitSession:
         return _fit_to_budget(self.job, self.slots, self.items, curves or self.curves,
                               self.budget_bytes)
 
-    @staticmethod
-    def option_of(qt: QTensor) -> int:
-        """The fitter option a realized tensor came from (fp16 is option 0; LQER options are
-        reported as the ladder step they correct)."""
-        ladder = qt.extra.get("ladder")
-        return fitter.FLOAT if ladder is None else 1 + int(np.where(fitter.LADDER == ladder)[0][0])
-
 
 def open_fit(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], *,
              hessians: Mapping[str, torch.Tensor] | None = None, policy: QuantPolicy | None = None,

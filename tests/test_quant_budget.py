@@ -205,7 +205,7 @@ def test_the_ladder_reaches_fine_enough_to_spend_a_generous_budget():
 
 def test_an_opened_fit_builds_what_quantize_model_writes_and_names_its_options(extremes):
     """open_fit is quantize_model's fitted path opened up: its fit, built, is the same artifact
-    byte for byte; option_of reads back each tensor's option; a corrected curve (one tensor
+    byte for byte, each tensor at the ladder step it chose; a corrected curve (one tensor
     priced 100x) moves that tensor finer; a choice built past the budget is not refused (a
     bench measures such moves), quantize_model's own result never is over."""
     smallest, largest = extremes
@@ -217,8 +217,10 @@ def test_an_opened_fit_builds_what_quantize_model_writes_and_names_its_options(e
     built = session.build(choice)
     ref = quant.quantize_model(sd, method="gptq", policy=CODES_ONLY, fit=fit)
     assert built.to_bytes() == ref.to_bytes() and built.total_bytes <= budget
+    from quant import fitter
     by_name = {t.name: t for t in built.tensors}
-    assert [quant.FitSession.option_of(by_name[n]) for n in session.names] == choice
+    assert [by_name[n].extra["ladder"] for n in session.names] == [
+        int(fitter.LADDER[j - 1]) for j in choice]
     i = session.names.index("blocks.0.mlp.fc.weight")
     hot = [c if k != i else replace(c, dist=100 * c.dist) for k, c in enumerate(session.curves)]
     assert session.fit(hot)[i] < choice[i]

@@ -24,7 +24,7 @@ def tensor_class(name: str) -> str:
     return quant.classify(name, 2, 2, True, quant.QuantPolicy(small_numel=0, keep_float=()))
 
 
-def _aliases(state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+def tied_names(state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
     """name -> every name sharing its storage (tied weights, e.g. tok_emb / lm_head)."""
     by_ptr: dict[int, list[str]] = {}
     for k, v in state.items():
@@ -68,7 +68,7 @@ def run_sensitivity(run_dir: str | None, request: EvalRequest, *, by: str = "ten
     deq, _meta = load_artifact(artifact)
     live = model.state_dict()
     full = {k: v.detach().clone() for k, v in live.items()}
-    aliases = _aliases(live)
+    aliases = tied_names(live)
     ed = load_eval_data(request.data or cfg.data_path, request.tokenizer or cfg.tokenizer_path,
                         cfg.vocab_size, max_tokens=request.max_tokens,
                         byte_check=request.byte_check, log=log, split=split)
