@@ -139,7 +139,8 @@ def _main(args: argparse.Namespace) -> int:
             with rd.run_lock(args.run_dir, f"eval_bpb.py --sensitivity {args.run_dir}") \
                     if writes_run else nullcontext():
                 asked = EvalRequest(checkpoint=args.checkpoint, artifact=args.artifact,
-                                    stride=args.stride or 0, **common)
+                                    stride=args.stride or 0, doc_windows=args.doc_windows,
+                                    **common)
                 run_sensitivity(args.run_dir, asked, by=args.sensitivity_by or "tensor",
                                 split=args.split, out_dir=args.out, log=say)
             return 0

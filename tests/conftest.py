@@ -99,9 +99,11 @@ def randomize(m, seed: int = 0, std: float = 0.1):
     return m
 
 
-def untrained_run(run: Path, cfg, seed: int = 0):
+def untrained_run(run: Path, cfg, seed: int = 0, noise: float = 0.0):
     """A run folder as the main job leaves it, without training: a seeded random GPT of `cfg`
-    as ema.pt, its config.json and its int8 artifact (for eval/pack/TTT tests). Returns the model."""
+    as ema.pt, its config.json and its int8 artifact (for eval/pack/TTT tests). Returns the model.
+    noise > 0 adds N(0, noise^2) to every parameter: the zero-initialised output projections
+    make a fresh GPT's prediction independent of context, which a window test cannot see."""
     import torch
 
     import quant
@@ -109,6 +111,9 @@ def untrained_run(run: Path, cfg, seed: int = 0):
     from golf.model.gpt import GPT
     torch.manual_seed(seed)
     model = GPT(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * noise)
     run.mkdir(parents=True, exist_ok=True)
     (run / rd.CONFIG).write_text(json.dumps(cfg.to_dict()))
     torch.save({"config": cfg.to_dict(), "state_dict": model.state_dict()}, run / rd.EMA)

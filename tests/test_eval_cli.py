@@ -201,6 +201,35 @@ def test_sensitivity_by_class_writes_sorted_json_and_png(run_dir):
     assert (run / "sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_sensitivity_scores_the_windows_eval_json_reports(run_dir, tmp_path, shared_data,
+                                                        official_tokenizer):
+    """A DOC_ATTENTION model's sensitivity base is eval.json's pre for the same chunked windows
+    (one document per window), and scoring across BOS gives another number."""
+    from dataclasses import replace
+    from golf.data import shards
+    from golf.eval.score import run_eval
+    import sentencepiece as spm
+    run, cfg = run_dir
+    sp = spm.SentencePieceProcessor(model_file=str(official_tokenizer))
+    ids: list[int] = []
+    with open(shared_data / "corpora" / "fineweb_pgolf_docs200" / "verify_docs.jsonl") as fh:
+        for _i, line in zip(range(6), fh):    # six documents of 100 tokens: BOS every 100
+            ids += [sp.bos_id()] + sp.encode(json.loads(line)["text"])[:99]
+    data = tmp_path / "data"
+    data.mkdir()
+    shards.write_shard(data / "fineweb_val_000000.bin", np.asarray(ids, dtype=np.uint16))
+    doc = tmp_path / "doc"
+    untrained_run(doc, cfg.replace(doc_attention=True, data_path=str(data)), noise=0.05)
+    asked = EvalRequest(stride=0)
+    rep = run_sensitivity(str(doc), asked, by="class", log=lambda s: None)
+    ev = run_eval(str(doc), asked, out=tmp_path / "eval.json", log=None)
+    assert rep["doc_windows"] and ev["doc_windows"]
+    assert rep["base_val_bpb"] == ev["pre"]["val_bpb"]
+    across = run_sensitivity(str(doc), replace(asked, doc_windows=False), by="class",
+                             out_dir=str(tmp_path / "across"), log=lambda s: None)
+    assert not across["doc_windows"] and across["base_val_bpb"] != rep["base_val_bpb"]
+
+
 def _cli_error(capsys, *args: str) -> str:
     """Run the CLI in-process; it must exit non-zero with one message and no traceback."""
     with pytest.raises(SystemExit) as ei:

@@ -443,9 +443,8 @@ def evaluate_source(source: str | os.PathLike, request: EvalRequest,
     data = load_eval_data(request.data, request.tokenizer, cfg.vocab_size,
                           max_tokens=request.max_tokens, byte_check=request.byte_check,
                           log=log if rank == 0 else None)
-    # per-document windows for a DOC_ATTENTION model, as run_eval scores it (eval.json): the
-    # packed script's round trip (EVAL_ONLY) must reproduce that number
-    doc_bos = int(cfg.bos_id) if getattr(cfg, "doc_attention", False) else None
+    # the packed script's round trip (EVAL_ONLY) must reproduce run_eval's windows
+    doc_bos = window_bos(cfg, request.doc_windows)
     scoring = Scoring(seq_len=request.seq_len or cfg.effective_eval_seq_len,
                       stride=cfg.eval_stride if request.stride is None else request.stride,
                       batch_tokens=request.batch_tokens or cfg.val_batch_size, device=device,
@@ -589,13 +588,11 @@ def run_eval(run_dir: str | os.PathLike | None = None, request: EvalRequest = Ev
     tok_path = request.tokenizer or cfg.tokenizer_path
     ed = load_eval_data(data_path, tok_path, cfg.vocab_size, max_tokens=max_tokens,
                         byte_check=request.byte_check, log=say)
-    doc_windows = request.doc_windows
-    if doc_windows is None:
-        doc_windows = bool(getattr(cfg, "doc_attention", False))
+    doc_bos = window_bos(cfg, request.doc_windows)
+    doc_windows = doc_bos is not None
     scoring = Scoring(seq_len=seq_len, stride=stride,
                       batch_tokens=request.batch_tokens or cfg.val_batch_size, device=device,
-                      rank=rank, world_size=world,
-                      doc_bos=int(cfg.bos_id) if doc_windows else None)
+                      rank=rank, world_size=world, doc_bos=doc_bos)
     modes, table = score_modes(models, ed, mode, scoring)
     headline = "sliding" if "sliding" in modes else "chunked"
     report: dict[str, Any] = {
@@ -650,6 +647,15 @@ def load_models(paths: dict[str, str | None], cfg: Any, device: str,
                                                      blob=(blobs or {}).get(label))
             cfg = cfg or wcfg
     return models, cfg
+
+
+def window_bos(cfg: Any, doc_windows: bool | None) -> int | None:
+    """The BOS id that bounds every scored window, or None. A DOC_ATTENTION model is scored one
+    document per window (what it trained on, and what eval.json reports) unless the request
+    says otherwise (eval_bpb.py --doc-windows 0/1); every scoring path (eval, the packed round
+    trip, sensitivity) asks here, so their numbers agree."""
+    on = bool(getattr(cfg, "doc_attention", False)) if doc_windows is None else bool(doc_windows)
+    return int(cfg.bos_id) if on else None
 
 
 def resolve_mode(mode: str | None, stride: int, seq_len: int) -> tuple[str, int]:

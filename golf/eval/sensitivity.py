@@ -15,7 +15,8 @@ import quant
 from golf.run import rundir
 from golf.run.atomic import atomic_write_json, file_sha256
 from golf.eval.score import (EvalError, EvalRequest, Scoring, default_device, evaluate_bpb,
-                           load_artifact, load_eval_data, load_eval_model, resolve_run_files)
+                           load_artifact, load_eval_data, load_eval_model, resolve_run_files,
+                           window_bos)
 from golf.run.plots import plot_sensitivity
 
 
@@ -53,7 +54,8 @@ def run_sensitivity(run_dir: str | None, request: EvalRequest, *, by: str = "ten
     """Δval_bpb from quantizing ONE tensor (or one class) at a time, full precision elsewhere.
 
     `request` names the weights, data and windows (stride None = chunked, max_tokens None =
-    every target; its mode, TTT and tilt do not apply). split="train" measures on the last
+    every target; its mode, TTT and tilt do not apply; windows stay inside documents as
+    eval.json's do, golf.eval.score.window_bos). split="train" measures on the last
     training shard instead: the form to feed the budget fitter (QUANT_SENSITIVITY), since an
     artifact tuned on validation text is not a fair score."""
     if by not in ("tensor", "class"):
@@ -74,7 +76,8 @@ def run_sensitivity(run_dir: str | None, request: EvalRequest, *, by: str = "ten
                         byte_check=request.byte_check, log=log, split=split)
     scoring = Scoring(seq_len=request.seq_len or cfg.effective_eval_seq_len,
                       stride=request.stride or 0,
-                      batch_tokens=request.batch_tokens or cfg.val_batch_size, device=device)
+                      batch_tokens=request.batch_tokens or cfg.val_batch_size, device=device,
+                      doc_bos=window_bos(cfg, request.doc_windows))
 
     def score(replaced: Sequence[str]) -> float:
         sd = dict(full)
@@ -96,7 +99,8 @@ def run_sensitivity(run_dir: str | None, request: EvalRequest, *, by: str = "ten
     report = {"by": by, "base_val_bpb": base, "all_quantized_val_bpb": everything,
               "all_quantized_delta": everything - base, "partial": ed.n_targets < len(ed.tokens) - 1,
               "tokens": ed.n_targets, "checkpoint": checkpoint, "artifact": artifact,
-              "artifact_sha256": file_sha256(artifact), "split": split, "rows": rows}
+              "artifact_sha256": file_sha256(artifact), "split": split,
+              "doc_windows": scoring.doc_bos is not None, "rows": rows}
     log(format_sensitivity(report))
     dest = Path(out_dir or run_dir or Path(artifact).parent)
     atomic_write_json(dest / rundir.SENSITIVITY_JSON, report)
