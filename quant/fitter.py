@@ -27,7 +27,8 @@ from .scalar import qmax_for
 # 2026-12-06: at ~6 bits/param on the 1,200-step CPU frontier model every tensor sat on it and
 # the fit stopped 0.7 % under its target, which was the whole 6-bit tie with record_1060
 # (docs/rate-distortion.md). Codes are int8, so the finest rungs clip; the fitter's predicted
-# error includes the clipping, and it takes them only where they pay.
+# error includes the clipping, and it takes them only where they pay (QUANT_ROW_STEPS=fisher
+# holds each row at its clip-free step instead: rung_step).
 LADDER = np.arange(-64, 65)
 FLOAT = 0                            # option index of the fp16 rung
 N_OPTIONS = len(LADDER) + 1          # option i >= 1 is ladder step LADDER[i - 1]
@@ -89,12 +90,14 @@ def error_weight(rows: int, cols: int, col_weight: torch.Tensor | None,
 class CurveOptions:
     """How one tensor's curve is priced, besides its weights, steps and diag(H): its error's
     multiplier (sensitivity times measured loss slope), whether the fp16 rung is offered, the
-    LQER ranks offered, its Fisher error weights (rows x cols) and its bytes per row scale."""
+    LQER ranks offered, its Fisher error weights (rows x cols), its bytes per row scale and
+    each row's least step (scalar.unclipped_steps: rungs finer than it do not clip the row)."""
     sensitivity: float = 1.0
     allow_float: bool = True
     lqer_ranks: tuple[int, ...] = ()
     elem_weight: torch.Tensor | None = None
     scale_row_bytes: float = 2.0
+    min_step: torch.Tensor | None = None
 
 
 def predict_curve(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int,
@@ -110,6 +113,7 @@ def predict_curve(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int,
     stride = max(1, (rows * cols) // SAMPLE)
     idx = torch.arange(0, rows, max(1, stride // max(cols, 1)) if cols < SAMPLE else 1)
     ws, ss = w[idx], base_step[idx].clamp_min(1e-30)
+    floor = None if opts.min_step is None else opts.min_step[idx]
     full_cw = error_weight(rows, cols, col_weight, elem_weight)
     cw = full_cw if elem_weight is None else full_cw[idx]
     factor = (rows * cols) / ws.numel()
@@ -118,24 +122,32 @@ def predict_curve(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int,
     dist[FLOAT] = sensitivity * factor * float((((ws - ws.half().float()) ** 2) * cw).sum())
     for j0 in range(1, N_OPTIONS, CHUNK):
         js = list(range(j0, min(j0 + CHUNK, N_OPTIONS)))
-        h, err = _ladder_stats(ws, ss, policy_bits, js, cw)
+        h, err = _ladder_stats(ws, ss, policy_bits, js, cw, floor)
         for j, hj, ej in zip(js, h, err):
             rate[j] = (rows * cols) * hj / 8.0 + 32.0 + scale_row_bytes * rows
             dist[j] = sensitivity * factor * ej
     if lqer_ranks:
         lr, ld = _lqer_columns(w, base_step, policy_bits, full_cw, col_weight, lqer_ranks,
-                               Curve(rate, dist))
+                               Curve(rate, dist), opts.min_step)
         rate, dist = np.concatenate([rate, lr]), np.concatenate([dist, ld])
     return Curve(rate, dist)
 
 
+def rung_step(base_step: torch.Tensor, j: int, min_step: torch.Tensor | None) -> torch.Tensor:
+    """Each row's step at ladder option j: the base step times the rung's multiplier, no finer
+    than min_step where one is given. The curves and the realized codes both step this way."""
+    step = base_step * multiplier(j)
+    return step if min_step is None else torch.maximum(step, min_step)
+
+
 def _ladder_stats(ws: torch.Tensor, ss: torch.Tensor, policy_bits: int, js: list[int],
-                  cw: torch.Tensor) -> tuple[list[float], list[float]]:
+                  cw: torch.Tensor, floor: torch.Tensor | None = None
+                  ) -> tuple[list[float], list[float]]:
     """(order-0 entropy of the round-to-nearest codes in bits, weighted squared error) of the
     sample at each ladder option in js. The elementwise work is batched over the options (one
     kernel per op instead of one per option: the curves were most of a fit's time)."""
     qmax = torch.tensor([float(qmax_for(bits_for(policy_bits, j))) for j in js])[:, None, None]
-    s = torch.stack([ss * multiplier(j) for j in js])[:, :, None]
+    s = torch.stack([rung_step(ss, j, floor) for j in js])[:, :, None]
     q = torch.clamp(torch.round(ws[None] / s), -qmax, qmax)
     codes = (q.reshape(len(js), -1) + 128).to(torch.int64)
     codes += 256 * torch.arange(len(js))[:, None]
@@ -148,8 +160,8 @@ def _ladder_stats(ws: torch.Tensor, ss: torch.Tensor, policy_bits: int, js: list
 
 
 def _lqer_columns(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int, cw: torch.Tensor,
-                  col_weight: torch.Tensor | None, ranks: tuple[int, ...], plain_steps: Curve
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  col_weight: torch.Tensor | None, ranks: tuple[int, ...], plain_steps: Curve,
+                  min_step: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Rate and distortion of step j + a rank-r correction, for every LQER step and rank: the
     plain step's (sampled) prediction (plain_steps), plus the factors' entropy-coded bytes,
     times the ratio of corrected to uncorrected weighted error measured on the full
@@ -159,7 +171,7 @@ def _lqer_columns(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int, cw
     ld = np.zeros_like(lr)
     for si, j in enumerate(LQER_STEPS):
         qmax = qmax_for(bits_for(policy_bits, j))
-        s = (base_step.clamp_min(1e-30) * multiplier(j))[:, None]
+        s = rung_step(base_step.clamp_min(1e-30), j, min_step)[:, None]
         e = w - torch.clamp(torch.round(w / s), -qmax, qmax) * s
         plain = float(((e ** 2) * cw).sum())
         for ri, lq in enumerate(lqer_ladder(e, ranks, FITTER_FORMAT, col_weight)):

@@ -19,7 +19,7 @@ CONTROL_PATTERNS = ("attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "res
 # the embedding class by name, likewise the model's to say; without a declaration, these
 EMBEDDING_PATTERNS = ("tok_emb", "embed", "lm_head")
 CLASSES = ("attention", "mlp", "embedding", "other")
-ROW_STEPS = ("flat", "sdclip")   # golf.run.config.QUANT_ROW_STEPS lists them again
+ROW_STEPS = ("fisher", "flat", "sdclip")   # golf.run.config.QUANT_ROW_STEPS lists them again
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,12 @@ class QuantPolicy:
     float_rung: bool = True   # the budget fitter may keep a whole tensor in fp16 when it pays
     # the fitter's per-row steps (gptq/rtn): "sdclip" = each row's own clip rule (rows of wider
     # spread get coarser steps), "flat" = one step per tensor (scalar.flat_steps, codes in the
-    # full 8-bit range). Flat since 2026-12-06: its worst ratio to the records' gap at equal
-    # bytes is lower on every checkpoint and calibration measured (docs/rate-distortion.md).
-    # The records and int8 keep their own rules whatever this says
-    row_steps: str = "flat"
+    # full 8-bit range), "fisher" = flat, no rung clipping a row (scalar.clip_free_step), and
+    # the embedding's rows (tokens) stepped by their Fisher row weights (scalar.fisher_steps;
+    # flat without error weights). Fisher since 2026-12-07: at or under half the records' gap
+    # at every budget measured on the 5,000-step mix model, where flat was not
+    # (docs/rate-distortion.md). The records and int8 keep their own rules whatever this says
+    row_steps: str = "fisher"
 
     def __post_init__(self) -> None:
         if self.row_steps not in ROW_STEPS:

@@ -188,12 +188,13 @@ def test_loss_slopes_price_relative_error_whatever_the_error_weights_scale(extre
 def test_the_ladder_reaches_fine_enough_to_spend_a_generous_budget():
     """A 256 x 256 Gaussian tensor (fp16 rung off) at 55,000 B, ~6.7 bits/weight: the fit lands
     within the slack, on a rung finer than the ladder's old floor (-40, 0.18x the SDClip step:
-    49,288 B at most here, the 6-bit tie of docs/rate-distortion.md). With no byte limit it
-    still stops short of the finest rung: there int8 codes clip and the error grows again."""
+    49,288 B at most here, the 6-bit tie of docs/rate-distortion.md). With no byte limit, flat
+    rows stop short of the finest rung (there int8 codes clip and the error grows again);
+    fisher rows (the default) hold each row at its clip-free step and take the finest."""
     from quant import fitter
     g = torch.Generator().manual_seed(0)
     sd = {"blocks.0.mlp.fc.weight": torch.randn(256, 256, generator=g) * 0.02}
-    pol = quant.QuantPolicy(small_numel=1000, float_rung=False)
+    pol = quant.QuantPolicy(small_numel=1000, float_rung=False, row_steps="flat")
     q = quant.quantize_model(sd, method="rtn", policy=pol, fit=quant.BudgetFit(55_000))
     (qt,) = [t for t in q.tensors if t.kind == "quant"]
     assert 55_000 - fitter.SLACK <= q.total_bytes <= 55_000
@@ -201,6 +202,12 @@ def test_the_ladder_reaches_fine_enough_to_spend_a_generous_budget():
     free = quant.quantize_model(sd, method="rtn", policy=pol, fit=quant.BudgetFit(10 ** 7))
     (ft,) = [t for t in free.tensors if t.kind == "quant"]
     assert int(fitter.LADDER.min()) < ft.extra["ladder"] < -40
+    free = quant.quantize_model(sd, method="rtn", policy=replace(pol, row_steps="fisher"),
+                                fit=quant.BudgetFit(10 ** 7))
+    (ft,) = [t for t in free.tensors if t.kind == "quant"]
+    err = (sd[ft.name] - free.state_dict()[ft.name]).abs()
+    assert ft.extra["ladder"] == int(fitter.LADDER.min())
+    assert bool((err <= 0.5001 * torch.from_numpy(ft.scales.astype(np.float32))[:, None]).all())
 
 
 def test_an_opened_fit_builds_what_quantize_model_writes_and_names_its_options(extremes):

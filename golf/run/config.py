@@ -184,7 +184,7 @@ CPU_EQUIVALENT: dict[str, str] = {"r29": "cpu", "p1125": "cpu_p1125", "pr1855": 
                                   "pr2135": "cpu_frontier", "frontier": "cpu_frontier"}
 OPTIM_GROUPS = ("records", "legacy")
 QUANT_SCALES = ("log", "fp16")  # quant.SCALE_FORMATS (golf does not import quant here)
-QUANT_ROW_STEPS = ("flat", "sdclip")  # quant.policy.ROW_STEPS, likewise
+QUANT_ROW_STEPS = ("fisher", "flat", "sdclip")  # quant.policy.ROW_STEPS, likewise
 
 @dataclass(frozen=True)
 class Config(ModelConfig):
@@ -274,8 +274,10 @@ class Config(ModelConfig):
                                     "2,4; empty = off)")
     quant_scales: str = setting("log", "log: log-grid row scales, entropy-coded when smaller; "
                                 "fp16: plain fp16", choices=QUANT_SCALES)
-    quant_row_steps: str = setting("flat", "fitter's row steps: flat = one step per tensor; "
-                                   "sdclip = each row's own SDClip step", choices=QUANT_ROW_STEPS)
+    quant_row_steps: str = setting("fisher", "fitter's row steps: fisher = one step per tensor, "
+                                   "no row clipped, the embedding's token rows stepped by their "
+                                   "Fisher weights; flat = one step per tensor; sdclip = each "
+                                   "row's own SDClip step", choices=QUANT_ROW_STEPS)
     gptq_calib_batches: int = setting(16, "training batches for the Hessians", ge=0)
     gptq_reserve_seconds: float = setting(8.0, "seconds of the wallclock kept for calibration",
                                           ge=0)
