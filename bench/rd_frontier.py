@@ -3,7 +3,7 @@ post+TTT per point (issue 27 item 5, second half).
 
     python -m bench.rd_frontier --checkpoint runs/ID/ema.pt --data DIR --tokenizer MODEL \
         [--offsets record_1855=-1,0,1,2 record_2135=0 record_1060=-1,0] [--no-ttt] \
-        [--row-steps sdclip,flat[,flat+lqer]] [--diagnose record_1855+0] \
+        [--row-steps fisher,flat[,flat+lqer]] [--diagnose record_1855+0] \
         [--bytes-from EARLIER.json] [--out bench/results/rd_frontier]
     python -m bench.rd_frontier --combine A.json B.json ... --out bench/results/rd_frontier
 
@@ -12,8 +12,10 @@ record_policy): every class's bit width + offset, clip rule unchanged (record_18
 SDClip k, record_1060's percentiles), capped at 8 bits. For each (record, offset) the record's
 artifact is built with the coders it shipped (record_1855 / 2135: the per-group lrzip container,
 quant/pergroup.py), then golfkit's default fitter (QUANT_METHOD=gptq, Fisher error weights, log
-scales, default coders; one line per --row-steps entry: QuantPolicy.row_steps "flat" is today's
-default (one step per tensor), "sdclip" each row's own step, "+lqer" adds LQER rungs) at exactly that artifact's byte
+scales, default coders; one line per --row-steps entry: QuantPolicy.row_steps "fisher" is today's
+default (one step per tensor, no row clipped, the embedding's token rows stepped by their Fisher
+weights), "flat" one step per tensor, "sdclip" each row's own step, "+lqer" adds LQER rungs) at
+exactly that artifact's byte
 count (--bytes-from reuses a record's bytes from an earlier run instead of rebuilding it;
 --diagnose adds, for that record point, the fitter's model with one tensor at a time taken from
 the record's artifact). Every artifact goes through a
@@ -400,10 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-ttt", action="store_true", help="skip post+TTT (pre/post only)")
     ap.add_argument("--fitter-only", action="store_true",
                     help="build each record only for its byte count and score the fitter there")
-    ap.add_argument("--row-steps", default="sdclip,flat",
-                    help="fitter lines by QuantPolicy.row_steps, comma-separated (flat: the "
-                         "default, one step per tensor; sdclip: each row's own step; a +lqer "
-                         "suffix adds LQER rungs)")
+    ap.add_argument("--row-steps", default="fisher,flat",
+                    help="fitter lines by QuantPolicy.row_steps, comma-separated (fisher: the "
+                         "default; flat: one step per tensor; sdclip: each row's own step; a "
+                         "+lqer suffix adds LQER rungs)")
     ap.add_argument("--lqer-ranks", default="2,4", help="the LQER ranks of a +lqer line")
     ap.add_argument("--bytes-from", nargs="*", default=[],
                     help="earlier JSONs of this bench: a record point found there is not rebuilt, "

@@ -91,7 +91,7 @@ class CurveOptions:
     """How one tensor's curve is priced, besides its weights, steps and diag(H): its error's
     multiplier (sensitivity times measured loss slope), whether the fp16 rung is offered, the
     LQER ranks offered, its Fisher error weights (rows x cols), its bytes per row scale and
-    each row's least step (scalar.unclipped_steps: rungs finer than it do not clip the row)."""
+    each row's least step (scalar.clip_free_step: rungs finer than it do not clip the row)."""
     sensitivity: float = 1.0
     allow_float: bool = True
     lqer_ranks: tuple[int, ...] = ()

@@ -274,8 +274,8 @@ class Config(ModelConfig):
                                     "2,4; empty = off)")
     quant_scales: str = setting("log", "log: log-grid row scales, entropy-coded when smaller; "
                                 "fp16: plain fp16", choices=QUANT_SCALES)
-    quant_row_steps: str = setting("fisher", "fitter's row steps: fisher = one step per tensor, "
-                                   "no row clipped, the embedding's token rows stepped by their "
+    quant_row_steps: str = setting("fisher", "fitter's row steps: fisher = flat, but no row "
+                                   "clipped and the embedding's token rows stepped by their "
                                    "Fisher weights; flat = one step per tensor; sdclip = each "
                                    "row's own SDClip step", choices=QUANT_ROW_STEPS)
     gptq_calib_batches: int = setting(16, "training batches for the Hessians", ge=0)
