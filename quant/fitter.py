@@ -127,8 +127,10 @@ def predict_curve(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int,
             rate[j] = (rows * cols) * hj / 8.0 + 32.0 + scale_row_bytes * rows
             dist[j] = sensitivity * factor * ej
     if lqer_ranks:
-        lr, ld = _lqer_columns(w, base_step, policy_bits, full_cw, col_weight, lqer_ranks,
-                               Curve(rate, dist), opts.min_step)
+        def step_at(j: int) -> torch.Tensor:
+            return rung_step(base_step.clamp_min(1e-30), j, opts.min_step)
+        lr, ld = _lqer_columns(w, step_at, policy_bits, full_cw, col_weight, lqer_ranks,
+                               Curve(rate, dist))
         rate, dist = np.concatenate([rate, lr]), np.concatenate([dist, ld])
     return Curve(rate, dist)
 
@@ -159,19 +161,19 @@ def _ladder_stats(ws: torch.Tensor, ss: torch.Tensor, policy_bits: int, js: list
     return h.tolist(), err.tolist()
 
 
-def _lqer_columns(w: torch.Tensor, base_step: torch.Tensor, policy_bits: int, cw: torch.Tensor,
-                  col_weight: torch.Tensor | None, ranks: tuple[int, ...], plain_steps: Curve,
-                  min_step: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _lqer_columns(w: torch.Tensor, step_at: Callable[[int], torch.Tensor], policy_bits: int,
+                  cw: torch.Tensor, col_weight: torch.Tensor | None, ranks: tuple[int, ...],
+                  plain_steps: Curve) -> tuple[np.ndarray, np.ndarray]:
     """Rate and distortion of step j + a rank-r correction, for every LQER step and rank: the
     plain step's (sampled) prediction (plain_steps), plus the factors' entropy-coded bytes,
     times the ratio of corrected to uncorrected weighted error measured on the full
-    round-to-nearest matrix."""
+    round-to-nearest matrix. step_at(j): each row's step at option j (rung_step)."""
     rate, dist = plain_steps.rate, plain_steps.dist
     lr = np.zeros(len(ranks) * len(LQER_STEPS))
     ld = np.zeros_like(lr)
     for si, j in enumerate(LQER_STEPS):
         qmax = qmax_for(bits_for(policy_bits, j))
-        s = rung_step(base_step.clamp_min(1e-30), j, min_step)[:, None]
+        s = step_at(j)[:, None]
         e = w - torch.clamp(torch.round(w / s), -qmax, qmax) * s
         plain = float(((e ** 2) * cw).sum())
         for ri, lq in enumerate(lqer_ladder(e, ranks, FITTER_FORMAT, col_weight)):
