@@ -114,9 +114,11 @@ def _fisher_case():
     g = torch.Generator().manual_seed(5)
 
     def rows() -> torch.Tensor:
-        return torch.randn(512, 128, generator=g) * torch.exp(0.6 * torch.randn(512, 1, generator=g)) * 0.02
+        spread = torch.exp(0.6 * torch.randn(512, 1, generator=g))
+        return torch.randn(512, 128, generator=g) * spread * 0.02
     sd = {"tok_emb.weight": rows(), "blocks.0.mlp.fc.weight": rows()}
-    om = {"tok_emb.weight": torch.exp(1.5 * torch.randn(512, 1, generator=g)).expand(512, 128).clone(),
+    token_weight = torch.exp(1.5 * torch.randn(512, 1, generator=g))
+    om = {"tok_emb.weight": token_weight.expand(512, 128).clone(),
           "blocks.0.mlp.fc.weight": torch.ones(512, 128)}
     return sd, om
 
