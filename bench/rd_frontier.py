@@ -204,7 +204,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         else:
             rec, rec_sd, rec_q = measure(label, method=method,
                                          run=quant.QuantRun(record_bits_offset=off))
-        for line in args.row_steps.split(","):
+        for line in filter(None, args.row_steps.split(",")):   # "": the records alone
             rows, lqer = line.split("+")[0], ranks if line.endswith("+lqer") else ()
             budget = quant.BudgetFit(int(rec["bytes"]), error_weights=om, lqer_ranks=lqer)
             fit, fit_sd, fit_q = measure(f"fitter[{line}]@{label}", method="gptq", fit=budget,
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--row-steps", default="fisher,flat",
                     help="fitter lines by QuantPolicy.row_steps, comma-separated (fisher: the "
                          "default; flat: one step per tensor; sdclip: each row's own step; a "
-                         "+lqer suffix adds LQER rungs)")
+                         "+lqer suffix adds LQER rungs; empty: the records alone)")
     ap.add_argument("--lqer-ranks", default="2,4", help="the LQER ranks of a +lqer line")
     ap.add_argument("--bytes-from", nargs="*", default=[],
                     help="earlier JSONs of this bench: a record point found there is not rebuilt, "
