@@ -485,19 +485,20 @@ def _error_weights(items: list[_Item], omega: Mapping[str, torch.Tensor] | None,
 
 
 def _shape_rows(items: list[_Item], policy: QuantPolicy,
-                omega: Mapping[str, torch.Tensor]) -> None:
+                error_weights: Mapping[str, torch.Tensor]) -> None:
     """QUANT_ROW_STEPS=fisher: each row of an embedding-class tensor (a token) gets a step
-    shaped by its Fisher row weight (scalar.fisher_steps), before any curve or code reads the
-    steps. Only the embedding: its rows' weights span ~190x (AM/GM) on the 5,000-step mix
-    model, the matrices' 1.05-3x, and shaping every tensor lost at 3.7 bits/param there
-    (0.00865 against 0.00767 bpb) while one table per tensor codes the mixed widths."""
+    shaped by its row of error weights (_error_weights: Fisher, or diag(H) expanded, which is
+    the same in every row and so leaves the step flat; scalar.fisher_steps), before any curve
+    or code reads the steps. Only the embedding: its rows' weights span ~190x (AM/GM) on the
+    5,000-step mix model, the matrices' 1.05-3x, and shaping every tensor lost at 3.7
+    bits/param there (0.00865 against 0.00767 bpb) while one table per tensor codes the mixed
+    widths."""
     if policy.row_steps != "fisher":
         return
     for it in items:
-        om = omega.get(it.name)
-        if it.cls == "embedding" and om is not None and tuple(om.shape) == tuple(it.w.shape):
+        if it.cls == "embedding" and it.name in error_weights:
             assert not it.cache, "rows are shaped before any option is realized"
-            it.base_step = fisher_steps(it.base_step, om.sum(dim=1))
+            it.base_step = fisher_steps(it.base_step, error_weights[it.name].sum(dim=1))
 
 
 def _curves(items: list[_Item], policy: QuantPolicy, sensitivity: Mapping[str, float] | None,
@@ -563,7 +564,7 @@ def _open_fit(job: _Job, sd: Mapping[str, torch.Tensor], aliases: dict[str, str]
               hessians: dict[str, torch.Tensor], fit: BudgetFit) -> FitSession:
     slots, items = _plan_items(sd, aliases, hessians, job)
     weights = _error_weights(items, fit.error_weights, job.log)
-    _shape_rows(items, job.policy, fit.error_weights or {})
+    _shape_rows(items, job.policy, weights)
     curves = _curves(items, job.policy, fit.sensitivity, fit.loss_slopes, fit.error_norm,
                      weights, job.log)
     return FitSession(job, slots, items, curves, int(fit.budget_bytes))
