@@ -16,6 +16,7 @@ import json
 import math
 from pathlib import Path
 
+from golf.run import rundir as rd
 from golf.run.atomic import atomic_write_json
 
 
@@ -27,12 +28,12 @@ def train_tokens(data_path: str) -> int:
 
 def curve(run: Path) -> dict:
     """One run's schedule and validation curve (step, epochs, val_bpb)."""
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = json.loads((run / rd.CONFIG).read_text())
     per_step = cfg["train_batch_tokens"] / train_tokens(cfg["data_path"])
-    vals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    vals = [json.loads(line) for line in (run / rd.METRICS).read_text().splitlines()]
     vals = [m for m in vals if "val_bpb" in m]
     if not vals:
-        raise SystemExit(f"{run}/metrics.jsonl has no val lines: train with VAL_LOSS_EVERY > 0")
+        raise SystemExit(f"{run / rd.METRICS} has no val lines: train with VAL_LOSS_EVERY > 0")
     points = [[m["step"], round(m["step"] * per_step, 4), m["val_bpb"]] for m in vals]
     return {"run": str(run), "iterations": cfg["iterations"],
             "epochs": round(cfg["iterations"] * per_step, 4),
