@@ -14,16 +14,22 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from fnmatch import fnmatch
 from pathlib import Path
 
+from golf.data import shards
 from golf.run import rundir as rd
 from golf.run.atomic import atomic_write_json
 
 
 def train_tokens(data_path: str) -> int:
     """Training tokens of a dataset folder, from the counts its manifest.json lists."""
-    files = json.loads((Path(data_path) / "manifest.json").read_text())["files"]
-    return sum(n for name, n in files.items() if "_train_" in name)
+    files = shards.read_manifest(data_path).get("files")
+    if not files:
+        raise SystemExit(f"{Path(data_path) / shards.MANIFEST} lists no shard token counts: "
+                         "prepare the dataset with `python -m golf.data.prepare`")
+    train = Path(shards.train_pattern(data_path)).name
+    return sum(n for name, n in files.items() if fnmatch(name, train))
 
 
 def curve(run: Path) -> dict:

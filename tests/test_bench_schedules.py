@@ -25,7 +25,8 @@ def _run(root: Path, name: str, iterations: int, vals: dict[int, float], data: P
 def data(tmp_path: Path) -> Path:
     d = tmp_path / "data"
     d.mkdir()
-    files = {"x_train_000000.bin": 600, "x_train_000001.bin": 400, "x_val_000000.bin": 90}
+    files = {"fineweb_train_000000.bin": 600, "fineweb_train_000001.bin": 400,
+             "fineweb_val_000000.bin": 90}
     (d / "manifest.json").write_text(json.dumps({"files": files}))
     return d
 
@@ -59,3 +60,8 @@ def test_run_without_val_lines_refused(tmp_path: Path, data: Path) -> None:
     bare = _run(tmp_path, "bare", 10, {}, data)
     with pytest.raises(SystemExit, match="VAL_LOSS_EVERY"):
         schedules.curve(bare)
+
+
+def test_dataset_without_manifest_counts_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="manifest.json"):
+        schedules.train_tokens(str(tmp_path))
