@@ -376,11 +376,11 @@ def plot(res: dict, path: Path) -> None:
                         color=line.get_color(), label=f"0.5 x {fam}")
         ax.set_xlabel("bits per parameter (artifact bytes x 8 / params)")
         ax.set_ylabel(f"val_bpb {title}")
-        if key == "gap":  # gaps span decades; post+TTT - pre sits within one (log: no ticks)
-            positive = all(p["gap"]["bpb"] > 0 for p in res["points"])
-            # symlog is linear below linthresh, so it draws 5e-4 where log draws 3e-4: log
-            # wherever it can, symlog only for a gap at or below zero
-            ax.set_yscale("log") if positive else ax.set_yscale("symlog", linthresh=1e-4)
+        if key == "gap":  # gaps span decades (log); post+TTT - pre sits within one (linear)
+            if all(p["gap"]["bpb"] > 0 for p in res["points"]):
+                ax.set_yscale("log")
+            else:  # symlog is linear below linthresh (it drew 5e-4 where log draws 3e-4)
+                ax.set_yscale("symlog", linthresh=1e-4)
         ax.grid(alpha=0.3)
         ax.set_title(f"{title}; {res['params']:,} params, {res['eval_tokens']:,} val tokens",
                      fontsize=9)
