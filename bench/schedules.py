@@ -20,6 +20,7 @@ from pathlib import Path
 from golf.data import shards
 from golf.run import rundir as rd
 from golf.run.atomic import atomic_write_json
+from golf.run.errors import ConfigError
 
 
 def train_tokens(data_path: str) -> int:
@@ -34,17 +35,20 @@ def train_tokens(data_path: str) -> int:
 
 def curve(run: Path) -> dict:
     """One run's schedule and validation curve (step, epochs, val_bpb)."""
-    cfg = json.loads((run / rd.CONFIG).read_text())
-    per_step = cfg["train_batch_tokens"] / train_tokens(cfg["data_path"])
+    try:    # the run's own reader: relative paths of older runs resolved, a non-run named
+        cfg = rd.load_config(run, "RUN")
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
+    per_step = cfg.train_batch_tokens / train_tokens(cfg.data_path)
     vals = [json.loads(line) for line in (run / rd.METRICS).read_text().splitlines()]
     vals = [m for m in vals if "val_bpb" in m]
     if not vals:
         raise SystemExit(f"{run / rd.METRICS} has no val lines: train with VAL_LOSS_EVERY > 0")
     points = [[m["step"], round(m["step"] * per_step, 4), m["val_bpb"]] for m in vals]
-    return {"run": str(run), "iterations": cfg["iterations"],
-            "epochs": round(cfg["iterations"] * per_step, 4),
-            "eval_tokens": cfg["max_eval_tokens"], "val": points,
-            "final_val_bpb": points[-1][2], "finished": points[-1][0] == cfg["iterations"]}
+    return {"run": str(run), "iterations": cfg.iterations,
+            "epochs": round(cfg.iterations * per_step, 4),
+            "eval_tokens": cfg.max_eval_tokens, "val": points,
+            "final_val_bpb": points[-1][2], "finished": points[-1][0] == cfg.iterations}
 
 
 def per_doubling(runs: list[dict]) -> list[dict]:

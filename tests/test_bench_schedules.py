@@ -13,7 +13,7 @@ def _run(root: Path, name: str, iterations: int, vals: dict[int, float], data: P
     run = root / name
     run.mkdir()
     cfg = {"train_batch_tokens": 100, "iterations": iterations, "max_eval_tokens": 64,
-           "data_path": str(data)}
+           "data_path": str(data), "tokenizer_path": str(data / "tok.model")}
     (run / "config.json").write_text(json.dumps(cfg))
     lines = [{"step": s, "train_loss": 3.0} for s in range(1, iterations + 1, 5)]
     lines += [{"step": s, "val_loss": v * 0.7, "val_bpb": v} for s, v in vals.items()]
@@ -65,3 +65,8 @@ def test_run_without_val_lines_refused(tmp_path: Path, data: Path) -> None:
 def test_dataset_without_manifest_counts_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="manifest.json"):
         schedules.train_tokens(str(tmp_path))
+
+
+def test_folder_without_config_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="no config.json"):
+        schedules.curve(tmp_path)
